@@ -1,0 +1,190 @@
+"""The bridge loop: MQTT frames in, Celery tasks out. The only module that wires paho callbacks.
+
+An MQTT frame is acknowledged (PUBACK) only after Redis holds its task, so a frame that arrives while
+Redis is away, or while the bridge dies, is redelivered by the broker instead of being lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from broker.admission import Inbound, admit, frame_id_hint
+from broker.codes import ErrorCode
+from broker.contract import FrameRequest, encode, error_message
+from broker.errors import FrameRejected, TopicError
+from broker.metrics import BridgeMetrics
+from broker.mqtt import MqttConnection, response_properties, user_properties
+from broker.settings import BridgeSettings
+from broker.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY_S = 5.0
+QUEUE_SAMPLE_INTERVAL_S = 0.5
+
+
+class Dispatcher(Protocol):
+    def enqueue(self, request: FrameRequest) -> None: ...
+    def queue_length(self) -> int: ...
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        *,
+        dispatcher: Dispatcher,
+        metrics: BridgeMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.metrics = metrics
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._pending: queue.Queue[tuple[FrameRequest, int, int] | None] = queue.Queue()
+        self._accepting = threading.Event()
+        self._stopped = threading.Event()
+        self._queue_depth = 0
+        self._last_reconnects = 0
+        self.connection = MqttConnection(
+            settings.mqtt,
+            client_id=f"partsight-bridge-{settings.bridge_id}",
+            status_topic=self.topics.status("bridge", settings.bridge_id),
+            persistent=True,
+            manual_ack=True,
+            session_expiry_s=settings.session_expiry_s,
+            receive_maximum=settings.receive_maximum,
+            on_state=self._on_state,
+        )
+        self.connection.client.on_message = self._on_message
+        self._threads = [
+            threading.Thread(target=self._dispatch_loop, name="bridge-dispatch", daemon=True),
+            threading.Thread(target=self._sample_queue_loop, name="bridge-queue-depth", daemon=True),
+        ]
+
+    def start(self) -> None:
+        self._accepting.set()
+        for thread in self._threads:
+            thread.start()
+        self.connection.subscribe(self.topics.frame_subscription(self.settings.share_group), qos=1)
+        self.connection.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking frames, hand over those already taken, then disconnect.
+
+        Frames that arrive after this point stay unacknowledged, so the broker keeps them for our session.
+        """
+        logger.info("bridge draining %d frame(s) before exit", self._pending.qsize())
+        self._accepting.clear()
+        self._pending.put(None)
+        self._threads[0].join(timeout)
+        self._stopped.set()
+        self.connection.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.connection.connected and self._accepting.is_set()
+
+    def _on_state(self, connected: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if connected else 0)
+        reconnects = self.connection.reconnects
+        if reconnects > self._last_reconnects:
+            self.metrics.mqtt_reconnects.inc(reconnects - self._last_reconnects)
+            self._last_reconnects = reconnects
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        # Never let an exception escape into paho's loop: count it and keep serving.
+        try:
+            self._handle(message)
+        except Exception:
+            logger.exception("unexpected failure handling a message on %r", getattr(message, "topic", "?"))
+            self.metrics.frames_rejected.labels(reason=str(ErrorCode.INTERNAL)).inc()
+            self.connection.client.ack(message.mid, message.qos)
+
+    def _handle(self, message: Any) -> None:
+        if not self._accepting.is_set():
+            return  # left unacknowledged: redelivered to our session after restart
+        props = getattr(message, "properties", None)
+        inbound = Inbound(
+            topic=message.topic,
+            payload=message.payload,
+            user_properties=user_properties(props),
+            response_topic=getattr(props, "ResponseTopic", None),
+            correlation_data=getattr(props, "CorrelationData", None),
+        )
+        self.metrics.frames_received.inc()
+        self.metrics.payload_size.observe(len(inbound.payload))
+        try:
+            device = self.topics.device_of_frame_topic(inbound.topic)
+        except TopicError as exc:
+            logger.warning("ignoring message on unknown topic: %s", exc)
+            self.metrics.frames_rejected.labels(reason="unknown_topic").inc()
+            self.connection.client.ack(message.mid, message.qos)
+            return
+        try:
+            request = admit(inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes,
+                            received_at=self._clock())
+            if self._queue_depth >= self.settings.max_queue_length:
+                raise FrameRejected(ErrorCode.OVERLOADED,
+                                    f"{self._queue_depth} frames are waiting; retry later")
+        except FrameRejected as exc:
+            self._reject(inbound, device, exc)
+            self.connection.client.ack(message.mid, message.qos)
+            return
+        self.metrics.pending.inc()
+        self._pending.put((request, message.mid, message.qos))
+
+    def _reject(self, inbound: Inbound, device: str, exc: FrameRejected) -> None:
+        frame_id = frame_id_hint(inbound)
+        logger.info("rejected frame %s from %s: %s (%s)", frame_id, device, exc.code, exc.message)
+        self.metrics.frames_rejected.labels(reason=str(exc.code)).inc()
+        payload = encode(error_message(device, frame_id, exc.code, exc.message, self._clock()))
+        self.connection.publish(self.topics.error(device), payload, qos=1)
+        if inbound.response_topic and self.connection.is_v5:
+            self.connection.publish(inbound.response_topic, payload, qos=1,
+                                    properties=response_properties(inbound.correlation_data))
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            request, mid, qos = item
+            if self._enqueue_with_retry(request):
+                self.connection.client.ack(mid, qos)
+            self.metrics.pending.dec()
+
+    def _enqueue_with_retry(self, request: FrameRequest) -> bool:
+        delay = 0.05
+        while not self._stopped.is_set():
+            started = time.perf_counter()
+            try:
+                self._dispatcher.enqueue(request)
+            except Exception as exc:  # kombu/redis raise many kinds; all mean "not enqueued yet"
+                self.metrics.enqueue_failures.inc()
+                self.metrics.redis_connected.set(0)
+                logger.warning("could not enqueue frame %s from %s (%s); retrying in %.2f s",
+                               request.frame_id, request.device, exc, delay)
+                self._stopped.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
+                continue
+            self.metrics.enqueue_latency.observe(time.perf_counter() - started)
+            self.metrics.frames_enqueued.inc()
+            self.metrics.redis_connected.set(1)
+            return True
+        return False
+
+    def _sample_queue_loop(self) -> None:
+        while not self._stopped.wait(QUEUE_SAMPLE_INTERVAL_S):
+            try:
+                self._queue_depth = self._dispatcher.queue_length()
+            except Exception as exc:
+                logger.debug("queue depth sample failed: %s", exc)
+                continue
+            self.metrics.queue_depth.set(self._queue_depth)

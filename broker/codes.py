@@ -1,0 +1,16 @@
+"""Stable error codes of the wire contract: devices and dashboards match on these strings."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_UNDECODABLE = "image_undecodable"
+    IMAGE_TOO_LARGE = "image_too_large"
+    BAD_ENVELOPE = "bad_envelope"
+    BAD_METADATA = "bad_metadata"
+    OVERLOADED = "overloaded"
+    INTERNAL = "internal"

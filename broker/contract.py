@@ -1,0 +1,208 @@
+"""The wire contract: inbound frames, the task that carries them, and the result and error messages.
+
+Everything here is pure: no sockets, no clocks read implicitly (timestamps are passed in).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.codes import ErrorCode
+from broker.errors import FrameRejected
+
+SCHEMA_VERSION = "partsight/1"
+RECOGNIZE_TASK = "partsight.recognize_frame"
+FRAME_QUEUE = "partsight.frames"
+
+MAX_FRAME_ID_LENGTH = 128
+MAX_TIMESTAMP_LENGTH = 64
+_FRAME_ID_PATTERN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+
+
+def rfc3339(timestamp: float) -> str:
+    """RFC 3339 UTC with millisecond precision, e.g. 2026-11-23T01:14:20.123Z."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def new_frame_id() -> str:
+    return uuid.uuid4().hex
+
+
+def validate_frame_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise FrameRejected(ErrorCode.BAD_METADATA, "frame_id must be a string")
+    if not 0 < len(value) <= MAX_FRAME_ID_LENGTH:
+        raise FrameRejected(ErrorCode.BAD_METADATA, f"frame_id must be 1 to {MAX_FRAME_ID_LENGTH} characters")
+    if not _FRAME_ID_PATTERN.match(value):
+        raise FrameRejected(ErrorCode.BAD_METADATA, "frame_id must be printable ASCII without spaces")
+    return value
+
+
+def validate_captured_at(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_LENGTH:
+        raise FrameRejected(ErrorCode.BAD_METADATA, "captured_at must be an RFC 3339 string")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise FrameRejected(ErrorCode.BAD_METADATA, f"captured_at is not RFC 3339: {exc}") from exc
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRequest:
+    """One admitted frame, as the bridge hands it to a worker."""
+
+    device: str
+    frame_id: str
+    image: bytes = field(repr=False)
+    received_at: float
+    captured_at: str | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+    def to_task_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the recognition task; msgpack carries the bytes as they are."""
+        return {
+            "device": self.device,
+            "frame_id": self.frame_id,
+            "image": self.image,
+            "received_at": self.received_at,
+            "captured_at": self.captured_at,
+            "response_topic": self.response_topic,
+            "correlation_data": self.correlation_data,
+        }
+
+    @classmethod
+    def from_task_kwargs(cls, kwargs: Mapping[str, Any]) -> FrameRequest:
+        image = kwargs["image"]
+        if isinstance(image, str):  # a json-serialised task carries base64 text
+            image = base64.b64decode(image)
+        correlation = kwargs.get("correlation_data")
+        if isinstance(correlation, str):
+            correlation = base64.b64decode(correlation)
+        return cls(
+            device=str(kwargs["device"]),
+            frame_id=str(kwargs["frame_id"]),
+            image=bytes(image),
+            received_at=float(kwargs["received_at"]),
+            captured_at=kwargs.get("captured_at"),
+            response_topic=kwargs.get("response_topic"),
+            correlation_data=correlation,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    frame_id: str | None
+    captured_at: str | None
+    image: bytes = field(repr=False)
+
+
+def looks_like_envelope(payload: bytes) -> bool:
+    """A JSON envelope starts with '{'; no supported image format does."""
+    return payload.lstrip(b" \t\r\n")[:1] == b"{"
+
+
+def parse_envelope(payload: bytes) -> Envelope:
+    """Parse the MQTT 3.1.1 JSON envelope `{"frame_id", "captured_at", "image_b64"}`."""
+    try:
+        document = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, f"envelope is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, "envelope must be a JSON object")
+    image_b64 = document.get("image_b64")
+    if not isinstance(image_b64, str) or not image_b64:
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, "envelope needs a non-empty string field image_b64")
+    try:
+        image = base64.b64decode(image_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, f"image_b64 is not valid base64: {exc}") from exc
+    if not image:
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, "image_b64 decodes to no bytes")
+    frame_id = document.get("frame_id")
+    try:
+        checked_id = None if frame_id is None else validate_frame_id(frame_id)
+        captured_at = validate_captured_at(document.get("captured_at"))
+    except FrameRejected as exc:
+        raise FrameRejected(ErrorCode.BAD_ENVELOPE, exc.message) from exc
+    return Envelope(frame_id=checked_id, captured_at=captured_at, image=image)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def error_message(device: str, frame_id: str | None, code: ErrorCode, message: str, at: float) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "frame_id": frame_id,
+        "device": device,
+        "error": {"code": str(code), "message": message},
+        "at": rfc3339(at),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Per-stage durations in milliseconds."""
+
+    queue: float
+    decode: float
+    features: float
+    classify: float
+    total: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "queue": round(self.queue, 3),
+            "decode": round(self.decode, 3),
+            "features": round(self.features, 3),
+            "classify": round(self.classify, 3),
+            "total": round(self.total, 3),
+        }
+
+
+def result_message(
+    *,
+    request: FrameRequest,
+    status: str,
+    product: str | None,
+    category: str | None,
+    confidence: float,
+    category_confidence: float,
+    top_k: list[dict[str, Any]],
+    catalog: Mapping[str, Any] | None,
+    model_name: str,
+    model_version: str,
+    timings: Timings,
+    completed_at: float,
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "frame_id": request.frame_id,
+        "device": request.device,
+        "status": status,
+        "product": product,
+        "category": category,
+        "confidence": round(confidence, 6),
+        "category_confidence": round(category_confidence, 6),
+        "top_k": top_k,
+        "catalog": dict(catalog) if catalog is not None else None,
+        "model": {"name": model_name, "version": model_version},
+        "timings_ms": timings.as_dict(),
+        "captured_at": request.captured_at,
+        "received_at": rfc3339(request.received_at),
+        "completed_at": rfc3339(completed_at),
+    }

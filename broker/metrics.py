@@ -1,0 +1,54 @@
+"""Prometheus metrics of the bridge. Every metric takes the registry it lives in; labels are bounded."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from broker.codes import ErrorCode
+
+REJECT_REASONS = tuple(str(code) for code in ErrorCode) + ("unknown_topic",)
+SIZE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BridgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames_received = Counter(
+            "partsight_bridge_frames_received_total", "Frames received on frame topics.", registry=registry
+        )
+        self.frames_enqueued = Counter(
+            "partsight_bridge_frames_enqueued_total", "Frames enqueued as recognition tasks.", registry=registry
+        )
+        self.frames_rejected = Counter(
+            "partsight_bridge_frames_rejected_total", "Frames refused by the bridge, by reason.", ["reason"],
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.frames_rejected.labels(reason=reason)
+        self.payload_size = Histogram(
+            "partsight_bridge_payload_bytes", "Size of received frame payloads.", buckets=SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.enqueue_latency = Histogram(
+            "partsight_bridge_enqueue_seconds", "Time to hand one frame to Redis.", buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.enqueue_failures = Counter(
+            "partsight_bridge_enqueue_failures_total", "Failed attempts to enqueue a frame (retried).",
+            registry=registry,
+        )
+        self.mqtt_connected = Gauge(
+            "partsight_bridge_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry
+        )
+        self.mqtt_reconnects = Counter(
+            "partsight_bridge_mqtt_reconnects_total", "Reconnections to the MQTT broker.", registry=registry
+        )
+        self.redis_connected = Gauge(
+            "partsight_bridge_redis_connected", "1 while the last enqueue to Redis succeeded.", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "partsight_queue_depth_frames", "Frames waiting in the Redis queue (last sample).", registry=registry
+        )
+        self.pending = Gauge(
+            "partsight_bridge_pending_frames", "Frames received but not yet handed to Redis.", registry=registry
+        )

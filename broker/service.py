@@ -1,0 +1,40 @@
+"""Runs the bridge process: metrics endpoint, bridge loop, clean drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from broker.bridge import Bridge
+from broker.dispatch import CeleryDispatcher
+from broker.metrics import BridgeMetrics
+from broker.settings import BridgeSettings, redact_url
+
+logger = logging.getLogger(__name__)
+
+
+def run_bridge(settings: BridgeSettings) -> None:
+    registry = CollectorRegistry()
+    metrics = BridgeMetrics(registry)
+    start_http_server(settings.metrics_port, registry=registry)
+    dispatcher = CeleryDispatcher(settings.redis_url)
+    bridge = Bridge(settings, dispatcher=dispatcher, metrics=metrics)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        logger.info("signal %d: stopping the bridge", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logger.info("bridge %s: %s -> %s, metrics on :%d", settings.bridge_id, settings.mqtt.display,
+                redact_url(settings.redis_url), settings.metrics_port)
+    bridge.start()
+    stop.wait()
+    bridge.stop()
+    dispatcher.close()
+    logger.info("bridge stopped")

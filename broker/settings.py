@@ -1,0 +1,135 @@
+"""Settings read once at start-up from the environment, then passed down as frozen records."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from broker.errors import SettingsError
+
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+PROTOCOLS = ("5", "3.1.1")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    protocol: str = "5"
+    ca_file: str | None = None
+    keepalive: int = 30
+
+    @classmethod
+    def from_url(cls, url: str, *, protocol: str = "5", ca_file: str | None = None) -> MqttSettings:
+        """Parse `mqtt://user:pass@host:port` or `mqtts://...` (TLS)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise SettingsError(f"MQTT URL must start with mqtt:// or mqtts://, got {parts.scheme or 'nothing'!r}")
+        if not parts.hostname:
+            raise SettingsError("MQTT URL has no host")
+        if protocol not in PROTOCOLS:
+            raise SettingsError(f"MQTT protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise SettingsError(f"MQTT URL has a bad port: {exc}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            protocol=protocol,
+            ca_file=ca_file,
+        )
+
+    @property
+    def display(self) -> str:
+        """Where it connects, safe to log: never the password."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port} (MQTT {self.protocol})"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def mqtt_from_env(env: Mapping[str, str]) -> MqttSettings:
+    return MqttSettings.from_url(
+        env.get("PARTSIGHT_MQTT_URL", DEFAULT_MQTT_URL),
+        protocol=env.get("PARTSIGHT_MQTT_PROTOCOL", "5"),
+        ca_file=env.get("PARTSIGHT_MQTT_CA_FILE") or None,
+    )
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    mqtt: MqttSettings
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    topic_prefix: str = "partsight"
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    metrics_port: int = 9301
+    bridge_id: str = "bridge"
+    share_group: str | None = None
+    max_queue_length: int = 1000
+    receive_maximum: int = 64
+    session_expiry_s: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
+        env = os.environ if env is None else env
+        return cls(
+            mqtt=mqtt_from_env(env),
+            redis_url=env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL),
+            topic_prefix=env.get("PARTSIGHT_TOPIC_PREFIX", "partsight"),
+            max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
+            metrics_port=env_int(env, "PARTSIGHT_BRIDGE_METRICS_PORT", 9301),
+            bridge_id=env.get("PARTSIGHT_BRIDGE_ID") or socket.gethostname(),
+            share_group=env.get("PARTSIGHT_SHARE_GROUP") or None,
+            max_queue_length=env_int(env, "PARTSIGHT_MAX_QUEUE_LENGTH", 1000, minimum=1),
+            receive_maximum=env_int(env, "PARTSIGHT_MQTT_RECEIVE_MAXIMUM", 64, minimum=1),
+        )

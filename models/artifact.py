@@ -1,0 +1,169 @@
+"""Versioned model directories: write them atomically, verify every file's sha256 before anything is loaded.
+
+Layout of one version (`<store>/<version>/`):
+    manifest.json   name, version, backbone record, head settings, sha256 and size of every other file
+    head.npz        head arrays (loaded with allow_pickle=False)
+    labels.json     products and their categories, in the head's order
+    catalog.json    the product catalog; each record travels into results
+A store holds several versions and a `current` link to the one served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.backbones import file_sha256
+from models.catalog import Catalog
+from models.errors import ArtifactError
+from models.head import ProductHead
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+CURRENT = "current"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    path: Path
+    manifest: dict[str, Any]
+    head: ProductHead
+    catalog: Catalog
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        return dict(self.manifest["backbone"])
+
+
+def new_version(now: datetime | None = None) -> str:
+    moment = now or datetime.now(UTC)
+    return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def resolve(path: Path) -> Path:
+    """A version directory as it is, or the version a store's `current` points at."""
+    if (path / MANIFEST).is_file():
+        return path
+    current = path / CURRENT
+    if current.exists():
+        target = current.resolve() if current.is_symlink() else path / current.read_text().strip()
+        if (target / MANIFEST).is_file():
+            return target
+    raise ArtifactError(f"{path} is neither a model version (no {MANIFEST}) nor a store with a '{CURRENT}' version")
+
+
+def _write_json(path: Path, document: Any) -> None:
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_model(
+    store: Path,
+    *,
+    name: str,
+    head: ProductHead,
+    catalog: Catalog,
+    backbone: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write a new version under `store` and point `current` at it; nothing half-written is ever visible."""
+    store.mkdir(parents=True, exist_ok=True)
+    version = version or new_version()
+    final = store / version
+    if final.exists():
+        raise ArtifactError(f"version {version} already exists in {store}")
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
+    staging.chmod(0o755)  # mkdtemp makes it private; a worker may run as another user
+    try:
+        np.savez(staging / "head.npz", coef=head.coef, intercept=head.intercept)
+        _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
+        _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
+        files = {
+            entry.name: {"sha256": file_sha256(entry), "bytes": entry.stat().st_size}
+            for entry in sorted(staging.iterdir())
+        }
+        manifest = {
+            "format": FORMAT,
+            "name": name,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "backbone": dict(backbone),
+            "head": {
+                "kind": "logistic_regression",
+                "product_threshold": head.product_threshold,
+                "category_threshold": head.category_threshold,
+            },
+            "files": files,
+            **(dict(extra) if extra else {}),
+        }
+        _write_json(staging / MANIFEST, manifest)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    link = store / f".{CURRENT}.tmp"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(version)
+    os.replace(link, store / CURRENT)
+    return final
+
+
+def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:
+    entry = manifest.get("files", {}).get(name)
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise ArtifactError(f"{path}: the manifest does not list {name}")
+    target = path / name
+    if not target.is_file():
+        raise ArtifactError(f"{path}: {name} is missing")
+    actual = file_sha256(target)
+    if actual != entry["sha256"]:
+        raise ArtifactError(f"{path}: {name} has sha256 {actual}, the manifest says {entry['sha256']}")
+    return target
+
+
+def load_model(path: Path) -> ModelBundle:
+    """Verify and load a model version (or a store's current version)."""
+    version_dir = resolve(path)
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{version_dir}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{version_dir}: manifest format {manifest.get('format')!r} is not {FORMAT}")
+    for name in manifest.get("files", {}):
+        _verified(version_dir, manifest, name)
+    for required in ("head.npz", "labels.json", "catalog.json"):
+        _verified(version_dir, manifest, required)
+    try:
+        with np.load(version_dir / "head.npz", allow_pickle=False) as arrays:
+            coef, intercept = arrays["coef"], arrays["intercept"]
+        labels = json.loads((version_dir / "labels.json").read_text(encoding="utf-8"))
+        records = json.loads((version_dir / "catalog.json").read_text(encoding="utf-8"))["products"]
+        settings = manifest["head"]
+        head = ProductHead(
+            tuple(labels["products"]), tuple(labels["categories"]), coef, intercept,
+            product_threshold=float(settings["product_threshold"]),
+            category_threshold=float(settings["category_threshold"]),
+        )
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ArtifactError(f"{version_dir}: malformed model files: {exc}") from exc
+    catalog = {str(record["product"]): record for record in records}
+    return ModelBundle(path=version_dir, manifest=manifest, head=head, catalog=catalog)

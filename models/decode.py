@@ -1,0 +1,113 @@
+"""Bounded image decoding: sniff the format, refuse oversize headers before decoding, then produce the model input.
+
+JPEGs are decoded with Pillow's draft mode, which lets libjpeg scale by 1/2, 1/4 or 1/8 while decoding,
+so a 1080p frame never costs a full-resolution decode when the model wants 224 pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.errors import ImageError
+
+UNSUPPORTED_FORMAT = "unsupported_format"
+IMAGE_UNDECODABLE = "image_undecodable"
+IMAGE_TOO_LARGE = "image_too_large"
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+)
+_OTHER_MAGIC = (
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"%PDF", "PDF"),
+    (b"<", "markup (HTML/SVG/XML)"),
+)
+
+
+def sniff_format(data: bytes) -> str:
+    """JPEG, PNG or WEBP by their magic bytes; ImageError(unsupported_format) for anything else."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    stripped = data.lstrip()
+    for magic, name in _OTHER_MAGIC:
+        if stripped.startswith(magic):
+            raise ImageError(UNSUPPORTED_FORMAT, f"{name} is not supported; send JPEG, PNG or WebP")
+    if not data:
+        raise ImageError(UNSUPPORTED_FORMAT, "payload is empty")
+    raise ImageError(UNSUPPORTED_FORMAT, "payload is not a JPEG, PNG or WebP image")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB on a white background for images with transparency; 16-bit and palette images normalised."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.alpha_composite(image.convert("RGBA"))
+        return background.convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to `size`, then crop the centre square."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode `data` into a `size` x `size` x 3 uint8 array, EXIF orientation honoured.
+
+    Raises ImageError with code unsupported_format, image_too_large or image_undecodable.
+    """
+    fmt = sniff_format(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise ImageError(IMAGE_UNDECODABLE, f"image has no pixels ({width}x{height})")
+            if width * height > limits.max_pixels:
+                raise ImageError(IMAGE_TOO_LARGE,
+                                 f"image is {width}x{height} pixels, the limit is {limits.max_pixels} pixels")
+            if fmt == "JPEG":
+                image.draft("RGB", (size, size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+            image = resize_center_crop(image, size)
+            return np.asarray(image, dtype=np.uint8)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(IMAGE_UNDECODABLE, f"{fmt} data could not be decoded: {exc}") from exc

@@ -1,0 +1,40 @@
+"""Exceptions of the models package.
+
+    ModelError                  base of everything raised here
+    ├── ImageError              a frame that cannot become a model input; carries the contract's code
+    ├── BackboneError           unknown backbone name, missing or mismatched weights
+    ├── CatalogError            a catalog file that is missing, malformed or inconsistent
+    ├── DatasetError            a training image folder that does not fit the expected layout
+    └── ArtifactError           a model directory that is missing files or fails verification
+"""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base of the models package's exceptions."""
+
+
+class ImageError(ModelError):
+    """A frame that cannot be decoded into a model input. `code` is a contract error code string."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BackboneError(ModelError):
+    pass
+
+
+class CatalogError(ModelError):
+    pass
+
+
+class DatasetError(ModelError):
+    pass
+
+
+class ArtifactError(ModelError):
+    pass

@@ -1,0 +1,158 @@
+"""The `partsight` console script: bridge, worker, camera, train, demo.
+
+Each subcommand imports only what it needs, so `partsight bridge` and `partsight camera` never load
+torch, torchvision, scikit-learn or Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from partsight import __version__
+
+logger = logging.getLogger("partsight")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from broker.service import run_bridge
+    from broker.settings import BridgeSettings
+
+    run_bridge(BridgeSettings.from_env())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from broker.contract import FRAME_QUEUE
+    from worker.app import app, settings
+
+    argv = ["worker", f"--loglevel={args.log_level.upper()}", "-Q", FRAME_QUEUE,
+            f"--hostname=partsight-worker@{settings.worker_id}", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from broker.camera import Camera, stream
+    from broker.settings import MqttSettings, mqtt_from_env
+    from broker.topics import Topics
+
+    folder = Path(args.images)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    if not paths:
+        print(f"no .jpg/.png/.webp images under {folder}", file=sys.stderr)
+        return 2
+    settings = mqtt_from_env(os.environ)
+    if args.protocol:
+        settings = MqttSettings.from_url(os.environ.get("PARTSIGHT_MQTT_URL", "mqtt://127.0.0.1:1883"),
+                                         protocol=args.protocol, ca_file=settings.ca_file)
+    topics = Topics(os.environ.get("PARTSIGHT_TOPIC_PREFIX", "partsight"))
+    images = [p.read_bytes() for p in paths]
+    count = args.count or len(images)
+
+    def show(answer) -> None:  # type: ignore[no-untyped-def]
+        message = answer.message
+        latency = f"{answer.latency_s * 1000:7.1f} ms" if answer.latency_s is not None else "      ? ms"
+        if answer.is_error:
+            print(f"{message.get('frame_id')}  ERROR {message['error']['code']}: {message['error']['message']}  {latency}")
+        else:
+            print(f"{message['frame_id']}  {message['status']:<10} {str(message['product']):<14} "
+                  f"{str(message['category']):<10} {message['confidence']:.2f}  {latency}")
+
+    with Camera(settings, topics, args.device, on_answer=None if args.quiet else show) as camera:
+        summary = stream(camera, images, count=count, fps=args.fps, window=args.window)
+    for line in summary.lines():
+        print(line)
+    return 0 if len(summary.answers) == summary.sent else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.training import TrainOptions, train
+
+    path = train(TrainOptions(
+        images=Path(args.images), catalog=Path(args.catalog), out=Path(args.out), name=args.name,
+        backbone=args.backbone, weights=Path(args.weights) if args.weights else None, device=args.device,
+        batch_size=args.batch_size, product_threshold=args.product_threshold,
+        category_threshold=args.category_threshold, show_progress=not args.quiet,
+    ))
+    print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from partsight.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(workdir=Path(args.workdir), frames=args.frames, fps=args.fps,
+                                train_per_product=args.train_per_product))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="partsight", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"partsight {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("PARTSIGHT_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("bridge", help="MQTT frames -> Celery tasks on Redis (settings from PARTSIGHT_* variables)")
+    sub.add_parser("worker", help="the recognition worker (same as `celery -A worker.app worker`)")
+
+    camera = sub.add_parser("camera", help="publish a folder of images as a camera and print the answers")
+    camera.add_argument("--images", required=True, help="folder of .jpg/.png/.webp files")
+    camera.add_argument("--device", required=True, help="device id (one topic level)")
+    camera.add_argument("--fps", type=float, default=5.0, help="frames per second; 0 = as fast as answers come")
+    camera.add_argument("--count", type=int, default=0, help="frames to send (default: each image once)")
+    camera.add_argument("--window", type=int, default=32, help="frames in flight when --fps 0")
+    camera.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol (default PARTSIGHT_MQTT_PROTOCOL or 5)")
+    camera.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    train = sub.add_parser("train", help="train a model directory from images/<category>/<product>/* and a catalog")
+    train.add_argument("--images", required=True, help="folder laid out as <category>/<product>/*.jpg|png|webp")
+    train.add_argument("--catalog", required=True, help="catalog .csv or .json with product, name, category")
+    train.add_argument("--out", required=True, help="model store; a new version is written under it")
+    train.add_argument("--name", default="partsight", help="model name recorded in the manifest and results")
+    train.add_argument("--backbone", default="efficientnet_lite0", help="backbone from the registry")
+    train.add_argument("--weights", help="backbone weights file (default: the packaged ImageNet weights)")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--product-threshold", type=float, default=0.5,
+                       help="below this product probability the answer is 'unknown'")
+    train.add_argument("--category-threshold", type=float, default=0.5,
+                       help="category probability needed to name the category of an unknown product")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    demo = sub.add_parser("demo", help="embedded broker and Redis, a demo model, bridge, worker and a camera")
+    demo.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
+    demo.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
+    demo.add_argument("--fps", type=float, default=4.0)
+    demo.add_argument("--train-per-product", type=int, default=30)
+    return parser
+
+
+COMMANDS = {"bridge": cmd_bridge, "worker": cmd_worker, "camera": cmd_camera, "train": cmd_train, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from broker.errors import BrokerError
+        from models.errors import ModelError
+
+        if isinstance(exc, (BrokerError, ModelError)):
+            print(f"partsight {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

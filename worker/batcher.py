@@ -1,0 +1,106 @@
+"""A dynamic micro-batcher: concurrent callers submit single items; one thread runs them through a batch function.
+
+A batch closes when it holds `max_batch_size` items or when `max_wait_s` has passed since its first item,
+so a lone frame waits at most `max_wait_s` and a burst shares one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BatcherClosed(RuntimeError):
+    """Raised by submit() after close()."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batched(Generic[R]):
+    """One item's result with the batch it rode in."""
+
+    value: R
+    batch_size: int
+    batch_seconds: float
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, float], None] | None = None,
+        name: str = "micro-batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max(0.0, max_wait_s)
+        self._on_batch = on_batch
+        self._items: deque[tuple[T, Future[Batched[R]], float]] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: T) -> Future[Batched[R]]:
+        future: Future[Batched[R]] = Future()
+        with self._condition:
+            if self._closed:
+                raise BatcherClosed("the batcher is closed")
+            self._items.append((item, future, time.monotonic()))
+            self._condition.notify()
+        return future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Finish what was submitted, then stop the thread."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        self._thread.join(timeout)
+
+    def _next_batch(self) -> list[tuple[T, Future[Batched[R]], float]] | None:
+        with self._condition:
+            while not self._items:
+                if self._closed:
+                    return None
+                self._condition.wait()
+            deadline = self._items[0][2] + self.max_wait_s
+            while len(self._items) < self.max_batch_size and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            count = min(len(self._items), self.max_batch_size)
+            return [self._items.popleft() for _ in range(count)]
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            started = time.perf_counter()
+            try:
+                results = self._run_batch([item for item, _, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
+            except Exception as exc:  # the callers get the exception; the batcher keeps serving
+                logger.exception("batch of %d failed", len(batch))
+                for _, future, _ in batch:
+                    future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            if self._on_batch:
+                self._on_batch(len(batch), elapsed)
+            for (_, future, _), value in zip(batch, results, strict=True):
+                future.set_result(Batched(value, len(batch), elapsed))

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the worker. Every metric takes the registry it lives in; labels are bounded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from broker.codes import ErrorCode
+
+STAGES = ("queue", "decode", "features", "classify", "publish", "total")
+STATUSES = ("recognized", "unknown")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+NO_CATEGORY = "none"
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stage_latency = Histogram(
+            "partsight_worker_stage_seconds", "Time spent per frame in each stage.", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        for stage in STAGES:
+            self.stage_latency.labels(stage=stage)
+        self.batch_size = Histogram(
+            "partsight_worker_batch_size_frames", "Frames per forward pass of the backbone.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=registry,
+        )
+        self.results = Counter(
+            "partsight_worker_results_total", "Results published, by status and category.", ["status", "category"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "partsight_worker_errors_total", "Error messages published, by code.", ["code"], registry=registry
+        )
+        for code in ErrorCode:
+            self.errors.labels(code=str(code))
+        self.duplicates = Counter(
+            "partsight_worker_duplicate_deliveries_total", "Task deliveries skipped because the frame was answered.",
+            registry=registry,
+        )
+        self.publish_failures = Counter(
+            "partsight_worker_publish_failures_total", "Answers that could not be published (task retried).",
+            registry=registry,
+        )
+        self.malformed_tasks = Counter(
+            "partsight_worker_malformed_tasks_total", "Tasks whose arguments do not fit the contract.",
+            registry=registry,
+        )
+        self.mqtt_connected = Gauge(
+            "partsight_worker_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry
+        )
+        self.model_loaded = Gauge(
+            "partsight_worker_model_loaded", "1 once the model is loaded and verified.", registry=registry
+        )
+        self.model = Info("partsight_model", "The model served by this worker.", registry=registry)
+
+    def precreate_categories(self, categories: Iterable[str]) -> None:
+        for category in [*categories, NO_CATEGORY]:
+            for status in STATUSES:
+                self.results.labels(status=status, category=category)

@@ -1,0 +1,115 @@
+"""Everything a worker process holds once: model, batcher, ledger, MQTT publisher, metrics.
+
+Built lazily in the process that runs tasks (after any fork), so CUDA is never touched in a parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+
+from broker.dispatch import redis_client_url
+from broker.mqtt import MqttConnection
+from broker.topics import Topics
+from models.decode import DecodeLimits
+from models.recognizer import Recognizer
+from worker.batcher import MicroBatcher
+from worker.ledger import FrameLedger
+from worker.metrics import WorkerMetrics
+from worker.pipeline import FramePipeline, ModelInfo
+from worker.publisher import AnswerPublisher
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: WorkerSettings
+    recognizer: Recognizer
+    batcher: MicroBatcher[np.ndarray, np.ndarray]
+    connection: MqttConnection
+    pipeline: FramePipeline
+    metrics: WorkerMetrics
+    registry: CollectorRegistry
+
+    @classmethod
+    def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
+        registry = CollectorRegistry()
+        metrics = WorkerMetrics(registry)
+        if serve_metrics:
+            start_http_server(settings.metrics_port, registry=registry)
+            logger.info("worker metrics on :%d/metrics", settings.metrics_port)
+        recognizer = Recognizer.load(settings.model_dir, weights=settings.backbone_weights, device=settings.device)
+        bundle = recognizer.bundle
+        metrics.model.info({"name": bundle.name, "version": bundle.version, "backbone": recognizer.extractor.spec.name,
+                            "device": str(recognizer.extractor.device)})
+        metrics.precreate_categories(sorted(set(bundle.head.categories)))
+        metrics.model_loaded.set(1)
+
+        def run_batch(images: list[np.ndarray]) -> list[np.ndarray]:
+            return list(recognizer.features(np.stack(images)))
+
+        batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            run_batch,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            on_batch=lambda size, seconds: metrics.batch_size.observe(size),
+            name="feature-batcher",
+        )
+        topics = Topics(settings.topic_prefix)
+        connection = MqttConnection(
+            settings.mqtt,
+            client_id=f"partsight-worker-{settings.worker_id}",
+            status_topic=topics.status("worker", settings.worker_id),
+            on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
+        )
+        connection.start()
+        ledger = FrameLedger(
+            redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
+            claim_ttl_s=settings.claim_ttl_s,
+            done_ttl_s=settings.dedupe_ttl_s,
+        )
+        pipeline = FramePipeline(
+            model=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
+            classify=recognizer.classify,
+            batcher=batcher,
+            ledger=ledger,
+            publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
+            metrics=metrics,
+            limits=DecodeLimits(max_pixels=settings.max_pixels),
+            max_payload_bytes=settings.max_payload_bytes,
+            catalog=bundle.catalog,
+        )
+        return cls(settings, recognizer, batcher, connection, pipeline, metrics, registry)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.connection.stop()
+
+
+class RuntimeHolder:
+    """One Runtime per process, built on first use under a lock."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._runtime: Runtime | None = None
+
+    def get(self) -> Runtime:
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = Runtime.build(self._settings)
+        return self._runtime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None

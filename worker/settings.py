@@ -1,0 +1,66 @@
+"""Worker settings, read once at start-up from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.settings import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_REDIS_URL,
+    MqttSettings,
+    env_float,
+    env_int,
+    mqtt_from_env,
+)
+
+DEFAULT_MODEL_DIR = "models-store"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    mqtt: MqttSettings
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    topic_prefix: str = "partsight"
+    model_dir: Path = Path(DEFAULT_MODEL_DIR)
+    backbone_weights: Path | None = None
+    device: str = "auto"
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_pixels: int = 40_000_000
+    max_batch_size: int = 8
+    max_batch_wait_ms: float = 5.0
+    concurrency: int = 16
+    metrics_port: int = 9302
+    worker_id: str = "worker"
+    visibility_timeout_s: int = 60
+    claim_ttl_s: int = 30
+    dedupe_ttl_s: int = 24 * 3600
+    publish_timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        max_batch = env_int(env, "PARTSIGHT_MAX_BATCH_SIZE", 8, minimum=1)
+        visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
+        weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
+        return cls(
+            mqtt=mqtt_from_env(env),
+            redis_url=env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL),
+            topic_prefix=env.get("PARTSIGHT_TOPIC_PREFIX", "partsight"),
+            model_dir=Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR)),
+            backbone_weights=Path(weights) if weights else None,
+            device=env.get("PARTSIGHT_DEVICE", "auto"),
+            max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
+            max_pixels=env_int(env, "PARTSIGHT_MAX_PIXELS", 40_000_000, minimum=1),
+            max_batch_size=max_batch,
+            max_batch_wait_ms=env_float(env, "PARTSIGHT_MAX_BATCH_WAIT_MS", 5.0),
+            concurrency=env_int(env, "PARTSIGHT_WORKER_CONCURRENCY", 2 * max_batch, minimum=1),
+            metrics_port=env_int(env, "PARTSIGHT_WORKER_METRICS_PORT", 9302),
+            worker_id=env.get("PARTSIGHT_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            visibility_timeout_s=visibility,
+            claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, visibility // 2), minimum=1),
+            dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
+        )

@@ -1,0 +1,38 @@
+"""The Celery task: thin, named, acknowledged late; all the work is in FramePipeline."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+
+from broker.contract import RECOGNIZE_TASK, FrameRequest
+from worker.publisher import PublishFailed
+from worker.runtime import RuntimeHolder
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_RETRY_DELAY_S = 2
+
+
+def register(app: Celery, holder: RuntimeHolder) -> Task:
+    @app.task(name=RECOGNIZE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+              ignore_result=True)
+    def recognize_frame(self: Task, **kwargs: Any) -> str:
+        runtime = holder.get()
+        try:
+            request = FrameRequest.from_task_kwargs(kwargs)
+        except (KeyError, TypeError, ValueError) as exc:
+            runtime.metrics.malformed_tasks.inc()
+            logger.error("dropping a task whose arguments do not fit the contract: %s", exc)
+            return "malformed"
+        try:
+            return runtime.pipeline.handle(request)
+        except PublishFailed as exc:
+            runtime.metrics.publish_failures.inc()
+            logger.warning("answer for frame %s from %s not published (%s); retrying",
+                           request.frame_id, request.device, exc)
+            raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
+
+    return recognize_frame
