@@ -128,11 +128,11 @@ class Bridge:
             self.connection.client.ack(message.mid, message.qos)
             return
         try:
-            request = admit(inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes,
-                            received_at=self._clock())
+            request = admit(
+                inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes, received_at=self._clock()
+            )
             if self._queue_depth >= self.settings.max_queue_length:
-                raise FrameRejected(ErrorCode.OVERLOADED,
-                                    f"{self._queue_depth} frames are waiting; retry later")
+                raise FrameRejected(ErrorCode.OVERLOADED, f"{self._queue_depth} frames are waiting; retry later")
         except FrameRejected as exc:
             self._reject(inbound, device, exc)
             self.connection.client.ack(message.mid, message.qos)
@@ -147,8 +147,9 @@ class Bridge:
         payload = encode(error_message(device, frame_id, exc.code, exc.message, self._clock()))
         self.connection.publish(self.topics.error(device), payload, qos=1)
         if inbound.response_topic and self.connection.is_v5:
-            self.connection.publish(inbound.response_topic, payload, qos=1,
-                                    properties=response_properties(inbound.correlation_data))
+            self.connection.publish(
+                inbound.response_topic, payload, qos=1, properties=response_properties(inbound.correlation_data)
+            )
 
     def _dispatch_loop(self) -> None:
         while True:
@@ -169,8 +170,13 @@ class Bridge:
             except Exception as exc:  # kombu/redis raise many kinds; all mean "not enqueued yet"
                 self.metrics.enqueue_failures.inc()
                 self.metrics.redis_connected.set(0)
-                logger.warning("could not enqueue frame %s from %s (%s); retrying in %.2f s",
-                               request.frame_id, request.device, exc, delay)
+                logger.warning(
+                    "could not enqueue frame %s from %s (%s); retrying in %.2f s",
+                    request.frame_id,
+                    request.device,
+                    exc,
+                    delay,
+                )
                 self._stopped.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
                 continue

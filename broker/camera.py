@@ -78,8 +78,15 @@ class Summary:
 class Camera:
     """One device: publishes frames and matches answers to them by frame id."""
 
-    def __init__(self, settings: MqttSettings, topics: Topics, device: str, *,
-                 on_answer: Callable[[Answer], None] | None = None, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        device: str,
+        *,
+        on_answer: Callable[[Answer], None] | None = None,
+        client_id: str | None = None,
+    ) -> None:
         self.topics = topics
         self.device = device
         self._on_answer = on_answer
@@ -87,7 +94,9 @@ class Camera:
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)
         self.answers: list[Answer] = []
-        self.connection = MqttConnection(settings, client_id=client_id or f"partsight-camera-{device}-{new_frame_id()[:8]}")
+        self.connection = MqttConnection(
+            settings, client_id=client_id or f"partsight-camera-{device}-{new_frame_id()[:8]}"
+        )
         self.connection.client.on_message = self._on_message
         self.connection.subscribe(topics.result(device), qos=1)
         self.connection.subscribe(topics.error(device), qos=1)
@@ -112,8 +121,11 @@ class Camera:
             properties.UserProperty = [("frame_id", frame_id), ("captured_at", captured_at)]
             self.connection.publish(topic, image, qos=qos, properties=properties)
         else:
-            envelope = {"frame_id": frame_id, "captured_at": captured_at,
-                        "image_b64": base64.b64encode(image).decode("ascii")}
+            envelope = {
+                "frame_id": frame_id,
+                "captured_at": captured_at,
+                "image_b64": base64.b64encode(image).decode("ascii"),
+            }
             self.connection.publish(topic, json.dumps(envelope).encode(), qos=qos)
         return frame_id
 
@@ -148,8 +160,9 @@ class Camera:
             self._on_answer(answer)
 
 
-def stream(camera: Camera, images: Sequence[bytes], *, count: int, fps: float, window: int = 64,
-           answer_timeout_s: float = 30.0) -> Summary:
+def stream(
+    camera: Camera, images: Sequence[bytes], *, count: int, fps: float, window: int = 64, answer_timeout_s: float = 30.0
+) -> Summary:
     """Publish `count` frames cycling through `images` at `fps` (0: as fast as answers allow, `window` in flight)."""
     summary = Summary()
     started = time.perf_counter()

@@ -53,7 +53,7 @@ class CeleryDispatcher:
         )
 
     def queue_length(self) -> int:
-        return int(self._redis.llen(self.queue))  # type: ignore[arg-type]
+        return int(self._redis.llen(self.queue))
 
     def close(self) -> None:
         self._redis.close()

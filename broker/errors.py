@@ -1,9 +1,9 @@
 """Exceptions of the broker package.
 
-    BrokerError                 base of everything raised here
-    ├── SettingsError           a setting from the environment is missing or malformed
-    ├── TopicError              a topic or a device id that does not fit the contract
-    └── FrameRejected           a frame the bridge refuses; carries the contract's error code
+BrokerError                 base of everything raised here
+├── SettingsError           a setting from the environment is missing or malformed
+├── TopicError              a topic or a device id that does not fit the contract
+└── FrameRejected           a frame the bridge refuses; carries the contract's error code
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.codes import ErrorCode
 
-REJECT_REASONS = tuple(str(code) for code in ErrorCode) + ("unknown_topic",)
+REJECT_REASONS = (*(str(code) for code in ErrorCode), "unknown_topic")
 SIZE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -20,21 +20,28 @@ class BridgeMetrics:
             "partsight_bridge_frames_enqueued_total", "Frames enqueued as recognition tasks.", registry=registry
         )
         self.frames_rejected = Counter(
-            "partsight_bridge_frames_rejected_total", "Frames refused by the bridge, by reason.", ["reason"],
+            "partsight_bridge_frames_rejected_total",
+            "Frames refused by the bridge, by reason.",
+            ["reason"],
             registry=registry,
         )
         for reason in REJECT_REASONS:
             self.frames_rejected.labels(reason=reason)
         self.payload_size = Histogram(
-            "partsight_bridge_payload_bytes", "Size of received frame payloads.", buckets=SIZE_BUCKETS,
+            "partsight_bridge_payload_bytes",
+            "Size of received frame payloads.",
+            buckets=SIZE_BUCKETS,
             registry=registry,
         )
         self.enqueue_latency = Histogram(
-            "partsight_bridge_enqueue_seconds", "Time to hand one frame to Redis.", buckets=LATENCY_BUCKETS,
+            "partsight_bridge_enqueue_seconds",
+            "Time to hand one frame to Redis.",
+            buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.enqueue_failures = Counter(
-            "partsight_bridge_enqueue_failures_total", "Failed attempts to enqueue a frame (retried).",
+            "partsight_bridge_enqueue_failures_total",
+            "Failed attempts to enqueue a frame (retried).",
             registry=registry,
         )
         self.mqtt_connected = Gauge(

@@ -66,6 +66,7 @@ class MqttConnection:
         self._subscriptions: list[tuple[str, int]] = []
         self._connected = threading.Event()
         self._ever_connected = False
+        self._stopping = False
         self._lock = threading.Lock()
         self.reconnects = 0
         v5 = settings.protocol == "5"
@@ -118,6 +119,7 @@ class MqttConnection:
 
     def stop(self) -> None:
         """Say `offline` ourselves (the will only fires on an unclean loss) and disconnect."""
+        self._stopping = True
         if self.status_topic and self.connected:
             info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
             try:
@@ -127,8 +129,15 @@ class MqttConnection:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
-                properties: Properties | None = None) -> paho.MQTTMessageInfo:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     def _handle_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -154,7 +163,9 @@ class MqttConnection:
     def _handle_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected:
+        if was_connected and self._stopping:
+            logger.info("disconnected from %s", self.settings.display)
+        elif was_connected:
             logger.warning("lost the connection to %s: %s; reconnecting with backoff", self.settings.display, reason)
         if self._on_state:
             self._on_state(False)

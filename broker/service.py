@@ -31,8 +31,13 @@ def run_bridge(settings: BridgeSettings) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    logger.info("bridge %s: %s -> %s, metrics on :%d", settings.bridge_id, settings.mqtt.display,
-                redact_url(settings.redis_url), settings.metrics_port)
+    logger.info(
+        "bridge %s: %s -> %s, metrics on :%d",
+        settings.bridge_id,
+        settings.mqtt.display,
+        redact_url(settings.redis_url),
+        settings.metrics_port,
+    )
     bridge.start()
     stop.wait()
     bridge.stop()

@@ -44,7 +44,8 @@ class Topics:
         return f"{self.prefix}/{validate_segment(device, 'device id')}/error"
 
     def status(self, component: str, instance: str) -> str:
-        return f"{self.prefix}/status/{validate_segment(component, 'component')}/{validate_segment(instance, 'instance id')}"
+        component = validate_segment(component, "component")
+        return f"{self.prefix}/status/{component}/{validate_segment(instance, 'instance id')}"
 
     def frame_subscription(self, share_group: str | None = None) -> str:
         """The filter the bridge subscribes to; with a group, a shared subscription that splits the load."""

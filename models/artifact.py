@@ -159,7 +159,10 @@ def load_model(path: Path) -> ModelBundle:
         records = json.loads((version_dir / "catalog.json").read_text(encoding="utf-8"))["products"]
         settings = manifest["head"]
         head = ProductHead(
-            tuple(labels["products"]), tuple(labels["categories"]), coef, intercept,
+            tuple(labels["products"]),
+            tuple(labels["categories"]),
+            coef,
+            intercept,
             product_threshold=float(settings["product_threshold"]),
             category_threshold=float(settings["category_threshold"]),
         )

@@ -40,13 +40,15 @@ class FeatureBackbone:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         feature_map = self.network.extract_features(batch)  # type: ignore[operator]
-        return feature_map.mean(dim=(2, 3))
+        pooled: torch.Tensor = feature_map.mean(dim=(2, 3))
+        return pooled
 
 
 def _build_efficientnet_lite0() -> torch.nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    network: torch.nn.Module = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    return network
 
 
 def _efficientnet_lite0_weights() -> Path:

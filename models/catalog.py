@@ -1,4 +1,7 @@
-"""Product catalogs: CSV or JSON records with at least `product`, `name` and `category`; every field travels into results."""
+"""Product catalogs: CSV or JSON records with at least `product`, `name` and `category`.
+
+Every further field travels into results as it is.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def _records_from_json(path: Path) -> list[Any]:
     if isinstance(document, dict) and isinstance(document.get("products"), list):
         document = document["products"]
     if not isinstance(document, list):
-        raise CatalogError(f"{path}: expected a list of product records or {{\"products\": [...]}}")
+        raise CatalogError(f'{path}: expected a list of product records or {{"products": [...]}}')
     return document
 
 

@@ -36,8 +36,13 @@ PRODUCTS: tuple[tuple[str, str, str], ...] = (
 
 def catalog() -> Catalog:
     return {
-        product: {"product": product, "name": name, "category": category, "sku": f"FM-{label:04d}",
-                  "source": "Fashion-MNIST (Zalando, MIT)"}
+        product: {
+            "product": product,
+            "name": name,
+            "category": category,
+            "sku": f"FM-{label:04d}",
+            "source": "Fashion-MNIST (Zalando, MIT)",
+        }
         for label, (product, name, category) in enumerate(PRODUCTS)
     }
 
@@ -67,7 +72,9 @@ def load_split(split: str, *, root: Path = DEBIAN_DIR) -> Split:
         raise DatasetError(f"split must be train or test, got {split!r}")
     prefix = "train" if split == "train" else "t10k"
     if debian_available(root):
-        return Split(_read_idx(root / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz"))
+        return Split(
+            _read_idx(root / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
+        )
     if not SAMPLE_FILE.is_file():
         raise DatasetError(f"neither {root} (apt-get install dataset-fashion-mnist) nor {SAMPLE_FILE} is present")
     with np.load(SAMPLE_FILE, allow_pickle=False) as arrays:

@@ -91,20 +91,19 @@ def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-            width, height = image.size
+            opened = Image.open(io.BytesIO(data), formats=[fmt])
+            width, height = opened.size
             if width < 1 or height < 1:
                 raise ImageError(IMAGE_UNDECODABLE, f"image has no pixels ({width}x{height})")
             if width * height > limits.max_pixels:
-                raise ImageError(IMAGE_TOO_LARGE,
-                                 f"image is {width}x{height} pixels, the limit is {limits.max_pixels} pixels")
+                raise ImageError(
+                    IMAGE_TOO_LARGE, f"image is {width}x{height} pixels, the limit is {limits.max_pixels} pixels"
+                )
             if fmt == "JPEG":
-                image.draft("RGB", (size, size))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-            image = resize_center_crop(image, size)
-            return np.asarray(image, dtype=np.uint8)
+                opened.draft("RGB", (size, size))
+            opened.load()
+            image = _to_rgb(ImageOps.exif_transpose(opened))
+            return np.asarray(resize_center_crop(image, size), dtype=np.uint8)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

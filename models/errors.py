@@ -1,11 +1,11 @@
 """Exceptions of the models package.
 
-    ModelError                  base of everything raised here
-    ├── ImageError              a frame that cannot become a model input; carries the contract's code
-    ├── BackboneError           unknown backbone name, missing or mismatched weights
-    ├── CatalogError            a catalog file that is missing, malformed or inconsistent
-    ├── DatasetError            a training image folder that does not fit the expected layout
-    └── ArtifactError           a model directory that is missing files or fails verification
+ModelError                  base of everything raised here
+├── ImageError              a frame that cannot become a model input; carries the contract's code
+├── BackboneError           unknown backbone name, missing or mismatched weights
+├── CatalogError            a catalog file that is missing, malformed or inconsistent
+├── DatasetError            a training image folder that does not fit the expected layout
+└── ArtifactError           a model directory that is missing files or fails verification
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class ProductHead:
         logits = features.astype(np.float32) @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        probabilities: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+        return probabilities
 
     def decide(self, probabilities: Sequence[float], *, top_k: int = 5) -> Decision:
         probs = np.asarray(probabilities, dtype=np.float64)

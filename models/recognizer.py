@@ -23,8 +23,9 @@ class Recognizer:
     extractor: FeatureExtractor
 
     @classmethod
-    def load(cls, model_dir: Path, *, weights: Path | None = None, device: str = "auto",
-             cpu_threads: int | None = 1) -> Recognizer:
+    def load(
+        cls, model_dir: Path, *, weights: Path | None = None, device: str = "auto", cpu_threads: int | None = 1
+    ) -> Recognizer:
         """Verify the directory, then build the backbone it names and check its weights are the trained ones."""
         bundle = load_model(model_dir)
         record = bundle.backbone
@@ -37,8 +38,10 @@ class Recognizer:
                 f"but {extractor.weights_path} differs; point PARTSIGHT_BACKBONE_WEIGHTS at the trained weights"
             )
         if bundle.head.feature_dim != spec.feature_dim:
-            raise ArtifactError(f"{bundle.path}: head expects {bundle.head.feature_dim}-d features, "
-                                f"{spec.name} gives {spec.feature_dim}")
+            raise ArtifactError(
+                f"{bundle.path}: head expects {bundle.head.feature_dim}-d features, "
+                f"{spec.name} gives {spec.feature_dim}"
+            )
         logger.info("serving model %s version %s", bundle.name, bundle.version)
         return cls(bundle=bundle, extractor=extractor)
 

@@ -50,8 +50,10 @@ def scan_images(root: Path, catalog: Catalog) -> list[LabelledImage]:
                 problems.append(f"{product_dir}: product {product!r} is not in the catalog")
                 continue
             if catalog[product]["category"] != category_dir.name:
-                problems.append(f"{product_dir}: the catalog puts {product!r} in category "
-                                f"{catalog[product]['category']!r}, not {category_dir.name!r}")
+                problems.append(
+                    f"{product_dir}: the catalog puts {product!r} in category "
+                    f"{catalog[product]['category']!r}, not {category_dir.name!r}"
+                )
                 continue
             if not images:
                 problems.append(f"{product_dir}: product {product!r} has no .jpg/.png/.webp images")
@@ -89,8 +91,9 @@ def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def extract_features(images: list[LabelledImage], extractor: FeatureExtractor, *, batch_size: int = 32,
-                     show_progress: bool = True) -> np.ndarray:
+def extract_features(
+    images: list[LabelledImage], extractor: FeatureExtractor, *, batch_size: int = 32, show_progress: bool = True
+) -> np.ndarray:
     size = extractor.spec.input_size
     update = progress("features", len(images)) if show_progress else (lambda done: None)
     chunks: list[np.ndarray] = []
@@ -108,8 +111,15 @@ def extract_features(images: list[LabelledImage], extractor: FeatureExtractor, *
     return np.concatenate(chunks)
 
 
-def fit_head(features: np.ndarray, products: list[str], categories_of: dict[str, str], *,
-             product_threshold: float, category_threshold: float, seed: int = 0) -> tuple[ProductHead, dict[str, Any]]:
+def fit_head(
+    features: np.ndarray,
+    products: list[str],
+    categories_of: dict[str, str],
+    *,
+    product_threshold: float,
+    category_threshold: float,
+    seed: int = 0,
+) -> tuple[ProductHead, dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -159,9 +169,13 @@ def train(options: TrainOptions) -> Path:
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
     features = extract_features(images, extractor, batch_size=options.batch_size, show_progress=options.show_progress)
     categories_of = {product: str(record["category"]) for product, record in catalog.items()}
-    head, report = fit_head(features, [i.product for i in images], categories_of,
-                            product_threshold=options.product_threshold,
-                            category_threshold=options.category_threshold)
+    head, report = fit_head(
+        features,
+        [i.product for i in images],
+        categories_of,
+        product_threshold=options.product_threshold,
+        category_threshold=options.category_threshold,
+    )
     backbone = {
         "name": spec.name,
         "feature_dim": spec.feature_dim,
@@ -169,5 +183,6 @@ def train(options: TrainOptions) -> Path:
         "weights_sha256": file_sha256(extractor.weights_path),
     }
     trained = {p: catalog[p] for p in head.products}
-    return write_model(options.out, name=options.name, head=head, catalog=trained, backbone=backbone,
-                       extra={"training": report})
+    return write_model(
+        options.out, name=options.name, head=head, catalog=trained, backbone=backbone, extra={"training": report}
+    )

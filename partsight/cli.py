@@ -33,8 +33,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from broker.contract import FRAME_QUEUE
     from worker.app import app, settings
 
-    argv = ["worker", f"--loglevel={args.log_level.upper()}", "-Q", FRAME_QUEUE,
-            f"--hostname=partsight-worker@{settings.worker_id}", "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--loglevel={args.log_level.upper()}",
+        "-Q",
+        FRAME_QUEUE,
+        f"--hostname=partsight-worker@{settings.worker_id}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     app.worker_main(argv)
     return 0
 
@@ -51,8 +58,11 @@ def cmd_camera(args: argparse.Namespace) -> int:
         return 2
     settings = mqtt_from_env(os.environ)
     if args.protocol:
-        settings = MqttSettings.from_url(os.environ.get("PARTSIGHT_MQTT_URL", "mqtt://127.0.0.1:1883"),
-                                         protocol=args.protocol, ca_file=settings.ca_file)
+        settings = MqttSettings.from_url(
+            os.environ.get("PARTSIGHT_MQTT_URL", "mqtt://127.0.0.1:1883"),
+            protocol=args.protocol,
+            ca_file=settings.ca_file,
+        )
     topics = Topics(os.environ.get("PARTSIGHT_TOPIC_PREFIX", "partsight"))
     images = [p.read_bytes() for p in paths]
     count = args.count or len(images)
@@ -61,10 +71,14 @@ def cmd_camera(args: argparse.Namespace) -> int:
         message = answer.message
         latency = f"{answer.latency_s * 1000:7.1f} ms" if answer.latency_s is not None else "      ? ms"
         if answer.is_error:
-            print(f"{message.get('frame_id')}  ERROR {message['error']['code']}: {message['error']['message']}  {latency}")
+            print(
+                f"{message.get('frame_id')}  ERROR {message['error']['code']}: {message['error']['message']}  {latency}"
+            )
         else:
-            print(f"{message['frame_id']}  {message['status']:<10} {str(message['product']):<14} "
-                  f"{str(message['category']):<10} {message['confidence']:.2f}  {latency}")
+            print(
+                f"{message['frame_id']}  {message['status']:<10} {message['product']!s:<14} "
+                f"{message['category']!s:<10} {message['confidence']:.2f}  {latency}"
+            )
 
     with Camera(settings, topics, args.device, on_answer=None if args.quiet else show) as camera:
         summary = stream(camera, images, count=count, fps=args.fps, window=args.window)
@@ -76,12 +90,21 @@ def cmd_camera(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from models.training import TrainOptions, train
 
-    path = train(TrainOptions(
-        images=Path(args.images), catalog=Path(args.catalog), out=Path(args.out), name=args.name,
-        backbone=args.backbone, weights=Path(args.weights) if args.weights else None, device=args.device,
-        batch_size=args.batch_size, product_threshold=args.product_threshold,
-        category_threshold=args.category_threshold, show_progress=not args.quiet,
-    ))
+    path = train(
+        TrainOptions(
+            images=Path(args.images),
+            catalog=Path(args.catalog),
+            out=Path(args.out),
+            name=args.name,
+            backbone=args.backbone,
+            weights=Path(args.weights) if args.weights else None,
+            device=args.device,
+            batch_size=args.batch_size,
+            product_threshold=args.product_threshold,
+            category_threshold=args.category_threshold,
+            show_progress=not args.quiet,
+        )
+    )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
     return 0
 
@@ -89,8 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from partsight.demo import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(workdir=Path(args.workdir), frames=args.frames, fps=args.fps,
-                                train_per_product=args.train_per_product))
+    return run_demo(
+        DemoOptions(
+            workdir=Path(args.workdir), frames=args.frames, fps=args.fps, train_per_product=args.train_per_product
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--fps", type=float, default=5.0, help="frames per second; 0 = as fast as answers come")
     camera.add_argument("--count", type=int, default=0, help="frames to send (default: each image once)")
     camera.add_argument("--window", type=int, default=32, help="frames in flight when --fps 0")
-    camera.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol (default PARTSIGHT_MQTT_PROTOCOL or 5)")
+    camera.add_argument(
+        "--protocol", choices=("5", "3.1.1"), help="MQTT protocol (default PARTSIGHT_MQTT_PROTOCOL or 5)"
+    )
     camera.add_argument("--quiet", action="store_true", help="print only the summary")
 
     train = sub.add_parser("train", help="train a model directory from images/<category>/<product>/* and a catalog")
@@ -120,10 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", help="backbone weights file (default: the packaged ImageNet weights)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--product-threshold", type=float, default=0.5,
-                       help="below this product probability the answer is 'unknown'")
-    train.add_argument("--category-threshold", type=float, default=0.5,
-                       help="category probability needed to name the category of an unknown product")
+    train.add_argument(
+        "--product-threshold", type=float, default=0.5, help="below this product probability the answer is 'unknown'"
+    )
+    train.add_argument(
+        "--category-threshold",
+        type=float,
+        default=0.5,
+        help="category probability needed to name the category of an unknown product",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     demo = sub.add_parser("demo", help="embedded broker and Redis, a demo model, bridge, worker and a camera")
@@ -141,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        return COMMANDS[args.command](args)
+        status: int = COMMANDS[args.command](args)
+        return status
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

@@ -1,1 +1,1 @@
-"""The recognition worker: a Celery app on Redis that decodes frames, batches them through the model and answers over MQTT."""
+"""The recognition worker: a Celery app on Redis that decodes, batches, classifies and answers over MQTT."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
-from kombu import Queue
+from kombu.entity import Queue
 
 from broker.contract import FRAME_QUEUE
 from broker.dispatch import SAFE_CONTENT, celery_transport_options

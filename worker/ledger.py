@@ -22,8 +22,15 @@ def ledger_key(device: str, frame_id: str) -> str:
 
 
 class FrameLedger:
-    def __init__(self, redis: Any, *, claim_ttl_s: int, done_ttl_s: int,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        claim_ttl_s: int,
+        done_ttl_s: int,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
         self.claim_ttl_s = claim_ttl_s
         self.done_ttl_s = done_ttl_s

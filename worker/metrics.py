@@ -17,17 +17,24 @@ NO_CATEGORY = "none"
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.stage_latency = Histogram(
-            "partsight_worker_stage_seconds", "Time spent per frame in each stage.", ["stage"],
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "partsight_worker_stage_seconds",
+            "Time spent per frame in each stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         for stage in STAGES:
             self.stage_latency.labels(stage=stage)
         self.batch_size = Histogram(
-            "partsight_worker_batch_size_frames", "Frames per forward pass of the backbone.",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=registry,
+            "partsight_worker_batch_size_frames",
+            "Frames per forward pass of the backbone.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=registry,
         )
         self.results = Counter(
-            "partsight_worker_results_total", "Results published, by status and category.", ["status", "category"],
+            "partsight_worker_results_total",
+            "Results published, by status and category.",
+            ["status", "category"],
             registry=registry,
         )
         self.errors = Counter(
@@ -36,15 +43,18 @@ class WorkerMetrics:
         for code in ErrorCode:
             self.errors.labels(code=str(code))
         self.duplicates = Counter(
-            "partsight_worker_duplicate_deliveries_total", "Task deliveries skipped because the frame was answered.",
+            "partsight_worker_duplicate_deliveries_total",
+            "Task deliveries skipped because the frame was answered.",
             registry=registry,
         )
         self.publish_failures = Counter(
-            "partsight_worker_publish_failures_total", "Answers that could not be published (task retried).",
+            "partsight_worker_publish_failures_total",
+            "Answers that could not be published (task retried).",
             registry=registry,
         )
         self.malformed_tasks = Counter(
-            "partsight_worker_malformed_tasks_total", "Tasks whose arguments do not fit the contract.",
+            "partsight_worker_malformed_tasks_total",
+            "Tasks whose arguments do not fit the contract.",
             registry=registry,
         )
         self.mqtt_connected = Gauge(

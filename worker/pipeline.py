@@ -74,8 +74,9 @@ class FramePipeline:
         started = self._clock()
         if not self._ledger.claim(request.device, request.frame_id):
             self._metrics.duplicates.inc()
-            logger.info("frame %s from %s was answered already; skipping the duplicate",
-                        request.frame_id, request.device)
+            logger.info(
+                "frame %s from %s was answered already; skipping the duplicate", request.frame_id, request.device
+            )
             return "duplicate"
         try:
             outcome = self._answer(request, started)
@@ -91,8 +92,10 @@ class FramePipeline:
         t0 = time.perf_counter()
         try:
             if len(request.image) > self._max_payload_bytes:
-                raise ImageError(str(ErrorCode.PAYLOAD_TOO_LARGE),
-                                 f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}")
+                raise ImageError(
+                    str(ErrorCode.PAYLOAD_TOO_LARGE),
+                    f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}",
+                )
             image = decode_image(request.image, size=self._model.input_size, limits=self._limits)
             t1 = time.perf_counter()
             batched: Batched[np.ndarray] = self._batcher.submit(image).result()

@@ -1,4 +1,4 @@
-"""Publishes answers to MQTT at QoS 1 and waits for the broker's PUBACK, so a task is acknowledged only once its answer is out."""
+"""Publishes answers at QoS 1 and waits for the broker's PUBACK: a task is acknowledged only once its answer is out."""
 
 from __future__ import annotations
 

@@ -47,8 +47,14 @@ class Runtime:
             logger.info("worker metrics on :%d/metrics", settings.metrics_port)
         recognizer = Recognizer.load(settings.model_dir, weights=settings.backbone_weights, device=settings.device)
         bundle = recognizer.bundle
-        metrics.model.info({"name": bundle.name, "version": bundle.version, "backbone": recognizer.extractor.spec.name,
-                            "device": str(recognizer.extractor.device)})
+        metrics.model.info(
+            {
+                "name": bundle.name,
+                "version": bundle.version,
+                "backbone": recognizer.extractor.spec.name,
+                "device": str(recognizer.extractor.device),
+            }
+        )
         metrics.precreate_categories(sorted(set(bundle.head.categories)))
         metrics.model_loaded.set(1)
 

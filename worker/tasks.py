@@ -17,8 +17,9 @@ PUBLISH_RETRY_DELAY_S = 2
 
 
 def register(app: Celery, holder: RuntimeHolder) -> Task:
-    @app.task(name=RECOGNIZE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
-              ignore_result=True)
+    @app.task(
+        name=RECOGNIZE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True
+    )
     def recognize_frame(self: Task, **kwargs: Any) -> str:
         runtime = holder.get()
         try:
@@ -31,8 +32,9 @@ def register(app: Celery, holder: RuntimeHolder) -> Task:
             return runtime.pipeline.handle(request)
         except PublishFailed as exc:
             runtime.metrics.publish_failures.inc()
-            logger.warning("answer for frame %s from %s not published (%s); retrying",
-                           request.frame_id, request.device, exc)
+            logger.warning(
+                "answer for frame %s from %s not published (%s); retrying", request.frame_id, request.device, exc
+            )
             raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
 
     return recognize_frame

@@ -1,0 +1,156 @@
+"""Runs partsight's real processes (bridge, worker) for integration tests and reads their metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """All samples of a /metrics endpoint, keyed by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(port: int, name: str, **labels: str) -> float | None:
+    try:
+        return scrape(port).get((name, tuple(sorted(labels.items()))))
+    except OSError:
+        return None
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if not self.alive:
+            return self.process.returncode if self.process else None
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def partsight(command: str, env: dict[str, str], log_path: Path) -> Proc:
+    return Proc(command, [sys.executable, "-m", "partsight.cli", command], env, log_path)
+
+
+@dataclass
+class Listener:
+    """A plain paho MQTT 5 client that records every message under the topic filters it is given."""
+
+    host: str
+    port: int
+    filters: Iterable[str]
+    messages: list[tuple[str, dict[str, Any], Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+
+    def _on_connect(self, client: paho.Client, *_: Any) -> None:
+        client.subscribe([(f, 1) for f in self.filters])
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
+        try:
+            document = json.loads(message.payload)
+        except ValueError:
+            document = {"raw": message.payload}
+        with self._lock:
+            self.messages.append((message.topic, document, message.properties))
+
+    def __enter__(self) -> Listener:
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "listener did not subscribe"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def for_frame(self, frame_id: str) -> list[tuple[str, dict[str, Any], Any]]:
+        with self._lock:
+            return [m for m in self.messages if m[1].get("frame_id") == frame_id]
+
+    def wait_frame(self, frame_id: str, timeout: float = 30.0) -> tuple[str, dict[str, Any], Any]:
+        return wait_for(lambda: (self.for_frame(frame_id) or [None])[0], timeout, f"an answer for frame {frame_id}")
+
+
+def publisher(host: str, port: int, protocol: int = paho.MQTTv5) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    client.connect(host, port)
+    client.loop_start()
+    return client
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")}
+    env.update({"PYTHONUNBUFFERED": "1", "PARTSIGHT_LOG_LEVEL": "info"})
+    env.update(overrides)
+    return env

@@ -1,0 +1,108 @@
+"""Integration fixtures: real Mosquitto and Redis processes, and partsight's own bridge and worker processes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker.topics import Topics
+from tests.harness import Proc, base_env, metric, partsight, wait_for
+from tests.servers import ServerProcess, free_port, mosquitto, redis_server
+
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mqtt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = redis_server(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Stack:
+    """One deployment under its own topic prefix and Redis database: a bridge and a worker."""
+
+    env: dict[str, str]
+    topics: Topics
+    mqtt_port: int
+    bridge_port: int
+    worker_port: int
+    logs: Path
+    bridge: Proc | None = None
+    worker: Proc | None = None
+    _worker_runs: int = 0
+
+    def start_bridge(self) -> Proc:
+        self.bridge = partsight("bridge", self.env, self.logs / "bridge.log").start()
+        wait_for(lambda: metric(self.bridge_port, "partsight_bridge_mqtt_connected") == 1.0, 30, "bridge connected")
+        return self.bridge
+
+    def start_worker(self) -> Proc:
+        self._worker_runs += 1
+        env = dict(self.env, PARTSIGHT_WORKER_ID=f"{self.env['PARTSIGHT_WORKER_ID']}-{self._worker_runs}")
+        self.worker = partsight("worker", env, self.logs / f"worker-{self._worker_runs}.log").start()
+        wait_for(lambda: metric(self.worker_port, "partsight_worker_model_loaded") == 1.0, 90, "worker model loaded")
+        return self.worker
+
+    def stop(self) -> None:
+        for proc in (self.bridge, self.worker):
+            if proc:
+                proc.stop()
+
+
+def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path, logs: Path, **extra: str) -> Stack:
+    index = next(_prefixes)
+    prefix = f"it{index}"
+    bridge_port, worker_port = free_port(), free_port()
+    env = base_env(
+        PARTSIGHT_MQTT_URL=f"mqtt://127.0.0.1:{mqtt_server.port}",
+        PARTSIGHT_REDIS_URL=f"redis://127.0.0.1:{redis.port}/{index % 16}",
+        PARTSIGHT_TOPIC_PREFIX=prefix,
+        PARTSIGHT_MODEL_DIR=str(model_store),
+        PARTSIGHT_BRIDGE_METRICS_PORT=str(bridge_port),
+        PARTSIGHT_WORKER_METRICS_PORT=str(worker_port),
+        PARTSIGHT_BRIDGE_ID=f"bridge-{prefix}",
+        PARTSIGHT_WORKER_ID=f"worker-{prefix}",
+        PARTSIGHT_MAX_PAYLOAD_BYTES=str(2 * 1024 * 1024),
+        PARTSIGHT_MAX_PIXELS=str(25_000_000),
+        PARTSIGHT_VISIBILITY_TIMEOUT_S="6",
+        PARTSIGHT_CLAIM_TTL_S="3",
+        PARTSIGHT_DEVICE="cpu",
+        **extra,
+    )
+    logs.mkdir(parents=True, exist_ok=True)
+    return Stack(env, Topics(prefix), mqtt_server.port, bridge_port, worker_port, logs)
+
+
+@pytest.fixture(scope="module")
+def stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A running bridge and worker shared by one test module."""
+    stack = make_stack(mqtt_server, redis, model_store, tmp_path_factory.mktemp("logs"))
+    stack.start_worker()
+    stack.start_bridge()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def own_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path,
+              tmp_path: Path) -> Iterator[Stack]:
+    """A fresh bridge and worker for a test that kills or restarts them; started by the test."""
+    stack = make_stack(mqtt_server, redis, model_store, tmp_path / "logs")
+    yield stack
+    stack.stop()
