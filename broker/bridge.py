@@ -29,8 +29,11 @@ QUEUE_SAMPLE_INTERVAL_S = 0.5
 
 
 class Dispatcher(Protocol):
+    redeliver_after_s: float
+
     def enqueue(self, request: FrameRequest) -> None: ...
     def queue_length(self) -> int: ...
+    def sweep_overdue(self) -> tuple[int, int]: ...
 
 
 class Bridge:
@@ -187,10 +190,17 @@ class Bridge:
         return False
 
     def _sample_queue_loop(self) -> None:
+        """Samples the queue depth (for admission and the metric) and sweeps for unanswered frames."""
+        sweep_every = max(1, round(self._dispatcher.redeliver_after_s / 4 / QUEUE_SAMPLE_INTERVAL_S))
+        ticks = 0
         while not self._stopped.wait(QUEUE_SAMPLE_INTERVAL_S):
+            ticks += 1
             try:
                 self._queue_depth = self._dispatcher.queue_length()
-            except Exception as exc:
-                logger.debug("queue depth sample failed: %s", exc)
-                continue
-            self.metrics.queue_depth.set(self._queue_depth)
+                self.metrics.queue_depth.set(self._queue_depth)
+                if ticks % sweep_every == 0:
+                    resent, expired = self._dispatcher.sweep_overdue()
+                    self.metrics.frames_redelivered.inc(resent)
+                    self.metrics.frames_expired.inc(expired)
+            except Exception as exc:  # Redis away: admission keeps the last depth; the sweep runs next time
+                logger.debug("queue sampling or sweep failed: %s", exc)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis
 from celery import Celery
 
 from broker.contract import FRAME_QUEUE, RECOGNIZE_TASK, FrameRequest
+from broker.framestore import FrameStore, frame_key, task_reference
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +18,16 @@ SAFE_CONTENT = ["msgpack", "json"]
 
 
 def celery_transport_options(visibility_timeout_s: int) -> dict[str, Any]:
-    return {"visibility_timeout": visibility_timeout_s}
+    """Redis transport options: tasks of a dead worker are redelivered about `visibility_timeout_s` later.
+
+    kombu sweeps for such tasks every `unacked_restore_interval * unacked_restore_throttle` seconds (100 s
+    by default); the sweep is tied to the visibility timeout so recovery does not wait on it.
+    """
+    return {
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 3)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def redis_client_url(celery_url: str) -> str:
@@ -27,10 +38,19 @@ def redis_client_url(celery_url: str) -> str:
 
 
 class CeleryDispatcher:
-    """A Celery producer that knows only the task's name and queue."""
+    """A Celery producer that knows only the task's name and queue; frame data goes to the FrameStore."""
 
-    def __init__(self, redis_url: str, *, queue: str = FRAME_QUEUE, visibility_timeout_s: int = 300) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue: str = FRAME_QUEUE,
+        visibility_timeout_s: int = 300,
+        frame_ttl_s: int = 24 * 3600,
+        redeliver_after_s: float = 120.0,
+    ) -> None:
         self.queue = queue
+        self.redeliver_after_s = redeliver_after_s
         self.app = Celery("partsight-bridge", broker=redis_url, set_as_current=False)
         self.app.conf.update(
             task_serializer="msgpack",
@@ -40,12 +60,36 @@ class CeleryDispatcher:
             broker_transport_options=celery_transport_options(visibility_timeout_s),
         )
         self._redis = redis.Redis.from_url(redis_client_url(redis_url), socket_timeout=2, socket_connect_timeout=2)
+        self.store = FrameStore(self._redis, data_ttl_s=frame_ttl_s, clock=time.time)
 
     def enqueue(self, request: FrameRequest) -> None:
-        """Raises whatever kombu raises when Redis is away; the caller retries."""
+        """Store the frame, then send its task. Raises what redis/kombu raise when Redis is away; callers retry."""
+        key = frame_key(request)
+        self.store.put(key, request)
+        self._send(key, request)
+
+    def sweep_overdue(self) -> tuple[int, int]:
+        """Send again the frames no worker has answered in time; returns (resent, expired)."""
+        resent = expired = 0
+        for key, request in self.store.claim_overdue(self.redeliver_after_s):
+            if request is None:
+                expired += 1
+                logger.error("frame data %s expired before any worker answered it", key)
+                continue
+            logger.warning(
+                "frame %s from %s unanswered for %.0f s; sending it again",
+                request.frame_id,
+                request.device,
+                self.redeliver_after_s,
+            )
+            self._send(key, request)
+            resent += 1
+        return resent, expired
+
+    def _send(self, key: str, request: FrameRequest) -> None:
         self.app.send_task(
             RECOGNIZE_TASK,
-            kwargs=request.to_task_kwargs(),
+            kwargs=task_reference(key, request),
             queue=self.queue,
             serializer="msgpack",
             retry=False,

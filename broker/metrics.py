@@ -56,6 +56,16 @@ class BridgeMetrics:
         self.queue_depth = Gauge(
             "partsight_queue_depth_frames", "Frames waiting in the Redis queue (last sample).", registry=registry
         )
+        self.frames_redelivered = Counter(
+            "partsight_bridge_frames_redelivered_total",
+            "Frames sent again because no worker answered them in time.",
+            registry=registry,
+        )
+        self.frames_expired = Counter(
+            "partsight_bridge_frames_expired_total",
+            "Frames whose stored data expired before any worker answered them.",
+            registry=registry,
+        )
         self.pending = Gauge(
             "partsight_bridge_pending_frames", "Frames received but not yet handed to Redis.", registry=registry
         )

@@ -21,7 +21,12 @@ def run_bridge(settings: BridgeSettings) -> None:
     registry = CollectorRegistry()
     metrics = BridgeMetrics(registry)
     start_http_server(settings.metrics_port, registry=registry)
-    dispatcher = CeleryDispatcher(settings.redis_url)
+    dispatcher = CeleryDispatcher(
+        settings.redis_url,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        frame_ttl_s=settings.frame_ttl_s,
+        redeliver_after_s=settings.redeliver_after_s,
+    )
     bridge = Bridge(settings, dispatcher=dispatcher, metrics=metrics)
     stop = threading.Event()
 

@@ -118,10 +118,14 @@ class BridgeSettings:
     max_queue_length: int = 1000
     receive_maximum: int = 64
     session_expiry_s: int = 7 * 24 * 3600
+    visibility_timeout_s: int = 60
+    redeliver_after_s: int = 120
+    frame_ttl_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
         env = os.environ if env is None else env
+        visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         return cls(
             mqtt=mqtt_from_env(env),
             redis_url=env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL),
@@ -132,4 +136,7 @@ class BridgeSettings:
             share_group=env.get("PARTSIGHT_SHARE_GROUP") or None,
             max_queue_length=env_int(env, "PARTSIGHT_MAX_QUEUE_LENGTH", 1000, minimum=1),
             receive_maximum=env_int(env, "PARTSIGHT_MQTT_RECEIVE_MAXIMUM", 64, minimum=1),
+            visibility_timeout_s=visibility,
+            redeliver_after_s=env_int(env, "PARTSIGHT_REDELIVER_AFTER_S", 2 * visibility, minimum=1),
+            frame_ttl_s=env_int(env, "PARTSIGHT_FRAME_TTL_S", 24 * 3600, minimum=60),
         )

@@ -104,6 +104,7 @@ class Listener:
     port: int
     filters: Iterable[str]
     messages: list[tuple[str, dict[str, Any], Any]] = field(default_factory=list)
+    arrivals: list[tuple[float, str, str | None]] = field(default_factory=list)  # (time, topic, frame id)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,6 +124,7 @@ class Listener:
             document = {"raw": message.payload}
         with self._lock:
             self.messages.append((message.topic, document, message.properties))
+            self.arrivals.append((time.time(), message.topic, document.get("frame_id")))
 
     def __enter__(self) -> Listener:
         self.client.connect(self.host, self.port)

@@ -79,6 +79,17 @@ def mosquitto(folder: Path) -> ServerProcess:
 def redis_server(folder: Path) -> ServerProcess:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [require_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--dir", str(folder)]
+    argv = [
+        require_binary("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--dir",
+        str(folder),
+    ]
     return ServerProcess(argv, port, folder)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,8 +29,17 @@ class Ledger(Protocol):
 
 
 class Publisher(Protocol):
-    def result(self, request: FrameRequest, message: dict[str, Any]) -> None: ...
-    def error(self, request: FrameRequest, message: dict[str, Any]) -> None: ...
+    def result(
+        self, request: FrameRequest, message: dict[str, Any], on_delivered: Callable[[], None] | None = None
+    ) -> None: ...
+    def error(
+        self, request: FrameRequest, message: dict[str, Any], on_delivered: Callable[[], None] | None = None
+    ) -> None: ...
+
+
+class FrameSource(Protocol):
+    def get(self, key: str) -> FrameRequest | None: ...
+    def finish(self, key: str) -> None: ...
 
 
 class FeatureBatcher(Protocol):
@@ -51,6 +61,7 @@ class FramePipeline:
         classify: Callable[[np.ndarray], list[Decision]],
         batcher: FeatureBatcher,
         ledger: Ledger,
+        frames: FrameSource,
         publisher: Publisher,
         metrics: WorkerMetrics,
         limits: DecodeLimits,
@@ -62,6 +73,7 @@ class FramePipeline:
         self._classify = classify
         self._batcher = batcher
         self._ledger = ledger
+        self._frames = frames
         self._publisher = publisher
         self._metrics = metrics
         self._limits = limits
@@ -69,24 +81,46 @@ class FramePipeline:
         self._catalog = catalog
         self._clock = clock
 
-    def handle(self, request: FrameRequest) -> str:
-        """Answer one frame; returns the status or error code sent. PublishFailed propagates (the task retries)."""
+    def handle(self, task: Mapping[str, Any]) -> str:
+        """Answer the frame a task names (by claim-check key, or inline); returns the status or error code.
+
+        PublishFailed propagates so the task is retried; the frame then stays claimable and pending.
+        """
         started = self._clock()
-        if not self._ledger.claim(request.device, request.frame_id):
+        key = task.get("frame_key")
+        device, frame_id = str(task["device"]), str(task["frame_id"])
+        if not self._ledger.claim(device, frame_id):
             self._metrics.duplicates.inc()
-            logger.info(
-                "frame %s from %s was answered already; skipping the duplicate", request.frame_id, request.device
-            )
+            logger.info("frame %s from %s was answered already; skipping the duplicate", frame_id, device)
+            if key:
+                self._frames.finish(str(key))
             return "duplicate"
+        recorded = threading.Event()
+
+        def record_answered() -> None:
+            # runs the moment the broker acknowledges the answer: the shortest possible window in which
+            # a crash could leave an answered frame looking unanswered (and so answered twice)
+            self._ledger.done(device, frame_id)
+            recorded.set()
+
         try:
-            outcome = self._answer(request, started)
+            request = self._frames.get(str(key)) if key else FrameRequest.from_task_kwargs(task)
+            if request is None:
+                placeholder = FrameRequest(device=device, frame_id=frame_id, image=b"", received_at=started)
+                text = "frame data expired before it was read"
+                outcome = self._send_error(placeholder, ErrorCode.INTERNAL, text, record_answered)
+            else:
+                outcome = self._answer(request, started, record_answered)
         except BaseException:
-            self._ledger.release(request.device, request.frame_id)
+            self._ledger.release(device, frame_id)
             raise
-        self._ledger.done(request.device, request.frame_id)
+        if not recorded.is_set():
+            self._ledger.done(device, frame_id)
+        if key:
+            self._frames.finish(str(key))
         return outcome
 
-    def _answer(self, request: FrameRequest, started: float) -> str:
+    def _answer(self, request: FrameRequest, started: float, on_delivered: Callable[[], None]) -> str:
         queue_s = max(0.0, started - request.received_at)
         self._metrics.stage_latency.labels(stage="queue").observe(queue_s)
         t0 = time.perf_counter()
@@ -103,10 +137,10 @@ class FramePipeline:
             decision = self._classify(batched.value[None, :])[0]
             t3 = time.perf_counter()
         except ImageError as exc:
-            return self._send_error(request, ErrorCode(exc.code), exc.message)
+            return self._send_error(request, ErrorCode(exc.code), exc.message, on_delivered)
         except Exception as exc:
             logger.exception("frame %s from %s failed inside the worker", request.frame_id, request.device)
-            return self._send_error(request, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            return self._send_error(request, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}", on_delivered)
         timings = Timings(
             queue=queue_s * 1000,
             decode=(t1 - t0) * 1000,
@@ -129,7 +163,7 @@ class FramePipeline:
             completed_at=self._clock(),
         )
         t4 = time.perf_counter()
-        self._publisher.result(request, message)
+        self._publisher.result(request, message, on_delivered)
         publish_s = time.perf_counter() - t4
         stage = self._metrics.stage_latency
         stage.labels(stage="decode").observe(t1 - t0)
@@ -140,8 +174,11 @@ class FramePipeline:
         self._metrics.results.labels(status=decision.status, category=decision.category or NO_CATEGORY).inc()
         return decision.status
 
-    def _send_error(self, request: FrameRequest, code: ErrorCode, text: str) -> str:
+    def _send_error(
+        self, request: FrameRequest, code: ErrorCode, text: str, on_delivered: Callable[[], None] | None = None
+    ) -> str:
         logger.info("frame %s from %s: %s (%s)", request.frame_id, request.device, code, text)
-        self._publisher.error(request, error_message(request.device, request.frame_id, code, text, self._clock()))
+        message = error_message(request.device, request.frame_id, code, text, self._clock())
+        self._publisher.error(request, message, on_delivered)
         self._metrics.errors.labels(code=str(code)).inc()
         return str(code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import redis
 from prometheus_client import CollectorRegistry, start_http_server
 
 from broker.dispatch import redis_client_url
+from broker.framestore import FrameStore
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.decode import DecodeLimits
@@ -76,16 +78,15 @@ class Runtime:
             on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
         )
         connection.start()
-        ledger = FrameLedger(
-            redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
-            claim_ttl_s=settings.claim_ttl_s,
-            done_ttl_s=settings.dedupe_ttl_s,
-        )
+        redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
+        ledger = FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s)
+        frames = FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time)
         pipeline = FramePipeline(
             model=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
             classify=recognizer.classify,
             batcher=batcher,
             ledger=ledger,
+            frames=frames,
             publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
             metrics=metrics,
             limits=DecodeLimits(max_pixels=settings.max_pixels),

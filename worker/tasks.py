@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
+from redis.exceptions import RedisError
 
-from broker.contract import RECOGNIZE_TASK, FrameRequest
+from broker.contract import RECOGNIZE_TASK
 from worker.publisher import PublishFailed
 from worker.runtime import RuntimeHolder
 
@@ -22,18 +23,23 @@ def register(app: Celery, holder: RuntimeHolder) -> Task:
     )
     def recognize_frame(self: Task, **kwargs: Any) -> str:
         runtime = holder.get()
+        if not isinstance(kwargs.get("device"), str) or not isinstance(kwargs.get("frame_id"), str):
+            runtime.metrics.malformed_tasks.inc()
+            logger.error("dropping a task without a device and frame id: %s", sorted(kwargs))
+            return "malformed"
         try:
-            request = FrameRequest.from_task_kwargs(kwargs)
+            return runtime.pipeline.handle(kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             runtime.metrics.malformed_tasks.inc()
             logger.error("dropping a task whose arguments do not fit the contract: %s", exc)
             return "malformed"
-        try:
-            return runtime.pipeline.handle(request)
+        except RedisError as exc:
+            logger.warning("Redis unavailable while answering frame %s (%s); retrying", kwargs["frame_id"], exc)
+            raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
         except PublishFailed as exc:
             runtime.metrics.publish_failures.inc()
             logger.warning(
-                "answer for frame %s from %s not published (%s); retrying", request.frame_id, request.device, exc
+                "answer for frame %s from %s not published (%s); retrying", kwargs["frame_id"], kwargs["device"], exc
             )
             raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
 

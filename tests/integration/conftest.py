@@ -89,8 +89,9 @@ def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Pa
 
 
 @pytest.fixture(scope="module")
-def stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """A running bridge and worker shared by one test module."""
     stack = make_stack(mqtt_server, redis, model_store, tmp_path_factory.mktemp("logs"))
     stack.start_worker()
@@ -100,8 +101,7 @@ def stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path,
 
 
 @pytest.fixture
-def own_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path,
-              tmp_path: Path) -> Iterator[Stack]:
+def own_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path, tmp_path: Path) -> Iterator[Stack]:
     """A fresh bridge and worker for a test that kills or restarts them; started by the test."""
     stack = make_stack(mqtt_server, redis, model_store, tmp_path / "logs")
     yield stack

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import struct
+import time
 import uuid
 import zlib
 from datetime import datetime
@@ -45,11 +46,14 @@ def expected_decisions(recognizer, photos: list[tuple[Path, str]]):  # type: ign
 
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height but whose data is tiny: a decompression-bomb header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_real_photos_come_back_as_the_right_product(stack, recognizer, camera_photos) -> None:
@@ -190,3 +194,23 @@ def test_status_topics_are_retained_online(stack) -> None:
     topics = {topic: doc for topic, doc, _ in listener.messages}
     assert topics[stack.topics.status("bridge", stack.env["PARTSIGHT_BRIDGE_ID"])] == {"raw": b"online"}
     assert any("/status/worker/" in t and d == {"raw": b"online"} for t, d in topics.items())
+
+
+def test_duplicate_deliveries_of_a_frame_are_answered_once(stack, camera_photos) -> None:
+    image = camera_photos[3][0].read_bytes()
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/+/result"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        for _ in range(3):  # a device retrying, or a QoS 1 redelivery: same frame id each time
+            client.publish(stack.topics.frame("dup-cam-a"), image, qos=1, properties=frame_properties("same-id"))
+        # the same frame id from another device is another frame
+        client.publish(stack.topics.frame("dup-cam-b"), image, qos=1, properties=frame_properties("same-id"))
+        client.publish(stack.topics.frame("dup-cam-a"), image, qos=1, properties=frame_properties("marker"))
+        listener.wait_frame("marker")
+        from tests.harness import wait_for
+
+        wait_for(lambda: len(listener.for_frame("same-id")) >= 2, 30, "answers for both devices")
+        time.sleep(1.0)
+        client.disconnect()
+    devices = sorted(doc["device"] for _, doc, _ in listener.for_frame("same-id"))
+    assert devices == ["dup-cam-a", "dup-cam-b"]
+    assert metric(stack.worker_port, "partsight_worker_duplicate_deliveries_total") >= 2

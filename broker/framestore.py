@@ -1,0 +1,85 @@
+"""Claim-check for frames: the image lives in Redis once, the Celery task carries only its key.
+
+Every stored frame is also listed in a `pending` sorted set (scored by when it was last sent) until a
+worker has answered it. Frames that stay pending longer than the redelivery time are sent again by a
+sweeper: that closes the gap where a worker dies between taking a task off the queue and recording it
+as unacknowledged (kombu's Redis transport pops and records in two steps), so no frame is ever lost.
+Duplicate sends are answered once, by the worker's ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from broker.contract import FrameRequest
+
+DATA_PREFIX = "partsight:frame-data:"
+PENDING_KEY = "partsight:pending"
+SWEEP_LOCK_KEY = "partsight:pending:sweep-lock"
+
+
+def frame_key(request: FrameRequest) -> str:
+    """Stable for one admitted frame, so a retried enqueue stores it under the same key."""
+    seed = f"{request.device}\x00{request.frame_id}\x00{request.received_at!r}".encode()
+    return DATA_PREFIX + hashlib.sha256(seed).hexdigest()[:40]
+
+
+def task_reference(key: str, request: FrameRequest) -> dict[str, Any]:
+    """The task's arguments: the key, plus device and frame id so an error can still be addressed."""
+    return {"frame_key": key, "device": request.device, "frame_id": request.frame_id}
+
+
+class FrameStore:
+    def __init__(self, redis: Any, *, data_ttl_s: int, clock: Callable[[], float]) -> None:
+        self._redis = redis
+        self.data_ttl_s = data_ttl_s
+        self._clock = clock
+
+    def put(self, key: str, request: FrameRequest) -> None:
+        blob = msgpack.packb(request.to_task_kwargs(), use_bin_type=True)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(key, blob, ex=self.data_ttl_s)
+        pipe.zadd(PENDING_KEY, {key: self._clock()})
+        pipe.execute()
+
+    def get(self, key: str) -> FrameRequest | None:
+        blob = self._redis.get(key)
+        if blob is None:
+            return None
+        return FrameRequest.from_task_kwargs(msgpack.unpackb(blob, raw=False))
+
+    def finish(self, key: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zrem(PENDING_KEY, key)
+        pipe.execute()
+
+    def pending_count(self) -> int:
+        return int(self._redis.zcard(PENDING_KEY))
+
+    def claim_overdue(self, older_than_s: float, limit: int = 200) -> list[tuple[str, FrameRequest | None]]:
+        """Pending frames last sent more than `older_than_s` ago, re-stamped as sent now.
+
+        One sweeper at a time across all bridges (a short Redis lock); a frame whose data has expired
+        comes back with None and is dropped from the pending set.
+        """
+        now = self._clock()
+        if not self._redis.set(SWEEP_LOCK_KEY, b"1", nx=True, ex=max(1, int(older_than_s // 4))):
+            return []
+        keys = [
+            k.decode() if isinstance(k, bytes) else k
+            for k in self._redis.zrangebyscore(PENDING_KEY, 0, now - older_than_s, start=0, num=limit)
+        ]
+        found = []
+        for key in keys:
+            request = self.get(key)
+            if request is None:
+                self._redis.zrem(PENDING_KEY, key)
+            else:
+                self._redis.zadd(PENDING_KEY, {key: now}, xx=True)
+            found.append((key, request))
+        return found
