@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from broker.bridge import Bridge
+from broker.contract import FrameRequest
+from broker.metrics import BridgeMetrics
+from broker.settings import BridgeSettings, MqttSettings
+
+
+class Dispatcher:
+    redeliver_after_s = 60.0
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.enqueued: list[FrameRequest] = []
+        self.done = threading.Event()
+
+    def enqueue(self, request: FrameRequest) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis away")
+        self.enqueued.append(request)
+        self.done.set()
+
+    def queue_length(self) -> int:
+        return 0
+
+    def sweep_overdue(self) -> tuple[int, int]:
+        return 0, 0
+
+
+def make_bridge(dispatcher: Dispatcher, **settings: Any) -> tuple[Bridge, list[Any], list[Any], BridgeMetrics]:
+    metrics = BridgeMetrics(CollectorRegistry())
+    bridge = Bridge(
+        BridgeSettings(mqtt=MqttSettings("127.0.0.1", 1), **settings),
+        dispatcher=dispatcher,
+        metrics=metrics,
+        clock=lambda: 1000.0,
+    )
+    acks: list[Any] = []
+    published: list[Any] = []
+    bridge.connection.client.ack = lambda mid, qos: acks.append(mid)  # type: ignore[method-assign]
+    bridge.connection.publish = lambda topic, payload, **kw: published.append((topic, json.loads(payload)))  # type: ignore[method-assign]
+    bridge._accepting.set()
+    return bridge, acks, published, metrics
+
+
+def message(topic: str, payload: bytes, mid: int = 1, **user: str) -> Any:
+    props = SimpleNamespace(UserProperty=list(user.items()), ResponseTopic=None, CorrelationData=None)
+    return SimpleNamespace(topic=topic, payload=payload, mid=mid, qos=1, properties=props)
+
+
+def test_a_frame_is_acknowledged_only_after_it_is_enqueued_even_through_redis_outages() -> None:
+    dispatcher = Dispatcher(failures=2)
+    bridge, acks, _, metrics = make_bridge(dispatcher)
+    worker = threading.Thread(target=bridge._dispatch_loop, daemon=True)
+    worker.start()
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xffdata", mid=7, frame_id="f"))
+    assert dispatcher.done.wait(5)
+    bridge._pending.put(None)
+    worker.join(5)
+    assert acks == [7] and dispatcher.enqueued[0].frame_id == "f"
+    assert metrics.enqueue_failures._value.get() == 2 and metrics.frames_enqueued._value.get() == 1
+
+
+def test_rejections_go_to_the_device_error_topic_and_are_acknowledged() -> None:
+    bridge, acks, published, metrics = make_bridge(Dispatcher(), max_payload_bytes=10)
+    bridge._on_message(None, None, message("partsight/cam/frame", b"x" * 11, mid=3, frame_id="big"))
+    assert acks == [3]
+    topic, error = published[0]
+    assert (
+        topic == "partsight/cam/error" and error["error"]["code"] == "payload_too_large" and error["frame_id"] == "big"
+    )
+    assert metrics.frames_rejected.labels(reason="payload_too_large")._value.get() == 1
+
+
+def test_unknown_topics_are_counted_and_dropped() -> None:
+    bridge, acks, published, metrics = make_bridge(Dispatcher())
+    bridge._on_message(None, None, message("partsight/a/b/frame", b"\xff\xd8\xff", mid=4))
+    assert acks == [4] and published == []
+    assert metrics.frames_rejected.labels(reason="unknown_topic")._value.get() == 1
+
+
+def test_a_full_queue_answers_overloaded() -> None:
+    bridge, _, published, _ = make_bridge(Dispatcher(), max_queue_length=5)
+    bridge._queue_depth = 5
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", frame_id="f"))
+    assert published[0][1]["error"]["code"] == "overloaded"
+
+
+def test_frames_arriving_while_draining_are_left_for_the_broker_to_redeliver() -> None:
+    bridge, acks, published, _ = make_bridge(Dispatcher())
+    bridge._accepting.clear()
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=9))
+    assert acks == [] and published == [] and bridge._pending.empty()

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import io
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from broker.contract import FrameRequest
+from models.decode import DecodeLimits
+from models.head import Decision
+from tests.unit.fakes import FakeRedis
+from worker.batcher import Batched
+from worker.ledger import FrameLedger
+from worker.metrics import WorkerMetrics
+from worker.pipeline import FramePipeline, ModelInfo
+from worker.publisher import PublishFailed
+
+
+class Frames:
+    def __init__(self) -> None:
+        self.stored: dict[str, FrameRequest] = {}
+        self.finished: list[str] = []
+
+    def get(self, key: str) -> FrameRequest | None:
+        return self.stored.get(key)
+
+    def finish(self, key: str) -> None:
+        self.finished.append(key)
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.fail = False
+
+    def _send(self, kind: str, message: dict[str, Any], on_delivered: Any) -> None:
+        if self.fail:
+            raise PublishFailed("broker away")
+        self.sent.append((kind, message))
+        if on_delivered:
+            on_delivered()
+
+    def result(self, request: FrameRequest, message: dict[str, Any], on_delivered: Any = None) -> None:
+        self._send("result", message, on_delivered)
+
+    def error(self, request: FrameRequest, message: dict[str, Any], on_delivered: Any = None) -> None:
+        self._send("error", message, on_delivered)
+
+
+class Batcher:
+    def submit(self, image: np.ndarray) -> Future[Batched[np.ndarray]]:
+        future: Future[Batched[np.ndarray]] = Future()
+        future.set_result(Batched(np.full(4, image.mean(), dtype=np.float32), 3, 0.01))
+        return future
+
+
+def classify(features: np.ndarray) -> list[Decision]:
+    top = [{"product": "valve", "category": "fittings", "score": 0.9}]
+    return [Decision("recognized", "valve", "fittings", 0.9, 0.95, top) for _ in features]
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (120, 10, 10)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]:
+    redis = FakeRedis()
+    frames, publisher = Frames(), Publisher()
+    metrics = WorkerMetrics(CollectorRegistry())
+    pipeline = FramePipeline(
+        model=ModelInfo("m", "v7", 16),
+        classify=classify,
+        batcher=Batcher(),
+        ledger=FrameLedger(redis, claim_ttl_s=3, done_ttl_s=60, sleep=lambda s: None, clock=lambda: redis.now),
+        frames=frames,
+        publisher=publisher,
+        metrics=metrics,
+        limits=DecodeLimits(),
+        max_payload_bytes=10_000,
+        catalog={"valve": {"product": "valve", "name": "Ball valve", "category": "fittings"}},
+        clock=lambda: 100.0,
+    )
+    return pipeline, frames, publisher, metrics, redis
+
+
+def task_for(frames: Frames, image: bytes, frame_id: str = "f1") -> dict[str, Any]:
+    key = f"k-{frame_id}"
+    frames.stored[key] = FrameRequest(device="cam", frame_id=frame_id, image=image, received_at=99.5)
+    return {"frame_key": key, "device": "cam", "frame_id": frame_id}
+
+
+def test_a_good_frame_is_answered_once_with_catalog_and_timings(parts) -> None:
+    pipeline, frames, publisher, metrics, _ = parts
+    task = task_for(frames, jpeg())
+    assert pipeline.handle(task) == "recognized"
+    kind, message = publisher.sent[0]
+    assert kind == "result" and message["product"] == "valve" and message["catalog"]["name"] == "Ball valve"
+    assert message["model"] == {"name": "m", "version": "v7"} and message["timings_ms"]["queue"] == 500.0
+    assert frames.finished == ["k-f1"]
+    assert pipeline.handle(task) == "duplicate" and len(publisher.sent) == 1
+    assert metrics.duplicates._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        (b"GIF89a...", "unsupported_format"),
+        (b"\xff\xd8\xff\xe0broken", "image_undecodable"),
+        (b"\xff\xd8\xff" + b"\0" * 20_000, "payload_too_large"),
+    ],
+)
+def test_bad_images_become_error_messages(parts, image: bytes, code: str) -> None:
+    pipeline, frames, publisher, metrics, _ = parts
+    assert pipeline.handle(task_for(frames, image)) == code
+    kind, message = publisher.sent[0]
+    assert kind == "error" and message["error"]["code"] == code and message["frame_id"] == "f1"
+    assert metrics.errors.labels(code=code)._value.get() == 1
+
+
+def test_expired_frame_data_is_reported_not_dropped(parts) -> None:
+    pipeline, _, publisher, _, _ = parts
+    assert pipeline.handle({"frame_key": "gone", "device": "cam", "frame_id": "f9"}) == "internal"
+    assert publisher.sent[0][1]["error"]["code"] == "internal"
+
+
+def test_a_failed_publish_releases_the_claim_for_the_retry(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+    task = task_for(frames, jpeg())
+    publisher.fail = True
+    with pytest.raises(PublishFailed):
+        pipeline.handle(task)
+    assert frames.finished == []  # still pending: the sweep or the retry will answer it
+    publisher.fail = False
+    assert pipeline.handle(task) == "recognized"  # not mistaken for a duplicate
+
+
+def test_a_model_failure_is_an_internal_error(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+
+    def broken(_: np.ndarray) -> list[Decision]:
+        raise RuntimeError("CUDA error")
+
+    pipeline._classify = broken
+    assert pipeline.handle(task_for(frames, jpeg())) == "internal"
+    assert "RuntimeError" in publisher.sent[0][1]["error"]["message"]
