@@ -16,7 +16,7 @@ def test_broker_package_imports_no_heavy_library() -> None:
     assert {"broker.bridge", "broker.service", "broker.camera", "broker.dispatch"} <= set(modules)
     code = (
         "import importlib, sys\n"
-        f"for name in {modules + ['partsight.cli']!r}: importlib.import_module(name)\n"
+        f"for name in {[*modules, 'partsight.cli']!r}: importlib.import_module(name)\n"
         "from partsight.cli import build_parser\n"
         "build_parser().parse_args(['bridge'])\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
