@@ -75,7 +75,7 @@ def test_missing_files_and_manifest_entries_are_refused(tmp_path: Path) -> None:
     manifest = json.loads((version / "manifest.json").read_text())
     del manifest["files"]["labels.json"]
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="does not list labels.json"):
+    with pytest.raises(ArtifactError, match=r"does not list labels\.json"):
         load_model(version)
     with pytest.raises(ArtifactError, match="neither a model version"):
         load_model(tmp_path / "nowhere")
