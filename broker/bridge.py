@@ -54,7 +54,6 @@ class Bridge:
         self._accepting = threading.Event()
         self._stopped = threading.Event()
         self._queue_depth = 0
-        self._last_reconnects = 0
         self.connection = MqttConnection(
             settings.mqtt,
             client_id=f"partsight-bridge-{settings.bridge_id}",
@@ -63,7 +62,8 @@ class Bridge:
             manual_ack=True,
             session_expiry_s=settings.session_expiry_s,
             receive_maximum=settings.receive_maximum,
-            on_state=self._on_state,
+            on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
+            on_reconnect=metrics.mqtt_reconnects.inc,
         )
         self.connection.client.on_message = self._on_message
         self._threads = [
@@ -93,13 +93,6 @@ class Bridge:
     @property
     def ready(self) -> bool:
         return self.connection.connected and self._accepting.is_set()
-
-    def _on_state(self, connected: bool) -> None:
-        self.metrics.mqtt_connected.set(1 if connected else 0)
-        reconnects = self.connection.reconnects
-        if reconnects > self._last_reconnects:
-            self.metrics.mqtt_reconnects.inc(reconnects - self._last_reconnects)
-            self._last_reconnects = reconnects
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # Never let an exception escape into paho's loop: count it and keep serving.

@@ -56,6 +56,7 @@ class MqttConnection:
         session_expiry_s: int = 0,
         receive_maximum: int | None = None,
         on_state: Callable[[bool], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status_topic = status_topic
@@ -63,6 +64,7 @@ class MqttConnection:
         self._session_expiry_s = session_expiry_s if persistent else 0
         self._receive_maximum = receive_maximum
         self._on_state = on_state
+        self._on_reconnect = on_reconnect
         self._subscriptions: list[tuple[str, int]] = []
         self._acks_lock = threading.Lock()
         self._ack_callbacks: dict[int, Callable[[bool], None]] = {}
@@ -179,6 +181,8 @@ class MqttConnection:
             return
         if self._ever_connected:
             self.reconnects += 1
+            if self._on_reconnect:
+                self._on_reconnect()
             logger.info("reconnected to %s (session present: %s)", self.settings.display, flags.session_present)
         else:
             logger.info("connected to %s (session present: %s)", self.settings.display, flags.session_present)

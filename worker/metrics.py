@@ -60,6 +60,9 @@ class WorkerMetrics:
         self.mqtt_connected = Gauge(
             "partsight_worker_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry
         )
+        self.mqtt_reconnects = Counter(
+            "partsight_worker_mqtt_reconnects_total", "Reconnections to the MQTT broker.", registry=registry
+        )
         self.model_loaded = Gauge(
             "partsight_worker_model_loaded", "1 once the model is loaded and verified.", registry=registry
         )

@@ -76,6 +76,7 @@ class Runtime:
             client_id=f"partsight-worker-{settings.worker_id}",
             status_topic=topics.status("worker", settings.worker_id),
             on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
+            on_reconnect=metrics.mqtt_reconnects.inc,
         )
         connection.start()
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
