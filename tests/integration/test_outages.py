@@ -1,0 +1,75 @@
+"""Broker outages: Redis or Mosquitto goes away mid-stream and comes back; every frame is still answered once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.harness import Listener, metric, publisher, wait_for
+from tests.integration.test_resilience import answers_by_frame
+from tests.integration.test_service import frame_properties
+
+pytestmark = pytest.mark.integration
+
+
+def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack, redis, camera_photos) -> None:
+    stack = own_stack
+    stack.start_worker()
+    stack.start_bridge()
+    device = "redis-outage-cam"
+    image = camera_photos[0][0].read_bytes()
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-before"))
+        listener.wait_frame("r-before")
+        redis.stop()
+        during = [f"r-during-{i}" for i in range(6)]
+        for frame_id in during:
+            client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
+            time.sleep(0.2)
+        wait_for(
+            lambda: (metric(stack.bridge_port, "partsight_bridge_enqueue_failures_total") or 0) > 0,
+            20,
+            "the bridge noticing Redis is away",
+        )
+        assert metric(stack.bridge_port, "partsight_bridge_redis_connected") == 0.0
+        redis.start()
+        for frame_id in during:
+            listener.wait_frame(frame_id, timeout=90)
+        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-after"))
+        listener.wait_frame("r-after", timeout=60)
+        time.sleep(1.0)
+        client.disconnect()
+    counts = answers_by_frame(listener)
+    assert all(counts[f] == 1 for f in ["r-before", *during, "r-after"]), counts
+    assert stack.bridge.alive and stack.worker.alive
+
+
+def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, camera_photos) -> None:
+    stack = own_stack
+    stack.start_worker()
+    stack.start_bridge()
+    device = "mqtt-outage-cam"
+    image = camera_photos[1][0].read_bytes()
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("m-before"))
+        listener.wait_frame("m-before")
+        client.disconnect()
+    mqtt_server.restart()  # persistence on: the bridge's session and its subscription survive
+    wait_for(lambda: metric(stack.bridge_port, "partsight_bridge_mqtt_connected") == 1.0, 60, "bridge back")
+    wait_for(lambda: metric(stack.worker_port, "partsight_worker_mqtt_connected") == 1.0, 60, "worker back")
+    assert metric(stack.bridge_port, "partsight_bridge_mqtt_reconnects_total") >= 1
+    assert metric(stack.worker_port, "partsight_worker_mqtt_reconnects_total") >= 1
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        after = [f"m-after-{i}" for i in range(5)]
+        for frame_id in after:
+            client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
+        for frame_id in after:
+            listener.wait_frame(frame_id, timeout=60)
+        time.sleep(1.0)
+        client.disconnect()
+    counts = answers_by_frame(listener)
+    assert all(counts[f] == 1 for f in after), counts
