@@ -73,3 +73,46 @@ def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, 
         client.disconnect()
     counts = answers_by_frame(listener)
     assert all(counts[f] == 1 for f in after), counts
+
+
+def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
+    own_stack, camera_photos, tmp_path
+) -> None:
+    from tests.harness import partsight
+    from tests.servers import free_port
+
+    stack = own_stack
+    stack.env["PARTSIGHT_SHARE_GROUP"] = "bridges"
+    stack.start_worker()
+    stack.start_bridge()
+    second_port = free_port()
+    second_env = dict(
+        stack.env,
+        PARTSIGHT_BRIDGE_ID=stack.env["PARTSIGHT_BRIDGE_ID"] + "-b",
+        PARTSIGHT_BRIDGE_METRICS_PORT=str(second_port),
+    )
+    second = partsight("bridge", second_env, tmp_path / "bridge-b.log").start()
+    try:
+        wait_for(lambda: metric(second_port, "partsight_bridge_mqtt_connected") == 1.0, 30, "second bridge")
+        device = "shared-cam"
+        frame_ids = [f"s-{i:02d}" for i in range(24)]
+        with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+            client = publisher("127.0.0.1", stack.mqtt_port)
+            for frame_id in frame_ids:
+                client.publish(
+                    stack.topics.frame(device),
+                    camera_photos[0][0].read_bytes(),
+                    qos=1,
+                    properties=frame_properties(frame_id),
+                )
+            for frame_id in frame_ids:
+                listener.wait_frame(frame_id, timeout=60)
+            time.sleep(1.0)
+            client.disconnect()
+        counts = answers_by_frame(listener)
+        assert all(counts[f] == 1 for f in frame_ids), counts
+        first_share = metric(stack.bridge_port, "partsight_bridge_frames_enqueued_total")
+        second_share = metric(second_port, "partsight_bridge_frames_enqueued_total")
+        assert first_share > 0 and second_share > 0 and first_share + second_share == len(frame_ids)
+    finally:
+        second.stop()
