@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from partsight.embedded import find_binary, free_port, wait_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+__all__ = ["ServerProcess", "free_port", "mosquitto", "redis_server", "require_binary"]
 
 
 def require_binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = find_binary(name)
     if not path:
         raise RuntimeError(f"{name} is not installed; the README's test command installs it (apt-get install {name})")
     return path
