@@ -112,7 +112,8 @@ class FramePipeline:
             else:
                 outcome = self._answer(request, started, record_answered)
         except BaseException:
-            self._ledger.release(device, frame_id)
+            if not recorded.is_set():  # an answer the broker already took stays answered; the retry skips it
+                self._ledger.release(device, frame_id)
             raise
         if not recorded.is_set():
             self._ledger.done(device, frame_id)

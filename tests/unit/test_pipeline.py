@@ -150,3 +150,19 @@ def test_a_model_failure_is_an_internal_error(parts) -> None:
     pipeline._classify = broken
     assert pipeline.handle(task_for(frames, jpeg())) == "internal"
     assert "RuntimeError" in publisher.sent[0][1]["error"]["message"]
+
+
+def test_a_failure_after_the_answer_was_taken_does_not_reopen_the_frame(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+    task = task_for(frames, b"GIF89a...")
+    original = publisher.error
+
+    def error_then_reply_fails(request, message, on_delivered=None):  # type: ignore[no-untyped-def]
+        original(request, message, on_delivered)  # the error topic got it
+        raise PublishFailed("the response topic publish failed")
+
+    publisher.error = error_then_reply_fails  # type: ignore[method-assign]
+    with pytest.raises(PublishFailed):
+        pipeline.handle(task)
+    publisher.error = original  # type: ignore[method-assign]
+    assert pipeline.handle(task) == "duplicate" and len(publisher.sent) == 1
