@@ -50,7 +50,9 @@ class Bridge:
         self.metrics = metrics
         self._dispatcher = dispatcher
         self._clock = clock
-        self._pending: queue.Queue[tuple[FrameRequest, int, int] | None] = queue.Queue()
+        # every PUBACK goes through this FIFO, so acknowledgements leave in the order frames arrived
+        # (MQTT requires it for QoS 1); a None request means "acknowledge only" (a refused frame)
+        self._pending: queue.Queue[tuple[FrameRequest | None, int, int] | None] = queue.Queue()
         self._accepting = threading.Event()
         self._stopped = threading.Event()
         self._queue_depth = 0
@@ -101,7 +103,7 @@ class Bridge:
         except Exception:
             logger.exception("unexpected failure handling a message on %r", getattr(message, "topic", "?"))
             self.metrics.frames_rejected.labels(reason=str(ErrorCode.INTERNAL)).inc()
-            self.connection.client.ack(message.mid, message.qos)
+            self._pending.put((None, message.mid, message.qos))
 
     def _handle(self, message: Any) -> None:
         if not self._accepting.is_set():
@@ -121,7 +123,7 @@ class Bridge:
         except TopicError as exc:
             logger.warning("ignoring message on unknown topic: %s", exc)
             self.metrics.frames_rejected.labels(reason="unknown_topic").inc()
-            self.connection.client.ack(message.mid, message.qos)
+            self._pending.put((None, message.mid, message.qos))
             return
         try:
             request = admit(
@@ -131,7 +133,7 @@ class Bridge:
                 raise FrameRejected(ErrorCode.OVERLOADED, f"{self._queue_depth} frames are waiting; retry later")
         except FrameRejected as exc:
             self._reject(inbound, device, exc)
-            self.connection.client.ack(message.mid, message.qos)
+            self._pending.put((None, message.mid, message.qos))
             return
         self.metrics.pending.inc()
         self._pending.put((request, message.mid, message.qos))
@@ -153,6 +155,9 @@ class Bridge:
             if item is None:
                 return
             request, mid, qos = item
+            if request is None:
+                self.connection.client.ack(mid, qos)
+                continue
             if self._enqueue_with_retry(request):
                 self.connection.client.ack(mid, qos)
             self.metrics.pending.dec()

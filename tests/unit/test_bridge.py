@@ -69,9 +69,25 @@ def test_a_frame_is_acknowledged_only_after_it_is_enqueued_even_through_redis_ou
     assert metrics.enqueue_failures._value.get() == 2 and metrics.frames_enqueued._value.get() == 1
 
 
+def drain(bridge: Bridge) -> None:
+    """Run the dispatcher over everything queued so far, as its thread would."""
+    bridge._pending.put(None)
+    bridge._dispatch_loop()
+
+
+def test_acknowledgements_leave_in_arrival_order_accepted_or_refused() -> None:
+    bridge, acks, _, _ = make_bridge(Dispatcher(failures=1), max_payload_bytes=10)
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=1))  # slow: Redis retry
+    bridge._on_message(None, None, message("partsight/cam/frame", b"x" * 11, mid=2))  # refused at once
+    bridge._on_message(None, None, message("partsight/a/b/frame", b"\xff\xd8\xff", mid=3))  # unknown topic
+    drain(bridge)
+    assert acks == [1, 2, 3]
+
+
 def test_rejections_go_to_the_device_error_topic_and_are_acknowledged() -> None:
     bridge, acks, published, metrics = make_bridge(Dispatcher(), max_payload_bytes=10)
     bridge._on_message(None, None, message("partsight/cam/frame", b"x" * 11, mid=3, frame_id="big"))
+    drain(bridge)
     assert acks == [3]
     topic, error = published[0]
     assert (
@@ -83,6 +99,7 @@ def test_rejections_go_to_the_device_error_topic_and_are_acknowledged() -> None:
 def test_unknown_topics_are_counted_and_dropped() -> None:
     bridge, acks, published, metrics = make_bridge(Dispatcher())
     bridge._on_message(None, None, message("partsight/a/b/frame", b"\xff\xd8\xff", mid=4))
+    drain(bridge)
     assert acks == [4] and published == []
     assert metrics.frames_rejected.labels(reason="unknown_topic")._value.get() == 1
 
