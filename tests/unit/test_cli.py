@@ -1,0 +1,53 @@
+"""The console script's train command fails clearly and writes nothing when its input is wrong."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.harness import ROOT
+
+
+def test_train_with_a_product_missing_from_the_catalog_fails_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "images" / "valves" / "v-1").mkdir(parents=True)
+    (tmp_path / "images" / "valves" / "v-2").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "valves" / "v-1" / "a.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "valves" / "v-2" / "a.png")
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps([{"product": "v-1", "name": "Valve", "category": "valves"}]))
+    out = tmp_path / "store"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "partsight.cli",
+            "train",
+            "--images",
+            str(tmp_path / "images"),
+            "--catalog",
+            str(catalog),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "product 'v-2' is not in the catalog" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_help_lists_every_subcommand() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "partsight.cli", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    for command in ("bridge", "worker", "camera", "train", "demo"):
+        assert command in result.stdout
