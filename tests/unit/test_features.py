@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from models.backbones import BackboneError, FeatureBackbone, get_backbone, load_network
 from models.artifact import resolve
-from models.backbones import file_sha256
+from models.backbones import BackboneError, FeatureBackbone, file_sha256, get_backbone, load_network
 from models.decode import resize_center_crop
 from models.errors import ArtifactError
 from models.features import FeatureExtractor, choose_device
