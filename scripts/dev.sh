@@ -19,7 +19,8 @@ as_root() {
 apt_install() {  # installs the Debian packages that are not there yet
     local missing=()
     for package in "$@"; do
-        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+        # a removed package keeps its config files and dpkg -s still succeeds: ask for the installed state
+        [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] || missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "installing Debian packages: ${missing[*]}"
