@@ -65,17 +65,26 @@ def choose_device(preference: str = "auto") -> torch.device:
 
 
 class FeatureExtractor:
-    """uint8 images (N, H, W, 3) -> L2-normalised float32 features (N, D)."""
+    """uint8 images (N, H, W, 3) -> L2-normalised float32 features (N, D).
+
+    `half` defaults to True on CUDA (half precision, channels-last) and False on CPU.
+    """
 
     def __init__(
-        self, spec: BackboneSpec, *, weights: Path | None = None, device: str = "auto", cpu_threads: int | None = 1
+        self,
+        spec: BackboneSpec,
+        *,
+        weights: Path | None = None,
+        device: str = "auto",
+        cpu_threads: int | None = 1,
+        half: bool | None = None,
     ) -> None:
         self.spec = spec
         self.device = choose_device(device)
         if self.device.type == "cpu" and cpu_threads:
             torch.set_num_threads(cpu_threads)
         network, self.weights_path = load_network(spec, weights)
-        self.half = self.device.type == "cuda"
+        self.half = self.device.type == "cuda" if half is None else half
         network = network.to(self.device).to(memory_format=torch.channels_last)
         if self.half:
             network = network.half()

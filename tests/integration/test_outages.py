@@ -116,3 +116,34 @@ def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
         assert first_share > 0 and second_share > 0 and first_share + second_share == len(frame_ids)
     finally:
         second.stop()
+
+
+def test_a_full_queue_answers_overloaded_and_every_frame_gets_exactly_one_answer(own_stack, camera_photos) -> None:
+    stack = own_stack
+    stack.env["PARTSIGHT_MAX_QUEUE_LENGTH"] = "2"
+    stack.start_bridge()  # no worker yet: frames pile up in Redis
+    device = "busy-cam"
+    frame_ids = [f"o-{i:02d}" for i in range(8)]
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        for frame_id in frame_ids:
+            client.publish(
+                stack.topics.frame(device),
+                camera_photos[0][0].read_bytes(),
+                qos=1,
+                properties=frame_properties(frame_id),
+            )
+            time.sleep(0.7)  # longer than the bridge's queue-depth sampling interval
+        wait_for(lambda: sum(1 for t, _, _ in listener.messages if t.endswith("/error")) >= 1, 20, "overloaded")
+        stack.start_worker()
+        for frame_id in frame_ids:
+            listener.wait_frame(frame_id, timeout=60)
+        time.sleep(1.0)
+        client.disconnect()
+    counts = answers_by_frame(listener)
+    assert all(counts[f] == 1 for f in frame_ids), counts
+    errors = [doc for topic, doc, _ in listener.messages if topic.endswith("/error")]
+    results = [doc for topic, doc, _ in listener.messages if topic.endswith("/result")]
+    assert errors and all(doc["error"]["code"] == "overloaded" for doc in errors)
+    assert len(results) >= 2  # the frames the queue could hold were answered once a worker came
+    assert metric(stack.bridge_port, "partsight_bridge_frames_rejected_total", reason="overloaded") == len(errors)

@@ -68,3 +68,13 @@ def test_a_model_trained_on_other_weights_is_refused(model_store: Path) -> None:
     assert file_sha256(copy / "head.npz") == manifest["files"]["head.npz"]["sha256"]
     with pytest.raises(ArtifactError, match="PARTSIGHT_BACKBONE_WEIGHTS"):
         Recognizer.load(copy, device="cpu")
+
+
+def test_the_half_precision_path_gives_the_same_features(extractor: FeatureExtractor) -> None:
+    """The GPU path's precision handling, exercised on CPU (CI has no GPU)."""
+    half = FeatureExtractor(get_backbone("efficientnet_lite0"), device="cpu", half=True)
+    images = photos()
+    low, full = half(images), extractor(images)
+    assert low.dtype == np.float32 and half.half
+    np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-3)
+    assert float(np.min(np.sum(low * full, axis=1))) > 0.99  # cosine similarity to the float32 features
