@@ -56,6 +56,7 @@ class Bridge:
         self._accepting = threading.Event()
         self._stopped = threading.Event()
         self._queue_depth = 0
+        self._redis_ok = False
         self.connection = MqttConnection(
             settings.mqtt,
             client_id=f"partsight-bridge-{settings.bridge_id}",
@@ -92,9 +93,13 @@ class Bridge:
         self._stopped.set()
         self.connection.stop()
 
-    @property
-    def ready(self) -> bool:
-        return self.connection.connected and self._accepting.is_set()
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz reports: connected to MQTT, Redis answering, taking frames (false while draining)."""
+        return {
+            "mqtt": self.connection.connected,
+            "redis": self._redis_ok,
+            "accepting": self._accepting.is_set(),
+        }
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # Never let an exception escape into paho's loop: count it and keep serving.
@@ -195,10 +200,13 @@ class Bridge:
             ticks += 1
             try:
                 self._queue_depth = self._dispatcher.queue_length()
+                self._redis_ok = True
                 self.metrics.queue_depth.set(self._queue_depth)
                 if ticks % sweep_every == 0:
                     resent, expired = self._dispatcher.sweep_overdue()
                     self.metrics.frames_redelivered.inc(resent)
                     self.metrics.frames_expired.inc(expired)
             except Exception as exc:  # Redis away: admission keeps the last depth; the sweep runs next time
+                self._redis_ok = False
+                self.metrics.redis_connected.set(0)
                 logger.debug("queue sampling or sweep failed: %s", exc)

@@ -51,7 +51,7 @@ class BridgeMetrics:
             "partsight_bridge_mqtt_reconnects_total", "Reconnections to the MQTT broker.", registry=registry
         )
         self.redis_connected = Gauge(
-            "partsight_bridge_redis_connected", "1 while the last enqueue to Redis succeeded.", registry=registry
+            "partsight_bridge_redis_connected", "1 while the last call to Redis succeeded.", registry=registry
         )
         self.queue_depth = Gauge(
             "partsight_queue_depth_frames", "Frames waiting in the Redis queue (last sample).", registry=registry

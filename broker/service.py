@@ -7,10 +7,11 @@ import signal
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from broker.bridge import Bridge
 from broker.dispatch import CeleryDispatcher
+from broker.http import serve
 from broker.metrics import BridgeMetrics
 from broker.settings import BridgeSettings, redact_url
 
@@ -20,7 +21,6 @@ logger = logging.getLogger(__name__)
 def run_bridge(settings: BridgeSettings) -> None:
     registry = CollectorRegistry()
     metrics = BridgeMetrics(registry)
-    start_http_server(settings.metrics_port, registry=registry)
     dispatcher = CeleryDispatcher(
         settings.redis_url,
         visibility_timeout_s=settings.visibility_timeout_s,
@@ -28,6 +28,7 @@ def run_bridge(settings: BridgeSettings) -> None:
         redeliver_after_s=settings.redeliver_after_s,
     )
     bridge = Bridge(settings, dispatcher=dispatcher, metrics=metrics)
+    http = serve(settings.metrics_port, registry, bridge.readiness)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -47,4 +48,5 @@ def run_bridge(settings: BridgeSettings) -> None:
     stop.wait()
     bridge.stop()
     dispatcher.close()
+    http.shutdown()
     logger.info("bridge stopped")

@@ -33,24 +33,20 @@ class DemoOptions:
     embedded_only: bool = False
 
 
-def _metric(port: int, name: str) -> float | None:
+def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:  # not listening yet, or 503 (urllib raises HTTPError, an OSError)
+        return False
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, metric: str, what: str, log: Path) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], port: int, what: str, log: Path) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the {what} exited ({process.returncode}); see {log}")
-        if _metric(port, metric) == 1.0:
+        if _ready(port):
             return
         time.sleep(0.2)
     raise RuntimeError(f"the {what} was not ready after 180 s; see {log}")
@@ -146,8 +142,8 @@ def run_demo(options: DemoOptions) -> int:
         }
         worker = _start("worker", env, logs / "worker.log")
         bridge = _start("bridge", env, logs / "bridge.log")
-        _wait_ready(worker, worker_port, "partsight_worker_model_loaded", "worker", logs / "worker.log")
-        _wait_ready(bridge, bridge_port, "partsight_bridge_mqtt_connected", "bridge", logs / "bridge.log")
+        _wait_ready(worker, worker_port, "worker", logs / "worker.log")
+        _wait_ready(bridge, bridge_port, "bridge", logs / "bridge.log")
         print(f"  metrics bridge http://127.0.0.1:{bridge_port}/metrics, worker http://127.0.0.1:{worker_port}/metrics")
         count = options.frames or 10**9
         print(f"  camera  {DEVICE} replays {len(photos)} held-out photos at {options.fps:g} fps; Ctrl-C stops")

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from broker.dispatch import redis_client_url
 from broker.framestore import FrameStore
+from broker.http import serve
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.decode import DecodeLimits
@@ -39,14 +41,16 @@ class Runtime:
     pipeline: FramePipeline
     metrics: WorkerMetrics
     registry: CollectorRegistry
+    probes: dict[str, Callable[[], bool]]
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
         registry = CollectorRegistry()
         metrics = WorkerMetrics(registry)
-        if serve_metrics:
-            start_http_server(settings.metrics_port, registry=registry)
-            logger.info("worker metrics on :%d/metrics", settings.metrics_port)
+        probes: dict[str, Callable[[], bool]] = {"model": lambda: False}
+        if serve_metrics:  # up before the model loads: /healthz answers, /readyz says not yet
+            serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
+            logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
         recognizer = Recognizer.load(settings.model_dir, weights=settings.backbone_weights, device=settings.device)
         bundle = recognizer.bundle
         metrics.model.info(
@@ -94,11 +98,25 @@ class Runtime:
             max_payload_bytes=settings.max_payload_bytes,
             catalog=bundle.catalog,
         )
-        return cls(settings, recognizer, batcher, connection, pipeline, metrics, registry)
+        probes.update(
+            model=lambda: True,
+            mqtt=lambda: connection.connected,
+            redis=lambda: _answers(redis_client),
+            accepting=lambda: True,
+        )
+        return cls(settings, recognizer, batcher, connection, pipeline, metrics, registry, probes)
 
     def close(self) -> None:
+        self.probes["accepting"] = lambda: False  # /readyz turns false while the last frames finish
         self.batcher.close()
         self.connection.stop()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 class RuntimeHolder:

@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from broker.topics import Topics
-from tests.harness import Proc, base_env, metric, partsight, wait_for
+from tests.harness import Proc, base_env, partsight, readyz, wait_for
 from tests.servers import ServerProcess, free_port, mosquitto, redis_server
 
 _prefixes = itertools.count(1)
+
+
+def ready(port: int) -> bool:
+    try:
+        return readyz(port)[0] == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +55,14 @@ class Stack:
 
     def start_bridge(self) -> Proc:
         self.bridge = partsight("bridge", self.env, self.logs / "bridge.log").start()
-        wait_for(lambda: metric(self.bridge_port, "partsight_bridge_mqtt_connected") == 1.0, 30, "bridge connected")
+        wait_for(lambda: ready(self.bridge_port), 30, "bridge ready")
         return self.bridge
 
     def start_worker(self) -> Proc:
         self._worker_runs += 1
         env = dict(self.env, PARTSIGHT_WORKER_ID=f"{self.env['PARTSIGHT_WORKER_ID']}-{self._worker_runs}")
         self.worker = partsight("worker", env, self.logs / f"worker-{self._worker_runs}.log").start()
-        wait_for(lambda: metric(self.worker_port, "partsight_worker_model_loaded") == 1.0, 90, "worker model loaded")
+        wait_for(lambda: ready(self.worker_port), 90, "worker ready")
         return self.worker
 
     def stop(self) -> None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.harness import Listener, metric, publisher, wait_for
+from tests.harness import Listener, metric, publisher, readyz, wait_for
 from tests.integration.test_resilience import answers_by_frame
 from tests.integration.test_service import frame_properties
 
@@ -34,7 +34,10 @@ def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack,
             "the bridge noticing Redis is away",
         )
         assert metric(stack.bridge_port, "partsight_bridge_redis_connected") == 0.0
+        wait_for(lambda: readyz(stack.bridge_port)[0] == 503, 10, "the bridge reporting not ready")
+        assert readyz(stack.bridge_port)[1]["checks"]["redis"] is False
         redis.start()
+        wait_for(lambda: readyz(stack.bridge_port)[0] == 200, 30, "the bridge ready again")
         for frame_id in during:
             listener.wait_frame(frame_id, timeout=90)
         client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-after"))

@@ -186,6 +186,17 @@ def test_mqtt311_device_sends_a_json_envelope(stack, camera_photos) -> None:
     assert result["product"] is None or result["catalog"]["product"] == result["product"]
 
 
+def test_both_processes_report_alive_and_ready(stack) -> None:
+    from tests.harness import readyz
+
+    assert readyz(stack.bridge_port) == (
+        200,
+        {"ready": True, "checks": {"mqtt": True, "redis": True, "accepting": True}},
+    )
+    status, body = readyz(stack.worker_port)
+    assert status == 200 and body["checks"] == {"model": True, "mqtt": True, "redis": True, "accepting": True}
+
+
 def test_status_topics_are_retained_online(stack) -> None:
     with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/status/#"]) as listener:
         from tests.harness import wait_for
