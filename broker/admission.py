@@ -15,7 +15,6 @@ from broker.contract import (
     validate_frame_id,
 )
 from broker.errors import FrameRejected
-from broker.topics import Topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +80,3 @@ def frame_id_hint(message: Inbound) -> str | None:
         return validate_frame_id(candidate) if candidate is not None else None
     except FrameRejected:
         return None
-
-
-def device_of(topics: Topics, topic: str) -> str:
-    return topics.device_of_frame_topic(topic)

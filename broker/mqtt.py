@@ -221,8 +221,3 @@ def user_properties(properties: Properties | None) -> dict[str, str]:
     """MQTT 5 user properties as a dict (the last value wins for a repeated key)."""
     pairs: Sequence[tuple[str, str]] = getattr(properties, "UserProperty", None) or []
     return {str(key): str(value) for key, value in pairs}
-
-
-def check(rc: MQTTErrorCode, what: str) -> None:
-    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-        raise MqttUnavailable(f"{what} failed: {paho.error_string(rc)}")

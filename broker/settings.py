@@ -99,10 +99,6 @@ def mqtt_from_env(env: Mapping[str, str]) -> MqttSettings:
     )
 
 
-def default_instance_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 @dataclass(frozen=True, slots=True)
 class BridgeSettings:
     mqtt: MqttSettings
