@@ -1,15 +1,15 @@
 """Exactly-once answers over at-least-once delivery: a Redis ledger of frames claimed and answered.
 
-A delivery claims `<device, frame_id>` before work starts and marks it done after its answer is published.
-A second delivery of a done frame is skipped; one that finds a live claim waits for it to finish or lapse
-(a claim left by a killed worker lapses after `claim_ttl_s`), so no frame is lost and none answered twice.
+A delivery claims `<device, frame_id>` before work starts; the claim becomes "done" the moment the broker
+takes the answer. A later delivery of a done frame is skipped. One that finds a live claim is told how
+long it may still hold (a claim left by a killed worker lapses after `claim_ttl_s`) and comes back then:
+it never blocks a worker thread while it waits, so no frame is lost and none answered twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 CLAIMED = b"claimed"
@@ -21,41 +21,37 @@ def ledger_key(device: str, frame_id: str) -> str:
     return f"partsight:frame:{digest}"
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming a frame: `granted`, `answered` (skip it), or neither (busy: retry later)."""
+
+    granted: bool = False
+    answered: bool = False
+    retry_after_s: float = 0.0
+
+
+GRANTED = Claim(granted=True)
+ANSWERED = Claim(answered=True)
+
+
 class FrameLedger:
-    def __init__(
-        self,
-        redis: Any,
-        *,
-        claim_ttl_s: int,
-        done_ttl_s: int,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, redis: Any, *, claim_ttl_s: int, done_ttl_s: int) -> None:
         self._redis = redis
         self.claim_ttl_s = claim_ttl_s
         self.done_ttl_s = done_ttl_s
-        self._sleep = sleep
-        self._clock = clock
 
-    def claim(self, device: str, frame_id: str) -> bool:
-        """True when this delivery must answer the frame; False when it was answered already."""
+    def claim(self, device: str, frame_id: str) -> Claim:
         key = ledger_key(device, frame_id)
-        give_up = self._clock() + self.claim_ttl_s + 5
-        delay = 0.02
-        while True:
+        for _ in range(3):  # a claim can lapse between our calls; a few tries settle it
             if self._redis.set(key, CLAIMED, nx=True, ex=self.claim_ttl_s):
-                return True
+                return GRANTED
             state = self._redis.get(key)
             if state == DONE:
-                return False
-            if state is None:
-                continue  # the claim lapsed between our two calls: try again
-            if self._clock() > give_up:
-                # a claim that outlived its own TTL: Redis would have dropped it; treat it as lapsed
-                self._redis.set(key, CLAIMED, ex=self.claim_ttl_s)
-                return True
-            self._sleep(delay)
-            delay = min(delay * 2, 0.5)
+                return ANSWERED
+            if state is not None:
+                remaining_ms = self._redis.pttl(key)
+                return Claim(retry_after_s=max(0.1, remaining_ms / 1000 if remaining_ms > 0 else 0.1))
+        return Claim(retry_after_s=0.1)
 
     def done(self, device: str, frame_id: str) -> None:
         self._redis.set(ledger_key(device, frame_id), DONE, ex=self.done_ttl_s)

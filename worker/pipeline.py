@@ -17,13 +17,22 @@ from models.decode import DecodeLimits, decode_image
 from models.errors import ImageError
 from models.head import Decision
 from worker.batcher import Batched
+from worker.ledger import Claim
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
 
+class FrameBusy(Exception):
+    """Another delivery holds this frame's claim; retry after `retry_after_s` (the claim may be a dead worker's)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"frame claimed by another delivery; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
 class Ledger(Protocol):
-    def claim(self, device: str, frame_id: str) -> bool: ...
+    def claim(self, device: str, frame_id: str) -> Claim: ...
     def done(self, device: str, frame_id: str) -> None: ...
     def release(self, device: str, frame_id: str) -> None: ...
 
@@ -85,11 +94,15 @@ class FramePipeline:
         """Answer the frame a task names (by claim-check key, or inline); returns the status or error code.
 
         PublishFailed propagates so the task is retried; the frame then stays claimable and pending.
+        FrameBusy says another delivery holds the frame: retry later, without holding a thread meanwhile.
         """
         started = self._clock()
         key = task.get("frame_key")
         device, frame_id = str(task["device"]), str(task["frame_id"])
-        if not self._ledger.claim(device, frame_id):
+        claim = self._ledger.claim(device, frame_id)
+        if not claim.granted and not claim.answered:
+            raise FrameBusy(claim.retry_after_s)
+        if claim.answered:
             self._metrics.duplicates.inc()
             logger.info("frame %s from %s was answered already; skipping the duplicate", frame_id, device)
             if key:

@@ -45,7 +45,7 @@ class WorkerSettings:
     metrics_port: int = 9302
     worker_id: str = "worker"
     visibility_timeout_s: int = 60
-    claim_ttl_s: int = 30
+    claim_ttl_s: int = 10
     dedupe_ttl_s: int = 24 * 3600
     publish_timeout_s: float = 10.0
 
@@ -72,6 +72,6 @@ class WorkerSettings:
             metrics_port=env_int(env, "PARTSIGHT_WORKER_METRICS_PORT", 9302),
             worker_id=env.get("PARTSIGHT_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             visibility_timeout_s=visibility,
-            claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, visibility // 2), minimum=1),
+            claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, min(10, visibility // 2)), minimum=1),
             dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
         )

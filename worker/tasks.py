@@ -9,6 +9,7 @@ from celery import Celery, Task
 from redis.exceptions import RedisError
 
 from broker.contract import RECOGNIZE_TASK
+from worker.pipeline import FrameBusy
 from worker.publisher import PublishFailed
 from worker.runtime import RuntimeHolder
 
@@ -33,6 +34,14 @@ def register(app: Celery, holder: RuntimeHolder) -> Task:
             runtime.metrics.malformed_tasks.inc()
             logger.error("dropping a task whose arguments do not fit the contract: %s", exc)
             return "malformed"
+        except FrameBusy as exc:
+            logger.info(
+                "frame %s from %s is claimed by another delivery; retrying in %.1f s",
+                kwargs["frame_id"],
+                kwargs["device"],
+                exc.retry_after_s,
+            )
+            raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
         except RedisError as exc:
             logger.warning("Redis unavailable while answering frame %s (%s); retrying", kwargs["frame_id"], exc)
             raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc

@@ -159,3 +159,42 @@ def test_a_pickled_task_pushed_into_redis_is_never_executed(stack, camera_photos
     wait_for(lambda: client.llen(FRAME_QUEUE) == 0, 10, "the pickle message consumed")
     assert not marker.exists(), "a pickled task was deserialised"
     assert "ContentDisallowed" in stack.worker.log() or "disallowed" in stack.worker.log().lower()
+
+
+def test_claims_left_by_a_killed_worker_do_not_stall_its_successor(own_stack, camera_photos) -> None:
+    """Redelivered frames whose claims a dead worker still holds must not occupy the new worker's threads:
+    frames sent after the restart are answered before those claims lapse, and the old frames after."""
+    stack = own_stack
+    claim_ttl_s = 30
+    stack.env["PARTSIGHT_CLAIM_TTL_S"] = str(claim_ttl_s)
+    stack.start_worker()
+    stack.start_bridge()
+    device = "stall-cam"
+    images = [path.read_bytes() for path, _ in camera_photos]
+    old = [f"old-{i:02d}" for i in range(40)]
+    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        for index, frame_id in enumerate(old):
+            client.publish(
+                stack.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
+            )
+        wait_for(lambda: len(answers_by_frame(listener)) >= 3, 30, "first answers")
+        killed_at = time.time()
+        stack.worker.signal(signal.SIGKILL)  # it holds claims on the frames it was working on
+        stack.worker.process.wait()
+        stack.start_worker()
+        time.sleep(stack_settle_s(stack) + 1)  # the dead worker's tasks are redelivered and taken first
+        fresh = [f"fresh-{i}" for i in range(5)]
+        for index, frame_id in enumerate(fresh):
+            client.publish(
+                stack.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
+            )
+        wait_for(lambda: set(old + fresh) <= set(answers_by_frame(listener)), 120, "every frame answered")
+        client.disconnect()
+    first_arrival = {}
+    for at, topic, frame_id in listener.arrivals:
+        if topic.endswith(("/result", "/error")):
+            first_arrival.setdefault(frame_id, at)
+    for frame_id in fresh:
+        assert first_arrival[frame_id] - killed_at < claim_ttl_s, f"{frame_id} waited behind dead claims"
+    assert all(n == 1 for f, n in answers_by_frame(listener).items() if f.startswith("fresh")), "fresh answered twice"

@@ -32,6 +32,12 @@ class FakeRedis:
     def get(self, key: str) -> bytes | None:
         return self._live(key)
 
+    def pttl(self, key: str) -> int:
+        if self._live(key) is None:
+            return -2
+        expires = self.values[key][1]
+        return -1 if expires is None else int((expires - self.now) * 1000)
+
     def delete(self, key: str) -> int:
         return 1 if self.values.pop(key, None) else 0
 

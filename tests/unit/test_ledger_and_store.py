@@ -7,36 +7,35 @@ from worker.ledger import FrameLedger
 
 
 def make_ledger(redis: FakeRedis) -> FrameLedger:
-    def sleep(seconds: float) -> None:
-        redis.now += seconds
-
-    return FrameLedger(redis, claim_ttl_s=3, done_ttl_s=100, sleep=sleep, clock=lambda: redis.now)
+    return FrameLedger(redis, claim_ttl_s=3, done_ttl_s=100)
 
 
 def test_first_delivery_claims_and_an_answered_frame_is_skipped() -> None:
     redis = FakeRedis()
     ledger = make_ledger(redis)
-    assert ledger.claim("cam", "f1")
+    assert ledger.claim("cam", "f1").granted
     ledger.done("cam", "f1")
-    assert not ledger.claim("cam", "f1")
-    assert ledger.claim("other-cam", "f1")  # frame ids are per device
+    assert ledger.claim("cam", "f1").answered
+    assert ledger.claim("other-cam", "f1").granted  # frame ids are per device
 
 
-def test_a_claim_left_by_a_dead_worker_lapses_and_the_frame_is_answered() -> None:
+def test_a_claim_left_by_a_dead_worker_says_when_to_come_back_and_then_lapses() -> None:
     redis = FakeRedis()
     ledger = make_ledger(redis)
-    assert ledger.claim("cam", "f1")  # this worker dies without done()
-    started = redis.now
-    assert ledger.claim("cam", "f1")  # the redelivery waits for the claim to lapse, then takes it
-    assert 3 <= redis.now - started < 5
+    assert ledger.claim("cam", "f1").granted  # this worker dies without done()
+    redis.now = 1.0
+    busy = ledger.claim("cam", "f1")  # the redelivery is not blocked: it is told to retry later
+    assert not busy.granted and not busy.answered and busy.retry_after_s == 2.0
+    redis.now += busy.retry_after_s
+    assert ledger.claim("cam", "f1").granted
 
 
 def test_a_released_claim_is_taken_at_once() -> None:
     redis = FakeRedis()
     ledger = make_ledger(redis)
-    assert ledger.claim("cam", "f1")
+    assert ledger.claim("cam", "f1").granted
     ledger.release("cam", "f1")
-    assert ledger.claim("cam", "f1") and redis.now == 0
+    assert ledger.claim("cam", "f1").granted
 
 
 def test_frame_store_round_trip_and_finish() -> None:

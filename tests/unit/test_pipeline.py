@@ -14,9 +14,9 @@ from models.decode import DecodeLimits
 from models.head import Decision
 from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
-from worker.ledger import FrameLedger
+from worker.ledger import FrameLedger, ledger_key
 from worker.metrics import WorkerMetrics
-from worker.pipeline import FramePipeline, ModelInfo
+from worker.pipeline import FrameBusy, FramePipeline, ModelInfo
 from worker.publisher import PublishFailed
 
 
@@ -78,7 +78,7 @@ def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]
         model=ModelInfo("m", "v7", 16),
         classify=classify,
         batcher=Batcher(),
-        ledger=FrameLedger(redis, claim_ttl_s=3, done_ttl_s=60, sleep=lambda s: None, clock=lambda: redis.now),
+        ledger=FrameLedger(redis, claim_ttl_s=3, done_ttl_s=60),
         frames=frames,
         publisher=publisher,
         metrics=metrics,
@@ -166,3 +166,11 @@ def test_a_failure_after_the_answer_was_taken_does_not_reopen_the_frame(parts) -
         pipeline.handle(task)
     publisher.error = original  # type: ignore[method-assign]
     assert pipeline.handle(task) == "duplicate" and len(publisher.sent) == 1
+
+
+def test_a_frame_claimed_by_another_delivery_is_retried_later_not_waited_for(parts) -> None:
+    pipeline, frames, publisher, _, redis = parts
+    redis.set(ledger_key("cam", "f1"), b"claimed", ex=3)  # a worker that died mid-frame
+    with pytest.raises(FrameBusy) as caught:
+        pipeline.handle(task_for(frames, jpeg()))
+    assert caught.value.retry_after_s == 3.0 and publisher.sent == [] and frames.finished == []
