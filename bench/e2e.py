@@ -1,6 +1,6 @@
 """End-to-end throughput and latency against the bare model's ceiling, measured in one run on one box.
 
-    .venv/bin/python -m bench.e2e [--frames 400] [--window 32] [--mqtt-url ...] [--redis-url ...]
+    .venv/bin/python -m bench.e2e [--frames 1500] [--window 8] [--mqtt-url ...] [--redis-url ...]
 
 Ceiling: the bare backbone on the same frames, decoded beforehand, in one process with one torch thread
 (what one worker process has), at its best batch size; decode + backbone in series is reported beside it.
@@ -141,19 +141,26 @@ def wait_metric(port: int, name: str, proc: subprocess.Popen[bytes], timeout: fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=400)
-    parser.add_argument("--window", type=int, default=32, help="frames in flight")
-    parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--frames", type=int, default=1500)
+    parser.add_argument("--window", type=int, default=8, help="frames in flight")
+    parser.add_argument("--mqtt-url", help="an MQTT broker to use (default: start a fresh Mosquitto)")
+    parser.add_argument("--redis-url", help="a Redis to use (default: start a fresh redis-server)")
     parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
     args = parser.parse_args()
 
     from broker.camera import Camera, percentile, stream
     from broker.settings import MqttSettings
     from broker.topics import Topics
-    from partsight.embedded import free_port
+    from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
 
     work = Path(tempfile.mkdtemp(prefix="partsight-bench-"))
+    servers: list[Embedded] = []
+    if not args.mqtt_url:  # fresh servers: no state left by other runs, nothing else sharing them
+        servers.append(start_mqtt(work / "mqtt"))
+        args.mqtt_url = servers[-1].url
+    if not args.redis_url:
+        servers.append(start_redis(work / "redis"))
+        args.redis_url = servers[-1].url
     model_dir = Path(args.model_dir) if args.model_dir else demo_model(work)
     jpegs = sample_jpegs(24)
     mean_kib = sum(map(len, jpegs)) / len(jpegs) / 1024
@@ -174,7 +181,6 @@ def main() -> int:
         "PARTSIGHT_BRIDGE_ID": prefix,
         "PARTSIGHT_WORKER_ID": prefix,
         "PARTSIGHT_LOG_LEVEL": "warning",
-        "PARTSIGHT_MAX_BATCH_SIZE": str(serial_batch),
         "PARTSIGHT_DEVICE": "cpu",
     }
     procs = {
@@ -209,6 +215,8 @@ def main() -> int:
             proc.terminate()
         for proc in procs.values():
             proc.wait(30)
+        for server in servers:
+            server.stop()
 
     def stage_ms(stage: str) -> float:
         total = f'partsight_worker_stage_seconds_sum{{stage="{stage}"}}'

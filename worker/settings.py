@@ -18,9 +18,10 @@ from broker.settings import (
 )
 
 DEFAULT_MODEL_DIR = "models-store"
-# Measured on a 2-core box, one torch thread: EfficientNet-Lite0 runs 83-88 frames/s at batch 1-2 and
-# 56-59 at batch 8-16 (cache pressure), so CPU workers batch little; a GPU wants large batches.
-CPU_MAX_BATCH = 2
+# Measured on a 2-core box, one torch thread: the bare backbone runs 83-95 frames/s at batch 1-2 and 56-66
+# at batch 8 (cache pressure), but end to end batch 4 answered 77-82 frames/s against 58-60 at batch 2
+# (per-batch Python work amortised), so CPU workers batch a little; a GPU wants large batches.
+CPU_MAX_BATCH = 4
 GPU_MAX_BATCH = 32
 
 

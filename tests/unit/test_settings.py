@@ -48,7 +48,7 @@ def test_worker_settings_from_env() -> None:
     settings = WorkerSettings.from_env({"PARTSIGHT_MAX_BATCH_SIZE": "6", "PARTSIGHT_MODEL_DIR": "/m"})
     assert (settings.max_batch_size, settings.concurrency, settings.metrics_port) == (6, 12, 9302)
     assert str(settings.model_dir) == "/m"
-    assert WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cpu"}).max_batch_size == 2
+    assert WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cpu"}).max_batch_size == 4
     assert WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cuda"}).max_batch_size == 32
 
 
