@@ -14,6 +14,7 @@ from typing import Any
 
 CLAIMED = b"claimed"
 DONE = b"done"
+MAX_RETRY_AFTER_S = 2.0
 
 
 def ledger_key(device: str, frame_id: str) -> str:
@@ -49,8 +50,10 @@ class FrameLedger:
             if state == DONE:
                 return ANSWERED
             if state is not None:
-                remaining_ms = self._redis.pttl(key)
-                return Claim(retry_after_s=max(0.1, remaining_ms / 1000 if remaining_ms > 0 else 0.1))
+                # come back when the claim would lapse, but look again at least every MAX_RETRY_AFTER_S:
+                # a live holder usually finishes in a fraction of a second
+                remaining_s = self._redis.pttl(key) / 1000
+                return Claim(retry_after_s=min(MAX_RETRY_AFTER_S, max(0.1, remaining_s)))
         return Claim(retry_after_s=0.1)
 
     def done(self, device: str, frame_id: str) -> None:

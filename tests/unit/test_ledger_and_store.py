@@ -30,6 +30,13 @@ def test_a_claim_left_by_a_dead_worker_says_when_to_come_back_and_then_lapses() 
     assert ledger.claim("cam", "f1").granted
 
 
+def test_a_long_claim_is_looked_at_again_every_two_seconds() -> None:
+    redis = FakeRedis()
+    ledger = FrameLedger(redis, claim_ttl_s=30, done_ttl_s=100)
+    assert ledger.claim("cam", "f1").granted
+    assert ledger.claim("cam", "f1").retry_after_s == 2.0
+
+
 def test_a_released_claim_is_taken_at_once() -> None:
     redis = FakeRedis()
     ledger = make_ledger(redis)

@@ -173,4 +173,4 @@ def test_a_frame_claimed_by_another_delivery_is_retried_later_not_waited_for(par
     redis.set(ledger_key("cam", "f1"), b"claimed", ex=3)  # a worker that died mid-frame
     with pytest.raises(FrameBusy) as caught:
         pipeline.handle(task_for(frames, jpeg()))
-    assert caught.value.retry_after_s == 3.0 and publisher.sent == [] and frames.finished == []
+    assert caught.value.retry_after_s == 2.0 and publisher.sent == [] and frames.finished == []
