@@ -153,6 +153,19 @@ class Listener:
     def wait_frame(self, frame_id: str, timeout: float = 30.0) -> tuple[str, dict[str, Any], Any]:
         return wait_for(lambda: (self.for_frame(frame_id) or [None])[0], timeout, f"an answer for frame {frame_id}")
 
+    def wait_frames(self, frame_ids: Iterable[str], timeout: float = 30.0) -> None:
+        for frame_id in frame_ids:
+            self.wait_frame(frame_id, timeout)
+
+    def first_answer_times(self) -> dict[str | None, float]:
+        """When the first answer (result or error) for each frame id arrived."""
+        first: dict[str | None, float] = {}
+        with self._lock:
+            for at, topic, frame_id in self.arrivals:
+                if topic.endswith(("/result", "/error")):
+                    first.setdefault(frame_id, at)
+        return first
+
 
 def publisher(host: str, port: int, protocol: int = paho.MQTTv5) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)

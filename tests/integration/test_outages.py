@@ -38,8 +38,7 @@ def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack,
         assert readyz(stack.bridge_port)[1]["checks"]["redis"] is False
         redis.start()
         wait_for(lambda: readyz(stack.bridge_port)[0] == 200, 30, "the bridge ready again")
-        for frame_id in during:
-            listener.wait_frame(frame_id, timeout=90)
+        listener.wait_frames(during, timeout=90)
         client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-after"))
         listener.wait_frame("r-after", timeout=60)
         time.sleep(1.0)
@@ -70,8 +69,7 @@ def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, 
         after = [f"m-after-{i}" for i in range(5)]
         for frame_id in after:
             client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
-        for frame_id in after:
-            listener.wait_frame(frame_id, timeout=60)
+        listener.wait_frames(after, timeout=60)
         time.sleep(1.0)
         client.disconnect()
     counts = answers_by_frame(listener)
@@ -108,8 +106,7 @@ def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
                     qos=1,
                     properties=frame_properties(frame_id),
                 )
-            for frame_id in frame_ids:
-                listener.wait_frame(frame_id, timeout=60)
+            listener.wait_frames(frame_ids, timeout=60)
             time.sleep(1.0)
             client.disconnect()
         counts = answers_by_frame(listener)
@@ -139,8 +136,7 @@ def test_a_full_queue_answers_overloaded_and_every_frame_gets_exactly_one_answer
             time.sleep(0.7)  # longer than the bridge's queue-depth sampling interval
         wait_for(lambda: sum(1 for t, _, _ in listener.messages if t.endswith("/error")) >= 1, 20, "overloaded")
         stack.start_worker()
-        for frame_id in frame_ids:
-            listener.wait_frame(frame_id, timeout=60)
+        listener.wait_frames(frame_ids, timeout=60)
         time.sleep(1.0)
         client.disconnect()
     counts = answers_by_frame(listener)

@@ -43,8 +43,7 @@ def test_frames_published_while_the_bridge_is_down_are_answered_after_it_returns
         time.sleep(1.0)
         assert not any(listener.for_frame(f) for f in offline), "answered while the bridge was down"
         stack.start_bridge()
-        for frame_id in offline:
-            listener.wait_frame(frame_id, timeout=60)
+        listener.wait_frames(offline, timeout=60)
         time.sleep(1.0)
         client.disconnect()
     counts = answers_by_frame(listener)
@@ -86,10 +85,7 @@ def test_a_worker_killed_mid_stream_loses_no_frame_and_answers_none_twice(own_st
     # The one duplicate a hard crash can cause: an answer the broker had already taken when the worker died,
     # before the worker could record it (MQTT and Redis cannot commit together). Such a first answer arrived
     # at the instant of the kill; any other duplicate is a bug in the ledger.
-    first_arrival = {}
-    for at, topic, frame_id in listener.arrivals:
-        if topic.endswith(("/result", "/error")):
-            first_arrival.setdefault(frame_id, at)
+    first_arrival = listener.first_answer_times()
     duplicates = {f: n for f, n in counts.items() if n > 1}
     for frame_id, n in duplicates.items():
         assert n == 2, f"{frame_id} answered {n} times"
@@ -191,10 +187,7 @@ def test_claims_left_by_a_killed_worker_do_not_stall_its_successor(own_stack, ca
             )
         wait_for(lambda: set(old + fresh) <= set(answers_by_frame(listener)), 120, "every frame answered")
         client.disconnect()
-    first_arrival = {}
-    for at, topic, frame_id in listener.arrivals:
-        if topic.endswith(("/result", "/error")):
-            first_arrival.setdefault(frame_id, at)
+    first_arrival = listener.first_answer_times()
     for frame_id in fresh:
         assert first_arrival[frame_id] - killed_at < claim_ttl_s, f"{frame_id} waited behind dead claims"
     assert all(n == 1 for f, n in answers_by_frame(listener).items() if f.startswith("fresh")), "fresh answered twice"
