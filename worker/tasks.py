@@ -15,7 +15,7 @@ from worker.runtime import RuntimeHolder
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_RETRY_DELAY_S = 2
+RETRY_DELAY_S = 2
 
 
 def register(app: Celery, holder: RuntimeHolder) -> Task:
@@ -44,12 +44,12 @@ def register(app: Celery, holder: RuntimeHolder) -> Task:
             raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
         except RedisError as exc:
             logger.warning("Redis unavailable while answering frame %s (%s); retrying", kwargs["frame_id"], exc)
-            raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
+            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
         except PublishFailed as exc:
             runtime.metrics.publish_failures.inc()
             logger.warning(
                 "answer for frame %s from %s not published (%s); retrying", kwargs["frame_id"], kwargs["device"], exc
             )
-            raise self.retry(exc=exc, countdown=PUBLISH_RETRY_DELAY_S) from exc
+            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
 
     return recognize_frame
