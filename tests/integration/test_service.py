@@ -226,3 +226,32 @@ def test_duplicate_deliveries_of_a_frame_are_answered_once(stack, camera_photos)
         )
     devices = sorted(doc["device"] for _, doc, _ in listener.for_frame("same-id"))
     assert devices == ["dup-cam-a", "dup-cam-b"]
+
+
+def test_the_camera_command_publishes_a_folder_and_reports_latency(stack, camera_photos) -> None:
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    folder = camera_photos[0][0].parent
+    argv = [
+        sys.executable,
+        "-m",
+        "partsight.cli",
+        "camera",
+        "--images",
+        str(folder),
+        "--device",
+        "cli-cam",
+        "--fps",
+        "20",
+        "--count",
+        "12",
+    ]
+    out = subprocess.run(argv, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "frames sent 12, answered 12" in out.stdout
+    assert "latency ms: p50" in out.stdout and "p99" in out.stdout
+    answer_lines = [line for line in out.stdout.splitlines() if line.endswith(" ms") and "latency" not in line]
+    assert len(answer_lines) == 12  # one printed line per answer
