@@ -18,6 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +174,15 @@ def publisher(host: str, port: int, protocol: int = paho.MQTTv5) -> paho.Client:
     client.connect(host, port)
     client.loop_start()
     return client
+
+
+def frame_properties(frame_id: str, **extra: object) -> Properties:
+    """MQTT 5 PUBLISH properties of a frame: its frame_id user property, plus any other property given."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = [("frame_id", frame_id)]
+    for key, value in extra.items():
+        setattr(properties, key, value)
+    return properties
 
 
 def base_env(**overrides: str) -> dict[str, str]:

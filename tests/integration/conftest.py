@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.topics import Topics
-from tests.harness import Proc, base_env, partsight, readyz, wait_for
+from tests.harness import Listener, Proc, base_env, frame_properties, partsight, readyz, wait_for
 from tests.servers import ServerProcess, free_port, mosquitto, redis_server
 
 _prefixes = itertools.count(1)
@@ -64,6 +66,26 @@ class Stack:
         self.worker = partsight("worker", env, self.logs / f"worker-{self._worker_runs}.log").start()
         wait_for(lambda: ready(self.worker_port), 90, "worker ready")
         return self.worker
+
+    def start(self) -> Stack:
+        self.start_worker()
+        self.start_bridge()
+        return self
+
+    def listen(self, device: str) -> Listener:
+        """A listener for everything on the device's topics (its frames too: see answers_by_frame)."""
+        return Listener("127.0.0.1", self.mqtt_port, [f"{self.topics.prefix}/{device}/+"])
+
+    def send(
+        self, client: Any, device: str, frame_ids: Iterable[str], images: Sequence[bytes], interval_s: float = 0.0
+    ) -> None:
+        """Publish one frame per id at QoS 1 with its frame_id user property, cycling through `images`."""
+        for index, frame_id in enumerate(frame_ids):
+            client.publish(
+                self.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
+            )
+            if interval_s:
+                time.sleep(interval_s)
 
     def stop(self) -> None:
         for proc in (self.bridge, self.worker):

@@ -6,28 +6,24 @@ import time
 
 import pytest
 
-from tests.harness import Listener, metric, publisher, readyz, wait_for
+from tests.harness import metric, publisher, readyz, wait_for
 from tests.integration.test_resilience import answers_by_frame
-from tests.integration.test_service import frame_properties
 
 pytestmark = pytest.mark.integration
 
 
 def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack, redis, camera_photos) -> None:
     stack = own_stack
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     device = "redis-outage-cam"
     image = camera_photos[0][0].read_bytes()
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-before"))
+        stack.send(client, device, ["r-before"], [image])
         listener.wait_frame("r-before")
         redis.stop()
         during = [f"r-during-{i}" for i in range(6)]
-        for frame_id in during:
-            client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
-            time.sleep(0.2)
+        stack.send(client, device, during, [image], interval_s=0.2)
         wait_for(
             lambda: (metric(stack.bridge_port, "partsight_bridge_enqueue_failures_total") or 0) > 0,
             20,
@@ -39,7 +35,7 @@ def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack,
         redis.start()
         wait_for(lambda: readyz(stack.bridge_port)[0] == 200, 30, "the bridge ready again")
         listener.wait_frames(during, timeout=90)
-        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("r-after"))
+        stack.send(client, device, ["r-after"], [image])
         listener.wait_frame("r-after", timeout=60)
         time.sleep(1.0)
         client.disconnect()
@@ -50,13 +46,12 @@ def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack,
 
 def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, camera_photos) -> None:
     stack = own_stack
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     device = "mqtt-outage-cam"
     image = camera_photos[1][0].read_bytes()
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("m-before"))
+        stack.send(client, device, ["m-before"], [image])
         listener.wait_frame("m-before")
         client.disconnect()
     mqtt_server.restart()  # persistence on: the bridge's session and its subscription survive
@@ -64,11 +59,10 @@ def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, 
     wait_for(lambda: metric(stack.worker_port, "partsight_worker_mqtt_connected") == 1.0, 60, "worker back")
     assert metric(stack.bridge_port, "partsight_bridge_mqtt_reconnects_total") >= 1
     assert metric(stack.worker_port, "partsight_worker_mqtt_reconnects_total") >= 1
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
         after = [f"m-after-{i}" for i in range(5)]
-        for frame_id in after:
-            client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
+        stack.send(client, device, after, [image])
         listener.wait_frames(after, timeout=60)
         time.sleep(1.0)
         client.disconnect()
@@ -84,8 +78,7 @@ def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
 
     stack = own_stack
     stack.env["PARTSIGHT_SHARE_GROUP"] = "bridges"
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     second_port = free_port()
     second_env = dict(
         stack.env,
@@ -97,15 +90,9 @@ def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
         wait_for(lambda: metric(second_port, "partsight_bridge_mqtt_connected") == 1.0, 30, "second bridge")
         device = "shared-cam"
         frame_ids = [f"s-{i:02d}" for i in range(24)]
-        with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+        with stack.listen(device) as listener:
             client = publisher("127.0.0.1", stack.mqtt_port)
-            for frame_id in frame_ids:
-                client.publish(
-                    stack.topics.frame(device),
-                    camera_photos[0][0].read_bytes(),
-                    qos=1,
-                    properties=frame_properties(frame_id),
-                )
+            stack.send(client, device, frame_ids, [camera_photos[0][0].read_bytes()])
             listener.wait_frames(frame_ids, timeout=60)
             time.sleep(1.0)
             client.disconnect()
@@ -124,16 +111,10 @@ def test_a_full_queue_answers_overloaded_and_every_frame_gets_exactly_one_answer
     stack.start_bridge()  # no worker yet: frames pile up in Redis
     device = "busy-cam"
     frame_ids = [f"o-{i:02d}" for i in range(8)]
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        for frame_id in frame_ids:
-            client.publish(
-                stack.topics.frame(device),
-                camera_photos[0][0].read_bytes(),
-                qos=1,
-                properties=frame_properties(frame_id),
-            )
-            time.sleep(0.7)  # longer than the bridge's queue-depth sampling interval
+        # one frame per 0.7 s: longer than the bridge's queue-depth sampling interval
+        stack.send(client, device, frame_ids, [camera_photos[0][0].read_bytes()], interval_s=0.7)
         wait_for(lambda: sum(1 for t, _, _ in listener.messages if t.endswith("/error")) >= 1, 20, "overloaded")
         stack.start_worker()
         listener.wait_frames(frame_ids, timeout=60)

@@ -15,8 +15,7 @@ import pytest
 import redis as redis_py
 
 from broker.contract import FRAME_QUEUE, RECOGNIZE_TASK
-from tests.harness import Listener, metric, publisher, wait_for
-from tests.integration.test_service import frame_properties
+from tests.harness import Listener, frame_properties, metric, publisher, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +27,16 @@ def answers_by_frame(listener: Listener) -> Counter[str]:
 
 def test_frames_published_while_the_bridge_is_down_are_answered_after_it_returns(own_stack, camera_photos) -> None:
     stack = own_stack
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     device = "restart-cam"
     image = camera_photos[0][0].read_bytes()
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties("before"))
+        stack.send(client, device, ["before"], [image])
         listener.wait_frame("before")
         assert stack.bridge.stop() == 0, stack.bridge.log()
         offline = [f"offline-{i}" for i in range(8)]
-        for frame_id in offline:
-            client.publish(stack.topics.frame(device), image, qos=1, properties=frame_properties(frame_id))
+        stack.send(client, device, offline, [image])
         time.sleep(1.0)
         assert not any(listener.for_frame(f) for f in offline), "answered while the bridge was down"
         stack.start_bridge()
@@ -52,23 +49,18 @@ def test_frames_published_while_the_bridge_is_down_are_answered_after_it_returns
 
 def test_a_worker_killed_mid_stream_loses_no_frame_and_answers_none_twice(own_stack, camera_photos) -> None:
     stack = own_stack
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     device = "kill-cam"
     images = [path.read_bytes() for path, _ in camera_photos]
     frame_ids = [f"k-{i:03d}" for i in range(60)]
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        for index, frame_id in enumerate(frame_ids):
-            client.publish(
-                stack.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
-            )
-            if index == 20:
-                wait_for(lambda: len(answers_by_frame(listener)) >= 5, 30, "first answers")
-                killed_at = time.time()
-                stack.worker.signal(signal.SIGKILL)  # mid-stream: tasks are in flight and prefetched
-                stack.worker.process.wait()
-            time.sleep(0.02)
+        stack.send(client, device, frame_ids[:21], images, interval_s=0.02)
+        wait_for(lambda: len(answers_by_frame(listener)) >= 5, 30, "first answers")
+        killed_at = time.time()
+        stack.worker.signal(signal.SIGKILL)  # mid-stream: tasks are in flight and prefetched
+        stack.worker.process.wait()
+        stack.send(client, device, frame_ids[21:], images, interval_s=0.02)
         answered_before_restart = len(answers_by_frame(listener))
         stack.start_worker()
         try:
@@ -163,17 +155,13 @@ def test_claims_left_by_a_killed_worker_do_not_stall_its_successor(own_stack, ca
     stack = own_stack
     claim_ttl_s = 30
     stack.env["PARTSIGHT_CLAIM_TTL_S"] = str(claim_ttl_s)
-    stack.start_worker()
-    stack.start_bridge()
+    stack.start()
     device = "stall-cam"
     images = [path.read_bytes() for path, _ in camera_photos]
     old = [f"old-{i:02d}" for i in range(40)]
-    with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/+"]) as listener:
+    with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
-        for index, frame_id in enumerate(old):
-            client.publish(
-                stack.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
-            )
+        stack.send(client, device, old, images)
         wait_for(lambda: len(answers_by_frame(listener)) >= 3, 30, "first answers")
         killed_at = time.time()
         stack.worker.signal(signal.SIGKILL)  # it holds claims on the frames it was working on
@@ -181,10 +169,7 @@ def test_claims_left_by_a_killed_worker_do_not_stall_its_successor(own_stack, ca
         stack.start_worker()
         time.sleep(stack_settle_s(stack) + 1)  # the dead worker's tasks are redelivered and taken first
         fresh = [f"fresh-{i}" for i in range(5)]
-        for index, frame_id in enumerate(fresh):
-            client.publish(
-                stack.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
-            )
+        stack.send(client, device, fresh, images)
         wait_for(lambda: set(old + fresh) <= set(answers_by_frame(listener)), 120, "every frame answered")
         client.disconnect()
     first_arrival = listener.first_answer_times()

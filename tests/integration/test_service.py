@@ -15,22 +15,12 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from PIL import Image
 
 from broker.contract import SCHEMA_VERSION
-from tests.harness import Listener, metric, publisher, wait_for
+from tests.harness import Listener, frame_properties, metric, publisher, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def frame_properties(frame_id: str, **extra: object) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)
-    properties.UserProperty = [("frame_id", frame_id)]
-    for key, value in extra.items():
-        setattr(properties, key, value)
-    return properties
 
 
 def parse_time(text: str) -> datetime:
