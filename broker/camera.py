@@ -161,9 +161,19 @@ class Camera:
 
 
 def stream(
-    camera: Camera, images: Sequence[bytes], *, count: int, fps: float, window: int = 64, answer_timeout_s: float = 30.0
+    camera: Camera,
+    images: Sequence[bytes],
+    *,
+    count: int,
+    fps: float,
+    window: int = 64,
+    answer_timeout_s: float = 30.0,
+    frame_id_of: Callable[[int], str] | None = None,
 ) -> Summary:
-    """Publish `count` frames cycling through `images` at `fps` (0: as fast as answers allow, `window` in flight)."""
+    """Publish `count` frames cycling through `images` at `fps` (0: as fast as answers allow, `window` in flight).
+
+    Frame `index` gets the id `frame_id_of(index)`, or a random one.
+    """
     summary = Summary()
     started = time.perf_counter()
     interval = 1.0 / fps if fps > 0 else 0.0
@@ -175,7 +185,7 @@ def stream(
         elif not camera.wait_outstanding_below(window, answer_timeout_s):
             logger.warning("no answers for %.0f s with %d frames in flight", answer_timeout_s, window)
             break
-        camera.publish(images[index % len(images)])
+        camera.publish(images[index % len(images)], frame_id=frame_id_of(index) if frame_id_of else None)
         summary.sent += 1
     camera.wait_outstanding_below(1, answer_timeout_s)
     summary.elapsed_s = time.perf_counter() - started

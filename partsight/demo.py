@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,14 +92,30 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.kill()
 
 
-def _printer(truth: dict[str, str]):  # type: ignore[no-untyped-def]
+def frame_id_of(index: int) -> str:
+    return f"f{index + 1:05d}"
+
+
+def _truth(photos: list[tuple[Path, str]]) -> Callable[[str], str]:
+    """The true product of a demo frame, from its id: frame f00001 shows photo 0, and so on, cycling."""
+
+    def product_of(frame_id: str) -> str:
+        try:
+            return photos[(int(frame_id[1:]) - 1) % len(photos)][1]
+        except ValueError:
+            return "?"
+
+    return product_of
+
+
+def _printer(truth: Callable[[str], str]):  # type: ignore[no-untyped-def]
     print(f"\n  {'frame':<8} {'truth':<12} {'answer':<12} {'category':<10} {'conf':>5} {'latency':>9}")
 
     def show(answer: Answer) -> None:
         message = answer.message
         frame = str(message.get("frame_id"))
         latency = f"{answer.latency_s * 1000:7.1f}ms" if answer.latency_s is not None else "        ?"
-        expected = truth.get(frame, "?")
+        expected = truth(frame)
         if answer.is_error:
             print(f"  {frame:<8} {expected:<12} ERROR {message['error']['code']}: {message['error']['message']}")
             return
@@ -148,25 +165,17 @@ def run_demo(options: DemoOptions) -> int:
         count = options.frames or 10**9
         print(f"  camera  {DEVICE} replays {len(photos)} held-out photos at {options.fps:g} fps; Ctrl-C stops")
         images = [path.read_bytes() for path, _ in photos]
-        truth: dict[str, str] = {}
+        truth = _truth(photos)
         settings = MqttSettings.from_url(mqtt.url, protocol=mqtt.protocol)
         with Camera(settings, Topics(), DEVICE, on_answer=_printer(truth)) as camera:
-            original_publish = camera.publish
-
-            def publish_numbered(image: bytes, **kwargs: object) -> str:
-                frame_id = f"f{len(truth) + 1:05d}"
-                truth[frame_id] = photos[len(truth) % len(photos)][1]
-                return original_publish(image, frame_id=frame_id)
-
-            camera.publish = publish_numbered  # type: ignore[method-assign]
             try:
-                summary = stream(camera, images, count=count, fps=options.fps)
+                summary = stream(camera, images, count=count, fps=options.fps, frame_id_of=frame_id_of)
             except KeyboardInterrupt:
                 summary = None
                 print("\n  stopping")
             answers = camera.answers
         judged = [a for a in answers if not a.is_error and a.message["product"] is not None]
-        right = sum(1 for a in judged if a.message["product"] == truth.get(str(a.frame_id)))
+        right = sum(1 for a in judged if a.message["product"] == truth(str(a.frame_id)))
         print(
             f"\n  answered {len(answers)} frames: {len(judged)} recognized, {right} of them correct, "
             f"{len(answers) - len(judged)} unknown or errors"
