@@ -120,24 +120,29 @@ def _start_amqtt(port: int) -> Embedded:
     return Embedded(f"mqtt://127.0.0.1:{port}", "amqtt", "3.1.1", _stop=stop)
 
 
+def redis_argv(binary: str, port: int, folder: Path, *, appendonly: bool) -> list[str]:
+    """A loopback-only redis-server on `port` keeping its files in `folder`; no RDB snapshots."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--dir",
+        str(folder),
+    ]
+
+
 def start_redis(folder: Path, *, prefer_binary: bool = True) -> Embedded:
     folder.mkdir(parents=True, exist_ok=True)
     binary = find_binary("redis-server") if prefer_binary else None
     if binary:
         port = free_port()
-        argv = [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ]
+        argv = redis_argv(binary, port, folder, appendonly=False)
         log = (folder / "redis.log").open("ab")
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         wait_port(port)

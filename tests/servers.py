@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from partsight.embedded import find_binary, free_port, wait_port
+from partsight.embedded import find_binary, free_port, redis_argv, wait_port
 
 __all__ = ["ServerProcess", "free_port", "mosquitto", "redis_server", "require_binary"]
 
@@ -64,17 +64,6 @@ def mosquitto(folder: Path) -> ServerProcess:
 def redis_server(folder: Path) -> ServerProcess:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [
-        require_binary("redis-server"),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--dir",
-        str(folder),
-    ]
+    # append-only on: a restarted server keeps its queued work, as a production Redis should
+    argv = redis_argv(require_binary("redis-server"), port, folder, appendonly=True)
     return ServerProcess(argv, port, folder)
