@@ -5,6 +5,7 @@ Layout of one version (`<store>/<version>/`):
     head.npz        head arrays (loaded with allow_pickle=False)
     labels.json     products and their categories, in the head's order
     catalog.json    the product catalog; each record travels into results
+    backbone.onnx   the backbone as an ONNX graph for the CPU engine (listed under `engines` in the manifest)
 A store holds several versions and a `current` link to the one served.
 """
 
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,8 +83,13 @@ def write_model(
     backbone: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     version: str | None = None,
+    write_files: Callable[[Path], Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write a new version under `store` and point `current` at it; nothing half-written is ever visible."""
+    """Write a new version under `store` and point `current` at it; nothing half-written is ever visible.
+
+    `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
+    entries merged into the manifest.
+    """
     store.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
     final = store / version
@@ -95,6 +101,7 @@ def write_model(
         np.savez(staging / "head.npz", coef=head.coef, intercept=head.intercept)
         _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
         _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
+        added = dict(write_files(staging)) if write_files else {}
         files = {
             entry.name: {"sha256": file_sha256(entry), "bytes": entry.stat().st_size}
             for entry in sorted(staging.iterdir())
@@ -112,6 +119,7 @@ def write_model(
             },
             "files": files,
             **(dict(extra) if extra else {}),
+            **added,
         }
         _write_json(staging / MANIFEST, manifest)
         os.replace(staging, final)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,6 +22,9 @@ IMAGE_UNDECODABLE = "image_undecodable"
 IMAGE_TOO_LARGE = "image_too_large"
 
 DEFAULT_MAX_PIXELS = 40_000_000
+EXIF_ORIENTATION = 0x0112
+
+T = TypeVar("T")
 
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -82,31 +87,72 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """Decode `data` into a `size` x `size` x 3 uint8 array, EXIF orientation honoured.
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """What a frame's header says, read without decoding its pixels."""
 
-    Raises ImageError with code unsupported_format, image_too_large or image_undecodable.
-    """
+    format: str
+    width: int
+    height: int
+    mode: str
+    orientation: int
+
+
+def _open_checked(data: bytes, limits: DecodeLimits) -> tuple[str, Image.Image]:
     fmt = sniff_format(data)
+    opened = Image.open(io.BytesIO(data), formats=[fmt])
+    width, height = opened.size
+    if width < 1 or height < 1:
+        raise ImageError(IMAGE_UNDECODABLE, f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageError(IMAGE_TOO_LARGE, f"image is {width}x{height} pixels, the limit is {limits.max_pixels} pixels")
+    return fmt, opened
+
+
+def _guarded(fmt_hint: str, action: Callable[[], T]) -> T:
+    """Runs `action`, turning Pillow's many failure types into ImageError with the contract's codes."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=[fmt])
-            width, height = opened.size
-            if width < 1 or height < 1:
-                raise ImageError(IMAGE_UNDECODABLE, f"image has no pixels ({width}x{height})")
-            if width * height > limits.max_pixels:
-                raise ImageError(
-                    IMAGE_TOO_LARGE, f"image is {width}x{height} pixels, the limit is {limits.max_pixels} pixels"
-                )
-            if fmt == "JPEG":
-                opened.draft("RGB", (size, size))
-            opened.load()
-            image = _to_rgb(ImageOps.exif_transpose(opened))
-            return np.asarray(resize_center_crop(image, size), dtype=np.uint8)
+            return action()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(IMAGE_UNDECODABLE, f"{fmt} data could not be decoded: {exc}") from exc
+        raise ImageError(IMAGE_UNDECODABLE, f"{fmt_hint} data could not be decoded: {exc}") from exc
+
+
+def read_header(data: bytes, *, limits: DecodeLimits = DecodeLimits()) -> ImageHeader:
+    """Format, size, mode and EXIF orientation, with the same checks and codes as decode_image, no pixels decoded."""
+
+    def read() -> ImageHeader:
+        fmt, opened = _open_checked(data, limits)
+        orientation = int(opened.getexif().get(EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
+        return ImageHeader(fmt, opened.size[0], opened.size[1], opened.mode, orientation)
+
+    return _guarded(_format_hint(data), read)
+
+
+def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """Decode `data` into a `size` x `size` x 3 uint8 array, EXIF orientation honoured.
+
+    Raises ImageError with code unsupported_format, image_too_large or image_undecodable.
+    """
+
+    def decode() -> np.ndarray:
+        fmt, opened = _open_checked(data, limits)
+        if fmt == "JPEG":
+            opened.draft("RGB", (size, size))
+        opened.load()
+        image = _to_rgb(ImageOps.exif_transpose(opened))
+        return np.asarray(resize_center_crop(image, size), dtype=np.uint8)
+
+    return _guarded(_format_hint(data), decode)
+
+
+def _format_hint(data: bytes) -> str:
+    try:
+        return sniff_format(data)
+    except ImageError:
+        return "image"

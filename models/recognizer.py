@@ -1,17 +1,27 @@
-"""A served model: the verified model directory plus the backbone it was trained on, ready for batches."""
+"""A served model: the verified model directory plus the engine that computes its features, ready for batches.
+
+Engine choice (`engine`, `device`):
+- a GPU (device `cuda`, or `auto` with CUDA usable): torch on CUDA with GPU JPEG decoding;
+- otherwise `auto` and `onnxruntime` take the model directory's ONNX graph (listed, with its sha256, in the
+  manifest); `auto` falls back to torch with a warning for a directory trained before graphs were exported,
+  `onnxruntime` refuses it;
+- `torch` always runs the backbone on torch, and checks its weights are the ones the head was trained on.
+The ONNX path never imports torch, which keeps a CPU worker's memory and start-up small.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.artifact import ModelBundle, load_model
-from models.backbones import file_sha256, get_backbone
-from models.errors import ArtifactError
-from models.features import FeatureExtractor
+from models.backbones import BackboneSpec, file_sha256, get_backbone
+from models.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
+from models.errors import ArtifactError, BackboneError, ImageError
 from models.head import Decision
 
 logger = logging.getLogger(__name__)
@@ -20,38 +30,98 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Recognizer:
     bundle: ModelBundle
-    extractor: FeatureExtractor
+    engine: Engine
+    spec: BackboneSpec
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, weights: Path | None = None, device: str = "auto", cpu_threads: int | None = 1
+        cls,
+        model_dir: Path,
+        *,
+        weights: Path | None = None,
+        device: str = "auto",
+        engine: str = "auto",
+        cpu_threads: int = 1,
     ) -> Recognizer:
-        """Verify the directory, then build the backbone it names and check its weights are the trained ones."""
+        """Verify the directory, then build the engine for the backbone it names."""
+        if engine not in ENGINE_CHOICES:
+            raise BackboneError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
         bundle = load_model(model_dir)
-        record = bundle.backbone
-        spec = get_backbone(str(record["name"]))
-        extractor = FeatureExtractor(spec, weights=weights, device=device, cpu_threads=cpu_threads)
-        expected = record.get("weights_sha256")
-        if expected and file_sha256(extractor.weights_path) != expected:
-            raise ArtifactError(
-                f"{bundle.path}: trained on {spec.name} weights {expected[:12]}..., "
-                f"but {extractor.weights_path} differs; point PARTSIGHT_BACKBONE_WEIGHTS at the trained weights"
-            )
+        spec = get_backbone(str(bundle.backbone["name"]))
         if bundle.head.feature_dim != spec.feature_dim:
             raise ArtifactError(
                 f"{bundle.path}: head expects {bundle.head.feature_dim}-d features, "
                 f"{spec.name} gives {spec.feature_dim}"
             )
-        logger.info("serving model %s version %s", bundle.name, bundle.version)
-        return cls(bundle=bundle, extractor=extractor)
+        built = _build_engine(bundle, spec, weights=weights, device=device, engine=engine, cpu_threads=cpu_threads)
+        logger.info("serving model %s version %s on %s (%s)", bundle.name, bundle.version, built.name, built.device)
+        return cls(bundle=bundle, engine=built, spec=spec)
 
     @property
     def input_size(self) -> int:
-        return self.extractor.spec.input_size
+        return self.spec.input_size
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        return self.extractor(images)
+        """Features of decoded (N, S, S, 3) uint8 images."""
+        rows = self.engine.features(list(images))
+        for row in rows:
+            if isinstance(row, ImageError):
+                raise row
+        return np.stack(rows)  # type: ignore[arg-type]
 
     def classify(self, features: np.ndarray) -> list[Decision]:
         head = self.bundle.head
         return [head.decide(row) for row in head.probabilities(features)]
+
+
+def _cuda_usable(device: str) -> bool:
+    if device == "cpu":
+        return False
+    if device == "auto" and not Path("/dev/nvidiactl").exists():
+        return False  # no NVIDIA driver: do not even import torch
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _build_engine(
+    bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, engine: str, cpu_threads: int
+) -> Engine:
+    if device != "cpu" and engine != "onnxruntime" and (device.startswith("cuda") or _cuda_usable(device)):
+        from models.cuda_engine import CudaEngine
+
+        return CudaEngine(_torch_extractor(bundle, spec, weights=weights, device=device, cpu_threads=cpu_threads))
+    graph = _onnx_graph(bundle)
+    if engine == "onnxruntime" or (engine == "auto" and graph is not None):
+        if graph is None:
+            raise ArtifactError(f"{bundle.path}: no ONNX graph in this model directory; retrain, or use engine torch")
+        try:
+            return OnnxEngine(graph, input_size=spec.input_size, threads=cpu_threads)
+        except BackboneError:
+            if engine == "onnxruntime":
+                raise
+            logger.warning("ONNX Runtime is unusable here; running the backbone on torch", exc_info=True)
+    elif engine == "auto":
+        logger.warning("%s has no ONNX graph (trained before graphs were exported); using torch", bundle.path)
+    return TorchEngine(_torch_extractor(bundle, spec, weights=weights, device="cpu", cpu_threads=cpu_threads))
+
+
+def _onnx_graph(bundle: ModelBundle) -> Path | None:
+    record: dict[str, Any] = bundle.manifest.get("engines", {}).get("onnxruntime", {})
+    name = record.get("file")
+    return bundle.path / str(name) if name else None  # its sha256 was verified with the rest of the directory
+
+
+def _torch_extractor(
+    bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, cpu_threads: int
+) -> Any:
+    from models.features import FeatureExtractor
+
+    extractor = FeatureExtractor(spec, weights=weights, device=device, cpu_threads=cpu_threads)
+    expected = bundle.backbone.get("weights_sha256")
+    if expected and file_sha256(extractor.weights_path) != expected:
+        raise ArtifactError(
+            f"{bundle.path}: trained on {spec.name} weights {expected[:12]}..., "
+            f"but {extractor.weights_path} differs; point PARTSIGHT_BACKBONE_WEIGHTS at the trained weights"
+        )
+    return extractor

@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 
 from models.artifact import write_model
-from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone
+from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
 from models.catalog import Catalog, load_catalog
 from models.decode import decode_image
 from models.errors import DatasetError, ImageError
 from models.features import FeatureExtractor
 from models.head import ProductHead
+from models.onnx_export import ONNX_FILE, OPSET, export_backbone
 
 logger = logging.getLogger(__name__)
 
+ONNX_CHECK_PHOTOS = 8  # training photos the exported graph must match torch on
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
@@ -211,6 +213,7 @@ class TrainOptions:
     product_threshold: float | None = None
     category_threshold: float | None = None
     show_progress: bool = True
+    export_onnx: bool = True
 
 
 def train(options: TrainOptions) -> Path:
@@ -237,6 +240,24 @@ def train(options: TrainOptions) -> Path:
         "weights_sha256": file_sha256(extractor.weights_path),
     }
     trained = {p: catalog[p] for p in head.products}
+    check = np.stack(
+        [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
+    )
+
+    def export(staging: Path) -> dict[str, Any]:
+        if not options.export_onnx:
+            return {}
+        network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
+        difference = export_backbone(spec, network, staging / ONNX_FILE, check)
+        record = {"file": ONNX_FILE, "opset": OPSET, "max_abs_difference": difference, "checked_on": len(check)}
+        return {"engines": {"onnxruntime": record}}
+
     return write_model(
-        options.out, name=options.name, head=head, catalog=trained, backbone=backbone, extra={"training": report}
+        options.out,
+        name=options.name,
+        head=head,
+        catalog=trained,
+        backbone=backbone,
+        extra={"training": report},
+        write_files=export,
     )

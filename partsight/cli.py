@@ -104,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             product_threshold=args.product_threshold,
             category_threshold=args.category_threshold,
             show_progress=not args.quiet,
+            export_onnx=not args.no_onnx,
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
@@ -169,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--category-threshold",
         type=float,
         help="fixed category probability needed to name an unknown product's category (default: calibrated)",
+    )
+    train.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="do not export the backbone to ONNX (CPU workers then run it on torch, about half as fast)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 

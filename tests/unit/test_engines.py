@@ -1,0 +1,102 @@
+"""The CPU engines on real photos: the exported ONNX graph against torch, engine choice, per-frame errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifact import resolve
+from models.backbones import get_backbone, load_network
+from models.decode import DecodeLimits, decode_image
+from models.errors import ArtifactError, BackboneError, ImageError
+from models.onnx_export import EXPORT_TOLERANCE, ONNX_FILE, export_backbone
+from models.recognizer import Recognizer
+
+
+def real_photos(camera_photos: list[tuple[Path, str]], size: int = 224) -> np.ndarray:
+    return np.stack([decode_image(path.read_bytes(), size=size) for path, _ in camera_photos])
+
+
+def test_training_exports_the_graph_with_its_sha256_and_its_measured_difference(model_store: Path) -> None:
+    version = resolve(model_store)
+    manifest = json.loads((version / "manifest.json").read_text())
+    record = manifest["engines"]["onnxruntime"]
+    assert record["file"] == ONNX_FILE and record["opset"] == 17
+    assert 0 <= record["max_abs_difference"] <= EXPORT_TOLERANCE and record["checked_on"] == 8
+    assert manifest["files"][ONNX_FILE]["bytes"] == (version / ONNX_FILE).stat().st_size > 1_000_000
+
+
+def test_onnx_features_equal_torch_features_and_the_answers_do_not_change(
+    model_store: Path, camera_photos: list[tuple[Path, str]]
+) -> None:
+    onnx = Recognizer.load(model_store, device="cpu")
+    eager = Recognizer.load(model_store, device="cpu", engine="torch")
+    assert (onnx.engine.name, eager.engine.name) == ("onnxruntime", "torch")
+    images = real_photos(camera_photos)  # photos the model was not trained on
+    from_onnx, from_torch = onnx.features(images), eager.features(images)
+    np.testing.assert_allclose(from_onnx, from_torch, atol=1e-4)
+    assert [d.product for d in onnx.classify(from_onnx)] == [d.product for d in eager.classify(from_torch)]
+    assert [d.status for d in onnx.classify(from_onnx)] == [d.status for d in eager.classify(from_torch)]
+
+
+def test_the_export_is_checked_and_a_diverging_graph_is_refused(
+    tmp_path: Path, camera_photos: list[tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+    photos = real_photos(camera_photos[:4])
+    difference = export_backbone(spec, network, tmp_path / "a.onnx", photos)
+    assert difference < EXPORT_TOLERANCE
+    # the network handed in is left as it was (the exporter works on a copy)
+    assert all(torch.equal(before[name], value) for name, value in network.state_dict().items())
+
+    import models.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXPORT_TOLERANCE", 0.0)  # any difference at all now counts as diverging
+    with pytest.raises(BackboneError, match="differs from torch"):
+        onnx_export.export_backbone(spec, network, tmp_path / "b.onnx", photos)
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_engine_choice(model_store: Path, tmp_path: Path) -> None:
+    with pytest.raises(BackboneError, match="engine must be"):
+        Recognizer.load(model_store, engine="tensorrt")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackboneError, match="CUDA is not available"):
+            Recognizer.load(model_store, device="cuda")
+    # a directory trained before graphs were exported: auto falls back to torch, onnxruntime refuses
+    old = tmp_path / "old"
+    shutil.copytree(resolve(model_store), old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["engines"], manifest["files"][ONNX_FILE]
+    (old / ONNX_FILE).unlink()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert Recognizer.load(old, device="cpu").engine.name == "torch"
+    with pytest.raises(ArtifactError, match="no ONNX graph"):
+        Recognizer.load(old, device="cpu", engine="onnxruntime")
+
+
+def test_a_tampered_graph_is_refused(model_store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(resolve(model_store), copy)
+    data = bytearray((copy / ONNX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / ONNX_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{ONNX_FILE} has sha256"):
+        Recognizer.load(copy, device="cpu")
+
+
+def test_prepare_decodes_and_names_the_error_of_a_bad_frame(recognizer: Recognizer) -> None:
+    engine = recognizer.engine
+    with pytest.raises(ImageError) as caught:
+        engine.prepare(b"GIF89a....", DecodeLimits())
+    assert caught.value.code == "unsupported_format"
+    black = np.zeros((3, 224, 224, 3), dtype=np.uint8)
+    rows = engine.features(list(black))
+    assert len(rows) == 3 and all(isinstance(r, np.ndarray) and r.shape == (1280,) for r in rows)
