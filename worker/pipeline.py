@@ -13,7 +13,6 @@ import numpy as np
 
 from broker.codes import ErrorCode
 from broker.contract import FrameRequest, Timings, error_message, result_message
-from models.decode import DecodeLimits, decode_image
 from models.errors import ImageError
 from models.head import Decision
 from worker.batcher import Batched
@@ -52,7 +51,7 @@ class FrameSource(Protocol):
 
 
 class FeatureBatcher(Protocol):
-    def submit(self, item: np.ndarray) -> Any: ...
+    def submit(self, item: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +72,7 @@ class FramePipeline:
         frames: FrameSource,
         publisher: Publisher,
         metrics: WorkerMetrics,
-        limits: DecodeLimits,
+        prepare: Callable[[bytes], Any],
         max_payload_bytes: int,
         catalog: dict[str, dict[str, Any]],
         clock: Callable[[], float] = time.time,
@@ -85,7 +84,7 @@ class FramePipeline:
         self._frames = frames
         self._publisher = publisher
         self._metrics = metrics
-        self._limits = limits
+        self._prepare = prepare
         self._max_payload_bytes = max_payload_bytes
         self._catalog = catalog
         self._clock = clock
@@ -144,10 +143,12 @@ class FramePipeline:
                     str(ErrorCode.PAYLOAD_TOO_LARGE),
                     f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}",
                 )
-            image = decode_image(request.image, size=self._model.input_size, limits=self._limits)
+            prepared = self._prepare(request.image)  # decoded, or only checked for a GPU decoder
             t1 = time.perf_counter()
-            batched: Batched[np.ndarray] = self._batcher.submit(image).result()
+            batched: Batched[np.ndarray | ImageError] = self._batcher.submit(prepared).result()
             t2 = time.perf_counter()
+            if isinstance(batched.value, ImageError):  # a frame only the batch's decoder could refuse
+                raise batched.value
             decision = self._classify(batched.value[None, :])[0]
             t3 = time.perf_counter()
         except ImageError as exc:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis
@@ -21,6 +22,7 @@ from broker.http import serve
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.decode import DecodeLimits
+from models.errors import ImageError
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
 from worker.ledger import FrameLedger
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 class Runtime:
     settings: WorkerSettings
     recognizer: Recognizer
-    batcher: MicroBatcher[np.ndarray, np.ndarray]
+    batcher: MicroBatcher[Any, np.ndarray | ImageError]
     connection: MqttConnection
     pipeline: FramePipeline
     metrics: WorkerMetrics
@@ -51,29 +53,31 @@ class Runtime:
         if serve_metrics:  # up before the model loads: /healthz answers, /readyz says not yet
             serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
             logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
-        recognizer = Recognizer.load(settings.model_dir, weights=settings.backbone_weights, device=settings.device)
-        bundle = recognizer.bundle
+        recognizer = Recognizer.load(
+            settings.model_dir, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
+        )
+        bundle, engine = recognizer.bundle, recognizer.engine
         metrics.model.info(
             {
                 "name": bundle.name,
                 "version": bundle.version,
-                "backbone": recognizer.extractor.spec.name,
-                "device": str(recognizer.extractor.device),
+                "backbone": recognizer.spec.name,
+                "engine": engine.name,
+                "device": engine.device,
             }
         )
         metrics.precreate_categories(sorted(set(bundle.head.categories)))
         metrics.model_loaded.set(1)
 
-        def run_batch(images: list[np.ndarray]) -> list[np.ndarray]:
-            return list(recognizer.features(np.stack(images)))
-
-        batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
-            run_batch,
+        batcher: MicroBatcher[Any, np.ndarray | ImageError] = MicroBatcher(
+            engine.features,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
             on_batch=lambda size, seconds: metrics.batch_size.observe(size),
             name="feature-batcher",
+            lanes=settings.inference_lanes,
         )
+        limits = DecodeLimits(max_pixels=settings.max_pixels)
         topics = Topics(settings.topic_prefix)
         connection = MqttConnection(
             settings.mqtt,
@@ -94,7 +98,7 @@ class Runtime:
             frames=frames,
             publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
             metrics=metrics,
-            limits=DecodeLimits(max_pixels=settings.max_pixels),
+            prepare=lambda data: engine.prepare(data, limits),
             max_payload_bytes=settings.max_payload_bytes,
             catalog=bundle.catalog,
         )

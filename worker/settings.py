@@ -23,6 +23,17 @@ DEFAULT_MODEL_DIR = "models-store"
 # (per-batch Python work amortised), so CPU workers batch a little; a GPU wants large batches.
 CPU_MAX_BATCH = 4
 GPU_MAX_BATCH = 32
+# ONNX Runtime releases the GIL: one lane (a batch in flight, one intra-op thread) per core uses the box;
+# on a GPU a second lane prepares and copies the next batch while one computes.
+GPU_LANES = 2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def gpu_expected(device: str) -> bool:
@@ -40,8 +51,10 @@ class WorkerSettings:
     device: str = "auto"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_pixels: int = 40_000_000
+    engine: str = "auto"
     max_batch_size: int = 8
     max_batch_wait_ms: float = 5.0
+    inference_lanes: int = 1
     concurrency: int = 16
     metrics_port: int = 9302
     worker_id: str = "worker"
@@ -56,6 +69,8 @@ class WorkerSettings:
         device = env.get("PARTSIGHT_DEVICE", "auto")
         default_batch = GPU_MAX_BATCH if gpu_expected(device) else CPU_MAX_BATCH
         max_batch = env_int(env, "PARTSIGHT_MAX_BATCH_SIZE", default_batch, minimum=1)
+        default_lanes = GPU_LANES if gpu_expected(device) else usable_cores()
+        lanes = env_int(env, "PARTSIGHT_INFERENCE_LANES", default_lanes, minimum=1)
         visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
         return cls(
@@ -67,9 +82,11 @@ class WorkerSettings:
             device=device,
             max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
             max_pixels=env_int(env, "PARTSIGHT_MAX_PIXELS", 40_000_000, minimum=1),
+            engine=env.get("PARTSIGHT_ENGINE", "auto"),
             max_batch_size=max_batch,
+            inference_lanes=lanes,
             max_batch_wait_ms=env_float(env, "PARTSIGHT_MAX_BATCH_WAIT_MS", 5.0),
-            concurrency=env_int(env, "PARTSIGHT_WORKER_CONCURRENCY", max(8, 2 * max_batch), minimum=1),
+            concurrency=env_int(env, "PARTSIGHT_WORKER_CONCURRENCY", max(8, 2 * max_batch * lanes), minimum=1),
             metrics_port=env_int(env, "PARTSIGHT_WORKER_METRICS_PORT", 9302),
             worker_id=env.get("PARTSIGHT_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             visibility_timeout_s=visibility,

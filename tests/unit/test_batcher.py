@@ -65,3 +65,32 @@ def test_close_finishes_submitted_items_then_refuses() -> None:
     assert [f.result(1).value for f in pending] == [0, 1, 2]
     with pytest.raises(BatcherClosed):
         batcher.submit(3)
+
+
+def test_lanes_run_batches_at_the_same_time_and_never_run_an_empty_batch() -> None:
+    running, peak, sizes = 0, 0, []
+    lock = threading.Lock()
+
+    def run(items: list[int]) -> list[int]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            sizes.append(len(items))
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(run, max_batch_size=2, max_wait_s=0.001, lanes=2)
+    futures = []
+    for i in range(40):
+        futures.append(batcher.submit(i))
+        time.sleep(0.002)
+    assert [f.result(5).value for f in futures] == list(range(40))
+    batcher.close()
+    assert peak == 2  # one lane alone could never have two batches in run() at once
+    assert min(sizes) >= 1 and sum(sizes) == 40
+
+    with pytest.raises(ValueError, match="lanes"):
+        MicroBatcher(run, max_batch_size=1, max_wait_s=0, lanes=0)

@@ -10,7 +10,8 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
-from models.decode import DecodeLimits
+from models.decode import DecodeLimits, decode_image
+from models.errors import ImageError
 from models.head import Decision
 from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
@@ -82,7 +83,7 @@ def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]
         frames=frames,
         publisher=publisher,
         metrics=metrics,
-        limits=DecodeLimits(),
+        prepare=lambda data: decode_image(data, size=16, limits=DecodeLimits()),
         max_payload_bytes=10_000,
         catalog={"valve": {"product": "valve", "name": "Ball valve", "category": "fittings"}},
         clock=lambda: 100.0,
@@ -122,6 +123,24 @@ def test_bad_images_become_error_messages(parts, image: bytes, code: str) -> Non
     kind, message = publisher.sent[0]
     assert kind == "error" and message["error"]["code"] == code and message["frame_id"] == "f1"
     assert metrics.errors.labels(code=code)._value.get() == 1
+
+
+def test_a_frame_only_the_batch_decoder_refuses_gets_its_own_error(parts) -> None:
+    """The GPU engine decodes inside the batch: a frame it cannot decode comes back as that frame's ImageError."""
+    pipeline, frames, publisher, metrics, redis = parts
+
+    class RefusingBatcher:
+        def submit(self, item: Any) -> Future[Batched[Any]]:
+            future: Future[Batched[Any]] = Future()
+            future.set_result(Batched(ImageError("image_undecodable", "nvJPEG: bad Huffman table"), 2, 0.01))
+            return future
+
+    pipeline._batcher = RefusingBatcher()
+    assert pipeline.handle(task_for(frames, jpeg(), "bad")) == "image_undecodable"
+    kind, message = publisher.sent[0]
+    assert kind == "error" and message["error"]["message"] == "nvJPEG: bad Huffman table"
+    assert metrics.errors.labels(code="image_undecodable")._value.get() == 1
+    assert frames.finished == ["k-bad"]  # answered (with its error): not redelivered
 
 
 def test_expired_frame_data_is_reported_not_dropped(parts) -> None:
