@@ -55,7 +55,11 @@ class Bridge:
         self._pending: queue.Queue[tuple[FrameRequest | None, int, int] | None] = queue.Queue()
         self._accepting = threading.Event()
         self._stopped = threading.Event()
+        # admission bound: the last sampled depth plus what this bridge admitted since (the sample is up to
+        # QUEUE_SAMPLE_INTERVAL_S old; at 3x overload that is hundreds of frames the bound must not let past)
+        self._depth_lock = threading.Lock()
         self._queue_depth = 0
+        self._admitted_since_sample = 0
         self._redis_ok = False
         self.connection = MqttConnection(
             settings.mqtt,
@@ -134,14 +138,20 @@ class Bridge:
             request = admit(
                 inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes, received_at=self._clock()
             )
-            if self._queue_depth >= self.settings.max_queue_length:
-                raise FrameRejected(ErrorCode.OVERLOADED, f"{self._queue_depth} frames are waiting; retry later")
+            self._admit_within_bound()
         except FrameRejected as exc:
             self._reject(inbound, device, exc)
             self._pending.put((None, message.mid, message.qos))
             return
         self.metrics.pending.inc()
         self._pending.put((request, message.mid, message.qos))
+
+    def _admit_within_bound(self) -> None:
+        with self._depth_lock:
+            depth = self._queue_depth + self._admitted_since_sample
+            if depth >= self.settings.max_queue_length:
+                raise FrameRejected(ErrorCode.OVERLOADED, f"{depth} frames are waiting; retry later")
+            self._admitted_since_sample += 1
 
     def _reject(self, inbound: Inbound, device: str, exc: FrameRejected) -> None:
         frame_id = frame_id_hint(inbound)
@@ -199,9 +209,12 @@ class Bridge:
         while not self._stopped.wait(QUEUE_SAMPLE_INTERVAL_S):
             ticks += 1
             try:
-                self._queue_depth = self._dispatcher.queue_length()
+                depth = self._dispatcher.queue_length()
+                with self._depth_lock:  # admitted frames not yet enqueued are still counted in `pending`
+                    self._queue_depth = depth + int(self._pending.qsize())
+                    self._admitted_since_sample = 0
                 self._redis_ok = True
-                self.metrics.queue_depth.set(self._queue_depth)
+                self.metrics.queue_depth.set(depth)
                 if ticks % sweep_every == 0:
                     resent, expired = self._dispatcher.sweep_overdue()
                     self.metrics.frames_redelivered.inc(resent)

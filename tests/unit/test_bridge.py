@@ -111,6 +111,16 @@ def test_a_full_queue_answers_overloaded() -> None:
     assert published[0][1]["error"]["code"] == "overloaded"
 
 
+def test_the_bound_holds_between_depth_samples() -> None:
+    """A burst faster than the depth is sampled: frames admitted since the last sample count against the bound."""
+    bridge, _, published, _ = make_bridge(Dispatcher(), max_queue_length=5)
+    bridge._queue_depth = 2
+    for index in range(10):
+        bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", frame_id=f"f{index}"))
+    refused = [doc["frame_id"] for _, doc in published if doc["error"]["code"] == "overloaded"]
+    assert refused == [f"f{index}" for index in range(3, 10)]  # 2 waiting + 3 admitted = the bound of 5
+
+
 def test_frames_arriving_while_draining_are_left_for_the_broker_to_redeliver() -> None:
     bridge, acks, published, _ = make_bridge(Dispatcher())
     bridge._accepting.clear()
