@@ -1,11 +1,12 @@
-"""End-to-end throughput and latency against the bare model's ceiling, measured in one run on one box.
+"""End-to-end throughput and latency against the box's bare ceiling, all measured in one run on one box.
 
-    .venv/bin/python -m bench.e2e [--frames 1500] [--window 8] [--mqtt-url ...] [--redis-url ...]
+    .venv/bin/python -m bench.e2e [--sizes 640x480,1920x1080] [--frames 1500] [--device cpu|cuda] ...
 
-Ceiling: the bare backbone on the same frames, decoded beforehand, in one process with one torch thread
-(what one worker process has), at its best batch size; decode + backbone in series is reported beside it.
-End to end: a camera publishes the JPEGs as fast as answers come back (a fixed number in flight) through
-Mosquitto, the bridge, Redis, the worker and back.
+Ceiling: decode + features on the same JPEGs with nothing around them: on a CPU, ONNX Runtime with one
+process per core, one thread each; on a GPU, the GPU engine in one process; each at its best batch size.
+End to end: a camera publishes the JPEGs through Mosquitto, the bridge, Redis, the worker and back:
+first closed-loop (a fixed number in flight) for capacity, then open-loop at 50%, 70% and 100% of that
+capacity for latency, then at 3x capacity against the bridge's queue bound (the overload row).
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+STAGES = ("queue", "decode", "features", "classify", "publish", "total")
 
 
 def sample_jpegs(count: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[bytes]:
@@ -57,52 +62,62 @@ def demo_model(folder: Path) -> Path:
     return folder / "store"
 
 
-def best_rate(label: str, run: Callable[[int, int], None], seconds: float) -> tuple[int, float]:
-    """Best (batch size, frames/s) of `run(batch, offset)` over batch sizes 1, 2, 4 and 8."""
-    best = (1, 0.0)
-    for batch in (1, 2, 4, 8):
-        run(batch, 0)  # warm-up
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds / 4:
-            run(batch, done)
-            done += batch
-        rate = done / (time.perf_counter() - started)
-        print(f"  {label} batch {batch}: {rate:6.1f} frames/s", file=sys.stderr)
-        if rate > best[1]:
-            best = (batch, rate)
-    return best
+# ---------------------------------------------------------------------------------------------- ceiling
 
 
-def ceilings(model_dir: Path, jpegs: list[bytes], seconds: float = 16.0) -> dict[str, tuple[int, float]]:
-    """One process, one torch thread: the bare backbone on decoded frames, and decode + backbone in series."""
-    from models.decode import decode_image
+def _onnx_rate(model_dir: str, jpegs: list[bytes], batch: int, seconds: float, start_at: float) -> float:
+    """One process, one ONNX Runtime thread: decode + features for `seconds` from `start_at`; frames/s."""
+    from models.decode import DecodeLimits
     from models.recognizer import Recognizer
 
-    recognizer = Recognizer.load(model_dir, device="cpu", cpu_threads=1)
-    size = recognizer.input_size
-    decoded = [decode_image(jpeg, size=size) for jpeg in jpegs]
-
-    def backbone(batch: int, offset: int) -> None:
-        recognizer.features(np.stack([decoded[(offset + i) % len(decoded)] for i in range(batch)]))
-
-    def decode_and_backbone(batch: int, offset: int) -> None:
-        images = [decode_image(jpegs[(offset + i) % len(jpegs)], size=size) for i in range(batch)]
-        recognizer.features(np.stack(images))
-
-    return {
-        "backbone": best_rate("backbone", backbone, seconds),
-        "decode+backbone": best_rate("decode+backbone", decode_and_backbone, seconds),
-    }
+    engine = Recognizer.load(Path(model_dir), device="cpu", engine="onnxruntime").engine
+    limits = DecodeLimits()
+    engine.features([engine.prepare(jpegs[i % len(jpegs)], limits) for i in range(batch)])  # warm-up
+    time.sleep(max(0.0, start_at - time.time()))
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        engine.features([engine.prepare(jpegs[(done + i) % len(jpegs)], limits) for i in range(batch)])
+        done += batch
+    return done / (time.perf_counter() - started)
 
 
-def cpu_steal_ticks() -> tuple[int, int]:
-    """(steal, total) jiffies of the whole machine: steal is time the hypervisor gave to someone else."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return fields[7], sum(fields)
+def cpu_ceiling(model_dir: Path, jpegs: list[bytes], processes: int, seconds: float) -> dict[int, float]:
+    """frames/s of the whole box per batch size: `processes` processes side by side, started together."""
+    rates = {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        for batch in (1, 2, 4, 8):
+            start_at = time.time() + 8.0  # every process loaded and warm before the clock starts
+            jobs = [(str(model_dir), jpegs, batch, seconds, start_at)] * processes
+            rates[batch] = sum(pool.starmap(_onnx_rate, jobs))
+            print(f"  ceiling {processes} process(es), batch {batch}: {rates[batch]:7.1f} frames/s", file=sys.stderr)
+    return rates
+
+
+def gpu_ceiling(model_dir: Path, jpegs: list[bytes], seconds: float) -> dict[int, float]:
+    """frames/s of the GPU engine per batch size: header check + GPU decode + features, one process."""
+    from models.decode import DecodeLimits
+    from models.recognizer import Recognizer
+
+    engine = Recognizer.load(model_dir, device="cuda").engine
+    limits = DecodeLimits()
+    rates = {}
+    for batch in (8, 32, 64, 128, 256):
+        engine.features([engine.prepare(jpegs[i % len(jpegs)], limits) for i in range(batch)])
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            engine.features([engine.prepare(jpegs[(done + i) % len(jpegs)], limits) for i in range(batch)])
+            done += batch
+        rates[batch] = done / (time.perf_counter() - started)
+        print(f"  ceiling GPU batch {batch}: {rates[batch]:8.1f} frames/s", file=sys.stderr)
+    return rates
+
+
+# ------------------------------------------------------------------------------------------ measurement
 
 
 def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     values = {}
     for line in text.splitlines():
@@ -110,6 +125,14 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
+
+
+def scrape_all(ports: Sequence[int]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for port in ports:
+        for name, value in scrape(port).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
 
 
 def rss_mib(pid: int) -> float:
@@ -120,12 +143,11 @@ def rss_mib(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_metric(port: int, name: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def wait_metric(port: int, name: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -139,130 +161,381 @@ def wait_metric(port: int, name: str, proc: subprocess.Popen[bytes], timeout: fl
     raise RuntimeError(f"{name} not 1 after {timeout} s")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1500)
-    parser.add_argument("--window", type=int, default=8, help="frames in flight")
-    parser.add_argument("--mqtt-url", help="an MQTT broker to use (default: start a fresh Mosquitto)")
-    parser.add_argument("--redis-url", help="a Redis to use (default: start a fresh redis-server)")
-    parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
-    args = parser.parse_args()
+def pct(values: Sequence[float], q: float) -> float:
+    from broker.camera import percentile
 
-    from broker.camera import Camera, percentile, stream
-    from broker.settings import MqttSettings
-    from broker.topics import Topics
-    from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
+    return percentile(values, q)
 
-    work = Path(tempfile.mkdtemp(prefix="partsight-bench-"))
-    servers: list[Embedded] = []
-    if not args.mqtt_url:  # fresh servers: no state left by other runs, nothing else sharing them
-        servers.append(start_mqtt(work / "mqtt"))
-        args.mqtt_url = servers[-1].url
-    if not args.redis_url:
-        servers.append(start_redis(work / "redis"))
-        args.redis_url = servers[-1].url
-    model_dir = Path(args.model_dir) if args.model_dir else demo_model(work)
-    jpegs = sample_jpegs(24)
-    mean_kib = sum(map(len, jpegs)) / len(jpegs) / 1024
-    measured = ceilings(model_dir, jpegs)
-    best_batch, ceiling_fps = measured["backbone"]
-    serial_batch, serial_fps = measured["decode+backbone"]
 
-    prefix = f"bench{os.getpid()}"
-    bridge_port, worker_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
-        "PARTSIGHT_MQTT_URL": args.mqtt_url,
-        "PARTSIGHT_REDIS_URL": args.redis_url,
-        "PARTSIGHT_TOPIC_PREFIX": prefix,
-        "PARTSIGHT_MODEL_DIR": str(model_dir),
-        "PARTSIGHT_BRIDGE_METRICS_PORT": str(bridge_port),
-        "PARTSIGHT_WORKER_METRICS_PORT": str(worker_port),
-        "PARTSIGHT_BRIDGE_ID": prefix,
-        "PARTSIGHT_WORKER_ID": prefix,
-        "PARTSIGHT_LOG_LEVEL": "warning",
-        "PARTSIGHT_DEVICE": "cpu",
-    }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "partsight.cli", name],
-            env=env,
-            stdout=(work / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for name in ("worker", "bridge")
-    }
-    try:
-        wait_metric(worker_port, "partsight_worker_model_loaded", procs["worker"])
-        wait_metric(bridge_port, "partsight_bridge_mqtt_connected", procs["bridge"])
-        settings = MqttSettings.from_url(args.mqtt_url)
-        with Camera(settings, Topics(prefix), "bench-cam") as camera:
-            stream(camera, jpegs, count=min(40, args.frames), fps=0, window=args.window)  # warm-up
-            camera.answers.clear()
-            before = scrape(worker_port)
-            cpu_before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
-            steal_before = cpu_steal_ticks()
-            summary = stream(camera, jpegs, count=args.frames, fps=0, window=args.window)
-            steal_after = cpu_steal_ticks()
-            cpu_ms = {
-                name: (cpu_seconds(proc.pid) - cpu_before[name]) * 1000 / max(1, summary.sent)
-                for name, proc in procs.items()
-            }
-        after = scrape(worker_port)
-        memory = {name: rss_mib(proc.pid) for name, proc in procs.items()}
-    finally:
-        for proc in procs.values():
+@dataclass
+class Run:
+    label: str
+    sent: int
+    results: int
+    errors: dict[str, int]
+    elapsed_s: float
+    latencies_ms: list[float]  # of results only
+    stages_ms: dict[str, float]
+    cpu_ms: dict[str, float]
+    mean_batch: float
+
+    @property
+    def throughput(self) -> float:
+        return self.results / self.elapsed_s if self.elapsed_s else 0.0
+
+
+class Stack:
+    """Mosquitto, Redis, bridge(s) and worker process(es) for one benchmark run."""
+
+    def __init__(self, work: Path, model_dir: Path, args: argparse.Namespace) -> None:
+        from partsight.embedded import free_port, start_mqtt, start_redis
+
+        self.work = work
+        self.servers = [start_mqtt(work / "mqtt"), start_redis(work / "redis")]
+        self.mqtt_url, self.redis_url = self.servers[0].url, self.servers[1].url
+        self.prefix = f"bench{os.getpid()}"
+        base = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
+            "PARTSIGHT_MQTT_URL": self.mqtt_url,
+            "PARTSIGHT_REDIS_URL": self.redis_url,
+            "PARTSIGHT_TOPIC_PREFIX": self.prefix,
+            "PARTSIGHT_MODEL_DIR": str(model_dir),
+            "PARTSIGHT_LOG_LEVEL": "warning",
+            "PARTSIGHT_DEVICE": args.device,
+            "PARTSIGHT_MAX_QUEUE_LENGTH": str(args.max_queue),
+            **({"PARTSIGHT_SHARE_GROUP": "bench"} if args.bridges > 1 else {}),
+            **({"PARTSIGHT_INFERENCE_LANES": str(args.lanes)} if args.lanes else {}),
+            **({"PARTSIGHT_MAX_BATCH_SIZE": str(args.batch)} if args.batch else {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        for kind, count in (("worker", args.workers), ("bridge", args.bridges)):
+            for index in range(count):
+                name, port = f"{kind}{index}", free_port()
+                env = {**base, f"PARTSIGHT_{kind.upper()}_METRICS_PORT": str(port)}
+                env[f"PARTSIGHT_{kind.upper()}_ID"] = f"{self.prefix}-{name}"
+                self.ports[name] = port
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "partsight.cli", kind],
+                    env=env,
+                    stdout=(work / f"{name}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+        for name, proc in self.procs.items():
+            loaded = "partsight_worker_model_loaded" if name.startswith("worker") else "partsight_bridge_mqtt_connected"
+            wait_metric(self.ports[name], loaded, proc)
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far of every process in the run, the benchmark's own camera included."""
+        seconds = {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        for server in self.servers:
+            if server.pid is not None:
+                seconds[server.kind] = cpu_seconds(server.pid)
+        times = os.times()
+        seconds["camera"] = times.user + times.system  # this process: the camera, its listener, the scrapes
+        return seconds
+
+    def of(self, kind: str) -> list[str]:
+        return [name for name in self.procs if name.startswith(kind)]
+
+    def rss(self, kind: str) -> float:
+        return sum(rss_mib(self.procs[name].pid) for name in self.of(kind))
+
+    def redis_memory_mib(self) -> float:
+        import redis
+
+        from broker.dispatch import redis_client_url
+
+        client = redis.Redis.from_url(redis_client_url(self.redis_url))
+        return float(client.info("memory")["used_memory"]) / 2**20
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
             proc.terminate()
-        for proc in procs.values():
-            proc.wait(30)
-        for server in servers:
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in self.servers:
             server.stop()
 
-    def stage_ms(stage: str) -> float:
-        total = f'partsight_worker_stage_seconds_sum{{stage="{stage}"}}'
-        count = f'partsight_worker_stage_seconds_count{{stage="{stage}"}}'
-        n = after.get(count, 0) - before.get(count, 0)
-        return (after.get(total, 0) - before.get(total, 0)) / n * 1000 if n else float("nan")
+    def measure(self, label: str, jpegs: list[bytes], *, count: int, fps: float, window: int, cameras: int = 1) -> Run:
+        """`cameras` devices stream side by side, each a share of the frames, the rate and the window."""
+        from concurrent.futures import ThreadPoolExecutor
 
-    batches = after["partsight_worker_batch_size_frames_count"] - before["partsight_worker_batch_size_frames_count"]
-    frames_in_batches = (
-        after["partsight_worker_batch_size_frames_sum"] - before["partsight_worker_batch_size_frames_sum"]
+        from broker.camera import Camera, Summary, stream
+        from broker.settings import MqttSettings
+        from broker.topics import Topics
+
+        worker_ports = [self.ports[name] for name in self.of("worker")]
+        settings, topics = MqttSettings.from_url(self.mqtt_url), Topics(self.prefix)
+        devices = [Camera(settings, topics, f"cam-{label}-{index}") for index in range(cameras)]
+        for camera in devices:
+            camera.__enter__()
+        try:
+            before = scrape_all(worker_ports)
+            cpu_before = self.cpu_by_process()
+            with ThreadPoolExecutor(cameras) as pool:
+                parts = list(
+                    pool.map(
+                        lambda camera: stream(
+                            camera,
+                            jpegs,
+                            count=count // cameras,
+                            fps=fps / cameras,
+                            window=max(1, window // cameras),
+                            answer_timeout_s=60,
+                        ),
+                        devices,
+                    )
+                )
+            cpu_after = self.cpu_by_process()
+        finally:
+            for camera in devices:
+                camera.__exit__()
+        summary = Summary(
+            sent=sum(p.sent for p in parts),
+            answers=[a for p in parts for a in p.answers],
+            elapsed_s=max(p.elapsed_s for p in parts),
+        )
+        after = scrape_all(worker_ports)
+        errors: dict[str, int] = {}
+        for answer in summary.answers:
+            if answer.is_error:
+                code = str(answer.message["error"]["code"])
+                errors[code] = errors.get(code, 0) + 1
+        results = [a for a in summary.answers if not a.is_error]
+
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        stages = {}
+        for stage in STAGES:
+            n = delta(f'partsight_worker_stage_seconds_count{{stage="{stage}"}}')
+            stages[stage] = delta(f'partsight_worker_stage_seconds_sum{{stage="{stage}"}}') / n * 1000 if n else 0.0
+        batches = delta("partsight_worker_batch_size_frames_count")
+        cpu = {
+            kind: sum(cpu_after[n] - cpu_before[n] for n in cpu_after if n.startswith(kind))
+            * 1000
+            / max(1, summary.sent)
+            for kind in ("bridge", "worker", "mosquitto", "redis", "camera")
+        }
+        return Run(
+            label=label,
+            sent=summary.sent,
+            results=len(results),
+            errors=errors,
+            elapsed_s=summary.elapsed_s,
+            latencies_ms=[a.latency_s * 1000 for a in results if a.latency_s is not None],
+            stages_ms=stages,
+            cpu_ms=cpu,
+            mean_batch=delta("partsight_worker_batch_size_frames_sum") / batches if batches else 0.0,
+        )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)) + " |"]
+    lines.append("| " + " | ".join("-" * w for w in widths) + " |")
+    lines += ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from worker.settings import usable_cores
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="640x480,1920x1080", help="JPEG sizes, comma-separated")
+    parser.add_argument("--frames", type=int, default=1500, help="frames in the closed-loop capacity run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each open-loop run")
+    parser.add_argument("--window", type=int, default=16, help="frames in flight in the capacity run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--cameras", type=int, default=1, help="cameras streaming side by side")
+    parser.add_argument("--bridges", type=int, default=1, help="bridge processes (a shared subscription)")
+    parser.add_argument("--lanes", type=int, default=0, help="inference lanes per worker (default: the worker's)")
+    parser.add_argument("--batch", type=int, default=0, help="max batch size (default: the worker's)")
+    parser.add_argument("--max-queue", type=int, default=200, help="the bridge's queue bound (overload row)")
+    parser.add_argument("--ceiling-seconds", type=float, default=4.0)
+    parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
+    parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--skip-load-levels", action="store_true")
+    parser.add_argument("--skip-overload", action="store_true")
+    args = parser.parse_args()
+    if args.window >= args.max_queue:
+        parser.error("--window must stay below --max-queue, or the capacity run measures refusals (overloaded)")
+
+    work = Path(tempfile.mkdtemp(prefix="partsight-bench-"))
+    model_dir = Path(args.model_dir) if args.model_dir else demo_model(work)
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    jpegs = {size: sample_jpegs(24, size) for size in sizes}
+    cores = usable_cores()
+
+    ceilings: dict[tuple[int, int], tuple[int, float]] = {}
+    if not args.skip_ceiling:
+        for size in sizes:
+            print(f"ceiling at {size[0]}x{size[1]}", file=sys.stderr)
+            if args.device.startswith("cuda"):
+                rates = gpu_ceiling(model_dir, jpegs[size], args.ceiling_seconds)
+            else:
+                rates = cpu_ceiling(model_dir, jpegs[size], cores, args.ceiling_seconds)
+            best = max(rates, key=lambda b: rates[b])
+            ceilings[size] = (best, rates[best])
+
+    stack = Stack(work, model_dir, args)
+    runs: dict[tuple[int, int], list[Run]] = {}
+    overload: Run | None = None
+    memory: dict[str, float] = {}
+    try:
+        for size in sizes:
+            name = f"{size[0]}x{size[1]}"
+            print(f"end to end at {name}", file=sys.stderr)
+            stack.measure(
+                f"warm-{name}",
+                jpegs[size],
+                count=min(100, args.frames),
+                fps=0,
+                window=args.window,
+                cameras=args.cameras,
+            )
+            capacity = stack.measure(
+                f"cap-{name}", jpegs[size], count=args.frames, fps=0, window=args.window, cameras=args.cameras
+            )
+            runs[size] = [capacity]
+            if not args.skip_load_levels:
+                for share in (0.5, 0.7, 1.0):
+                    rate = capacity.throughput * share
+                    count = max(50, int(rate * args.seconds))
+                    level = stack.measure(
+                        f"{int(share * 100)}-{name}", jpegs[size], count=count, fps=rate, window=0, cameras=args.cameras
+                    )
+                    level.label = f"{int(share * 100)}%"
+                    runs[size].append(level)
+        first = sizes[0]
+        if args.skip_overload:
+            return _report(args, sizes, jpegs, cores, ceilings, runs, None, {})
+        memory = {
+            "bridge_before": stack.rss("bridge"),
+            "worker_before": stack.rss("worker"),
+            "redis_before": stack.redis_memory_mib(),
+        }
+        rate = 3 * runs[first][0].throughput
+        print(f"overload: {rate:.0f} frames/s against a capacity of {runs[first][0].throughput:.0f}", file=sys.stderr)
+        overload = stack.measure(
+            "overload", jpegs[first], count=int(rate * args.seconds), fps=rate, window=0, cameras=args.cameras
+        )
+        memory.update(
+            bridge_after=stack.rss("bridge"), worker_after=stack.rss("worker"), redis_after=stack.redis_memory_mib()
+        )
+    finally:
+        stack.stop()
+
+    return _report(args, sizes, jpegs, cores, ceilings, runs, overload, memory)
+
+
+def _report(
+    args: argparse.Namespace,
+    sizes: list[tuple[int, int]],
+    jpegs: dict[tuple[int, int], list[bytes]],
+    cores: int,
+    ceilings: dict[tuple[int, int], tuple[int, float]],
+    runs: dict[tuple[int, int], list[Run]],
+    overload: Run | None,
+    memory: dict[str, float],
+) -> int:
+    device = "GPU" if args.device.startswith("cuda") else f"{cores}-core CPU"
+    print(f"\n## partsight end to end, {device}; {args.workers} worker(s), {args.bridges} bridge(s)\n")
+    rows: list[tuple[str, ...]] = []
+    for size in sizes:
+        capacity = runs[size][0]
+        mean_kib = sum(map(len, jpegs[size])) / len(jpegs[size]) / 1024
+        batch, ceiling = ceilings.get(size, (0, float("nan")))
+        rows.append(
+            (
+                f"{size[0]}x{size[1]} ({mean_kib:.0f} KiB)",
+                f"{ceiling:.1f} (batch {batch})",
+                f"{capacity.throughput:.1f}",
+                f"{capacity.throughput / ceiling:.2f}",
+                f"{capacity.results} + {sum(capacity.errors.values())} / {capacity.sent}",
+                f"{pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms",
+                f"{capacity.mean_batch:.1f}",
+            )
+        )
+    print(
+        table(
+            rows,
+            (
+                "JPEG",
+                "ceiling f/s",
+                "end to end f/s",
+                "ratio",
+                "results + errors / sent",
+                f"p50 / p99 (window {args.window})",
+                "mean batch",
+            ),
+        )
     )
-    latencies = summary.latencies_ms
-    e2e = summary.throughput
-    rows = [
-        ("JPEG payload", f"640x480, mean {mean_kib:.0f} KiB"),
-        ("ceiling: bare backbone, 1 process, 1 thread", f"{ceiling_fps:.1f} frames/s (batch {best_batch})"),
-        ("decode + backbone in series, 1 thread", f"{serial_fps:.1f} frames/s (batch {serial_batch})"),
-        ("end to end: camera -> MQTT -> bridge -> Redis -> worker -> MQTT", f"{e2e:.1f} frames/s"),
-        ("ratio end to end / bare backbone ceiling", f"{e2e / ceiling_fps:.2f}"),
-        ("ratio end to end / decode + backbone in series", f"{e2e / serial_fps:.2f}"),
-        ("frames answered / sent", f"{len(summary.answers)} / {summary.sent} ({summary.errors} errors)"),
-        (
-            "latency p50 / p99 (window " + str(args.window) + ")",
-            f"{percentile(latencies, 50):.1f} / {percentile(latencies, 99):.1f} ms",
-        ),
-        ("mean batch size", f"{frames_in_batches / batches:.1f}" if batches else "n/a"),
-        *[
-            (f"stage {stage} (mean)", f"{stage_ms(stage):.2f} ms")
-            for stage in ("queue", "decode", "features", "classify", "publish", "total")
-        ],
-        ("CPU per frame: bridge / worker", f"{cpu_ms['bridge']:.1f} / {cpu_ms['worker']:.1f} ms"),
-        (
-            "CPU per frame: worker beyond decode + backbone",
-            f"{cpu_ms['worker'] - 1000 / serial_fps:.1f} ms",
-        ),
-        (
-            "CPU stolen by the hypervisor during the run",
-            f"{100 * (steal_after[0] - steal_before[0]) / max(1, steal_after[1] - steal_before[1]):.1f} %",
-        ),
-        ("RSS bridge / worker", f"{memory['bridge']:.0f} / {memory['worker']:.0f} MiB"),
-    ]
-    width = max(len(label) for label, _ in rows)
-    print(f"\n{'measure':<{width}}  value\n{'-' * width}  {'-' * 30}")
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-    return 0 if len(summary.answers) == summary.sent else 1
+    if not args.skip_load_levels:
+        print("\nOpen-loop latency at a share of the measured capacity (results only):\n")
+        rows = []
+        for size in sizes:
+            for run in runs[size][1:]:
+                p50, p99 = pct(run.latencies_ms, 50), pct(run.latencies_ms, 99)
+                rows.append(
+                    (
+                        f"{size[0]}x{size[1]}",
+                        run.label,
+                        f"{run.sent / run.elapsed_s:.1f}",
+                        f"{run.results}/{run.sent}",
+                        f"{p50:.0f} ms",
+                        f"{p99:.0f} ms",
+                        f"{p99 / p50:.1f}",
+                        ", ".join(f"{k} {v}" for k, v in run.errors.items()) or "none",
+                    )
+                )
+        print(table(rows, ("JPEG", "load", "offered f/s", "results", "p50", "p99", "p99/p50", "errors")))
+    print("\nCPU per frame (ms, capacity runs; the model alone at its ceiling for comparison):\n")
+    parts = ("worker", "bridge", "mosquitto", "redis", "camera")
+    rows = []
+    for size in sizes:
+        cpu = runs[size][0].cpu_ms
+        model = (1 if args.device.startswith("cuda") else cores) * 1000 / ceilings.get(size, (0, float("nan")))[1]
+        rows.append(
+            (f"{size[0]}x{size[1]}", f"{model:.1f}", *[f"{cpu[p]:.1f}" for p in parts], f"{sum(cpu.values()):.1f}")
+        )
+    print(table(rows, ("JPEG", "model at ceiling", *parts, "total")))
+    print("\nWhere a frame's time goes in the worker (mean ms, capacity runs):\n")
+    rows = [(f"{size[0]}x{size[1]}", *[f"{runs[size][0].stages_ms[stage]:.1f}" for stage in STAGES]) for size in sizes]
+    print(table(rows, ("JPEG", *STAGES)))
+    if overload is not None:
+        capacity = runs[sizes[0]][0]
+        print(f"\nOverload: {sizes[0][0]}x{sizes[0][1]} at 3x capacity, bridge queue bound {args.max_queue}:\n")
+        rows = [
+            (
+                "offered / answered with a result",
+                f"{overload.sent / overload.elapsed_s:.0f} / {overload.throughput:.0f} f/s",
+            ),
+            ("frames sent / results / errors", f"{overload.sent} / {overload.results} / {overload.errors or 'none'}"),
+            (
+                "admitted frames p50 / p99 (at capacity: closed loop)",
+                f"{pct(overload.latencies_ms, 50):.0f} / {pct(overload.latencies_ms, 99):.0f} ms "
+                f"({pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms)",
+            ),
+            ("RSS bridge before / after", f"{memory['bridge_before']:.0f} / {memory['bridge_after']:.0f} MiB"),
+            ("RSS worker(s) before / after", f"{memory['worker_before']:.0f} / {memory['worker_after']:.0f} MiB"),
+            ("Redis used memory before / after", f"{memory['redis_before']:.1f} / {memory['redis_after']:.1f} MiB"),
+            ("answered / sent", f"{overload.results + sum(overload.errors.values())} / {overload.sent}"),
+        ]
+        print(table(rows, ("measure", "value")))
+    every = [run for size in sizes for run in runs[size]] + ([overload] if overload else [])
+    lost = [run for run in every if run.results + sum(run.errors.values()) != run.sent]
+    return 1 if lost else 0
 
 
 if __name__ == "__main__":

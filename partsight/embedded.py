@@ -56,6 +56,11 @@ class Embedded:
     _process: subprocess.Popen[bytes] | None = None
     _stop: Any = None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id when it runs as its own process (not in-process)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
@@ -73,7 +78,11 @@ def start_mqtt(folder: Path, *, prefer_binary: bool = True) -> Embedded:
     binary = find_binary("mosquitto") if prefer_binary else None
     if binary:
         config = folder / "mosquitto.conf"
-        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Mosquitto drops QoS 1 messages beyond a client's queue of 1000 by default: a bridge busy for a
+        # moment must not lose frames, nor a camera its answers
+        config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+        )
         log = (folder / "mosquitto.log").open("ab")
         process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
         wait_port(port)
