@@ -25,7 +25,10 @@ from broker.topics import Topics
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_S = 5.0
-QUEUE_SAMPLE_INTERVAL_S = 0.5
+# The depth is sampled this often; frames admitted since the last sample count against the bound, and
+# the frames workers took meanwhile do not, so a long interval over-counts (at 0.5 s, a 40-frame bound
+# refused frames while 16 waited); one LLEN per 50 ms keeps the estimate within a few frames.
+QUEUE_SAMPLE_INTERVAL_S = 0.05
 
 
 class Dispatcher(Protocol):
@@ -56,7 +59,7 @@ class Bridge:
         self._accepting = threading.Event()
         self._stopped = threading.Event()
         # admission bound: the last sampled depth plus what this bridge admitted since (the sample is up to
-        # QUEUE_SAMPLE_INTERVAL_S old; at 3x overload that is hundreds of frames the bound must not let past)
+        # QUEUE_SAMPLE_INTERVAL_S old; a burst between samples must not get past the bound)
         self._depth_lock = threading.Lock()
         self._queue_depth = 0
         self._admitted_since_sample = 0
@@ -202,6 +205,14 @@ class Bridge:
             return True
         return False
 
+    def sample_queue_depth(self) -> None:
+        depth = self._dispatcher.queue_length()
+        with self._depth_lock:  # admitted frames not yet enqueued are still counted in `pending`
+            self._queue_depth = depth + int(self._pending.qsize())
+            self._admitted_since_sample = 0
+        self._redis_ok = True
+        self.metrics.queue_depth.set(depth)
+
     def _sample_queue_loop(self) -> None:
         """Samples the queue depth (for admission and the metric) and sweeps for unanswered frames."""
         sweep_every = max(1, round(self._dispatcher.redeliver_after_s / 4 / QUEUE_SAMPLE_INTERVAL_S))
@@ -209,12 +220,7 @@ class Bridge:
         while not self._stopped.wait(QUEUE_SAMPLE_INTERVAL_S):
             ticks += 1
             try:
-                depth = self._dispatcher.queue_length()
-                with self._depth_lock:  # admitted frames not yet enqueued are still counted in `pending`
-                    self._queue_depth = depth + int(self._pending.qsize())
-                    self._admitted_since_sample = 0
-                self._redis_ok = True
-                self.metrics.queue_depth.set(depth)
+                self.sample_queue_depth()
                 if ticks % sweep_every == 0:
                     resent, expired = self._dispatcher.sweep_overdue()
                     self.metrics.frames_redelivered.inc(resent)

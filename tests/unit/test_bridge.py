@@ -119,6 +119,12 @@ def test_the_bound_holds_between_depth_samples() -> None:
         bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", frame_id=f"f{index}"))
     refused = [doc["frame_id"] for _, doc in published if doc["error"]["code"] == "overloaded"]
     assert refused == [f"f{index}" for index in range(3, 10)]  # 2 waiting + 3 admitted = the bound of 5
+    # the next sample finds what is really waiting (here: the workers took everything) and lets frames in
+    bridge._pending = type(bridge._pending)()
+    bridge.sample_queue_depth()
+    published.clear()
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", frame_id="after"))
+    assert published == [] and bridge._pending.qsize() == 1
 
 
 def test_frames_arriving_while_draining_are_left_for_the_broker_to_redeliver() -> None:
