@@ -361,7 +361,7 @@ def main() -> int:
     parser.add_argument("--bridges", type=int, default=1, help="bridge processes (a shared subscription)")
     parser.add_argument("--lanes", type=int, default=0, help="inference lanes per worker (default: the worker's)")
     parser.add_argument("--batch", type=int, default=0, help="max batch size (default: the worker's)")
-    parser.add_argument("--max-queue", type=int, default=200, help="the bridge's queue bound (overload row)")
+    parser.add_argument("--max-queue", type=int, default=40, help="the bridge's queue bound (overload row)")
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
     parser.add_argument("--skip-ceiling", action="store_true")

@@ -18,13 +18,17 @@ from broker.settings import (
 )
 
 DEFAULT_MODEL_DIR = "models-store"
-# Measured on a 2-core box, one torch thread: the bare backbone runs 83-95 frames/s at batch 1-2 and 56-66
-# at batch 8 (cache pressure), but end to end batch 4 answered 77-82 frames/s against 58-60 at batch 2
-# (per-batch Python work amortised), so CPU workers batch a little; a GPU wants large batches.
+# Measured on a 2-core box: ONNX Runtime, one process per core, decodes and runs 155, 152, 157 and 144
+# frames/s at batch 1, 2, 4 and 8, and end to end batch 4 amortises per-batch Python work (torch earlier:
+# 77-82 frames/s at batch 4 against 58-60 at batch 2), so CPU workers batch a little; a GPU wants large
+# batches (H100: 1,349 frames/s at batch 8, 4,022 at 32, 6,076 at 128, decode included).
 CPU_MAX_BATCH = 4
 GPU_MAX_BATCH = 32
-# ONNX Runtime releases the GIL: one lane (a batch in flight, one intra-op thread) per core uses the box;
-# on a GPU a second lane prepares and copies the next batch while one computes.
+# ONNX Runtime releases the GIL: one lane (a batch in flight, one intra-op thread) per core uses the box.
+# Measured end to end on 2 cores, three alternated runs each: one process with 2 lanes 87-107 frames/s,
+# two processes with one lane each 96-101; one process holds one model (260 MiB) instead of two, so
+# one worker process per box, one lane per core.
+# On a GPU a second lane prepares and copies the next batch while one computes.
 GPU_LANES = 2
 
 

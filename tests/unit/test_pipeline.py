@@ -15,7 +15,7 @@ from models.errors import ImageError
 from models.head import Decision
 from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
-from worker.ledger import FrameLedger, ledger_key
+from worker.ledger import DONE, FrameLedger, ledger_key
 from worker.metrics import WorkerMetrics
 from worker.pipeline import FrameBusy, FramePipeline, ModelInfo
 from worker.publisher import PublishFailed
@@ -141,6 +141,7 @@ def test_a_frame_only_the_batch_decoder_refuses_gets_its_own_error(parts) -> Non
     assert kind == "error" and message["error"]["message"] == "nvJPEG: bad Huffman table"
     assert metrics.errors.labels(code="image_undecodable")._value.get() == 1
     assert frames.finished == ["k-bad"]  # answered (with its error): not redelivered
+    assert redis.get(ledger_key("cam", "bad")) == DONE  # and recorded as answered: a redelivery is a duplicate
 
 
 def test_expired_frame_data_is_reported_not_dropped(parts) -> None:

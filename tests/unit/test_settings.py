@@ -4,7 +4,7 @@ import pytest
 
 from broker.errors import SettingsError
 from broker.settings import BridgeSettings, MqttSettings, redact_url
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, usable_cores
 
 
 def test_mqtt_url_with_credentials_and_tls() -> None:
@@ -45,11 +45,25 @@ def test_bridge_settings_from_env() -> None:
 
 
 def test_worker_settings_from_env() -> None:
-    settings = WorkerSettings.from_env({"PARTSIGHT_MAX_BATCH_SIZE": "6", "PARTSIGHT_MODEL_DIR": "/m"})
-    assert (settings.max_batch_size, settings.concurrency, settings.metrics_port) == (6, 12, 9302)
-    assert str(settings.model_dir) == "/m"
-    assert WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cpu"}).max_batch_size == 4
-    assert WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cuda"}).max_batch_size == 32
+    env = {"PARTSIGHT_MAX_BATCH_SIZE": "6", "PARTSIGHT_MODEL_DIR": "/m", "PARTSIGHT_INFERENCE_LANES": "3"}
+    settings = WorkerSettings.from_env(env)
+    assert (settings.max_batch_size, settings.inference_lanes, settings.concurrency) == (6, 3, 36)
+    assert (str(settings.model_dir), settings.metrics_port, settings.engine) == ("/m", 9302, "auto")
+    cpu = WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cpu"})
+    assert (cpu.max_batch_size, cpu.inference_lanes) == (4, usable_cores())  # one lane per core it may use
+    gpu = WorkerSettings.from_env({"PARTSIGHT_DEVICE": "cuda", "PARTSIGHT_ENGINE": "torch"})
+    assert (gpu.max_batch_size, gpu.inference_lanes, gpu.engine) == (32, 2, "torch")
+
+
+def test_usable_cores_follows_the_affinity_mask() -> None:
+    import os
+
+    original = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(original)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, original)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "0"])
