@@ -186,6 +186,20 @@ def test_both_processes_report_alive_and_ready(stack) -> None:
     assert status == 200 and body["checks"] == {"model": True, "mqtt": True, "redis": True, "accepting": True}
 
 
+def test_the_cpu_worker_serves_the_exported_graph_on_onnx_runtime_without_torch(stack) -> None:
+    from tests.harness import scrape
+
+    info = {
+        labels: value for (name, labels), value in scrape(stack.worker_port).items() if name == "partsight_model_info"
+    }
+    assert len(info) == 1
+    labels = dict(next(iter(info)))
+    assert (labels["engine"], labels["device"], labels["backbone"]) == ("onnxruntime", "cpu", "efficientnet_lite0")
+    assert stack.worker.process is not None
+    maps = Path(f"/proc/{stack.worker.process.pid}/maps").read_text()
+    assert "onnxruntime" in maps and "libtorch" not in maps  # torch was never imported: a smaller, faster worker
+
+
 def test_status_topics_are_retained_online(stack) -> None:
     with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/status/#"]) as listener:
         wait_for(lambda: len(listener.messages) >= 2, 10, "retained status messages")
