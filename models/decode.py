@@ -151,6 +151,20 @@ def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits(
     return _guarded(_format_hint(data), decode)
 
 
+def decode_photo(data: bytes, *, size_hint: int, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """The whole photo as an RGB image, EXIF orientation honoured; JPEGs decoded at a reduced scale that
+    still covers `size_hint` pixels on each side (for transforms that need the photo before the crop)."""
+
+    def decode() -> Image.Image:
+        fmt, opened = _open_checked(data, limits)
+        if fmt == "JPEG":
+            opened.draft("RGB", (size_hint, size_hint))
+        opened.load()
+        return _to_rgb(ImageOps.exif_transpose(opened))
+
+    return _guarded(_format_hint(data), decode)
+
+
 def _format_hint(data: bytes) -> str:
     try:
         return sniff_format(data)

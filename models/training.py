@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from models.artifact import write_model
+from models.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
 from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
 from models.catalog import Catalog, load_catalog
-from models.decode import decode_image
+from models.decode import decode_image, decode_photo, resize_center_crop
 from models.errors import DatasetError, ImageError
 from models.features import FeatureExtractor
 from models.head import ProductHead
@@ -93,24 +94,60 @@ def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    """Features of the photos and their synthetic copies; `groups` ties each copy to its photo."""
+
+    features: np.ndarray
+    products: list[str]
+    groups: np.ndarray  # photo index of every row
+    synthetic: np.ndarray  # True for a synthetic copy
+
+    @property
+    def photos(self) -> int:
+        return int((~self.synthetic).sum())
+
+
+def model_inputs(item: LabelledImage, index: int, size: int, augmenter: Augmenter | None) -> list[np.ndarray]:
+    """The photo as a model input, then its synthetic copies; DatasetError names a photo that cannot be used."""
+    try:
+        data = item.path.read_bytes()
+        if augmenter is None or augmenter.copies == 0:
+            return [decode_image(data, size=size)]
+        photo = decode_photo(data, size_hint=2 * size)
+    except (ImageError, OSError) as exc:
+        raise DatasetError(f"{item.path}: cannot be used for training: {exc}") from exc
+    return [np.asarray(resize_center_crop(image, size)) for image in [photo, *augmenter.variants(photo, index)]]
+
+
 def extract_features(
-    images: list[LabelledImage], extractor: FeatureExtractor, *, batch_size: int = 32, show_progress: bool = True
-) -> np.ndarray:
+    images: list[LabelledImage],
+    extractor: FeatureExtractor,
+    *,
+    batch_size: int = 32,
+    show_progress: bool = True,
+    augmenter: Augmenter | None = None,
+) -> TrainingSet:
     size = extractor.spec.input_size
     update = progress("features", len(images)) if show_progress else (lambda done: None)
     chunks: list[np.ndarray] = []
-    done = 0
-    for batch in batched(images, batch_size):
-        arrays = []
-        for item in batch:
-            try:
-                arrays.append(decode_image(item.path.read_bytes(), size=size))
-            except (ImageError, OSError) as exc:
-                raise DatasetError(f"{item.path}: cannot be used for training: {exc}") from exc
-        chunks.append(extractor(np.stack(arrays)))
-        done += len(batch)
-        update(done)
-    return np.concatenate(chunks)
+    products: list[str] = []
+    groups: list[int] = []
+    synthetic: list[bool] = []
+    waiting: list[np.ndarray] = []
+    for index, item in enumerate(images):
+        inputs = model_inputs(item, index, size, augmenter)
+        waiting.extend(inputs)
+        products.extend([item.product] * len(inputs))
+        groups.extend([index] * len(inputs))
+        synthetic.extend([False] + [True] * (len(inputs) - 1))
+        while len(waiting) >= batch_size:
+            chunks.append(extractor(np.stack(waiting[:batch_size])))
+            del waiting[:batch_size]
+        update(index + 1)
+    if waiting:
+        chunks.append(extractor(np.stack(waiting)))
+    return TrainingSet(np.concatenate(chunks), products, np.asarray(groups), np.asarray(synthetic, dtype=bool))
 
 
 def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
@@ -139,29 +176,54 @@ def fit_head(
     product_threshold: float | None = None,
     category_threshold: float | None = None,
     seed: int = 0,
+    groups: np.ndarray | None = None,
+    synthetic: np.ndarray | None = None,
 ) -> tuple[ProductHead, dict[str, Any]]:
     """Logistic regression with C chosen by stratified CV on macro-F1; "unknown" thresholds calibrated on the
-    out-of-fold probabilities to `target_precision` unless given explicitly."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
+    out-of-fold probabilities to `target_precision` unless given explicitly.
 
-    labels = np.asarray(products)
+    With synthetic copies (`synthetic` True, `groups` naming each row's photo), folds split photos, never a
+    photo from its copies: a fold trains on its photos and their copies and is scored on real photos only.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    all_labels = np.asarray(products)
+    synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
+    groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
+    real = np.flatnonzero(~synthetic)
+    labels = all_labels[real]
     classes, counts = np.unique(labels, return_counts=True)
     folds = int(min(5, counts.min()))
-    report: dict[str, Any] = {"images": len(labels), "products": len(counts), "target_precision": target_precision}
+    report: dict[str, Any] = {
+        "images": len(labels),
+        "synthetic_images": int(synthetic.sum()),
+        "products": len(counts),
+        "target_precision": target_precision,
+    }
     best_c = 10.0
     oof: np.ndarray | None = None
     if folds >= 2:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        scores = {}
+        splits = []
+        for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
+            held_out_groups = groups[real[held_out]]
+            splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
+        scores: dict[float, float] = {}
+        oof_by_c: dict[float, np.ndarray] = {}
         for c in (1.0, 3.0, 10.0, 30.0, 100.0):  # features are L2-normalised: useful C values are large
-            model = LogisticRegression(C=c, max_iter=2000)
-            scores[c] = float(cross_val_score(model, features, labels, cv=cv, scoring="f1_macro").mean())
+            oof_c = np.zeros((len(real), len(classes)))
+            fold_scores = []
+            for train_rows, held_out in splits:
+                model = LogisticRegression(C=c, max_iter=2000).fit(features[train_rows], all_labels[train_rows])
+                oof_c[held_out] = model.predict_proba(features[real[held_out]])
+                predicted = classes[oof_c[held_out].argmax(axis=1)]
+                fold_scores.append(f1_score(labels[held_out], predicted, average="macro"))
+            scores[c], oof_by_c[c] = float(np.mean(fold_scores)), oof_c
         best_c = max(scores, key=lambda c: scores[c])
+        oof = oof_by_c[best_c]
         report["cv_macro_f1"] = {str(c): round(v, 4) for c, v in scores.items()}
         logger.info("cross-validated macro-F1 by C: %s; chose C=%s", report["cv_macro_f1"], best_c)
-        model = LogisticRegression(C=best_c, max_iter=2000)
-        oof = cross_val_predict(model, features, labels, cv=cv, method="predict_proba")
     if oof is not None:
         product_conf, product_hit = oof.max(axis=1), classes[oof.argmax(axis=1)] == labels
         category_names = sorted({categories_of[c] for c in classes})
@@ -192,7 +254,7 @@ def fit_head(
         category_threshold,
         {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
     )
-    model = LogisticRegression(C=best_c, max_iter=2000).fit(features, labels)
+    model = LogisticRegression(C=best_c, max_iter=2000).fit(features, all_labels)
     head = ProductHead.from_logistic_regression(
         model, categories_of, product_threshold=product_threshold, category_threshold=category_threshold
     )
@@ -214,6 +276,10 @@ class TrainOptions:
     category_threshold: float | None = None
     show_progress: bool = True
     export_onnx: bool = True
+    synthetic_per_image: int = 0
+    transforms: tuple[str, ...] = ALL_TRANSFORMS
+    backgrounds: Path | None = None
+    seed: int = 0
 
 
 def train(options: TrainOptions) -> Path:
@@ -223,16 +289,33 @@ def train(options: TrainOptions) -> Path:
     spec = get_backbone(options.backbone)
     extractor = FeatureExtractor(spec, weights=options.weights, device=options.device, cpu_threads=None)
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
-    features = extract_features(images, extractor, batch_size=options.batch_size, show_progress=options.show_progress)
+    augmenter = None
+    if options.synthetic_per_image and options.transforms:
+        replacer = BackgroundReplacer(backgrounds_from_folder(options.backgrounds)) if options.backgrounds else None
+        augmenter = Augmenter(
+            names=options.transforms, copies=options.synthetic_per_image, seed=options.seed, background=replacer
+        )
+    data = extract_features(
+        images,
+        extractor,
+        batch_size=options.batch_size,
+        show_progress=options.show_progress,
+        augmenter=augmenter,
+    )
     categories_of = {product: str(record["category"]) for product, record in catalog.items()}
     head, report = fit_head(
-        features,
-        [i.product for i in images],
+        data.features,
+        data.products,
         categories_of,
         target_precision=options.target_precision,
         product_threshold=options.product_threshold,
         category_threshold=options.category_threshold,
+        seed=options.seed,
+        groups=data.groups,
+        synthetic=data.synthetic,
     )
+    if augmenter is not None:
+        report["synthetic"] = {"per_image": augmenter.copies, "transforms": list(augmenter.names), "seed": options.seed}
     backbone = {
         "name": spec.name,
         "feature_dim": spec.feature_dim,

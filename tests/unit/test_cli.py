@@ -49,5 +49,29 @@ def test_help_lists_every_subcommand() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "partsight.cli", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    for command in ("bridge", "worker", "camera", "train", "demo"):
+    for command in ("bridge", "worker", "camera", "train", "augment", "demo"):
         assert command in result.stdout
+
+
+def test_augment_writes_the_synthetic_copies_and_names_an_unknown_transform(tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    photo = Image.new("RGB", (120, 90), (230, 230, 230))
+    ImageDraw.Draw(photo).rectangle((30, 20, 80, 60), fill=(20, 120, 200))
+    photo.save(tmp_path / "part.jpg")
+    base = [sys.executable, "-m", "partsight.cli", "augment", "--image", str(tmp_path / "part.jpg"), "--out"]
+    result = subprocess.run(
+        [*base, str(tmp_path / "out"), "--copies", "3"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == [f"part-synthetic-0{i}.jpg" for i in range(3)]
+    assert all(Image.open(p).size == (120, 90) for p in written)
+    result = subprocess.run(
+        [*base, str(tmp_path / "x"), "--transforms", "rotate,sepia"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "unknown transform(s) sepia" in result.stderr and "Traceback" not in result.stderr

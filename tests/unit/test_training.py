@@ -59,3 +59,71 @@ def test_scan_reports_every_mismatch_with_the_catalog(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "'ghost' is not in the catalog" in text and "puts 'pump' in category 'pumps'" in text
     assert "'empty' has no" in text
+
+
+def test_synthetic_copies_never_score_the_photo_they_came_from() -> None:
+    """Features with no class signal, each photo copied 3 times: leaking copies across folds would look perfect."""
+    rng = np.random.default_rng(1)
+    categories_of = {f"p{i}": "all" for i in range(4)}
+    photos = [p for p in categories_of for _ in range(10)]
+    features, products, groups, synthetic = [], [], [], []
+    for index, product in enumerate(photos):
+        vector = rng.normal(size=64)
+        for copy in range(4):
+            features.append(vector + rng.normal(0, 0.01, 64))
+            products.append(product)
+            groups.append(index)
+            synthetic.append(copy > 0)
+    features_array = np.stack(features)
+    _, grouped = fit_head(
+        features_array, products, categories_of, groups=np.array(groups), synthetic=np.array(synthetic)
+    )
+    _, leaking = fit_head(features_array, products, categories_of, synthetic=np.array(synthetic))  # no groups
+    assert grouped["images"] == 40 and grouped["synthetic_images"] == 120
+    assert grouped["cv_accuracy"] < 0.5  # chance is 0.25: nothing to learn
+    assert leaking["cv_accuracy"] > 0.9  # what a fold that saw the photo's copies would report
+
+
+def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) -> None:
+    from PIL import ImageDraw
+
+    from models.recognizer import Recognizer
+    from models.training import TrainOptions, train
+
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(
+        json.dumps(
+            [
+                {"product": "red-valve", "name": "Red valve", "category": "fittings"},
+                {"product": "blue-pump", "name": "Blue pump", "category": "pumps"},
+            ]
+        )
+    )
+    rng = np.random.default_rng(0)
+    for category, product, colour in (("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200))):
+        folder = tmp_path / "images" / category / product
+        folder.mkdir(parents=True)
+        for index in range(4):
+            photo = Image.new("RGB", (96, 96), (225, 225, 220))
+            x, y = (int(v) for v in rng.integers(10, 40, 2))
+            ImageDraw.Draw(photo).ellipse((x, y, x + 45, y + 45), fill=colour)
+            photo.save(folder / f"{index}.jpg")
+    version = train(
+        TrainOptions(
+            images=tmp_path / "images",
+            catalog=catalog,
+            out=tmp_path / "store",
+            show_progress=False,
+            synthetic_per_image=2,
+            transforms=("rotate", "background", "brightness"),
+            export_onnx=False,
+        )
+    )
+    report = json.loads((version / "manifest.json").read_text())["training"]
+    assert report["images"] == 8 and report["synthetic_images"] == 16
+    assert report["synthetic"] == {"per_image": 2, "transforms": ["rotate", "background", "brightness"], "seed": 0}
+    recognizer = Recognizer.load(version, device="cpu")
+    probe = Image.new("RGB", (96, 96), (225, 225, 220))
+    ImageDraw.Draw(probe).ellipse((25, 25, 70, 70), fill=(200, 30, 30))
+    image = np.asarray(probe.resize((224, 224)))[None]
+    assert recognizer.classify(recognizer.features(image))[0].top_k[0]["product"] == "red-valve"
