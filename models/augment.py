@@ -13,6 +13,7 @@ plus generated gradients, stripes and noise), so an air-gapped site needs nothin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,18 @@ class BackgroundReplacer:
 
     backgrounds: Sequence[Image.Image] = field(default_factory=_built_in_backgrounds)
     threshold: int = 40
+    _identity: str = field(default="", init=False, repr=False)
+
+    @property
+    def identity(self) -> str:
+        """A digest of the backgrounds and threshold: synthetic copies made with others are other images."""
+        if not self._identity:
+            digest = hashlib.sha256(str(self.threshold).encode())
+            for background in self.backgrounds:
+                digest.update(f"{background.size}".encode())
+                digest.update(background.convert("RGB").tobytes())
+            self._identity = digest.hexdigest()[:16]
+        return self._identity
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         background = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
@@ -231,8 +244,16 @@ class Augmenter:
             return self.background
         return TRANSFORMS[name]
 
+    def recipe(self, copy_index: int) -> str:
+        """What makes a photo's copy `copy_index` what it is (with the photo's own seed): a cache key part."""
+        background = self.background.identity if self.background is not None else "-"
+        return f"synthetic:{','.join(self.names)}:{self.probability}:{self.seed}:{background}:{copy_index}"
+
     def variants(self, image: Image.Image, photo_index: int) -> list[Image.Image]:
-        """The synthetic copies of one photo; the same (seed, photo_index) always gives the same images."""
+        """The synthetic copies of one photo; the same (seed, photo_index) always gives the same images.
+
+        Training passes a number derived from the photo's bytes as `photo_index`, so a photo's copies do
+        not change when other photos are added to the folder."""
         if not self.names:
             return []
         out = []

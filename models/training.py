@@ -6,6 +6,7 @@ chosen by stratified cross-validation when there are enough photos.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -22,6 +23,7 @@ from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_n
 from models.catalog import Catalog, load_catalog
 from models.decode import decode_image, decode_photo, resize_center_crop
 from models.errors import DatasetError, ImageError
+from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
 from models.head import ProductHead
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
@@ -108,16 +110,22 @@ class TrainingSet:
         return int((~self.synthetic).sum())
 
 
-def model_inputs(item: LabelledImage, index: int, size: int, augmenter: Augmenter | None) -> list[np.ndarray]:
+def photo_seed(data: bytes) -> int:
+    """A seed from the photo's bytes: its synthetic copies stay the same whatever else is in the folder."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+
+
+def model_inputs(item: LabelledImage, data: bytes, size: int, augmenter: Augmenter | None) -> list[np.ndarray]:
     """The photo as a model input, then its synthetic copies; DatasetError names a photo that cannot be used."""
     try:
-        data = item.path.read_bytes()
+        original = decode_image(data, size=size)  # exactly what a worker makes of the photo
         if augmenter is None or augmenter.copies == 0:
-            return [decode_image(data, size=size)]
+            return [original]
         photo = decode_photo(data, size_hint=2 * size)
-    except (ImageError, OSError) as exc:
+    except ImageError as exc:
         raise DatasetError(f"{item.path}: cannot be used for training: {exc}") from exc
-    return [np.asarray(resize_center_crop(image, size)) for image in [photo, *augmenter.variants(photo, index)]]
+    copies = augmenter.variants(photo, photo_seed(data))
+    return [original, *[np.asarray(resize_center_crop(image, size)) for image in copies]]
 
 
 def extract_features(
@@ -127,27 +135,50 @@ def extract_features(
     batch_size: int = 32,
     show_progress: bool = True,
     augmenter: Augmenter | None = None,
+    cache: FeatureCache | None = None,
 ) -> TrainingSet:
+    """Features of every photo and its synthetic copies, in batches; cached ones are read, not computed."""
     size = extractor.spec.input_size
     update = progress("features", len(images)) if show_progress else (lambda done: None)
-    chunks: list[np.ndarray] = []
+    copies = augmenter.copies if augmenter is not None else 0
+    variants = ["original"] + [augmenter.recipe(k) for k in range(copies)] if augmenter is not None else ["original"]
+    rows: list[np.ndarray | None] = []
+    keys: list[str | None] = []
     products: list[str] = []
     groups: list[int] = []
-    synthetic: list[bool] = []
-    waiting: list[np.ndarray] = []
+    waiting: list[tuple[int, np.ndarray]] = []
+
+    def run_waiting() -> None:
+        computed = extractor(np.stack([array for _, array in waiting]))
+        for (row, _), vector in zip(waiting, computed, strict=True):
+            rows[row] = vector
+            key = keys[row]
+            if cache is not None and key is not None:
+                cache.put(key, vector)
+        waiting.clear()
+
     for index, item in enumerate(images):
-        inputs = model_inputs(item, index, size, augmenter)
-        waiting.extend(inputs)
-        products.extend([item.product] * len(inputs))
-        groups.extend([index] * len(inputs))
-        synthetic.extend([False] + [True] * (len(inputs) - 1))
-        while len(waiting) >= batch_size:
-            chunks.append(extractor(np.stack(waiting[:batch_size])))
-            del waiting[:batch_size]
+        try:
+            data = item.path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{item.path}: cannot be used for training: {exc}") from exc
+        photo_keys = [cache.key(data, variant) for variant in variants] if cache is not None else [None] * len(variants)
+        cached = [cache.get(key) if cache is not None and key else None for key in photo_keys]
+        inputs = model_inputs(item, data, size, augmenter) if any(v is None for v in cached) else []
+        for position, (key, vector) in enumerate(zip(photo_keys, cached, strict=True)):
+            if vector is None:
+                waiting.append((len(rows), inputs[position]))
+            rows.append(vector)
+            keys.append(key)
+            products.append(item.product)
+            groups.append(index)
+        if len(waiting) >= batch_size:
+            run_waiting()
         update(index + 1)
     if waiting:
-        chunks.append(extractor(np.stack(waiting)))
-    return TrainingSet(np.concatenate(chunks), products, np.asarray(groups), np.asarray(synthetic, dtype=bool))
+        run_waiting()
+    synthetic = np.tile(np.arange(len(variants)) > 0, len(images))
+    return TrainingSet(np.stack(rows), products, np.asarray(groups), synthetic)  # type: ignore[arg-type]
 
 
 def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
@@ -276,6 +307,8 @@ class TrainOptions:
     category_threshold: float | None = None
     show_progress: bool = True
     export_onnx: bool = True
+    cache: Path | None = None  # default: <out>/.feature-cache
+    use_cache: bool = True
     synthetic_per_image: int = 0
     transforms: tuple[str, ...] = ALL_TRANSFORMS
     backgrounds: Path | None = None
@@ -295,12 +328,19 @@ def train(options: TrainOptions) -> Path:
         augmenter = Augmenter(
             names=options.transforms, copies=options.synthetic_per_image, seed=options.seed, background=replacer
         )
+    weights_sha256 = file_sha256(extractor.weights_path)
+    cache = (
+        FeatureCache(options.cache or options.out / ".feature-cache", f"{spec.name}:{weights_sha256}:{spec.input_size}")
+        if options.use_cache
+        else None
+    )
     data = extract_features(
         images,
         extractor,
         batch_size=options.batch_size,
         show_progress=options.show_progress,
         augmenter=augmenter,
+        cache=cache,
     )
     categories_of = {product: str(record["category"]) for product, record in catalog.items()}
     head, report = fit_head(
@@ -314,13 +354,16 @@ def train(options: TrainOptions) -> Path:
         groups=data.groups,
         synthetic=data.synthetic,
     )
+    if cache is not None:
+        report["feature_cache"] = {"read": cache.hits, "computed": cache.misses}
+        logger.info("features: %d read from the cache, %d computed", cache.hits, cache.misses)
     if augmenter is not None:
         report["synthetic"] = {"per_image": augmenter.copies, "transforms": list(augmenter.names), "seed": options.seed}
     backbone = {
         "name": spec.name,
         "feature_dim": spec.feature_dim,
         "input_size": spec.input_size,
-        "weights_sha256": file_sha256(extractor.weights_path),
+        "weights_sha256": weights_sha256,
     }
     trained = {p: catalog[p] for p in head.products}
     check = np.stack(

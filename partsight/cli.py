@@ -110,6 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             transforms=parse_transforms(args.transforms),
             backgrounds=Path(args.backgrounds) if args.backgrounds else None,
             seed=args.seed,
+            cache=Path(args.cache) if args.cache else None,
+            use_cache=not args.no_cache,
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
     train.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and the CV folds")
+    train.add_argument("--cache", help="feature cache folder (default: <out>/.feature-cache)")
+    train.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     augment = sub.add_parser("augment", help="write the synthetic copies training would make of one photo")

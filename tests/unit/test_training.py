@@ -121,6 +121,21 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     )
     report = json.loads((version / "manifest.json").read_text())["training"]
     assert report["images"] == 8 and report["synthetic_images"] == 16
+    assert report["feature_cache"] == {"read": 0, "computed": 24}
+    again = train(
+        TrainOptions(
+            images=tmp_path / "images",
+            catalog=catalog,
+            out=tmp_path / "store",
+            show_progress=False,
+            synthetic_per_image=2,
+            transforms=("rotate", "background", "brightness"),
+            export_onnx=False,
+        )
+    )
+    second = json.loads((again / "manifest.json").read_text())["training"]
+    assert second["feature_cache"] == {"read": 24, "computed": 0}  # nothing recomputed
+    assert second["cv_macro_f1"] == report["cv_macro_f1"]
     assert report["synthetic"] == {"per_image": 2, "transforms": ["rotate", "background", "brightness"], "seed": 0}
     recognizer = Recognizer.load(version, device="cpu")
     probe = Image.new("RGB", (96, 96), (225, 225, 220))
