@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import write_model
+from models.artifact import new_version, write_model
 from models.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
 from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
 from models.catalog import Catalog, load_catalog
@@ -27,6 +27,7 @@ from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
 from models.head import ProductHead
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
+from models.report import evaluation, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +269,7 @@ def fit_head(
         if category_threshold is None:
             category_threshold = calibrate_threshold(category_conf, category_hit, target_precision)
         accepted = product_conf >= product_threshold
+        report["cv_evaluation"] = evaluation(labels, classes[oof.argmax(axis=1)], product_conf, classes)
         report["cv_accuracy"] = round(float(product_hit.mean()), 4)
         report["cv_category_accuracy"] = round(float(category_hit.mean()), 4)
         report["cv_coverage"] = round(float(accepted.mean()), 4)
@@ -370,20 +372,27 @@ def train(options: TrainOptions) -> Path:
         [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
     )
 
-    def export(staging: Path) -> dict[str, Any]:
-        if not options.export_onnx:
-            return {}
-        network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
-        difference = export_backbone(spec, network, staging / ONNX_FILE, check)
-        record = {"file": ONNX_FILE, "opset": OPSET, "max_abs_difference": difference, "checked_on": len(check)}
-        return {"engines": {"onnxruntime": record}}
+    version = new_version()
 
+    def write_extras(staging: Path) -> dict[str, Any]:
+        added: dict[str, Any] = {
+            "report_files": write_report(staging, name=options.name, version=version, report=report)
+        }
+        if options.export_onnx:
+            network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
+            difference = export_backbone(spec, network, staging / ONNX_FILE, check)
+            record = {"file": ONNX_FILE, "opset": OPSET, "max_abs_difference": difference, "checked_on": len(check)}
+            added["engines"] = {"onnxruntime": record}
+        return added
+
+    summary = {key: value for key, value in report.items() if key != "cv_evaluation"}  # the tables: report.json
     return write_model(
         options.out,
         name=options.name,
         head=head,
         catalog=trained,
         backbone=backbone,
-        extra={"training": report},
-        write_files=export,
+        extra={"training": summary},
+        version=version,
+        write_files=write_extras,
     )

@@ -122,6 +122,15 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     report = json.loads((version / "manifest.json").read_text())["training"]
     assert report["images"] == 8 and report["synthetic_images"] == 16
     assert report["feature_cache"] == {"read": 0, "computed": 24}
+    page = (version / "report.md").read_text()
+    assert "| red-valve |" in page and "| blue-pump |" in page and "![confusion matrix](confusion_matrix.png)" in page
+    full = json.loads((version / "report.json").read_text())
+    assert sum(row["support"] for row in full["cv_evaluation"]["per_product"]) == 8  # real photos only
+    for plot in ("confusion_matrix.png", "precision_coverage.png"):
+        with Image.open(version / plot) as png:
+            assert png.format == "PNG" and png.size[0] > 300
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert {"report.json", "report.md", "confusion_matrix.png"} <= set(manifest["files"])  # sha256-verified
     again = train(
         TrainOptions(
             images=tmp_path / "images",

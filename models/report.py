@@ -1,0 +1,164 @@
+"""The training report: what cross-validation says of the model, as JSON, a Markdown page and PNG plots.
+
+The numbers come from out-of-fold answers on the real photos (never their synthetic copies): accuracy,
+macro-F1, a per-product table, the confusion matrix, and the precision/coverage trade-off of the
+"unknown" threshold with the threshold the model ships with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_CURVE_POINTS = 101
+REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "precision_coverage.png")
+
+
+def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
+    """For thresholds at the distinct confidences (at most MAX_CURVE_POINTS): share answered, and how often right."""
+    order = np.argsort(-confidence, kind="stable")
+    conf, hits = confidence[order], correct[order].astype(float)
+    answered = np.arange(1, len(conf) + 1)
+    precision = np.cumsum(hits) / answered
+    last_of_value = np.flatnonzero(np.append(conf[1:] < conf[:-1], True))
+    if len(last_of_value) > MAX_CURVE_POINTS:
+        last_of_value = last_of_value[np.linspace(0, len(last_of_value) - 1, MAX_CURVE_POINTS).astype(int)]
+    return [
+        {
+            "threshold": round(float(conf[i]), 6),
+            "coverage": round(float(answered[i] / len(conf)), 6),
+            "precision": round(float(precision[i]), 6),
+        }
+        for i in last_of_value
+    ]
+
+
+def evaluation(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
+    """Per-product precision/recall/F1, the confusion matrix (rows: truth) and the precision/coverage curve."""
+    index = {name: i for i, name in enumerate(classes.tolist())}
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    for t, p in zip(truth.tolist(), predicted.tolist(), strict=True):
+        matrix[index[t], index[p]] += 1
+    rows = []
+    for name, i in index.items():
+        true_positive, support, said = int(matrix[i, i]), int(matrix[i].sum()), int(matrix[:, i].sum())
+        precision = true_positive / said if said else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(
+            {"product": name, "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+            | {"support": support}
+        )
+    return {
+        "accuracy": round(float((truth == predicted).mean()), 4),
+        "macro_f1": round(float(np.mean([row["f1"] for row in rows])), 4),
+        "per_product": rows,
+        "confusion": {"labels": classes.tolist(), "matrix": matrix.tolist()},
+        "precision_coverage": precision_coverage(confidence, truth == predicted),
+    }
+
+
+def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(5.5, 0.55 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("answered")
+    axes.set_ylabel("true product")
+    peak = matrix.max() or 1
+    for (row, column), count in np.ndenumerate(matrix):
+        if count:
+            colour = "white" if count > peak / 2 else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+    axes.set_title("Confusion matrix (out-of-fold, real photos)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_curve(path: Path, curve: list[dict[str, float]], threshold: float, target: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    axes.plot([p["coverage"] for p in curve], [p["precision"] for p in curve], marker=".", linewidth=1)
+    chosen = min(curve, key=lambda p: abs(p["threshold"] - threshold)) if curve else None
+    if chosen:
+        axes.scatter(
+            [chosen["coverage"]], [chosen["precision"]], color="red", zorder=3, label=f"shipped ({threshold:.3f})"
+        )
+    axes.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target precision {target:.2f}")
+    axes.set_xlabel("coverage (share of photos answered with a product)")
+    axes.set_ylabel("precision of those answers")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.legend(loc="lower left")
+    axes.set_title("Precision / coverage of the 'unknown' threshold")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
+    cv = report["cv_evaluation"]
+    lines = [
+        f"# Training report: {name} {version}",
+        "",
+        f"- photos: {report['images']} ({report.get('synthetic_images', 0)} synthetic copies), "
+        f"products: {report['products']}",
+        f"- cross-validated accuracy: {cv['accuracy']:.1%}, macro-F1: {cv['macro_f1']:.3f}, "
+        f"category accuracy: {report.get('cv_category_accuracy', float('nan')):.1%}",
+        f"- 'unknown' below product probability {report['product_threshold']:.3f} (target precision "
+        f"{report['target_precision']:.2f}): {report.get('cv_coverage', float('nan')):.1%} of photos answered, "
+        f"right {report.get('cv_precision_when_recognized') or float('nan'):.1%} of the time",
+        f"- regularisation C: {report['C']} (macro-F1 by C: {report.get('cv_macro_f1')})",
+        "",
+        "## Per product",
+        "",
+        "| product | precision | recall | F1 | photos |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {r['product']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            for r in cv["per_product"]
+        ],
+        "",
+        "## Confusion matrix",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Precision and coverage",
+        "",
+        "![precision / coverage](precision_coverage.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, *, name: str, version: str, report: Mapping[str, Any]) -> list[str]:
+    """Write REPORT_FILES into `folder` (a model version being staged); returns the names written."""
+    if "cv_evaluation" not in report:
+        (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return ["report.json"]  # too few photos per product to cross-validate: numbers only
+    cv = report["cv_evaluation"]
+    (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(_markdown(name, version, report), encoding="utf-8")
+    _plot_confusion(folder / "confusion_matrix.png", cv["confusion"]["labels"], np.asarray(cv["confusion"]["matrix"]))
+    _plot_curve(
+        folder / "precision_coverage.png",
+        cv["precision_coverage"],
+        float(report["product_threshold"]),
+        float(report["target_precision"]),
+    )
+    return list(REPORT_FILES)
