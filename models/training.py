@@ -141,8 +141,9 @@ def extract_features(
     """Features of every photo and its synthetic copies, in batches; cached ones are read, not computed."""
     size = extractor.spec.input_size
     update = progress("features", len(images)) if show_progress else (lambda done: None)
-    copies = augmenter.copies if augmenter is not None else 0
-    variants = ["original"] + [augmenter.recipe(k) for k in range(copies)] if augmenter is not None else ["original"]
+    if augmenter is not None and not (augmenter.copies and augmenter.names):
+        augmenter = None  # nothing to make: the photos alone
+    variants = ["original"] + ([augmenter.recipe(k) for k in range(augmenter.copies)] if augmenter else [])
     rows: list[np.ndarray | None] = []
     keys: list[str | None] = []
     products: list[str] = []
