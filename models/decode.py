@@ -109,8 +109,17 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> tuple[str, Image.Image]:
     return fmt, opened
 
 
-def _guarded(fmt_hint: str, action: Callable[[], T]) -> T:
-    """Runs `action`, turning Pillow's many failure types into ImageError with the contract's codes."""
+def _load_rgb(data: bytes, limits: DecodeLimits, draft_size: int) -> Image.Image:
+    """Checked, decoded (JPEGs at the smallest libjpeg scale covering `draft_size`), upright, RGB."""
+    fmt, opened = _open_checked(data, limits)
+    if fmt == "JPEG":
+        opened.draft("RGB", (draft_size, draft_size))
+    opened.load()
+    return _to_rgb(ImageOps.exif_transpose(opened))
+
+
+def _guarded(data: bytes, action: Callable[[], T]) -> T:
+    """Runs `action` on `data`, turning Pillow's many failure types into ImageError with the contract's codes."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -120,7 +129,7 @@ def _guarded(fmt_hint: str, action: Callable[[], T]) -> T:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(IMAGE_TOO_LARGE, f"image refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(IMAGE_UNDECODABLE, f"{fmt_hint} data could not be decoded: {exc}") from exc
+        raise ImageError(IMAGE_UNDECODABLE, f"{_format_hint(data)} data could not be decoded: {exc}") from exc
 
 
 def read_header(data: bytes, *, limits: DecodeLimits = DecodeLimits()) -> ImageHeader:
@@ -131,7 +140,7 @@ def read_header(data: bytes, *, limits: DecodeLimits = DecodeLimits()) -> ImageH
         orientation = int(opened.getexif().get(EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
         return ImageHeader(fmt, opened.size[0], opened.size[1], opened.mode, orientation)
 
-    return _guarded(_format_hint(data), read)
+    return _guarded(data, read)
 
 
 def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
@@ -140,29 +149,14 @@ def decode_image(data: bytes, *, size: int, limits: DecodeLimits = DecodeLimits(
     Raises ImageError with code unsupported_format, image_too_large or image_undecodable.
     """
 
-    def decode() -> np.ndarray:
-        fmt, opened = _open_checked(data, limits)
-        if fmt == "JPEG":
-            opened.draft("RGB", (size, size))
-        opened.load()
-        image = _to_rgb(ImageOps.exif_transpose(opened))
-        return np.asarray(resize_center_crop(image, size), dtype=np.uint8)
-
-    return _guarded(_format_hint(data), decode)
+    return _guarded(data, lambda: np.asarray(resize_center_crop(_load_rgb(data, limits, size), size), dtype=np.uint8))
 
 
 def decode_photo(data: bytes, *, size_hint: int, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
     """The whole photo as an RGB image, EXIF orientation honoured; JPEGs decoded at a reduced scale that
     still covers `size_hint` pixels on each side (for transforms that need the photo before the crop)."""
 
-    def decode() -> Image.Image:
-        fmt, opened = _open_checked(data, limits)
-        if fmt == "JPEG":
-            opened.draft("RGB", (size_hint, size_hint))
-        opened.load()
-        return _to_rgb(ImageOps.exif_transpose(opened))
-
-    return _guarded(_format_hint(data), decode)
+    return _guarded(data, lambda: _load_rgb(data, limits, size_hint))
 
 
 def _format_hint(data: bytes) -> str:

@@ -58,11 +58,8 @@ class OnnxEngine:
         return decode_image(data, size=self.input_size, limits=limits)
 
     def features(self, items: Sequence[Any]) -> list[np.ndarray | ImageError]:
-        return list(self.run(np.stack(items)))
-
-    def run(self, images: np.ndarray) -> np.ndarray:
-        output = self._session.run(None, {"images": np.ascontiguousarray(images, dtype=np.uint8)})[0]
-        return np.asarray(output, dtype=np.float32)
+        output = self._session.run(None, {"images": np.ascontiguousarray(np.stack(items), dtype=np.uint8)})[0]
+        return list(np.asarray(output, dtype=np.float32))
 
 
 class TorchEngine:

@@ -87,7 +87,7 @@ def _cuda_usable(device: str) -> bool:
 def _build_engine(
     bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, engine: str, cpu_threads: int
 ) -> Engine:
-    if device != "cpu" and engine != "onnxruntime" and (device.startswith("cuda") or _cuda_usable(device)):
+    if engine != "onnxruntime" and (device.startswith("cuda") or _cuda_usable(device)):
         from models.cuda_engine import CudaEngine
 
         return CudaEngine(_torch_extractor(bundle, spec, weights=weights, device=device, cpu_threads=cpu_threads))
