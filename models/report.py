@@ -18,22 +18,33 @@ MAX_CURVE_POINTS = 101
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "precision_coverage.png")
 
 
-def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
-    """For thresholds at the distinct confidences (at most MAX_CURVE_POINTS): share answered, and how often right."""
+def precision_by_threshold(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, coverage, precision), highest threshold first, one entry per distinct confidence:
+    accepting answers at or above a threshold answers `coverage` of them, right `precision` of the time.
+
+    Only distinct confidences are cuts: accepting one answer at a value accepts all equal to it.
+    """
     order = np.argsort(-confidence, kind="stable")
     conf, hits = confidence[order], correct[order].astype(float)
     answered = np.arange(1, len(conf) + 1)
-    precision = np.cumsum(hits) / answered
     last_of_value = np.flatnonzero(np.append(conf[1:] < conf[:-1], True))
-    if len(last_of_value) > MAX_CURVE_POINTS:
-        last_of_value = last_of_value[np.linspace(0, len(last_of_value) - 1, MAX_CURVE_POINTS).astype(int)]
+    precision = np.cumsum(hits) / answered
+    return conf[last_of_value], answered[last_of_value] / len(conf), precision[last_of_value]
+
+
+def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
+    """For thresholds at the distinct confidences (at most MAX_CURVE_POINTS): share answered, and how often right."""
+    thresholds, coverage, precision = precision_by_threshold(confidence, correct)
+    picks = np.arange(len(thresholds))
+    if len(picks) > MAX_CURVE_POINTS:
+        picks = picks[np.linspace(0, len(picks) - 1, MAX_CURVE_POINTS).astype(int)]
     return [
         {
-            "threshold": round(float(conf[i]), 6),
-            "coverage": round(float(answered[i] / len(conf)), 6),
+            "threshold": round(float(thresholds[i]), 6),
+            "coverage": round(float(coverage[i]), 6),
             "precision": round(float(precision[i]), 6),
         }
-        for i in last_of_value
+        for i in picks
     ]
 
 

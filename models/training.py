@@ -10,7 +10,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
 from models.head import ProductHead
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
-from models.report import evaluation, write_report
+from models.report import evaluation, precision_by_threshold, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,6 @@ def progress(label: str, total: int) -> Callable[[int], None]:
     return update
 
 
-def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass(frozen=True, slots=True)
 class TrainingSet:
     """Features of the photos and their synthetic copies; `groups` ties each copy to its photo."""
@@ -105,10 +100,6 @@ class TrainingSet:
     products: list[str]
     groups: np.ndarray  # photo index of every row
     synthetic: np.ndarray  # True for a synthetic copy
-
-    @property
-    def photos(self) -> int:
-        return int((~self.synthetic).sum())
 
 
 def photo_seed(data: bytes) -> int:
@@ -191,13 +182,9 @@ def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_prec
     """
     if len(confidence) == 0:
         return 0.5
-    order = np.argsort(-confidence, kind="stable")
-    conf, hits = confidence[order], correct[order].astype(float)
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    # only cut between distinct confidences: accepting one answer at a value accepts all equal to it
-    boundary = np.append(conf[1:] < conf[:-1], True)
-    ok = np.flatnonzero((precision >= target_precision) & boundary)
-    return float(conf[ok[-1]]) if len(ok) else float(conf[0])
+    thresholds, _, precision = precision_by_threshold(confidence, correct)
+    ok = np.flatnonzero(precision >= target_precision)
+    return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
 
 
 def fit_head(
@@ -271,7 +258,7 @@ def fit_head(
             category_threshold = calibrate_threshold(category_conf, category_hit, target_precision)
         accepted = product_conf >= product_threshold
         report["cv_evaluation"] = evaluation(labels, classes[oof.argmax(axis=1)], product_conf, classes)
-        report["cv_accuracy"] = round(float(product_hit.mean()), 4)
+        report["cv_accuracy"] = report["cv_evaluation"]["accuracy"]
         report["cv_category_accuracy"] = round(float(category_hit.mean()), 4)
         report["cv_coverage"] = round(float(accepted.mean()), 4)
         report["cv_precision_when_recognized"] = (
