@@ -113,7 +113,7 @@ def main() -> int:
     categories_by_name = {product: category for product, _, category in datasets.PRODUCTS}
 
     model_dir = Path(tempfile.mkdtemp(prefix="partsight-accuracy-"))
-    from bench.e2e import demo_model
+    from bench.e2e import demo_model, table
 
     cnn = CnnFeatures(demo_model(model_dir))  # any trained directory carries the exported backbone
     started = time.time()
@@ -183,22 +183,11 @@ def main() -> int:
             )
         )
 
-    def table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-        def line(cells: tuple[str, ...]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-        return "\n".join([line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, body)])
-
     print(f"\n## Fashion-MNIST, {len(test_images)} test photos (official split), seed {args.seed}\n")
-    print(table(("photos per product", "method", "top-1", "macro-F1", "category"), rows))
+    print(table(rows, ("photos per product", "method", "top-1", "macro-F1", "category")))
     print(f"\nOpen set: trained without {', '.join(HELD_OUT)}; the threshold calibrated to precision 0.9:\n")
     print(
-        table(
-            ("photos per product", "unseen refused", "known refused", "known answered right", "threshold"),
-            open_rows,
-        )
+        table(open_rows, ("photos per product", "unseen refused", "known refused", "known answered right", "threshold"))
     )
     return 0
 

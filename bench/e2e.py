@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -65,12 +66,11 @@ def demo_model(folder: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- ceiling
 
 
-def _onnx_rate(model_dir: str, jpegs: list[bytes], batch: int, seconds: float, start_at: float) -> float:
-    """One process, one ONNX Runtime thread: decode + features for `seconds` from `start_at`; frames/s."""
+def engine_rate(engine: Any, jpegs: list[bytes], batch: int, seconds: float, start_at: float = 0.0) -> float:
+    """frames/s of prepare (decode or header check) + features on `jpegs`, batch by batch, for `seconds`
+    from `start_at` (wall clock; 0: at once), after one warm-up batch."""
     from models.decode import DecodeLimits
-    from models.recognizer import Recognizer
 
-    engine = Recognizer.load(Path(model_dir), device="cpu", engine="onnxruntime").engine
     limits = DecodeLimits()
     engine.features([engine.prepare(jpegs[i % len(jpegs)], limits) for i in range(batch)])  # warm-up
     time.sleep(max(0.0, start_at - time.time()))
@@ -79,6 +79,14 @@ def _onnx_rate(model_dir: str, jpegs: list[bytes], batch: int, seconds: float, s
         engine.features([engine.prepare(jpegs[(done + i) % len(jpegs)], limits) for i in range(batch)])
         done += batch
     return done / (time.perf_counter() - started)
+
+
+def _onnx_rate(model_dir: str, jpegs: list[bytes], batch: int, seconds: float, start_at: float) -> float:
+    """One process, one ONNX Runtime thread (a pool job)."""
+    from models.recognizer import Recognizer
+
+    engine = Recognizer.load(Path(model_dir), device="cpu", engine="onnxruntime").engine
+    return engine_rate(engine, jpegs, batch, seconds, start_at)
 
 
 def cpu_ceiling(model_dir: Path, jpegs: list[bytes], processes: int, seconds: float) -> dict[int, float]:
@@ -96,19 +104,12 @@ def cpu_ceiling(model_dir: Path, jpegs: list[bytes], processes: int, seconds: fl
 
 def gpu_ceiling(model_dir: Path, jpegs: list[bytes], seconds: float) -> dict[int, float]:
     """frames/s of the GPU engine per batch size: header check + GPU decode + features, one process."""
-    from models.decode import DecodeLimits
     from models.recognizer import Recognizer
 
     engine = Recognizer.load(model_dir, device="cuda").engine
-    limits = DecodeLimits()
     rates = {}
     for batch in (8, 32, 64, 128, 256):
-        engine.features([engine.prepare(jpegs[i % len(jpegs)], limits) for i in range(batch)])
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            engine.features([engine.prepare(jpegs[(done + i) % len(jpegs)], limits) for i in range(batch)])
-            done += batch
-        rates[batch] = done / (time.perf_counter() - started)
+        rates[batch] = engine_rate(engine, jpegs, batch, seconds)
         print(f"  ceiling GPU batch {batch}: {rates[batch]:8.1f} frames/s", file=sys.stderr)
     return rates
 
