@@ -108,17 +108,16 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
             x, y = (int(v) for v in rng.integers(10, 40, 2))
             ImageDraw.Draw(photo).ellipse((x, y, x + 45, y + 45), fill=colour)
             photo.save(folder / f"{index}.jpg")
-    version = train(
-        TrainOptions(
-            images=tmp_path / "images",
-            catalog=catalog,
-            out=tmp_path / "store",
-            show_progress=False,
-            synthetic_per_image=2,
-            transforms=("rotate", "background", "brightness"),
-            export_onnx=False,
-        )
+    options = TrainOptions(
+        images=tmp_path / "images",
+        catalog=catalog,
+        out=tmp_path / "store",
+        show_progress=False,
+        synthetic_per_image=2,
+        transforms=("rotate", "background", "brightness"),
+        export_onnx=False,
     )
+    version = train(options)
     report = json.loads((version / "manifest.json").read_text())["training"]
     assert report["images"] == 8 and report["synthetic_images"] == 16
     assert report["feature_cache"] == {"read": 0, "computed": 24}
@@ -131,17 +130,7 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
             assert png.format == "PNG" and png.size[0] > 300
     manifest = json.loads((version / "manifest.json").read_text())
     assert {"report.json", "report.md", "confusion_matrix.png"} <= set(manifest["files"])  # sha256-verified
-    again = train(
-        TrainOptions(
-            images=tmp_path / "images",
-            catalog=catalog,
-            out=tmp_path / "store",
-            show_progress=False,
-            synthetic_per_image=2,
-            transforms=("rotate", "background", "brightness"),
-            export_onnx=False,
-        )
-    )
+    again = train(options)  # the same photos and settings, a second time
     second = json.loads((again / "manifest.json").read_text())["training"]
     assert second["feature_cache"] == {"read": 24, "computed": 0}  # nothing recomputed
     assert second["cv_macro_f1"] == report["cv_macro_f1"]
