@@ -2,7 +2,8 @@
 
 Layout of one version (`<store>/<version>/`):
     manifest.json   name, version, backbone record, head settings, sha256 and size of every other file
-    head.npz        head arrays (loaded with allow_pickle=False)
+    head.npz        the head's classifiers as arrays (loaded with allow_pickle=False); the manifest's `head`
+                    names the structure (flat or category-first) and each classifier's kind and classes
     labels.json     products and their categories, in the head's order
     catalog.json    the product catalog; each record travels into results
     backbone.onnx   the backbone as an ONNX graph for the CPU engine (listed under `engines` in the manifest)
@@ -25,10 +26,12 @@ import numpy as np
 
 from models.backbones import file_sha256
 from models.catalog import Catalog
+from models.classifiers import Classifier
 from models.errors import ArtifactError
-from models.head import ProductHead
+from models.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 
-FORMAT = 1
+FORMAT = 2  # 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (still read)
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 CURRENT = "current"
 
@@ -98,7 +101,8 @@ def write_model(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
     staging.chmod(0o755)  # mkdtemp makes it private; a worker may run as another user
     try:
-        np.savez(staging / "head.npz", coef=head.coef, intercept=head.intercept)
+        arrays, records = saved_arrays(head)
+        np.savez(staging / "head.npz", **arrays)  # type: ignore[arg-type]
         _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
         _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
         added = dict(write_files(staging)) if write_files else {}
@@ -113,7 +117,8 @@ def write_model(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "backbone": dict(backbone),
             "head": {
-                "kind": "logistic_regression",
+                "structure": head.structure,
+                "classifiers": records,
                 "product_threshold": head.product_threshold,
                 "category_threshold": head.category_threshold,
             },
@@ -154,23 +159,30 @@ def load_model(path: Path) -> ModelBundle:
         manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{version_dir}: unreadable manifest: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{version_dir}: manifest format {manifest.get('format')!r} is not {FORMAT}")
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ArtifactError(f"{version_dir}: manifest format {found!r} is not one of {READABLE_FORMATS}")
     for name in manifest.get("files", {}):
         _verified(version_dir, manifest, name)
     for required in ("head.npz", "labels.json", "catalog.json"):
         _verified(version_dir, manifest, required)
     try:
-        with np.load(version_dir / "head.npz", allow_pickle=False) as arrays:
-            coef, intercept = arrays["coef"], arrays["intercept"]
+        with np.load(version_dir / "head.npz", allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
         labels = json.loads((version_dir / "labels.json").read_text(encoding="utf-8"))
         records = json.loads((version_dir / "catalog.json").read_text(encoding="utf-8"))["products"]
         settings = manifest["head"]
+        products = tuple(labels["products"])
+        classifiers: dict[str | None, Classifier]
+        if manifest["format"] == 1:
+            classifiers = {None: logistic_classifier(products, arrays["coef"], arrays["intercept"])}
+        else:
+            classifiers = restored_classifiers(arrays, settings["classifiers"])
         head = ProductHead(
-            tuple(labels["products"]),
+            products,
             tuple(labels["categories"]),
-            coef,
-            intercept,
+            classifiers,
+            structure=str(settings.get("structure", "flat")),
             product_threshold=float(settings["product_threshold"]),
             category_threshold=float(settings["category_threshold"]),
         )

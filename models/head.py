@@ -1,20 +1,28 @@
 """The classification head and its decisions: product probabilities, category level, and "unknown".
 
-The head is a multinomial logistic regression stored as plain arrays, so loading it never unpickles.
-Category confidence is the sum of its products' probabilities; a frame can be "category known,
-product unknown" when the category is sure but no single product is.
+A head is either flat (one classifier over every product) or category-first (a classifier over the
+categories, then one classifier per category over its products). Either way it gives, for every product,
+the probability that the frame shows it: for category-first, P(category) x P(product | category). A
+category's confidence is the sum of its products' probabilities (for category-first exactly P(category)),
+so a frame can be "category known, product unknown" when the category is sure but no single product is.
+Every classifier is plain arrays (models/classifiers.py): loading a head never unpickles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from models.classifiers import Classifier
+
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
+FLAT = "flat"
+CATEGORY_FIRST = "category-first"
+STRUCTURES = (CATEGORY_FIRST, FLAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +39,10 @@ class Decision:
 class ProductHead:
     products: tuple[str, ...]
     categories: tuple[str, ...]  # category of each product, aligned with `products`
-    coef: np.ndarray  # (P, D)
-    intercept: np.ndarray  # (P,)
+    # Flat: {None: classifier over all products}. Category-first: {None: classifier over categories, and
+    # category: classifier over its products} for every category with two or more products.
+    classifiers: Mapping[str | None, Classifier]
+    structure: str = FLAT
     product_threshold: float = 0.5
     category_threshold: float = 0.5
 
@@ -40,30 +50,46 @@ class ProductHead:
         count = len(self.products)
         if count < 2 or len(self.categories) != count:
             raise ValueError("a head needs at least two products, each with a category")
-        if self.coef.shape[0] != count or self.intercept.shape != (count,):
-            raise ValueError(f"coef {self.coef.shape} / intercept {self.intercept.shape} do not fit {count} products")
-
-    @classmethod
-    def from_logistic_regression(cls, model: Any, categories_of: dict[str, str], **thresholds: float) -> ProductHead:
-        """Take the arrays out of a fitted sklearn LogisticRegression (binary or multinomial)."""
-        products = tuple(str(label) for label in model.classes_)
-        coef = np.asarray(model.coef_, dtype=np.float32)
-        intercept = np.asarray(model.intercept_, dtype=np.float32)
-        if coef.shape[0] == 1:  # binary: sigmoid(z) == softmax([-z/2, z/2])
-            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
-        return cls(products, tuple(categories_of[p] for p in products), coef, intercept, **thresholds)
+        if self.structure not in STRUCTURES:
+            raise ValueError(f"unknown head structure {self.structure!r}")
+        top = self.classifiers.get(None)
+        if top is None:
+            raise ValueError("a head needs its top-level classifier")
+        expected = set(self.categories) if self.structure == CATEGORY_FIRST else set(self.products)
+        if set(top.classes) != expected:
+            raise ValueError(f"the top-level classifier knows {sorted(top.classes)}, the head {sorted(expected)}")
+        if self.structure == CATEGORY_FIRST:
+            for category in set(self.categories):
+                members = {p for p, c in zip(self.products, self.categories, strict=True) if c == category}
+                inner = self.classifiers.get(category)
+                if len(members) > 1 and (inner is None or set(inner.classes) != members):
+                    raise ValueError(f"category {category!r} needs a classifier over {sorted(members)}")
+        dims = {classifier.input_dim for classifier in self.classifiers.values()}
+        if len(dims) != 1:
+            raise ValueError(f"the head's classifiers expect different feature sizes: {sorted(dims)}")
 
     @property
     def feature_dim(self) -> int:
-        return int(self.coef.shape[1])
+        return self.classifiers[None].input_dim
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        logits = features.astype(np.float32) @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probabilities: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return probabilities
+        """(N, products) probabilities, columns in `self.products` order."""
+        x = np.asarray(features, dtype=np.float32)
+        column = {product: index for index, product in enumerate(self.products)}
+        result = np.zeros((len(x), len(self.products)), dtype=np.float64)
+        top = self.classifiers[None]
+        top_probs = top.probabilities(x)
+        if self.structure == FLAT:
+            result[:, [column[p] for p in top.classes]] = top_probs
+            return result
+        for position, category in enumerate(top.classes):
+            members = [p for p, c in zip(self.products, self.categories, strict=True) if c == category]
+            inner = self.classifiers.get(category)
+            if inner is None:  # a category with one product
+                result[:, column[members[0]]] = top_probs[:, position]
+            else:
+                result[:, [column[p] for p in inner.classes]] = top_probs[:, [position]] * inner.probabilities(x)
+        return result
 
     def decide(self, probabilities: Sequence[float], *, top_k: int = 5) -> Decision:
         probs = np.asarray(probabilities, dtype=np.float64)
@@ -84,3 +110,43 @@ class ProductHead:
         if category_conf >= self.category_threshold:
             return Decision(UNKNOWN, None, category, confidence, category_conf, ranked)
         return Decision(UNKNOWN, None, None, confidence, category_conf, ranked)
+
+    def describe(self) -> dict[str, Any]:
+        """The head's shape for the manifest: structure and each classifier's kind and classes."""
+        return {
+            "structure": self.structure,
+            "classifiers": {
+                ("" if key is None else key): classifier.record() for key, classifier in self.classifiers.items()
+            },
+        }
+
+
+def saved_arrays(head: ProductHead) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The head as npz arrays (`c<i>_<name>`) and one JSON record per classifier (`scope`: null or a category)."""
+    arrays: dict[str, np.ndarray] = {}
+    records: list[dict[str, Any]] = []
+    for index, (scope, classifier) in enumerate(head.classifiers.items()):
+        records.append({"scope": scope, **classifier.record()})
+        arrays.update({f"c{index}_{name}": value for name, value in classifier.arrays.items()})
+    return arrays, records
+
+
+def restored_classifiers(
+    arrays: Mapping[str, np.ndarray], records: Sequence[Mapping[str, Any]]
+) -> dict[str | None, Classifier]:
+    classifiers: dict[str | None, Classifier] = {}
+    for index, record in enumerate(records):
+        prefix = f"c{index}_"
+        own = {name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)}
+        scope = record.get("scope")
+        classifiers[None if scope is None else str(scope)] = Classifier.from_record(record, own)
+    return classifiers
+
+
+def logistic_classifier(products: Sequence[str], coef: np.ndarray, intercept: np.ndarray) -> Classifier:
+    """A multinomial logistic regression given as arrays (the head format of the first model directories)."""
+    coef = np.asarray(coef, dtype=np.float32)
+    params = {"steps": [], "input_dim": int(coef.shape[1])}
+    return Classifier(
+        "logistic", tuple(products), {"coef": coef, "intercept": np.asarray(intercept, np.float32)}, params
+    )

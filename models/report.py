@@ -122,6 +122,12 @@ def _plot_curve(path: Path, curve: list[dict[str, float]], threshold: float, tar
     plt.close(figure)
 
 
+def _classifier_row(level: str, entry: Mapping[str, Any]) -> str:
+    others = sorted(((score, label) for label, score in entry["candidates"].items() if label != entry["chosen"]))
+    runner_up = f"{others[-1][1]} ({others[-1][0]:.3f})" if others else "-"
+    return f"| {level} | {entry['chosen']} | {entry['cv_macro_f1']:.3f} | {runner_up} |"
+
+
 def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
     cv = report["cv_evaluation"]
     lines = [
@@ -134,7 +140,13 @@ def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
         f"- 'unknown' below product probability {report['product_threshold']:.3f} (target precision "
         f"{report['target_precision']:.2f}): {report.get('cv_coverage', float('nan')):.1%} of photos answered, "
         f"right {report.get('cv_precision_when_recognized') or float('nan'):.1%} of the time",
-        f"- regularisation C: {report['C']} (macro-F1 by C: {report.get('cv_macro_f1')})",
+        f"- head structure: {report.get('structure', 'flat')}",
+        "",
+        "## Classifiers chosen by cross-validated macro-F1",
+        "",
+        "| level | chosen | macro-F1 | runner-up |",
+        "| --- | --- | --- | --- |",
+        *[_classifier_row(level, entry) for level, entry in report.get("classifiers", {}).items()],
         "",
         "## Per product",
         "",

@@ -1,7 +1,10 @@
-"""A first trainer: `images/<category>/<product>/*` plus a catalog -> a verified, versioned model directory.
+"""The trainer: `images/<category>/<product>/*` plus a catalog -> a verified, versioned model directory.
 
-Features come from the frozen backbone; the head is a logistic regression whose regularisation is
-chosen by stratified cross-validation when there are enough photos.
+Features come from the frozen backbone (with optional synthetic copies of each photo, cached on disk). The
+head is category-first (a category classifier, then one product classifier per category) or flat; each of
+its classifiers is chosen among logistic regression, linear and RBF SVMs, kNN and an MLP, with optional
+standardisation and PCA, by stratified cross-validation on macro-F1 that never splits a photo from its
+copies. The "unknown" thresholds are calibrated on the out-of-fold answers to a target precision.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,21 @@ from models.artifact import new_version, write_model
 from models.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
 from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
 from models.catalog import Catalog, load_catalog
+from models.classifiers import (
+    KINDS,
+    PREPROCESSING,
+    Candidate,
+    Classifier,
+    candidates,
+    fit_candidate,
+    fit_temperature,
+    softmax,
+)
 from models.decode import decode_image, decode_photo, resize_center_crop
 from models.errors import DatasetError, ImageError
 from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
-from models.head import ProductHead
+from models.head import CATEGORY_FIRST, FLAT, ProductHead
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
 from models.report import evaluation, precision_by_threshold, write_report
 
@@ -187,6 +200,116 @@ def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_prec
     return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
 
 
+DEFAULT_CANDIDATE = Candidate("logistic", 10.0)  # with too few photos per product to cross-validate
+SVM_KINDS = frozenset({"linear_svm", "rbf_svm"})
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One classifier of the head: `scope` None is the top level; `rows` are the rows it trains on."""
+
+    scope: str | None
+    rows: np.ndarray  # bool over all rows
+    targets: np.ndarray  # class of every row at this level (category or product)
+
+
+@dataclass(frozen=True, slots=True)
+class Tuned:
+    candidate: Candidate
+    classes: np.ndarray
+    oof: np.ndarray  # (real rows, classes) out-of-fold probabilities of the chosen candidate
+    temperature: float
+    scores: dict[str, float]  # macro-F1 of every candidate tried
+
+
+def head_nodes(all_labels: np.ndarray, categories: np.ndarray, structure: str) -> list[Node]:
+    everything = np.ones(len(all_labels), dtype=bool)
+    if structure == FLAT:
+        return [Node(None, everything, all_labels)]
+    nodes = [Node(None, everything, categories)]
+    for category in np.unique(categories):
+        inside = categories == category
+        if len(np.unique(all_labels[inside])) > 1:
+            nodes.append(Node(str(category), inside, all_labels))
+    return nodes
+
+
+def tune_node(
+    node: Node,
+    features: np.ndarray,
+    real: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    search: Sequence[Candidate],
+    *,
+    seed: int,
+    tick: Callable[[], None],
+) -> Tuned:
+    """Every candidate through the folds; the best macro-F1 on this node's real photos wins.
+
+    Out-of-fold answers are kept for every real photo (also those of other categories: category-first
+    multiplies them by the category's probability) so thresholds can be calibrated on the whole head.
+    """
+    from sklearn.metrics import f1_score
+
+    classes = np.unique(node.targets[node.rows])
+    scored = node.rows[real]
+    truth = node.targets[real]
+    jobs = [
+        (candidate, train_rows[node.rows[train_rows]], held_out)
+        for candidate in search
+        for train_rows, held_out in splits
+    ]
+
+    def run(job: tuple[Candidate, np.ndarray, np.ndarray]) -> np.ndarray:
+        candidate, train_rows, held_out = job
+        classifier = fit_candidate(candidate, features[train_rows], node.targets[train_rows], seed=seed)
+        apply = classifier.decision if candidate.kind in SVM_KINDS else classifier.probabilities
+        answers = np.zeros((len(held_out), len(classes)))
+        answers[:, np.searchsorted(classes, np.asarray(classifier.classes))] = apply(features[real[held_out]])
+        return answers
+
+    results = []
+    for job in jobs:  # in series: BLAS already uses every core (threads measured no faster)
+        results.append(run(job))
+        tick()
+    best: Tuned | None = None
+    scores: dict[str, float] = {}
+    for index, candidate in enumerate(search):
+        svm = candidate.kind in SVM_KINDS  # decision values here; probabilities once the temperature is known
+        decisions = np.zeros((len(real), len(classes)))
+        for fold, (_, held_out) in enumerate(splits):
+            decisions[held_out] = results[index * len(splits) + fold]
+        temperature = 1.0
+        if svm:
+            temperature = fit_temperature(decisions[scored], np.searchsorted(classes, truth[scored]))
+        probabilities = softmax(decisions * temperature) if svm else decisions
+        predicted = classes[probabilities[scored].argmax(axis=1)]
+        score = float(f1_score(truth[scored], predicted, average="macro"))
+        scores[candidate.label] = round(score, 4)
+        if best is None or score > scores[best.candidate.label]:
+            best = Tuned(candidate, classes, probabilities, temperature, scores)
+    assert best is not None
+    return best
+
+
+def joint_probabilities(
+    tuned: dict[str | None, Tuned], products: np.ndarray, categories_of: Mapping[str, str], structure: str
+) -> np.ndarray:
+    """Out-of-fold product probabilities of the whole head, composed like ProductHead.probabilities."""
+    top = tuned[None]
+    if structure == FLAT:
+        return top.oof[:, np.searchsorted(top.classes, products)]
+    joint = np.zeros((len(top.oof), len(products)))
+    for column, product in enumerate(products):
+        category = categories_of[product]
+        p_category = top.oof[:, int(np.searchsorted(top.classes, category))]
+        inner = tuned.get(category)
+        joint[:, column] = (
+            p_category if inner is None else p_category * inner.oof[:, np.searchsorted(inner.classes, product)]
+        )
+    return joint
+
+
 def fit_head(
     features: np.ndarray,
     products: list[str],
@@ -198,53 +321,69 @@ def fit_head(
     seed: int = 0,
     groups: np.ndarray | None = None,
     synthetic: np.ndarray | None = None,
+    structure: str = CATEGORY_FIRST,
+    search: Sequence[Candidate] | None = None,
+    show_progress: bool = False,
 ) -> tuple[ProductHead, dict[str, Any]]:
-    """Logistic regression with C chosen by stratified CV on macro-F1; "unknown" thresholds calibrated on the
-    out-of-fold probabilities to `target_precision` unless given explicitly.
+    """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown" thresholds on
+    the head's out-of-fold probabilities to `target_precision` unless given explicitly.
 
-    With synthetic copies (`synthetic` True, `groups` naming each row's photo), folds split photos, never a
-    photo from its copies: a fold trains on its photos and their copies and is scored on real photos only.
+    `structure` category-first fits a category classifier and one product classifier per category (each
+    chosen separately from `search`); flat fits one classifier over all products. With synthetic copies
+    (`synthetic` True, `groups` naming each row's photo), folds split photos, never a photo from its copies:
+    a fold trains on its photos and their copies and is scored on real photos only.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold
-
+    search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
+    categories = np.array([categories_of[p] for p in all_labels])
+    if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
+        structure = FLAT  # one category: its classifier would always answer it
     real = np.flatnonzero(~synthetic)
     labels = all_labels[real]
     classes, counts = np.unique(labels, return_counts=True)
     folds = int(min(5, counts.min()))
+    nodes = head_nodes(all_labels, categories, structure)
     report: dict[str, Any] = {
         "images": len(labels),
         "synthetic_images": int(synthetic.sum()),
         "products": len(counts),
         "target_precision": target_precision,
+        "structure": structure,
     }
-    best_c = 10.0
-    oof: np.ndarray | None = None
+    chosen: dict[str | None, tuple[Candidate, float]] = {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
     if folds >= 2:
+        from sklearn.model_selection import StratifiedKFold
+
         splits = []
         for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
             held_out_groups = groups[real[held_out]]
             splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
-        scores: dict[float, float] = {}
-        oof_by_c: dict[float, np.ndarray] = {}
-        for c in (1.0, 3.0, 10.0, 30.0, 100.0):  # features are L2-normalised: useful C values are large
-            oof_c = np.zeros((len(real), len(classes)))
-            fold_scores = []
-            for train_rows, held_out in splits:
-                model = LogisticRegression(C=c, max_iter=2000).fit(features[train_rows], all_labels[train_rows])
-                oof_c[held_out] = model.predict_proba(features[real[held_out]])
-                predicted = classes[oof_c[held_out].argmax(axis=1)]
-                fold_scores.append(f1_score(labels[held_out], predicted, average="macro"))
-            scores[c], oof_by_c[c] = float(np.mean(fold_scores)), oof_c
-        best_c = max(scores, key=lambda c: scores[c])
-        oof = oof_by_c[best_c]
-        report["cv_macro_f1"] = {str(c): round(v, 4) for c, v in scores.items()}
-        logger.info("cross-validated macro-F1 by C: %s; chose C=%s", report["cv_macro_f1"], best_c)
-    if oof is not None:
+        update = progress("choosing classifiers", len(nodes) * len(search) * folds) if show_progress else None
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if update is not None:
+                update(done)
+
+        tuned = {node.scope: tune_node(node, features, real, splits, search, seed=seed, tick=tick) for node in nodes}
+        chosen = {scope: (result.candidate, result.temperature) for scope, result in tuned.items()}
+        report["classifiers"] = {
+            ("(categories)" if scope is None and structure == CATEGORY_FIRST else scope or "(products)"): {
+                "chosen": result.candidate.label,
+                "cv_macro_f1": result.scores[result.candidate.label],
+                "candidates": result.scores,
+            }
+            for scope, result in tuned.items()
+        }
+        logger.info(
+            "classifiers chosen by cross-validated macro-F1: %s",
+            {name: entry["chosen"] for name, entry in report["classifiers"].items()},
+        )
+        oof = joint_probabilities(tuned, classes, categories_of, structure)
         product_conf, product_hit = oof.max(axis=1), classes[oof.argmax(axis=1)] == labels
         category_names = sorted({categories_of[c] for c in classes})
         member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
@@ -266,18 +405,25 @@ def fit_head(
         )
     product_threshold = 0.5 if product_threshold is None else product_threshold
     category_threshold = 0.5 if category_threshold is None else category_threshold
-    report.update(
-        C=best_c, product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6)
-    )
+    report.update(product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6))
     logger.info(
         "unknown thresholds: product %.3f, category %.3f (%s)",
         product_threshold,
         category_threshold,
         {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
     )
-    model = LogisticRegression(C=best_c, max_iter=2000).fit(features, all_labels)
-    head = ProductHead.from_logistic_regression(
-        model, categories_of, product_threshold=product_threshold, category_threshold=category_threshold
+    fitted: dict[str | None, Classifier] = {}
+    for node in nodes:
+        candidate, temperature = chosen[node.scope]
+        classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
+        fitted[node.scope] = classifier.with_temperature(temperature) if candidate.kind in SVM_KINDS else classifier
+    head = ProductHead(
+        tuple(str(c) for c in np.unique(all_labels)),
+        tuple(categories_of[str(c)] for c in np.unique(all_labels)),
+        fitted,
+        structure=structure,
+        product_threshold=product_threshold,
+        category_threshold=category_threshold,
     )
     return head, report
 
@@ -303,6 +449,9 @@ class TrainOptions:
     transforms: tuple[str, ...] = ALL_TRANSFORMS
     backgrounds: Path | None = None
     seed: int = 0
+    structure: str = CATEGORY_FIRST
+    classifiers: tuple[str, ...] = KINDS
+    preprocessing: tuple[str, ...] = PREPROCESSING
 
 
 def train(options: TrainOptions) -> Path:
@@ -343,6 +492,9 @@ def train(options: TrainOptions) -> Path:
         seed=options.seed,
         groups=data.groups,
         synthetic=data.synthetic,
+        structure=options.structure,
+        search=candidates(options.classifiers, options.preprocessing),
+        show_progress=options.show_progress,
     )
     if cache is not None:
         report["feature_cache"] = {"read": cache.hits, "computed": cache.misses}

@@ -89,6 +89,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from models.augment import parse_transforms
+    from models.classifiers import KINDS, PREPROCESSING, parse_names
     from models.training import TrainOptions, train
 
     path = train(
@@ -112,6 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             cache=Path(args.cache) if args.cache else None,
             use_cache=not args.no_cache,
+            structure=args.structure,
+            classifiers=parse_names(args.classifiers, KINDS, "classifier"),
+            preprocessing=parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
@@ -217,6 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and the CV folds")
     train.add_argument("--cache", help="feature cache folder (default: <out>/.feature-cache)")
     train.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+    train.add_argument(
+        "--structure",
+        choices=("category-first", "flat"),
+        default="category-first",
+        help="category-first: a category classifier, then one product classifier per category; "
+        "flat: one classifier over every product",
+    )
+    train.add_argument(
+        "--classifiers",
+        default="all",
+        help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp",
+    )
+    train.add_argument(
+        "--preprocessing",
+        default="all",
+        help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     augment = sub.add_parser("augment", help="write the synthetic copies training would make of one photo")

@@ -6,17 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
 
 from models.artifact import load_model, resolve, write_model
+from models.backbones import file_sha256
 from models.catalog import load_catalog
 from models.errors import ArtifactError, CatalogError
-from models.head import RECOGNIZED, UNKNOWN, ProductHead
+from models.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
 
 
 def head_of(coef: list[list[float]], categories: tuple[str, ...], **thresholds: float) -> ProductHead:
     products = tuple(f"p{i}" for i in range(len(coef)))
-    return ProductHead(products, categories, np.array(coef, np.float32), np.zeros(len(coef), np.float32), **thresholds)
+    classifier = logistic_classifier(products, np.array(coef, np.float32), np.zeros(len(coef), np.float32))
+    return ProductHead(products, categories, {None: classifier}, **thresholds)
 
 
 def test_decisions_recognized_category_only_and_unknown() -> None:
@@ -31,14 +32,17 @@ def test_decisions_recognized_category_only_and_unknown() -> None:
     assert [entry["product"] for entry in lost.top_k] == ["p2", "p0", "p1"]
 
 
-def test_head_matches_sklearn_probabilities_binary_and_multiclass() -> None:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(60, 5)).astype(np.float32)
-    for classes in (2, 4):
-        labels = np.array([f"p{i % classes}" for i in range(60)])
-        model = LogisticRegression(max_iter=500).fit(features, labels)
-        head = ProductHead.from_logistic_regression(model, {f"p{i}": "c" for i in range(classes)})
-        np.testing.assert_allclose(head.probabilities(features), model.predict_proba(features), atol=1e-5)
+def test_first_format_directories_still_load(tmp_path: Path) -> None:
+    """A model directory written before heads had several kinds: one logistic regression as coef/intercept."""
+    version = write_demo(tmp_path)
+    manifest = json.loads((version / "manifest.json").read_text())
+    np.savez(version / "head.npz", coef=np.array([[1, 0], [0, 1]], np.float32), intercept=np.zeros(2, np.float32))
+    manifest["format"] = 1
+    manifest["head"] = {"kind": "logistic_regression", "product_threshold": 0.5, "category_threshold": 0.5}
+    manifest["files"]["head.npz"]["sha256"] = file_sha256(version / "head.npz")
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    head = load_model(version).head
+    np.testing.assert_allclose(head.probabilities(np.array([[3.0, 0.0]]))[0], [0.952574, 0.047426], atol=1e-5)
 
 
 def write_demo(store: Path) -> Path:

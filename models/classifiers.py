@@ -1,0 +1,269 @@
+"""Pickle-free classifiers: fitted scikit-learn pipelines turned into plain arrays, and the numpy that applies them.
+
+A `Classifier` is an optional preprocessing chain (standardisation, PCA) and one estimator: logistic
+regression, linear SVM, RBF SVM, k-nearest neighbours or an MLP. It keeps only arrays and a few scalars, so
+it is saved in an `.npz` read with `allow_pickle=False` and a JSON record, and applied without scikit-learn
+(workers never import it). SVM decision values become probabilities through a softmax whose temperature is
+fitted on out-of-fold decisions during training.
+
+`Candidate` names one configuration the trainer may choose (kind, its parameter, preprocessing);
+`fit_candidate` fits it with scikit-learn and returns the `Classifier`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+KINDS = ("logistic", "linear_svm", "rbf_svm", "knn", "mlp")
+PREPROCESSING = ("none", "standardize", "pca")
+PCA_COMPONENTS = 128
+# The parameter each kind is tuned over: C for the linear models and the RBF SVM, k for kNN, the L2 penalty
+# alpha for the MLP. Features are L2-normalised, so useful C values are large.
+PARAMETERS: Mapping[str, tuple[float, ...]] = {
+    "logistic": (3.0, 10.0, 30.0, 100.0),
+    "linear_svm": (0.3, 1.0, 3.0),
+    "rbf_svm": (3.0, 10.0, 30.0),
+    "knn": (3.0, 7.0, 15.0),  # not 1: a single neighbour's answer has no confidence to calibrate "unknown" on
+    "mlp": (1e-4, 1e-2),
+}
+MLP_HIDDEN = 256
+TEMPERATURES = np.geomspace(0.1, 100.0, 61)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    kind: str
+    parameter: float
+    preprocessing: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown classifier {self.kind!r}; choose from {', '.join(KINDS)}")
+        if self.preprocessing not in PREPROCESSING:
+            raise ValueError(f"unknown preprocessing {self.preprocessing!r}; choose from {', '.join(PREPROCESSING)}")
+
+    @property
+    def label(self) -> str:
+        name = {"knn": "k", "mlp": "alpha"}.get(self.kind, "C")
+        value = int(self.parameter) if self.kind == "knn" else self.parameter
+        suffix = "" if self.preprocessing == "none" else f" + {self.preprocessing}"
+        return f"{self.kind}({name}={value:g}){suffix}"
+
+
+def parse_names(text: str, known: Sequence[str], what: str) -> tuple[str, ...]:
+    """'all' or comma-separated names from `known`; DatasetError names an unknown one."""
+    from models.errors import DatasetError
+
+    text = text.strip().lower()
+    if text == "all":
+        return tuple(known)
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise DatasetError(f"unknown {what} {', '.join(unknown) or repr(text)}; known: {', '.join(known)}")
+    return names
+
+
+def candidates(kinds: Sequence[str] = KINDS, preprocessing: Sequence[str] = PREPROCESSING) -> list[Candidate]:
+    """Every configuration of the given kinds and preprocessing choices (an MLP only on standardised inputs:
+    on raw features it trains five times slower to the same answers)."""
+    return [
+        Candidate(kind, value, pre)
+        for kind in kinds
+        for value in PARAMETERS[kind]
+        for pre in preprocessing
+        if not (kind == "mlp" and pre == "none" and len(preprocessing) > 1)
+    ]
+
+
+@dataclass(frozen=True)
+class Classifier:
+    kind: str
+    classes: tuple[str, ...]
+    arrays: dict[str, np.ndarray]
+    params: dict[str, Any] = field(default_factory=dict)  # JSON scalars: gamma, k, temperature, steps...
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.params["input_dim"])
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float32)
+        for index, step in enumerate(self.params.get("steps", [])):
+            mean = self.arrays[f"pre{index}_mean"]
+            if step == "standardize":
+                x = (x - mean) / self.arrays[f"pre{index}_scale"]
+            elif step == "pca":
+                x = (x - mean) @ self.arrays[f"pre{index}_components"].T
+            else:
+                raise ValueError(f"unknown preprocessing step {step!r}")
+        return x
+
+    def decision(self, features: np.ndarray) -> np.ndarray:
+        """(N, classes) scores, larger for likelier classes (probabilities for logistic, kNN and MLP)."""
+        x = self.transform(features)
+        a = self.arrays
+        if self.kind in ("logistic", "linear_svm"):
+            scores = x @ a["coef"].T + a["intercept"]
+            return np.hstack([-scores, scores]) if scores.shape[1] == 1 else scores
+        if self.kind == "rbf_svm":
+            return _rbf_ovr_decision(x, a, float(self.params["gamma"]), len(self.classes))
+        if self.kind == "knn":
+            return _knn_votes(x, a["train"], a["labels"], int(self.params["k"]), len(self.classes))
+        if self.kind == "mlp":
+            return _mlp_forward(x, a, int(self.params["layers"]))
+        raise ValueError(f"unknown classifier kind {self.kind!r}")
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        scores = self.decision(features)
+        if self.kind in ("knn", "mlp"):
+            return scores
+        return softmax(scores * float(self.params.get("temperature", 1.0)))
+
+    def with_temperature(self, temperature: float) -> Classifier:
+        return Classifier(self.kind, self.classes, self.arrays, {**self.params, "temperature": float(temperature)})
+
+    def record(self) -> dict[str, Any]:
+        """The JSON half of a saved classifier; `arrays` is the other half."""
+        return {"kind": self.kind, "classes": list(self.classes), "params": dict(self.params)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Classifier:
+        kind = str(record["kind"])
+        if kind not in KINDS:
+            raise ValueError(f"unknown classifier kind {kind!r}")
+        return cls(kind, tuple(str(c) for c in record["classes"]), dict(arrays), dict(record.get("params", {})))
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return result
+
+
+def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The softmax temperature that minimises the log loss of out-of-fold decision scores."""
+    rows = np.arange(len(truth))
+    losses = [-np.log(softmax(scores * t)[rows, truth] + 1e-12).mean() for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def _rbf_ovr_decision(x: np.ndarray, a: Mapping[str, np.ndarray], gamma: float, n_classes: int) -> np.ndarray:
+    """libsvm's one-vs-one decisions, folded into one score per class the way scikit-learn's SVC does."""
+    support = a["support"]
+    squared = (x * x).sum(1)[:, None] + (support * support).sum(1)[None, :] - 2.0 * x @ support.T
+    kernel = np.exp(-gamma * np.maximum(squared, 0.0))
+    dual, intercept, counts = a["dual_coef"], a["intercept"], a["n_support"]
+    if n_classes == 2:
+        decision = kernel @ dual[0] + intercept[0]
+        return np.stack([-decision, decision], axis=1)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    votes = np.zeros((len(x), n_classes))
+    confidence = np.zeros((len(x), n_classes))
+    pair = 0
+    for i in range(n_classes):
+        for j in range(i + 1, n_classes):
+            si, sj = slice(starts[i], starts[i + 1]), slice(starts[j], starts[j + 1])
+            value = kernel[:, si] @ dual[j - 1, si] + kernel[:, sj] @ dual[i, sj] + intercept[pair]
+            votes[:, i] += value > 0
+            votes[:, j] += value <= 0
+            confidence[:, i] += value
+            confidence[:, j] -= value
+            pair += 1
+    result: np.ndarray = votes + confidence / (3 * (np.abs(confidence) + 1))
+    return result
+
+
+def _knn_votes(x: np.ndarray, train: np.ndarray, labels: np.ndarray, k: int, n_classes: int) -> np.ndarray:
+    """Distance-weighted votes of the k nearest training rows (an exact match takes the whole vote)."""
+    squared = (x * x).sum(1)[:, None] + (train * train).sum(1)[None, :] - 2.0 * x @ train.T
+    k = min(k, len(train))
+    nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
+    distance = np.sqrt(np.maximum(np.take_along_axis(squared, nearest, axis=1), 0.0))
+    exact = distance < 1e-6
+    weights = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(distance, 1e-6))
+    votes = np.zeros((len(x), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(x)), k), labels[nearest].reshape(-1)), weights.reshape(-1))
+    result: np.ndarray = votes / votes.sum(axis=1, keepdims=True)
+    return result
+
+
+def _mlp_forward(x: np.ndarray, a: Mapping[str, np.ndarray], layers: int) -> np.ndarray:
+    for index in range(layers):
+        x = x @ a[f"w{index}"] + a[f"b{index}"]
+        if index < layers - 1:
+            x = np.maximum(x, 0.0)
+    if x.shape[1] == 1:  # binary: one logistic output for the second class
+        positive = 1.0 / (1.0 + np.exp(-x[:, 0]))
+        return np.stack([1.0 - positive, positive], axis=1)
+    return softmax(x)
+
+
+def fit_candidate(candidate: Candidate, features: np.ndarray, labels: Sequence[str], *, seed: int = 0) -> Classifier:
+    """Fit `candidate` with scikit-learn on labelled features and keep only its arrays."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=np.float64)  # fitted in float64 like a scikit-learn pipeline; kept as float32
+    y = np.asarray(labels)
+    classes = tuple(str(c) for c in np.unique(y))
+    if len(classes) < 2:
+        raise ValueError("a classifier needs at least two classes")
+    arrays: dict[str, np.ndarray] = {}
+    steps: list[str] = []
+    if candidate.preprocessing == "pca":
+        components = min(PCA_COMPONENTS, x.shape[0] - 1, x.shape[1])
+        pca = PCA(n_components=components, random_state=seed).fit(x)
+        arrays["pre0_mean"] = pca.mean_.astype(np.float32)
+        arrays["pre0_components"] = pca.components_.astype(np.float32)
+        steps.append("pca")
+        x = pca.transform(x)
+    if candidate.preprocessing in ("standardize", "pca"):
+        scaler = StandardScaler().fit(x)
+        index = len(steps)
+        arrays[f"pre{index}_mean"] = scaler.mean_.astype(np.float32)
+        arrays[f"pre{index}_scale"] = scaler.scale_.astype(np.float32)
+        steps.append("standardize")
+        x = scaler.transform(x)
+    params: dict[str, Any] = {"steps": steps, "input_dim": int(features.shape[1])}
+    kind, value = candidate.kind, candidate.parameter
+    if kind in ("logistic", "linear_svm"):
+        if kind == "logistic":
+            from sklearn.linear_model import LogisticRegression
+
+            model: Any = LogisticRegression(C=value, max_iter=3000).fit(x, y)
+        else:
+            from sklearn.svm import LinearSVC
+
+            model = LinearSVC(C=value, max_iter=20000, random_state=seed).fit(x, y)
+        coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
+        if kind == "logistic" and coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
+            coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)
+        arrays.update(coef=coef, intercept=intercept)
+    elif kind == "rbf_svm":
+        from sklearn.svm import SVC
+
+        model = SVC(C=value, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(x, y)
+        arrays.update(
+            support=model.support_vectors_.astype(np.float32),
+            dual_coef=model.dual_coef_.astype(np.float32),
+            intercept=model.intercept_.astype(np.float32),
+            n_support=model.n_support_.astype(np.int64),
+        )
+        params["gamma"] = float(model._gamma)
+    elif kind == "knn":
+        arrays.update(train=x.astype(np.float32), labels=np.searchsorted(np.asarray(classes), y).astype(np.int64))
+        params["k"] = int(value)
+    else:
+        from sklearn.neural_network import MLPClassifier
+
+        model = MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=value, max_iter=400, random_state=seed).fit(x, y)
+        for index, (w, b) in enumerate(zip(model.coefs_, model.intercepts_, strict=True)):
+            arrays[f"w{index}"], arrays[f"b{index}"] = w.astype(np.float32), b.astype(np.float32)
+        params["layers"] = len(model.coefs_)
+    return Classifier(kind, classes, arrays, params)

@@ -1,0 +1,172 @@
+"""The pickle-free classifiers against scikit-learn, and the category-first head they make up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+from models.artifact import load_model, write_model
+from models.classifiers import KINDS, PCA_COMPONENTS, Candidate, candidates, fit_candidate, fit_temperature, softmax
+from models.head import CATEGORY_FIRST, UNKNOWN, ProductHead
+from models.training import fit_head
+
+
+def blobs(classes: int, rows: int = 90, dim: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = np.arange(rows) % classes
+    features = (centres[labels] * 0.6 + rng.normal(size=(rows, dim))).astype(np.float32)
+    return features, np.array([f"c{i}" for i in labels])
+
+
+def reference(candidate: Candidate, seed: int = 0):  # type: ignore[no-untyped-def]
+    value = candidate.parameter
+    estimator = {
+        "logistic": lambda: LogisticRegression(C=value, max_iter=3000),
+        "linear_svm": lambda: LinearSVC(C=value, max_iter=20000, random_state=seed),
+        "rbf_svm": lambda: SVC(C=value, kernel="rbf", gamma="scale"),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=int(value), weights="distance"),
+        "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256,), alpha=value, max_iter=400, random_state=seed),
+    }[candidate.kind]()
+    steps = {
+        "none": [],
+        "standardize": [StandardScaler()],
+        "pca": [PCA(n_components=PCA_COMPONENTS, random_state=seed), StandardScaler()],
+    }[candidate.preprocessing]
+    return make_pipeline(*steps, estimator)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_answers_like_scikit_learn(kind: str, classes: int) -> None:
+    features, labels = blobs(classes, rows=200, dim=160)
+    train, test = slice(0, len(labels) - 30), slice(len(labels) - 30, None)
+    for preprocessing in ("none", "standardize", "pca"):
+        candidate = Candidate(kind, {"knn": 5.0, "mlp": 1e-3}.get(kind, 3.0), preprocessing)
+        ours = fit_candidate(candidate, features[train], labels[train])
+        theirs = reference(candidate).fit(features[train].astype(np.float64), labels[train])
+        assert ours.classes == tuple(theirs.classes_)
+        if kind in ("linear_svm", "rbf_svm"):
+            expected = theirs.decision_function(features[test])
+            if expected.ndim == 1:
+                expected = np.stack([-expected, expected], axis=1)
+            np.testing.assert_allclose(
+                ours.decision(features[test]), expected, rtol=2e-3, atol=1e-3, err_msg=candidate.label
+            )
+            probabilities = ours.probabilities(features[test])
+            np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+        else:
+            np.testing.assert_allclose(
+                ours.probabilities(features[test]),
+                theirs.predict_proba(features[test]),
+                rtol=2e-3,
+                atol=1e-3,
+                err_msg=candidate.label,
+            )
+
+
+def test_the_search_lists_every_kind_and_preprocessing() -> None:
+    search = candidates()
+    assert {c.kind for c in search} == set(KINDS) and {c.preprocessing for c in search} == {
+        "none",
+        "standardize",
+        "pca",
+    }
+    assert Candidate("rbf_svm", 10.0, "pca").label == "rbf_svm(C=10) + pca"
+    with pytest.raises(ValueError, match="unknown classifier"):
+        Candidate("forest", 1.0)
+
+
+def test_temperature_sharpens_confident_right_answers_and_softens_wrong_ones() -> None:
+    scores = np.array([[1.0, -1.0]] * 9 + [[-1.0, 1.0]])  # margin 2, right 9 times in 10
+    truth = np.zeros(10, dtype=int)
+    temperature = fit_temperature(scores, truth)
+    assert softmax(scores * temperature)[0, 0] == pytest.approx(0.9, abs=0.02)
+    assert fit_temperature(scores[:9], truth[:9]) > temperature  # never wrong: as sharp as the grid allows
+
+
+def hierarchy_data(seed: int = 0) -> tuple[np.ndarray, list[str], dict[str, str], dict[str, np.ndarray]]:
+    """Two categories far apart; inside 'tops' two products close together, 'bags' holds one product."""
+    rng = np.random.default_rng(seed)
+    categories_of = {"shirt": "tops", "tshirt": "tops", "tote": "bags"}
+    centres = {"shirt": np.array([4.0, 0.2, 0]), "tshirt": np.array([4.0, -0.2, 0]), "tote": np.array([0, 0, 4.0])}
+    products = [p for p in categories_of for _ in range(40)]
+    features = np.stack([centres[p] + rng.normal(0, 0.35, 3) for p in products]).astype(np.float32)
+    return features, products, categories_of, centres
+
+
+def test_category_first_head_multiplies_its_levels_and_survives_a_round_trip(tmp_path: Path) -> None:
+    features, products, categories_of, centres = hierarchy_data()
+    search = [Candidate("logistic", 10.0), Candidate("rbf_svm", 3.0, "standardize"), Candidate("knn", 5.0)]
+    head, report = fit_head(features, products, categories_of, search=search)
+    assert head.structure == CATEGORY_FIRST and set(head.classifiers) == {None, "tops"}  # 'bags' has one product
+    assert set(report["classifiers"]) == {"(categories)", "tops"}
+    probe = features[:5]
+    joint = head.probabilities(probe)
+    top = head.classifiers[None].probabilities(probe)
+    inner = head.classifiers["tops"].probabilities(probe)
+    tops = list(head.classifiers[None].classes).index("tops")
+    bags = list(head.classifiers[None].classes).index("bags")
+    for product in ("shirt", "tshirt"):
+        column = head.products.index(product)
+        np.testing.assert_allclose(
+            joint[:, column], top[:, tops] * inner[:, head.classifiers["tops"].classes.index(product)]
+        )
+    np.testing.assert_allclose(joint[:, head.products.index("tote")], top[:, bags])
+    np.testing.assert_allclose(joint.sum(axis=1), 1.0, atol=1e-6)
+
+    catalog = {p: {"product": p, "name": p, "category": c} for p, c in categories_of.items()}
+    version = write_model(tmp_path, name="h", head=head, catalog=catalog, backbone={"name": "efficientnet_lite0"})
+    loaded = load_model(version).head
+    assert loaded.structure == CATEGORY_FIRST
+    np.testing.assert_allclose(loaded.probabilities(features), head.probabilities(features), atol=1e-6)
+
+    between = (centres["shirt"] + centres["tshirt"]) / 2  # surely a top, no telling which
+    decision = head.decide(head.probabilities(between[None, :].astype(np.float32))[0])
+    assert (decision.status, decision.product, decision.category) == (UNKNOWN, None, "tops")
+    sure = head.decide(head.probabilities(centres["tote"][None, :].astype(np.float32))[0])
+    assert (sure.product, sure.category) == ("tote", "bags")
+
+
+def test_the_search_picks_what_cross_validation_prefers() -> None:
+    """Rings: no linear boundary separates them, an RBF SVM or kNN does."""
+    rng = np.random.default_rng(3)
+    angles = rng.uniform(0, 2 * np.pi, 160)
+    radius = np.repeat([1.0, 3.0], 80) + rng.normal(0, 0.15, 160)
+    features = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1).astype(np.float32)
+    products = ["inner"] * 80 + ["outer"] * 80
+    search = [Candidate("logistic", 10.0), Candidate("rbf_svm", 10.0)]
+    head, report = fit_head(features, products, {"inner": "c", "outer": "c"}, search=search)
+    entry = report["classifiers"]["(products)"]
+    assert entry["chosen"] == "rbf_svm(C=10)" and entry["candidates"]["logistic(C=10)"] < 0.75 < entry["cv_macro_f1"]
+    assert head.classifiers[None].kind == "rbf_svm"
+
+
+def test_a_head_whose_classifiers_do_not_cover_its_products_is_refused() -> None:
+    features, products, categories_of, _ = hierarchy_data()
+    head, _ = fit_head(features, products, categories_of, search=[Candidate("logistic", 10.0)])
+    with pytest.raises(ValueError, match="category 'tops' needs a classifier"):
+        ProductHead(head.products, head.categories, {None: head.classifiers[None]}, structure=CATEGORY_FIRST)
+
+
+def test_classifier_and_preprocessing_names_from_the_command_line() -> None:
+    from models.classifiers import PREPROCESSING, parse_names
+    from models.errors import DatasetError
+
+    assert parse_names("all", KINDS, "classifier") == KINDS
+    assert parse_names(" rbf_svm, knn ,rbf_svm", KINDS, "classifier") == ("rbf_svm", "knn")
+    assert parse_names("none", PREPROCESSING, "preprocessing") == ("none",)
+    with pytest.raises(DatasetError, match="unknown classifier forest; known: logistic"):
+        parse_names("logistic,forest", KINDS, "classifier")
+    with pytest.raises(DatasetError, match="unknown preprocessing"):
+        parse_names(" , ", PREPROCESSING, "preprocessing")
