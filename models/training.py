@@ -310,6 +310,19 @@ def joint_probabilities(
     return joint
 
 
+def tuning_sample(
+    labels: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, photos: int | None, seed: int
+) -> np.ndarray:
+    """Rows to cross-validate on: everything, or a stratified sample of `photos` photos with their copies."""
+    real = np.flatnonzero(~synthetic)
+    if photos is None or len(real) <= photos:
+        return np.ones(len(labels), dtype=bool)
+    from sklearn.model_selection import train_test_split
+
+    kept, _ = train_test_split(real, train_size=photos, stratify=labels[real], random_state=seed)
+    return np.isin(groups, groups[kept])
+
+
 def fit_head(
     features: np.ndarray,
     products: list[str],
@@ -324,6 +337,7 @@ def fit_head(
     structure: str = CATEGORY_FIRST,
     search: Sequence[Candidate] | None = None,
     show_progress: bool = False,
+    tuning_photos: int | None = None,
 ) -> tuple[ProductHead, dict[str, Any]]:
     """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown" thresholds on
     the head's out-of-fold probabilities to `target_precision` unless given explicitly.
@@ -331,7 +345,9 @@ def fit_head(
     `structure` category-first fits a category classifier and one product classifier per category (each
     chosen separately from `search`); flat fits one classifier over all products. With synthetic copies
     (`synthetic` True, `groups` naming each row's photo), folds split photos, never a photo from its copies:
-    a fold trains on its photos and their copies and is scored on real photos only.
+    a fold trains on its photos and their copies and is scored on real photos only. With more than
+    `tuning_photos` photos, the choice and the thresholds come from a stratified sample of that many photos
+    (with their copies); the chosen classifiers are then fitted on everything.
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
@@ -340,27 +356,32 @@ def fit_head(
     categories = np.array([categories_of[p] for p in all_labels])
     if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
         structure = FLAT  # one category: its classifier would always answer it
-    real = np.flatnonzero(~synthetic)
-    labels = all_labels[real]
-    classes, counts = np.unique(labels, return_counts=True)
-    folds = int(min(5, counts.min()))
     nodes = head_nodes(all_labels, categories, structure)
     report: dict[str, Any] = {
-        "images": len(labels),
+        "images": int((~synthetic).sum()),
         "synthetic_images": int(synthetic.sum()),
-        "products": len(counts),
+        "products": len(np.unique(all_labels)),
         "target_precision": target_precision,
         "structure": structure,
     }
+    tuning = tuning_sample(all_labels, groups, synthetic, tuning_photos, seed)
+    if not tuning.all():
+        report["tuned_on_images"] = int((tuning & ~synthetic).sum())
+    cv_features, cv_groups, cv_labels = features[tuning], groups[tuning], all_labels[tuning]
+    real = np.flatnonzero(~synthetic[tuning])
+    labels = cv_labels[real]
+    classes, counts = np.unique(labels, return_counts=True)
+    folds = int(min(5, counts.min()))
+    cv_nodes = head_nodes(cv_labels, categories[tuning], structure)
     chosen: dict[str | None, tuple[Candidate, float]] = {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
     if folds >= 2:
         from sklearn.model_selection import StratifiedKFold
 
         splits = []
         for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
-            held_out_groups = groups[real[held_out]]
-            splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
-        update = progress("choosing classifiers", len(nodes) * len(search) * folds) if show_progress else None
+            held_out_groups = cv_groups[real[held_out]]
+            splits.append((np.flatnonzero(~np.isin(cv_groups, held_out_groups)), held_out))
+        update = progress("choosing classifiers", len(cv_nodes) * len(search) * folds) if show_progress else None
         done = 0
 
         def tick() -> None:
@@ -369,7 +390,9 @@ def fit_head(
             if update is not None:
                 update(done)
 
-        tuned = {node.scope: tune_node(node, features, real, splits, search, seed=seed, tick=tick) for node in nodes}
+        tuned = {
+            node.scope: tune_node(node, cv_features, real, splits, search, seed=seed, tick=tick) for node in cv_nodes
+        }
         chosen = {scope: (result.candidate, result.temperature) for scope, result in tuned.items()}
         report["classifiers"] = {
             ("(categories)" if scope is None and structure == CATEGORY_FIRST else scope or "(products)"): {
@@ -452,6 +475,7 @@ class TrainOptions:
     structure: str = CATEGORY_FIRST
     classifiers: tuple[str, ...] = KINDS
     preprocessing: tuple[str, ...] = PREPROCESSING
+    tuning_photos: int | None = 3000  # cross-validate on a stratified sample of this many photos (None: all)
 
 
 def train(options: TrainOptions) -> Path:
@@ -495,6 +519,7 @@ def train(options: TrainOptions) -> Path:
         structure=options.structure,
         search=candidates(options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
+        tuning_photos=options.tuning_photos,
     )
     if cache is not None:
         report["feature_cache"] = {"read": cache.hits, "computed": cache.misses}

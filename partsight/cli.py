@@ -116,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             structure=args.structure,
             classifiers=parse_names(args.classifiers, KINDS, "classifier"),
             preprocessing=parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
+            tuning_photos=args.tuning_photos or None,
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
@@ -237,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--preprocessing",
         default="all",
         help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca",
+    )
+    train.add_argument(
+        "--tuning-photos",
+        type=int,
+        default=3000,
+        help="with more photos than this, choose classifiers and thresholds on a stratified sample of this many "
+        "(the chosen ones are then fitted on all); 0: always all",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 

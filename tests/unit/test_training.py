@@ -140,3 +140,18 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     ImageDraw.Draw(probe).ellipse((25, 25, 70, 70), fill=(200, 30, 30))
     image = np.asarray(probe.resize((224, 224)))[None]
     assert recognizer.classify(recognizer.features(image))[0].top_k[0]["product"] == "red-valve"
+
+
+def test_the_tuning_sample_is_stratified_and_keeps_copies_with_their_photo() -> None:
+    from models.training import tuning_sample
+
+    labels = np.repeat(["a", "b", "c", "d"], [40, 40, 40, 120])  # 60 photos, each with 3 copies after it
+    groups = np.repeat(np.arange(60), 4)
+    synthetic = np.tile([False, True, True, True], 60)
+    assert tuning_sample(labels, groups, synthetic, None, 0).all()
+    assert tuning_sample(labels, groups, synthetic, 60, 0).all()
+    kept = tuning_sample(labels, groups, synthetic, 30, 0)
+    assert (kept & ~synthetic).sum() == 30 and kept.sum() == 120  # 30 photos and their 90 copies
+    photos = labels[kept & ~synthetic]
+    assert {label: int((photos == label).sum()) for label in "abcd"} == {"a": 5, "b": 5, "c": 5, "d": 15}
+    assert all(kept[groups == g].all() or not kept[groups == g].any() for g in range(60))
