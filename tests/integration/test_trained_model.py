@@ -1,0 +1,119 @@
+"""`partsight train` on generated photos, then the real bridge and worker serve the model it wrote, unchanged."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.harness import Listener, frame_properties, publisher
+from tests.servers import ServerProcess
+
+from .conftest import make_stack
+
+pytestmark = pytest.mark.integration
+
+# category, product, shape, colour: two valves share a category and a shape, told apart by colour
+PRODUCTS = (
+    ("fittings", "red-valve", "ellipse", (200, 30, 30)),
+    ("fittings", "amber-valve", "ellipse", (230, 160, 20)),
+    ("pumps", "blue-pump", "rectangle", (30, 50, 200)),
+    ("gauges", "green-gauge", "triangle", (30, 160, 60)),
+)
+
+
+def product_photo(shape: str, colour: tuple[int, int, int], rng: np.random.Generator) -> Image.Image:
+    background = tuple(int(v) for v in rng.integers(170, 250, 3))
+    photo = Image.new("RGB", (160, 120), background)
+    draw = ImageDraw.Draw(photo)
+    x, y = (int(v) for v in rng.integers(15, 60, 2))
+    size = int(rng.integers(45, 60))
+    box = (x, y, x + size, y + size)
+    if shape == "ellipse":
+        draw.ellipse(box, fill=colour)
+    elif shape == "rectangle":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(x, y + size), (x + size // 2, y), (x + size, y + size)], fill=colour)
+    return photo
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("generated")
+    rng = np.random.default_rng(7)
+    with (root / "catalog.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["product", "name", "category", "sku", "bin"])
+        for index, (category, product, shape, colour) in enumerate(PRODUCTS):
+            writer.writerow([product, product.replace("-", " ").title(), category, f"GEN-{index:03d}", f"B{index}"])
+            folder = root / "images" / category / product
+            folder.mkdir(parents=True)
+            for n in range(8):
+                product_photo(shape, colour, rng).save(folder / f"{n}.{'png' if n % 2 else 'jpg'}")
+    store = root / "store"
+    command = [
+        *(sys.executable, "-m", "partsight.cli", "train"),
+        *("--images", str(root / "images"), "--catalog", str(root / "catalog.csv"), "--out", str(store)),
+        *("--name", "generated", "--synthetic", "1", "--transforms", "translate,brightness,background"),
+        *("--classifiers", "logistic,rbf_svm,knn", "--preprocessing", "none,standardize", "--quiet"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return store
+
+
+def test_training_writes_a_category_first_model_with_its_report(trained_store: Path) -> None:
+    version = (trained_store / "current").resolve()
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["head"]["structure"] == "category-first"
+    scopes = {record["scope"] for record in manifest["head"]["classifiers"]}
+    assert scopes == {None, "fittings"}  # pumps and gauges hold one product each
+    training = manifest["training"]
+    assert training["images"] == 32 and training["synthetic_images"] == 32
+    assert set(training["classifiers"]) == {"(categories)", "fittings"}
+    assert {"report.md", "confusion_matrix.png", "precision_coverage.png", "backbone.onnx"} <= set(manifest["files"])
+
+
+def test_the_worker_serves_the_trained_model_unchanged(
+    trained_store: Path, mqtt_server: ServerProcess, redis: ServerProcess, tmp_path: Path
+) -> None:
+    stack = make_stack(mqtt_server, redis, trained_store, tmp_path / "logs")
+    stack.start()
+    try:
+        rng = np.random.default_rng(99)  # photos the trainer never saw
+        device = "enrol-test"
+        with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/{device}/#"]) as listener:
+            client = publisher("127.0.0.1", stack.mqtt_port)
+            sent = {}
+            for category, product, shape, colour in PRODUCTS:
+                for _ in range(2):
+                    frame_id = uuid.uuid4().hex
+                    sent[frame_id] = (category, product)
+                    path = tmp_path / f"{frame_id}.jpg"
+                    product_photo(shape, colour, rng).save(path)
+                    client.publish(
+                        stack.topics.frame(device), path.read_bytes(), qos=1, properties=frame_properties(frame_id)
+                    )
+            right = 0
+            for frame_id, (category, product) in sent.items():
+                topic, result, _ = listener.wait_frame(frame_id, timeout=60)
+                assert topic == stack.topics.result(device), result
+                assert result["model"]["name"] == "generated"
+                assert result["category"] == category  # the category level is never wrong on these
+                assert 0 < result["confidence"] <= result["category_confidence"] <= 1
+                if result["status"] == "recognized":
+                    assert result["product"] == product
+                    assert result["catalog"]["sku"].startswith("GEN-") and result["catalog"]["bin"]
+                    right += 1
+            assert right >= len(sent) - 2
+            client.disconnect()
+    finally:
+        stack.stop()
