@@ -137,6 +137,7 @@ class Bridge:
             self.metrics.frames_rejected.labels(reason="unknown_topic").inc()
             self._pending.put((None, message.mid, message.qos))
             return
+        self.metrics.saw_device(device, time.time())
         try:
             request = admit(
                 inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes, received_at=self._clock()

@@ -12,7 +12,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class BridgeMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, max_tracked_devices: int = 1000) -> None:
         self.frames_received = Counter(
             "partsight_bridge_frames_received_total", "Frames received on frame topics.", registry=registry
         )
@@ -69,3 +69,25 @@ class BridgeMetrics:
         self.pending = Gauge(
             "partsight_bridge_pending_frames", "Frames received but not yet handed to Redis.", registry=registry
         )
+        self.device_last_frame = Gauge(
+            "partsight_bridge_device_last_frame_timestamp_seconds",
+            "Unix time of the last frame from each device (the first max_tracked_devices devices seen).",
+            ["device"],
+            registry=registry,
+        )
+        self.untracked_device_frames = Counter(
+            "partsight_bridge_untracked_device_frames_total",
+            "Frames from devices beyond PARTSIGHT_MAX_TRACKED_DEVICES, not given a last-frame series.",
+            registry=registry,
+        )
+        self._max_tracked_devices = max_tracked_devices
+        self._tracked: set[str] = set()
+
+    def saw_device(self, device: str, when: float) -> None:
+        """Record a frame from `device`; the device label stays bounded by max_tracked_devices."""
+        if device not in self._tracked:
+            if len(self._tracked) >= self._max_tracked_devices:
+                self.untracked_device_frames.inc()
+                return
+            self._tracked.add(device)
+        self.device_last_frame.labels(device=device).set(when)

@@ -7,7 +7,7 @@ import signal
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from broker.bridge import Bridge
 from broker.dispatch import CeleryDispatcher
@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 def run_bridge(settings: BridgeSettings) -> None:
     registry = CollectorRegistry()
-    metrics = BridgeMetrics(registry)
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+    metrics = BridgeMetrics(registry, max_tracked_devices=settings.max_tracked_devices)
     dispatcher = CeleryDispatcher(
         settings.redis_url,
         visibility_timeout_s=settings.visibility_timeout_s,

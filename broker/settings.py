@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from broker.errors import SettingsError
 
@@ -91,11 +91,43 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     return _env_number(env, name, default, minimum=minimum, convert=float, kind="a number")
 
 
+def secret_from_file(env: Mapping[str, str], name: str) -> str | None:
+    """The content of the file `<name>_FILE` points at (a mounted secret), without its final newline."""
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(unquote(parts.username), safe="") if parts.username else ""
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+
+
 def mqtt_from_env(env: Mapping[str, str]) -> MqttSettings:
+    """PARTSIGHT_MQTT_URL; a password in PARTSIGHT_MQTT_PASSWORD_FILE replaces the URL's."""
+    url = _with_password(
+        env.get("PARTSIGHT_MQTT_URL", DEFAULT_MQTT_URL), secret_from_file(env, "PARTSIGHT_MQTT_PASSWORD")
+    )
     return MqttSettings.from_url(
-        env.get("PARTSIGHT_MQTT_URL", DEFAULT_MQTT_URL),
+        url,
         protocol=env.get("PARTSIGHT_MQTT_PROTOCOL", "5"),
         ca_file=env.get("PARTSIGHT_MQTT_CA_FILE") or None,
+    )
+
+
+def redis_url_from_env(env: Mapping[str, str]) -> str:
+    """PARTSIGHT_REDIS_URL; a password in PARTSIGHT_REDIS_PASSWORD_FILE replaces the URL's."""
+    return _with_password(
+        env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL), secret_from_file(env, "PARTSIGHT_REDIS_PASSWORD")
     )
 
 
@@ -114,6 +146,7 @@ class BridgeSettings:
     visibility_timeout_s: int = 60
     redeliver_after_s: int = 120
     frame_ttl_s: int = 24 * 3600
+    max_tracked_devices: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
@@ -121,7 +154,7 @@ class BridgeSettings:
         visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         return cls(
             mqtt=mqtt_from_env(env),
-            redis_url=env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL),
+            redis_url=redis_url_from_env(env),
             topic_prefix=env.get("PARTSIGHT_TOPIC_PREFIX", "partsight"),
             max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
             metrics_port=env_int(env, "PARTSIGHT_BRIDGE_METRICS_PORT", 9301),
@@ -132,4 +165,5 @@ class BridgeSettings:
             visibility_timeout_s=visibility,
             redeliver_after_s=env_int(env, "PARTSIGHT_REDELIVER_AFTER_S", 2 * visibility, minimum=1),
             frame_ttl_s=env_int(env, "PARTSIGHT_FRAME_TTL_S", 24 * 3600, minimum=60),
+            max_tracked_devices=env_int(env, "PARTSIGHT_MAX_TRACKED_DEVICES", 1000),
         )

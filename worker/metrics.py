@@ -72,3 +72,18 @@ class WorkerMetrics:
         for category in [*categories, NO_CATEGORY]:
             for status in STATUSES:
                 self.results.labels(status=status, category=category)
+
+    def watch_gpu_memory(self, registry: CollectorRegistry, device: str) -> None:
+        """GPU memory in use and in all, read from the driver at each scrape (GPU workers only)."""
+        import torch
+
+        def used() -> float:
+            free, total = torch.cuda.mem_get_info(device)
+            return float(total - free)
+
+        Gauge(
+            "partsight_worker_gpu_memory_used_bytes", "GPU memory in use on the worker's device.", registry=registry
+        ).set_function(used)
+        Gauge(
+            "partsight_worker_gpu_memory_total_bytes", "GPU memory of the worker's device.", registry=registry
+        ).set_function(lambda: float(torch.cuda.mem_get_info(device)[1]))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from broker.dispatch import redis_client_url
 from broker.framestore import FrameStore
@@ -48,6 +48,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
         registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
         metrics = WorkerMetrics(registry)
         probes: dict[str, Callable[[], bool]] = {"model": lambda: False}
         if serve_metrics:  # up before the model loads: /healthz answers, /readyz says not yet
@@ -67,6 +68,8 @@ class Runtime:
             }
         )
         metrics.precreate_categories(sorted(set(bundle.head.categories)))
+        if engine.device.startswith("cuda"):
+            metrics.watch_gpu_memory(registry, engine.device)
         metrics.model_loaded.set(1)
 
         batcher: MicroBatcher[Any, np.ndarray | ImageError] = MicroBatcher(

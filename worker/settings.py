@@ -15,6 +15,7 @@ from broker.settings import (
     env_float,
     env_int,
     mqtt_from_env,
+    redis_url_from_env,
 )
 
 DEFAULT_MODEL_DIR = "models-store"
@@ -79,7 +80,7 @@ class WorkerSettings:
         weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
         return cls(
             mqtt=mqtt_from_env(env),
-            redis_url=env.get("PARTSIGHT_REDIS_URL", DEFAULT_REDIS_URL),
+            redis_url=redis_url_from_env(env),
             topic_prefix=env.get("PARTSIGHT_TOPIC_PREFIX", "partsight"),
             model_dir=Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR)),
             backbone_weights=Path(weights) if weights else None,

@@ -132,3 +132,24 @@ def test_frames_arriving_while_draining_are_left_for_the_broker_to_redeliver() -
     bridge._accepting.clear()
     bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=9))
     assert acks == [] and published == [] and bridge._pending.empty()
+
+
+def test_each_device_gets_its_last_frame_time_and_the_label_stays_bounded() -> None:
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry()
+    metrics = BridgeMetrics(registry, max_tracked_devices=2)
+    bridge = Bridge(BridgeSettings(mqtt=MqttSettings("127.0.0.1", 1)), dispatcher=Dispatcher(), metrics=metrics)
+    bridge.connection.client.ack = lambda mid, qos: None  # type: ignore[method-assign]
+    bridge._accepting.set()
+    for mid, device in enumerate(["cam-1", "cam-2", "cam-1", "cam-3", "cam-4"], start=1):
+        bridge._on_message(None, None, message(f"partsight/{device}/frame", b"\xff\xd8\xff", mid=mid))
+    bridge._on_message(None, None, message("partsight/a/b/frame", b"\xff\xd8\xff", mid=9))  # unknown topic: no device
+    drain(bridge)
+    text = generate_latest(registry).decode()
+    tracked = [
+        line for line in text.splitlines() if line.startswith("partsight_bridge_device_last_frame_timestamp_seconds{")
+    ]
+    assert sorted(line.split('"')[1] for line in tracked) == ["cam-1", "cam-2"]
+    assert all(float(line.split()[-1]) > 1.7e9 for line in tracked)  # wall-clock Unix time
+    assert metrics.untracked_device_frames._value.get() == 2

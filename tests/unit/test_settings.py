@@ -70,3 +70,33 @@ def test_usable_cores_follows_the_affinity_mask() -> None:
 def test_bad_numbers_are_refused(value: str) -> None:
     with pytest.raises(SettingsError):
         BridgeSettings.from_env({"PARTSIGHT_MAX_PAYLOAD_BYTES": value})
+
+
+def test_passwords_come_from_mounted_secret_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from broker.settings import mqtt_from_env, redis_url_from_env
+
+    (tmp_path / "mqtt").write_text("s3cret/:@pw\n")
+    (tmp_path / "redis").write_text("r-pass")
+    env = {
+        "PARTSIGHT_MQTT_URL": "mqtts://bridge:old@broker:8883",
+        "PARTSIGHT_MQTT_PASSWORD_FILE": str(tmp_path / "mqtt"),
+        "PARTSIGHT_REDIS_URL": "redis://redis:6379/2",
+        "PARTSIGHT_REDIS_PASSWORD_FILE": str(tmp_path / "redis"),
+    }
+    mqtt = mqtt_from_env(env)
+    assert (mqtt.username, mqtt.password, mqtt.host, mqtt.port, mqtt.tls) == (
+        "bridge",
+        "s3cret/:@pw",
+        "broker",
+        8883,
+        True,
+    )
+    assert redis_url_from_env(env) == "redis://:r-pass@redis:6379/2"
+    assert (
+        BridgeSettings.from_env(env).redis_url
+        == WorkerSettings.from_env(env).redis_url
+        == "redis://:r-pass@redis:6379/2"
+    )
+    assert "r-pass" not in repr(BridgeSettings.from_env(env)) and "s3cret" not in mqtt.display
+    with pytest.raises(SettingsError, match="PARTSIGHT_REDIS_PASSWORD_FILE: cannot read"):
+        redis_url_from_env({"PARTSIGHT_REDIS_PASSWORD_FILE": str(tmp_path / "missing")})
