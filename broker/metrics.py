@@ -56,6 +56,11 @@ class BridgeMetrics:
         self.queue_depth = Gauge(
             "partsight_queue_depth_frames", "Frames waiting in the Redis queue (last sample).", registry=registry
         )
+        self.queue_limit = Gauge(
+            "partsight_queue_limit_frames",
+            "The queue bound (PARTSIGHT_MAX_QUEUE_LENGTH): frames beyond it are answered 'overloaded'.",
+            registry=registry,
+        )
         self.frames_redelivered = Counter(
             "partsight_bridge_frames_redelivered_total",
             "Frames sent again because no worker answered them in time.",

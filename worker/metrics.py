@@ -25,6 +25,9 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_latency.labels(stage=stage)
+        self.max_batch_size = Gauge(
+            "partsight_worker_max_batch_size_frames", "The largest micro-batch the worker runs.", registry=registry
+        )
         self.batch_size = Histogram(
             "partsight_worker_batch_size_frames",
             "Frames per forward pass of the backbone.",

@@ -68,6 +68,7 @@ class Runtime:
             }
         )
         metrics.precreate_categories(sorted(set(bundle.head.categories)))
+        metrics.max_batch_size.set(settings.max_batch_size)
         if engine.device.startswith("cuda"):
             metrics.watch_gpu_memory(registry, engine.device)
         metrics.model_loaded.set(1)

@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# A GPU worker: torch on CUDA in half precision with nvJPEG batch decoding. PyPI's torch and torchvision
+# wheels carry the CUDA libraries; the host needs only the NVIDIA driver and container toolkit.
+# Build from the repository root: docker build -f deploy/docker/worker-cuda.Dockerfile -t partsight-worker-cuda .
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/partsight
+COPY pyproject.toml README.md /src/
+COPY broker/ /src/broker/
+COPY worker/ /src/worker/
+COPY models/ /src/models/
+COPY partsight/ /src/partsight/
+RUN /opt/partsight/bin/pip install /src
+
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 partsight \
+    && useradd --system --uid 10001 --gid partsight --home-dir /var/lib/partsight --create-home --shell /usr/sbin/nologin partsight
+COPY --from=build /opt/partsight /opt/partsight
+ENV PATH=/opt/partsight/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PARTSIGHT_MODEL_DIR=/models \
+    PARTSIGHT_DEVICE=cuda \
+    PARTSIGHT_WORKER_METRICS_PORT=9302 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+WORKDIR /var/lib/partsight
+EXPOSE 9302
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9302/healthz', timeout=2).status != 200)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["partsight"]
+CMD ["worker"]
