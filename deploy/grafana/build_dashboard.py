@@ -1,0 +1,386 @@
+"""Builds deploy/grafana/dashboards/partsight.json, the operators' dashboard, from the panel list below.
+
+    python deploy/grafana/build_dashboard.py            # rewrite the JSON
+    python deploy/grafana/build_dashboard.py --check    # exit 1 when the JSON is not what this script makes
+
+The tests run `--check` and evaluate every expression against a real Prometheus scraping a running
+bridge and worker. Standard library only: it runs wherever the repository is checked out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).parent / "dashboards" / "partsight.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+GPU_ONLY = "partsight_worker_gpu_memory"  # exported by GPU workers only
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[Query, ...]
+    kind: str = "timeseries"  # timeseries, stat, table, bargauge
+    unit: str = "short"
+    width: int = 12
+    height: int = 8
+    description: str = ""
+    stack: bool = False
+    thresholds: tuple[tuple[float, str], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+RATE = "$__rate_interval"
+WORKERS = 'job="partsight-worker"'
+
+ROWS = (
+    Row(
+        "Overview",
+        (
+            Panel(
+                "Frames in",
+                (Query("partsight:frames_received:rate1m"),),
+                kind="stat",
+                unit="reqps",
+                width=4,
+                height=4,
+            ),
+            Panel(
+                "Queue depth",
+                (Query("partsight:queue_depth_frames"),),
+                kind="stat",
+                unit="short",
+                width=4,
+                height=4,
+                thresholds=((0, "green"), (500, "orange"), (900, "red")),
+            ),
+            Panel(
+                "p99 frame to result",
+                (Query('partsight:stage_latency_seconds:p99{stage="total"}'),),
+                kind="stat",
+                unit="s",
+                width=4,
+                height=4,
+                thresholds=((0, "green"), (1, "orange"), (2, "red")),
+            ),
+            Panel(
+                "Error ratio",
+                (Query("partsight:error_ratio:rate5m"),),
+                kind="stat",
+                unit="percentunit",
+                width=4,
+                height=4,
+                thresholds=((0, "green"), (0.01, "orange"), (0.05, "red")),
+            ),
+            Panel(
+                "Unknown ratio (30 min)",
+                (Query("partsight:unknown_ratio:rate30m"),),
+                kind="stat",
+                unit="percentunit",
+                width=4,
+                height=4,
+            ),
+            Panel(
+                "Processes up",
+                (Query('sum(up{job=~"partsight-.*"})', instant=True),),
+                kind="stat",
+                unit="short",
+                width=4,
+                height=4,
+                description="Bridges and workers Prometheus can scrape.",
+            ),
+        ),
+    ),
+    Row(
+        "Throughput",
+        (
+            Panel(
+                "Frames in and answers out",
+                (
+                    Query("partsight:frames_received:rate1m", "frames in"),
+                    Query("sum(partsight:answers:rate1m)", "results out"),
+                    Query("sum(partsight:errors:rate5m)", "errors out"),
+                ),
+                unit="reqps",
+                description="Frames the bridges received; results and error messages sent back to devices.",
+            ),
+            Panel(
+                "Queue depth and bound",
+                (
+                    Query("partsight:queue_depth_frames", "frames waiting"),
+                    Query("min(partsight_queue_limit_frames)", "bound (beyond: overloaded)"),
+                ),
+                description="Frames waiting in Redis for a worker; beyond the bound, frames are answered 'overloaded'.",
+            ),
+            Panel(
+                "Batch fill",
+                (
+                    Query(
+                        f"sum(rate(partsight_worker_batch_size_frames_sum[{RATE}]))"
+                        f" / sum(rate(partsight_worker_batch_size_frames_count[{RATE}]))"
+                        " / max(partsight_worker_max_batch_size_frames)",
+                        "mean batch / largest batch",
+                    ),
+                ),
+                unit="percentunit",
+                description="How full the micro-batches run: low at light load, near 100% when the model is the limit.",
+            ),
+            Panel(
+                "Latency by stage, p50 and p99",
+                (
+                    Query("partsight:stage_latency_seconds:p50", "{{stage}} p50"),
+                    Query("partsight:stage_latency_seconds:p99", "{{stage}} p99"),
+                ),
+                unit="s",
+                description="Queue, decode, features, classify, publish and total, per frame.",
+            ),
+        ),
+    ),
+    Row(
+        "Answers",
+        (
+            Panel(
+                "Errors by code",
+                (Query("partsight:errors:rate5m", "{{code}}"),),
+                unit="reqps",
+                stack=True,
+                description="Error messages on devices' error topics: the worker's codes and the bridge's refusals.",
+            ),
+            Panel(
+                "Unknown ratio",
+                (
+                    Query("partsight:unknown_ratio:rate30m", "last 30 min"),
+                    Query("partsight:unknown_ratio:rate1d", "last day"),
+                ),
+                unit="percentunit",
+                description="Frames answered 'unknown'. A jump: new products on the line, or changed light; retrain.",
+            ),
+            Panel(
+                "Results by category",
+                (Query(f"sum by (category) (rate(partsight_worker_results_total[{RATE}]))", "{{category}}"),),
+                unit="reqps",
+                stack=True,
+            ),
+            Panel(
+                "Devices: time since last frame",
+                (Query("time() - partsight:device_last_frame_timestamp_seconds", instant=True),),
+                kind="table",
+                unit="s",
+                thresholds=((0, "green"), (60, "orange"), (300, "red")),
+                description="Each device's last frame at any bridge; red after 5 minutes (the DeviceSilent alert).",
+                extra={
+                    "transformations": [
+                        {
+                            "id": "organize",
+                            "options": {
+                                "excludeByName": {"Time": True},
+                                "renameByName": {"Value": "seconds since last frame"},
+                            },
+                        },
+                        {"id": "sortBy", "options": {"sort": [{"field": "seconds since last frame", "desc": True}]}},
+                    ]
+                },
+            ),
+        ),
+    ),
+    Row(
+        "Workers and model",
+        (
+            Panel(
+                "Model served",
+                (Query("partsight_model_info", instant=True),),
+                kind="table",
+                description="Model name and version, backbone, engine and device of each worker.",
+                extra={
+                    "transformations": [
+                        {
+                            "id": "organize",
+                            "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True}},
+                        }
+                    ]
+                },
+            ),
+            Panel(
+                "Connections",
+                (
+                    Query("partsight_bridge_mqtt_connected", "bridge {{instance}} MQTT"),
+                    Query("partsight_bridge_redis_connected", "bridge {{instance}} Redis"),
+                    Query("partsight_worker_mqtt_connected", "worker {{instance}} MQTT"),
+                ),
+                description="1 while connected.",
+            ),
+            Panel(
+                "Worker CPU",
+                (Query(f"rate(process_cpu_seconds_total{{{WORKERS}}}[{RATE}])", "{{instance}}"),),
+                unit="percentunit",
+                description="CPU seconds per second of each worker process (1 = one core).",
+            ),
+            Panel(
+                "Memory (resident)",
+                (Query('process_resident_memory_bytes{job=~"partsight-.*"}', "{{job}} {{instance}}"),),
+                unit="bytes",
+            ),
+            Panel(
+                "GPU memory in use",
+                (
+                    Query(
+                        "partsight_worker_gpu_memory_used_bytes / partsight_worker_gpu_memory_total_bytes",
+                        "{{instance}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=24,
+                description="GPU workers only (empty on a CPU-only deployment).",
+            ),
+        ),
+    ),
+)
+
+
+def _targets(panel: Panel) -> list[dict[str, Any]]:
+    return [
+        {
+            "datasource": DATASOURCE,
+            "expr": query.expr,
+            "legendFormat": query.legend or "__auto",
+            "refId": chr(ord("A") + index),
+            **({"instant": True, "range": False, "format": "table"} if query.instant or panel.kind == "table" else {}),
+        }
+        for index, query in enumerate(panel.queries)
+    ]
+
+
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    steps = [
+        {"color": colour, "value": None if n == 0 else value} for n, (value, colour) in enumerate(panel.thresholds)
+    ]
+    custom: dict[str, Any] = {}
+    if panel.kind == "timeseries":
+        custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+        if panel.stack:
+            custom["stacking"] = {"mode": "normal", "group": "A"}
+    result: dict[str, Any] = {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+        "fieldConfig": {
+            "defaults": {
+                "unit": panel.unit,
+                "custom": custom,
+                "thresholds": {"mode": "absolute", "steps": steps or [{"color": "green", "value": None}]},
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}} if panel.kind == "timeseries" else {},
+        "targets": _targets(panel),
+    }
+    if panel.kind == "table" and panel.thresholds:
+        result["fieldConfig"]["defaults"]["custom"] = {"cellOptions": {"type": "color-background"}}
+    result.update(panel.extra)
+    return result
+
+
+def build() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y = 0
+    next_id = 1
+    for row in ROWS:
+        panels.append(
+            {
+                "id": next_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        next_id += 1
+        y += 1
+        x = 0
+        line_height = 0
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x, y = 0, y + line_height
+                line_height = 0
+            panels.append(_panel(panel, next_id, x, y))
+            next_id += 1
+            x += panel.width
+            line_height = max(line_height, panel.height)
+        y += line_height
+    return {
+        "uid": "partsight-operations",
+        "title": "partsight: operations",
+        "description": "Frames, queue, latency, answers, devices, workers and model of a partsight deployment.",
+        "tags": ["partsight"],
+        "timezone": "browser",
+        "editable": False,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"selected": True, "text": "Prometheus", "value": "partsight-prometheus"},
+                    "hide": 0,
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def expressions(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression in the dashboard, in panel order."""
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args()
+    text = render()
+    if args.check:
+        if not OUTPUT.exists() or OUTPUT.read_text(encoding="utf-8") != text:
+            print(f"{OUTPUT} is out of date: run python {Path(__file__).as_posix()}", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUTPUT} ({len(build()['panels'])} panels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
