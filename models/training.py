@@ -254,40 +254,28 @@ def tune_node(
     classes = np.unique(node.targets[node.rows])
     scored = node.rows[real]
     truth = node.targets[real]
-    jobs = [
-        (candidate, train_rows[node.rows[train_rows]], held_out)
-        for candidate in search
-        for train_rows, held_out in splits
-    ]
-
-    def run(job: tuple[Candidate, np.ndarray, np.ndarray]) -> np.ndarray:
-        candidate, train_rows, held_out = job
-        classifier = fit_candidate(candidate, features[train_rows], node.targets[train_rows], seed=seed)
-        apply = classifier.decision if candidate.kind in SVM_KINDS else classifier.probabilities
-        answers = np.zeros((len(held_out), len(classes)))
-        answers[:, np.searchsorted(classes, np.asarray(classifier.classes))] = apply(features[real[held_out]])
-        return answers
-
-    results = []
-    for job in jobs:  # in series: BLAS already uses every core (threads measured no faster)
-        results.append(run(job))
-        tick()
     best: Tuned | None = None
+    best_score = -1.0
     scores: dict[str, float] = {}
-    for index, candidate in enumerate(search):
+    for candidate in search:  # fits run in series: BLAS already uses every core (threads measured no faster)
         svm = candidate.kind in SVM_KINDS  # decision values here; probabilities once the temperature is known
-        decisions = np.zeros((len(real), len(classes)))
-        for fold, (_, held_out) in enumerate(splits):
-            decisions[held_out] = results[index * len(splits) + fold]
+        answers = np.zeros((len(real), len(classes)))
+        for fold_rows, held_out in splits:
+            train_rows = fold_rows[node.rows[fold_rows]]  # this node's rows of the fold's training part
+            classifier = fit_candidate(candidate, features[train_rows], node.targets[train_rows], seed=seed)
+            apply = classifier.decision if svm else classifier.probabilities
+            columns = np.searchsorted(classes, np.asarray(classifier.classes))
+            answers[np.ix_(held_out, columns)] = apply(features[real[held_out]])
+            tick()
         temperature = 1.0
         if svm:
-            temperature = fit_temperature(decisions[scored], np.searchsorted(classes, truth[scored]))
-        probabilities = softmax(decisions * temperature) if svm else decisions
-        predicted = classes[probabilities[scored].argmax(axis=1)]
+            temperature = fit_temperature(answers[scored], np.searchsorted(classes, truth[scored]))
+            answers = softmax(answers * temperature)
+        predicted = classes[answers[scored].argmax(axis=1)]
         score = float(f1_score(truth[scored], predicted, average="macro"))
         scores[candidate.label] = round(score, 4)
-        if best is None or score > scores[best.candidate.label]:
-            best = Tuned(candidate, classes, probabilities, temperature, scores)
+        if score > best_score:
+            best, best_score = Tuned(candidate, classes, answers, temperature, scores), score
     assert best is not None
     return best
 
