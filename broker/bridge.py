@@ -62,8 +62,8 @@ class Bridge:
         # QUEUE_SAMPLE_INTERVAL_S old; a burst between samples must not get past the bound)
         self._depth_lock = threading.Lock()
         self._queue_depth = 0
-        self.metrics.queue_limit.set(settings.max_queue_length)
         self._admitted_since_sample = 0
+        self.metrics.queue_limit.set(settings.max_queue_length)
         self._redis_ok = False
         self.connection = MqttConnection(
             settings.mqtt,
