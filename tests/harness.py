@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,26 @@ def publisher(host: str, port: int, protocol: int = paho.MQTTv5) -> paho.Client:
     client.connect(host, port)
     client.loop_start()
     return client
+
+
+def login(
+    port: int, user: str | None, password: str | None, *, ca_file: str | None = None
+) -> tuple[paho.Client, list[tuple[str, bytes]], Any]:
+    """An MQTT 5 client logged in as `user` (TLS when `ca_file` is given): the client, the messages it
+    receives, and the broker's CONNACK reason code (`.is_failure` when refused)."""
+    received: list[tuple[str, bytes]] = []
+    outcome: dict[str, Any] = {}
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5)
+    if user:
+        client.username_pw_set(user, password)
+    if ca_file:
+        client.tls_set(ca_certs=ca_file)
+    client.on_connect = lambda c, u, flags, reason, props: outcome.setdefault("connect", reason)
+    client.on_message = lambda c, u, message: received.append((message.topic, message.payload))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    wait_for(lambda: "connect" in outcome, 10, f"CONNACK for {user}")
+    return client, received, outcome["connect"]
 
 
 def frame_properties(frame_id: str, **extra: object) -> Properties:

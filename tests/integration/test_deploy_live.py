@@ -17,12 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.harness import Listener, frame_properties, publisher, wait_for
+from tests.harness import Listener, frame_properties, login, publisher, wait_for
 from tests.servers import ServerProcess, free_port, require_binary
 
 pytestmark = pytest.mark.integration
@@ -175,37 +173,23 @@ def acl_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def connect(port: int, user: str | None, password: str | None) -> tuple[paho.Client, list[Any], Any]:
-    received: list[Any] = []
-    outcome: dict[str, Any] = {}
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5)
-    if user:
-        client.username_pw_set(user, password)
-    client.on_connect = lambda c, u, flags, reason, props: outcome.setdefault("connect", reason)
-    client.on_message = lambda c, u, message: received.append((message.topic, message.payload))
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    wait_for(lambda: "connect" in outcome, 10, f"CONNACK for {user}")
-    return client, received, outcome["connect"]
-
-
 def test_the_shipped_acl_keeps_each_device_to_its_own_topics(acl_broker) -> None:
     port, passwords = acl_broker
-    anonymous, _, refused = connect(port, None, None)
+    anonymous, _, refused = login(port, None, None)
     assert refused.is_failure
-    wrong, _, refused = connect(port, "cam-a", "not-the-password")
+    wrong, _, refused = login(port, "cam-a", "not-the-password")
     assert refused.is_failure
     for client in (anonymous, wrong):
         client.loop_stop()
 
-    bridge, frames, ok = connect(port, "partsight-bridge", passwords["partsight-bridge"])
+    bridge, frames, ok = login(port, "partsight-bridge", passwords["partsight-bridge"])
     assert not ok.is_failure
     bridge.subscribe("partsight/+/frame", qos=1)
-    cam_a, seen_by_a, _ = connect(port, "cam-a", passwords["cam-a"])
-    cam_b, seen_by_b, _ = connect(port, "cam-b", passwords["cam-b"])
+    cam_a, seen_by_a, _ = login(port, "cam-a", passwords["cam-a"])
+    cam_b, seen_by_b, _ = login(port, "cam-b", passwords["cam-b"])
     for client in (cam_a, cam_b):
         client.subscribe("partsight/#", qos=1)  # as wide as a device can ask: the ACL narrows what it gets
-    worker, _, _ = connect(port, "partsight-worker", passwords["partsight-worker"])
+    worker, _, _ = login(port, "partsight-worker", passwords["partsight-worker"])
     time.sleep(0.5)
 
     cam_a.publish("partsight/cam-a/frame", b"a's own frame", qos=1).wait_for_publish(5)
