@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.decode import DecodeLimits, decode_image, read_header
+from models.decode import DecodeLimits, center_square, decode_image, read_header
 from models.errors import ImageError
 from models.features import FeatureExtractor
 
@@ -50,18 +50,16 @@ def wants_gpu_decode(data: bytes, limits: DecodeLimits) -> JpegFrame | None:
 
 
 def center_crop_resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 3, size, size) float: shorter side to `size` (bilinear, antialiased), centre crop.
+    """(N, 3, H, W) -> (N, 3, size, size) float: the centre square, resized (bilinear, antialiased).
 
-    The same geometry as models.decode.resize_center_crop on the CPU.
+    The same geometry as models.decode.resize_center_crop on the CPU, cropped first for the same reason.
     """
     height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
-    resized = torch.nn.functional.interpolate(
-        images.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+    left, top, side = center_square(width, height)
+    square = images[:, :, top : top + side, left : left + side]
+    return torch.nn.functional.interpolate(
+        square.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[:, :, top : top + size, left : left + size]
 
 
 class CudaEngine:

@@ -101,3 +101,18 @@ def test_other_formats_are_unsupported(payload: bytes, name: str) -> None:
 def test_extreme_aspect_ratios_decode() -> None:
     assert decode_image(encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), size=16).shape == (16, 16, 3)
     assert decode_image(encode(Image.new("L", (10_000, 1)), "PNG"), size=16).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (1, 65_000), (5_001, 3)])
+def test_long_thin_frames_become_their_centre_square_without_blowing_up(size: tuple[int, int]) -> None:
+    """A 373-byte 100,000 x 1 PNG used to be scaled to 22,400,000 x 224 pixels before the crop (15 GB)."""
+    width, height = size
+    frame = Image.new("RGB", size, (0, 0, 255))
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    frame.paste((255, 0, 0), (left, top, left + side, top + side))  # only the centre square is red
+    out = decode_image(encode(frame, "PNG"), size=32)
+    assert out.shape == (32, 32, 3)
+    # the middle is the red square; towards the edges a bilinear resize blends in the blue neighbours
+    assert out[16, 16, 0] > 240 and out[16, 16, 2] < 15
+    assert out[..., 0].astype(int).mean() > 2 * out[..., 2].astype(int).mean()
