@@ -7,7 +7,9 @@ so a 1080p frame never costs a full-resolution decode when the model wants 224 p
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -106,8 +108,27 @@ class ImageHeader:
     orientation: int
 
 
+def check_png_chunks(data: bytes) -> None:
+    """ImageError(image_undecodable) when a PNG chunk fails its CRC: Pillow does not check the pixel data's, and
+    a damaged frame would be answered from damaged pixels. A truncated PNG is left for the decoder to refuse."""
+    at = 8
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        end = at + 8 + length
+        if end + 4 > len(data):
+            return
+        if zlib.crc32(data[at + 4 : end]) != struct.unpack(">I", data[end : end + 4])[0]:
+            name = kind.decode("latin-1")
+            raise ImageError(IMAGE_UNDECODABLE, f"PNG chunk {name!r} at byte {at} fails its CRC: the data is damaged")
+        if kind == b"IEND":
+            return
+        at = end + 4
+
+
 def _open_checked(data: bytes, limits: DecodeLimits) -> tuple[str, Image.Image]:
     fmt = sniff_format(data)
+    if fmt == "PNG":
+        check_png_chunks(data)
     opened = Image.open(io.BytesIO(data), formats=[fmt])
     width, height = opened.size
     if width < 1 or height < 1:

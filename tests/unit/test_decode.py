@@ -116,3 +116,15 @@ def test_long_thin_frames_become_their_centre_square_without_blowing_up(size: tu
     # the middle is the red square; towards the edges a bilinear resize blends in the blue neighbours
     assert out[16, 16, 0] > 240 and out[16, 16, 2] < 15
     assert out[..., 0].astype(int).mean() > 2 * out[..., 2].astype(int).mean()
+
+
+def test_a_png_whose_pixel_data_fails_its_crc_is_undecodable() -> None:
+    data = bytearray(encode(Image.new("RGB", (40, 30), (10, 120, 200)), "PNG"))
+    assert decode_image(bytes(data), size=16).shape == (16, 16, 3)
+    idat = data.find(b"IDAT")
+    data[idat + 6] ^= 0x01  # one bit of the compressed pixels
+    with pytest.raises(ImageError) as caught:
+        decode_image(bytes(data), size=16)
+    assert (
+        caught.value.code == "image_undecodable" and "'IDAT'" in caught.value.message and "CRC" in caught.value.message
+    )
