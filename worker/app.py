@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 from kombu.entity import Queue
 
 from broker.contract import FRAME_QUEUE
@@ -60,6 +60,12 @@ def _load_model_when_ready(sender: Any = None, **_: Any) -> None:
 @worker_process_init.connect
 def _load_model_in_child(**_: Any) -> None:
     runtime.get()
+
+
+@worker_shutting_down.connect
+def _draining(**_: Any) -> None:
+    """SIGTERM: Celery stops taking tasks and finishes those it holds; say so on /readyz from the first moment."""
+    runtime.stop_accepting()
 
 
 @worker_shutdown.connect

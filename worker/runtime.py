@@ -114,8 +114,12 @@ class Runtime:
         )
         return cls(settings, recognizer, batcher, connection, pipeline, metrics, registry, probes)
 
+    def stop_accepting(self) -> None:
+        """/readyz turns false: the worker is draining (it takes no new task, finishes what it holds)."""
+        self.probes["accepting"] = lambda: False
+
     def close(self) -> None:
-        self.probes["accepting"] = lambda: False  # /readyz turns false while the last frames finish
+        self.stop_accepting()
         self.batcher.close()
         self.connection.stop()
 
@@ -141,6 +145,10 @@ class RuntimeHolder:
                 if self._runtime is None:
                     self._runtime = Runtime.build(self._settings)
         return self._runtime
+
+    def stop_accepting(self) -> None:
+        if self._runtime is not None:
+            self._runtime.stop_accepting()
 
     def close(self) -> None:
         with self._lock:
