@@ -102,6 +102,10 @@ def main() -> int:
         "small CPU box)",
     )
     parser.add_argument("--synthetic-up-to", type=int, default=20, help="largest photos per product for + synthetic")
+    parser.add_argument(
+        "--preprocessing", default="all", help="preprocessing the tuned heads try (none,standardize,pca)"
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="only the tuned heads (skip pixels, HOG, plain LR)")
     args = parser.parse_args()
 
     import tempfile
@@ -111,7 +115,7 @@ def main() -> int:
 
     from models import datasets
     from models.augment import Augmenter, parse_transforms
-    from models.classifiers import KINDS, candidates, parse_names
+    from models.classifiers import KINDS, PREPROCESSING, candidates, parse_names
     from models.head import CATEGORY_FIRST, FLAT
     from models.training import fit_head
 
@@ -134,27 +138,42 @@ def main() -> int:
     test_hand = handcrafted(test_images)
     augmenter = Augmenter(names=parse_transforms(args.transforms), copies=args.synthetic, seed=args.seed)
 
-    shots = [int(s) for s in args.shots.split(",")] + ([6000] if args.full else [])
+    shots = [int(s) for s in args.shots.split(",") if s.strip()] + ([6000] if args.full else [])
+    preprocessing = parse_names(args.preprocessing, PREPROCESSING, "preprocessing")
+    computed: dict[int, np.ndarray] = {}  # CNN features by train photo index, computed once per run
+
+    def train_features(index: np.ndarray) -> np.ndarray:
+        missing = [int(i) for i in index if int(i) not in computed]
+        if missing:
+            for i, row in zip(missing, cnn([datasets.to_photo(train.images[i]) for i in missing]), strict=True):
+                computed[i] = row
+        return np.stack([computed[int(i)] for i in index])
+
+    def search_for(k: int) -> list:  # type: ignore[type-arg]
+        kinds = parse_names(args.full_classifiers if k == 6000 else args.classifiers, KINDS, "kind")
+        return candidates(kinds, preprocessing)
+
     rows: list[tuple[str, ...]] = []
     for k in shots:
         index = pick(train.labels, k, np.random.default_rng([args.seed, k]), list(range(10)))
         images, labels = train.images[index], train.labels[index]
         photos = [datasets.to_photo(image) for image in images]
-        train_cnn = cnn(photos)
+        train_cnn = train_features(index)
         label = "full" if k == 6000 else str(k)
         methods: dict[str, np.ndarray] = {}
-        methods["raw pixels + RBF SVM"] = (
-            SVC(C=10, gamma="scale").fit(images.reshape(len(images), -1) / 255.0, labels).predict(test_pixels)
-        )
-        methods["HOG + histogram + RBF SVM"] = (
-            SVC(C=10, gamma="scale").fit(handcrafted(images), labels).predict(test_hand)
-        )
-        methods["CNN + logistic regression (C=1)"] = (
-            LogisticRegression(C=1.0, max_iter=3000).fit(train_cnn, labels).predict(test_cnn)
-        )
+        if not args.no_baselines:
+            methods["raw pixels + RBF SVM"] = (
+                SVC(C=10, gamma="scale").fit(images.reshape(len(images), -1) / 255.0, labels).predict(test_pixels)
+            )
+            methods["HOG + histogram + RBF SVM"] = (
+                SVC(C=10, gamma="scale").fit(handcrafted(images), labels).predict(test_hand)
+            )
+            methods["CNN + logistic regression (C=1)"] = (
+                LogisticRegression(C=1.0, max_iter=3000).fit(train_cnn, labels).predict(test_cnn)
+            )
         if k >= 2:
             products = [names[int(label_)] for label_ in labels]
-            search = candidates(parse_names(args.full_classifiers if k == 6000 else args.classifiers, KINDS, "kind"))
+            search = search_for(k)
             for structure in (FLAT, CATEGORY_FIRST):
                 started = time.time()
                 head, report = fit_head(
@@ -193,10 +212,7 @@ def main() -> int:
     for k in [s for s in shots if s >= 5]:
         index = pick(train.labels, k, np.random.default_rng([args.seed, k, 1]), known)
         products = [names[int(label_)] for label_ in train.labels[index]]
-        search = candidates(parse_names(args.full_classifiers if k == 6000 else args.classifiers, KINDS, "kind"))
-        head, report = fit_head(
-            cnn([datasets.to_photo(i) for i in train.images[index]]), products, categories_by_name, search=search
-        )
+        head, report = fit_head(train_features(index), products, categories_by_name, search=search_for(k))
         decisions = [head.decide(row) for row in head.probabilities(test_cnn)]
         unseen = np.isin(test_labels, [names.index(h) for h in HELD_OUT])
         refused = np.array([d.status == "unknown" for d in decisions])
