@@ -67,6 +67,12 @@ class ProductHead:
         dims = {classifier.input_dim for classifier in self.classifiers.values()}
         if len(dims) != 1:
             raise ValueError(f"the head's classifiers expect different feature sizes: {sorted(dims)}")
+        try:  # a head that cannot answer must fail here, at load, not on every frame
+            probe = self.probabilities(np.zeros((1, self.feature_dim), dtype=np.float32))
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ValueError(f"the head's classifiers cannot be applied: {exc!r}") from exc
+        if probe.shape != (1, count) or not np.isfinite(probe).all():
+            raise ValueError(f"the head's classifiers give {probe.shape} probabilities for {count} products")
 
     @property
     def feature_dim(self) -> int:

@@ -170,3 +170,24 @@ def test_classifier_and_preprocessing_names_from_the_command_line() -> None:
         parse_names("logistic,forest", KINDS, "classifier")
     with pytest.raises(DatasetError, match="unknown preprocessing"):
         parse_names(" , ", PREPROCESSING, "preprocessing")
+
+
+def test_a_head_whose_arrays_are_incomplete_is_refused_at_load(tmp_path: Path) -> None:
+    """Arrays missing from head.npz (with a manifest made to match) fail loading, not every frame after it."""
+    import json
+
+    from models.artifact import file_sha256
+    from models.errors import ArtifactError
+
+    features, products, categories_of, _ = hierarchy_data()
+    head, _ = fit_head(features, products, categories_of, search=[Candidate("rbf_svm", 3.0)])
+    catalog = {p: {"product": p, "name": p, "category": c} for p, c in categories_of.items()}
+    version = write_model(tmp_path, name="h", head=head, catalog=catalog, backbone={"name": "efficientnet_lite0"})
+    with np.load(version / "head.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files if not name.endswith("_n_support")}
+    np.savez(version / "head.npz", **arrays)
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["files"]["head.npz"]["sha256"] = file_sha256(version / "head.npz")
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="cannot be applied"):
+        load_model(version)
