@@ -81,21 +81,10 @@ class ProductHead:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, products) probabilities, columns in `self.products` order."""
         x = np.asarray(features, dtype=np.float32)
-        column = {product: index for index, product in enumerate(self.products)}
-        result = np.zeros((len(x), len(self.products)), dtype=np.float64)
-        top = self.classifiers[None]
-        top_probs = top.probabilities(x)
-        if self.structure == FLAT:
-            result[:, [column[p] for p in top.classes]] = top_probs
-            return result
-        for position, category in enumerate(top.classes):
-            members = [p for p, c in zip(self.products, self.categories, strict=True) if c == category]
-            inner = self.classifiers.get(category)
-            if inner is None:  # a category with one product
-                result[:, column[members[0]]] = top_probs[:, position]
-            else:
-                result[:, [column[p] for p in inner.classes]] = top_probs[:, [position]] * inner.probabilities(x)
-        return result
+        levels = {
+            scope: (classifier.classes, classifier.probabilities(x)) for scope, classifier in self.classifiers.items()
+        }
+        return compose(self.products, dict(zip(self.products, self.categories, strict=True)), self.structure, levels)
 
     def decide(self, probabilities: Sequence[float], *, top_k: int = 5) -> Decision:
         probs = np.asarray(probabilities, dtype=np.float64)
@@ -125,6 +114,33 @@ class ProductHead:
                 ("" if key is None else key): classifier.record() for key, classifier in self.classifiers.items()
             },
         }
+
+
+def compose(
+    products: Sequence[str],
+    categories_of: Mapping[str, str],
+    structure: str,
+    levels: Mapping[str | None, tuple[Sequence[str], np.ndarray]],
+) -> np.ndarray:
+    """(N, products) probabilities from each classifier's (classes, probabilities); `levels[None]` is the top.
+
+    Flat: the top level's columns. Category-first: P(category) x P(product | category), and P(category)
+    alone for a category's only product. Serves the head, and training's out-of-fold answers alike.
+    """
+    top_classes, top_probs = levels[None]
+    column = {product: index for index, product in enumerate(products)}
+    result = np.zeros((len(top_probs), len(products)), dtype=np.float64)
+    if structure == FLAT:
+        result[:, [column[p] for p in top_classes]] = top_probs
+        return result
+    for position, category in enumerate(top_classes):
+        if category in levels:
+            inner_classes, inner_probs = levels[category]
+            result[:, [column[p] for p in inner_classes]] = top_probs[:, [position]] * inner_probs
+        else:  # a category with one product
+            (only,) = [p for p in products if categories_of[p] == category]
+            result[:, column[only]] = top_probs[:, position]
+    return result
 
 
 def saved_arrays(head: ProductHead) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from models.decode import decode_image, decode_photo, resize_center_crop
 from models.errors import DatasetError, ImageError
 from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
-from models.head import CATEGORY_FIRST, FLAT, ProductHead
+from models.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
 from models.report import evaluation, precision_by_threshold, write_report
 
@@ -280,24 +280,6 @@ def tune_node(
     return best
 
 
-def joint_probabilities(
-    tuned: dict[str | None, Tuned], products: np.ndarray, categories_of: Mapping[str, str], structure: str
-) -> np.ndarray:
-    """Out-of-fold product probabilities of the whole head, composed like ProductHead.probabilities."""
-    top = tuned[None]
-    if structure == FLAT:
-        return top.oof[:, np.searchsorted(top.classes, products)]
-    joint = np.zeros((len(top.oof), len(products)))
-    for column, product in enumerate(products):
-        category = categories_of[product]
-        p_category = top.oof[:, int(np.searchsorted(top.classes, category))]
-        inner = tuned.get(category)
-        joint[:, column] = (
-            p_category if inner is None else p_category * inner.oof[:, np.searchsorted(inner.classes, product)]
-        )
-    return joint
-
-
 def tuning_sample(
     labels: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, photos: int | None, seed: int
 ) -> np.ndarray:
@@ -394,7 +376,8 @@ def fit_head(
             "classifiers chosen by cross-validated macro-F1: %s",
             {name: entry["chosen"] for name, entry in report["classifiers"].items()},
         )
-        oof = joint_probabilities(tuned, classes, categories_of, structure)
+        levels = {scope: (list(result.classes), result.oof) for scope, result in tuned.items()}
+        oof = compose(list(classes), categories_of, structure, levels)  # as the head will compose them
         product_conf, product_hit = oof.max(axis=1), classes[oof.argmax(axis=1)] == labels
         category_names = sorted({categories_of[c] for c in classes})
         member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
