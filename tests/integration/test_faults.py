@@ -9,16 +9,23 @@ import time
 
 import pytest
 
-from tests.harness import readyz, wait_for
+from tests.harness import publisher, readyz, wait_for
 
 from .test_resilience import answers_by_frame, stack_settle_s
 
 pytestmark = pytest.mark.integration
 
 
+def every_frame_answered_once(stack, listener, frame_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Waits for an answer to every frame, then long enough for any second answer, and checks there is none."""
+    wait_for(lambda: set(frame_ids) <= set(answers_by_frame(listener)), 90, "every frame answered")
+    time.sleep(stack_settle_s(stack))
+    counts = answers_by_frame(listener)
+    assert set(counts) == set(frame_ids) and max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}
+
+
 def steady_camera(stack, device: str, images: list[bytes], frame_ids: list[str], interval_s: float) -> threading.Thread:  # type: ignore[no-untyped-def]
     """Sends `frame_ids` one every `interval_s` from a thread, as a camera on a line would."""
-    from tests.harness import publisher
 
     def run() -> None:
         client = publisher("127.0.0.1", stack.mqtt_port)
@@ -49,11 +56,8 @@ def test_a_worker_frozen_past_the_redelivery_timeout_answers_every_frame_once(ow
         assert len(answers_by_frame(listener)) <= frozen_at + 1, "answers came from a frozen worker"
         stack.worker.signal(signal.SIGCONT)
         camera.join(30)
-        wait_for(lambda: set(frame_ids) <= set(answers_by_frame(listener)), 90, "every frame answered")
-        time.sleep(stack_settle_s(stack))  # any second answer would show up by now
-    counts = answers_by_frame(listener)
+        every_frame_answered_once(stack, listener, frame_ids)
     assert frozen_at < len(frame_ids), "the freeze came too late to test anything"
-    assert set(counts) == set(frame_ids) and max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}
 
 
 def test_sigterm_drains_the_worker_and_the_next_one_answers_the_rest(own_stack, camera_photos) -> None:
@@ -78,8 +82,5 @@ def test_sigterm_drains_the_worker_and_the_next_one_answers_the_rest(own_stack, 
         drained = len(answers_by_frame(listener))
         stack.start_worker()
         camera.join(30)
-        wait_for(lambda: set(frame_ids) <= set(answers_by_frame(listener)), 90, "every frame answered")
-        time.sleep(stack_settle_s(stack))
-    counts = answers_by_frame(listener)
+        every_frame_answered_once(stack, listener, frame_ids)
     assert drained < len(frame_ids), "the stop came too late to test anything"
-    assert set(counts) == set(frame_ids) and max(counts.values()) == 1, {f: n for f, n in counts.items() if n > 1}

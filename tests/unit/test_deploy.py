@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import dashboard_builder
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -315,12 +317,7 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
         check=False,
     )
     assert built.returncode == 0, built.stderr
-    sys.path.insert(0, str(DEPLOY / "grafana"))
-    try:
-        import build_dashboard
-    finally:
-        sys.path.remove(str(DEPLOY / "grafana"))
-    dashboard = build_dashboard.build()
+    dashboard = dashboard_builder().build()
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     titles = {panel["title"] for panel in dashboard["panels"]}
