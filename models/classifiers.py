@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import DatasetError
+
 KINDS = ("logistic", "linear_svm", "rbf_svm", "knn", "mlp")
 PREPROCESSING = ("none", "standardize", "pca")
 PCA_COMPONENTS = 128
@@ -56,8 +58,6 @@ class Candidate:
 
 def parse_names(text: str, known: Sequence[str], what: str) -> tuple[str, ...]:
     """'all' or comma-separated names from `known`; DatasetError names an unknown one."""
-    from models.errors import DatasetError
-
     text = text.strip().lower()
     if text == "all":
         return tuple(known)
