@@ -12,6 +12,7 @@ A store holds several versions and a `current` link to the one served.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -131,12 +132,28 @@ def write_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    point_current(store, version)
+    return final
+
+
+def point_current(store: Path, version: str) -> None:
+    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new."""
     link = store / f".{CURRENT}.tmp"
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(version)
     os.replace(link, store / CURRENT)
-    return final
+
+
+def served_signature(path: Path) -> tuple[str, str]:
+    """What identifies the version `path` serves: its directory and its manifest's sha256. Cheap enough to poll;
+    it changes when `current` moves or a version's manifest is rewritten."""
+    version_dir = resolve(path)
+    try:
+        manifest = (version_dir / MANIFEST).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{version_dir}: unreadable manifest: {exc}") from exc
+    return str(version_dir), hashlib.sha256(manifest).hexdigest()
 
 
 def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:

@@ -70,6 +70,19 @@ class WorkerMetrics:
             "partsight_worker_model_loaded", "1 once the model is loaded and verified.", registry=registry
         )
         self.model = Info("partsight_model", "The model served by this worker.", registry=registry)
+        self.model_reloads = Counter(
+            "partsight_worker_model_reloads_total",
+            "New model versions seen in the store: loaded and swapped in, or refused (the served one stays).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("loaded", "refused"):
+            self.model_reloads.labels(outcome=outcome)
+        self.model_refused = Gauge(
+            "partsight_worker_model_refused",
+            "1 while the store's current version is one this worker refused (it serves the previous one).",
+            registry=registry,
+        )
 
     def precreate_categories(self, categories: Iterable[str]) -> None:
         for category in [*categories, NO_CATEGORY]:

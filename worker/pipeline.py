@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,32 +61,55 @@ class ModelInfo:
     input_size: int
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ServedModel:
+    """One loaded model version: all a frame needs from decode to result. A frame keeps the version it started
+    with to the end, so a reload never puts one version's features through another version's head."""
+
+    info: ModelInfo
+    prepare: Callable[[bytes], Any]  # decode (or, for a GPU decoder, check) one image
+    features: Callable[[list[Any]], Sequence[np.ndarray | ImageError]]  # its engine, one batch of prepared images
+    classify: Callable[[np.ndarray], list[Decision]]
+    catalog: Mapping[str, Mapping[str, Any]]
+    description: Mapping[str, str]  # name, version, backbone, engine, device: the partsight_model info labels
+    categories: tuple[str, ...]
+
+
+def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:
+    """The micro-batcher's batch function: each prepared image goes through its own version's engine (a batch
+    holds two versions only in the moment of a reload)."""
+    results: list[np.ndarray | ImageError] = []
+    start = 0
+    while start < len(items):
+        model = items[start][0]
+        end = start + 1
+        while end < len(items) and items[end][0] is model:
+            end += 1
+        results.extend(model.features([prepared for _, prepared in items[start:end]]))
+        start = end
+    return results
+
+
 class FramePipeline:
     def __init__(
         self,
         *,
-        model: ModelInfo,
-        classify: Callable[[np.ndarray], list[Decision]],
+        model: Callable[[], ServedModel],
         batcher: FeatureBatcher,
         ledger: Ledger,
         frames: FrameSource,
         publisher: Publisher,
         metrics: WorkerMetrics,
-        prepare: Callable[[bytes], Any],
         max_payload_bytes: int,
-        catalog: dict[str, dict[str, Any]],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._model = model
-        self._classify = classify
+        self._model = model  # the version served now; it changes when a new one is loaded
         self._batcher = batcher
         self._ledger = ledger
         self._frames = frames
         self._publisher = publisher
         self._metrics = metrics
-        self._prepare = prepare
         self._max_payload_bytes = max_payload_bytes
-        self._catalog = catalog
         self._clock = clock
 
     def handle(self, task: Mapping[str, Any]) -> str:
@@ -134,6 +157,7 @@ class FramePipeline:
         return outcome
 
     def _answer(self, request: FrameRequest, started: float, on_delivered: Callable[[], None]) -> str:
+        model = self._model()
         queue_s = max(0.0, started - request.received_at)
         self._metrics.stage_latency.labels(stage="queue").observe(queue_s)
         t0 = time.perf_counter()
@@ -143,13 +167,13 @@ class FramePipeline:
                     str(ErrorCode.PAYLOAD_TOO_LARGE),
                     f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}",
                 )
-            prepared = self._prepare(request.image)  # decoded, or only checked for a GPU decoder
+            prepared = model.prepare(request.image)  # decoded, or only checked for a GPU decoder
             t1 = time.perf_counter()
-            batched: Batched[np.ndarray | ImageError] = self._batcher.submit(prepared).result()
+            batched: Batched[np.ndarray | ImageError] = self._batcher.submit((model, prepared)).result()
             t2 = time.perf_counter()
             if isinstance(batched.value, ImageError):  # a frame only the batch's decoder could refuse
                 raise batched.value
-            decision = self._classify(batched.value[None, :])[0]
+            decision = model.classify(batched.value[None, :])[0]
             t3 = time.perf_counter()
         except ImageError as exc:
             return self._send_error(request, ErrorCode(exc.code), exc.message, on_delivered)
@@ -171,9 +195,9 @@ class FramePipeline:
             confidence=decision.confidence,
             category_confidence=decision.category_confidence,
             top_k=decision.top_k,
-            catalog=self._catalog.get(decision.product) if decision.product else None,
-            model_name=self._model.name,
-            model_version=self._model.version,
+            catalog=model.catalog.get(decision.product) if decision.product else None,
+            model_name=model.info.name,
+            model_version=model.info.version,
             timings=timings,
             completed_at=self._clock(),
         )

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,14 +22,16 @@ from broker.framestore import FrameStore
 from broker.http import serve
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
+from models.artifact import served_signature
 from models.decode import DecodeLimits
 from models.errors import ImageError
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
-from worker.pipeline import FramePipeline, ModelInfo
+from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
+from worker.reload import ModelReloader, ModelSlot
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +40,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: WorkerSettings
-    recognizer: Recognizer
+    model: ModelSlot
+    reloader: ModelReloader
     batcher: MicroBatcher[Any, np.ndarray | ImageError]
     connection: MqttConnection
     pipeline: FramePipeline
@@ -54,34 +58,44 @@ class Runtime:
         if serve_metrics:  # up before the model loads: /healthz answers, /readyz says not yet
             serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
             logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
-        recognizer = Recognizer.load(
-            settings.model_dir, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
-        )
-        bundle, engine = recognizer.bundle, recognizer.engine
-        metrics.model.info(
-            {
-                "name": bundle.name,
-                "version": bundle.version,
-                "backbone": recognizer.spec.name,
-                "engine": engine.name,
-                "device": engine.device,
-            }
-        )
-        metrics.precreate_categories(sorted(set(bundle.head.categories)))
+        limits = DecodeLimits(max_pixels=settings.max_pixels)
+
+        def load(path: Path) -> ServedModel:
+            recognizer = Recognizer.load(
+                path, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
+            )
+            return served_model(recognizer, limits)
+
+        def describe(model: ServedModel) -> None:
+            metrics.model.info(dict(model.description))
+            metrics.precreate_categories(model.categories)
+
+        signature = served_signature(settings.model_dir)  # the version `current` names now, loaded as such
+        slot = ModelSlot(load(Path(signature[0])), signature)
+        describe(slot.model)
         metrics.max_batch_size.set(settings.max_batch_size)
-        if engine.device.startswith("cuda"):
-            metrics.watch_gpu_memory(registry, engine.device)
+        if slot.model.description["device"].startswith("cuda"):
+            metrics.watch_gpu_memory(registry, slot.model.description["device"])
         metrics.model_loaded.set(1)
+        reloader = ModelReloader(
+            settings.model_dir,
+            slot,
+            load=load,
+            signature=served_signature,
+            reloads=metrics.model_reloads,
+            refused=metrics.model_refused,
+            on_loaded=describe,
+            interval_s=settings.model_reload_s,
+        )
 
         batcher: MicroBatcher[Any, np.ndarray | ImageError] = MicroBatcher(
-            engine.features,
+            features_by_model,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
             on_batch=lambda size, seconds: metrics.batch_size.observe(size),
             name="feature-batcher",
             lanes=settings.inference_lanes,
         )
-        limits = DecodeLimits(max_pixels=settings.max_pixels)
         topics = Topics(settings.topic_prefix)
         connection = MqttConnection(
             settings.mqtt,
@@ -95,16 +109,13 @@ class Runtime:
         ledger = FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s)
         frames = FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time)
         pipeline = FramePipeline(
-            model=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
-            classify=recognizer.classify,
+            model=slot.get,
             batcher=batcher,
             ledger=ledger,
             frames=frames,
             publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
             metrics=metrics,
-            prepare=lambda data: engine.prepare(data, limits),
             max_payload_bytes=settings.max_payload_bytes,
-            catalog=bundle.catalog,
         )
         probes.update(
             model=lambda: True,
@@ -112,7 +123,8 @@ class Runtime:
             redis=lambda: _answers(redis_client),
             accepting=lambda: True,
         )
-        return cls(settings, recognizer, batcher, connection, pipeline, metrics, registry, probes)
+        reloader.start()
+        return cls(settings, slot, reloader, batcher, connection, pipeline, metrics, registry, probes)
 
     def stop_accepting(self) -> None:
         """/readyz turns false: the worker is draining (it takes no new task, finishes what it holds)."""
@@ -120,8 +132,28 @@ class Runtime:
 
     def close(self) -> None:
         self.stop_accepting()
+        self.reloader.stop()
         self.batcher.close()
         self.connection.stop()
+
+
+def served_model(recognizer: Recognizer, limits: DecodeLimits) -> ServedModel:
+    bundle, engine = recognizer.bundle, recognizer.engine
+    return ServedModel(
+        info=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
+        prepare=lambda data: engine.prepare(data, limits),
+        features=engine.features,
+        classify=recognizer.classify,
+        catalog=bundle.catalog,
+        description={
+            "name": bundle.name,
+            "version": bundle.version,
+            "backbone": recognizer.spec.name,
+            "engine": engine.name,
+            "device": engine.device,
+        },
+        categories=tuple(sorted(set(bundle.head.categories))),
+    )
 
 
 def _answers(client: redis.Redis) -> bool:

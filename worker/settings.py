@@ -67,6 +67,7 @@ class WorkerSettings:
     claim_ttl_s: int = 10
     dedupe_ttl_s: int = 24 * 3600
     publish_timeout_s: float = 10.0
+    model_reload_s: float = 10.0  # how often the store's `current` is looked at; 0: never reload
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -97,4 +98,5 @@ class WorkerSettings:
             visibility_timeout_s=visibility,
             claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, min(10, visibility // 2)), minimum=1),
             dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
+            model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
         )

@@ -219,6 +219,17 @@ ROWS = (
                 },
             ),
             Panel(
+                "Model reloads",
+                (
+                    Query(f"sum by (outcome) (increase(partsight_worker_model_reloads_total[{RATE}]))", "{{outcome}}"),
+                    Query("partsight_worker_model_refused", "{{instance}} refusing the store's current version"),
+                ),
+                description=(
+                    "New versions workers loaded or refused (a refused version failed verification: the worker "
+                    "keeps serving the previous one and its log says why)."
+                ),
+            ),
+            Panel(
                 "Connections",
                 (
                     Query("partsight_bridge_mqtt_connected", "bridge {{instance}} MQTT"),

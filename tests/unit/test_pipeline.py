@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 from concurrent.futures import Future
 from typing import Any
@@ -17,7 +18,7 @@ from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
 from worker.ledger import DONE, FrameLedger, ledger_key
 from worker.metrics import WorkerMetrics
-from worker.pipeline import FrameBusy, FramePipeline, ModelInfo
+from worker.pipeline import FrameBusy, FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import PublishFailed
 
 
@@ -53,10 +54,16 @@ class Publisher:
 
 
 class Batcher:
-    def submit(self, image: np.ndarray) -> Future[Batched[np.ndarray]]:
-        future: Future[Batched[np.ndarray]] = Future()
-        future.set_result(Batched(np.full(4, image.mean(), dtype=np.float32), 3, 0.01))
+    """Runs each item at once through the worker's real batch function, as a batch of one."""
+
+    def submit(self, item: tuple[ServedModel, Any]) -> Future[Batched[Any]]:
+        future: Future[Batched[Any]] = Future()
+        future.set_result(Batched(features_by_model([item])[0], 3, 0.01))
         return future
+
+
+def mean_features(images: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.full(4, image.mean(), dtype=np.float32) for image in images]
 
 
 def classify(features: np.ndarray) -> list[Decision]:
@@ -70,22 +77,32 @@ def jpeg() -> bytes:
     return buffer.getvalue()
 
 
+def served_model(version: str, **changes: Any) -> ServedModel:
+    model = ServedModel(
+        info=ModelInfo("m", version, 16),
+        prepare=lambda data: decode_image(data, size=16, limits=DecodeLimits()),
+        features=mean_features,
+        classify=classify,
+        catalog={"valve": {"product": "valve", "name": "Ball valve", "category": "fittings"}},
+        description={"name": "m", "version": version},
+        categories=("fittings",),
+    )
+    return dataclasses.replace(model, **changes)
+
+
 @pytest.fixture
 def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]:
     redis = FakeRedis()
     frames, publisher = Frames(), Publisher()
     metrics = WorkerMetrics(CollectorRegistry())
     pipeline = FramePipeline(
-        model=ModelInfo("m", "v7", 16),
-        classify=classify,
+        model=lambda: served_model("v7"),
         batcher=Batcher(),
         ledger=FrameLedger(redis, claim_ttl_s=3, done_ttl_s=60),
         frames=frames,
         publisher=publisher,
         metrics=metrics,
-        prepare=lambda data: decode_image(data, size=16, limits=DecodeLimits()),
         max_payload_bytes=10_000,
-        catalog={"valve": {"product": "valve", "name": "Ball valve", "category": "fittings"}},
         clock=lambda: 100.0,
     )
     return pipeline, frames, publisher, metrics, redis
@@ -167,9 +184,34 @@ def test_a_model_failure_is_an_internal_error(parts) -> None:
     def broken(_: np.ndarray) -> list[Decision]:
         raise RuntimeError("CUDA error")
 
-    pipeline._classify = broken
+    pipeline._model = lambda: served_model("v7", classify=broken)
     assert pipeline.handle(task_for(frames, jpeg())) == "internal"
     assert "RuntimeError" in publisher.sent[0][1]["error"]["message"]
+
+
+def test_each_frame_is_answered_by_the_version_it_started_with(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+    versions = iter(["v7", "v8"])
+    pipeline._model = lambda: served_model(next(versions))
+    pipeline.handle(task_for(frames, jpeg(), "a"))
+    pipeline.handle(task_for(frames, jpeg(), "b"))
+    assert [message["model"]["version"] for _, message in publisher.sent] == ["v7", "v8"]
+
+
+def test_a_batch_that_straddles_a_reload_runs_each_image_through_its_own_engine() -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def engine(name: str) -> Any:
+        def features(items: list[int]) -> list[np.ndarray]:
+            calls.append((name, items))
+            return [np.full(2, item + (100 if name == "new" else 0), dtype=np.float32) for item in items]
+
+        return features
+
+    old, new = served_model("v1", features=engine("old")), served_model("v2", features=engine("new"))
+    results = features_by_model([(old, 1), (old, 2), (new, 3), (new, 4), (old, 5)])
+    assert calls == [("old", [1, 2]), ("new", [3, 4]), ("old", [5])]  # in order, one call per run of a version
+    assert [float(row[0]) for row in results] == [1, 2, 103, 104, 5]
 
 
 def test_a_failure_after_the_answer_was_taken_does_not_reopen_the_frame(parts) -> None:
