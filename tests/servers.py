@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,10 @@ def mosquitto(folder: Path) -> ServerProcess:
         "allow_anonymous true\n"
         "persistence true\n"
         f"persistence_location {folder}/\n"
-        "max_queued_messages 100000\n"
+        # started as root, Mosquitto drops to the `mosquitto` user, which cannot write its database into our
+        # private temporary folder: sessions and queued messages would not survive a restart
+        + ("user root\n" if os.geteuid() == 0 else "")
+        + "max_queued_messages 100000\n"
         "log_dest stdout\n"
     )
     return ServerProcess([require_binary("mosquitto"), "-c", str(config)], port, folder)
