@@ -130,13 +130,14 @@ class Listener:
     host: str
     port: int
     filters: Iterable[str]
+    session: str | None = None  # a client id for a persistent session (messages wait while it is away)
     messages: list[tuple[str, dict[str, Any], Any]] = field(default_factory=list)
     arrivals: list[tuple[float, str, str | None]] = field(default_factory=list)  # (time, topic, frame id)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.session or "", protocol=paho.MQTTv5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
@@ -154,7 +155,12 @@ class Listener:
             self.arrivals.append((time.time(), message.topic, document.get("frame_id")))
 
     def __enter__(self) -> Listener:
-        self.client.connect(self.host, self.port)
+        if self.session:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+            self.client.connect(self.host, self.port, clean_start=False, properties=properties)
+        else:
+            self.client.connect(self.host, self.port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "listener did not subscribe"
         return self

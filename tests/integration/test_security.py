@@ -17,8 +17,7 @@ import pytest
 from broker.topics import Topics
 from tests.harness import base_env, frame_properties, login, wait_for
 from tests.servers import ServerProcess, free_port, require_binary
-
-from .conftest import Stack
+from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,7 @@ from PIL import Image, ImageDraw
 
 from tests.harness import Listener, frame_properties, publisher
 from tests.servers import ServerProcess
-
-from .conftest import make_stack
+from tests.stack import make_stack
 
 pytestmark = pytest.mark.integration
 

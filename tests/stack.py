@@ -1,0 +1,101 @@
+"""One partsight deployment for integration tests and the fault benchmark: a bridge and a worker under their
+own topic prefix and Redis database, beside Mosquitto and Redis servers that the caller owns."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.topics import Topics
+from tests.harness import Listener, Proc, base_env, frame_properties, partsight, readyz, wait_for
+from tests.servers import ServerProcess, free_port
+
+_prefixes = itertools.count(1)
+
+
+def ready(port: int) -> bool:
+    try:
+        return readyz(port)[0] == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    """One deployment under its own topic prefix and Redis database: a bridge and a worker."""
+
+    env: dict[str, str]
+    topics: Topics
+    mqtt_port: int
+    bridge_port: int
+    worker_port: int
+    logs: Path
+    bridge: Proc | None = None
+    worker: Proc | None = None
+    bridge_env: dict[str, str] = field(default_factory=dict)  # the bridge's own settings over `env`
+    _worker_runs: int = 0
+
+    def start_bridge(self) -> Proc:
+        self.bridge = partsight("bridge", {**self.env, **self.bridge_env}, self.logs / "bridge.log").start()
+        wait_for(lambda: ready(self.bridge_port), 30, "bridge ready")
+        return self.bridge
+
+    def start_worker(self) -> Proc:
+        self._worker_runs += 1
+        env = dict(self.env, PARTSIGHT_WORKER_ID=f"{self.env['PARTSIGHT_WORKER_ID']}-{self._worker_runs}")
+        self.worker = partsight("worker", env, self.logs / f"worker-{self._worker_runs}.log").start()
+        wait_for(lambda: ready(self.worker_port), 90, "worker ready")
+        return self.worker
+
+    def start(self) -> Stack:
+        self.start_worker()
+        self.start_bridge()
+        return self
+
+    def listen(self, device: str) -> Listener:
+        """A listener for everything on the device's topics (its frames too: see answers_by_frame)."""
+        return Listener("127.0.0.1", self.mqtt_port, [f"{self.topics.prefix}/{device}/+"])
+
+    def send(
+        self, client: Any, device: str, frame_ids: Iterable[str], images: Sequence[bytes], interval_s: float = 0.0
+    ) -> None:
+        """Publish one frame per id at QoS 1 with its frame_id user property, cycling through `images`."""
+        for index, frame_id in enumerate(frame_ids):
+            client.publish(
+                self.topics.frame(device), images[index % len(images)], qos=1, properties=frame_properties(frame_id)
+            )
+            if interval_s:
+                time.sleep(interval_s)
+
+    def stop(self) -> None:
+        for proc in (self.bridge, self.worker):
+            if proc:
+                proc.stop()
+
+
+def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path, logs: Path, **extra: str) -> Stack:
+    index = next(_prefixes)
+    prefix = f"it{index}"
+    bridge_port, worker_port = free_port(), free_port()
+    env = base_env(
+        PARTSIGHT_MQTT_URL=f"mqtt://127.0.0.1:{mqtt_server.port}",
+        PARTSIGHT_REDIS_URL=f"redis://127.0.0.1:{redis.port}/{index % 16}",
+        PARTSIGHT_TOPIC_PREFIX=prefix,
+        PARTSIGHT_MODEL_DIR=str(model_store),
+        PARTSIGHT_BRIDGE_METRICS_PORT=str(bridge_port),
+        PARTSIGHT_WORKER_METRICS_PORT=str(worker_port),
+        PARTSIGHT_BRIDGE_ID=f"bridge-{prefix}",
+        PARTSIGHT_WORKER_ID=f"worker-{prefix}",
+        PARTSIGHT_MAX_PAYLOAD_BYTES=str(2 * 1024 * 1024),
+        PARTSIGHT_MAX_PIXELS=str(25_000_000),
+        PARTSIGHT_VISIBILITY_TIMEOUT_S="6",
+        PARTSIGHT_CLAIM_TTL_S="3",
+        PARTSIGHT_DEVICE="cpu",
+        **extra,
+    )
+    logs.mkdir(parents=True, exist_ok=True)
+    return Stack(env, Topics(prefix), mqtt_server.port, bridge_port, worker_port, logs)
