@@ -1,4 +1,4 @@
-"""The `partsight` console script: bridge, worker, camera, train, augment, demo.
+"""The `partsight` console script: bridge, worker, camera, train, augment, models, demo.
 
 Each subcommand imports only what it needs, so `partsight bridge` and `partsight camera` never load
 torch, torchvision, scikit-learn or Pillow.
@@ -156,6 +156,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.artifact import store_versions, use_version
+    from models.errors import ArtifactError
+
+    store = Path(args.store)
+    try:
+        if args.use:
+            bundle = use_version(store, args.use)
+            print(
+                f"{store / 'current'} now points at {bundle.version}; workers load it within PARTSIGHT_MODEL_RELOAD_S"
+            )
+            return 0
+        versions = store_versions(store)
+    except ArtifactError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    for status in versions:
+        mark = "*" if status.current else " "
+        state = "verified" if status.problem is None else f"BROKEN: {status.problem}"
+        print(f"{mark} {status.version}  {status.name}  {status.created_at}  {state}")
+    return 0 if all(status.problem is None for status in versions) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="partsight", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"partsight {__version__}")
@@ -256,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     augment.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
     augment.add_argument("--seed", type=int, default=0)
 
+    models = sub.add_parser("models", help="list a store's versions (verified), or point `current` at one")
+    models.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
+    models.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
+
     demo = sub.add_parser("demo", help="embedded broker and Redis, a demo model, bridge, worker and a camera")
     demo.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
     demo.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
@@ -276,6 +303,7 @@ COMMANDS = {
     "train": cmd_train,
     "augment": cmd_augment,
     "demo": cmd_demo,
+    "models": cmd_models,
 }
 
 

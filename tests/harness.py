@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,3 +232,18 @@ def base_env(**overrides: str) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "PARTSIGHT_LOG_LEVEL": "info"})
     env.update(overrides)
     return env
+
+
+def copy_version(store: Path, source: str, version: str, *, tamper: bool = False) -> None:
+    """A copy of version `source` named `version`; `tamper` changes one byte of its head after the manifest
+    recorded the file's sha256, as a damaged copy or a hand edit would."""
+    shutil.copytree(store / source, store / version)
+    manifest_path = store / version / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["version"] = version
+    manifest_path.write_text(json.dumps(manifest))
+    if tamper:
+        head = store / version / "head.npz"
+        data = bytearray(head.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        head.write_bytes(bytes(data))

@@ -3,34 +3,17 @@ a good one is swapped in without a restart; every frame is answered once through
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from models.artifact import point_current
-from tests.harness import metric, readyz, scrape, wait_for
+from tests.harness import copy_version, metric, readyz, scrape, wait_for
 
 from .test_faults import every_frame_answered_once, steady_camera
 
 pytestmark = pytest.mark.integration
-
-
-def new_version(store: Path, source: str, version: str, *, tamper: bool = False) -> None:
-    """A copy of version `source` named `version`; `tamper` changes one byte of its head after the manifest
-    recorded the file's sha256, as a damaged copy or a hand edit would."""
-    shutil.copytree(store / source, store / version)
-    manifest_path = store / version / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["version"] = version
-    manifest_path.write_text(json.dumps(manifest))
-    if tamper:
-        head = store / version / "head.npz"
-        data = bytearray(head.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        head.write_bytes(bytes(data))
 
 
 def versions_answering(listener, since: float = 0.0) -> list[str]:  # type: ignore[no-untyped-def]
@@ -63,7 +46,7 @@ def test_a_tampered_version_is_refused_and_a_good_one_swapped_in_while_frames_st
         camera = steady_camera(stack, device, images, frame_ids, interval_s=0.1)
         wait_for(lambda: len(listener.messages) >= 10, 30, "first answers")
 
-        new_version(store, original, "tampered", tamper=True)
+        copy_version(store, original, "tampered", tamper=True)
         point_current(store, "tampered")
         wait_for(lambda: reloads("refused") == 1, 20, "the tampered version refused")
         refused_at = time.time()
@@ -72,7 +55,7 @@ def test_a_tampered_version_is_refused_and_a_good_one_swapped_in_while_frames_st
         wait_for(lambda: versions_answering(listener, since=refused_at + 0.5), 20, "answers after the refusal")
         assert set(versions_answering(listener, since=refused_at)) == {original}
 
-        new_version(store, original, "good")
+        copy_version(store, original, "good")
         point_current(store, "good")
         wait_for(lambda: reloads("loaded") == 1, 30, "the good version loaded")
         loaded_at = time.time()

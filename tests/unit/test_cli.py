@@ -49,7 +49,7 @@ def test_help_lists_every_subcommand() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "partsight.cli", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    for command in ("bridge", "worker", "camera", "train", "augment", "demo"):
+    for command in ("bridge", "worker", "camera", "train", "augment", "models", "demo"):
         assert command in result.stdout
 
 
@@ -75,3 +75,38 @@ def test_augment_writes_the_synthetic_copies_and_names_an_unknown_transform(tmp_
         check=False,
     )
     assert result.returncode == 2 and "unknown transform(s) sepia" in result.stderr and "Traceback" not in result.stderr
+
+
+def partsight_models(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "partsight.cli", "models", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_models_lists_verified_versions_and_refuses_to_point_current_at_a_tampered_one(
+    model_store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.harness import copy_version
+
+    store = tmp_path / "store"
+    shutil.copytree(model_store, store, symlinks=True)
+    original = (store / "current").resolve().name
+    copy_version(store, original, "zz-tampered", tamper=True)
+    copy_version(store, original, "zz-good")
+
+    listing = partsight_models("--store", str(store))
+    assert listing.returncode == 1, listing.stdout  # a broken version is in the store
+    lines = {line[2:].split()[0]: line for line in listing.stdout.splitlines()}
+    assert lines[original].startswith("*") and lines[original].endswith("verified")
+    assert "BROKEN" in lines["zz-tampered"] and "head.npz has sha256" in lines["zz-tampered"]
+
+    refused = partsight_models("--store", str(store), "--use", "zz-tampered")
+    assert refused.returncode == 1 and "refused" in refused.stderr and "Traceback" not in refused.stderr
+    assert (store / "current").resolve().name == original  # untouched
+
+    assert partsight_models("--store", str(store), "--use", "../elsewhere").returncode == 1
+    used = partsight_models("--store", str(store), "--use", "zz-good")
+    assert used.returncode == 0, used.stderr
+    assert (store / "current").resolve().name == "zz-good"
