@@ -50,9 +50,13 @@ class Outcome:
     sent: int
     answered: int  # frames with at least one answer
     duplicated: int  # frames with more than one
-    lost: int  # frames with none
     worst_latency_s: float  # frame sent to its first answer
     fault_s: float  # how long the fault lasted
+
+    @property
+    def lost(self) -> int:
+        """Frames with no answer."""
+        return self.sent - self.answered
 
 
 def tally(
@@ -70,22 +74,17 @@ def tally(
         sent=len(sent_at),
         answered=len(counts),
         duplicated=sum(1 for n in counts.values() if n > 1),
-        lost=sum(1 for f in sent_at if f not in counts),
         worst_latency_s=max(latencies, default=0.0),
         fault_s=fault_s,
     )
 
 
-def _restart_worker_after(scene: Scene, signum: int) -> None:
+def kill_worker(scene: Scene) -> None:
     worker = scene.stack.worker
     assert worker is not None and worker.process is not None
-    worker.signal(signum)
+    worker.signal(signal.SIGKILL)
     worker.process.wait(60)
     scene.stack.start_worker()
-
-
-def kill_worker(scene: Scene) -> None:
-    _restart_worker_after(scene, signal.SIGKILL)
 
 
 def freeze_worker(scene: Scene) -> None:
@@ -187,14 +186,12 @@ def stream_through(
             time.sleep(tail_s)
             stop.set()
             camera.join(60)
-
-            def answers() -> list[tuple[float, str | None]]:
-                return [(at, f) for at, topic, f in list(listener.arrivals) if topic.endswith(("/result", "/error"))]
-
             with suppress(AssertionError):  # a frame still unanswered is counted as lost
-                wait_for(lambda: set(sent_at) <= {f for _, f in answers()}, answer_timeout_s, "every frame answered")
+                wait_for(
+                    lambda: set(sent_at) <= {f for _, f in listener.answers()}, answer_timeout_s, "every frame answered"
+                )
             time.sleep(float(stack.env["PARTSIGHT_VISIBILITY_TIMEOUT_S"]) + 2)
-            return tally(scenario.name, dict(sent_at), answers(), fault_s)
+            return tally(scenario.name, dict(sent_at), listener.answers(), fault_s)
     finally:
         stack.stop()
         link.close()

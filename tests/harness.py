@@ -181,13 +181,16 @@ class Listener:
         for frame_id in frame_ids:
             self.wait_frame(frame_id, timeout)
 
+    def answers(self) -> list[tuple[float, str | None]]:
+        """(arrival time, frame id) of every answer (result or error); the device's own frames are not answers."""
+        with self._lock:
+            return [(at, frame_id) for at, topic, frame_id in self.arrivals if topic.endswith(("/result", "/error"))]
+
     def first_answer_times(self) -> dict[str | None, float]:
         """When the first answer (result or error) for each frame id arrived."""
         first: dict[str | None, float] = {}
-        with self._lock:
-            for at, topic, frame_id in self.arrivals:
-                if topic.endswith(("/result", "/error")):
-                    first.setdefault(frame_id, at)
+        for at, frame_id in self.answers():
+            first.setdefault(frame_id, at)
         return first
 
 

@@ -20,9 +20,9 @@ from tests.harness import Listener, frame_properties, metric, publisher, wait_fo
 pytestmark = pytest.mark.integration
 
 
-def answers_by_frame(listener: Listener) -> Counter[str]:
+def answers_by_frame(listener: Listener) -> Counter[str | None]:
     """Answers (results and errors) per frame id; the device's own frame topic is not an answer."""
-    return Counter(doc.get("frame_id") for topic, doc, _ in listener.messages if topic.endswith(("/result", "/error")))
+    return Counter(frame_id for _, frame_id in listener.answers())
 
 
 def test_frames_published_while_the_bridge_is_down_are_answered_after_it_returns(own_stack, camera_photos) -> None:
