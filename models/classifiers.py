@@ -146,6 +146,13 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return result
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function 1 / (1 + exp(-z)), without overflow: it takes exp only of -|z|."""
+    small = np.exp(-np.abs(z))
+    result: np.ndarray = np.where(z >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+    return result
+
+
 def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     """The softmax temperature that minimises the log loss of out-of-fold decision scores."""
     rows = np.arange(len(truth))
@@ -199,7 +206,7 @@ def _mlp_forward(x: np.ndarray, a: Mapping[str, np.ndarray], layers: int) -> np.
         if index < layers - 1:
             x = np.maximum(x, 0.0)
     if x.shape[1] == 1:  # binary: one logistic output for the second class
-        positive = 1.0 / (1.0 + np.exp(-x[:, 0]))
+        positive = sigmoid(x[:, 0])
         return np.stack([1.0 - positive, positive], axis=1)
     return softmax(x)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from models.artifact import load_model, write_model
-from models.classifiers import KINDS, PCA_COMPONENTS, Candidate, candidates, fit_candidate, fit_temperature, softmax
+from models.classifiers import (
+    KINDS,
+    PCA_COMPONENTS,
+    Candidate,
+    Classifier,
+    candidates,
+    fit_candidate,
+    fit_temperature,
+    sigmoid,
+    softmax,
+)
 from models.head import CATEGORY_FIRST, UNKNOWN, ProductHead
 from models.training import fit_head
 
@@ -191,3 +202,17 @@ def test_a_head_whose_arrays_are_incomplete_is_refused_at_load(tmp_path: Path) -
     (version / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="cannot be applied"):
         load_model(version)
+
+
+def test_the_binary_sigmoid_does_not_overflow_on_large_decisions() -> None:
+    """A binary MLP's single output far from zero: exp(-z) of a large negative z would overflow."""
+    identity = {"w0": np.ones((1, 1), dtype=np.float32), "b0": np.zeros(1, dtype=np.float32)}
+    classifier = Classifier("mlp", ("no", "yes"), identity, {"layers": 1, "input_dim": 1, "steps": []})
+    decisions = np.array([[-1e4], [-100.0], [-1.0], [0.0], [1.0], [100.0], [1e4]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        positive = classifier.probabilities(decisions)[:, 1]
+        wide = sigmoid(np.array([-1e308, -800.0, 800.0, 1e308]))
+    expected = 1 / (1 + np.exp(-np.array([-1.0, 0.0, 1.0])))
+    np.testing.assert_allclose(positive, [0.0, 0.0, *expected, 1.0, 1.0], atol=1e-7)
+    np.testing.assert_array_equal(wide, [0.0, 0.0, 1.0, 1.0])
