@@ -49,26 +49,29 @@ def precision_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict
 
 
 def evaluation(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
-    """Per-product precision/recall/F1, the confusion matrix (rows: truth) and the precision/coverage curve."""
-    index = {name: i for i, name in enumerate(classes.tolist())}
-    matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, p in zip(truth.tolist(), predicted.tolist(), strict=True):
-        matrix[index[t], index[p]] += 1
-    rows = []
-    for name, i in index.items():
-        true_positive, support, said = int(matrix[i, i]), int(matrix[i].sum()), int(matrix[:, i].sum())
-        precision = true_positive / said if said else 0.0
-        recall = true_positive / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append(
-            {"product": name, "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
-            | {"support": support}
-        )
+    """Per-product precision/recall/F1, the confusion matrix (rows: truth) and the precision/coverage curve.
+
+    A product never answered has precision 0, one never shown recall 0 (scikit-learn's zero_division=0).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    labels = classes.tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0.0)
+    rows = [
+        {
+            "product": name,
+            "precision": round(float(precision[i]), 4),
+            "recall": round(float(recall[i]), 4),
+            "f1": round(float(f1[i]), 4),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    ]
     return {
-        "accuracy": round(float((truth == predicted).mean()), 4),
-        "macro_f1": round(float(np.mean([row["f1"] for row in rows])), 4),
+        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+        "macro_f1": round(float(np.mean([row["f1"] for row in rows])), 4),  # of the rounded F1s, as reported
         "per_product": rows,
-        "confusion": {"labels": classes.tolist(), "matrix": matrix.tolist()},
+        "confusion": {"labels": labels, "matrix": confusion_matrix(truth, predicted, labels=labels).tolist()},
         "precision_coverage": precision_coverage(confidence, truth == predicted),
     }
 

@@ -29,3 +29,18 @@ def test_the_curve_cuts_only_between_distinct_confidences_and_stays_small() -> N
     ]
     many = precision_coverage(np.linspace(1, 0, 5000), np.ones(5000, dtype=bool))
     assert len(many) <= 101 and many[-1]["coverage"] == 1.0
+
+
+def test_a_product_never_shown_nor_answered_scores_zero_without_warnings() -> None:
+    import warnings
+
+    truth = np.array(["pump", "valve", "valve"])
+    predicted = np.array(["pump", "valve", "pump"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's UndefinedMetricWarning included
+        result = evaluation(truth, predicted, np.array([0.9, 0.8, 0.4]), np.array(["hose", "pump", "valve"]))
+    rows = {row["product"]: row for row in result["per_product"]}
+    assert rows["hose"] == {"product": "hose", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert rows["pump"] == {"product": "pump", "precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 1}
+    assert result["macro_f1"] == round((0.0 + 0.6667 + 0.6667) / 3, 4)
+    assert result["confusion"]["matrix"] == [[0, 0, 0], [0, 1, 0], [0, 1, 1]]
