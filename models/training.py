@@ -13,7 +13,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,180 @@ def tuning_sample(
     return np.isin(groups, groups[kept])
 
 
+def resolve_structure(structure: str, categories: np.ndarray) -> str:
+    """The head structure to fit: category-first needs two categories (one would always be answered)."""
+    if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
+        return FLAT
+    return structure
+
+
+def fold_count(labels: np.ndarray) -> int:
+    """Stratified folds over the real photos: five, or as many as the rarest product has photos (<2: no CV)."""
+    _, counts = np.unique(labels, return_counts=True)
+    return int(min(5, counts.min()))
+
+
+def photo_folds(
+    real: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds as (training rows, held-out positions in `real`).
+
+    `real` indexes the real photos among all rows, `labels` are their products, `groups` names every row's
+    photo. A fold holds out real photos and trains on every row (photo or synthetic copy) whose photo it does
+    not hold out, so no photo is scored by a classifier that saw its copies.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    splits = []
+    for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
+        held_out_groups = groups[real[held_out]]
+        splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
+    return splits
+
+
+def progress_ticker(label: str, total: int, show: bool) -> Callable[[], None]:
+    """A callable to call once per step done; it draws a progress bar when `show`."""
+    update = progress(label, total) if show else None
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if update is not None:
+            update(done)
+
+    return tick
+
+
+def choose_classifiers(
+    nodes: Sequence[Node],
+    features: np.ndarray,
+    real: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    search: Sequence[Candidate],
+    *,
+    seed: int,
+    show_progress: bool,
+) -> dict[str | None, Tuned]:
+    """Every node's candidate with the best cross-validated macro-F1, with its out-of-fold answers."""
+    tick = progress_ticker("choosing classifiers", len(nodes) * len(search) * len(splits), show_progress)
+    return {node.scope: tune_node(node, features, real, splits, search, seed=seed, tick=tick) for node in nodes}
+
+
+def classifiers_report(tuned: Mapping[str | None, Tuned], structure: str) -> dict[str, dict[str, Any]]:
+    """The report's record of each level's choice: chosen, its macro-F1, and every candidate's."""
+    return {
+        ("(categories)" if scope is None and structure == CATEGORY_FIRST else scope or "(products)"): {
+            "chosen": result.candidate.label,
+            "cv_macro_f1": result.scores[result.candidate.label],
+            "candidates": result.scores,
+        }
+        for scope, result in tuned.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfFold:
+    """The head's out-of-fold answers on the real photos, its levels composed as the fitted head composes them."""
+
+    labels: np.ndarray  # true product of each real photo
+    classes: np.ndarray  # products, sorted: the columns of the composed probabilities
+    predicted: np.ndarray  # product answered
+    product_conf: np.ndarray
+    product_hit: np.ndarray
+    category_conf: np.ndarray
+    category_hit: np.ndarray
+
+
+def out_of_fold(
+    tuned: Mapping[str | None, Tuned], labels: np.ndarray, categories_of: Mapping[str, str], structure: str
+) -> OutOfFold:
+    """Compose the levels' out-of-fold probabilities into product and category answers, and score them."""
+    classes = np.unique(labels)
+    levels = {scope: (list(result.classes), result.oof) for scope, result in tuned.items()}
+    oof = compose(list(classes), categories_of, structure, levels)  # as the head will compose them
+    predicted = classes[oof.argmax(axis=1)]
+    category_names = sorted({categories_of[c] for c in classes})
+    member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
+    category_probs = oof @ member
+    true_category = np.array([categories_of[label] for label in labels])
+    return OutOfFold(
+        labels=labels,
+        classes=classes,
+        predicted=predicted,
+        product_conf=oof.max(axis=1),
+        product_hit=predicted == labels,
+        category_conf=category_probs.max(axis=1),
+        category_hit=np.asarray(category_names)[category_probs.argmax(axis=1)] == true_category,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CrossValidation:
+    tuned: dict[str | None, Tuned]
+    oof: OutOfFold
+
+
+def cross_validate(
+    features: np.ndarray,
+    labels: np.ndarray,
+    categories: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    categories_of: Mapping[str, str],
+    structure: str,
+    search: Sequence[Candidate],
+    seed: int,
+    show_progress: bool,
+) -> CrossValidation | None:
+    """Choose every level's classifier on folds of the real photos; None with too few photos per product."""
+    real = np.flatnonzero(~synthetic)
+    folds = fold_count(labels[real])
+    if folds < 2:
+        return None
+    splits = photo_folds(real, labels[real], groups, folds, seed)
+    nodes = head_nodes(labels, categories, structure)
+    tuned = choose_classifiers(nodes, features, real, splits, search, seed=seed, show_progress=show_progress)
+    return CrossValidation(tuned, out_of_fold(tuned, labels[real], categories_of, structure))
+
+
+def unknown_thresholds(
+    oof: OutOfFold | None, target_precision: float, product: float | None, category: float | None
+) -> tuple[float, float]:
+    """(product, category) thresholds: those given, else calibrated on the out-of-fold answers, else 0.5."""
+    if product is None:
+        product = calibrate_threshold(oof.product_conf, oof.product_hit, target_precision) if oof else 0.5
+    if category is None:
+        category = calibrate_threshold(oof.category_conf, oof.category_hit, target_precision) if oof else 0.5
+    return product, category
+
+
+def cv_report(oof: OutOfFold, product_threshold: float) -> dict[str, Any]:
+    """The cross-validated figures: the evaluation tables, and what the product threshold accepts."""
+    accepted = oof.product_conf >= product_threshold
+    evaluated = evaluation(oof.labels, oof.predicted, oof.product_conf, oof.classes)
+    return {
+        "cv_evaluation": evaluated,
+        "cv_accuracy": evaluated["accuracy"],
+        "cv_category_accuracy": round(float(oof.category_hit.mean()), 4),
+        "cv_coverage": round(float(accepted.mean()), 4),
+        "cv_precision_when_recognized": round(float(oof.product_hit[accepted].mean()), 4) if accepted.any() else None,
+    }
+
+
+def fit_nodes(
+    nodes: Sequence[Node], chosen: Mapping[str | None, tuple[Candidate, float]], features: np.ndarray, seed: int
+) -> dict[str | None, Classifier]:
+    """Fit each node's chosen candidate on all its rows (an SVM with its cross-validated temperature)."""
+    fitted: dict[str | None, Classifier] = {}
+    for node in nodes:
+        candidate, temperature = chosen[node.scope]
+        classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
+        fitted[node.scope] = classifier.with_temperature(temperature) if candidate.kind in SVM_KINDS else classifier
+    return fitted
+
+
 def fit_head(
     features: np.ndarray,
     products: list[str],
@@ -324,8 +498,7 @@ def fit_head(
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
-    if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
-        structure = FLAT  # one category: its classifier would always answer it
+    structure = resolve_structure(structure, categories)
     nodes = head_nodes(all_labels, categories, structure)
     report: dict[str, Any] = {
         "images": int((~synthetic).sum()),
@@ -337,68 +510,32 @@ def fit_head(
     tuning = tuning_sample(all_labels, groups, synthetic, tuning_photos, seed)
     if not tuning.all():
         report["tuned_on_images"] = int((tuning & ~synthetic).sum())
-    cv_features, cv_groups, cv_labels = features[tuning], groups[tuning], all_labels[tuning]
-    real = np.flatnonzero(~synthetic[tuning])
-    labels = cv_labels[real]
-    classes, counts = np.unique(labels, return_counts=True)
-    folds = int(min(5, counts.min()))
-    cv_nodes = head_nodes(cv_labels, categories[tuning], structure)
+    cv = cross_validate(
+        features[tuning],
+        all_labels[tuning],
+        categories[tuning],
+        groups[tuning],
+        synthetic[tuning],
+        categories_of=categories_of,
+        structure=structure,
+        search=search,
+        seed=seed,
+        show_progress=show_progress,
+    )
     chosen: dict[str | None, tuple[Candidate, float]] = {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
-    if folds >= 2:
-        from sklearn.model_selection import StratifiedKFold
-
-        splits = []
-        for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
-            held_out_groups = cv_groups[real[held_out]]
-            splits.append((np.flatnonzero(~np.isin(cv_groups, held_out_groups)), held_out))
-        update = progress("choosing classifiers", len(cv_nodes) * len(search) * folds) if show_progress else None
-        done = 0
-
-        def tick() -> None:
-            nonlocal done
-            done += 1
-            if update is not None:
-                update(done)
-
-        tuned = {
-            node.scope: tune_node(node, cv_features, real, splits, search, seed=seed, tick=tick) for node in cv_nodes
-        }
-        chosen = {scope: (result.candidate, result.temperature) for scope, result in tuned.items()}
-        report["classifiers"] = {
-            ("(categories)" if scope is None and structure == CATEGORY_FIRST else scope or "(products)"): {
-                "chosen": result.candidate.label,
-                "cv_macro_f1": result.scores[result.candidate.label],
-                "candidates": result.scores,
-            }
-            for scope, result in tuned.items()
-        }
+    if cv is not None:
+        chosen = {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
+        report["classifiers"] = classifiers_report(cv.tuned, structure)
         logger.info(
             "classifiers chosen by cross-validated macro-F1: %s",
             {name: entry["chosen"] for name, entry in report["classifiers"].items()},
         )
-        levels = {scope: (list(result.classes), result.oof) for scope, result in tuned.items()}
-        oof = compose(list(classes), categories_of, structure, levels)  # as the head will compose them
-        product_conf, product_hit = oof.max(axis=1), classes[oof.argmax(axis=1)] == labels
-        category_names = sorted({categories_of[c] for c in classes})
-        member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
-        category_probs = oof @ member
-        true_category = np.array([categories_of[label] for label in labels])
-        category_conf = category_probs.max(axis=1)
-        category_hit = np.asarray(category_names)[category_probs.argmax(axis=1)] == true_category
-        if product_threshold is None:
-            product_threshold = calibrate_threshold(product_conf, product_hit, target_precision)
-        if category_threshold is None:
-            category_threshold = calibrate_threshold(category_conf, category_hit, target_precision)
-        accepted = product_conf >= product_threshold
-        report["cv_evaluation"] = evaluation(labels, classes[oof.argmax(axis=1)], product_conf, classes)
-        report["cv_accuracy"] = report["cv_evaluation"]["accuracy"]
-        report["cv_category_accuracy"] = round(float(category_hit.mean()), 4)
-        report["cv_coverage"] = round(float(accepted.mean()), 4)
-        report["cv_precision_when_recognized"] = (
-            round(float(product_hit[accepted].mean()), 4) if accepted.any() else None
-        )
-    product_threshold = 0.5 if product_threshold is None else product_threshold
-    category_threshold = 0.5 if category_threshold is None else category_threshold
+    oof = cv.oof if cv is not None else None
+    product_threshold, category_threshold = unknown_thresholds(
+        oof, target_precision, product_threshold, category_threshold
+    )
+    if oof is not None:
+        report.update(cv_report(oof, product_threshold))
     report.update(product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6))
     logger.info(
         "unknown thresholds: product %.3f, category %.3f (%s)",
@@ -406,15 +543,10 @@ def fit_head(
         category_threshold,
         {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
     )
-    fitted: dict[str | None, Classifier] = {}
-    for node in nodes:
-        candidate, temperature = chosen[node.scope]
-        classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
-        fitted[node.scope] = classifier.with_temperature(temperature) if candidate.kind in SVM_KINDS else classifier
     head = ProductHead(
         tuple(str(c) for c in np.unique(all_labels)),
         tuple(categories_of[str(c)] for c in np.unique(all_labels)),
-        fitted,
+        fit_nodes(nodes, chosen, features, seed),
         structure=structure,
         product_threshold=product_threshold,
         category_threshold=category_threshold,

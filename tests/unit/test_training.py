@@ -155,3 +155,22 @@ def test_the_tuning_sample_is_stratified_and_keeps_copies_with_their_photo() -> 
     photos = labels[kept & ~synthetic]
     assert {label: int((photos == label).sum()) for label in "abcd"} == {"a": 5, "b": 5, "c": 5, "d": 15}
     assert all(kept[groups == g].all() or not kept[groups == g].any() for g in range(60))
+
+
+def test_photo_folds_hold_out_each_photo_once_and_never_train_on_its_copies() -> None:
+    from models.training import fold_count, photo_folds
+
+    labels = np.repeat(["a", "b", "c"], [10, 10, 5])  # photo products; each photo has 2 copies after it
+    groups = np.repeat(np.arange(25), 3)
+    synthetic = np.tile([False, True, True], 25)
+    real = np.flatnonzero(~synthetic)
+    assert fold_count(labels) == 5 and fold_count(np.array(["a", "a", "b"])) == 1
+    splits = photo_folds(real, labels, groups, 5, seed=0)
+    assert len(splits) == 5
+    held_out_everywhere = np.concatenate([held_out for _, held_out in splits])
+    assert sorted(held_out_everywhere.tolist()) == list(range(25))  # every photo scored exactly once
+    for train_rows, held_out in splits:
+        scored_photos = set(groups[real[held_out]].tolist())
+        assert scored_photos.isdisjoint(groups[train_rows].tolist())  # neither the photo nor its copies
+        assert len(train_rows) == 3 * (25 - len(held_out))  # every other photo with both its copies
+        assert {str(label): int((labels[held_out] == label).sum()) for label in "abc"} == {"a": 2, "b": 2, "c": 1}
