@@ -13,11 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.camera import Answer, Camera, stream
+from broker.camera import Answer, Camera, percentile, stream
 from broker.settings import MqttSettings
 from broker.topics import Topics
 from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
@@ -96,6 +96,59 @@ def frame_id_of(index: int) -> str:
     return f"f{index + 1:05d}"
 
 
+class FrameIds:
+    """`frame_id_of` for the stream, counting the frames it names: how many were sent when Ctrl-C stops it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self, index: int) -> str:
+        self.sent = max(self.sent, index + 1)
+        return frame_id_of(index)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSummary:
+    """What the demo showed: frames sent, and its answers against the true products."""
+
+    sent: int
+    right: int
+    wrong: int
+    unknown: int
+    errors: int
+    latencies_ms: tuple[float, ...]
+    elapsed_s: float = 0.0
+
+    @property
+    def answered(self) -> int:
+        return self.right + self.wrong + self.unknown + self.errors
+
+    def lines(self) -> list[str]:
+        lat = self.latencies_ms
+        latency = f"latency ms: p50 {percentile(lat, 50):.1f}  p99 {percentile(lat, 99):.1f}" if lat else "latency: -"
+        return [
+            f"sent {self.sent} frames in {self.elapsed_s:.1f} s, answered {self.answered}: {self.right} right, "
+            f"{self.wrong} wrong, {self.unknown} unknown, {self.errors} errors",
+            latency,
+        ]
+
+
+def summarize(sent: int, answers: Sequence[Answer], truth: Callable[[str], str], elapsed_s: float = 0.0) -> DemoSummary:
+    """Count the answers: right or wrong product, unknown (no product), error."""
+    right = wrong = unknown = errors = 0
+    for answer in answers:
+        if answer.is_error:
+            errors += 1
+        elif answer.message.get("product") is None:
+            unknown += 1
+        elif answer.message["product"] == truth(str(answer.frame_id)):
+            right += 1
+        else:
+            wrong += 1
+    latencies = tuple(a.latency_s * 1000 for a in answers if a.latency_s is not None)
+    return DemoSummary(sent, right, wrong, unknown, errors, latencies, elapsed_s)
+
+
 def _truth(photos: list[tuple[Path, str]]) -> Callable[[str], str]:
     """The true product of a demo frame, from its id: frame f00001 shows photo 0, and so on, cycling."""
 
@@ -167,22 +220,18 @@ def run_demo(options: DemoOptions) -> int:
         images = [path.read_bytes() for path, _ in photos]
         truth = _truth(photos)
         settings = MqttSettings.from_url(mqtt.url, protocol=mqtt.protocol)
+        frame_ids = FrameIds()
         with Camera(settings, Topics(), DEVICE, on_answer=_printer(truth)) as camera:
+            started = time.perf_counter()
             try:
-                summary = stream(camera, images, count=count, fps=options.fps, frame_id_of=frame_id_of)
+                stream(camera, images, count=count, fps=options.fps, frame_id_of=frame_ids)
             except KeyboardInterrupt:
-                summary = None
                 print("\n  stopping")
-            answers = camera.answers
-        judged = [a for a in answers if not a.is_error and a.message["product"] is not None]
-        right = sum(1 for a in judged if a.message["product"] == truth(str(a.frame_id)))
-        print(
-            f"\n  answered {len(answers)} frames: {len(judged)} recognized, {right} of them correct, "
-            f"{len(answers) - len(judged)} unknown or errors"
-        )
-        if summary:
-            for line in summary.lines():
-                print("  " + line)
+            elapsed_s = time.perf_counter() - started
+            answers = list(camera.answers)
+        print()
+        for line in summarize(frame_ids.sent, answers, truth, elapsed_s).lines():
+            print("  " + line)
         return 0
     except KeyboardInterrupt:
         print("\n  stopping")
