@@ -10,9 +10,14 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from partsight import __version__
+
+if TYPE_CHECKING:
+    from broker.settings import MqttSettings
 
 logger = logging.getLogger("partsight")
 
@@ -31,7 +36,13 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from broker.contract import FRAME_QUEUE
-    from worker.app import app, settings
+    from broker.errors import SettingsError
+
+    try:
+        from worker.app import app, settings
+    except SettingsError as exc:
+        print(f"partsight worker: {exc}", file=sys.stderr)
+        return 2
 
     argv = [
         "worker",
@@ -46,9 +57,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def camera_mqtt_settings(env: Mapping[str, str], protocol: str | None) -> MqttSettings:
+    """The camera's MQTT settings: those of the environment (URL, password file, CA file), with `protocol`
+    (the --protocol option) in place of PARTSIGHT_MQTT_PROTOCOL when given."""
+    from broker.settings import mqtt_from_env
+
+    if protocol:
+        env = {**env, "PARTSIGHT_MQTT_PROTOCOL": protocol}
+    return mqtt_from_env(env)
+
+
 def cmd_camera(args: argparse.Namespace) -> int:
     from broker.camera import Camera, stream
-    from broker.settings import MqttSettings, mqtt_from_env
     from broker.topics import Topics
 
     folder = Path(args.images)
@@ -56,13 +76,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no .jpg/.png/.webp images under {folder}", file=sys.stderr)
         return 2
-    settings = mqtt_from_env(os.environ)
-    if args.protocol:
-        settings = MqttSettings.from_url(
-            os.environ.get("PARTSIGHT_MQTT_URL", "mqtt://127.0.0.1:1883"),
-            protocol=args.protocol,
-            ca_file=settings.ca_file,
-        )
+    settings = camera_mqtt_settings(os.environ, args.protocol)
     topics = Topics(os.environ.get("PARTSIGHT_TOPIC_PREFIX", "partsight"))
     images = [p.read_bytes() for p in paths]
     count = args.count or len(images)

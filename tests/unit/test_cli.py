@@ -1,14 +1,18 @@
-"""The console script's train command fails clearly and writes nothing when its input is wrong."""
+"""The console script: every subcommand parses, camera keeps the MQTT secrets, train and augment fail clearly."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from broker.settings import MqttSettings
+from partsight.cli import COMMANDS, build_parser, main
 from tests.harness import ROOT
 
 
@@ -45,12 +49,69 @@ def test_train_with_a_product_missing_from_the_catalog_fails_and_writes_nothing(
     assert not out.exists()
 
 
-def test_help_lists_every_subcommand() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "partsight.cli", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    for command in ("bridge", "worker", "camera", "train", "augment", "models", "demo"):
-        assert command in result.stdout
+# each subcommand with the least it needs to parse
+SUBCOMMANDS = {
+    "bridge": [],
+    "worker": [],
+    "camera": ["--images", "photos", "--device", "cam-1"],
+    "train": ["--images", "photos", "--catalog", "catalog.csv", "--out", "store"],
+    "augment": ["--image", "part.jpg", "--out", "out"],
+    "models": ["--store", "store"],
+    "demo": [],
+}
+
+
+def subparser_choices(parser: argparse.ArgumentParser) -> set[str]:
+    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return set(actions[0].choices)
+
+
+def test_every_subcommand_parses_and_has_a_handler() -> None:
+    parser = build_parser()
+    assert subparser_choices(parser) == set(SUBCOMMANDS) == set(COMMANDS)
+    for command, required in SUBCOMMANDS.items():
+        args = parser.parse_args([command, *required])
+        assert args.command == command
+        assert callable(COMMANDS[args.command])
+
+
+def test_camera_protocol_option_keeps_the_password_file_and_the_ca_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.camera
+    from broker.camera import Summary
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"not decoded by the camera")
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("fr0m-the-file\n")
+    monkeypatch.setenv("PARTSIGHT_MQTT_URL", "mqtts://line@broker.plant:8884")
+    monkeypatch.setenv("PARTSIGHT_MQTT_PASSWORD_FILE", str(secret))
+    monkeypatch.setenv("PARTSIGHT_MQTT_CA_FILE", "/etc/partsight/ca.pem")
+    monkeypatch.setenv("PARTSIGHT_MQTT_PROTOCOL", "5")
+    used: list[MqttSettings] = []
+
+    class FakeCamera:
+        def __init__(self, settings: MqttSettings, *args: object, **kwargs: object) -> None:
+            used.append(settings)
+
+        def __enter__(self) -> FakeCamera:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(broker.camera, "Camera", FakeCamera)
+    monkeypatch.setattr(broker.camera, "stream", lambda *args, **kwargs: Summary())
+    argv = ["camera", "--images", str(tmp_path / "photos"), "--device", "cam-1", "--quiet"]
+    assert main([*argv, "--protocol", "3.1.1"]) == 0
+    assert main(argv) == 0
+    with_option, without = used
+    assert (with_option.protocol, without.protocol) == ("3.1.1", "5")
+    for settings in used:
+        assert (settings.host, settings.port, settings.tls, settings.username) == ("broker.plant", 8884, True, "line")
+        assert (settings.password, settings.ca_file) == ("fr0m-the-file", "/etc/partsight/ca.pem")
 
 
 def test_augment_writes_the_synthetic_copies_and_names_an_unknown_transform(tmp_path: Path) -> None:
