@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from bench.e2e import demo_model, sample_jpegs, table
-from tests.fault_matrix import BY_NAME, SCENARIOS, stream_through
-from tests.servers import mosquitto, redis_server
+from partsight.testing.fault_matrix import BY_NAME, SCENARIOS, stream_through
+from partsight.testing.servers import mosquitto, redis_server
 
 
 def main() -> int:

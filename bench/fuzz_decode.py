@@ -62,7 +62,7 @@ class Tally:
 
 def seed_corpus(folder: Path) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.bad_inputs import cases
+    from partsight.testing.bad_inputs import cases
 
     count = 0
     for case in cases():

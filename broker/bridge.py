@@ -25,16 +25,20 @@ from broker.topics import Topics
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY_S = 5.0
-# The depth is sampled this often; frames admitted since the last sample count against the bound, and
-# the frames workers took meanwhile do not, so a long interval over-counts (at 0.5 s, a 40-frame bound
-# refused frames while 16 waited); one LLEN per 50 ms keeps the estimate within a few frames.
+# The depth (frames admitted and not yet answered: the pending set's size) is sampled this often; frames
+# admitted since the last sample count against the bound, and the frames answered meanwhile do not, so a long
+# interval over-counts (at 0.5 s, a 40-frame bound refused frames while 16 waited); one ZCARD per 50 ms keeps
+# the estimate within a few frames.
 QUEUE_SAMPLE_INTERVAL_S = 0.05
+
+
+Pending = tuple[FrameRequest | None, int, int]  # (admitted frame or None for "acknowledge only", mid, qos)
 
 
 class Dispatcher(Protocol):
     redeliver_after_s: float
 
-    def enqueue(self, request: FrameRequest) -> None: ...
+    def enqueue_many(self, requests: list[FrameRequest]) -> None: ...
     def queue_length(self) -> int: ...
     def sweep_overdue(self) -> tuple[int, int]: ...
 
@@ -55,7 +59,7 @@ class Bridge:
         self._clock = clock
         # every PUBACK goes through this FIFO, so acknowledgements leave in the order frames arrived
         # (MQTT requires it for QoS 1); a None request means "acknowledge only" (a refused frame)
-        self._pending: queue.Queue[tuple[FrameRequest | None, int, int] | None] = queue.Queue()
+        self._pending: queue.Queue[Pending | None] = queue.Queue()
         self._accepting = threading.Event()
         self._stopped = threading.Event()
         # admission bound: the last sampled depth plus what this bridge admitted since (the sample is up to
@@ -63,6 +67,7 @@ class Bridge:
         self._depth_lock = threading.Lock()
         self._queue_depth = 0
         self._admitted_since_sample = 0
+        self._in_window = 0  # frames taken from the local queue whose window is being written
         self.metrics.queue_limit.set(settings.max_queue_length)
         self._redis_ok = False
         self.connection = MqttConnection(
@@ -169,32 +174,67 @@ class Bridge:
                 inbound.response_topic, payload, qos=1, properties=response_properties(inbound.correlation_data)
             )
 
-    def _dispatch_loop(self) -> None:
-        while True:
-            item = self._pending.get()
-            if item is None:
-                return
-            request, mid, qos = item
-            if request is None:
-                self.connection.client.ack(mid, qos)
-                continue
-            if self._enqueue_with_retry(request):
-                self.connection.client.ack(mid, qos)
-            self.metrics.pending.dec()
+    def _next_window(self) -> tuple[list[Pending], bool]:
+        """The next window: what waits now, up to `window_frames` frames or `window_ms` of collecting.
 
-    def _enqueue_with_retry(self, request: FrameRequest) -> bool:
+        It closes at once when nothing else is waiting, so a lone frame is never held back; under load frames
+        pile up while the previous window is being written, and the next one carries them all. Returns the
+        window and whether the bridge is stopping (the stop mark was met).
+        """
+        first = self._pending.get()
+        if first is None:
+            return [], True
+        window = [first]
+        frames, size = (1, len(first[0].image)) if first[0] is not None else (0, 0)
+        deadline = time.monotonic() + self.settings.window_ms / 1000
+        stopping = False
+        while (
+            frames < self.settings.window_frames and size < self.settings.window_bytes and time.monotonic() < deadline
+        ):
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stopping = True
+                break
+            window.append(item)
+            if item[0] is not None:
+                frames += 1
+                size += len(item[0].image)
+        with self._depth_lock:  # out of the local queue, not yet in Redis: still counted against the bound
+            self._in_window = frames
+        return window, stopping
+
+    def _dispatch_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            window, stopping = self._next_window()
+            requests = [request for request, _, _ in window if request is not None]
+            if requests:
+                if not self._enqueue_with_retry(requests):
+                    return  # stopped while Redis was away: the window stays unacknowledged, the broker keeps it
+                self.metrics.window_size.observe(len(requests))
+                self.metrics.pending.dec(len(requests))
+            with self._depth_lock:
+                self._in_window = 0
+            for _, mid, qos in window:  # in arrival order, refusals included: MQTT wants QoS 1 acks in order
+                self.connection.client.ack(mid, qos)
+
+    def _enqueue_with_retry(self, requests: list[FrameRequest]) -> bool:
         delay = 0.05
         while not self._stopped.is_set():
             started = time.perf_counter()
             try:
-                self._dispatcher.enqueue(request)
+                self._dispatcher.enqueue_many(requests)
             except Exception as exc:  # kombu/redis raise many kinds; all mean "not enqueued yet"
                 self.metrics.enqueue_failures.inc()
                 self.metrics.redis_connected.set(0)
                 logger.warning(
-                    "could not enqueue frame %s from %s (%s); retrying in %.2f s",
-                    request.frame_id,
-                    request.device,
+                    "could not enqueue %d frame(s), the first %s from %s (%s); retrying in %.2f s",
+                    len(requests),
+                    requests[0].frame_id,
+                    requests[0].device,
                     exc,
                     delay,
                 )
@@ -202,15 +242,15 @@ class Bridge:
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
                 continue
             self.metrics.enqueue_latency.observe(time.perf_counter() - started)
-            self.metrics.frames_enqueued.inc()
+            self.metrics.frames_enqueued.inc(len(requests))
             self.metrics.redis_connected.set(1)
             return True
         return False
 
     def sample_queue_depth(self) -> None:
         depth = self._dispatcher.queue_length()
-        with self._depth_lock:  # admitted frames not yet enqueued are still counted in `pending`
-            self._queue_depth = depth + int(self._pending.qsize())
+        with self._depth_lock:  # admitted frames not yet in Redis: in the local queue, or in the window being written
+            self._queue_depth = depth + int(self._pending.qsize()) + self._in_window
             self._admitted_since_sample = 0
         self._redis_ok = True
         self.metrics.queue_depth.set(depth)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import uuid
@@ -19,8 +20,10 @@ from broker.codes import ErrorCode
 from broker.errors import FrameRejected
 
 SCHEMA_VERSION = "partsight/1"
-RECOGNIZE_TASK = "partsight.recognize_frame"
+RECOGNIZE_TASK = "partsight.recognize_frame"  # one frame a task: what bridges before windows sent
+RECOGNIZE_BATCH_TASK = "partsight.recognize_frames"  # a window of frames a task: what bridges send now
 FRAME_QUEUE = "partsight.frames"
+MAX_WINDOW_FRAMES = 1024  # the most frames a task may carry (PARTSIGHT_WINDOW_FRAMES is checked against it)
 
 MAX_FRAME_ID_LENGTH = 128
 MAX_TIMESTAMP_LENGTH = 64
@@ -35,6 +38,11 @@ def rfc3339(timestamp: float) -> str:
 
 def new_frame_id() -> str:
     return uuid.uuid4().hex
+
+
+def image_digest(image: bytes) -> str:
+    """What tells a repeated frame from a new one under a reused frame_id: the image bytes' SHA-256 (128 bits)."""
+    return hashlib.sha256(image).hexdigest()[:32]
 
 
 def validate_frame_id(value: object) -> str:

@@ -9,8 +9,9 @@ from typing import Any
 import redis
 from celery import Celery
 
-from broker.contract import FRAME_QUEUE, RECOGNIZE_TASK, FrameRequest
+from broker.contract import FRAME_QUEUE, RECOGNIZE_BATCH_TASK, FrameRequest
 from broker.framestore import FrameStore, frame_key, task_reference
+from broker.settings import DEFAULT_WINDOW_FRAMES
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ class CeleryDispatcher:
         visibility_timeout_s: int = 300,
         frame_ttl_s: int = 24 * 3600,
         redeliver_after_s: float = 120.0,
+        window_frames: int = DEFAULT_WINDOW_FRAMES,
     ) -> None:
         self.queue = queue
+        self.window_frames = window_frames
         self.redeliver_after_s = redeliver_after_s
         self.app = Celery("partsight-bridge", broker=redis_url, set_as_current=False)
         self.app.conf.update(
@@ -63,14 +66,22 @@ class CeleryDispatcher:
         self.store = FrameStore(self._redis, data_ttl_s=frame_ttl_s, clock=time.time)
 
     def enqueue(self, request: FrameRequest) -> None:
-        """Store the frame, then send its task. Raises what redis/kombu raise when Redis is away; callers retry."""
-        key = frame_key(request)
-        self.store.put(key, request)
-        self._send(key, request)
+        self.enqueue_many([request])
+
+    def enqueue_many(self, requests: list[FrameRequest]) -> None:
+        """Store a window of frames in one round trip, then send one task naming them all.
+
+        Raises what redis/kombu raise when Redis is away; callers retry the whole window (keys are stable, so a
+        retry overwrites what a failed try may have stored).
+        """
+        frames = [(frame_key(request), request) for request in requests]
+        self.store.put_many(frames)
+        self._send(frames)
 
     def sweep_overdue(self) -> tuple[int, int]:
         """Send again the frames no worker has answered in time; returns (resent, expired)."""
-        resent = expired = 0
+        overdue: list[tuple[str, FrameRequest]] = []
+        expired = 0
         for key, request in self.store.claim_overdue(self.redeliver_after_s):
             if request is None:
                 expired += 1
@@ -82,14 +93,15 @@ class CeleryDispatcher:
                 request.device,
                 self.redeliver_after_s,
             )
-            self._send(key, request)
-            resent += 1
-        return resent, expired
+            overdue.append((key, request))
+        for start in range(0, len(overdue), self.window_frames):  # resent in windows like any other frames
+            self._send(overdue[start : start + self.window_frames])
+        return len(overdue), expired
 
-    def _send(self, key: str, request: FrameRequest) -> None:
+    def _send(self, frames: list[tuple[str, FrameRequest]]) -> None:
         self.app.send_task(
-            RECOGNIZE_TASK,
-            kwargs=task_reference(key, request),
+            RECOGNIZE_BATCH_TASK,
+            kwargs={"frames": [task_reference(key, request) for key, request in frames]},
             queue=self.queue,
             serializer="msgpack",
             retry=False,
@@ -97,7 +109,9 @@ class CeleryDispatcher:
         )
 
     def queue_length(self) -> int:
-        return int(self._redis.llen(self.queue))
+        """Frames admitted and not yet answered: waiting in the queue or held by a worker (a task holds a window
+        of frames, so the queue's own length no longer counts frames)."""
+        return self.store.pending_count()
 
     def close(self) -> None:
         self._redis.close()

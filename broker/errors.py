@@ -3,7 +3,8 @@
 BrokerError                 base of everything raised here
 ├── SettingsError           a setting from the environment is missing or malformed
 ├── TopicError              a topic or a device id that does not fit the contract
-└── FrameRejected           a frame the bridge refuses; carries the contract's error code
+├── FrameRejected           a frame the bridge refuses; carries the contract's error code
+└── MqttUnavailable         the MQTT broker could not be reached or refused us
 """
 
 from __future__ import annotations
@@ -30,3 +31,7 @@ class FrameRejected(BrokerError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class MqttUnavailable(BrokerError):
+    """The MQTT broker could not be reached or refused us."""

@@ -10,12 +10,15 @@ Duplicate sends are answered once, by the worker's ledger.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-from broker.contract import FrameRequest
+from broker.contract import FrameRequest, image_digest
+
+logger = logging.getLogger(__name__)
 
 DATA_PREFIX = "partsight:frame-data:"
 PENDING_KEY = "partsight:pending"
@@ -29,8 +32,30 @@ def frame_key(request: FrameRequest) -> str:
 
 
 def task_reference(key: str, request: FrameRequest) -> dict[str, Any]:
-    """The task's arguments: the key, plus device and frame id so an error can still be addressed."""
-    return {"frame_key": key, "device": request.device, "frame_id": request.frame_id}
+    """One frame in a task: its key, device and frame id (so an error can still be addressed), and the image's
+    digest, which the answered-once ledger uses to tell a repeat of this frame from a new one reusing its id."""
+    return {
+        "frame_key": key,
+        "device": request.device,
+        "frame_id": request.frame_id,
+        "digest": image_digest(request.image),
+    }
+
+
+def _decode(key: str, blob: bytes) -> FrameRequest | None:
+    """A stored frame; None (answered `internal`, never retried forever) when its data cannot be read."""
+    try:
+        return FrameRequest.from_task_kwargs(msgpack.unpackb(blob, raw=False))
+    except (ValueError, TypeError, KeyError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        logger.error("frame data %s cannot be read (%s); answering it as internal", key, exc)
+        return None
+
+
+def finish_commands(pipe: Any, keys: list[str]) -> None:
+    """Queue on a Redis pipeline what ends frames: their data deleted, their pending entries removed."""
+    if keys:
+        pipe.delete(*keys)
+        pipe.zrem(PENDING_KEY, *keys)
 
 
 class FrameStore:
@@ -40,22 +65,30 @@ class FrameStore:
         self._clock = clock
 
     def put(self, key: str, request: FrameRequest) -> None:
-        blob = msgpack.packb(request.to_task_kwargs(), use_bin_type=True)
+        self.put_many([(key, request)])
+
+    def put_many(self, frames: list[tuple[str, FrameRequest]]) -> None:
+        """Store a window of frames and list them as pending, in one round trip (MULTI/EXEC: all or none)."""
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(key, blob, ex=self.data_ttl_s)
-        pipe.zadd(PENDING_KEY, {key: self._clock()})
+        for key, request in frames:
+            pipe.set(key, msgpack.packb(request.to_task_kwargs(), use_bin_type=True), ex=self.data_ttl_s)
+        pipe.zadd(PENDING_KEY, dict.fromkeys((key for key, _ in frames), self._clock()))
         pipe.execute()
 
     def get(self, key: str) -> FrameRequest | None:
-        blob = self._redis.get(key)
-        if blob is None:
-            return None
-        return FrameRequest.from_task_kwargs(msgpack.unpackb(blob, raw=False))
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[str]) -> list[FrameRequest | None]:
+        """The frames stored under `keys`, in one round trip; None where the data has expired."""
+        if not keys:
+            return []
+        return [
+            None if blob is None else _decode(key, blob) for key, blob in zip(keys, self._redis.mget(keys), strict=True)
+        ]
 
     def finish(self, key: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.zrem(PENDING_KEY, key)
+        finish_commands(pipe, [key])
         pipe.execute()
 
     def pending_count(self) -> int:

@@ -8,6 +8,7 @@ from broker.codes import ErrorCode
 
 REJECT_REASONS = (*(str(code) for code in ErrorCode), "unknown_topic")
 SIZE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)
+WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -35,13 +36,19 @@ class BridgeMetrics:
         )
         self.enqueue_latency = Histogram(
             "partsight_bridge_enqueue_seconds",
-            "Time to hand one frame to Redis.",
+            "Time to hand one window of frames to Redis (stored and its task sent).",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.window_size = Histogram(
+            "partsight_bridge_window_frames",
+            "Frames per window: admitted frames stored with one Redis write and sent as one task.",
+            buckets=WINDOW_BUCKETS,
             registry=registry,
         )
         self.enqueue_failures = Counter(
             "partsight_bridge_enqueue_failures_total",
-            "Failed attempts to enqueue a frame (retried).",
+            "Failed attempts to enqueue a window of frames (retried).",
             registry=registry,
         )
         self.mqtt_connected = Gauge(
@@ -54,7 +61,9 @@ class BridgeMetrics:
             "partsight_bridge_redis_connected", "1 while the last call to Redis succeeded.", registry=registry
         )
         self.queue_depth = Gauge(
-            "partsight_queue_depth_frames", "Frames waiting in the Redis queue (last sample).", registry=registry
+            "partsight_queue_depth_frames",
+            "Frames admitted and not yet answered: queued or held by a worker (last sample).",
+            registry=registry,
         )
         self.queue_limit = Gauge(
             "partsight_queue_limit_frames",

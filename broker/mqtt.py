@@ -6,6 +6,7 @@ retained `online`/`offline` status, the reconnect backoff and the logging of ref
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -17,17 +18,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.errors import BrokerError
+from broker.errors import MqttUnavailable
 from broker.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
 ONLINE = "online"
+# publish() results after which paho holds a QoS 1 message until the broker acknowledges it
+PAHO_KEEPS_MESSAGE = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 OFFLINE = "offline"
-
-
-class MqttUnavailable(BrokerError):
-    """The broker could not be reached or refused us."""
 
 
 def _connect_properties(session_expiry_s: int, receive_maximum: int | None) -> Properties:
@@ -92,6 +91,8 @@ class MqttConnection:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_publish = self._handle_publish
+        # paho takes this reentrant lock around its outgoing messages and runs on_publish under it
+        self._paho_outgoing_lock: Any = getattr(self.client, "_out_message_mutex", None) or contextlib.nullcontext()
 
     @property
     def is_v5(self) -> bool:
@@ -147,20 +148,17 @@ class MqttConnection:
         """Publish; `on_acked(ok)` runs in paho's network thread the moment the broker acknowledges (QoS 1/2).
 
         Acting inside the acknowledgement, rather than after a waiting thread wakes up, keeps the window
-        between "the broker has it" and "we recorded that" as short as it can be. An acknowledgement that
-        beats the registration is missed (never misattributed); callers confirm after waiting as well.
-        Our lock is never held across paho calls: paho runs on_publish under its own message lock.
+        between "the broker has it" and "we recorded that" as short as it can be. `on_acked` is registered
+        while paho's outgoing-message lock is held: paho handles a PUBACK under that lock, so no
+        acknowledgement can slip in before its callback is there. A message paho keeps while disconnected
+        (QoS 1, MQTT_ERR_NO_CONN) is sent again on reconnect, and its callback waits for that PUBACK.
         """
-        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if on_acked is not None and qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not info.is_published():
-            with self._acks_lock:
-                self._ack_callbacks[info.mid] = on_acked
+        with self._paho_outgoing_lock:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            if on_acked is not None and qos > 0 and info.rc in PAHO_KEEPS_MESSAGE:
+                with self._acks_lock:
+                    self._ack_callbacks[info.mid] = on_acked
         return info
-
-    def forget(self, mid: int) -> None:
-        """Drop the acknowledgement callback of a publish that was given up on."""
-        with self._acks_lock:
-            self._ack_callbacks.pop(mid, None)
 
     def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._acks_lock:

@@ -27,6 +27,7 @@ def run_bridge(settings: BridgeSettings) -> None:
         visibility_timeout_s=settings.visibility_timeout_s,
         frame_ttl_s=settings.frame_ttl_s,
         redeliver_after_s=settings.redeliver_after_s,
+        window_frames=settings.window_frames,
     )
     bridge = Bridge(settings, dispatcher=dispatcher, metrics=metrics)
     http = serve(settings.metrics_port, registry, bridge.readiness)

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
+from broker.contract import MAX_WINDOW_FRAMES
 from broker.errors import SettingsError
 
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 PROTOCOLS = ("5", "3.1.1")
+DEFAULT_WINDOW_FRAMES = 32  # the most frames one task carries; 1: a task per frame
 N = TypeVar("N", int, float)
 
 
@@ -147,6 +149,9 @@ class BridgeSettings:
     redeliver_after_s: int = 120
     frame_ttl_s: int = 24 * 3600
     max_tracked_devices: int = 1000
+    window_frames: int = DEFAULT_WINDOW_FRAMES
+    window_ms: float = 5.0  # the longest a window keeps collecting while frames keep arriving
+    window_bytes: int = 16 * 1024 * 1024  # a window closes once its images reach this size
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeSettings:
@@ -166,4 +171,14 @@ class BridgeSettings:
             redeliver_after_s=env_int(env, "PARTSIGHT_REDELIVER_AFTER_S", 2 * visibility, minimum=1),
             frame_ttl_s=env_int(env, "PARTSIGHT_FRAME_TTL_S", 24 * 3600, minimum=60),
             max_tracked_devices=env_int(env, "PARTSIGHT_MAX_TRACKED_DEVICES", 1000),
+            window_frames=window_frames_from_env(env),
+            window_bytes=env_int(env, "PARTSIGHT_WINDOW_BYTES", 16 * 1024 * 1024, minimum=1),
+            window_ms=env_float(env, "PARTSIGHT_WINDOW_MS", 5.0),
         )
+
+
+def window_frames_from_env(env: Mapping[str, str]) -> int:
+    frames = env_int(env, "PARTSIGHT_WINDOW_FRAMES", DEFAULT_WINDOW_FRAMES, minimum=1)
+    if frames > MAX_WINDOW_FRAMES:
+        raise SettingsError(f"PARTSIGHT_WINDOW_FRAMES must be at most {MAX_WINDOW_FRAMES}, got {frames}")
+    return frames

@@ -6,19 +6,23 @@ Settings are read here, once, because this module is the worker's entry point.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
 from kombu.entity import Queue
 
 from broker.contract import FRAME_QUEUE
 from broker.dispatch import SAFE_CONTENT, celery_transport_options
+from worker.errors import ModelUnavailable
 from worker.runtime import RuntimeHolder
 from worker.settings import WorkerSettings
 from worker.tasks import register
 
 logger = logging.getLogger(__name__)
+
+EXIT_CANNOT_SERVE = 3  # the model (or engine) cannot be loaded: the worker took no frame
 
 
 def create_app(settings: WorkerSettings) -> tuple[Celery, RuntimeHolder]:
@@ -50,16 +54,29 @@ settings = WorkerSettings.from_env()
 app, runtime = create_app(settings)
 
 
-@worker_ready.connect
-def _load_model_when_ready(sender: Any = None, **_: Any) -> None:
-    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
-    if "prefork" not in pool:
+@worker_init.connect
+def _load_model_before_consuming(sender: Any = None, **_: Any) -> None:
+    """Load and verify the model before Celery takes a single task; a worker that cannot serve exits non-zero
+    with the reason, so an orchestrator shows a crash and frames wait for a healthy worker (a prefork pool's
+    children load their own, after the fork, so CUDA is never touched in the parent)."""
+    if "prefork" in str(getattr(sender, "pool_cls", "")):
+        return
+    try:
         runtime.get()
+    except ModelUnavailable as exc:
+        logger.critical("%s; exiting without taking any frame", exc)
+        raise SystemExit(EXIT_CANNOT_SERVE) from exc
 
 
 @worker_process_init.connect
 def _load_model_in_child(**_: Any) -> None:
-    runtime.get()
+    """A prefork child loads its own model after the fork; one that cannot serve ends at once rather than take
+    tasks it would fail (Celery's signal dispatch would swallow an exception)."""
+    try:
+        runtime.get()
+    except ModelUnavailable as exc:
+        logger.critical("%s; this process exits without taking any frame", exc)
+        os._exit(EXIT_CANNOT_SERVE)
 
 
 @worker_shutting_down.connect

@@ -16,14 +16,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from worker.errors import BatcherClosed
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class BatcherClosed(RuntimeError):
-    """Raised by submit() after close()."""
 
 
 @dataclass(frozen=True, slots=True)

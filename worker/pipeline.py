@@ -1,53 +1,51 @@
-"""One frame's path through the worker: claim, decode, batched features, classify, publish, mark answered."""
+"""A window of frames through the worker: claim all, read all, decode each, features in micro-batches, classify
+together, publish every answer, then record what was answered, all in a handful of Redis round trips.
+
+Each frame keeps its own fate: a frame that cannot be decoded gets its own error, a frame claimed by another
+delivery or whose answer the broker did not take is retried alone; the rest of its window is answered.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from broker.codes import ErrorCode
-from broker.contract import FrameRequest, Timings, error_message, result_message
+from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.errors import ImageError
 from models.head import Decision
 from worker.batcher import Batched
-from worker.ledger import Claim
+from worker.budget import FrameBudget
+from worker.errors import MalformedTask, SettleFailed
+from worker.ledger import Claim, Settlement, ledger_key
 from worker.metrics import NO_CATEGORY, WorkerMetrics
+from worker.publisher import DELIVERED, REFUSED, Answer
 
 logger = logging.getLogger(__name__)
 
-
-class FrameBusy(Exception):
-    """Another delivery holds this frame's claim; retry after `retry_after_s` (the claim may be a dead worker's)."""
-
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"frame claimed by another delivery; retry in {retry_after_s:.1f} s")
-        self.retry_after_s = retry_after_s
+PUBLISH_RETRY_S = 2.0  # a frame whose answer the broker refused is tried again this much later
+SETTLE_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.5)  # recording answers is retried: an answer out but unrecorded would
+# be sent twice, so a Redis restart in that moment is waited out (about 3 s, within the shortest claim)
 
 
 class Ledger(Protocol):
-    def claim(self, device: str, frame_id: str) -> Claim: ...
-    def done(self, device: str, frame_id: str) -> None: ...
-    def release(self, device: str, frame_id: str) -> None: ...
+    claim_ttl_s: int
+
+    def claim_many(self, keys: Sequence[str]) -> list[Claim]: ...
+    def settle(self, settlement: Settlement) -> None: ...
 
 
 class Publisher(Protocol):
-    def result(
-        self, request: FrameRequest, message: dict[str, Any], on_delivered: Callable[[], None] | None = None
-    ) -> None: ...
-    def error(
-        self, request: FrameRequest, message: dict[str, Any], on_delivered: Callable[[], None] | None = None
-    ) -> None: ...
+    def publish(self, answers: Sequence[Answer]) -> list[str]: ...
 
 
 class FrameSource(Protocol):
-    def get(self, key: str) -> FrameRequest | None: ...
-    def finish(self, key: str) -> None: ...
+    def get_many(self, keys: list[str]) -> list[FrameRequest | None]: ...
 
 
 class FeatureBatcher(Protocol):
@@ -73,6 +71,7 @@ class ServedModel:
     catalog: Mapping[str, Mapping[str, Any]]
     description: Mapping[str, str]  # name, version, backbone, engine, device: the partsight_model info labels
     categories: tuple[str, ...]
+    transport_only: bool = False  # the `none` engine: no decode, no features; every frame answered unknown
 
 
 def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:
@@ -90,6 +89,83 @@ def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray |
     return results
 
 
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """One frame a task names: its claim-check key (or the frame itself, inline), whom to answer, and the digest
+    that tells a repeat of it from a new frame reusing its id. `task` is its entry as the task carried it."""
+
+    device: str
+    frame_id: str
+    key: str | None
+    digest: str
+    inline: FrameRequest | None
+    task: Mapping[str, Any]
+
+    @property
+    def ledger_key(self) -> str:
+        return ledger_key(self.device, self.frame_id, self.digest)
+
+
+def frame_ref(entry: Any) -> FrameRef:
+    """One frame of a task, checked against the contract; MalformedTask if it cannot even be answered."""
+    if not isinstance(entry, Mapping):
+        raise MalformedTask(f"a frame must be a mapping, got {type(entry).__name__}")
+    device, frame_id = entry.get("device"), entry.get("frame_id")
+    if not isinstance(device, str) or not isinstance(frame_id, str):
+        raise MalformedTask(f"a frame without a device and frame id: {sorted(map(str, entry))}")
+    key, digest = entry.get("frame_key"), entry.get("digest") or ""
+    if key is not None and not isinstance(key, str):
+        raise MalformedTask("frame_key must be a string")
+    if not isinstance(digest, str):
+        raise MalformedTask("digest must be a string")
+    inline = None
+    if key is None:
+        try:
+            inline = FrameRequest.from_task_kwargs(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedTask(f"an inline frame that does not fit the contract: {exc!r}") from exc
+    return FrameRef(device, frame_id, key, digest, inline, entry)
+
+
+def task_entries(task: Mapping[str, Any]) -> list[Any]:
+    """The frames a task carries: `frames` (a window) or the task itself (one frame, as older bridges sent)."""
+    if "frames" not in task:
+        return [task]
+    frames = task["frames"]
+    if not isinstance(frames, list):
+        raise MalformedTask("frames must be a list")
+    if len(frames) > MAX_WINDOW_FRAMES:
+        raise MalformedTask(f"a task carries {len(frames)} frames, at most {MAX_WINDOW_FRAMES} are taken")
+    return frames
+
+
+@dataclass
+class BatchOutcome:
+    """Per frame: its status or error code, "duplicate", "busy" or "unpublished"; and what to retry when."""
+
+    outcomes: list[str]
+    retry: list[FrameRef] = field(default_factory=list)
+    retry_after_s: float = 0.0
+
+
+@dataclass
+class _Frame:
+    """One granted frame on its way through the window."""
+
+    ref: FrameRef
+    request: FrameRequest | None = None
+    prepared: Any = None
+    future: Any = None
+    features: np.ndarray | None = None
+    error: tuple[ErrorCode, str] | None = None
+    decision: Decision | None = None
+    decode_s: float = 0.0
+    features_s: float = 0.0
+    classify_s: float = 0.0  # its share of the window's one classify call
+    queue_s: float = 0.0
+    started: float = 0.0  # perf_counter when the worker began on it
+
+
 class FramePipeline:
     def __init__(
         self,
@@ -101,8 +177,12 @@ class FramePipeline:
         publisher: Publisher,
         metrics: WorkerMetrics,
         max_payload_bytes: int,
+        budget: FrameBudget | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._budget = budget or FrameBudget(MAX_WINDOW_FRAMES)
+        self._sleep = sleep
         self._model = model  # the version served now; it changes when a new one is loaded
         self._batcher = batcher
         self._ledger = ledger
@@ -111,83 +191,203 @@ class FramePipeline:
         self._metrics = metrics
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
+        self._stage = {  # label lookups once, not per frame
+            name: metrics.stage_latency.labels(stage=name)
+            for name in ("queue", "decode", "features", "classify", "publish", "total")
+        }
 
-    def handle(self, task: Mapping[str, Any]) -> str:
-        """Answer the frame a task names (by claim-check key, or inline); returns the status or error code.
+    def handle(self, task: Mapping[str, Any]) -> BatchOutcome:
+        """Answer every frame a task names. Frames that cannot even be addressed are counted and dropped.
 
-        PublishFailed propagates so the task is retried; the frame then stays claimable and pending.
-        FrameBusy says another delivery holds the frame: retry later, without holding a thread meanwhile.
+        Redis errors before any answer went out propagate (the whole task is retried; its claims were given
+        back). What must be retried alone comes back in the outcome. A retry that carries `settle` (answers a
+        failed try sent but could not record) records it before claiming anything.
         """
+        carried = task.get("settle")
+        if isinstance(carried, Mapping):
+            done, finished = carried.get("done") or [], carried.get("finished") or []
+            self._ledger.settle(Settlement(done=[str(k) for k in done], finished=[str(k) for k in finished]))
+        refs = []
+        for entry in task_entries(task):
+            try:
+                refs.append(frame_ref(entry))
+            except MalformedTask as exc:
+                self._metrics.malformed_tasks.inc()
+                logger.error("dropping a frame whose task entry does not fit the contract: %s", exc)
+        return self.handle_frames(refs)
+
+    def handle_frames(self, refs: list[FrameRef]) -> BatchOutcome:
+        with self._budget.hold(len(refs)):  # claims are taken only once the frames can be worked on
+            return self._handle_frames(refs)
+
+    def _handle_frames(self, refs: list[FrameRef]) -> BatchOutcome:
         started = self._clock()
-        key = task.get("frame_key")
-        device, frame_id = str(task["device"]), str(task["frame_id"])
-        claim = self._ledger.claim(device, frame_id)
-        if not claim.granted and not claim.answered:
-            raise FrameBusy(claim.retry_after_s)
-        if claim.answered:
-            self._metrics.duplicates.inc()
-            logger.info("frame %s from %s was answered already; skipping the duplicate", frame_id, device)
-            if key:
-                self._frames.finish(str(key))
-            return "duplicate"
-        recorded = threading.Event()
-
-        def record_answered() -> None:
-            # runs the moment the broker acknowledges the answer: the shortest possible window in which
-            # a crash could leave an answered frame looking unanswered (and so answered twice)
-            self._ledger.done(device, frame_id)
-            recorded.set()
-
-        try:
-            request = self._frames.get(str(key)) if key else FrameRequest.from_task_kwargs(task)
-            if request is None:
-                placeholder = FrameRequest(device=device, frame_id=frame_id, image=b"", received_at=started)
-                text = "frame data expired before it was read"
-                outcome = self._send_error(placeholder, ErrorCode.INTERNAL, text, record_answered)
+        claims = self._ledger.claim_many([ref.ledger_key for ref in refs])
+        outcome = BatchOutcome(outcomes=[""] * len(refs))
+        granted: list[int] = []
+        finished: list[str] = []
+        for index, (ref, claim) in enumerate(zip(refs, claims, strict=True)):
+            if claim.granted:
+                granted.append(index)
+            elif claim.answered:
+                outcome.outcomes[index] = "duplicate"
+                self._metrics.duplicates.inc()
+                logger.info("frame %s from %s was answered already; skipping the duplicate", ref.frame_id, ref.device)
+                if ref.key:
+                    finished.append(ref.key)
             else:
-                outcome = self._answer(request, started, record_answered)
+                outcome.outcomes[index] = "busy"
+                outcome.retry.append(ref)
+                outcome.retry_after_s = max(outcome.retry_after_s, claim.retry_after_s)
+                logger.info(
+                    "frame %s from %s is claimed by another delivery; retrying in %.1f s",
+                    ref.frame_id,
+                    ref.device,
+                    claim.retry_after_s,
+                )
+        work = [_Frame(refs[index]) for index in granted]
+        try:
+            answers = self._answer(work, started)
+            publish_started = time.perf_counter()
+            delivered = self._publisher.publish(answers)
+            publish_s = time.perf_counter() - publish_started
         except BaseException:
-            if not recorded.is_set():  # an answer the broker already took stays answered; the retry skips it
-                self._ledger.release(device, frame_id)
+            self._give_back(work)
             raise
-        if not recorded.is_set():
-            self._ledger.done(device, frame_id)
-        if key:
-            self._frames.finish(str(key))
+        done: list[str] = []
+        released: list[str] = []
+        for index, frame, state in zip(granted, work, delivered, strict=True):
+            if state == DELIVERED:
+                done.append(frame.ref.ledger_key)
+                if frame.ref.key:
+                    finished.append(frame.ref.key)
+                outcome.outcomes[index] = self._count(frame, publish_s)
+                continue
+            self._metrics.publish_failures.inc()
+            outcome.outcomes[index] = "unpublished"
+            outcome.retry.append(frame.ref)
+            if state == REFUSED:  # nothing is on its way: give the claim back, try again soon
+                released.append(frame.ref.ledger_key)
+                outcome.retry_after_s = max(outcome.retry_after_s, PUBLISH_RETRY_S)
+            else:  # paho may still deliver it (its late PUBACK records it): try again once the claim lapses
+                outcome.retry_after_s = max(outcome.retry_after_s, self._ledger.claim_ttl_s + 0.5)
+        self._settle(Settlement(done=done, released=released, finished=finished), outcome)
         return outcome
 
-    def _answer(self, request: FrameRequest, started: float, on_delivered: Callable[[], None]) -> str:
+    def _answer(self, work: list[_Frame], started: float) -> list[Answer]:
+        """Each granted frame's answer, in order: read, decode, features, classify, encode."""
+        keyed = [frame.ref.key for frame in work if frame.ref.key]
+        stored = dict(zip(keyed, self._frames.get_many(keyed), strict=True)) if keyed else {}
         model = self._model()
-        queue_s = max(0.0, started - request.received_at)
-        self._metrics.stage_latency.labels(stage="queue").observe(queue_s)
+        for frame in work:
+            frame.started = time.perf_counter()
+            frame.request = stored.get(frame.ref.key) if frame.ref.key else frame.ref.inline
+            self._prepare(model, frame)
+        for frame in work:
+            if frame.future is not None:
+                self._collect(frame)
+        self._classify(model, [frame for frame in work if frame.error is None])
+        answers = []
+        completed_at = self._clock()
+        for frame in work:
+            if frame.request is None:  # the data expired (or was unreadable) before any worker read it
+                frame.request = FrameRequest(frame.ref.device, frame.ref.frame_id, b"", started)
+                frame.error = (ErrorCode.INTERNAL, "frame data expired or unreadable before it was answered")
+            late = self._late_delivery(frame.ref)
+            if frame.error is None:
+                try:
+                    payload = encode(self._result(model, frame, started, completed_at))
+                    answers.append(Answer(frame.request, payload, False, late))
+                    continue
+                except Exception as exc:  # one frame's result that cannot be encoded fails alone
+                    logger.exception("the result of frame %s from %s failed", frame.ref.frame_id, frame.ref.device)
+                    frame.error = (ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            code, text = frame.error
+            logger.info("frame %s from %s: %s (%s)", frame.ref.frame_id, frame.ref.device, code, text)
+            message = error_message(frame.ref.device, frame.ref.frame_id, code, text, completed_at)
+            answers.append(Answer(frame.request, encode(message), True, late))
+        return answers
+
+    def _late_delivery(self, ref: FrameRef) -> Callable[[], None]:
+        """What runs (in paho's network thread) when an answer's PUBACK comes after the window stopped waiting:
+        the frame is recorded as answered, so its retry skips it."""
+
+        def record() -> None:
+            try:
+                self._ledger.settle(Settlement(done=[ref.ledger_key], finished=[ref.key] if ref.key else []))
+            except Exception:
+                logger.exception("could not record the late answer of frame %s from %s", ref.frame_id, ref.device)
+
+        return record
+
+    def _prepare(self, model: ServedModel, frame: _Frame) -> None:
+        request = frame.request
+        if request is None:
+            return
+        if len(request.image) > self._max_payload_bytes:
+            text = f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}"
+            frame.error = (ErrorCode.PAYLOAD_TOO_LARGE, text)
+            return
+        if model.transport_only:
+            return
+        try:
+            frame.prepared = model.prepare(request.image)  # decoded, or only checked for a GPU decoder
+            frame.decode_s = time.perf_counter() - frame.started
+            frame.future = self._batcher.submit((model, frame.prepared))
+        except ImageError as exc:
+            frame.error = (ErrorCode(exc.code), exc.message)
+        except Exception as exc:
+            logger.exception("frame %s from %s failed inside the worker", frame.ref.frame_id, frame.ref.device)
+            frame.error = (ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+    def _collect(self, frame: _Frame) -> None:
+        submitted = frame.started + frame.decode_s
+        try:
+            batched: Batched[np.ndarray | ImageError] = frame.future.result()
+        except Exception as exc:
+            logger.exception("features of frame %s from %s failed", frame.ref.frame_id, frame.ref.device)
+            frame.error = (ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            return
+        frame.features_s = time.perf_counter() - submitted
+        if isinstance(batched.value, ImageError):  # a frame only the batch's decoder could refuse
+            frame.error = (ErrorCode(batched.value.code), batched.value.message)
+        else:
+            frame.features = batched.value
+
+    def _classify(self, model: ServedModel, frames: list[_Frame]) -> None:
+        frames = [frame for frame in frames if frame.request is not None]
+        if not frames:
+            return
         t0 = time.perf_counter()
         try:
-            if len(request.image) > self._max_payload_bytes:
-                raise ImageError(
-                    str(ErrorCode.PAYLOAD_TOO_LARGE),
-                    f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}",
-                )
-            prepared = model.prepare(request.image)  # decoded, or only checked for a GPU decoder
-            t1 = time.perf_counter()
-            batched: Batched[np.ndarray | ImageError] = self._batcher.submit((model, prepared)).result()
-            t2 = time.perf_counter()
-            if isinstance(batched.value, ImageError):  # a frame only the batch's decoder could refuse
-                raise batched.value
-            decision = model.classify(batched.value[None, :])[0]
-            t3 = time.perf_counter()
-        except ImageError as exc:
-            return self._send_error(request, ErrorCode(exc.code), exc.message, on_delivered)
+            if model.transport_only:
+                rows = np.zeros((len(frames), 0), dtype=np.float32)
+            else:
+                rows = np.stack([frame.features for frame in frames])  # type: ignore[misc]
+            decisions = model.classify(rows)
         except Exception as exc:
-            logger.exception("frame %s from %s failed inside the worker", request.frame_id, request.device)
-            return self._send_error(request, ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}", on_delivered)
+            logger.exception("classifying %d frame(s) failed", len(frames))
+            for frame in frames:
+                frame.error = (ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            return
+        classify_s = (time.perf_counter() - t0) / len(frames)
+        for frame, decision in zip(frames, decisions, strict=True):
+            frame.decision = decision
+            frame.classify_s = classify_s
+
+    def _result(self, model: ServedModel, frame: _Frame, started: float, completed_at: float) -> dict[str, Any]:
+        request, decision = frame.request, frame.decision
+        assert request is not None and decision is not None
+        frame.queue_s = max(0.0, started - request.received_at)
+        work_s = frame.decode_s + frame.features_s + frame.classify_s
         timings = Timings(
-            queue=queue_s * 1000,
-            decode=(t1 - t0) * 1000,
-            features=(t2 - t1) * 1000,
-            classify=(t3 - t2) * 1000,
-            total=queue_s * 1000 + (t3 - t0) * 1000,
+            queue=frame.queue_s * 1000,
+            decode=frame.decode_s * 1000,
+            features=frame.features_s * 1000,
+            classify=frame.classify_s * 1000,
+            total=(frame.queue_s + work_s) * 1000,
         )
-        message = result_message(
+        return result_message(
             request=request,
             status=decision.status,
             product=decision.product,
@@ -199,25 +399,52 @@ class FramePipeline:
             model_name=model.info.name,
             model_version=model.info.version,
             timings=timings,
-            completed_at=self._clock(),
+            completed_at=completed_at,
         )
-        t4 = time.perf_counter()
-        self._publisher.result(request, message, on_delivered)
-        publish_s = time.perf_counter() - t4
-        stage = self._metrics.stage_latency
-        stage.labels(stage="decode").observe(t1 - t0)
-        stage.labels(stage="features").observe(t2 - t1)
-        stage.labels(stage="classify").observe(t3 - t2)
-        stage.labels(stage="publish").observe(publish_s)
-        stage.labels(stage="total").observe(queue_s + (t3 - t0) + publish_s)
+
+    def _count(self, frame: _Frame, publish_s: float) -> str:
+        """Metrics of a frame whose answer the broker took; returns its status or error code."""
+        if frame.error is not None:
+            code = str(frame.error[0])
+            self._metrics.errors.labels(code=code).inc()
+            return code
+        decision = frame.decision
+        assert decision is not None
+        stage = self._stage
+        stage["queue"].observe(frame.queue_s)
+        stage["decode"].observe(frame.decode_s)
+        stage["features"].observe(frame.features_s)
+        stage["classify"].observe(frame.classify_s)
+        stage["publish"].observe(publish_s)
+        stage["total"].observe(frame.queue_s + frame.decode_s + frame.features_s + frame.classify_s + publish_s)
         self._metrics.results.labels(status=decision.status, category=decision.category or NO_CATEGORY).inc()
         return decision.status
 
-    def _send_error(
-        self, request: FrameRequest, code: ErrorCode, text: str, on_delivered: Callable[[], None] | None = None
-    ) -> str:
-        logger.info("frame %s from %s: %s (%s)", request.frame_id, request.device, code, text)
-        message = error_message(request.device, request.frame_id, code, text, self._clock())
-        self._publisher.error(request, message, on_delivered)
-        self._metrics.errors.labels(code=str(code)).inc()
-        return str(code)
+    def _give_back(self, work: list[_Frame]) -> None:
+        """Release the claims of a window that failed before its answers went out, so its retry is not kept
+        waiting for them to lapse (best effort: with Redis away they lapse on their own)."""
+        if not work:
+            return
+        try:
+            self._ledger.settle(Settlement(released=[frame.ref.ledger_key for frame in work]))
+        except Exception as exc:
+            logger.warning("could not give back %d claim(s): %s; they lapse on their own", len(work), exc)
+
+    def _settle(self, settlement: Settlement, outcome: BatchOutcome) -> None:
+        """Record the window's end; answers are out, so a Redis outage is waited out a few seconds, and then the
+        task's retry carries what to record (written before its frames are claimed again)."""
+        for delay in (*SETTLE_DELAYS_S, None):
+            try:
+                self._ledger.settle(settlement)
+                return
+            except Exception as exc:
+                if delay is None:
+                    logger.error("could not record %d answered frame(s): %s", len(settlement.done), exc)
+                    raise SettleFailed(
+                        list(settlement.done),
+                        list(settlement.finished),
+                        outcome.retry,
+                        max(outcome.retry_after_s, PUBLISH_RETRY_S),
+                    ) from exc
+                logger.warning("recording %d answered frame(s) failed (%s); trying again", len(settlement.done), exc)
+                self._sleep(delay)

@@ -5,6 +5,7 @@ Built lazily in the process that runs tasks (after any fork), so CUDA is never t
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -25,14 +26,17 @@ from broker.topics import Topics
 from models.artifact import served_signature
 from models.decode import DecodeLimits
 from models.errors import ImageError
+from models.head import Decision
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
+from worker.budget import FrameBudget
+from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
 from worker.reload import ModelReloader, ModelSlot
-from worker.settings import WorkerSettings
+from worker.settings import TRANSPORT_ONLY_ENGINE, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +74,15 @@ class Runtime:
             metrics.model.info(dict(model.description))
             metrics.precreate_categories(model.categories)
 
-        signature = served_signature(settings.model_dir)  # the version `current` names now, loaded as such
-        slot = ModelSlot(load(Path(signature[0])), signature)
+        if settings.engine == TRANSPORT_ONLY_ENGINE:
+            logger.warning(
+                "PARTSIGHT_ENGINE=none: every frame is answered unknown without being decoded or looked at "
+                "(a transport benchmark, never a production setting)"
+            )
+            slot = ModelSlot(transport_only_model(), ("none", "none"))
+        else:
+            signature = served_signature(settings.model_dir)  # the version `current` names now, loaded as such
+            slot = ModelSlot(load(Path(signature[0])), signature)
         describe(slot.model)
         metrics.max_batch_size.set(settings.max_batch_size)
         if slot.model.description["device"].startswith("cuda"):
@@ -85,7 +96,7 @@ class Runtime:
             reloads=metrics.model_reloads,
             refused=metrics.model_refused,
             on_loaded=describe,
-            interval_s=settings.model_reload_s,
+            interval_s=0 if settings.engine == TRANSPORT_ONLY_ENGINE else settings.model_reload_s,
         )
 
         batcher: MicroBatcher[Any, np.ndarray | ImageError] = MicroBatcher(
@@ -116,6 +127,7 @@ class Runtime:
             publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
             metrics=metrics,
             max_payload_bytes=settings.max_payload_bytes,
+            budget=FrameBudget(settings.max_frames_in_flight),
         )
         probes.update(
             model=lambda: True,
@@ -156,6 +168,34 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits) -> ServedModel:
     )
 
 
+def transport_only_model() -> ServedModel:
+    """The `none` engine: frames skip decode and features and are answered `unknown`, so the transport's own
+    ceiling can be measured on any box (as Triton's identity models serve its perf analyzer)."""
+
+    def unknown(features: np.ndarray) -> list[Decision]:
+        return [Decision("unknown", None, None, 0.0, 0.0, []) for _ in range(len(features))]
+
+    def no_features(items: list[Any]) -> list[np.ndarray | ImageError]:
+        raise ModelUnavailable("the transport-only engine computes no features")
+
+    return ServedModel(
+        info=ModelInfo("transport-only", "none", 0),
+        prepare=lambda data: None,
+        features=no_features,
+        classify=unknown,
+        catalog={},
+        description={
+            "name": "transport-only",
+            "version": "none",
+            "backbone": "none",
+            "engine": "none",
+            "device": "cpu",
+        },
+        categories=(),
+        transport_only=True,
+    )
+
+
 def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -164,18 +204,26 @@ def _answers(client: redis.Redis) -> bool:
 
 
 class RuntimeHolder:
-    """One Runtime per process, built on first use under a lock."""
+    """One Runtime per process, built once under a lock. A build that failed is not tried again per task: the
+    worker must not take frames it cannot serve (its metrics port would be taken, every task would fail)."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
         self._runtime: Runtime | None = None
+        self._failure: str | None = None
 
     def get(self) -> Runtime:
         if self._runtime is None:
             with self._lock:
+                if self._failure is not None:
+                    raise ModelUnavailable(self._failure)
                 if self._runtime is None:
-                    self._runtime = Runtime.build(self._settings)
+                    try:
+                        self._runtime = Runtime.build(self._settings)
+                    except Exception as exc:
+                        self._failure = f"the worker cannot serve: {describe_failure(exc)}"
+                        raise ModelUnavailable(self._failure) from exc
         return self._runtime
 
     def stop_accepting(self) -> None:
@@ -187,3 +235,10 @@ class RuntimeHolder:
             if self._runtime is not None:
                 self._runtime.close()
                 self._runtime = None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line an operator can act on: a port in use, a missing model directory, a refused engine."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"its metrics port is in use ({exc.strerror}); set PARTSIGHT_WORKER_METRICS_PORT"
+    return f"{type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.errors import SettingsError
 from broker.settings import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_REDIS_URL,
@@ -19,6 +20,10 @@ from broker.settings import (
 )
 
 DEFAULT_MODEL_DIR = "models-store"
+# `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
+# only (never chosen by `auto`). The others are models.engines.ENGINE_CHOICES (a test keeps them equal).
+TRANSPORT_ONLY_ENGINE = "none"
+ENGINES = ("auto", "onnxruntime", "torch", TRANSPORT_ONLY_ENGINE)
 # Measured on a 2-core box: ONNX Runtime, one process per core, decodes and runs 155, 152, 157 and 144
 # frames/s at batch 1, 2, 4 and 8, and end to end batch 4 amortises per-batch Python work (torch earlier:
 # 77-82 frames/s at batch 4 against 58-60 at batch 2), so CPU workers batch a little; a GPU wants large
@@ -61,6 +66,7 @@ class WorkerSettings:
     max_batch_wait_ms: float = 5.0
     inference_lanes: int = 1
     concurrency: int = 16
+    max_frames_in_flight: int = 32
     metrics_port: int = 9302
     worker_id: str = "worker"
     visibility_timeout_s: int = 60
@@ -88,15 +94,24 @@ class WorkerSettings:
             device=device,
             max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
             max_pixels=env_int(env, "PARTSIGHT_MAX_PIXELS", 40_000_000, minimum=1),
-            engine=env.get("PARTSIGHT_ENGINE", "auto"),
+            engine=engine_from_env(env),
             max_batch_size=max_batch,
             inference_lanes=lanes,
             max_batch_wait_ms=env_float(env, "PARTSIGHT_MAX_BATCH_WAIT_MS", 5.0),
             concurrency=env_int(env, "PARTSIGHT_WORKER_CONCURRENCY", max(8, 2 * max_batch * lanes), minimum=1),
+            max_frames_in_flight=env_int(env, "PARTSIGHT_WORKER_MAX_FRAMES", max(32, 4 * max_batch * lanes), minimum=1),
             metrics_port=env_int(env, "PARTSIGHT_WORKER_METRICS_PORT", 9302),
             worker_id=env.get("PARTSIGHT_WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             visibility_timeout_s=visibility,
             claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, min(10, visibility // 2)), minimum=1),
             dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
+            publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
         )
+
+
+def engine_from_env(env: Mapping[str, str]) -> str:
+    engine = env.get("PARTSIGHT_ENGINE", "auto")
+    if engine not in ENGINES:
+        raise SettingsError(f"PARTSIGHT_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine

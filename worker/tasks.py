@@ -1,4 +1,8 @@
-"""The Celery task: thin, named, acknowledged late; all the work is in FramePipeline."""
+"""The Celery tasks: thin, named, acknowledged late; all the work is in FramePipeline.
+
+`partsight.recognize_frames` carries a window of frames (what bridges send); `partsight.recognize_frame`
+carries one (what bridges sent before windows) and is served the same way, so an upgrade loses no frame.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,8 @@ from typing import Any
 from celery import Celery, Task
 from redis.exceptions import RedisError
 
-from broker.contract import RECOGNIZE_TASK
-from worker.pipeline import FrameBusy
-from worker.publisher import PublishFailed
+from broker.contract import RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
+from worker.errors import MalformedTask, SettleFailed
 from worker.runtime import RuntimeHolder
 
 logger = logging.getLogger(__name__)
@@ -18,38 +21,45 @@ logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 2
 
 
-def register(app: Celery, holder: RuntimeHolder) -> Task:
-    @app.task(
-        name=RECOGNIZE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True
-    )
-    def recognize_frame(self: Task, **kwargs: Any) -> str:
-        runtime = holder.get()
-        if not isinstance(kwargs.get("device"), str) or not isinstance(kwargs.get("frame_id"), str):
-            runtime.metrics.malformed_tasks.inc()
-            logger.error("dropping a task without a device and frame id: %s", sorted(kwargs))
-            return "malformed"
-        try:
-            return runtime.pipeline.handle(kwargs)
-        except (KeyError, TypeError, ValueError) as exc:
-            runtime.metrics.malformed_tasks.inc()
-            logger.error("dropping a task whose arguments do not fit the contract: %s", exc)
-            return "malformed"
-        except FrameBusy as exc:
-            logger.info(
-                "frame %s from %s is claimed by another delivery; retrying in %.1f s",
-                kwargs["frame_id"],
-                kwargs["device"],
-                exc.retry_after_s,
-            )
-            raise self.retry(exc=exc, countdown=exc.retry_after_s) from exc
-        except RedisError as exc:
-            logger.warning("Redis unavailable while answering frame %s (%s); retrying", kwargs["frame_id"], exc)
-            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
-        except PublishFailed as exc:
-            runtime.metrics.publish_failures.inc()
-            logger.warning(
-                "answer for frame %s from %s not published (%s); retrying", kwargs["frame_id"], kwargs["device"], exc
-            )
-            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
+def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task]:
+    options: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "max_retries": None,
+        "ignore_result": True,
+    }
 
-    return recognize_frame
+    def run(task: Task, kwargs: dict[str, Any]) -> dict[str, int]:
+        runtime = holder.get()
+        try:
+            outcome = runtime.pipeline.handle(kwargs)
+        except MalformedTask as exc:
+            runtime.metrics.malformed_tasks.inc()
+            logger.error("dropping a task that does not fit the contract: %s", exc)
+            return {"malformed": 1}
+        except SettleFailed as exc:  # answers went out: the retry records them before claiming anything again
+            frames = [dict(ref.task) for ref in exc.retry]
+            settle = {"done": exc.done, "finished": exc.finished}
+            raise task.retry(kwargs={"frames": frames, "settle": settle}, countdown=exc.retry_after_s) from exc
+        except RedisError as exc:  # nothing went out yet: the whole task again
+            logger.warning("Redis unavailable while answering a task (%s); retrying in %d s", exc, RETRY_DELAY_S)
+            raise task.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
+        if outcome.retry:
+            frames = [dict(ref.task) for ref in outcome.retry]
+            logger.info("%d frame(s) retried in %.1f s", len(frames), outcome.retry_after_s)
+            raise task.retry(kwargs={"frames": frames}, countdown=outcome.retry_after_s)
+        counts: dict[str, int] = {}
+        for status in outcome.outcomes:
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    @app.task(name=RECOGNIZE_BATCH_TASK, **options)
+    def recognize_frames(self: Task, **kwargs: Any) -> dict[str, int]:
+        return run(self, kwargs)
+
+    @app.task(name=RECOGNIZE_TASK, **options)
+    def recognize_frame(self: Task, **kwargs: Any) -> dict[str, int]:
+        return run(self, kwargs)
+
+    return recognize_frames, recognize_frame

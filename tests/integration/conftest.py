@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ServerProcess, mosquitto, redis_server
-from tests.stack import Stack, make_stack
+from partsight.testing.servers import ServerProcess, mosquitto, redis_server
+from partsight.testing.stack import Stack, make_stack
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from broker.contract import SCHEMA_VERSION
-from tests.bad_inputs import DROPPED, RESULT, Case, cases
-from tests.harness import Listener, frame_properties, metric, publisher, wait_for
+from partsight.testing.bad_inputs import DROPPED, RESULT, Case, cases
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import Listener, dashboard_builder, frame_properties, login, publisher, wait_for
-from tests.servers import ServerProcess, free_port, require_binary
+from partsight.testing.harness import Listener, dashboard_builder, frame_properties, login, publisher, wait_for
+from partsight.testing.servers import ServerProcess, free_port, require_binary
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fault_matrix import SCENARIOS, Scenario, stream_through
+from partsight.testing.fault_matrix import SCENARIOS, Scenario, stream_through
 
 pytestmark = pytest.mark.integration
 

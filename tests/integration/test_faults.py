@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import publisher, readyz, wait_for
+from partsight.testing.harness import publisher, readyz, wait_for
 
 from .test_resilience import answers_by_frame, stack_settle_s
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.harness import metric, publisher, readyz, wait_for
+from partsight.testing.harness import metric, publisher, readyz, wait_for
 from tests.integration.test_resilience import answers_by_frame
 
 pytestmark = pytest.mark.integration
@@ -37,7 +35,7 @@ def test_frames_sent_while_redis_is_down_are_answered_when_it_returns(own_stack,
         listener.wait_frames(during, timeout=90)
         stack.send(client, device, ["r-after"], [image])
         listener.wait_frame("r-after", timeout=60)
-        time.sleep(1.0)
+        stack.wait_settled()
         client.disconnect()
     counts = answers_by_frame(listener)
     assert all(counts[f] == 1 for f in ["r-before", *during, "r-after"]), counts
@@ -64,7 +62,7 @@ def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, 
         after = [f"m-after-{i}" for i in range(5)]
         stack.send(client, device, after, [image])
         listener.wait_frames(after, timeout=60)
-        time.sleep(1.0)
+        stack.wait_settled()
         client.disconnect()
     counts = answers_by_frame(listener)
     assert all(counts[f] == 1 for f in after), counts
@@ -73,8 +71,8 @@ def test_frames_and_answers_survive_a_mosquitto_restart(own_stack, mqtt_server, 
 def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
     own_stack, camera_photos, tmp_path
 ) -> None:
-    from tests.harness import partsight
-    from tests.servers import free_port
+    from partsight.testing.harness import partsight
+    from partsight.testing.servers import free_port
 
     stack = own_stack
     stack.env["PARTSIGHT_SHARE_GROUP"] = "bridges"
@@ -94,7 +92,7 @@ def test_two_bridges_in_a_share_group_split_the_load_and_answer_each_frame_once(
             client = publisher("127.0.0.1", stack.mqtt_port)
             stack.send(client, device, frame_ids, [camera_photos[0][0].read_bytes()])
             listener.wait_frames(frame_ids, timeout=60)
-            time.sleep(1.0)
+            stack.wait_settled()
             client.disconnect()
         counts = answers_by_frame(listener)
         assert all(counts[f] == 1 for f in frame_ids), counts
@@ -118,7 +116,7 @@ def test_a_full_queue_answers_overloaded_and_every_frame_gets_exactly_one_answer
         wait_for(lambda: sum(1 for t, _, _ in listener.messages if t.endswith("/error")) >= 1, 20, "overloaded")
         stack.start_worker()
         listener.wait_frames(frame_ids, timeout=60)
-        time.sleep(1.0)
+        stack.wait_settled()
         client.disconnect()
     counts = answers_by_frame(listener)
     assert all(counts[f] == 1 for f in frame_ids), counts

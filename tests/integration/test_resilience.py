@@ -15,7 +15,7 @@ import pytest
 import redis as redis_py
 
 from broker.contract import FRAME_QUEUE, RECOGNIZE_TASK
-from tests.harness import Listener, frame_properties, metric, publisher, wait_for
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_frames_published_while_the_bridge_is_down_are_answered_after_it_returns
         assert not any(listener.for_frame(f) for f in offline), "answered while the bridge was down"
         stack.start_bridge()
         listener.wait_frames(offline, timeout=60)
-        time.sleep(1.0)
+        stack.wait_settled()
         client.disconnect()
     counts = answers_by_frame(listener)
     assert all(counts[f] == 1 for f in ["before", *offline]), counts

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from broker.topics import Topics
-from tests.harness import base_env, frame_properties, login, wait_for
-from tests.servers import ServerProcess, free_port, require_binary
-from tests.stack import Stack
+from partsight.testing.harness import base_env, frame_properties, login, wait_for
+from partsight.testing.servers import ServerProcess, free_port, require_binary
+from partsight.testing.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from broker.contract import SCHEMA_VERSION
-from tests.harness import Listener, frame_properties, metric, publisher, wait_for
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def test_mqtt311_device_sends_a_json_envelope(stack, camera_photos) -> None:
 
 
 def test_both_processes_report_alive_and_ready(stack) -> None:
-    from tests.harness import readyz
+    from partsight.testing.harness import readyz
 
     assert readyz(stack.bridge_port) == (
         200,
@@ -187,7 +187,7 @@ def test_both_processes_report_alive_and_ready(stack) -> None:
 
 
 def test_the_cpu_worker_serves_the_exported_graph_on_onnx_runtime_without_torch(stack) -> None:
-    from tests.harness import scrape
+    from partsight.testing.harness import scrape
 
     info = {
         labels: value for (name, labels), value in scrape(stack.worker_port).items() if name == "partsight_model_info"
@@ -236,7 +236,7 @@ def test_the_camera_command_publishes_a_folder_and_reports_latency(stack, camera
     import subprocess
     import sys
 
-    from tests.harness import ROOT
+    from partsight.testing.harness import ROOT
 
     folder = camera_photos[0][0].parent
     argv = [

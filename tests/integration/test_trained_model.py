@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.harness import Listener, frame_properties, publisher
-from tests.servers import ServerProcess
-from tests.stack import make_stack
+from partsight.testing.harness import Listener, frame_properties, publisher
+from partsight.testing.servers import ServerProcess
+from partsight.testing.stack import make_stack
 
 pytestmark = pytest.mark.integration
 

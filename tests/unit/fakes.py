@@ -38,8 +38,11 @@ class FakeRedis:
         expires = self.values[key][1]
         return -1 if expires is None else int((expires - self.now) * 1000)
 
-    def delete(self, key: str) -> int:
-        return 1 if self.values.pop(key, None) else 0
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [self._live(key) for key in keys]
+
+    def delete(self, *keys: str) -> int:
+        return sum(1 for key in keys if self.values.pop(key, None))
 
     def zadd(self, key: str, mapping: dict[str, float], xx: bool = False) -> int:
         zset = self.zsets.setdefault(key, {})
@@ -48,8 +51,8 @@ class FakeRedis:
                 zset[member] = score
         return len(mapping)
 
-    def zrem(self, key: str, member: str) -> int:
-        return 1 if self.zsets.get(key, {}).pop(member, None) is not None else 0
+    def zrem(self, key: str, *members: str) -> int:
+        return sum(1 for member in members if self.zsets.get(key, {}).pop(member, None) is not None)
 
     def zcard(self, key: str) -> int:
         return len(self.zsets.get(key, {}))

@@ -19,13 +19,15 @@ class Dispatcher:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.enqueued: list[FrameRequest] = []
+        self.windows: list[list[str]] = []
         self.done = threading.Event()
 
-    def enqueue(self, request: FrameRequest) -> None:
+    def enqueue_many(self, requests: list[FrameRequest]) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("redis away")
-        self.enqueued.append(request)
+        self.enqueued.extend(requests)
+        self.windows.append([request.frame_id for request in requests])
         self.done.set()
 
     def queue_length(self) -> int:
@@ -73,6 +75,41 @@ def drain(bridge: Bridge) -> None:
     """Run the dispatcher over everything queued so far, as its thread would."""
     bridge._pending.put(None)
     bridge._dispatch_loop()
+
+
+def test_waiting_frames_share_a_window_of_at_most_window_frames() -> None:
+    dispatcher = Dispatcher()
+    bridge, acks, _, metrics = make_bridge(dispatcher, window_frames=3, window_ms=60_000)
+    for mid in range(1, 8):
+        bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=mid, frame_id=f"f{mid}"))
+    drain(bridge)
+    assert dispatcher.windows == [["f1", "f2", "f3"], ["f4", "f5", "f6"], ["f7"]]
+    assert acks == list(range(1, 8)) and metrics.frames_enqueued._value.get() == 7
+    assert metrics.window_size._sum.get() == 7 and bridge.metrics.pending._value.get() == 0
+
+
+def test_a_refused_frame_inside_a_window_is_acknowledged_in_its_place() -> None:
+    dispatcher = Dispatcher()
+    bridge, acks, published, _ = make_bridge(dispatcher, max_payload_bytes=10)
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=1, frame_id="a"))
+    bridge._on_message(None, None, message("partsight/cam/frame", b"x" * 11, mid=2, frame_id="big"))
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=3, frame_id="b"))
+    drain(bridge)
+    assert dispatcher.windows == [["a", "b"]] and acks == [1, 2, 3]
+    assert [doc["frame_id"] for _, doc in published] == ["big"]
+
+
+def test_a_lone_frame_is_sent_at_once_not_held_for_the_window() -> None:
+    """Nothing else waiting: the window closes on its one frame, whatever PARTSIGHT_WINDOW_MS says."""
+    dispatcher = Dispatcher()
+    bridge, acks, _, _ = make_bridge(dispatcher, window_frames=32, window_ms=600_000)
+    worker = threading.Thread(target=bridge._dispatch_loop, daemon=True)
+    worker.start()
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=5, frame_id="alone"))
+    assert dispatcher.done.wait(30), "a lone frame was held back for the window"
+    bridge._pending.put(None)
+    worker.join(5)
+    assert dispatcher.windows == [["alone"]] and acks == [5]
 
 
 def test_acknowledgements_leave_in_arrival_order_accepted_or_refused() -> None:
@@ -153,3 +190,25 @@ def test_each_device_gets_its_last_frame_time_and_the_label_stays_bounded() -> N
     assert sorted(line.split('"')[1] for line in tracked) == ["cam-1", "cam-2"]
     assert all(float(line.split()[-1]) > 1.7e9 for line in tracked)  # wall-clock Unix time
     assert metrics.untracked_device_frames._value.get() == 2
+
+
+def test_a_window_closes_at_its_byte_limit() -> None:
+    dispatcher = Dispatcher()
+    bridge, acks, _, _ = make_bridge(dispatcher, window_frames=32, window_bytes=10, window_ms=60_000)
+    for mid in range(1, 5):
+        bridge._on_message(
+            None, None, message("partsight/cam/frame", b"\xff\xd8\xff" + b"1234", mid=mid, frame_id=f"f{mid}")
+        )
+    drain(bridge)
+    assert dispatcher.windows == [["f1", "f2"], ["f3", "f4"]] and acks == [1, 2, 3, 4]  # 7 + 7 bytes reach 10
+
+
+def test_frames_in_the_window_being_written_count_against_the_bound() -> None:
+    dispatcher = Dispatcher()
+    bridge, _, _, _ = make_bridge(dispatcher, window_frames=2)
+    for mid in range(1, 4):
+        bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=mid, frame_id=f"f{mid}"))
+    window, _ = bridge._next_window()
+    assert len(window) == 2
+    bridge.sample_queue_depth()  # Redis holds none of them yet: one in the local queue, two in the window
+    assert bridge._queue_depth == 3

@@ -13,7 +13,7 @@ from PIL import Image
 
 from broker.settings import MqttSettings
 from partsight.cli import COMMANDS, build_parser, main
-from tests.harness import ROOT
+from partsight.testing.harness import ROOT
 
 
 def test_train_with_a_product_missing_from_the_catalog_fails_and_writes_nothing(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_models_lists_verified_versions_and_refuses_to_point_current_at_a_tamper
 ) -> None:
     import shutil
 
-    from tests.harness import copy_version
+    from partsight.testing.harness import copy_version
 
     store = tmp_path / "store"
     shutil.copytree(model_store, store, symlinks=True)

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from tests.fault_matrix import tally
-from tests.netcut import CuttableLink
+from partsight.testing.fault_matrix import tally
+from partsight.testing.netcut import CuttableLink
 
 
 def test_tally_counts_lost_duplicated_and_the_worst_first_answer() -> None:

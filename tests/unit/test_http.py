@@ -7,7 +7,7 @@ import urllib.request
 from prometheus_client import CollectorRegistry, Counter
 
 from broker.http import route, serve
-from tests.servers import free_port
+from partsight.testing.servers import free_port
 
 
 def registry_with_a_counter() -> CollectorRegistry:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from concurrent.futures import Future
 from typing import Any
 
@@ -11,46 +12,57 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
+from broker.framestore import PENDING_KEY, FrameStore, task_reference
 from models.decode import DecodeLimits, decode_image
 from models.errors import ImageError
 from models.head import Decision
 from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
+from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import DONE, FrameLedger, ledger_key
 from worker.metrics import WorkerMetrics
-from worker.pipeline import FrameBusy, FramePipeline, ModelInfo, ServedModel, features_by_model
-from worker.publisher import PublishFailed
+from worker.pipeline import BatchOutcome, FramePipeline, ModelInfo, ServedModel, features_by_model
+from worker.publisher import DELIVERED, REFUSED, UNCONFIRMED, Answer
+from worker.runtime import transport_only_model
 
 
-class Frames:
-    def __init__(self) -> None:
-        self.stored: dict[str, FrameRequest] = {}
-        self.finished: list[str] = []
+class Frames(FrameStore):
+    """The real claim-check store over the fake Redis, counting its reads."""
 
-    def get(self, key: str) -> FrameRequest | None:
-        return self.stored.get(key)
+    def __init__(self, redis: FakeRedis) -> None:
+        super().__init__(redis, data_ttl_s=3600, clock=lambda: 99.5)
+        self.reads = 0
+        self.stored = 0
 
-    def finish(self, key: str) -> None:
-        self.finished.append(key)
+    def get_many(self, keys: list[str]) -> list[FrameRequest | None]:
+        self.reads += 1
+        return super().get_many(keys)
 
 
 class Publisher:
+    """Takes every answer, except frames in `refuse` (the broker refused them) and in `hold` (paho keeps them
+    past the wait: unconfirmed; `late` holds their answers, whose late PUBACK a test can deliver)."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.fail = False
+        self.refuse: set[str] = set()
+        self.hold: set[str] = set()
+        self.late: list[Answer] = []
+        self.calls = 0
 
-    def _send(self, kind: str, message: dict[str, Any], on_delivered: Any) -> None:
-        if self.fail:
-            raise PublishFailed("broker away")
-        self.sent.append((kind, message))
-        if on_delivered:
-            on_delivered()
-
-    def result(self, request: FrameRequest, message: dict[str, Any], on_delivered: Any = None) -> None:
-        self._send("result", message, on_delivered)
-
-    def error(self, request: FrameRequest, message: dict[str, Any], on_delivered: Any = None) -> None:
-        self._send("error", message, on_delivered)
+    def publish(self, answers: list[Answer]) -> list[str]:
+        self.calls += 1
+        states = []
+        for answer in answers:
+            if answer.request.frame_id in self.refuse:
+                states.append(REFUSED)
+            elif answer.request.frame_id in self.hold:
+                self.late.append(answer)
+                states.append(UNCONFIRMED)
+            else:
+                self.sent.append(("error" if answer.is_error else "result", json.loads(answer.payload)))
+                states.append(DELIVERED)
+        return states
 
 
 class Batcher:
@@ -71,9 +83,9 @@ def classify(features: np.ndarray) -> list[Decision]:
     return [Decision("recognized", "valve", "fittings", 0.9, 0.95, top) for _ in features]
 
 
-def jpeg() -> bytes:
+def jpeg(colour: tuple[int, int, int] = (120, 10, 10)) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (120, 10, 10)).save(buffer, format="JPEG")
+    Image.new("RGB", (40, 30), colour).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
@@ -90,10 +102,29 @@ def served_model(version: str, **changes: Any) -> ServedModel:
     return dataclasses.replace(model, **changes)
 
 
+class CountingRedis(FakeRedis):
+    """Counts round trips: a pipeline's execute is one, as is any direct command."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.round_trips = 0
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = super().pipeline(transaction)
+        execute = pipe.execute
+
+        def counted() -> list[Any]:
+            self.round_trips += 1
+            return execute()
+
+        pipe.execute = counted
+        return pipe
+
+
 @pytest.fixture
-def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]:
-    redis = FakeRedis()
-    frames, publisher = Frames(), Publisher()
+def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, CountingRedis]:
+    redis = CountingRedis()
+    frames, publisher = Frames(redis), Publisher()
     metrics = WorkerMetrics(CollectorRegistry())
     pipeline = FramePipeline(
         model=lambda: served_model("v7"),
@@ -108,22 +139,60 @@ def parts() -> tuple[FramePipeline, Frames, Publisher, WorkerMetrics, FakeRedis]
     return pipeline, frames, publisher, metrics, redis
 
 
+def entry_for(frames: Frames, image: bytes, frame_id: str = "f1", device: str = "cam") -> dict[str, Any]:
+    """Stores a frame as the bridge would and returns its entry in a task."""
+    request = FrameRequest(device=device, frame_id=frame_id, image=image, received_at=99.5)
+    frames.stored += 1
+    key = f"k-{device}-{frame_id}-{frames.stored}"
+    frames.put(key, request)
+    return task_reference(key, request)
+
+
 def task_for(frames: Frames, image: bytes, frame_id: str = "f1") -> dict[str, Any]:
-    key = f"k-{frame_id}"
-    frames.stored[key] = FrameRequest(device="cam", frame_id=frame_id, image=image, received_at=99.5)
-    return {"frame_key": key, "device": "cam", "frame_id": frame_id}
+    return {"frames": [entry_for(frames, image, frame_id)]}
+
+
+def statuses(outcome: BatchOutcome) -> list[str]:
+    return outcome.outcomes
 
 
 def test_a_good_frame_is_answered_once_with_catalog_and_timings(parts) -> None:
-    pipeline, frames, publisher, metrics, _ = parts
+    pipeline, frames, publisher, metrics, redis = parts
     task = task_for(frames, jpeg())
-    assert pipeline.handle(task) == "recognized"
+    assert statuses(pipeline.handle(task)) == ["recognized"]
     kind, message = publisher.sent[0]
     assert kind == "result" and message["product"] == "valve" and message["catalog"]["name"] == "Ball valve"
     assert message["model"] == {"name": "m", "version": "v7"} and message["timings_ms"]["queue"] == 500.0
-    assert frames.finished == ["k-f1"]
-    assert pipeline.handle(task) == "duplicate" and len(publisher.sent) == 1
+    key = task["frames"][0]["frame_key"]
+    assert redis.zcard(PENDING_KEY) == 0 and redis.get(key) is None  # finished: data and pending entry gone
+    assert statuses(pipeline.handle(task)) == ["duplicate"] and len(publisher.sent) == 1
     assert metrics.duplicates._value.get() == 1
+
+
+def test_a_window_costs_three_redis_round_trips_and_one_publish_wait(parts) -> None:
+    """Claims in one round trip, the frames' data in one read, answers recorded and data removed in one."""
+    pipeline, frames, publisher, _, redis = parts
+    task = {"frames": [entry_for(frames, jpeg(), f"f{i}") for i in range(8)]}
+    redis.round_trips = 0
+    assert statuses(pipeline.handle(task)) == ["recognized"] * 8
+    assert redis.round_trips == 2 and frames.reads == 1 and publisher.calls == 1  # + one MGET: the read
+    assert [message["frame_id"] for _, message in publisher.sent] == [f"f{i}" for i in range(8)]
+
+
+def test_a_bad_frame_fails_alone_its_window_is_answered(parts) -> None:
+    pipeline, frames, publisher, metrics, _ = parts
+    task = {
+        "frames": [
+            entry_for(frames, jpeg(), "a"),
+            entry_for(frames, b"GIF89a...", "gif"),
+            entry_for(frames, b"\xff\xd8\xff\xe0broken", "broken"),
+            entry_for(frames, jpeg(), "b"),
+        ]
+    }
+    assert statuses(pipeline.handle(task)) == ["recognized", "unsupported_format", "image_undecodable", "recognized"]
+    kinds = {message["frame_id"]: kind for kind, message in publisher.sent}
+    assert kinds == {"a": "result", "gif": "error", "broken": "error", "b": "result"}
+    assert metrics.errors.labels(code="unsupported_format")._value.get() == 1
 
 
 @pytest.mark.parametrize(
@@ -136,7 +205,7 @@ def test_a_good_frame_is_answered_once_with_catalog_and_timings(parts) -> None:
 )
 def test_bad_images_become_error_messages(parts, image: bytes, code: str) -> None:
     pipeline, frames, publisher, metrics, _ = parts
-    assert pipeline.handle(task_for(frames, image)) == code
+    assert statuses(pipeline.handle(task_for(frames, image))) == [code]
     kind, message = publisher.sent[0]
     assert kind == "error" and message["error"]["code"] == code and message["frame_id"] == "f1"
     assert metrics.errors.labels(code=code)._value.get() == 1
@@ -153,29 +222,36 @@ def test_a_frame_only_the_batch_decoder_refuses_gets_its_own_error(parts) -> Non
             return future
 
     pipeline._batcher = RefusingBatcher()
-    assert pipeline.handle(task_for(frames, jpeg(), "bad")) == "image_undecodable"
+    task = task_for(frames, jpeg(), "bad")
+    assert statuses(pipeline.handle(task)) == ["image_undecodable"]
     kind, message = publisher.sent[0]
     assert kind == "error" and message["error"]["message"] == "nvJPEG: bad Huffman table"
     assert metrics.errors.labels(code="image_undecodable")._value.get() == 1
-    assert frames.finished == ["k-bad"]  # answered (with its error): not redelivered
-    assert redis.get(ledger_key("cam", "bad")) == DONE  # and recorded as answered: a redelivery is a duplicate
+    assert redis.zcard(PENDING_KEY) == 0  # answered (with its error): not redelivered
+    entry = task["frames"][0]
+    assert redis.get(ledger_key("cam", "bad", entry["digest"])) == DONE  # a redelivery is a duplicate
 
 
 def test_expired_frame_data_is_reported_not_dropped(parts) -> None:
     pipeline, _, publisher, _, _ = parts
-    assert pipeline.handle({"frame_key": "gone", "device": "cam", "frame_id": "f9"}) == "internal"
+    outcome = pipeline.handle({"frames": [{"frame_key": "gone", "device": "cam", "frame_id": "f9", "digest": "d"}]})
+    assert statuses(outcome) == ["internal"]
     assert publisher.sent[0][1]["error"]["code"] == "internal"
 
 
-def test_a_failed_publish_releases_the_claim_for_the_retry(parts) -> None:
-    pipeline, frames, publisher, _, _ = parts
-    task = task_for(frames, jpeg())
-    publisher.fail = True
-    with pytest.raises(PublishFailed):
-        pipeline.handle(task)
-    assert frames.finished == []  # still pending: the sweep or the retry will answer it
-    publisher.fail = False
-    assert pipeline.handle(task) == "recognized"  # not mistaken for a duplicate
+def test_an_unpublished_answer_is_released_and_retried_alone(parts) -> None:
+    pipeline, frames, publisher, metrics, redis = parts
+    task = {"frames": [entry_for(frames, jpeg(), "lost"), entry_for(frames, jpeg(), "kept")]}
+    publisher.refuse = {"lost"}
+    outcome = pipeline.handle(task)
+    assert statuses(outcome) == ["unpublished", "recognized"]
+    assert [ref.frame_id for ref in outcome.retry] == ["lost"] and outcome.retry_after_s == 2.0
+    assert redis.zcard(PENDING_KEY) == 1  # still pending: the retry or the sweep will answer it
+    assert metrics.publish_failures._value.get() == 1
+    publisher.refuse = set()
+    retried = pipeline.handle({"frames": [dict(ref.task) for ref in outcome.retry]})
+    assert statuses(retried) == ["recognized"]  # its claim was given back: not mistaken for a duplicate
+    assert redis.zcard(PENDING_KEY) == 0
 
 
 def test_a_model_failure_is_an_internal_error(parts) -> None:
@@ -185,17 +261,17 @@ def test_a_model_failure_is_an_internal_error(parts) -> None:
         raise RuntimeError("CUDA error")
 
     pipeline._model = lambda: served_model("v7", classify=broken)
-    assert pipeline.handle(task_for(frames, jpeg())) == "internal"
+    assert statuses(pipeline.handle(task_for(frames, jpeg()))) == ["internal"]
     assert "RuntimeError" in publisher.sent[0][1]["error"]["message"]
 
 
-def test_each_frame_is_answered_by_the_version_it_started_with(parts) -> None:
+def test_each_window_is_answered_by_the_version_it_started_with(parts) -> None:
     pipeline, frames, publisher, _, _ = parts
     versions = iter(["v7", "v8"])
     pipeline._model = lambda: served_model(next(versions))
-    pipeline.handle(task_for(frames, jpeg(), "a"))
-    pipeline.handle(task_for(frames, jpeg(), "b"))
-    assert [message["model"]["version"] for _, message in publisher.sent] == ["v7", "v8"]
+    pipeline.handle({"frames": [entry_for(frames, jpeg(), "a"), entry_for(frames, jpeg(), "b")]})
+    pipeline.handle(task_for(frames, jpeg(), "c"))
+    assert [message["model"]["version"] for _, message in publisher.sent] == ["v7", "v7", "v8"]
 
 
 def test_a_batch_that_straddles_a_reload_runs_each_image_through_its_own_engine() -> None:
@@ -214,25 +290,108 @@ def test_a_batch_that_straddles_a_reload_runs_each_image_through_its_own_engine(
     assert [float(row[0]) for row in results] == [1, 2, 103, 104, 5]
 
 
-def test_a_failure_after_the_answer_was_taken_does_not_reopen_the_frame(parts) -> None:
-    pipeline, frames, publisher, _, _ = parts
-    task = task_for(frames, b"GIF89a...")
-    original = publisher.error
-
-    def error_then_reply_fails(request, message, on_delivered=None):  # type: ignore[no-untyped-def]
-        original(request, message, on_delivered)  # the error topic got it
-        raise PublishFailed("the response topic publish failed")
-
-    publisher.error = error_then_reply_fails  # type: ignore[method-assign]
-    with pytest.raises(PublishFailed):
-        pipeline.handle(task)
-    publisher.error = original  # type: ignore[method-assign]
-    assert pipeline.handle(task) == "duplicate" and len(publisher.sent) == 1
-
-
 def test_a_frame_claimed_by_another_delivery_is_retried_later_not_waited_for(parts) -> None:
     pipeline, frames, publisher, _, redis = parts
-    redis.set(ledger_key("cam", "f1"), b"claimed", ex=3)  # a worker that died mid-frame
-    with pytest.raises(FrameBusy) as caught:
-        pipeline.handle(task_for(frames, jpeg()))
-    assert caught.value.retry_after_s == 2.0 and publisher.sent == [] and frames.finished == []
+    busy, free = entry_for(frames, jpeg(), "busy"), entry_for(frames, jpeg(), "free")
+    redis.set(ledger_key("cam", "busy", busy["digest"]), b"claimed", ex=3)  # a worker that died mid-frame
+    outcome = pipeline.handle({"frames": [busy, free]})
+    assert statuses(outcome) == ["busy", "recognized"]
+    assert [ref.frame_id for ref in outcome.retry] == ["busy"] and outcome.retry_after_s == 2.0
+    assert [message["frame_id"] for _, message in publisher.sent] == ["free"]
+
+
+def test_a_reused_frame_id_with_other_image_bytes_is_a_new_frame(parts) -> None:
+    """A camera that restarts counts its frame ids from 0 again: new images under old ids are answered."""
+    pipeline, frames, publisher, metrics, _ = parts
+    before = jpeg()
+    after = jpeg(colour=(10, 200, 10))
+    assert statuses(pipeline.handle(task_for(frames, before, "000001"))) == ["recognized"]
+    assert statuses(pipeline.handle(task_for(frames, after, "000001"))) == ["recognized"]
+    assert statuses(pipeline.handle(task_for(frames, after, "000001"))) == ["duplicate"]  # same bytes: a repeat
+    assert len(publisher.sent) == 2 and metrics.duplicates._value.get() == 1
+
+
+def test_a_task_from_a_bridge_before_windows_is_still_answered_once(parts) -> None:
+    """One frame a task, no digest: the ledger keys on (device, frame_id) as it always did."""
+    pipeline, frames, publisher, _, redis = parts
+    entry = entry_for(frames, jpeg(), "old")
+    del entry["digest"]
+    assert statuses(pipeline.handle(entry)) == ["recognized"]
+    assert redis.get(ledger_key("cam", "old")) == DONE
+    assert statuses(pipeline.handle(entry)) == ["duplicate"] and len(publisher.sent) == 1
+
+
+def test_malformed_frames_in_a_window_are_counted_and_the_rest_answered(parts) -> None:
+    pipeline, frames, publisher, metrics, _ = parts
+    task = {"frames": [{"frame_key": "k"}, "not a mapping", entry_for(frames, jpeg(), "ok")]}
+    assert statuses(pipeline.handle(task)) == ["recognized"]
+    assert metrics.malformed_tasks._value.get() == 2 and len(publisher.sent) == 1
+    with pytest.raises(MalformedTask):
+        pipeline.handle({"frames": "nope"})
+
+
+def test_the_transport_only_engine_answers_unknown_without_decoding(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+
+    def never(_: Any) -> Any:
+        raise AssertionError("the transport-only engine must not decode or compute features")
+
+    model = dataclasses.replace(transport_only_model(), prepare=never, features=never)
+    pipeline._model = lambda: model
+    task = {"frames": [entry_for(frames, b"not even an image", "a"), entry_for(frames, jpeg(), "b")]}
+    assert statuses(pipeline.handle(task)) == ["unknown", "unknown"]
+    assert [message["status"] for _, message in publisher.sent] == ["unknown", "unknown"]
+    assert publisher.sent[0][1]["model"] == {"name": "transport-only", "version": "none"}
+
+
+def test_an_unconfirmed_answer_keeps_its_claim_and_a_late_puback_records_it(parts) -> None:
+    """paho still holds the answer (a reconnect): the claim is not given back, the retry waits for it to lapse,
+    and when the PUBACK comes late the frame is recorded as answered, so the retry skips it."""
+    pipeline, frames, publisher, _, redis = parts
+    task = task_for(frames, jpeg(), "slow")
+    publisher.hold = {"slow"}
+    outcome = pipeline.handle(task)
+    assert statuses(outcome) == ["unpublished"] and outcome.retry_after_s == 3.5  # claim TTL 3 s, + 0.5
+    entry = task["frames"][0]
+    assert redis.get(ledger_key("cam", "slow", entry["digest"])) == b"claimed"  # not released
+    assert redis.zcard(PENDING_KEY) == 1
+    publisher.late[0].on_late_delivery()  # the broker's PUBACK, after the wait
+    assert redis.get(ledger_key("cam", "slow", entry["digest"])) == DONE and redis.zcard(PENDING_KEY) == 0
+    assert statuses(pipeline.handle({"frames": [dict(ref.task) for ref in outcome.retry]})) == ["duplicate"]
+
+
+def test_answers_out_but_unrecorded_travel_with_the_retry_and_are_recorded_first(parts) -> None:
+    pipeline, frames, publisher, _, redis = parts
+    pipeline._sleep = lambda s: None
+    task = {"frames": [entry_for(frames, jpeg(), "sent"), entry_for(frames, jpeg(), "refused")]}
+    publisher.refuse = {"refused"}
+    settle = pipeline._ledger.settle
+
+    def redis_away(settlement: Any) -> None:
+        raise ConnectionError("Redis restarting")
+
+    pipeline._ledger.settle = redis_away  # type: ignore[method-assign]
+    with pytest.raises(SettleFailed) as caught:
+        pipeline.handle(task)
+    failed = caught.value
+    assert [ref.frame_id for ref in failed.retry] == ["refused"] and len(failed.done) == 1
+    pipeline._ledger.settle = settle  # type: ignore[method-assign]
+    publisher.refuse = set()
+    redis.now += 3  # Redis was away: the refused frame's claim could not be given back, so it lapses first
+    retry = {
+        "frames": [dict(ref.task) for ref in failed.retry],
+        "settle": {"done": failed.done, "finished": failed.finished},
+    }
+    assert statuses(pipeline.handle(retry)) == ["recognized"]
+    assert statuses(pipeline.handle(task)) == ["duplicate", "duplicate"]  # the sent one was recorded, not resent
+    assert [message["frame_id"] for _, message in publisher.sent] == ["sent", "refused"]
+    assert redis.zcard(PENDING_KEY) == 0
+
+
+def test_stored_frame_data_that_cannot_be_read_is_answered_internal_not_retried(parts) -> None:
+    pipeline, frames, publisher, _, redis = parts
+    entry = entry_for(frames, jpeg(), "garbled")
+    redis.set(entry["frame_key"], b"\xc1 not msgpack", ex=60)
+    outcome = pipeline.handle({"frames": [entry, entry_for(frames, jpeg(), "fine")]})
+    assert statuses(outcome) == ["internal", "recognized"] and outcome.retry == []
+    assert publisher.sent[0][1]["error"]["code"] == "internal" and redis.zcard(PENDING_KEY) == 0

@@ -100,3 +100,22 @@ def test_passwords_come_from_mounted_secret_files(tmp_path) -> None:  # type: ig
     assert "r-pass" not in repr(BridgeSettings.from_env(env)) and "s3cret" not in mqtt.display
     with pytest.raises(SettingsError, match="PARTSIGHT_REDIS_PASSWORD_FILE: cannot read"):
         redis_url_from_env({"PARTSIGHT_REDIS_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_window_settings_and_the_worker_publish_timeout_are_read() -> None:
+    bridge = BridgeSettings.from_env({"PARTSIGHT_WINDOW_FRAMES": "8", "PARTSIGHT_WINDOW_MS": "2.5"})
+    assert (bridge.window_frames, bridge.window_ms) == (8, 2.5)
+    assert BridgeSettings.from_env({}).window_frames == 32
+    with pytest.raises(SettingsError):
+        BridgeSettings.from_env({"PARTSIGHT_WINDOW_FRAMES": "0"})
+    assert WorkerSettings.from_env({"PARTSIGHT_PUBLISH_TIMEOUT_S": "3"}).publish_timeout_s == 3.0
+
+
+def test_an_engine_the_worker_does_not_know_is_refused_by_name() -> None:
+    from models.engines import ENGINE_CHOICES
+    from worker.settings import ENGINES, TRANSPORT_ONLY_ENGINE
+
+    assert set(ENGINES) == {*ENGINE_CHOICES, TRANSPORT_ONLY_ENGINE}
+    assert WorkerSettings.from_env({"PARTSIGHT_ENGINE": "none"}).engine == "none"
+    with pytest.raises(SettingsError, match="PARTSIGHT_ENGINE must be one of"):
+        WorkerSettings.from_env({"PARTSIGHT_ENGINE": "tensorrt"})

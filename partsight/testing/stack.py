@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis as redis_lib
+
+from broker.contract import FRAME_QUEUE
+from broker.framestore import PENDING_KEY
 from broker.topics import Topics
-from tests.harness import Listener, Proc, base_env, frame_properties, partsight, readyz, wait_for
-from tests.servers import ServerProcess, free_port
+from partsight.testing.harness import Listener, Proc, base_env, frame_properties, partsight, readyz, wait_for
+from partsight.testing.servers import ServerProcess, free_port
 
 _prefixes = itertools.count(1)
+UNACKED_KEY = "unacked"  # kombu's Redis transport: tasks delivered to a worker and not yet acknowledged
 
 
 def ready(port: int) -> bool:
@@ -70,6 +75,29 @@ class Stack:
             )
             if interval_s:
                 time.sleep(interval_s)
+
+    def in_flight(self) -> dict[str, int]:
+        """What could still produce an answer: tasks waiting, tasks a worker holds unacknowledged (prefetched,
+        running or waiting to retry), frames stored and not yet answered."""
+        client = redis_lib.Redis.from_url(self.env["PARTSIGHT_REDIS_URL"], socket_timeout=2)
+        try:
+            return {
+                "queued": int(client.llen(FRAME_QUEUE)),
+                "unacked": int(client.hlen(UNACKED_KEY)),
+                "pending": int(client.zcard(PENDING_KEY)),
+            }
+        finally:
+            client.close()
+
+    def wait_settled(self, timeout: float = 60.0) -> None:
+        """Wait until nothing is left that could answer again, then for answers still crossing Mosquitto.
+
+        With no task queued or held and no frame pending, no redelivery can come any more: a duplicate would
+        have to be on its way already. Sleeping a fixed second instead could not see one that redelivery sends
+        only after the visibility timeout.
+        """
+        wait_for(lambda: not any(self.in_flight().values()), timeout, "no task queued or held, no frame pending")
+        time.sleep(0.5)
 
     def stop(self) -> None:
         for proc in (self.bridge, self.worker):

@@ -12,7 +12,7 @@ import socket
 import threading
 from contextlib import suppress
 
-from tests.servers import free_port
+from partsight.testing.servers import free_port
 
 
 class CuttableLink:

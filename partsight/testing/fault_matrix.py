@@ -17,10 +17,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import Listener, Proc, frame_properties, publisher, wait_for
-from tests.netcut import CuttableLink
-from tests.servers import ServerProcess
-from tests.stack import Stack, make_stack
+from partsight.testing.harness import Listener, Proc, frame_properties, publisher, wait_for
+from partsight.testing.netcut import CuttableLink
+from partsight.testing.servers import ServerProcess
+from partsight.testing.stack import Stack, make_stack
 
 
 @dataclass
@@ -66,7 +66,7 @@ def tally(
     counts = Counter(frame_id for _, frame_id in answers if frame_id in sent_at)
     first: dict[str, float] = {}
     for at, frame_id in answers:
-        if frame_id in sent_at and frame_id not in first:
+        if frame_id is not None and frame_id in sent_at and frame_id not in first:
             first[frame_id] = at
     latencies = [first[f] - sent_at[f] for f in first]
     return Outcome(

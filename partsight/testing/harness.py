@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: partsight/testing/harness.py
 
 
 def dashboard_builder() -> Any:
@@ -157,7 +157,7 @@ class Listener:
 
     def __enter__(self) -> Listener:
         if self.session:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 3600
             self.client.connect(self.host, self.port, clean_start=False, properties=properties)
         else:
@@ -175,7 +175,10 @@ class Listener:
             return [m for m in self.messages if m[1].get("frame_id") == frame_id]
 
     def wait_frame(self, frame_id: str, timeout: float = 30.0) -> tuple[str, dict[str, Any], Any]:
-        return wait_for(lambda: (self.for_frame(frame_id) or [None])[0], timeout, f"an answer for frame {frame_id}")
+        answers: tuple[str, dict[str, Any], Any] = wait_for(
+            lambda: next(iter(self.for_frame(frame_id)), None), timeout, f"an answer for frame {frame_id}"
+        )
+        return answers
 
     def wait_frames(self, frame_ids: Iterable[str], timeout: float = 30.0) -> None:
         for frame_id in frame_ids:
@@ -194,7 +197,7 @@ class Listener:
         return first
 
 
-def publisher(host: str, port: int, protocol: int = paho.MQTTv5) -> paho.Client:
+def publisher(host: str, port: int, protocol: MQTTProtocolVersion = paho.MQTTv5) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
     client.connect(host, port)
     client.loop_start()
@@ -214,7 +217,7 @@ def login(
     if ca_file:
         client.tls_set(ca_certs=ca_file)
     client.on_connect = lambda c, u, flags, reason, props: outcome.setdefault("connect", reason)
-    client.on_message = lambda c, u, message: received.append((message.topic, message.payload))
+    client.on_message = lambda c, u, message: received.append((message.topic, bytes(message.payload)))
     client.connect("127.0.0.1", port)
     client.loop_start()
     wait_for(lambda: "connect" in outcome, 10, f"CONNACK for {user}")
@@ -223,7 +226,7 @@ def login(
 
 def frame_properties(frame_id: str, **extra: object) -> Properties:
     """MQTT 5 PUBLISH properties of a frame: its frame_id user property, plus any other property given."""
-    properties = Properties(PacketTypes.PUBLISH)
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.UserProperty = [("frame_id", frame_id)]
     for key, value in extra.items():
         setattr(properties, key, value)
