@@ -175,11 +175,13 @@ class Bridge:
             )
 
     def _next_window(self) -> tuple[list[Pending], bool]:
-        """The next window: what waits now, up to `window_frames` frames or `window_ms` of collecting.
+        """The next window: up to `window_frames` frames (or `window_bytes`), collected for at most `window_ms`.
 
-        It closes at once when nothing else is waiting, so a lone frame is never held back; under load frames
-        pile up while the previous window is being written, and the next one carries them all. Returns the
-        window and whether the bridge is stopping (the stop mark was met).
+        Without a backlog it closes as soon as nothing else is waiting, so a lone frame is never held back;
+        frames that pile up while the previous window is being written ride in the next one. With a backlog
+        (a full window already waiting or in service) it waits up to `window_ms` for more: fewer, fuller
+        tasks for frames that would mostly wait behind that backlog anyway. Returns the window and whether
+        the bridge is stopping (the stop mark was met).
         """
         first = self._pending.get()
         if first is None:
@@ -187,12 +189,14 @@ class Bridge:
         window = [first]
         frames, size = (1, len(first[0].image)) if first[0] is not None else (0, 0)
         deadline = time.monotonic() + self.settings.window_ms / 1000
+        linger = self._backlogged()
         stopping = False
-        while (
-            frames < self.settings.window_frames and size < self.settings.window_bytes and time.monotonic() < deadline
-        ):
+        while frames < self.settings.window_frames and size < self.settings.window_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                item = self._pending.get_nowait()
+                item = self._pending.get(timeout=remaining) if linger else self._pending.get_nowait()
             except queue.Empty:
                 break
             if item is None:
@@ -205,6 +209,12 @@ class Bridge:
         with self._depth_lock:  # out of the local queue, not yet in Redis: still counted against the bound
             self._in_window = frames
         return window, stopping
+
+    def _backlogged(self) -> bool:
+        """At least a full window of frames is already waiting or in a worker: a new window may wait up to
+        `window_ms` to fill, since its frames would wait behind those anyway. Below that it leaves at once."""
+        with self._depth_lock:
+            return self._queue_depth >= self.settings.window_frames
 
     def _dispatch_loop(self) -> None:
         stopping = False

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -212,3 +213,24 @@ def test_frames_in_the_window_being_written_count_against_the_bound() -> None:
     assert len(window) == 2
     bridge.sample_queue_depth()  # Redis holds none of them yet: one in the local queue, two in the window
     assert bridge._queue_depth == 3
+
+
+def test_with_a_backlog_a_window_waits_to_fill_without_one_it_leaves_at_once() -> None:
+    def window_after_a_late_burst(backlog: int) -> int:
+        bridge, _, _, _ = make_bridge(Dispatcher(), window_frames=3, window_ms=20_000)
+        bridge._queue_depth = backlog
+        bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=1, frame_id="now"))
+
+        def late() -> None:
+            time.sleep(0.1)
+            for mid in (2, 3):
+                bridge._on_message(
+                    None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=mid, frame_id=f"l{mid}")
+                )
+
+        threading.Thread(target=late, daemon=True).start()
+        window, _ = bridge._next_window()
+        return len(window)
+
+    assert window_after_a_late_burst(backlog=0) == 1  # low load: no frame is held back
+    assert window_after_a_late_burst(backlog=3) == 3  # a full window waits already: this one fills first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from worker.budget import FrameBudget
 
@@ -28,3 +29,29 @@ def test_a_window_larger_than_the_budget_runs_alone_rather_than_never() -> None:
     with budget.hold(32):
         assert budget.held == 32
     assert budget.held == 0
+
+
+def test_a_waiting_window_is_not_overtaken_by_smaller_ones() -> None:
+    budget = FrameBudget(32)
+    order: list[str] = []
+    big_waiting = threading.Event()
+
+    def window(name: str, frames: int, ready: threading.Event | None = None) -> None:
+        if ready is not None:
+            ready.set()
+        with budget.hold(frames):
+            order.append(name)
+
+    with budget.hold(20):  # in progress
+        big = threading.Thread(target=window, args=("big", 20, big_waiting), daemon=True)
+        big.start()
+        big_waiting.wait(5)
+        while not budget._line:  # the big window is in line
+            time.sleep(0.01)
+        small = threading.Thread(target=window, args=("small", 4), daemon=True)
+        small.start()  # 20 + 4 fits, but the big window came first
+        time.sleep(0.2)
+        assert order == []
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
