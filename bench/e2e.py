@@ -1,12 +1,15 @@
 """End-to-end throughput and latency against the box's bare ceiling, all measured in one run on one box.
 
-    .venv/bin/python -m bench.e2e [--sizes 640x480,1920x1080] [--frames 1500] [--device cpu|cuda] ...
+    .venv/bin/python -m bench.e2e [--sizes 640x480,1920x1080] [--windows 1,8,32] [--device cpu|cuda] ...
 
 Ceiling: decode + features on the same JPEGs with nothing around them: on a CPU, ONNX Runtime with one
 process per core, one thread each; on a GPU, the GPU engine in one process; each at its best batch size.
-End to end: a camera publishes the JPEGs through Mosquitto, the bridge, Redis, the worker and back:
-first closed-loop (a fixed number in flight) for capacity, then open-loop at 50%, 70% and 100% of that
-capacity for latency, then at 3x capacity against the bridge's queue bound (the overload row).
+End to end: a camera publishes the JPEGs through Mosquitto, the bridge, Redis, the worker and back, once per
+bridge window size (PARTSIGHT_WINDOW_FRAMES): closed-loop (a fixed number in flight) for capacity; at the
+largest window also open-loop at 50%, 70% and 100% of that capacity for latency, then 3x capacity against the
+bridge's queue bound (the overload row). Transport only: the same with the `none` engine (no decode, no
+features, every frame answered unknown), so the cost of everything around the model stands alone.
+Mosquitto and Redis are the test suite's own (partsight.testing.servers: persistence on, as deployed).
 """
 
 from __future__ import annotations
@@ -16,18 +19,23 @@ import io
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from partsight.testing.harness import Proc, base_env, partsight, scrape, wait_for
+from partsight.testing.servers import ServerProcess, free_port, mosquitto, redis_server
+from partsight.testing.stack import ready
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+TRANSPORT_ONLY = "none"
 
 STAGES = ("queue", "decode", "features", "classify", "publish", "total")
 
@@ -117,22 +125,12 @@ def gpu_ceiling(model_dir: Path, jpegs: list[bytes], seconds: float) -> dict[int
 # ------------------------------------------------------------------------------------------ measurement
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
-def scrape_all(ports: Sequence[int]) -> dict[str, float]:
-    total: dict[str, float] = {}
+def scrape_all(ports: Sequence[int]) -> dict[Sample, float]:
+    """Every sample of every port's /metrics, summed across the ports (several workers or bridges)."""
+    total: dict[Sample, float] = {}
     for port in ports:
-        for name, value in scrape(port).items():
-            total[name] = total.get(name, 0.0) + value
+        for key, value in scrape(port).items():
+            total[key] = total.get(key, 0.0) + value
     return total
 
 
@@ -146,20 +144,6 @@ def rss_mib(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_metric(port: int, name: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            if scrape(port).get(name) == 1.0:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} not 1 after {timeout} s")
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -179,59 +163,95 @@ class Run:
     stages_ms: dict[str, float]
     cpu_ms: dict[str, float]
     mean_batch: float
+    mean_window: float = 0.0
 
     @property
     def throughput(self) -> float:
         return self.results / self.elapsed_s if self.elapsed_s else 0.0
 
 
+@dataclass
+class Servers:
+    mqtt: ServerProcess
+    redis: ServerProcess
+
+    @classmethod
+    def start(cls, work: Path) -> Servers:
+        servers = cls(mosquitto(work / "mosquitto"), redis_server(work / "redis"))
+        servers.mqtt.start()
+        servers.redis.start()
+        return servers
+
+    def stop(self) -> None:
+        self.mqtt.stop()
+        self.redis.stop()
+
+
+@dataclass
+class Config:
+    """One deployment to measure: the engine the worker runs and the bridge's window."""
+
+    engine: str
+    window_frames: int
+
+    @property
+    def name(self) -> str:
+        return f"{'transport' if self.engine == TRANSPORT_ONLY else 'model'}-w{self.window_frames}"
+
+
 class Stack:
-    """Mosquitto, Redis, bridge(s) and worker process(es) for one benchmark run."""
+    """Bridge(s) and worker process(es) of one configuration, beside Mosquitto and Redis that the run owns."""
 
-    def __init__(self, work: Path, model_dir: Path, args: argparse.Namespace) -> None:
-        from partsight.embedded import free_port, start_mqtt, start_redis
-
-        self.work = work
-        self.servers = [start_mqtt(work / "mqtt"), start_redis(work / "redis")]
-        self.mqtt_url, self.redis_url = self.servers[0].url, self.servers[1].url
-        self.prefix = f"bench{os.getpid()}"
-        base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
-            "PARTSIGHT_MQTT_URL": self.mqtt_url,
-            "PARTSIGHT_REDIS_URL": self.redis_url,
-            "PARTSIGHT_TOPIC_PREFIX": self.prefix,
-            "PARTSIGHT_MODEL_DIR": str(model_dir),
-            "PARTSIGHT_LOG_LEVEL": "warning",
-            "PARTSIGHT_DEVICE": args.device,
-            "PARTSIGHT_MAX_QUEUE_LENGTH": str(args.max_queue),
+    def __init__(
+        self, servers: Servers, work: Path, model_dir: Path, args: argparse.Namespace, config: Config, db: int
+    ) -> None:
+        self.servers = servers
+        self.config = config
+        self.mqtt_url = f"mqtt://127.0.0.1:{servers.mqtt.port}"
+        self.redis_url = f"redis://127.0.0.1:{servers.redis.port}/{db}"
+        self.prefix = f"bench{os.getpid()}{config.name}".replace("-", "")
+        env = base_env(
+            PARTSIGHT_MQTT_URL=self.mqtt_url,
+            PARTSIGHT_REDIS_URL=self.redis_url,
+            PARTSIGHT_TOPIC_PREFIX=self.prefix,
+            PARTSIGHT_MODEL_DIR=str(model_dir),
+            PARTSIGHT_LOG_LEVEL="warning",
+            PARTSIGHT_DEVICE=args.device,
+            PARTSIGHT_ENGINE=config.engine,
+            PARTSIGHT_WINDOW_FRAMES=str(config.window_frames),
+            PARTSIGHT_WINDOW_MS=str(args.window_ms),
+            PARTSIGHT_MAX_QUEUE_LENGTH=str(args.max_queue),
             **({"PARTSIGHT_SHARE_GROUP": "bench"} if args.bridges > 1 else {}),
             **({"PARTSIGHT_INFERENCE_LANES": str(args.lanes)} if args.lanes else {}),
             **({"PARTSIGHT_MAX_BATCH_SIZE": str(args.batch)} if args.batch else {}),
-        }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        )
+        logs = work / config.name
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, Proc] = {}
         self.ports: dict[str, int] = {}
         for kind, count in (("worker", args.workers), ("bridge", args.bridges)):
             for index in range(count):
                 name, port = f"{kind}{index}", free_port()
-                env = {**base, f"PARTSIGHT_{kind.upper()}_METRICS_PORT": str(port)}
-                env[f"PARTSIGHT_{kind.upper()}_ID"] = f"{self.prefix}-{name}"
+                own = {f"PARTSIGHT_{kind.upper()}_METRICS_PORT": str(port), f"PARTSIGHT_{kind.upper()}_ID": name}
                 self.ports[name] = port
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "partsight.cli", kind],
-                    env=env,
-                    stdout=(work / f"{name}.log").open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
+                self.procs[name] = partsight(kind, {**env, **own}, logs / f"{name}.log").start()
         for name, proc in self.procs.items():
-            loaded = "partsight_worker_model_loaded" if name.startswith("worker") else "partsight_bridge_mqtt_connected"
-            wait_metric(self.ports[name], loaded, proc)
+            port = self.ports[name]
+            wait_for(lambda p=proc, port=port: ready(port) or not p.alive, 180, f"{name} ready")  # type: ignore[misc]
+            if not proc.alive:
+                raise RuntimeError(f"{name} exited:\n{proc.log()[-2000:]}")
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the run by name, Mosquitto and Redis included."""
+        pids = {name: proc.process.pid for name, proc in self.procs.items() if proc.process is not None}
+        for kind, server in (("mosquitto", self.servers.mqtt), ("redis", self.servers.redis)):
+            if server.process is not None:
+                pids[kind] = server.process.pid
+        return pids
 
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds so far of every process in the run, the benchmark's own camera included."""
-        seconds = {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
-        for server in self.servers:
-            if server.pid is not None:
-                seconds[server.kind] = cpu_seconds(server.pid)
+        seconds = {name: cpu_seconds(pid) for name, pid in self.pids().items()}
         times = os.times()
         seconds["camera"] = times.user + times.system  # this process: the camera, its listener, the scrapes
         return seconds
@@ -240,26 +260,18 @@ class Stack:
         return [name for name in self.procs if name.startswith(kind)]
 
     def rss(self, kind: str) -> float:
-        return sum(rss_mib(self.procs[name].pid) for name in self.of(kind))
+        pids = self.pids()
+        return sum(rss_mib(pids[name]) for name in self.of(kind))
 
     def redis_memory_mib(self) -> float:
         import redis
 
-        from broker.dispatch import redis_client_url
-
-        client = redis.Redis.from_url(redis_client_url(self.redis_url))
+        client = redis.Redis.from_url(self.redis_url)
         return float(client.info("memory")["used_memory"]) / 2**20
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for server in self.servers:
-            server.stop()
+            proc.stop(30)
 
     def measure(self, label: str, jpegs: list[bytes], *, count: int, fps: float, window: int, cameras: int = 1) -> Run:
         """`cameras` devices stream side by side, each a share of the frames, the rate and the window."""
@@ -270,12 +282,14 @@ class Stack:
         from broker.topics import Topics
 
         worker_ports = [self.ports[name] for name in self.of("worker")]
+        bridge_ports = [self.ports[name] for name in self.of("bridge")]
         settings, topics = MqttSettings.from_url(self.mqtt_url), Topics(self.prefix)
         devices = [Camera(settings, topics, f"cam-{label}-{index}") for index in range(cameras)]
         for camera in devices:
             camera.__enter__()
         try:
             before = scrape_all(worker_ports)
+            bridge_before = scrape_all(bridge_ports)
             cpu_before = self.cpu_by_process()
             with ThreadPoolExecutor(cameras) as pool:
                 parts = list(
@@ -301,6 +315,12 @@ class Stack:
             elapsed_s=max(p.elapsed_s for p in parts),
         )
         after = scrape_all(worker_ports)
+        bridge_after = scrape_all(bridge_ports)
+
+        def delta_bridge(name: str) -> float:
+            key = (name, ())
+            return bridge_after.get(key, 0.0) - bridge_before.get(key, 0.0)
+
         errors: dict[str, int] = {}
         for answer in summary.answers:
             if answer.is_error:
@@ -308,14 +328,16 @@ class Stack:
                 errors[code] = errors.get(code, 0) + 1
         results = [a for a in summary.answers if not a.is_error]
 
-        def delta(name: str) -> float:
-            return after.get(name, 0.0) - before.get(name, 0.0)
+        def delta(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
 
         stages = {}
         for stage in STAGES:
-            n = delta(f'partsight_worker_stage_seconds_count{{stage="{stage}"}}')
-            stages[stage] = delta(f'partsight_worker_stage_seconds_sum{{stage="{stage}"}}') / n * 1000 if n else 0.0
+            n = delta("partsight_worker_stage_seconds_count", stage=stage)
+            stages[stage] = delta("partsight_worker_stage_seconds_sum", stage=stage) / n * 1000 if n else 0.0
         batches = delta("partsight_worker_batch_size_frames_count")
+        windows = delta_bridge("partsight_bridge_window_frames_count")
         cpu = {
             kind: sum(cpu_after[n] - cpu_before[n] for n in cpu_after if n.startswith(kind))
             * 1000
@@ -332,6 +354,7 @@ class Stack:
             stages_ms=stages,
             cpu_ms=cpu,
             mean_batch=delta("partsight_worker_batch_size_frames_sum") / batches if batches else 0.0,
+            mean_window=delta_bridge("partsight_bridge_window_frames_sum") / windows if windows else 0.0,
         )
 
 
@@ -340,7 +363,7 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+def table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)) + " |"]
     lines.append("| " + " | ".join("-" * w for w in widths) + " |")
@@ -353,24 +376,30 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="640x480,1920x1080", help="JPEG sizes, comma-separated")
-    parser.add_argument("--frames", type=int, default=1500, help="frames in the closed-loop capacity run")
+    parser.add_argument("--windows", default="1,8,32", help="bridge window sizes (PARTSIGHT_WINDOW_FRAMES) to compare")
+    parser.add_argument("--window-ms", type=float, default=5.0, help="PARTSIGHT_WINDOW_MS of the bridges")
+    parser.add_argument("--frames", type=int, default=1500, help="frames in each closed-loop capacity run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each open-loop run")
-    parser.add_argument("--window", type=int, default=16, help="frames in flight in the capacity run")
+    parser.add_argument("--window", type=int, default=64, help="frames in flight in the capacity runs")
+    parser.add_argument("--engine", default="auto", help="the worker's engine for the model runs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--cameras", type=int, default=1, help="cameras streaming side by side")
     parser.add_argument("--bridges", type=int, default=1, help="bridge processes (a shared subscription)")
     parser.add_argument("--lanes", type=int, default=0, help="inference lanes per worker (default: the worker's)")
     parser.add_argument("--batch", type=int, default=0, help="max batch size (default: the worker's)")
-    parser.add_argument("--max-queue", type=int, default=40, help="the bridge's queue bound (overload row)")
+    parser.add_argument("--max-queue", type=int, default=128, help="the bridge's queue bound (overload row)")
+    parser.add_argument("--transport-frames", type=int, default=6000, help="frames in each transport-only run")
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--skip-load-levels", action="store_true")
     parser.add_argument("--skip-overload", action="store_true")
+    parser.add_argument("--skip-transport", action="store_true")
     args = parser.parse_args()
     if args.window >= args.max_queue:
         parser.error("--window must stay below --max-queue, or the capacity run measures refusals (overloaded)")
+    windows = sorted({int(w) for w in args.windows.split(",")})
 
     work = Path(tempfile.mkdtemp(prefix="partsight-bench-"))
     model_dir = Path(args.model_dir) if args.model_dir else demo_model(work)
@@ -389,104 +418,128 @@ def main() -> int:
             best = max(rates, key=lambda b: rates[b])
             ceilings[size] = (best, rates[best])
 
-    stack = Stack(work, model_dir, args)
-    runs: dict[tuple[int, int], list[Run]] = {}
-    overload: Run | None = None
-    memory: dict[str, float] = {}
+    results = Results()
+    servers = Servers.start(work)
+    databases = iter(range(1, 16))
     try:
-        for size in sizes:
-            name = f"{size[0]}x{size[1]}"
-            print(f"end to end at {name}", file=sys.stderr)
-            stack.measure(
-                f"warm-{name}",
-                jpegs[size],
-                count=min(100, args.frames),
-                fps=0,
-                window=args.window,
-                cameras=args.cameras,
-            )
-            capacity = stack.measure(
-                f"cap-{name}", jpegs[size], count=args.frames, fps=0, window=args.window, cameras=args.cameras
-            )
-            runs[size] = [capacity]
-            if not args.skip_load_levels:
-                for share in (0.5, 0.7, 1.0):
-                    rate = capacity.throughput * share
-                    count = max(50, int(rate * args.seconds))
-                    level = stack.measure(
-                        f"{int(share * 100)}-{name}", jpegs[size], count=count, fps=rate, window=0, cameras=args.cameras
+        for window in windows:
+            stack = Stack(servers, work, model_dir, args, Config(args.engine, window), next(databases))
+            try:
+                measure_model(stack, args, sizes, jpegs, results, full=window == windows[-1])
+            finally:
+                stack.stop()
+        if not args.skip_transport:
+            for window in sorted({1, windows[-1]}):
+                stack = Stack(servers, work, model_dir, args, Config(TRANSPORT_ONLY, window), next(databases))
+                try:
+                    first = jpegs[sizes[0]]
+                    stack.measure("warm-transport", first, count=300, fps=0, window=args.window)
+                    print(f"transport only, window {window}", file=sys.stderr)
+                    results.transport[window] = stack.measure(
+                        f"transport-{window}", first, count=args.transport_frames, fps=0, window=args.window
                     )
-                    level.label = f"{int(share * 100)}%"
-                    runs[size].append(level)
-        first = sizes[0]
-        if args.skip_overload:
-            return _report(args, sizes, jpegs, cores, ceilings, runs, None, {})
-        memory = {
-            "bridge_before": stack.rss("bridge"),
-            "worker_before": stack.rss("worker"),
-            "redis_before": stack.redis_memory_mib(),
-        }
-        rate = 3 * runs[first][0].throughput
-        print(f"overload: {rate:.0f} frames/s against a capacity of {runs[first][0].throughput:.0f}", file=sys.stderr)
-        overload = stack.measure(
-            "overload", jpegs[first], count=int(rate * args.seconds), fps=rate, window=0, cameras=args.cameras
-        )
-        memory.update(
-            bridge_after=stack.rss("bridge"), worker_after=stack.rss("worker"), redis_after=stack.redis_memory_mib()
-        )
+                finally:
+                    stack.stop()
     finally:
-        stack.stop()
+        servers.stop()
+    return _report(args, sizes, windows, jpegs, cores, ceilings, results)
 
-    return _report(args, sizes, jpegs, cores, ceilings, runs, overload, memory)
+
+@dataclass
+class Results:
+    capacity: dict[tuple[tuple[int, int], int], Run] = field(default_factory=dict)  # (size, window)
+    levels: dict[tuple[int, int], list[Run]] = field(default_factory=dict)  # open loop, largest window
+    overload: Run | None = None
+    memory: dict[str, float] = field(default_factory=dict)
+    transport: dict[int, Run] = field(default_factory=dict)  # by window
+
+
+def measure_model(
+    stack: Stack,
+    args: argparse.Namespace,
+    sizes: list[tuple[int, int]],
+    jpegs: dict[tuple[int, int], list[bytes]],
+    results: Results,
+    *,
+    full: bool,
+) -> None:
+    """Capacity at every size; with `full`, open-loop latency levels and the overload row as well."""
+    window = stack.config.window_frames
+    for size in sizes:
+        name = f"{size[0]}x{size[1]}"
+        print(f"end to end at {name}, window {window}", file=sys.stderr)
+        common = {"window": args.window, "cameras": args.cameras}
+        stack.measure(f"warm-{name}", jpegs[size], count=min(100, args.frames), fps=0, **common)
+        capacity = stack.measure(f"cap-{name}", jpegs[size], count=args.frames, fps=0, **common)
+        results.capacity[(size, window)] = capacity
+        if full and not args.skip_load_levels:
+            results.levels[size] = []
+            for share in (0.5, 0.7, 1.0):
+                rate = capacity.throughput * share
+                count = max(50, int(rate * args.seconds))
+                level = stack.measure(
+                    f"{int(share * 100)}-{name}", jpegs[size], count=count, fps=rate, window=0, cameras=args.cameras
+                )
+                level.label = f"{int(share * 100)}%"
+                results.levels[size].append(level)
+    if not full or args.skip_overload:
+        return
+    first = sizes[0]
+    results.memory = {
+        "bridge_before": stack.rss("bridge"),
+        "worker_before": stack.rss("worker"),
+        "redis_before": stack.redis_memory_mib(),
+    }
+    measured = results.capacity[(first, window)].throughput
+    rate = 3 * measured
+    print(f"overload: {rate:.0f} frames/s against a capacity of {measured:.0f}", file=sys.stderr)
+    results.overload = stack.measure(
+        "overload", jpegs[first], count=int(rate * args.seconds), fps=rate, window=0, cameras=args.cameras
+    )
+    results.memory.update(
+        bridge_after=stack.rss("bridge"), worker_after=stack.rss("worker"), redis_after=stack.redis_memory_mib()
+    )
+
+
+TRANSPORT_PARTS = ("bridge", "worker", "redis", "mosquitto")
 
 
 def _report(
     args: argparse.Namespace,
     sizes: list[tuple[int, int]],
+    windows: list[int],
     jpegs: dict[tuple[int, int], list[bytes]],
     cores: int,
     ceilings: dict[tuple[int, int], tuple[int, float]],
-    runs: dict[tuple[int, int], list[Run]],
-    overload: Run | None,
-    memory: dict[str, float],
+    results: Results,
 ) -> int:
     device = "GPU" if args.device.startswith("cuda") else f"{cores}-core CPU"
     print(f"\n## partsight end to end, {device}; {args.workers} worker(s), {args.bridges} bridge(s)\n")
     rows: list[tuple[str, ...]] = []
     for size in sizes:
-        capacity = runs[size][0]
         mean_kib = sum(map(len, jpegs[size])) / len(jpegs[size]) / 1024
         batch, ceiling = ceilings.get(size, (0, float("nan")))
-        rows.append(
-            (
-                f"{size[0]}x{size[1]} ({mean_kib:.0f} KiB)",
-                f"{ceiling:.1f} (batch {batch})",
-                f"{capacity.throughput:.1f}",
-                f"{capacity.throughput / ceiling:.2f}",
-                f"{capacity.results} + {sum(capacity.errors.values())} / {capacity.sent}",
-                f"{pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms",
-                f"{capacity.mean_batch:.1f}",
+        for window in windows:
+            capacity = results.capacity[(size, window)]
+            rows.append(
+                (
+                    f"{size[0]}x{size[1]} ({mean_kib:.0f} KiB)",
+                    str(window),
+                    f"{ceiling:.1f} (batch {batch})",
+                    f"{capacity.throughput:.1f}",
+                    f"**{capacity.throughput / ceiling:.2f}**",
+                    f"{capacity.results} + {sum(capacity.errors.values())} / {capacity.sent}",
+                    f"{pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms",
+                    f"{capacity.mean_window:.1f} / {capacity.mean_batch:.1f}",
+                )
             )
-        )
-    print(
-        table(
-            rows,
-            (
-                "JPEG",
-                "ceiling f/s",
-                "end to end f/s",
-                "ratio",
-                "results + errors / sent",
-                f"p50 / p99 (window {args.window})",
-                "mean batch",
-            ),
-        )
-    )
-    if not args.skip_load_levels:
-        print("\nOpen-loop latency at a share of the measured capacity (results only):\n")
+    header = ("JPEG", "window", "ceiling f/s", "end to end f/s", "ratio", "results + errors / sent")
+    print(table(rows, (*header, f"p50 / p99 ({args.window} in flight)", "mean window / batch")))
+    if results.levels:
+        print(f"\nOpen-loop latency at a share of the measured capacity (window {windows[-1]}, results only):\n")
         rows = []
         for size in sizes:
-            for run in runs[size][1:]:
+            for run in results.levels.get(size, []):
                 p50, p99 = pct(run.latencies_ms, 50), pct(run.latencies_ms, 99)
                 rows.append(
                     (
@@ -505,17 +558,50 @@ def _report(
     parts = ("worker", "bridge", "mosquitto", "redis", "camera")
     rows = []
     for size in sizes:
-        cpu = runs[size][0].cpu_ms
         model = (1 if args.device.startswith("cuda") else cores) * 1000 / ceilings.get(size, (0, float("nan")))[1]
-        rows.append(
-            (f"{size[0]}x{size[1]}", f"{model:.1f}", *[f"{cpu[p]:.1f}" for p in parts], f"{sum(cpu.values()):.1f}")
-        )
-    print(table(rows, ("JPEG", "model at ceiling", *parts, "total")))
+        for window in windows:
+            cpu = results.capacity[(size, window)].cpu_ms
+            rows.append(
+                (
+                    f"{size[0]}x{size[1]}",
+                    str(window),
+                    f"{model:.1f}",
+                    *[f"{cpu[p]:.2f}" for p in parts],
+                    f"{sum(cpu.values()):.1f}",
+                )
+            )
+    print(table(rows, ("JPEG", "window", "model at ceiling", *parts, "total")))
     print("\nWhere a frame's time goes in the worker (mean ms, capacity runs):\n")
-    rows = [(f"{size[0]}x{size[1]}", *[f"{runs[size][0].stages_ms[stage]:.1f}" for stage in STAGES]) for size in sizes]
-    print(table(rows, ("JPEG", *STAGES)))
+    rows = [
+        (f"{size[0]}x{size[1]}", str(window), *[f"{results.capacity[(size, window)].stages_ms[s]:.1f}" for s in STAGES])
+        for size in sizes
+        for window in windows
+    ]
+    print(table(rows, ("JPEG", "window", *STAGES)))
+    if results.transport:
+        size = sizes[0]
+        print(
+            f"\nTransport only (engine `none`, {size[0]}x{size[1]} JPEGs, {args.window} in flight), CPU ms per frame:\n"
+        )
+        rows = []
+        for window, run in sorted(results.transport.items()):
+            transport = sum(run.cpu_ms[p] for p in TRANSPORT_PARTS)
+            rows.append(
+                (
+                    str(window),
+                    f"{run.throughput:.0f}",
+                    *[f"{run.cpu_ms[p]:.3f}" for p in TRANSPORT_PARTS],
+                    f"**{transport:.3f}**",
+                    f"{1000 / transport:.0f}",
+                    f"{run.cpu_ms['camera']:.3f}",
+                    f"{run.mean_window:.1f}",
+                )
+            )
+        head = ("window", "frames/s", *TRANSPORT_PARTS, "transport total", "f/s per transport core", "camera")
+        print(table(rows, (*head, "mean window")))
+    overload, memory = results.overload, results.memory
     if overload is not None:
-        capacity = runs[sizes[0]][0]
+        capacity = results.capacity[(sizes[0], windows[-1])]
         print(f"\nOverload: {sizes[0][0]}x{sizes[0][1]} at 3x capacity, bridge queue bound {args.max_queue}:\n")
         rows = [
             (
@@ -534,7 +620,8 @@ def _report(
             ("answered / sent", f"{overload.results + sum(overload.errors.values())} / {overload.sent}"),
         ]
         print(table(rows, ("measure", "value")))
-    every = [run for size in sizes for run in runs[size]] + ([overload] if overload else [])
+    every = [*results.capacity.values(), *(r for runs in results.levels.values() for r in runs)]
+    every += [*results.transport.values(), *([overload] if overload else [])]
     lost = [run for run in every if run.results + sum(run.errors.values()) != run.sent]
     return 1 if lost else 0
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.e2e import Stack, demo_model, pct, sample_jpegs, table
+from bench.e2e import Config, Servers, Stack, demo_model, pct, sample_jpegs, table
+from broker.settings import DEFAULT_WINDOW_FRAMES
 
 
 def open_fds(pid: int) -> int:
@@ -42,11 +43,12 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.5, help="share of the measured capacity to offer")
     args = parser.parse_args()
     setup = argparse.Namespace(
-        device="cpu", workers=1, bridges=1, max_queue=1000, lanes=None, batch=None
+        device="cpu", workers=1, bridges=1, max_queue=1000, lanes=None, batch=None, cameras=1, window_ms=5.0
     )  # the defaults a plant runs
     work = Path(tempfile.mkdtemp(prefix="partsight-soak-"))
     jpegs = sample_jpegs(64)
-    stack = Stack(work, demo_model(work / "model"), setup)
+    servers = Servers.start(work)
+    stack = Stack(servers, work, demo_model(work / "model"), setup, Config("auto", DEFAULT_WINDOW_FRAMES), 1)
     rows: list[tuple[str, ...]] = []
     samples: list[dict[str, float]] = []
     try:
@@ -63,7 +65,7 @@ def main() -> int:
             segment += 1
             run = stack.measure(f"soak{segment}", jpegs, count=int(rate * args.segment_s), fps=rate, window=10_000)
             total += run.sent
-            bridge, worker = stack.procs["bridge0"].pid, stack.procs["worker0"].pid
+            bridge, worker = stack.pids()["bridge0"], stack.pids()["worker0"]
             sample = {
                 "minute": (time.monotonic() - started) / 60,
                 "frames": total,
@@ -94,6 +96,7 @@ def main() -> int:
             print("  " + " | ".join(rows[-1]), file=sys.stderr)
     finally:
         stack.stop()
+        servers.stop()
     print(f"\n## Soak at {args.load:.0%} of capacity ({capacity:.1f} frames/s measured; {rate:.1f} offered)\n")
     header = ("minute", "frames", "answered/sent", "p99 ms", "bridge MiB", "worker MiB", "fds bridge/worker")
     print(table(rows, (*header, "Redis MiB", "Redis keys")))
