@@ -125,10 +125,13 @@ ROWS = (
             Panel(
                 "Queue depth and bound",
                 (
-                    Query("partsight:queue_depth_frames", "frames waiting"),
+                    Query("partsight:queue_depth_frames", "frames admitted, not yet answered"),
                     Query("min(partsight_queue_limit_frames)", "bound (beyond: overloaded)"),
                 ),
-                description="Frames waiting in Redis for a worker; beyond the bound, frames are answered 'overloaded'.",
+                description=(
+                    "Frames admitted and not yet answered (waiting in Redis or held by a worker); beyond the bound,"
+                    " frames are answered 'overloaded'."
+                ),
             ),
             Panel(
                 "Batch fill",
