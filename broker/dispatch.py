@@ -65,9 +65,6 @@ class CeleryDispatcher:
         self._redis = redis.Redis.from_url(redis_client_url(redis_url), socket_timeout=2, socket_connect_timeout=2)
         self.store = FrameStore(self._redis, data_ttl_s=frame_ttl_s, clock=time.time)
 
-    def enqueue(self, request: FrameRequest) -> None:
-        self.enqueue_many([request])
-
     def enqueue_many(self, requests: list[FrameRequest]) -> None:
         """Store a window of frames in one round trip, then send one task naming them all.
 

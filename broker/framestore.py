@@ -107,12 +107,13 @@ class FrameStore:
             k.decode() if isinstance(k, bytes) else k
             for k in self._redis.zrangebyscore(PENDING_KEY, 0, now - older_than_s, start=0, num=limit)
         ]
-        found = []
-        for key in keys:
-            request = self.get(key)
-            if request is None:
-                self._redis.zrem(PENDING_KEY, key)
-            else:
-                self._redis.zadd(PENDING_KEY, {key: now}, xx=True)
-            found.append((key, request))
+        found = list(zip(keys, self.get_many(keys), strict=True))
+        expired = [key for key, request in found if request is None]
+        alive = [key for key, request in found if request is not None]
+        pipe = self._redis.pipeline(transaction=False)
+        if expired:
+            pipe.zrem(PENDING_KEY, *expired)
+        if alive:
+            pipe.zadd(PENDING_KEY, dict.fromkeys(alive, now), xx=True)
+        pipe.execute()
         return found

@@ -154,7 +154,6 @@ class _Frame:
 
     ref: FrameRef
     request: FrameRequest | None = None
-    prepared: Any = None
     future: Any = None
     features: np.ndarray | None = None
     error: tuple[ErrorCode, str] | None = None
@@ -281,8 +280,13 @@ class FramePipeline:
         model = self._model()
         for frame in work:
             frame.started = time.perf_counter()
-            frame.request = stored.get(frame.ref.key) if frame.ref.key else frame.ref.inline
-            self._prepare(model, frame)
+            request = stored.get(frame.ref.key) if frame.ref.key else frame.ref.inline
+            if request is None:  # the data expired (or was unreadable) before any worker read it
+                frame.request = FrameRequest(frame.ref.device, frame.ref.frame_id, b"", started)
+                frame.error = (ErrorCode.INTERNAL, "frame data expired or unreadable before it was answered")
+                continue
+            frame.request = request
+            self._prepare(model, frame, request)
         for frame in work:
             if frame.future is not None:
                 self._collect(frame)
@@ -290,9 +294,7 @@ class FramePipeline:
         answers = []
         completed_at = self._clock()
         for frame in work:
-            if frame.request is None:  # the data expired (or was unreadable) before any worker read it
-                frame.request = FrameRequest(frame.ref.device, frame.ref.frame_id, b"", started)
-                frame.error = (ErrorCode.INTERNAL, "frame data expired or unreadable before it was answered")
+            assert frame.request is not None  # set for every frame in the first loop
             late = self._late_delivery(frame.ref)
             if frame.error is None:
                 try:
@@ -320,10 +322,7 @@ class FramePipeline:
 
         return record
 
-    def _prepare(self, model: ServedModel, frame: _Frame) -> None:
-        request = frame.request
-        if request is None:
-            return
+    def _prepare(self, model: ServedModel, frame: _Frame, request: FrameRequest) -> None:
         if len(request.image) > self._max_payload_bytes:
             text = f"image is {len(request.image)} bytes, the limit is {self._max_payload_bytes}"
             frame.error = (ErrorCode.PAYLOAD_TOO_LARGE, text)
@@ -331,9 +330,9 @@ class FramePipeline:
         if model.transport_only:
             return
         try:
-            frame.prepared = model.prepare(request.image)  # decoded, or only checked for a GPU decoder
+            prepared = model.prepare(request.image)  # decoded, or only checked for a GPU decoder
             frame.decode_s = time.perf_counter() - frame.started
-            frame.future = self._batcher.submit((model, frame.prepared))
+            frame.future = self._batcher.submit((model, prepared))
         except ImageError as exc:
             frame.error = (ErrorCode(exc.code), exc.message)
         except Exception as exc:
@@ -355,7 +354,6 @@ class FramePipeline:
             frame.features = batched.value
 
     def _classify(self, model: ServedModel, frames: list[_Frame]) -> None:
-        frames = [frame for frame in frames if frame.request is not None]
         if not frames:
             return
         t0 = time.perf_counter()

@@ -7,6 +7,7 @@ carries one (what bridges sent before windows) and is served the same way, so an
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from celery import Celery, Task
@@ -49,10 +50,7 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task]:
             frames = [dict(ref.task) for ref in outcome.retry]
             logger.info("%d frame(s) retried in %.1f s", len(frames), outcome.retry_after_s)
             raise task.retry(kwargs={"frames": frames}, countdown=outcome.retry_after_s)
-        counts: dict[str, int] = {}
-        for status in outcome.outcomes:
-            counts[status] = counts.get(status, 0) + 1
-        return counts
+        return dict(Counter(outcome.outcomes))
 
     @app.task(name=RECOGNIZE_BATCH_TASK, **options)
     def recognize_frames(self: Task, **kwargs: Any) -> dict[str, int]:
