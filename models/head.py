@@ -33,6 +33,10 @@ class Decision:
     confidence: float
     category_confidence: float
     top_k: list[dict[str, Any]]
+    # 0..1, how unlike every enrolled product the frame looks (None for a model trained without a gallery)
+    novelty: float | None = None
+    # the nearest enrolled photos, best first: {"product", "photo", "similarity"}
+    matches: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

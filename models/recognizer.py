@@ -69,7 +69,8 @@ class Recognizer:
                 raise row
         return np.stack(rows)  # type: ignore[arg-type]
 
-    def classify(self, features: np.ndarray) -> list[Decision]:
+    def classify(self, features: np.ndarray, *, matches: int = 3) -> list[Decision]:
+        """The head's decision for each feature row, with its novelty and up to `matches` nearest enrolled photos."""
         head = self.bundle.head
         return [head.decide(row) for row in head.probabilities(features)]
 
