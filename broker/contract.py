@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -182,6 +182,15 @@ class Timings:
         }
 
 
+def match_entry(match: Mapping[str, Any]) -> dict[str, Any]:
+    """One nearest enrolled photo as a result names it: its product, its path under `images/`, the cosine."""
+    return {
+        "product": str(match["product"]),
+        "photo": str(match["photo"]),
+        "similarity": round(float(match["similarity"]), 6),
+    }
+
+
 def result_message(
     *,
     request: FrameRequest,
@@ -191,6 +200,8 @@ def result_message(
     confidence: float,
     category_confidence: float,
     top_k: list[dict[str, Any]],
+    novelty: float | None = None,
+    matches: Sequence[Mapping[str, Any]] = (),
     catalog: Mapping[str, Any] | None,
     model_name: str,
     model_version: str,
@@ -207,6 +218,8 @@ def result_message(
         "confidence": round(confidence, 6),
         "category_confidence": round(category_confidence, 6),
         "top_k": top_k,
+        "novelty": round(float(novelty), 6) if novelty is not None else None,
+        "matches": [match_entry(match) for match in matches],
         "catalog": dict(catalog) if catalog is not None else None,
         "model": {"name": model_name, "version": model_version},
         "timings_ms": timings.as_dict(),

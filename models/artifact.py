@@ -6,7 +6,11 @@ Layout of one version (`<store>/<version>/`):
                     names the structure (flat or category-first) and each classifier's kind and classes
     labels.json     products and their categories, in the head's order
     catalog.json    the product catalog; each record travels into results
-    backbone.onnx   the backbone as an ONNX graph for the CPU engine (listed under `engines` in the manifest)
+    backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
+    features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
+    gallery.npz     the enrolled photos' feature vectors, products, ids and sha256 (`gallery`)
+The manifest's `novelty` holds the novelty score and its threshold. Directories written before recipes and
+galleries (no `features`, `gallery` or `novelty`) load as they were: the legacy recipe, no novelty.
 A store holds several versions and a `current` link to the one served.
 """
 
@@ -28,8 +32,13 @@ import numpy as np
 from models.backbones import file_sha256
 from models.catalog import Catalog
 from models.classifiers import Classifier
-from models.errors import ArtifactError
+from models.errors import ArtifactError, BackboneError
+from models.gallery import GALLERY_FILE, Gallery
 from models.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
+from models.novelty import NoveltyModel
+from models.recipe import LEGACY, FeatureRecipe
+
+FEATURES_FILE = "features.npz"
 
 FORMAT = 2  # 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (still read)
 READABLE_FORMATS = (1, 2)
@@ -43,6 +52,10 @@ class ModelBundle:
     manifest: dict[str, Any]
     head: ProductHead
     catalog: Catalog
+    recipe: FeatureRecipe = LEGACY
+    center: np.ndarray | None = None
+    gallery: Gallery | None = None
+    novelty: NoveltyModel | None = None
 
     @property
     def name(self) -> str:
@@ -88,6 +101,10 @@ def write_model(
     extra: Mapping[str, Any] | None = None,
     version: str | None = None,
     write_files: Callable[[Path], Mapping[str, Any]] | None = None,
+    recipe: FeatureRecipe = LEGACY,
+    center: np.ndarray | None = None,
+    gallery: Gallery | None = None,
+    novelty: NoveltyModel | None = None,
 ) -> Path:
     """Write a new version under `store` and point `current` at it; nothing half-written is ever visible.
 
@@ -106,6 +123,15 @@ def write_model(
         np.savez(staging / "head.npz", **arrays)  # type: ignore[arg-type]
         _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
         _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
+        recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
+        if center is not None:
+            np.savez(staging / FEATURES_FILE, center=np.asarray(center, dtype=np.float32))
+            recorded["features"]["file"] = FEATURES_FILE
+        if gallery is not None:
+            gallery.save(staging / GALLERY_FILE)
+            recorded["gallery"] = {"file": GALLERY_FILE, "photos": len(gallery.features)}
+        if novelty is not None:
+            recorded["novelty"] = novelty.record()
         added = dict(write_files(staging)) if write_files else {}
         files = {
             entry.name: {"sha256": file_sha256(entry), "bytes": entry.stat().st_size}
@@ -124,6 +150,7 @@ def write_model(
                 "category_threshold": head.category_threshold,
             },
             "files": files,
+            **recorded,
             **(dict(extra) if extra else {}),
             **added,
         }
@@ -240,7 +267,47 @@ def load_model(path: Path) -> ModelBundle:
             product_threshold=float(settings["product_threshold"]),
             category_threshold=float(settings["category_threshold"]),
         )
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+        recipe, center = _recipe(version_dir, manifest)
+        gallery = _gallery(version_dir, manifest, products)
+        novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
+        if gallery is not None and gallery.dim != head.feature_dim:
+            raise ValueError(f"the gallery holds {gallery.dim}-d features, the head takes {head.feature_dim}")
+        if recipe != LEGACY and recipe.dim != head.feature_dim:  # the legacy one: checked against the backbone
+            raise ValueError(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
+        if novelty is not None and gallery is None:
+            raise ValueError("a novelty score without its gallery")
+    except (KeyError, TypeError, ValueError, OSError, BackboneError) as exc:
         raise ArtifactError(f"{version_dir}: malformed model files: {exc}") from exc
     catalog = {str(record["product"]): record for record in records}
-    return ModelBundle(path=version_dir, manifest=manifest, head=head, catalog=catalog)
+    return ModelBundle(
+        path=version_dir,
+        manifest=manifest,
+        head=head,
+        catalog=catalog,
+        recipe=recipe,
+        center=center,
+        gallery=gallery,
+        novelty=novelty,
+    )
+
+
+def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, np.ndarray | None]:
+    record = manifest.get("features")
+    if record is None:
+        return LEGACY, None  # written before recipes: the last layer, pooled
+    recipe = FeatureRecipe.from_record(record["recipe"])
+    center = None
+    if record.get("file"):
+        path = _verified(version_dir, manifest, str(record["file"]))
+        with np.load(path, allow_pickle=False) as stored:
+            center = stored["center"].astype(np.float32)
+    if recipe.center and center is None:
+        raise ValueError("the feature recipe centres but its mean is missing")
+    return recipe, center
+
+
+def _gallery(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> Gallery | None:
+    record = manifest.get("gallery")
+    if record is None:
+        return None
+    return Gallery.load(_verified(version_dir, manifest, str(record["file"])), products)

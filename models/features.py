@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.backbones import BackboneSpec, FeatureBackbone, load_network
+from models.backbones import BackboneSpec, load_network
 from models.errors import BackboneError
+from models.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe
+from models.recipe_modules import RecipeModule, SupersetModule
 
 logger = logging.getLogger(__name__)
 
@@ -20,17 +22,8 @@ logger = logging.getLogger(__name__)
 TRACE_TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2}
 
 
-class _Pooled(torch.nn.Module):
-    def __init__(self, backbone: FeatureBackbone) -> None:
-        super().__init__()
-        self.network = backbone.network
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return FeatureBackbone(self.network)(batch)
-
-
-def compile_graph(backbone: FeatureBackbone, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A frozen TorchScript graph of the backbone, checked against eager on `example`.
+def compile_graph(module: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A frozen TorchScript graph of `module` (backbone and recipe), checked against eager on `example`.
 
     The eager forward re-enters Python for every layer; in a worker whose other threads want the GIL it
     slowed from 68 to 0.4 frames/s on a 2-core box, the frozen graph kept 24-39. torch.jit is deprecated
@@ -41,15 +34,15 @@ def compile_graph(backbone: FeatureBackbone, example: torch.Tensor) -> Callable[
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             with torch.inference_mode():
-                graph = torch.jit.freeze(torch.jit.trace(_Pooled(backbone).eval(), example))  # type: ignore[no-untyped-call]
-                expected, actual = backbone(example).float(), graph(example).float()
+                graph = torch.jit.freeze(torch.jit.trace(module.eval(), example))  # type: ignore[no-untyped-call]
+                expected, actual = module(example).float(), graph(example).float()
     except Exception as exc:
         logger.warning("TorchScript tracing failed (%s); running the backbone eagerly", exc)
-        return backbone
+        return module
     error = float((expected - actual).abs().max())
     if error > TRACE_TOLERANCE.get(example.dtype, 1e-3):
         logger.warning("traced backbone differs from eager by %.2g; running eagerly", error)
-        return backbone
+        return module
     traced: Callable[[torch.Tensor], torch.Tensor] = graph
     return traced
 
@@ -68,9 +61,10 @@ def choose_device(preference: str = "auto") -> torch.device:
 
 
 class FeatureExtractor:
-    """uint8 images (N, H, W, 3) -> L2-normalised float32 features (N, D).
+    """uint8 images (N, H, W, 3) -> the recipe's L2-normalised float32 features (N, D).
 
-    `half` defaults to True on CUDA (half precision, channels-last) and False on CPU.
+    `half` defaults to True on CUDA (half precision, channels-last) and False on CPU. With `superset` it
+    gives the raw superset rows training caches instead (models.recipe), whatever the recipe.
     """
 
     def __init__(
@@ -81,8 +75,13 @@ class FeatureExtractor:
         device: str = "auto",
         cpu_threads: int | None = 1,
         half: bool | None = None,
+        recipe: FeatureRecipe = LEGACY,
+        center: np.ndarray | None = None,
+        superset: bool = False,
     ) -> None:
         self.spec = spec
+        self.recipe = recipe
+        self.superset = superset
         self.device = choose_device(device)
         if cpu_threads:
             # on a GPU too: torch's CPU thread pool spins after each parallel region, and eight GPU workers
@@ -93,17 +92,17 @@ class FeatureExtractor:
         network = network.to(self.device).to(memory_format=torch.channels_last)
         if self.half:
             network = network.half()
-        backbone = FeatureBackbone(network)
+        module: torch.nn.Module = SupersetModule(network) if superset else RecipeModule(network, recipe, center)
         dtype = torch.float16 if self.half else torch.float32
         self._mean = torch.tensor(spec.mean, dtype=dtype, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, dtype=dtype, device=self.device).view(1, 3, 1, 1)
         example = torch.zeros(2, 3, spec.input_size, spec.input_size, dtype=dtype, device=self.device)
-        self._forward = compile_graph(backbone, example.contiguous(memory_format=torch.channels_last))
+        self._forward = compile_graph(module.eval(), example.contiguous(memory_format=torch.channels_last))
         logger.info("backbone %s on %s (half precision: %s)", spec.name, self.device, self.half)
 
     @property
     def feature_dim(self) -> int:
-        return self.spec.feature_dim
+        return SUPERSET_DIM if self.superset else self.recipe.dim
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -114,8 +113,7 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def from_device_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, S, S) already on this extractor's device -> L2-normalised float32 features, still there."""
+        """uint8 (N, 3, S, S) already on this extractor's device -> float32 features (or superset rows), still there."""
         batch = batch.to(dtype=self._mean.dtype)
         batch = ((batch - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-        features = self._forward(batch).float()
-        return torch.nn.functional.normalize(features, dim=1)
+        return self._forward(batch).float()

@@ -90,7 +90,17 @@ class ProductHead:
         }
         return compose(self.products, dict(zip(self.products, self.categories, strict=True)), self.structure, levels)
 
-    def decide(self, probabilities: Sequence[float], *, top_k: int = 5) -> Decision:
+    def decide(
+        self,
+        probabilities: Sequence[float],
+        *,
+        top_k: int = 5,
+        novelty: float | None = None,
+        novelty_threshold: float | None = None,
+        matches: tuple[dict[str, Any], ...] = (),
+    ) -> Decision:
+        """The answer for one frame's probabilities: recognised when the best product of the likeliest category
+        reaches the product threshold and, for a model with a novelty score, the frame is not novel."""
         probs = np.asarray(probabilities, dtype=np.float64)
         by_category: dict[str, float] = {}
         for category, p in zip(self.categories, probs, strict=True):
@@ -104,11 +114,14 @@ class ProductHead:
             {"product": self.products[i], "category": self.categories[i], "score": round(float(probs[i]), 6)}
             for i in order
         ]
-        if confidence >= self.product_threshold:
-            return Decision(RECOGNIZED, self.products[best], category, confidence, category_conf, ranked)
-        if category_conf >= self.category_threshold:
-            return Decision(UNKNOWN, None, category, confidence, category_conf, ranked)
-        return Decision(UNKNOWN, None, None, confidence, category_conf, ranked)
+        score = None if novelty is None else round(float(novelty), 6)
+        novel = novelty is not None and novelty_threshold is not None and novelty >= novelty_threshold
+        if confidence >= self.product_threshold and not novel:
+            return Decision(
+                RECOGNIZED, self.products[best], category, confidence, category_conf, ranked, score, matches
+            )
+        known = category if category_conf >= self.category_threshold else None
+        return Decision(UNKNOWN, None, known, confidence, category_conf, ranked, score, matches)
 
     def describe(self) -> dict[str, Any]:
         """The head's shape for the manifest: structure and each classifier's kind and classes."""

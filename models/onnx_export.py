@@ -1,8 +1,9 @@
 """Export a backbone to ONNX once per model directory, proven equal to torch on real photos before it is kept.
 
 The exported graph takes what the worker has after decoding, uint8 images (N, H, W, 3), and returns the
-L2-normalised features (N, D): normalisation, layout change, pooling and the norm all run inside ONNX
-Runtime, so a CPU worker needs neither torch nor per-frame numpy work around the model.
+model's feature recipe (models.recipe), L2-normalised (N, D): normalisation, layout change, the blocks'
+pooling, the transform and its fitted mean all run inside ONNX Runtime, so a CPU worker needs neither
+torch nor per-frame numpy work around the model.
 
 torch's TorchScript exporter leaves the module it traced altered, so the export works on a deep copy and
 the reference features are computed before it, from the untouched network.
@@ -20,6 +21,7 @@ import numpy as np
 
 from models.backbones import BackboneSpec
 from models.errors import BackboneError
+from models.recipe import LEGACY, FeatureRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -32,22 +34,33 @@ OPSET = 17
 EXPORT_TOLERANCE = 1e-4
 
 
-def images_to_features(spec: BackboneSpec, network: torch.nn.Module) -> torch.nn.Module:
-    """uint8 (N, H, W, 3) -> L2-normalised float32 features (N, D), as one module."""
+def images_to_features(
+    spec: BackboneSpec,
+    network: torch.nn.Module,
+    recipe: FeatureRecipe = LEGACY,
+    center: np.ndarray | None = None,
+    *,
+    superset: bool = False,
+) -> torch.nn.Module:
+    """uint8 (N, H, W, 3) -> the recipe's L2-normalised float32 features (N, D), or raw superset rows, as one module."""
     import torch
+
+    from models.recipe_modules import RecipeModule, SupersetModule
+
+    features = SupersetModule(network) if superset else RecipeModule(network, recipe, center)
 
     class ImagesToFeatures(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.network = network
+            self.features = features
             self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             mean, std = self.get_buffer("mean"), self.get_buffer("std")
             batch = (images.permute(0, 3, 1, 2).float() - mean) / std
-            pooled = self.network.extract_features(batch).mean(dim=(2, 3))  # type: ignore[operator]
-            return torch.nn.functional.normalize(pooled, dim=1)
+            result: torch.Tensor = self.features(batch)
+            return result
 
     return ImagesToFeatures().eval()
 
@@ -70,8 +83,18 @@ def onnx_session(path: Path, *, threads: int = 1) -> object:
         raise BackboneError(f"{path}: ONNX Runtime cannot load the exported backbone: {exc}") from exc
 
 
-def export_backbone(spec: BackboneSpec, network: torch.nn.Module, path: Path, check_images: np.ndarray) -> float:
-    """Write `network` as an ONNX graph to `path`; returns the largest feature difference on `check_images`.
+def export_backbone(
+    spec: BackboneSpec,
+    network: torch.nn.Module,
+    path: Path,
+    check_images: np.ndarray,
+    *,
+    recipe: FeatureRecipe = LEGACY,
+    center: np.ndarray | None = None,
+    superset: bool = False,
+) -> float:
+    """Write `network` with its recipe as an ONNX graph to `path`; returns the largest feature difference on
+    `check_images`.
 
     Raises BackboneError (and leaves no file) when ONNX Runtime's features differ from torch's by more
     than EXPORT_TOLERANCE on the check images, which should be real photos in the model's input size.
@@ -80,10 +103,10 @@ def export_backbone(spec: BackboneSpec, network: torch.nn.Module, path: Path, ch
 
     if check_images.ndim != 4 or check_images.dtype != np.uint8 or len(check_images) == 0:
         raise ValueError(f"check images must be a non-empty uint8 (N, H, W, 3) batch, got {check_images.shape}")
-    reference_module = images_to_features(spec, network)
+    reference_module = images_to_features(spec, network, recipe, center, superset=superset)
     with torch.inference_mode():
         expected = reference_module(torch.from_numpy(np.ascontiguousarray(check_images))).numpy()
-    exported = images_to_features(spec, copy.deepcopy(network)).float()
+    exported = images_to_features(spec, copy.deepcopy(network), recipe, center, superset=superset).float()
     example = torch.zeros(1, spec.input_size, spec.input_size, 3, dtype=torch.uint8)
     try:
         with warnings.catch_warnings():

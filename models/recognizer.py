@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.answer import Answerer
 from models.artifact import ModelBundle, load_model
 from models.backbones import BackboneSpec, file_sha256, get_backbone
 from models.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
@@ -32,6 +33,7 @@ class Recognizer:
     bundle: ModelBundle
     engine: Engine
     spec: BackboneSpec
+    answerer: Answerer
 
     @classmethod
     def load(
@@ -48,14 +50,15 @@ class Recognizer:
             raise BackboneError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
         bundle = load_model(model_dir)
         spec = get_backbone(str(bundle.backbone["name"]))
-        if bundle.head.feature_dim != spec.feature_dim:
+        if bundle.recipe.parts == ("head",) and bundle.head.feature_dim != spec.feature_dim:
             raise ArtifactError(
                 f"{bundle.path}: head expects {bundle.head.feature_dim}-d features, "
                 f"{spec.name} gives {spec.feature_dim}"
             )
         built = _build_engine(bundle, spec, weights=weights, device=device, engine=engine, cpu_threads=cpu_threads)
         logger.info("serving model %s version %s on %s (%s)", bundle.name, bundle.version, built.name, built.device)
-        return cls(bundle=bundle, engine=built, spec=spec)
+        answerer = Answerer(bundle.head, bundle.gallery, bundle.novelty)
+        return cls(bundle=bundle, engine=built, spec=spec, answerer=answerer)
 
     @property
     def input_size(self) -> int:
@@ -71,8 +74,7 @@ class Recognizer:
 
     def classify(self, features: np.ndarray, *, matches: int = 3) -> list[Decision]:
         """The head's decision for each feature row, with its novelty and up to `matches` nearest enrolled photos."""
-        head = self.bundle.head
-        return [head.decide(row) for row in head.probabilities(features)]
+        return self.answerer.answer(features, matches=matches)
 
 
 def _cuda_usable(device: str) -> bool:
@@ -118,7 +120,9 @@ def _torch_extractor(
 ) -> Any:
     from models.features import FeatureExtractor
 
-    extractor = FeatureExtractor(spec, weights=weights, device=device, cpu_threads=cpu_threads)
+    extractor = FeatureExtractor(
+        spec, weights=weights, device=device, cpu_threads=cpu_threads, recipe=bundle.recipe, center=bundle.center
+    )
     expected = bundle.backbone.get("weights_sha256")
     if expected and file_sha256(extractor.weights_path) != expected:
         raise ArtifactError(

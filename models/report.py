@@ -2,12 +2,15 @@
 
 The numbers come from out-of-fold answers on the real photos (never their synthetic copies): accuracy,
 macro-F1, a per-product table, the confusion matrix, and the precision/coverage trade-off of the
-"unknown" threshold with the threshold the model ships with.
+"unknown" threshold with the threshold the model ships with. Where products were hidden from the classifier,
+the open-set figures too: how well the novelty score refuses never-seen products while known ones are still
+answered right, per product, and the product pairs most often confused.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import numpy as np
 
 MAX_CURVE_POINTS = 101
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "precision_coverage.png")
+OPEN_SET_FILE = "open_set.png"  # written, besides REPORT_FILES, only when the report has an "open_set" entry
 
 
 def precision_by_threshold(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,6 +80,93 @@ def evaluation(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
     }
 
 
+def _share(count: float, total: int) -> float:
+    """count / total rounded to 6 places; 0.0 for an empty total."""
+    return round(float(count) / total, 6) if total else 0.0
+
+
+def open_set_curve(novelty: np.ndarray, unseen: np.ndarray, correct: np.ndarray, threshold: float) -> dict[str, Any]:
+    """How a novelty threshold (refuse "unknown" at novelty >= threshold) trades never-seen frames refused
+    against known frames answered right: AUROC, the shipped point and the curve over distinct novelties.
+
+    `correct` is ignored on unseen rows. Shares of an empty group are 0.0; AUROC is None with one group only.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    novelty = np.asarray(novelty, dtype=float).ravel()
+    unseen = np.asarray(unseen, dtype=bool).ravel()
+    right = np.asarray(correct, dtype=bool).ravel() & ~unseen
+    n_unseen, n_known = int(unseen.sum()), int((~unseen).sum())
+    refused = novelty >= threshold
+    auroc = round(float(roc_auc_score(unseen, novelty)), 6) if n_unseen and n_known else None
+
+    order = np.argsort(-novelty, kind="stable")
+    values = novelty[order]
+    refused_unseen = np.cumsum(unseen[order])  # unseen rows at or above each row's novelty
+    refused_right = np.cumsum(right[order])
+    last_of_value = np.flatnonzero(np.append(values[1:] < values[:-1], True)) if len(values) else np.arange(0)
+    if len(last_of_value) > MAX_CURVE_POINTS:
+        last_of_value = last_of_value[np.linspace(0, len(last_of_value) - 1, MAX_CURVE_POINTS).astype(int)]
+    total_right = int(right.sum())
+    curve = [
+        {
+            "threshold": round(float(values[i]), 6),
+            "unseen_refused": _share(refused_unseen[i], n_unseen),
+            "known_answered_right": _share(total_right - refused_right[i], n_known),
+        }
+        for i in last_of_value
+    ]
+    return {
+        "auroc": auroc,
+        "threshold": float(threshold),
+        "unseen_refused": _share(np.sum(refused & unseen), n_unseen),
+        "known_answered_right": _share(np.sum(~refused & right), n_known),
+        "known_refused": _share(np.sum(refused & ~unseen), n_known),
+        "unseen_frames": n_unseen,
+        "known_frames": n_known,
+        "curve": curve,
+    }
+
+
+def open_set_by_product(
+    novelty: np.ndarray, products: np.ndarray, unseen: np.ndarray, correct: np.ndarray, threshold: float
+) -> list[dict[str, Any]]:
+    """Per true product, sorted by name: frames, whether it was seen by the classifier, the share refused
+    at the threshold and the share answered right (0 for a never-seen product)."""
+    novelty = np.asarray(novelty, dtype=float).ravel()
+    products = np.asarray(products).astype(str).ravel()
+    unseen = np.asarray(unseen, dtype=bool).ravel()
+    right = np.asarray(correct, dtype=bool).ravel() & ~unseen
+    refused = novelty >= threshold
+    rows = []
+    for product in sorted(set(products.tolist())):
+        rows_of = products == product
+        frames = int(rows_of.sum())
+        rows.append(
+            {
+                "product": product,
+                "frames": frames,
+                "seen": not bool(unseen[rows_of].all()),
+                "refused": _share(np.sum(refused & rows_of), frames),
+                "answered_right": _share(np.sum(~refused & right & rows_of), frames),
+            }
+        )
+    return rows
+
+
+def confused_pairs(truth: np.ndarray, predicted: np.ndarray, top: int = 5) -> list[dict[str, Any]]:
+    """The `top` product pairs most often mistaken for each other, both directions counted together;
+    largest count first, ties by name."""
+    answers = zip(np.asarray(truth).astype(str).ravel(), np.asarray(predicted).astype(str).ravel(), strict=True)
+    mistakes = Counter((str(t), str(p)) for t, p in answers if t != p)
+    rows: list[dict[str, Any]] = []
+    for a, b in sorted({(min(t, p), max(t, p)) for t, p in mistakes}):
+        count = mistakes[a, b] + mistakes[b, a]
+        rows.append({"products": [a, b], "count": count, "a_as_b": mistakes[a, b], "b_as_a": mistakes[b, a]})
+    rows.sort(key=lambda row: -int(row["count"]))  # stable: ties stay in name order
+    return rows[: max(top, 0)]
+
+
 def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
     import matplotlib
 
@@ -125,10 +216,88 @@ def _plot_curve(path: Path, curve: list[dict[str, float]], threshold: float, tar
     plt.close(figure)
 
 
+def _plot_open_set(path: Path, open_set: Mapping[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = open_set.get("curve", [])
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    axes.plot([p["unseen_refused"] for p in curve], [p["known_answered_right"] for p in curve], marker=".", linewidth=1)
+    shipped = (open_set["unseen_refused"], open_set["known_answered_right"])
+    threshold = float(open_set["threshold"])
+    axes.scatter([shipped[0]], [shipped[1]], color="red", zorder=3, label=f"shipped (novelty {threshold:.3f})")
+    right_side = shipped[0] > 0.6  # below the point, clear of the curve; left of it near the right edge
+    axes.annotate(
+        f"novelty >= {threshold:.3f}",
+        shipped,
+        textcoords="offset points",
+        xytext=(-8 if right_side else 8, -10),
+        ha="right" if right_side else "left",
+        va="top",
+        fontsize=8,
+        color="red",
+    )
+    axes.set_xlabel("never-seen frames refused ('unknown')")
+    axes.set_ylabel("known frames answered right")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.legend(loc="lower left")
+    auroc = open_set.get("auroc")
+    axes.set_title(f"Open set: never-seen vs known (AUROC {'n/a' if auroc is None else f'{auroc:.3f}'})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def _classifier_row(level: str, entry: Mapping[str, Any]) -> str:
     others = sorted(((score, label) for label, score in entry["candidates"].items() if label != entry["chosen"]))
     runner_up = f"{others[-1][1]} ({others[-1][0]:.3f})" if others else "-"
     return f"| {level} | {entry['chosen']} | {entry['cv_macro_f1']:.3f} | {runner_up} |"
+
+
+def _open_set_lines(report: Mapping[str, Any]) -> list[str]:
+    """The "Open set" and "Most confused" sections, each only when its numbers are in the report."""
+    lines: list[str] = []
+    open_set = report.get("open_set")
+    if open_set is not None:
+        auroc = open_set.get("auroc")
+        lines += [
+            "## Open set",
+            "",
+            f"- never-seen products told from known ones by novelty: AUROC "
+            f"{'n/a' if auroc is None else f'{auroc:.3f}'} ({open_set['unseen_frames']} never-seen frames, "
+            f"{open_set['known_frames']} known)",
+            f"- shipped 'unknown' at novelty {float(open_set['threshold']):.3f}: never-seen refused "
+            f"{open_set['unseen_refused']:.1%}, known answered right {open_set['known_answered_right']:.1%}, "
+            f"known refused {open_set['known_refused']:.1%}",
+            "",
+            "![open set](open_set.png)",
+            "",
+        ]
+        by_product = report.get("open_set_by_product")
+        if by_product:
+            lines += [
+                "| product | frames | seen | refused | answered right |",
+                "| --- | --- | --- | --- | --- |",
+                *[
+                    f"| {r['product']} | {r['frames']} | {'yes' if r['seen'] else 'no'} | {r['refused']:.1%} "
+                    f"| {r['answered_right']:.1%} |"
+                    for r in by_product
+                ],
+                "",
+            ]
+    pairs = report.get("confused_pairs")
+    if pairs is not None:
+        lines += ["## Most confused", ""]
+        lines += [
+            f"- {a} / {b}: {p['count']} ({a} as {b}: {p['a_as_b']}, {b} as {a}: {p['b_as_a']})"
+            for p in pairs
+            for a, b in [p["products"]]
+        ] or ["- no product mistaken for another"]
+        lines.append("")
+    return lines
 
 
 def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
@@ -168,12 +337,14 @@ def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
         "",
         "![precision / coverage](precision_coverage.png)",
         "",
+        *_open_set_lines(report),
     ]
     return "\n".join(lines)
 
 
 def write_report(folder: Path, *, name: str, version: str, report: Mapping[str, Any]) -> list[str]:
-    """Write REPORT_FILES into `folder` (a model version being staged); returns the names written."""
+    """Write REPORT_FILES into `folder` (a model version being staged), and OPEN_SET_FILE when the report
+    has an "open_set" entry; returns the names written."""
     if "cv_evaluation" not in report:
         (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return ["report.json"]  # too few photos per product to cross-validate: numbers only
@@ -187,4 +358,8 @@ def write_report(folder: Path, *, name: str, version: str, report: Mapping[str, 
         float(report["product_threshold"]),
         float(report["target_precision"]),
     )
-    return list(REPORT_FILES)
+    written = list(REPORT_FILES)
+    if report.get("open_set") is not None:
+        _plot_open_set(folder / OPEN_SET_FILE, report["open_set"])
+        written.append(OPEN_SET_FILE)
+    return written

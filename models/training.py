@@ -38,9 +38,12 @@ from models.decode import decode_image, decode_photo, resize_center_crop
 from models.errors import DatasetError, ImageError
 from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
+from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
 from models.head import CATEGORY_FIRST, FLAT, ProductHead, compose
+from models.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
-from models.report import evaluation, precision_by_threshold, write_report
+from models.recipe import CANDIDATES, SUPERSET_VERSION, FeatureRecipe, combine_parts, finish, fit_center
+from models.report import confused_pairs, evaluation, precision_by_threshold, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -467,7 +470,102 @@ def fit_nodes(
     return fitted
 
 
+AUTO = "auto"  # structure: cross-validation chooses between flat and category-first
+
+
+def choose_recipe(
+    superset: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    recipes: Sequence[FeatureRecipe],
+    seed: int,
+    tuning_photos: int | None,
+) -> tuple[FeatureRecipe, dict[str, float]]:
+    """The recipe with the best cross-validated macro-F1 of one flat default classifier, on the same photo folds
+    (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties."""
+    from sklearn.metrics import f1_score
+
+    if len(recipes) == 1:
+        return recipes[0], {}
+    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
+    rows, y, g, fake = superset[tuning], labels[tuning], groups[tuning], synthetic[tuning]
+    real = np.flatnonzero(~fake)
+    folds = fold_count(y[real])
+    if folds < 2:
+        return recipes[0], {}
+    splits = photo_folds(real, y[real], g, folds, seed)
+    node = Node(None, np.ones(len(y), dtype=bool), y)
+    scores: dict[str, float] = {}
+    best, best_score = recipes[0], -1.0
+    for recipe in recipes:
+        combined = combine_parts(rows, recipe)
+        x = finish(combined, fit_center(combined[real], recipe))
+        tuned = tune_node(node, x, real, splits, [DEFAULT_CANDIDATE], seed=seed, tick=lambda: None)
+        score = float(f1_score(y[real], tuned.classes[tuned.oof.argmax(axis=1)], average="macro"))
+        scores[recipe.label] = round(score, 4)
+        if score > best_score + 1e-9:
+            best, best_score = recipe, score
+    logger.info("feature recipe chosen by cross-validated macro-F1: %s (%s)", best.label, scores)
+    return best, scores
+
+
+def choose_structure(
+    features: np.ndarray,
+    labels: np.ndarray,
+    categories: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    categories_of: Mapping[str, str],
+    seed: int,
+) -> tuple[str, dict[str, float]]:
+    """Flat or category-first, whichever has the better cross-validated macro-F1 with the default classifier
+    at every node (the full search then runs once, on the structure chosen). Flat wins ties: it is simpler."""
+    from sklearn.metrics import f1_score
+
+    if len(np.unique(categories)) < 2:
+        return FLAT, {}
+    scores: dict[str, float] = {}
+    for structure in (FLAT, CATEGORY_FIRST):
+        cv = cross_validate(
+            features,
+            labels,
+            categories,
+            groups,
+            synthetic,
+            categories_of=categories_of,
+            structure=structure,
+            search=[DEFAULT_CANDIDATE],
+            seed=seed,
+            show_progress=False,
+        )
+        if cv is None:
+            return FLAT, {}
+        scores[structure] = round(float(f1_score(cv.oof.labels, cv.oof.predicted, average="macro")), 4)
+    return (CATEGORY_FIRST if scores[CATEGORY_FIRST] > scores[FLAT] else FLAT), scores
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    head: ProductHead
+    report: dict[str, Any]
+    novelty: NoveltyModel | None
+
+
 def fit_head(
+    features: np.ndarray,
+    products: list[str],
+    categories_of: dict[str, str],
+    **options: Any,
+) -> tuple[ProductHead, dict[str, Any]]:
+    """`fit_model` without the novelty score: (head, report)."""
+    fitted = fit_model(features, products, categories_of, **options)
+    return fitted.head, fitted.report
+
+
+def fit_model(
     features: np.ndarray,
     products: list[str],
     categories_of: dict[str, str],
@@ -478,44 +576,51 @@ def fit_head(
     seed: int = 0,
     groups: np.ndarray | None = None,
     synthetic: np.ndarray | None = None,
-    structure: str = CATEGORY_FIRST,
+    structure: str = AUTO,
     search: Sequence[Candidate] | None = None,
     show_progress: bool = False,
     tuning_photos: int | None = None,
-) -> tuple[ProductHead, dict[str, Any]]:
-    """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown" thresholds on
-    the head's out-of-fold probabilities to `target_precision` unless given explicitly.
+    refuse_unseen: float | None = None,
+    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT,
+) -> FittedHead:
+    """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown".
 
     `structure` category-first fits a category classifier and one product classifier per category (each
-    chosen separately from `search`); flat fits one classifier over all products. With synthetic copies
-    (`synthetic` True, `groups` naming each row's photo), folds split photos, never a photo from its copies:
-    a fold trains on its photos and their copies and is scored on real photos only. With more than
-    `tuning_photos` photos, the choice and the thresholds come from a stratified sample of that many photos
-    (with their copies); the chosen classifiers are then fitted on everything.
+    chosen separately from `search`); flat fits one classifier over all products; auto lets cross-validation
+    choose. With synthetic copies (`synthetic` True, `groups` naming each row's photo), folds split photos,
+    never a photo from its copies: a fold trains on its photos and their copies and is scored on real photos
+    only. With more than `tuning_photos` photos, the choice and the calibration come from a stratified sample
+    of that many photos (with their copies); the chosen classifiers are then fitted on everything.
+
+    "Unknown": with `refuse_unseen` (and three or more products), a novelty score is fitted on
+    leave-products-out folds (models.openset) to refuse that share of never-seen products, and the product
+    threshold is 0 unless given (the novelty score decides); otherwise the thresholds are calibrated on the
+    out-of-fold answers to `target_precision`, as before galleries.
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
-    structure = resolve_structure(structure, categories)
-    nodes = head_nodes(all_labels, categories, structure)
     report: dict[str, Any] = {
         "images": int((~synthetic).sum()),
         "synthetic_images": int(synthetic.sum()),
         "products": len(np.unique(all_labels)),
         "target_precision": target_precision,
-        "structure": structure,
     }
     tuning = tuning_sample(all_labels, groups, synthetic, tuning_photos, seed)
     if not tuning.all():
         report["tuned_on_images"] = int((tuning & ~synthetic).sum())
+    sample = (features[tuning], all_labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
+    if structure == AUTO:
+        structure, structure_scores = choose_structure(*sample, categories_of=categories_of, seed=seed)
+        if structure_scores:
+            report["structure_cv_macro_f1"] = structure_scores
+    structure = resolve_structure(structure, categories)
+    report["structure"] = structure
+    nodes = head_nodes(all_labels, categories, structure)
     cv = cross_validate(
-        features[tuning],
-        all_labels[tuning],
-        categories[tuning],
-        groups[tuning],
-        synthetic[tuning],
+        *sample,
         categories_of=categories_of,
         structure=structure,
         search=search,
@@ -531,11 +636,39 @@ def fit_head(
             {name: entry["chosen"] for name, entry in report["classifiers"].items()},
         )
     oof = cv.oof if cv is not None else None
+    novelty = None
+    calibration = None
+    if refuse_unseen is not None:
+        from models.openset import calibrate_open_set, fold_answers
+
+        tuned_features, tuned_labels, _, tuned_groups, tuned_synthetic = sample
+        answers = fold_answers(
+            tuned_features,
+            tuned_labels,
+            tuned_groups,
+            tuned_synthetic,
+            categories_of=categories_of,
+            structure=structure,
+            chosen=chosen,
+            seed=seed,
+            max_per_product=gallery_per_product,
+        )
+        if answers is not None:
+            calibration = calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
+            novelty = calibration.novelty
+            report.update(calibration.report)
+        else:
+            logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
+    if calibration is not None:
+        product_threshold = 0.0 if product_threshold is None else product_threshold
+        if category_threshold is None:
+            category_threshold = calibration.category_threshold
     product_threshold, category_threshold = unknown_thresholds(
         oof, target_precision, product_threshold, category_threshold
     )
     if oof is not None:
         report.update(cv_report(oof, product_threshold))
+        report["confused_pairs"] = confused_pairs(oof.labels, oof.predicted)
     report.update(product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6))
     logger.info(
         "unknown thresholds: product %.3f, category %.3f (%s)",
@@ -551,7 +684,7 @@ def fit_head(
         product_threshold=product_threshold,
         category_threshold=category_threshold,
     )
-    return head, report
+    return FittedHead(head, report, novelty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -575,10 +708,19 @@ class TrainOptions:
     transforms: tuple[str, ...] = ALL_TRANSFORMS
     backgrounds: Path | None = None
     seed: int = 0
-    structure: str = CATEGORY_FIRST
+    structure: str = AUTO
+    recipes: tuple[FeatureRecipe, ...] = CANDIDATES  # cross-validation chooses among them
+    refuse_unseen: float | None = DEFAULT_REFUSE_UNSEEN  # None: thresholds from known products only
+    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
     classifiers: tuple[str, ...] = KINDS
     preprocessing: tuple[str, ...] = PREPROCESSING
     tuning_photos: int | None = 3000  # cross-validate on a stratified sample of this many photos (None: all)
+
+
+def photo_ids(images: Sequence[LabelledImage], root: Path) -> tuple[list[str], list[str]]:
+    """Each photo's stable id: its path under the image folder, and the sha256 of its bytes."""
+    paths = [item.path.relative_to(root).as_posix() for item in images]
+    return paths, [file_sha256(item.path) for item in images]
 
 
 def train(options: TrainOptions) -> Path:
@@ -586,7 +728,7 @@ def train(options: TrainOptions) -> Path:
     catalog = load_catalog(options.catalog)
     images = scan_images(options.images, catalog)
     spec = get_backbone(options.backbone)
-    extractor = FeatureExtractor(spec, weights=options.weights, device=options.device, cpu_threads=None)
+    extractor = FeatureExtractor(spec, weights=options.weights, device=options.device, cpu_threads=None, superset=True)
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
     augmenter = None
     if options.synthetic_per_image and options.transforms:
@@ -595,11 +737,8 @@ def train(options: TrainOptions) -> Path:
             names=options.transforms, copies=options.synthetic_per_image, seed=options.seed, background=replacer
         )
     weights_sha256 = file_sha256(extractor.weights_path)
-    cache = (
-        FeatureCache(options.cache or options.out / ".feature-cache", f"{spec.name}:{weights_sha256}:{spec.input_size}")
-        if options.use_cache
-        else None
-    )
+    namespace = f"{spec.name}:{weights_sha256}:{spec.input_size}:superset-{SUPERSET_VERSION}"
+    cache = FeatureCache(options.cache or options.out / ".feature-cache", namespace) if options.use_cache else None
     data = extract_features(
         images,
         extractor,
@@ -608,9 +747,22 @@ def train(options: TrainOptions) -> Path:
         augmenter=augmenter,
         cache=cache,
     )
-    categories_of = {product: str(record["category"]) for product, record in catalog.items()}
-    head, report = fit_head(
+    labels = np.asarray(data.products)
+    recipe, recipe_scores = choose_recipe(
         data.features,
+        labels,
+        data.groups,
+        data.synthetic,
+        recipes=options.recipes,
+        seed=options.seed,
+        tuning_photos=options.tuning_photos,
+    )
+    combined = combine_parts(data.features, recipe)
+    center = fit_center(combined[~data.synthetic], recipe)
+    features = finish(combined, center)
+    categories_of = {product: str(record["category"]) for product, record in catalog.items()}
+    fitted = fit_model(
+        features,
         data.products,
         categories_of,
         target_precision=options.target_precision,
@@ -623,7 +775,23 @@ def train(options: TrainOptions) -> Path:
         search=candidates(options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
         tuning_photos=options.tuning_photos,
+        refuse_unseen=options.refuse_unseen,
+        gallery_per_product=options.gallery_per_product,
     )
+    head, report = fitted.head, fitted.report
+    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
+    paths, digests = photo_ids(images, options.images)
+    real = np.flatnonzero(~data.synthetic)  # rows of the photos themselves, in `images` order
+    gallery: Gallery = build_gallery(
+        features[real],
+        labels[real],
+        paths,
+        digests,
+        head.products,
+        max_per_product=options.gallery_per_product,
+        seed=options.seed,
+    )
+    report["gallery"] = {"photos": len(gallery.features), "max_per_product": options.gallery_per_product}
     if cache is not None:
         report["feature_cache"] = {"read": cache.hits, "computed": cache.misses}
         logger.info("features: %d read from the cache, %d computed", cache.hits, cache.misses)
@@ -631,7 +799,7 @@ def train(options: TrainOptions) -> Path:
         report["synthetic"] = {"per_image": augmenter.copies, "transforms": list(augmenter.names), "seed": options.seed}
     backbone = {
         "name": spec.name,
-        "feature_dim": spec.feature_dim,
+        "feature_dim": recipe.dim,
         "input_size": spec.input_size,
         "weights_sha256": weights_sha256,
     }
@@ -648,12 +816,15 @@ def train(options: TrainOptions) -> Path:
         }
         if options.export_onnx:
             network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
-            difference = export_backbone(spec, network, staging / ONNX_FILE, check)
+            difference = export_backbone(spec, network, staging / ONNX_FILE, check, recipe=recipe, center=center)
             record = {"file": ONNX_FILE, "opset": OPSET, "max_abs_difference": difference, "checked_on": len(check)}
             added["engines"] = {"onnxruntime": record}
         return added
 
-    summary = {key: value for key, value in report.items() if key != "cv_evaluation"}  # the tables: report.json
+    bulky = ("cv_evaluation", "open_set", "open_set_by_product")  # the tables and curves: report.json
+    summary = {key: value for key, value in report.items() if key not in bulky}
+    if "open_set" in report:
+        summary["open_set"] = {key: value for key, value in report["open_set"].items() if key != "curve"}
     return write_model(
         options.out,
         name=options.name,
@@ -663,4 +834,8 @@ def train(options: TrainOptions) -> Path:
         extra={"training": summary},
         version=version,
         write_files=write_extras,
+        recipe=recipe,
+        center=center,
+        gallery=gallery,
+        novelty=fitted.novelty,
     )

@@ -128,6 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cache=Path(args.cache) if args.cache else None,
             use_cache=not args.no_cache,
             structure=args.structure,
+            refuse_unseen=args.refuse_unseen or None,
+            gallery_per_product=args.gallery_per_product,
             classifiers=parse_names(args.classifiers, KINDS, "classifier"),
             preprocessing=parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
             tuning_photos=args.tuning_photos or None,
@@ -261,10 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
     train.add_argument(
         "--structure",
-        choices=("category-first", "flat"),
-        default="category-first",
+        choices=("auto", "category-first", "flat"),
+        default="auto",
         help="category-first: a category classifier, then one product classifier per category; "
-        "flat: one classifier over every product",
+        "flat: one classifier over every product; auto: cross-validation chooses",
+    )
+    train.add_argument(
+        "--refuse-unseen",
+        type=float,
+        default=0.8,
+        help="the operating point: refuse at least this share of never-seen products, as measured on folds that "
+        "hide whole products (0: no novelty score; 'unknown' then comes from --target-precision alone)",
+    )
+    train.add_argument(
+        "--gallery-per-product",
+        type=int,
+        default=500,
+        help="enrolled photos of each product kept in the gallery (their features, for matches and novelty)",
     )
     train.add_argument(
         "--classifiers",

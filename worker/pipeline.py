@@ -393,6 +393,8 @@ class FramePipeline:
             confidence=decision.confidence,
             category_confidence=decision.category_confidence,
             top_k=decision.top_k,
+            novelty=decision.novelty,
+            matches=list(decision.matches),
             catalog=model.catalog.get(decision.product) if decision.product else None,
             model_name=model.info.name,
             model_version=model.info.version,

@@ -6,6 +6,7 @@ Built lazily in the process that runs tasks (after any fork), so CUDA is never t
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
 from worker.reload import ModelReloader, ModelSlot
-from worker.settings import TRANSPORT_ONLY_ENGINE, WorkerSettings
+from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Runtime:
             recognizer = Recognizer.load(
                 path, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
             )
-            return served_model(recognizer, limits)
+            return served_model(recognizer, limits, matches=settings.matches)
 
         def describe(model: ServedModel) -> None:
             metrics.model.info(dict(model.description))
@@ -149,13 +150,14 @@ class Runtime:
         self.connection.stop()
 
 
-def served_model(recognizer: Recognizer, limits: DecodeLimits) -> ServedModel:
+def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int = DEFAULT_MATCHES) -> ServedModel:
+    """A loaded recognizer as the pipeline serves it; each result names up to `matches` nearest enrolled photos."""
     bundle, engine = recognizer.bundle, recognizer.engine
     return ServedModel(
         info=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
         prepare=lambda data: engine.prepare(data, limits),
         features=engine.features,
-        classify=recognizer.classify,
+        classify=functools.partial(recognizer.classify, matches=matches),
         catalog=bundle.catalog,
         description={
             "name": bundle.name,
@@ -170,7 +172,8 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits) -> ServedModel:
 
 def transport_only_model() -> ServedModel:
     """The `none` engine: frames skip decode and features and are answered `unknown`, so the transport's own
-    ceiling can be measured on any box (as Triton's identity models serve its perf analyzer)."""
+    ceiling can be measured on any box (as Triton's identity models serve its perf analyzer). It has no gallery:
+    its results carry novelty null and no matches."""
 
     def unknown(features: np.ndarray) -> list[Decision]:
         return [Decision("unknown", None, None, 0.0, 0.0, []) for _ in range(len(features))]

@@ -36,6 +36,8 @@ GPU_MAX_BATCH = 32
 # one worker process per box, one lane per core.
 # On a GPU a second lane prepares and copies the next batch while one computes.
 GPU_LANES = 2
+DEFAULT_MATCHES = 3  # nearest enrolled photos a result names (PARTSIGHT_MATCHES; 0: none)
+MAX_MATCHES = 50
 
 
 def usable_cores() -> int:
@@ -74,6 +76,7 @@ class WorkerSettings:
     dedupe_ttl_s: int = 24 * 3600
     publish_timeout_s: float = 10.0
     model_reload_s: float = 10.0  # how often the store's `current` is looked at; 0: never reload
+    matches: int = DEFAULT_MATCHES  # nearest enrolled photos each result names; 0: none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -107,6 +110,7 @@ class WorkerSettings:
             dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
             publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
+            matches=matches_from_env(env),
         )
 
 
@@ -115,3 +119,10 @@ def engine_from_env(env: Mapping[str, str]) -> str:
     if engine not in ENGINES:
         raise SettingsError(f"PARTSIGHT_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
     return engine
+
+
+def matches_from_env(env: Mapping[str, str]) -> int:
+    matches = env_int(env, "PARTSIGHT_MATCHES", DEFAULT_MATCHES, minimum=0)
+    if matches > MAX_MATCHES:
+        raise SettingsError(f"PARTSIGHT_MATCHES must be at most {MAX_MATCHES}, got {matches}")
+    return matches

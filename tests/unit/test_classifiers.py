@@ -119,7 +119,7 @@ def hierarchy_data(seed: int = 0) -> tuple[np.ndarray, list[str], dict[str, str]
 def test_category_first_head_multiplies_its_levels_and_survives_a_round_trip(tmp_path: Path) -> None:
     features, products, categories_of, centres = hierarchy_data()
     search = [Candidate("logistic", 10.0), Candidate("rbf_svm", 3.0, "standardize"), Candidate("knn", 5.0)]
-    head, report = fit_head(features, products, categories_of, search=search)
+    head, report = fit_head(features, products, categories_of, search=search, structure=CATEGORY_FIRST)
     assert head.structure == CATEGORY_FIRST and set(head.classifiers) == {None, "tops"}  # 'bags' has one product
     assert set(report["classifiers"]) == {"(categories)", "tops"}
     probe = features[:5]
@@ -165,7 +165,9 @@ def test_the_search_picks_what_cross_validation_prefers() -> None:
 
 def test_a_head_whose_classifiers_do_not_cover_its_products_is_refused() -> None:
     features, products, categories_of, _ = hierarchy_data()
-    head, _ = fit_head(features, products, categories_of, search=[Candidate("logistic", 10.0)])
+    head, _ = fit_head(
+        features, products, categories_of, search=[Candidate("logistic", 10.0)], structure=CATEGORY_FIRST
+    )
     with pytest.raises(ValueError, match="category 'tops' needs a classifier"):
         ProductHead(head.products, head.categories, {None: head.classifiers[None]}, structure=CATEGORY_FIRST)
 

@@ -122,6 +122,38 @@ def test_result_and_error_messages_carry_the_contract_fields() -> None:
         "completed_at",
     } <= set(result)
     assert result["schema"] == SCHEMA_VERSION and result["confidence"] == 0.912346
+    assert (result["novelty"], result["matches"]) == (None, [])  # a model without a gallery
     assert json.loads(encode(result)) == result
     error = error_message("cam", None, ErrorCode.IMAGE_TOO_LARGE, "too big", 0.0)
     assert error["error"] == {"code": "image_too_large", "message": "too big"} and error["frame_id"] is None
+
+
+def test_a_result_carries_novelty_and_the_nearest_enrolled_photos_rounded() -> None:
+    request = FrameRequest(device="cam", frame_id="f1", image=b"", received_at=0.0)
+    matches = [
+        {"product": "p1", "photo": "c1/p1/0001.png", "similarity": 0.91234567},
+        {"product": "p2", "photo": "c1/p2/0007.jpg", "similarity": 0.5},
+    ]
+    result = result_message(
+        request=request,
+        status="unknown",
+        product=None,
+        category=None,
+        confidence=0.4,
+        category_confidence=0.6,
+        top_k=[{"product": "p1", "category": "c1", "score": 0.4}],
+        novelty=0.123456789,
+        matches=matches,
+        catalog=None,
+        model_name="m",
+        model_version="v1",
+        timings=Timings(queue=1, decode=2, features=3, classify=0.1, total=6.1),
+        completed_at=1.0,
+    )
+    assert result["novelty"] == 0.123457
+    assert result["matches"] == [
+        {"product": "p1", "photo": "c1/p1/0001.png", "similarity": 0.912346},
+        {"product": "p2", "photo": "c1/p2/0007.jpg", "similarity": 0.5},
+    ]
+    assert list(result).index("top_k") < list(result).index("novelty") < list(result).index("catalog")
+    assert json.loads(encode(result)) == result

@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 from concurrent.futures import Future
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from worker.ledger import DONE, FrameLedger, ledger_key
 from worker.metrics import WorkerMetrics
 from worker.pipeline import BatchOutcome, FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import DELIVERED, REFUSED, UNCONFIRMED, Answer
+from worker.runtime import served_model as served_recognizer
 from worker.runtime import transport_only_model
 
 
@@ -342,6 +344,7 @@ def test_the_transport_only_engine_answers_unknown_without_decoding(parts) -> No
     assert statuses(pipeline.handle(task)) == ["unknown", "unknown"]
     assert [message["status"] for _, message in publisher.sent] == ["unknown", "unknown"]
     assert publisher.sent[0][1]["model"] == {"name": "transport-only", "version": "none"}
+    assert all((message["novelty"], message["matches"]) == (None, []) for _, message in publisher.sent)
 
 
 def test_an_unconfirmed_answer_keeps_its_claim_and_a_late_puback_records_it(parts) -> None:
@@ -395,3 +398,48 @@ def test_stored_frame_data_that_cannot_be_read_is_answered_internal_not_retried(
     outcome = pipeline.handle({"frames": [entry, entry_for(frames, jpeg(), "fine")]})
     assert statuses(outcome) == ["internal", "recognized"] and outcome.retry == []
     assert publisher.sent[0][1]["error"]["code"] == "internal" and redis.zcard(PENDING_KEY) == 0
+
+
+def test_a_results_novelty_and_nearest_enrolled_photos_come_from_its_decision(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts
+    nearest = (
+        {"product": "valve", "photo": "fittings/valve/0003.png", "similarity": 0.8765432},
+        {"product": "elbow", "photo": "fittings/elbow/0011.png", "similarity": 0.61},
+    )
+
+    def with_gallery(features: np.ndarray) -> list[Decision]:
+        return [dataclasses.replace(decision, novelty=0.0812345, matches=nearest) for decision in classify(features)]
+
+    pipeline._model = lambda: served_model("v7", classify=with_gallery)
+    assert statuses(pipeline.handle(task_for(frames, jpeg()))) == ["recognized"]
+    message = publisher.sent[0][1]
+    assert message["novelty"] == 0.081235
+    assert message["matches"] == [
+        {"product": "valve", "photo": "fittings/valve/0003.png", "similarity": 0.876543},
+        {"product": "elbow", "photo": "fittings/elbow/0011.png", "similarity": 0.61},
+    ]
+
+
+def test_a_model_without_a_gallery_answers_novelty_null_and_no_matches(parts) -> None:
+    pipeline, frames, publisher, _, _ = parts  # the fixture's classify leaves novelty and matches at their defaults
+    assert statuses(pipeline.handle(task_for(frames, jpeg()))) == ["recognized"]
+    message = publisher.sent[0][1]
+    assert message["novelty"] is None and message["matches"] == []
+
+
+def test_a_served_recognizer_is_asked_for_the_configured_number_of_matches() -> None:
+    asked: list[int] = []
+
+    def recognizer_classify(features: np.ndarray, *, matches: int = 3) -> list[Decision]:
+        asked.append(matches)
+        return classify(features)
+
+    bundle = SimpleNamespace(name="m", version="v1", catalog={}, head=SimpleNamespace(categories=("fittings",)))
+    engine = SimpleNamespace(name="onnxruntime", device="cpu", prepare=None, features=mean_features)
+    recognizer = SimpleNamespace(
+        bundle=bundle, engine=engine, input_size=16, spec=SimpleNamespace(name="b"), classify=recognizer_classify
+    )
+    for configured in (0, 7):
+        model = served_recognizer(recognizer, DecodeLimits(), matches=configured)  # type: ignore[arg-type]
+        assert len(model.classify(np.zeros((2, 4), dtype=np.float32))) == 2
+    assert asked == [0, 7]

@@ -119,3 +119,16 @@ def test_an_engine_the_worker_does_not_know_is_refused_by_name() -> None:
     assert WorkerSettings.from_env({"PARTSIGHT_ENGINE": "none"}).engine == "none"
     with pytest.raises(SettingsError, match="PARTSIGHT_ENGINE must be one of"):
         WorkerSettings.from_env({"PARTSIGHT_ENGINE": "tensorrt"})
+
+
+def test_the_number_of_nearest_enrolled_photos_is_read_and_bounded() -> None:
+    assert WorkerSettings.from_env({}).matches == 3
+    assert WorkerSettings.from_env({"PARTSIGHT_MATCHES": "0"}).matches == 0  # turned off
+    assert WorkerSettings.from_env({"PARTSIGHT_MATCHES": "50"}).matches == 50
+    with pytest.raises(SettingsError, match="PARTSIGHT_MATCHES must be at most 50, got 51"):
+        WorkerSettings.from_env({"PARTSIGHT_MATCHES": "51"})
+    with pytest.raises(SettingsError, match="PARTSIGHT_MATCHES must be at least 0, got -1"):
+        WorkerSettings.from_env({"PARTSIGHT_MATCHES": "-1"})
+    for bad in ("three", "2.5"):
+        with pytest.raises(SettingsError, match="PARTSIGHT_MATCHES must be an integer"):
+            WorkerSettings.from_env({"PARTSIGHT_MATCHES": bad})

@@ -1,0 +1,167 @@
+"""The reference gallery: the feature vectors of a version's enrolled photos (never the photos), with their ids.
+
+Each row is one enrolled photo: its product, its id (its path under `images/`) and its sha256. A result
+names the nearest rows (`matches`), and the novelty score uses how close a frame comes to the photos of the
+product it is answered as, relative to how close that product's own photos come to each other (`spread`).
+
+Brute force in numpy: similarities are one matrix product of L2-normalised vectors (cosine). A gallery is
+kept to at most `max_per_product` photos of each product (a seeded random sample, which keeps the
+product's density), so its cost per frame stays a small share of the backbone's (measured in the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GALLERY_FILE = "gallery.npz"
+DEFAULT_MAX_PER_PRODUCT = 500
+
+
+@dataclass(frozen=True)
+class Gallery:
+    features: np.ndarray  # (N, D) float32, L2-normalised, rows grouped by product in `products` order
+    products: tuple[str, ...]  # the head's products
+    labels: np.ndarray  # (N,) int index into `products`, non-decreasing
+    photos: np.ndarray  # (N,) str: path under images/
+    sha256: np.ndarray  # (N,) str
+    spread_mean: np.ndarray  # (P,) mean similarity of a product's photo to its nearest other photo of it
+    spread_std: np.ndarray  # (P,)
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        if self.features.ndim != 2 or not (len(self.labels) == len(self.photos) == len(self.sha256) == n):
+            raise ValueError("a gallery's features, labels, photos and sha256 must have one row per photo")
+        if n and (np.any(np.diff(self.labels) < 0) or self.labels.min() < 0 or self.labels.max() >= len(self.products)):
+            raise ValueError("a gallery's rows must be grouped by product, in the head's order")
+        if set(np.unique(self.labels).tolist()) != set(range(len(self.products))):
+            raise ValueError("a gallery needs at least one photo of every product")
+        if self.spread_mean.shape != (len(self.products),) or self.spread_std.shape != (len(self.products),):
+            raise ValueError("a gallery needs the spread of every product")
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def similarities(self, queries: np.ndarray) -> np.ndarray:
+        """(Q, N) cosine similarities of L2-normalised queries to every gallery photo."""
+        result: np.ndarray = np.asarray(queries, dtype=np.float32) @ self.features.T
+        return result
+
+    def best_by_product(self, similarities: np.ndarray) -> np.ndarray:
+        """(Q, P) the highest similarity to any photo of each product."""
+        starts = np.searchsorted(self.labels, np.arange(len(self.products)))
+        best: np.ndarray = np.maximum.reduceat(similarities, starts, axis=1)
+        return best
+
+    def matches(self, similarities: np.ndarray, count: int) -> list[tuple[dict[str, Any], ...]]:
+        """The `count` nearest photos of each query, best first."""
+        if count <= 0 or similarities.shape[1] == 0:
+            return [() for _ in range(len(similarities))]
+        count = min(count, similarities.shape[1])
+        nearest = np.argpartition(-similarities, count - 1, axis=1)[:, :count]
+        out = []
+        for row, picks in zip(similarities, nearest, strict=True):
+            ordered = picks[np.argsort(-row[picks], kind="stable")]
+            out.append(
+                tuple(
+                    {
+                        "product": self.products[int(self.labels[i])],
+                        "photo": str(self.photos[i]),
+                        "similarity": round(float(row[i]), 6),
+                    }
+                    for i in ordered
+                )
+            )
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "features": self.features.astype(np.float16),
+            "labels": self.labels.astype(np.int32),
+            "photos": np.asarray(self.photos, dtype=str),
+            "sha256": np.asarray(self.sha256, dtype=str),
+            "spread_mean": self.spread_mean.astype(np.float32),
+            "spread_std": self.spread_std.astype(np.float32),
+        }
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **self.arrays())  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path, products: Sequence[str]) -> Gallery:
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(
+                features=stored["features"].astype(np.float32),
+                products=tuple(products),
+                labels=stored["labels"].astype(np.int64),
+                photos=stored["photos"],
+                sha256=stored["sha256"],
+                spread_mean=stored["spread_mean"].astype(np.float32),
+                spread_std=stored["spread_std"].astype(np.float32),
+            )
+
+
+def sample_rows(count: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most `limit` of `count` rows, a seeded random sample, in order."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def product_spread(features: np.ndarray, labels: np.ndarray, products: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per product, the mean and standard deviation of each photo's similarity to its nearest other photo of
+    the same product (a product with one photo gets mean 1, std 1: no spread is known)."""
+    mean = np.ones(products, dtype=np.float32)
+    std = np.ones(products, dtype=np.float32)
+    for index in range(products):
+        rows = features[labels == index]
+        if len(rows) < 2:
+            continue
+        similar = rows @ rows.T
+        np.fill_diagonal(similar, -np.inf)
+        nearest = similar.max(axis=1)
+        mean[index] = float(nearest.mean())
+        std[index] = max(float(nearest.std()), 0.02)
+    return mean, std
+
+
+def build_gallery(
+    features: np.ndarray,
+    product_of_row: Sequence[str] | np.ndarray,
+    photos: Sequence[str],
+    sha256: Sequence[str],
+    products: Sequence[str],
+    *,
+    max_per_product: int = DEFAULT_MAX_PER_PRODUCT,
+    seed: int = 0,
+) -> Gallery:
+    """A gallery of real photos' features, at most `max_per_product` of each product, grouped by product."""
+    x = np.asarray(features, dtype=np.float32)
+    names = np.asarray(product_of_row)
+    keep: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for index, product in enumerate(products):
+        rows = np.flatnonzero(names == product)
+        if len(rows) == 0:
+            raise ValueError(f"no photo of {product!r} for the gallery")
+        rows = rows[sample_rows(len(rows), max_per_product, seed + index)]
+        keep.append(rows)
+        labels.append(np.full(len(rows), index))
+    order = np.concatenate(keep)
+    label_array = np.concatenate(labels)
+    kept = x[order].astype(np.float16).astype(np.float32)  # as it will be read back
+    mean, std = product_spread(kept, label_array, len(products))
+    return Gallery(
+        features=kept,
+        products=tuple(products),
+        labels=label_array,
+        photos=np.asarray([photos[i] for i in order], dtype=str),
+        sha256=np.asarray([sha256[i] for i in order], dtype=str),
+        spread_mean=mean,
+        spread_std=std,
+    )

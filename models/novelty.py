@@ -1,0 +1,112 @@
+"""The novelty score: how unlike every enrolled product a frame looks, fitted on frames of products it never saw.
+
+Its inputs, per frame, combine the head with the gallery: the head's confidence in the product it answers and
+its margin over the runner-up, the similarity to the nearest enrolled photo of that product, the same
+relative to that product's own spread (how close its photos come to each other), and whether the gallery's
+nearest product is the head's answer. A logistic regression maps them to 0..1; it is fitted at training
+time on leave-products-out folds (models.training), where whole products are hidden, so their frames are
+real never-seen frames. The operating point is a setting a plant understands: refuse at least
+`refuse_unseen` of never-seen products; the threshold that does so on those folds ships in the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.classifiers import sigmoid
+
+INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
+DEFAULT_REFUSE_UNSEEN = 0.8
+
+
+def answered_index(probabilities: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """(N,) the product each row is answered as: the best product of the most likely category."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    names = sorted(set(categories))
+    member = np.array([[c == name for name in names] for c in categories], dtype=np.float64)  # (P, C)
+    best_category = (probs @ member).argmax(axis=1)
+    in_best = member[:, best_category].T.astype(bool)  # (N, P)
+    result: np.ndarray = np.where(in_best, probs, -1.0).argmax(axis=1)
+    return result
+
+
+def novelty_inputs(
+    probabilities: np.ndarray,
+    best_similarity: np.ndarray,
+    answered: np.ndarray,
+    spread_mean: np.ndarray,
+    spread_std: np.ndarray,
+) -> np.ndarray:
+    """(N, len(INPUTS)) the score's inputs; `best_similarity` (N, P) is each product's nearest gallery photo."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    rows = np.arange(len(probs))
+    confidence = probs[rows, answered]
+    ordered = np.sort(probs, axis=1)
+    margin = ordered[:, -1] - (ordered[:, -2] if probs.shape[1] > 1 else 0.0)
+    similarity = np.asarray(best_similarity, dtype=np.float64)[rows, answered]
+    z = (similarity - spread_mean[answered]) / spread_std[answered]
+    agrees = (np.asarray(best_similarity).argmax(axis=1) == answered).astype(np.float64)
+    return np.stack([confidence, margin, similarity, np.clip(z, -10, 10), agrees], axis=1)
+
+
+@dataclass(frozen=True)
+class NoveltyModel:
+    weights: np.ndarray  # (len(INPUTS),) on the raw inputs
+    bias: float
+    threshold: float  # refuse at or above
+    refuse_unseen: float  # the operating point it was chosen for
+
+    def score(self, inputs: np.ndarray) -> np.ndarray:
+        result: np.ndarray = sigmoid(np.asarray(inputs, dtype=np.float64) @ self.weights + self.bias)
+        return result
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "inputs": list(INPUTS),
+            "weights": [float(w) for w in self.weights],
+            "bias": float(self.bias),
+            "threshold": float(self.threshold),
+            "refuse_unseen": float(self.refuse_unseen),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> NoveltyModel:
+        if list(record["inputs"]) != list(INPUTS):
+            raise ValueError(f"novelty inputs {record['inputs']!r} are not {list(INPUTS)!r}")
+        weights = np.asarray(record["weights"], dtype=np.float64)
+        if weights.shape != (len(INPUTS),) or not np.isfinite(weights).all():
+            raise ValueError("novelty weights do not fit its inputs")
+        return cls(weights, float(record["bias"]), float(record["threshold"]), float(record["refuse_unseen"]))
+
+
+def threshold_for(scores: np.ndarray, refuse_share: float) -> float:
+    """The highest threshold that refuses (score >= threshold) at least `refuse_share` of `scores`."""
+    if len(scores) == 0:
+        return 1.0
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    needed = max(1, int(np.ceil(refuse_share * len(ordered) - 1e-9)))
+    return float(ordered[min(needed, len(ordered)) - 1])
+
+
+def fit_novelty(inputs: np.ndarray, unseen: np.ndarray, refuse_unseen: float = DEFAULT_REFUSE_UNSEEN) -> NoveltyModel:
+    """A balanced logistic regression of never-seen against known frames, and the threshold that refuses at
+    least `refuse_unseen` of the never-seen ones."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not 0.0 < refuse_unseen <= 1.0:
+        raise ValueError(f"the share of never-seen frames to refuse must be in (0, 1], got {refuse_unseen}")
+    x = np.asarray(inputs, dtype=np.float64)
+    y = np.asarray(unseen, dtype=bool)
+    if y.all() or not y.any():
+        raise ValueError("fitting the novelty score needs both never-seen and known frames")
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit((x - mean) / scale, y)
+    weights = model.coef_[0] / scale
+    bias = float(model.intercept_[0] - (model.coef_[0] * mean / scale).sum())
+    fitted = NoveltyModel(weights, bias, 1.0, refuse_unseen)
+    threshold = threshold_for(fitted.score(x[y]), refuse_unseen)
+    return NoveltyModel(weights, bias, threshold, refuse_unseen)

@@ -1,0 +1,155 @@
+"""Leave-products-out calibration: the novelty score and the category threshold, fitted on never-seen frames.
+
+Calibrating "unknown" on known products only cannot see what a never-seen product scores. Here each fold
+hides whole products (and, of the others, one share of the photos): a head with the classifiers training
+chose is fitted on the rest, a gallery built from the rest, and the hidden products' photos are scored as
+the real never-seen frames they are, beside the held-out photos of known products. The novelty score is
+fitted on those answers and its threshold set to refuse at least `refuse_unseen` of the never-seen frames.
+A hidden product whose category keeps other products in its fold is the "category known, product unknown"
+case: the category threshold is calibrated on the refused frames, so a refused frame names its category
+only when that is right `target_precision` of the time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.classifiers import Candidate
+from models.gallery import build_gallery
+from models.head import ProductHead
+from models.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs
+from models.report import confused_pairs, open_set_by_product, open_set_curve
+
+logger = logging.getLogger(__name__)
+
+MAX_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class FoldAnswers:
+    """Every scored frame of the leave-products-out folds."""
+
+    products: np.ndarray  # true product
+    unseen: np.ndarray  # its product was hidden in its fold
+    correct: np.ndarray  # answered with its own product
+    category_conf: np.ndarray
+    category_hit: np.ndarray  # the answered category is its own (never, for a hidden category)
+    inputs: np.ndarray  # the novelty score's inputs
+    predicted: np.ndarray
+
+
+@dataclass(frozen=True)
+class OpenSetCalibration:
+    novelty: NoveltyModel
+    category_threshold: float
+    report: dict[str, Any]
+
+
+def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The products each fold hides: shuffled, split into `folds` groups of near-equal size."""
+    shuffled = np.random.default_rng(seed).permutation(products)
+    return [group for group in np.array_split(shuffled, folds) if len(group)]
+
+
+def fold_answers(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    categories_of: Mapping[str, str],
+    structure: str,
+    chosen: Mapping[str | None, tuple[Candidate, float]],
+    seed: int,
+    max_per_product: int,
+) -> FoldAnswers | None:
+    """Answers on the folds; None when the photos cannot make them (fewer than 3 products, or 2 photos each)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from models.training import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure
+
+    real = np.flatnonzero(~synthetic)
+    products, counts = np.unique(labels[real], return_counts=True)
+    folds = min(MAX_FOLDS, len(products), int(counts.min()))
+    if len(products) < 3 or folds < 2:
+        return None
+    photo_splits = [
+        held for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(real, labels[real])
+    ]
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
+    for hidden, held_out in zip(product_groups(products, folds, seed), photo_splits, strict=True):
+        unseen_rows = real[np.isin(labels[real], hidden)]
+        known_rows = real[held_out][~np.isin(labels[real[held_out]], hidden)]
+        train = ~np.isin(labels, hidden) & ~np.isin(groups, groups[known_rows])
+        fold_categories = np.array([categories_of[str(p)] for p in labels[train]])
+        fold_structure = resolve_structure(structure, fold_categories)
+        nodes = head_nodes(labels[train], fold_categories, fold_structure)
+        picks = {node.scope: chosen.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
+        fitted = fit_nodes(nodes, picks, features[train], seed)
+        head_products = tuple(str(p) for p in np.unique(labels[train]))
+        head = ProductHead(
+            head_products, tuple(categories_of[p] for p in head_products), fitted, structure=fold_structure
+        )
+        train_real = np.flatnonzero(train & ~synthetic)
+        gallery = build_gallery(
+            features[train_real],
+            labels[train_real],
+            [""] * len(train_real),
+            [""] * len(train_real),
+            head_products,
+            max_per_product=max_per_product,
+            seed=seed,
+        )
+        scored = np.concatenate([unseen_rows, known_rows])
+        x = features[scored]
+        probs = head.probabilities(x)
+        best = gallery.best_by_product(gallery.similarities(x))
+        answered = answered_index(probs, head.categories)
+        predicted = np.asarray(head_products)[answered]
+        answered_category = np.asarray(head.categories)[answered]
+        member = np.asarray(head.categories)[None, :] == answered_category[:, None]
+        collected["products"].append(labels[scored])
+        collected["unseen"].append(np.arange(len(scored)) < len(unseen_rows))
+        collected["correct"].append(predicted == labels[scored])
+        collected["category_conf"].append((probs * member).sum(axis=1))
+        collected["category_hit"].append(answered_category == np.array([categories_of[str(p)] for p in labels[scored]]))
+        collected["inputs"].append(novelty_inputs(probs, best, answered, gallery.spread_mean, gallery.spread_std))
+        collected["predicted"].append(predicted)
+    return FoldAnswers(**{name: np.concatenate(parts) for name, parts in collected.items()})
+
+
+def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
+    """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
+    from models.training import calibrate_threshold
+
+    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen)
+    scores = novelty.score(answers.inputs)
+    refused = scores >= novelty.threshold
+    category_threshold = (
+        calibrate_threshold(answers.category_conf[refused], answers.category_hit[refused], target_precision)
+        if refused.any()
+        else 0.5
+    )
+    curve = open_set_curve(scores, answers.unseen, answers.correct, novelty.threshold)
+    known = ~answers.unseen
+    report = {
+        "open_set": curve,
+        "open_set_by_product": open_set_by_product(
+            scores, answers.products, answers.unseen, answers.correct, novelty.threshold
+        ),
+        "open_set_confused": confused_pairs(answers.products[known], answers.predicted[known]),
+        "novelty": {**novelty.record(), "category_threshold": round(category_threshold, 6)},
+    }
+    logger.info(
+        "novelty threshold %.3f: never-seen refused %.1f%%, known answered right %.1f%% (AUROC %s)",
+        novelty.threshold,
+        100 * curve["unseen_refused"],
+        100 * curve["known_answered_right"],
+        curve["auroc"],
+    )
+    return OpenSetCalibration(novelty, category_threshold, report)

@@ -1,0 +1,174 @@
+"""Feature recipes: what one forward pass of the frozen backbone is turned into, for the head and the gallery.
+
+A forward pass yields, besides the last layer, the outputs of the backbone's intermediate blocks (earlier
+blocks describe shape and texture, which the ImageNet-specialised last layer pools away). The *superset* is
+every part a recipe may use, pooled but not normalised: the global mean of six block outputs and 2x2 grids
+of two of them. A *recipe* names the parts it keeps and how they are combined:
+
+    each part: (signed square root when `power`) -> L2
+    concatenate, divide by sqrt(number of parts)          (every part weighs the same)
+    when `center`: subtract the enrolled photos' mean, L2 (the mean is fitted at training time)
+
+`flip` averages each raw part with the horizontally mirrored image's (twice the backbone's work).
+
+Training computes the superset once per photo (cached on disk) and derives every candidate recipe from it
+in numpy (`apply_recipe`); serving computes the chosen recipe inside the one graph
+(`models.recipe_modules.RecipeModule`: the ONNX export and the torch engines run the same module). This
+module imports no torch, so a CPU worker on ONNX Runtime never loads it. The legacy recipe is the last
+layer alone, which is what model directories written before recipes were served: they still load and are
+answered as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.errors import BackboneError
+
+SUPERSET_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One pooled block output: `block` None is the head convolution; `grid` 2 pools a 2x2 grid of cells."""
+
+    name: str
+    block: int | None
+    channels: int
+    grid: int = 1
+
+    @property
+    def dim(self) -> int:
+        return self.channels * self.grid * self.grid
+
+
+# EfficientNet-Lite0: the last block of each stage (28x28, 14x14, 14x14, 7x7, 7x7) and the 1280-channel head
+PARTS: tuple[Part, ...] = (
+    Part("b4", 4, 40),
+    Part("b7", 7, 80),
+    Part("b10", 10, 112),
+    Part("b14", 14, 192),
+    Part("b15", 15, 320),
+    Part("head", None, 1280),
+    Part("b10g2", 10, 112, grid=2),
+    Part("b14g2", 14, 192, grid=2),
+)
+PART_BY_NAME = {part.name: part for part in PARTS}
+SUPERSET_DIM = sum(part.dim for part in PARTS)
+
+
+def superset_slices() -> dict[str, slice]:
+    """Where each part lies in a superset row."""
+    slices: dict[str, slice] = {}
+    start = 0
+    for part in PARTS:
+        slices[part.name] = slice(start, start + part.dim)
+        start += part.dim
+    return slices
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRecipe:
+    parts: tuple[str, ...]
+    power: bool = False
+    center: bool = False
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.parts if name not in PART_BY_NAME]
+        if not self.parts or unknown:
+            raise BackboneError(f"a feature recipe needs parts among {', '.join(PART_BY_NAME)}; got {self.parts!r}")
+
+    @property
+    def dim(self) -> int:
+        return sum(PART_BY_NAME[name].dim for name in self.parts)
+
+    @property
+    def label(self) -> str:
+        extras = [flag for flag, on in (("power", self.power), ("center", self.center), ("flip", self.flip)) if on]
+        return "+".join(self.parts) + (" | " + ",".join(extras) if extras else "")
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "parts": list(self.parts),
+            "power": self.power,
+            "center": self.center,
+            "flip": self.flip,
+            "superset_version": SUPERSET_VERSION,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FeatureRecipe:
+        if int(record.get("superset_version", SUPERSET_VERSION)) != SUPERSET_VERSION:
+            raise BackboneError(f"feature recipe of superset version {record.get('superset_version')!r} is unknown")
+        return cls(
+            parts=tuple(str(name) for name in record["parts"]),
+            power=bool(record.get("power", False)),
+            center=bool(record.get("center", False)),
+            flip=bool(record.get("flip", False)),
+        )
+
+
+LEGACY = FeatureRecipe(parts=("head",))  # the last layer, pooled and L2-normalised: the first model directories
+
+# What training's cross-validation chooses among; each must win on more than one data set to be worth its cost
+CANDIDATES: tuple[FeatureRecipe, ...] = (
+    LEGACY,
+    FeatureRecipe(parts=("head",), power=True, center=True),
+    FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True),
+    FeatureRecipe(parts=("b4", "b7", "b10", "b14", "b15", "head"), power=True, center=True),
+    FeatureRecipe(parts=("b10", "b14", "b15", "head", "b10g2", "b14g2"), power=True, center=True),
+)
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    result: np.ndarray = x / np.maximum(norm, 1e-12)
+    return result
+
+
+def combine_parts(superset: np.ndarray, recipe: FeatureRecipe) -> np.ndarray:
+    """Superset rows (N, SUPERSET_DIM) -> the recipe's vector before centring: each part normalised, joined."""
+    rows = np.asarray(superset, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != SUPERSET_DIM:
+        raise ValueError(f"expected (N, {SUPERSET_DIM}) superset rows, got {rows.shape}")
+    slices = superset_slices()
+    pieces = []
+    for name in recipe.parts:
+        part = rows[:, slices[name]]
+        if recipe.power:
+            part = np.sign(part) * np.sqrt(np.abs(part))
+        pieces.append(_l2(part))
+    joined: np.ndarray = np.concatenate(pieces, axis=1) / np.float32(np.sqrt(len(pieces)))
+    return joined.astype(np.float32)
+
+
+def fit_center(combined: np.ndarray, recipe: FeatureRecipe) -> np.ndarray | None:
+    """The enrolled photos' mean in the recipe's space (None when the recipe does not centre)."""
+    if not recipe.center:
+        return None
+    mean: np.ndarray = np.asarray(combined, dtype=np.float64).mean(axis=0).astype(np.float32)
+    return mean
+
+
+def finish(combined: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    """Centre on the enrolled mean (when there is one) and L2-normalise: the recipe's final vector."""
+    x = np.asarray(combined, dtype=np.float32)
+    if center is not None:
+        x = x - center
+    return _l2(x).astype(np.float32)
+
+
+def apply_recipe(superset: np.ndarray, recipe: FeatureRecipe, center: np.ndarray | None) -> np.ndarray:
+    """Superset rows -> the recipe's final feature vectors, as the served graph computes them."""
+    return finish(combine_parts(superset, recipe), center)
+
+
+def average_flips(superset: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    """The raw parts of an image averaged with its mirror image's (what a `flip` recipe starts from)."""
+    result: np.ndarray = (np.asarray(superset, dtype=np.float32) + np.asarray(flipped, dtype=np.float32)) / 2
+    return result
