@@ -99,4 +99,5 @@ def test_prepare_decodes_and_names_the_error_of_a_bad_frame(recognizer: Recogniz
     assert caught.value.code == "unsupported_format"
     black = np.zeros((3, 224, 224, 3), dtype=np.uint8)
     rows = engine.features(list(black))
-    assert len(rows) == 3 and all(isinstance(r, np.ndarray) and r.shape == (recognizer.bundle.recipe.dim,) for r in rows)
+    dim = recognizer.bundle.recipe.dim
+    assert len(rows) == 3 and all(isinstance(r, np.ndarray) and r.shape == (dim,) for r in rows)
