@@ -1,242 +1,396 @@
-"""Accuracy with few photos per product, on Fashion-MNIST (Debian's dataset-fashion-mnist), against baselines.
+"""Accuracy and open-set figures on two data sets, with k photos per product, against today's features and head.
 
-    .venv/bin/python -m bench.accuracy [--shots 1,5,20,100] [--full] [--test 10000] [--seed 0]
+    .venv/bin/python -m bench.accuracy [--datasets fashion,digits] [--shots 1,5,20,100] [--full] [--test 10000]
+                                       [--classifiers logistic,linear_svm] [--seed 0] [--cache DIR]
 
-For k labelled photos per product (drawn from the official train split), every method is scored on the
-official test split: top-1 accuracy, macro-F1 and category accuracy (tops, bottoms, dresses, footwear,
-bags, derived from the predicted product). Methods: raw pixels + RBF SVM; hand-crafted features (HOG and an
-intensity histogram, the pre-CNN way) + RBF SVM; CNN features (EfficientNet-Lite0 on ONNX Runtime, as
-the worker computes them) + logistic regression; CNN + the trainer's tuned head (classifier and
-preprocessing chosen by cross-validation), flat and category-first; + synthetic copies.
-Open set: a second run trains without two products and reports how many of their test photos the
-calibrated threshold answers "unknown", and how many known photos it wrongly refuses.
+Data sets: Fashion-MNIST (Debian's dataset-fashion-mnist; the official 10,000-photo test split; Zalando's
+ten product kinds in five categories) and, kept apart from every choice, scikit-learn's handwritten digits
+(1,797 8x8 scans from UCI, ten digits in three shape families; a stratified 70/30 split, so at most ~125
+photos per digit: its rows are 1, 5, 20, 50 and the full train part).
+
+Every method is scored on the test photos: top-1, macro-F1 and category accuracy (of the predicted product).
+  last layer + LR          today's features (the pooled last layer) + logistic regression (C=1)
+  last layer + tuned head  today's features + today's default head (category-first, classifiers by CV)
+  + richer features        pooled intermediate blocks beside the last layer, each L2-normalised (no transform)
+  + transform              the same with the signed square root and centring on the enrolled mean
+  gallery scorer           the transformed features scored by prototypes (class means / k-means centres)
+  + flip averaging         the transformed features of each photo averaged with its mirror image's (2x the work)
+  shipped                  what `partsight train` does: recipe and structure chosen by CV, classifiers by CV
+Open set: trained without two products, never-seen frames refused, known frames answered right, known refused
+and AUROC (never-seen against known), for today's threshold (calibrated to precision 0.9 on known products)
+and for the shipped novelty score (fitted on leave-products-out folds to refuse at least 80%).
+
+Features come from one ONNX Runtime graph giving every part (the superset); they are cached in --cache so
+a rerun skips the backbone.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-HELD_OUT = ("bag", "ankle-boot")  # never-seen products for the open-set rows
+from models.recipe import LEGACY, FeatureRecipe
+
+BLOCKS = FeatureRecipe(parts=("b10", "b14", "b15", "head"))
+TRANSFORMED = FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True)
 
 
-def hog(images: np.ndarray, cell: int = 7, bins: int = 9) -> np.ndarray:
-    """Histograms of oriented gradients on (N, 28, 28) images: 4x4 cells, unsigned orientations, L2 per cell."""
-    x = images.astype(np.float32) / 255.0
-    gx = np.zeros_like(x)
-    gy = np.zeros_like(x)
-    gx[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
-    gy[:, 1:-1, :] = x[:, 2:, :] - x[:, :-2, :]
-    magnitude = np.hypot(gx, gy)
-    orientation = (np.rad2deg(np.arctan2(gy, gx)) % 180) // (180 / bins)
-    n, h, w = x.shape
-    cells = []
-    for top in range(0, h, cell):
-        for left in range(0, w, cell):
-            m = magnitude[:, top : top + cell, left : left + cell].reshape(n, -1)
-            o = orientation[:, top : top + cell, left : left + cell].reshape(n, -1).astype(int)
-            histogram = np.zeros((n, bins), dtype=np.float32)
-            np.add.at(histogram, (np.repeat(np.arange(n), m.shape[1]), o.reshape(-1)), m.reshape(-1))
-            cells.append(histogram / (np.linalg.norm(histogram, axis=1, keepdims=True) + 1e-6))
-    return np.concatenate(cells, axis=1)
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    products: tuple[str, ...]  # by label
+    categories_of: dict[str, str]
+    train_images: np.ndarray  # (N, H, W) uint8, dark product on light
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    held_out: tuple[str, str]
+    shots: tuple[int, ...]
 
 
-def handcrafted(images: np.ndarray) -> np.ndarray:
-    intensity = np.stack([np.histogram(image, bins=16, range=(0, 256))[0] for image in images]) / (28 * 28)
-    return np.concatenate([hog(images), intensity.astype(np.float32)], axis=1)
+def grey_photo(image: np.ndarray, size: int = 112) -> Image.Image:
+    return Image.fromarray(image, mode="L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
 
 
-class CnnFeatures:
-    """The worker's features: the photo as the camera folder shows it, decoded to 224, ONNX Runtime."""
+def fashion(test_limit: int, seed: int, shots: Sequence[int]) -> DataSet:
+    from models import datasets
 
-    def __init__(self, model_dir: Path) -> None:
-        from models.recognizer import Recognizer
+    train, test = datasets.load_split("train"), datasets.load_split("test")
+    index = np.sort(
+        np.random.default_rng(seed).choice(len(test.labels), size=min(test_limit, len(test.labels)), replace=False)
+    )
+    return DataSet(
+        "Fashion-MNIST",
+        tuple(p for p, _, _ in datasets.PRODUCTS),
+        {p: c for p, _, c in datasets.PRODUCTS},
+        255 - train.images,
+        train.labels,
+        255 - test.images[index],
+        test.labels[index],
+        ("bag", "ankle-boot"),
+        tuple(shots),
+    )
 
-        self.recognizer = Recognizer.load(model_dir, device="cpu", engine="onnxruntime")
 
-    def __call__(self, photos: Sequence[Image.Image], batch: int = 64) -> np.ndarray:
+DIGIT_FAMILIES = {0: "round", 6: "round", 8: "round", 9: "round", 1: "straight", 4: "straight", 7: "straight"}
+
+
+def digits(seed: int) -> DataSet:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (255 - np.round(bunch.images * (255 / 16))).astype(np.uint8)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, bunch.target, test_size=0.3, stratify=bunch.target, random_state=seed
+    )
+    names = tuple(f"digit-{d}" for d in range(10))
+    return DataSet(
+        "digits (scikit-learn)",
+        names,
+        {f"digit-{d}": DIGIT_FAMILIES.get(d, "curved") for d in range(10)},
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        ("digit-3", "digit-7"),
+        (1, 5, 20, 50),
+    )
+
+
+class Superset:
+    """Raw superset rows of images as the worker would see them, from one ONNX graph, cached on disk."""
+
+    def __init__(self, cache: Path, *, flip: bool = False) -> None:
+        from models.backbones import file_sha256, get_backbone, load_network
+        from models.onnx_export import export_backbone, onnx_session
+        from models.recipe import SUPERSET_VERSION
+
+        self.spec = get_backbone("efficientnet_lite0")
+        network, weights = load_network(self.spec)
+        self.cache = cache
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.namespace = f"{file_sha256(weights)[:16]}-superset{SUPERSET_VERSION}" + ("-flip" if flip else "")
+        graph = Path(tempfile.mkdtemp(prefix="partsight-superset-")) / "superset.onnx"
+        check = np.full((2, self.spec.input_size, self.spec.input_size, 3), 200, dtype=np.uint8)
+        check[1, 50:150, 60:160] = 30
+        export_backbone(self.spec, network, graph, check, superset=True, recipe=FeatureRecipe(("head",), flip=flip))
+        self.session: Any = onnx_session(graph, threads=2)
+
+    def __call__(self, images: np.ndarray, label: str) -> np.ndarray:
         from models.decode import resize_center_crop
 
-        size = self.recognizer.input_size
-        out = []
-        for start in range(0, len(photos), batch):
-            arrays = np.stack([np.asarray(resize_center_crop(p, size)) for p in photos[start : start + batch]])
-            out.append(self.recognizer.features(arrays))
-        return np.concatenate(out)
+        digest = hashlib.sha256(images.tobytes()).hexdigest()[:16]
+        path = self.cache / f"{label}-{len(images)}-{digest}-{self.namespace}.npy"
+        if path.is_file():
+            cached: np.ndarray = np.load(path, allow_pickle=False)
+            return cached
+        started, out = time.time(), []
+        for start in range(0, len(images), 64):
+            batch = np.stack(
+                [
+                    np.asarray(resize_center_crop(grey_photo(i), self.spec.input_size))
+                    for i in images[start : start + 64]
+                ]
+            )
+            out.append(np.asarray(self.session.run(None, {"images": batch})[0], dtype=np.float32))
+        rows = np.concatenate(out)
+        np.save(path, rows, allow_pickle=False)
+        print(f"  superset of {len(images)} {label} photos in {time.time() - started:.0f} s", file=sys.stderr)
+        return rows
 
 
-def pick(labels: np.ndarray, k: int, rng: np.random.Generator, classes: list[int]) -> np.ndarray:
-    return np.concatenate([rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c in classes])
+def pick(labels: np.ndarray, k: int, seed: Sequence[int], classes: Sequence[int]) -> np.ndarray:
+    rng = np.random.default_rng(list(seed))
+    picked = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        picked.append(members if k >= len(members) else rng.choice(members, size=k, replace=False))
+    return np.concatenate(picked)
 
 
-def scores(truth: np.ndarray, predicted: np.ndarray, category_of: Callable[[int], str]) -> tuple[float, float, float]:
+def features_of(superset: np.ndarray, recipe: FeatureRecipe, center_from: np.ndarray) -> np.ndarray:
+    """`superset` rows under `recipe`, centred on the mean of the enrolled rows `center_from` (superset too)."""
+    from models.recipe import combine_parts, finish, fit_center
+
+    return finish(combine_parts(superset, recipe), fit_center(combine_parts(center_from, recipe), recipe))
+
+
+def scores(truth: np.ndarray, predicted: np.ndarray, category: Callable[[int], str]) -> tuple[float, float, float]:
     from sklearn.metrics import f1_score
 
-    categories = np.array([category_of(int(t)) for t in truth]) == np.array([category_of(int(p)) for p in predicted])
-    return (
-        float((truth == predicted).mean()),
-        float(f1_score(truth, predicted, average="macro")),
-        float(categories.mean()),
+    same = np.array([category(int(t)) for t in truth]) == np.array([category(int(p)) for p in predicted])
+    return float((truth == predicted).mean()), float(f1_score(truth, predicted, average="macro")), float(same.mean())
+
+
+@dataclass(frozen=True)
+class Shipped:
+    recipe: FeatureRecipe
+    center: np.ndarray | None
+    fitted: Any  # models.training.FittedHead
+
+
+def ship(
+    train_superset: np.ndarray, names: list[str], data: DataSet, search: list[Any], seed: int, refuse: float | None
+) -> Shipped:
+    """What `partsight train` does with these photos: recipe, structure and classifiers by CV, the novelty score."""
+    from models.recipe import CANDIDATES, combine_parts, finish, fit_center
+    from models.training import choose_recipe, fit_model
+
+    labels = np.asarray(names)
+    groups, synthetic = np.arange(len(labels)), np.zeros(len(labels), dtype=bool)
+    recipe, _ = choose_recipe(
+        train_superset, labels, groups, synthetic, recipes=CANDIDATES, seed=seed, tuning_photos=3000
     )
+    combined = combine_parts(train_superset, recipe)
+    center = fit_center(combined, recipe)
+    features = finish(combined, center)
+    fitted = fit_model(
+        features, names, data.categories_of, seed=seed, search=search, tuning_photos=3000, refuse_unseen=refuse
+    )
+    return Shipped(recipe, center, fitted)
+
+
+def accuracy_rows(
+    data: DataSet, superset: Superset, flips: Superset, args: argparse.Namespace, search: list[Any]
+) -> list[tuple[str, ...]]:
+    from sklearn.linear_model import LogisticRegression
+
+    from models.classifiers import candidates
+    from models.head import CATEGORY_FIRST
+    from models.recipe import combine_parts, finish
+    from models.training import fit_head
+
+    test_superset = superset(data.test_images, f"{data.name}-test")
+    category = {i: data.categories_of[p] for i, p in enumerate(data.products)}.__getitem__
+    rows: list[tuple[str, ...]] = []
+    for k in data.shots:
+        index = pick(data.train_labels, k, (args.seed, k), range(len(data.products)))
+        train_superset = superset(data.train_images[index], f"{data.name}-train-k{k}")
+        labels = data.train_labels[index]
+        names = [data.products[int(i)] for i in labels]
+        label = "full" if k >= 1000 else str(k)
+        methods: dict[str, np.ndarray] = {}
+        legacy_train = features_of(train_superset, LEGACY, train_superset)
+        legacy_test = features_of(test_superset, LEGACY, train_superset)
+        started = time.time()
+        methods["last layer + LR (C=1)"] = (
+            LogisticRegression(C=1.0, max_iter=3000).fit(legacy_train, labels).predict(legacy_test)
+        )
+
+        def tuned(train_x: np.ndarray, test_x: np.ndarray, names: list[str] = names, **options: Any) -> np.ndarray:
+            head, _ = fit_head(train_x, names, data.categories_of, seed=args.seed, tuning_photos=3000, **options)
+            return np.array([data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)])
+
+        # at k = 1 nothing can be cross-validated: every choice falls back to its default
+        methods["last layer + tuned head"] = tuned(legacy_train, legacy_test, search=search, structure=CATEGORY_FIRST)
+        for method, recipe in (("+ richer features", BLOCKS), ("+ transform", TRANSFORMED)):
+            methods[method] = tuned(
+                features_of(train_superset, recipe, train_superset),
+                features_of(test_superset, recipe, train_superset),
+                search=search,
+            )
+        methods["gallery scorer (prototypes)"] = tuned(
+            features_of(train_superset, TRANSFORMED, train_superset),
+            features_of(test_superset, TRANSFORMED, train_superset),
+            search=candidates(("prototype",), ("none",)),
+        )
+        if args.flip_up_to >= k:
+            flipped = flips(data.train_images[index], f"{data.name}-train-k{k}")
+            methods["+ flip averaging"] = tuned(
+                features_of(flipped, TRANSFORMED, flipped),
+                features_of(flips(data.test_images, f"{data.name}-test"), TRANSFORMED, flipped),
+                search=search,
+            )
+        shipped = ship(train_superset, names, data, search, args.seed, None)
+        test_x = finish(combine_parts(test_superset, shipped.recipe), shipped.center)
+        head = shipped.fitted.head
+        methods[f"shipped ({shipped.recipe.label}, {head.structure})"] = np.array(
+            [data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)]
+        )
+        for method, predicted in methods.items():
+            top1, macro_f1, category_accuracy = scores(data.test_labels, predicted, category)
+            rows.append((label, method, f"{top1:.1%}", f"{macro_f1:.3f}", f"{category_accuracy:.1%}"))
+            print("  " + " | ".join(rows[-1]), file=sys.stderr)
+        print(f"  {data.name} k={label}: {time.time() - started:.0f} s", file=sys.stderr)
+    return rows
+
+
+def open_set_rows(
+    data: DataSet, superset: Superset, args: argparse.Namespace, search: list[Any]
+) -> list[tuple[str, ...]]:
+    from sklearn.metrics import roc_auc_score
+
+    from models.answer import Answerer
+    from models.gallery import build_gallery
+    from models.head import CATEGORY_FIRST
+    from models.recipe import combine_parts, finish
+    from models.training import fit_head
+
+    test_superset = superset(data.test_images, f"{data.name}-test")
+    known = [i for i, p in enumerate(data.products) if p not in data.held_out]
+    unseen = np.isin(data.test_labels, [data.products.index(p) for p in data.held_out])
+    truth = [data.products[int(t)] for t in data.test_labels]
+    rows: list[tuple[str, ...]] = []
+    for k in args.open_shots(data):
+        index = pick(data.train_labels, k, (args.seed, k, 1), known)
+        train_superset = superset(data.train_images[index], f"{data.name}-open-k{k}")
+        names = [data.products[int(i)] for i in data.train_labels[index]]
+        label = "full" if k >= 1000 else str(k)
+
+        def row(
+            method: str, decisions: list[Any], novelty: np.ndarray, threshold: float, label: str = label
+        ) -> tuple[str, ...]:
+            refused = np.array([d.status == "unknown" for d in decisions])
+            right = np.array([d.product == t for d, t in zip(decisions, truth, strict=True)])
+            return (
+                label,
+                method,
+                f"{refused[unseen].mean():.1%}",
+                f"{(right & ~refused)[~unseen].mean():.1%}",
+                f"{refused[~unseen].mean():.1%}",
+                f"{roc_auc_score(unseen, novelty):.3f}",
+                f"{threshold:.3f}",
+            )
+
+        legacy_train = features_of(train_superset, LEGACY, train_superset)
+        legacy_test = features_of(test_superset, LEGACY, train_superset)
+        head, report = fit_head(
+            legacy_train,
+            names,
+            data.categories_of,
+            seed=args.seed,
+            search=search,
+            structure=CATEGORY_FIRST,
+            tuning_photos=3000,
+        )
+        probabilities = head.probabilities(legacy_test)
+        decisions = [head.decide(p) for p in probabilities]
+        rows.append(
+            row(
+                "today: last layer, precision 0.9",
+                decisions,
+                1 - probabilities.max(axis=1),
+                report["product_threshold"],
+            )
+        )
+
+        shipped = ship(train_superset, names, data, search, args.seed, args.refuse_unseen)
+        train_x = finish(combine_parts(train_superset, shipped.recipe), shipped.center)
+        test_x = finish(combine_parts(test_superset, shipped.recipe), shipped.center)
+        fitted = shipped.fitted
+        gallery = build_gallery(
+            train_x, names, [str(i) for i in index], [""] * len(index), fitted.head.products, seed=args.seed
+        )
+        answerer = Answerer(fitted.head, gallery, fitted.novelty)
+        decisions = answerer.answer(test_x, matches=0)
+        novelty = np.array([d.novelty for d in decisions], dtype=float)
+        rows.append(
+            row(f"shipped: novelty, refuse {args.refuse_unseen:.0%}", decisions, novelty, fitted.novelty.threshold)
+        )
+        for r in rows[-2:]:
+            print("  " + " | ".join(r), file=sys.stderr)
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--shots", default="1,5,20,100", help="photos per product, comma-separated")
-    parser.add_argument("--full", action="store_true", help="also train on the whole train split (60,000; slow)")
-    parser.add_argument("--test", type=int, default=10000, help="test photos to score (the official split has 10,000)")
-    parser.add_argument("--synthetic", type=int, default=4, help="synthetic copies per photo for the + synthetic row")
-    parser.add_argument("--transforms", default="translate,sharpness,brightness,background")
+    parser.add_argument("--datasets", default="fashion,digits", help="comma-separated: fashion, digits")
+    parser.add_argument("--shots", default="1,5,20,100", help="Fashion-MNIST photos per product, comma-separated")
+    parser.add_argument("--full", action="store_true", help="also the whole Fashion-MNIST train split (60,000; slow)")
+    parser.add_argument("--test", type=int, default=10000, help="Fashion-MNIST test photos (the split has 10,000)")
+    parser.add_argument("--classifiers", default="logistic,linear_svm", help="what the tuned heads choose among")
+    parser.add_argument("--refuse-unseen", type=float, default=0.8, help="the shipped novelty's operating point")
+    parser.add_argument("--flip-up-to", type=int, default=100, help="largest photos per product for + flip")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classifiers", default="all", help="classifiers the tuned heads choose among")
-    parser.add_argument(
-        "--full-classifiers",
-        default="logistic,linear_svm",
-        help="the tuned heads' choice on the full set (RBF SVM, kNN and MLP fitted on 60,000 photos take hours on a "
-        "small CPU box)",
-    )
-    parser.add_argument("--synthetic-up-to", type=int, default=20, help="largest photos per product for + synthetic")
-    parser.add_argument(
-        "--preprocessing", default="all", help="preprocessing the tuned heads try (none,standardize,pca)"
-    )
-    parser.add_argument("--no-baselines", action="store_true", help="only the tuned heads (skip pixels, HOG, plain LR)")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "partsight-bench"), help="superset cache")
     args = parser.parse_args()
 
-    import tempfile
+    from bench.e2e import table
+    from models.classifiers import candidates, parse_names
 
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.svm import SVC
-
-    from models import datasets
-    from models.augment import Augmenter, parse_transforms
-    from models.classifiers import KINDS, PREPROCESSING, candidates, parse_names
-    from models.head import CATEGORY_FIRST, FLAT
-    from models.training import fit_head
-
-    train, test = datasets.load_split("train"), datasets.load_split("test")
-    rng = np.random.default_rng(args.seed)
-    test_index = np.sort(rng.choice(len(test.labels), size=min(args.test, len(test.labels)), replace=False))
-    test_images, test_labels = test.images[test_index], test.labels[test_index]
-    names = [product for product, _, _ in datasets.PRODUCTS]
-    category_of = {i: category for i, (_, _, category) in enumerate(datasets.PRODUCTS)}.__getitem__
-    categories_by_name = {product: category for product, _, category in datasets.PRODUCTS}
-
-    model_dir = Path(tempfile.mkdtemp(prefix="partsight-accuracy-"))
-    from bench.e2e import demo_model, table
-
-    cnn = CnnFeatures(demo_model(model_dir))  # any trained directory carries the exported backbone
-    started = time.time()
-    test_cnn = cnn([datasets.to_photo(image) for image in test_images])
-    print(f"CNN features of {len(test_images)} test photos in {time.time() - started:.0f} s", file=sys.stderr)
-    test_pixels = test_images.reshape(len(test_images), -1).astype(np.float32) / 255.0
-    test_hand = handcrafted(test_images)
-    augmenter = Augmenter(names=parse_transforms(args.transforms), copies=args.synthetic, seed=args.seed)
-
+    search = candidates(
+        parse_names(args.classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",)
+    )
     shots = [int(s) for s in args.shots.split(",") if s.strip()] + ([6000] if args.full else [])
-    preprocessing = parse_names(args.preprocessing, PREPROCESSING, "preprocessing")
-    computed: dict[int, np.ndarray] = {}  # CNN features by train photo index, computed once per run
-
-    def train_features(index: np.ndarray) -> np.ndarray:
-        missing = [int(i) for i in index if int(i) not in computed]
-        if missing:
-            for i, row in zip(missing, cnn([datasets.to_photo(train.images[i]) for i in missing]), strict=True):
-                computed[i] = row
-        return np.stack([computed[int(i)] for i in index])
-
-    def search_for(k: int) -> list:  # type: ignore[type-arg]
-        kinds = parse_names(args.full_classifiers if k == 6000 else args.classifiers, KINDS, "kind")
-        return candidates(kinds, preprocessing)
-
-    rows: list[tuple[str, ...]] = []
-    for k in shots:
-        index = pick(train.labels, k, np.random.default_rng([args.seed, k]), list(range(10)))
-        images, labels = train.images[index], train.labels[index]
-        photos = [datasets.to_photo(image) for image in images]
-        train_cnn = train_features(index)
-        label = "full" if k == 6000 else str(k)
-        methods: dict[str, np.ndarray] = {}
-        if not args.no_baselines:
-            methods["raw pixels + RBF SVM"] = (
-                SVC(C=10, gamma="scale").fit(images.reshape(len(images), -1) / 255.0, labels).predict(test_pixels)
-            )
-            methods["HOG + histogram + RBF SVM"] = (
-                SVC(C=10, gamma="scale").fit(handcrafted(images), labels).predict(test_hand)
-            )
-            methods["CNN + logistic regression (C=1)"] = (
-                LogisticRegression(C=1.0, max_iter=3000).fit(train_cnn, labels).predict(test_cnn)
-            )
-        if k >= 2:
-            products = [names[int(label_)] for label_ in labels]
-            search = search_for(k)
-            for structure in (FLAT, CATEGORY_FIRST):
-                started = time.time()
-                head, report = fit_head(
-                    train_cnn, products, categories_by_name, seed=args.seed, structure=structure, search=search
-                )
-                tuned = head.probabilities(test_cnn).argmax(axis=1)
-                methods[f"CNN + tuned head, {structure}"] = np.array([names.index(head.products[i]) for i in tuned])
-                chosen = {level: entry["chosen"] for level, entry in report.get("classifiers", {}).items()}
-                print(f"  {label} {structure}: {time.time() - started:.0f} s, chose {chosen}", file=sys.stderr)
-            if k <= args.synthetic_up_to and args.synthetic:
-                copies = [copy for n, photo in enumerate(photos) for copy in augmenter.variants(photo, n)]
-                features = np.concatenate([train_cnn, cnn(copies)])
-                all_products = products + [p for p in products for _ in range(args.synthetic)]
-                groups = np.concatenate([np.arange(len(photos)), np.repeat(np.arange(len(photos)), args.synthetic)])
-                synthetic = np.arange(len(features)) >= len(photos)
-                head, _ = fit_head(
-                    features,
-                    all_products,
-                    categories_by_name,
-                    seed=args.seed,
-                    groups=groups,
-                    synthetic=synthetic,
-                    search=search,
-                )
-                tuned = head.probabilities(test_cnn).argmax(axis=1)
-                methods["CNN + tuned head, category-first + synthetic"] = np.array(
-                    [names.index(head.products[i]) for i in tuned]
-                )
-        for method, predicted in methods.items():
-            accuracy, macro_f1, category = scores(test_labels, predicted, category_of)
-            rows.append((label, method, f"{accuracy:.1%}", f"{macro_f1:.3f}", f"{category:.1%}"))
-            print("  " + " | ".join(rows[-1]), file=sys.stderr)
-
-    open_rows: list[tuple[str, ...]] = []
-    known = [i for i, name in enumerate(names) if name not in HELD_OUT]
-    for k in [s for s in shots if s >= 5]:
-        index = pick(train.labels, k, np.random.default_rng([args.seed, k, 1]), known)
-        products = [names[int(label_)] for label_ in train.labels[index]]
-        head, report = fit_head(train_features(index), products, categories_by_name, search=search_for(k))
-        decisions = [head.decide(row) for row in head.probabilities(test_cnn)]
-        unseen = np.isin(test_labels, [names.index(h) for h in HELD_OUT])
-        refused = np.array([d.status == "unknown" for d in decisions])
-        right = np.array([d.product == names[int(t)] for d, t in zip(decisions, test_labels, strict=True)])
-        answered_known = ~unseen & ~refused
-        open_rows.append(
-            (
-                "full" if k == 6000 else str(k),
-                f"{refused[unseen].mean():.1%}",
-                f"{refused[~unseen].mean():.1%}",
-                f"{right[answered_known].mean():.1%}" if answered_known.any() else "n/a",
-                f"{report['product_threshold']:.3f}",
+    args.open_shots = lambda data: [k for k in data.shots if k >= 20]
+    superset = Superset(Path(args.cache))
+    flips = Superset(Path(args.cache), flip=True)
+    sets = {"fashion": lambda: fashion(args.test, args.seed, shots), "digits": lambda: digits(args.seed)}
+    for name in [n.strip() for n in args.datasets.split(",") if n.strip()]:
+        data = sets[name]()
+        if name == "digits":
+            data = DataSet(**{**data.__dict__, "shots": (*data.shots, 1000)})
+        accuracy = accuracy_rows(data, superset, flips, args, search)
+        open_set = open_set_rows(data, superset, args, search)
+        print(f"\n## {data.name}: {len(data.test_labels)} test photos, seed {args.seed}\n")
+        print(table(accuracy, ("photos per product", "method", "top-1", "macro-F1", "category")))
+        print(f"\nOpen set: trained without {', '.join(data.held_out)}\n")
+        print(
+            table(
+                open_set,
+                (
+                    "photos per product",
+                    "method",
+                    "never-seen refused",
+                    "known answered right",
+                    "known refused",
+                    "AUROC",
+                    "threshold",
+                ),
             )
         )
-
-    print(f"\n## Fashion-MNIST, {len(test_images)} test photos (official split), seed {args.seed}\n")
-    print(table(rows, ("photos per product", "method", "top-1", "macro-F1", "category")))
-    print(
-        f"\nOpen set: tuned category-first head trained without {', '.join(HELD_OUT)}; "
-        "the threshold calibrated to precision 0.9:\n"
-    )
-    print(
-        table(open_rows, ("photos per product", "unseen refused", "known refused", "known answered right", "threshold"))
-    )
+        sys.stdout.flush()
     return 0
 
 

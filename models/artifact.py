@@ -303,6 +303,8 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
             center = stored["center"].astype(np.float32)
     if recipe.center and center is None:
         raise ValueError("the feature recipe centres but its mean is missing")
+    if center is not None and (not recipe.center or center.shape != (recipe.dim,)):
+        raise ValueError(f"the recipe's mean has shape {center.shape}, for a {recipe.dim}-d recipe that centres")
     return recipe, center
 
 

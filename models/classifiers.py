@@ -1,10 +1,11 @@
 """Pickle-free classifiers: fitted scikit-learn pipelines turned into plain arrays, and the numpy that applies them.
 
 A `Classifier` is an optional preprocessing chain (standardisation, PCA) and one estimator: logistic
-regression, linear SVM, RBF SVM, k-nearest neighbours or an MLP. It keeps only arrays and a few scalars, so
-it is saved in an `.npz` read with `allow_pickle=False` and a JSON record, and applied without scikit-learn
-(workers never import it). SVM decision values become probabilities through a softmax whose temperature is
-fitted on out-of-fold decisions during training.
+regression, linear SVM, RBF SVM, k-nearest neighbours, an MLP, or prototypes (each product's mean enrolled
+feature, or a few k-means centres of it, scored by cosine: the gallery's own scorer). It keeps only arrays
+and a few scalars, so it is saved in an `.npz` read with `allow_pickle=False` and a JSON record, and
+applied without scikit-learn (workers never import it). SVM and prototype decision values become
+probabilities through a softmax whose temperature is fitted on out-of-fold decisions during training.
 
 `Candidate` names one configuration the trainer may choose (kind, its parameter, preprocessing);
 `fit_candidate` fits it with scikit-learn and returns the `Classifier`.
@@ -20,7 +21,8 @@ import numpy as np
 
 from models.errors import DatasetError
 
-KINDS = ("logistic", "linear_svm", "rbf_svm", "knn", "mlp")
+KINDS = ("logistic", "linear_svm", "rbf_svm", "knn", "mlp", "prototype")
+TEMPERED_KINDS = frozenset({"linear_svm", "rbf_svm", "prototype"})  # decision values -> softmax(t * decision)
 PREPROCESSING = ("none", "standardize", "pca")
 PCA_COMPONENTS = 128
 # The parameter each kind is tuned over: C for the linear models and the RBF SVM, k for kNN, the L2 penalty
@@ -31,6 +33,7 @@ PARAMETERS: Mapping[str, tuple[float, ...]] = {
     "rbf_svm": (3.0, 10.0, 30.0),
     "knn": (3.0, 7.0, 15.0),  # not 1: a single neighbour's answer has no confidence to calibrate "unknown" on
     "mlp": (1e-4, 1e-2),
+    "prototype": (1.0, 4.0),  # centres per product: its mean, or k-means
 }
 MLP_HIDDEN = 256
 TEMPERATURES = np.geomspace(0.1, 100.0, 61)
@@ -50,8 +53,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        name = {"knn": "k", "mlp": "alpha"}.get(self.kind, "C")
-        value = int(self.parameter) if self.kind == "knn" else self.parameter
+        name = {"knn": "k", "mlp": "alpha", "prototype": "centres"}.get(self.kind, "C")
+        value = int(self.parameter) if self.kind in ("knn", "prototype") else self.parameter
         suffix = "" if self.preprocessing == "none" else f" + {self.preprocessing}"
         return f"{self.kind}({name}={value:g}){suffix}"
 
@@ -116,6 +119,8 @@ class Classifier:
             return _knn_votes(x, a["train"], a["labels"], int(self.params["k"]), len(self.classes))
         if self.kind == "mlp":
             return _mlp_forward(x, a, int(self.params["layers"]))
+        if self.kind == "prototype":
+            return _prototype_scores(x, a["centres"], a["labels"], len(self.classes))
         raise ValueError(f"unknown classifier kind {self.kind!r}")
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
@@ -200,6 +205,36 @@ def _knn_votes(x: np.ndarray, train: np.ndarray, labels: np.ndarray, k: int, n_c
     return result
 
 
+def _prototype_scores(x: np.ndarray, centres: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, classes): the cosine of each row to its class's nearest centre (centres are L2-normalised)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    similar = (x / np.maximum(norm, 1e-12)) @ centres.T
+    scores = np.full((len(x), n_classes), -1.0, dtype=np.float32)
+    for label in range(n_classes):
+        mine = labels == label
+        if mine.any():
+            scores[:, label] = similar[:, mine].max(axis=1)
+    return scores
+
+
+def _fit_prototypes(x: np.ndarray, y: np.ndarray, classes: Sequence[str], per_class: int, seed: int) -> dict[str, Any]:
+    from sklearn.cluster import KMeans
+
+    rows = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    centres, labels = [], []
+    for index, name in enumerate(classes):
+        mine = rows[y == name]
+        count = min(per_class, len(mine))
+        found = (
+            mine.mean(axis=0, keepdims=True)
+            if count <= 1
+            else (KMeans(n_clusters=count, n_init=3, random_state=seed).fit(mine).cluster_centers_)
+        )
+        centres.append(found / np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-12))
+        labels.extend([index] * len(found))
+    return {"centres": np.concatenate(centres).astype(np.float32), "labels": np.asarray(labels, dtype=np.int64)}
+
+
 def _mlp_forward(x: np.ndarray, a: Mapping[str, np.ndarray], layers: int) -> np.ndarray:
     for index in range(layers):
         x = x @ a[f"w{index}"] + a[f"b{index}"]
@@ -266,6 +301,8 @@ def fit_candidate(candidate: Candidate, features: np.ndarray, labels: Sequence[s
     elif kind == "knn":
         arrays.update(train=x.astype(np.float32), labels=np.searchsorted(np.asarray(classes), y).astype(np.int64))
         params["k"] = int(value)
+    elif kind == "prototype":
+        arrays.update(_fit_prototypes(x, y, classes, int(value), seed))
     else:
         from sklearn.neural_network import MLPClassifier
 

@@ -26,7 +26,7 @@ DEFAULT_REFUSE_UNSEEN = 0.8
 def answered_index(probabilities: np.ndarray, categories: Sequence[str]) -> np.ndarray:
     """(N,) the product each row is answered as: the best product of the most likely category."""
     probs = np.asarray(probabilities, dtype=np.float64)
-    names = sorted(set(categories))
+    names = list(dict.fromkeys(categories))  # head order: ties go the way ProductHead.decide breaks them
     member = np.array([[c == name for name in names] for c in categories], dtype=np.float64)  # (P, C)
     best_category = (probs @ member).argmax(axis=1)
     in_best = member[:, best_category].T.astype(bool)  # (N, P)
@@ -108,5 +108,24 @@ def fit_novelty(inputs: np.ndarray, unseen: np.ndarray, refuse_unseen: float = D
     weights = model.coef_[0] / scale
     bias = float(model.intercept_[0] - (model.coef_[0] * mean / scale).sum())
     fitted = NoveltyModel(weights, bias, 1.0, refuse_unseen)
-    threshold = threshold_for(fitted.score(x[y]), refuse_unseen)
+    scores = fitted.score(x)
+    threshold = into_the_gap(threshold_for(scores[y], refuse_unseen), scores[~y])
     return NoveltyModel(weights, bias, threshold, refuse_unseen)
+
+
+def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:
+    """The threshold lowered to the middle (in logit space) of the gap down to the highest known score below it.
+
+    The folds' known frames refused stay the same, and a never-seen product farther from the enrolled ones
+    than the hidden products were is not let through just because the folds separated cleanly."""
+    below = np.asarray(known_scores, dtype=np.float64)
+    below = below[below < threshold]
+    if below.size == 0:
+        return threshold
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-12), 1 - 1e-12)
+        return float(np.log(p / (1 - p)))
+
+    middle = (logit(threshold) + logit(float(below.max()))) / 2
+    return float(1 / (1 + np.exp(-middle)))

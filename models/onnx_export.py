@@ -47,7 +47,7 @@ def images_to_features(
 
     from models.recipe_modules import RecipeModule, SupersetModule
 
-    features = SupersetModule(network) if superset else RecipeModule(network, recipe, center)
+    features = SupersetModule(network, flip=recipe.flip) if superset else RecipeModule(network, recipe, center)
 
     class ImagesToFeatures(torch.nn.Module):
         def __init__(self) -> None:

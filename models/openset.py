@@ -76,7 +76,7 @@ def fold_answers(
     real = np.flatnonzero(~synthetic)
     products, counts = np.unique(labels[real], return_counts=True)
     folds = min(MAX_FOLDS, len(products), int(counts.min()))
-    if len(products) < 3 or folds < 2:
+    if folds < 2 or len(products) - -(-len(products) // folds) < 2:  # each fold must leave two products
         return None
     photo_splits = [
         held for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(real, labels[real])

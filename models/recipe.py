@@ -115,11 +115,14 @@ class FeatureRecipe:
 
 LEGACY = FeatureRecipe(parts=("head",))  # the last layer, pooled and L2-normalised: the first model directories
 
+# The recipe used when there are too few photos to cross-validate (one per product): it won on both data sets
+DEFAULT = FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True)
+
 # What training's cross-validation chooses among; each must win on more than one data set to be worth its cost
 CANDIDATES: tuple[FeatureRecipe, ...] = (
     LEGACY,
     FeatureRecipe(parts=("head",), power=True, center=True),
-    FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True),
+    DEFAULT,
     FeatureRecipe(parts=("b4", "b7", "b10", "b14", "b15", "head"), power=True, center=True),
     FeatureRecipe(parts=("b10", "b14", "b15", "head", "b10g2", "b14g2"), power=True, center=True),
 )

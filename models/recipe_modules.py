@@ -17,9 +17,17 @@ from models.recipe import PART_BY_NAME, PARTS, FeatureRecipe
 
 
 def _grid_pool(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C * grid * grid): the mean of each cell, channel-major like the numpy layout."""
-    pooled = torch.nn.functional.adaptive_avg_pool2d(feature_map, grid)
-    return pooled.flatten(1)
+    """(N, C, H, W) -> (N, C * grid * grid): the mean of each cell (cells as adaptive pooling cuts them, which
+    overlap by a row on odd sizes), channel-major. Sliced by hand: the ONNX exporter cannot take adaptive
+    pooling on a graph whose batch size is dynamic."""
+    height, width = int(feature_map.shape[2]), int(feature_map.shape[3])
+    cells = []
+    for row in range(grid):
+        top, bottom = (row * height) // grid, -((-(row + 1) * height) // grid)
+        for column in range(grid):
+            left, right = (column * width) // grid, -((-(column + 1) * width) // grid)
+            cells.append(feature_map[:, :, top:bottom, left:right].mean(dim=(2, 3)))
+    return torch.stack(cells, dim=2).flatten(1)
 
 
 def block_outputs(network: torch.nn.Module, batch: torch.Tensor, wanted: Sequence[int | None]) -> dict[int | None, Any]:

@@ -27,6 +27,7 @@ from models.catalog import Catalog, load_catalog
 from models.classifiers import (
     KINDS,
     PREPROCESSING,
+    TEMPERED_KINDS,
     Candidate,
     Classifier,
     candidates,
@@ -42,7 +43,7 @@ from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
 from models.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
-from models.recipe import CANDIDATES, SUPERSET_VERSION, FeatureRecipe, combine_parts, finish, fit_center
+from models.recipe import CANDIDATES, DEFAULT, SUPERSET_VERSION, FeatureRecipe, combine_parts, finish, fit_center
 from models.report import confused_pairs, evaluation, precision_by_threshold, write_report
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,6 @@ def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_prec
 
 
 DEFAULT_CANDIDATE = Candidate("logistic", 10.0)  # with too few photos per product to cross-validate
-SVM_KINDS = frozenset({"linear_svm", "rbf_svm"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +261,7 @@ def tune_node(
     best_score = -1.0
     scores: dict[str, float] = {}
     for candidate in search:  # fits run in series: BLAS already uses every core (threads measured no faster)
-        svm = candidate.kind in SVM_KINDS  # decision values here; probabilities once the temperature is known
+        svm = candidate.kind in TEMPERED_KINDS  # decisions here; probabilities once the temperature is known
         answers = np.zeros((len(real), len(classes)))
         for fold_rows, held_out in splits:
             train_rows = fold_rows[node.rows[fold_rows]]  # this node's rows of the fold's training part
@@ -466,7 +466,9 @@ def fit_nodes(
     for node in nodes:
         candidate, temperature = chosen[node.scope]
         classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
-        fitted[node.scope] = classifier.with_temperature(temperature) if candidate.kind in SVM_KINDS else classifier
+        fitted[node.scope] = (
+            classifier.with_temperature(temperature) if candidate.kind in TEMPERED_KINDS else classifier
+        )
     return fitted
 
 
@@ -484,9 +486,11 @@ def choose_recipe(
     tuning_photos: int | None,
 ) -> tuple[FeatureRecipe, dict[str, float]]:
     """The recipe with the best cross-validated macro-F1 of one flat default classifier, on the same photo folds
-    (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties."""
+    (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties. With too few photos to
+    cross-validate, models.recipe.DEFAULT when it is among `recipes`, else the first."""
     from sklearn.metrics import f1_score
 
+    fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}
     tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
@@ -494,7 +498,7 @@ def choose_recipe(
     real = np.flatnonzero(~fake)
     folds = fold_count(y[real])
     if folds < 2:
-        return recipes[0], {}
+        return fallback, {}
     splits = photo_folds(real, y[real], g, folds, seed)
     node = Node(None, np.ones(len(y), dtype=bool), y)
     scores: dict[str, float] = {}

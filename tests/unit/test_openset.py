@@ -1,0 +1,236 @@
+"""Leave-products-out calibration (models.openset) and the trainer's choices around it (models.training), on
+synthetic clustered features: no backbone, no photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.answer import Answerer
+from models.classifiers import Candidate
+from models.gallery import build_gallery
+from models.head import RECOGNIZED, UNKNOWN
+from models.novelty import INPUTS
+from models.openset import FoldAnswers, calibrate_open_set, fold_answers
+from models.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
+from models.training import choose_recipe, choose_structure, fit_model
+
+LOGISTIC = Candidate("logistic", 10.0)
+CHOSEN = {None: (LOGISTIC, 1.0)}
+
+
+def clusters(
+    products: int = 6, per_product: int = 30, dim: int = 16, seed: int = 0, noise: float = 0.12
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], np.ndarray]:
+    """L2-normalised Gaussian clusters on the sphere, one per product; the first half of the products in
+    category A, the rest in B (products of a category share part of their centre). Returns features,
+    labels, categories_of and the centres."""
+    rng = np.random.default_rng(seed)
+    category_centres = rng.normal(size=(2, dim))
+    names = [f"p{i}" for i in range(products)]
+    categories_of = {name: "AB"[2 * i // products] for i, name in enumerate(names)}
+    centres = np.stack(
+        [category_centres["AB".index(categories_of[name])] + 1.2 * rng.normal(size=dim) for name in names]
+    )
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = np.repeat(np.array(names), per_product)
+    features = centres[np.repeat(np.arange(products), per_product)] + rng.normal(0, noise, (len(labels), dim))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return features.astype(np.float32), labels, categories_of, centres
+
+
+def answers_of(
+    features: np.ndarray, labels: np.ndarray, categories_of: dict[str, str], **options: object
+) -> FoldAnswers | None:
+    settings: dict[str, object] = {
+        "categories_of": categories_of,
+        "structure": "flat",
+        "chosen": CHOSEN,
+        "seed": 0,
+        "max_per_product": 500,
+        **options,
+    }
+    return fold_answers(
+        features,
+        labels,
+        np.arange(len(labels)),
+        np.zeros(len(labels), dtype=bool),
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_every_product_is_hidden_in_exactly_one_fold_and_known_photos_are_scored_once() -> None:
+    features, labels, categories_of, _ = clusters()
+    answers = answers_of(features, labels, categories_of)
+    assert answers is not None
+    rows = len(answers.products)
+    assert all(len(getattr(answers, name)) == rows for name in answers.__dataclass_fields__)
+    assert answers.inputs.shape == (rows, len(INPUTS))
+    for product in np.unique(labels):
+        mine = answers.products == product
+        # hidden once: all 30 of its photos are never-seen frames exactly once
+        assert int((mine & answers.unseen).sum()) == 30
+        # known elsewhere: each photo held out once over 5 stratified folds (6 a fold), less the fold that
+        # hid the product; never a photo twice
+        assert int((mine & ~answers.unseen).sum()) == 24
+    assert rows == 6 * 30 + 6 * 24
+    # a hidden product is never answered as itself; the known ones are (the clusters are well separated)
+    assert not answers.correct[answers.unseen].any()
+    assert answers.correct[~answers.unseen].mean() > 0.95
+    assert (answers.predicted[answers.unseen] != answers.products[answers.unseen]).all()
+    # the known frames come nearer their product's photos than the never-seen ones come to any
+    similarity = answers.inputs[:, INPUTS.index("similarity")]
+    assert np.median(similarity[~answers.unseen]) > np.median(similarity[answers.unseen]) + 0.2
+    assert answers.category_hit[~answers.unseen].all()
+
+
+def test_calibration_refuses_the_share_of_never_seen_frames_asked() -> None:
+    features, labels, categories_of, _ = clusters()
+    answers = answers_of(features, labels, categories_of)
+    assert answers is not None
+    for share in (0.8, 0.95):
+        calibration = calibrate_open_set(answers, refuse_unseen=share, target_precision=0.9)
+        novelty = calibration.novelty
+        scores = novelty.score(answers.inputs)
+        refused = scores >= novelty.threshold
+        assert refused[answers.unseen].mean() >= share
+        assert refused[~answers.unseen].mean() < 0.1  # the known ones are still answered
+        assert novelty.refuse_unseen == share
+        report = calibration.report
+        assert {"open_set", "open_set_by_product", "open_set_confused", "novelty"} <= set(report)
+        assert report["open_set"]["unseen_refused"] == pytest.approx(refused[answers.unseen].mean(), abs=1e-4)
+        assert report["open_set"]["unseen_frames"] == 180 and report["open_set"]["known_frames"] == 144
+        assert report["open_set"]["auroc"] > 0.95
+        assert report["novelty"]["threshold"] == novelty.threshold
+        assert report["novelty"]["category_threshold"] == pytest.approx(calibration.category_threshold, abs=1e-6)
+        assert 0.0 <= calibration.category_threshold <= 1.0
+
+
+def test_fold_answers_needs_three_products_and_two_photos_each() -> None:
+    features, labels, categories_of, _ = clusters(products=2)
+    assert answers_of(features, labels, categories_of) is None
+    features, labels, categories_of, _ = clusters(products=4, per_product=1)
+    assert answers_of(features, labels, categories_of) is None
+    # three products of two photos each: two folds, and one of them would hide two products, leaving a head
+    # of one product: no folds can be made
+    features, labels, categories_of, _ = clusters(products=3, per_product=2)
+    assert answers_of(features, labels, categories_of) is None
+    features, labels, categories_of, _ = clusters(products=3, per_product=3)
+    answers = answers_of(features, labels, categories_of)
+    assert answers is not None and int(answers.unseen.sum()) == 9
+
+
+def test_fold_answers_with_synthetic_copies_scores_real_photos_only() -> None:
+    features, labels, categories_of, _ = clusters(products=4, per_product=8)
+    rng = np.random.default_rng(9)
+    copies = features + rng.normal(0, 0.02, features.shape).astype(np.float32)
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    everything = np.concatenate([features, copies])
+    all_labels = np.concatenate([labels, labels])
+    groups = np.concatenate([np.arange(32), np.arange(32)])
+    synthetic = np.arange(64) >= 32
+    answers = fold_answers(
+        everything,
+        all_labels,
+        groups,
+        synthetic,
+        categories_of=categories_of,
+        structure="category-first",
+        chosen={None: (LOGISTIC, 1.0), "A": (LOGISTIC, 1.0), "B": (LOGISTIC, 1.0)},
+        seed=1,
+        max_per_product=4,
+    )
+    assert answers is not None
+    for product in np.unique(labels):
+        mine = answers.products == product
+        assert int((mine & answers.unseen).sum()) == 8  # its real photos, not its copies
+        assert int((mine & ~answers.unseen).sum()) == 6  # 4 folds of 2 photos each, less the fold hiding it
+    assert len(answers.products) == 4 * 8 + 4 * 6
+
+
+def test_fit_model_with_refuse_unseen_fits_a_novelty_score_and_leaves_unknown_to_it() -> None:
+    features, labels, categories_of, centres = clusters()
+    products = labels.tolist()
+    fitted = fit_model(features, products, categories_of, refuse_unseen=0.8, structure="flat", search=[LOGISTIC])
+    assert fitted.novelty is not None and fitted.novelty.refuse_unseen == 0.8
+    head, report = fitted.head, fitted.report
+    assert head.product_threshold == 0.0 and report["product_threshold"] == 0.0
+    assert {"open_set", "novelty", "confused_pairs"} <= set(report)
+    assert report["novelty"]["threshold"] == fitted.novelty.threshold
+    assert head.category_threshold == pytest.approx(report["novelty"]["category_threshold"], abs=1e-6)
+    assert report["structure"] == "flat" and head.structure == "flat"
+    assert report["open_set"]["unseen_refused"] >= 0.8
+
+    # served: fresh frames of known products are recognised, frames of a product never trained on are not
+    gallery = build_gallery(
+        features, labels, [f"{p}/{i}" for i, p in enumerate(labels)], ["-"] * len(labels), head.products
+    )
+    answerer = Answerer(head, gallery, fitted.novelty)
+    rng = np.random.default_rng(42)
+    known = centres[[0, 2, 4]].repeat(10, axis=0) + rng.normal(0, 0.12, (30, 16))
+    known /= np.linalg.norm(known, axis=1, keepdims=True)
+    decisions = answerer.answer(known)
+    right = [
+        d.status == RECOGNIZED and d.product == p
+        for d, p in zip(decisions, np.repeat(["p0", "p2", "p4"], 10), strict=True)
+    ]
+    assert np.mean(right) > 0.9
+    stranger = rng.normal(size=16)
+    stranger /= np.linalg.norm(stranger)
+    novel = stranger + rng.normal(0, 0.12, (30, 16))
+    novel /= np.linalg.norm(novel, axis=1, keepdims=True)
+    assert float(np.max(centres @ stranger)) < 0.8  # truly unlike every product
+    strange = answerer.answer(novel)
+    # every never-seen frame looks more novel than every known one...
+    novel_scores = [d.novelty for d in strange if d.novelty is not None]
+    known_scores = [d.novelty for d in decisions if d.novelty is not None]
+    assert len(novel_scores) == len(known_scores) == 30
+    assert min(novel_scores) > max(known_scores)
+    # ...but the threshold is the highest that refuses refuse_unseen of the folds' never-seen frames, at the top
+    # of the gap between them and the known ones (known at most 0.08, never-seen at least 0.42, threshold
+    # 0.995): a product farther from the others than the hidden ones were (similarity 0.44 where a product's
+    # own photos reach 0.91), and answered confidently, is refused less often than that (11 of 30 here)
+    assert sum(d.status == UNKNOWN for d in strange) >= 5
+
+    without = fit_model(features, products, categories_of, refuse_unseen=None, structure="flat", search=[LOGISTIC])
+    assert without.novelty is None and "open_set" not in without.report
+    assert without.head.product_threshold > 0.0  # calibrated on the out-of-fold answers, as before galleries
+
+
+def test_fit_model_with_two_products_has_no_novelty_score() -> None:
+    features, labels, categories_of, _ = clusters(products=2, per_product=10)
+    fitted = fit_model(features, labels.tolist(), categories_of, refuse_unseen=0.8, structure="flat", search=[LOGISTIC])
+    assert fitted.novelty is None and "open_set" not in fitted.report
+    assert fitted.head.product_threshold > 0.0
+
+
+def test_choose_structure_is_flat_with_one_category_and_scores_both_otherwise() -> None:
+    features, labels, categories_of, _ = clusters(products=4, per_product=10)
+    one = dict.fromkeys(categories_of, "all")
+    categories = np.array([one[p] for p in labels])
+    synthetic = np.zeros(len(labels), dtype=bool)
+    groups = np.arange(len(labels))
+    assert choose_structure(features, labels, categories, groups, synthetic, categories_of=one, seed=0) == ("flat", {})
+    categories = np.array([categories_of[p] for p in labels])
+    structure, scores = choose_structure(
+        features, labels, categories, groups, synthetic, categories_of=categories_of, seed=0
+    )
+    assert set(scores) == {"flat", "category-first"} and all(0.0 <= s <= 1.0 for s in scores.values())
+    assert structure == ("category-first" if scores["category-first"] > scores["flat"] else "flat")
+
+
+def test_choose_recipe_picks_the_part_that_separates_the_products() -> None:
+    """Superset rows where only block 4 tells the products apart; the head is the same noise for all."""
+    rng = np.random.default_rng(4)
+    products, per_product = 4, 8
+    labels = np.repeat(np.array([f"p{i}" for i in range(products)]), per_product)
+    rows = rng.uniform(0, 1, (len(labels), SUPERSET_DIM)).astype(np.float32)
+    signal = rng.uniform(0, 3, (products, 40)).astype(np.float32)
+    rows[:, superset_slices()["b4"]] += signal[np.repeat(np.arange(products), per_product)]
+    groups = np.arange(len(labels))
+    synthetic = np.zeros(len(labels), dtype=bool)
+    b4 = FeatureRecipe(parts=("b4",), power=True)
+    chosen, scores = choose_recipe(rows, labels, groups, synthetic, recipes=[LEGACY, b4], seed=0, tuning_photos=None)
+    assert chosen == b4
+    assert set(scores) == {LEGACY.label, b4.label} and scores[b4.label] > scores[LEGACY.label] + 0.3
+    assert choose_recipe(rows, labels, groups, synthetic, recipes=[b4], seed=0, tuning_photos=None) == (b4, {})
