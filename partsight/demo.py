@@ -162,7 +162,10 @@ def _truth(photos: list[tuple[Path, str]]) -> Callable[[str], str]:
 
 
 def _printer(truth: Callable[[str], str]):  # type: ignore[no-untyped-def]
-    print(f"\n  {'frame':<8} {'truth':<12} {'answer':<12} {'category':<10} {'conf':>5} {'latency':>9}")
+    print(
+        f"\n  {'frame':<8} {'truth':<12} {'answer':<12} {'category':<10} {'conf':>5} {'novel':>5} {'latency':>9}"
+        "  nearest enrolled photo"
+    )
 
     def show(answer: Answer) -> None:
         message = answer.message
@@ -175,7 +178,14 @@ def _printer(truth: Callable[[str], str]):  # type: ignore[no-untyped-def]
         product = message["product"] or "unknown"
         mark = "" if message["product"] is None else (" ok" if message["product"] == expected else " x")
         category = str(message["category"] or "-")
-        print(f"  {frame:<8} {expected:<12} {product:<12} {category:<10} {message['confidence']:5.2f} {latency}{mark}")
+        novelty = message.get("novelty")
+        novel = f"{novelty:5.2f}" if isinstance(novelty, float | int) else "    -"
+        matches = message.get("matches") or []
+        nearest = f"  {matches[0]['photo']} ({matches[0]['similarity']:.2f})" if matches else ""
+        print(
+            f"  {frame:<8} {expected:<12} {product:<12} {category:<10} {message['confidence']:5.2f} {novel} "
+            f"{latency}{mark:<3}{nearest}"
+        )
 
     return show
 

@@ -70,6 +70,12 @@ def test_real_photos_come_back_as_the_right_product(stack, recognizer, camera_ph
             assert result["confidence"] == pytest.approx(decision.confidence, abs=1e-3)
             assert result["catalog"]["product"] == product and result["catalog"]["sku"].startswith("FM-")
             assert result["top_k"][0]["product"] == product and len(result["top_k"]) == 5
+            # the version's gallery and novelty score answer over MQTT as they do in-process
+            assert decision.novelty is not None and result["novelty"] == pytest.approx(decision.novelty, abs=1e-3)
+            assert [m["photo"] for m in result["matches"]] == [m["photo"] for m in decision.matches]
+            assert len(result["matches"]) == 3 and result["matches"][0]["photo"].endswith(".png")
+            similarities = [m["similarity"] for m in result["matches"]]
+            assert similarities == sorted(similarities, reverse=True) and 0 < similarities[0] <= 1.0001
             assert result["model"] == {"name": "fashion-test", "version": recognizer.bundle.version}
             assert set(result["timings_ms"]) == {"queue", "decode", "features", "classify", "total"}
             assert result["timings_ms"]["total"] >= result["timings_ms"]["features"] > 0
