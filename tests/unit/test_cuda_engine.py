@@ -87,5 +87,5 @@ def test_the_gpu_engine_answers_like_the_cpu_engine_and_fails_frames_alone(model
     for row, expected in zip(rows[:3], reference, strict=True):
         assert isinstance(row, np.ndarray)
         assert float(row @ expected) > 0.98  # cosine: half precision and GPU resampling, same picture
-    assert isinstance(rows[4], np.ndarray) and rows[4].shape == (1280,)
+    assert isinstance(rows[4], np.ndarray) and rows[4].shape == (cpu.bundle.recipe.dim,)
     assert isinstance(rows[3], ImageError) and rows[3].code == "image_undecodable"  # failed alone, with its code
