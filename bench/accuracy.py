@@ -332,13 +332,13 @@ def open_set_rows(
         gallery = build_gallery(
             train_x, names, [str(i) for i in index], [""] * len(index), fitted.head.products, seed=args.seed
         )
-        answerer = Answerer(fitted.head, gallery, fitted.novelty)
-        decisions = answerer.answer(test_x, matches=0)
-        novelty = np.array([d.novelty for d in decisions], dtype=float)
-        rows.append(
-            row(f"shipped: novelty, refuse {args.refuse_unseen:.0%}", decisions, novelty, fitted.novelty.threshold)
-        )
-        for r in rows[-2:]:
+        for point in args.operating_points:
+            novelty_model = fitted.calibration.at(point)
+            answerer = Answerer(fitted.head, gallery, novelty_model)
+            decisions = answerer.answer(test_x, matches=0)
+            novelty = np.array([d.novelty for d in decisions], dtype=float)
+            rows.append(row(f"shipped: novelty, refuse {point:.0%}", decisions, novelty, novelty_model.threshold))
+        for r in rows[-1 - len(args.operating_points) :]:
             print("  " + " | ".join(r), file=sys.stderr)
     return rows
 
@@ -350,7 +350,9 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="also the whole Fashion-MNIST train split (60,000; slow)")
     parser.add_argument("--test", type=int, default=10000, help="Fashion-MNIST test photos (the split has 10,000)")
     parser.add_argument("--classifiers", default="logistic,linear_svm", help="what the tuned heads choose among")
-    parser.add_argument("--refuse-unseen", type=float, default=0.8, help="the shipped novelty's operating point")
+    parser.add_argument(
+        "--refuse-unseen", default="0.8,0.9,0.95", help="the novelty's operating points to score, comma-separated"
+    )
     parser.add_argument("--flip-up-to", type=int, default=100, help="largest photos per product for + flip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "partsight-bench"), help="superset cache")
@@ -363,6 +365,8 @@ def main() -> int:
         parse_names(args.classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",)
     )
     shots = [int(s) for s in args.shots.split(",") if s.strip()] + ([6000] if args.full else [])
+    args.operating_points = [float(x) for x in args.refuse_unseen.split(",") if x.strip()]
+    args.refuse_unseen = args.operating_points[0]
     args.open_shots = lambda data: [k for k in data.shots if k >= 20]
     superset = Superset(Path(args.cache))
     flips = Superset(Path(args.cache), flip=True)

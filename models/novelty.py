@@ -108,9 +108,18 @@ def fit_novelty(inputs: np.ndarray, unseen: np.ndarray, refuse_unseen: float = D
     weights = model.coef_[0] / scale
     bias = float(model.intercept_[0] - (model.coef_[0] * mean / scale).sum())
     fitted = NoveltyModel(weights, bias, 1.0, refuse_unseen)
-    scores = fitted.score(x)
-    threshold = into_the_gap(threshold_for(scores[y], refuse_unseen), scores[~y])
-    return NoveltyModel(weights, bias, threshold, refuse_unseen)
+    return with_operating_point(fitted, fitted.score(x), y, refuse_unseen)
+
+
+def with_operating_point(
+    model: NoveltyModel, scores: np.ndarray, unseen: np.ndarray, refuse_unseen: float
+) -> NoveltyModel:
+    """`model` with the threshold that refuses at least `refuse_unseen` of the never-seen `scores`."""
+    if not 0.0 < refuse_unseen <= 1.0:
+        raise ValueError(f"the share of never-seen frames to refuse must be in (0, 1], got {refuse_unseen}")
+    unseen = np.asarray(unseen, dtype=bool)
+    threshold = into_the_gap(threshold_for(scores[unseen], refuse_unseen), scores[~unseen])
+    return NoveltyModel(model.weights, model.bias, threshold, refuse_unseen)
 
 
 def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:

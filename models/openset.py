@@ -22,7 +22,7 @@ import numpy as np
 from models.classifiers import Candidate
 from models.gallery import build_gallery
 from models.head import ProductHead
-from models.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs
+from models.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs, with_operating_point
 from models.report import confused_pairs, open_set_by_product, open_set_curve
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,12 @@ class OpenSetCalibration:
     novelty: NoveltyModel
     category_threshold: float
     report: dict[str, Any]
+    scores: np.ndarray  # the novelty of every fold frame
+    unseen: np.ndarray  # which of them were never seen
+
+    def at(self, refuse_unseen: float) -> NoveltyModel:
+        """The same score at another operating point, from the same folds (no refit)."""
+        return with_operating_point(self.novelty, self.scores, self.unseen, refuse_unseen)
 
 
 def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
@@ -152,4 +158,4 @@ def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_pre
         100 * curve["known_answered_right"],
         curve["auroc"],
     )
-    return OpenSetCalibration(novelty, category_threshold, report)
+    return OpenSetCalibration(novelty, category_threshold, report, scores, answers.unseen)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from models.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
 from models.onnx_export import ONNX_FILE, OPSET, export_backbone
 from models.recipe import CANDIDATES, DEFAULT, SUPERSET_VERSION, FeatureRecipe, combine_parts, finish, fit_center
 from models.report import confused_pairs, evaluation, precision_by_threshold, write_report
+
+if TYPE_CHECKING:
+    from models.openset import OpenSetCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -556,6 +559,7 @@ class FittedHead:
     head: ProductHead
     report: dict[str, Any]
     novelty: NoveltyModel | None
+    calibration: OpenSetCalibration | None = None
 
 
 def fit_head(
@@ -688,7 +692,7 @@ def fit_model(
         product_threshold=product_threshold,
         category_threshold=category_threshold,
     )
-    return FittedHead(head, report, novelty)
+    return FittedHead(head, report, novelty, calibration)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
