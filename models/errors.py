@@ -5,7 +5,9 @@ ModelError                  base of everything raised here
 ├── BackboneError           unknown backbone name, missing or mismatched weights
 ├── CatalogError            a catalog file that is missing, malformed or inconsistent
 ├── DatasetError            a training image folder that does not fit the expected layout
-└── ArtifactError           a model directory that is missing files or fails verification
+├── ArtifactError           a model directory that is missing files or fails verification
+└── ReviewError             the review store cannot be created, written or read
+    └── UnknownItem         no review item by that id (or an id that is not one: never a path)
 """
 
 from __future__ import annotations
@@ -38,3 +40,11 @@ class DatasetError(ModelError):
 
 class ArtifactError(ModelError):
     pass
+
+
+class ReviewError(ModelError):
+    """The review store cannot be created, written or read, or a request to it does not fit."""
+
+
+class UnknownItem(ReviewError):
+    """No review item by that id: it never existed, was evicted, or the id is not one (never read as a path)."""

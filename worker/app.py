@@ -17,7 +17,7 @@ from broker.contract import FRAME_QUEUE
 from broker.dispatch import SAFE_CONTENT, celery_transport_options
 from worker.errors import ModelUnavailable
 from worker.runtime import RuntimeHolder
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, open_review_store
 from worker.tasks import register
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def create_app(settings: WorkerSettings) -> tuple[Celery, RuntimeHolder]:
 
 
 settings = WorkerSettings.from_env()
+open_review_store(settings)  # an unwritable review directory is refused here, with the other settings
 app, runtime = create_app(settings)
 
 

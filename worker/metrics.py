@@ -12,6 +12,10 @@ STAGES = ("queue", "decode", "features", "classify", "publish", "total")
 STATUSES = ("recognized", "unknown")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_CATEGORY = "none"
+# Review items not kept (sampled: left out by PARTSIGHT_REVIEW_SAMPLE; busy: the writer's queue was full; error:
+# the store failed; too_large: an image above PARTSIGHT_REVIEW_MAX_BYTES), or kept and removed by this worker to
+# hold the store's bounds (evicted_count, evicted_bytes: oldest first; expired: older than the age limit).
+REVIEW_DROP_REASONS = ("sampled", "busy", "error", "too_large", "evicted_count", "evicted_bytes", "expired")
 
 
 class WorkerMetrics:
@@ -81,6 +85,28 @@ class WorkerMetrics:
         self.model_refused = Gauge(
             "partsight_worker_model_refused",
             "1 while the store's current version is one this worker refused (it serves the previous one).",
+            registry=registry,
+        )
+
+        self.review_kept = Counter(
+            "partsight_worker_review_kept_total", "Frames kept in the review queue.", registry=registry
+        )
+        self.review_dropped = Counter(
+            "partsight_worker_review_dropped_total",
+            "Review items not kept, or removed to hold the store's bounds, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REVIEW_DROP_REASONS:
+            self.review_dropped.labels(reason=reason)
+        self.review_items = Gauge(
+            "partsight_worker_review_items",
+            "Items in the review store (of every worker sharing it), after this worker's last write.",
+            registry=registry,
+        )
+        self.review_bytes = Gauge(
+            "partsight_worker_review_bytes",
+            "Image bytes in the review store (of every worker sharing it), after this worker's last write.",
             registry=registry,
         )
 

@@ -25,6 +25,7 @@ from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 from worker.publisher import DELIVERED, REFUSED, Answer
+from worker.review import NoReview
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class FrameSource(Protocol):
 
 class FeatureBatcher(Protocol):
     def submit(self, item: Any) -> Any: ...
+
+
+class ReviewQueue(Protocol):
+    def offer(self, request: FrameRequest, result: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,7 @@ class _Frame:
     features: np.ndarray | None = None
     error: tuple[ErrorCode, str] | None = None
     decision: Decision | None = None
+    result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
     decode_s: float = 0.0
     features_s: float = 0.0
     classify_s: float = 0.0  # its share of the window's one classify call
@@ -177,10 +183,12 @@ class FramePipeline:
         metrics: WorkerMetrics,
         max_payload_bytes: int,
         budget: FrameBudget | None = None,
+        review: ReviewQueue | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._budget = budget or FrameBudget(MAX_WINDOW_FRAMES)
+        self._review = review or NoReview()
         self._sleep = sleep
         self._model = model  # the version served now; it changes when a new one is loaded
         self._batcher = batcher
@@ -261,6 +269,8 @@ class FramePipeline:
                 if frame.ref.key:
                     finished.append(frame.ref.key)
                 outcome.outcomes[index] = self._count(frame, publish_s)
+                if frame.result is not None and frame.request is not None:  # queued, never written here
+                    self._review.offer(frame.request, frame.result)
                 continue
             self._metrics.publish_failures.inc()
             outcome.outcomes[index] = "unpublished"
@@ -298,8 +308,10 @@ class FramePipeline:
             late = self._late_delivery(frame.ref)
             if frame.error is None:
                 try:
-                    payload = encode(self._result(model, frame, started, completed_at))
-                    answers.append(Answer(frame.request, payload, False, late))
+                    result = self._result(model, frame, started, completed_at)
+                    answers.append(Answer(frame.request, encode(result), False, late))
+                    if not model.transport_only:  # it looked at nothing: nothing to review
+                        frame.result = result
                     continue
                 except Exception as exc:  # one frame's result that cannot be encoded fails alone
                     logger.exception("the result of frame %s from %s failed", frame.ref.frame_id, frame.ref.device)

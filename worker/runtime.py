@@ -1,4 +1,4 @@
-"""Everything a worker process holds once: model, batcher, ledger, MQTT publisher, metrics.
+"""Everything a worker process holds once: model, batcher, ledger, MQTT publisher, review writer, metrics.
 
 Built lazily in the process that runs tasks (after any fork), so CUDA is never touched in a parent.
 """
@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
 from worker.reload import ModelReloader, ModelSlot
-from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings
+from worker.review import NoReview, ReviewSink
+from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings, open_review_store
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Runtime:
     metrics: WorkerMetrics
     registry: CollectorRegistry
     probes: dict[str, Callable[[], bool]]
+    review: ReviewSink | NoReview = field(default_factory=NoReview)
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
@@ -64,6 +66,7 @@ class Runtime:
             serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
             logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
         limits = DecodeLimits(max_pixels=settings.max_pixels)
+        review_store = open_review_store(settings)  # checked before anything connects (app.py checked it too)
 
         def load(path: Path) -> ServedModel:
             recognizer = Recognizer.load(
@@ -120,6 +123,10 @@ class Runtime:
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
         ledger = FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s)
         frames = FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time)
+        review: ReviewSink | NoReview = NoReview()
+        if review_store is not None:
+            review = ReviewSink(review_store, metrics, sample=settings.review_sample, margin=settings.review_margin)
+            logger.info("frames for review kept in %s", settings.review_store)
         pipeline = FramePipeline(
             model=slot.get,
             batcher=batcher,
@@ -129,6 +136,7 @@ class Runtime:
             metrics=metrics,
             max_payload_bytes=settings.max_payload_bytes,
             budget=FrameBudget(settings.max_frames_in_flight),
+            review=review,
         )
         probes.update(
             model=lambda: True,
@@ -137,7 +145,7 @@ class Runtime:
             accepting=lambda: True,
         )
         reloader.start()
-        return cls(settings, slot, reloader, batcher, connection, pipeline, metrics, registry, probes)
+        return cls(settings, slot, reloader, batcher, connection, pipeline, metrics, registry, probes, review)
 
     def stop_accepting(self) -> None:
         """/readyz turns false: the worker is draining (it takes no new task, finishes what it holds)."""
@@ -147,6 +155,7 @@ class Runtime:
         self.stop_accepting()
         self.reloader.stop()
         self.batcher.close()
+        self.review.close()  # frames already answered: finish writing them (bounded), then stop the writer
         self.connection.stop()
 
 

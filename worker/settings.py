@@ -18,6 +18,8 @@ from broker.settings import (
     mqtt_from_env,
     redis_url_from_env,
 )
+from models.errors import ReviewError
+from models.review import ReviewStore
 
 DEFAULT_MODEL_DIR = "models-store"
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
@@ -38,6 +40,12 @@ GPU_MAX_BATCH = 32
 GPU_LANES = 2
 DEFAULT_MATCHES = 3  # nearest enrolled photos a result names (PARTSIGHT_MATCHES; 0: none)
 MAX_MATCHES = 50
+MANIFEST = "manifest.json"  # models.artifact.MANIFEST (a test keeps them equal; artifact imports numpy)
+REVIEW_DIR = "review"  # the review queue's default home, inside the model store
+DEFAULT_REVIEW_MARGIN = 0.1
+DEFAULT_REVIEW_MAX_ITEMS = 10_000
+DEFAULT_REVIEW_MAX_BYTES = 1 << 30
+DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
 
 
 def usable_cores() -> int:
@@ -77,6 +85,12 @@ class WorkerSettings:
     publish_timeout_s: float = 10.0
     model_reload_s: float = 10.0  # how often the store's `current` is looked at; 0: never reload
     matches: int = DEFAULT_MATCHES  # nearest enrolled photos each result names; 0: none
+    review_store: Path = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR
+    review_sample: float = 1.0  # share of eligible frames kept for review; 0: the review queue is off
+    review_margin: float = DEFAULT_REVIEW_MARGIN  # a recognised frame whose two best scores are closer is kept
+    review_max_items: int = DEFAULT_REVIEW_MAX_ITEMS
+    review_max_bytes: int = DEFAULT_REVIEW_MAX_BYTES
+    review_max_age_s: float = DEFAULT_REVIEW_MAX_AGE_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -88,11 +102,12 @@ class WorkerSettings:
         lanes = env_int(env, "PARTSIGHT_INFERENCE_LANES", default_lanes, minimum=1)
         visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
+        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR))
         return cls(
             mqtt=mqtt_from_env(env),
             redis_url=redis_url_from_env(env),
             topic_prefix=env.get("PARTSIGHT_TOPIC_PREFIX", "partsight"),
-            model_dir=Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR)),
+            model_dir=model_dir,
             backbone_weights=Path(weights) if weights else None,
             device=device,
             max_payload_bytes=env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
@@ -111,7 +126,18 @@ class WorkerSettings:
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
             publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
             matches=matches_from_env(env),
+            review_store=review_store_from_env(env, model_dir),
+            review_sample=review_sample_from_env(env),
+            review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
+            review_max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_REVIEW_MAX_ITEMS, minimum=1),
+            review_max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_REVIEW_MAX_BYTES, minimum=1),
+            review_max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_REVIEW_MAX_AGE_S, minimum=1.0),
         )
+
+    @property
+    def review_enabled(self) -> bool:
+        """The review queue runs unless sampled to nothing; the transport-only engine has nothing to review."""
+        return self.review_sample > 0 and self.engine != TRANSPORT_ONLY_ENGINE
 
 
 def engine_from_env(env: Mapping[str, str]) -> str:
@@ -126,3 +152,46 @@ def matches_from_env(env: Mapping[str, str]) -> int:
     if matches > MAX_MATCHES:
         raise SettingsError(f"PARTSIGHT_MATCHES must be at most {MAX_MATCHES}, got {matches}")
     return matches
+
+
+def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> Path:
+    """PARTSIGHT_REVIEW_STORE, a directory; by default `review/` in the model store (the store above the version
+    when PARTSIGHT_MODEL_DIR names a version directory)."""
+    raw = env.get("PARTSIGHT_REVIEW_STORE", "")
+    if raw.lower().startswith("s3://"):
+        raise SettingsError(
+            f"PARTSIGHT_REVIEW_STORE={raw!r}: S3-compatible stores are not supported yet; set it to a directory"
+        )
+    if "://" in raw:
+        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory, got {raw!r}")
+    if raw:
+        return Path(raw)
+    store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
+    return store / REVIEW_DIR
+
+
+def review_sample_from_env(env: Mapping[str, str]) -> float:
+    sample = env_float(env, "PARTSIGHT_REVIEW_SAMPLE", 1.0)
+    if sample > 1:
+        raise SettingsError(f"PARTSIGHT_REVIEW_SAMPLE must be at most 1, got {sample}")
+    return sample
+
+
+def open_review_store(settings: WorkerSettings) -> ReviewStore | None:
+    """The review store, created and checked writable; None when the queue is off. A directory that cannot be
+    created or written is a SettingsError, so the worker refuses to start as it does for any bad setting."""
+    if not settings.review_enabled:
+        return None
+    try:
+        store = ReviewStore(
+            settings.review_store,
+            max_items=settings.review_max_items,
+            max_bytes=settings.review_max_bytes,
+            max_age_s=settings.review_max_age_s,
+        )
+        store.check_writable()
+    except ReviewError as exc:
+        raise SettingsError(
+            f"PARTSIGHT_REVIEW_STORE: {exc}; name a writable directory, or set PARTSIGHT_REVIEW_SAMPLE=0"
+        ) from exc
+    return store

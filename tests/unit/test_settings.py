@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker.errors import SettingsError
 from broker.settings import BridgeSettings, MqttSettings, redact_url
-from worker.settings import WorkerSettings, usable_cores
+from worker.settings import MANIFEST, WorkerSettings, open_review_store, usable_cores
 
 
 def test_mqtt_url_with_credentials_and_tls() -> None:
@@ -132,3 +134,100 @@ def test_the_number_of_nearest_enrolled_photos_is_read_and_bounded() -> None:
     for bad in ("three", "2.5"):
         with pytest.raises(SettingsError, match="PARTSIGHT_MATCHES must be an integer"):
             WorkerSettings.from_env({"PARTSIGHT_MATCHES": bad})
+
+
+def test_the_review_queue_settings_are_read_and_bounded(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    defaults = WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(store)})
+    assert defaults.review_store == store / "review" and defaults.review_enabled
+    assert (defaults.review_sample, defaults.review_margin) == (1.0, 0.1)
+    assert (defaults.review_max_items, defaults.review_max_bytes, defaults.review_max_age_s) == (
+        10_000,
+        1 << 30,
+        7 * 86400.0,
+    )
+    version = store / "20270115T080000000Z"
+    version.mkdir(parents=True)
+    (version / MANIFEST).write_text("{}")
+    assert WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(version)}).review_store == store / "review"
+    custom = WorkerSettings.from_env(
+        {
+            "PARTSIGHT_REVIEW_STORE": str(tmp_path / "elsewhere"),
+            "PARTSIGHT_REVIEW_SAMPLE": "0.25",
+            "PARTSIGHT_REVIEW_MARGIN": "1.01",
+            "PARTSIGHT_REVIEW_MAX_ITEMS": "50",
+            "PARTSIGHT_REVIEW_MAX_BYTES": "1048576",
+            "PARTSIGHT_REVIEW_MAX_AGE_S": "3600",
+        }
+    )
+    assert (custom.review_store, custom.review_sample, custom.review_margin) == (tmp_path / "elsewhere", 0.25, 1.01)
+    assert (custom.review_max_items, custom.review_max_bytes, custom.review_max_age_s) == (50, 1 << 20, 3600.0)
+    assert not WorkerSettings.from_env({"PARTSIGHT_REVIEW_SAMPLE": "0"}).review_enabled  # 0 turns it off
+    assert not WorkerSettings.from_env({"PARTSIGHT_ENGINE": "none"}).review_enabled  # nothing was looked at
+    for name, value, message in [
+        ("PARTSIGHT_REVIEW_SAMPLE", "1.5", "PARTSIGHT_REVIEW_SAMPLE must be at most 1, got 1.5"),
+        ("PARTSIGHT_REVIEW_SAMPLE", "-0.1", "PARTSIGHT_REVIEW_SAMPLE must be at least 0.0"),
+        ("PARTSIGHT_REVIEW_SAMPLE", "half", "PARTSIGHT_REVIEW_SAMPLE must be a number"),
+        ("PARTSIGHT_REVIEW_MARGIN", "-1", "PARTSIGHT_REVIEW_MARGIN must be at least 0.0"),
+        ("PARTSIGHT_REVIEW_MAX_ITEMS", "0", "PARTSIGHT_REVIEW_MAX_ITEMS must be at least 1"),
+        ("PARTSIGHT_REVIEW_MAX_BYTES", "1GiB", "PARTSIGHT_REVIEW_MAX_BYTES must be an integer"),
+        ("PARTSIGHT_REVIEW_MAX_AGE_S", "0", "PARTSIGHT_REVIEW_MAX_AGE_S must be at least 1.0"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            WorkerSettings.from_env({name: value})
+
+
+@pytest.mark.parametrize("url", ["s3://partsight/review", "S3://bucket"])
+def test_an_s3_review_store_is_refused_with_one_clear_line(url: str) -> None:
+    with pytest.raises(SettingsError, match="S3-compatible stores are not supported yet; set it to a directory"):
+        WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": url})
+    with pytest.raises(SettingsError, match="must be a directory"):
+        WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": "https://minio.plant/review"})
+
+
+def test_the_review_directory_is_created_and_checked_at_start_up(tmp_path: Path) -> None:
+    settings = WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": str(tmp_path / "review")})
+    store = open_review_store(settings)
+    assert store is not None and (tmp_path / "review" / "items").is_dir()
+    off = WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": str(tmp_path / "off"), "PARTSIGHT_REVIEW_SAMPLE": "0"})
+    assert open_review_store(off) is None and not (tmp_path / "off").exists()
+    (tmp_path / "file").write_text("a file where the folder should be")
+    blocked = WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": str(tmp_path / "file" / "review")})
+    with pytest.raises(SettingsError, match="PARTSIGHT_REVIEW_STORE: cannot create the review store"):
+        open_review_store(blocked)
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [("s3://bucket/review", "S3-compatible stores are not supported yet"), ("{file}/review", "cannot create")],
+)
+def test_the_worker_refuses_a_bad_review_store_with_status_2_and_one_line(
+    tmp_path: Path, store: str, message: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from partsight.testing.harness import ROOT
+
+    (tmp_path / "file").write_text("not a folder")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PARTSIGHT_")}
+    env.update(PARTSIGHT_REVIEW_STORE=store.format(file=tmp_path / "file"), PARTSIGHT_DEVICE="cpu")
+    result = subprocess.run(
+        [sys.executable, "-m", "partsight.cli", "worker"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_manifest_name_is_the_artifacts() -> None:
+    from models.artifact import MANIFEST as ARTIFACT_MANIFEST
+
+    assert MANIFEST == ARTIFACT_MANIFEST
