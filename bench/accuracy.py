@@ -353,6 +353,8 @@ def main() -> int:
     parser.add_argument(
         "--refuse-unseen", default="0.8,0.9,0.95", help="the novelty's operating points to score, comma-separated"
     )
+    parser.add_argument("--open-shots", default="", help="photos per product of the open-set rows (default: >= 20)")
+    parser.add_argument("--skip-accuracy", action="store_true", help="only the open-set table")
     parser.add_argument("--flip-up-to", type=int, default=100, help="largest photos per product for + flip")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "partsight-bench"), help="superset cache")
@@ -367,7 +369,8 @@ def main() -> int:
     shots = [int(s) for s in args.shots.split(",") if s.strip()] + ([6000] if args.full else [])
     args.operating_points = [float(x) for x in args.refuse_unseen.split(",") if x.strip()]
     args.refuse_unseen = args.operating_points[0]
-    args.open_shots = lambda data: [k for k in data.shots if k >= 20]
+    open_shots = [int(s) for s in args.open_shots.split(",") if s.strip()] if args.open_shots else None
+    args.open_shots = lambda data: open_shots or [k for k in data.shots if k >= 20]
     superset = Superset(Path(args.cache))
     flips = Superset(Path(args.cache), flip=True)
     sets = {"fashion": lambda: fashion(args.test, args.seed, shots), "digits": lambda: digits(args.seed)}
@@ -375,7 +378,7 @@ def main() -> int:
         data = sets[name]()
         if name == "digits":
             data = DataSet(**{**data.__dict__, "shots": (*data.shots, 1000)})
-        accuracy = accuracy_rows(data, superset, flips, args, search)
+        accuracy = [] if args.skip_accuracy else accuracy_rows(data, superset, flips, args, search)
         open_set = open_set_rows(data, superset, args, search)
         print(f"\n## {data.name}: {len(data.test_labels)} test photos, seed {args.seed}\n")
         print(table(accuracy, ("photos per product", "method", "top-1", "macro-F1", "category")))
