@@ -37,6 +37,7 @@ class Decision:
     novelty: float | None = None
     # the nearest enrolled photos, best first: {"product", "photo", "similarity"}
     matches: tuple[dict[str, Any], ...] = ()
+    novel: bool = False  # refused because its novelty reached the model's threshold
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class ProductHead:
                 RECOGNIZED, self.products[best], category, confidence, category_conf, ranked, score, matches
             )
         known = category if category_conf >= self.category_threshold else None
-        return Decision(UNKNOWN, None, known, confidence, category_conf, ranked, score, matches)
+        return Decision(UNKNOWN, None, known, confidence, category_conf, ranked, score, matches, novel)
 
     def describe(self) -> dict[str, Any]:
         """The head's shape for the manifest: structure and each classifier's kind and classes."""

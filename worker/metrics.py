@@ -12,6 +12,7 @@ STAGES = ("queue", "decode", "features", "classify", "publish", "total")
 STATUSES = ("recognized", "unknown")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_CATEGORY = "none"
+NOVELTY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 # Review items not kept (sampled: left out by PARTSIGHT_REVIEW_SAMPLE; busy: the writer's queue was full; error:
 # the store failed; too_large: an image above PARTSIGHT_REVIEW_MAX_BYTES), or kept and removed by this worker to
 # hold the store's bounds (evicted_count, evicted_bytes: oldest first; expired: older than the age limit).
@@ -88,6 +89,17 @@ class WorkerMetrics:
             registry=registry,
         )
 
+        self.novelty = Histogram(
+            "partsight_worker_novelty_ratio",
+            "Novelty score (0..1) of answered frames: how unlike every enrolled product they look.",
+            buckets=NOVELTY_BUCKETS,
+            registry=registry,
+        )
+        self.novel = Counter(
+            "partsight_worker_novel_frames_total",
+            "Answered frames at or above the model's novelty threshold (answered unknown as never seen).",
+            registry=registry,
+        )
         self.review_kept = Counter(
             "partsight_worker_review_kept_total", "Frames kept in the review queue.", registry=registry
         )

@@ -430,6 +430,10 @@ class FramePipeline:
         stage["publish"].observe(publish_s)
         stage["total"].observe(frame.queue_s + frame.decode_s + frame.features_s + frame.classify_s + publish_s)
         self._metrics.results.labels(status=decision.status, category=decision.category or NO_CATEGORY).inc()
+        if decision.novelty is not None:
+            self._metrics.novelty.observe(decision.novelty)
+            if decision.novel:
+                self._metrics.novel.inc()
         return decision.status
 
     def _give_back(self, work: list[_Frame]) -> None:

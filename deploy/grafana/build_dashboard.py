@@ -205,6 +205,47 @@ ROWS = (
         ),
     ),
     Row(
+        "Open set and review",
+        (
+            Panel(
+                "Never-seen frames",
+                (
+                    Query(
+                        f"sum(rate(partsight_worker_novel_frames_total[{RATE}])) / "
+                        f"clamp_min(sum(rate(partsight_worker_novelty_ratio_count[{RATE}])), 1e-9)",
+                        "share refused as never seen",
+                    ),
+                    Query(
+                        f"histogram_quantile(0.5, sum by (le) (rate(partsight_worker_novelty_ratio_bucket[{RATE}])))",
+                        "median novelty",
+                    ),
+                ),
+                unit="percentunit",
+                description=(
+                    "Share of answered frames whose novelty reached the model's threshold (answered unknown: they "
+                    "look like no enrolled product), and the median novelty. A rise means the line shows products "
+                    "the model was never taught: look at the review queue and enrol them."
+                ),
+            ),
+            Panel(
+                "Review queue",
+                (
+                    Query("max(partsight_worker_review_items)", "items"),
+                    Query(f"sum(rate(partsight_worker_review_kept_total[{RATE}]))", "kept per second"),
+                    Query(
+                        f"sum by (reason) (rate(partsight_worker_review_dropped_total[{RATE}]))",
+                        "dropped: {{reason}}",
+                    ),
+                ),
+                description=(
+                    "Frames kept for an operator to label (unknown, or two products close), items in the shared "
+                    "store (max over workers: they all see the same store), and what was not kept or was removed "
+                    "to hold its bounds, by reason."
+                ),
+            ),
+        ),
+    ),
+    Row(
         "Workers and model",
         (
             Panel(
