@@ -115,18 +115,17 @@ class FeatureRecipe:
 
 LEGACY = FeatureRecipe(parts=("head",))  # the last layer, pooled and L2-normalised: the first model directories
 
-# The recipe used when there are too few photos to cross-validate (one per product): it won on both data sets
+# The recipe used when there are too few photos to cross-validate (one per product): at one photo per product it
+# beat the last layer on both data sets (Fashion-MNIST 58.2% against 55.6%, digits 60.7% against 55.6%)
 DEFAULT = FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True)
+# with the 2x2 grids: chosen by cross-validation on both data sets from 5 photos per product up (once on
+# Fashion-MNIST the last layer with the transform was chosen instead, within 0.2 points)
+GRID = FeatureRecipe(parts=("b10", "b14", "b15", "head", "b10g2", "b14g2"), power=True, center=True)
 
-# What training's cross-validation chooses among; each must win on more than one data set to be worth its cost
-CANDIDATES: tuple[FeatureRecipe, ...] = (
-    LEGACY,
-    FeatureRecipe(parts=("head",), power=True, center=True),
-    DEFAULT,
-    FeatureRecipe(parts=("b4", "b7", "b10", "b14", "b15", "head"), power=True, center=True),
-    FeatureRecipe(parts=("b10", "b14", "b15", "head", "b10g2", "b14g2"), power=True, center=True),
-)
-
+# What training's cross-validation chooses among: only what won on both data sets of bench.accuracy. Dropped
+# after that run: the last layer alone (today's features, never chosen), the last layer with the transform
+# (chosen once, on one data set only) and the shallow blocks 4 and 7 (never chosen).
+CANDIDATES: tuple[FeatureRecipe, ...] = (DEFAULT, GRID)
 
 def _l2(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
