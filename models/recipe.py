@@ -127,6 +127,7 @@ GRID = FeatureRecipe(parts=("b10", "b14", "b15", "head", "b10g2", "b14g2"), powe
 # (chosen once, on one data set only) and the shallow blocks 4 and 7 (never chosen).
 CANDIDATES: tuple[FeatureRecipe, ...] = (DEFAULT, GRID)
 
+
 def _l2(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     result: np.ndarray = x / np.maximum(norm, 1e-12)
