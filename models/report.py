@@ -131,24 +131,25 @@ def open_set_curve(novelty: np.ndarray, unseen: np.ndarray, correct: np.ndarray,
 def open_set_by_product(
     novelty: np.ndarray, products: np.ndarray, unseen: np.ndarray, correct: np.ndarray, threshold: float
 ) -> list[dict[str, Any]]:
-    """Per true product, sorted by name: frames, whether it was seen by the classifier, the share refused
-    at the threshold and the share answered right (0 for a never-seen product)."""
+    """Per true product, sorted by name: on the frames where it was hidden from the classifier (never seen),
+    the share refused; on the frames where it was known, the shares answered right and refused."""
     novelty = np.asarray(novelty, dtype=float).ravel()
     products = np.asarray(products).astype(str).ravel()
     unseen = np.asarray(unseen, dtype=bool).ravel()
-    right = np.asarray(correct, dtype=bool).ravel() & ~unseen
+    right = np.asarray(correct, dtype=bool).ravel()
     refused = novelty >= threshold
     rows = []
     for product in sorted(set(products.tolist())):
-        rows_of = products == product
-        frames = int(rows_of.sum())
+        hidden = (products == product) & unseen
+        known = (products == product) & ~unseen
         rows.append(
             {
                 "product": product,
-                "frames": frames,
-                "seen": not bool(unseen[rows_of].all()),
-                "refused": _share(np.sum(refused & rows_of), frames),
-                "answered_right": _share(np.sum(~refused & right & rows_of), frames),
+                "never_seen_frames": int(hidden.sum()),
+                "refused_when_never_seen": _share(np.sum(refused & hidden), int(hidden.sum())),
+                "known_frames": int(known.sum()),
+                "answered_right_when_known": _share(np.sum(~refused & right & known), int(known.sum())),
+                "refused_when_known": _share(np.sum(refused & known), int(known.sum())),
             }
         )
     return rows
@@ -279,11 +280,11 @@ def _open_set_lines(report: Mapping[str, Any]) -> list[str]:
         by_product = report.get("open_set_by_product")
         if by_product:
             lines += [
-                "| product | frames | seen | refused | answered right |",
-                "| --- | --- | --- | --- | --- |",
+                "| product | frames never seen | refused | frames known | answered right | refused |",
+                "| --- | --- | --- | --- | --- | --- |",
                 *[
-                    f"| {r['product']} | {r['frames']} | {'yes' if r['seen'] else 'no'} | {r['refused']:.1%} "
-                    f"| {r['answered_right']:.1%} |"
+                    f"| {r['product']} | {r['never_seen_frames']} | {r['refused_when_never_seen']:.1%} "
+                    f"| {r['known_frames']} | {r['answered_right_when_known']:.1%} | {r['refused_when_known']:.1%} |"
                     for r in by_product
                 ],
                 "",

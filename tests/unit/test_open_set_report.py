@@ -115,19 +115,46 @@ def test_the_curve_stays_small_and_keeps_both_ends() -> None:
 def test_per_product_shares_worked_out_by_hand() -> None:
     rows = open_set_by_product(NOVELTY, PRODUCTS, UNSEEN, CORRECT, 0.5)
     assert rows == [
-        {"product": "hose", "frames": 2, "seen": False, "refused": 1.0, "answered_right": 0.0},
-        {"product": "pump", "frames": 3, "seen": True, "refused": round(1 / 3, 6), "answered_right": round(2 / 3, 6)},
-        {"product": "valve", "frames": 1, "seen": True, "refused": 0.0, "answered_right": 0.0},  # wrong, not refused
+        {
+            "product": "hose",
+            "never_seen_frames": 2,
+            "refused_when_never_seen": 1.0,
+            "known_frames": 0,
+            "answered_right_when_known": 0.0,
+            "refused_when_known": 0.0,
+        },
+        {
+            "product": "pump",
+            "never_seen_frames": 0,
+            "refused_when_never_seen": 0.0,
+            "known_frames": 3,
+            "answered_right_when_known": round(2 / 3, 6),
+            "refused_when_known": round(1 / 3, 6),
+        },
+        {  # wrong, not refused
+            "product": "valve",
+            "never_seen_frames": 0,
+            "refused_when_never_seen": 0.0,
+            "known_frames": 1,
+            "answered_right_when_known": 0.0,
+            "refused_when_known": 0.0,
+        },
     ]
 
 
-def test_a_never_seen_product_answered_is_never_right() -> None:
+def test_a_product_hidden_in_one_fold_and_known_in_another_is_counted_apart() -> None:
     rows = open_set_by_product(
-        np.array([0.1, 0.1]), np.array(["b", "a"]), np.array([True, False]), np.array([True, True]), 0.5
+        np.array([0.1, 0.9, 0.2]), np.array(["a", "a", "a"]), np.array([True, True, False]), np.ones(3, bool), 0.5
     )
     assert rows == [
-        {"product": "a", "frames": 1, "seen": True, "refused": 0.0, "answered_right": 1.0},
-        {"product": "b", "frames": 1, "seen": False, "refused": 0.0, "answered_right": 0.0},
+        {
+            "product": "a",
+            "never_seen_frames": 2,
+            "refused_when_never_seen": 0.5,
+            "known_frames": 1,
+            "answered_right_when_known": 1.0,
+            "refused_when_known": 0.0,
+        }
     ]
 
 
@@ -178,7 +205,7 @@ def test_write_report_with_open_set_figures(tmp_path: Path) -> None:
     page = (tmp_path / "report.md").read_text()
     assert "## Open set" in page and "AUROC 0.875" in page and "![open set](open_set.png)" in page
     assert "never-seen refused 100.0%, known answered right 50.0%, known refused 25.0%" in page
-    assert "| hose | 2 | no | 100.0% | 0.0% |" in page and "| pump | 3 | yes | 33.3% | 66.7% |" in page
+    assert "| hose | 2 | 100.0% | 0 | 0.0% | 0.0% |" in page and "| pump | 0 | 0.0% | 3 | 66.7% | 33.3% |" in page
     assert "## Most confused" in page and "- pump / valve: 2 (pump as valve: 1, valve as pump: 1)" in page
     assert json.loads((tmp_path / "report.json").read_text())["open_set"]["auroc"] == 0.875
 
