@@ -224,6 +224,7 @@ class Stack:
             **({"PARTSIGHT_SHARE_GROUP": "bench"} if args.bridges > 1 else {}),
             **({"PARTSIGHT_INFERENCE_LANES": str(args.lanes)} if args.lanes else {}),
             **({"PARTSIGHT_MAX_BATCH_SIZE": str(args.batch)} if args.batch else {}),
+            **({"PARTSIGHT_REVIEW_SAMPLE": str(args.review_sample)} if args.review_sample is not None else {}),
         )
         logs = work / config.name
         logs.mkdir(parents=True, exist_ok=True)
@@ -392,6 +393,9 @@ def main() -> int:
     parser.add_argument("--transport-frames", type=int, default=6000, help="frames in each transport-only run")
     parser.add_argument("--ceiling-seconds", type=float, default=4.0)
     parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
+    parser.add_argument(
+        "--review-sample", type=float, help="PARTSIGHT_REVIEW_SAMPLE of the workers (0: no review queue)"
+    )
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--skip-load-levels", action="store_true")
     parser.add_argument("--skip-overload", action="store_true")
