@@ -89,12 +89,13 @@ class Stack:
         finally:
             client.close()
 
-    def wait_settled(self, timeout: float = 60.0) -> None:
+    def wait_settled(self, timeout: float = 150.0) -> None:
         """Wait until nothing is left that could answer again, then for answers still crossing Mosquitto.
 
         With no task queued or held and no frame pending, no redelivery can come any more: a duplicate would
         have to be on its way already. Sleeping a fixed second instead could not see one that redelivery sends
-        only after the visibility timeout.
+        only after the visibility timeout. A task whose acknowledgement Redis lost (it went away just then)
+        stays held until kombu restores it, which it checks only every 100 s (ten 10 s ticks): hence 150 s.
         """
         wait_for(lambda: not any(self.in_flight().values()), timeout, "no task queued or held, no frame pending")
         time.sleep(0.5)

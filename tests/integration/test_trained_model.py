@@ -63,6 +63,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *("--images", str(root / "images"), "--catalog", str(root / "catalog.csv"), "--out", str(store)),
         *("--name", "generated", "--synthetic", "1", "--transforms", "translate,brightness,background"),
         *("--classifiers", "logistic,rbf_svm,knn", "--preprocessing", "none,standardize", "--quiet"),
+        *("--structure", "category-first"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -79,6 +80,11 @@ def test_training_writes_a_category_first_model_with_its_report(trained_store: P
     assert training["images"] == 32 and training["synthetic_images"] == 32
     assert set(training["classifiers"]) == {"(categories)", "fittings"}
     assert {"report.md", "confusion_matrix.png", "precision_coverage.png", "backbone.onnx"} <= set(manifest["files"])
+    # the recipe cross-validation chose, its mean, the gallery of the 32 photos and the novelty score
+    assert {"features.npz", "gallery.npz", "open_set.png"} <= set(manifest["files"])
+    assert manifest["features"]["recipe"]["parts"][:4] == ["b10", "b14", "b15", "head"]
+    assert manifest["gallery"]["photos"] == 32 and 0 < manifest["novelty"]["threshold"] < 1
+    assert training["features"]["label"] in training["features"]["cv_macro_f1"]
 
 
 def test_the_worker_serves_the_trained_model_unchanged(
