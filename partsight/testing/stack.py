@@ -39,8 +39,10 @@ class Stack:
     bridge_port: int
     worker_port: int
     logs: Path
+    api_port: int = 0
     bridge: Proc | None = None
     worker: Proc | None = None
+    api: Proc | None = None
     bridge_env: dict[str, str] = field(default_factory=dict)  # the bridge's own settings over `env`
     _worker_runs: int = 0
 
@@ -55,6 +57,15 @@ class Stack:
         self.worker = partsight("worker", env, self.logs / f"worker-{self._worker_runs}.log").start()
         wait_for(lambda: ready(self.worker_port), 90, "worker ready")
         return self.worker
+
+    def start_api(self, **extra: str) -> Proc:
+        """`partsight api` on `api_port` (PARTSIGHT_API_PORT), with `extra` settings over `env`; ready when its
+        /readyz says MQTT, Redis and the store are all there."""
+        api = partsight("api", {**self.env, **extra}, self.logs / "api.log").start()
+        self.api = api
+        wait_for(lambda: ready(self.api_port) or not api.alive, 30, "api ready")
+        assert api.alive, f"partsight api exited: {api.log()[-2000:]}"
+        return api
 
     def start(self) -> Stack:
         self.start_worker()
@@ -81,11 +92,13 @@ class Stack:
         running or waiting to retry), frames stored and not yet answered."""
         client = redis_lib.Redis.from_url(self.env["PARTSIGHT_REDIS_URL"], socket_timeout=2)
         try:
-            return {
-                "queued": int(client.llen(FRAME_QUEUE)),
-                "unacked": int(client.hlen(UNACKED_KEY)),
-                "pending": int(client.zcard(PENDING_KEY)),
-            }
+            # a sync client answers at once; redis-py types each call as "int or awaitable"
+            pipe = client.pipeline()
+            pipe.llen(FRAME_QUEUE)
+            pipe.hlen(UNACKED_KEY)
+            pipe.zcard(PENDING_KEY)
+            counts = pipe.execute()
+            return {"queued": int(counts[0]), "unacked": int(counts[1]), "pending": int(counts[2])}
         finally:
             client.close()
 
@@ -101,7 +114,7 @@ class Stack:
         time.sleep(0.5)
 
     def stop(self) -> None:
-        for proc in (self.bridge, self.worker):
+        for proc in (self.api, self.bridge, self.worker):
             if proc:
                 proc.stop()
 
@@ -109,7 +122,7 @@ class Stack:
 def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Path, logs: Path, **extra: str) -> Stack:
     index = next(_prefixes)
     prefix = f"it{index}"
-    bridge_port, worker_port = free_port(), free_port()
+    bridge_port, worker_port, api_port = free_port(), free_port(), free_port()
     env = base_env(
         PARTSIGHT_MQTT_URL=f"mqtt://127.0.0.1:{mqtt_server.port}",
         PARTSIGHT_REDIS_URL=f"redis://127.0.0.1:{redis.port}/{index % 16}",
@@ -117,6 +130,8 @@ def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Pa
         PARTSIGHT_MODEL_DIR=str(model_store),
         PARTSIGHT_BRIDGE_METRICS_PORT=str(bridge_port),
         PARTSIGHT_WORKER_METRICS_PORT=str(worker_port),
+        PARTSIGHT_API_PORT=str(api_port),
+        PARTSIGHT_API_ID=f"api-{prefix}",
         PARTSIGHT_BRIDGE_ID=f"bridge-{prefix}",
         PARTSIGHT_WORKER_ID=f"worker-{prefix}",
         PARTSIGHT_MAX_PAYLOAD_BYTES=str(2 * 1024 * 1024),
@@ -127,4 +142,4 @@ def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Pa
         **extra,
     )
     logs.mkdir(parents=True, exist_ok=True)
-    return Stack(env, Topics(prefix), mqtt_server.port, bridge_port, worker_port, logs)
+    return Stack(env, Topics(prefix), mqtt_server.port, bridge_port, worker_port, logs, api_port=api_port)
