@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from models import versions
 from models.backbones import file_sha256
 from models.catalog import Catalog
 from models.classifiers import Classifier
@@ -37,13 +38,15 @@ from models.gallery import GALLERY_FILE, Gallery
 from models.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.novelty import NoveltyModel
 from models.recipe import LEGACY, FeatureRecipe
+from models.versions import verify_file
 
+# listing, verifying and pointing `current` live in models.versions (numpy-free: the HTTP API uses them)
+CURRENT, MANIFEST, READABLE_FORMATS = versions.CURRENT, versions.MANIFEST, versions.READABLE_FORMATS
+resolve = versions.resolve
+point_current = versions.point_current
 FEATURES_FILE = "features.npz"
 
 FORMAT = 2  # 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (still read)
-READABLE_FORMATS = (1, 2)
-MANIFEST = "manifest.json"
-CURRENT = "current"
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,6 @@ class ModelBundle:
 def new_version(now: datetime | None = None) -> str:
     moment = now or datetime.now(UTC)
     return moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def resolve(path: Path) -> Path:
-    """A version directory as it is, or the version a store's `current` points at."""
-    if (path / MANIFEST).is_file():
-        return path
-    current = path / CURRENT
-    if current.exists():
-        target = current.resolve() if current.is_symlink() else path / current.read_text().strip()
-        if (target / MANIFEST).is_file():
-            return target
-    raise ArtifactError(f"{path} is neither a model version (no {MANIFEST}) nor a store with a '{CURRENT}' version")
 
 
 def _write_json(path: Path, document: Any) -> None:
@@ -163,15 +154,6 @@ def write_model(
     return final
 
 
-def point_current(store: Path, version: str) -> None:
-    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new."""
-    link = store / f".{CURRENT}.tmp"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(version)
-    os.replace(link, store / CURRENT)
-
-
 @dataclass(frozen=True)
 class VersionStatus:
     """One version of a store as `partsight models` lists it."""
@@ -221,16 +203,7 @@ def served_signature(path: Path) -> tuple[str, str]:
 
 
 def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:
-    entry = manifest.get("files", {}).get(name)
-    if not isinstance(entry, dict) or "sha256" not in entry:
-        raise ArtifactError(f"{path}: the manifest does not list {name}")
-    target = path / name
-    if not target.is_file():
-        raise ArtifactError(f"{path}: {name} is missing")
-    actual = file_sha256(target)
-    if actual != entry["sha256"]:
-        raise ArtifactError(f"{path}: {name} has sha256 {actual}, the manifest says {entry['sha256']}")
-    return target
+    return verify_file(path, manifest, name)
 
 
 def load_model(path: Path) -> ModelBundle:

@@ -6,8 +6,11 @@ ModelError                  base of everything raised here
 ├── CatalogError            a catalog file that is missing, malformed or inconsistent
 ├── DatasetError            a training image folder that does not fit the expected layout
 ├── ArtifactError           a model directory that is missing files or fails verification
-└── ReviewError             the review store cannot be created, written or read
-    └── UnknownItem         no review item by that id (or an id that is not one: never a path)
+├── ReviewError             the review store cannot be created, written or read
+│   └── UnknownItem         no review item by that id (or an id that is not one: never a path)
+├── StoreBusy               the model store's lock was held too long (an enrolment or an activation)
+└── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
+    └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
 """
 
 from __future__ import annotations
@@ -48,3 +51,23 @@ class ReviewError(ModelError):
 
 class UnknownItem(ReviewError):
     """No review item by that id: it never existed, was evicted, or the id is not one (never read as a path)."""
+
+
+class EnrolmentError(ModelError):
+    """An enrolment that cannot be stored or carried out. `code` is a stable string the API and results carry."""
+
+    def __init__(self, message: str, code: str = "bad_enrolment") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UnknownEnrolment(EnrolmentError):
+    """No enrolment by that id: it never existed, or the id is not one (never read as a path)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "unknown_enrolment")
+
+
+class StoreBusy(ModelError):
+    """Another process held the model store's lock (enrolment, activation) for longer than the caller waits."""

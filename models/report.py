@@ -346,9 +346,12 @@ def _markdown(name: str, version: str, report: Mapping[str, Any]) -> str:
 def write_report(folder: Path, *, name: str, version: str, report: Mapping[str, Any]) -> list[str]:
     """Write REPORT_FILES into `folder` (a model version being staged), and OPEN_SET_FILE when the report
     has an "open_set" entry; returns the names written."""
-    if "cv_evaluation" not in report:
+    if "cv_evaluation" not in report:  # too few photos to cross-validate, or an enrolment (no search)
         (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return ["report.json"]  # too few photos per product to cross-validate: numbers only
+        if report.get("open_set") is not None:
+            _plot_open_set(folder / OPEN_SET_FILE, report["open_set"])
+            return ["report.json", OPEN_SET_FILE]
+        return ["report.json"]
     cv = report["cv_evaluation"]
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(_markdown(name, version, report), encoding="utf-8")

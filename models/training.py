@@ -36,6 +36,7 @@ from models.classifiers import (
     softmax,
 )
 from models.decode import decode_image, decode_photo, resize_center_crop
+from models.enrol import BASE_FILE, DEFAULT_BASE_PER_PRODUCT, Choices, EnrolmentBase, base_record
 from models.errors import DatasetError, ImageError
 from models.feature_cache import FeatureCache
 from models.features import FeatureExtractor
@@ -560,6 +561,7 @@ class FittedHead:
     report: dict[str, Any]
     novelty: NoveltyModel | None
     calibration: OpenSetCalibration | None = None
+    chosen: Mapping[str | None, tuple[Candidate, float]] | None = None  # each node's classifier and temperature
 
 
 def fit_head(
@@ -692,7 +694,7 @@ def fit_model(
         product_threshold=product_threshold,
         category_threshold=category_threshold,
     )
-    return FittedHead(head, report, novelty, calibration)
+    return FittedHead(head, report, novelty, calibration, chosen)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -720,6 +722,7 @@ class TrainOptions:
     recipes: tuple[FeatureRecipe, ...] = CANDIDATES  # cross-validation chooses among them
     refuse_unseen: float | None = DEFAULT_REFUSE_UNSEEN  # None: thresholds from known products only
     gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
+    base_per_product: int = DEFAULT_BASE_PER_PRODUCT  # photos of a product whose features enrolments refit on
     classifiers: tuple[str, ...] = KINDS
     preprocessing: tuple[str, ...] = PREPROCESSING
     tuning_photos: int | None = 3000  # cross-validate on a stratified sample of this many photos (None: all)
@@ -787,8 +790,30 @@ def train(options: TrainOptions) -> Path:
         gallery_per_product=options.gallery_per_product,
     )
     head, report = fitted.head, fitted.report
-    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
+    version = new_version()
     paths, digests = photo_ids(images, options.images)
+    base = EnrolmentBase(
+        features=features,
+        products=labels,
+        groups=data.groups,
+        synthetic=data.synthetic,
+        photos=np.asarray(paths, dtype=str)[data.groups],
+        sha256=np.asarray(digests, dtype=str)[data.groups],
+    ).capped(options.base_per_product, options.seed)
+    choices = Choices(
+        structure=head.structure,
+        classifiers=dict(fitted.chosen or {}),
+        target_precision=options.target_precision,
+        refuse_unseen=options.refuse_unseen if fitted.novelty is not None else None,
+        product_threshold=options.product_threshold,
+        category_threshold=options.category_threshold,
+        gallery_per_product=options.gallery_per_product,
+        base_per_product=options.base_per_product,
+        tuning_photos=options.tuning_photos,
+        seed=options.seed,
+        trained_version=version,
+    )
+    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
     real = np.flatnonzero(~data.synthetic)  # rows of the photos themselves, in `images` order
     gallery: Gallery = build_gallery(
         features[real],
@@ -816,12 +841,11 @@ def train(options: TrainOptions) -> Path:
         [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
     )
 
-    version = new_version()
-
     def write_extras(staging: Path) -> dict[str, Any]:
         added: dict[str, Any] = {
             "report_files": write_report(staging, name=options.name, version=version, report=report)
         }
+        base.save(staging / BASE_FILE)
         if options.export_onnx:
             network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
             difference = export_backbone(spec, network, staging / ONNX_FILE, check, recipe=recipe, center=center)
@@ -839,7 +863,7 @@ def train(options: TrainOptions) -> Path:
         head=head,
         catalog=trained,
         backbone=backbone,
-        extra={"training": summary},
+        extra={"training": summary, "choices": choices.record(), "enrolment_base": base_record(base)},
         version=version,
         write_files=write_extras,
         recipe=recipe,

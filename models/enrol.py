@@ -1,0 +1,549 @@
+"""Enrolment: a new model version from the last one's cached training features plus a few new photos, in seconds.
+
+A full `partsight train` keeps, in every version it writes, what an enrolment needs to build the next one
+without the photos or the search:
+    training.npz   the finished feature vector of every training row (photos and their synthetic copies, at most
+                   `base_per_product` photos of a product), its product, photo, sha256 and whether it is synthetic
+    manifest       `choices`: the head structure and each node's classifier and temperature that cross-validation
+                   chose, the target precision, the never-seen share to refuse, the gallery's size, the seed
+An enrolment then: computes the new photos' features with the version's own engine (the caller's
+`features_of`), adds them to the rows, refits every node with the classifier chosen for it (a node that is new,
+such as the category of a new product, gets the default classifier), recalibrates the novelty score and the
+category threshold on leave-products-out folds of the rows (models.openset), rebuilds the gallery, and writes
+and verifies the version as training does; `current` moves only when all of that worked. The backbone, its
+recipe and its mean do not change, so the ONNX graph is linked, not exported again.
+
+Enrolments on one store run one after another (a lock file): each builds on the `current` of the moment it takes
+the lock, so two at once both land, the second on top of the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.artifact import ModelBundle, _verified, load_model, write_model
+from models.catalog import Catalog
+from models.classifiers import Candidate
+from models.enrolments import check_catalog_record, check_product_id
+from models.errors import ArtifactError, EnrolmentError, ImageError, ModelError
+from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
+from models.head import ProductHead
+from models.novelty import NoveltyModel
+from models.versions import store_lock
+
+logger = logging.getLogger(__name__)
+
+BASE_FILE = "training.npz"
+DEFAULT_BASE_PER_PRODUCT = 1000  # photos of a product (with their copies) kept for enrolments
+LINKED_FILES = ("backbone.onnx",)  # unchanged by an enrolment: hard-linked from the version it builds on
+
+FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
+
+
+@dataclass(frozen=True)
+class EnrolmentBase:
+    """Every training row an enrolment refits on."""
+
+    features: np.ndarray  # (N, D) float32 finished features (stored as float16)
+    products: np.ndarray  # (N,) str
+    groups: np.ndarray  # (N,) int: the photo of each row (a synthetic copy shares its photo's)
+    synthetic: np.ndarray  # (N,) bool
+    photos: np.ndarray  # (N,) str: the photo's id (its path under images/, or enrolments/<id>/<name>)
+    sha256: np.ndarray  # (N,) str: the photo's bytes
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        if self.features.ndim != 2 or not all(
+            len(a) == n for a in (self.products, self.groups, self.synthetic, self.photos, self.sha256)
+        ):
+            raise ValueError("an enrolment base needs one product, photo, sha256 and flag per feature row")
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            features=self.features.astype(np.float16),
+            products=self.products.astype(str),
+            groups=self.groups.astype(np.int64),
+            synthetic=self.synthetic.astype(bool),
+            photos=self.photos.astype(str),
+            sha256=self.sha256.astype(str),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> EnrolmentBase:
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(
+                features=stored["features"].astype(np.float32),
+                products=stored["products"].astype(str),
+                groups=stored["groups"].astype(np.int64),
+                synthetic=stored["synthetic"].astype(bool),
+                photos=stored["photos"].astype(str),
+                sha256=stored["sha256"].astype(str),
+            )
+
+    def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
+        """These rows plus new real photos of `product`, each its own group."""
+        first = int(self.groups.max()) + 1 if len(self.groups) else 0
+        count = len(features)
+        return EnrolmentBase(
+            features=np.concatenate([self.features, np.asarray(features, dtype=np.float32)]),
+            products=np.concatenate([self.products, np.full(count, product)]).astype(str),
+            groups=np.concatenate([self.groups, np.arange(first, first + count)]),
+            synthetic=np.concatenate([self.synthetic, np.zeros(count, dtype=bool)]),
+            photos=np.concatenate([self.photos, np.asarray(photos, dtype=str)]).astype(str),
+            sha256=np.concatenate([self.sha256, np.asarray(sha256, dtype=str)]).astype(str),
+        )
+
+    def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
+        """At most `per_product` photos of each product (with their copies): a seeded random sample, always
+        holding the photos (groups) in `keep` (what an operator just enrolled) while they fit."""
+        kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
+        mask = np.zeros(len(self.products), dtype=bool)
+        for index, product in enumerate(np.unique(self.products)):
+            rows = self.products == product
+            photos = np.unique(self.groups[rows])
+            if len(photos) > per_product:
+                wanted = photos[np.isin(photos, kept_groups)][-per_product:]
+                rest = photos[~np.isin(photos, wanted)]
+                rng = np.random.default_rng(seed + index)
+                picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
+                photos = np.concatenate([picked, wanted])
+            mask |= rows & np.isin(self.groups, photos)
+        return self.rows(mask)
+
+    def rows(self, mask: np.ndarray) -> EnrolmentBase:
+        return EnrolmentBase(
+            self.features[mask],
+            self.products[mask],
+            self.groups[mask],
+            self.synthetic[mask],
+            self.photos[mask],
+            self.sha256[mask],
+        )
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the last full training chose, so an enrolment refits without searching."""
+
+    structure: str
+    classifiers: Mapping[str | None, tuple[Candidate, float]]
+    target_precision: float = 0.9
+    refuse_unseen: float | None = None
+    product_threshold: float | None = None  # given to training (None: calibrated)
+    category_threshold: float | None = None
+    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
+    base_per_product: int = DEFAULT_BASE_PER_PRODUCT
+    tuning_photos: int | None = 3000
+    seed: int = 0
+    trained_version: str = ""  # the full training these choices come from
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "structure": self.structure,
+            "classifiers": [
+                {
+                    "scope": scope,
+                    "kind": candidate.kind,
+                    "parameter": candidate.parameter,
+                    "preprocessing": candidate.preprocessing,
+                    "temperature": temperature,
+                }
+                for scope, (candidate, temperature) in sorted(
+                    self.classifiers.items(), key=lambda item: "" if item[0] is None else f"~{item[0]}"
+                )
+            ],
+            "target_precision": self.target_precision,
+            "refuse_unseen": self.refuse_unseen,
+            "product_threshold": self.product_threshold,
+            "category_threshold": self.category_threshold,
+            "gallery_per_product": self.gallery_per_product,
+            "base_per_product": self.base_per_product,
+            "tuning_photos": self.tuning_photos,
+            "seed": self.seed,
+            "trained_version": self.trained_version,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Choices:
+        classifiers = {
+            entry["scope"]: (
+                Candidate(str(entry["kind"]), float(entry["parameter"]), str(entry["preprocessing"])),
+                float(entry["temperature"]),
+            )
+            for entry in record["classifiers"]
+        }
+
+        def optional(name: str) -> float | None:
+            value = record.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            structure=str(record["structure"]),
+            classifiers=classifiers,
+            target_precision=float(record["target_precision"]),
+            refuse_unseen=optional("refuse_unseen"),
+            product_threshold=optional("product_threshold"),
+            category_threshold=optional("category_threshold"),
+            gallery_per_product=int(record["gallery_per_product"]),
+            base_per_product=int(record["base_per_product"]),
+            tuning_photos=None if record.get("tuning_photos") is None else int(record["tuning_photos"]),
+            seed=int(record["seed"]),
+            trained_version=str(record.get("trained_version", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Refitted:
+    head: ProductHead
+    novelty: NoveltyModel | None
+    gallery: Gallery
+    report: dict[str, Any]
+
+
+def refit(
+    base: EnrolmentBase,
+    categories_of: Mapping[str, str],
+    choices: Choices,
+    previous: NoveltyModel | None = None,
+    previous_category_threshold: float | None = None,
+) -> Refitted:
+    """The head, novelty score and gallery for `base`, with the classifiers `choices` names (no search).
+
+    The novelty score is recalibrated on leave-products-out folds of the products with two photos or more (a
+    product enrolled from one photo cannot be split into folds, but it is in the head and the gallery); when
+    too few are left for folds, the `previous` score is kept as it was (its inputs are relative to each
+    product's own spread, so it still reads the same way)."""
+    from models.openset import calibrate_open_set, fold_answers
+    from models.training import (
+        DEFAULT_CANDIDATE,
+        fit_nodes,
+        head_nodes,
+        resolve_structure,
+        tuning_sample,
+    )
+
+    labels = base.products
+    categories = np.array([categories_of[str(p)] for p in labels])
+    structure = resolve_structure(choices.structure, categories)
+    nodes = head_nodes(labels, categories, structure)
+    picks = {node.scope: choices.classifiers.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
+    new_nodes = sorted(str(node.scope) for node in nodes if node.scope not in choices.classifiers)
+    products = tuple(str(p) for p in np.unique(labels))
+    report: dict[str, Any] = {
+        "images": int((~base.synthetic).sum()),
+        "synthetic_images": int(base.synthetic.sum()),
+        "products": len(products),
+        "structure": structure,
+        "nodes_with_default_classifier": new_nodes,
+    }
+    novelty = None
+    product_threshold = choices.product_threshold
+    category_threshold = choices.category_threshold
+    if choices.refuse_unseen is not None:
+        sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed)
+        names, photos = np.unique(labels[~base.synthetic], return_counts=True)
+        sample &= np.isin(labels, names[photos >= 2])
+        answers = fold_answers(
+            base.features[sample],
+            labels[sample],
+            base.groups[sample],
+            base.synthetic[sample],
+            categories_of=categories_of,
+            structure=structure,
+            chosen=picks,
+            seed=choices.seed,
+            max_per_product=choices.gallery_per_product,
+        )
+        if answers is not None:
+            calibration = calibrate_open_set(
+                answers, refuse_unseen=choices.refuse_unseen, target_precision=choices.target_precision
+            )
+            novelty = calibration.novelty
+            report.update(calibration.report)
+            product_threshold = 0.0 if product_threshold is None else product_threshold
+            if category_threshold is None:
+                category_threshold = calibration.category_threshold
+        elif previous is not None:
+            novelty = previous
+            report["novelty_kept"] = "too few products with two photos to recalibrate: the base version's score"
+            product_threshold = 0.0 if product_threshold is None else product_threshold
+            if category_threshold is None:
+                category_threshold = previous_category_threshold
+    head = ProductHead(
+        products,
+        tuple(categories_of[p] for p in products),
+        fit_nodes(nodes, picks, base.features, choices.seed),
+        structure=structure,
+        product_threshold=0.5 if product_threshold is None else product_threshold,
+        category_threshold=0.5 if category_threshold is None else category_threshold,
+    )
+    real = ~base.synthetic
+    gallery = build_gallery(
+        base.features[real],
+        labels[real],
+        list(base.photos[real]),
+        list(base.sha256[real]),
+        products,
+        max_per_product=choices.gallery_per_product,
+        seed=choices.seed,
+    )
+    report.update(
+        product_threshold=round(head.product_threshold, 6),
+        category_threshold=round(head.category_threshold, 6),
+        gallery={"photos": len(gallery.features), "max_per_product": choices.gallery_per_product},
+    )
+    return Refitted(head, novelty, gallery, report)
+
+
+def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
+    """The version's training rows and choices; EnrolmentError when it keeps none (trained before enrolment)."""
+    record = bundle.manifest.get("enrolment_base")
+    if record is None or "choices" not in bundle.manifest:
+        raise EnrolmentError(
+            f"version {bundle.version} keeps no training features to enrol on: train it once with this release "
+            "(`partsight train`), then enrol",
+            "not_enrollable",
+        )
+    try:
+        base = EnrolmentBase.load(_verified(bundle.path, bundle.manifest, str(record["file"])))
+        choices = Choices.from_record(bundle.manifest["choices"])
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc
+    if base.dim != bundle.head.feature_dim:
+        raise ArtifactError(
+            f"{bundle.path}: the enrolment base holds {base.dim}-d rows, the head takes {bundle.head.feature_dim}"
+        )
+    return base, choices
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    version: str
+    path: Path
+    product: str
+    new_product: bool
+    photos: int  # photos added
+    duplicates: int  # photos already enrolled for this product, skipped
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def enrol(
+    store: Path,
+    product: str,
+    photos: Sequence[tuple[str, bytes]],
+    *,
+    record: Mapping[str, Any] | None,
+    features_of: FeaturesOf,
+    photo_prefix: str = "enrolments",
+    details: Mapping[str, Any] | None = None,
+    locked: bool = False,
+) -> Enrolled:
+    """Add `photos` of `product` to the store's current version as a new version, and make it current.
+
+    `record` is the product's catalog record (required for a new product; for a known one it replaces the
+    record). EnrolmentError (with a code) for anything the caller can fix; `current` stays where it was.
+    `locked`: the caller already holds store_lock(store)."""
+    started = time.monotonic()
+    check_product_id(product)
+    if not photos:
+        raise EnrolmentError("an enrolment needs at least one photo", "no_photos")
+    checked = check_catalog_record(product, record) if record is not None else None
+    timings: dict[str, float] = {}
+    with contextlib.nullcontext() if locked else store_lock(store):
+        timings["lock_s"] = time.monotonic() - started
+        bundle = load_model(store)
+        base, choices = base_of(bundle)
+        catalog: Catalog = {key: dict(value) for key, value in bundle.catalog.items()}
+        new_product = product not in bundle.head.products
+        if new_product and checked is None:
+            raise EnrolmentError(
+                f"product {product!r} is not in version {bundle.version}: a new product needs its catalog record "
+                "(name and category)",
+                "unknown_product",
+            )
+        if checked is not None:
+            catalog[product] = checked
+        digests = [hashlib.sha256(data).hexdigest() for _, data in photos]
+        known = set(base.sha256[base.products == product].tolist())
+        fresh = [i for i, digest in enumerate(digests) if digest not in known and digest not in digests[:i]]
+        if not fresh:
+            raise EnrolmentError(f"every photo given is already enrolled for {product!r}", "duplicate_photos")
+        mark = time.monotonic()
+        vectors = _features(bundle, [photos[i] for i in fresh], features_of)
+        timings["features_s"] = time.monotonic() - mark
+        names = [f"{photo_prefix}/{photos[i][0]}" for i in fresh]
+        grown = base.added(vectors, product, names, [digests[i] for i in fresh])
+        grown = grown.capped(choices.base_per_product, choices.seed, keep=grown.groups[len(base.groups) :])
+        categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
+        mark = time.monotonic()
+        try:
+            refitted = refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold)
+        except ValueError as exc:
+            raise EnrolmentError(f"the head cannot be refitted with these photos: {exc}", "refit_failed") from exc
+        timings["refit_s"] = time.monotonic() - mark
+        mark = time.monotonic()
+        summary = {
+            "product": product,
+            "new_product": new_product,
+            "photos": len(fresh),
+            "duplicates": len(photos) - len(fresh),
+            "base_version": bundle.version,
+            "trained_version": choices.trained_version,
+            **(dict(details) if details else {}),
+        }
+        path = _write(store, bundle, grown, choices, refitted, catalog, summary)
+        timings["write_s"] = time.monotonic() - mark
+    seconds = time.monotonic() - started
+    logger.info(
+        "enrolled %d photo(s) of %s%s: version %s in %.2f s (%s)",
+        len(fresh),
+        product,
+        " (new product)" if new_product else "",
+        path.name,
+        seconds,
+        ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
+    )
+    return Enrolled(path.name, path, product, new_product, len(fresh), len(photos) - len(fresh), seconds, timings)
+
+
+def _features(bundle: ModelBundle, photos: Sequence[tuple[str, bytes]], features_of: FeaturesOf) -> np.ndarray:
+    results = features_of(bundle, [data for _, data in photos])
+    rows = []
+    for (name, _), result in zip(photos, results, strict=True):
+        if isinstance(result, ImageError):
+            raise EnrolmentError(f"photo {name}: {result.message}", result.code)
+        rows.append(np.asarray(result, dtype=np.float32))
+    vectors = np.stack(rows)
+    if vectors.shape[1] != bundle.head.feature_dim:
+        raise ArtifactError(
+            f"the engine gave {vectors.shape[1]}-d features, version {bundle.version}'s head takes "
+            f"{bundle.head.feature_dim}"
+        )
+    return vectors
+
+
+def _write(  # noqa: PLR0917
+    store: Path,
+    bundle: ModelBundle,
+    base: EnrolmentBase,
+    choices: Choices,
+    refitted: Refitted,
+    catalog: Catalog,
+    summary: dict[str, Any],
+) -> Path:
+    from models.report import write_report
+
+    previous = bundle.manifest
+    carried: dict[str, Any] = {key: previous[key] for key in ("training", "engines") if key in previous}
+
+    def write_extras(staging: Path) -> dict[str, Any]:
+        for name in LINKED_FILES:
+            if name in previous.get("files", {}):
+                _link_or_copy(bundle.path / name, staging / name)
+        base.save(staging / BASE_FILE)
+        report = {**refitted.report, "enrolment": summary, "target_precision": choices.target_precision}
+        files = write_report(staging, name=bundle.name, version=staging.name, report=report)
+        return {"report_files": files}
+
+    return write_model(
+        store,
+        name=bundle.name,
+        head=refitted.head,
+        catalog={p: catalog[p] for p in refitted.head.products},
+        backbone=bundle.backbone,
+        extra={
+            **carried,
+            "choices": choices.record(),
+            "enrolment_base": base_record(base),
+            "enrolment": {**summary, "open_set": _open_set_summary(refitted.report)},
+        },
+        write_files=write_extras,
+        recipe=bundle.recipe,
+        center=bundle.center,
+        gallery=refitted.gallery,
+        novelty=refitted.novelty,
+    )
+
+
+def base_record(base: EnrolmentBase) -> dict[str, Any]:
+    return {"file": BASE_FILE, "rows": len(base.features), "photos": int((~base.synthetic).sum())}
+
+
+def _open_set_summary(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    curve = report.get("open_set")
+    if not isinstance(curve, Mapping):
+        return None
+    return {key: value for key, value in curve.items() if key != "curve"}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    enrolment: str
+    product: str
+    state: str  # done or failed
+    version: str | None
+    error: Mapping[str, str] | None
+    ran: bool  # False: it had finished before (a redelivered task), nothing was done
+    enrolled: Enrolled | None = None
+
+
+def run_request(store: Path, enrolment: str, features_of: FeaturesOf) -> RequestOutcome:
+    """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
+
+    Anything but an EnrolmentError is recorded as `internal` and raised again (a bug to see in the log)."""
+    from models.enrolments import DONE, FAILED, EnrolmentStore
+
+    requests = EnrolmentStore(store)
+    request = requests.request(enrolment)
+    product = str(request["product"])
+    with store_lock(store):
+        status = requests.get(enrolment)
+        if status["state"] in (DONE, FAILED):
+            return RequestOutcome(enrolment, product, status["state"], status["version"], status["error"], False)
+        requests.running(enrolment)
+        try:
+            enrolled = enrol(
+                store,
+                product,
+                requests.photos(enrolment),
+                record=request.get("record"),
+                features_of=features_of,
+                photo_prefix=f"enrolments/{enrolment}",
+                details={"enrolment": enrolment, "source": request.get("source")},
+                locked=True,
+            )
+        except EnrolmentError as exc:
+            requests.failed(enrolment, exc.code, exc.message)
+            return RequestOutcome(enrolment, product, FAILED, None, {"code": exc.code, "message": exc.message}, True)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+            requests.failed(enrolment, "internal", message)
+            raise
+        requests.done(enrolment, enrolled.version, enrolled.seconds)
+    return RequestOutcome(enrolment, product, DONE, enrolled.version, None, True, enrolled)

@@ -1,0 +1,249 @@
+"""Enrolment requests on disk: what was asked (a product, its photos, maybe its catalog record) and how it went.
+
+Layout, under `<model store>/enrolments/` so that the API, the workers and `partsight enrol` all find it:
+    <id>/request.json   product, catalog record (or null), photo names and sizes, who asked, when
+    <id>/photos/NNN-*   the photos as they came (never decoded here)
+    <id>/status.json    state (queued, running, done, failed), the version it made, why it failed, timings
+Every write is a rename or an os.replace, so a reader sees the old status or the new one, never half of one.
+Ids are time-sortable and checked on every path that takes one (no "..", "/", absolute path). Pure file I/O:
+the API uses this module and stays free of numpy, torch and Pillow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.errors import EnrolmentError, UnknownEnrolment
+
+ENROLMENTS_DIR = "enrolments"
+KEYS_DIR = ".keys"  # key (sha256) -> enrolment id, for requests that may be delivered twice
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+STATES = (QUEUED, RUNNING, DONE, FAILED)
+ENROLMENT_ID = re.compile(r"\A[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}\Z")
+PRODUCT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # a folder name on every OS, a topic-safe string
+MAX_PHOTOS = 200  # per enrolment
+_PHOTO_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def rfc3339(at: float) -> str:
+    moment = datetime.fromtimestamp(at, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def new_enrolment_id(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y%m%dT%H%M%S%fZ") + f"-{secrets.token_hex(4)}"
+
+
+def check_enrolment_id(value: object) -> str:
+    if not isinstance(value, str) or not ENROLMENT_ID.match(value):
+        raise UnknownEnrolment(f"no enrolment {str(value)[:80]!r}")
+    return value
+
+
+def check_product_id(value: object) -> str:
+    """A product id usable as a folder name and a topic-safe string; EnrolmentError otherwise."""
+    if not isinstance(value, str) or not PRODUCT_ID.match(value):
+        raise EnrolmentError(
+            f"product id {str(value)[:80]!r} must be 1 to 128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return value
+
+
+def check_catalog_record(product: str, record: object) -> dict[str, Any]:
+    """A catalog record for `product`: a JSON object with non-empty string `name` and `category`; its `product`,
+    if given, must be `product`. Further fields travel into results as they are."""
+    if not isinstance(record, Mapping):
+        raise EnrolmentError("a catalog record must be a JSON object with at least 'name' and 'category'")
+    checked = dict(record)
+    if checked.setdefault("product", product) != product:
+        raise EnrolmentError(f"the catalog record names product {checked['product']!r}, not {product!r}")
+    for name in ("name", "category"):
+        value = checked.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise EnrolmentError(f"the catalog record needs a non-empty string {name!r}")
+        checked[name] = value.strip()
+    try:
+        json.dumps(checked, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EnrolmentError(f"the catalog record is not plain JSON: {exc}") from exc
+    return checked
+
+
+def _write_json(path: Path, document: Any) -> None:
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    staging.write_text(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staging, path)
+
+
+class EnrolmentStore:
+    """The enrolment requests of one model store."""
+
+    def __init__(self, model_store: Path) -> None:
+        self.root = Path(model_store) / ENROLMENTS_DIR
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EnrolmentError(f"cannot create {self.root}: {exc.strerror or exc}") from exc
+
+    def create(
+        self,
+        product: str,
+        photos: Sequence[tuple[str, bytes]],
+        *,
+        record: Mapping[str, Any] | None = None,
+        source: str = "api",
+        at: float | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Store a request and its photos (queued); returns its id. Checks the product id and the record.
+
+        `key` names what the request came from (an MQTT device, its frame id and the photo's sha256): a request
+        already stored under that key is returned as it is, so a delivery repeated by the broker or by Celery
+        finds its request instead of making a second one."""
+        if key is not None:
+            found = self._keyed(key)
+            if found is not None:
+                return found
+        check_product_id(product)
+        checked = check_catalog_record(product, record) if record is not None else None
+        if not photos:
+            raise EnrolmentError("an enrolment needs at least one photo")
+        if len(photos) > MAX_PHOTOS:
+            raise EnrolmentError(f"at most {MAX_PHOTOS} photos an enrolment, got {len(photos)}")
+        now = time.time() if at is None else at
+        enrolment = new_enrolment_id(now)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            staging.chmod(0o755)
+            (staging / "photos").mkdir()
+            names = []
+            for index, (name, data) in enumerate(photos):
+                safe = _PHOTO_NAME.sub("_", Path(name or "photo").name)[-80:].lstrip(".") or "photo"
+                stored = f"{index:03d}-{safe}"
+                (staging / "photos" / stored).write_bytes(data)
+                names.append({"name": stored, "bytes": len(data)})
+            request = {
+                "id": enrolment,
+                "product": product,
+                "record": checked,
+                "photos": names,
+                "source": source,
+                "created_at": rfc3339(now),
+            }
+            _write_json(staging / "request.json", request)
+            _write_json(staging / "status.json", {"state": QUEUED, "updated_at": rfc3339(now)})
+            os.rename(staging, self.root / enrolment)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise EnrolmentError(f"cannot store the enrolment in {self.root}: {exc.strerror or exc}") from exc
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if key is not None:
+            return self._claim_key(key, enrolment)
+        return enrolment
+
+    def _key_path(self, key: str) -> Path:
+        return self.root / KEYS_DIR / hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _keyed(self, key: str) -> str | None:
+        try:
+            enrolment = self._key_path(key).read_text(encoding="ascii").strip()
+            self._folder(enrolment)
+        except (OSError, UnicodeDecodeError, EnrolmentError):
+            return None
+        return enrolment
+
+    def _claim_key(self, key: str, enrolment: str) -> str:
+        """Tie `key` to the request just stored; when another delivery tied it first, that one wins and this
+        request is removed."""
+        path = self._key_path(key)
+        path.parent.mkdir(exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            winner = self._keyed(key)
+            if winner is not None:
+                shutil.rmtree(self.root / enrolment, ignore_errors=True)
+                return winner
+            path.unlink(missing_ok=True)  # a key left by a request that is gone: take it over
+            return self._claim_key(key, enrolment)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(enrolment)
+        return enrolment
+
+    def _folder(self, enrolment: object) -> Path:
+        folder = self.root / check_enrolment_id(enrolment)
+        if not (folder / "request.json").is_file():
+            raise UnknownEnrolment(f"no enrolment {enrolment!r}")
+        return folder
+
+    def request(self, enrolment: str) -> dict[str, Any]:
+        folder = self._folder(enrolment)
+        document: dict[str, Any] = json.loads((folder / "request.json").read_text(encoding="utf-8"))
+        return document
+
+    def photos(self, enrolment: str) -> list[tuple[str, bytes]]:
+        folder = self._folder(enrolment)
+        names = [str(entry["name"]) for entry in self.request(enrolment)["photos"]]
+        return [(name, (folder / "photos" / name).read_bytes()) for name in names]
+
+    def get(self, enrolment: str) -> dict[str, Any]:
+        """What the API answers: id, product, state, photos, version made, error, times."""
+        folder = self._folder(enrolment)
+        request = self.request(enrolment)
+        try:
+            status = json.loads((folder / "status.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            status = {"state": QUEUED}
+        return {
+            "id": request["id"],
+            "product": request["product"],
+            "new_product": request["record"] is not None,
+            "photos": len(request["photos"]),
+            "source": request.get("source"),
+            "created_at": request["created_at"],
+            "state": status.get("state", QUEUED),
+            "version": status.get("version"),
+            "error": status.get("error"),
+            "seconds": status.get("seconds"),
+            "updated_at": status.get("updated_at"),
+        }
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        found = sorted((p.name for p in self.root.iterdir() if ENROLMENT_ID.match(p.name)), reverse=True)
+        listed = []
+        for enrolment in found[: max(0, limit)]:
+            try:
+                listed.append(self.get(enrolment))
+            except (UnknownEnrolment, OSError, json.JSONDecodeError):
+                continue
+        return listed
+
+    def set_state(self, enrolment: str, state: str, **details: Any) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown enrolment state {state!r}")
+        folder = self._folder(enrolment)
+        _write_json(folder / "status.json", {"state": state, "updated_at": rfc3339(time.time()), **details})
+
+    def running(self, enrolment: str) -> None:
+        self.set_state(enrolment, RUNNING)
+
+    def done(self, enrolment: str, version: str, seconds: float) -> None:
+        self.set_state(enrolment, DONE, version=version, seconds=round(seconds, 3))
+
+    def failed(self, enrolment: str, code: str, message: str) -> None:
+        self.set_state(enrolment, FAILED, error={"code": code, "message": message})

@@ -1,0 +1,152 @@
+"""The versions of a model store as files: list them, verify their sha256 against the manifest, move `current`.
+
+Standard library only (manifests read as JSON, files hashed with hashlib), so the HTTP API lists and activates
+versions without numpy; models.artifact loads what these functions verified and moves `current` through them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from models.errors import ArtifactError, StoreBusy
+
+MANIFEST = "manifest.json"
+CURRENT = "current"
+READABLE_FORMATS = (1, 2)
+REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")
+# a version is one folder name under the store: never "..", a "/", or a hidden staging folder
+VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve(path: Path) -> Path:
+    """A version directory as it is, or the version a store's `current` points at."""
+    if (path / MANIFEST).is_file():
+        return path
+    current = path / CURRENT
+    if current.exists():
+        target = current.resolve() if current.is_symlink() else path / current.read_text().strip()
+        if (target / MANIFEST).is_file():
+            return target
+    raise ArtifactError(f"{path} is neither a model version (no {MANIFEST}) nor a store with a '{CURRENT}' version")
+
+
+def current_version(store: Path) -> str | None:
+    """The name of the version `current` points at, or None when the store has none yet."""
+    try:
+        return resolve(store).name if (store / CURRENT).exists() else None
+    except (ArtifactError, OSError):
+        return None
+
+
+def version_dir(store: Path, version: object) -> Path:
+    """The folder of `version` in `store`; ArtifactError for a name that is not a version there (never a path)."""
+    if not isinstance(version, str) or not VERSION_NAME.match(version) or version == CURRENT:
+        raise ArtifactError(f"{store} has no version {str(version)[:80]!r}")
+    folder = store / version
+    if not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"{store} has no version {version!r}")
+    return folder
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A version's manifest as JSON, checked to be an object of a readable format."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{folder}: unreadable manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ArtifactError(f"{folder}: manifest format {found!r} is not one of {READABLE_FORMATS}")
+    return manifest
+
+
+def verify_file(folder: Path, manifest: Mapping[str, Any], name: str) -> Path:
+    """The path of `name` in `folder` once its sha256 matches the manifest's; ArtifactError otherwise."""
+    files = manifest.get("files")
+    entry = files.get(name) if isinstance(files, Mapping) else None
+    if not isinstance(entry, Mapping) or "sha256" not in entry:
+        raise ArtifactError(f"{folder}: the manifest does not list {name}")
+    target = folder / name
+    if not target.is_file():
+        raise ArtifactError(f"{folder}: {name} is missing")
+    actual = file_sha256(target)
+    if actual != entry["sha256"]:
+        raise ArtifactError(f"{folder}: {name} has sha256 {actual}, the manifest says {entry['sha256']}")
+    return target
+
+
+def verify_version(folder: Path) -> dict[str, Any]:
+    """Every file the manifest lists, and the files a head needs, match their sha256; returns the manifest."""
+    manifest = read_manifest(folder)
+    files = manifest.get("files")
+    if not isinstance(files, Mapping):
+        raise ArtifactError(f"{folder}: the manifest lists no files")
+    for name in files:
+        if not isinstance(name, str) or "/" in name or name in {"", ".", ".."}:
+            raise ArtifactError(f"{folder}: the manifest lists {str(name)[:80]!r}, which is not a file name")
+        verify_file(folder, manifest, name)
+    for name in REQUIRED_FILES:
+        verify_file(folder, manifest, name)
+    return manifest
+
+
+def point_current(store: Path, version: str) -> None:
+    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new."""
+    link = store / f".{CURRENT}.tmp"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(version)
+    os.replace(link, store / CURRENT)
+
+
+def version_folders(store: Path) -> list[Path]:
+    """The folders of a store that hold a manifest, by name (hidden staging folders left out)."""
+    return sorted(
+        entry
+        for entry in store.iterdir()
+        if entry.is_dir() and VERSION_NAME.match(entry.name) and entry.name != CURRENT and (entry / MANIFEST).is_file()
+    )
+
+
+LOCK_FILE = ".store.lock"
+LOCK_TIMEOUT_S = 600.0
+
+
+@contextlib.contextmanager
+def store_lock(store: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """One writer of `current` at a time on `store` (an enrolment, an activation), across processes and machines
+    sharing the folder (flock); StoreBusy after `timeout_s`."""
+    path = store / LOCK_FILE
+    handle = path.open("a+")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise StoreBusy(f"{path} was held for more than {timeout_s:.0f} s: try again later") from exc
+                time.sleep(0.05)
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,287 @@
+"""Enrolment: a new version from the cached training rows plus new photos, its request store, the worker's runner."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.artifact import load_model, resolve
+from models.classifiers import Candidate
+from models.decode import DecodeLimits
+from models.enrol import BASE_FILE, Choices, EnrolmentBase, base_of, enrol, run_request
+from models.enrolments import (
+    DONE,
+    FAILED,
+    EnrolmentStore,
+    check_catalog_record,
+)
+from models.errors import EnrolmentError, UnknownEnrolment
+from models.recognizer import Recognizer
+
+DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
+
+
+def digit_photos(digit: int, count: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    """Photos of a product the Fashion-MNIST model never saw: sklearn's handwritten digits, scaled up, on grey."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rows = np.flatnonzero(digits.target == digit)[offset : offset + count]
+    photos = []
+    for row in rows:
+        pixels = (255 - digits.images[row] * 16).clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, "L").resize((112, 112), Image.Resampling.BILINEAR).convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        photos.append((f"digit-{digit}-{row}.png", buffer.getvalue()))
+    return photos
+
+
+@pytest.fixture
+def store(model_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's trained store: enrolments move its `current`."""
+    copy = tmp_path / "store"
+    shutil.copytree(model_store, copy, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache", "enrolments"))
+    return copy
+
+
+class LocalFeatures:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, bundle, photos):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        engine = Recognizer.load(bundle.path, device="cpu").engine
+        results = []
+        for data in photos:
+            try:
+                results.extend(engine.features([engine.prepare(data, DecodeLimits())]))
+            except Exception as exc:  # an ImageError goes back to enrol, which names the photo
+                results.append(exc)
+        return results
+
+
+def answered(store: Path, photos: list[tuple[str, bytes]]) -> list[str | None]:
+    recognizer = Recognizer.load(store, device="cpu")
+    images = np.stack([recognizer.engine.prepare(data, DecodeLimits()) for _, data in photos])
+    return [decision.product for decision in recognizer.classify(recognizer.features(images))]
+
+
+def test_the_trained_version_keeps_what_an_enrolment_needs(model_store: Path) -> None:
+    bundle = load_model(model_store)
+    base, choices = base_of(bundle)
+    assert bundle.manifest["enrolment_base"]["file"] == BASE_FILE and BASE_FILE in bundle.manifest["files"]
+    assert base.dim == bundle.head.feature_dim and len(base.features) >= 200  # 20 photos of 10 products
+    assert set(base.products) == set(bundle.head.products)
+    assert choices.structure == bundle.head.structure and None in choices.classifiers
+    assert choices.trained_version == bundle.version
+    assert Choices.from_record(choices.record()) == choices
+
+
+def test_a_new_product_is_enrolled_and_recognised(store: Path) -> None:
+    before = resolve(store).name
+    features = LocalFeatures()
+    enrolled = enrol(store, "gauge-3", digit_photos(3, 20), record=DIGIT_RECORD, features_of=features)
+    assert enrolled.new_product and enrolled.photos == 20 and resolve(store).name == enrolled.version != before
+    bundle = load_model(store)  # verified like any version
+    assert "gauge-3" in bundle.head.products and bundle.catalog["gauge-3"]["unit"] == "bar"
+    assert bundle.manifest["enrolment"]["base_version"] == before
+    assert (
+        bundle.novelty is not None
+        and bundle.manifest["novelty"]["threshold"] != load_model(store / before).manifest["novelty"]["threshold"]
+    )
+    assert bundle.gallery is not None
+    assert sum(str(p).startswith("enrolments/") for p in bundle.gallery.photos) == 20
+    assert (store / enrolled.version / "backbone.onnx").stat().st_ino == (
+        store / before / "backbone.onnx"
+    ).stat().st_ino
+    held_out = answered(store, digit_photos(3, 10, offset=40))
+    assert held_out.count("gauge-3") >= 8, held_out
+    base, _ = base_of(bundle)
+    assert len(base.features) == len(base_of(load_model(store / before))[0].features) + 20
+
+
+def test_a_failed_enrolment_leaves_current_where_it_was(store: Path) -> None:
+    before = resolve(store).name
+    with pytest.raises(EnrolmentError) as corrupt:
+        enrol(store, "gauge-3", [("bad.jpg", b"\xff\xd8 not a jpeg")], record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert corrupt.value.code in {"image_undecodable", "unsupported_format"} and "bad.jpg" in corrupt.value.message
+    with pytest.raises(EnrolmentError) as unknown:
+        enrol(store, "gauge-3", digit_photos(3, 2), record=None, features_of=LocalFeatures())
+    assert unknown.value.code == "unknown_product"
+    with pytest.raises(EnrolmentError):
+        enrol(store, "../etc", digit_photos(3, 2), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert resolve(store).name == before
+    assert not [p for p in store.iterdir() if p.name.startswith(".staging-")]  # nothing half-written left
+
+
+def test_two_enrolments_at_once_both_land(store: Path) -> None:
+    versions_before = {p.name for p in store.iterdir() if (p / "manifest.json").is_file()}
+    errors: list[BaseException] = []
+
+    def run(product: str, digit: int) -> None:
+        try:
+            record = {**DIGIT_RECORD, "name": product}
+            enrol(store, product, digit_photos(digit, 12), record=record, features_of=LocalFeatures())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"gauge-{d}", d)) for d in (3, 7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    bundle = load_model(store)
+    assert {"gauge-3", "gauge-7"} <= set(bundle.head.products)
+    assert len({p.name for p in store.iterdir() if (p / "manifest.json").is_file()} - versions_before) == 2
+
+
+def test_a_version_trained_before_enrolment_is_refused_clearly(store: Path) -> None:
+    current = resolve(store)
+    manifest = json.loads((current / "manifest.json").read_text())
+    del manifest["enrolment_base"]
+    (current / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnrolmentError) as refused:
+        enrol(store, "gauge-3", digit_photos(3, 2), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert refused.value.code == "not_enrollable" and "partsight train" in refused.value.message
+
+
+def test_more_photos_of_a_known_product_skip_those_already_enrolled(store: Path) -> None:
+    first = enrol(store, "gauge-3", digit_photos(3, 6), record=DIGIT_RECORD, features_of=LocalFeatures())
+    again = enrol(store, "gauge-3", digit_photos(3, 8), record=None, features_of=LocalFeatures())
+    assert not again.new_product and again.photos == 2 and again.duplicates == 6 and again.version != first.version
+    with pytest.raises(EnrolmentError) as same:
+        enrol(store, "gauge-3", digit_photos(3, 8), record=None, features_of=LocalFeatures())
+    assert same.value.code == "duplicate_photos"
+
+
+def test_base_rows_add_and_cap() -> None:
+    base = EnrolmentBase(
+        features=np.eye(6, 4, dtype=np.float32),
+        products=np.array(["a", "a", "a", "a", "b", "b"]),
+        groups=np.array([0, 0, 1, 2, 3, 4]),
+        synthetic=np.array([False, True, False, False, False, False]),
+        photos=np.array(["p0", "p0", "p1", "p2", "p3", "p4"]),
+        sha256=np.array(["s0", "s0", "s1", "s2", "s3", "s4"]),
+    )
+    grown = base.added(np.ones((2, 4), dtype=np.float32), "a", ["n1", "n2"], ["t1", "t2"])
+    assert list(grown.groups[-2:]) == [5, 6] and not grown.synthetic[-2:].any()
+    capped = grown.capped(2, keep=np.array([5, 6]))
+    assert set(capped.photos[capped.products == "a"]) == {"n1", "n2"}  # what was just enrolled stays
+    assert len(capped.products[capped.products == "b"]) == 2
+    one = base.capped(2)
+    assert len(np.unique(one.groups[one.products == "a"])) == 2 and len(one.groups) in (3, 4)  # copies go with photos
+
+
+def test_choices_round_trip() -> None:
+    choices = Choices(
+        structure="category-first",
+        classifiers={None: (Candidate("logistic", 10.0), 1.0), "bags": (Candidate("rbf_svm", 3.0, "standardize"), 2.5)},
+        refuse_unseen=0.8,
+        trained_version="v1",
+    )
+    assert Choices.from_record(json.loads(json.dumps(choices.record()))) == choices
+
+
+def test_the_request_store(tmp_path: Path) -> None:
+    requests = EnrolmentStore(tmp_path)
+    enrolment = requests.create("valve-1", [("../../a.jpg", b"x"), ("", b"y")], record={"name": "V", "category": "c"})
+    status = requests.get(enrolment)
+    assert status["state"] == "queued" and status["new_product"] and status["photos"] == 2
+    assert [name for name, _ in requests.photos(enrolment)] == ["000-a.jpg", "001-photo"]  # no path from a name
+    requests.done(enrolment, "v2", 1.234)
+    assert requests.get(enrolment)["version"] == "v2" and requests.list()[0]["state"] == DONE
+    for bad in ("../x", "/etc", "20261201T000000000000Z-zzzzzzzz", ""):
+        with pytest.raises(UnknownEnrolment):
+            requests.get(bad)
+    first = requests.create("valve-1", [("a", b"1")], key="cam\x00f1")
+    assert requests.create("valve-1", [("a", b"2")], key="cam\x00f1") == first  # a redelivery finds its request
+    assert requests.photos(first)[0][1] == b"1" and requests.create("valve-1", [("a", b"1")], key="other") != first
+    with pytest.raises(EnrolmentError):
+        check_catalog_record("valve-1", {"name": "V"})
+    with pytest.raises(EnrolmentError):
+        check_catalog_record("valve-1", {"product": "other", "name": "V", "category": "c"})
+    with pytest.raises(EnrolmentError):
+        requests.create("valve-1", [])
+
+
+def test_a_request_runs_once(store: Path) -> None:
+    requests = EnrolmentStore(store)
+    enrolment = requests.create("gauge-3", digit_photos(3, 5), record=DIGIT_RECORD, source="test")
+    features = LocalFeatures()
+    first = run_request(store, enrolment, features)
+    assert first.ran and first.state == DONE and requests.get(enrolment)["version"] == first.version
+    again = run_request(store, enrolment, features)  # a redelivered task
+    assert not again.ran and again.version == first.version and features.calls == 1
+    broken = requests.create("gauge-4", [("x.png", b"garbage")], record=DIGIT_RECORD)
+    failed = run_request(store, broken, features)
+    assert failed.state == FAILED and requests.get(broken)["error"]["code"] in {
+        "unsupported_format",
+        "image_undecodable",
+    }
+    assert resolve(store).name == first.version
+
+
+def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from broker.topics import Topics
+    from worker.enrol import EnrolmentRunner
+    from worker.errors import MalformedTask
+    from worker.metrics import WorkerMetrics
+    from worker.runtime import served_model
+
+    def load(path: Path):  # type: ignore[no-untyped-def]
+        return served_model(Recognizer.load(path, device="cpu"), DecodeLimits())
+
+    served = load(resolve(store))
+    published: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    announced: list[tuple[str, str]] = []
+    reloads: list[int] = []
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner = EnrolmentRunner(
+        store,
+        served=lambda: served,
+        load=load,
+        metrics=metrics,
+        announce=lambda version, reason: announced.append((version, reason)),
+        reload_now=lambda: reloads.append(1),
+        publish=lambda topic, payload: published.append((topic, json.loads(payload))),
+        topics=Topics("t"),
+    )
+    photo = digit_photos(3, 1)[0][1]
+    kwargs = {
+        "device": "cam-1",
+        "frame_id": "e1",
+        "product": "gauge-3",
+        "catalog": DIGIT_RECORD,
+        "photo": photo,
+        "received_at": 1_790_000_000.0,
+    }
+    outcome = runner.handle(kwargs)
+    assert outcome.state == DONE and outcome.ran and resolve(store).name == outcome.version
+    topic, answer = published[-1]
+    assert topic == "t/cam-1/result" and answer["type"] == "enrolment" and answer["version"] == outcome.version
+    assert answer["frame_id"] == "e1" and answer["product"] == "gauge-3"
+    assert announced == [(outcome.version, "enrolment")] and reloads == [1]
+    bundle = load_model(store)  # one photo: the novelty score is kept, never dropped
+    assert bundle.novelty is not None and "gauge-3" in bundle.head.products
+    again = runner.handle(kwargs)  # the same task redelivered
+    assert not again.ran and again.version == outcome.version and resolve(store).name == outcome.version
+    with pytest.raises(MalformedTask):  # a record without its category: the device hears why
+        runner.handle({**kwargs, "frame_id": "e2", "product": "gauge-9", "catalog": {"name": "x"}})
+    assert published[-1][0] == "t/cam-1/error" and "category" in published[-1][1]["error"]["message"]
+    bad = runner.handle({**kwargs, "frame_id": "e3", "product": "gauge-4", "photo": b"garbage"})
+    assert bad.state == FAILED and published[-1][0] == "t/cam-1/error"
+    assert published[-1][1]["error"]["code"] in {"unsupported_format", "image_undecodable"}
+    assert resolve(store).name == outcome.version
+    assert metrics.enrolments.labels(outcome="done")._value.get() == 1
+    assert metrics.enrolments.labels(outcome="failed")._value.get() == 2
