@@ -13,7 +13,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
 from kombu.entity import Queue
 
-from broker.contract import FRAME_QUEUE
+from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE
 from broker.dispatch import SAFE_CONTENT, celery_transport_options
 from worker.errors import ModelUnavailable
 from worker.runtime import RuntimeHolder
@@ -35,7 +35,8 @@ def create_app(settings: WorkerSettings) -> tuple[Celery, RuntimeHolder]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_default_queue=FRAME_QUEUE,
-        task_queues=[Queue(FRAME_QUEUE)],
+        task_queues=[Queue(FRAME_QUEUE), Queue(ENROL_QUEUE)],
+        task_routes={ENROL_TASK: {"queue": ENROL_QUEUE}},
         worker_pool="threads",
         worker_concurrency=settings.concurrency,
         worker_prefetch_multiplier=1,

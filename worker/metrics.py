@@ -19,6 +19,9 @@ NOVELTY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 REVIEW_DROP_REASONS = ("sampled", "busy", "error", "too_large", "evicted_count", "evicted_bytes", "expired")
 
 
+ENROLMENT_OUTCOMES = ("done", "failed")
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.stage_latency = Histogram(
@@ -119,6 +122,21 @@ class WorkerMetrics:
         self.review_bytes = Gauge(
             "partsight_worker_review_bytes",
             "Image bytes in the review store (of every worker sharing it), after this worker's last write.",
+            registry=registry,
+        )
+
+        self.enrolments = Counter(
+            "partsight_worker_enrolments_total",
+            "Enrolments this worker ran, by outcome (done: a new version is current; failed: current unchanged).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ENROLMENT_OUTCOMES:
+            self.enrolments.labels(outcome=outcome)
+        self.enrolment_seconds = Histogram(
+            "partsight_worker_enrolment_seconds",
+            "Seconds from taking an enrolment to its version being current (features, refit, write).",
+            buckets=(0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 60, 120, 300),
             registry=registry,
         )
 

@@ -7,6 +7,7 @@ on a daemon thread. A refused version is not tried again until `current` moves o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -60,9 +61,15 @@ class ModelReloader:
         self._refused: Signature | str | None = None  # the last version (or unreadable store) refused
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._check_lock = threading.Lock()
 
     def check(self) -> str:
-        """Look at the store once: swap in a new verified version, refuse a bad one, or leave things as they are."""
+        """Look at the store once: swap in a new verified version, refuse a bad one, or leave things as they are.
+        Callers in several threads (the poll, the Redis signal, an enrolment) take turns."""
+        with self._check_lock:
+            return self._check()
+
+    def _check(self) -> str:
         try:
             seen = self._signature(self._model_dir)
         except Exception as exc:  # a dangling `current`, an unreadable manifest: nothing to load, keep serving
@@ -119,3 +126,51 @@ class ModelReloader:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+
+class ReloadSignal:
+    """Reload at once when another process says `current` moved (Redis pub/sub on MODEL_CHANNEL): an enrolment,
+    an activation. The poll stays: a message missed while Redis was away only waits for the next poll."""
+
+    def __init__(self, client_factory: Callable[[], Any], channel: str, on_signal: Callable[[], object]) -> None:
+        self._client_factory = client_factory
+        self._channel = channel
+        self._on_signal = on_signal
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="model-signal", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self._client_factory().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        logger.info("model store changed (%s): checking it now", message.get("data", b"")[:200])
+                        self._on_signal()
+            except Exception as exc:  # Redis away: try again shortly; the poll still runs
+                logger.debug("model signal subscription lost (%s); resubscribing", exc)
+                self._stop.wait(2.0)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def announce(client: Any, channel: str, version: str, reason: str) -> None:
+    """Tell every worker that `current` now names `version` (they reload at once)."""
+    import json
+
+    client.publish(channel, json.dumps({"version": version, "reason": reason}))

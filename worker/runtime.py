@@ -19,6 +19,7 @@ import numpy as np
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from broker.contract import MODEL_CHANNEL
 from broker.dispatch import redis_client_url
 from broker.framestore import FrameStore
 from broker.http import serve
@@ -31,12 +32,13 @@ from models.head import Decision
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
+from worker.enrol import EnrolmentRunner
 from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
-from worker.reload import ModelReloader, ModelSlot
+from worker.reload import ModelReloader, ModelSlot, ReloadSignal, announce
 from worker.review import NoReview, ReviewSink
 from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings, open_review_store
 
@@ -55,6 +57,8 @@ class Runtime:
     registry: CollectorRegistry
     probes: dict[str, Callable[[], bool]]
     review: ReviewSink | NoReview = field(default_factory=NoReview)
+    enrolments: EnrolmentRunner | None = None  # None: the model directory is not a store (no enrolment)
+    signal: ReloadSignal | None = None
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
@@ -145,7 +149,40 @@ class Runtime:
             accepting=lambda: True,
         )
         reloader.start()
-        return cls(settings, slot, reloader, batcher, connection, pipeline, metrics, registry, probes, review)
+        signal = None
+        enrolments = None
+        if settings.engine != TRANSPORT_ONLY_ENGINE:
+            signal = ReloadSignal(
+                lambda: redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
+                MODEL_CHANNEL,
+                reloader.check,
+            )
+            signal.start()
+            if model_store_of(settings.model_dir) is not None:
+                enrolments = EnrolmentRunner(
+                    settings.model_dir,
+                    served=slot.get,
+                    load=load,
+                    metrics=metrics,
+                    announce=lambda version, reason: announce(redis_client, MODEL_CHANNEL, version, reason),
+                    reload_now=reloader.check,
+                    publish=functools.partial(publish_quietly, connection),
+                    topics=topics,
+                )
+        return cls(
+            settings,
+            slot,
+            reloader,
+            batcher,
+            connection,
+            pipeline,
+            metrics,
+            registry,
+            probes,
+            review,
+            enrolments,
+            signal,
+        )
 
     def stop_accepting(self) -> None:
         """/readyz turns false: the worker is draining (it takes no new task, finishes what it holds)."""
@@ -154,9 +191,24 @@ class Runtime:
     def close(self) -> None:
         self.stop_accepting()
         self.reloader.stop()
+        if self.signal is not None:
+            self.signal.stop()
         self.batcher.close()
         self.review.close()  # frames already answered: finish writing them (bounded), then stop the writer
         self.connection.stop()
+
+
+def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> None:
+    """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect)."""
+    connection.publish(topic, payload, qos=1)
+
+
+def model_store_of(model_dir: Path) -> Path | None:
+    """`model_dir` when it is a store (versions and a `current`), where enrolments write; None for a version
+    directory served as it is."""
+    from models.artifact import CURRENT, MANIFEST
+
+    return model_dir if (model_dir / CURRENT).exists() and not (model_dir / MANIFEST).is_file() else None
 
 
 def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int = DEFAULT_MATCHES) -> ServedModel:

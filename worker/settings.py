@@ -17,9 +17,12 @@ from broker.settings import (
     env_int,
     mqtt_from_env,
     redis_url_from_env,
+    secret_from_file,
 )
 from models.errors import ReviewError
-from models.review import ReviewStore
+from models.review_s3 import SECRET_KEY_VAR, S3Location
+from models.review_stores import AnyReviewStore, ReviewLocation, is_s3
+from models.review_stores import open_review_store as open_store
 
 DEFAULT_MODEL_DIR = "models-store"
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
@@ -85,12 +88,13 @@ class WorkerSettings:
     publish_timeout_s: float = 10.0
     model_reload_s: float = 10.0  # how often the store's `current` is looked at; 0: never reload
     matches: int = DEFAULT_MATCHES  # nearest enrolled photos each result names; 0: none
-    review_store: Path = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR
+    review_store: ReviewLocation = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR  # a directory, or an s3:// bucket
     review_sample: float = 1.0  # share of eligible frames kept for review; 0: the review queue is off
     review_margin: float = DEFAULT_REVIEW_MARGIN  # a recognised frame whose two best scores are closer is kept
     review_max_items: int = DEFAULT_REVIEW_MAX_ITEMS
     review_max_bytes: int = DEFAULT_REVIEW_MAX_BYTES
     review_max_age_s: float = DEFAULT_REVIEW_MAX_AGE_S
+    enrol: bool = True  # consume the partsight.enrol queue beside the frames' (PARTSIGHT_WORKER_ENROL=0: frames only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -128,6 +132,7 @@ class WorkerSettings:
             matches=matches_from_env(env),
             review_store=review_store_from_env(env, model_dir),
             review_sample=review_sample_from_env(env),
+            enrol=env_flag(env, "PARTSIGHT_WORKER_ENROL", True),
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
             review_max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_REVIEW_MAX_ITEMS, minimum=1),
             review_max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_REVIEW_MAX_BYTES, minimum=1),
@@ -154,20 +159,27 @@ def matches_from_env(env: Mapping[str, str]) -> int:
     return matches
 
 
-def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> Path:
-    """PARTSIGHT_REVIEW_STORE, a directory; by default `review/` in the model store (the store above the version
-    when PARTSIGHT_MODEL_DIR names a version directory)."""
+def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
+    """PARTSIGHT_REVIEW_STORE: a directory, by default `review/` in the model store (the store above the version
+    when PARTSIGHT_MODEL_DIR names a version directory), or `s3://BUCKET[/PREFIX]` with PARTSIGHT_REVIEW_S3_*."""
     raw = env.get("PARTSIGHT_REVIEW_STORE", "")
-    if raw.lower().startswith("s3://"):
-        raise SettingsError(
-            f"PARTSIGHT_REVIEW_STORE={raw!r}: S3-compatible stores are not supported yet; set it to a directory"
-        )
+    if is_s3(raw):
+        return s3_review_from_env(env, raw)
     if "://" in raw:
-        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory, got {raw!r}")
+        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory or s3://BUCKET[/PREFIX], got {raw!r}")
     if raw:
         return Path(raw)
     store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
     return store / REVIEW_DIR
+
+
+def s3_review_from_env(env: Mapping[str, str], url: str) -> S3Location:
+    """The S3 review store `url` names, with PARTSIGHT_REVIEW_S3_ENDPOINT, _ACCESS_KEY, _SECRET_KEY_FILE and the
+    optional _REGION; a SettingsError naming the variable that is missing or malformed."""
+    try:
+        return S3Location.from_env(env, url, secret_key=secret_from_file(env, SECRET_KEY_VAR))
+    except ReviewError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def review_sample_from_env(env: Mapping[str, str]) -> float:
@@ -177,13 +189,14 @@ def review_sample_from_env(env: Mapping[str, str]) -> float:
     return sample
 
 
-def open_review_store(settings: WorkerSettings) -> ReviewStore | None:
+def open_review_store(settings: WorkerSettings) -> AnyReviewStore | None:
     """The review store, created and checked writable; None when the queue is off. A directory that cannot be
-    created or written is a SettingsError, so the worker refuses to start as it does for any bad setting."""
+    created or written, or a bucket that is missing, unreachable or refuses the credentials, is a SettingsError,
+    so the worker refuses to start as it does for any bad setting."""
     if not settings.review_enabled:
         return None
     try:
-        store = ReviewStore(
+        store = open_store(
             settings.review_store,
             max_items=settings.review_max_items,
             max_bytes=settings.review_max_bytes,
@@ -191,7 +204,17 @@ def open_review_store(settings: WorkerSettings) -> ReviewStore | None:
         )
         store.check_writable()
     except ReviewError as exc:
-        raise SettingsError(
-            f"PARTSIGHT_REVIEW_STORE: {exc}; name a writable directory, or set PARTSIGHT_REVIEW_SAMPLE=0"
-        ) from exc
+        fix = "name a writable directory, or" if isinstance(settings.review_store, Path) else "or"
+        raise SettingsError(f"PARTSIGHT_REVIEW_STORE: {exc}; {fix} set PARTSIGHT_REVIEW_SAMPLE=0") from exc
     return store
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false), got {raw!r}")

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, Task
 from redis.exceptions import RedisError
 
-from broker.contract import RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
+from broker.contract import ENROL_QUEUE, ENROL_TASK, RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
 from worker.errors import MalformedTask, SettleFailed
 from worker.runtime import RuntimeHolder
 
@@ -22,7 +22,13 @@ logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 2
 
 
-def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task]:
+def task_retry(task: Task, exc: Exception) -> Exception:
+    logger.warning("Redis unavailable during an enrolment (%s); retrying in %d s", exc, RETRY_DELAY_S)
+    retried: Exception = task.retry(exc=exc, countdown=RETRY_DELAY_S)
+    return retried
+
+
+def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task]:
     options: dict[str, Any] = {
         "bind": True,
         "acks_late": True,
@@ -60,4 +66,22 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task]:
     def recognize_frame(self: Task, **kwargs: Any) -> dict[str, int]:
         return run(self, kwargs)
 
-    return recognize_frames, recognize_frame
+    @app.task(name=ENROL_TASK, queue=ENROL_QUEUE, **options)
+    def enrol(self: Task, **kwargs: Any) -> dict[str, Any]:
+        runtime = holder.get()
+        if runtime.enrolments is None:
+            model_dir = runtime.settings.model_dir
+            logger.error("enrolment refused: PARTSIGHT_MODEL_DIR %s is a version, not a store", model_dir)
+            runtime.metrics.enrolments.labels(outcome="failed").inc()
+            return {"state": "failed", "error": "the worker serves a version directory, not a store"}
+        try:
+            outcome = runtime.enrolments.handle(kwargs)
+        except MalformedTask as exc:
+            runtime.metrics.malformed_tasks.inc()
+            logger.error("dropping an enrolment task that does not fit the contract: %s", exc)
+            return {"state": "malformed"}
+        except RedisError as exc:
+            raise task_retry(self, exc) from exc
+        return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}
+
+    return recognize_frames, recognize_frame, enrol
