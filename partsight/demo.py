@@ -32,6 +32,7 @@ class DemoOptions:
     fps: float = 4.0
     train_per_product: int = 30
     embedded_only: bool = False
+    open_browser: bool = True  # open the operator page where there is a desktop to show it
 
 
 def _ready(port: int) -> bool:
@@ -62,8 +63,10 @@ def ensure_model(workdir: Path, per_product: int) -> Path:
     store = workdir / "model"
     try:
         bundle = load_model(store)
-        print(f"  model   {bundle.name} {bundle.version} (reused from {store})")
-        return store
+        if "enrolment_base" in bundle.manifest:
+            print(f"  model   {bundle.name} {bundle.version} (reused from {store})")
+            return store
+        print(f"  model   {bundle.version} was trained before enrolment: training a new one")
     except ArtifactError:
         pass
     source = "Debian's dataset-fashion-mnist" if datasets.debian_available() else "the sample shipped with partsight"
@@ -190,6 +193,28 @@ def _printer(truth: Callable[[str], str]):  # type: ignore[no-untyped-def]
     return show
 
 
+def can_show_a_page() -> bool:
+    """A desktop to open a browser on: a display on Linux, or macOS and Windows."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def start_api(env: dict[str, str], protocol: str, log: Path, *, open_browser: bool) -> subprocess.Popen[bytes] | None:
+    """`partsight api` on a free loopback port, its operator page printed (and opened where it can be)."""
+    if protocol != "5":
+        print("  page    not started: the HTTP API needs MQTT 5 (install mosquitto); the embedded broker is 3.1.1")
+        return None
+    port = free_port()
+    api = _start("api", {**env, "PARTSIGHT_API_PORT": str(port), "PARTSIGHT_API_ID": "demo-api"}, log)
+    _wait_ready(api, port, "API", log)
+    url = f"http://127.0.0.1:{port}/ui"
+    print(f"  page    {url}  (the operator page: review queue, new products, model versions; API docs at /docs)")
+    if open_browser and can_show_a_page():
+        import webbrowser
+
+        webbrowser.open(url)
+    return api
+
+
 def run_demo(options: DemoOptions) -> int:
     from models import datasets
 
@@ -199,7 +224,7 @@ def run_demo(options: DemoOptions) -> int:
     print("partsight demo")
     mqtt: Embedded | None = None
     redis: Embedded | None = None
-    bridge = worker = None
+    bridge = worker = api = None
     try:
         mqtt = start_mqtt(workdir / "mqtt", prefer_binary=not options.embedded_only)
         print(f"  MQTT    {mqtt.kind} at {mqtt.url} (MQTT {mqtt.protocol})")
@@ -225,6 +250,7 @@ def run_demo(options: DemoOptions) -> int:
         _wait_ready(worker, worker_port, "worker", logs / "worker.log")
         _wait_ready(bridge, bridge_port, "bridge", logs / "bridge.log")
         print(f"  metrics bridge http://127.0.0.1:{bridge_port}/metrics, worker http://127.0.0.1:{worker_port}/metrics")
+        api = start_api(env, mqtt.protocol, logs / "api.log", open_browser=options.open_browser)
         count = options.frames or 10**9
         print(f"  camera  {DEVICE} replays {len(photos)} held-out photos at {options.fps:g} fps; Ctrl-C stops")
         images = [path.read_bytes() for path, _ in photos]
@@ -247,6 +273,7 @@ def run_demo(options: DemoOptions) -> int:
         print("\n  stopping")
         return 130
     finally:
+        _stop(api)
         _stop(bridge)
         _stop(worker)
         if redis:

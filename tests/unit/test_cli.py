@@ -58,6 +58,8 @@ SUBCOMMANDS = {
     "augment": ["--image", "part.jpg", "--out", "out"],
     "models": ["--store", "store"],
     "demo": [],
+    "api": [],
+    "enrol": ["--store", "store", "--product", "valve-1", "--photos", "a.jpg", "b.jpg"],
 }
 
 

@@ -1,0 +1,133 @@
+"""`partsight enrol`: what the API's enrolment does, from the command line, in this process.
+
+The request is stored in the store's enrolments/ like any other (the API and the operator page list it), the
+features are computed here with the current version's own engine, and the new version is written and made
+current under the store's lock. Workers are told on Redis (PARTSIGHT_REDIS_URL) to load it at once; when Redis
+cannot be reached they load it at their next poll, and the command says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.artifact import ModelBundle
+from models.errors import EnrolmentError, ImageError
+
+logger = logging.getLogger(__name__)
+
+
+def catalog_record(raw: str | None) -> dict[str, Any] | None:
+    """--catalog-record: JSON text, or @FILE holding it."""
+    if raw is None:
+        return None
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise EnrolmentError(f"--catalog-record {raw}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EnrolmentError(f"--catalog-record is not JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise EnrolmentError("--catalog-record must be a JSON object with name and category")
+    return record
+
+
+def read_photos(paths: Sequence[str]) -> list[tuple[str, bytes]]:
+    photos = []
+    for name in paths:
+        path = Path(name)
+        try:
+            photos.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            raise EnrolmentError(f"photo {name}: cannot read it: {exc.strerror or exc}") from exc
+    return photos
+
+
+class LocalFeatures:
+    """A version's engine in this process, loaded once per version."""
+
+    def __init__(self, device: str, weights: Path | None) -> None:
+        self._device, self._weights = device, weights
+        self._loaded: dict[str, Any] = {}
+
+    def __call__(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
+        from models.decode import DecodeLimits
+        from models.recognizer import Recognizer
+
+        recognizer = self._loaded.get(str(bundle.path))
+        if recognizer is None:
+            recognizer = Recognizer.load(bundle.path, weights=self._weights, device=self._device)
+            self._loaded = {str(bundle.path): recognizer}
+        engine = recognizer.engine
+        results: list[np.ndarray | ImageError] = []
+        for data in photos:
+            try:
+                results.extend(engine.features([engine.prepare(data, DecodeLimits())]))
+            except ImageError as exc:
+                results.append(exc)
+        return results
+
+
+def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -> bool:
+    """Publish on MODEL_CHANNEL; False when Redis cannot be reached."""
+    import redis
+
+    from broker.contract import MODEL_CHANNEL
+    from broker.dispatch import redis_client_url
+    from broker.settings import redis_url_from_env
+    from worker.reload import announce
+
+    try:
+        client = redis.Redis.from_url(redis_client_url(redis_url_from_env(env)), socket_timeout=3)
+        announce(client, MODEL_CHANNEL, version, reason)
+        client.close()
+        return True
+    except (redis.RedisError, OSError, ValueError) as exc:
+        logger.debug("could not announce on Redis: %s", exc)
+        return False
+
+
+def run_enrol(args: argparse.Namespace) -> int:
+    from models.enrol import run_request
+    from models.enrolments import DONE, EnrolmentStore
+
+    store = Path(args.store)
+    if not (store / "current").exists():
+        print(f"partsight enrol: {store} is not a model store (no 'current'); name the folder `train --out` wrote")
+        return 2
+    photos = read_photos(args.photos)
+    record = catalog_record(args.catalog_record)
+    requests = EnrolmentStore(store)
+    enrolment = requests.create(args.product, photos, record=record, source="cli")
+    weights = os.environ.get("PARTSIGHT_BACKBONE_WEIGHTS")
+    features = LocalFeatures(os.environ.get("PARTSIGHT_DEVICE", "auto"), Path(weights) if weights else None)
+    outcome = run_request(store, enrolment, features)
+    if outcome.state != DONE:
+        error = outcome.error or {}
+        print(f"partsight enrol: {error.get('message')} ({error.get('code')}); current is unchanged", file=sys.stderr)
+        return 2
+    enrolled = outcome.enrolled
+    assert enrolled is not None and outcome.version is not None
+    kind = "new product" if enrolled.new_product else "known product"
+    skipped = f", {enrolled.duplicates} already enrolled" if enrolled.duplicates else ""
+    print(
+        f"enrolled {enrolled.photos} photo(s) of {args.product} ({kind}{skipped}) as version {outcome.version} "
+        f"in {enrolled.seconds:.1f} s; it is current (enrolment {enrolment})"
+    )
+    if tell_workers(outcome.version, dict(os.environ)):
+        print("workers were told on Redis to load it now")
+    else:
+        print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
+    return 0
