@@ -1,7 +1,8 @@
-"""The bridge loop: MQTT frames in, Celery tasks out. The only module that wires paho callbacks.
+"""The bridge loop: MQTT frames and enrolments in, Celery tasks out. The only module that wires paho callbacks.
 
 An MQTT frame is acknowledged (PUBACK) only after Redis holds its task, so a frame that arrives while
-Redis is away, or while the bridge dies, is redelivered by the broker instead of being lost.
+Redis is away, or while the bridge dies, is redelivered by the broker instead of being lost. Enrolment
+photos (`<prefix>/<device>/enrol`) go through the same ordered acknowledgements, each as its own task.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from broker.admission import Inbound, admit, frame_id_hint
 from broker.codes import ErrorCode
 from broker.contract import FrameRequest, encode, error_message
+from broker.enrol import EnrolRequest, admit_enrolment, enrol_hints, enrolment_refusal
 from broker.errors import FrameRejected, TopicError
 from broker.metrics import BridgeMetrics
 from broker.mqtt import MqttConnection, response_properties, user_properties
@@ -30,16 +32,20 @@ MAX_RETRY_DELAY_S = 5.0
 # interval over-counts (at 0.5 s, a 40-frame bound refused frames while 16 waited); one ZCARD per 50 ms keeps
 # the estimate within a few frames.
 QUEUE_SAMPLE_INTERVAL_S = 0.05
+# Enrolments are rare and each takes a worker seconds: their queue is sampled once a second.
+ENROL_SAMPLE_EVERY = 20
 
-
-Pending = tuple[FrameRequest | None, int, int]  # (admitted frame or None for "acknowledge only", mid, qos)
+# (admitted frame, admitted enrolment, or None for "acknowledge only", mid, qos)
+Pending = tuple[FrameRequest | EnrolRequest | None, int, int]
 
 
 class Dispatcher(Protocol):
     redeliver_after_s: float
 
     def enqueue_many(self, requests: list[FrameRequest]) -> None: ...
+    def enqueue_enrolment(self, request: EnrolRequest) -> None: ...
     def queue_length(self) -> int: ...
+    def enrol_queue_length(self) -> int: ...
     def sweep_overdue(self) -> tuple[int, int]: ...
 
 
@@ -68,6 +74,11 @@ class Bridge:
         self._queue_depth = 0
         self._admitted_since_sample = 0
         self._in_window = 0  # frames taken from the local queue whose window is being written
+        # the enrolments' own bound: the last sampled length of their Redis queue, those admitted and not yet
+        # sent, and those sent since that sample
+        self._enrol_depth = 0
+        self._enrol_unsent = 0
+        self._enrol_sent_since_sample = 0
         self.metrics.queue_limit.set(settings.max_queue_length)
         self._redis_ok = False
         self.connection = MqttConnection(
@@ -92,6 +103,7 @@ class Bridge:
         for thread in self._threads:
             thread.start()
         self.connection.subscribe(self.topics.frame_subscription(self.settings.share_group), qos=1)
+        self.connection.subscribe(self.topics.enrol_subscription(self.settings.share_group), qos=1)
         self.connection.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -119,8 +131,12 @@ class Bridge:
         try:
             self._handle(message)
         except Exception:
-            logger.exception("unexpected failure handling a message on %r", getattr(message, "topic", "?"))
-            self.metrics.frames_rejected.labels(reason=str(ErrorCode.INTERNAL)).inc()
+            topic = str(getattr(message, "topic", "?"))
+            logger.exception("unexpected failure handling a message on %r", topic)
+            if topic.endswith("/enrol"):
+                self.metrics.enrolments.labels(outcome=str(ErrorCode.INTERNAL)).inc()
+            else:
+                self.metrics.frames_rejected.labels(reason=str(ErrorCode.INTERNAL)).inc()
             self._pending.put((None, message.mid, message.qos))
 
     def _handle(self, message: Any) -> None:
@@ -134,6 +150,9 @@ class Bridge:
             response_topic=getattr(props, "ResponseTopic", None),
             correlation_data=getattr(props, "CorrelationData", None),
         )
+        if inbound.topic.endswith("/enrol"):
+            self._handle_enrolment(inbound, message.mid, message.qos)
+            return
         self.metrics.frames_received.inc()
         self.metrics.payload_size.observe(len(inbound.payload))
         try:
@@ -155,6 +174,42 @@ class Bridge:
             return
         self.metrics.pending.inc()
         self._pending.put((request, message.mid, message.qos))
+
+    def _handle_enrolment(self, inbound: Inbound, mid: int, qos: int) -> None:
+        try:
+            device = self.topics.device_of_enrol_topic(inbound.topic)
+        except TopicError as exc:
+            logger.warning("ignoring message on unknown topic: %s", exc)
+            self.metrics.frames_rejected.labels(reason="unknown_topic").inc()
+            self._pending.put((None, mid, qos))
+            return
+        try:
+            request = admit_enrolment(
+                inbound, device=device, max_payload_bytes=self.settings.max_payload_bytes, received_at=self._clock()
+            )
+            self._admit_enrolment_within_bound()
+        except FrameRejected as exc:
+            self._refuse_enrolment(inbound, device, exc)
+            self._pending.put((None, mid, qos))
+            return
+        logger.info("enrolment %s of %s from %s admitted", request.frame_id, request.product, device)
+        self._pending.put((request, mid, qos))
+
+    def _admit_enrolment_within_bound(self) -> None:
+        with self._depth_lock:
+            depth = self._enrol_depth + self._enrol_unsent + self._enrol_sent_since_sample
+            if depth >= self.settings.max_enrol_queue_length:
+                raise FrameRejected(ErrorCode.OVERLOADED, f"{depth} enrolments are waiting; retry later")
+            self._enrol_unsent += 1
+
+    def _refuse_enrolment(self, inbound: Inbound, device: str, exc: FrameRejected) -> None:
+        frame_id, product = enrol_hints(inbound, self.settings.max_payload_bytes)
+        logger.info("refused enrolment %s of %s from %s: %s (%s)", frame_id, product, device, exc.code, exc.message)
+        self.metrics.enrolments.labels(outcome=str(exc.code)).inc()
+        refusal = enrolment_refusal(
+            device=device, frame_id=frame_id, product=product, code=exc.code, message=exc.message, at=self._clock()
+        )
+        self.connection.publish(self.topics.error(device), encode(refusal), qos=1)
 
     def _admit_within_bound(self) -> None:
         with self._depth_lock:
@@ -180,18 +235,20 @@ class Bridge:
         Without a backlog it closes as soon as nothing else is waiting, so a lone frame is never held back;
         frames that pile up while the previous window is being written ride in the next one. With a backlog
         (a full window already waiting or in service) it waits up to `window_ms` for more: fewer, fuller
-        tasks for frames that would mostly wait behind that backlog anyway. Returns the window and whether
-        the bridge is stopping (the stop mark was met).
+        tasks for frames that would mostly wait behind that backlog anyway. An enrolment closes the window it
+        joins: its photo goes to Redis at once, as its own task. Returns the window and whether the bridge is
+        stopping (the stop mark was met).
         """
         first = self._pending.get()
         if first is None:
             return [], True
         window = [first]
-        frames, size = (1, len(first[0].image)) if first[0] is not None else (0, 0)
+        frames, size = (1, len(first[0].image)) if isinstance(first[0], FrameRequest) else (0, 0)
         deadline = time.monotonic() + self.settings.window_ms / 1000
         linger = self._backlogged()
         stopping = False
-        while frames < self.settings.window_frames and size < self.settings.window_bytes:
+        closed = isinstance(first[0], EnrolRequest)
+        while not closed and frames < self.settings.window_frames and size < self.settings.window_bytes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -203,7 +260,9 @@ class Bridge:
                 stopping = True
                 break
             window.append(item)
-            if item[0] is not None:
+            if isinstance(item[0], EnrolRequest):
+                closed = True
+            elif item[0] is not None:
                 frames += 1
                 size += len(item[0].image)
         with self._depth_lock:  # out of the local queue, not yet in Redis: still counted against the bound
@@ -220,42 +279,64 @@ class Bridge:
         stopping = False
         while not stopping:
             window, stopping = self._next_window()
-            requests = [request for request, _, _ in window if request is not None]
+            requests = [request for request, _, _ in window if isinstance(request, FrameRequest)]
             if requests:
                 if not self._enqueue_with_retry(requests):
                     return  # stopped while Redis was away: the window stays unacknowledged, the broker keeps it
                 self.metrics.window_size.observe(len(requests))
                 self.metrics.pending.dec(len(requests))
+            for enrolment in (request for request, _, _ in window if isinstance(request, EnrolRequest)):
+                if not self._enrol_with_retry(enrolment):
+                    return  # as above: unacknowledged, so the broker delivers it again
             with self._depth_lock:
                 self._in_window = 0
             for _, mid, qos in window:  # in arrival order, refusals included: MQTT wants QoS 1 acks in order
                 self.connection.client.ack(mid, qos)
 
     def _enqueue_with_retry(self, requests: list[FrameRequest]) -> bool:
+        first = requests[0]
+        took = self._until_sent(
+            lambda: self._dispatcher.enqueue_many(requests),
+            lambda: f"{len(requests)} frame(s), the first {first.frame_id} from {first.device}",
+        )
+        if took is None:
+            return False
+        self.metrics.enqueue_latency.observe(took)
+        self.metrics.frames_enqueued.inc(len(requests))
+        return True
+
+    def _enrol_with_retry(self, request: EnrolRequest) -> bool:
+        took = self._until_sent(
+            lambda: self._dispatcher.enqueue_enrolment(request),
+            lambda: f"the enrolment {request.frame_id} of {request.product} from {request.device}",
+        )
+        if took is None:
+            return False
+        with self._depth_lock:
+            self._enrol_unsent -= 1
+            self._enrol_sent_since_sample += 1
+        self.metrics.enrolments.labels(outcome="enqueued").inc()
+        return True
+
+    def _until_sent(self, send: Callable[[], None], what: Callable[[], str]) -> float | None:
+        """Call `send` until Redis takes it, backing off; the seconds the successful call took, or None when the
+        bridge stopped first."""
         delay = 0.05
         while not self._stopped.is_set():
             started = time.perf_counter()
             try:
-                self._dispatcher.enqueue_many(requests)
+                send()
             except Exception as exc:  # kombu/redis raise many kinds; all mean "not enqueued yet"
                 self.metrics.enqueue_failures.inc()
                 self.metrics.redis_connected.set(0)
-                logger.warning(
-                    "could not enqueue %d frame(s), the first %s from %s (%s); retrying in %.2f s",
-                    len(requests),
-                    requests[0].frame_id,
-                    requests[0].device,
-                    exc,
-                    delay,
-                )
+                logger.warning("could not enqueue %s (%s); retrying in %.2f s", what(), exc, delay)
                 self._stopped.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
                 continue
-            self.metrics.enqueue_latency.observe(time.perf_counter() - started)
-            self.metrics.frames_enqueued.inc(len(requests))
+            took = time.perf_counter() - started
             self.metrics.redis_connected.set(1)
-            return True
-        return False
+            return took
+        return None
 
     def sample_queue_depth(self) -> None:
         depth = self._dispatcher.queue_length()
@@ -265,6 +346,12 @@ class Bridge:
         self._redis_ok = True
         self.metrics.queue_depth.set(depth)
 
+    def sample_enrol_depth(self) -> None:
+        depth = self._dispatcher.enrol_queue_length()
+        with self._depth_lock:
+            self._enrol_depth = depth
+            self._enrol_sent_since_sample = 0
+
     def _sample_queue_loop(self) -> None:
         """Samples the queue depth (for admission and the metric) and sweeps for unanswered frames."""
         sweep_every = max(1, round(self._dispatcher.redeliver_after_s / 4 / QUEUE_SAMPLE_INTERVAL_S))
@@ -273,6 +360,8 @@ class Bridge:
             ticks += 1
             try:
                 self.sample_queue_depth()
+                if ticks % ENROL_SAMPLE_EVERY == 0:
+                    self.sample_enrol_depth()
                 if ticks % sweep_every == 0:
                     resent, expired = self._dispatcher.sweep_overdue()
                     self.metrics.frames_redelivered.inc(resent)

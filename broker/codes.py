@@ -12,5 +12,6 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     BAD_ENVELOPE = "bad_envelope"
     BAD_METADATA = "bad_metadata"
+    BAD_ENROLMENT = "bad_enrolment"  # an enrolment's product or catalog record does not fit the contract
     OVERLOADED = "overloaded"
     INTERNAL = "internal"

@@ -1,4 +1,5 @@
-"""Hands admitted frames to Redis as Celery tasks, by name, with msgpack: the bridge never imports task code."""
+"""Hands admitted frames and enrolments to Redis as Celery tasks, by name, with msgpack: the bridge never imports
+task code."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import redis
 from celery import Celery
 
-from broker.contract import FRAME_QUEUE, RECOGNIZE_BATCH_TASK, FrameRequest
+from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE, RECOGNIZE_BATCH_TASK, FrameRequest
+from broker.enrol import EnrolRequest
 from broker.framestore import FrameStore, frame_key, task_reference
 from broker.settings import DEFAULT_WINDOW_FRAMES
 
@@ -108,6 +110,32 @@ class CeleryDispatcher:
             argsrepr="()",
             kwargsrepr=f"{{'frames': <{len(frames)} frames>}}",
         )
+
+    def enqueue_enrolment(self, request: EnrolRequest) -> None:
+        """Send one enrolment photo to the workers' enrol queue; the photo rides in the task (msgpack bytes).
+
+        Raises what redis/kombu raise when Redis is away; the caller retries, under the same task id.
+        """
+        self.app.send_task(
+            ENROL_TASK,
+            kwargs=request.to_task_kwargs(),
+            queue=ENROL_QUEUE,
+            task_id=request.task_id,
+            serializer="msgpack",
+            retry=False,
+            ignore_result=True,
+            argsrepr="()",
+            kwargsrepr=(
+                f"{{'device': {request.device!r}, 'frame_id': {request.frame_id!r}, 'product': {request.product!r},"
+                f" 'photo': <{len(request.photo)} bytes>}}"
+            ),
+        )
+
+    def enrol_queue_length(self) -> int:
+        """Enrolments no worker has taken yet (the Celery queue is a Redis list)."""
+        length = self._redis.llen(ENROL_QUEUE)
+        assert isinstance(length, int)  # a sync client answers at once; redis-py types it "int or awaitable"
+        return length
 
     def queue_length(self) -> int:
         """Frames admitted and not yet answered: waiting in the queue or held by a worker (a task holds a window

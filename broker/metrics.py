@@ -6,7 +6,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.codes import ErrorCode
 
-REJECT_REASONS = (*(str(code) for code in ErrorCode), "unknown_topic")
+REJECT_REASONS = (*(str(code) for code in ErrorCode if code is not ErrorCode.BAD_ENROLMENT), "unknown_topic")
+# an enrolment is sent to the workers, or refused with one of these codes
+ENROL_OUTCOMES = (
+    "enqueued",
+    *(
+        str(code)
+        for code in (
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            ErrorCode.UNSUPPORTED_FORMAT,
+            ErrorCode.BAD_METADATA,
+            ErrorCode.BAD_ENROLMENT,
+            ErrorCode.OVERLOADED,
+            ErrorCode.INTERNAL,
+        )
+    ),
+)
 SIZE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)
 WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -48,9 +63,17 @@ class BridgeMetrics:
         )
         self.enqueue_failures = Counter(
             "partsight_bridge_enqueue_failures_total",
-            "Failed attempts to enqueue a window of frames (retried).",
+            "Failed attempts to enqueue a window of frames or an enrolment (retried).",
             registry=registry,
         )
+        self.enrolments = Counter(
+            "partsight_bridge_enrolments_total",
+            "Enrolment photos received on enrol topics: sent to the workers (enqueued) or refused, by code.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ENROL_OUTCOMES:
+            self.enrolments.labels(outcome=outcome)
         self.mqtt_connected = Gauge(
             "partsight_bridge_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry
         )

@@ -143,6 +143,8 @@ class BridgeSettings:
     bridge_id: str = "bridge"
     share_group: str | None = None
     max_queue_length: int = 1000
+    # enrolments waiting in Redis (each carries its photo, up to max_payload_bytes) beyond which one is refused
+    max_enrol_queue_length: int = 256
     receive_maximum: int = 64
     session_expiry_s: int = 7 * 24 * 3600
     visibility_timeout_s: int = 60
@@ -166,6 +168,7 @@ class BridgeSettings:
             bridge_id=env.get("PARTSIGHT_BRIDGE_ID") or socket.gethostname(),
             share_group=env.get("PARTSIGHT_SHARE_GROUP") or None,
             max_queue_length=env_int(env, "PARTSIGHT_MAX_QUEUE_LENGTH", 1000, minimum=1),
+            max_enrol_queue_length=env_int(env, "PARTSIGHT_MAX_ENROL_QUEUE_LENGTH", 256, minimum=1),
             receive_maximum=env_int(env, "PARTSIGHT_MQTT_RECEIVE_MAXIMUM", 64, minimum=1),
             visibility_timeout_s=visibility,
             redeliver_after_s=env_int(env, "PARTSIGHT_REDELIVER_AFTER_S", 2 * visibility, minimum=1),

@@ -1,4 +1,4 @@
-"""Topic names of the contract: building them and parsing a frame topic back into its device id."""
+"""Topic names of the contract: building them and parsing a frame or enrol topic back into its device id."""
 
 from __future__ import annotations
 
@@ -43,23 +43,41 @@ class Topics:
     def error(self, device: str) -> str:
         return f"{self.prefix}/{validate_segment(device, 'device id')}/error"
 
+    def enrol(self, device: str) -> str:
+        """Where a device sends one photo of a product to enrol (MQTT 5: the product in a user property)."""
+        return f"{self.prefix}/{validate_segment(device, 'device id')}/enrol"
+
     def status(self, component: str, instance: str) -> str:
         component = validate_segment(component, "component")
         return f"{self.prefix}/status/{component}/{validate_segment(instance, 'instance id')}"
 
     def frame_subscription(self, share_group: str | None = None) -> str:
         """The filter the bridge subscribes to; with a group, a shared subscription that splits the load."""
-        topic = f"{self.prefix}/+/frame"
+        return self._subscription("frame", share_group)
+
+    def enrol_subscription(self, share_group: str | None = None) -> str:
+        """The bridge's filter for enrolments, shared within the group like the frames'."""
+        return self._subscription("enrol", share_group)
+
+    def device_of_frame_topic(self, topic: str) -> str:
+        """The device id in `<prefix>/<device>/frame`; TopicError for any other topic."""
+        return self._device_of(topic, "frame")
+
+    def device_of_enrol_topic(self, topic: str) -> str:
+        """The device id in `<prefix>/<device>/enrol`; TopicError for any other topic."""
+        return self._device_of(topic, "enrol")
+
+    def _subscription(self, kind: str, share_group: str | None) -> str:
+        topic = f"{self.prefix}/+/{kind}"
         if share_group:
             return f"$share/{validate_segment(share_group, 'share group')}/{topic}"
         return topic
 
-    def device_of_frame_topic(self, topic: str) -> str:
-        """The device id in `<prefix>/<device>/frame`; TopicError for any other topic."""
-        head = self.prefix + "/"
-        if not topic.startswith(head) or not topic.endswith("/frame"):
-            raise TopicError(f"topic {topic!r} is not a frame topic under {self.prefix!r}")
-        device = topic[len(head) : -len("/frame")]
+    def _device_of(self, topic: str, kind: str) -> str:
+        head, tail = self.prefix + "/", "/" + kind
+        if not topic.startswith(head) or not topic.endswith(tail):
+            raise TopicError(f"topic {topic!r} is not a {kind} topic under {self.prefix!r}")
+        device = topic[len(head) : -len(tail)]
         if device == "status":
             raise TopicError("'status' is reserved and cannot be a device id")
         return validate_segment(device, "device id")

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.bridge import Bridge
 from broker.contract import FrameRequest
+from broker.enrol import EnrolRequest
 from broker.metrics import BridgeMetrics
 from broker.settings import BridgeSettings, MqttSettings
 
@@ -21,6 +22,9 @@ class Dispatcher:
         self.failures = failures
         self.enqueued: list[FrameRequest] = []
         self.windows: list[list[str]] = []
+        self.enrolments: list[EnrolRequest] = []
+        self.sent: list[str] = []  # what reached "Redis", in order: frame windows and enrolments
+        self.enrol_waiting = 0
         self.done = threading.Event()
 
     def enqueue_many(self, requests: list[FrameRequest]) -> None:
@@ -29,10 +33,22 @@ class Dispatcher:
             raise ConnectionError("redis away")
         self.enqueued.extend(requests)
         self.windows.append([request.frame_id for request in requests])
+        self.sent.extend(request.frame_id for request in requests)
+        self.done.set()
+
+    def enqueue_enrolment(self, request: EnrolRequest) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis away")
+        self.enrolments.append(request)
+        self.sent.append(request.frame_id)
         self.done.set()
 
     def queue_length(self) -> int:
         return 0
+
+    def enrol_queue_length(self) -> int:
+        return self.enrol_waiting
 
     def sweep_overdue(self) -> tuple[int, int]:
         return 0, 0
@@ -234,3 +250,117 @@ def test_with_a_backlog_a_window_waits_to_fill_without_one_it_leaves_at_once() -
 
     assert window_after_a_late_burst(backlog=0) == 1  # low load: no frame is held back
     assert window_after_a_late_burst(backlog=3) == 3  # a full window waits already: this one fills first
+
+
+def enrolment(mid: int, product: str | None = "bolt-m8", payload: bytes = b"\xff\xd8\xff", **user: str) -> Any:
+    if product is not None:
+        user["product"] = product
+    return message("partsight/cam/enrol", payload, mid=mid, **user)
+
+
+def test_an_enrolment_is_acknowledged_only_after_redis_took_its_task_even_through_outages() -> None:
+    dispatcher = Dispatcher(failures=2)
+    bridge, acks, published, metrics = make_bridge(dispatcher)
+    catalog = json.dumps({"name": "Hex bolt M8", "category": "fasteners"})
+    worker = threading.Thread(target=bridge._dispatch_loop, daemon=True)
+    worker.start()
+    bridge._on_message(None, None, enrolment(8, frame_id="e-1", catalog=catalog))
+    assert dispatcher.done.wait(5)
+    bridge._pending.put(None)
+    worker.join(5)
+    assert acks == [8] and published == []
+    (sent,) = dispatcher.enrolments
+    assert sent.to_task_kwargs() == {
+        "device": "cam",
+        "frame_id": "e-1",
+        "product": "bolt-m8",
+        "catalog": {"product": "bolt-m8", "name": "Hex bolt M8", "category": "fasteners"},
+        "photo": b"\xff\xd8\xff",
+        "received_at": 1000.0,
+    }
+    assert metrics.enqueue_failures._value.get() == 2
+    assert metrics.enrolments.labels(outcome="enqueued")._value.get() == 1
+    assert metrics.frames_received._value.get() == 0 and metrics.frames_enqueued._value.get() == 0  # not a frame
+
+
+def test_an_enrolment_closes_its_window_and_acknowledgements_keep_arrival_order() -> None:
+    dispatcher = Dispatcher()
+    bridge, acks, _, _ = make_bridge(dispatcher, window_frames=8, window_ms=60_000)
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=1, frame_id="f1"))
+    bridge._on_message(None, None, enrolment(2, frame_id="e"))
+    bridge._on_message(None, None, enrolment(3, product=None, frame_id="refused"))  # no product: refused at once
+    bridge._on_message(None, None, message("partsight/cam/frame", b"\xff\xd8\xff", mid=4, frame_id="f2"))
+    drain(bridge)
+    assert dispatcher.windows == [["f1"], ["f2"]] and dispatcher.sent == ["f1", "e", "f2"]
+    assert acks == [1, 2, 3, 4]
+
+
+def test_a_refused_enrolment_is_answered_on_the_error_topic_counted_and_acknowledged() -> None:
+    bridge, acks, published, metrics = make_bridge(Dispatcher(), max_payload_bytes=10)
+    bridge._on_message(None, None, enrolment(1, product="../etc", frame_id="e-1"))
+    bridge._on_message(None, None, enrolment(2, payload=b"x" * 11, frame_id="e-2"))
+    bridge._on_message(None, None, enrolment(3, catalog="{not json", frame_id="e-3"))
+    bridge._on_message(None, None, enrolment(4, product=None))  # what an MQTT 3.1.1 client sends: no properties
+    drain(bridge)
+    assert acks == [1, 2, 3, 4]
+    assert [topic for topic, _ in published] == ["partsight/cam/error"] * 4
+    answers = [
+        (doc["type"], doc["frame_id"], doc["product"], doc["state"], doc["error"]["code"]) for _, doc in published
+    ]
+    assert answers[:3] == [
+        ("enrolment", "e-1", None, "failed", "bad_enrolment"),
+        ("enrolment", "e-2", "bolt-m8", "failed", "payload_too_large"),
+        ("enrolment", "e-3", "bolt-m8", "failed", "bad_enrolment"),
+    ]
+    assert answers[3][4] == "bad_enrolment" and "MQTT 5" in published[3][1]["error"]["message"]
+    assert metrics.enrolments.labels(outcome="bad_enrolment")._value.get() == 3
+    assert metrics.enrolments.labels(outcome="payload_too_large")._value.get() == 1
+    assert metrics.frames_rejected.labels(reason="payload_too_large")._value.get() == 0  # frames' count untouched
+
+
+def test_enrolments_have_their_own_bound_and_answer_overloaded_beyond_it() -> None:
+    dispatcher = Dispatcher()
+    bridge, _, published, metrics = make_bridge(dispatcher, max_enrol_queue_length=3)
+    dispatcher.enrol_waiting = 2
+    bridge.sample_enrol_depth()
+    for mid in (1, 2):
+        bridge._on_message(None, None, enrolment(mid, frame_id=f"e{mid}"))
+    assert [doc["frame_id"] for _, doc in published] == ["e2"] and published[0][1]["error"]["code"] == "overloaded"
+    drain(bridge)  # e1 reaches Redis: still counted until a sample shows the workers took it
+    bridge._on_message(None, None, enrolment(3, frame_id="e3"))
+    assert [doc["frame_id"] for _, doc in published] == ["e2", "e3"]
+    dispatcher.enrol_waiting = 0
+    bridge.sample_enrol_depth()
+    bridge._on_message(None, None, enrolment(4, frame_id="e4"))
+    assert len(published) == 2 and metrics.enrolments.labels(outcome="overloaded")._value.get() == 2
+
+
+def test_enrolments_arriving_while_draining_are_left_for_the_broker() -> None:
+    bridge, acks, published, _ = make_bridge(Dispatcher())
+    bridge._accepting.clear()
+    bridge._on_message(None, None, enrolment(9))
+    assert acks == [] and published == [] and bridge._pending.empty()
+
+
+def test_a_failure_handling_an_enrolment_is_counted_as_one_and_acknowledged() -> None:
+    bridge, acks, _, metrics = make_bridge(Dispatcher())
+
+    def broken(inbound: Any, mid: int, qos: int) -> None:
+        raise RuntimeError("bug")
+
+    bridge._handle_enrolment = broken  # type: ignore[method-assign]
+    bridge._on_message(None, None, enrolment(5))
+    drain(bridge)
+    assert acks == [5] and metrics.enrolments.labels(outcome="internal")._value.get() == 1
+    assert metrics.frames_rejected.labels(reason="internal")._value.get() == 0
+
+
+def test_the_bridge_subscribes_to_frames_and_enrolments_in_its_share_group() -> None:
+    bridge, _, _, _ = make_bridge(Dispatcher(), share_group="bridges")
+    bridge._threads = []
+    bridge.connection.start = lambda: None  # type: ignore[method-assign]
+    bridge.start()
+    assert [topic for topic, _ in bridge.connection._subscriptions] == [
+        "$share/bridges/partsight/+/frame",
+        "$share/bridges/partsight/+/enrol",
+    ]
