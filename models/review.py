@@ -3,7 +3,8 @@ for an operator, bounded by count, bytes and age, in one directory that several 
 
 Layout: `<root>/items/<id>/image` (the bytes the device sent) and `<root>/items/<id>/item.json`; an item is
 written under `<root>/.staging/` and appears in one rename, so no reader ever sees half of one. Stdlib only: the
-HTTP API imports it too.
+HTTP API imports it too. models/review_s3.py keeps the same items in an S3-compatible bucket, with the pure pieces
+below (ids, the item.json document, labels, which items the bounds evict) shared.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,10 +71,98 @@ def _rfc3339(at: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _check_id(item_id: object) -> str:
+def check_item_id(item_id: object) -> str:
+    """The id itself when it is one; UnknownItem for anything else (never used as a path or a key)."""
     if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
         raise UnknownItem(f"no review item {str(item_id)[:80]!r}")
     return item_id
+
+
+def check_bounds(max_items: int, max_bytes: int, max_age_s: float) -> None:
+    if max_items < 1 or max_bytes < 1 or max_age_s <= 0:
+        raise ReviewError(f"review bounds must be positive: {max_items} items, {max_bytes} bytes, {max_age_s} s")
+
+
+def check_listing(limit: int, status: str) -> None:
+    if status != ALL and status not in STATUSES:
+        raise ReviewError(f"status must be one of {', '.join((*STATUSES, ALL))}, got {status!r}")
+    if limit < 1:
+        raise ReviewError(f"limit must be at least 1, got {limit}")
+
+
+def item_document(
+    item_id: str,
+    now: float,
+    image: bytes,
+    *,
+    content_type: str,
+    device: str,
+    frame_id: str,
+    received_at: str,
+    answer: Mapping[str, Any],
+) -> bytes:
+    """The item.json of a new item, as UTF-8 JSON."""
+    record = {
+        "id": item_id,
+        "device": device,
+        "frame_id": frame_id,
+        "received_at": received_at,
+        "kept_at": _rfc3339(now),
+        "content_type": content_type,
+        "bytes": len(image),
+        "status": OPEN,
+        "answer": answer,
+    }
+    try:
+        return json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ReviewError(f"the answer of frame {frame_id} cannot be stored as JSON: {exc}") from exc
+
+
+def parse_item(raw: bytes, item_id: str) -> dict[str, Any]:
+    """An item.json's record; ReviewError unless it is this item's."""
+    try:
+        record = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ReviewError(f"review item {item_id}: item.json is not JSON: {exc}") from exc
+    if not isinstance(record, dict) or record.get("id") != item_id:
+        raise ReviewError(f"review item {item_id}: item.json is not this item's record")
+    return record
+
+
+def dismiss_changes(now: float) -> dict[str, Any]:
+    return {"status": DISMISSED, "dismissed_at": _rfc3339(now)}
+
+
+def label_changes(product: object, now: float) -> dict[str, Any]:
+    """What labelling an item changes in its record; ReviewError for a label that is not a product name."""
+    if not isinstance(product, str) or not product.strip() or len(product) > MAX_LABEL_CHARS:
+        raise ReviewError(f"a label is a product name of 1 to {MAX_LABEL_CHARS} characters, got {product!r}")
+    if not product.isprintable():
+        raise ReviewError(f"a label must not hold control characters, got {product!r}")
+    return {"status": LABELLED, "label": product, "labelled_at": _rfc3339(now)}
+
+
+def plan_evictions(
+    sizes: Sequence[tuple[str, int]], now: float, *, max_items: int, max_bytes: int, max_age_s: float
+) -> tuple[builtins.list[tuple[str, str]], int, int]:
+    """Which items (oldest first, as `sizes` lists them) to remove and why: expired ones, then the oldest until
+    count and bytes are within bounds; and the items and bytes left once they are gone."""
+    cutoff = _id_time(now - max_age_s)  # ids sort as their times: an id below this is too old
+    kept, total = len(sizes), sum(size for _, size in sizes)
+    planned: list[tuple[str, str]] = []
+    for item_id, size in sizes:
+        if item_id < cutoff:
+            reason = EXPIRED
+        elif kept > max_items:
+            reason = OVER_COUNT
+        elif total > max_bytes:
+            reason = OVER_BYTES
+        else:
+            break
+        kept, total = kept - 1, total - size
+        planned.append((item_id, reason))
+    return planned, kept, total
 
 
 class ReviewStore:
@@ -92,8 +181,7 @@ class ReviewStore:
         max_age_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_items < 1 or max_bytes < 1 or max_age_s <= 0:
-            raise ReviewError(f"review bounds must be positive: {max_items} items, {max_bytes} bytes, {max_age_s} s")
+        check_bounds(max_items, max_bytes, max_age_s)
         self.root = Path(root)
         self.max_items, self.max_bytes, self.max_age_s = max_items, max_bytes, max_age_s
         self._clock = clock
@@ -134,21 +222,16 @@ class ReviewStore:
         now = self._clock()
         for _ in range(3):  # a clash needs the same microsecond and 32 random bits: never twice
             item_id = new_id(now)
-            record = {
-                "id": item_id,
-                "device": device,
-                "frame_id": frame_id,
-                "received_at": received_at,
-                "kept_at": _rfc3339(now),
-                "content_type": content_type,
-                "bytes": len(image),
-                "status": OPEN,
-                "answer": answer,
-            }
-            try:
-                document = json.dumps(record, ensure_ascii=False).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                raise ReviewError(f"the answer of frame {frame_id} cannot be stored as JSON: {exc}") from exc
+            document = item_document(
+                item_id,
+                now,
+                image,
+                content_type=content_type,
+                device=device,
+                frame_id=frame_id,
+                received_at=received_at,
+                answer=answer,
+            )
             if self._publish(item_id, image, document):
                 break
         else:
@@ -160,10 +243,7 @@ class ReviewStore:
 
     def list(self, limit: int = 50, status: str = OPEN) -> builtins.list[dict[str, Any]]:
         """Up to `limit` items, newest first, of one status (or ALL). A corrupt item is logged and skipped."""
-        if status != ALL and status not in STATUSES:
-            raise ReviewError(f"status must be one of {', '.join((*STATUSES, ALL))}, got {status!r}")
-        if limit < 1:
-            raise ReviewError(f"limit must be at least 1, got {limit}")
+        check_listing(limit, status)
         found: list[dict[str, Any]] = []
         for item_id in reversed(self._ids()):
             try:
@@ -180,11 +260,11 @@ class ReviewStore:
         return found
 
     def get(self, item_id: str) -> dict[str, Any]:
-        return self._read(_check_id(item_id))
+        return self._read(check_item_id(item_id))
 
     def image(self, item_id: str) -> tuple[bytes, str]:
         """The image as the device sent it, and its content type."""
-        record = self._read(_check_id(item_id))
+        record = self._read(check_item_id(item_id))
         try:
             data = (self._items / item_id / IMAGE_FILE).read_bytes()
         except FileNotFoundError as exc:
@@ -194,16 +274,12 @@ class ReviewStore:
         return data, str(record.get("content_type") or "application/octet-stream")
 
     def dismiss(self, item_id: str) -> dict[str, Any]:
-        return self._update(_check_id(item_id), {"status": DISMISSED, "dismissed_at": _rfc3339(self._clock())})
+        return self._update(check_item_id(item_id), dismiss_changes(self._clock()))
 
     def label(self, item_id: str, product: str) -> dict[str, Any]:
         """Record the operator's answer (enrolling labelled items is a later step's work)."""
-        if not isinstance(product, str) or not product.strip() or len(product) > MAX_LABEL_CHARS:
-            raise ReviewError(f"a label is a product name of 1 to {MAX_LABEL_CHARS} characters, got {product!r}")
-        if not product.isprintable():
-            raise ReviewError(f"a label must not hold control characters, got {product!r}")
-        changes = {"status": LABELLED, "label": product, "labelled_at": _rfc3339(self._clock())}
-        return self._update(_check_id(item_id), changes)
+        changes = label_changes(product, self._clock())
+        return self._update(check_item_id(item_id), changes)
 
     def stats(self) -> tuple[int, int]:
         """Items and image bytes in the store now (every process's)."""
@@ -257,20 +333,11 @@ class ReviewStore:
     def _enforce(self, now: float) -> tuple[dict[str, int], int, int]:
         """Remove expired items, then the oldest until count and bytes are within bounds; what it removed by reason,
         and the items and bytes left. Called with the lock."""
-        sizes = self._scan()
-        cutoff = _id_time(now - self.max_age_s)  # ids sort as their times: an id below this is too old
-        kept, total = len(sizes), sum(size for _, size in sizes)
+        planned, kept, total = plan_evictions(
+            self._scan(), now, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s
+        )
         removed: Counter[str] = Counter()
-        for item_id, size in sizes:
-            if item_id < cutoff:
-                reason = EXPIRED
-            elif kept > self.max_items:
-                reason = OVER_COUNT
-            elif total > self.max_bytes:
-                reason = OVER_BYTES
-            else:
-                break
-            kept, total = kept - 1, total - size
+        for item_id, reason in planned:
             if self._remove(item_id):  # not counted when another process removed it first
                 removed[reason] += 1
         return dict(removed), kept, total
@@ -296,13 +363,7 @@ class ReviewStore:
             raise UnknownItem(f"no review item {item_id!r}") from exc
         except OSError as exc:
             raise ReviewError(f"review item {item_id}: unreadable item.json: {exc.strerror or exc}") from exc
-        try:
-            record = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ReviewError(f"review item {item_id}: item.json is not JSON: {exc}") from exc
-        if not isinstance(record, dict) or record.get("id") != item_id:
-            raise ReviewError(f"review item {item_id}: item.json is not this item's record")
-        return record
+        return parse_item(raw, item_id)
 
     def _update(self, item_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Rewrite item.json with `changes` in one os.replace (the last of two concurrent writers wins)."""

@@ -178,10 +178,10 @@ def test_the_review_queue_settings_are_read_and_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["s3://partsight/review", "S3://bucket"])
-def test_an_s3_review_store_is_refused_with_one_clear_line(url: str) -> None:
-    with pytest.raises(SettingsError, match="S3-compatible stores are not supported yet; set it to a directory"):
+def test_an_s3_review_store_needs_its_endpoint_and_credentials(url: str) -> None:
+    with pytest.raises(SettingsError, match="needs PARTSIGHT_REVIEW_S3_ENDPOINT"):  # tests/unit/test_review_s3.py
         WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": url})
-    with pytest.raises(SettingsError, match="must be a directory"):
+    with pytest.raises(SettingsError, match=r"must be a directory or s3://BUCKET\[/PREFIX\]"):
         WorkerSettings.from_env({"PARTSIGHT_REVIEW_STORE": "https://minio.plant/review"})
 
 
@@ -199,7 +199,7 @@ def test_the_review_directory_is_created_and_checked_at_start_up(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("store", "message"),
-    [("s3://bucket/review", "S3-compatible stores are not supported yet"), ("{file}/review", "cannot create")],
+    [("s3://bucket/review", "needs PARTSIGHT_REVIEW_S3_ENDPOINT"), ("{file}/review", "cannot create")],
 )
 def test_the_worker_refuses_a_bad_review_store_with_status_2_and_one_line(
     tmp_path: Path, store: str, message: str

@@ -1,0 +1,37 @@
+"""Opens the review store PARTSIGHT_REVIEW_STORE names: a directory (models.review.ReviewStore) or, for
+`s3://BUCKET/PREFIX`, an S3-compatible bucket (models.review_s3.S3ReviewStore); the worker and the API both open
+theirs here. Stdlib only until an S3 store opens (then the minio SDK).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeAlias
+
+from models.review import ReviewStore
+from models.review_s3 import SCHEME, S3Location, S3ReviewStore
+
+AnyReviewStore: TypeAlias = ReviewStore | S3ReviewStore
+ReviewLocation: TypeAlias = Path | S3Location  # what settings read from PARTSIGHT_REVIEW_STORE
+
+
+def is_s3(raw: str) -> bool:
+    """Whether a PARTSIGHT_REVIEW_STORE value names an S3 store (`s3://`, any case) rather than a directory."""
+    return raw[: len(SCHEME)].lower() == SCHEME
+
+
+def open_review_store(
+    where: ReviewLocation,
+    *,
+    max_items: int,
+    max_bytes: int,
+    max_age_s: float,
+    clock: Callable[[], float] = time.time,
+) -> AnyReviewStore:
+    """The store at `where`, created (a directory) or checked (a bucket: it exists, the credentials are accepted);
+    ReviewError when it cannot be. Whether it can be written is the caller's to check (check_writable)."""
+    if isinstance(where, S3Location):
+        return S3ReviewStore(where, max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)
+    return ReviewStore(where, max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)
