@@ -1,0 +1,80 @@
+"""The API's Redis side: enrolments sent to the workers as Celery tasks by name, and `current` moves announced.
+
+Like the bridge's producer (broker.dispatch): msgpack, the same transport options, never the task's code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Protocol
+
+import redis
+from celery import Celery
+
+from broker.contract import ENROL_QUEUE, ENROL_TASK, MODEL_CHANNEL
+from broker.dispatch import SAFE_CONTENT, celery_transport_options, redis_client_url
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher(Protocol):
+    def enrol(self, enrolment: str) -> None:
+        """Queue a stored enrolment for the workers; raises when Redis does not take it."""
+
+    def announce(self, version: str, reason: str) -> bool:
+        """Tell the workers `current` moved; False when Redis is away (they still find it at their next poll)."""
+
+    def ping(self) -> bool:
+        """Whether Redis answers."""
+
+    def close(self) -> None: ...
+
+
+class RedisDispatcher:
+    def __init__(self, redis_url: str, *, visibility_timeout_s: int) -> None:
+        self.app = Celery("partsight-api", broker=redis_url, set_as_current=False)
+        self.app.conf.update(
+            task_serializer="msgpack",
+            accept_content=SAFE_CONTENT,
+            broker_connection_retry_on_startup=True,
+            broker_connection_timeout=3,
+            broker_transport_options=celery_transport_options(visibility_timeout_s),
+        )
+        self._redis = redis.Redis.from_url(redis_client_url(redis_url), socket_timeout=2, socket_connect_timeout=2)
+        self._send_lock = threading.Lock()  # one producer connection, shared by the HTTP server's threads
+
+    def enrol(self, enrolment: str) -> None:
+        with self._send_lock:
+            self.app.send_task(
+                ENROL_TASK,
+                kwargs={"enrolment": enrolment},
+                queue=ENROL_QUEUE,
+                serializer="msgpack",
+                retry=False,
+                ignore_result=True,
+            )
+
+    def announce(self, version: str, reason: str) -> bool:
+        try:
+            self._redis.publish(MODEL_CHANNEL, json.dumps({"version": version, "reason": reason}))
+        except redis.RedisError as exc:
+            logger.warning(
+                "could not announce version %s on %s: %s; workers find it at their next poll",
+                version,
+                MODEL_CHANNEL,
+                exc,
+            )
+            return False
+        return True
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._redis.close()
+        self.app.close()

@@ -1,0 +1,106 @@
+"""The products the API knows: the current version's catalog, and records posted before their first photos.
+
+A product posted without photos waits in `<store>/products.json` (replaced atomically under a lock, so two API
+processes sharing the store never lose each other's records) until an enrolment carries its record into a model
+version. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from models.versions import current_version
+
+PENDING_FILE = "products.json"
+LOCK_FILE = ".products.lock"
+
+
+def catalog_of(folder: Path) -> dict[str, dict[str, Any]]:
+    """The catalog records of one version, by product (empty when it has none or it cannot be read)."""
+    try:
+        document = json.loads((folder / "catalog.json").read_text(encoding="utf-8"))
+        records = document["products"] if isinstance(document, dict) else document
+        return {str(record["product"]): dict(record) for record in records if isinstance(record, dict)}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return {}
+
+
+class Products:
+    """The current version's catalog (read on each call: `current` moves under us) and the pending records."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self._pending = store / PENDING_FILE
+        self._lock = store / LOCK_FILE
+
+    def catalog(self) -> dict[str, dict[str, Any]]:
+        version = current_version(self.store)
+        return catalog_of(self.store / version) if version else {}
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        try:
+            document = json.loads(self._pending.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, ValueError):
+            return {}
+        records = document.get("products", []) if isinstance(document, dict) else []
+        return {
+            str(record["product"]): record for record in records if isinstance(record, dict) and "product" in record
+        }
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every product: the catalog's (enrolled) and the pending ones not in it (enrolled false), by id."""
+        catalog = self.catalog()
+        known = [{**record, "enrolled": True} for record in catalog.values()]
+        waiting = [
+            {**record, "enrolled": False} for product, record in self.pending().items() if product not in catalog
+        ]
+        return sorted([*known, *waiting], key=lambda record: str(record["product"]))
+
+    def get(self, product: str) -> dict[str, Any] | None:
+        """A product's record with `enrolled`, or None when neither the catalog nor the pending records hold it."""
+        record = self.catalog().get(product)
+        if record is not None:
+            return {**record, "enrolled": True}
+        waiting = self.pending().get(product)
+        return {**waiting, "enrolled": False} if waiting is not None else None
+
+    def record_for_enrolment(self, product: str) -> tuple[bool, dict[str, Any] | None]:
+        """(known, record): a catalog product enrols without a record, a pending one with its record; (False, None)
+        for a product nobody posted."""
+        if product in self.catalog():
+            return True, None
+        record = self.pending().get(product)
+        return (record is not None), record
+
+    def add_pending(self, record: dict[str, Any]) -> bool:
+        """Keep a checked record until its first enrolment; True when it is new, False when it replaced one."""
+        with self._locked():
+            pending = self.pending()
+            replaced = record["product"] in pending
+            pending[str(record["product"])] = record
+            staging = self._pending.with_name(f".{PENDING_FILE}.{secrets.token_hex(4)}.tmp")
+            document = {"products": [pending[product] for product in sorted(pending)]}
+            try:
+                staging.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                os.replace(staging, self._pending)
+            finally:
+                staging.unlink(missing_ok=True)
+        return not replaced
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

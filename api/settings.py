@@ -1,0 +1,147 @@
+"""Settings of `partsight api`, read once at start-up from the environment, then passed down."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.tokens import TokenTable, load_tokens
+from broker.errors import SettingsError, TopicError
+from broker.settings import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_REDIS_URL,
+    MqttSettings,
+    env_float,
+    env_int,
+    mqtt_from_env,
+    redis_url_from_env,
+    secret_from_file,
+)
+from broker.topics import Topics, validate_segment
+from models.errors import ReviewError
+from models.review_s3 import SECRET_KEY_VAR, S3Location
+from models.review_stores import ReviewLocation, is_s3
+from models.versions import MANIFEST
+
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one enrolment's photos together
+DEFAULT_MAX_IN_FLIGHT = 256  # recognitions waiting for their answer; more are answered 503 overloaded
+DEFAULT_MODEL_DIR = "models-store"
+# The review store's location and bounds, read as the worker reads them (worker.settings; the API never imports
+# the worker package, and a unit test keeps the two readings equal).
+REVIEW_DIR = "review"
+DEFAULT_REVIEW_MAX_ITEMS = 10_000
+DEFAULT_REVIEW_MAX_BYTES = 1 << 30
+DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
+LOOPBACK, ALL_INTERFACES = "127.0.0.1", "0.0.0.0"  # every interface: only with tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    mqtt: MqttSettings
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    topic_prefix: str = "partsight"
+    api_id: str = "api"
+    port: int = DEFAULT_PORT
+    tokens_file: Path | None = None
+    tokens: TokenTable | None = field(default=None, repr=False)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_body_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES  # one image: a recognised frame, or each enrolment photo
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # one enrolment request's body, all its photos
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    model_dir: Path = Path(DEFAULT_MODEL_DIR)
+    review_store: ReviewLocation = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR  # a directory, or an s3:// bucket
+    review_max_items: int = DEFAULT_REVIEW_MAX_ITEMS
+    review_max_bytes: int = DEFAULT_REVIEW_MAX_BYTES
+    review_max_age_s: float = DEFAULT_REVIEW_MAX_AGE_S
+    visibility_timeout_s: int = 60
+
+    @property
+    def host(self) -> str:
+        """Every interface with tokens to check; loopback only without them."""
+        return ALL_INTERFACES if self.tokens is not None else LOOPBACK
+
+    @property
+    def reply_topic(self) -> str:
+        """Where workers answer this API instance's frames (their MQTT 5 response topic)."""
+        return f"{self.topic_prefix}/api/{self.api_id}/answers"
+
+    @property
+    def store(self) -> Path:
+        """The model store: PARTSIGHT_MODEL_DIR, or the store above it when it names one version."""
+        return self.model_dir.parent if (self.model_dir / MANIFEST).is_file() else self.model_dir
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if env is None else env
+        mqtt = mqtt_from_env(env)
+        if mqtt.protocol != "5":
+            raise SettingsError(
+                "the API needs MQTT 5 (workers answer it on a response topic); "
+                f"PARTSIGHT_MQTT_PROTOCOL is {mqtt.protocol!r}"
+            )
+        prefix = env.get("PARTSIGHT_TOPIC_PREFIX", "partsight")
+        api_id = env.get("PARTSIGHT_API_ID") or socket.gethostname()
+        try:
+            Topics(prefix)
+            validate_segment(api_id, "PARTSIGHT_API_ID")
+        except TopicError as exc:
+            raise SettingsError(str(exc)) from exc
+        tokens_path = env.get("PARTSIGHT_API_TOKENS_FILE") or None
+        max_body = env_int(
+            env,
+            "PARTSIGHT_API_MAX_BODY_BYTES",
+            env_int(env, "PARTSIGHT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES, minimum=1),
+            minimum=1,
+        )
+        max_upload = env_int(env, "PARTSIGHT_API_MAX_UPLOAD_BYTES", max(DEFAULT_MAX_UPLOAD_BYTES, max_body), minimum=1)
+        if max_upload < max_body:
+            raise SettingsError(
+                f"PARTSIGHT_API_MAX_UPLOAD_BYTES ({max_upload}) must be at least PARTSIGHT_API_MAX_BODY_BYTES "
+                f"({max_body}): an enrolment carries at least one photo"
+            )
+        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR))
+        port = env_int(env, "PARTSIGHT_API_PORT", DEFAULT_PORT)
+        if port > 65535:
+            raise SettingsError(f"PARTSIGHT_API_PORT must be at most 65535, got {port}")
+        timeout = env_float(env, "PARTSIGHT_API_TIMEOUT_S", DEFAULT_TIMEOUT_S, minimum=0.1)
+        return cls(
+            mqtt=mqtt,
+            redis_url=redis_url_from_env(env),
+            topic_prefix=prefix,
+            api_id=api_id,
+            port=port,
+            tokens_file=Path(tokens_path) if tokens_path else None,
+            tokens=load_tokens(Path(tokens_path)) if tokens_path else None,
+            timeout_s=timeout,
+            max_body_bytes=max_body,
+            max_upload_bytes=max_upload,
+            max_in_flight=env_int(env, "PARTSIGHT_API_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, minimum=1),
+            model_dir=model_dir,
+            review_store=review_store_from_env(env, model_dir),
+            review_max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_REVIEW_MAX_ITEMS, minimum=1),
+            review_max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_REVIEW_MAX_BYTES, minimum=1),
+            review_max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_REVIEW_MAX_AGE_S, minimum=1.0),
+            visibility_timeout_s=env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2),
+        )
+
+
+def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
+    """PARTSIGHT_REVIEW_STORE as the workers read it (worker.settings): a directory, by default `review/` in the
+    model store, or `s3://BUCKET[/PREFIX]` with the PARTSIGHT_REVIEW_S3_* settings."""
+    raw = env.get("PARTSIGHT_REVIEW_STORE", "")
+    if is_s3(raw):
+        try:
+            return S3Location.from_env(env, raw, secret_key=secret_from_file(env, SECRET_KEY_VAR))
+        except ReviewError as exc:
+            raise SettingsError(str(exc)) from exc
+    if "://" in raw:
+        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory or s3://BUCKET[/PREFIX], got {raw!r}")
+    if raw:
+        return Path(raw)
+    store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
+    return store / REVIEW_DIR
