@@ -19,6 +19,7 @@ from typing import Any
 OUTPUT = Path(__file__).parent / "dashboards" / "partsight.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 GPU_ONLY = "partsight_worker_gpu_memory"  # exported by GPU workers only
+API_ONLY = "partsight_api_"  # exported by `partsight api` only
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ ROWS = (
                 unit="short",
                 width=4,
                 height=4,
-                description="Bridges and workers Prometheus can scrape.",
+                description="Bridges, workers and APIs Prometheus can scrape.",
             ),
         ),
     ),
@@ -205,7 +206,7 @@ ROWS = (
         ),
     ),
     Row(
-        "Open set and review",
+        "Open set",
         (
             Panel(
                 "Never-seen frames",
@@ -221,14 +222,94 @@ ROWS = (
                     ),
                 ),
                 unit="percentunit",
+                width=24,
                 description=(
                     "Share of answered frames whose novelty reached the model's threshold (answered unknown: they "
                     "look like no enrolled product), and the median novelty. A rise means the line shows products "
                     "the model was never taught: look at the review queue and enrol them."
                 ),
             ),
+        ),
+    ),
+    Row(
+        "Enrolment and API",
+        (
             Panel(
-                "Review queue",
+                "API requests by route and status",
+                (
+                    Query(
+                        f"sum by (route, status) (rate(partsight_api_requests_total[{RATE}]))",
+                        "{{route}} {{status}}",
+                    ),
+                ),
+                unit="reqps",
+                stack=True,
+                description=(
+                    "Requests to `partsight api` by route template (never an id) and HTTP status: 401/403 are "
+                    "missing or wrong tokens, 413/415/422 bad uploads, 503 overloaded or MQTT down, 504 no answer "
+                    "in PARTSIGHT_API_TIMEOUT_S."
+                ),
+            ),
+            Panel(
+                "API latency p50 and p99",
+                (
+                    Query(
+                        "histogram_quantile(0.5, sum by (le, route) "
+                        f"(rate(partsight_api_request_seconds_bucket[{RATE}])))",
+                        "{{route}} p50",
+                    ),
+                    Query(
+                        "histogram_quantile(0.99, sum by (le, route) "
+                        f"(rate(partsight_api_request_seconds_bucket[{RATE}])))",
+                        "{{route}} p99",
+                    ),
+                ),
+                unit="s",
+                description="Seconds per request by route; for /v1/recognize it includes the queue and the worker.",
+            ),
+            Panel(
+                "Enrolments by outcome",
+                (
+                    Query(
+                        f"sum by (outcome) (increase(partsight_worker_enrolments_total[{RATE}]))",
+                        "{{outcome}}",
+                    ),
+                    Query(
+                        f"sum by (source) (increase(partsight_api_enrolments_requested_total[{RATE}]))",
+                        "requested: {{source}}",
+                    ),
+                    Query(
+                        'sum by (outcome) (increase(partsight_bridge_enrolments_total{outcome!="enqueued"}'
+                        f"[{RATE}]))",
+                        "refused over MQTT: {{outcome}}",
+                    ),
+                ),
+                description=(
+                    "Enrolments the workers finished (done: a new version is current) or failed (current stayed; "
+                    "the PartsightEnrolmentsFailing alert), those requested through the API, and MQTT enrolments "
+                    "the bridge refused, by code."
+                ),
+            ),
+            Panel(
+                "Enrolment seconds p50 and p99",
+                (
+                    Query(
+                        "histogram_quantile(0.5, sum by (le) (rate(partsight_worker_enrolment_seconds_bucket[1h])))",
+                        "p50 (last hour)",
+                    ),
+                    Query(
+                        "histogram_quantile(0.99, sum by (le) (rate(partsight_worker_enrolment_seconds_bucket[1h])))",
+                        "p99 (last hour)",
+                    ),
+                ),
+                unit="s",
+                description=(
+                    "A worker's time for one enrolment: the new photos' features, the refit, recalibration, the "
+                    "version written and made current. Over an hour: enrolments are few."
+                ),
+            ),
+            Panel(
+                "Review queue depth and drops",
                 (
                     Query("max(partsight_worker_review_items)", "items"),
                     Query(f"sum(rate(partsight_worker_review_kept_total[{RATE}]))", "kept per second"),
@@ -237,6 +318,7 @@ ROWS = (
                         "dropped: {{reason}}",
                     ),
                 ),
+                width=24,
                 description=(
                     "Frames kept for an operator to label (unknown, or two products close), items in the shared "
                     "store (max over workers: they all see the same store), and what was not kept or was removed "
@@ -387,7 +469,7 @@ def build() -> dict[str, Any]:
     return {
         "uid": "partsight-operations",
         "title": "partsight: operations",
-        "description": "Frames, queue, latency, answers, devices, workers and model of a partsight deployment.",
+        "description": "Frames, queue, latency, answers, enrolment, the API, devices, workers and model of partsight.",
         "tags": ["partsight"],
         "timezone": "browser",
         "editable": False,

@@ -1,6 +1,6 @@
 """The shipped deployment files against real servers: Prometheus scraping a running bridge and worker with the
-shipped rules, every dashboard and rule expression evaluated; Mosquitto with the shipped config, password file
-(made by the shipped generator) and per-device ACL."""
+shipped rules, every dashboard and rule expression evaluated; Mosquitto with the shipped config, and the password
+file and ACL (with its enrol grants) the shipped generator makes."""
 
 from __future__ import annotations
 
@@ -116,7 +116,9 @@ def test_prometheus_evaluates_every_dashboard_and_rule_expression_on_live_metric
     for expr in dashboard_expressions():
         answer = query(prometheus, expr)
         assert answer["status"] == "success", f"{expr}: {answer.get('error')}"
-        if not answer["data"]["result"] and dashboard_builder().GPU_ONLY not in expr:  # GPU panels: parse only
+        # GPU panels and the API's (this stack runs no `partsight api`; its own tests scrape it): parse only
+        optional = (dashboard_builder().GPU_ONLY, dashboard_builder().API_ONLY)
+        if not answer["data"]["result"] and not any(marker in expr for marker in optional):
             empty.append(expr)
     for rule in shipped:
         if "record" in rule:
@@ -135,12 +137,14 @@ def test_prometheus_evaluates_every_dashboard_and_rule_expression_on_live_metric
 
 @pytest.fixture
 def acl_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Mosquitto with the shipped config and ACL, and a password file made by the shipped generator."""
+    """Mosquitto with the shipped config, and the password file and ACL the shipped generator makes (cam-a may
+    enrol, cam-b may not)."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     shutil.copy(DEPLOY / "secrets" / "generate.sh", secrets / "generate.sh")
+    shutil.copytree(DEPLOY / "mosquitto", tmp_path / "mosquitto")  # the generator starts from ../mosquitto/acl
     made = subprocess.run(
-        ["bash", str(secrets / "generate.sh"), "cam-a", "cam-b"],
+        ["bash", str(secrets / "generate.sh"), "cam-a", "cam-b", "--enrol", "cam-a"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -149,14 +153,14 @@ def acl_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     assert made.returncode == 0, made.stderr
     passwords = dict(re.findall(r"device (\S+): MQTT user '\S+', password '(\S+)'", made.stdout))
     assert set(passwords) == {"cam-a", "cam-b"}
-    for service in ("bridge", "worker"):
+    for service in ("bridge", "worker", "api"):
         passwords[f"partsight-{service}"] = (secrets / f"mqtt_{service}_password").read_text().strip()
     port = free_port()
     config = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     config = (
         config.replace("listener 1883", f"listener {port} 127.0.0.1")
         .replace("/mosquitto/config/passwd", str(secrets / "mosquitto_passwd"))
-        .replace("/mosquitto/config/acl", str(DEPLOY / "mosquitto" / "acl"))
+        .replace("/mosquitto/config/acl", str(secrets / "mosquitto_acl"))
         .replace("/mosquitto/data/", f"{tmp_path}/")
     )
     config += f"user {getpass.getuser()}\n"  # as root, Mosquitto would drop to a user that cannot read tmp_path
@@ -179,11 +183,15 @@ def test_the_shipped_acl_keeps_each_device_to_its_own_topics(acl_broker) -> None
     bridge, frames, ok = login(port, "partsight-bridge", passwords["partsight-bridge"])
     assert not ok.is_failure
     bridge.subscribe("partsight/+/frame", qos=1)
+    bridge.subscribe("partsight/+/enrol", qos=1)
     cam_a, seen_by_a, _ = login(port, "cam-a", passwords["cam-a"])
     cam_b, seen_by_b, _ = login(port, "cam-b", passwords["cam-b"])
     for client in (cam_a, cam_b):
         client.subscribe("partsight/#", qos=1)  # as wide as a device can ask: the ACL narrows what it gets
     worker, _, _ = login(port, "partsight-worker", passwords["partsight-worker"])
+    api, answers, ok = login(port, "partsight-api", passwords["partsight-api"])
+    assert not ok.is_failure
+    api.subscribe("partsight/#", qos=1)  # the ACL narrows it to partsight/api/#
     time.sleep(0.5)
 
     cam_a.publish("partsight/cam-a/frame", b"a's own frame", qos=1).wait_for_publish(5)
@@ -192,13 +200,30 @@ def test_the_shipped_acl_keeps_each_device_to_its_own_topics(acl_broker) -> None
     worker.publish("partsight/cam-a/result", b"result for a", qos=1).wait_for_publish(5)
     worker.publish("partsight/cam-b/result", b"result for b", qos=1).wait_for_publish(5)
     worker.publish("partsight/cam-b/error", b"error for b", qos=1).wait_for_publish(5)
-    wait_for(lambda: len(seen_by_b) >= 2 and frames and seen_by_a, 10, "the allowed messages")
+    cam_a.publish("partsight/cam-a/enrol", b"a's enrolment", qos=1).wait_for_publish(5)  # granted
+    cam_b.publish("partsight/cam-b/enrol", b"b's enrolment", qos=1).wait_for_publish(5)  # not granted
+    cam_a.publish("partsight/cam-b/enrol", b"a enrolling as b", qos=1).wait_for_publish(5)
+    api.publish("partsight/cam-b/frame", b"b's frame through the API", qos=1).wait_for_publish(5)
+    api.publish("partsight/cam-b/enrol", b"the API enrolling over MQTT", qos=1).wait_for_publish(5)
+    worker.publish("partsight/api/api-1/answers", b"answer for the API", qos=1).wait_for_publish(5)
+    bridge.publish("partsight/api/api-1/answers", b"refusal for the API", qos=1).wait_for_publish(5)
+    cam_a.publish("partsight/api/api-1/answers", b"a forging an answer", qos=1).wait_for_publish(5)
+    wait_for(lambda: len(seen_by_b) >= 2 and len(frames) >= 3 and seen_by_a and len(answers) >= 2, 10, "the allowed")
     time.sleep(0.5)
 
-    assert frames == [("partsight/cam-a/frame", b"a's own frame")]  # the bridge never got a's forged frame
+    assert frames == [  # the bridge never got a forged frame or enrolment, nor one from a device without the right
+        ("partsight/cam-a/frame", b"a's own frame"),
+        ("partsight/cam-a/enrol", b"a's enrolment"),
+        ("partsight/cam-b/frame", b"b's frame through the API"),
+    ]
+    assert answers == [  # the API reads its answers and nothing of the devices'
+        ("partsight/api/api-1/answers", b"answer for the API"),
+        ("partsight/api/api-1/answers", b"refusal for the API"),
+    ]
     assert ("partsight/cam-a/result", b"result for a") in seen_by_a
     assert not [topic for topic, _ in seen_by_a if topic.startswith("partsight/cam-b/")]  # nothing of b's
     assert sorted(seen_by_b) == [("partsight/cam-b/error", b"error for b"), ("partsight/cam-b/result", b"result for b")]
-    for client in (bridge, cam_a, cam_b, worker):
+    assert not [topic for topic, _ in seen_by_a if topic.startswith("partsight/api/")]
+    for client in (bridge, cam_a, cam_b, worker, api):
         client.disconnect()
         client.loop_stop()

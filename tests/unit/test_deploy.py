@@ -3,6 +3,7 @@ the Compose specification, the Kubernetes schemas (kustomize-rendered too), the 
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
 import shutil
@@ -61,6 +62,33 @@ def test_a_broken_alert_fails_its_unit_test(tmp_path: Path) -> None:
     assert ran.returncode != 0 and "PartsightErrorRatioHigh" in ran.stdout + ran.stderr
 
 
+def test_every_dashboard_expression_parses() -> None:
+    """promtool parses each panel's query (as a recording rule); the live test evaluates them on real metrics."""
+    import tempfile
+
+    builder = dashboard_builder()
+    expressions = [expr.replace("$__rate_interval", "1m") for expr in builder.expressions(builder.build())]
+    rules = {
+        "groups": [
+            {"name": "dashboard", "rules": [{"record": f"panel:{n}", "expr": e} for n, e in enumerate(expressions)]}
+        ]
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as handle:
+        yaml.safe_dump(rules, handle)
+        handle.flush()
+        checked = promtool("check", "rules", handle.name)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_prometheus_scrapes_the_api_and_alerts_on_failed_enrolments() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["partsight-api"]["dns_sd_configs"] == [{"names": ["api"], "type": "A", "port": 8080}]
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "alerts.yml").read_text())
+    rules = {rule["alert"]: rule for group in alerts["groups"] for rule in group["rules"]}
+    assert 'partsight_worker_enrolments_total{outcome="failed"}[15m]' in rules["PartsightEnrolmentsFailing"]["expr"]
+
+
 def compose() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     return document
@@ -89,12 +117,12 @@ def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
 def test_compose_keeps_secrets_in_files_and_state_on_volumes() -> None:
     document = compose()
     services = document["services"]
-    assert {"mosquitto", "redis", "bridge", "worker", "worker-gpu", "prometheus", "grafana"} <= set(services)
+    assert {"mosquitto", "redis", "bridge", "api", "worker", "worker-gpu", "prometheus", "grafana"} <= set(services)
     assert all("file" in secret and secret["file"].startswith("./secrets/") for secret in document["secrets"].values())
     text = (DEPLOY / "compose.yaml").read_text()
     literal = re.compile(r"(?i)password[\w-]*[ \t]*[:=][ \t]*['\"]?\w")  # a password written in the file itself
     assert not literal.search(text.replace("PASSWORD_FILE", "").replace("__FILE", ""))
-    for name in ("bridge", "worker", "worker-gpu"):
+    for name in ("bridge", "api", "worker", "worker-gpu"):
         env = services[name]["environment"]
         assert env["PARTSIGHT_MQTT_PASSWORD_FILE"].startswith("/run/secrets/")
         assert env["PARTSIGHT_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
@@ -104,6 +132,10 @@ def test_compose_keeps_secrets_in_files_and_state_on_volumes() -> None:
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
     assert "profiles" not in services["worker"]  # the CPU worker runs by default
     assert {"mosquitto-data", "redis-data", "prometheus-data", "grafana-data"} <= set(document["volumes"])
+    acl = {"source": "mosquitto_acl", "target": "/mosquitto/config/acl"}  # the shipped ACL and the enrol grants
+    assert acl in services["mosquitto"]["secrets"] and document["secrets"]["mosquitto_acl"]["file"].startswith(
+        "./secrets/"
+    )
     mosquitto = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     for line in ("allow_anonymous false", "persistence true", "max_queued_messages 100000", "acl_file"):
         assert line in mosquitto
@@ -111,15 +143,130 @@ def test_compose_keeps_secrets_in_files_and_state_on_volumes() -> None:
     assert "appendonly yes" in redis and "appendfsync always" in redis and "maxmemory-policy noeviction" in redis
 
 
+def test_compose_runs_the_api_from_the_bridge_image_on_the_workers_store() -> None:
+    services = compose()["services"]
+    api, bridge, worker = services["api"], services["bridge"], services["worker"]
+    assert api["image"] == bridge["image"] and api["build"] == bridge["build"]
+    assert api["command"][-1] == "api" and api["ports"] == ["${PARTSIGHT_API_PORT:-8080}:8080"]
+    env = api["environment"]
+    assert env["PARTSIGHT_API_PORT"] == "8080" and env["PARTSIGHT_API_TOKENS_FILE"] == "/run/secrets/api_tokens"
+    assert env["PARTSIGHT_MQTT_URL"].startswith("mqtt://partsight-api@") and "api_tokens" in api["secrets"]
+    assert "8080/healthz" in " ".join(api["healthcheck"]["test"])  # not the image's check of the bridge's port
+    for service in (api, worker, services["worker-gpu"]):  # one store, written by workers (enrolments) and the API
+        (store,) = [volume for volume in service["volumes"] if ":/models" in volume]
+        assert store == "${PARTSIGHT_MODELS:-./models}:/models"  # read-write
+        assert service["environment"]["PARTSIGHT_MODEL_DIR"] == "/models"
+        assert "PARTSIGHT_REVIEW_STORE" not in service["environment"]  # the review queue: <store>/review, shared
+
+
+def commented_review_env(text: str, service: str) -> dict[str, str]:
+    """The PARTSIGHT_REVIEW_* lines compose.yaml keeps commented out in one service's block (x-worker: workers)."""
+    block = text.split(f"\n  {service}:\n" if service != "x-worker" else "\nx-worker:", 1)[1]
+    block = re.split(r"\n  [a-z][\w-]*:\n|\n[a-z]", block, maxsplit=1)[0]
+    found = re.findall(r"^\s*# (PARTSIGHT_REVIEW_[A-Z0-9_]+): (\S+)$", block, re.M)
+    return dict(found)
+
+
+def test_compose_offers_minio_for_the_review_queue_behind_a_profile(tmp_path: Path) -> None:
+    from worker.settings import WorkerSettings
+
+    document = compose()
+    services = document["services"]
+    for name in ("minio", "minio-bucket"):  # off unless asked for: the default review queue is <store>/review
+        assert services[name]["image"].startswith("minio/minio:RELEASE.") and services[name]["profiles"] == ["s3"]
+        assert services[name]["secrets"] == ["minio_password"]
+    minio = services["minio"]
+    assert "minio-data:/data" in minio["volumes"] and "minio-data" in document["volumes"]
+    assert minio["environment"]["MINIO_ROOT_PASSWORD_FILE"] == "/run/secrets/minio_password"
+    assert document["secrets"]["minio_password"] == {"file": "./secrets/minio_password"}
+    assert all(port.startswith("127.0.0.1:") for port in minio["ports"])  # the console: this machine only
+    bucket = services["minio-bucket"]
+    assert bucket["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "mc mb --ignore-existing partsight/partsight-review" in bucket["entrypoint"][-1]
+    assert "keep_or_make minio_password" in (DEPLOY / "secrets" / "generate.sh").read_text()
+    # the commented lines, uncommented, are settings the worker and the API accept, naming that bucket
+    text = (DEPLOY / "compose.yaml").read_text()
+    worker_env, api_env = commented_review_env(text, "x-worker"), commented_review_env(text, "api")
+    assert worker_env == api_env and worker_env["PARTSIGHT_REVIEW_STORE"] == "s3://partsight-review/review"
+    assert worker_env["PARTSIGHT_REVIEW_S3_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_USER"]
+    assert text.count("# - minio_password") == 2  # the workers' and the API's secret, commented out with them
+    (tmp_path / "minio_password").write_text("from-generate-sh\n")
+    env = {**worker_env, "PARTSIGHT_REVIEW_S3_SECRET_KEY_FILE": str(tmp_path / "minio_password")}
+    location = WorkerSettings.from_env(env).review_store
+    assert str(location) == "s3://partsight-review/review at http://minio:9000"
+
+
+def acl_rules(text: str) -> tuple[list[list[str]], dict[str, list[list[str]]], list[list[str]]]:
+    """(lines, each user's topic rules, patterns) of a Mosquitto acl_file."""
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    users: dict[str, list[list[str]]] = {}
+    patterns: list[list[str]] = []
+    user = None
+    for line in lines:
+        if line[0] == "user":
+            user = line[1]
+            users.setdefault(user, [])
+        elif line[0] == "topic":
+            assert user is not None, f"topic rule {line} before any user: it would apply to anonymous clients"
+            users[user].append(line[1:])
+        elif line[0] == "pattern":
+            patterns.append(line[1:])
+    return lines, users, patterns
+
+
 def test_the_acl_confines_each_device_to_its_own_topics() -> None:
-    lines = [
-        line.split() for line in (DEPLOY / "mosquitto" / "acl").read_text().splitlines() if line and line[0] != "#"
-    ]
-    patterns = [line[1:] for line in lines if line[0] == "pattern"]
+    lines, users, patterns = acl_rules((DEPLOY / "mosquitto" / "acl").read_text())
     assert ["write", "partsight/%u/frame"] in patterns
     assert ["read", "partsight/%u/result/#"] in patterns and ["read", "partsight/%u/error"] in patterns
     assert all("+" not in topic and "#" not in topic.rstrip("#") for access, topic in patterns if access != "read")
     assert not any(line[0] == "topic" and line[-1].startswith("#") for line in lines)  # no catch-all topic rule
+    assert not any(topic.endswith("/enrol") for _, topic in patterns)  # enrolment is granted device by device
+    assert not any(access != "read" and topic.endswith("/enrol") for rules in users.values() for access, topic in rules)
+    assert ["read", "partsight/+/enrol"] in users["partsight-bridge"]
+    assert ["write", "partsight/+/frame"] in users["partsight-api"] and ["read", "partsight/api/#"] in users[
+        "partsight-api"
+    ]
+    for service in ("partsight-worker", "partsight-bridge"):  # answers (and refusals) of the API's frames
+        assert ["write", "partsight/api/+/answers"] in users[service]
+    assert not any(access != "read" and topic.startswith("partsight/api/") for access, topic in patterns)
+
+
+def test_the_generator_grants_and_revokes_enrolment_device_by_device(tmp_path: Path) -> None:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is missing (apt-get install mosquitto); the live ACL test runs it too")
+    shutil.copytree(DEPLOY / "mosquitto", tmp_path / "mosquitto")
+    (tmp_path / "secrets").mkdir()
+    shutil.copy(DEPLOY / "secrets" / "generate.sh", tmp_path / "secrets" / "generate.sh")
+
+    def generate(*args: str) -> subprocess.CompletedProcess[str]:
+        script = str(tmp_path / "secrets" / "generate.sh")
+        return subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    made = generate("cam-a", "cam-b", "--enrol", "cam-a", "--api-token", "recognize,enrol")
+    assert made.returncode == 0, made.stderr
+    secrets = tmp_path / "secrets"
+    shipped = (DEPLOY / "mosquitto" / "acl").read_text()
+    acl = (secrets / "mosquitto_acl").read_text()
+    assert acl.startswith(shipped)
+    _, users, _ = acl_rules(acl)
+    assert users["cam-a"] == [["write", "partsight/cam-a/enrol"]] and "cam-b" not in users
+    tokens = [line.split() for line in (secrets / "api_tokens").read_text().splitlines() if not line.startswith("#")]
+    assert [scopes for _, scopes in tokens] == ["admin", "recognize,enrol"]
+    assert len({token for token, _ in tokens}) == 2 and all(len(token) >= 24 for token, _ in tokens)
+    assert (secrets / "api_tokens").stat().st_mode & 0o077 == 0 and (secrets / "mqtt_api_password").is_file()
+    assert len((secrets / "minio_password").read_text().strip()) >= 24  # MinIO wants 8 at least
+    users_in_passwd = {line.split(":")[0] for line in (secrets / "mosquitto_passwd").read_text().splitlines()}
+    assert {"partsight-bridge", "partsight-worker", "partsight-api", "cam-a", "cam-b"} <= users_in_passwd
+
+    assert generate("--enrol", "cam-b", "--revoke-enrol", "cam-a").returncode == 0
+    _, users, _ = acl_rules((secrets / "mosquitto_acl").read_text())
+    assert users.get("cam-b") == [["write", "partsight/cam-b/enrol"]] and "cam-a" not in users
+    assert [line.split()[1] for line in (secrets / "api_tokens").read_text().splitlines()[1:]] == [
+        "admin",
+        "recognize,enrol",
+    ]  # kept, not remade
+    for bad in (["--enrol", "cam a"], ["--enrol", "+"], ["--api-token", "root"], ["--enrol"]):
+        assert generate(*bad).returncode != 0, bad
 
 
 def kubernetes_documents(paths: list[Path]) -> list[dict[str, Any]]:
@@ -251,12 +398,14 @@ def test_kustomize_renders_valid_base_and_gpu_overlay() -> None:
 def test_kubernetes_workloads_probe_health_and_reference_secrets() -> None:
     documents = kubernetes_documents(sorted((KUBERNETES / "base").glob("*.yaml")))
     by_name = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
-    for name, port in (("partsight-bridge", 9301), ("partsight-worker", 9302)):
+    for name, port in (("partsight-bridge", 9301), ("partsight-worker", 9302), ("partsight-api", 8080)):
         pod = by_name[("Deployment", name)]["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        named = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert container["ports"][0]["containerPort"] == port
+        assert all(named[container[probe]["httpGet"]["port"]] == port for probe in ("livenessProbe", "readinessProbe"))
         assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
         assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
         secret_volumes = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
@@ -267,11 +416,44 @@ def test_kubernetes_workloads_probe_health_and_reference_secrets() -> None:
 
     assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == FRAME_QUEUE
     config = by_name[("ConfigMap", "partsight-mosquitto")]["data"]
-    assert config["acl"] == (DEPLOY / "mosquitto" / "acl").read_text()
+    assert set(config) == {"mosquitto.conf"}  # the ACL comes from the secret, with the enrol grants
     assert config["mosquitto.conf"] == (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    broker = by_name[("StatefulSet", "partsight-mosquitto")]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in broker["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in broker["volumes"]}
+    acl_volume = volumes[mounts["/mosquitto/config/acl"]["name"]]["secret"]
+    assert acl_volume["secretName"] == "partsight-mosquitto-passwd" and mounts["/mosquitto/config/acl"]["subPath"] in {
+        item["path"] for item in acl_volume["items"] if item["key"] == "acl"
+    }
     assert (
         by_name[("ConfigMap", "partsight-redis")]["data"]["redis.conf"] == (DEPLOY / "redis" / "redis.conf").read_text()
     )
+
+
+def test_the_api_has_its_deployment_and_service_and_shares_the_store_with_workers() -> None:
+    documents = kubernetes_documents(sorted((KUBERNETES / "base").glob("*.yaml")))
+    by_name = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+    claim = by_name[("PersistentVolumeClaim", "partsight-models")]["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"]
+    api = by_name[("Deployment", "partsight-api")]["spec"]["template"]["spec"]
+    container = api["containers"][0]
+    assert container["image"] == "partsight-bridge" and container["args"] == ["api"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PARTSIGHT_API_TOKENS_FILE"].startswith("/run/secrets/partsight/")
+    assert env["PARTSIGHT_MQTT_URL"].startswith("mqtt://partsight-api@") and env["PARTSIGHT_MODEL_DIR"] == "/models"
+    service = by_name[("Service", "partsight-api")]["spec"]
+    assert service["selector"] == {"app.kubernetes.io/name": "partsight-api"}
+    assert service["ports"][0]["port"] == 8080 and service["ports"][0]["targetPort"] == container["ports"][0]["name"]
+    for name in ("partsight-api", "partsight-worker"):
+        pod = by_name[("Deployment", name)]["spec"]["template"]["spec"]
+        (models,) = [v for v in pod["volumes"] if v.get("persistentVolumeClaim")]
+        assert models["persistentVolumeClaim"] == {"claimName": "partsight-models"}  # read-write
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == models["name"]]
+        assert mount["mountPath"] == "/models" and not mount.get("readOnly")
+        assert pod["securityContext"]["fsGroup"] == 10001
+        assert "PARTSIGHT_REVIEW_STORE" not in {e["name"] for e in pod["containers"][0]["env"]}
+    kustomization = yaml.safe_load((KUBERNETES / "base" / "kustomization.yaml").read_text())
+    assert "api.yaml" in kustomization["resources"]
 
 
 def dockerfile(name: str) -> Any:
@@ -294,18 +476,71 @@ def test_images_are_multi_stage_non_root_and_health_checked(name: str) -> None:
     assert any(kind == "COPY" and value.startswith("--from=build") for kind, value in final)
 
 
-def test_the_bridge_image_carries_only_the_bridge() -> None:
+HEAVY_MODULES = ("torch", "torchvision", "sklearn", "PIL", "numpy", "scipy", "onnxruntime", "onnx", "matplotlib")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions, leaving out `if TYPE_CHECKING:` blocks."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for branch in node.orelse:
+                visit(branch)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from models import review`
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def model_modules_needed_by_the_api() -> set[str]:
+    """The `models` files the API's code reaches, following imports from model module to model module."""
+    needed: set[str] = set()
+    todo = [name for path in sorted((ROOT / "api").rglob("*.py")) for name in imports_of(path)]
+    while todo:
+        name = todo.pop()
+        if name.split(".")[0] != "models":
+            continue
+        file = ROOT / (name.replace(".", "/") + ".py")
+        if not file.is_file() or name in needed:
+            continue  # a name imported from a module, not a module
+        needed.add(name)
+        todo.extend(imports_of(file))
+    return {"models/__init__.py", *(name.replace(".", "/") + ".py" for name in needed)}
+
+
+def test_the_bridge_image_carries_only_the_bridge_and_the_api() -> None:
     parsed = dockerfile("bridge.Dockerfile")
-    copies = [i["value"] for i in parsed.structure if i["instruction"] == "COPY"]
-    sources = " ".join(copies)
-    assert "models/" not in sources and "worker/" not in sources and "pyproject" not in sources
+    copies = [i["value"].split() for i in parsed.structure if i["instruction"] == "COPY"]
+    sources = [source for copy_ in copies for source in copy_[:-1] if not source.startswith("--")]
+    assert "worker/" not in sources and not any("pyproject" in source for source in sources)
+    assert "models/" not in sources  # never the whole model package: only the light modules the API reads
+    assert {"broker/", "partsight/", "api/"} <= set(sources)
+    copied_models = {source for source in sources if source.startswith("models/")}
+    assert model_modules_needed_by_the_api() <= copied_models, "add them to bridge.Dockerfile's COPY of models/"
+    for source in sorted(copied_models):
+        heavy = {name for name in imports_of(ROOT / source) if name.split(".")[0] in HEAVY_MODULES}
+        assert not heavy, f"{source} imports {heavy}: the bridge image has none of them"
+        assert not {name for name in imports_of(ROOT / source) if name.startswith("worker")}
+    for path in sorted((ROOT / "api").rglob("*.py")):
+        assert not {name for name in imports_of(path) if name.split(".")[0] in ("worker", *HEAVY_MODULES)}, path
     requirements = [
         line.strip()
         for line in (DEPLOY / "docker" / "bridge-requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert requirements == declared[: len(requirements)]  # the bridge block of pyproject, in order
+    bridge_block = requirements[: requirements.index("fastapi>=0.110")]
+    assert bridge_block == declared[: len(bridge_block)]  # the bridge block of pyproject, in order
+    assert [r for r in declared if r in requirements] == requirements  # then the API's, as pyproject pins them
+    assert {"fastapi", "uvicorn", "python-multipart"} <= {re.split(r"[<>=\[]", r)[0] for r in requirements}
     assert not any(re.match(r"(torch|torchvision|scikit-learn|pillow|numpy)\b", r, re.I) for r in requirements)
 
 
@@ -325,6 +560,29 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
         assert wanted in titles
     for wanted in ("Errors by code", "Unknown ratio", "Results by category", "Devices: time since last frame"):
         assert wanted in titles
+    rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
+    enrolment_row = next(
+        index for index, panel in enumerate(dashboard["panels"]) if panel["title"] == "Enrolment and API"
+    )
+    next_row = min(i for i, panel in enumerate(dashboard["panels"]) if i > enrolment_row and panel["type"] == "row")
+    in_row = {panel["title"]: panel for panel in dashboard["panels"][enrolment_row + 1 : next_row]}
+    assert set(in_row) == {
+        "API requests by route and status",
+        "API latency p50 and p99",
+        "Enrolments by outcome",
+        "Enrolment seconds p50 and p99",
+        "Review queue depth and drops",
+    } and len(rows) == len({row["title"] for row in rows})
+    exprs = " ".join(target["expr"] for panel in in_row.values() for target in panel["targets"])
+    for metric in (
+        "partsight_api_requests_total",
+        "partsight_api_request_seconds_bucket",
+        "partsight_worker_enrolments_total",
+        "partsight_worker_enrolment_seconds_bucket",
+        "partsight_worker_review_items",
+        "partsight_worker_review_dropped_total",
+    ):
+        assert metric in exprs
     assert {"Model served", "Worker CPU", "Memory (resident)", "GPU memory in use"} <= titles
     for panel in dashboard["panels"]:
         box = panel["gridPos"]
