@@ -60,11 +60,12 @@ case "$command" in
         ;;
     test)
         # tests start their own Mosquitto and Redis from these binaries; promtool checks metric names
-        apt_install mosquitto redis-server prometheus dataset-fashion-mnist
+        # chromium: the operator page's browser test (Playwright drives Debian's build; nothing is downloaded)
+        apt_install mosquitto redis-server prometheus dataset-fashion-mnist chromium
         setup_python
         .venv/bin/ruff check .
         .venv/bin/ruff format --check .
-        .venv/bin/mypy broker worker models partsight
+        .venv/bin/mypy api broker worker models partsight
         exec .venv/bin/python -m pytest "$@"
         ;;
     *)
