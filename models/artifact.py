@@ -16,6 +16,7 @@ A store holds several versions and a `current` link to the one served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from models.gallery import GALLERY_FILE, Gallery
 from models.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.novelty import NoveltyModel
 from models.recipe import LEGACY, FeatureRecipe
-from models.versions import verify_file
+from models.versions import store_lock, verify_file
 
 # listing, verifying and pointing `current` live in models.versions (numpy-free: the HTTP API uses them)
 CURRENT, MANIFEST, READABLE_FORMATS = versions.CURRENT, versions.MANIFEST, versions.READABLE_FORMATS
@@ -96,8 +97,10 @@ def write_model(
     center: np.ndarray | None = None,
     gallery: Gallery | None = None,
     novelty: NoveltyModel | None = None,
+    locked: bool = False,
 ) -> Path:
-    """Write a new version under `store` and point `current` at it; nothing half-written is ever visible.
+    """Write a new version under `store`, verify it, and point `current` at it (under the store's lock, unless
+    the caller holds it: `locked`); nothing half-written is ever visible.
 
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
     entries merged into the manifest.
@@ -150,7 +153,13 @@ def write_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    point_current(store, version)
+    try:
+        load_model(final)  # verified as a worker will verify it, before anything can serve it
+    except ArtifactError:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    with contextlib.nullcontext() if locked else store_lock(store):  # never beside an enrolment or activation
+        point_current(store, version)
     return final
 
 

@@ -20,14 +20,12 @@ the lock, so two at once both land, the second on top of the first.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,6 +475,7 @@ def _write(  # noqa: PLR0917
             "enrolment": {**summary, "open_set": _open_set_summary(refitted.report)},
         },
         write_files=write_extras,
+        locked=True,  # enrol holds the store's lock
         recipe=bundle.recipe,
         center=bundle.center,
         gallery=refitted.gallery,
@@ -513,19 +512,50 @@ class RequestOutcome:
     enrolled: Enrolled | None = None
 
 
-def run_request(store: Path, enrolment: str, features_of: FeaturesOf) -> RequestOutcome:
+def made_by(store: Path, enrolment: str) -> str | None:
+    """The version this enrolment already wrote, if any (a process that died after `current` moved and before it
+    recorded `done`): its manifest names the enrolment."""
+    from models.versions import read_manifest, version_folders
+
+    for folder in reversed(version_folders(store)):  # newest first: it is most likely the last one
+        try:
+            if read_manifest(folder).get("enrolment", {}).get("enrolment") == enrolment:
+                return folder.name
+        except (ArtifactError, AttributeError):
+            continue
+    return None
+
+
+def finish_moving_current(store: Path, written: str) -> None:
+    """Point `current` at a version an enrolment wrote before it died, when `current` still names the version it
+    was built on (it died between the two); a `current` that moved on since is left alone."""
+    from models.versions import current_version, point_current, read_manifest
+
+    base = read_manifest(store / written).get("enrolment", {}).get("base_version")
+    if current_version(store) == base:
+        point_current(store, written)
+
+
+def run_request(store: Path, enrolment: str, features_of: FeaturesOf, *, wait_s: float | None = None) -> RequestOutcome:
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
-    Anything but an EnrolmentError is recorded as `internal` and raised again (a bug to see in the log)."""
+    `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
+    untouched (the caller tries again later). Anything but an EnrolmentError is recorded as `internal` and raised
+    again (a bug to see in the log)."""
     from models.enrolments import DONE, FAILED, EnrolmentStore
 
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
     product = str(request["product"])
-    with store_lock(store):
+    with store_lock(store) if wait_s is None else store_lock(store, timeout_s=wait_s):
         status = requests.get(enrolment)
         if status["state"] in (DONE, FAILED):
             return RequestOutcome(enrolment, product, status["state"], status["version"], status["error"], False)
+        written = made_by(store, enrolment)
+        if written is not None:
+            finish_moving_current(store, written)
+            requests.done(enrolment, written, 0.0)
+            return RequestOutcome(enrolment, product, DONE, written, None, False)
         requests.running(enrolment)
         try:
             enrolled = enrol(

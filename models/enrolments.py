@@ -27,6 +27,7 @@ from typing import Any
 from models.errors import EnrolmentError, UnknownEnrolment
 
 ENROLMENTS_DIR = "enrolments"
+STORE_UNAVAILABLE = "store_unavailable"  # the store could not be written: nothing is wrong with the request
 KEYS_DIR = ".keys"  # key (sha256) -> enrolment id, for requests that may be delivered twice
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
@@ -147,7 +148,9 @@ class EnrolmentStore:
             os.rename(staging, self.root / enrolment)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise EnrolmentError(f"cannot store the enrolment in {self.root}: {exc.strerror or exc}") from exc
+            raise EnrolmentError(
+                f"cannot store the enrolment in {self.root}: {exc.strerror or exc}", STORE_UNAVAILABLE
+            ) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -171,8 +174,10 @@ class EnrolmentStore:
         request is removed."""
         path = self._key_path(key)
         path.parent.mkdir(exist_ok=True)
+        written = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        written.write_text(enrolment, encoding="ascii")
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(written, path)  # appears whole, or not at all: a reader never sees an empty key
         except FileExistsError:
             winner = self._keyed(key)
             if winner is not None:
@@ -180,8 +185,8 @@ class EnrolmentStore:
                 return winner
             path.unlink(missing_ok=True)  # a key left by a request that is gone: take it over
             return self._claim_key(key, enrolment)
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-            handle.write(enrolment)
+        finally:
+            written.unlink(missing_ok=True)
         return enrolment
 
     def _folder(self, enrolment: object) -> Path:

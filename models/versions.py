@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -111,11 +112,13 @@ def verify_version(folder: Path) -> dict[str, Any]:
 
 def point_current(store: Path, version: str) -> None:
     """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new."""
-    link = store / f".{CURRENT}.tmp"
-    if link.is_symlink() or link.exists():
-        link.unlink()
+    link = store / f".{CURRENT}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # two writers never share a name
     link.symlink_to(version)
-    os.replace(link, store / CURRENT)
+    try:
+        os.replace(link, store / CURRENT)
+    except OSError:
+        link.unlink(missing_ok=True)
+        raise
 
 
 def version_folders(store: Path) -> list[Path]:

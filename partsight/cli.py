@@ -56,12 +56,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"partsight worker: {exc}", file=sys.stderr)
         return 2
+    from worker.runtime import enrolment_problem
+
+    problem = enrolment_problem(settings)
+    if problem is not None:
+        logging.getLogger(__name__).info("consuming frames only, not %s: %s", ENROL_QUEUE, problem)
 
     argv = [
         "worker",
         f"--loglevel={args.log_level.upper()}",
         "-Q",
-        f"{FRAME_QUEUE},{ENROL_QUEUE}" if settings.enrol else FRAME_QUEUE,
+        FRAME_QUEUE if problem else f"{FRAME_QUEUE},{ENROL_QUEUE}",
         f"--hostname=partsight-worker@{settings.worker_id}",
         "--without-gossip",
         "--without-mingle",

@@ -28,15 +28,16 @@ from broker.contract import SCHEMA_VERSION, error_message, rfc3339
 from broker.topics import Topics
 from models.artifact import ModelBundle
 from models.enrol import run_request
-from models.enrolments import DONE, FAILED, EnrolmentStore
-from models.errors import EnrolmentError, ImageError
-from worker.errors import MalformedTask
+from models.enrolments import DONE, FAILED, STORE_UNAVAILABLE, EnrolmentStore
+from models.errors import EnrolmentError, ImageError, StoreBusy, UnknownEnrolment
+from worker.errors import EnrolmentBusy, MalformedTask
 from worker.metrics import WorkerMetrics
 from worker.pipeline import ServedModel
 
 logger = logging.getLogger(__name__)
 
 INTERNAL = "internal"  # the code of an enrolment that failed on something other than its request
+LOCK_WAIT_S = 1.0  # an enrolment waits this long for another process's; then its task is tried again later
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,15 @@ class EnrolmentRunner:
         reload_now: Callable[[], object],
         publish: Callable[[str, bytes], None],
         topics: Topics,
+        batch: int = 16,
     ) -> None:
         """`served`: the model frames use now; `load`: a version's model (for a version not served here);
         `announce(version, reason)`: publish on MODEL_CHANNEL; `reload_now`: this worker's reloader check;
-        `publish(topic, payload)`: an answer to an MQTT device."""
+        `publish(topic, payload)`: an answer to an MQTT device; `batch`: photos per engine call.
+
+        An enrolment that cannot start at once (this process runs one already, another process holds the store,
+        the store cannot be written just now) raises EnrolmentBusy: the task is tried again a little later and
+        its thread goes back to the frames meanwhile."""
         self.store = store
         self.requests = EnrolmentStore(store)
         self._served, self._load = served, load
@@ -74,6 +80,8 @@ class EnrolmentRunner:
         self._topics = topics
         self._loaded: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
+        self._running = threading.Semaphore(1)  # one enrolment a process: the others give their thread back
+        self._batch = batch
 
     def handle(self, kwargs: Mapping[str, Any]) -> Outcome:
         """Run the task; MalformedTask if it fits neither form."""
@@ -86,10 +94,17 @@ class EnrolmentRunner:
             device, frame_id, enrolment = self._store_device_request(kwargs)
         try:
             self.requests.get(enrolment)
-        except EnrolmentError as exc:
+        except UnknownEnrolment as exc:
             raise MalformedTask(f"enrolment {enrolment!r} is not in {self.requests.root}: {exc}") from exc
-        outcome = self._run(enrolment)
-        if device is not None:
+        except (OSError, ValueError) as exc:
+            raise EnrolmentBusy(f"cannot read enrolment {enrolment}: {exc}") from exc
+        if not self._running.acquire(blocking=False):
+            raise EnrolmentBusy("this worker is running another enrolment")
+        try:
+            outcome = self._run(enrolment)
+        finally:
+            self._running.release()
+        if device is not None and outcome.ran:  # a redelivered task was answered the first time
             self._answer_device(device, frame_id, outcome)
         return outcome
 
@@ -102,7 +117,8 @@ class EnrolmentRunner:
             raise MalformedTask("an MQTT enrolment's catalog must be a mapping")
         at = float(received) if isinstance(received, (int, float)) else time.time()
         assert isinstance(device, str) and isinstance(frame_id, str) and isinstance(product, str)
-        key = f"mqtt\x00{device}\x00{frame_id}\x00{hashlib.sha256(photo).hexdigest()}"
+        record = json.dumps(catalog, sort_keys=True, default=str) if catalog is not None else ""
+        key = "\x00".join(("mqtt", device, frame_id, product, hashlib.sha256(photo).hexdigest(), record))
         try:
             enrolment = self.requests.create(
                 product,
@@ -113,18 +129,20 @@ class EnrolmentRunner:
                 key=key,
             )
         except EnrolmentError as exc:  # a bad product id or record: the device hears why, nothing is stored
+            if exc.code == STORE_UNAVAILABLE:
+                raise EnrolmentBusy(str(exc)) from exc
             self._metrics.enrolments.labels(outcome=FAILED).inc()
-            self._publish(
-                self._topics.error(device),
-                json.dumps(error_message(device, frame_id, ErrorCode.BAD_METADATA, str(exc), time.time())).encode(),
-            )
+            refused = Outcome("", FAILED, None, product, {"code": exc.code, "message": exc.message}, 0.0, True)
+            self._answer_device(device, frame_id, refused)
             raise MalformedTask(f"MQTT enrolment from {device} refused: {exc}") from exc
         return device, frame_id, enrolment
 
     def _run(self, enrolment: str) -> Outcome:
         started = time.monotonic()
         try:
-            result = run_request(self.store, enrolment, self._features_of)
+            result = run_request(self.store, enrolment, self._features_of, wait_s=LOCK_WAIT_S)
+        except StoreBusy as exc:
+            raise EnrolmentBusy(str(exc)) from exc
         except Exception:
             logger.exception("enrolment %s failed", enrolment)
             self._metrics.enrolments.labels(outcome=FAILED).inc()
@@ -163,7 +181,8 @@ class EnrolmentRunner:
                 results.append(None)
             except ImageError as exc:
                 results.append(exc)
-        computed = iter(model.features(prepared) if prepared else [])
+        chunks = [model.features(prepared[i : i + self._batch]) for i in range(0, len(prepared), self._batch)]
+        computed = iter([vector for chunk in chunks for vector in chunk])
         return [next(computed) if result is None else result for result in results]
 
     def _model_for(self, bundle: ModelBundle) -> ServedModel:
@@ -176,23 +195,22 @@ class EnrolmentRunner:
             return self._loaded[bundle.version]
 
     def _answer_device(self, device: str, frame_id: str, outcome: Outcome) -> None:
-        if outcome.state == DONE:
-            message = {
-                "schema": SCHEMA_VERSION,
-                "type": "enrolment",
-                "device": device,
-                "frame_id": frame_id,
-                "enrolment": outcome.enrolment,
-                "product": outcome.product,
-                "state": outcome.state,
-                "version": outcome.version,
-                "error": None,
-                "at": rfc3339(time.time()),
-            }
-            self._publish(self._topics.result(device), json.dumps(message).encode())
-            return
-        error = dict(outcome.error or {})
-        document = error_message(device, frame_id, ErrorCode.BAD_METADATA, error.get("message", ""), time.time())
-        document["error"] = {"code": error.get("code", INTERNAL), "message": error.get("message", "")}
-        document.update(type="enrolment", enrolment=outcome.enrolment, product=outcome.product, state=outcome.state)
-        self._publish(self._topics.error(device), json.dumps(document).encode())
+        """The outcome on the device's result topic; a failure also on its error topic, with its code."""
+        message = {
+            "schema": SCHEMA_VERSION,
+            "type": "enrolment",
+            "device": device,
+            "frame_id": frame_id,
+            "enrolment": outcome.enrolment or None,
+            "product": outcome.product,
+            "state": outcome.state,
+            "version": outcome.version,
+            "error": dict(outcome.error) if outcome.error else None,
+            "at": rfc3339(time.time()),
+        }
+        self._publish(self._topics.result(device), json.dumps(message).encode())
+        if outcome.state != DONE:
+            error = dict(outcome.error or {"code": INTERNAL, "message": "the enrolment failed"})
+            document = error_message(device, frame_id, ErrorCode.INTERNAL, error.get("message", ""), time.time())
+            document.update(message, error={"code": error.get("code", INTERNAL), "message": error.get("message", "")})
+            self._publish(self._topics.error(device), json.dumps(document).encode())

@@ -4,7 +4,8 @@ WorkerError                 base of everything raised here
 ├── MalformedTask           a task (or one frame in it) that does not fit the contract; counted and dropped
 ├── BatcherClosed           a frame submitted to the micro-batcher after it was closed
 ├── SettleFailed            answers went out but Redis would not record them; carries what to record
-└── ModelUnavailable        the worker cannot serve: its model (or engine) cannot be loaded
+├── ModelUnavailable        the worker cannot serve: its model (or engine) cannot be loaded
+└── EnrolmentBusy           an enrolment that cannot start now (another runs, the store is held): try again later
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ class SettleFailed(WorkerError):
 
 class ModelUnavailable(WorkerError):
     """The worker cannot serve frames: its model or engine cannot be loaded. It must not take frames."""
+
+
+class EnrolmentBusy(WorkerError):
+    """An enrolment that cannot start now: this process runs another, another process holds the store, or the
+    store cannot be read or written at the moment. Its task is tried again later."""

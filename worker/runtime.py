@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.artifact import served_signature
 from models.decode import DecodeLimits
-from models.errors import ImageError
+from models.errors import EnrolmentError, ImageError
 from models.head import Decision
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
@@ -57,8 +58,9 @@ class Runtime:
     registry: CollectorRegistry
     probes: dict[str, Callable[[], bool]]
     review: ReviewSink | NoReview = field(default_factory=NoReview)
-    enrolments: EnrolmentRunner | None = None  # None: the model directory is not a store (no enrolment)
+    enrolments: EnrolmentRunner | None = None  # None: this worker cannot enrol (enrolment_problem says why)
     signal: ReloadSignal | None = None
+    enrolment_problem: str | None = None
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
@@ -158,7 +160,9 @@ class Runtime:
                 reloader.check,
             )
             signal.start()
-            if model_store_of(settings.model_dir) is not None:
+        problem = enrolment_problem(settings)
+        if problem is None:
+            try:
                 enrolments = EnrolmentRunner(
                     settings.model_dir,
                     served=slot.get,
@@ -168,7 +172,12 @@ class Runtime:
                     reload_now=reloader.check,
                     publish=functools.partial(publish_quietly, connection),
                     topics=topics,
+                    batch=settings.max_batch_size,
                 )
+            except EnrolmentError as exc:
+                problem = str(exc)
+        if problem is not None:
+            logger.info("this worker runs no enrolments: %s", problem)
         return cls(
             settings,
             slot,
@@ -182,6 +191,7 @@ class Runtime:
             review,
             enrolments,
             signal,
+            problem,
         )
 
     def stop_accepting(self) -> None:
@@ -201,6 +211,20 @@ class Runtime:
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> None:
     """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect)."""
     connection.publish(topic, payload, qos=1)
+
+
+def enrolment_problem(settings: WorkerSettings) -> str | None:
+    """Why this worker cannot run enrolments (None: it can): it then does not consume their queue."""
+    if not settings.enrol:
+        return "PARTSIGHT_WORKER_ENROL=0"
+    if settings.engine == TRANSPORT_ONLY_ENGINE:
+        return "the transport-only engine computes no features"
+    store = model_store_of(settings.model_dir)
+    if store is None:
+        return f"PARTSIGHT_MODEL_DIR={settings.model_dir} names a version, not a store with a 'current'"
+    if not os.access(store, os.W_OK | os.X_OK):
+        return f"the model store {store} is not writable by this user (mount it read-write to enrol)"
+    return None
 
 
 def model_store_of(model_dir: Path) -> Path | None:

@@ -14,12 +14,13 @@ from celery import Celery, Task
 from redis.exceptions import RedisError
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
-from worker.errors import MalformedTask, SettleFailed
+from worker.errors import EnrolmentBusy, MalformedTask, SettleFailed
 from worker.runtime import RuntimeHolder
 
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 2
+ENROL_RETRY_S = 2  # an enrolment that cannot start now (another one runs) waits this long, off the pool
 
 
 def task_retry(task: Task, exc: Exception) -> Exception:
@@ -70,16 +71,18 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task]:
     def enrol(self: Task, **kwargs: Any) -> dict[str, Any]:
         runtime = holder.get()
         if runtime.enrolments is None:
-            model_dir = runtime.settings.model_dir
-            logger.error("enrolment refused: PARTSIGHT_MODEL_DIR %s is a version, not a store", model_dir)
-            runtime.metrics.enrolments.labels(outcome="failed").inc()
-            return {"state": "failed", "error": "the worker serves a version directory, not a store"}
+            # only a worker that cannot enrol gets here (started with `celery -Q` by hand): another may
+            logger.error("this worker cannot run enrolments (%s): giving the task back", runtime.enrolment_problem)
+            raise self.retry(countdown=ENROL_RETRY_S * 5)
         try:
             outcome = runtime.enrolments.handle(kwargs)
         except MalformedTask as exc:
             runtime.metrics.malformed_tasks.inc()
             logger.error("dropping an enrolment task that does not fit the contract: %s", exc)
             return {"state": "malformed"}
+        except EnrolmentBusy as exc:  # give the thread back to the frames; the task comes again shortly
+            logger.info("enrolment deferred (%s); trying again in %d s", exc, ENROL_RETRY_S)
+            raise self.retry(countdown=ENROL_RETRY_S) from exc
         except RedisError as exc:
             raise task_retry(self, exc) from exc
         return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}

@@ -228,6 +228,20 @@ def test_a_request_runs_once(store: Path) -> None:
         "image_undecodable",
     }
     assert resolve(store).name == first.version
+    # a worker that died after writing its version and before recording it: the redelivery records it done
+    died = requests.create("gauge-5", digit_photos(5, 4), record=DIGIT_RECORD)
+    written = enrol(
+        store,
+        "gauge-5",
+        requests.photos(died),
+        record=DIGIT_RECORD,
+        features_of=features,
+        details={"enrolment": died},
+    )
+    assert requests.get(died)["state"] == "queued"
+    redelivered = run_request(store, died, features)
+    assert not redelivered.ran and redelivered.state == DONE and redelivered.version == written.version
+    assert requests.get(died)["version"] == written.version and resolve(store).name == written.version
 
 
 def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Path) -> None:
@@ -258,6 +272,12 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
         topics=Topics("t"),
     )
     photo = digit_photos(3, 1)[0][1]
+    from worker.errors import EnrolmentBusy
+
+    assert runner._running.acquire(blocking=False)  # another enrolment runs in this process
+    with pytest.raises(EnrolmentBusy):
+        runner.handle({"enrolment": EnrolmentStore(store).create("gauge-6", digit_photos(6, 2), record=DIGIT_RECORD)})
+    runner._running.release()
     kwargs = {
         "device": "cam-1",
         "frame_id": "e1",
@@ -270,18 +290,36 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
     assert outcome.state == DONE and outcome.ran and resolve(store).name == outcome.version
     topic, answer = published[-1]
     assert topic == "t/cam-1/result" and answer["type"] == "enrolment" and answer["version"] == outcome.version
+    assert len(published) == 1  # a success: the result topic only
     assert answer["frame_id"] == "e1" and answer["product"] == "gauge-3"
     assert announced == [(outcome.version, "enrolment")] and reloads == [1]
     bundle = load_model(store)  # one photo: the novelty score is kept, never dropped
     assert bundle.novelty is not None and "gauge-3" in bundle.head.products
     again = runner.handle(kwargs)  # the same task redelivered
     assert not again.ran and again.version == outcome.version and resolve(store).name == outcome.version
+    assert len(published) == 1  # answered once
     with pytest.raises(MalformedTask):  # a record without its category: the device hears why
         runner.handle({**kwargs, "frame_id": "e2", "product": "gauge-9", "catalog": {"name": "x"}})
     assert published[-1][0] == "t/cam-1/error" and "category" in published[-1][1]["error"]["message"]
+    assert published[-2][0] == "t/cam-1/result" and published[-2][1]["state"] == FAILED
     bad = runner.handle({**kwargs, "frame_id": "e3", "product": "gauge-4", "photo": b"garbage"})
-    assert bad.state == FAILED and published[-1][0] == "t/cam-1/error"
+    assert bad.state == FAILED and [t for t, _ in published[-2:]] == ["t/cam-1/result", "t/cam-1/error"]
     assert published[-1][1]["error"]["code"] in {"unsupported_format", "image_undecodable"}
+    assert published[-1][1]["type"] == "enrolment" and published[-1][1]["enrolment"] == bad.enrolment
     assert resolve(store).name == outcome.version
     assert metrics.enrolments.labels(outcome="done")._value.get() == 1
     assert metrics.enrolments.labels(outcome="failed")._value.get() == 2
+
+
+def test_which_workers_run_enrolments(model_store: Path) -> None:
+    from broker.settings import MqttSettings
+    from worker.runtime import enrolment_problem
+    from worker.settings import WorkerSettings
+
+    mqtt = MqttSettings.from_url("mqtt://127.0.0.1:1883")
+    assert enrolment_problem(WorkerSettings(mqtt, model_dir=model_store)) is None
+    frames_only = WorkerSettings(mqtt, model_dir=model_store, enrol=False)
+    assert "PARTSIGHT_WORKER_ENROL=0" in str(enrolment_problem(frames_only))
+    assert "transport-only" in str(enrolment_problem(WorkerSettings(mqtt, model_dir=model_store, engine="none")))
+    version = resolve(model_store)
+    assert "names a version" in str(enrolment_problem(WorkerSettings(mqtt, model_dir=version)))

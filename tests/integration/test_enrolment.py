@@ -1,0 +1,148 @@
+"""Enrolment through the real parts: a request and its `partsight.enrol` task, run by a real worker beside the
+frames it answers; the new version is current, every worker serves it at once, the next frames name the new
+product, and no frame is lost meanwhile. An MQTT device enrols too and hears the outcome."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from broker.contract import ENROL_QUEUE, ENROL_TASK, MODEL_CHANNEL
+from models.enrolments import EnrolmentStore
+from partsight.testing.harness import frame_properties, metric, partsight, publisher, scrape, wait_for
+from partsight.testing.servers import free_port
+from partsight.testing.stack import ready
+
+from ..unit.test_enrolment import DIGIT_RECORD, digit_photos
+from .test_faults import every_frame_answered_once, steady_camera
+
+pytestmark = pytest.mark.integration
+
+
+def served_versions(port: int) -> set[str]:
+    return {dict(labels)["version"] for (name, labels) in scrape(port) if name == "partsight_model_info"}
+
+
+def finished(requests: EnrolmentStore, enrolment: str) -> dict | None:  # type: ignore[type-arg]
+    status = requests.get(enrolment)
+    return status if status["state"] in ("done", "failed") else None
+
+
+def send_enrolment(stack, enrolment: str) -> None:  # type: ignore[no-untyped-def]
+    """What the API does after storing the request: the task on its own queue."""
+    from celery import Celery
+
+    from broker.dispatch import SAFE_CONTENT
+
+    app = Celery("test-enrol", broker=stack.env["PARTSIGHT_REDIS_URL"], set_as_current=False)
+    app.conf.update(task_serializer="msgpack", accept_content=SAFE_CONTENT)
+    app.send_task(ENROL_TASK, kwargs={"enrolment": enrolment}, queue=ENROL_QUEUE)
+
+
+def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
+    own_stack, model_store, camera_photos, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
+    stack = own_stack
+    stack.env.update(PARTSIGHT_MODEL_DIR=str(store), PARTSIGHT_MODEL_RELOAD_S="600")  # the poll cannot explain it
+    stack.start()
+    second_port = free_port()
+    second = partsight(
+        "worker",
+        {
+            **stack.env,
+            "PARTSIGHT_WORKER_ID": "second",
+            "PARTSIGHT_WORKER_METRICS_PORT": str(second_port),
+            "PARTSIGHT_WORKER_ENROL": "0",
+        },
+        stack.logs / "worker-second.log",
+    ).start()
+    try:
+        wait_for(lambda: ready(second_port), 90, "second worker ready")
+        before = (store / "current").resolve().name
+        channel = redis_lib.Redis.from_url(stack.env["PARTSIGHT_REDIS_URL"]).pubsub(ignore_subscribe_messages=True)
+        channel.subscribe(MODEL_CHANNEL)
+        device = "enrol-cam"
+        images = [path.read_bytes() for path, _ in camera_photos]
+        frame_ids = [f"e-{i:03d}" for i in range(80)]
+        requests = EnrolmentStore(store)
+        with stack.listen(device) as listener:
+            camera = steady_camera(stack, device, images, frame_ids, interval_s=0.1)
+            wait_for(lambda: len(listener.messages) >= 5, 30, "first answers")
+            enrolment = requests.create("gauge-3", digit_photos(3, 20), record=DIGIT_RECORD, source="test")
+            asked = time.time()
+            send_enrolment(stack, enrolment)
+            status = wait_for(lambda: finished(requests, enrolment), 60, "the enrolment")
+            assert status["state"] == "done", status
+            version = status["version"]
+            assert (store / "current").resolve().name == version != before
+            wait_for(lambda: served_versions(stack.worker_port) == {version}, 10, "the enrolling worker serves it")
+            wait_for(lambda: served_versions(second_port) == {version}, 10, "the other worker serves it")
+            reloaded = time.time() - asked
+            message = wait_for(lambda: channel.get_message(timeout=0.1), 5, "the announcement")
+            assert json.loads(message["data"]) == {"version": version, "reason": "enrolment"}
+            camera.join(60)
+            every_frame_answered_once(stack, listener, frame_ids)
+            probe = publisher("127.0.0.1", stack.mqtt_port)
+            for index, (_, data) in enumerate(digit_photos(3, 5, offset=50)):
+                probe.publish(stack.topics.frame(device), data, qos=1, properties=frame_properties(f"new-{index}"))
+            answers = [listener.wait_frame(f"new-{index}")[1] for index in range(5)]
+            probe.disconnect()
+        assert reloaded < 30, f"{reloaded:.1f} s from the request to every worker serving the new version"
+        assert sum(a["product"] == "gauge-3" for a in answers) >= 4, answers
+        assert all(a["model"]["version"] == version for a in answers)
+        assert metric(stack.worker_port, "partsight_worker_enrolments_total", outcome="done") == 1
+        assert metric(stack.worker_port, "partsight_worker_enrolment_seconds_count") == 1
+        assert metric(second_port, "partsight_worker_enrolments_total", outcome="done") == 0  # frames only
+        # a failed enrolment leaves current where it was
+        broken = requests.create("gauge-4", [("x.jpg", b"\xff\xd8\xff not really")], record=DIGIT_RECORD)
+        send_enrolment(stack, broken)
+        failed = wait_for(lambda: finished(requests, broken), 60, "the failed enrolment")
+        assert failed["state"] == "failed" and failed["error"]["code"] == "image_undecodable", failed
+        assert (store / "current").resolve().name == version
+        assert metric(stack.worker_port, "partsight_worker_enrolments_total", outcome="failed") == 1
+    finally:
+        second.stop()
+
+
+def enrol_properties(frame_id: str, user: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    properties = frame_properties(frame_id)
+    properties.UserProperty = [("frame_id", frame_id), *user]
+    return properties
+
+
+def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
+    stack = own_stack
+    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
+    stack.start()
+    device = "phone-7"
+    photos = digit_photos(7, 3)
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        catalog = json.dumps({"name": "Gauge 7", "category": "gauges"})
+        for index, (_, data) in enumerate(photos):
+            extra = [("product", "gauge-7"), ("catalog", catalog)] if index == 0 else [("product", "gauge-7")]
+            properties = enrol_properties(f"enrol-{index}", extra)
+            client.publish(f"{stack.topics.prefix}/{device}/enrol", data, qos=1, properties=properties)
+            topic, answer, _ = listener.wait_frame(f"enrol-{index}", timeout=60)
+            assert topic.endswith("/result") and answer["type"] == "enrolment", answer
+            assert answer["state"] == "done" and answer["product"] == "gauge-7"
+        client.publish(
+            f"{stack.topics.prefix}/{device}/enrol",
+            photos[0][1],
+            qos=1,
+            properties=enrol_properties("enrol-unknown", [("product", "gauge-8")]),
+        )
+        topic, answer, _ = listener.wait_frame("enrol-unknown", timeout=60)
+        assert topic.endswith("/error") and answer["error"]["code"] == "unknown_product", answer
+        client.disconnect()
+    versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
+    assert len(versions) == 1 + 3  # the trained one and one per photo
