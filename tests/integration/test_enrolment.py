@@ -141,8 +141,12 @@ def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store,
             qos=1,
             properties=enrol_properties("enrol-unknown", [("product", "gauge-8")]),
         )
-        topic, answer, _ = listener.wait_frame("enrol-unknown", timeout=60)
-        assert topic.endswith("/error") and answer["error"]["code"] == "unknown_product", answer
+        topic, answer, _ = listener.wait_frame("enrol-unknown", timeout=60)  # the outcome, on the result topic
+        assert topic.endswith("/result") and answer["state"] == "failed", answer
+        assert answer["error"]["code"] == "unknown_product", answer
+        wait_for(lambda: len(listener.for_frame("enrol-unknown")) == 2, 10, "the failure's copy on the error topic")
+        topic, copy, _ = listener.for_frame("enrol-unknown")[1]
+        assert topic.endswith("/error") and copy["error"]["code"] == "unknown_product", copy
         client.disconnect()
     versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
     assert len(versions) == 1 + 3  # the trained one and one per photo
