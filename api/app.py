@@ -27,7 +27,7 @@ from api.metrics import ApiMetrics
 from api.middleware import BodyLimit, LimitFor, Observe, header
 from api.products import Products
 from api.recognize import Recognizer
-from api.routes import models, products, recognize, review, ui
+from api.routes import docs, models, products, recognize, review, ui
 from api.services import Services
 from api.settings import ApiSettings
 from broker.errors import SettingsError
@@ -131,8 +131,12 @@ def create_app(
         review=review_store,
     )
     auth = Auth(settings.tokens)
-    app = FastAPI(title="partsight", version=__version__, description=DESCRIPTION, redoc_url=None)
-    routers = [*(area.router(services, auth) for area in (recognize, products, models, review)), ui.router()]
+    app = FastAPI(title="partsight", version=__version__, description=DESCRIPTION, redoc_url=None, docs_url=None)
+    routers = [
+        *(area.router(services, auth) for area in (recognize, products, models, review)),
+        ui.router(),
+        docs.router(),
+    ]
     for router in routers:
         app.include_router(router)
 

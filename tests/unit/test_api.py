@@ -635,6 +635,18 @@ def test_the_operator_page_is_served_with_a_strict_policy(api: Api) -> None:
     assert api.client.get("/", follow_redirects=False).headers["location"] == "/ui"
 
 
+def test_the_docs_are_served_from_the_package_never_a_cdn(api: Api) -> None:
+    page = api.get("/docs", token=None)
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert "http" not in page.text and "<script>" not in page.text  # nothing from elsewhere, no inline script
+    for src in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/docs/start.js"):
+        asset = api.get(src, token=None)
+        assert asset.status_code == 200 and len(asset.content) > 20, src
+    assert "/openapi.json" in api.get("/docs/start.js", token=None).text
+    assert api.get("/docs/assets/..%2Fswagger-ui.js", token=None).status_code == 404
+    assert api.get("/docs/assets/index.html", token=None).status_code == 404  # listed names only
+
+
 def test_run_api_says_what_is_wrong_with_the_store_and_exits_2(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
