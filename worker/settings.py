@@ -195,6 +195,12 @@ def open_review_store(settings: WorkerSettings) -> AnyReviewStore | None:
     so the worker refuses to start as it does for any bad setting."""
     if not settings.review_enabled:
         return None
+    inside = isinstance(settings.review_store, Path) and settings.review_store.is_relative_to(settings.model_dir)
+    if inside and not settings.model_dir.exists():  # a wrong path: say so, and create nothing there
+        raise SettingsError(
+            f"PARTSIGHT_MODEL_DIR {settings.model_dir} does not exist: point it at the model store "
+            "(the folder `partsight train --out` writes)"
+        )
     try:
         store = open_store(
             settings.review_store,

@@ -231,3 +231,11 @@ def test_the_manifest_name_is_the_artifacts() -> None:
     from models.artifact import MANIFEST as ARTIFACT_MANIFEST
 
     assert MANIFEST == ARTIFACT_MANIFEST
+
+
+def test_a_missing_model_directory_is_said_and_nothing_is_created_there(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-store"
+    settings = WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(missing)})
+    with pytest.raises(SettingsError, match="does not exist"):
+        open_review_store(settings)
+    assert not missing.exists()
