@@ -17,13 +17,11 @@ RUN /opt/partsight/bin/pip install /src
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 partsight \
-    && useradd --system --uid 10001 --gid partsight --home-dir /var/lib/partsight --create-home --shell /usr/sbin/nologin partsight \
-    && install -d -o partsight -g partsight /var/lib/partsight/review
+    && useradd --system --uid 10001 --gid partsight --home-dir /var/lib/partsight --create-home --shell /usr/sbin/nologin partsight
 COPY --from=build /opt/partsight /opt/partsight
 ENV PATH=/opt/partsight/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PARTSIGHT_MODEL_DIR=/models \
-    PARTSIGHT_REVIEW_STORE=/var/lib/partsight/review \
     PARTSIGHT_DEVICE=cpu \
     PARTSIGHT_WORKER_METRICS_PORT=9302
 USER 10001:10001

@@ -589,3 +589,11 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
         assert box["x"] + box["w"] <= 24
         if panel["type"] != "row":
             assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_worker_images_keep_the_review_queue_in_the_shared_store() -> None:
+    """An image default of its own would hide every worker's review items from the API and from each other."""
+    for name in ("worker-cpu.Dockerfile", "worker-cuda.Dockerfile"):
+        text = (DEPLOY / "docker" / name).read_text()
+        assert "PARTSIGHT_REVIEW_STORE" not in text, name
+        assert "PARTSIGHT_MODEL_DIR=/models" in text, name
