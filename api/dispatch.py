@@ -5,16 +5,14 @@ Like the bridge's producer (broker.dispatch): msgpack, the same transport option
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Protocol
 
 import redis
-from celery import Celery
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, MODEL_CHANNEL
-from broker.dispatch import SAFE_CONTENT, celery_transport_options, redis_client_url
+from broker.dispatch import announce_current, producer_app, redis_client_url
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +32,7 @@ class Dispatcher(Protocol):
 
 class RedisDispatcher:
     def __init__(self, redis_url: str, *, visibility_timeout_s: int) -> None:
-        self.app = Celery("partsight-api", broker=redis_url, set_as_current=False)
-        self.app.conf.update(
-            task_serializer="msgpack",
-            accept_content=SAFE_CONTENT,
-            broker_connection_retry_on_startup=True,
-            broker_connection_timeout=3,
-            broker_transport_options=celery_transport_options(visibility_timeout_s),
-        )
+        self.app = producer_app("partsight-api", redis_url, visibility_timeout_s)
         self._redis = redis.Redis.from_url(redis_client_url(redis_url), socket_timeout=2, socket_connect_timeout=2)
         self._send_lock = threading.Lock()  # one producer connection, shared by the HTTP server's threads
 
@@ -58,7 +49,7 @@ class RedisDispatcher:
 
     def announce(self, version: str, reason: str) -> bool:
         try:
-            self._redis.publish(MODEL_CHANNEL, json.dumps({"version": version, "reason": reason}))
+            announce_current(self._redis, version, reason)
         except redis.RedisError as exc:
             logger.warning(
                 "could not announce version %s on %s: %s; workers find it at their next poll",

@@ -22,8 +22,8 @@ from broker.settings import (
 )
 from broker.topics import Topics, validate_segment
 from models.errors import ReviewError
-from models.review_s3 import SECRET_KEY_VAR, S3Location
-from models.review_stores import ReviewLocation, is_s3
+from models.review_s3 import SECRET_KEY_VAR
+from models.review_stores import REVIEW_DIR, ReviewLocation, review_location
 from models.versions import MANIFEST
 
 DEFAULT_PORT = 8080
@@ -31,9 +31,8 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one enrolment's photos together
 DEFAULT_MAX_IN_FLIGHT = 256  # recognitions waiting for their answer; more are answered 503 overloaded
 DEFAULT_MODEL_DIR = "models-store"
-# The review store's location and bounds, read as the worker reads them (worker.settings; the API never imports
-# the worker package, and a unit test keeps the two readings equal).
-REVIEW_DIR = "review"
+# The review store's bounds, as the workers read them (the API never imports the worker package; its location is
+# models.review_stores.review_location for both, and a unit test keeps the two readings equal).
 DEFAULT_REVIEW_MAX_ITEMS = 10_000
 DEFAULT_REVIEW_MAX_BYTES = 1 << 30
 DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
@@ -131,17 +130,8 @@ class ApiSettings:
 
 
 def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE as the workers read it (worker.settings): a directory, by default `review/` in the
-    model store, or `s3://BUCKET[/PREFIX]` with the PARTSIGHT_REVIEW_S3_* settings."""
-    raw = env.get("PARTSIGHT_REVIEW_STORE", "")
-    if is_s3(raw):
-        try:
-            return S3Location.from_env(env, raw, secret_key=secret_from_file(env, SECRET_KEY_VAR))
-        except ReviewError as exc:
-            raise SettingsError(str(exc)) from exc
-    if "://" in raw:
-        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory or s3://BUCKET[/PREFIX], got {raw!r}")
-    if raw:
-        return Path(raw)
-    store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
-    return store / REVIEW_DIR
+    """PARTSIGHT_REVIEW_STORE as the workers read it (models.review_stores.review_location); a SettingsError."""
+    try:
+        return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
+    except ReviewError as exc:
+        raise SettingsError(str(exc)) from exc

@@ -137,10 +137,8 @@ def main() -> int:
     parser.add_argument("--skip-retrain", action="store_true", help="timings only")
     args = parser.parse_args()
 
-    from celery import Celery
-
     from broker.contract import ENROL_QUEUE, ENROL_TASK
-    from broker.dispatch import SAFE_CONTENT
+    from broker.dispatch import producer_app
     from models.enrolments import EnrolmentStore
 
     work = Path(tempfile.mkdtemp(prefix="partsight-bench-enrol-"))
@@ -165,8 +163,7 @@ def main() -> int:
     rows = []
     try:
         stack.start()
-        app = Celery("bench-enrol", broker=stack.env["PARTSIGHT_REDIS_URL"], set_as_current=False)
-        app.conf.update(task_serializer="msgpack", accept_content=SAFE_CONTENT)
+        app = producer_app("bench-enrol", stack.env["PARTSIGHT_REDIS_URL"], 60)
         requests = EnrolmentStore(store)
         camera = publisher("127.0.0.1", stack.mqtt_port)
         with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/bench-cam/result"]) as listener:

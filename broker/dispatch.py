@@ -3,6 +3,7 @@ task code."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE, RECOGNIZE_BATCH_TASK, FrameRequest
+from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE, MODEL_CHANNEL, RECOGNIZE_BATCH_TASK, FrameRequest
 from broker.enrol import EnrolRequest
 from broker.framestore import FrameStore, frame_key, task_reference
 from broker.settings import DEFAULT_WINDOW_FRAMES
@@ -18,6 +19,24 @@ from broker.settings import DEFAULT_WINDOW_FRAMES
 logger = logging.getLogger(__name__)
 
 SAFE_CONTENT = ["msgpack", "json"]
+
+
+def producer_app(name: str, redis_url: str, visibility_timeout_s: int) -> Celery:
+    """A Celery app that only sends tasks by name (msgpack), as the bridge and the API do."""
+    app = Celery(name, broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="msgpack",
+        accept_content=SAFE_CONTENT,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        broker_transport_options=celery_transport_options(visibility_timeout_s),
+    )
+    return app
+
+
+def announce_current(client: redis.Redis, version: str, reason: str) -> None:
+    """Tell every worker that the store's `current` now names `version` (they reload at once: MODEL_CHANNEL)."""
+    client.publish(MODEL_CHANNEL, json.dumps({"version": version, "reason": reason}))
 
 
 def celery_transport_options(visibility_timeout_s: int) -> dict[str, Any]:
@@ -56,14 +75,7 @@ class CeleryDispatcher:
         self.queue = queue
         self.window_frames = window_frames
         self.redeliver_after_s = redeliver_after_s
-        self.app = Celery("partsight-bridge", broker=redis_url, set_as_current=False)
-        self.app.conf.update(
-            task_serializer="msgpack",
-            accept_content=SAFE_CONTENT,
-            broker_connection_retry_on_startup=True,
-            broker_connection_timeout=3,
-            broker_transport_options=celery_transport_options(visibility_timeout_s),
-        )
+        self.app = producer_app("partsight-bridge", redis_url, visibility_timeout_s)
         self._redis = redis.Redis.from_url(redis_client_url(redis_url), socket_timeout=2, socket_connect_timeout=2)
         self.store = FrameStore(self._redis, data_ttl_s=frame_ttl_s, clock=time.time)
 

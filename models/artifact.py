@@ -218,13 +218,7 @@ def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:
 def load_model(path: Path) -> ModelBundle:
     """Verify and load a model version (or a store's current version)."""
     version_dir = resolve(path)
-    try:
-        manifest = json.loads((version_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{version_dir}: unreadable manifest: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise ArtifactError(f"{version_dir}: manifest format {found!r} is not one of {READABLE_FORMATS}")
+    manifest = versions.read_manifest(version_dir)
     for name in manifest.get("files", {}):
         _verified(version_dir, manifest, name)
     for required in ("head.npz", "labels.json", "catalog.json"):

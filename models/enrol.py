@@ -49,6 +49,27 @@ DEFAULT_BASE_PER_PRODUCT = 1000  # photos of a product (with their copies) kept 
 LINKED_FILES = ("backbone.onnx",)  # unchanged by an enrolment: hard-linked from the version it builds on
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
+PHOTOS_PER_BATCH = 16  # photos an engine call takes, where the caller names no batch size
+
+
+def photo_features(
+    prepare: Callable[[bytes], Any],
+    compute: Callable[[list[Any]], Sequence[np.ndarray | ImageError]],
+    photos: Sequence[bytes],
+    batch: int = PHOTOS_PER_BATCH,
+) -> list[np.ndarray | ImageError]:
+    """Each photo's features, in order: `prepare` (decode) one by one, a photo it refuses keeps its ImageError;
+    the rest through `compute` (the engine) `batch` at a time, as frames go."""
+    prepared: list[Any] = []
+    results: list[np.ndarray | ImageError | None] = []
+    for data in photos:
+        try:
+            prepared.append(prepare(data))
+            results.append(None)
+        except ImageError as exc:
+            results.append(exc)
+    computed = iter([vector for i in range(0, len(prepared), batch) for vector in compute(prepared[i : i + batch])])
+    return [next(computed) if result is None else result for result in results]
 
 
 @dataclass(frozen=True)

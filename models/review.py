@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,6 +165,27 @@ def plan_evictions(
     return planned, kept, total
 
 
+def newest_records(
+    ids: Iterable[str], read: Callable[[str], dict[str, Any]], limit: int, status: str
+) -> list[dict[str, Any]]:
+    """Up to `limit` records of one status (or ALL), read in the order of `ids` (newest first); an item evicted
+    since the listing is skipped, a corrupt one logged and skipped. Every store lists this way."""
+    found: list[dict[str, Any]] = []
+    for item_id in ids:
+        try:
+            record = read(item_id)
+        except UnknownItem:  # evicted since the listing
+            continue
+        except ReviewError as exc:
+            logger.warning("skipping review item %s: %s", item_id, exc)
+            continue
+        if status in (ALL, record.get("status")):
+            found.append(record)
+            if len(found) >= limit:
+                break
+    return found
+
+
 class ReviewStore:
     """Items under `root`, bounded: at most `max_items`, `max_bytes` of images, none older than `max_age_s`.
 
@@ -244,20 +265,7 @@ class ReviewStore:
     def list(self, limit: int = 50, status: str = OPEN) -> builtins.list[dict[str, Any]]:
         """Up to `limit` items, newest first, of one status (or ALL). A corrupt item is logged and skipped."""
         check_listing(limit, status)
-        found: list[dict[str, Any]] = []
-        for item_id in reversed(self._ids()):
-            try:
-                record = self._read(item_id)
-            except UnknownItem:  # evicted since the listing
-                continue
-            except ReviewError as exc:
-                logger.warning("skipping review item %s: %s", item_id, exc)
-                continue
-            if status in (ALL, record.get("status")):
-                found.append(record)
-                if len(found) >= limit:
-                    break
-        return found
+        return newest_records(reversed(self._ids()), self._read, limit, status)
 
     def get(self, item_id: str) -> dict[str, Any]:
         return self._read(check_item_id(item_id))

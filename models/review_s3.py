@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 from models.errors import ReviewError, UnknownItem
 from models.review import (
-    ALL,
     IMAGE_FILE,
     ITEM_FILE,
     ITEM_ID,
@@ -40,6 +39,7 @@ from models.review import (
     item_document,
     label_changes,
     new_id,
+    newest_records,
     parse_item,
     plan_evictions,
 )
@@ -341,21 +341,8 @@ class S3ReviewStore:
     def list(self, limit: int = 50, status: str = OPEN) -> builtins.list[dict[str, Any]]:
         """Up to `limit` items, newest first, of one status (or ALL). A corrupt item is logged and skipped."""
         check_listing(limit, status)
-        found: list[dict[str, Any]] = []
         items, _ = self._scan()
-        for item_id, _size in reversed(items):
-            try:
-                record = self._read(item_id)
-            except UnknownItem:  # evicted since the listing
-                continue
-            except ReviewError as exc:
-                logger.warning("skipping review item %s: %s", item_id, exc)
-                continue
-            if status in (ALL, record.get("status")):
-                found.append(record)
-                if len(found) >= limit:
-                    break
-        return found
+        return newest_records((item_id for item_id, _size in reversed(items)), self._read, limit, status)
 
     def get(self, item_id: str) -> dict[str, Any]:
         return self._read(check_item_id(item_id))

@@ -64,6 +64,7 @@ class LocalFeatures:
 
     def __call__(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         from models.decode import DecodeLimits
+        from models.enrol import photo_features
         from models.recognizer import Recognizer
 
         recognizer = self._loaded.get(str(bundle.path))
@@ -71,27 +72,19 @@ class LocalFeatures:
             recognizer = Recognizer.load(bundle.path, weights=self._weights, device=self._device)
             self._loaded = {str(bundle.path): recognizer}
         engine = recognizer.engine
-        results: list[np.ndarray | ImageError] = []
-        for data in photos:
-            try:
-                results.extend(engine.features([engine.prepare(data, DecodeLimits())]))
-            except ImageError as exc:
-                results.append(exc)
-        return results
+        return photo_features(lambda data: engine.prepare(data, DecodeLimits()), engine.features, photos)
 
 
 def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -> bool:
     """Publish on MODEL_CHANNEL; False when Redis cannot be reached."""
     import redis
 
-    from broker.contract import MODEL_CHANNEL
-    from broker.dispatch import redis_client_url
+    from broker.dispatch import announce_current, redis_client_url
     from broker.settings import redis_url_from_env
-    from worker.reload import announce
 
     try:
         client = redis.Redis.from_url(redis_client_url(redis_url_from_env(env)), socket_timeout=3)
-        announce(client, MODEL_CHANNEL, version, reason)
+        announce_current(client, version, reason)
         client.close()
         return True
     except (redis.RedisError, OSError, ValueError) as exc:

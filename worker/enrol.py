@@ -27,7 +27,7 @@ from broker.codes import ErrorCode
 from broker.contract import SCHEMA_VERSION, error_message, rfc3339
 from broker.topics import Topics
 from models.artifact import ModelBundle
-from models.enrol import run_request
+from models.enrol import photo_features, run_request
 from models.enrolments import DONE, FAILED, STORE_UNAVAILABLE, EnrolmentStore
 from models.errors import EnrolmentError, ImageError, StoreBusy, UnknownEnrolment
 from worker.errors import EnrolmentBusy, MalformedTask
@@ -173,17 +173,7 @@ class EnrolmentRunner:
 
     def _features_of(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         model = self._model_for(bundle)
-        prepared: list[Any] = []
-        results: list[np.ndarray | ImageError | None] = []
-        for data in photos:
-            try:
-                prepared.append(model.prepare(data))
-                results.append(None)
-            except ImageError as exc:
-                results.append(exc)
-        chunks = [model.features(prepared[i : i + self._batch]) for i in range(0, len(prepared), self._batch)]
-        computed = iter([vector for chunk in chunks for vector in chunk])
-        return [next(computed) if result is None else result for result in results]
+        return photo_features(model.prepare, model.features, photos, self._batch)
 
     def _model_for(self, bundle: ModelBundle) -> ServedModel:
         served = self._served()

@@ -167,10 +167,3 @@ class ReloadSignal:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-
-
-def announce(client: Any, channel: str, version: str, reason: str) -> None:
-    """Tell every worker that `current` now names `version` (they reload at once)."""
-    import json
-
-    client.publish(channel, json.dumps({"version": version, "reason": reason}))

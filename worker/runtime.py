@@ -21,7 +21,7 @@ import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from broker.contract import MODEL_CHANNEL
-from broker.dispatch import redis_client_url
+from broker.dispatch import announce_current, redis_client_url
 from broker.framestore import FrameStore
 from broker.http import serve
 from broker.mqtt import MqttConnection
@@ -39,7 +39,7 @@ from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
-from worker.reload import ModelReloader, ModelSlot, ReloadSignal, announce
+from worker.reload import ModelReloader, ModelSlot, ReloadSignal
 from worker.review import NoReview, ReviewSink
 from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings, open_review_store
 
@@ -168,7 +168,7 @@ class Runtime:
                     served=slot.get,
                     load=load,
                     metrics=metrics,
-                    announce=lambda version, reason: announce(redis_client, MODEL_CHANNEL, version, reason),
+                    announce=functools.partial(announce_current, redis_client),
                     reload_now=reloader.check,
                     publish=functools.partial(publish_quietly, connection),
                     topics=topics,

@@ -20,8 +20,8 @@ from broker.settings import (
     secret_from_file,
 )
 from models.errors import ReviewError
-from models.review_s3 import SECRET_KEY_VAR, S3Location
-from models.review_stores import AnyReviewStore, ReviewLocation, is_s3
+from models.review_s3 import SECRET_KEY_VAR
+from models.review_stores import REVIEW_DIR, AnyReviewStore, ReviewLocation, review_location
 from models.review_stores import open_review_store as open_store
 
 DEFAULT_MODEL_DIR = "models-store"
@@ -43,8 +43,6 @@ GPU_MAX_BATCH = 32
 GPU_LANES = 2
 DEFAULT_MATCHES = 3  # nearest enrolled photos a result names (PARTSIGHT_MATCHES; 0: none)
 MAX_MATCHES = 50
-MANIFEST = "manifest.json"  # models.artifact.MANIFEST (a test keeps them equal; artifact imports numpy)
-REVIEW_DIR = "review"  # the review queue's default home, inside the model store
 DEFAULT_REVIEW_MARGIN = 0.1
 DEFAULT_REVIEW_MAX_ITEMS = 10_000
 DEFAULT_REVIEW_MAX_BYTES = 1 << 30
@@ -160,24 +158,9 @@ def matches_from_env(env: Mapping[str, str]) -> int:
 
 
 def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE: a directory, by default `review/` in the model store (the store above the version
-    when PARTSIGHT_MODEL_DIR names a version directory), or `s3://BUCKET[/PREFIX]` with PARTSIGHT_REVIEW_S3_*."""
-    raw = env.get("PARTSIGHT_REVIEW_STORE", "")
-    if is_s3(raw):
-        return s3_review_from_env(env, raw)
-    if "://" in raw:
-        raise SettingsError(f"PARTSIGHT_REVIEW_STORE must be a directory or s3://BUCKET[/PREFIX], got {raw!r}")
-    if raw:
-        return Path(raw)
-    store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
-    return store / REVIEW_DIR
-
-
-def s3_review_from_env(env: Mapping[str, str], url: str) -> S3Location:
-    """The S3 review store `url` names, with PARTSIGHT_REVIEW_S3_ENDPOINT, _ACCESS_KEY, _SECRET_KEY_FILE and the
-    optional _REGION; a SettingsError naming the variable that is missing or malformed."""
+    """PARTSIGHT_REVIEW_STORE (models.review_stores.review_location); a SettingsError naming what is wrong."""
     try:
-        return S3Location.from_env(env, url, secret_key=secret_from_file(env, SECRET_KEY_VAR))
+        return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
     except ReviewError as exc:
         raise SettingsError(str(exc)) from exc
 

@@ -35,12 +35,9 @@ def finished(requests: EnrolmentStore, enrolment: str) -> dict | None:  # type: 
 
 def send_enrolment(stack, enrolment: str) -> None:  # type: ignore[no-untyped-def]
     """What the API does after storing the request: the task on its own queue."""
-    from celery import Celery
+    from broker.dispatch import producer_app
 
-    from broker.dispatch import SAFE_CONTENT
-
-    app = Celery("test-enrol", broker=stack.env["PARTSIGHT_REDIS_URL"], set_as_current=False)
-    app.conf.update(task_serializer="msgpack", accept_content=SAFE_CONTENT)
+    app = producer_app("test-enrol", stack.env["PARTSIGHT_REDIS_URL"], int(stack.env["PARTSIGHT_VISIBILITY_TIMEOUT_S"]))
     app.send_task(ENROL_TASK, kwargs={"enrolment": enrolment}, queue=ENROL_QUEUE)
 
 

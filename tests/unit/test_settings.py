@@ -6,7 +6,8 @@ import pytest
 
 from broker.errors import SettingsError
 from broker.settings import BridgeSettings, MqttSettings, redact_url
-from worker.settings import MANIFEST, WorkerSettings, open_review_store, usable_cores
+from models.versions import MANIFEST
+from worker.settings import WorkerSettings, open_review_store, usable_cores
 
 
 def test_mqtt_url_with_credentials_and_tls() -> None:
