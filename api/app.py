@@ -31,10 +31,9 @@ from api.routes import docs, models, products, recognize, review, ui
 from api.services import Services
 from api.settings import ApiSettings
 from broker.errors import SettingsError
-from models.enrolments import EnrolmentStore
 from models.errors import EnrolmentError, ReviewError
-from models.review_stores import AnyReviewStore, open_review_store
-from partsight import __version__
+from models.store.enrolment_requests import EnrolmentStore
+from models.store.review_location import AnyReviewStore, open_review_store
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +114,11 @@ def create_app(
     *,
     recognizer: Recognizer,
     dispatcher: Dispatcher,
+    version: str,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """The app over `settings.store`; SettingsError when the store or the review store cannot be opened."""
+    """The app over `settings.store`, saying it is release `version` (given by the entry point); SettingsError when
+    the store or the review store cannot be opened."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ApiMetrics(registry)
     enrolments, review_store = open_stores(settings)
@@ -131,7 +132,7 @@ def create_app(
         review=review_store,
     )
     auth = Auth(settings.tokens)
-    app = FastAPI(title="partsight", version=__version__, description=DESCRIPTION, redoc_url=None, docs_url=None)
+    app = FastAPI(title="partsight", version=version, description=DESCRIPTION, redoc_url=None, docs_url=None)
     routers = [
         *(area.router(services, auth) for area in (recognize, products, models, review)),
         ui.router(),

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from models.versions import current_version
+from models.store.versions import current_version
 
 PENDING_FILE = "products.json"
 LOCK_FILE = ".products.lock"

@@ -18,7 +18,7 @@ from api.settings import ApiSettings
 from broker.errors import MqttUnavailable, SettingsError
 from broker.settings import redact_url
 from broker.topics import Topics
-from models.versions import current_version
+from models.store.versions import current_version
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_api(settings: ApiSettings) -> int:
-    """Serve until SIGTERM/SIGINT; 0 after a clean stop, 2 for bad settings, 1 when the port cannot be had."""
+def run_api(settings: ApiSettings, *, version: str) -> int:
+    """Serve as release `version` until SIGTERM/SIGINT; 0 after a clean stop, 2 for bad settings, 1 when the port
+    cannot be had."""
     problem = store_problem(settings)
     if problem:
         logger.error("%s", problem)
@@ -71,7 +72,7 @@ def run_api(settings: ApiSettings) -> int:
     )
     dispatcher = RedisDispatcher(settings.redis_url, visibility_timeout_s=settings.visibility_timeout_s)
     try:
-        app = create_app(settings, recognizer=recognizer, dispatcher=dispatcher, registry=registry)
+        app = create_app(settings, recognizer=recognizer, dispatcher=dispatcher, version=version, registry=registry)
         sock = listen(settings.host, settings.port)
     except SettingsError as exc:
         logger.error("%s", exc)

@@ -13,9 +13,9 @@ from api.metrics import ApiMetrics
 from api.products import Products
 from api.recognize import Recognizer
 from api.settings import ApiSettings
-from models.enrolments import EnrolmentStore, check_product_id
 from models.errors import EnrolmentError
-from models.review_stores import AnyReviewStore
+from models.store.enrolment_requests import EnrolmentStore, check_product_id
+from models.store.review_location import AnyReviewStore
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from broker.settings import (
 )
 from broker.topics import Topics, validate_segment
 from models.errors import ReviewError
-from models.review_s3 import SECRET_KEY_VAR
-from models.review_stores import REVIEW_DIR, ReviewLocation, review_location
-from models.versions import MANIFEST
+from models.store.review_location import REVIEW_DIR, ReviewLocation, review_location
+from models.store.review_s3 import SECRET_KEY_VAR
+from models.store.versions import MANIFEST
 
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_S = 10.0
@@ -32,7 +32,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one enrolment's photos together
 DEFAULT_MAX_IN_FLIGHT = 256  # recognitions waiting for their answer; more are answered 503 overloaded
 DEFAULT_MODEL_DIR = "models-store"
 # The review store's bounds, as the workers read them (the API never imports the worker package; its location is
-# models.review_stores.review_location for both, and a unit test keeps the two readings equal).
+# models.store.review_location.review_location for both, and a unit test keeps the two readings equal).
 DEFAULT_REVIEW_MAX_ITEMS = 10_000
 DEFAULT_REVIEW_MAX_BYTES = 1 << 30
 DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
@@ -130,7 +130,7 @@ class ApiSettings:
 
 
 def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE as the workers read it (models.review_stores.review_location); a SettingsError."""
+    """PARTSIGHT_REVIEW_STORE as the workers read it (models.store.review_location.review_location); a SettingsError."""
     try:
         return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
     except ReviewError as exc:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models.recipe import LEGACY, FeatureRecipe
+from models.extract.recipe import LEGACY, FeatureRecipe
 
 BLOCKS = FeatureRecipe(parts=("b10", "b14", "b15", "head"))
 TRANSFORMED = FeatureRecipe(parts=("b10", "b14", "b15", "head"), power=True, center=True)
@@ -63,7 +63,7 @@ def grey_photo(image: np.ndarray, size: int = 112) -> Image.Image:
 
 
 def fashion(test_limit: int, seed: int, shots: Sequence[int]) -> DataSet:
-    from models import datasets
+    from models.train import datasets
 
     train, test = datasets.load_split("train"), datasets.load_split("test")
     index = np.sort(
@@ -112,9 +112,9 @@ class Superset:
     """Raw superset rows of images as the worker would see them, from one ONNX graph, cached on disk."""
 
     def __init__(self, cache: Path, *, flip: bool = False) -> None:
-        from models.backbones import file_sha256, get_backbone, load_network
-        from models.onnx_export import export_backbone, onnx_session
-        from models.recipe import SUPERSET_VERSION
+        from models.extract.backbones import file_sha256, get_backbone, load_network
+        from models.extract.onnx_export import export_backbone, onnx_session
+        from models.extract.recipe import SUPERSET_VERSION
 
         self.spec = get_backbone("efficientnet_lite0")
         network, weights = load_network(self.spec)
@@ -128,7 +128,7 @@ class Superset:
         self.session: Any = onnx_session(graph, threads=2)
 
     def __call__(self, images: np.ndarray, label: str) -> np.ndarray:
-        from models.decode import resize_center_crop
+        from models.extract.decode import resize_center_crop
 
         digest = hashlib.sha256(images.tobytes()).hexdigest()[:16]
         path = self.cache / f"{label}-{len(images)}-{digest}-{self.namespace}.npy"
@@ -161,7 +161,7 @@ def pick(labels: np.ndarray, k: int, seed: Sequence[int], classes: Sequence[int]
 
 def features_of(superset: np.ndarray, recipe: FeatureRecipe, center_from: np.ndarray) -> np.ndarray:
     """`superset` rows under `recipe`, centred on the mean of the enrolled rows `center_from` (superset too)."""
-    from models.recipe import combine_parts, finish, fit_center
+    from models.extract.recipe import combine_parts, finish, fit_center
 
     return finish(combine_parts(superset, recipe), fit_center(combine_parts(center_from, recipe), recipe))
 
@@ -177,15 +177,15 @@ def scores(truth: np.ndarray, predicted: np.ndarray, category: Callable[[int], s
 class Shipped:
     recipe: FeatureRecipe
     center: np.ndarray | None
-    fitted: Any  # models.training.FittedHead
+    fitted: Any  # models.train.trainer.FittedHead
 
 
 def ship(
     train_superset: np.ndarray, names: list[str], data: DataSet, search: list[Any], seed: int, refuse: float | None
 ) -> Shipped:
     """What `partsight train` does with these photos: recipe, structure and classifiers by CV, the novelty score."""
-    from models.recipe import CANDIDATES, combine_parts, finish, fit_center
-    from models.training import choose_recipe, fit_model
+    from models.extract.recipe import CANDIDATES, combine_parts, finish, fit_center
+    from models.train.trainer import choose_recipe, fit_model
 
     labels = np.asarray(names)
     groups, synthetic = np.arange(len(labels)), np.zeros(len(labels), dtype=bool)
@@ -206,10 +206,10 @@ def accuracy_rows(
 ) -> list[tuple[str, ...]]:
     from sklearn.linear_model import LogisticRegression
 
-    from models.classifiers import candidates
-    from models.head import CATEGORY_FIRST
-    from models.recipe import combine_parts, finish
-    from models.training import fit_head
+    from models.answer.classifiers import candidates
+    from models.answer.head import CATEGORY_FIRST
+    from models.extract.recipe import combine_parts, finish
+    from models.train.trainer import fit_model
 
     test_superset = superset(data.test_images, f"{data.name}-test")
     category = {i: data.categories_of[p] for i, p in enumerate(data.products)}.__getitem__
@@ -229,7 +229,7 @@ def accuracy_rows(
         )
 
         def tuned(train_x: np.ndarray, test_x: np.ndarray, names: list[str] = names, **options: Any) -> np.ndarray:
-            head, _ = fit_head(train_x, names, data.categories_of, seed=args.seed, tuning_photos=3000, **options)
+            head = fit_model(train_x, names, data.categories_of, seed=args.seed, tuning_photos=3000, **options).head
             return np.array([data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)])
 
         # at k = 1 nothing can be cross-validated: every choice falls back to its default
@@ -271,11 +271,11 @@ def open_set_rows(
 ) -> list[tuple[str, ...]]:
     from sklearn.metrics import roc_auc_score
 
-    from models.answer import Answerer
-    from models.gallery import build_gallery
-    from models.head import CATEGORY_FIRST
-    from models.recipe import combine_parts, finish
-    from models.training import fit_head
+    from models.answer.answerer import Answerer
+    from models.answer.gallery import build_gallery
+    from models.answer.head import CATEGORY_FIRST
+    from models.extract.recipe import combine_parts, finish
+    from models.train.trainer import fit_model
 
     test_superset = superset(data.test_images, f"{data.name}-test")
     known = [i for i, p in enumerate(data.products) if p not in data.held_out]
@@ -305,7 +305,7 @@ def open_set_rows(
 
         legacy_train = features_of(train_superset, LEGACY, train_superset)
         legacy_test = features_of(test_superset, LEGACY, train_superset)
-        head, report = fit_head(
+        fitted = fit_model(
             legacy_train,
             names,
             data.categories_of,
@@ -314,6 +314,7 @@ def open_set_rows(
             structure=CATEGORY_FIRST,
             tuning_photos=3000,
         )
+        head, report = fitted.head, fitted.report
         probabilities = head.probabilities(legacy_test)
         decisions = [head.decide(p) for p in probabilities]
         rows.append(
@@ -361,7 +362,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from bench.e2e import table
-    from models.classifiers import candidates, parse_names
+    from models.answer.classifiers import candidates, parse_names
 
     search = candidates(
         parse_names(args.classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",)

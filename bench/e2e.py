@@ -59,8 +59,8 @@ def sample_jpegs(count: int, size: tuple[int, int] = (640, 480), seed: int = 0) 
 
 
 def demo_model(folder: Path) -> Path:
-    from models import datasets
-    from models.training import TrainOptions, train
+    from models.train import datasets
+    from models.train.trainer import TrainOptions, train
 
     datasets.export_training_folder(folder / "images", per_class=10)
     catalog = folder / "catalog.json"
@@ -77,7 +77,7 @@ def demo_model(folder: Path) -> Path:
 def engine_rate(engine: Any, jpegs: list[bytes], batch: int, seconds: float, start_at: float = 0.0) -> float:
     """frames/s of prepare (decode or header check) + features on `jpegs`, batch by batch, for `seconds`
     from `start_at` (wall clock; 0: at once), after one warm-up batch."""
-    from models.decode import DecodeLimits
+    from models.extract.decode import DecodeLimits
 
     limits = DecodeLimits()
     engine.features([engine.prepare(jpegs[i % len(jpegs)], limits) for i in range(batch)])  # warm-up

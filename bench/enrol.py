@@ -43,7 +43,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 def fashion_sets(per_class: int, test_per_class: int) -> dict[str, tuple[dict[str, str], list[bytes], list[bytes]]]:
     """product -> (catalog record, training photos, held-out photos) from Debian's Fashion-MNIST."""
-    from models import datasets
+    from models.train import datasets
 
     catalog = datasets.catalog()
     train, test = datasets.load_split("train"), datasets.load_split("test")
@@ -87,7 +87,7 @@ def write_folder(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], 
 
 
 def train_store(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], list[bytes]]]) -> tuple[Path, float]:
-    from models.training import TrainOptions, train
+    from models.train.trainer import TrainOptions, train
 
     catalog = write_folder(root, sets)
     started = time.monotonic()
@@ -97,7 +97,7 @@ def train_store(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], l
 
 def evaluate(store: Path, tests: dict[str, list[bytes]], unseen: dict[str, list[bytes]]) -> dict[str, float]:
     """Accuracy on each group of products, and the share of never-seen photos answered unknown."""
-    from models.decode import DecodeLimits
+    from models.extract.decode import DecodeLimits
     from models.recognizer import Recognizer
 
     recognizer = Recognizer.load(store, device="cpu")
@@ -139,7 +139,7 @@ def main() -> int:
 
     from broker.contract import ENROL_QUEUE, ENROL_TASK
     from broker.dispatch import producer_app
-    from models.enrolments import EnrolmentStore
+    from models.store.enrolment_requests import EnrolmentStore
 
     work = Path(tempfile.mkdtemp(prefix="partsight-bench-enrol-"))
     fashion = fashion_sets(20, args.test_per_class)
@@ -198,7 +198,7 @@ def main() -> int:
         redis.stop()
         mqtt_server.stop()
     log = stack.worker.log().splitlines() if stack.worker else []
-    stages = [line.split("models.enrol: ", 1)[-1] for line in log if "models.enrol:" in line]
+    stages = [line.split("models.train.enrolment: ", 1)[-1] for line in log if "models.train.enrolment:" in line]
     print("\nwhere each enrolment's time went (worker log):")
     for line in stages:
         print("  " + line)

@@ -24,8 +24,8 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from models.decode import DecodeLimits, decode_image
     from models.errors import ImageError
+    from models.extract.decode import DecodeLimits, decode_image
 
 CODES = frozenset({"unsupported_format", "image_undecodable", "image_too_large"})
 LIMITS = DecodeLimits(max_pixels=25_000_000)
@@ -119,7 +119,7 @@ def report(tally: Tally, seconds: float, seeds: int, corpus: Path) -> None:
         *((f"refused: {code}", f"{count:,}") for code, count in sorted(tally.refused.items())),
         ("crashes", str(len(tally.crashed))),
     ]
-    print("\n## Fuzzing models.decode.decode_image (atheris)\n")
+    print("\n## Fuzzing models.extract.decode.decode_image (atheris)\n")
     print(table(rows, ("measure", "value")))
     for digest, what in tally.crashed.items():
         print(f"- crash {digest[:16]}: {what}")

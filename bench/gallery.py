@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.gallery [--dims 1280,1904,3120] [--sizes 200,1000,5000] [--batch 32]
 
 For each feature dimension D (default 1904, the shipped recipe "b10+b14+b15+head") and gallery size N, it
-builds a real `models.gallery.Gallery` of synthetic L2-normalised float32 vectors (N / 500 products, at
+builds a real `models.answer.gallery.Gallery` of synthetic L2-normalised float32 vectors (N / 500 products, at
 least 2, rows grouped by product, rounded through float16 as a stored gallery is read back) and times, on
 one thread (numpy's BLAS pinned with threadpoolctl, as one worker lane has one core), exactly what
-`models.answer` does with it per batch: `similarities` (one matrix product), `best_by_product`
+`models.answer.answerer` does with it per batch: `similarities` (one matrix product), `best_by_product`
 (np.maximum.reduceat) and `matches(similarities, 3)`, at batch `--batch` and at batch 1. Each cell repeats
 until it has run `--seconds` and at least 5 times (at most 3 x `--seconds` past its first run) and reports
 the median batch's time divided by the batch size. RAM is what the gallery's arrays hold (float32
@@ -46,9 +46,9 @@ else:
 import numpy as np
 
 from bench.e2e import table
-from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery
+from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery
 
-MATCHES = 3  # models.answer's default
+MATCHES = 3  # models.answer.answerer's default
 RECALL_QUERIES = 200
 VIEWS_PER_PRODUCT = 8
 PRODUCT_WEIGHT, VIEW_WEIGHT, PHOTO_WEIGHT = 1.0, 0.7, 0.5
@@ -173,7 +173,7 @@ def timed(step: Callable[[], object], seconds: float) -> float:
 
 
 def per_batch(gallery: Gallery, queries: np.ndarray) -> Callable[[], object]:
-    """What models.answer asks of the gallery for one batch."""
+    """What models.answer.answerer asks of the gallery for one batch."""
 
     def step() -> object:
         similarities = gallery.similarities(queries)

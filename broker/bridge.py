@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from broker.admission import Inbound, admit, frame_id_hint
 from broker.codes import ErrorCode
 from broker.contract import FrameRequest, encode, error_message
-from broker.enrol import EnrolRequest, admit_enrolment, enrol_hints, enrolment_refusal
+from broker.enrol_messages import EnrolRequest, admit_enrolment, enrol_hints, enrolment_refusal
 from broker.errors import FrameRejected, TopicError
 from broker.metrics import BridgeMetrics
 from broker.mqtt import MqttConnection, response_properties, user_properties

@@ -23,7 +23,7 @@ SCHEMA_VERSION = "partsight/1"
 RECOGNIZE_TASK = "partsight.recognize_frame"  # one frame a task: what bridges before windows sent
 RECOGNIZE_BATCH_TASK = "partsight.recognize_frames"  # a window of frames a task: what bridges send now
 FRAME_QUEUE = "partsight.frames"
-ENROL_TASK = "partsight.enrol"  # one enrolment: new photos' features, refit, a new version (worker.enrol)
+ENROL_TASK = "partsight.enrol"  # one enrolment: new photos' features, refit, a new version (worker.enrolment_tasks)
 ENROL_QUEUE = "partsight.enrol"  # its own queue, so enrolments never wait behind frames nor frames behind them
 MODEL_CHANNEL = "partsight:model-current"  # Redis pub/sub: `current` moved, workers reload at once (JSON
 # {"version": ..., "reason": ...}); workers still poll, so a lost message only delays the reload

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE, MODEL_CHANNEL, RECOGNIZE_BATCH_TASK, FrameRequest
-from broker.enrol import EnrolRequest
+from broker.enrol_messages import EnrolRequest
 from broker.framestore import FrameStore, frame_key, task_reference
 from broker.settings import DEFAULT_WINDOW_FRAMES
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from models.answer import Answerer
-from models.artifact import ModelBundle, load_model
-from models.backbones import BackboneSpec, file_sha256, get_backbone
-from models.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
+from models.answer.answerer import Answerer
+from models.answer.head import Decision
+from models.bundle import ModelBundle, load_model
 from models.errors import ArtifactError, BackboneError, ImageError
-from models.head import Decision
+from models.extract.backbones import BackboneSpec, file_sha256, get_backbone
+from models.extract.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _build_engine(
     bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, engine: str, cpu_threads: int
 ) -> Engine:
     if engine != "onnxruntime" and (device.startswith("cuda") or _cuda_usable(device)):
-        from models.cuda_engine import CudaEngine
+        from models.extract.cuda_engine import CudaEngine
 
         return CudaEngine(_torch_extractor(bundle, spec, weights=weights, device=device, cpu_threads=cpu_threads))
     graph = _onnx_graph(bundle)
@@ -118,7 +118,7 @@ def _onnx_graph(bundle: ModelBundle) -> Path | None:
 def _torch_extractor(
     bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, cpu_threads: int
 ) -> Any:
-    from models.features import FeatureExtractor
+    from models.extract.features import FeatureExtractor
 
     extractor = FeatureExtractor(
         spec, weights=weights, device=device, cpu_threads=cpu_threads, recipe=bundle.recipe, center=bundle.center

@@ -38,7 +38,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.server import run_api
     from api.settings import ApiSettings
 
-    return run_api(ApiSettings.from_env())
+    return run_api(ApiSettings.from_env(), version=__version__)
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
@@ -120,9 +120,9 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.augment import parse_transforms
-    from models.classifiers import KINDS, PREPROCESSING, parse_names
-    from models.training import TrainOptions, train
+    from models.answer.classifiers import KINDS, PREPROCESSING, parse_names
+    from models.train.augment import parse_transforms
+    from models.train.trainer import TrainOptions, train
 
     path = train(
         TrainOptions(
@@ -160,8 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     """Writes the synthetic copies training would make of one photo, to look at before training."""
-    from models.augment import Augmenter, BackgroundReplacer, backgrounds_from_folder, parse_transforms
-    from models.decode import decode_photo
+    from models.extract.decode import decode_photo
+    from models.train.augment import Augmenter, BackgroundReplacer, backgrounds_from_folder, parse_transforms
 
     photo = decode_photo(Path(args.image).read_bytes(), size_hint=4096)
     replacer = BackgroundReplacer(backgrounds_from_folder(Path(args.backgrounds))) if args.backgrounds else None
@@ -193,9 +193,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.artifact import store_versions, use_version
+    from models.bundle import store_versions, use_version
     from models.errors import ArtifactError
-    from models.versions import store_lock
+    from models.store.versions import store_lock
     from partsight.enrol_cli import tell_workers
 
     store = Path(args.store)

@@ -55,10 +55,10 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, what: str, log: Pat
 
 
 def ensure_model(workdir: Path, per_product: int) -> Path:
-    from models import datasets
-    from models.artifact import load_model
+    from models.bundle import load_model
     from models.errors import ArtifactError
-    from models.training import TrainOptions, train
+    from models.train import datasets
+    from models.train.trainer import TrainOptions, train
 
     store = workdir / "model"
     try:
@@ -216,7 +216,7 @@ def start_api(env: dict[str, str], protocol: str, log: Path, *, open_browser: bo
 
 
 def run_demo(options: DemoOptions) -> int:
-    from models import datasets
+    from models.train import datasets
 
     workdir = options.workdir.resolve()
     logs = workdir / "logs"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import ModelBundle
+from models.bundle import ModelBundle
 from models.errors import EnrolmentError, ImageError
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ class LocalFeatures:
         self._loaded: dict[str, Any] = {}
 
     def __call__(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
-        from models.decode import DecodeLimits
-        from models.enrol import photo_features
+        from models.extract.decode import DecodeLimits
         from models.recognizer import Recognizer
+        from models.train.enrolment import photo_features
 
         recognizer = self._loaded.get(str(bundle.path))
         if recognizer is None:
@@ -93,8 +93,8 @@ def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -
 
 
 def run_enrol(args: argparse.Namespace) -> int:
-    from models.enrol import run_request
-    from models.enrolments import DONE, EnrolmentStore
+    from models.store.enrolment_requests import DONE, EnrolmentStore
+    from models.train.enrolment import run_request
 
     store = Path(args.store)
     if not (store / "current").exists():

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def training_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from models import datasets
+    from models.train import datasets
 
     root = tmp_path_factory.mktemp("training")
     datasets.export_training_folder(root / "images", per_class=20, seed=0)
@@ -21,7 +21,7 @@ def training_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory, training_folder: tuple[Path, Path]) -> Path:
-    from models.training import TrainOptions, train
+    from models.train.trainer import TrainOptions, train
 
     images, catalog = training_folder
     store = tmp_path_factory.mktemp("store")
@@ -38,6 +38,6 @@ def recognizer(model_store: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def camera_photos(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
-    from models import datasets
+    from models.train import datasets
 
     return datasets.export_camera_folder(tmp_path_factory.mktemp("camera"), per_class=3, seed=1)

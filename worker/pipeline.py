@@ -17,15 +17,15 @@ import numpy as np
 
 from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
+from models.answer.head import Decision
 from models.errors import ImageError
-from models.head import Decision
 from worker.batcher import Batched
 from worker.budget import FrameBudget
 from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 from worker.publisher import DELIVERED, REFUSED, Answer
-from worker.review import NoReview
+from worker.review_sink import NoReview
 
 logger = logging.getLogger(__name__)
 

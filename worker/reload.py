@@ -19,7 +19,7 @@ from worker.pipeline import ServedModel
 
 logger = logging.getLogger(__name__)
 
-Signature = tuple[str, str]  # (version directory, manifest sha256): models.artifact.served_signature
+Signature = tuple[str, str]  # (version directory, manifest sha256): models.bundle.served_signature
 
 LOADED = "loaded"
 REFUSED = "refused"

@@ -26,21 +26,21 @@ from broker.framestore import FrameStore
 from broker.http import serve
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
-from models.artifact import served_signature
-from models.decode import DecodeLimits
+from models.answer.head import Decision
+from models.bundle import served_signature
 from models.errors import EnrolmentError, ImageError
-from models.head import Decision
+from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
-from worker.enrol import EnrolmentRunner
+from worker.enrolment_tasks import EnrolmentRunner
 from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
 from worker.reload import ModelReloader, ModelSlot, ReloadSignal
-from worker.review import NoReview, ReviewSink
+from worker.review_sink import NoReview, ReviewSink
 from worker.settings import DEFAULT_MATCHES, TRANSPORT_ONLY_ENGINE, WorkerSettings, open_review_store
 
 logger = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def enrolment_problem(settings: WorkerSettings) -> str | None:
 def model_store_of(model_dir: Path) -> Path | None:
     """`model_dir` when it is a store (versions and a `current`), where enrolments write; None for a version
     directory served as it is."""
-    from models.artifact import CURRENT, MANIFEST
+    from models.bundle import CURRENT, MANIFEST
 
     return model_dir if (model_dir / CURRENT).exists() and not (model_dir / MANIFEST).is_file() else None
 

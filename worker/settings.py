@@ -20,13 +20,13 @@ from broker.settings import (
     secret_from_file,
 )
 from models.errors import ReviewError
-from models.review_s3 import SECRET_KEY_VAR
-from models.review_stores import REVIEW_DIR, AnyReviewStore, ReviewLocation, review_location
-from models.review_stores import open_review_store as open_store
+from models.store.review_location import REVIEW_DIR, AnyReviewStore, ReviewLocation, review_location
+from models.store.review_location import open_review_store as open_store
+from models.store.review_s3 import SECRET_KEY_VAR
 
 DEFAULT_MODEL_DIR = "models-store"
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
-# only (never chosen by `auto`). The others are models.engines.ENGINE_CHOICES (a test keeps them equal).
+# only (never chosen by `auto`). The others are models.extract.engines.ENGINE_CHOICES (a test keeps them equal).
 TRANSPORT_ONLY_ENGINE = "none"
 ENGINES = ("auto", "onnxruntime", "torch", TRANSPORT_ONLY_ENGINE)
 # Measured on a 2-core box: ONNX Runtime, one process per core, decodes and runs 155, 152, 157 and 144
@@ -158,7 +158,7 @@ def matches_from_env(env: Mapping[str, str]) -> int:
 
 
 def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE (models.review_stores.review_location); a SettingsError naming what is wrong."""
+    """PARTSIGHT_REVIEW_STORE (models.store.review_location.review_location); a SettingsError naming what is wrong."""
     try:
         return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
     except ReviewError as exc:

@@ -14,7 +14,7 @@ from api.errors import INTERNAL, UNKNOWN_REPORT_FILE, UNKNOWN_VERSION, VERSION_I
 from api.services import Services
 from api.tokens import ADMIN
 from models.errors import ArtifactError, StoreBusy
-from models.versions import (
+from models.store.versions import (
     current_version,
     point_current,
     read_manifest,

@@ -14,8 +14,8 @@ from api.body import read_photos
 from api.errors import PRODUCT_EXISTS, UNKNOWN_ENROLMENT, UNKNOWN_PRODUCT, ApiError, bad_request, not_found
 from api.services import Services, product_id
 from api.tokens import ENROL
-from models.enrolments import MAX_PHOTOS, check_catalog_record, check_product_id
 from models.errors import EnrolmentError, UnknownEnrolment
+from models.store.enrolment_requests import MAX_PHOTOS, check_catalog_record, check_product_id
 
 
 class CatalogRecord(BaseModel):

@@ -13,7 +13,7 @@ import pytest
 import redis as redis_lib
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, MODEL_CHANNEL
-from models.enrolments import EnrolmentStore
+from models.store.enrolment_requests import EnrolmentStore
 from partsight.testing.harness import frame_properties, metric, partsight, publisher, scrape, wait_for
 from partsight.testing.servers import free_port
 from partsight.testing.stack import ready

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from models.artifact import point_current
+from models.bundle import point_current
 from partsight.testing.harness import copy_version, metric, readyz, scrape, wait_for
 
 from .test_faults import every_frame_answered_once, steady_camera

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.review import ALL, ReviewStore
+from models.store.review_dir import ALL, ReviewStore
 from partsight.testing.harness import metric, publisher, wait_for
 from partsight.testing.servers import ServerProcess
 from partsight.testing.stack import make_stack

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
 from models.errors import ReviewError, UnknownItem
-from models.review import (
+from models.store.review_dir import (
     ALL,
     DISMISSED,
     EXPIRED,
@@ -35,10 +35,10 @@ from models.review import (
     Added,
     ReviewStore,
 )
-from models.review_s3 import S3Location, S3ReviewStore
+from models.store.review_s3 import S3Location, S3ReviewStore
 from partsight.embedded import free_port, wait_port
 from worker.metrics import WorkerMetrics
-from worker.review import ReviewSink
+from worker.review_sink import ReviewSink
 
 pytestmark = pytest.mark.integration
 
@@ -316,7 +316,7 @@ def test_an_image_without_its_item_json_is_invisible_and_swept_when_stale(
         store.image(half)
     keep(store, "f1")
     assert f"items/{half}/image" in keys(where)  # fresh: it may be a write in progress
-    monkeypatch.setattr("models.review_s3.STALE_STAGING_S", -60.0)  # every orphan counts as an hour old
+    monkeypatch.setattr("models.store.review_s3.STALE_STAGING_S", -60.0)  # every orphan counts as an hour old
     keep(store, "f2")
     assert not any(half in key for key in keys(where)) and store.stats()[0] == 2
 
@@ -360,7 +360,7 @@ def test_the_api_serves_the_review_queue_from_the_bucket(where: S3Location, tmp_
     models = tmp_path / "store"
     write_version(models, "v1", {"p1": "tops"})
     settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=models, review_store=where)
-    client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher()))
+    client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher(), version="0.1.0"))
     listed = client.get("/v1/review")
     assert listed.status_code == 200 and [i["id"] for i in listed.json()["items"]] == [item]
     image = client.get(f"/v1/review/{item}/image")

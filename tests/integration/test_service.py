@@ -28,7 +28,7 @@ def parse_time(text: str) -> datetime:
 
 
 def expected_decisions(recognizer, photos: list[tuple[Path, str]]):  # type: ignore[no-untyped-def]
-    from models.decode import decode_image
+    from models.extract.decode import decode_image
 
     images = np.stack([decode_image(path.read_bytes(), size=recognizer.input_size) for path, _ in photos])
     return recognizer.classify(recognizer.features(images))

@@ -1,4 +1,4 @@
-"""A small model store for the API's tests, written as plain files the way models.artifact lays a version out
+"""A small model store for the API's tests, written as plain files the way models.bundle lays a version out
 (manifest with every file's sha256, catalog, training figures, report files), without numpy: the API never loads a
 head, it lists, verifies and points `current`. Plus fakes of the API's two collaborators."""
 

@@ -19,8 +19,8 @@ from api.settings import ApiSettings, review_store_from_env
 from api.tokens import parse_tokens
 from broker.errors import SettingsError
 from broker.settings import MqttSettings
-from models.enrolments import EnrolmentStore
-from models.review import ReviewStore
+from models.store.enrolment_requests import EnrolmentStore
+from models.store.review_dir import ReviewStore
 from tests.unit.apistore import PNG, FakeDispatcher, FakeRecognizer, error_for, write_version
 
 ADMIN = "admin-token-0123456789"
@@ -67,6 +67,7 @@ class Api:
             settings_for(store, tokens=tokens),
             recognizer=self.recognizer,
             dispatcher=self.dispatcher,
+            version="0.1.0",
             registry=self.registry,
         )
         self.client = TestClient(self.app)
@@ -653,5 +654,5 @@ def test_run_api_says_what_is_wrong_with_the_store_and_exits_2(
     from api.server import run_api
 
     settings = settings_for(tmp_path / "nowhere")
-    assert run_api(settings) == 2
+    assert run_api(settings, version="0.1.0") == 2
     assert "does not exist" in caplog.text and "PARTSIGHT_MODEL_DIR" in caplog.text

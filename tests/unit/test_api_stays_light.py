@@ -32,7 +32,7 @@ store = Path({str(tmp_path)!r})
 write_version(store, "v1", {{"p1": "tops"}}, created_at="2025-01-01T00:00:00Z")
 write_version(store, "v2", {{"p1": "tops", "p2": "bags"}}, created_at="2025-01-02T00:00:00Z")
 settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=store, review_store=store / "review")
-client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher()))
+client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher(), version="0.1.0"))
 assert client.get("/v1/models").json()["current"] == "v2"
 assert client.post("/v1/models/v1/activate").status_code == 200
 assert client.get("/v1/products").status_code == 200

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from models.augment import (
+from models.errors import DatasetError
+from models.train.augment import (
     ALL_TRANSFORMS,
     TRANSFORMS,
     Augmenter,
@@ -18,7 +19,6 @@ from models.augment import (
     parse_transforms,
     product_mask,
 )
-from models.errors import DatasetError
 
 
 def product_photo(width: int = 160, height: int = 120) -> Image.Image:
@@ -54,7 +54,7 @@ def test_reflection_mirrors_and_can_turn_upside_down() -> None:
     photo = product_photo()
     mirrored = TRANSFORMS["reflect"](photo, np.random.default_rng(0))
     assert np.array_equal(np.asarray(mirrored), np.asarray(photo)[:, ::-1])
-    from models.augment import reflect
+    from models.train.augment import reflect
 
     flipped = reflect(photo, np.random.default_rng(0), vertical_probability=1.0)
     assert np.array_equal(np.asarray(flipped), np.asarray(photo)[::-1, ::-1])

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.bridge import Bridge
 from broker.contract import FrameRequest
-from broker.enrol import EnrolRequest
+from broker.enrol_messages import EnrolRequest
 from broker.metrics import BridgeMetrics
 from broker.settings import BridgeSettings, MqttSettings
 

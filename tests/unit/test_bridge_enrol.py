@@ -9,7 +9,7 @@ import pytest
 from broker.admission import Inbound
 from broker.codes import ErrorCode
 from broker.contract import ENROL_QUEUE, ENROL_TASK, image_digest
-from broker.enrol import (
+from broker.enrol_messages import (
     PRODUCT_ID,
     EnrolRequest,
     admit_enrolment,
@@ -102,7 +102,7 @@ def test_a_bad_frame_id_is_bad_metadata_as_for_frames() -> None:
 
 
 def test_the_product_rule_is_the_model_stores() -> None:
-    from models.enrolments import PRODUCT_ID as STORE_RULE
+    from models.store.enrolment_requests import PRODUCT_ID as STORE_RULE
 
     assert PRODUCT_ID.pattern == STORE_RULE.pattern
 

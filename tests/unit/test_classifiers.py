@@ -15,8 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from models.artifact import load_model, write_model
-from models.classifiers import (
+from models.answer.classifiers import (
     KINDS,
     PCA_COMPONENTS,
     Candidate,
@@ -27,8 +26,9 @@ from models.classifiers import (
     sigmoid,
     softmax,
 )
-from models.head import CATEGORY_FIRST, UNKNOWN, ProductHead
-from models.training import fit_head
+from models.answer.head import CATEGORY_FIRST, UNKNOWN, ProductHead
+from models.bundle import load_model, write_model
+from models.train.trainer import fit_model
 
 
 def blobs(classes: int, rows: int = 90, dim: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +141,8 @@ def hierarchy_data(seed: int = 0) -> tuple[np.ndarray, list[str], dict[str, str]
 def test_category_first_head_multiplies_its_levels_and_survives_a_round_trip(tmp_path: Path) -> None:
     features, products, categories_of, centres = hierarchy_data()
     search = [Candidate("logistic", 10.0), Candidate("rbf_svm", 3.0, "standardize"), Candidate("knn", 5.0)]
-    head, report = fit_head(features, products, categories_of, search=search, structure=CATEGORY_FIRST)
+    fitted = fit_model(features, products, categories_of, search=search, structure=CATEGORY_FIRST)
+    head, report = fitted.head, fitted.report
     assert head.structure == CATEGORY_FIRST and set(head.classifiers) == {None, "tops"}  # 'bags' has one product
     assert set(report["classifiers"]) == {"(categories)", "tops"}
     probe = features[:5]
@@ -179,7 +180,8 @@ def test_the_search_picks_what_cross_validation_prefers() -> None:
     features = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1).astype(np.float32)
     products = ["inner"] * 80 + ["outer"] * 80
     search = [Candidate("logistic", 10.0), Candidate("rbf_svm", 10.0)]
-    head, report = fit_head(features, products, {"inner": "c", "outer": "c"}, search=search)
+    fitted = fit_model(features, products, {"inner": "c", "outer": "c"}, search=search)
+    head, report = fitted.head, fitted.report
     entry = report["classifiers"]["(products)"]
     assert entry["chosen"] == "rbf_svm(C=10)" and entry["candidates"]["logistic(C=10)"] < 0.75 < entry["cv_macro_f1"]
     assert head.classifiers[None].kind == "rbf_svm"
@@ -187,15 +189,15 @@ def test_the_search_picks_what_cross_validation_prefers() -> None:
 
 def test_a_head_whose_classifiers_do_not_cover_its_products_is_refused() -> None:
     features, products, categories_of, _ = hierarchy_data()
-    head, _ = fit_head(
+    head = fit_model(
         features, products, categories_of, search=[Candidate("logistic", 10.0)], structure=CATEGORY_FIRST
-    )
+    ).head
     with pytest.raises(ValueError, match="category 'tops' needs a classifier"):
         ProductHead(head.products, head.categories, {None: head.classifiers[None]}, structure=CATEGORY_FIRST)
 
 
 def test_classifier_and_preprocessing_names_from_the_command_line() -> None:
-    from models.classifiers import PREPROCESSING, parse_names
+    from models.answer.classifiers import PREPROCESSING, parse_names
     from models.errors import DatasetError
 
     assert parse_names("all", KINDS, "classifier") == KINDS
@@ -211,11 +213,11 @@ def test_a_head_whose_arrays_are_incomplete_is_refused_at_load(tmp_path: Path) -
     """Arrays missing from head.npz (with a manifest made to match) fail loading, not every frame after it."""
     import json
 
-    from models.artifact import file_sha256
+    from models.bundle import file_sha256
     from models.errors import ArtifactError
 
     features, products, categories_of, _ = hierarchy_data()
-    head, _ = fit_head(features, products, categories_of, search=[Candidate("rbf_svm", 3.0)])
+    head = fit_model(features, products, categories_of, search=[Candidate("rbf_svm", 3.0)]).head
     catalog = {p: {"product": p, "name": p, "category": c} for p, c in categories_of.items()}
     version = write_model(tmp_path, name="h", head=head, catalog=catalog, backbone={"name": "efficientnet_lite0"})
     with np.load(version / "head.npz") as stored:

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from models.cuda_engine import JpegFrame, center_crop_resize, wants_gpu_decode
-from models.decode import DecodeLimits, decode_image, resize_center_crop
 from models.errors import ImageError
+from models.extract.cuda_engine import JpegFrame, center_crop_resize, wants_gpu_decode
+from models.extract.decode import DecodeLimits, decode_image, resize_center_crop
 from models.recognizer import Recognizer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

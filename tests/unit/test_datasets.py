@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import datasets
+from models.train import datasets
 
 
 def test_the_shipped_sample_stands_in_when_debians_dataset_is_absent(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.decode import DecodeLimits, decode_image, sniff_format
 from models.errors import ImageError
+from models.extract.decode import DecodeLimits, decode_image, sniff_format
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:

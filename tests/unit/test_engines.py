@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import resolve
-from models.backbones import get_backbone, load_network
-from models.decode import DecodeLimits, decode_image
+from models.bundle import resolve
 from models.errors import ArtifactError, BackboneError, ImageError
-from models.onnx_export import EXPORT_TOLERANCE, ONNX_FILE, export_backbone
+from models.extract.backbones import get_backbone, load_network
+from models.extract.decode import DecodeLimits, decode_image
+from models.extract.onnx_export import EXPORT_TOLERANCE, ONNX_FILE, export_backbone
 from models.recognizer import Recognizer
 
 
@@ -56,7 +56,7 @@ def test_the_export_is_checked_and_a_diverging_graph_is_refused(
     # the network handed in is left as it was (the exporter works on a copy)
     assert all(torch.equal(before[name], value) for name, value in network.state_dict().items())
 
-    import models.onnx_export as onnx_export
+    import models.extract.onnx_export as onnx_export
 
     monkeypatch.setattr(onnx_export, "EXPORT_TOLERANCE", 0.0)  # any difference at all now counts as diverging
     with pytest.raises(BackboneError, match="differs from torch"):

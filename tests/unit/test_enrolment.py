@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.artifact import load_model, resolve
-from models.classifiers import Candidate
-from models.decode import DecodeLimits
-from models.enrol import BASE_FILE, Choices, EnrolmentBase, base_of, enrol, run_request
-from models.enrolments import (
+from models.answer.classifiers import Candidate
+from models.bundle import load_model, resolve
+from models.errors import EnrolmentError, UnknownEnrolment
+from models.extract.decode import DecodeLimits
+from models.recognizer import Recognizer
+from models.store.enrolment_requests import (
     DONE,
     FAILED,
     EnrolmentStore,
     check_catalog_record,
 )
-from models.errors import EnrolmentError, UnknownEnrolment
-from models.recognizer import Recognizer
+from models.train.enrolment import base_of, enrol, run_request
+from models.train.enrolment_base import BASE_FILE, Choices, EnrolmentBase
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
 
@@ -248,7 +249,7 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
     from prometheus_client import CollectorRegistry
 
     from broker.topics import Topics
-    from worker.enrol import EnrolmentRunner
+    from worker.enrolment_tasks import EnrolmentRunner
     from worker.errors import MalformedTask
     from worker.metrics import WorkerMetrics
     from worker.runtime import served_model

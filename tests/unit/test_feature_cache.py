@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.feature_cache import FeatureCache
+from models.extract.feature_cache import FeatureCache
 
 
 def test_features_round_trip_under_a_key_of_namespace_variant_and_bytes(tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from models.artifact import resolve
-from models.backbones import BackboneError, FeatureBackbone, file_sha256, get_backbone, load_network
-from models.decode import resize_center_crop
+from models.bundle import resolve
 from models.errors import ArtifactError
-from models.features import FeatureExtractor, choose_device
+from models.extract.backbones import BackboneError, FeatureBackbone, file_sha256, get_backbone, load_network
+from models.extract.decode import resize_center_crop
+from models.extract.features import FeatureExtractor, choose_device
 from models.recognizer import Recognizer
 
 

@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.answer import Answerer
-from models.artifact import FEATURES_FILE, load_model, write_model
-from models.classifiers import sigmoid
-from models.errors import ArtifactError
-from models.gallery import GALLERY_FILE, Gallery, build_gallery, product_spread, sample_rows
-from models.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
-from models.novelty import (
+from models.answer.answerer import Answerer
+from models.answer.classifiers import sigmoid
+from models.answer.gallery import GALLERY_FILE, Gallery, build_gallery, product_spread, sample_rows
+from models.answer.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
+from models.answer.novelty import (
     INPUTS,
     NoveltyModel,
     answered_index,
@@ -23,7 +21,9 @@ from models.novelty import (
     novelty_inputs,
     threshold_for,
 )
-from models.recipe import LEGACY, FeatureRecipe
+from models.bundle import FEATURES_FILE, load_model, write_model
+from models.errors import ArtifactError
+from models.extract.recipe import LEGACY, FeatureRecipe
 
 
 def unit(*values: float) -> np.ndarray:

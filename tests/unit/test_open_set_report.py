@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.report import (
+from models.train.report import (
     MAX_CURVE_POINTS,
     REPORT_FILES,
     confused_pairs,

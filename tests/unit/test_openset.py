@@ -1,4 +1,4 @@
-"""Leave-products-out calibration (models.openset) and the trainer's choices around it (models.training), on
+"""Leave-products-out calibration (models.train.open_set) and the trainer's choices around it (models.train.trainer), on
 synthetic clustered features: no backbone, no photos."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.answer import Answerer
-from models.classifiers import Candidate
-from models.gallery import build_gallery
-from models.head import RECOGNIZED, UNKNOWN
-from models.novelty import INPUTS
-from models.openset import FoldAnswers, calibrate_open_set, fold_answers
-from models.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
-from models.training import choose_recipe, choose_structure, fit_model
+from models.answer.answerer import Answerer
+from models.answer.classifiers import Candidate
+from models.answer.gallery import build_gallery
+from models.answer.head import RECOGNIZED, UNKNOWN
+from models.answer.novelty import INPUTS
+from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
+from models.train.open_set import FoldAnswers, calibrate_open_set, fold_answers
+from models.train.trainer import choose_recipe, choose_structure, fit_model
 
 LOGISTIC = Candidate("logistic", 10.0)
 CHOSEN = {None: (LOGISTIC, 1.0)}

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
 from broker.framestore import PENDING_KEY, FrameStore, task_reference
-from models.decode import DecodeLimits, decode_image
+from models.answer.head import Decision
 from models.errors import ImageError
-from models.head import Decision
+from models.extract.decode import DecodeLimits, decode_image
 from tests.unit.fakes import FakeRedis
 from worker.batcher import Batched
 from worker.errors import MalformedTask, SettleFailed

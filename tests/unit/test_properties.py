@@ -18,8 +18,8 @@ from broker.admission import Inbound, admit
 from broker.codes import ErrorCode
 from broker.contract import parse_envelope
 from broker.errors import FrameRejected
-from models.decode import DecodeLimits, decode_image
 from models.errors import ImageError
+from models.extract.decode import DecodeLimits, decode_image
 
 # loaded CI machines draw slowly at times: no per-example deadline, no too-slow health check
 settings.register_profile("partsight", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,5 +1,5 @@
-"""Feature recipes: the numpy side (models.recipe) against the torch side (models.recipe_modules), the ONNX
-export and the feature extractor, on the real backbone and real photos (scikit-learn's samples)."""
+"""Feature recipes: the numpy side (models.extract.recipe) against the torch side (models.extract.recipe_modules),
+the ONNX export and the feature extractor, on the real backbone and real photos (scikit-learn's samples)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 from PIL import Image, ImageOps
 from sklearn.datasets import load_sample_images
 
-from models.backbones import BackboneSpec, get_backbone, load_network
-from models.decode import resize_center_crop
 from models.errors import BackboneError
-from models.recipe import (
+from models.extract.backbones import BackboneSpec, get_backbone, load_network
+from models.extract.decode import resize_center_crop
+from models.extract.recipe import (
     CANDIDATES,
     LEGACY,
     PART_BY_NAME,
@@ -28,7 +28,7 @@ from models.recipe import (
     fit_center,
     superset_slices,
 )
-from models.recipe_modules import RecipeModule, SupersetModule
+from models.extract.recipe_modules import RecipeModule, SupersetModule
 
 # a recipe that uses every kind of part: early blocks, the head, a 2x2 grid; power and centring on
 MIXED = FeatureRecipe(parts=("b4", "b10", "head", "b14g2"), power=True, center=True)
@@ -188,8 +188,8 @@ def test_legacy_recipe_on_superset_rows_is_the_old_feature_and_the_recipe_module
 def test_the_onnx_export_and_the_extractor_compute_the_recipe(
     tmp_path: Path, network: torch.nn.Module, photos: np.ndarray, spec: BackboneSpec, superset_rows: np.ndarray
 ) -> None:
-    from models.features import FeatureExtractor
-    from models.onnx_export import EXPORT_TOLERANCE, export_backbone, onnx_session
+    from models.extract.features import FeatureExtractor
+    from models.extract.onnx_export import EXPORT_TOLERANCE, export_backbone, onnx_session
 
     recipe = FeatureRecipe(parts=("b10", "b14", "head", "b14g2"), power=True, center=True)
     center = fit_center(combine_parts(superset_rows, recipe), recipe)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from models.artifact import point_current, served_signature
+from models.bundle import point_current, served_signature
 from models.errors import ArtifactError
 from tests.unit.test_pipeline import served_model
 from worker.metrics import WorkerMetrics

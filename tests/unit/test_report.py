@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.report import evaluation, precision_coverage
+from models.train.report import evaluation, precision_coverage
 
 
 def test_evaluation_tables_from_out_of_fold_answers() -> None:

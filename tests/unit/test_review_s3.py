@@ -15,8 +15,8 @@ import pytest
 from api.settings import review_store_from_env as api_reading
 from broker.errors import SettingsError
 from models.errors import ReviewError
-from models.review_s3 import S3Location, S3ReviewStore, parse_endpoint, parse_store_url
-from models.review_stores import is_s3, open_review_store
+from models.store.review_location import is_s3, open_review_store
+from models.store.review_s3 import S3Location, S3ReviewStore, parse_endpoint, parse_store_url
 from partsight.embedded import free_port
 from worker.settings import WorkerSettings
 from worker.settings import open_review_store as open_for_worker
@@ -245,7 +245,7 @@ def test_the_directory_store_and_the_settings_never_import_minio(tmp_path: Path)
 import sys
 from pathlib import Path
 from api.settings import ApiSettings
-from models.review_stores import open_review_store
+from models.store.review_location import open_review_store
 from worker.settings import WorkerSettings, open_review_store as open_for_worker
 settings = WorkerSettings.from_env({{"PARTSIGHT_REVIEW_STORE": {str(tmp_path / "review")!r}}})
 open_for_worker(settings)

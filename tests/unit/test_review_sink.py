@@ -17,14 +17,14 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
+from models.answer.head import Decision
 from models.errors import ReviewError
-from models.head import Decision
-from models.review import Added, ReviewStore
+from models.store.review_dir import Added, ReviewStore
 from tests.unit.test_pipeline import Batcher, CountingRedis, Frames, Publisher, entry_for, jpeg, served_model
 from worker.ledger import FrameLedger
 from worker.metrics import REVIEW_DROP_REASONS, WorkerMetrics
 from worker.pipeline import FramePipeline
-from worker.review import NoReview, ReviewSink, content_type, worth_review
+from worker.review_sink import NoReview, ReviewSink, content_type, worth_review
 from worker.runtime import transport_only_model
 
 
@@ -165,7 +165,7 @@ def test_a_failing_store_drops_the_frame_and_logs_it(metrics: WorkerMetrics, cap
             raise ReviewError("cannot write a review item to /review: No space left on device")
 
     sink = ReviewSink(FullDisk(), metrics, sample=1.0, margin=0.1)
-    with caplog.at_level(logging.WARNING, logger="worker.review"):
+    with caplog.at_level(logging.WARNING, logger="worker.review_sink"):
         sink.offer(request("f1"), result())
         sink.close()
     assert dropped(metrics, "error") == 1 and kept(metrics) == 0

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from models.errors import ModelError, ReviewError, UnknownItem
-from models.review import (
+from models.store.review_dir import (
     ALL,
     DISMISSED,
     EXPIRED,
@@ -222,7 +222,7 @@ def test_a_corrupt_item_json_is_logged_and_skipped_never_breaking_a_listing(
     (items / str(ids[1]) / "item.json").write_bytes(b"{not json")
     (items / str(ids[2]) / "item.json").write_text(json.dumps(["a list"]))
     (items / "README.txt").write_text("stray file, not an item")
-    with caplog.at_level(logging.WARNING, logger="models.review"):
+    with caplog.at_level(logging.WARNING, logger="models.store.review_dir"):
         assert frame_ids(store.list()) == ["f0"]
     assert sum("skipping review item" in record.getMessage() for record in caplog.records) == 2
     with pytest.raises(ReviewError, match="not JSON"):
@@ -294,7 +294,7 @@ def test_the_reasons_the_store_reports_are_the_workers_metric_labels() -> None:
 def test_the_store_stays_light() -> None:
     """The HTTP API imports it: stdlib only, never numpy, torch, scikit-learn or Pillow."""
     code = (
-        "import sys, models.review; "
+        "import sys, models.store.review_dir; "
         "heavy = {'numpy', 'torch', 'sklearn', 'PIL', 'onnxruntime'} & set(sys.modules); "
         "print(sorted(heavy))"
     )

@@ -6,7 +6,7 @@ import pytest
 
 from broker.errors import SettingsError
 from broker.settings import BridgeSettings, MqttSettings, redact_url
-from models.versions import MANIFEST
+from models.store.versions import MANIFEST
 from worker.settings import WorkerSettings, open_review_store, usable_cores
 
 
@@ -115,7 +115,7 @@ def test_window_settings_and_the_worker_publish_timeout_are_read() -> None:
 
 
 def test_an_engine_the_worker_does_not_know_is_refused_by_name() -> None:
-    from models.engines import ENGINE_CHOICES
+    from models.extract.engines import ENGINE_CHOICES
     from worker.settings import ENGINES, TRANSPORT_ONLY_ENGINE
 
     assert set(ENGINES) == {*ENGINE_CHOICES, TRANSPORT_ONLY_ENGINE}
@@ -229,7 +229,7 @@ def test_the_worker_refuses_a_bad_review_store_with_status_2_and_one_line(
 
 
 def test_the_manifest_name_is_the_artifacts() -> None:
-    from models.artifact import MANIFEST as ARTIFACT_MANIFEST
+    from models.bundle import MANIFEST as ARTIFACT_MANIFEST
 
     assert MANIFEST == ARTIFACT_MANIFEST
 

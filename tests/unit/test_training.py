@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.catalog import load_catalog
 from models.errors import DatasetError
-from models.training import calibrate_threshold, fit_head, scan_images
+from models.store.catalog import load_catalog
+from models.train.node_fitting import calibrate_threshold
+from models.train.trainer import fit_model, scan_images
 
 
 def test_threshold_is_the_lowest_that_meets_the_target_precision() -> None:
@@ -26,7 +27,8 @@ def test_category_level_is_sure_where_products_inside_it_are_not() -> None:
     categories_of = {"shirt": "tops", "tshirt": "tops", "tote": "bags", "clutch": "bags"}
     products = [p for p in categories_of for _ in range(30)]
     features = np.stack([centres[categories_of[p]] + rng.normal(0, 0.05, 3) for p in products])
-    head, report = fit_head(features, products, categories_of, target_precision=0.9)
+    fitted = fit_model(features, products, categories_of, target_precision=0.9)
+    head, report = fitted.head, fitted.report
     assert report["cv_category_accuracy"] > 0.95 > report["cv_accuracy"]
     decision = head.decide(head.probabilities(centres["tops"][None, :])[0])
     assert decision.status == "unknown" and decision.category == "tops" and decision.product is None
@@ -75,10 +77,10 @@ def test_synthetic_copies_never_score_the_photo_they_came_from() -> None:
             groups.append(index)
             synthetic.append(copy > 0)
     features_array = np.stack(features)
-    _, grouped = fit_head(
+    grouped = fit_model(
         features_array, products, categories_of, groups=np.array(groups), synthetic=np.array(synthetic)
-    )
-    _, leaking = fit_head(features_array, products, categories_of, synthetic=np.array(synthetic))  # no groups
+    ).report
+    leaking = fit_model(features_array, products, categories_of, synthetic=np.array(synthetic)).report  # no groups
     assert grouped["images"] == 40 and grouped["synthetic_images"] == 120
     assert grouped["cv_accuracy"] < 0.5  # chance is 0.25: nothing to learn
     assert leaking["cv_accuracy"] > 0.9  # what a fold that saw the photo's copies would report
@@ -88,7 +90,7 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     from PIL import ImageDraw
 
     from models.recognizer import Recognizer
-    from models.training import TrainOptions, train
+    from models.train.trainer import TrainOptions, train
 
     catalog = tmp_path / "catalog.json"
     catalog.write_text(
@@ -143,7 +145,7 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
 
 
 def test_the_tuning_sample_is_stratified_and_keeps_copies_with_their_photo() -> None:
-    from models.training import tuning_sample
+    from models.train.node_fitting import tuning_sample
 
     labels = np.repeat(["a", "b", "c", "d"], [40, 40, 40, 120])  # 60 photos, each with 3 copies after it
     groups = np.repeat(np.arange(60), 4)
@@ -158,7 +160,7 @@ def test_the_tuning_sample_is_stratified_and_keeps_copies_with_their_photo() -> 
 
 
 def test_photo_folds_hold_out_each_photo_once_and_never_train_on_its_copies() -> None:
-    from models.training import fold_count, photo_folds
+    from models.train.node_fitting import fold_count, photo_folds
 
     labels = np.repeat(["a", "b", "c"], [10, 10, 5])  # photo products; each photo has 2 copies after it
     groups = np.repeat(np.arange(25), 3)

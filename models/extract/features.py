@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.backbones import BackboneSpec, load_network
 from models.errors import BackboneError
-from models.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe
-from models.recipe_modules import RecipeModule, SupersetModule
+from models.extract.backbones import BackboneSpec, load_network
+from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe
+from models.extract.recipe_modules import RecipeModule, SupersetModule
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def compile_graph(module: torch.nn.Module, example: torch.Tensor) -> Callable[[t
 
     The eager forward re-enters Python for every layer; in a worker whose other threads want the GIL it
     slowed from 68 to 0.4 frames/s on a 2-core box, the frozen graph kept 24-39. torch.jit is deprecated
-    upstream, so any failure falls back to eager; CPU workers use ONNX Runtime instead (models.engines).
+    upstream, so any failure falls back to eager; CPU workers use ONNX Runtime instead (models.extract.engines).
     """
     try:
         with warnings.catch_warnings():
@@ -64,7 +64,7 @@ class FeatureExtractor:
     """uint8 images (N, H, W, 3) -> the recipe's L2-normalised float32 features (N, D).
 
     `half` defaults to True on CUDA (half precision, channels-last) and False on CPU. With `superset` it
-    gives the raw superset rows training caches instead (models.recipe), whatever the recipe.
+    gives the raw superset rows training caches instead (models.extract.recipe), whatever the recipe.
     """
 
     def __init__(

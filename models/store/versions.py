@@ -1,7 +1,7 @@
 """The versions of a model store as files: list them, verify their sha256 against the manifest, move `current`.
 
 Standard library only (manifests read as JSON, files hashed with hashlib), so the HTTP API lists and activates
-versions without numpy; models.artifact loads what these functions verified and moves `current` through them.
+versions without numpy; models.bundle loads what these functions verified and moves `current` through them.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from broker.contract import FrameRequest
-from models.decode import sniff_format
 from models.errors import ImageError
-from models.review import Added
+from models.extract.decode import sniff_format
+from models.store.review_dir import Added
 from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.decode import DecodeLimits, center_square, decode_image, read_header
 from models.errors import ImageError
-from models.features import FeatureExtractor
+from models.extract.decode import DecodeLimits, center_square, decode_image, read_header
+from models.extract.features import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def wants_gpu_decode(data: bytes, limits: DecodeLimits) -> JpegFrame | None:
 def center_crop_resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, size, size) float: the centre square, resized (bilinear, antialiased).
 
-    The same geometry as models.decode.resize_center_crop on the CPU, cropped first for the same reason.
+    The same geometry as models.extract.decode.resize_center_crop on the CPU, cropped first for the same reason.
     """
     height, width = images.shape[-2:]
     left, top, side = center_square(width, height)

@@ -1,5 +1,5 @@
-"""Opens the review store PARTSIGHT_REVIEW_STORE names: a directory (models.review.ReviewStore) or, for
-`s3://BUCKET/PREFIX`, an S3-compatible bucket (models.review_s3.S3ReviewStore); the worker and the API both open
+"""Opens the review store PARTSIGHT_REVIEW_STORE names: a directory (models.store.review_dir.ReviewStore) or, for
+`s3://BUCKET/PREFIX`, an S3-compatible bucket (models.store.review_s3.S3ReviewStore); the worker and the API both open
 theirs here. Stdlib only until an S3 store opens (then the minio SDK).
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TypeAlias
 
 from models.errors import ReviewError
-from models.review import ReviewStore
-from models.review_s3 import SCHEME, S3Location, S3ReviewStore
-from models.versions import MANIFEST
+from models.store.review_dir import ReviewStore
+from models.store.review_s3 import SCHEME, S3Location, S3ReviewStore
+from models.store.versions import MANIFEST
 
 REVIEW_DIR = "review"  # the review queue's default home, inside the model store
 

@@ -5,7 +5,7 @@ categories, then one classifier per category over its products). Either way it g
 the probability that the frame shows it: for category-first, P(category) x P(product | category). A
 category's confidence is the sum of its products' probabilities (for category-first exactly P(category)),
 so a frame can be "category known, product unknown" when the category is sure but no single product is.
-Every classifier is plain arrays (models/classifiers.py): loading a head never unpickles.
+Every classifier is plain arrays (models/answer/classifiers.py): loading a head never unpickles.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from models.classifiers import Classifier
+from models.answer.classifiers import Classifier
 
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.catalog import Catalog
 from models.errors import DatasetError
+from models.store.catalog import Catalog
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 SAMPLE_FILE = Path(__file__).with_name("data") / "fashion_mnist_sample.npz"

@@ -1,4 +1,4 @@
-"""The torch side of feature recipes (models.recipe): one forward pass, the blocks a recipe needs, pooled.
+"""The torch side of feature recipes (models.extract.recipe): one forward pass, the blocks a recipe needs, pooled.
 
 `SupersetModule` gives the raw parts training caches; `RecipeModule` gives a recipe's final vector and is
 what the ONNX export traces and the torch and GPU engines run, so every engine computes the same features.
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.errors import BackboneError
-from models.recipe import PART_BY_NAME, PARTS, FeatureRecipe
+from models.extract.recipe import PART_BY_NAME, PARTS, FeatureRecipe
 
 
 def _grid_pool(feature_map: torch.Tensor, grid: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Export a backbone to ONNX once per model directory, proven equal to torch on real photos before it is kept.
 
 The exported graph takes what the worker has after decoding, uint8 images (N, H, W, 3), and returns the
-model's feature recipe (models.recipe), L2-normalised (N, D): normalisation, layout change, the blocks'
+model's feature recipe (models.extract.recipe), L2-normalised (N, D): normalisation, layout change, the blocks'
 pooling, the transform and its fitted mean all run inside ONNX Runtime, so a CPU worker needs neither
 torch nor per-frame numpy work around the model.
 
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.backbones import BackboneSpec
 from models.errors import BackboneError
-from models.recipe import LEGACY, FeatureRecipe
+from models.extract.backbones import BackboneSpec
+from models.extract.recipe import LEGACY, FeatureRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,7 @@ def images_to_features(
     """uint8 (N, H, W, 3) -> the recipe's L2-normalised float32 features (N, D), or raw superset rows, as one module."""
     import torch
 
-    from models.recipe_modules import RecipeModule, SupersetModule
+    from models.extract.recipe_modules import RecipeModule, SupersetModule
 
     features = SupersetModule(network, flip=recipe.flip) if superset else RecipeModule(network, recipe, center)
 

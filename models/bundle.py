@@ -30,18 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from models import versions
-from models.backbones import file_sha256
-from models.catalog import Catalog
-from models.classifiers import Classifier
+from models.answer.classifiers import Classifier
+from models.answer.gallery import GALLERY_FILE, Gallery
+from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
+from models.answer.novelty import NoveltyModel
 from models.errors import ArtifactError, BackboneError
-from models.gallery import GALLERY_FILE, Gallery
-from models.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
-from models.novelty import NoveltyModel
-from models.recipe import LEGACY, FeatureRecipe
-from models.versions import store_lock, verify_file
+from models.extract.backbones import file_sha256
+from models.extract.recipe import LEGACY, FeatureRecipe
+from models.store import versions
+from models.store.catalog import Catalog
+from models.store.versions import store_lock, verify_file
 
-# listing, verifying and pointing `current` live in models.versions (numpy-free: the HTTP API uses them)
+# listing, verifying and pointing `current` live in models.store.versions (numpy-free: the HTTP API uses them)
 CURRENT, MANIFEST, READABLE_FORMATS = versions.CURRENT, versions.MANIFEST, versions.READABLE_FORMATS
 resolve = versions.resolve
 point_current = versions.point_current

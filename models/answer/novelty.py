@@ -4,7 +4,7 @@ Its inputs, per frame, combine the head with the gallery: the head's confidence 
 its margin over the runner-up, the similarity to the nearest enrolled photo of that product, the same
 relative to that product's own spread (how close its photos come to each other), and whether the gallery's
 nearest product is the head's answer. A logistic regression maps them to 0..1; it is fitted at training
-time on leave-products-out folds (models.training), where whole products are hidden, so their frames are
+time on leave-products-out folds (models.train.trainer), where whole products are hidden, so their frames are
 real never-seen frames. The operating point is a setting a plant understands: refuse at least
 `refuse_unseen` of never-seen products; the threshold that does so on those folds ships in the manifest.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.classifiers import sigmoid
+from models.answer.classifiers import sigmoid
 
 INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
 DEFAULT_REFUSE_UNSEEN = 0.8

@@ -20,7 +20,8 @@ from broker.codes import ErrorCode
 from broker.contract import SCHEMA_VERSION, image_digest, rfc3339, validate_frame_id
 from broker.errors import FrameRejected
 
-# models.enrolments.PRODUCT_ID, copied so the bridge never imports the model package (a test keeps them equal)
+# models.store.enrolment_requests.PRODUCT_ID, copied so the bridge never imports the model package
+# (a test keeps them equal)
 PRODUCT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MAX_CATALOG_BYTES = 16 * 1024  # a catalog record is a few fields, not a document
 PRODUCT_PROPERTY, CATALOG_PROPERTY, FRAME_ID_PROPERTY = "product", "catalog", "frame_id"
@@ -87,7 +88,8 @@ def _refuse_constant(name: str) -> Any:
 
 def parse_catalog(product: str, raw: str) -> dict[str, Any]:
     """The `catalog` user property: a JSON object with non-empty string `name` and `category` (and any further
-    fields); its `product`, if given, must be the enrolment's. The rule of models.enrolments.check_catalog_record."""
+    fields); its `product`, if given, must be the enrolment's. The rule of
+    models.store.enrolment_requests.check_catalog_record."""
     if len(raw.encode("utf-8")) > MAX_CATALOG_BYTES:
         raise FrameRejected(ErrorCode.BAD_ENROLMENT, f"the catalog record is over {MAX_CATALOG_BYTES} bytes")
     try:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.gallery import Gallery
-from models.head import Decision, ProductHead
-from models.novelty import NoveltyModel, answered_index, novelty_inputs
+from models.answer.gallery import Gallery
+from models.answer.head import Decision, ProductHead
+from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs
 
 
 @dataclass(frozen=True)

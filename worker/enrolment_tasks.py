@@ -4,9 +4,9 @@ A task names a request the API or `partsight enrol` stored (`{"enrolment": ID}`)
 photo (`{"device", "frame_id", "product", "catalog", "photo", "received_at"}`), which is stored here as a request
 under an id derived from the device and frame id, so a redelivered task finds it again. Under the store's lock the
 request's status is read first: one already done or failed is not run twice (a task redelivered while another
-worker ran it, or after this one died past the end). Then models.enrol builds and writes the version, `current`
-moves, the worker swaps it in at once, and MODEL_CHANNEL tells every other worker to do the same. A device that
-enrolled over MQTT gets the outcome on its result topic (a failure on its error topic, with a code).
+worker ran it, or after this one died past the end). Then models.train.enrolment builds and writes the version,
+`current` moves, the worker swaps it in at once, and MODEL_CHANNEL tells every other worker to do the same.
+A device that enrolled over MQTT gets the outcome on its result topic (a failure on its error topic, with a code).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import numpy as np
 from broker.codes import ErrorCode
 from broker.contract import SCHEMA_VERSION, error_message, rfc3339
 from broker.topics import Topics
-from models.artifact import ModelBundle
-from models.enrol import photo_features, run_request
-from models.enrolments import DONE, FAILED, STORE_UNAVAILABLE, EnrolmentStore
+from models.bundle import ModelBundle
 from models.errors import EnrolmentError, ImageError, StoreBusy, UnknownEnrolment
+from models.store.enrolment_requests import DONE, FAILED, STORE_UNAVAILABLE, EnrolmentStore
+from models.train.enrolment import photo_features, run_request
 from worker.errors import EnrolmentBusy, MalformedTask
 from worker.metrics import WorkerMetrics
 from worker.pipeline import ServedModel

@@ -7,7 +7,7 @@ item, a feature vector or the ImageError of that item alone, so one bad frame ne
 - `onnxruntime`: the model directory's exported graph on ONNX Runtime, one intra-op thread per call;
   the CPU default (on a 2-core box 95-100 frames/s per thread against 35-60 for torch).
 - `torch`: the backbone on torch (CPU, one thread, frozen graph; or CUDA), the fallback.
-- `torch-cuda`: torch on a GPU in half precision with JPEG decoding on the GPU (models.cuda_engine).
+- `torch-cuda`: torch on a GPU in half precision with JPEG decoding on the GPU (models.extract.cuda_engine).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.decode import DecodeLimits, decode_image
 from models.errors import ImageError
+from models.extract.decode import DecodeLimits, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class OnnxEngine:
     device = "cpu"
 
     def __init__(self, path: Path, *, input_size: int, threads: int = 1) -> None:
-        from models.onnx_export import onnx_session
+        from models.extract.onnx_export import onnx_session
 
         self.input_size = input_size
         self._session: Any = onnx_session(path, threads=threads)

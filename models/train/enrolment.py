@@ -9,7 +9,7 @@ without the photos or the search:
 An enrolment then: computes the new photos' features with the version's own engine (the caller's
 `features_of`), adds them to the rows, refits every node with the classifier chosen for it (a node that is new,
 such as the category of a new product, gets the default classifier), recalibrates the novelty score and the
-category threshold on leave-products-out folds of the rows (models.openset), rebuilds the gallery, and writes
+category threshold on leave-products-out folds of the rows (models.train.open_set), rebuilds the gallery, and writes
 and verifies the version as training does; `current` moves only when all of that worked. The backbone, its
 recipe and its mean do not change, so the ONNX graph is linked, not exported again.
 
@@ -32,20 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import ModelBundle, _verified, load_model, write_model
-from models.catalog import Catalog
-from models.classifiers import Candidate
-from models.enrolments import check_catalog_record, check_product_id
+from models.answer.gallery import Gallery, build_gallery
+from models.answer.head import ProductHead
+from models.answer.novelty import NoveltyModel
+from models.bundle import ModelBundle, _verified, load_model, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, ModelError
-from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
-from models.head import ProductHead
-from models.novelty import NoveltyModel
-from models.versions import store_lock
+from models.store.catalog import Catalog
+from models.store.enrolment_requests import DONE, FAILED, EnrolmentStore, check_catalog_record, check_product_id
+from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
+from models.train.enrolment_base import BASE_FILE, Choices, EnrolmentBase, base_record
+from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
+from models.train.open_set import calibrate_open_set, fold_answers
+from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
 
-BASE_FILE = "training.npz"
-DEFAULT_BASE_PER_PRODUCT = 1000  # photos of a product (with their copies) kept for enrolments
 LINKED_FILES = ("backbone.onnx",)  # unchanged by an enrolment: hard-linked from the version it builds on
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
@@ -73,163 +74,6 @@ def photo_features(
 
 
 @dataclass(frozen=True)
-class EnrolmentBase:
-    """Every training row an enrolment refits on."""
-
-    features: np.ndarray  # (N, D) float32 finished features (stored as float16)
-    products: np.ndarray  # (N,) str
-    groups: np.ndarray  # (N,) int: the photo of each row (a synthetic copy shares its photo's)
-    synthetic: np.ndarray  # (N,) bool
-    photos: np.ndarray  # (N,) str: the photo's id (its path under images/, or enrolments/<id>/<name>)
-    sha256: np.ndarray  # (N,) str: the photo's bytes
-
-    def __post_init__(self) -> None:
-        n = len(self.features)
-        if self.features.ndim != 2 or not all(
-            len(a) == n for a in (self.products, self.groups, self.synthetic, self.photos, self.sha256)
-        ):
-            raise ValueError("an enrolment base needs one product, photo, sha256 and flag per feature row")
-
-    @property
-    def dim(self) -> int:
-        return int(self.features.shape[1])
-
-    def save(self, path: Path) -> None:
-        np.savez(
-            path,
-            features=self.features.astype(np.float16),
-            products=self.products.astype(str),
-            groups=self.groups.astype(np.int64),
-            synthetic=self.synthetic.astype(bool),
-            photos=self.photos.astype(str),
-            sha256=self.sha256.astype(str),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> EnrolmentBase:
-        with np.load(path, allow_pickle=False) as stored:
-            return cls(
-                features=stored["features"].astype(np.float32),
-                products=stored["products"].astype(str),
-                groups=stored["groups"].astype(np.int64),
-                synthetic=stored["synthetic"].astype(bool),
-                photos=stored["photos"].astype(str),
-                sha256=stored["sha256"].astype(str),
-            )
-
-    def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
-        """These rows plus new real photos of `product`, each its own group."""
-        first = int(self.groups.max()) + 1 if len(self.groups) else 0
-        count = len(features)
-        return EnrolmentBase(
-            features=np.concatenate([self.features, np.asarray(features, dtype=np.float32)]),
-            products=np.concatenate([self.products, np.full(count, product)]).astype(str),
-            groups=np.concatenate([self.groups, np.arange(first, first + count)]),
-            synthetic=np.concatenate([self.synthetic, np.zeros(count, dtype=bool)]),
-            photos=np.concatenate([self.photos, np.asarray(photos, dtype=str)]).astype(str),
-            sha256=np.concatenate([self.sha256, np.asarray(sha256, dtype=str)]).astype(str),
-        )
-
-    def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
-        """At most `per_product` photos of each product (with their copies): a seeded random sample, always
-        holding the photos (groups) in `keep` (what an operator just enrolled) while they fit."""
-        kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
-        mask = np.zeros(len(self.products), dtype=bool)
-        for index, product in enumerate(np.unique(self.products)):
-            rows = self.products == product
-            photos = np.unique(self.groups[rows])
-            if len(photos) > per_product:
-                wanted = photos[np.isin(photos, kept_groups)][-per_product:]
-                rest = photos[~np.isin(photos, wanted)]
-                rng = np.random.default_rng(seed + index)
-                picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
-                photos = np.concatenate([picked, wanted])
-            mask |= rows & np.isin(self.groups, photos)
-        return self.rows(mask)
-
-    def rows(self, mask: np.ndarray) -> EnrolmentBase:
-        return EnrolmentBase(
-            self.features[mask],
-            self.products[mask],
-            self.groups[mask],
-            self.synthetic[mask],
-            self.photos[mask],
-            self.sha256[mask],
-        )
-
-
-@dataclass(frozen=True)
-class Choices:
-    """What the last full training chose, so an enrolment refits without searching."""
-
-    structure: str
-    classifiers: Mapping[str | None, tuple[Candidate, float]]
-    target_precision: float = 0.9
-    refuse_unseen: float | None = None
-    product_threshold: float | None = None  # given to training (None: calibrated)
-    category_threshold: float | None = None
-    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
-    base_per_product: int = DEFAULT_BASE_PER_PRODUCT
-    tuning_photos: int | None = 3000
-    seed: int = 0
-    trained_version: str = ""  # the full training these choices come from
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "structure": self.structure,
-            "classifiers": [
-                {
-                    "scope": scope,
-                    "kind": candidate.kind,
-                    "parameter": candidate.parameter,
-                    "preprocessing": candidate.preprocessing,
-                    "temperature": temperature,
-                }
-                for scope, (candidate, temperature) in sorted(
-                    self.classifiers.items(), key=lambda item: "" if item[0] is None else f"~{item[0]}"
-                )
-            ],
-            "target_precision": self.target_precision,
-            "refuse_unseen": self.refuse_unseen,
-            "product_threshold": self.product_threshold,
-            "category_threshold": self.category_threshold,
-            "gallery_per_product": self.gallery_per_product,
-            "base_per_product": self.base_per_product,
-            "tuning_photos": self.tuning_photos,
-            "seed": self.seed,
-            "trained_version": self.trained_version,
-        }
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Choices:
-        classifiers = {
-            entry["scope"]: (
-                Candidate(str(entry["kind"]), float(entry["parameter"]), str(entry["preprocessing"])),
-                float(entry["temperature"]),
-            )
-            for entry in record["classifiers"]
-        }
-
-        def optional(name: str) -> float | None:
-            value = record.get(name)
-            return None if value is None else float(value)
-
-        return cls(
-            structure=str(record["structure"]),
-            classifiers=classifiers,
-            target_precision=float(record["target_precision"]),
-            refuse_unseen=optional("refuse_unseen"),
-            product_threshold=optional("product_threshold"),
-            category_threshold=optional("category_threshold"),
-            gallery_per_product=int(record["gallery_per_product"]),
-            base_per_product=int(record["base_per_product"]),
-            tuning_photos=None if record.get("tuning_photos") is None else int(record["tuning_photos"]),
-            seed=int(record["seed"]),
-            trained_version=str(record.get("trained_version", "")),
-        )
-
-
-@dataclass(frozen=True)
 class Refitted:
     head: ProductHead
     novelty: NoveltyModel | None
@@ -250,15 +94,6 @@ def refit(
     product enrolled from one photo cannot be split into folds, but it is in the head and the gallery); when
     too few are left for folds, the `previous` score is kept as it was (its inputs are relative to each
     product's own spread, so it still reads the same way)."""
-    from models.openset import calibrate_open_set, fold_answers
-    from models.training import (
-        DEFAULT_CANDIDATE,
-        fit_nodes,
-        head_nodes,
-        resolve_structure,
-        tuning_sample,
-    )
-
     labels = base.products
     categories = np.array([categories_of[str(p)] for p in labels])
     structure = resolve_structure(choices.structure, categories)
@@ -469,8 +304,6 @@ def _write(  # noqa: PLR0917
     catalog: Catalog,
     summary: dict[str, Any],
 ) -> Path:
-    from models.report import write_report
-
     previous = bundle.manifest
     carried: dict[str, Any] = {key: previous[key] for key in ("training", "engines") if key in previous}
 
@@ -504,10 +337,6 @@ def _write(  # noqa: PLR0917
     )
 
 
-def base_record(base: EnrolmentBase) -> dict[str, Any]:
-    return {"file": BASE_FILE, "rows": len(base.features), "photos": int((~base.synthetic).sum())}
-
-
 def _open_set_summary(report: Mapping[str, Any]) -> dict[str, Any] | None:
     curve = report.get("open_set")
     if not isinstance(curve, Mapping):
@@ -536,8 +365,6 @@ class RequestOutcome:
 def made_by(store: Path, enrolment: str) -> str | None:
     """The version this enrolment already wrote, if any (a process that died after `current` moved and before it
     recorded `done`): its manifest names the enrolment."""
-    from models.versions import read_manifest, version_folders
-
     for folder in reversed(version_folders(store)):  # newest first: it is most likely the last one
         try:
             if read_manifest(folder).get("enrolment", {}).get("enrolment") == enrolment:
@@ -550,8 +377,6 @@ def made_by(store: Path, enrolment: str) -> str | None:
 def finish_moving_current(store: Path, written: str) -> None:
     """Point `current` at a version an enrolment wrote before it died, when `current` still names the version it
     was built on (it died between the two); a `current` that moved on since is left alone."""
-    from models.versions import current_version, point_current, read_manifest
-
     base = read_manifest(store / written).get("enrolment", {}).get("base_version")
     if current_version(store) == base:
         point_current(store, written)
@@ -563,8 +388,6 @@ def run_request(store: Path, enrolment: str, features_of: FeaturesOf, *, wait_s:
     `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
     untouched (the caller tries again later). Anything but an EnrolmentError is recorded as `internal` and raised
     again (a bug to see in the log)."""
-    from models.enrolments import DONE, FAILED, EnrolmentStore
-
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
     product = str(request["product"])

@@ -16,39 +16,54 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import f1_score
 
-from models.artifact import new_version, write_model
-from models.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
-from models.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
-from models.catalog import Catalog, load_catalog
-from models.classifiers import (
+from models.answer.classifiers import (
     KINDS,
     PREPROCESSING,
-    TEMPERED_KINDS,
     Candidate,
-    Classifier,
     candidates,
-    fit_candidate,
-    fit_temperature,
-    softmax,
 )
-from models.decode import decode_image, decode_photo, resize_center_crop
-from models.enrol import BASE_FILE, DEFAULT_BASE_PER_PRODUCT, Choices, EnrolmentBase, base_record
+from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
+from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
+from models.answer.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
+from models.bundle import new_version, write_model
 from models.errors import DatasetError, ImageError
-from models.feature_cache import FeatureCache
-from models.features import FeatureExtractor
-from models.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
-from models.head import CATEGORY_FIRST, FLAT, ProductHead, compose
-from models.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
-from models.onnx_export import ONNX_FILE, OPSET, export_backbone
-from models.recipe import CANDIDATES, DEFAULT, SUPERSET_VERSION, FeatureRecipe, combine_parts, finish, fit_center
-from models.report import confused_pairs, evaluation, precision_by_threshold, write_report
-
-if TYPE_CHECKING:
-    from models.openset import OpenSetCalibration
+from models.extract.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
+from models.extract.decode import decode_image, decode_photo, resize_center_crop
+from models.extract.feature_cache import FeatureCache
+from models.extract.features import FeatureExtractor
+from models.extract.onnx_export import ONNX_FILE, OPSET, export_backbone
+from models.extract.recipe import (
+    CANDIDATES,
+    DEFAULT,
+    SUPERSET_VERSION,
+    FeatureRecipe,
+    combine_parts,
+    finish,
+    fit_center,
+)
+from models.store.catalog import Catalog, load_catalog
+from models.train.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
+from models.train.enrolment_base import BASE_FILE, DEFAULT_BASE_PER_PRODUCT, Choices, EnrolmentBase, base_record
+from models.train.node_fitting import (
+    DEFAULT_CANDIDATE,
+    Node,
+    Tuned,
+    calibrate_threshold,
+    fit_nodes,
+    fold_count,
+    head_nodes,
+    photo_folds,
+    resolve_structure,
+    tune_node,
+    tuning_sample,
+)
+from models.train.open_set import OpenSetCalibration, calibrate_open_set, fold_answers
+from models.train.report import confused_pairs, evaluation, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -195,142 +210,6 @@ def extract_features(
     return TrainingSet(np.stack(rows), products, np.asarray(groups), synthetic)  # type: ignore[arg-type]
 
 
-def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
-    """The lowest confidence threshold whose accepted answers are right at least `target_precision` of the time.
-
-    Answers below the threshold become "unknown". When no threshold reaches the target, everything but the
-    single most confident answer is refused (the threshold is the highest confidence seen).
-    """
-    if len(confidence) == 0:
-        return 0.5
-    thresholds, _, precision = precision_by_threshold(confidence, correct)
-    ok = np.flatnonzero(precision >= target_precision)
-    return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
-
-
-DEFAULT_CANDIDATE = Candidate("logistic", 10.0)  # with too few photos per product to cross-validate
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One classifier of the head: `scope` None is the top level; `rows` are the rows it trains on."""
-
-    scope: str | None
-    rows: np.ndarray  # bool over all rows
-    targets: np.ndarray  # class of every row at this level (category or product)
-
-
-@dataclass(frozen=True, slots=True)
-class Tuned:
-    candidate: Candidate
-    classes: np.ndarray
-    oof: np.ndarray  # (real rows, classes) out-of-fold probabilities of the chosen candidate
-    temperature: float
-    scores: dict[str, float]  # macro-F1 of every candidate tried
-
-
-def head_nodes(all_labels: np.ndarray, categories: np.ndarray, structure: str) -> list[Node]:
-    everything = np.ones(len(all_labels), dtype=bool)
-    if structure == FLAT:
-        return [Node(None, everything, all_labels)]
-    nodes = [Node(None, everything, categories)]
-    for category in np.unique(categories):
-        inside = categories == category
-        if len(np.unique(all_labels[inside])) > 1:
-            nodes.append(Node(str(category), inside, all_labels))
-    return nodes
-
-
-def tune_node(
-    node: Node,
-    features: np.ndarray,
-    real: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    search: Sequence[Candidate],
-    *,
-    seed: int,
-    tick: Callable[[], None],
-) -> Tuned:
-    """Every candidate through the folds; the best macro-F1 on this node's real photos wins.
-
-    Out-of-fold answers are kept for every real photo (also those of other categories: category-first
-    multiplies them by the category's probability) so thresholds can be calibrated on the whole head.
-    """
-    from sklearn.metrics import f1_score
-
-    classes = np.unique(node.targets[node.rows])
-    scored = node.rows[real]
-    truth = node.targets[real]
-    best: Tuned | None = None
-    best_score = -1.0
-    scores: dict[str, float] = {}
-    for candidate in search:  # fits run in series: BLAS already uses every core (threads measured no faster)
-        svm = candidate.kind in TEMPERED_KINDS  # decisions here; probabilities once the temperature is known
-        answers = np.zeros((len(real), len(classes)))
-        for fold_rows, held_out in splits:
-            train_rows = fold_rows[node.rows[fold_rows]]  # this node's rows of the fold's training part
-            classifier = fit_candidate(candidate, features[train_rows], node.targets[train_rows], seed=seed)
-            apply = classifier.decision if svm else classifier.probabilities
-            columns = np.searchsorted(classes, np.asarray(classifier.classes))
-            answers[np.ix_(held_out, columns)] = apply(features[real[held_out]])
-            tick()
-        temperature = 1.0
-        if svm:
-            temperature = fit_temperature(answers[scored], np.searchsorted(classes, truth[scored]))
-            answers = softmax(answers * temperature)
-        predicted = classes[answers[scored].argmax(axis=1)]
-        score = float(f1_score(truth[scored], predicted, average="macro"))
-        scores[candidate.label] = round(score, 4)
-        if score > best_score:
-            best, best_score = Tuned(candidate, classes, answers, temperature, scores), score
-    assert best is not None
-    return best
-
-
-def tuning_sample(
-    labels: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, photos: int | None, seed: int
-) -> np.ndarray:
-    """Rows to cross-validate on: everything, or a stratified sample of `photos` photos with their copies."""
-    real = np.flatnonzero(~synthetic)
-    if photos is None or len(real) <= photos:
-        return np.ones(len(labels), dtype=bool)
-    from sklearn.model_selection import train_test_split
-
-    kept, _ = train_test_split(real, train_size=photos, stratify=labels[real], random_state=seed)
-    return np.isin(groups, groups[kept])
-
-
-def resolve_structure(structure: str, categories: np.ndarray) -> str:
-    """The head structure to fit: category-first needs two categories (one would always be answered)."""
-    if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
-        return FLAT
-    return structure
-
-
-def fold_count(labels: np.ndarray) -> int:
-    """Stratified folds over the real photos: five, or as many as the rarest product has photos (<2: no CV)."""
-    _, counts = np.unique(labels, return_counts=True)
-    return int(min(5, counts.min()))
-
-
-def photo_folds(
-    real: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds as (training rows, held-out positions in `real`).
-
-    `real` indexes the real photos among all rows, `labels` are their products, `groups` names every row's
-    photo. A fold holds out real photos and trains on every row (photo or synthetic copy) whose photo it does
-    not hold out, so no photo is scored by a classifier that saw its copies.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    splits = []
-    for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
-        held_out_groups = groups[real[held_out]]
-        splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
-    return splits
-
-
 def progress_ticker(label: str, total: int, show: bool) -> Callable[[], None]:
     """A callable to call once per step done; it draws a progress bar when `show`."""
     update = progress(label, total) if show else None
@@ -462,20 +341,6 @@ def cv_report(oof: OutOfFold, product_threshold: float) -> dict[str, Any]:
     }
 
 
-def fit_nodes(
-    nodes: Sequence[Node], chosen: Mapping[str | None, tuple[Candidate, float]], features: np.ndarray, seed: int
-) -> dict[str | None, Classifier]:
-    """Fit each node's chosen candidate on all its rows (an SVM with its cross-validated temperature)."""
-    fitted: dict[str | None, Classifier] = {}
-    for node in nodes:
-        candidate, temperature = chosen[node.scope]
-        classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
-        fitted[node.scope] = (
-            classifier.with_temperature(temperature) if candidate.kind in TEMPERED_KINDS else classifier
-        )
-    return fitted
-
-
 AUTO = "auto"  # structure: cross-validation chooses between flat and category-first
 
 
@@ -491,9 +356,7 @@ def choose_recipe(
 ) -> tuple[FeatureRecipe, dict[str, float]]:
     """The recipe with the best cross-validated macro-F1 of one flat default classifier, on the same photo folds
     (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties. With too few photos to
-    cross-validate, models.recipe.DEFAULT when it is among `recipes`, else the first."""
-    from sklearn.metrics import f1_score
-
+    cross-validate, models.extract.recipe.DEFAULT when it is among `recipes`, else the first."""
     fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}
@@ -531,8 +394,6 @@ def choose_structure(
 ) -> tuple[str, dict[str, float]]:
     """Flat or category-first, whichever has the better cross-validated macro-F1 with the default classifier
     at every node (the full search then runs once, on the structure chosen). Flat wins ties: it is simpler."""
-    from sklearn.metrics import f1_score
-
     if len(np.unique(categories)) < 2:
         return FLAT, {}
     scores: dict[str, float] = {}
@@ -564,17 +425,6 @@ class FittedHead:
     chosen: Mapping[str | None, tuple[Candidate, float]] | None = None  # each node's classifier and temperature
 
 
-def fit_head(
-    features: np.ndarray,
-    products: list[str],
-    categories_of: dict[str, str],
-    **options: Any,
-) -> tuple[ProductHead, dict[str, Any]]:
-    """`fit_model` without the novelty score: (head, report)."""
-    fitted = fit_model(features, products, categories_of, **options)
-    return fitted.head, fitted.report
-
-
 def fit_model(
     features: np.ndarray,
     products: list[str],
@@ -603,7 +453,7 @@ def fit_model(
     of that many photos (with their copies); the chosen classifiers are then fitted on everything.
 
     "Unknown": with `refuse_unseen` (and three or more products), a novelty score is fitted on
-    leave-products-out folds (models.openset) to refuse that share of never-seen products, and the product
+    leave-products-out folds (models.train.open_set) to refuse that share of never-seen products, and the product
     threshold is 0 unless given (the novelty score decides); otherwise the thresholds are calibrated on the
     out-of-fold answers to `target_precision`, as before galleries.
     """
@@ -649,8 +499,6 @@ def fit_model(
     novelty = None
     calibration = None
     if refuse_unseen is not None:
-        from models.openset import calibrate_open_set, fold_answers
-
         tuned_features, tuned_labels, _, tuned_groups, tuned_synthetic = sample
         answers = fold_answers(
             tuned_features,

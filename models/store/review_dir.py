@@ -3,7 +3,7 @@ for an operator, bounded by count, bytes and age, in one directory that several 
 
 Layout: `<root>/items/<id>/image` (the bytes the device sent) and `<root>/items/<id>/item.json`; an item is
 written under `<root>/.staging/` and appears in one rename, so no reader ever sees half of one. Stdlib only: the
-HTTP API imports it too. models/review_s3.py keeps the same items in an S3-compatible bucket, with the pure pieces
+HTTP API imports it too. models/store/review_s3.py keeps the same items in an S3-compatible bucket, with the pure pieces
 below (ids, the item.json document, labels, which items the bounds evict) shared.
 """
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
-from models.classifiers import Candidate
-from models.gallery import build_gallery
-from models.head import ProductHead
-from models.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs, with_operating_point
-from models.report import confused_pairs, open_set_by_product, open_set_curve
+from models.answer.classifiers import Candidate
+from models.answer.gallery import build_gallery
+from models.answer.head import ProductHead
+from models.answer.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs, with_operating_point
+from models.train.node_fitting import DEFAULT_CANDIDATE, calibrate_threshold, fit_nodes, head_nodes, resolve_structure
+from models.train.report import confused_pairs, open_set_by_product, open_set_curve
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +77,6 @@ def fold_answers(
     max_per_product: int,
 ) -> FoldAnswers | None:
     """Answers on the folds; None when the photos cannot make them (fewer than 3 products, or 2 photos each)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    from models.training import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure
-
     real = np.flatnonzero(~synthetic)
     products, counts = np.unique(labels[real], return_counts=True)
     folds = min(MAX_FOLDS, len(products), int(counts.min()))
@@ -131,8 +129,6 @@ def fold_answers(
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
-    from models.training import calibrate_threshold
-
     novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen)
     scores = novelty.score(answers.inputs)
     refused = scores >= novelty.threshold

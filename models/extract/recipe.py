@@ -13,7 +13,7 @@ of two of them. A *recipe* names the parts it keeps and how they are combined:
 
 Training computes the superset once per photo (cached on disk) and derives every candidate recipe from it
 in numpy (`apply_recipe`); serving computes the chosen recipe inside the one graph
-(`models.recipe_modules.RecipeModule`: the ONNX export and the torch engines run the same module). This
+(`models.extract.recipe_modules.RecipeModule`: the ONNX export and the torch engines run the same module). This
 module imports no torch, so a CPU worker on ONNX Runtime never loads it. The legacy recipe is the last
 layer alone, which is what model directories written before recipes were served: they still load and are
 answered as before.
@@ -169,9 +169,3 @@ def finish(combined: np.ndarray, center: np.ndarray | None) -> np.ndarray:
 def apply_recipe(superset: np.ndarray, recipe: FeatureRecipe, center: np.ndarray | None) -> np.ndarray:
     """Superset rows -> the recipe's final feature vectors, as the served graph computes them."""
     return finish(combine_parts(superset, recipe), center)
-
-
-def average_flips(superset: np.ndarray, flipped: np.ndarray) -> np.ndarray:
-    """The raw parts of an image averaged with its mirror image's (what a `flip` recipe starts from)."""
-    result: np.ndarray = (np.asarray(superset, dtype=np.float32) + np.asarray(flipped, dtype=np.float32)) / 2
-    return result

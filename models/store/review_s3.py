@@ -1,5 +1,6 @@
 """The review queue's store in an S3-compatible bucket (MinIO, AWS S3, Ceph, ...): the same items, ids, item.json
-documents, bounds and eviction reasons as the directory store (models/review.py), for processes sharing no volume.
+documents, bounds and eviction reasons as the directory store (models/store/review_dir.py), for processes sharing
+no volume.
 
 Layout: `<prefix>/items/<id>/image`, then `<prefix>/items/<id>/item.json`, written in that order: an item exists
 once its item.json does, so no reader sees half of one. The `minio` SDK (urllib3 underneath) is imported only when
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from models.errors import ReviewError, UnknownItem
-from models.review import (
+from models.store.review_dir import (
     IMAGE_FILE,
     ITEM_FILE,
     ITEM_ID,
@@ -253,7 +254,7 @@ def reason(exc: BaseException) -> str:
 class S3ReviewStore:
     """Items under `location`, bounded: at most `max_items`, `max_bytes` of images, none older than `max_age_s`.
 
-    The same interface and semantics as models.review.ReviewStore. S3 has no rename: an item appears when its
+    The same interface and semantics as models.store.review_dir.ReviewStore. S3 has no rename: an item appears when its
     item.json is written (after its image) and disappears when its item.json is deleted (before its image), so
     several processes may add, evict, list and label at once. Opening checks that the bucket exists and the
     credentials are accepted (ReviewError otherwise). One store serves several threads.

@@ -1,0 +1,181 @@
+"""What an enrolment builds on: the rows of the last training (`EnrolmentBase`, saved as training.npz in every
+version) and the choices that training made (`Choices`, in the manifest), so an enrolment refits without photos
+or a search."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.answer.classifiers import Candidate
+from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT
+
+BASE_FILE = "training.npz"
+
+
+DEFAULT_BASE_PER_PRODUCT = 1000  # photos of a product (with their copies) kept for enrolments
+
+
+@dataclass(frozen=True)
+class EnrolmentBase:
+    """Every training row an enrolment refits on."""
+
+    features: np.ndarray  # (N, D) float32 finished features (stored as float16)
+    products: np.ndarray  # (N,) str
+    groups: np.ndarray  # (N,) int: the photo of each row (a synthetic copy shares its photo's)
+    synthetic: np.ndarray  # (N,) bool
+    photos: np.ndarray  # (N,) str: the photo's id (its path under images/, or enrolments/<id>/<name>)
+    sha256: np.ndarray  # (N,) str: the photo's bytes
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        if self.features.ndim != 2 or not all(
+            len(a) == n for a in (self.products, self.groups, self.synthetic, self.photos, self.sha256)
+        ):
+            raise ValueError("an enrolment base needs one product, photo, sha256 and flag per feature row")
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            features=self.features.astype(np.float16),
+            products=self.products.astype(str),
+            groups=self.groups.astype(np.int64),
+            synthetic=self.synthetic.astype(bool),
+            photos=self.photos.astype(str),
+            sha256=self.sha256.astype(str),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> EnrolmentBase:
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(
+                features=stored["features"].astype(np.float32),
+                products=stored["products"].astype(str),
+                groups=stored["groups"].astype(np.int64),
+                synthetic=stored["synthetic"].astype(bool),
+                photos=stored["photos"].astype(str),
+                sha256=stored["sha256"].astype(str),
+            )
+
+    def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
+        """These rows plus new real photos of `product`, each its own group."""
+        first = int(self.groups.max()) + 1 if len(self.groups) else 0
+        count = len(features)
+        return EnrolmentBase(
+            features=np.concatenate([self.features, np.asarray(features, dtype=np.float32)]),
+            products=np.concatenate([self.products, np.full(count, product)]).astype(str),
+            groups=np.concatenate([self.groups, np.arange(first, first + count)]),
+            synthetic=np.concatenate([self.synthetic, np.zeros(count, dtype=bool)]),
+            photos=np.concatenate([self.photos, np.asarray(photos, dtype=str)]).astype(str),
+            sha256=np.concatenate([self.sha256, np.asarray(sha256, dtype=str)]).astype(str),
+        )
+
+    def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
+        """At most `per_product` photos of each product (with their copies): a seeded random sample, always
+        holding the photos (groups) in `keep` (what an operator just enrolled) while they fit."""
+        kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
+        mask = np.zeros(len(self.products), dtype=bool)
+        for index, product in enumerate(np.unique(self.products)):
+            rows = self.products == product
+            photos = np.unique(self.groups[rows])
+            if len(photos) > per_product:
+                wanted = photos[np.isin(photos, kept_groups)][-per_product:]
+                rest = photos[~np.isin(photos, wanted)]
+                rng = np.random.default_rng(seed + index)
+                picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
+                photos = np.concatenate([picked, wanted])
+            mask |= rows & np.isin(self.groups, photos)
+        return self.rows(mask)
+
+    def rows(self, mask: np.ndarray) -> EnrolmentBase:
+        return EnrolmentBase(
+            self.features[mask],
+            self.products[mask],
+            self.groups[mask],
+            self.synthetic[mask],
+            self.photos[mask],
+            self.sha256[mask],
+        )
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the last full training chose, so an enrolment refits without searching."""
+
+    structure: str
+    classifiers: Mapping[str | None, tuple[Candidate, float]]
+    target_precision: float = 0.9
+    refuse_unseen: float | None = None
+    product_threshold: float | None = None  # given to training (None: calibrated)
+    category_threshold: float | None = None
+    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
+    base_per_product: int = DEFAULT_BASE_PER_PRODUCT
+    tuning_photos: int | None = 3000
+    seed: int = 0
+    trained_version: str = ""  # the full training these choices come from
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "structure": self.structure,
+            "classifiers": [
+                {
+                    "scope": scope,
+                    "kind": candidate.kind,
+                    "parameter": candidate.parameter,
+                    "preprocessing": candidate.preprocessing,
+                    "temperature": temperature,
+                }
+                for scope, (candidate, temperature) in sorted(
+                    self.classifiers.items(), key=lambda item: "" if item[0] is None else f"~{item[0]}"
+                )
+            ],
+            "target_precision": self.target_precision,
+            "refuse_unseen": self.refuse_unseen,
+            "product_threshold": self.product_threshold,
+            "category_threshold": self.category_threshold,
+            "gallery_per_product": self.gallery_per_product,
+            "base_per_product": self.base_per_product,
+            "tuning_photos": self.tuning_photos,
+            "seed": self.seed,
+            "trained_version": self.trained_version,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Choices:
+        classifiers = {
+            entry["scope"]: (
+                Candidate(str(entry["kind"]), float(entry["parameter"]), str(entry["preprocessing"])),
+                float(entry["temperature"]),
+            )
+            for entry in record["classifiers"]
+        }
+
+        def optional(name: str) -> float | None:
+            value = record.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            structure=str(record["structure"]),
+            classifiers=classifiers,
+            target_precision=float(record["target_precision"]),
+            refuse_unseen=optional("refuse_unseen"),
+            product_threshold=optional("product_threshold"),
+            category_threshold=optional("category_threshold"),
+            gallery_per_product=int(record["gallery_per_product"]),
+            base_per_product=int(record["base_per_product"]),
+            tuning_photos=None if record.get("tuning_photos") is None else int(record["tuning_photos"]),
+            seed=int(record["seed"]),
+            trained_version=str(record.get("trained_version", "")),
+        )
+
+
+def base_record(base: EnrolmentBase) -> dict[str, Any]:
+    return {"file": BASE_FILE, "rows": len(base.features), "photos": int((~base.synthetic).sum())}

@@ -1,0 +1,164 @@
+"""Fitting the head's nodes: what training, enrolment and open-set calibration share.
+
+A head is a set of nodes (the categories, then one product classifier per category; or one flat node); each
+node's classifier is chosen by cross-validation (`tune_node`) on folds that never split a photo from its
+synthetic copies (`photo_folds`), then fitted on all its rows (`fit_nodes`). Thresholds come from
+`calibrate_threshold`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from models.answer.classifiers import TEMPERED_KINDS, Candidate, Classifier, fit_candidate, fit_temperature, softmax
+from models.answer.head import CATEGORY_FIRST, FLAT
+from models.train.report import precision_by_threshold
+
+
+def calibrate_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
+    """The lowest confidence threshold whose accepted answers are right at least `target_precision` of the time.
+
+    Answers below the threshold become "unknown". When no threshold reaches the target, everything but the
+    single most confident answer is refused (the threshold is the highest confidence seen).
+    """
+    if len(confidence) == 0:
+        return 0.5
+    thresholds, _, precision = precision_by_threshold(confidence, correct)
+    ok = np.flatnonzero(precision >= target_precision)
+    return float(thresholds[ok[-1]]) if len(ok) else float(thresholds[0])
+
+
+DEFAULT_CANDIDATE = Candidate("logistic", 10.0)  # with too few photos per product to cross-validate
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One classifier of the head: `scope` None is the top level; `rows` are the rows it trains on."""
+
+    scope: str | None
+    rows: np.ndarray  # bool over all rows
+    targets: np.ndarray  # class of every row at this level (category or product)
+
+
+@dataclass(frozen=True, slots=True)
+class Tuned:
+    candidate: Candidate
+    classes: np.ndarray
+    oof: np.ndarray  # (real rows, classes) out-of-fold probabilities of the chosen candidate
+    temperature: float
+    scores: dict[str, float]  # macro-F1 of every candidate tried
+
+
+def head_nodes(all_labels: np.ndarray, categories: np.ndarray, structure: str) -> list[Node]:
+    everything = np.ones(len(all_labels), dtype=bool)
+    if structure == FLAT:
+        return [Node(None, everything, all_labels)]
+    nodes = [Node(None, everything, categories)]
+    for category in np.unique(categories):
+        inside = categories == category
+        if len(np.unique(all_labels[inside])) > 1:
+            nodes.append(Node(str(category), inside, all_labels))
+    return nodes
+
+
+def tune_node(
+    node: Node,
+    features: np.ndarray,
+    real: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    search: Sequence[Candidate],
+    *,
+    seed: int,
+    tick: Callable[[], None],
+) -> Tuned:
+    """Every candidate through the folds; the best macro-F1 on this node's real photos wins.
+
+    Out-of-fold answers are kept for every real photo (also those of other categories: category-first
+    multiplies them by the category's probability) so thresholds can be calibrated on the whole head.
+    """
+    classes = np.unique(node.targets[node.rows])
+    scored = node.rows[real]
+    truth = node.targets[real]
+    best: Tuned | None = None
+    best_score = -1.0
+    scores: dict[str, float] = {}
+    for candidate in search:  # fits run in series: BLAS already uses every core (threads measured no faster)
+        svm = candidate.kind in TEMPERED_KINDS  # decisions here; probabilities once the temperature is known
+        answers = np.zeros((len(real), len(classes)))
+        for fold_rows, held_out in splits:
+            train_rows = fold_rows[node.rows[fold_rows]]  # this node's rows of the fold's training part
+            classifier = fit_candidate(candidate, features[train_rows], node.targets[train_rows], seed=seed)
+            apply = classifier.decision if svm else classifier.probabilities
+            columns = np.searchsorted(classes, np.asarray(classifier.classes))
+            answers[np.ix_(held_out, columns)] = apply(features[real[held_out]])
+            tick()
+        temperature = 1.0
+        if svm:
+            temperature = fit_temperature(answers[scored], np.searchsorted(classes, truth[scored]))
+            answers = softmax(answers * temperature)
+        predicted = classes[answers[scored].argmax(axis=1)]
+        score = float(f1_score(truth[scored], predicted, average="macro"))
+        scores[candidate.label] = round(score, 4)
+        if score > best_score:
+            best, best_score = Tuned(candidate, classes, answers, temperature, scores), score
+    assert best is not None
+    return best
+
+
+def tuning_sample(
+    labels: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, photos: int | None, seed: int
+) -> np.ndarray:
+    """Rows to cross-validate on: everything, or a stratified sample of `photos` photos with their copies."""
+    real = np.flatnonzero(~synthetic)
+    if photos is None or len(real) <= photos:
+        return np.ones(len(labels), dtype=bool)
+    kept, _ = train_test_split(real, train_size=photos, stratify=labels[real], random_state=seed)
+    return np.isin(groups, groups[kept])
+
+
+def resolve_structure(structure: str, categories: np.ndarray) -> str:
+    """The head structure to fit: category-first needs two categories (one would always be answered)."""
+    if structure == CATEGORY_FIRST and len(np.unique(categories)) < 2:
+        return FLAT
+    return structure
+
+
+def fold_count(labels: np.ndarray) -> int:
+    """Stratified folds over the real photos: five, or as many as the rarest product has photos (<2: no CV)."""
+    _, counts = np.unique(labels, return_counts=True)
+    return int(min(5, counts.min()))
+
+
+def photo_folds(
+    real: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds as (training rows, held-out positions in `real`).
+
+    `real` indexes the real photos among all rows, `labels` are their products, `groups` names every row's
+    photo. A fold holds out real photos and trains on every row (photo or synthetic copy) whose photo it does
+    not hold out, so no photo is scored by a classifier that saw its copies.
+    """
+    splits = []
+    for _, held_out in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(real, labels):
+        held_out_groups = groups[real[held_out]]
+        splits.append((np.flatnonzero(~np.isin(groups, held_out_groups)), held_out))
+    return splits
+
+
+def fit_nodes(
+    nodes: Sequence[Node], chosen: Mapping[str | None, tuple[Candidate, float]], features: np.ndarray, seed: int
+) -> dict[str | None, Classifier]:
+    """Fit each node's chosen candidate on all its rows (an SVM with its cross-validated temperature)."""
+    fitted: dict[str | None, Classifier] = {}
+    for node in nodes:
+        candidate, temperature = chosen[node.scope]
+        classifier = fit_candidate(candidate, features[node.rows], node.targets[node.rows], seed=seed)
+        fitted[node.scope] = (
+            classifier.with_temperature(temperature) if candidate.kind in TEMPERED_KINDS else classifier
+        )
+    return fitted
