@@ -1,4 +1,5 @@
-"""The operator page: `/ui` and its files from api/static/, by name only (never a path), with a strict CSP."""
+"""The operator page: `/ui` and its files from api/static/ (its ES modules from api/static/js/), by name only (never
+a path), with a strict CSP."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ UI_HEADERS = {
 }
 
 
-def asset(name: str) -> FileResponse:
+def asset(name: str, folder: Path = STATIC) -> FileResponse:
     suffix = Path(name).suffix.lower()
-    path = STATIC / name
+    path = folder / name
     if not ASSET_NAME.match(name) or suffix not in MEDIA_TYPES or not path.is_file():
         raise not_found(NOT_FOUND, f"no page file {name[:80]!r}")
     return FileResponse(path, media_type=MEDIA_TYPES[suffix], headers=UI_HEADERS)
@@ -56,5 +57,9 @@ def router() -> APIRouter:
     @routes.get("/ui/{name}")
     def page_file(name: str) -> FileResponse:
         return asset(name or "index.html")
+
+    @routes.get("/ui/js/{name}")
+    def page_module(name: str) -> FileResponse:  # the page's script: ES modules importing each other as ./name.js
+        return asset(name, STATIC / "js")
 
     return routes
