@@ -163,43 +163,6 @@ def write_model(
     return final
 
 
-@dataclass(frozen=True)
-class VersionStatus:
-    """One version of a store as `partsight models` lists it."""
-
-    version: str
-    name: str
-    created_at: str
-    current: bool
-    problem: str | None  # None when every file matches the manifest and the head loads
-
-
-def store_versions(store: Path) -> list[VersionStatus]:
-    """Every version in a store, oldest first, each verified as a worker would verify it."""
-    current = resolve(store).name if (store / CURRENT).exists() else None
-    statuses = []
-    for folder in sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder / MANIFEST).is_file():
-            continue
-        try:
-            bundle = load_model(folder)
-            name, created, problem = bundle.name, str(bundle.manifest.get("created_at", "")), None
-        except ArtifactError as exc:
-            name, created, problem = "?", "", str(exc)
-        statuses.append(VersionStatus(folder.name, name, created, folder.name == current, problem))
-    return statuses
-
-
-def use_version(store: Path, version: str) -> ModelBundle:
-    """Point `current` at `version` after verifying it (a roll-back or a roll-forward); refuse a bad one."""
-    folder = store / version
-    if version in {"", ".", ".."} or "/" in version or not (folder / MANIFEST).is_file():
-        raise ArtifactError(f"{store} has no version {version!r}")
-    bundle = load_model(folder)
-    point_current(store, version)
-    return bundle
-
-
 def served_signature(path: Path) -> tuple[str, str]:
     """What identifies the version `path` serves: its directory and its manifest's sha256. Cheap enough to poll;
     it changes when `current` moves or a version's manifest is rewritten."""

@@ -5,12 +5,19 @@ ModelError                  base of everything raised here
 ├── BackboneError           unknown backbone name, missing or mismatched weights
 ├── CatalogError            a catalog file that is missing, malformed or inconsistent
 ├── DatasetError            a training image folder that does not fit the expected layout
-├── ArtifactError           a model directory that is missing files or fails verification
+├── TrainingError           rows or settings a classifier or the novelty score cannot be fitted with
+├── InvalidModel            a head, classifier, gallery, novelty score or enrolment base whose parts are
+│                           malformed or do not fit together (read from a version: load_model says ArtifactError)
+├── ArtifactError           a model directory that is missing files, fails verification or holds a malformed file
+│   └── UnknownVersion      no version by that name in the store (or a name that is not one: never a path)
 ├── ReviewError             the review store cannot be created, written or read
 │   └── UnknownItem         no review item by that id (or an id that is not one: never a path)
 ├── StoreBusy               the model store's lock was held too long (an enrolment or an activation)
 └── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
     └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
+
+A plain ValueError or AssertionError from this package is a bug (a broken invariant), never a bad input: nothing
+here catches it, so it reaches the log with its traceback.
 """
 
 from __future__ import annotations
@@ -41,8 +48,22 @@ class DatasetError(ModelError):
     pass
 
 
+class TrainingError(ModelError):
+    """Training rows or settings a classifier or the novelty score cannot be fitted with: a single class, no
+    never-seen frames, a share to refuse outside (0, 1]. An enrolment reports it as `refit_failed`."""
+
+
+class InvalidModel(ModelError):
+    """A head, classifier, gallery, novelty score or enrolment base whose parts are malformed or do not fit
+    together. Read from a version's files it means a malformed version: load_model raises ArtifactError."""
+
+
 class ArtifactError(ModelError):
-    pass
+    """A model directory that is missing files, fails verification or holds a file that is not what it says."""
+
+
+class UnknownVersion(ArtifactError):
+    """No model version by that name in the store, or a name that is not one (never read as a path)."""
 
 
 class ReviewError(ModelError):

@@ -193,31 +193,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.bundle import store_versions, use_version
-    from models.errors import ArtifactError
-    from models.store.versions import store_lock
+    from models.errors import ArtifactError, StoreBusy
+    from models.store.versions import activate, list_versions
     from partsight.enrol_cli import tell_workers
 
     store = Path(args.store)
     try:
         if args.use:
-            with store_lock(store, timeout_s=60):  # never in the middle of an enrolment
-                bundle = use_version(store, args.use)
-            print(f"{store / 'current'} now points at {bundle.version}")
-            if tell_workers(bundle.version, dict(os.environ), reason="activate"):
+            activate(store, args.use, timeout_s=60)  # never in the middle of an enrolment
+            print(f"{store / 'current'} now points at {args.use}")
+            if tell_workers(args.use, dict(os.environ), reason="activate"):
                 print("workers were told on Redis to load it now")
             else:
                 print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
             return 0
-        versions = store_versions(store)
-    except ArtifactError as exc:
+        versions = list_versions(store, verify=True)
+    except (ArtifactError, StoreBusy, OSError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
-    for status in versions:
-        mark = "*" if status.current else " "
-        state = "verified" if status.problem is None else f"BROKEN: {status.problem}"
-        print(f"{mark} {status.version}  {status.name}  {status.created_at}  {state}")
-    return 0 if all(status.problem is None for status in versions) else 1
+    for entry in reversed(versions):  # oldest first, the newest last, above the prompt
+        mark = "*" if entry.current else " "
+        state = "verified" if entry.problem is None else f"BROKEN: {entry.problem}"
+        print(f"{mark} {entry.version}  {entry.name or '?'}  {entry.created_at or ''}  {state}")
+    return 0 if all(entry.problem is None for entry in versions) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,16 +13,9 @@ from api.auth import Auth
 from api.errors import INTERNAL, UNKNOWN_REPORT_FILE, UNKNOWN_VERSION, VERSION_INVALID, ApiError, not_found
 from api.services import Services
 from api.tokens import ADMIN
-from models.errors import ArtifactError, StoreBusy
-from models.store.versions import (
-    current_version,
-    point_current,
-    read_manifest,
-    store_lock,
-    verify_version,
-    version_dir,
-    version_folders,
-)
+from models.errors import ArtifactError, StoreBusy, UnknownVersion
+from models.store import versions
+from models.store.versions import VersionEntry, list_versions, read_manifest, version_dir
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +24,22 @@ ACTIVATE_WAIT_S = 30.0  # how long an activation waits for an enrolment in progr
 REPORT_TYPES = {".png": "image/png", ".json": "application/json", ".md": "text/markdown; charset=utf-8"}
 
 
-def version_entry(folder: Path, current: str | None) -> dict[str, Any]:
+def version_record(entry: VersionEntry) -> dict[str, Any]:
     """One version as GET /v1/models lists it (its manifest read as JSON; files are verified on activation)."""
-    try:
-        manifest, problem = read_manifest(folder), None
-    except ArtifactError as exc:
-        manifest, problem = {}, str(exc)
+    manifest = entry.manifest
     report_files, backbone = manifest.get("report_files"), manifest.get("backbone")
     return {
-        "version": folder.name,
-        "name": manifest.get("name"),
-        "created_at": manifest.get("created_at"),
-        "current": folder.name == current,
+        "version": entry.version,
+        "name": entry.name,
+        "created_at": entry.created_at,
+        "current": entry.current,
         "backbone": backbone.get("name") if isinstance(backbone, dict) else None,
         "training": manifest.get("training"),
         "enrolment": manifest.get("enrolment"),
         "report_files": [name for name in report_files if isinstance(name, str)]
         if isinstance(report_files, list)
         else [],
-        "problem": problem,
+        "problem": entry.problem,
     }
 
 
@@ -60,7 +50,7 @@ def router(services: Services, auth: Auth) -> APIRouter:
     def folder_of(version: str) -> Path:
         try:
             return version_dir(store, version)
-        except ArtifactError as exc:
+        except UnknownVersion as exc:
             raise not_found(UNKNOWN_VERSION, f"no model version {version[:80]!r}") from exc
 
     @routes.get(
@@ -69,10 +59,9 @@ def router(services: Services, auth: Auth) -> APIRouter:
         summary="Model versions, newest first, and which is current",
     )
     def list_models() -> dict[str, Any]:
-        current = current_version(store)
-        versions = [version_entry(folder, current) for folder in version_folders(store)]
-        versions.sort(key=lambda entry: (str(entry["created_at"] or ""), entry["version"]), reverse=True)
-        return {"current": current, "versions": versions}
+        entries = list_versions(store)
+        current = next((entry.version for entry in entries if entry.current), None)
+        return {"current": current, "versions": [version_record(entry) for entry in entries]}
 
     @routes.get(
         "/v1/models/{version}/report/{file}",
@@ -100,16 +89,12 @@ def router(services: Services, auth: Auth) -> APIRouter:
         summary="Verify a version's files against its manifest, make it current, tell the workers to load it",
     )
     def activate(version: str) -> dict[str, Any]:
-        folder = folder_of(version)
+        folder_of(version)  # 404 for a name that is no version
         try:
-            verify_version(folder)
+            previous = versions.activate(store, version, timeout_s=ACTIVATE_WAIT_S)
         except ArtifactError as exc:
             logger.warning("refused to activate %s: %s", version, exc)
             raise ApiError(409, VERSION_INVALID, f"version {version} fails verification: {exc}") from exc
-        try:
-            with store_lock(store, timeout_s=ACTIVATE_WAIT_S):  # never in the middle of an enrolment
-                previous = current_version(store)
-                point_current(store, version)
         except StoreBusy as exc:
             raise ApiError(503, "busy", f"an enrolment holds the store: {exc}", {"Retry-After": "5"}) from exc
         except OSError as exc:

@@ -1,7 +1,8 @@
 """The versions of a model store as files: list them, verify their sha256 against the manifest, move `current`.
 
 Standard library only (manifests read as JSON, files hashed with hashlib), so the HTTP API lists and activates
-versions without numpy; models.bundle loads what these functions verified and moves `current` through them.
+versions without numpy. `list_versions` and `activate` are the one way both `partsight models` and the API do it;
+models.bundle loads what these functions verified and moves `current` through them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import ArtifactError, StoreBusy
+from models.errors import ArtifactError, StoreBusy, UnknownVersion
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
@@ -59,12 +61,12 @@ def current_version(store: Path) -> str | None:
 
 
 def version_dir(store: Path, version: object) -> Path:
-    """The folder of `version` in `store`; ArtifactError for a name that is not a version there (never a path)."""
+    """The folder of `version` in `store`; UnknownVersion for a name that is not a version there (never a path)."""
     if not isinstance(version, str) or not VERSION_NAME.match(version) or version == CURRENT:
-        raise ArtifactError(f"{store} has no version {str(version)[:80]!r}")
+        raise UnknownVersion(f"{store} has no version {str(version)[:80]!r}")
     folder = store / version
     if not (folder / MANIFEST).is_file():
-        raise ArtifactError(f"{store} has no version {version!r}")
+        raise UnknownVersion(f"{store} has no version {version!r}")
     return folder
 
 
@@ -153,3 +155,53 @@ def store_lock(store: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]
         yield
     finally:
         handle.close()
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """One version of a store, as `partsight models` and GET /v1/models list it."""
+
+    version: str
+    manifest: Mapping[str, Any]  # empty when it cannot be read (then `problem` says why)
+    current: bool
+    problem: str | None  # None: readable (and, when listed with verify, every file matches the manifest)
+
+    @property
+    def name(self) -> str | None:
+        name = self.manifest.get("name")
+        return name if isinstance(name, str) else None
+
+    @property
+    def created_at(self) -> str | None:
+        created = self.manifest.get("created_at")
+        return created if isinstance(created, str) else None
+
+
+def list_versions(store: Path, *, verify: bool = False) -> list[VersionEntry]:
+    """Every version of `store`, newest first; with `verify`, each file hashed against its manifest too (as
+    `activate` checks it; slow for big versions, so the API lists without and verifies on activation)."""
+    current = current_version(store)
+    entries = []
+    for folder in version_folders(store):
+        try:
+            manifest, problem = (verify_version if verify else read_manifest)(folder), None
+        except ArtifactError as exc:
+            manifest, problem = {}, str(exc)
+        entries.append(VersionEntry(folder.name, manifest, folder.name == current, problem))
+    entries.sort(key=lambda entry: (entry.created_at or "", entry.version), reverse=True)
+    return entries
+
+
+def activate(store: Path, version: str, *, timeout_s: float) -> str | None:
+    """Point `current` at `version` once every file of it matches its manifest (a roll-back or a roll-forward),
+    under the store's lock (never in the middle of an enrolment); returns the version that was current.
+
+    UnknownVersion when `version` is not a version of `store`, ArtifactError when it fails verification (`current`
+    untouched),
+    StoreBusy when the lock is held longer than `timeout_s`."""
+    folder = version_dir(store, version)
+    verify_version(folder)
+    with store_lock(store, timeout_s=timeout_s):
+        previous = current_version(store)
+        point_current(store, version)
+    return previous
