@@ -21,8 +21,8 @@ from paho.mqtt.properties import Properties
 
 from api.errors import INTERNAL, ApiError, bad_request, overloaded, unavailable
 from broker.contract import new_frame_id
-from broker.errors import MqttUnavailable, TopicError
-from broker.mqtt import PAHO_KEEPS_MESSAGE, MqttConnection
+from broker.errors import BrokerError, TopicError
+from broker.mqtt import MqttConnection
 from broker.settings import MqttSettings
 from broker.topics import Topics
 
@@ -129,12 +129,9 @@ class MqttRecognizer:
                 _resolve(future, error=unavailable(f"the MQTT broker refused the frame on {topic}"))
 
         try:
-            info = self.connection.publish(topic, image, qos=1, properties=properties, on_acked=on_acked)
-        except (MqttUnavailable, RuntimeError, ValueError) as exc:
+            self.connection.publish(topic, image, qos=1, properties=properties, on_acked=on_acked)
+        except BrokerError as exc:  # paho did not take it: no acknowledgement will ever come
             _resolve(future, error=unavailable(f"publishing the frame failed: {exc}"))
-            return future
-        if info.rc not in PAHO_KEEPS_MESSAGE:
-            _resolve(future, error=unavailable(f"publishing the frame failed: paho error {info.rc}"))
         return future
 
     def _forget(self, correlation: bytes) -> None:

@@ -18,7 +18,7 @@ from broker.admission import Inbound, admit, frame_id_hint
 from broker.codes import ErrorCode
 from broker.contract import FrameRequest, encode, error_message
 from broker.enrol_messages import EnrolRequest, admit_enrolment, enrol_hints, enrolment_refusal
-from broker.errors import FrameRejected, TopicError
+from broker.errors import FrameRejected, PublishFailed, TopicError
 from broker.metrics import BridgeMetrics
 from broker.mqtt import MqttConnection, response_properties, user_properties
 from broker.settings import BridgeSettings
@@ -209,7 +209,7 @@ class Bridge:
         refusal = enrolment_refusal(
             device=device, frame_id=frame_id, product=product, code=exc.code, message=exc.message, at=self._clock()
         )
-        self.connection.publish(self.topics.error(device), encode(refusal), qos=1)
+        self._tell(self.topics.error(device), encode(refusal))
 
     def _admit_within_bound(self) -> None:
         with self._depth_lock:
@@ -223,11 +223,16 @@ class Bridge:
         logger.info("rejected frame %s from %s: %s (%s)", frame_id, device, exc.code, exc.message)
         self.metrics.frames_rejected.labels(reason=str(exc.code)).inc()
         payload = encode(error_message(device, frame_id, exc.code, exc.message, self._clock()))
-        self.connection.publish(self.topics.error(device), payload, qos=1)
+        self._tell(self.topics.error(device), payload)
         if inbound.response_topic and self.connection.is_v5:
-            self.connection.publish(
-                inbound.response_topic, payload, qos=1, properties=response_properties(inbound.correlation_data)
-            )
+            self._tell(inbound.response_topic, payload, response_properties(inbound.correlation_data))
+
+    def _tell(self, topic: str, payload: bytes, properties: Any = None) -> None:
+        """A refusal to its device: at QoS 1 paho resends it after a reconnect; one it did not take is logged."""
+        try:
+            self.connection.publish(topic, payload, qos=1, properties=properties)
+        except PublishFailed as exc:
+            logger.warning("the refusal on %s was not sent: %s", topic, exc)
 
     def _next_window(self) -> tuple[list[Pending], bool]:
         """The next window: up to `window_frames` frames (or `window_bytes`), collected for at most `window_ms`.

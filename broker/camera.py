@@ -19,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker.contract import new_frame_id, rfc3339
+from broker.errors import PublishFailed
 from broker.mqtt import MqttConnection
 from broker.settings import MqttSettings
 from broker.topics import Topics
@@ -111,22 +112,28 @@ class Camera:
         self.connection.stop()
 
     def publish(self, image: bytes, *, frame_id: str | None = None, qos: int = 1) -> str:
+        """Send one frame and return its id; PublishFailed when paho did not take it."""
         frame_id = frame_id or new_frame_id()
         captured_at = rfc3339(time.time())
         topic = self.topics.frame(self.device)
         with self._lock:
             self._sent_at[frame_id] = time.perf_counter()
-        if self.connection.is_v5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = [("frame_id", frame_id), ("captured_at", captured_at)]
-            self.connection.publish(topic, image, qos=qos, properties=properties)
-        else:
-            envelope = {
-                "frame_id": frame_id,
-                "captured_at": captured_at,
-                "image_b64": base64.b64encode(image).decode("ascii"),
-            }
-            self.connection.publish(topic, json.dumps(envelope).encode(), qos=qos)
+        try:
+            if self.connection.is_v5:
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.UserProperty = [("frame_id", frame_id), ("captured_at", captured_at)]
+                self.connection.publish(topic, image, qos=qos, properties=properties)
+            else:
+                envelope = {
+                    "frame_id": frame_id,
+                    "captured_at": captured_at,
+                    "image_b64": base64.b64encode(image).decode("ascii"),
+                }
+                self.connection.publish(topic, json.dumps(envelope).encode(), qos=qos)
+        except PublishFailed:  # not sent: no answer will come for it
+            with self._lock:
+                self._sent_at.pop(frame_id, None)
+            raise
         return frame_id
 
     @property

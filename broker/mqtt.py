@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.errors import MqttUnavailable
+from broker.errors import MqttUnavailable, PublishFailed
 from broker.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
@@ -144,21 +144,31 @@ class MqttConnection:
         retain: bool = False,
         properties: Properties | None = None,
         on_acked: Callable[[bool], None] | None = None,
-    ) -> paho.MQTTMessageInfo:
-        """Publish; `on_acked(ok)` runs in paho's network thread the moment the broker acknowledges (QoS 1/2).
+    ) -> int:
+        """Publish and return the message id; `on_acked(ok)` runs in paho's network thread the moment the
+        broker acknowledges (QoS 1/2).
+
+        Raises PublishFailed when paho did not take the message (an invalid topic, QoS or payload, or a return
+        code after which paho does not keep it): it is not sent and `on_acked` never runs. A message paho keeps
+        while disconnected (QoS 1, MQTT_ERR_NO_CONN) is not a failure: it is sent again on reconnect, and its
+        callback waits for that PUBACK.
 
         Acting inside the acknowledgement, rather than after a waiting thread wakes up, keeps the window
         between "the broker has it" and "we recorded that" as short as it can be. `on_acked` is registered
         while paho's outgoing-message lock is held: paho handles a PUBACK under that lock, so no
-        acknowledgement can slip in before its callback is there. A message paho keeps while disconnected
-        (QoS 1, MQTT_ERR_NO_CONN) is sent again on reconnect, and its callback waits for that PUBACK.
+        acknowledgement can slip in before its callback is there.
         """
         with self._paho_outgoing_lock:
-            info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-            if on_acked is not None and qos > 0 and info.rc in PAHO_KEEPS_MESSAGE:
+            try:
+                info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            except ValueError as exc:  # the only exception paho's publish documents
+                raise PublishFailed(str(exc)) from exc
+            if info.rc not in PAHO_KEEPS_MESSAGE:
+                raise PublishFailed(f"paho error {info.rc}", rc=info.rc)
+            if on_acked is not None and qos > 0:
                 with self._acks_lock:
                     self._ack_callbacks[info.mid] = on_acked
-        return info
+        return info.mid
 
     def _handle_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._acks_lock:

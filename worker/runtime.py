@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from broker.contract import MODEL_CHANNEL
 from broker.dispatch import announce_current, redis_client_url
+from broker.errors import PublishFailed
 from broker.framestore import FrameStore
 from broker.http import serve
 from broker.mqtt import MqttConnection
@@ -132,7 +133,7 @@ class Runtime:
         review: ReviewSink | NoReview = NoReview()
         if review_store is not None:
             review = ReviewSink(review_store, metrics, sample=settings.review_sample, margin=settings.review_margin)
-            logger.info("frames for review kept in %s", settings.review_store)
+            logger.info("frames for review kept in %s", settings.review.location)
         pipeline = FramePipeline(
             model=slot.get,
             batcher=batcher,
@@ -209,8 +210,12 @@ class Runtime:
 
 
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> None:
-    """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect)."""
-    connection.publish(topic, payload, qos=1)
+    """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect); one paho did not take
+    is logged, never raised: the enrolment itself is done."""
+    try:
+        connection.publish(topic, payload, qos=1)
+    except PublishFailed as exc:
+        logger.warning("the enrolment's outcome on %s was not sent: %s", topic, exc)
 
 
 def enrolment_problem(settings: WorkerSettings) -> str | None:

@@ -26,14 +26,13 @@ class Connection:
         if not self.up:
             raise MqttUnavailable("no connection")
 
-    def publish(self, topic: str, payload: bytes, *, qos: int, properties: Any = None, on_acked: Any = None) -> Any:
+    def publish(self, topic: str, payload: bytes, *, qos: int, properties: Any = None, on_acked: Any = None) -> int:
         self.sent.append((topic, payload, properties))
-        info = SimpleNamespace(mid=len(self.sent), rc=0)
         if topic in self.silent:
             self.held.append(on_acked)
         else:
             on_acked(topic not in self.refuse)
-        return info
+        return len(self.sent)
 
 
 def request(frame_id: str, **extra: Any) -> FrameRequest:
@@ -98,7 +97,7 @@ def test_callbacks_are_registered_under_the_lock_paho_handles_pubacks_under() ->
     assert connection._paho_outgoing_lock is connection.client._out_message_mutex
     acked: list[bool] = []
     with connection._paho_outgoing_lock:  # paho's reentrant lock: publish() takes it again inside
-        info = connection.publish("t", b"x", qos=1, on_acked=acked.append)
-    assert info.rc != 0 and info.mid in connection._ack_callbacks  # not connected: paho keeps it for later
-    connection._handle_publish(connection.client, None, info.mid, SimpleNamespace(is_failure=False), None)
-    assert acked == [True] and info.mid not in connection._ack_callbacks
+        mid = connection.publish("t", b"x", qos=1, on_acked=acked.append)
+    assert mid in connection._ack_callbacks  # not connected: paho keeps it for later
+    connection._handle_publish(connection.client, None, mid, SimpleNamespace(is_failure=False), None)
+    assert acked == [True] and mid not in connection._ack_callbacks
