@@ -33,7 +33,7 @@ from api.settings import ApiSettings
 from broker.errors import SettingsError
 from models.errors import EnrolmentError, ReviewError
 from models.store.enrolment_requests import EnrolmentStore
-from models.store.review_location import AnyReviewStore, open_review_store
+from models.store.review_location import AnyReviewStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def open_stores(settings: ApiSettings) -> tuple[EnrolmentStore, AnyReviewStore]:
     except EnrolmentError as exc:
         raise SettingsError(f"PARTSIGHT_MODEL_DIR: {exc}") from exc
     try:
-        review_store = open_review_store(  # a directory, or an s3:// bucket (checked: exists, credentials)
-            settings.review_store,
-            max_items=settings.review_max_items,
-            max_bytes=settings.review_max_bytes,
-            max_age_s=settings.review_max_age_s,
-        )
+        review_store = settings.review.open()  # a directory, or an s3:// bucket (checked: exists, credentials)
     except ReviewError as exc:
         raise SettingsError(f"PARTSIGHT_REVIEW_STORE: {exc}") from exc
     return enrolments, review_store

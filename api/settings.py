@@ -22,20 +22,14 @@ from broker.settings import (
 )
 from broker.topics import Topics, validate_segment
 from models.errors import ReviewError
-from models.store.review_location import REVIEW_DIR, ReviewLocation, review_location
+from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
 from models.store.review_s3 import SECRET_KEY_VAR
-from models.store.versions import MANIFEST
+from models.store.versions import DEFAULT_STORE, MANIFEST
 
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # one enrolment's photos together
 DEFAULT_MAX_IN_FLIGHT = 256  # recognitions waiting for their answer; more are answered 503 overloaded
-DEFAULT_MODEL_DIR = "models-store"
-# The review store's bounds, as the workers read them (the API never imports the worker package; its location is
-# models.store.review_location.review_location for both, and a unit test keeps the two readings equal).
-DEFAULT_REVIEW_MAX_ITEMS = 10_000
-DEFAULT_REVIEW_MAX_BYTES = 1 << 30
-DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
 LOOPBACK, ALL_INTERFACES = "127.0.0.1", "0.0.0.0"  # every interface: only with tokens
 
 
@@ -52,11 +46,8 @@ class ApiSettings:
     max_body_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES  # one image: a recognised frame, or each enrolment photo
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # one enrolment request's body, all its photos
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    model_dir: Path = Path(DEFAULT_MODEL_DIR)
-    review_store: ReviewLocation = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR  # a directory, or an s3:// bucket
-    review_max_items: int = DEFAULT_REVIEW_MAX_ITEMS
-    review_max_bytes: int = DEFAULT_REVIEW_MAX_BYTES
-    review_max_age_s: float = DEFAULT_REVIEW_MAX_AGE_S
+    model_dir: Path = Path(DEFAULT_STORE)
+    review: ReviewSettings = DEFAULT_REVIEW  # a directory, or an s3:// bucket, and its bounds
     visibility_timeout_s: int = 60
 
     @property
@@ -103,7 +94,7 @@ class ApiSettings:
                 f"PARTSIGHT_API_MAX_UPLOAD_BYTES ({max_upload}) must be at least PARTSIGHT_API_MAX_BODY_BYTES "
                 f"({max_body}): an enrolment carries at least one photo"
             )
-        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR))
+        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_STORE))
         port = env_int(env, "PARTSIGHT_API_PORT", DEFAULT_PORT)
         if port > 65535:
             raise SettingsError(f"PARTSIGHT_API_PORT must be at most 65535, got {port}")
@@ -121,17 +112,21 @@ class ApiSettings:
             max_upload_bytes=max_upload,
             max_in_flight=env_int(env, "PARTSIGHT_API_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, minimum=1),
             model_dir=model_dir,
-            review_store=review_store_from_env(env, model_dir),
-            review_max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_REVIEW_MAX_ITEMS, minimum=1),
-            review_max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_REVIEW_MAX_BYTES, minimum=1),
-            review_max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_REVIEW_MAX_AGE_S, minimum=1.0),
+            review=review_settings_from_env(env, model_dir),
             visibility_timeout_s=env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2),
         )
 
 
-def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE as the workers read it (models.store.review_location.review_location); a SettingsError."""
+def review_settings_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewSettings:
+    """The review queue's location and bounds, read as the workers read them (ReviewSettings.from_env); a
+    SettingsError naming what is wrong."""
     try:
-        return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
+        return ReviewSettings.from_env(
+            env,
+            model_dir,
+            env_int=env_int,
+            env_float=env_float,
+            read_secret=lambda: secret_from_file(env, SECRET_KEY_VAR),
+        )
     except ReviewError as exc:
         raise SettingsError(str(exc)) from exc

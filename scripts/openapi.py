@@ -11,7 +11,6 @@ fails when the committed file is stale.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import tempfile
@@ -56,16 +55,17 @@ def schema() -> dict[str, Any]:
     from api.app import create_app
     from api.settings import ApiSettings
     from broker.settings import MqttSettings
+    from models.store.review_location import ReviewSettings
     from partsight import __version__
 
     with tempfile.TemporaryDirectory(prefix="partsight-openapi-") as folder:
         store = Path(folder) / "store"
         store.mkdir()
-        settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=store, review_store=store / "review")
+        settings = ApiSettings(
+            mqtt=MqttSettings("127.0.0.1", 1883), model_dir=store, review=ReviewSettings(store / "review")
+        )
         # as `partsight api` builds it: the release it says it is comes from the entry point
-        takes_version = "version" in inspect.signature(create_app).parameters
-        extra: dict[str, Any] = {"version": __version__} if takes_version else {}
-        app = create_app(settings, recognizer=OfflineRecognizer(), dispatcher=OfflineDispatcher(), **extra)
+        app = create_app(settings, recognizer=OfflineRecognizer(), dispatcher=OfflineDispatcher(), version=__version__)
         return app.openapi()
 
 

@@ -20,11 +20,10 @@ from broker.settings import (
     secret_from_file,
 )
 from models.errors import ReviewError
-from models.store.review_location import REVIEW_DIR, AnyReviewStore, ReviewLocation, review_location
-from models.store.review_location import open_review_store as open_store
+from models.store.review_location import DEFAULT_REVIEW, AnyReviewStore, ReviewSettings
 from models.store.review_s3 import SECRET_KEY_VAR
+from models.store.versions import DEFAULT_STORE
 
-DEFAULT_MODEL_DIR = "models-store"
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
 # only (never chosen by `auto`). The others are models.extract.engines.ENGINE_CHOICES (a test keeps them equal).
 TRANSPORT_ONLY_ENGINE = "none"
@@ -44,9 +43,6 @@ GPU_LANES = 2
 DEFAULT_MATCHES = 3  # nearest enrolled photos a result names (PARTSIGHT_MATCHES; 0: none)
 MAX_MATCHES = 50
 DEFAULT_REVIEW_MARGIN = 0.1
-DEFAULT_REVIEW_MAX_ITEMS = 10_000
-DEFAULT_REVIEW_MAX_BYTES = 1 << 30
-DEFAULT_REVIEW_MAX_AGE_S = 7 * 24 * 3600.0
 
 
 def usable_cores() -> int:
@@ -67,7 +63,7 @@ class WorkerSettings:
     mqtt: MqttSettings
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     topic_prefix: str = "partsight"
-    model_dir: Path = Path(DEFAULT_MODEL_DIR)
+    model_dir: Path = Path(DEFAULT_STORE)
     backbone_weights: Path | None = None
     device: str = "auto"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -86,12 +82,9 @@ class WorkerSettings:
     publish_timeout_s: float = 10.0
     model_reload_s: float = 10.0  # how often the store's `current` is looked at; 0: never reload
     matches: int = DEFAULT_MATCHES  # nearest enrolled photos each result names; 0: none
-    review_store: ReviewLocation = Path(DEFAULT_MODEL_DIR) / REVIEW_DIR  # a directory, or an s3:// bucket
+    review: ReviewSettings = DEFAULT_REVIEW  # a directory, or an s3:// bucket, and its bounds
     review_sample: float = 1.0  # share of eligible frames kept for review; 0: the review queue is off
     review_margin: float = DEFAULT_REVIEW_MARGIN  # a recognised frame whose two best scores are closer is kept
-    review_max_items: int = DEFAULT_REVIEW_MAX_ITEMS
-    review_max_bytes: int = DEFAULT_REVIEW_MAX_BYTES
-    review_max_age_s: float = DEFAULT_REVIEW_MAX_AGE_S
     enrol: bool = True  # consume the partsight.enrol queue beside the frames' (PARTSIGHT_WORKER_ENROL=0: frames only)
 
     @classmethod
@@ -104,7 +97,7 @@ class WorkerSettings:
         lanes = env_int(env, "PARTSIGHT_INFERENCE_LANES", default_lanes, minimum=1)
         visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
-        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_MODEL_DIR))
+        model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_STORE))
         return cls(
             mqtt=mqtt_from_env(env),
             redis_url=redis_url_from_env(env),
@@ -128,13 +121,10 @@ class WorkerSettings:
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
             publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
             matches=matches_from_env(env),
-            review_store=review_store_from_env(env, model_dir),
+            review=review_settings_from_env(env, model_dir),
             review_sample=review_sample_from_env(env),
             enrol=env_flag(env, "PARTSIGHT_WORKER_ENROL", True),
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
-            review_max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_REVIEW_MAX_ITEMS, minimum=1),
-            review_max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_REVIEW_MAX_BYTES, minimum=1),
-            review_max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_REVIEW_MAX_AGE_S, minimum=1.0),
         )
 
     @property
@@ -157,10 +147,17 @@ def matches_from_env(env: Mapping[str, str]) -> int:
     return matches
 
 
-def review_store_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewLocation:
-    """PARTSIGHT_REVIEW_STORE (models.store.review_location.review_location); a SettingsError naming what is wrong."""
+def review_settings_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewSettings:
+    """The review queue's location and bounds (ReviewSettings.from_env, as the API reads them); a SettingsError
+    naming what is wrong."""
     try:
-        return review_location(env, model_dir, lambda: secret_from_file(env, SECRET_KEY_VAR))
+        return ReviewSettings.from_env(
+            env,
+            model_dir,
+            env_int=env_int,
+            env_float=env_float,
+            read_secret=lambda: secret_from_file(env, SECRET_KEY_VAR),
+        )
     except ReviewError as exc:
         raise SettingsError(str(exc)) from exc
 
@@ -178,22 +175,18 @@ def open_review_store(settings: WorkerSettings) -> AnyReviewStore | None:
     so the worker refuses to start as it does for any bad setting."""
     if not settings.review_enabled:
         return None
-    inside = isinstance(settings.review_store, Path) and settings.review_store.is_relative_to(settings.model_dir)
+    where = settings.review.location
+    inside = isinstance(where, Path) and where.is_relative_to(settings.model_dir)
     if inside and not settings.model_dir.exists():  # a wrong path: say so, and create nothing there
         raise SettingsError(
             f"PARTSIGHT_MODEL_DIR {settings.model_dir} does not exist: point it at the model store "
             "(the folder `partsight train --out` writes)"
         )
     try:
-        store = open_store(
-            settings.review_store,
-            max_items=settings.review_max_items,
-            max_bytes=settings.review_max_bytes,
-            max_age_s=settings.review_max_age_s,
-        )
+        store = settings.review.open()
         store.check_writable()
     except ReviewError as exc:
-        fix = "name a writable directory, or" if isinstance(settings.review_store, Path) else "or"
+        fix = "name a writable directory, or" if isinstance(where, Path) else "or"
         raise SettingsError(f"PARTSIGHT_REVIEW_STORE: {exc}; {fix} set PARTSIGHT_REVIEW_SAMPLE=0") from exc
     return store
 

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
 from models.errors import ReviewError
 from models.store.review_dir import ReviewStore
 from models.store.review_s3 import SCHEME, S3Location, S3ReviewStore
-from models.store.versions import MANIFEST
+from models.store.versions import DEFAULT_STORE, MANIFEST
 
 REVIEW_DIR = "review"  # the review queue's default home, inside the model store
+DEFAULT_MAX_ITEMS = 10_000
+DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_MAX_AGE_S = 7 * 24 * 3600.0
 
 AnyReviewStore: TypeAlias = ReviewStore | S3ReviewStore
 ReviewLocation: TypeAlias = Path | S3Location  # what settings read from PARTSIGHT_REVIEW_STORE
@@ -39,6 +43,49 @@ def review_location(env: Mapping[str, str], model_dir: Path, read_secret: Callab
         return Path(raw)
     store = model_dir.parent if (model_dir / MANIFEST).is_file() else model_dir
     return store / REVIEW_DIR
+
+
+IntReader: TypeAlias = Callable[..., int]  # broker.settings.env_int: (env, name, default, *, minimum)
+FloatReader: TypeAlias = Callable[..., float]  # broker.settings.env_float
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """Where the review queue lives and its bounds: read once, the same way, by the worker and the API."""
+
+    location: ReviewLocation
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_age_s: float = DEFAULT_MAX_AGE_S
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        model_dir: Path,
+        *,
+        env_int: IntReader,
+        env_float: FloatReader,
+        read_secret: Callable[[], str | None],
+    ) -> ReviewSettings:
+        """PARTSIGHT_REVIEW_STORE and PARTSIGHT_REVIEW_MAX_*; the caller's readers (broker.settings') raise its own
+        settings error for a bad number, ReviewError comes from a bad location."""
+        return cls(
+            review_location(env, model_dir, read_secret),
+            max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_MAX_ITEMS, minimum=1),
+            max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1),
+            max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_MAX_AGE_S, minimum=1.0),
+        )
+
+    def open(self, clock: Callable[[], float] = time.time) -> AnyReviewStore:
+        """The store, created or checked (open_review_store)."""
+        return open_review_store(
+            self.location, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s, clock=clock
+        )
+
+
+# where the review queue lives when nothing says otherwise: review/ in the default model store
+DEFAULT_REVIEW = ReviewSettings(Path(DEFAULT_STORE) / REVIEW_DIR)
 
 
 def open_review_store(

@@ -23,6 +23,7 @@ from typing import Any
 
 from models.errors import ArtifactError, StoreBusy, UnknownVersion
 
+DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker and the API alike
 MANIFEST = "manifest.json"
 CURRENT = "current"
 READABLE_FORMATS = (1, 2)

@@ -35,6 +35,7 @@ from models.store.review_dir import (
     Added,
     ReviewStore,
 )
+from models.store.review_location import ReviewSettings
 from models.store.review_s3 import S3Location, S3ReviewStore
 from partsight.embedded import free_port, wait_port
 from worker.metrics import WorkerMetrics
@@ -359,7 +360,7 @@ def test_the_api_serves_the_review_queue_from_the_bucket(where: S3Location, tmp_
     item = keep(store, "f1").id
     models = tmp_path / "store"
     write_version(models, "v1", {"p1": "tops"})
-    settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=models, review_store=where)
+    settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=models, review=ReviewSettings(where))
     client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher(), version="0.1.0"))
     listed = client.get("/v1/review")
     assert listed.status_code == 200 and [i["id"] for i in listed.json()["items"]] == [item]
@@ -409,8 +410,10 @@ def test_the_worker_opens_the_bucket_its_settings_name_and_checks_it_writable(s3
     )
     store = open_review_store(settings)
     assert isinstance(store, S3ReviewStore) and store.max_items == 2
-    assert isinstance(settings.review_store, S3Location) and keys(settings.review_store) == []  # the probe is gone
-    assert keep(store, "f1").id is not None and keys(settings.review_store)[0].startswith("items/")
+    assert (
+        isinstance(settings.review.location, S3Location) and keys(settings.review.location) == []
+    )  # the probe is gone
+    assert keep(store, "f1").id is not None and keys(settings.review.location)[0].startswith("items/")
 
 
 def test_the_worker_refuses_a_missing_bucket_with_status_2_and_one_line(s3: S3Server, tmp_path: Path) -> None:

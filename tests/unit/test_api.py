@@ -15,12 +15,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
-from api.settings import ApiSettings, review_store_from_env
+from api.settings import ApiSettings, review_settings_from_env
 from api.tokens import parse_tokens
 from broker.errors import SettingsError
 from broker.settings import MqttSettings
 from models.store.enrolment_requests import EnrolmentStore
 from models.store.review_dir import ReviewStore
+from models.store.review_location import ReviewSettings
 from tests.unit.apistore import PNG, FakeDispatcher, FakeRecognizer, error_for, write_version
 
 ADMIN = "admin-token-0123456789"
@@ -48,7 +49,7 @@ def settings_for(store: Path, *, tokens: str | None = TOKENS, **overrides: Any) 
     return ApiSettings(
         mqtt=MqttSettings("127.0.0.1", 1883),
         model_dir=store,
-        review_store=store / "review",
+        review=ReviewSettings(store / "review"),
         tokens=parse_tokens(tokens) if tokens is not None else None,
         max_body_bytes=LIMIT,
         max_upload_bytes=5 * LIMIT,
@@ -183,7 +184,7 @@ def test_settings_defaults_and_checks(tmp_path: Path) -> None:
 
 
 def test_the_review_store_is_where_the_workers_look(tmp_path: Path) -> None:
-    from worker.settings import review_store_from_env as workers_reading
+    from worker.settings import review_settings_from_env as workers_reading
 
     version = write_version(tmp_path / "S", "v1", {"p1": "tops"})
     (tmp_path / "s3-secret").write_text("secret-key\n")
@@ -201,11 +202,11 @@ def test_the_review_store_is_where_the_workers_look(tmp_path: Path) -> None:
         (s3, tmp_path / "S"),
     ]
     for env, model_dir in cases:
-        assert review_store_from_env(env, model_dir) == workers_reading(env, model_dir)
-    assert review_store_from_env({}, version) == tmp_path / "S" / "review"
+        assert review_settings_from_env(env, model_dir) == workers_reading(env, model_dir)
+    assert review_settings_from_env({}, version).location == tmp_path / "S" / "review"
     for bad in ({"PARTSIGHT_REVIEW_STORE": "http://host/review"}, {**s3, "PARTSIGHT_REVIEW_S3_ENDPOINT": ""}):
         with pytest.raises(SettingsError):
-            review_store_from_env(bad, version)
+            review_settings_from_env(bad, version)
 
 
 # --- recognize ------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 for name in {[*modules, "partsight.cli"]!r}:
     importlib.import_module(name)
 from fastapi.testclient import TestClient
+from models.store.review_location import ReviewSettings
 from api.app import create_app
 from api.settings import ApiSettings
 from broker.settings import MqttSettings
@@ -31,7 +32,7 @@ from tests.unit.apistore import FakeDispatcher, FakeRecognizer, write_version
 store = Path({str(tmp_path)!r})
 write_version(store, "v1", {{"p1": "tops"}}, created_at="2025-01-01T00:00:00Z")
 write_version(store, "v2", {{"p1": "tops", "p2": "bags"}}, created_at="2025-01-02T00:00:00Z")
-settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=store, review_store=store / "review")
+settings = ApiSettings(mqtt=MqttSettings("127.0.0.1", 1883), model_dir=store, review=ReviewSettings(store / "review"))
 client = TestClient(create_app(settings, recognizer=FakeRecognizer(), dispatcher=FakeDispatcher(), version="0.1.0"))
 assert client.get("/v1/models").json()["current"] == "v2"
 assert client.post("/v1/models/v1/activate").status_code == 200

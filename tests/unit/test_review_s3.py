@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from api.settings import review_store_from_env as api_reading
+from api.settings import review_settings_from_env as api_reading
 from broker.errors import SettingsError
 from models.errors import ReviewError
 from models.store.review_location import is_s3, open_review_store
@@ -20,7 +20,7 @@ from models.store.review_s3 import S3Location, S3ReviewStore, parse_endpoint, pa
 from partsight.embedded import free_port
 from worker.settings import WorkerSettings
 from worker.settings import open_review_store as open_for_worker
-from worker.settings import review_store_from_env as worker_reading
+from worker.settings import review_settings_from_env as worker_reading
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUNDS: dict[str, Any] = {"max_items": 10, "max_bytes": 1 << 20, "max_age_s": 3600.0}
@@ -108,7 +108,7 @@ def test_a_bad_endpoint_is_refused_naming_the_variable(raw: str, message: str) -
 
 def test_the_settings_make_a_location_that_never_shows_its_secret(tmp_path: Path) -> None:
     env = s3_env(tmp_path, PARTSIGHT_REVIEW_S3_REGION="eu-central-1")
-    location = WorkerSettings.from_env(env).review_store
+    location = WorkerSettings.from_env(env).review.location
     assert isinstance(location, S3Location)
     assert (location.bucket, location.prefix, location.endpoint, location.secure) == (
         "partsight-review",
@@ -121,7 +121,7 @@ def test_the_settings_make_a_location_that_never_shows_its_secret(tmp_path: Path
         location.key("items") == "review/items" and str(location) == "s3://partsight-review/review at http://minio:9000"
     )
     assert "s3cr3t" not in repr(location) and "s3cr3t" not in str(location)
-    top = WorkerSettings.from_env(s3_env(tmp_path, PARTSIGHT_REVIEW_STORE="s3://bucket")).review_store
+    top = WorkerSettings.from_env(s3_env(tmp_path, PARTSIGHT_REVIEW_STORE="s3://bucket")).review.location
     assert isinstance(top, S3Location) and top.key("items") == "items" and top.url == "s3://bucket"
     assert top.region is None and top.secure is False
 

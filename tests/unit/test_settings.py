@@ -140,9 +140,9 @@ def test_the_number_of_nearest_enrolled_photos_is_read_and_bounded() -> None:
 def test_the_review_queue_settings_are_read_and_bounded(tmp_path: Path) -> None:
     store = tmp_path / "store"
     defaults = WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(store)})
-    assert defaults.review_store == store / "review" and defaults.review_enabled
+    assert defaults.review.location == store / "review" and defaults.review_enabled
     assert (defaults.review_sample, defaults.review_margin) == (1.0, 0.1)
-    assert (defaults.review_max_items, defaults.review_max_bytes, defaults.review_max_age_s) == (
+    assert (defaults.review.max_items, defaults.review.max_bytes, defaults.review.max_age_s) == (
         10_000,
         1 << 30,
         7 * 86400.0,
@@ -150,7 +150,7 @@ def test_the_review_queue_settings_are_read_and_bounded(tmp_path: Path) -> None:
     version = store / "20270115T080000000Z"
     version.mkdir(parents=True)
     (version / MANIFEST).write_text("{}")
-    assert WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(version)}).review_store == store / "review"
+    assert WorkerSettings.from_env({"PARTSIGHT_MODEL_DIR": str(version)}).review.location == store / "review"
     custom = WorkerSettings.from_env(
         {
             "PARTSIGHT_REVIEW_STORE": str(tmp_path / "elsewhere"),
@@ -161,8 +161,8 @@ def test_the_review_queue_settings_are_read_and_bounded(tmp_path: Path) -> None:
             "PARTSIGHT_REVIEW_MAX_AGE_S": "3600",
         }
     )
-    assert (custom.review_store, custom.review_sample, custom.review_margin) == (tmp_path / "elsewhere", 0.25, 1.01)
-    assert (custom.review_max_items, custom.review_max_bytes, custom.review_max_age_s) == (50, 1 << 20, 3600.0)
+    assert (custom.review.location, custom.review_sample, custom.review_margin) == (tmp_path / "elsewhere", 0.25, 1.01)
+    assert (custom.review.max_items, custom.review.max_bytes, custom.review.max_age_s) == (50, 1 << 20, 3600.0)
     assert not WorkerSettings.from_env({"PARTSIGHT_REVIEW_SAMPLE": "0"}).review_enabled  # 0 turns it off
     assert not WorkerSettings.from_env({"PARTSIGHT_ENGINE": "none"}).review_enabled  # nothing was looked at
     for name, value, message in [
