@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.contract import rfc3339
+
 from models.errors import EnrolmentError, UnknownEnrolment
 
 ENROLMENTS_DIR = "enrolments"
@@ -35,11 +37,6 @@ ENROLMENT_ID = re.compile(r"\A[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}\Z")
 PRODUCT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # a folder name on every OS, a topic-safe string
 MAX_PHOTOS = 200  # per enrolment
 _PHOTO_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def rfc3339(at: float) -> str:
-    moment = datetime.fromtimestamp(at, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def new_enrolment_id(at: float) -> str:

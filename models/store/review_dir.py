@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.contract import rfc3339
+
 from models.errors import ReviewError, UnknownItem
 
 logger = logging.getLogger(__name__)
@@ -66,11 +68,6 @@ def _id_time(at: float) -> str:
     return datetime.fromtimestamp(at, tz=UTC).strftime(_ID_TIME)
 
 
-def _rfc3339(at: float) -> str:
-    moment = datetime.fromtimestamp(at, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def check_item_id(item_id: object) -> str:
     """The id itself when it is one; UnknownItem for anything else (never used as a path or a key)."""
     if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
@@ -107,7 +104,7 @@ def item_document(
         "device": device,
         "frame_id": frame_id,
         "received_at": received_at,
-        "kept_at": _rfc3339(now),
+        "kept_at": rfc3339(now),
         "content_type": content_type,
         "bytes": len(image),
         "status": OPEN,
@@ -131,7 +128,7 @@ def parse_item(raw: bytes, item_id: str) -> dict[str, Any]:
 
 
 def dismiss_changes(now: float) -> dict[str, Any]:
-    return {"status": DISMISSED, "dismissed_at": _rfc3339(now)}
+    return {"status": DISMISSED, "dismissed_at": rfc3339(now)}
 
 
 def label_changes(product: object, now: float) -> dict[str, Any]:
@@ -140,7 +137,7 @@ def label_changes(product: object, now: float) -> dict[str, Any]:
         raise ReviewError(f"a label is a product name of 1 to {MAX_LABEL_CHARS} characters, got {product!r}")
     if not product.isprintable():
         raise ReviewError(f"a label must not hold control characters, got {product!r}")
-    return {"status": LABELLED, "label": product, "labelled_at": _rfc3339(now)}
+    return {"status": LABELLED, "label": product, "labelled_at": rfc3339(now)}
 
 
 def plan_evictions(

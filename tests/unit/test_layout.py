@@ -21,7 +21,7 @@ HEAVY = ("numpy", "torch", "torchvision", "sklearn", "PIL", "onnxruntime", "matp
 # which packages a package may import (besides itself)
 ALLOWED_PACKAGES = {
     "broker": set(),
-    "models": set(),
+    "models": {"broker"},  # broker.contract only (below): the formats stored documents share with the wire
     "worker": {"broker", "models"},
     "api": {"broker", "models"},
     "partsight": {"api", "broker", "worker", "models"},
@@ -159,6 +159,17 @@ def test_packages_point_one_way() -> None:
     assert circles(packages) == []
     for package, targets in packages.items():
         assert targets <= ALLOWED_PACKAGES[package], f"{package} imports {sorted(targets - ALLOWED_PACKAGES[package])}"
+
+
+def test_models_reads_only_the_wire_contract_of_broker() -> None:
+    """The model store writes its timestamps as the contract does (one rfc3339); nothing of MQTT comes with it."""
+    graph = import_graph()
+    reached = {target for source, targets in graph.items() if source.startswith("models") for target in targets}
+    assert {module for module in reached if module.startswith("broker")} <= {
+        "broker.contract",
+        "broker.codes",
+        "broker.errors",
+    }
 
 
 def test_the_api_reads_only_the_light_store_of_models() -> None:
