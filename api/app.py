@@ -33,7 +33,7 @@ from api.settings import ApiSettings
 from broker.errors import SettingsError
 from models.errors import EnrolmentError, ReviewError
 from models.store.enrolment_requests import EnrolmentStore
-from models.store.review_location import AnyReviewStore
+from models.store.review_store import ReviewStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def body_limits(settings: ApiSettings) -> LimitFor:
     return limit_for
 
 
-def open_stores(settings: ApiSettings) -> tuple[EnrolmentStore, AnyReviewStore]:
+def open_stores(settings: ApiSettings) -> tuple[EnrolmentStore, ReviewStore]:
     try:
         enrolments = EnrolmentStore(settings.store)
     except EnrolmentError as exc:

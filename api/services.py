@@ -15,7 +15,7 @@ from api.recognize import Recognizer
 from api.settings import ApiSettings
 from models.errors import EnrolmentError
 from models.store.enrolment_requests import EnrolmentStore, check_product_id
-from models.store.review_location import AnyReviewStore
+from models.store.review_store import ReviewStore
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Services:
     metrics: ApiMetrics
     products: Products
     enrolments: EnrolmentStore
-    review: AnyReviewStore
+    review: ReviewStore
 
     def enrol(
         self, product: str, photos: Sequence[tuple[str, bytes]], record: Mapping[str, Any] | None, source: str

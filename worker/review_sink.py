@@ -12,12 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from broker.contract import FrameRequest
 from models.errors import ImageError
 from models.extract.decode import sniff_format
-from models.store.review_dir import Added
+from models.store.review_store import ReviewStore
 from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
@@ -25,21 +25,6 @@ logger = logging.getLogger(__name__)
 QUEUE_ITEMS = 256  # frames waiting for the writer; beyond, a frame is dropped ("busy"), never waited for
 DRAIN_S = 2.0  # at shutdown the writer finishes what is queued for at most this long
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-
-
-class Store(Protocol):
-    def add(
-        self,
-        image: bytes,
-        *,
-        content_type: str,
-        device: str,
-        frame_id: str,
-        received_at: str,
-        answer: Mapping[str, Any],
-    ) -> Added: ...
-
-    def stats(self) -> tuple[int, int]: ...
 
 
 def worth_review(result: Mapping[str, Any], margin: float) -> bool:
@@ -83,7 +68,7 @@ class ReviewSink:
 
     def __init__(
         self,
-        store: Store,
+        store: ReviewStore,
         metrics: WorkerMetrics,
         *,
         sample: float,

@@ -20,8 +20,9 @@ from broker.settings import (
     secret_from_file,
 )
 from models.errors import ReviewError
-from models.store.review_location import DEFAULT_REVIEW, AnyReviewStore, ReviewSettings
+from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
 from models.store.review_s3 import SECRET_KEY_VAR
+from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE
 
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
@@ -169,7 +170,7 @@ def review_sample_from_env(env: Mapping[str, str]) -> float:
     return sample
 
 
-def open_review_store(settings: WorkerSettings) -> AnyReviewStore | None:
+def open_review_store(settings: WorkerSettings) -> ReviewStore | None:
     """The review store, created and checked writable; None when the queue is off. A directory that cannot be
     created or written, or a bucket that is missing, unreachable or refuses the credentials, is a SettingsError,
     so the worker refuses to start as it does for any bad setting."""

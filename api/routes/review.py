@@ -17,7 +17,7 @@ from api.errors import ALREADY_LABELLED, INTERNAL, UNKNOWN_ITEM, UNKNOWN_PRODUCT
 from api.services import Services, product_id
 from api.tokens import ADMIN
 from models.errors import ReviewError, UnknownItem
-from models.store.review_dir import LABELLED, OPEN
+from models.store.review_items import LABELLED, OPEN
 
 
 class ReviewAction(BaseModel):

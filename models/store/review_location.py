@@ -1,6 +1,7 @@
-"""Opens the review store PARTSIGHT_REVIEW_STORE names: a directory (models.store.review_dir.ReviewStore) or, for
-`s3://BUCKET/PREFIX`, an S3-compatible bucket (models.store.review_s3.S3ReviewStore); the worker and the API both open
-theirs here. Stdlib only until an S3 store opens (then the minio SDK).
+"""Opens the review store (a models.store.review_store.ReviewStore) PARTSIGHT_REVIEW_STORE names: a directory
+(models.store.review_dir.DirectoryReviewStore) or, for `s3://BUCKET/PREFIX`, an S3-compatible bucket
+(models.store.review_s3.S3ReviewStore); the worker and the API both open theirs here. Stdlib only until an S3 store
+opens (then the minio SDK).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import TypeAlias
 
 from models.errors import ReviewError
-from models.store.review_dir import ReviewStore
+from models.store.review_dir import DirectoryReviewStore
 from models.store.review_s3 import SCHEME, S3Location, S3ReviewStore
+from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE, MANIFEST
 
 REVIEW_DIR = "review"  # the review queue's default home, inside the model store
@@ -21,7 +23,6 @@ DEFAULT_MAX_ITEMS = 10_000
 DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600.0
 
-AnyReviewStore: TypeAlias = ReviewStore | S3ReviewStore
 ReviewLocation: TypeAlias = Path | S3Location  # what settings read from PARTSIGHT_REVIEW_STORE
 
 
@@ -77,7 +78,7 @@ class ReviewSettings:
             max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_MAX_AGE_S, minimum=1.0),
         )
 
-    def open(self, clock: Callable[[], float] = time.time) -> AnyReviewStore:
+    def open(self, clock: Callable[[], float] = time.time) -> ReviewStore:
         """The store, created or checked (open_review_store)."""
         return open_review_store(
             self.location, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s, clock=clock
@@ -95,9 +96,9 @@ def open_review_store(
     max_bytes: int,
     max_age_s: float,
     clock: Callable[[], float] = time.time,
-) -> AnyReviewStore:
+) -> ReviewStore:
     """The store at `where`, created (a directory) or checked (a bucket: it exists, the credentials are accepted);
     ReviewError when it cannot be. Whether it can be written is the caller's to check (check_writable)."""
     if isinstance(where, S3Location):
         return S3ReviewStore(where, max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)
-    return ReviewStore(where, max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)
+    return DirectoryReviewStore(where, max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)

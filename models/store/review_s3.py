@@ -1,6 +1,5 @@
-"""The review queue's store in an S3-compatible bucket (MinIO, AWS S3, Ceph, ...): the same items, ids, item.json
-documents, bounds and eviction reasons as the directory store (models/store/review_dir.py), for processes sharing
-no volume.
+"""The review store in an S3-compatible bucket (MinIO, AWS S3, Ceph, ...), for processes sharing no volume
+(models.store.review_store.ReviewStore: the same items, documents, bounds and eviction reasons as a directory's).
 
 Layout: `<prefix>/items/<id>/image`, then `<prefix>/items/<id>/item.json`, written in that order: an item exists
 once its item.json does, so no reader sees half of one. The `minio` SDK (urllib3 underneath) is imported only when
@@ -11,39 +10,18 @@ from __future__ import annotations
 
 import builtins  # the store's own `list` method shadows the builtin in its annotations
 import io
-import json
 import logging
 import re
 import secrets
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from models.errors import ReviewError, UnknownItem
-from models.store.review_dir import (
-    IMAGE_FILE,
-    ITEM_FILE,
-    ITEM_ID,
-    ITEMS,
-    OPEN,
-    STALE_STAGING_S,
-    TOO_LARGE,
-    Added,
-    check_bounds,
-    check_item_id,
-    check_listing,
-    dismiss_changes,
-    item_document,
-    label_changes,
-    new_id,
-    newest_records,
-    parse_item,
-    plan_evictions,
-)
+from models.store.review_items import IMAGE_FILE, ITEM_FILE, ITEM_ID, ITEMS, OCTETS, STALE_STAGING_S
+from models.store.review_store import ReviewStore
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -66,7 +44,7 @@ REFUSED = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
 )
 MISSING = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound"})
-JSON_TYPE, OCTETS = "application/json", "application/octet-stream"
+JSON_TYPE = "application/json"
 # S3's bucket naming rules (lower case, 3 to 63 characters, no "..", not an IP address)
 BUCKET = re.compile(r"\A[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 IP_ADDRESS = re.compile(r"\A\d+\.\d+\.\d+\.\d+\Z")
@@ -251,13 +229,10 @@ def reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class S3ReviewStore:
-    """Items under `location`, bounded: at most `max_items`, `max_bytes` of images, none older than `max_age_s`.
-
-    The same interface and semantics as models.store.review_dir.ReviewStore. S3 has no rename: an item appears when its
-    item.json is written (after its image) and disappears when its item.json is deleted (before its image), so
-    several processes may add, evict, list and label at once. Opening checks that the bucket exists and the
-    credentials are accepted (ReviewError otherwise). One store serves several threads.
+class S3ReviewStore(ReviewStore):
+    """Items under `location`. S3 has no rename: an item appears when its item.json is written (after its image) and
+    disappears when its item.json is deleted (before its image), so several processes may add, evict, list and
+    label at once. Opening checks that the bucket exists and the credentials are accepted (ReviewError otherwise).
     """
 
     def __init__(
@@ -270,15 +245,12 @@ class S3ReviewStore:
         clock: Callable[[], float] = time.time,
         client: Any = None,  # an SDK client (tests); None: connect(location)
     ) -> None:
-        check_bounds(max_items, max_bytes, max_age_s)
+        super().__init__(max_items=max_items, max_bytes=max_bytes, max_age_s=max_age_s, clock=clock)
         self.location = location
-        self.max_items, self.max_bytes, self.max_age_s = max_items, max_bytes, max_age_s
-        self._clock = clock
         self._client: Minio = client if client is not None else connect(location)
         self._errors = transport_errors()
         self._bucket = location.bucket
         self._items = location.key(ITEMS) + "/"
-        self._lock = threading.Lock()  # evictions of one process, one at a time (as the directory store's)
         self._check_bucket()
 
     def _check_bucket(self) -> None:
@@ -301,33 +273,9 @@ class S3ReviewStore:
         except self._errors as exc:
             raise ReviewError(f"cannot write to the review store {self.location}: {reason(exc)}") from exc
 
-    def add(
-        self,
-        image: bytes,
-        *,
-        content_type: str,
-        device: str,
-        frame_id: str,
-        received_at: str,
-        answer: Mapping[str, Any],
-    ) -> Added:
-        """Keep one frame, then evict (expired first, then oldest first) until the bounds hold again."""
-        if len(image) > self.max_bytes:
-            items, size = self.stats()
-            return Added(None, refused=TOO_LARGE, items=items, bytes=size)
-        now = self._clock()
-        # S3 has no create-if-absent the SDK offers; an id clash needs the same microsecond and 32 random bits
-        item_id = new_id(now)
-        document = item_document(
-            item_id,
-            now,
-            image,
-            content_type=content_type,
-            device=device,
-            frame_id=frame_id,
-            received_at=received_at,
-            answer=answer,
-        )
+    def _write_item(self, item_id: str, image: bytes, document: bytes, content_type: str) -> bool:
+        """The image, then item.json: the item exists once both are written. Never False: S3 has no create-if-absent
+        the SDK offers, and an id clash needs the same microsecond and 32 random bits."""
         folder = self._folder(item_id)
         try:
             self._put(folder + IMAGE_FILE, image, content_type if MEDIA_TYPE.match(content_type) else OCTETS)
@@ -335,38 +283,61 @@ class S3ReviewStore:
         except self._errors as exc:
             self._discard(folder + IMAGE_FILE)  # never visible without its item.json; the sweep would take it too
             raise ReviewError(f"cannot write a review item to {self.location}: {reason(exc)}") from exc
-        with self._lock:
-            evicted, items, size = self._enforce(now)
-        return Added(item_id, evicted, items=items, bytes=size)
+        return True
 
-    def list(self, limit: int = 50, status: str = OPEN) -> builtins.list[dict[str, Any]]:
-        """Up to `limit` items, newest first, of one status (or ALL). A corrupt item is logged and skipped."""
-        check_listing(limit, status)
-        items, _ = self._scan()
-        return newest_records((item_id for item_id, _size in reversed(items)), self._read, limit, status)
+    def _ids(self) -> builtins.list[str]:
+        return [item_id for item_id, _size in self._scan()]
 
-    def get(self, item_id: str) -> dict[str, Any]:
-        return self._read(check_item_id(item_id))
+    def _scan(self) -> builtins.list[tuple[str, int]]:
+        items, _ = self._listing()
+        return items
 
-    def image(self, item_id: str) -> tuple[bytes, str]:
-        """The image as the device sent it, and its content type."""
-        record = self._read(check_item_id(item_id))
-        data = self._get(item_id, IMAGE_FILE, "image")
-        return data, str(record.get("content_type") or OCTETS)
+    def _enforce(self, now: float) -> tuple[dict[str, int], int, int]:
+        """As every store's, from one listing that also finds the images writers killed mid-write left behind."""
+        items, orphans = self._listing()
+        for item_id in orphans:
+            logger.info("removing the image of review item %s, left without its item.json", item_id)
+            self._discard(self._folder(item_id) + IMAGE_FILE)
+        return self._evict(items, now)
 
-    def dismiss(self, item_id: str) -> dict[str, Any]:
-        return self._update(check_item_id(item_id), dismiss_changes(self._clock()))
+    def _remove(self, item_id: str) -> bool:
+        """Delete an item: its item.json (it is gone from then on), then its image; False if it was gone already."""
+        folder = self._folder(item_id)
+        try:
+            self._client.stat_object(self._bucket, folder + ITEM_FILE)
+            self._client.remove_object(self._bucket, folder + ITEM_FILE)
+        except self._errors as exc:
+            if missing(exc):  # another process evicted it first (S3 deletes say nothing of that: looked first)
+                return False
+            raise ReviewError(f"cannot evict review item {item_id} from {self.location}: {reason(exc)}") from exc
+        self._discard(folder + IMAGE_FILE)  # one left behind is swept as an orphan later
+        return True
 
-    def label(self, item_id: str, product: str) -> dict[str, Any]:
-        """Record the operator's answer (the API enrols the item's image for it)."""
-        changes = label_changes(product, self._clock())
-        return self._update(check_item_id(item_id), changes)
+    def _read_file(self, item_id: str, name: str) -> bytes:
+        try:
+            response = self._client.get_object(self._bucket, self._folder(item_id) + name)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        except self._errors as exc:
+            if missing(exc):
+                raise UnknownItem(f"no review item {item_id!r}") from exc
+            raise ReviewError(f"review item {item_id}: unreadable {name}: {reason(exc)}") from exc
 
-    def stats(self) -> tuple[int, int]:
-        """Items and image bytes in the store now (every process's)."""
-        with self._lock:
-            items, _ = self._scan()
-        return len(items), sum(size for _, size in items)
+    def _replace(self, item_id: str, document: bytes) -> None:
+        """Rewrite item.json (the last of two concurrent writers wins, as in the directory store)."""
+        folder = self._folder(item_id)
+        try:
+            self._put(folder + ITEM_FILE, document, JSON_TYPE)
+            # evicted between the read and the write? then that write made its item.json again: take it back
+            self._client.stat_object(self._bucket, folder + IMAGE_FILE)
+        except self._errors as exc:
+            if missing(exc):
+                self._discard(folder + ITEM_FILE)
+                raise UnknownItem(f"no review item {item_id!r}") from exc
+            raise ReviewError(f"cannot update review item {item_id}: {reason(exc)}") from exc
 
     def _folder(self, item_id: str) -> str:
         return f"{self._items}{item_id}/"
@@ -381,7 +352,7 @@ class S3ReviewStore:
         except self._errors as exc:
             logger.warning("could not remove %s from the review store %s: %s", key, self.location, reason(exc))
 
-    def _scan(self) -> tuple[builtins.list[tuple[str, int]], builtins.list[str]]:
+    def _listing(self) -> tuple[builtins.list[tuple[str, int]], builtins.list[str]]:
         """(id, image bytes) of every item (an item.json), oldest first, from one listing; and the ids of images
         left without their item.json for an hour (by a process killed between the two writes)."""
         records: set[str] = set()
@@ -403,63 +374,3 @@ class S3ReviewStore:
         stale_before = time.time() - STALE_STAGING_S  # the server's times against ours: an hour is slack enough
         orphans = [item_id for item_id, (_, at) in images.items() if item_id not in records and at < stale_before]
         return items, orphans
-
-    def _enforce(self, now: float) -> tuple[dict[str, int], int, int]:
-        """Remove expired items, then the oldest until count and bytes are within bounds; what it removed by reason,
-        and the items and bytes left. Called with the lock."""
-        items, orphans = self._scan()
-        for item_id in orphans:
-            logger.info("removing the image of review item %s, left without its item.json", item_id)
-            self._discard(self._folder(item_id) + IMAGE_FILE)
-        planned, kept, total = plan_evictions(
-            items, now, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s
-        )
-        removed: Counter[str] = Counter()
-        for item_id, why in planned:
-            if self._remove(item_id):  # not counted when another process removed it first
-                removed[why] += 1
-        return dict(removed), kept, total
-
-    def _remove(self, item_id: str) -> bool:
-        """Delete an item: its item.json (it is gone from then on), then its image; False if it was gone already."""
-        folder = self._folder(item_id)
-        try:
-            self._client.stat_object(self._bucket, folder + ITEM_FILE)
-            self._client.remove_object(self._bucket, folder + ITEM_FILE)
-        except self._errors as exc:
-            if missing(exc):  # another process evicted it first (S3 deletes say nothing of that: looked first)
-                return False
-            raise ReviewError(f"cannot evict review item {item_id} from {self.location}: {reason(exc)}") from exc
-        self._discard(folder + IMAGE_FILE)  # one left behind is swept as an orphan later
-        return True
-
-    def _get(self, item_id: str, leaf: str, what: str) -> bytes:
-        try:
-            response = self._client.get_object(self._bucket, self._folder(item_id) + leaf)
-            try:
-                return bytes(response.read())
-            finally:
-                response.close()
-                response.release_conn()
-        except self._errors as exc:
-            if missing(exc):
-                raise UnknownItem(f"no review item {item_id!r}") from exc
-            raise ReviewError(f"review item {item_id}: unreadable {what}: {reason(exc)}") from exc
-
-    def _read(self, item_id: str) -> dict[str, Any]:
-        return parse_item(self._get(item_id, ITEM_FILE, "item.json"), item_id)
-
-    def _update(self, item_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Rewrite item.json with `changes` (the last of two concurrent writers wins, as in the directory store)."""
-        record = {**self._read(item_id), **changes}
-        folder = self._folder(item_id)
-        try:
-            self._put(folder + ITEM_FILE, json.dumps(record, ensure_ascii=False).encode("utf-8"), JSON_TYPE)
-            # evicted between the read and the write? then that write made its item.json again: take it back
-            self._client.stat_object(self._bucket, folder + IMAGE_FILE)
-        except self._errors as exc:
-            if missing(exc):
-                self._discard(folder + ITEM_FILE)
-                raise UnknownItem(f"no review item {item_id!r}") from exc
-            raise ReviewError(f"cannot update review item {item_id}: {reason(exc)}") from exc
-        return record

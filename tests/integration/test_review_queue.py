@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.store.review_dir import ALL, ReviewStore
+from models.store.review_dir import DirectoryReviewStore
+from models.store.review_items import ALL
 from partsight.testing.harness import metric, publisher, wait_for
 from partsight.testing.servers import ServerProcess
 from partsight.testing.stack import make_stack
@@ -47,7 +48,7 @@ def test_answered_frames_are_kept_for_review_with_their_image_and_answer(
                 client.loop_stop()
                 client.disconnect()
         assert all(result["status"] in ("recognized", "unknown") for result in results.values()), results
-        store = ReviewStore(review, max_items=100, max_bytes=1 << 30, max_age_s=3600)  # read as the API will
+        store = DirectoryReviewStore(review, max_items=100, max_bytes=1 << 30, max_age_s=3600)  # read as the API will
         wait_for(lambda: len(store.list(status=ALL)) == 3, 10, "three review items")
         items = {item["frame_id"]: item for item in store.list()}
         assert set(items) == set(frame_ids)

@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from broker.contract import FrameRequest
 from models.errors import ReviewError, UnknownItem
-from models.store.review_dir import (
+from models.store.review_dir import DirectoryReviewStore
+from models.store.review_items import (
     ALL,
     DISMISSED,
     EXPIRED,
@@ -32,11 +33,10 @@ from models.store.review_dir import (
     OVER_BYTES,
     OVER_COUNT,
     TOO_LARGE,
-    Added,
-    ReviewStore,
 )
 from models.store.review_location import ReviewSettings
 from models.store.review_s3 import S3Location, S3ReviewStore
+from models.store.review_store import Added, ReviewStore
 from partsight.embedded import free_port, wait_port
 from worker.metrics import WorkerMetrics
 from worker.review_sink import ReviewSink
@@ -138,7 +138,7 @@ def answer(frame_id: str, status: str = "unknown") -> dict[str, Any]:
     return {"schema": "partsight/1", "frame_id": frame_id, "device": "cam", "status": status, "top_k": []}
 
 
-def keep(store: S3ReviewStore | ReviewStore, frame_id: str, image: bytes = JPEG) -> Added:
+def keep(store: ReviewStore, frame_id: str, image: bytes = JPEG) -> Added:
     return store.add(
         image,
         content_type="image/jpeg",
@@ -186,7 +186,9 @@ def test_items_are_kept_with_the_directory_stores_document_and_listed_newest_fir
     assert store.stats() == (3, 3 * (len(JPEG) + 1))
     assert keys(where) == sorted(f"items/{i}/{leaf}" for i in ids for leaf in ("image", "item.json"))  # no probe left
     # the same frame at the same time makes the same item.json in a directory store, but for the random id part
-    directory = ReviewStore(tmp_path / "review", max_items=100, max_bytes=1 << 20, max_age_s=7 * DAY, clock=clock)
+    directory = DirectoryReviewStore(
+        tmp_path / "review", max_items=100, max_bytes=1 << 20, max_age_s=7 * DAY, clock=clock
+    )
     clock.now += 1
     on_disk, in_s3 = keep(directory, "same"), keep(store, "same")
     assert on_disk.id is not None and in_s3.id is not None

@@ -20,7 +20,7 @@ from api.tokens import parse_tokens
 from broker.errors import SettingsError
 from broker.settings import MqttSettings
 from models.store.enrolment_requests import EnrolmentStore
-from models.store.review_dir import ReviewStore
+from models.store.review_dir import DirectoryReviewStore
 from models.store.review_location import ReviewSettings
 from tests.unit.apistore import PNG, FakeDispatcher, FakeRecognizer, error_for, write_version
 
@@ -524,7 +524,7 @@ def test_activate_moves_current_and_tells_the_workers_but_refuses_a_tampered_ver
 
 
 def add_item(store: Path, frame_id: str, image: bytes = JPEG) -> str:
-    review = ReviewStore(store / "review", max_items=100, max_bytes=1 << 20, max_age_s=3600)
+    review = DirectoryReviewStore(store / "review", max_items=100, max_bytes=1 << 20, max_age_s=3600)
     answer = {
         "status": "unknown",
         "product": None,

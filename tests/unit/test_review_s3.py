@@ -237,7 +237,7 @@ def test_an_endpoint_that_does_not_answer_stops_the_worker_within_seconds(tmp_pa
 
 def test_the_factory_opens_a_directory_for_a_path(tmp_path: Path) -> None:
     store = open_review_store(tmp_path / "review", **BOUNDS)
-    assert type(store).__name__ == "ReviewStore" and (tmp_path / "review" / "items").is_dir()
+    assert type(store).__name__ == "DirectoryReviewStore" and (tmp_path / "review" / "items").is_dir()
 
 
 def test_the_directory_store_and_the_settings_never_import_minio(tmp_path: Path) -> None:

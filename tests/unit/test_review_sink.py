@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from broker.contract import FrameRequest
 from models.answer.head import Decision
 from models.errors import ReviewError
-from models.store.review_dir import Added, ReviewStore
+from models.store.review_dir import DirectoryReviewStore
+from models.store.review_store import Added
 from tests.unit.test_pipeline import Batcher, CountingRedis, Frames, Publisher, entry_for, jpeg, served_model
 from worker.ledger import FrameLedger
 from worker.metrics import REVIEW_DROP_REASONS, WorkerMetrics
@@ -185,7 +186,7 @@ def test_an_answer_the_sink_cannot_read_never_reaches_the_frame_path(metrics: Wo
 def test_refusals_and_evictions_of_a_real_store_are_counted(
     tmp_path: Path, metrics: WorkerMetrics, sinks: list[ReviewSink]
 ) -> None:
-    store = ReviewStore(tmp_path / "review", max_items=2, max_bytes=100, max_age_s=3600)
+    store = DirectoryReviewStore(tmp_path / "review", max_items=2, max_bytes=100, max_age_s=3600)
     sink = ReviewSink(store, metrics, sample=1.0, margin=0.1)
     for index in range(3):
         sink.offer(request(f"f{index}", b"\xff\xd8\xff" + b"x" * 20), result(frame_id=f"f{index}"))
@@ -299,7 +300,7 @@ def test_a_pipeline_without_a_review_queue_keeps_nothing() -> None:
 
 
 def test_frames_through_the_pipeline_land_in_the_store(tmp_path: Path, metrics: WorkerMetrics) -> None:
-    store = ReviewStore(tmp_path / "review", max_items=10, max_bytes=1 << 20, max_age_s=3600)
+    store = DirectoryReviewStore(tmp_path / "review", max_items=10, max_bytes=1 << 20, max_age_s=3600)
     sink = ReviewSink(store, metrics, sample=1.0, margin=0.1)
     pipeline, frames, _ = review_pipeline(sink)
     dark = png((0, 0, 0))
@@ -315,7 +316,7 @@ def test_frames_through_the_pipeline_land_in_the_store(tmp_path: Path, metrics: 
 
 
 def test_a_clear_recognition_is_not_kept(tmp_path: Path, metrics: WorkerMetrics) -> None:
-    store = ReviewStore(tmp_path / "review", max_items=10, max_bytes=1 << 20, max_age_s=3600)
+    store = DirectoryReviewStore(tmp_path / "review", max_items=10, max_bytes=1 << 20, max_age_s=3600)
     sink = ReviewSink(store, metrics, sample=1.0, margin=0.01)  # 0.48 against 0.44: not close at this margin
     pipeline, frames, _ = review_pipeline(sink)
     pipeline.handle({"frames": [entry_for(frames, jpeg((200, 200, 200)), "clear")]})

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from models.errors import ModelError, ReviewError, UnknownItem
-from models.store.review_dir import (
+from models.store.review_dir import DirectoryReviewStore
+from models.store.review_items import (
     ALL,
     DISMISSED,
     EXPIRED,
@@ -24,9 +25,8 @@ from models.store.review_dir import (
     OVER_BYTES,
     OVER_COUNT,
     TOO_LARGE,
-    Added,
-    ReviewStore,
 )
+from models.store.review_store import Added, ReviewStore
 from worker.metrics import REVIEW_DROP_REASONS
 
 DAY = 86400.0
@@ -55,9 +55,9 @@ def keep(store: ReviewStore, frame_id: str, image: bytes = b"\xff\xd8\xff-jpeg",
     )
 
 
-def make(tmp_path: Path, clock: Clock | None = None, **bounds: Any) -> ReviewStore:
+def make(tmp_path: Path, clock: Clock | None = None, **bounds: Any) -> DirectoryReviewStore:
     limits = {"max_items": 100, "max_bytes": 1 << 20, "max_age_s": 7 * DAY, **bounds}
-    return ReviewStore(tmp_path / "review", clock=clock or Clock(), **limits)
+    return DirectoryReviewStore(tmp_path / "review", clock=clock or Clock(), **limits)
 
 
 def frame_ids(items: list[dict[str, Any]]) -> list[str]:
@@ -222,7 +222,7 @@ def test_a_corrupt_item_json_is_logged_and_skipped_never_breaking_a_listing(
     (items / str(ids[1]) / "item.json").write_bytes(b"{not json")
     (items / str(ids[2]) / "item.json").write_text(json.dumps(["a list"]))
     (items / "README.txt").write_text("stray file, not an item")
-    with caplog.at_level(logging.WARNING, logger="models.store.review_dir"):
+    with caplog.at_level(logging.WARNING, logger="models.store.review_store"):
         assert frame_ids(store.list()) == ["f0"]
     assert sum("skipping review item" in record.getMessage() for record in caplog.records) == 2
     with pytest.raises(ReviewError, match="not JSON"):
@@ -279,9 +279,9 @@ def test_leftovers_of_a_process_killed_mid_write_are_cleaned(tmp_path: Path) -> 
 def test_a_store_that_cannot_be_created_or_written_says_so(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where a folder should be")
     with pytest.raises(ReviewError, match="cannot create the review store"):
-        ReviewStore(tmp_path / "file" / "review", max_items=1, max_bytes=1, max_age_s=1)
+        DirectoryReviewStore(tmp_path / "file" / "review", max_items=1, max_bytes=1, max_age_s=1)
     with pytest.raises(ReviewError, match="positive"):
-        ReviewStore(tmp_path / "ok", max_items=0, max_bytes=1, max_age_s=1)
+        DirectoryReviewStore(tmp_path / "ok", max_items=0, max_bytes=1, max_age_s=1)
     store = make(tmp_path)
     store.check_writable()  # writable: a probe file in staging, removed again
     assert list((tmp_path / "review" / ".staging").iterdir()) == []
