@@ -1,21 +1,38 @@
 # syntax=docker/dockerfile:1
-# A CPU worker: ONNX Runtime runs the backbone graph of the model directory (torch is installed, CPU
-# build only, for training and for model directories without a graph; a worker on ONNX never imports it).
-# Build from the repository root: docker build -f deploy/docker/worker-cpu.Dockerfile -t partsight-worker .
+# A CPU worker: ONNX Runtime runs the backbone graph the model directory carries (`partsight train` exports it),
+# scikit-learn the head; enrolments refit the head on the same features and plot the report (matplotlib).
+# No torch, torchvision, onnx or EfficientNet packages: a worker on ONNX never imports them (tests/unit's
+# test_deploy.py keeps worker-cpu-requirements.txt to pyproject's pins and the worker's modules free of them),
+# and torch's CPU build alone would add ~700 MB (its CUDA build from PyPI several GB). Training, and a model
+# directory without an ONNX graph (trained before graphs were exported: retrain it), need `pip install partsight`
+# with torch on a training machine, not this image.
+# Every stage is FROM the plant's own Debian base (python3 and python3-venv from Debian's packages; see
+# deploy/README.md, "Images"): no image registry is needed. Build from the repository root:
+#   podman build --format docker --build-arg BASE_IMAGE=partsight-base:bookworm \
+#       -f deploy/docker/worker-cpu.Dockerfile -t partsight-worker .
+ARG BASE_IMAGE=partsight-base:bookworm
 
-FROM python:3.11-slim-bookworm AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/partsight
-# the CPU build of torch first, so the project's dependencies do not pull the CUDA build (gigabytes)
-RUN /opt/partsight/bin/pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" "torchvision>=0.19"
+FROM ${BASE_IMAGE} AS build
+# PIP_CERT: pip trusts the base's CA bundle (a plant's proxy CA, when its base carries one), not only its own.
+# PIP_INDEX_URL: a plant's package mirror, as a build argument (default PyPI).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    PIP_INDEX_URL=${PIP_INDEX_URL}
+RUN python3 -m venv /opt/partsight
+COPY deploy/docker/worker-cpu-requirements.txt /tmp/
+# the packages' own test suites (scipy, scikit-learn, matplotlib: ~100 MB) are never imported by a worker
+RUN /opt/partsight/bin/pip install -r /tmp/worker-cpu-requirements.txt \
+    && find /opt/partsight/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 COPY pyproject.toml README.md /src/
 COPY broker/ /src/broker/
 COPY worker/ /src/worker/
 COPY models/ /src/models/
 COPY partsight/ /src/partsight/
-RUN /opt/partsight/bin/pip install /src
+# partsight itself without its declared dependencies (torch and the training side): they are above
+RUN /opt/partsight/bin/pip install --no-deps /src \
+    && /opt/partsight/bin/pip uninstall -y pip setuptools
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 partsight \
     && useradd --system --uid 10001 --gid partsight --home-dir /var/lib/partsight --create-home --shell /usr/sbin/nologin partsight
 COPY --from=build /opt/partsight /opt/partsight
@@ -23,7 +40,9 @@ ENV PATH=/opt/partsight/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PARTSIGHT_MODEL_DIR=/models \
     PARTSIGHT_DEVICE=cpu \
-    PARTSIGHT_WORKER_METRICS_PORT=9302
+    PARTSIGHT_ENGINE=onnxruntime \
+    PARTSIGHT_WORKER_METRICS_PORT=9302 \
+    MPLBACKEND=Agg
 USER 10001:10001
 WORKDIR /var/lib/partsight
 EXPOSE 9302

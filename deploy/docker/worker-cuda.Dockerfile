@@ -1,11 +1,19 @@
 # syntax=docker/dockerfile:1
 # A GPU worker: torch on CUDA in half precision with nvJPEG batch decoding. PyPI's torch and torchvision
 # wheels carry the CUDA libraries; the host needs only the NVIDIA driver and container toolkit.
-# Build from the repository root: docker build -f deploy/docker/worker-cuda.Dockerfile -t partsight-worker-cuda .
+# Every stage is FROM the plant's own Debian base (python3 and python3-venv from Debian's packages; see
+# deploy/README.md, "Images"). Build from the repository root (several GB: PyPI's torch with its CUDA libraries):
+#   podman build --format docker --build-arg BASE_IMAGE=partsight-base:bookworm \
+#       -f deploy/docker/worker-cuda.Dockerfile -t partsight-worker-cuda .
+ARG BASE_IMAGE=partsight-base:bookworm
 
-FROM python:3.11-slim-bookworm AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/partsight
+FROM ${BASE_IMAGE} AS build
+# PIP_CERT: pip trusts the base's CA bundle (a plant's proxy CA, when its base carries one), not only its own.
+# PIP_INDEX_URL: a plant's package mirror, as a build argument (default PyPI).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    PIP_INDEX_URL=${PIP_INDEX_URL}
+RUN python3 -m venv /opt/partsight
 COPY pyproject.toml README.md /src/
 COPY broker/ /src/broker/
 COPY worker/ /src/worker/
@@ -13,7 +21,7 @@ COPY models/ /src/models/
 COPY partsight/ /src/partsight/
 RUN /opt/partsight/bin/pip install /src
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 partsight \
     && useradd --system --uid 10001 --gid partsight --home-dir /var/lib/partsight --create-home --shell /usr/sbin/nologin partsight
 COPY --from=build /opt/partsight /opt/partsight
