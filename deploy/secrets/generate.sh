@@ -12,6 +12,9 @@
 #                           separated), printed once; the first run makes one admin token
 # Every run rewrites mosquitto_acl: the shipped ../mosquitto/acl plus one stanza per device in enrol_devices.
 # The broker reads it at start; after a change: docker compose -f deploy/compose.yaml kill -s SIGHUP mosquitto
+# Compose mounts each file into its containers as it is (owner and mode 600 kept): run as root, this script gives
+# the files partsight's containers read to their user, uid 10001 (PARTSIGHT_SECRETS_UID), and Grafana's password
+# to Grafana's (472); the broker's and Redis's containers read theirs as root. Rootless podman: see deploy/README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
 umask 077
@@ -55,9 +58,12 @@ keep_or_make() { [[ -s "$1" ]] || random_password > "$1"; }
 
 if command -v mosquitto_passwd >/dev/null; then
     hash_into() { mosquitto_passwd -b mosquitto_passwd "$1" "$2"; }
-else  # no local mosquitto: use the broker's image
+else  # no local mosquitto: the broker's image (bash scripts/dev.sh images builds it), with docker or podman
+    engine="$(command -v docker || command -v podman || true)"
+    [[ -n "$engine" ]] || { echo "need mosquitto_passwd (apt-get install mosquitto), docker or podman" >&2; exit 1; }
     hash_into() {
-        docker run --rm -v "$PWD:/work" -w /work eclipse-mosquitto:2.0.20 mosquitto_passwd -b mosquitto_passwd "$1" "$2"
+        "$engine" run --rm -v "$PWD:/work" -w /work --entrypoint mosquitto_passwd \
+            "${PARTSIGHT_MOSQUITTO_IMAGE:-partsight-mosquitto:latest}" -b mosquitto_passwd "$1" "$2"
     }
 fi
 
@@ -114,6 +120,17 @@ done
 } > mosquitto_acl.new
 chmod 644 mosquitto_acl.new  # read by the broker's own user; holds no secret
 mv mosquitto_acl.new mosquitto_acl
+
+# The readers' own files (mode 600): partsight's images run as uid 10001, Grafana's as 472
+service_uid="${PARTSIGHT_SECRETS_UID:-10001}"
+service_files=(redis_password mqtt_bridge_password mqtt_worker_password mqtt_api_password api_tokens minio_password)
+if [[ "$(id -u)" == 0 ]]; then
+    chown "$service_uid:$service_uid" "${service_files[@]}"
+    chown 472:472 grafana_admin_password
+elif [[ "$(stat -c %u redis_password)" != "$service_uid" ]]; then
+    echo "note: partsight's containers (uid $service_uid) read these files as they are:" \
+        "sudo chown $service_uid:$service_uid ${service_files[*]} (in $PWD); sudo chown 472:472 grafana_admin_password"
+fi
 granted="$(grep -v '^#' enrol_devices | paste -sd ' ' - || true)"
 echo "MQTT enrolment allowed to: ${granted:-no device}"
 echo "secrets in $PWD; Grafana's admin password is in grafana_admin_password"
