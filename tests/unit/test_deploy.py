@@ -519,7 +519,7 @@ def model_modules_needed_by_the_api() -> set[str]:
 
 def copied_files(sources: list[str]) -> set[str]:
     """The files a Dockerfile's COPY sources name: a folder stands for the .py files under it."""
-    files = set()
+    files: set[str] = set()
     for source in sources:
         path = ROOT / source
         if path.is_dir():
