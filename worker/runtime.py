@@ -65,35 +65,17 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
-        registry = CollectorRegistry()
-        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
-        metrics = WorkerMetrics(registry)
-        probes: dict[str, Callable[[], bool]] = {"model": lambda: False}
-        if serve_metrics:  # up before the model loads: /healthz answers, /readyz says not yet
-            serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
-            logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
-        limits = DecodeLimits(max_pixels=settings.max_pixels)
+        """Metrics and health first, then the model, the batcher, MQTT, Redis and the pipeline, then the reload
+        signal and enrolments: everything a worker process serves with, from its settings."""
+        registry, metrics, probes = _observability(settings, serve_metrics)
         review_store = open_review_store(settings)  # checked before anything connects (app.py checked it too)
-
-        def load(path: Path) -> ServedModel:
-            recognizer = Recognizer.load(
-                path, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
-            )
-            return served_model(recognizer, limits, matches=settings.matches)
+        load = _model_loader(settings)
 
         def describe(model: ServedModel) -> None:
             metrics.model.info(dict(model.description))
             metrics.precreate_categories(model.categories)
 
-        if settings.engine == TRANSPORT_ONLY_ENGINE:
-            logger.warning(
-                "PARTSIGHT_ENGINE=none: every frame is answered unknown without being decoded or looked at "
-                "(a transport benchmark, never a production setting)"
-            )
-            slot = ModelSlot(transport_only_model(), ("none", "none"))
-        else:
-            signature = served_signature(settings.model_dir)  # the version `current` names now, loaded as such
-            slot = ModelSlot(load(Path(signature[0])), signature)
+        slot = _first_model(settings, load)
         describe(slot.model)
         metrics.max_batch_size.set(settings.max_batch_size)
         if slot.model.description["device"].startswith("cuda"):
@@ -109,27 +91,11 @@ class Runtime:
             on_loaded=describe,
             interval_s=0 if settings.engine == TRANSPORT_ONLY_ENGINE else settings.model_reload_s,
         )
-
-        batcher: MicroBatcher[Any, np.ndarray | ImageError] = MicroBatcher(
-            features_by_model,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000,
-            on_batch=lambda size, seconds: metrics.batch_size.observe(size),
-            name="feature-batcher",
-            lanes=settings.inference_lanes,
-        )
+        batcher = _batcher(settings, metrics)
         topics = Topics(settings.topic_prefix)
-        connection = MqttConnection(
-            settings.mqtt,
-            client_id=f"partsight-worker-{settings.worker_id}",
-            status_topic=topics.status("worker", settings.worker_id),
-            on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
-            on_reconnect=metrics.mqtt_reconnects.inc,
-        )
+        connection = _connection(settings, topics, metrics)
         connection.start()
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
-        ledger = FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s)
-        frames = FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time)
         review: ReviewSink | NoReview = NoReview()
         if review_store is not None:
             review = ReviewSink(review_store, metrics, sample=settings.review_sample, margin=settings.review_margin)
@@ -137,8 +103,8 @@ class Runtime:
         pipeline = FramePipeline(
             model=slot.get,
             batcher=batcher,
-            ledger=ledger,
-            frames=frames,
+            ledger=FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s),
+            frames=FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time),
             publisher=AnswerPublisher(connection, topics, timeout_s=settings.publish_timeout_s),
             metrics=metrics,
             max_payload_bytes=settings.max_payload_bytes,
@@ -152,33 +118,17 @@ class Runtime:
             accepting=lambda: True,
         )
         reloader.start()
-        signal = None
-        enrolments = None
-        if settings.engine != TRANSPORT_ONLY_ENGINE:
-            signal = ReloadSignal(
-                lambda: redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
-                MODEL_CHANNEL,
-                reloader.check,
-            )
-            signal.start()
-        problem = enrolment_problem(settings)
-        if problem is None:
-            try:
-                enrolments = EnrolmentRunner(
-                    settings.model_dir,
-                    served=slot.get,
-                    load=load,
-                    metrics=metrics,
-                    announce=functools.partial(announce_current, redis_client),
-                    reload_now=reloader.check,
-                    publish=functools.partial(publish_quietly, connection),
-                    topics=topics,
-                    batch=settings.max_batch_size,
-                )
-            except EnrolmentError as exc:
-                problem = str(exc)
-        if problem is not None:
-            logger.info("this worker runs no enrolments: %s", problem)
+        signal = _reload_signal(settings, reloader)
+        enrolments, problem = _enrolments(
+            settings,
+            slot,
+            load=load,
+            metrics=metrics,
+            announce=functools.partial(announce_current, redis_client),
+            reload_now=reloader.check,
+            connection=connection,
+            topics=topics,
+        )
         return cls(
             settings,
             slot,
@@ -335,3 +285,111 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"its metrics port is in use ({exc.strerror}); set PARTSIGHT_WORKER_METRICS_PORT"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _observability(
+    settings: WorkerSettings, serve_metrics: bool
+) -> tuple[CollectorRegistry, WorkerMetrics, dict[str, Callable[[], bool]]]:
+    """The registry, the worker's metrics and its readiness probes; served before the model loads, so /healthz
+    answers and /readyz says not yet."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+    metrics = WorkerMetrics(registry)
+    probes: dict[str, Callable[[], bool]] = {"model": lambda: False}
+    if serve_metrics:
+        serve(settings.metrics_port, registry, lambda: {name: probe() for name, probe in probes.items()})
+        logger.info("worker metrics and health on :%d (/metrics, /healthz, /readyz)", settings.metrics_port)
+    return registry, metrics, probes
+
+
+def _model_loader(settings: WorkerSettings) -> Callable[[Path], ServedModel]:
+    """How this worker loads a version directory into what it serves (first, on reload and after enrolments)."""
+    limits = DecodeLimits(max_pixels=settings.max_pixels)
+
+    def load(path: Path) -> ServedModel:
+        recognizer = Recognizer.load(
+            path, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
+        )
+        return served_model(recognizer, limits, matches=settings.matches)
+
+    return load
+
+
+def _first_model(settings: WorkerSettings, load: Callable[[Path], ServedModel]) -> ModelSlot:
+    """The version `current` names now, loaded as such; or the transport-only stand-in for PARTSIGHT_ENGINE=none."""
+    if settings.engine == TRANSPORT_ONLY_ENGINE:
+        logger.warning(
+            "PARTSIGHT_ENGINE=none: every frame is answered unknown without being decoded or looked at "
+            "(a transport benchmark, never a production setting)"
+        )
+        return ModelSlot(transport_only_model(), ("none", "none"))
+    signature = served_signature(settings.model_dir)
+    return ModelSlot(load(Path(signature[0])), signature)
+
+
+def _batcher(settings: WorkerSettings, metrics: WorkerMetrics) -> MicroBatcher[Any, np.ndarray | ImageError]:
+    return MicroBatcher(
+        features_by_model,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
+        on_batch=lambda size, seconds: metrics.batch_size.observe(size),
+        name="feature-batcher",
+        lanes=settings.inference_lanes,
+    )
+
+
+def _connection(settings: WorkerSettings, topics: Topics, metrics: WorkerMetrics) -> MqttConnection:
+    return MqttConnection(
+        settings.mqtt,
+        client_id=f"partsight-worker-{settings.worker_id}",
+        status_topic=topics.status("worker", settings.worker_id),
+        on_state=lambda up: metrics.mqtt_connected.set(1 if up else 0),
+        on_reconnect=metrics.mqtt_reconnects.inc,
+    )
+
+
+def _reload_signal(settings: WorkerSettings, reloader: ModelReloader) -> ReloadSignal | None:
+    """Reload at once when any process announces a new `current` on Redis (the poll stays as the fallback)."""
+    if settings.engine == TRANSPORT_ONLY_ENGINE:
+        return None
+    signal = ReloadSignal(
+        lambda: redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
+        MODEL_CHANNEL,
+        reloader.check,
+    )
+    signal.start()
+    return signal
+
+
+def _enrolments(
+    settings: WorkerSettings,
+    slot: ModelSlot,
+    *,
+    load: Callable[[Path], ServedModel],
+    metrics: WorkerMetrics,
+    announce: Callable[[str, str], Any],
+    reload_now: Callable[[], Any],
+    connection: MqttConnection,
+    topics: Topics,
+) -> tuple[EnrolmentRunner | None, str | None]:
+    """The enrolment runner, or None and why this worker runs no enrolments."""
+    problem = enrolment_problem(settings)
+    runner = None
+    if problem is None:
+        try:
+            runner = EnrolmentRunner(
+                settings.model_dir,
+                served=slot.get,
+                load=load,
+                metrics=metrics,
+                announce=announce,
+                reload_now=reload_now,
+                publish=functools.partial(publish_quietly, connection),
+                topics=topics,
+                batch=settings.max_batch_size,
+            )
+        except EnrolmentError as exc:
+            problem = str(exc)
+    if problem is not None:
+        logger.info("this worker runs no enrolments: %s", problem)
+    return runner, problem
