@@ -104,6 +104,41 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+def add_operations_routes(app: FastAPI, services: Services, registry: CollectorRegistry) -> None:
+    """/healthz, /readyz and /metrics, and the gauges the metrics read when scraped."""
+    settings, recognizer, dispatcher = services.settings, services.recognizer, services.dispatcher
+
+    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse, summary="Alive")
+    def healthz() -> str:
+        return "ok\n"
+
+    @app.get("/readyz", tags=["operations"], summary="Able to serve: MQTT connected, Redis answers, store readable")
+    def readyz() -> JSONResponse:
+        checks = {
+            "mqtt": recognizer.connected,
+            "redis": dispatcher.ping(),
+            "store": settings.store.is_dir() and os.access(settings.store, os.R_OK | os.X_OK),
+        }
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
+    def metrics_text() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    def review_items() -> float:
+        try:
+            return float(services.review.stats()[0])
+        except ReviewError:
+            return math.nan
+
+    services.metrics.watch(
+        review_items=review_items,
+        in_flight=lambda: float(recognizer.in_flight),
+        mqtt_connected=lambda: 1.0 if recognizer.connected else 0.0,
+    )
+
+
 def create_app(
     settings: ApiSettings,
     *,
@@ -136,35 +171,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    @app.get("/healthz", tags=["operations"], response_class=PlainTextResponse, summary="Alive")
-    def healthz() -> str:
-        return "ok\n"
-
-    @app.get("/readyz", tags=["operations"], summary="Able to serve: MQTT connected, Redis answers, store readable")
-    def readyz() -> JSONResponse:
-        checks = {
-            "mqtt": recognizer.connected,
-            "redis": dispatcher.ping(),
-            "store": settings.store.is_dir() and os.access(settings.store, os.R_OK | os.X_OK),
-        }
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
-    @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
-    def metrics_text() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    def review_items() -> float:
-        try:
-            return float(review_store.stats()[0])
-        except ReviewError:
-            return math.nan
-
-    metrics.watch(
-        review_items=review_items,
-        in_flight=lambda: float(recognizer.in_flight),
-        mqtt_connected=lambda: 1.0 if recognizer.connected else 0.0,
-    )
+    add_operations_routes(app, services, registry)
     # the routes by their path templates, for the metrics' route label (included routers' own route objects)
     templates = [route for route in app.router.routes if isinstance(route, Route)]
     templates += [route for router in routers for route in router.routes if isinstance(route, Route)]

@@ -23,6 +23,7 @@ ENROLMENT_OUTCOMES = ("done", "failed")
 
 
 class WorkerMetrics:
+    # long: one declaration a metric, each with its help text; splitting them would only scatter the list
     def __init__(self, registry: CollectorRegistry) -> None:
         self.stage_latency = Histogram(
             "partsight_worker_stage_seconds",

@@ -32,6 +32,7 @@ from models.bundle import served_signature
 from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
+from models.store.review_store import ReviewStore
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
 from worker.enrolment_tasks import EnrolmentRunner
@@ -70,36 +71,17 @@ class Runtime:
         registry, metrics, probes = _observability(settings, serve_metrics)
         review_store = open_review_store(settings)  # checked before anything connects (app.py checked it too)
         load = _model_loader(settings)
-
-        def describe(model: ServedModel) -> None:
-            metrics.model.info(dict(model.description))
-            metrics.precreate_categories(model.categories)
-
+        describe = functools.partial(_describe, metrics)
         slot = _first_model(settings, load)
         describe(slot.model)
-        metrics.max_batch_size.set(settings.max_batch_size)
-        if slot.model.description["device"].startswith("cuda"):
-            metrics.watch_gpu_memory(registry, slot.model.description["device"])
-        metrics.model_loaded.set(1)
-        reloader = ModelReloader(
-            settings.model_dir,
-            slot,
-            load=load,
-            signature=served_signature,
-            reloads=metrics.model_reloads,
-            refused=metrics.model_refused,
-            on_loaded=describe,
-            interval_s=0 if settings.engine == TRANSPORT_ONLY_ENGINE else settings.model_reload_s,
-        )
+        _model_metrics(settings, slot, metrics, registry)
+        reloader = _reloader(settings, slot, load, metrics, on_loaded=describe)
         batcher = _batcher(settings, metrics)
         topics = Topics(settings.topic_prefix)
         connection = _connection(settings, topics, metrics)
         connection.start()
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
-        review: ReviewSink | NoReview = NoReview()
-        if review_store is not None:
-            review = ReviewSink(review_store, metrics, sample=settings.review_sample, margin=settings.review_margin)
-            logger.info("frames for review kept in %s", settings.review.location)
+        review = _review_sink(settings, review_store, metrics)
         pipeline = FramePipeline(
             model=slot.get,
             batcher=batcher,
@@ -111,12 +93,8 @@ class Runtime:
             budget=FrameBudget(settings.max_frames_in_flight),
             review=review,
         )
-        probes.update(
-            model=lambda: True,
-            mqtt=lambda: connection.connected,
-            redis=lambda: _answers(redis_client),
-            accepting=lambda: True,
-        )
+        probes.update(model=lambda: True, mqtt=lambda: connection.connected, redis=lambda: _answers(redis_client))
+        probes["accepting"] = lambda: True
         reloader.start()
         signal = _reload_signal(settings, reloader)
         enrolments, problem = _enrolments(
@@ -325,6 +303,49 @@ def _first_model(settings: WorkerSettings, load: Callable[[Path], ServedModel]) 
         return ModelSlot(transport_only_model(), ("none", "none"))
     signature = served_signature(settings.model_dir)
     return ModelSlot(load(Path(signature[0])), signature)
+
+
+def _describe(metrics: WorkerMetrics, model: ServedModel) -> None:
+    """The served model's description and categories on the metrics (at start and after every reload)."""
+    metrics.model.info(dict(model.description))
+    metrics.precreate_categories(model.categories)
+
+
+def _model_metrics(
+    settings: WorkerSettings, slot: ModelSlot, metrics: WorkerMetrics, registry: CollectorRegistry
+) -> None:
+    metrics.max_batch_size.set(settings.max_batch_size)
+    if slot.model.description["device"].startswith("cuda"):
+        metrics.watch_gpu_memory(registry, slot.model.description["device"])
+    metrics.model_loaded.set(1)
+
+
+def _reloader(
+    settings: WorkerSettings,
+    slot: ModelSlot,
+    load: Callable[[Path], ServedModel],
+    metrics: WorkerMetrics,
+    *,
+    on_loaded: Callable[[ServedModel], None],
+) -> ModelReloader:
+    """Swaps in the version `current` names when it moves (polled, and at once on the reload signal)."""
+    return ModelReloader(
+        settings.model_dir,
+        slot,
+        load=load,
+        signature=served_signature,
+        reloads=metrics.model_reloads,
+        refused=metrics.model_refused,
+        on_loaded=on_loaded,
+        interval_s=0 if settings.engine == TRANSPORT_ONLY_ENGINE else settings.model_reload_s,
+    )
+
+
+def _review_sink(settings: WorkerSettings, store: ReviewStore | None, metrics: WorkerMetrics) -> ReviewSink | NoReview:
+    if store is None:
+        return NoReview()
+    logger.info("frames for review kept in %s", settings.review.location)
+    return ReviewSink(store, metrics, sample=settings.review_sample, margin=settings.review_margin)
 
 
 def _batcher(settings: WorkerSettings, metrics: WorkerMetrics) -> MicroBatcher[Any, np.ndarray | ImageError]:

@@ -43,6 +43,7 @@ def version_record(entry: VersionEntry) -> dict[str, Any]:
     }
 
 
+# long: one resource's routes, registered together as closures over the same services
 def router(services: Services, auth: Auth) -> APIRouter:
     routes = APIRouter(tags=["models"])
     store = services.settings.store

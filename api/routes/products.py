@@ -11,7 +11,15 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Auth
 from api.body import read_photos
-from api.errors import PRODUCT_EXISTS, UNKNOWN_ENROLMENT, UNKNOWN_PRODUCT, ApiError, bad_request, not_found
+from api.errors import (
+    INTERNAL,
+    PRODUCT_EXISTS,
+    UNKNOWN_ENROLMENT,
+    UNKNOWN_PRODUCT,
+    ApiError,
+    bad_request,
+    not_found,
+)
 from api.services import Services, product_id
 from api.tokens import ENROL
 from models.errors import EnrolmentError, UnknownEnrolment
@@ -27,6 +35,7 @@ class CatalogRecord(BaseModel):
     category: str
 
 
+# long: one resource's routes, registered together as closures over the same services
 def router(services: Services, auth: Auth) -> APIRouter:
     routes = APIRouter(tags=["products"])
     settings = services.settings
@@ -94,7 +103,10 @@ def router(services: Services, auth: Auth) -> APIRouter:
 
     @routes.get("/v1/enrolments", dependencies=[Depends(auth.require(ENROL))], summary="Recent enrolments")
     def list_enrolments(limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
-        return {"enrolments": services.enrolments.list(limit)}
+        try:
+            return {"enrolments": services.enrolments.list(limit)}
+        except EnrolmentError as exc:  # the enrolments folder cannot be read
+            raise ApiError(500, INTERNAL, exc.message) from exc
 
     @routes.get(
         "/v1/enrolments/{enrolment}",
@@ -106,5 +118,7 @@ def router(services: Services, auth: Auth) -> APIRouter:
             return services.enrolments.get(enrolment)
         except UnknownEnrolment as exc:
             raise not_found(UNKNOWN_ENROLMENT, exc.message) from exc
+        except EnrolmentError as exc:  # the store cannot be read, or the stored request is corrupt
+            raise ApiError(500, INTERNAL, exc.message) from exc
 
     return routes

@@ -206,3 +206,27 @@ def test_no_two_modules_share_a_job_name() -> None:
             if path.stem not in shared_on_purpose:
                 seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+MAX_FUNCTION_LINES = 60
+LONG_MARK = "# long:"  # beside a def (its line or the one above): why this function reads better whole
+
+
+def long_functions() -> list[str]:
+    """Product functions over MAX_FUNCTION_LINES lines that give no reason beside their `def`."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                beside = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+                if length > MAX_FUNCTION_LINES and LONG_MARK not in beside:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_product_function_is_over_sixty_lines_without_a_reason() -> None:
+    assert long_functions() == []
