@@ -18,12 +18,9 @@ from broker.settings import (
     env_int,
     mqtt_from_env,
     redis_url_from_env,
-    secret_from_file,
 )
 from broker.topics import Topics, validate_segment
-from models.errors import ReviewError
 from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
-from models.store.review_s3 import SECRET_KEY_VAR
 from models.store.versions import DEFAULT_STORE, MANIFEST
 
 DEFAULT_PORT = 8080
@@ -112,21 +109,6 @@ class ApiSettings:
             max_upload_bytes=max_upload,
             max_in_flight=env_int(env, "PARTSIGHT_API_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, minimum=1),
             model_dir=model_dir,
-            review=review_settings_from_env(env, model_dir),
+            review=ReviewSettings.from_env(env, model_dir),
             visibility_timeout_s=env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2),
         )
-
-
-def review_settings_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewSettings:
-    """The review queue's location and bounds, read as the workers read them (ReviewSettings.from_env); a
-    SettingsError naming what is wrong."""
-    try:
-        return ReviewSettings.from_env(
-            env,
-            model_dir,
-            env_int=env_int,
-            env_float=env_float,
-            read_secret=lambda: secret_from_file(env, SECRET_KEY_VAR),
-        )
-    except ReviewError as exc:
-        raise SettingsError(str(exc)) from exc

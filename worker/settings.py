@@ -17,11 +17,9 @@ from broker.settings import (
     env_int,
     mqtt_from_env,
     redis_url_from_env,
-    secret_from_file,
 )
 from models.errors import ReviewError
 from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
-from models.store.review_s3 import SECRET_KEY_VAR
 from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE
 
@@ -122,7 +120,7 @@ class WorkerSettings:
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
             publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
             matches=matches_from_env(env),
-            review=review_settings_from_env(env, model_dir),
+            review=ReviewSettings.from_env(env, model_dir),
             review_sample=review_sample_from_env(env),
             enrol=env_flag(env, "PARTSIGHT_WORKER_ENROL", True),
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
@@ -146,21 +144,6 @@ def matches_from_env(env: Mapping[str, str]) -> int:
     if matches > MAX_MATCHES:
         raise SettingsError(f"PARTSIGHT_MATCHES must be at most {MAX_MATCHES}, got {matches}")
     return matches
-
-
-def review_settings_from_env(env: Mapping[str, str], model_dir: Path) -> ReviewSettings:
-    """The review queue's location and bounds (ReviewSettings.from_env, as the API reads them); a SettingsError
-    naming what is wrong."""
-    try:
-        return ReviewSettings.from_env(
-            env,
-            model_dir,
-            env_int=env_int,
-            env_float=env_float,
-            read_secret=lambda: secret_from_file(env, SECRET_KEY_VAR),
-        )
-    except ReviewError as exc:
-        raise SettingsError(str(exc)) from exc
 
 
 def review_sample_from_env(env: Mapping[str, str]) -> float:

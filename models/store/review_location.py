@@ -9,12 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeAlias
 
+from broker.errors import SettingsError
+from broker.settings import env_float, env_int, secret_from_file
 from models.errors import ReviewError
 from models.store.review_dir import DirectoryReviewStore
-from models.store.review_s3 import SCHEME, S3Location, S3ReviewStore
+from models.store.review_s3 import SCHEME, SECRET_KEY_VAR, S3Location, S3ReviewStore
 from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE, MANIFEST
 
@@ -46,10 +49,6 @@ def review_location(env: Mapping[str, str], model_dir: Path, read_secret: Callab
     return store / REVIEW_DIR
 
 
-IntReader: TypeAlias = Callable[..., int]  # broker.settings.env_int: (env, name, default, *, minimum)
-FloatReader: TypeAlias = Callable[..., float]  # broker.settings.env_float
-
-
 @dataclass(frozen=True)
 class ReviewSettings:
     """Where the review queue lives and its bounds: read once, the same way, by the worker and the API."""
@@ -60,19 +59,15 @@ class ReviewSettings:
     max_age_s: float = DEFAULT_MAX_AGE_S
 
     @classmethod
-    def from_env(
-        cls,
-        env: Mapping[str, str],
-        model_dir: Path,
-        *,
-        env_int: IntReader,
-        env_float: FloatReader,
-        read_secret: Callable[[], str | None],
-    ) -> ReviewSettings:
-        """PARTSIGHT_REVIEW_STORE and PARTSIGHT_REVIEW_MAX_*; the caller's readers (broker.settings') raise its own
-        settings error for a bad number, ReviewError comes from a bad location."""
+    def from_env(cls, env: Mapping[str, str], model_dir: Path) -> ReviewSettings:
+        """PARTSIGHT_REVIEW_STORE and PARTSIGHT_REVIEW_MAX_*, as the worker and the API read them (`model_dir`:
+        PARTSIGHT_MODEL_DIR, whose store holds review/ by default); a SettingsError naming what is wrong."""
+        try:
+            location = review_location(env, model_dir, partial(secret_from_file, env, SECRET_KEY_VAR))
+        except ReviewError as exc:
+            raise SettingsError(str(exc)) from exc
         return cls(
-            review_location(env, model_dir, read_secret),
+            location,
             max_items=env_int(env, "PARTSIGHT_REVIEW_MAX_ITEMS", DEFAULT_MAX_ITEMS, minimum=1),
             max_bytes=env_int(env, "PARTSIGHT_REVIEW_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1),
             max_age_s=env_float(env, "PARTSIGHT_REVIEW_MAX_AGE_S", DEFAULT_MAX_AGE_S, minimum=1.0),

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
-from api.settings import ApiSettings, review_settings_from_env
+from api.settings import ApiSettings
 from api.tokens import parse_tokens
 from broker.errors import SettingsError
 from broker.settings import MqttSettings
@@ -184,7 +184,7 @@ def test_settings_defaults_and_checks(tmp_path: Path) -> None:
 
 
 def test_the_review_store_is_where_the_workers_look(tmp_path: Path) -> None:
-    from worker.settings import review_settings_from_env as workers_reading
+    from worker.settings import WorkerSettings
 
     version = write_version(tmp_path / "S", "v1", {"p1": "tops"})
     (tmp_path / "s3-secret").write_text("secret-key\n")
@@ -202,11 +202,13 @@ def test_the_review_store_is_where_the_workers_look(tmp_path: Path) -> None:
         (s3, tmp_path / "S"),
     ]
     for env, model_dir in cases:
-        assert review_settings_from_env(env, model_dir) == workers_reading(env, model_dir)
-    assert review_settings_from_env({}, version).location == tmp_path / "S" / "review"
+        everything = {**env, "PARTSIGHT_MODEL_DIR": str(model_dir), "PARTSIGHT_REVIEW_MAX_ITEMS": "7"}
+        assert ApiSettings.from_env(everything).review == WorkerSettings.from_env(everything).review
+        assert ApiSettings.from_env(everything).review.max_items == 7
+    assert ApiSettings.from_env({"PARTSIGHT_MODEL_DIR": str(version)}).review.location == tmp_path / "S" / "review"
     for bad in ({"PARTSIGHT_REVIEW_STORE": "http://host/review"}, {**s3, "PARTSIGHT_REVIEW_S3_ENDPOINT": ""}):
         with pytest.raises(SettingsError):
-            review_settings_from_env(bad, version)
+            ReviewSettings.from_env(bad, version)
 
 
 # --- recognize ------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ HEAVY = ("numpy", "torch", "torchvision", "sklearn", "PIL", "onnxruntime", "matp
 # which packages a package may import (besides itself)
 ALLOWED_PACKAGES = {
     "broker": set(),
-    "models": {"broker"},  # broker.contract only (below): the formats stored documents share with the wire
+    "models": {"broker"},  # the contract and the settings primitives only (below)
     "worker": {"broker", "models"},
     "api": {"broker", "models"},
     "partsight": {"api", "broker", "worker", "models"},
@@ -161,14 +161,15 @@ def test_packages_point_one_way() -> None:
         assert targets <= ALLOWED_PACKAGES[package], f"{package} imports {sorted(targets - ALLOWED_PACKAGES[package])}"
 
 
-def test_models_reads_only_the_wire_contract_of_broker() -> None:
-    """The model store writes its timestamps as the contract does (one rfc3339); nothing of MQTT comes with it."""
+def test_models_reads_only_the_wire_contract_and_the_settings_primitives_of_broker() -> None:
+    """The model store writes its timestamps as the contract does (one rfc3339) and reads its settings with the
+    readers every process uses (one ReviewSettings.from_env); nothing of MQTT comes with them."""
     graph = import_graph()
     reached = {target for source, targets in graph.items() if source.startswith("models") for target in targets}
     assert {module for module in reached if module.startswith("broker")} <= {
         "broker.contract",
-        "broker.codes",
-        "broker.errors",
+        "broker.settings",
+        "broker.errors",  # SettingsError, for a bad setting
     }
 
 

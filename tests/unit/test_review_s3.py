@@ -12,15 +12,14 @@ from typing import Any
 
 import pytest
 
-from api.settings import review_settings_from_env as api_reading
+from api.settings import ApiSettings
 from broker.errors import SettingsError
 from models.errors import ReviewError
-from models.store.review_location import is_s3, open_review_store
+from models.store.review_location import ReviewSettings, is_s3, open_review_store
 from models.store.review_s3 import S3Location, S3ReviewStore, parse_endpoint, parse_store_url
 from partsight.embedded import free_port
 from worker.settings import WorkerSettings
 from worker.settings import open_review_store as open_for_worker
-from worker.settings import review_settings_from_env as worker_reading
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUNDS: dict[str, Any] = {"max_items": 10, "max_bytes": 1 << 20, "max_age_s": 3600.0}
@@ -146,9 +145,9 @@ def test_a_missing_or_bad_s3_setting_is_a_settings_error_naming_it(
     tmp_path: Path, overrides: dict[str, str], message: str
 ) -> None:
     env = s3_env(tmp_path, **overrides)
-    for reading in (worker_reading, api_reading):  # the worker and the API read it alike
+    for settings in (WorkerSettings, ApiSettings):  # the worker and the API read it alike
         with pytest.raises(SettingsError, match=message):
-            reading(env, tmp_path / "store")
+            settings.from_env({**env, "PARTSIGHT_MODEL_DIR": str(tmp_path / "store")})
 
 
 def test_an_empty_secret_file_is_named(tmp_path: Path) -> None:
@@ -160,9 +159,10 @@ def test_an_empty_secret_file_is_named(tmp_path: Path) -> None:
 
 def test_the_api_reads_the_s3_store_as_the_workers_do(tmp_path: Path) -> None:
     env = s3_env(tmp_path)
-    assert api_reading(env, tmp_path / "store") == worker_reading(env, tmp_path / "store")
+    env["PARTSIGHT_MODEL_DIR"] = str(tmp_path / "store")
+    assert ApiSettings.from_env(env).review == WorkerSettings.from_env(env).review
     with pytest.raises(SettingsError, match=r"must be a directory or s3://BUCKET\[/PREFIX\]"):
-        worker_reading({"PARTSIGHT_REVIEW_STORE": "https://minio.plant/review"}, tmp_path)
+        ReviewSettings.from_env({"PARTSIGHT_REVIEW_STORE": "https://minio.plant/review"}, tmp_path)
 
 
 class FakeClient:
