@@ -33,6 +33,7 @@ from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
 from models.store.review_store import ReviewStore
+from models.store.versions import CURRENT, MANIFEST
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
 from worker.enrolment_tasks import EnrolmentRunner
@@ -163,8 +164,6 @@ def enrolment_problem(settings: WorkerSettings) -> str | None:
 def model_store_of(model_dir: Path) -> Path | None:
     """`model_dir` when it is a store (versions and a `current`), where enrolments write; None for a version
     directory served as it is."""
-    from models.bundle import CURRENT, MANIFEST
-
     return model_dir if (model_dir / CURRENT).exists() and not (model_dir / MANIFEST).is_file() else None
 
 
