@@ -18,6 +18,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from api.app import create_app
+from api.settings import ApiSettings
+from broker.settings import MqttSettings
+from models.store.review_location import ReviewSettings
+from partsight import __version__
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "openapi.json"
 
@@ -50,14 +56,6 @@ class OfflineDispatcher:
 
 def schema() -> dict[str, Any]:
     """The app's `.openapi()` document."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from api.app import create_app
-    from api.settings import ApiSettings
-    from broker.settings import MqttSettings
-    from models.store.review_location import ReviewSettings
-    from partsight import __version__
-
     with tempfile.TemporaryDirectory(prefix="partsight-openapi-") as folder:
         store = Path(folder) / "store"
         store.mkdir()

@@ -148,7 +148,7 @@ class WorkerMetrics:
 
     def watch_gpu_memory(self, registry: CollectorRegistry, device: str) -> None:
         """GPU memory in use and in all, read from the driver at each scrape (GPU workers only)."""
-        import torch
+        import torch  # noqa: PLC0415 - only a GPU worker gets here; a CPU worker on ONNX never loads torch
 
         def used() -> float:
             free, total = torch.cuda.mem_get_info(device)
