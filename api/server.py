@@ -9,6 +9,7 @@ import socket
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from api.app import create_app
@@ -84,6 +85,28 @@ def run_api(settings: ApiSettings, *, version: str) -> int:
         )
         dispatcher.close()
         return CANNOT_LISTEN
+    say_who_may_call(settings)
+    connect(settings, recognizer, dispatcher)
+    logger.info(
+        "api %s on http://%s:%d (operator page /ui, OpenAPI /docs): store %s, answers on %s",
+        settings.api_id,
+        settings.host,
+        settings.port,
+        settings.store,
+        settings.reply_topic,
+    )
+    try:
+        stopped_by = serve(app, sock)
+    finally:
+        recognizer.stop()
+        dispatcher.close()
+        sock.close()
+    logger.info("api stopped%s", f" (signal {stopped_by[0]})" if stopped_by else "")
+    return 0
+
+
+def say_who_may_call(settings: ApiSettings) -> None:
+    """Whether tokens guard the API, and so whether it listens beyond this host."""
     if settings.tokens is None:
         logger.warning(
             "PARTSIGHT_API_TOKENS_FILE is not set: listening on %s only, and every local caller has every scope; "
@@ -92,6 +115,10 @@ def run_api(settings: ApiSettings, *, version: str) -> int:
         )
     else:
         logger.info("%d token(s) from %s; listening on all interfaces", len(settings.tokens), settings.tokens_file)
+
+
+def connect(settings: ApiSettings, recognizer: MqttRecognizer, dispatcher: RedisDispatcher) -> None:
+    """Start MQTT and wait a moment for it; say what answers 503 while MQTT or Redis is away (both keep retrying)."""
     recognizer.start()
     try:
         recognizer.wait_connected(CONNECT_WAIT_S)
@@ -102,14 +129,10 @@ def run_api(settings: ApiSettings, *, version: str) -> int:
             "Redis at %s does not answer: enrolments answer 503 unavailable until it does (retrying)",
             redact_url(settings.redis_url),
         )
-    logger.info(
-        "api %s on http://%s:%d (operator page /ui, OpenAPI /docs): store %s, answers on %s",
-        settings.api_id,
-        settings.host,
-        settings.port,
-        settings.store,
-        settings.reply_topic,
-    )
+
+
+def serve(app: FastAPI, sock: socket.socket) -> list[int]:
+    """Run uvicorn on `sock` until SIGTERM/SIGINT; the signals that stopped it (none when it stopped by itself)."""
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", server_header=False, timeout_graceful_shutdown=10
     )
@@ -119,15 +142,11 @@ def run_api(settings: ApiSettings, *, version: str) -> int:
         stopped_by.append(signum)
 
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler found before it: this one
-    # notes it, so the connections below close cleanly (the retained status says `offline`) and we exit 0
+    # notes it, so the connections close cleanly afterwards (the retained status says `offline`) and we exit 0
     previous = {signum: signal.signal(signum, note_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        recognizer.stop()
-        dispatcher.close()
-        sock.close()
-    logger.info("api stopped%s", f" (signal {stopped_by[0]})" if stopped_by else "")
-    return 0
+    return stopped_by

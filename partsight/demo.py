@@ -216,6 +216,22 @@ def start_api(env: dict[str, str], protocol: str, log: Path, *, open_browser: bo
     return api
 
 
+def service_env(mqtt: Embedded, redis: Embedded, store: Path, *, bridge_port: int, worker_port: int) -> dict[str, str]:
+    """The environment of the demo's bridge, worker and API: this one without its PARTSIGHT_* settings, plus theirs."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
+        "PARTSIGHT_MQTT_URL": mqtt.url,
+        "PARTSIGHT_MQTT_PROTOCOL": mqtt.protocol,
+        "PARTSIGHT_REDIS_URL": redis.url,
+        "PARTSIGHT_MODEL_DIR": str(store),
+        "PARTSIGHT_BRIDGE_METRICS_PORT": str(bridge_port),
+        "PARTSIGHT_WORKER_METRICS_PORT": str(worker_port),
+        "PARTSIGHT_BRIDGE_ID": "demo-bridge",
+        "PARTSIGHT_WORKER_ID": "demo-worker",
+        "PARTSIGHT_LOG_LEVEL": "warning",
+    }
+
+
 def run_demo(options: DemoOptions) -> int:
     workdir = options.workdir.resolve()
     logs = workdir / "logs"
@@ -232,18 +248,7 @@ def run_demo(options: DemoOptions) -> int:
         store = ensure_model(workdir, options.train_per_product)
         photos = datasets.export_camera_folder(workdir / "camera", per_class=5)
         bridge_port, worker_port = free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("PARTSIGHT_")},
-            "PARTSIGHT_MQTT_URL": mqtt.url,
-            "PARTSIGHT_MQTT_PROTOCOL": mqtt.protocol,
-            "PARTSIGHT_REDIS_URL": redis.url,
-            "PARTSIGHT_MODEL_DIR": str(store),
-            "PARTSIGHT_BRIDGE_METRICS_PORT": str(bridge_port),
-            "PARTSIGHT_WORKER_METRICS_PORT": str(worker_port),
-            "PARTSIGHT_BRIDGE_ID": "demo-bridge",
-            "PARTSIGHT_WORKER_ID": "demo-worker",
-            "PARTSIGHT_LOG_LEVEL": "warning",
-        }
+        env = service_env(mqtt, redis, store, bridge_port=bridge_port, worker_port=worker_port)
         worker = _start("worker", env, logs / "worker.log")
         bridge = _start("bridge", env, logs / "bridge.log")
         _wait_ready(worker, worker_port, "worker", logs / "worker.log")

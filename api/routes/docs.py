@@ -31,7 +31,7 @@ POLICY = {
 
 def assets_folder() -> Path | None:
     try:
-        import swagger_ui_bundle
+        import swagger_ui_bundle  # noqa: PLC0415 - optional: without it /docs says so
     except ImportError:
         return None
     return Path(swagger_ui_bundle.swagger_ui_path)
