@@ -7,7 +7,10 @@
 ARG BASE_IMAGE=partsight-base:bookworm
 
 FROM ${BASE_IMAGE}
-RUN apt-get update \
+# moment-timezone's data/ (212 MB of per-zone sources for JavaScript builds): the web UI loads its
+# moment-timezone-with-data*.js files, not these
+RUN echo 'path-exclude=/usr/share/javascript/moment-timezone/data/*' > /etc/dpkg/dpkg.cfg.d/partsight-slim \
+    && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
     && mkdir -p /prometheus \
