@@ -39,7 +39,7 @@ class Case:
 @cache
 def photo() -> Image.Image:
     """A real photo (scikit-learn's sample), 640x480."""
-    from sklearn.datasets import load_sample_image  # noqa: PLC0415 - scikit-learn only once a case needs it
+    from sklearn.datasets import load_sample_image
 
     return Image.fromarray(load_sample_image("china.jpg")).resize((640, 480))
 
