@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from models.answer.arrays import read_arrays
 from models.answer.classifiers import Classifier
 from models.answer.gallery import GALLERY_FILE, Gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
-from models.errors import ArtifactError, BackboneError
+from models.errors import ArtifactError, BackboneError, InvalidModel
 from models.extract.backbones import file_sha256
 from models.extract.recipe import LEGACY, FeatureRecipe
 from models.store import versions
@@ -113,42 +114,19 @@ def write_model(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
     staging.chmod(0o755)  # mkdtemp makes it private; a worker may run as another user
     try:
-        arrays, records = saved_arrays(head)
-        np.savez(staging / "head.npz", **arrays)  # type: ignore[arg-type]
-        _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
-        _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
-        recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
-        if center is not None:
-            np.savez(staging / FEATURES_FILE, center=np.asarray(center, dtype=np.float32))
-            recorded["features"]["file"] = FEATURES_FILE
-        if gallery is not None:
-            gallery.save(staging / GALLERY_FILE)
-            recorded["gallery"] = {"file": GALLERY_FILE, "photos": len(gallery.features)}
-        if novelty is not None:
-            recorded["novelty"] = novelty.record()
+        records, recorded = _write_parts(
+            staging, head, catalog, recipe=recipe, center=center, gallery=gallery, novelty=novelty
+        )
         added = dict(write_files(staging)) if write_files else {}
-        files = {
-            entry.name: {"sha256": file_sha256(entry), "bytes": entry.stat().st_size}
-            for entry in sorted(staging.iterdir())
+        settings = {
+            "structure": head.structure,
+            "classifiers": records,
+            "product_threshold": head.product_threshold,
+            "category_threshold": head.category_threshold,
         }
-        manifest = {
-            "format": FORMAT,
-            "name": name,
-            "version": version,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "backbone": dict(backbone),
-            "head": {
-                "structure": head.structure,
-                "classifiers": records,
-                "product_threshold": head.product_threshold,
-                "category_threshold": head.category_threshold,
-            },
-            "files": files,
-            **recorded,
-            **(dict(extra) if extra else {}),
-            **added,
-        }
-        _write_json(staging / MANIFEST, manifest)
+        files = _file_records(staging)
+        manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
+        _write_json(staging / MANIFEST, {**manifest, **added})
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -161,6 +139,61 @@ def write_model(
     with contextlib.nullcontext() if locked else store_lock(store):  # never beside an enrolment or activation
         point_current(store, version)
     return final
+
+
+def _write_parts(
+    staging: Path,
+    head: ProductHead,
+    catalog: Catalog,
+    *,
+    recipe: FeatureRecipe,
+    center: np.ndarray | None,
+    gallery: Gallery | None,
+    novelty: NoveltyModel | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The model's own files in `staging`; the head's classifier records and the manifest entries they need."""
+    arrays, records = saved_arrays(head)
+    np.savez(staging / "head.npz", **arrays)  # type: ignore[arg-type]
+    _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
+    _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
+    recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
+    if center is not None:
+        np.savez(staging / FEATURES_FILE, center=np.asarray(center, dtype=np.float32))
+        recorded["features"]["file"] = FEATURES_FILE
+    if gallery is not None:
+        gallery.save(staging / GALLERY_FILE)
+        recorded["gallery"] = {"file": GALLERY_FILE, "photos": len(gallery.features)}
+    if novelty is not None:
+        recorded["novelty"] = novelty.record()
+    return records, recorded
+
+
+def _file_records(staging: Path) -> dict[str, dict[str, Any]]:
+    """The sha256 and size of every file written so far."""
+    return {
+        entry.name: {"sha256": file_sha256(entry), "bytes": entry.stat().st_size} for entry in sorted(staging.iterdir())
+    }
+
+
+def _manifest(
+    name: str,
+    version: str,
+    backbone: Mapping[str, Any],
+    *,
+    head: Mapping[str, Any],
+    files: Mapping[str, Any],
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "backbone": dict(backbone),
+        "head": dict(head),
+        "files": dict(files),
+        **extra,
+    }
 
 
 def served_signature(path: Path) -> tuple[str, str]:
@@ -179,7 +212,11 @@ def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:
 
 
 def load_model(path: Path) -> ModelBundle:
-    """Verify and load a model version (or a store's current version)."""
+    """Verify and load a model version (or a store's current version).
+
+    ArtifactError for a version that is not one: a file that fails verification or cannot be read is named, a
+    file or record that is malformed or parts that do not fit together make "malformed model files". Anything
+    else (a bug) propagates as itself."""
     version_dir = resolve(path)
     manifest = versions.read_manifest(version_dir)
     for name in manifest.get("files", {}):
@@ -187,37 +224,14 @@ def load_model(path: Path) -> ModelBundle:
     for required in ("head.npz", "labels.json", "catalog.json"):
         _verified(version_dir, manifest, required)
     try:
-        with np.load(version_dir / "head.npz", allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-        labels = json.loads((version_dir / "labels.json").read_text(encoding="utf-8"))
-        records = json.loads((version_dir / "catalog.json").read_text(encoding="utf-8"))["products"]
-        settings = manifest["head"]
-        products = tuple(labels["products"])
-        classifiers: dict[str | None, Classifier]
-        if manifest["format"] == 1:
-            classifiers = {None: logistic_classifier(products, arrays["coef"], arrays["intercept"])}
-        else:
-            classifiers = restored_classifiers(arrays, settings["classifiers"])
-        head = ProductHead(
-            products,
-            tuple(labels["categories"]),
-            classifiers,
-            structure=str(settings.get("structure", "flat")),
-            product_threshold=float(settings["product_threshold"]),
-            category_threshold=float(settings["category_threshold"]),
-        )
+        catalog = _catalog(version_dir)
+        head = _head(version_dir, manifest)
         recipe, center = _recipe(version_dir, manifest)
-        gallery = _gallery(version_dir, manifest, products)
+        gallery = _gallery(version_dir, manifest, head.products)
         novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
-        if gallery is not None and gallery.dim != head.feature_dim:
-            raise ValueError(f"the gallery holds {gallery.dim}-d features, the head takes {head.feature_dim}")
-        if recipe != LEGACY and recipe.dim != head.feature_dim:  # the legacy one: checked against the backbone
-            raise ValueError(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
-        if novelty is not None and gallery is None:
-            raise ValueError("a novelty score without its gallery")
-    except (KeyError, TypeError, ValueError, OSError, BackboneError) as exc:
+        _check_parts_fit(head, recipe, gallery, novelty)
+    except (InvalidModel, BackboneError) as exc:
         raise ArtifactError(f"{version_dir}: malformed model files: {exc}") from exc
-    catalog = {str(record["product"]): record for record in records}
     return ModelBundle(
         path=version_dir,
         manifest=manifest,
@@ -230,20 +244,81 @@ def load_model(path: Path) -> ModelBundle:
     )
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"malformed model files: {path} is not readable JSON ({exc})") from exc
+
+
+def _catalog(version_dir: Path) -> Catalog:
+    try:
+        records = _read_json(version_dir / "catalog.json")["products"]
+        return {str(record["product"]): record for record in records}
+    except (KeyError, TypeError) as exc:  # a record that is not an object, or lacks its product
+        raise InvalidModel(f"catalog.json: not a list of product records ({type(exc).__name__}: {exc})") from exc
+
+
+def _head(version_dir: Path, manifest: Mapping[str, Any]) -> ProductHead:
+    """The head from head.npz, labels.json and the manifest's `head` (format 1: one logistic regression)."""
+    arrays = read_arrays(version_dir / "head.npz")
+    labels = _read_json(version_dir / "labels.json")
+    try:
+        settings = manifest["head"]
+        products, categories = tuple(labels["products"]), tuple(labels["categories"])
+        structure = str(settings.get("structure", "flat"))
+        thresholds = float(settings["product_threshold"]), float(settings["category_threshold"])
+        records = None if manifest["format"] == 1 else settings["classifiers"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a key missing, a value of the wrong kind
+        raise InvalidModel(f"the manifest's head or labels.json ({type(exc).__name__}: {exc})") from exc
+    classifiers: dict[str | None, Classifier]
+    if records is None:
+        if "coef" not in arrays or "intercept" not in arrays or arrays["coef"].ndim != 2:
+            raise InvalidModel("head.npz: a format-1 head needs a 2-d coef and its intercept")
+        classifiers = {None: logistic_classifier(products, arrays["coef"], arrays["intercept"])}
+    else:
+        classifiers = restored_classifiers(arrays, records)
+    return ProductHead(
+        products,
+        categories,
+        classifiers,
+        structure=structure,
+        product_threshold=thresholds[0],
+        category_threshold=thresholds[1],
+    )
+
+
+def _check_parts_fit(
+    head: ProductHead, recipe: FeatureRecipe, gallery: Gallery | None, novelty: NoveltyModel | None
+) -> None:
+    if gallery is not None and gallery.dim != head.feature_dim:
+        raise InvalidModel(f"the gallery holds {gallery.dim}-d features, the head takes {head.feature_dim}")
+    if recipe != LEGACY and recipe.dim != head.feature_dim:  # the legacy one: checked against the backbone
+        raise InvalidModel(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
+    if novelty is not None and gallery is None:
+        raise InvalidModel("a novelty score without its gallery")
+
+
 def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, np.ndarray | None]:
     record = manifest.get("features")
     if record is None:
         return LEGACY, None  # written before recipes: the last layer, pooled
-    recipe = FeatureRecipe.from_record(record["recipe"])
+    try:
+        recipe_record, file = record["recipe"], record.get("file")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidModel(f"the manifest's features record ({type(exc).__name__}: {exc})") from exc
+    recipe = FeatureRecipe.from_record(recipe_record)
     center = None
-    if record.get("file"):
-        path = _verified(version_dir, manifest, str(record["file"]))
-        with np.load(path, allow_pickle=False) as stored:
-            center = stored["center"].astype(np.float32)
+    if file:
+        path = _verified(version_dir, manifest, str(file))
+        center = read_arrays(path, ("center",))["center"]
+        if not np.issubdtype(center.dtype, np.number):
+            raise InvalidModel(f"{path}: the mean is of {center.dtype}, not numbers")
+        center = center.astype(np.float32)
     if recipe.center and center is None:
-        raise ValueError("the feature recipe centres but its mean is missing")
+        raise InvalidModel("the feature recipe centres but its mean is missing")
     if center is not None and (not recipe.center or center.shape != (recipe.dim,)):
-        raise ValueError(f"the recipe's mean has shape {center.shape}, for a {recipe.dim}-d recipe that centres")
+        raise InvalidModel(f"the recipe's mean has shape {center.shape}, for a {recipe.dim}-d recipe that centres")
     return recipe, center
 
 
@@ -251,4 +326,8 @@ def _gallery(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str
     record = manifest.get("gallery")
     if record is None:
         return None
-    return Gallery.load(_verified(version_dir, manifest, str(record["file"])), products)
+    try:
+        file = str(record["file"])
+    except (KeyError, TypeError) as exc:
+        raise InvalidModel(f"the manifest's gallery record ({type(exc).__name__}: {exc})") from exc
+    return Gallery.load(_verified(version_dir, manifest, file), products)

@@ -82,7 +82,7 @@ def _cuda_usable(device: str) -> bool:
         return False
     if device == "auto" and not Path("/dev/nvidiactl").exists():
         return False  # no NVIDIA driver: do not even import torch
-    import torch
+    import torch  # noqa: PLC0415  # only where a GPU may be: a worker on ONNX never loads torch
 
     return bool(torch.cuda.is_available())
 
@@ -91,7 +91,7 @@ def _build_engine(
     bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, engine: str, cpu_threads: int
 ) -> Engine:
     if engine != "onnxruntime" and (device.startswith("cuda") or _cuda_usable(device)):
-        from models.extract.cuda_engine import CudaEngine
+        from models.extract.cuda_engine import CudaEngine  # noqa: PLC0415  # torch and torchvision: GPU workers only
 
         return CudaEngine(_torch_extractor(bundle, spec, weights=weights, device=device, cpu_threads=cpu_threads))
     graph = _onnx_graph(bundle)
@@ -118,7 +118,7 @@ def _onnx_graph(bundle: ModelBundle) -> Path | None:
 def _torch_extractor(
     bundle: ModelBundle, spec: BackboneSpec, *, weights: Path | None, device: str, cpu_threads: int
 ) -> Any:
-    from models.extract.features import FeatureExtractor
+    from models.extract.features import FeatureExtractor  # noqa: PLC0415  # torch: only the torch engines need it
 
     extractor = FeatureExtractor(
         spec, weights=weights, device=device, cpu_threads=cpu_threads, recipe=bundle.recipe, center=bundle.center

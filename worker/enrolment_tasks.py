@@ -96,7 +96,7 @@ class EnrolmentRunner:
             self.requests.get(enrolment)
         except UnknownEnrolment as exc:
             raise MalformedTask(f"enrolment {enrolment!r} is not in {self.requests.root}: {exc}") from exc
-        except (OSError, ValueError) as exc:
+        except EnrolmentError as exc:  # the store cannot be read just now (or holds a corrupt request)
             raise EnrolmentBusy(f"cannot read enrolment {enrolment}: {exc}") from exc
         if not self._running.acquire(blocking=False):
             raise EnrolmentBusy("this worker is running another enrolment")

@@ -13,13 +13,13 @@ probabilities through a softmax whose temperature is fitted on out-of-fold decis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from models.errors import DatasetError
+from models.errors import DatasetError, InvalidModel, TrainingError
 
 KINDS = ("logistic", "linear_svm", "rbf_svm", "knn", "mlp", "prototype")
 TEMPERED_KINDS = frozenset({"linear_svm", "rbf_svm", "prototype"})  # decision values -> softmax(t * decision)
@@ -47,9 +47,9 @@ class Candidate:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown classifier {self.kind!r}; choose from {', '.join(KINDS)}")
+            raise InvalidModel(f"unknown classifier {self.kind!r}; choose from {', '.join(KINDS)}")
         if self.preprocessing not in PREPROCESSING:
-            raise ValueError(f"unknown preprocessing {self.preprocessing!r}; choose from {', '.join(PREPROCESSING)}")
+            raise InvalidModel(f"unknown preprocessing {self.preprocessing!r}; choose from {', '.join(PREPROCESSING)}")
 
     @property
     def label(self) -> str:
@@ -102,8 +102,8 @@ class Classifier:
                 x = (x - mean) / self.arrays[f"pre{index}_scale"]
             elif step == "pca":
                 x = (x - mean) @ self.arrays[f"pre{index}_components"].T
-            else:
-                raise ValueError(f"unknown preprocessing step {step!r}")
+            else:  # a stored record's steps
+                raise InvalidModel(f"unknown preprocessing step {step!r}")
         return x
 
     def decision(self, features: np.ndarray) -> np.ndarray:
@@ -121,7 +121,7 @@ class Classifier:
             return _mlp_forward(x, a, int(self.params["layers"]))
         if self.kind == "prototype":
             return _prototype_scores(x, a["centres"], a["labels"], len(self.classes))
-        raise ValueError(f"unknown classifier kind {self.kind!r}")
+        raise ValueError(f"unknown classifier kind {self.kind!r}")  # a bug: from_record checks stored kinds
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         scores = self.decision(features)
@@ -138,10 +138,17 @@ class Classifier:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Classifier:
-        kind = str(record["kind"])
+        """A classifier from its stored record and arrays; InvalidModel when the record is not one."""
+        try:
+            kind = str(record["kind"])
+            classes = tuple(str(c) for c in record["classes"])
+            params = dict(record.get("params", {}))
+            int(params["input_dim"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidModel(f"a classifier record without its kind, classes or input size: {exc!r}") from exc
         if kind not in KINDS:
-            raise ValueError(f"unknown classifier kind {kind!r}")
-        return cls(kind, tuple(str(c) for c in record["classes"]), dict(arrays), dict(record.get("params", {})))
+            raise InvalidModel(f"unknown classifier kind {kind!r}")
+        return cls(kind, classes, dict(arrays), params)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -218,7 +225,7 @@ def _prototype_scores(x: np.ndarray, centres: np.ndarray, labels: np.ndarray, n_
 
 
 def _fit_prototypes(x: np.ndarray, y: np.ndarray, classes: Sequence[str], per_class: int, seed: int) -> dict[str, Any]:
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # noqa: PLC0415  # training only: a worker never imports scikit-learn
 
     rows = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     centres, labels = [], []
@@ -247,67 +254,109 @@ def _mlp_forward(x: np.ndarray, a: Mapping[str, np.ndarray], layers: int) -> np.
 
 
 def fit_candidate(candidate: Candidate, features: np.ndarray, labels: Sequence[str], *, seed: int = 0) -> Classifier:
-    """Fit `candidate` with scikit-learn on labelled features and keep only its arrays."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
+    """Fit `candidate` with scikit-learn on labelled features and keep only its arrays; TrainingError for rows
+    of a single class."""
     x = np.asarray(features, dtype=np.float64)  # fitted in float64 like a scikit-learn pipeline; kept as float32
     y = np.asarray(labels)
     classes = tuple(str(c) for c in np.unique(y))
     if len(classes) < 2:
-        raise ValueError("a classifier needs at least two classes")
+        raise TrainingError("a classifier needs at least two classes")
+    x, arrays, steps = _fit_preprocessing(candidate.preprocessing, x, seed)
+    params: dict[str, Any] = {"steps": steps, "input_dim": int(features.shape[1])}
+    fitted, extra = _ESTIMATORS[candidate.kind](x, y, classes, candidate.parameter, seed)
+    arrays.update(fitted)
+    params.update(extra)
+    return Classifier(candidate.kind, classes, arrays, params)
+
+
+# scikit-learn is imported inside the fitting functions below: only training fits, and a worker applies the
+# fitted arrays with numpy alone, never importing scikit-learn
+
+
+def _fit_preprocessing(
+    preprocessing: str, x: np.ndarray, seed: int
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The inputs after the preprocessing chain, its arrays (`pre<i>_*`) and its steps."""
+    from sklearn.decomposition import PCA  # noqa: PLC0415  # training only (see above)
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415  # training only (see above)
+
     arrays: dict[str, np.ndarray] = {}
     steps: list[str] = []
-    if candidate.preprocessing == "pca":
+    if preprocessing == "pca":
         components = min(PCA_COMPONENTS, x.shape[0] - 1, x.shape[1])
         pca = PCA(n_components=components, random_state=seed).fit(x)
         arrays["pre0_mean"] = pca.mean_.astype(np.float32)
         arrays["pre0_components"] = pca.components_.astype(np.float32)
         steps.append("pca")
         x = pca.transform(x)
-    if candidate.preprocessing in ("standardize", "pca"):
+    if preprocessing in ("standardize", "pca"):
         scaler = StandardScaler().fit(x)
         index = len(steps)
         arrays[f"pre{index}_mean"] = scaler.mean_.astype(np.float32)
         arrays[f"pre{index}_scale"] = scaler.scale_.astype(np.float32)
         steps.append("standardize")
         x = scaler.transform(x)
-    params: dict[str, Any] = {"steps": steps, "input_dim": int(features.shape[1])}
-    kind, value = candidate.kind, candidate.parameter
-    if kind in ("logistic", "linear_svm"):
-        if kind == "logistic":
-            from sklearn.linear_model import LogisticRegression
+    return x, arrays, steps
 
-            model: Any = LogisticRegression(C=value, max_iter=3000).fit(x, y)
-        else:
-            from sklearn.svm import LinearSVC
 
-            model = LinearSVC(C=value, max_iter=20000, random_state=seed).fit(x, y)
-        coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
-        if kind == "logistic" and coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
-            coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)
-        arrays.update(coef=coef, intercept=intercept)
-    elif kind == "rbf_svm":
-        from sklearn.svm import SVC
+Fitted = tuple[dict[str, np.ndarray], dict[str, Any]]  # an estimator's arrays and its JSON parameters
 
-        model = SVC(C=value, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(x, y)
-        arrays.update(
-            support=model.support_vectors_.astype(np.float32),
-            dual_coef=model.dual_coef_.astype(np.float32),
-            intercept=model.intercept_.astype(np.float32),
-            n_support=model.n_support_.astype(np.int64),
-        )
-        params["gamma"] = float(model._gamma)
-    elif kind == "knn":
-        arrays.update(train=x.astype(np.float32), labels=np.searchsorted(np.asarray(classes), y).astype(np.int64))
-        params["k"] = int(value)
-    elif kind == "prototype":
-        arrays.update(_fit_prototypes(x, y, classes, int(value), seed))
-    else:
-        from sklearn.neural_network import MLPClassifier
 
-        model = MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=value, max_iter=400, random_state=seed).fit(x, y)
-        for index, (w, b) in enumerate(zip(model.coefs_, model.intercepts_, strict=True)):
-            arrays[f"w{index}"], arrays[f"b{index}"] = w.astype(np.float32), b.astype(np.float32)
-        params["layers"] = len(model.coefs_)
-    return Classifier(kind, classes, arrays, params)
+def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only (see above)
+
+    model = LogisticRegression(C=value, max_iter=3000).fit(x, y)
+    coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
+    if coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
+        coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)
+    return {"coef": coef, "intercept": intercept}, {}
+
+
+def _fit_linear_svm(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    from sklearn.svm import LinearSVC  # noqa: PLC0415  # training only (see above)
+
+    model = LinearSVC(C=value, max_iter=20000, random_state=seed).fit(x, y)
+    coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
+    return {"coef": coef, "intercept": intercept}, {}
+
+
+def _fit_rbf_svm(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    from sklearn.svm import SVC  # noqa: PLC0415  # training only (see above)
+
+    model = SVC(C=value, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(x, y)
+    arrays = {
+        "support": model.support_vectors_.astype(np.float32),
+        "dual_coef": model.dual_coef_.astype(np.float32),
+        "intercept": model.intercept_.astype(np.float32),
+        "n_support": model.n_support_.astype(np.int64),
+    }
+    return arrays, {"gamma": float(model._gamma)}
+
+
+def _fit_knn(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    labels = np.searchsorted(np.asarray(classes), y).astype(np.int64)
+    return {"train": x.astype(np.float32), "labels": labels}, {"k": int(value)}
+
+
+def _fit_prototype(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    return _fit_prototypes(x, y, classes, int(value), seed), {}
+
+
+def _fit_mlp(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
+    from sklearn.neural_network import MLPClassifier  # noqa: PLC0415  # training only (see above)
+
+    model = MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=value, max_iter=400, random_state=seed).fit(x, y)
+    arrays: dict[str, np.ndarray] = {}
+    for index, (w, b) in enumerate(zip(model.coefs_, model.intercepts_, strict=True)):
+        arrays[f"w{index}"], arrays[f"b{index}"] = w.astype(np.float32), b.astype(np.float32)
+    return arrays, {"layers": len(model.coefs_)}
+
+
+_ESTIMATORS: Mapping[str, Callable[[np.ndarray, np.ndarray, tuple[str, ...], float, int], Fitted]] = {
+    "logistic": _fit_logistic,
+    "linear_svm": _fit_linear_svm,
+    "rbf_svm": _fit_rbf_svm,
+    "knn": _fit_knn,
+    "mlp": _fit_mlp,
+    "prototype": _fit_prototype,
+}

@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from models.answer.arrays import read_arrays
+from models.errors import InvalidModel
+
 GALLERY_FILE = "gallery.npz"
 DEFAULT_MAX_PER_PRODUCT = 500
 
@@ -33,15 +36,16 @@ class Gallery:
     spread_std: np.ndarray  # (P,)
 
     def __post_init__(self) -> None:
+        """InvalidModel when the rows do not fit together (a gallery file that is not one)."""
         n = len(self.features)
         if self.features.ndim != 2 or not (len(self.labels) == len(self.photos) == len(self.sha256) == n):
-            raise ValueError("a gallery's features, labels, photos and sha256 must have one row per photo")
+            raise InvalidModel("a gallery's features, labels, photos and sha256 must have one row per photo")
         if n and (np.any(np.diff(self.labels) < 0) or self.labels.min() < 0 or self.labels.max() >= len(self.products)):
-            raise ValueError("a gallery's rows must be grouped by product, in the head's order")
+            raise InvalidModel("a gallery's rows must be grouped by product, in the head's order")
         if set(np.unique(self.labels).tolist()) != set(range(len(self.products))):
-            raise ValueError("a gallery needs at least one photo of every product")
+            raise InvalidModel("a gallery needs at least one photo of every product")
         if self.spread_mean.shape != (len(self.products),) or self.spread_std.shape != (len(self.products),):
-            raise ValueError("a gallery needs the spread of every product")
+            raise InvalidModel("a gallery needs the spread of every product")
 
     @property
     def dim(self) -> int:
@@ -94,16 +98,19 @@ class Gallery:
 
     @classmethod
     def load(cls, path: Path, products: Sequence[str]) -> Gallery:
-        with np.load(path, allow_pickle=False) as stored:
-            return cls(
-                features=stored["features"].astype(np.float32),
-                products=tuple(products),
-                labels=stored["labels"].astype(np.int64),
-                photos=stored["photos"],
-                sha256=stored["sha256"],
-                spread_mean=stored["spread_mean"].astype(np.float32),
-                spread_std=stored["spread_std"].astype(np.float32),
-            )
+        """ArtifactError naming the file when it is not an .npz of a gallery; InvalidModel when its rows do not fit
+        together or the products."""
+        stored = read_arrays(path, ("features", "labels", "photos", "sha256", "spread_mean", "spread_std"))
+        try:
+            numbers: dict[str, np.ndarray] = {
+                "features": stored["features"].astype(np.float32),
+                "labels": stored["labels"].astype(np.int64),
+                "spread_mean": stored["spread_mean"].astype(np.float32),
+                "spread_std": stored["spread_std"].astype(np.float32),
+            }
+        except (TypeError, ValueError) as exc:  # an array of text where numbers belong
+            raise InvalidModel(f"{path}: {exc}") from exc
+        return cls(products=tuple(products), photos=stored["photos"], sha256=stored["sha256"], **numbers)
 
 
 def sample_rows(count: int, limit: int, seed: int = 0) -> np.ndarray:
@@ -147,7 +154,7 @@ def build_gallery(
     labels: list[np.ndarray] = []
     for index, product in enumerate(products):
         rows = np.flatnonzero(names == product)
-        if len(rows) == 0:
+        if len(rows) == 0:  # a bug: the caller's products come from these rows
             raise ValueError(f"no photo of {product!r} for the gallery")
         rows = rows[sample_rows(len(rows), max_per_product, seed + index)]
         keep.append(rows)

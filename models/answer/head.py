@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import Classifier
+from models.errors import InvalidModel
 
 RECOGNIZED = "recognized"
 UNKNOWN = "unknown"
@@ -52,32 +53,33 @@ class ProductHead:
     category_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        """InvalidModel when the parts do not make a head that can answer."""
         count = len(self.products)
         if count < 2 or len(self.categories) != count:
-            raise ValueError("a head needs at least two products, each with a category")
+            raise InvalidModel("a head needs at least two products, each with a category")
         if self.structure not in STRUCTURES:
-            raise ValueError(f"unknown head structure {self.structure!r}")
+            raise InvalidModel(f"unknown head structure {self.structure!r}")
         top = self.classifiers.get(None)
         if top is None:
-            raise ValueError("a head needs its top-level classifier")
+            raise InvalidModel("a head needs its top-level classifier")
         expected = set(self.categories) if self.structure == CATEGORY_FIRST else set(self.products)
         if set(top.classes) != expected:
-            raise ValueError(f"the top-level classifier knows {sorted(top.classes)}, the head {sorted(expected)}")
+            raise InvalidModel(f"the top-level classifier knows {sorted(top.classes)}, the head {sorted(expected)}")
         if self.structure == CATEGORY_FIRST:
             for category in set(self.categories):
                 members = {p for p, c in zip(self.products, self.categories, strict=True) if c == category}
                 inner = self.classifiers.get(category)
                 if len(members) > 1 and (inner is None or set(inner.classes) != members):
-                    raise ValueError(f"category {category!r} needs a classifier over {sorted(members)}")
+                    raise InvalidModel(f"category {category!r} needs a classifier over {sorted(members)}")
         dims = {classifier.input_dim for classifier in self.classifiers.values()}
         if len(dims) != 1:
-            raise ValueError(f"the head's classifiers expect different feature sizes: {sorted(dims)}")
+            raise InvalidModel(f"the head's classifiers expect different feature sizes: {sorted(dims)}")
         try:  # a head that cannot answer must fail here, at load, not on every frame
             probe = self.probabilities(np.zeros((1, self.feature_dim), dtype=np.float32))
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise ValueError(f"the head's classifiers cannot be applied: {exc!r}") from exc
+        except (KeyError, IndexError, ValueError, TypeError, InvalidModel) as exc:  # arrays of the wrong shape
+            raise InvalidModel(f"the head's classifiers cannot be applied: {exc!r}") from exc
         if probe.shape != (1, count) or not np.isfinite(probe).all():
-            raise ValueError(f"the head's classifiers give {probe.shape} probabilities for {count} products")
+            raise InvalidModel(f"the head's classifiers give {probe.shape} probabilities for {count} products")
 
     @property
     def feature_dim(self) -> int:
@@ -174,6 +176,11 @@ def saved_arrays(head: ProductHead) -> tuple[dict[str, np.ndarray], list[dict[st
 def restored_classifiers(
     arrays: Mapping[str, np.ndarray], records: Sequence[Mapping[str, Any]]
 ) -> dict[str | None, Classifier]:
+    """The classifiers of a stored head (see saved_arrays); InvalidModel when the records are not a list of them."""
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        raise InvalidModel("the head's classifier records are not a list")
+    if not all(isinstance(record, Mapping) for record in records):
+        raise InvalidModel("the head's classifier records are not all objects")
     classifiers: dict[str | None, Classifier] = {}
     for index, record in enumerate(records):
         prefix = f"c{index}_"

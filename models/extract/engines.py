@@ -21,6 +21,7 @@ import numpy as np
 
 from models.errors import ImageError
 from models.extract.decode import DecodeLimits, decode_image
+from models.extract.onnx_export import onnx_session
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ class OnnxEngine:
     device = "cpu"
 
     def __init__(self, path: Path, *, input_size: int, threads: int = 1) -> None:
-        from models.extract.onnx_export import onnx_session
-
         self.input_size = input_size
         self._session: Any = onnx_session(path, threads=threads)
         logger.info("ONNX Runtime engine on %s (%d intra-op thread(s))", path.name, threads)

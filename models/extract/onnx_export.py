@@ -43,9 +43,10 @@ def images_to_features(
     superset: bool = False,
 ) -> torch.nn.Module:
     """uint8 (N, H, W, 3) -> the recipe's L2-normalised float32 features (N, D), or raw superset rows, as one module."""
-    import torch
+    # torch (and the torch modules of the recipe) only when exporting: a worker on ONNX imports onnx_session
+    import torch  # noqa: PLC0415
 
-    from models.extract.recipe_modules import RecipeModule, SupersetModule
+    from models.extract.recipe_modules import RecipeModule, SupersetModule  # noqa: PLC0415
 
     features = SupersetModule(network, flip=recipe.flip) if superset else RecipeModule(network, recipe, center)
 
@@ -68,7 +69,7 @@ def images_to_features(
 def onnx_session(path: Path, *, threads: int = 1) -> object:
     """An ONNX Runtime CPU session with `threads` intra-op threads, run sequentially (one core per lane)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # noqa: PLC0415  # optional: BackboneError below when it is missing
     except ImportError as exc:
         raise BackboneError("onnxruntime is not installed; install it or set PARTSIGHT_ENGINE=torch") from exc
     options = ort.SessionOptions()
@@ -99,7 +100,7 @@ def export_backbone(
     Raises BackboneError (and leaves no file) when ONNX Runtime's features differ from torch's by more
     than EXPORT_TOLERANCE on the check images, which should be real photos in the model's input size.
     """
-    import torch
+    import torch  # noqa: PLC0415  # exporting only: a worker on ONNX imports this module without torch
 
     if check_images.ndim != 4 or check_images.dtype != np.uint8 or len(check_images) == 0:
         raise ValueError(f"check images must be a non-empty uint8 (N, H, W, 3) batch, got {check_images.shape}")

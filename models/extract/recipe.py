@@ -103,14 +103,16 @@ class FeatureRecipe:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> FeatureRecipe:
-        if int(record.get("superset_version", SUPERSET_VERSION)) != SUPERSET_VERSION:
+        """The recipe a manifest records; BackboneError for one this release cannot make, or no recipe at all."""
+        try:
+            superset = int(record.get("superset_version", SUPERSET_VERSION))
+            parts = tuple(str(name) for name in record["parts"])
+            flags = {name: bool(record.get(name, False)) for name in ("power", "center", "flip")}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a key missing, a value of the wrong kind
+            raise BackboneError(f"a feature recipe record that is not one ({type(exc).__name__}: {exc})") from exc
+        if superset != SUPERSET_VERSION:
             raise BackboneError(f"feature recipe of superset version {record.get('superset_version')!r} is unknown")
-        return cls(
-            parts=tuple(str(name) for name in record["parts"]),
-            power=bool(record.get("power", False)),
-            center=bool(record.get("center", False)),
-            flip=bool(record.get("flip", False)),
-        )
+        return cls(parts=parts, **flags)
 
 
 LEGACY = FeatureRecipe(parts=("head",))  # the last layer, pooled and L2-normalised: the first model directories

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from broker.contract import rfc3339
-
 from models.errors import EnrolmentError, UnknownEnrolment
 
 ENROLMENTS_DIR = "enrolments"
-STORE_UNAVAILABLE = "store_unavailable"  # the store could not be written: nothing is wrong with the request
+STORE_UNAVAILABLE = "store_unavailable"  # the store could not be written or read: nothing is wrong with the request
+CORRUPT_REQUEST = "corrupt_request"  # a stored request that is not one: request.json unreadable, a key or photo missing
 KEYS_DIR = ".keys"  # key (sha256) -> enrolment id, for requests that may be delivered twice
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
@@ -79,6 +79,13 @@ def check_catalog_record(product: str, record: object) -> dict[str, Any]:
     return checked
 
 
+REQUEST_KEYS = ("id", "product", "record", "photos", "created_at")  # what every stored request holds
+
+
+def _corrupt(enrolment: str, problem: str) -> EnrolmentError:
+    return EnrolmentError(f"enrolment {enrolment}: {problem}", CORRUPT_REQUEST)
+
+
 def _write_json(path: Path, document: Any) -> None:
     staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     staging.write_text(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
@@ -86,7 +93,11 @@ def _write_json(path: Path, document: Any) -> None:
 
 
 class EnrolmentStore:
-    """The enrolment requests of one model store."""
+    """The enrolment requests of one model store.
+
+    What the file system or a stored document raises is translated here, at the boundary: EnrolmentError with
+    `STORE_UNAVAILABLE` for a store that cannot be read or written, with `CORRUPT_REQUEST` for a stored request
+    that is not one, UnknownEnrolment for an id that names none. Callers catch EnrolmentError, the family."""
 
     def __init__(self, model_store: Path) -> None:
         self.root = Path(model_store) / ENROLMENTS_DIR
@@ -170,9 +181,12 @@ class EnrolmentStore:
         """Tie `key` to the request just stored; when another delivery tied it first, that one wins and this
         request is removed."""
         path = self._key_path(key)
-        path.parent.mkdir(exist_ok=True)
         written = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        written.write_text(enrolment, encoding="ascii")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            written.write_text(enrolment, encoding="ascii")
+        except OSError as exc:
+            raise self._unavailable("store the enrolment's key", exc) from exc
         try:
             os.link(written, path)  # appears whole, or not at all: a reader never sees an empty key
         except FileExistsError:
@@ -182,9 +196,14 @@ class EnrolmentStore:
                 return winner
             path.unlink(missing_ok=True)  # a key left by a request that is gone: take it over
             return self._claim_key(key, enrolment)
+        except OSError as exc:
+            raise self._unavailable("store the enrolment's key", exc) from exc
         finally:
             written.unlink(missing_ok=True)
         return enrolment
+
+    def _unavailable(self, doing: str, exc: OSError) -> EnrolmentError:
+        return EnrolmentError(f"cannot {doing} in {self.root}: {exc.strerror or exc}", STORE_UNAVAILABLE)
 
     def _folder(self, enrolment: object) -> Path:
         folder = self.root / check_enrolment_id(enrolment)
@@ -193,14 +212,33 @@ class EnrolmentStore:
         return folder
 
     def request(self, enrolment: str) -> dict[str, Any]:
+        """The stored request: its id, product, record, photos, source and creation time."""
         folder = self._folder(enrolment)
-        document: dict[str, Any] = json.loads((folder / "request.json").read_text(encoding="utf-8"))
-        return document
+        try:
+            document = json.loads((folder / "request.json").read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise self._unavailable(f"read enrolment {enrolment}", exc) from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _corrupt(enrolment, f"request.json is not JSON ({exc})") from exc
+        missing = [key for key in REQUEST_KEYS if not isinstance(document, dict) or key not in document]
+        if missing:
+            raise _corrupt(enrolment, f"request.json lacks {', '.join(missing)}")
+        if not isinstance(document["photos"], list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("name"), str) for entry in document["photos"]
+        ):
+            raise _corrupt(enrolment, "request.json's photos are not a list of named photos")
+        checked: dict[str, Any] = document
+        return checked
 
     def photos(self, enrolment: str) -> list[tuple[str, bytes]]:
         folder = self._folder(enrolment)
         names = [str(entry["name"]) for entry in self.request(enrolment)["photos"]]
-        return [(name, (folder / "photos" / name).read_bytes()) for name in names]
+        try:
+            return [(name, (folder / "photos" / name).read_bytes()) for name in names]
+        except FileNotFoundError as exc:
+            raise _corrupt(enrolment, f"photo {Path(exc.filename or '').name or '?'} is missing") from exc
+        except OSError as exc:
+            raise self._unavailable(f"read the photos of enrolment {enrolment}", exc) from exc
 
     def get(self, enrolment: str) -> dict[str, Any]:
         """What the API answers: id, product, state, photos, version made, error, times."""
@@ -208,7 +246,9 @@ class EnrolmentStore:
         request = self.request(enrolment)
         try:
             status = json.loads((folder / "status.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # written by os.replace: absent, not torn
+            status = {"state": QUEUED}
+        if not isinstance(status, dict):
             status = {"state": QUEUED}
         return {
             "id": request["id"],
@@ -225,21 +265,27 @@ class EnrolmentStore:
         }
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first."""
-        found = sorted((p.name for p in self.root.iterdir() if ENROLMENT_ID.match(p.name)), reverse=True)
+        """Newest first; one that cannot be read is left out (EnrolmentError when the folder cannot be listed)."""
+        try:
+            found = sorted((p.name for p in self.root.iterdir() if ENROLMENT_ID.match(p.name)), reverse=True)
+        except OSError as exc:
+            raise self._unavailable("list the enrolments", exc) from exc
         listed = []
         for enrolment in found[: max(0, limit)]:
             try:
                 listed.append(self.get(enrolment))
-            except (UnknownEnrolment, OSError, json.JSONDecodeError):
+            except EnrolmentError:  # removed meanwhile, corrupt, or unreadable: the rest are still listed
                 continue
         return listed
 
     def set_state(self, enrolment: str, state: str, **details: Any) -> None:
         if state not in STATES:
-            raise ValueError(f"unknown enrolment state {state!r}")
+            raise ValueError(f"unknown enrolment state {state!r}")  # a bug: callers pass the constants above
         folder = self._folder(enrolment)
-        _write_json(folder / "status.json", {"state": state, "updated_at": rfc3339(time.time()), **details})
+        try:
+            _write_json(folder / "status.json", {"state": state, "updated_at": rfc3339(time.time()), **details})
+        except OSError as exc:
+            raise self._unavailable(f"record the state of enrolment {enrolment}", exc) from exc
 
     def running(self, enrolment: str) -> None:
         self.set_state(enrolment, RUNNING)

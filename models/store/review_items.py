@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.contract import rfc3339
-
 from models.errors import ReviewError, UnknownItem
 
 # every store's layout: `items/<id>/image` (the bytes the device sent) and `items/<id>/item.json`

@@ -14,14 +14,18 @@ plus generated gradients, stripes and noise), so an air-gapped site needs nothin
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter, ImageOps
+from sklearn.datasets import load_sample_images
 
 from models.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 BACKGROUND_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -122,11 +126,9 @@ def _built_in_backgrounds(size: int = 256) -> list[Image.Image]:
     rng = np.random.default_rng(20240611)
     out = []
     try:
-        from sklearn.datasets import load_sample_images
-
         out += [Image.fromarray(photo) for photo in load_sample_images().images]
-    except Exception:  # scikit-learn without its sample photos: the generated ones remain
-        pass
+    except OSError:  # scikit-learn installed without its sample photos: the generated ones remain
+        logger.debug("scikit-learn's sample photos are missing; generated backgrounds only")
     ramp = np.linspace(0, 1, size)[None, :, None]
     for low, high in (
         ((40, 40, 45), (200, 200, 190)),

@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from models.answer.classifiers import Candidate
 from models.answer.gallery import Gallery, build_gallery
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
 from models.bundle import ModelBundle, _verified, load_model, write_model
-from models.errors import ArtifactError, EnrolmentError, ImageError, ModelError
+from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, ModelError, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import DONE, FAILED, EnrolmentStore, check_catalog_record, check_product_id
 from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
@@ -81,6 +82,16 @@ class Refitted:
     report: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _Calibrated:
+    """The novelty score and the thresholds an enrolment ships (None: the head's default, 0.5)."""
+
+    novelty: NoveltyModel | None
+    product_threshold: float | None
+    category_threshold: float | None
+    report: dict[str, Any]
+
+
 def refit(
     base: EnrolmentBase,
     categories_of: Mapping[str, str],
@@ -93,14 +104,14 @@ def refit(
     The novelty score is recalibrated on leave-products-out folds of the products with two photos or more (a
     product enrolled from one photo cannot be split into folds, but it is in the head and the gallery); when
     too few are left for folds, the `previous` score is kept as it was (its inputs are relative to each
-    product's own spread, so it still reads the same way)."""
+    product's own spread, so it still reads the same way). TrainingError for rows nothing can be fitted on."""
     labels = base.products
     categories = np.array([categories_of[str(p)] for p in labels])
     structure = resolve_structure(choices.structure, categories)
     nodes = head_nodes(labels, categories, structure)
     picks = {node.scope: choices.classifiers.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
-    new_nodes = sorted(str(node.scope) for node in nodes if node.scope not in choices.classifiers)
     products = tuple(str(p) for p in np.unique(labels))
+    new_nodes = sorted(str(node.scope) for node in nodes if node.scope not in choices.classifiers)
     report: dict[str, Any] = {
         "images": int((~base.synthetic).sum()),
         "synthetic_images": int(base.synthetic.sum()),
@@ -108,67 +119,96 @@ def refit(
         "structure": structure,
         "nodes_with_default_classifier": new_nodes,
     }
-    novelty = None
-    product_threshold = choices.product_threshold
-    category_threshold = choices.category_threshold
-    if choices.refuse_unseen is not None:
-        sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed)
-        names, photos = np.unique(labels[~base.synthetic], return_counts=True)
-        sample &= np.isin(labels, names[photos >= 2])
-        answers = fold_answers(
-            base.features[sample],
-            labels[sample],
-            base.groups[sample],
-            base.synthetic[sample],
-            categories_of=categories_of,
-            structure=structure,
-            chosen=picks,
-            seed=choices.seed,
-            max_per_product=choices.gallery_per_product,
-        )
-        if answers is not None:
-            calibration = calibrate_open_set(
-                answers, refuse_unseen=choices.refuse_unseen, target_precision=choices.target_precision
-            )
-            novelty = calibration.novelty
-            report.update(calibration.report)
-            product_threshold = 0.0 if product_threshold is None else product_threshold
-            if category_threshold is None:
-                category_threshold = calibration.category_threshold
-        elif previous is not None:
-            novelty = previous
-            report["novelty_kept"] = "too few products with two photos to recalibrate: the base version's score"
-            product_threshold = 0.0 if product_threshold is None else product_threshold
-            if category_threshold is None:
-                category_threshold = previous_category_threshold
+    calibrated = _recalibrate(
+        base,
+        categories_of,
+        choices,
+        structure=structure,
+        picks=picks,
+        previous=previous,
+        previous_category_threshold=previous_category_threshold,
+    )
+    report.update(calibrated.report)
     head = ProductHead(
         products,
         tuple(categories_of[p] for p in products),
         fit_nodes(nodes, picks, base.features, choices.seed),
         structure=structure,
-        product_threshold=0.5 if product_threshold is None else product_threshold,
-        category_threshold=0.5 if category_threshold is None else category_threshold,
+        product_threshold=0.5 if calibrated.product_threshold is None else calibrated.product_threshold,
+        category_threshold=0.5 if calibrated.category_threshold is None else calibrated.category_threshold,
     )
+    gallery = _gallery_of(base, products, choices)
+    report.update(
+        product_threshold=round(head.product_threshold, 6),
+        category_threshold=round(head.category_threshold, 6),
+        gallery={"photos": len(gallery.features), "max_per_product": choices.gallery_per_product},
+    )
+    return Refitted(head, calibrated.novelty, gallery, report)
+
+
+def _recalibrate(
+    base: EnrolmentBase,
+    categories_of: Mapping[str, str],
+    choices: Choices,
+    *,
+    structure: str,
+    picks: Mapping[str | None, tuple[Candidate, float]],
+    previous: NoveltyModel | None,
+    previous_category_threshold: float | None,
+) -> _Calibrated:
+    """The novelty score on leave-products-out folds of the products with two photos or more, or `previous`
+    when too few are left; the thresholds the choices give, else those that go with the score."""
+    product_threshold, category_threshold = choices.product_threshold, choices.category_threshold
+    if choices.refuse_unseen is None:
+        return _Calibrated(None, product_threshold, category_threshold, {})
+    labels = base.products
+    sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed)
+    names, photos = np.unique(labels[~base.synthetic], return_counts=True)
+    sample &= np.isin(labels, names[photos >= 2])
+    answers = fold_answers(
+        base.features[sample],
+        labels[sample],
+        base.groups[sample],
+        base.synthetic[sample],
+        categories_of=categories_of,
+        structure=structure,
+        chosen=picks,
+        seed=choices.seed,
+        max_per_product=choices.gallery_per_product,
+    )
+    product_threshold = 0.0 if product_threshold is None else product_threshold
+    if answers is not None:
+        calibration = calibrate_open_set(
+            answers, refuse_unseen=choices.refuse_unseen, target_precision=choices.target_precision
+        )
+        if category_threshold is None:
+            category_threshold = calibration.category_threshold
+        return _Calibrated(calibration.novelty, product_threshold, category_threshold, dict(calibration.report))
+    if previous is not None:
+        kept = {"novelty_kept": "too few products with two photos to recalibrate: the base version's score"}
+        if category_threshold is None:
+            category_threshold = previous_category_threshold
+        return _Calibrated(previous, product_threshold, category_threshold, kept)
+    return _Calibrated(None, choices.product_threshold, choices.category_threshold, {})
+
+
+def _gallery_of(base: EnrolmentBase, products: tuple[str, ...], choices: Choices) -> Gallery:
+    """The gallery of the rows' real photos."""
     real = ~base.synthetic
-    gallery = build_gallery(
+    return build_gallery(
         base.features[real],
-        labels[real],
+        base.products[real],
         list(base.photos[real]),
         list(base.sha256[real]),
         products,
         max_per_product=choices.gallery_per_product,
         seed=choices.seed,
     )
-    report.update(
-        product_threshold=round(head.product_threshold, 6),
-        category_threshold=round(head.category_threshold, 6),
-        gallery={"photos": len(gallery.features), "max_per_product": choices.gallery_per_product},
-    )
-    return Refitted(head, novelty, gallery, report)
 
 
 def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
-    """The version's training rows and choices; EnrolmentError when it keeps none (trained before enrolment)."""
+    """The version's training rows and choices; EnrolmentError when it keeps none (trained before enrolment),
+    ArtifactError when they are malformed."""
     record = bundle.manifest.get("enrolment_base")
     if record is None or "choices" not in bundle.manifest:
         raise EnrolmentError(
@@ -177,9 +217,13 @@ def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
             "not_enrollable",
         )
     try:
-        base = EnrolmentBase.load(_verified(bundle.path, bundle.manifest, str(record["file"])))
+        file = str(record["file"])
+    except (KeyError, TypeError) as exc:  # the manifest's record of the base is not one
+        raise ArtifactError(f"{bundle.path}: malformed enrolment base: {type(exc).__name__}: {exc}") from exc
+    try:
+        base = EnrolmentBase.load(_verified(bundle.path, bundle.manifest, file))  # ArtifactError naming the file
         choices = Choices.from_record(bundle.manifest["choices"])
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc
     if base.dim != bundle.head.feature_dim:
         raise ArtifactError(
@@ -226,33 +270,16 @@ def enrol(
         timings["lock_s"] = time.monotonic() - started
         bundle = load_model(store)
         base, choices = base_of(bundle)
-        catalog: Catalog = {key: dict(value) for key, value in bundle.catalog.items()}
-        new_product = product not in bundle.head.products
-        if new_product and checked is None:
-            raise EnrolmentError(
-                f"product {product!r} is not in version {bundle.version}: a new product needs its catalog record "
-                "(name and category)",
-                "unknown_product",
-            )
-        if checked is not None:
-            catalog[product] = checked
-        digests = [hashlib.sha256(data).hexdigest() for _, data in photos]
-        known = set(base.sha256[base.products == product].tolist())
-        fresh = [i for i, digest in enumerate(digests) if digest not in known and digest not in digests[:i]]
-        if not fresh:
-            raise EnrolmentError(f"every photo given is already enrolled for {product!r}", "duplicate_photos")
+        catalog, new_product = _catalog_with(bundle, product, checked)
+        digests, fresh = _fresh_photos(base, product, photos)
         mark = time.monotonic()
         vectors = _features(bundle, [photos[i] for i in fresh], features_of)
         timings["features_s"] = time.monotonic() - mark
         names = [f"{photo_prefix}/{photos[i][0]}" for i in fresh]
         grown = base.added(vectors, product, names, [digests[i] for i in fresh])
         grown = grown.capped(choices.base_per_product, choices.seed, keep=grown.groups[len(base.groups) :])
-        categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
         mark = time.monotonic()
-        try:
-            refitted = refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold)
-        except ValueError as exc:
-            raise EnrolmentError(f"the head cannot be refitted with these photos: {exc}", "refit_failed") from exc
+        refitted = _refit_for_enrolment(bundle, grown, choices, catalog)
         timings["refit_s"] = time.monotonic() - mark
         mark = time.monotonic()
         summary = {
@@ -277,6 +304,43 @@ def enrol(
         ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
     )
     return Enrolled(path.name, path, product, new_product, len(fresh), len(photos) - len(fresh), seconds, timings)
+
+
+def _catalog_with(bundle: ModelBundle, product: str, checked: dict[str, Any] | None) -> tuple[Catalog, bool]:
+    """The version's catalog with the product's record (its new one, if given), and whether it is a new product."""
+    catalog: Catalog = {key: dict(value) for key, value in bundle.catalog.items()}
+    new_product = product not in bundle.head.products
+    if new_product and checked is None:
+        raise EnrolmentError(
+            f"product {product!r} is not in version {bundle.version}: a new product needs its catalog record "
+            "(name and category)",
+            "unknown_product",
+        )
+    if checked is not None:
+        catalog[product] = checked
+    return catalog, new_product
+
+
+def _fresh_photos(
+    base: EnrolmentBase, product: str, photos: Sequence[tuple[str, bytes]]
+) -> tuple[list[str], list[int]]:
+    """Every photo's sha256, and the positions of those not enrolled for `product` yet (nor given twice)."""
+    digests = [hashlib.sha256(data).hexdigest() for _, data in photos]
+    known = set(base.sha256[base.products == product].tolist())
+    fresh = [i for i, digest in enumerate(digests) if digest not in known and digest not in digests[:i]]
+    if not fresh:
+        raise EnrolmentError(f"every photo given is already enrolled for {product!r}", "duplicate_photos")
+    return digests, fresh
+
+
+def _refit_for_enrolment(bundle: ModelBundle, grown: EnrolmentBase, choices: Choices, catalog: Catalog) -> Refitted:
+    """refit on the grown rows; EnrolmentError `refit_failed` for rows a head cannot be fitted on (anything else
+    is a bug, and propagates as itself)."""
+    categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
+    try:
+        return refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold)
+    except (TrainingError, InvalidModel) as exc:
+        raise EnrolmentError(f"the head cannot be refitted with these photos: {exc}", "refit_failed") from exc
 
 
 def _features(bundle: ModelBundle, photos: Sequence[tuple[str, bytes]], features_of: FeaturesOf) -> np.ndarray:

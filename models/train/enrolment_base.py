@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from models.answer.arrays import read_arrays
 from models.answer.classifiers import Candidate
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT
+from models.errors import InvalidModel
 
 BASE_FILE = "training.npz"
 
@@ -36,7 +38,7 @@ class EnrolmentBase:
         if self.features.ndim != 2 or not all(
             len(a) == n for a in (self.products, self.groups, self.synthetic, self.photos, self.sha256)
         ):
-            raise ValueError("an enrolment base needs one product, photo, sha256 and flag per feature row")
+            raise InvalidModel("an enrolment base needs one product, photo, sha256 and flag per feature row")
 
     @property
     def dim(self) -> int:
@@ -55,15 +57,22 @@ class EnrolmentBase:
 
     @classmethod
     def load(cls, path: Path) -> EnrolmentBase:
-        with np.load(path, allow_pickle=False) as stored:
-            return cls(
-                features=stored["features"].astype(np.float32),
-                products=stored["products"].astype(str),
-                groups=stored["groups"].astype(np.int64),
-                synthetic=stored["synthetic"].astype(bool),
-                photos=stored["photos"].astype(str),
-                sha256=stored["sha256"].astype(str),
-            )
+        """ArtifactError naming the file when it is not an .npz of these rows; InvalidModel when they do not fit."""
+        stored = read_arrays(path, ("features", "products", "groups", "synthetic", "photos", "sha256"))
+        try:
+            numbers: dict[str, np.ndarray] = {
+                "features": stored["features"].astype(np.float32),
+                "groups": stored["groups"].astype(np.int64),
+                "synthetic": stored["synthetic"].astype(bool),
+            }
+        except (TypeError, ValueError) as exc:  # an array of text where numbers belong
+            raise InvalidModel(f"{path}: {exc}") from exc
+        return cls(
+            products=stored["products"].astype(str),
+            photos=stored["photos"].astype(str),
+            sha256=stored["sha256"].astype(str),
+            **numbers,
+        )
 
     def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
         """These rows plus new real photos of `product`, each its own group."""
@@ -150,6 +159,14 @@ class Choices:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Choices:
+        """The choices a manifest records; InvalidModel when the record is not one."""
+        try:
+            return cls._from_record(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a key missing, a value of the wrong kind
+            raise InvalidModel(f"the manifest's choices ({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _from_record(cls, record: Mapping[str, Any]) -> Choices:
         classifiers = {
             entry["scope"]: (
                 Candidate(str(entry["kind"]), float(entry["parameter"]), str(entry["preprocessing"])),

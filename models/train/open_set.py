@@ -64,7 +64,7 @@ def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarr
     return [group for group in np.array_split(shuffled, folds) if len(group)]
 
 
-def fold_answers(
+def fold_answers(  # long: one pass over the folds, each step using the last one's arrays
     features: np.ndarray,
     labels: np.ndarray,
     groups: np.ndarray,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 MAX_CURVE_POINTS = 101
 REPORT_FILES = ("report.json", "report.md", "confusion_matrix.png", "precision_coverage.png")
@@ -57,8 +58,6 @@ def evaluation(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
 
     A product never answered has precision 0, one never shown recall 0 (scikit-learn's zero_division=0).
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
     labels = classes.tolist()
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0.0)
     rows = [
@@ -91,8 +90,6 @@ def open_set_curve(novelty: np.ndarray, unseen: np.ndarray, correct: np.ndarray,
 
     `correct` is ignored on unseen rows. Shares of an empty group are 0.0; AUROC is None with one group only.
     """
-    from sklearn.metrics import roc_auc_score
-
     novelty = np.asarray(novelty, dtype=float).ravel()
     unseen = np.asarray(unseen, dtype=bool).ravel()
     right = np.asarray(correct, dtype=bool).ravel() & ~unseen
@@ -168,12 +165,20 @@ def confused_pairs(truth: np.ndarray, predicted: np.ndarray, top: int = 5) -> li
     return rows[: max(top, 0)]
 
 
-def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
-    import matplotlib
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
+    # imported here, not at the top: matplotlib is slow to import and only writing the plots needs it (an
+    # enrolment on a worker imports this module too)
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    return plt
+
+
+def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
+    plt = _pyplot()
     size = max(5.5, 0.55 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")
@@ -193,11 +198,7 @@ def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
 
 
 def _plot_curve(path: Path, curve: list[dict[str, float]], threshold: float, target: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 4.5))
     axes.plot([p["coverage"] for p in curve], [p["precision"] for p in curve], marker=".", linewidth=1)
     chosen = min(curve, key=lambda p: abs(p["threshold"] - threshold)) if curve else None
@@ -218,11 +219,7 @@ def _plot_curve(path: Path, curve: list[dict[str, float]], threshold: float, tar
 
 
 def _plot_open_set(path: Path, open_set: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     curve = open_set.get("curve", [])
     figure, axes = plt.subplots(figsize=(6, 4.5))
     axes.plot([p["unseen_refused"] for p in curve], [p["known_answered_right"] for p in curve], marker=".", linewidth=1)

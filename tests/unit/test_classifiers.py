@@ -28,6 +28,7 @@ from models.answer.classifiers import (
 )
 from models.answer.head import CATEGORY_FIRST, UNKNOWN, ProductHead
 from models.bundle import load_model, write_model
+from models.errors import InvalidModel
 from models.train.trainer import fit_model
 
 
@@ -116,7 +117,7 @@ def test_the_search_lists_every_kind_and_preprocessing() -> None:
         "pca",
     }
     assert Candidate("rbf_svm", 10.0, "pca").label == "rbf_svm(C=10) + pca"
-    with pytest.raises(ValueError, match="unknown classifier"):
+    with pytest.raises(InvalidModel, match="unknown classifier"):
         Candidate("forest", 1.0)
 
 
@@ -192,7 +193,7 @@ def test_a_head_whose_classifiers_do_not_cover_its_products_is_refused() -> None
     head = fit_model(
         features, products, categories_of, search=[Candidate("logistic", 10.0)], structure=CATEGORY_FIRST
     ).head
-    with pytest.raises(ValueError, match="category 'tops' needs a classifier"):
+    with pytest.raises(InvalidModel, match="category 'tops' needs a classifier"):
         ProductHead(head.products, head.categories, {None: head.classifiers[None]}, structure=CATEGORY_FIRST)
 
 

@@ -22,7 +22,7 @@ from models.answer.novelty import (
     threshold_for,
 )
 from models.bundle import FEATURES_FILE, load_model, write_model
-from models.errors import ArtifactError
+from models.errors import ArtifactError, InvalidModel, TrainingError
 from models.extract.recipe import LEGACY, FeatureRecipe
 
 
@@ -119,20 +119,20 @@ def test_a_gallery_saves_and_loads_without_pickles(tmp_path: Path) -> None:
     assert list(loaded.photos) == list(gallery.photos) and list(loaded.sha256) == list(gallery.sha256)
     np.testing.assert_allclose(loaded.spread_mean, gallery.spread_mean)
     np.testing.assert_allclose(loaded.spread_std, gallery.spread_std)
-    with pytest.raises(ValueError, match="every product"):  # one product more than the file holds
+    with pytest.raises(InvalidModel, match="every product"):  # one product more than the file holds
         Gallery.load(path, ("a", "b", "c", "d"))
 
 
 def test_a_gallery_refuses_rows_out_of_order_and_missing_products() -> None:
     good = small_gallery()
     fields = {name: getattr(good, name) for name in good.__dataclass_fields__}
-    with pytest.raises(ValueError, match="grouped"):
+    with pytest.raises(InvalidModel, match="grouped"):
         Gallery(**{**fields, "labels": np.array([0, 1, 0, 2, 2, 2])})
-    with pytest.raises(ValueError, match="every product"):
+    with pytest.raises(InvalidModel, match="every product"):
         Gallery(**{**fields, "labels": np.array([0, 0, 0, 2, 2, 2])})
-    with pytest.raises(ValueError, match="one row per photo"):
+    with pytest.raises(InvalidModel, match="one row per photo"):
         Gallery(**{**fields, "photos": good.photos[:5]})
-    with pytest.raises(ValueError, match="spread"):
+    with pytest.raises(InvalidModel, match="spread"):
         Gallery(**{**fields, "spread_std": np.ones(2, np.float32)})
 
 
@@ -284,9 +284,9 @@ def test_fit_novelty_separates_never_seen_frames_and_refuses_the_share_asked() -
     assert (model.score(fresh[fresh_unseen]) >= model.threshold).mean() > 0.7
     strict = fit_novelty(inputs, unseen, refuse_unseen=1.0)
     assert strict.threshold <= model.threshold and (strict.score(inputs[unseen]) >= strict.threshold).all()
-    with pytest.raises(ValueError, match="both"):
+    with pytest.raises(TrainingError, match="both"):
         fit_novelty(inputs, np.zeros(len(inputs), bool))
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+    with pytest.raises(TrainingError, match=r"\(0, 1\]"):
         fit_novelty(inputs, unseen, refuse_unseen=0.0)
 
 
@@ -299,13 +299,13 @@ def test_a_novelty_record_round_trips_and_wrong_inputs_are_refused() -> None:
     assert (again.bias, again.threshold, again.refuse_unseen) == (6.25, 0.61, 0.8)
     x = np.array([[0.9, 0.5, 0.95, 1.0, 1.0], [0.3, 0.05, 0.4, -4.0, 0.0]])
     np.testing.assert_allclose(again.score(x), sigmoid(x @ model.weights + 6.25))
-    with pytest.raises(ValueError, match="novelty inputs"):
+    with pytest.raises(InvalidModel, match="novelty inputs"):
         NoveltyModel.from_record({**record, "inputs": list(reversed(INPUTS))})
-    with pytest.raises(ValueError, match="novelty inputs"):
+    with pytest.raises(InvalidModel, match="novelty inputs"):
         NoveltyModel.from_record({**record, "inputs": list(INPUTS[:-1])})
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(InvalidModel, match="weights"):
         NoveltyModel.from_record({**record, "weights": record["weights"][:-1]})
-    with pytest.raises(ValueError, match="weights"):
+    with pytest.raises(InvalidModel, match="weights"):
         NoveltyModel.from_record({**record, "weights": [float("nan")] * len(INPUTS)})
 
 
