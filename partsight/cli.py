@@ -13,9 +13,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from broker.errors import BrokerError
+from broker.contract import ENROL_QUEUE, FRAME_QUEUE
+from broker.errors import BrokerError, SettingsError
 from broker.settings import MqttSettings, mqtt_from_env
-from models.errors import ModelError
+from models.errors import ArtifactError, ModelError, StoreBusy
+from models.store.versions import activate, list_versions
 from partsight import __version__
 from partsight.errors import PartsightError
 
@@ -51,11 +53,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from broker.contract import ENROL_QUEUE, FRAME_QUEUE
-    from broker.errors import SettingsError
-    from worker.app import worker_app
-    from worker.runtime import enrolment_problem
-    from worker.settings import WorkerSettings
+    from worker.app import worker_app  # noqa: PLC0415
+    from worker.runtime import enrolment_problem  # noqa: PLC0415
+    from worker.settings import WorkerSettings  # noqa: PLC0415
 
     try:
         settings = WorkerSettings.from_env()
@@ -206,9 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.errors import ArtifactError, StoreBusy
-    from models.store.versions import activate, list_versions
-    from partsight.enrol_cli import tell_workers
+    from partsight.enrol_cli import tell_workers  # noqa: PLC0415
 
     store = Path(args.store)
     try:
