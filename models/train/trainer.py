@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -27,12 +27,12 @@ from models.answer.classifiers import (
     Candidate,
     candidates,
 )
-from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, Gallery, build_gallery
+from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, build_gallery
 from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.answer.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
 from models.bundle import new_version, write_model
 from models.errors import DatasetError, ImageError
-from models.extract.backbones import DEFAULT_BACKBONE, file_sha256, get_backbone, load_network
+from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, file_sha256, get_backbone, load_network
 from models.extract.decode import decode_image, decode_photo, resize_center_crop
 from models.extract.feature_cache import FeatureCache
 from models.extract.features import FeatureExtractor
@@ -425,7 +425,7 @@ class FittedHead:
     chosen: Mapping[str | None, tuple[Candidate, float]] | None = None  # each node's classifier and temperature
 
 
-def fit_model(
+def fit_model(  # long: 16 documented settings; the body is one call per step
     features: np.ndarray,
     products: list[str],
     categories_of: dict[str, str],
@@ -462,16 +462,8 @@ def fit_model(
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
-    report: dict[str, Any] = {
-        "images": int((~synthetic).sum()),
-        "synthetic_images": int(synthetic.sum()),
-        "products": len(np.unique(all_labels)),
-        "target_precision": target_precision,
-    }
-    tuning = tuning_sample(all_labels, groups, synthetic, tuning_photos, seed)
-    if not tuning.all():
-        report["tuned_on_images"] = int((tuning & ~synthetic).sum())
-    sample = (features[tuning], all_labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
+    report, sample = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
+    report["target_precision"] = target_precision
     if structure == AUTO:
         structure, structure_scores = choose_structure(*sample, categories_of=categories_of, seed=seed)
         if structure_scores:
@@ -480,59 +472,24 @@ def fit_model(
     report["structure"] = structure
     nodes = head_nodes(all_labels, categories, structure)
     cv = cross_validate(
-        *sample,
+        *sample, categories_of=categories_of, structure=structure, search=search, seed=seed, show_progress=show_progress
+    )
+    chosen = _chosen_classifiers(nodes, cv, structure, report)
+    oof = cv.oof if cv is not None else None
+    calibration = _calibrate_novelty(
+        sample,
         categories_of=categories_of,
         structure=structure,
-        search=search,
+        chosen=chosen,
         seed=seed,
-        show_progress=show_progress,
+        refuse_unseen=refuse_unseen,
+        target_precision=target_precision,
+        gallery_per_product=gallery_per_product,
     )
-    chosen: dict[str | None, tuple[Candidate, float]] = {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
-    if cv is not None:
-        chosen = {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
-        report["classifiers"] = classifiers_report(cv.tuned, structure)
-        logger.info(
-            "classifiers chosen by cross-validated macro-F1: %s",
-            {name: entry["chosen"] for name, entry in report["classifiers"].items()},
-        )
-    oof = cv.oof if cv is not None else None
-    novelty = None
-    calibration = None
-    if refuse_unseen is not None:
-        tuned_features, tuned_labels, _, tuned_groups, tuned_synthetic = sample
-        answers = fold_answers(
-            tuned_features,
-            tuned_labels,
-            tuned_groups,
-            tuned_synthetic,
-            categories_of=categories_of,
-            structure=structure,
-            chosen=chosen,
-            seed=seed,
-            max_per_product=gallery_per_product,
-        )
-        if answers is not None:
-            calibration = calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
-            novelty = calibration.novelty
-            report.update(calibration.report)
-        else:
-            logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
     if calibration is not None:
-        product_threshold = 0.0 if product_threshold is None else product_threshold
-        if category_threshold is None:
-            category_threshold = calibration.category_threshold
-    product_threshold, category_threshold = unknown_thresholds(
-        oof, target_precision, product_threshold, category_threshold
-    )
-    if oof is not None:
-        report.update(cv_report(oof, product_threshold))
-        report["confused_pairs"] = confused_pairs(oof.labels, oof.predicted)
-    report.update(product_threshold=round(product_threshold, 6), category_threshold=round(category_threshold, 6))
-    logger.info(
-        "unknown thresholds: product %.3f, category %.3f (%s)",
-        product_threshold,
-        category_threshold,
-        {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
+        report.update(calibration.report)
+    product_threshold, category_threshold = _shipped_thresholds(
+        oof, calibration, target_precision, product_threshold, category_threshold, report
     )
     head = ProductHead(
         tuple(str(c) for c in np.unique(all_labels)),
@@ -542,7 +499,114 @@ def fit_model(
         product_threshold=product_threshold,
         category_threshold=category_threshold,
     )
+    novelty = calibration.novelty if calibration is not None else None
     return FittedHead(head, report, novelty, calibration, chosen)
+
+
+def _tuning_rows(  # noqa: PLR0917
+    features: np.ndarray,
+    labels: np.ndarray,
+    categories: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    tuning_photos: int | None,
+    seed: int,
+) -> tuple[dict[str, Any], Sample]:
+    """The report's counts, and the rows to choose and calibrate on: a stratified sample of `tuning_photos`
+    photos with their copies (all rows when there are fewer)."""
+    report: dict[str, Any] = {
+        "images": int((~synthetic).sum()),
+        "synthetic_images": int(synthetic.sum()),
+        "products": len(np.unique(labels)),
+    }
+    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
+    if not tuning.all():
+        report["tuned_on_images"] = int((tuning & ~synthetic).sum())
+    return report, Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
+
+
+class Sample(NamedTuple):
+    """The rows the choices and the calibration are made on (all of them, or a stratified tuning sample)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    categories: np.ndarray
+    groups: np.ndarray
+    synthetic: np.ndarray
+
+
+def _chosen_classifiers(
+    nodes: Sequence[Node], cv: CrossValidation | None, structure: str, report: dict[str, Any]
+) -> dict[str | None, tuple[Candidate, float]]:
+    """Each node's classifier and temperature: cross-validation's choice, or the default without folds."""
+    if cv is None:
+        return {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
+    report["classifiers"] = classifiers_report(cv.tuned, structure)
+    logger.info(
+        "classifiers chosen by cross-validated macro-F1: %s",
+        {name: entry["chosen"] for name, entry in report["classifiers"].items()},
+    )
+    return {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
+
+
+def _calibrate_novelty(
+    sample: Sample,
+    *,
+    categories_of: Mapping[str, str],
+    structure: str,
+    chosen: Mapping[str | None, tuple[Candidate, float]],
+    seed: int,
+    refuse_unseen: float | None,
+    target_precision: float,
+    gallery_per_product: int,
+) -> OpenSetCalibration | None:
+    """The novelty score fitted on leave-products-out folds; None without `refuse_unseen`, or with too few
+    products or photos to hide some."""
+    if refuse_unseen is None:
+        return None
+    answers = fold_answers(
+        sample.features,
+        sample.labels,
+        sample.groups,
+        sample.synthetic,
+        categories_of=categories_of,
+        structure=structure,
+        chosen=chosen,
+        seed=seed,
+        max_per_product=gallery_per_product,
+    )
+    if answers is None:
+        logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
+        return None
+    return calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
+
+
+def _shipped_thresholds(  # noqa: PLR0917
+    oof: OutOfFold | None,
+    calibration: OpenSetCalibration | None,
+    target_precision: float,
+    product_threshold: float | None,
+    category_threshold: float | None,
+    report: dict[str, Any],
+) -> tuple[float, float]:
+    """The thresholds given, else those of the novelty calibration (product 0: the novelty score decides), else
+    calibrated on the out-of-fold answers; recorded in the report with the cross-validated figures."""
+    if calibration is not None:
+        product_threshold = 0.0 if product_threshold is None else product_threshold
+        if category_threshold is None:
+            category_threshold = calibration.category_threshold
+    product, category = unknown_thresholds(oof, target_precision, product_threshold, category_threshold)
+    if oof is not None:
+        report.update(cv_report(oof, product))
+        report["confused_pairs"] = confused_pairs(oof.labels, oof.predicted)
+    report.update(product_threshold=round(product, 6), category_threshold=round(category, 6))
+    logger.info(
+        "unknown thresholds: product %.3f, category %.3f (%s)",
+        product,
+        category,
+        {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
+    )
+    return product, category
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -582,19 +646,14 @@ def photo_ids(images: Sequence[LabelledImage], root: Path) -> tuple[list[str], l
     return paths, [file_sha256(item.path) for item in images]
 
 
-def train(options: TrainOptions) -> Path:
+def train(options: TrainOptions) -> Path:  # long: one call per step, most with a line per argument
     """Train and write a new model version; returns its directory."""
     catalog = load_catalog(options.catalog)
     images = scan_images(options.images, catalog)
     spec = get_backbone(options.backbone)
     extractor = FeatureExtractor(spec, weights=options.weights, device=options.device, cpu_threads=None, superset=True)
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
-    augmenter = None
-    if options.synthetic_per_image and options.transforms:
-        replacer = BackgroundReplacer(backgrounds_from_folder(options.backgrounds)) if options.backgrounds else None
-        augmenter = Augmenter(
-            names=options.transforms, copies=options.synthetic_per_image, seed=options.seed, background=replacer
-        )
+    augmenter = _augmenter(options)
     weights_sha256 = file_sha256(extractor.weights_path)
     namespace = f"{spec.name}:{weights_sha256}:{spec.input_size}:superset-{SUPERSET_VERSION}"
     cache = FeatureCache(options.cache or options.out / ".feature-cache", namespace) if options.use_cache else None
@@ -607,9 +666,65 @@ def train(options: TrainOptions) -> Path:
         cache=cache,
     )
     labels = np.asarray(data.products)
+    recipe, recipe_scores, center, features = _recipe_and_features(options, data)
+    fitted = _fit_head(options, features, data, catalog)
+    head, report = fitted.head, fitted.report
+    version = new_version()
+    paths, digests = photo_ids(images, options.images)
+    base = EnrolmentBase(
+        features, labels, data.groups, data.synthetic, np.asarray(paths)[data.groups], np.asarray(digests)[data.groups]
+    ).capped(options.base_per_product, options.seed)
+    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
+    real = np.flatnonzero(~data.synthetic)  # rows of the photos themselves, in `images` order
+    gallery = build_gallery(
+        features[real],
+        labels[real],
+        paths,
+        digests,
+        head.products,
+        max_per_product=options.gallery_per_product,
+        seed=options.seed,
+    )
+    report["gallery"] = {"photos": len(gallery.features), "max_per_product": options.gallery_per_product}
+    _report_inputs(report, cache, augmenter, options.seed)
+    backbone = {
+        "name": spec.name,
+        "feature_dim": recipe.dim,
+        "input_size": spec.input_size,
+        "weights_sha256": weights_sha256,
+    }
+    check = np.stack(
+        [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
+    )
+    return write_model(
+        options.out,
+        name=options.name,
+        head=head,
+        catalog={p: catalog[p] for p in head.products},
+        backbone=backbone,
+        extra={
+            "training": _training_summary(report),
+            "choices": _choices(options, fitted, version).record(),
+            "enrolment_base": base_record(base),
+        },
+        version=version,
+        write_files=_extras_writer(
+            options, version, report, base, spec=spec, check=check, recipe=recipe, center=center
+        ),
+        recipe=recipe,
+        center=center,
+        gallery=gallery,
+        novelty=fitted.novelty,
+    )
+
+
+def _recipe_and_features(
+    options: TrainOptions, data: TrainingSet
+) -> tuple[FeatureRecipe, dict[str, float], np.ndarray | None, np.ndarray]:
+    """The feature recipe cross-validation chooses, its scores, its fitted mean and the finished features."""
     recipe, recipe_scores = choose_recipe(
         data.features,
-        labels,
+        np.asarray(data.products),
         data.groups,
         data.synthetic,
         recipes=options.recipes,
@@ -618,12 +733,25 @@ def train(options: TrainOptions) -> Path:
     )
     combined = combine_parts(data.features, recipe)
     center = fit_center(combined[~data.synthetic], recipe)
-    features = finish(combined, center)
-    categories_of = {product: str(record["category"]) for product, record in catalog.items()}
-    fitted = fit_model(
+    return recipe, recipe_scores, center, finish(combined, center)
+
+
+def _augmenter(options: TrainOptions) -> Augmenter | None:
+    """What makes each photo's synthetic copies; None when the options ask for none."""
+    if not (options.synthetic_per_image and options.transforms):
+        return None
+    replacer = BackgroundReplacer(backgrounds_from_folder(options.backgrounds)) if options.backgrounds else None
+    return Augmenter(
+        names=options.transforms, copies=options.synthetic_per_image, seed=options.seed, background=replacer
+    )
+
+
+def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog) -> FittedHead:
+    """fit_model with the options' settings, on the finished features."""
+    return fit_model(
         features,
         data.products,
-        categories_of,
+        {product: str(record["category"]) for product, record in catalog.items()},
         target_precision=options.target_precision,
         product_threshold=options.product_threshold,
         category_threshold=options.category_threshold,
@@ -637,19 +765,12 @@ def train(options: TrainOptions) -> Path:
         refuse_unseen=options.refuse_unseen,
         gallery_per_product=options.gallery_per_product,
     )
-    head, report = fitted.head, fitted.report
-    version = new_version()
-    paths, digests = photo_ids(images, options.images)
-    base = EnrolmentBase(
-        features=features,
-        products=labels,
-        groups=data.groups,
-        synthetic=data.synthetic,
-        photos=np.asarray(paths, dtype=str)[data.groups],
-        sha256=np.asarray(digests, dtype=str)[data.groups],
-    ).capped(options.base_per_product, options.seed)
-    choices = Choices(
-        structure=head.structure,
+
+
+def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices:
+    """What this training chose, for the enrolments that build on it."""
+    return Choices(
+        structure=fitted.head.structure,
         classifiers=dict(fitted.chosen or {}),
         target_precision=options.target_precision,
         refuse_unseen=options.refuse_unseen if fitted.novelty is not None else None,
@@ -661,33 +782,38 @@ def train(options: TrainOptions) -> Path:
         seed=options.seed,
         trained_version=version,
     )
-    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
-    real = np.flatnonzero(~data.synthetic)  # rows of the photos themselves, in `images` order
-    gallery: Gallery = build_gallery(
-        features[real],
-        labels[real],
-        paths,
-        digests,
-        head.products,
-        max_per_product=options.gallery_per_product,
-        seed=options.seed,
-    )
-    report["gallery"] = {"photos": len(gallery.features), "max_per_product": options.gallery_per_product}
+
+
+def _report_inputs(report: dict[str, Any], cache: FeatureCache | None, augmenter: Augmenter | None, seed: int) -> None:
+    """The feature cache's hits and the synthetic copies' settings, into the report."""
     if cache is not None:
         report["feature_cache"] = {"read": cache.hits, "computed": cache.misses}
         logger.info("features: %d read from the cache, %d computed", cache.hits, cache.misses)
     if augmenter is not None:
-        report["synthetic"] = {"per_image": augmenter.copies, "transforms": list(augmenter.names), "seed": options.seed}
-    backbone = {
-        "name": spec.name,
-        "feature_dim": recipe.dim,
-        "input_size": spec.input_size,
-        "weights_sha256": weights_sha256,
-    }
-    trained = {p: catalog[p] for p in head.products}
-    check = np.stack(
-        [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
-    )
+        report["synthetic"] = {"per_image": augmenter.copies, "transforms": list(augmenter.names), "seed": seed}
+
+
+def _training_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report for the manifest: without the tables and curves (those are in report.json)."""
+    bulky = ("cv_evaluation", "open_set", "open_set_by_product")
+    summary = {key: value for key, value in report.items() if key not in bulky}
+    if "open_set" in report:
+        summary["open_set"] = {key: value for key, value in report["open_set"].items() if key != "curve"}
+    return summary
+
+
+def _extras_writer(
+    options: TrainOptions,
+    version: str,
+    report: dict[str, Any],
+    base: EnrolmentBase,
+    *,
+    spec: BackboneSpec,
+    check: np.ndarray,
+    recipe: FeatureRecipe,
+    center: np.ndarray | None,
+) -> Callable[[Path], dict[str, Any]]:
+    """write_model's `write_files`: the report, the enrolment base and (unless the options say not) the ONNX graph."""
 
     def write_extras(staging: Path) -> dict[str, Any]:
         added: dict[str, Any] = {
@@ -701,21 +827,4 @@ def train(options: TrainOptions) -> Path:
             added["engines"] = {"onnxruntime": record}
         return added
 
-    bulky = ("cv_evaluation", "open_set", "open_set_by_product")  # the tables and curves: report.json
-    summary = {key: value for key, value in report.items() if key not in bulky}
-    if "open_set" in report:
-        summary["open_set"] = {key: value for key, value in report["open_set"].items() if key != "curve"}
-    return write_model(
-        options.out,
-        name=options.name,
-        head=head,
-        catalog=trained,
-        backbone=backbone,
-        extra={"training": summary, "choices": choices.record(), "enrolment_base": base_record(base)},
-        version=version,
-        write_files=write_extras,
-        recipe=recipe,
-        center=center,
-        gallery=gallery,
-        novelty=fitted.novelty,
-    )
+    return write_extras
