@@ -33,6 +33,9 @@ def compile_graph(module: torch.nn.Module, example: torch.Tensor) -> Callable[[t
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # the trace reads the feature map's height and width as constants: right, since the input size is
+            # fixed by the backbone (and the batch dimension is sliced, never read); the check below compares
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             with torch.inference_mode():
                 graph = torch.jit.freeze(torch.jit.trace(module.eval(), example))  # type: ignore[no-untyped-call]
                 expected, actual = module(example).float(), graph(example).float()
