@@ -35,7 +35,7 @@ def compile_graph(module: torch.nn.Module, example: torch.Tensor) -> Callable[[t
             warnings.simplefilter("ignore", DeprecationWarning)
             # the trace reads the feature map's height and width as constants: right, since the input size is
             # fixed by the backbone (and the batch dimension is sliced, never read); the check below compares
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             with torch.inference_mode():
                 graph = torch.jit.freeze(torch.jit.trace(module.eval(), example))  # type: ignore[no-untyped-call]
                 expected, actual = module(example).float(), graph(example).float()
