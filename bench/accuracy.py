@@ -112,9 +112,10 @@ class Superset:
     """Raw superset rows of images as the worker would see them, from one ONNX graph, cached on disk."""
 
     def __init__(self, cache: Path, *, flip: bool = False) -> None:
-        from models.extract.backbones import file_sha256, get_backbone, load_network
+        from models.extract.backbones import get_backbone, load_network
         from models.extract.onnx_export import export_backbone, onnx_session
         from models.extract.recipe import SUPERSET_VERSION
+        from models.store.versions import file_sha256
 
         self.spec = get_backbone("efficientnet_lite0")
         network, weights = load_network(self.spec)

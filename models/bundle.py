@@ -36,11 +36,10 @@ from models.answer.gallery import GALLERY_FILE, Gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
 from models.errors import ArtifactError, BackboneError, InvalidModel
-from models.extract.backbones import file_sha256
 from models.extract.recipe import LEGACY, FeatureRecipe
 from models.store import versions
 from models.store.catalog import Catalog
-from models.store.versions import store_lock, verify_file
+from models.store.versions import file_sha256, store_lock, verify_file
 
 # listing, verifying and pointing `current` live in models.store.versions (numpy-free: the HTTP API uses them)
 CURRENT, MANIFEST, READABLE_FORMATS = versions.CURRENT, versions.MANIFEST, versions.READABLE_FORMATS
@@ -207,10 +206,6 @@ def served_signature(path: Path) -> tuple[str, str]:
     return str(version_dir), hashlib.sha256(manifest).hexdigest()
 
 
-def _verified(path: Path, manifest: Mapping[str, Any], name: str) -> Path:
-    return verify_file(path, manifest, name)
-
-
 def load_model(path: Path) -> ModelBundle:
     """Verify and load a model version (or a store's current version).
 
@@ -220,9 +215,9 @@ def load_model(path: Path) -> ModelBundle:
     version_dir = resolve(path)
     manifest = versions.read_manifest(version_dir)
     for name in manifest.get("files", {}):
-        _verified(version_dir, manifest, name)
+        verify_file(version_dir, manifest, name)
     for required in ("head.npz", "labels.json", "catalog.json"):
-        _verified(version_dir, manifest, required)
+        verify_file(version_dir, manifest, required)
     try:
         catalog = _catalog(version_dir)
         head = _head(version_dir, manifest)
@@ -310,7 +305,7 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
     recipe = FeatureRecipe.from_record(recipe_record)
     center = None
     if file:
-        path = _verified(version_dir, manifest, str(file))
+        path = verify_file(version_dir, manifest, str(file))
         center = read_arrays(path, ("center",))["center"]
         if not np.issubdtype(center.dtype, np.number):
             raise InvalidModel(f"{path}: the mean is of {center.dtype}, not numbers")
@@ -330,4 +325,4 @@ def _gallery(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str
         file = str(record["file"])
     except (KeyError, TypeError) as exc:
         raise InvalidModel(f"the manifest's gallery record ({type(exc).__name__}: {exc})") from exc
-    return Gallery.load(_verified(version_dir, manifest, file), products)
+    return Gallery.load(verify_file(version_dir, manifest, file), products)

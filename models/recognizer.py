@@ -22,8 +22,9 @@ from models.answer.answerer import Answerer
 from models.answer.head import Decision
 from models.bundle import ModelBundle, load_model
 from models.errors import ArtifactError, BackboneError, ImageError
-from models.extract.backbones import BackboneSpec, file_sha256, get_backbone
+from models.extract.backbones import BackboneSpec, get_backbone
 from models.extract.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
+from models.store.versions import file_sha256
 
 logger = logging.getLogger(__name__)
 

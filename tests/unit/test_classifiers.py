@@ -214,8 +214,8 @@ def test_a_head_whose_arrays_are_incomplete_is_refused_at_load(tmp_path: Path) -
     """Arrays missing from head.npz (with a manifest made to match) fail loading, not every frame after it."""
     import json
 
-    from models.bundle import file_sha256
     from models.errors import ArtifactError
+    from models.store.versions import file_sha256
 
     features, products, categories_of, _ = hierarchy_data()
     head = fit_model(features, products, categories_of, search=[Candidate("rbf_svm", 3.0)]).head

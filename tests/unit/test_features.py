@@ -14,10 +14,11 @@ from sklearn.datasets import load_sample_images
 
 from models.bundle import resolve
 from models.errors import ArtifactError
-from models.extract.backbones import BackboneError, FeatureBackbone, file_sha256, get_backbone, load_network
+from models.extract.backbones import BackboneError, FeatureBackbone, get_backbone, load_network
 from models.extract.decode import resize_center_crop
 from models.extract.features import FeatureExtractor, choose_device
 from models.recognizer import Recognizer
+from models.store.versions import file_sha256
 
 
 def test_device_choice_falls_back_to_cpu_and_refuses_a_missing_gpu() -> None:

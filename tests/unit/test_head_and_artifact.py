@@ -10,8 +10,8 @@ import pytest
 from models.answer.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
 from models.bundle import load_model, resolve, write_model
 from models.errors import ArtifactError, CatalogError
-from models.extract.backbones import file_sha256
 from models.store.catalog import load_catalog
+from models.store.versions import file_sha256
 
 
 def head_of(coef: list[list[float]], categories: tuple[str, ...], **thresholds: float) -> ProductHead:
@@ -92,7 +92,6 @@ def test_a_pickle_disguised_as_head_is_never_unpickled(tmp_path: Path) -> None:
     np.save(version / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)
     (version / "head.npz").write_bytes(pickle.dumps({"coef": 1}))
     manifest = json.loads((version / "manifest.json").read_text())
-    from models.extract.backbones import file_sha256
 
     manifest["files"]["head.npz"]["sha256"] = file_sha256(version / "head.npz")  # even with a matching hash
     (version / "manifest.json").write_text(json.dumps(manifest))

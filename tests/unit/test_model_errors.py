@@ -18,8 +18,8 @@ import models.train.enrolment
 from models.answer.arrays import read_arrays
 from models.bundle import load_model
 from models.errors import ArtifactError, EnrolmentError, InvalidModel, TrainingError, UnknownEnrolment
-from models.extract.backbones import file_sha256
 from models.store.enrolment_requests import CORRUPT_REQUEST, STORE_UNAVAILABLE, EnrolmentStore
+from models.store.versions import file_sha256
 from models.train.enrolment import _refit_for_enrolment
 from models.train.enrolment_base import Choices, EnrolmentBase
 from tests.unit.test_head_and_artifact import write_demo
