@@ -31,6 +31,7 @@ from models.answer.head import Decision
 from models.bundle import served_signature
 from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
+from models.extract.threads import pin_thread_pools
 from models.recognizer import Recognizer
 from models.store.review_store import ReviewStore
 from models.store.versions import CURRENT, MANIFEST
@@ -70,6 +71,7 @@ class Runtime:
         """Metrics and health first, then the model, the batcher, MQTT, Redis and the pipeline, then the reload
         signal and enrolments: everything a worker process serves with, from its settings."""
         registry, metrics, probes = _observability(settings, serve_metrics)
+        _pin_lane_pools(settings)
         review_store = open_review_store(settings)  # checked before anything connects (app.py checked it too)
         load = _model_loader(settings)
         describe = functools.partial(_describe, metrics)
@@ -279,14 +281,25 @@ def _observability(
     return registry, metrics, probes
 
 
+def _pin_lane_pools(settings: WorkerSettings) -> None:
+    """Every library thread pool to what one lane owns, before the model loads (and again after each load)."""
+    pools = pin_thread_pools(settings.lane_threads)
+    logger.info("%d lane(s) of %d thread(s); library pools %s", settings.inference_lanes, settings.lane_threads, pools)
+
+
 def _model_loader(settings: WorkerSettings) -> Callable[[Path], ServedModel]:
     """How this worker loads a version directory into what it serves (first, on reload and after enrolments)."""
     limits = DecodeLimits(max_pixels=settings.max_pixels)
 
     def load(path: Path) -> ServedModel:
         recognizer = Recognizer.load(
-            path, weights=settings.backbone_weights, device=settings.device, engine=settings.engine
+            path,
+            weights=settings.backbone_weights,
+            device=settings.device,
+            engine=settings.engine,
+            cpu_threads=settings.lane_threads,
         )
+        pin_thread_pools(settings.lane_threads)  # the libraries this load brought in (scikit-learn's OpenMP) too
         return served_model(recognizer, limits, matches=settings.matches)
 
     return load

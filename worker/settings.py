@@ -71,6 +71,7 @@ class WorkerSettings:
     max_batch_size: int = 8
     max_batch_wait_ms: float = 5.0
     inference_lanes: int = 1
+    lane_threads: int = 1  # threads each lane's engine and the answer path's BLAS/OpenMP pools may use
     concurrency: int = 16
     max_frames_in_flight: int = 32
     metrics_port: int = 9302
@@ -109,6 +110,7 @@ class WorkerSettings:
             engine=engine_from_env(env),
             max_batch_size=max_batch,
             inference_lanes=lanes,
+            lane_threads=env_int(env, "PARTSIGHT_LANE_THREADS", 1, minimum=1),
             max_batch_wait_ms=env_float(env, "PARTSIGHT_MAX_BATCH_WAIT_MS", 5.0),
             concurrency=env_int(env, "PARTSIGHT_WORKER_CONCURRENCY", max(8, 2 * max_batch * lanes), minimum=1),
             max_frames_in_flight=env_int(env, "PARTSIGHT_WORKER_MAX_FRAMES", max(32, 4 * max_batch * lanes), minimum=1),
