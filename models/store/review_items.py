@@ -38,6 +38,11 @@ def _id_time(at: float) -> str:
     return datetime.fromtimestamp(at, tz=UTC).strftime(_ID_TIME)
 
 
+def expiry_cutoff(now: float, max_age_s: float) -> str:
+    """Ids sort as their times: an id below this one is older than `max_age_s` at `now`."""
+    return _id_time(now - max_age_s)
+
+
 def check_item_id(item_id: object) -> str:
     """The id itself when it is one; UnknownItem for anything else (never used as a path or a key)."""
     if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
@@ -120,7 +125,7 @@ def plan_evictions(
 ) -> tuple[list[tuple[str, str]], int, int]:
     """Which items (oldest first, as `sizes` lists them) to remove and why: expired ones, then the oldest until
     count and bytes are within bounds; and the items and bytes left once they are gone."""
-    cutoff = _id_time(now - max_age_s)  # ids sort as their times: an id below this is too old
+    cutoff = expiry_cutoff(now, max_age_s)
     kept, total = len(sizes), sum(size for _, size in sizes)
     planned: list[tuple[str, str]] = []
     for item_id, size in sizes:

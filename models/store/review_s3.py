@@ -292,13 +292,13 @@ class S3ReviewStore(ReviewStore):
         items, _ = self._listing()
         return items
 
-    def _enforce(self, now: float) -> tuple[dict[str, int], int, int]:
-        """As every store's, from one listing that also finds the images writers killed mid-write left behind."""
+    def _scan_and_tidy(self) -> builtins.list[tuple[str, int]]:
+        """One listing that also finds the images writers killed mid-write left behind, and removes them."""
         items, orphans = self._listing()
         for item_id in orphans:
             logger.info("removing the image of review item %s, left without its item.json", item_id)
             self._discard(self._folder(item_id) + IMAGE_FILE)
-        return self._evict(items, now)
+        return items
 
     def _remove(self, item_id: str) -> bool:
         """Delete an item: its item.json (it is gone from then on), then its image; False if it was gone already."""

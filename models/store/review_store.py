@@ -12,7 +12,7 @@ import builtins  # the store's own `list` method shadows the builtin in its anno
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,7 @@ from models.store.review_items import (
     check_listing,
     dismiss_changes,
     encode_record,
+    expiry_cutoff,
     item_document,
     label_changes,
     new_id,
@@ -38,6 +39,12 @@ from models.store.review_items import (
 )
 
 logger = logging.getLogger(__name__)
+
+# How stale a store's view of the items other processes added or evicted may grow: an add lists the whole store
+# only when its view is this old (or the backend saw another writer, or a bound is passed), never per item; the
+# bounds then hold across processes within this many seconds (measured: a listing per add cost the worker's review
+# thread a third of a frame's CPU at 10,000 items, docs/performance.md).
+RESCAN_S = 5.0
 
 ID_TRIES = 3  # a clash needs the same microsecond and 32 random bits: never twice
 
@@ -87,11 +94,25 @@ class ReviewStore(ABC):
     the store's lock.
     """
 
-    def __init__(self, *, max_items: int, max_bytes: int, max_age_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        max_items: int,
+        max_bytes: int,
+        max_age_s: float,
+        clock: Callable[[], float],
+        rescan_s: float = RESCAN_S,
+    ) -> None:
         check_bounds(max_items, max_bytes, max_age_s)
         self.max_items, self.max_bytes, self.max_age_s = max_items, max_bytes, max_age_s
+        self.rescan_s = rescan_s
         self._clock = clock
         self._lock = threading.Lock()
+        # (id, image bytes) of every item as this store last saw them, oldest first, their bytes, and when it listed
+        # them (None: never yet)
+        self._index: deque[tuple[str, int]] = deque()
+        self._index_bytes = 0
+        self._indexed_at: float | None = None
 
     @abstractmethod
     def check_writable(self) -> None:
@@ -130,7 +151,7 @@ class ReviewStore(ABC):
         else:
             raise ReviewError("no free review item id after three tries")
         with self._lock:
-            evicted, items, size = self._enforce(now)
+            evicted, items, size = self._enforce(now, (item_id, len(image)))
         return Added(item_id, evicted, items=items, bytes=size)
 
     def list(self, limit: int = 50, status: str = OPEN) -> builtins.list[dict[str, Any]]:
@@ -158,8 +179,8 @@ class ReviewStore(ABC):
     def stats(self) -> tuple[int, int]:
         """Items and image bytes in the store now (every process's)."""
         with self._lock:
-            sizes = self._scan()
-        return len(sizes), sum(size for _, size in sizes)
+            self._reindex(self._clock(), self._scan())
+            return len(self._index), self._index_bytes
 
     def _read(self, item_id: str) -> dict[str, Any]:
         return parse_item(self._read_file(item_id, ITEM_FILE), item_id)
@@ -170,20 +191,53 @@ class ReviewStore(ABC):
         self._replace(item_id, encode_record(record))
         return record
 
-    def _enforce(self, now: float) -> tuple[dict[str, int], int, int]:
+    def _enforce(self, now: float, added: tuple[str, int]) -> tuple[dict[str, int], int, int]:
         """Remove expired items, then the oldest until count and bytes are within bounds; what it removed by reason,
-        and the items and bytes left. Called with the lock."""
-        return self._evict(self._scan(), now)
-
-    def _evict(self, sizes: Sequence[tuple[str, int]], now: float) -> tuple[dict[str, int], int, int]:
-        planned, kept, total = plan_evictions(
+        and the items and bytes left. The store is listed only when this store's view is stale or a bound is passed
+        (then listed again first: another process may have evicted already). Called with the lock."""
+        listed_at = self._indexed_at
+        if listed_at is None or not 0 <= now - listed_at < self.rescan_s or self._changed_elsewhere():
+            self._reindex(now, self._scan_and_tidy())
+        else:
+            self._index.append(added)
+            self._index_bytes += added[1]
+        if not self._over_bounds(now):
+            return {}, len(self._index), self._index_bytes
+        sizes = self._scan_and_tidy()
+        planned, _, _ = plan_evictions(
             sizes, now, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s
         )
         removed: Counter[str] = Counter()
         for item_id, reason in planned:
             if self._remove(item_id):  # not counted when another process removed it first
                 removed[reason] += 1
-        return dict(removed), kept, total
+        self._reindex(now, sizes[len(planned) :])
+        return dict(removed), len(self._index), self._index_bytes
+
+    def _reindex(self, now: float, sizes: Sequence[tuple[str, int]]) -> None:
+        self._index = deque(sizes)
+        self._index_bytes = sum(size for _, size in sizes)
+        self._indexed_at = now
+        self._seen()
+
+    def _over_bounds(self, now: float) -> bool:
+        index = self._index
+        if not index:
+            return False
+        expired = index[0][0] < expiry_cutoff(now, self.max_age_s)
+        return expired or len(index) > self.max_items or self._index_bytes > self.max_bytes
+
+    def _scan_and_tidy(self) -> builtins.list[tuple[str, int]]:
+        """`_scan`, where a backend may also tidy what its listing finds (the S3 store's orphaned images)."""
+        return self._scan()
+
+    def _changed_elsewhere(self) -> bool:
+        """Whether another writer changed the store since `_seen`, where a backend can tell cheaply; the base
+        cannot, and relies on RESCAN_S."""
+        return False
+
+    def _seen(self) -> None:  # noqa: B027  # a hook: the base has nothing to note
+        """The store was just listed: a backend that can tell later changes notes where it stands."""
 
     # the backend's primitives
 

@@ -300,3 +300,68 @@ def test_the_store_stays_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+class CountingStore(DirectoryReviewStore):
+    """The directory store, counting how often it lists every item (and optionally blind to other writers, as the
+    S3 store is)."""
+
+    def __init__(self, *args: Any, blind: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listings = 0
+        self.blind = blind
+
+    def _scan(self) -> list[tuple[str, int]]:
+        self.listings += 1
+        return super()._scan()
+
+    def _changed_elsewhere(self) -> bool:
+        return False if self.blind else super()._changed_elsewhere()
+
+
+def test_an_add_lists_the_store_only_when_its_view_is_stale_or_a_bound_is_passed(tmp_path: Path) -> None:
+    """A listing per add made the review writer's cost grow with the queue (10,000 items by default)."""
+    clock = Clock()
+    store = CountingStore(tmp_path / "review", clock=clock, max_items=1000, max_bytes=1 << 20, max_age_s=DAY)
+    for index in range(200):
+        clock.now += 0.01
+        added = keep(store, f"f{index}")
+        assert (added.items, added.evicted) == (index + 1, {})
+    assert store.listings == 1  # the first add; then a listing every RESCAN_S (2 s of this clock: none)
+    clock.now += 10
+    keep(store, "late")
+    assert store.listings == 2
+
+
+def test_passing_a_bound_lists_the_store_before_evicting(tmp_path: Path) -> None:
+    clock = Clock()
+    store = CountingStore(tmp_path / "review", clock=clock, max_items=3, max_bytes=1 << 20, max_age_s=DAY)
+    evicted = []
+    for index in range(6):
+        clock.now += 0.01
+        evicted.append(sum(keep(store, f"f{index}").evicted.values()))
+    assert evicted == [0, 0, 0, 1, 1, 1] and store.listings == 4  # the first add, then once per eviction
+    assert frame_ids(store.list()) == ["f5", "f4", "f3"] and store.stats() == (3, 3 * len(b"\xff\xd8\xff-jpeg"))
+
+
+def test_another_writers_items_count_at_once_in_a_directory_and_within_the_rescan_where_unseen(tmp_path: Path) -> None:
+    clock = Clock()
+    bounds = {"max_items": 4, "max_bytes": 1 << 20, "max_age_s": DAY, "clock": clock}
+    sees, blind, other = (
+        CountingStore(tmp_path / "review", **bounds),
+        CountingStore(tmp_path / "review", blind=True, **bounds),
+        make(tmp_path, clock, max_items=4),
+    )
+    for store, name in ((sees, "a"), (blind, "b"), (other, "o0"), (other, "o1"), (other, "o2")):
+        clock.now += 0.01  # ids sort as their times
+        keep(store, name)  # sees and blind have listed the store once
+    clock.now += 0.01
+    added = keep(sees, "c")  # the other's three seen at once: b, o0, o1, o2 and c, so b goes
+    assert (added.items, added.evicted) == (4, {OVER_COUNT: 1}) and sees.stats()[0] == 4
+    clock.now += 1
+    added = keep(blind, "d")  # its view is 1 s old: a, b and d; the five there are unseen yet
+    assert (added.items, added.evicted) == (3, {})
+    clock.now += 5
+    added = keep(blind, "e")  # stale: listed again, six items, the two oldest evicted
+    assert (added.items, added.evicted) == (4, {OVER_COUNT: 2})
+    assert frame_ids(blind.list()) == ["e", "d", "c", "o2"]
