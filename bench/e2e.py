@@ -164,6 +164,7 @@ class Run:
     cpu_ms: dict[str, float]
     mean_batch: float
     mean_window: float = 0.0
+    profile_ms: dict[str, float] = field(default_factory=dict)  # worker CPU-ms per frame by stage (--profile)
 
     @property
     def throughput(self) -> float:
@@ -274,10 +275,23 @@ class Stack:
         for proc in self.procs.values():
             proc.stop(30)
 
-    def measure(self, label: str, jpegs: list[bytes], *, count: int, fps: float, window: int, cameras: int = 1) -> Run:
-        """`cameras` devices stream side by side, each a share of the frames, the rate and the window."""
+    def measure(
+        self,
+        label: str,
+        jpegs: list[bytes],
+        *,
+        count: int,
+        fps: float,
+        window: int,
+        cameras: int = 1,
+        profile: Path | None = None,
+    ) -> Run:
+        """`cameras` devices stream side by side, each a share of the frames, the rate and the window; with
+        `profile`, py-spy records the (first) worker meanwhile into that file."""
         from concurrent.futures import ThreadPoolExecutor
+        from contextlib import nullcontext
 
+        from bench.worker_profile import Recorder, cpu_ms_per_frame
         from broker.camera import Camera, Summary, stream
         from broker.settings import MqttSettings
         from broker.topics import Topics
@@ -292,7 +306,8 @@ class Stack:
             before = scrape_all(worker_ports)
             bridge_before = scrape_all(bridge_ports)
             cpu_before = self.cpu_by_process()
-            with ThreadPoolExecutor(cameras) as pool:
+            recorder = Recorder(self.pids()[self.of("worker")[0]], profile) if profile else None
+            with recorder or nullcontext(), ThreadPoolExecutor(cameras) as pool:
                 parts = list(
                     pool.map(
                         lambda camera: stream(
@@ -345,6 +360,16 @@ class Stack:
             / max(1, summary.sent)
             for kind in ("bridge", "worker", "mosquitto", "redis", "camera")
         }
+        first_worker = self.of("worker")[0]
+        profile_ms = (
+            cpu_ms_per_frame(
+                recorder.samples(),
+                max(1, summary.sent // len(self.of("worker"))),  # its share of the frames
+                cpu_after[first_worker] - cpu_before[first_worker],
+            )
+            if recorder is not None
+            else {}
+        )
         return Run(
             label=label,
             sent=summary.sent,
@@ -356,6 +381,7 @@ class Stack:
             cpu_ms=cpu,
             mean_batch=delta("partsight_worker_batch_size_frames_sum") / batches if batches else 0.0,
             mean_window=delta_bridge("partsight_bridge_window_frames_sum") / windows if windows else 0.0,
+            profile_ms=profile_ms,
         )
 
 
@@ -395,6 +421,11 @@ def main() -> int:
     parser.add_argument("--model-dir", help="a trained model (default: a small demo model trained now)")
     parser.add_argument(
         "--review-sample", type=float, help="PARTSIGHT_REVIEW_SAMPLE of the workers (0: no review queue)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more capacity run (first size, largest window) with py-spy on the worker: CPU-ms per frame by stage",
     )
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--skip-load-levels", action="store_true")
@@ -456,6 +487,7 @@ class Results:
     overload: Run | None = None
     memory: dict[str, float] = field(default_factory=dict)
     transport: dict[int, Run] = field(default_factory=dict)  # by window
+    profiled: Run | None = None  # a capacity run under py-spy (--profile)
 
 
 def measure_model(
@@ -476,6 +508,13 @@ def measure_model(
         stack.measure(f"warm-{name}", jpegs[size], count=min(100, args.frames), fps=0, **common)
         capacity = stack.measure(f"cap-{name}", jpegs[size], count=args.frames, fps=0, **common)
         results.capacity[(size, window)] = capacity
+        if full and args.profile and size == sizes[0]:
+            print(f"profiling the worker at {name}, window {window}", file=sys.stderr)
+            out = Path(tempfile.mkdtemp(prefix="partsight-profile-")) / "worker.raw"
+            results.profiled = stack.measure(
+                f"profile-{name}", jpegs[size], count=args.frames, fps=0, profile=out, **common
+            )
+            print(f"  py-spy's stacks: {out}", file=sys.stderr)
         if full and not args.skip_load_levels:
             results.levels[size] = []
             for share in (0.5, 0.7, 1.0):
@@ -582,6 +621,8 @@ def _report(
         for window in windows
     ]
     print(table(rows, ("JPEG", "window", *STAGES)))
+    if results.profiled is not None:
+        _report_profile(results.profiled, results.capacity[(sizes[0], windows[-1])], sizes[0], windows[-1])
     if results.transport:
         size = sizes[0]
         print(
@@ -628,6 +669,22 @@ def _report(
     every += [*results.transport.values(), *([overload] if overload else [])]
     lost = [run for run in every if run.results + sum(run.errors.values()) != run.sent]
     return 1 if lost else 0
+
+
+def _report_profile(profiled: Run, capacity: Run, size: tuple[int, int], window: int) -> None:
+    """Each CPU-ms of a frame: the worker's by stage (py-spy), then the other processes (from /proc)."""
+    print(
+        f"\nWhere each CPU-ms of a frame goes ({size[0]}x{size[1]}, window {window}, under py-spy: "
+        f"{profiled.throughput:.1f} f/s against {capacity.throughput:.1f} without it):\n"
+    )
+    total = sum(profiled.cpu_ms.values())
+    rows = [(f"worker: {stage}", f"{ms:.2f}", f"{ms / total:.0%}") for stage, ms in profiled.profile_ms.items()]
+    rows += [
+        (name, f"{profiled.cpu_ms[name]:.2f}", f"{profiled.cpu_ms[name] / total:.0%}")
+        for name in ("bridge", "mosquitto", "redis", "camera")
+    ]
+    rows.append(("total", f"{total:.2f}", "100%"))
+    print(table(rows, ("where", "CPU-ms per frame", "share")))
 
 
 if __name__ == "__main__":
