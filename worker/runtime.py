@@ -71,7 +71,7 @@ class Runtime:
         """Metrics and health first, then the model, the batcher, MQTT, Redis and the pipeline, then the reload
         signal and enrolments: everything a worker process serves with, from its settings."""
         registry, metrics, probes = _observability(settings, serve_metrics)
-        _pin_lane_pools(settings)
+        pin_lane_pools(settings)
         review_store = open_review_store(settings)  # checked before anything connects (app.py checked it too)
         load = _model_loader(settings)
         describe = functools.partial(_describe, metrics)
@@ -281,7 +281,7 @@ def _observability(
     return registry, metrics, probes
 
 
-def _pin_lane_pools(settings: WorkerSettings) -> None:
+def pin_lane_pools(settings: WorkerSettings) -> None:
     """Every library thread pool to what one lane owns, before the model loads (and again after each load)."""
     pools = pin_thread_pools(settings.lane_threads)
     logger.info("%d lane(s) of %d thread(s); library pools %s", settings.inference_lanes, settings.lane_threads, pools)

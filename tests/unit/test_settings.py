@@ -58,6 +58,13 @@ def test_worker_settings_from_env() -> None:
     assert (gpu.max_batch_size, gpu.inference_lanes, gpu.engine) == (32, 2, "torch")
 
 
+def test_a_lane_owns_one_thread_unless_told_and_never_none() -> None:
+    assert WorkerSettings.from_env({}).lane_threads == 1
+    assert WorkerSettings.from_env({"PARTSIGHT_LANE_THREADS": "2"}).lane_threads == 2
+    with pytest.raises(SettingsError, match="PARTSIGHT_LANE_THREADS"):
+        WorkerSettings.from_env({"PARTSIGHT_LANE_THREADS": "0"})
+
+
 def test_usable_cores_follows_the_affinity_mask() -> None:
     import os
 
