@@ -77,8 +77,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]
-    app.worker_main(argv)
-    return 0
+    # Celery's own worker_main drops the worker's exit status (an unrecoverable error ended it with 0): start()
+    # returns it, so an orchestrator sees a failed worker as failed
+    status = app.start(argv)
+    return int(status or 0)
 
 
 def camera_mqtt_settings(env: Mapping[str, str], protocol: str | None) -> MqttSettings:

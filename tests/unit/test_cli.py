@@ -211,3 +211,24 @@ def test_a_bug_in_a_command_still_shows_its_traceback(monkeypatch: pytest.Monkey
     monkeypatch.setitem(COMMANDS, "demo", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["demo"])
+
+
+@pytest.mark.parametrize("celery_status", [None, 0, 1, 70])
+def test_partsight_worker_exits_with_the_status_celerys_worker_ended_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, celery_status: int | None
+) -> None:
+    """Celery's `worker_main` drops its worker's exit status (an unrecoverable error ended `partsight worker` with
+    0, and an orchestrator counted it as done); `start` returns it. The app stands in for Celery's here only."""
+    import worker.app
+
+    class EndingApp:
+        def start(self, argv: list[str]) -> int | None:
+            self.argv = argv
+            return celery_status
+
+    app = EndingApp()
+    monkeypatch.setattr(worker.app, "worker_app", lambda settings: app)
+    monkeypatch.setenv("PARTSIGHT_MODEL_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("PARTSIGHT_REVIEW_SAMPLE", "0")
+    assert main(["worker"]) == (celery_status or 0)
+    assert app.argv[0] == "worker" and "-Q" in app.argv
