@@ -16,6 +16,7 @@ from kombu.entity import Queue
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, FRAME_QUEUE
 from broker.dispatch import SAFE_CONTENT, celery_transport_options
+from worker.consumer import UNKNOWN_TASK_HOOK
 from worker.errors import ModelUnavailable
 from worker.runtime import RuntimeHolder
 from worker.settings import WorkerSettings, open_review_store
@@ -46,10 +47,17 @@ def create_app(settings: WorkerSettings) -> tuple[Celery, RuntimeHolder]:
         broker_connection_max_retries=None,
         broker_transport_options=celery_transport_options(settings.visibility_timeout_s),
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_consumer="worker.consumer:RequeueingConsumer",  # a task it does not know goes back, never dropped
     )
     holder = RuntimeHolder(settings)
     register(app, holder)
+    setattr(app, UNKNOWN_TASK_HOOK, lambda name: holder.get().metrics.unknown_tasks.labels(task=task_label(name)).inc())
     return app, holder
+
+
+def task_label(name: str) -> str:
+    """A task name as a metric label: ours as they are, anything else as `other` (names come from the queue)."""
+    return name if name.startswith("partsight.") and len(name) <= 64 else "other"
 
 
 def worker_app(settings: WorkerSettings) -> Celery:

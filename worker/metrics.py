@@ -69,6 +69,12 @@ class WorkerMetrics:
             "Tasks whose arguments do not fit the contract.",
             registry=registry,
         )
+        self.unknown_tasks = Counter(
+            "partsight_worker_unknown_tasks_total",
+            "Tasks under a name this worker does not serve (a newer bridge in an upgrade), given back to the queue.",
+            ["task"],
+            registry=registry,
+        )
         self.mqtt_connected = Gauge(
             "partsight_worker_mqtt_connected", "1 while connected to the MQTT broker.", registry=registry
         )
