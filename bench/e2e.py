@@ -431,6 +431,7 @@ def main() -> int:
     parser.add_argument("--skip-load-levels", action="store_true")
     parser.add_argument("--skip-overload", action="store_true")
     parser.add_argument("--skip-transport", action="store_true")
+    parser.add_argument("--skip-model", action="store_true", help="the transport-only runs alone")
     args = parser.parse_args()
     if args.window >= args.max_queue:
         parser.error("--window must stay below --max-queue, or the capacity run measures refusals (overloaded)")
@@ -457,7 +458,7 @@ def main() -> int:
     servers = Servers.start(work)
     databases = iter(range(1, 16))
     try:
-        for window in windows:
+        for window in [] if args.skip_model else windows:
             stack = Stack(servers, work, model_dir, args, Config(args.engine, window), next(databases))
             try:
                 measure_model(stack, args, sizes, jpegs, results, full=window == windows[-1])
@@ -558,6 +559,68 @@ def _report(
 ) -> int:
     device = "GPU" if args.device.startswith("cuda") else f"{cores}-core CPU"
     print(f"\n## partsight end to end, {device}; {args.workers} worker(s), {args.bridges} bridge(s)\n")
+    if results.capacity:
+        _report_model(args, sizes, windows, jpegs, cores, ceilings, results)
+    if results.profiled is not None:
+        _report_profile(results.profiled, results.capacity[(sizes[0], windows[-1])], sizes[0], windows[-1])
+    if results.transport:
+        size = sizes[0]
+        print(
+            f"\nTransport only (engine `none`, {size[0]}x{size[1]} JPEGs, {args.window} in flight), CPU ms per frame:\n"
+        )
+        rows = []
+        for window, run in sorted(results.transport.items()):
+            transport = sum(run.cpu_ms[p] for p in TRANSPORT_PARTS)
+            rows.append(
+                (
+                    str(window),
+                    f"{run.throughput:.0f}",
+                    *[f"{run.cpu_ms[p]:.3f}" for p in TRANSPORT_PARTS],
+                    f"**{transport:.3f}**",
+                    f"{1000 / transport:.0f}",
+                    f"{run.cpu_ms['camera']:.3f}",
+                    f"{run.mean_window:.1f}",
+                )
+            )
+        head = ("window", "frames/s", *TRANSPORT_PARTS, "transport total", "f/s per transport core", "camera")
+        print(table(rows, (*head, "mean window")))
+    overload, memory = results.overload, results.memory
+    if overload is not None:
+        capacity = results.capacity[(sizes[0], windows[-1])]
+        print(f"\nOverload: {sizes[0][0]}x{sizes[0][1]} at 3x capacity, bridge queue bound {args.max_queue}:\n")
+        rows = [
+            (
+                "offered / answered with a result",
+                f"{overload.sent / overload.elapsed_s:.0f} / {overload.throughput:.0f} f/s",
+            ),
+            ("frames sent / results / errors", f"{overload.sent} / {overload.results} / {overload.errors or 'none'}"),
+            (
+                "admitted frames p50 / p99 (at capacity: closed loop)",
+                f"{pct(overload.latencies_ms, 50):.0f} / {pct(overload.latencies_ms, 99):.0f} ms "
+                f"({pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms)",
+            ),
+            ("RSS bridge before / after", f"{memory['bridge_before']:.0f} / {memory['bridge_after']:.0f} MiB"),
+            ("RSS worker(s) before / after", f"{memory['worker_before']:.0f} / {memory['worker_after']:.0f} MiB"),
+            ("Redis used memory before / after", f"{memory['redis_before']:.1f} / {memory['redis_after']:.1f} MiB"),
+            ("answered / sent", f"{overload.results + sum(overload.errors.values())} / {overload.sent}"),
+        ]
+        print(table(rows, ("measure", "value")))
+    every = [*results.capacity.values(), *(r for runs in results.levels.values() for r in runs)]
+    every += [*results.transport.values(), *([overload] if overload else [])]
+    lost = [run for run in every if run.results + sum(run.errors.values()) != run.sent]
+    return 1 if lost else 0
+
+
+def _report_model(
+    args: argparse.Namespace,
+    sizes: list[tuple[int, int]],
+    windows: list[int],
+    jpegs: dict[tuple[int, int], list[bytes]],
+    cores: int,
+    ceilings: dict[tuple[int, int], tuple[int, float]],
+    results: Results,
+) -> None:
+    """Capacity against the ceiling, open-loop latency, CPU per frame and the worker's stages."""
     rows: list[tuple[str, ...]] = []
     for size in sizes:
         mean_kib = sum(map(len, jpegs[size])) / len(jpegs[size]) / 1024
@@ -621,54 +684,6 @@ def _report(
         for window in windows
     ]
     print(table(rows, ("JPEG", "window", *STAGES)))
-    if results.profiled is not None:
-        _report_profile(results.profiled, results.capacity[(sizes[0], windows[-1])], sizes[0], windows[-1])
-    if results.transport:
-        size = sizes[0]
-        print(
-            f"\nTransport only (engine `none`, {size[0]}x{size[1]} JPEGs, {args.window} in flight), CPU ms per frame:\n"
-        )
-        rows = []
-        for window, run in sorted(results.transport.items()):
-            transport = sum(run.cpu_ms[p] for p in TRANSPORT_PARTS)
-            rows.append(
-                (
-                    str(window),
-                    f"{run.throughput:.0f}",
-                    *[f"{run.cpu_ms[p]:.3f}" for p in TRANSPORT_PARTS],
-                    f"**{transport:.3f}**",
-                    f"{1000 / transport:.0f}",
-                    f"{run.cpu_ms['camera']:.3f}",
-                    f"{run.mean_window:.1f}",
-                )
-            )
-        head = ("window", "frames/s", *TRANSPORT_PARTS, "transport total", "f/s per transport core", "camera")
-        print(table(rows, (*head, "mean window")))
-    overload, memory = results.overload, results.memory
-    if overload is not None:
-        capacity = results.capacity[(sizes[0], windows[-1])]
-        print(f"\nOverload: {sizes[0][0]}x{sizes[0][1]} at 3x capacity, bridge queue bound {args.max_queue}:\n")
-        rows = [
-            (
-                "offered / answered with a result",
-                f"{overload.sent / overload.elapsed_s:.0f} / {overload.throughput:.0f} f/s",
-            ),
-            ("frames sent / results / errors", f"{overload.sent} / {overload.results} / {overload.errors or 'none'}"),
-            (
-                "admitted frames p50 / p99 (at capacity: closed loop)",
-                f"{pct(overload.latencies_ms, 50):.0f} / {pct(overload.latencies_ms, 99):.0f} ms "
-                f"({pct(capacity.latencies_ms, 50):.0f} / {pct(capacity.latencies_ms, 99):.0f} ms)",
-            ),
-            ("RSS bridge before / after", f"{memory['bridge_before']:.0f} / {memory['bridge_after']:.0f} MiB"),
-            ("RSS worker(s) before / after", f"{memory['worker_before']:.0f} / {memory['worker_after']:.0f} MiB"),
-            ("Redis used memory before / after", f"{memory['redis_before']:.1f} / {memory['redis_after']:.1f} MiB"),
-            ("answered / sent", f"{overload.results + sum(overload.errors.values())} / {overload.sent}"),
-        ]
-        print(table(rows, ("measure", "value")))
-    every = [*results.capacity.values(), *(r for runs in results.levels.values() for r in runs)]
-    every += [*results.transport.values(), *([overload] if overload else [])]
-    lost = [run for run in every if run.results + sum(run.errors.values()) != run.sent]
-    return 1 if lost else 0
 
 
 def _report_profile(profiled: Run, capacity: Run, size: tuple[int, int], window: int) -> None:
