@@ -90,9 +90,11 @@ def engine_rate(engine: Any, jpegs: list[bytes], batch: int, seconds: float, sta
 
 
 def _onnx_rate(model_dir: str, jpegs: list[bytes], batch: int, seconds: float, start_at: float) -> float:
-    """One process, one ONNX Runtime thread (a pool job)."""
+    """One process, one ONNX Runtime thread and its library pools pinned to it, as a worker's lane (a pool job)."""
+    from models.extract.threads import pin_thread_pools
     from models.recognizer import Recognizer
 
+    pin_thread_pools(1)
     engine = Recognizer.load(Path(model_dir), device="cpu", engine="onnxruntime").engine
     return engine_rate(engine, jpegs, batch, seconds, start_at)
 
