@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,23 +120,13 @@ def label_changes(product: object, now: float) -> dict[str, Any]:
     return {"status": LABELLED, "label": product, "labelled_at": rfc3339(now)}
 
 
-def plan_evictions(
-    sizes: Sequence[tuple[str, int]], now: float, *, max_items: int, max_bytes: int, max_age_s: float
-) -> tuple[list[tuple[str, str]], int, int]:
-    """Which items (oldest first, as `sizes` lists them) to remove and why: expired ones, then the oldest until
-    count and bytes are within bounds; and the items and bytes left once they are gone."""
-    cutoff = expiry_cutoff(now, max_age_s)
-    kept, total = len(sizes), sum(size for _, size in sizes)
-    planned: list[tuple[str, str]] = []
-    for item_id, size in sizes:
-        if item_id < cutoff:
-            reason = EXPIRED
-        elif kept > max_items:
-            reason = OVER_COUNT
-        elif total > max_bytes:
-            reason = OVER_BYTES
-        else:
-            break
-        kept, total = kept - 1, total - size
-        planned.append((item_id, reason))
-    return planned, kept, total
+def eviction_reason(item_id: str, items: int, total: int, *, cutoff: str, max_items: int, max_bytes: int) -> str | None:
+    """Why the oldest item, `item_id`, must go while `items` items of `total` image bytes are kept (None: it stays):
+    expired (older than `cutoff`, expiry_cutoff's), then over the count, then over the bytes."""
+    if item_id < cutoff:
+        return EXPIRED
+    if items > max_items:
+        return OVER_COUNT
+    if total > max_bytes:
+        return OVER_BYTES
+    return None

@@ -30,12 +30,12 @@ from models.store.review_items import (
     check_listing,
     dismiss_changes,
     encode_record,
+    eviction_reason,
     expiry_cutoff,
     item_document,
     label_changes,
     new_id,
     parse_item,
-    plan_evictions,
 )
 
 logger = logging.getLogger(__name__)
@@ -193,25 +193,29 @@ class ReviewStore(ABC):
 
     def _enforce(self, now: float, added: tuple[str, int]) -> tuple[dict[str, int], int, int]:
         """Remove expired items, then the oldest until count and bytes are within bounds; what it removed by reason,
-        and the items and bytes left. The store is listed only when this store's view is stale or a bound is passed
-        (then listed again first: another process may have evicted already). Called with the lock."""
+        and the items and bytes left. The store is listed only when this store's view is stale (RESCAN_S, or the
+        backend saw another writer); an item another process evicted first is simply not counted. Called with the
+        lock."""
         listed_at = self._indexed_at
         if listed_at is None or not 0 <= now - listed_at < self.rescan_s or self._changed_elsewhere():
             self._reindex(now, self._scan_and_tidy())
         else:
             self._index.append(added)
             self._index_bytes += added[1]
-        if not self._over_bounds(now):
-            return {}, len(self._index), self._index_bytes
-        sizes = self._scan_and_tidy()
-        planned, _, _ = plan_evictions(
-            sizes, now, max_items=self.max_items, max_bytes=self.max_bytes, max_age_s=self.max_age_s
-        )
         removed: Counter[str] = Counter()
-        for item_id, reason in planned:
+        cutoff = expiry_cutoff(now, self.max_age_s)
+        while self._index:
+            item_id, size = self._index[0]
+            bounds = {"max_items": self.max_items, "max_bytes": self.max_bytes}
+            reason = eviction_reason(item_id, len(self._index), self._index_bytes, cutoff=cutoff, **bounds)
+            if reason is None:
+                break
+            self._index.popleft()
+            self._index_bytes -= size
             if self._remove(item_id):  # not counted when another process removed it first
                 removed[reason] += 1
-        self._reindex(now, sizes[len(planned) :])
+        if removed:
+            self._seen()  # our own removals are not another writer's changes
         return dict(removed), len(self._index), self._index_bytes
 
     def _reindex(self, now: float, sizes: Sequence[tuple[str, int]]) -> None:
@@ -219,13 +223,6 @@ class ReviewStore(ABC):
         self._index_bytes = sum(size for _, size in sizes)
         self._indexed_at = now
         self._seen()
-
-    def _over_bounds(self, now: float) -> bool:
-        index = self._index
-        if not index:
-            return False
-        expired = index[0][0] < expiry_cutoff(now, self.max_age_s)
-        return expired or len(index) > self.max_items or self._index_bytes > self.max_bytes
 
     def _scan_and_tidy(self) -> builtins.list[tuple[str, int]]:
         """`_scan`, where a backend may also tidy what its listing finds (the S3 store's orphaned images)."""
