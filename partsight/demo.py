@@ -23,11 +23,15 @@ from broker.settings import MqttSettings
 from broker.topics import Topics
 from models.bundle import load_model
 from models.errors import ArtifactError
-from models.train import datasets
+from models.train import datasets, parts
 from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
 from partsight.errors import NotReady
 
 DEVICE = "demo-camera-1"
+DATA_CHOICES = ("fashion", "parts")
+DEMO_PARTS = 16  # two look-alikes of each of the eight families
+NEVER_SEEN_PARTS = 4  # the next four of the catalog: look-alikes the model was never taught
+NEVER_SEEN = "(never seen)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class DemoOptions:
     train_per_product: int = 30
     embedded_only: bool = False
     open_browser: bool = True  # open the operator page where there is a desktop to show it
+    data: str = "fashion"  # Fashion-MNIST's products, or the drawn look-alike parts (models.train.parts)
 
 
 def _ready(port: int) -> bool:
@@ -59,8 +64,8 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, what: str, log: Pat
     raise NotReady(f"the {what} was not ready after 180 s; see {log}")
 
 
-def ensure_model(workdir: Path, per_product: int) -> Path:
-    store = workdir / "model"
+def ensure_model(workdir: Path, per_product: int, data: str = "fashion") -> Path:
+    store = workdir / ("model" if data == "fashion" else f"model-{data}")
     try:
         bundle = load_model(store)
         if "enrolment_base" in bundle.manifest:
@@ -72,14 +77,33 @@ def ensure_model(workdir: Path, per_product: int) -> Path:
     # lazy: torch and scikit-learn only when there is no demo model yet (a reused one needs neither here)
     from models.train.trainer import TrainOptions, train  # noqa: PLC0415
 
-    source = "Debian's dataset-fashion-mnist" if datasets.debian_available() else "the sample shipped with partsight"
-    print(f"  model   training on {per_product} photos per product from {source} (once; reused next time)")
-    images = workdir / "training-images"
-    datasets.export_training_folder(images, per_class=per_product)
-    catalog = workdir / "catalog.json"
-    catalog.write_text(json.dumps(list(datasets.catalog().values()), indent=2))
-    train(TrainOptions(images=images, catalog=catalog, out=store, name="fashion-demo"))
+    images = workdir / f"training-images-{data}"
+    if data == "parts":
+        print(f"  model   training on {per_product} drawn photos of each of {DEMO_PARTS} look-alike parts (once)")
+        parts.export_training_folder(images, products=DEMO_PARTS, per_product=per_product)
+        records = list(parts.catalog(DEMO_PARTS).values())
+    else:
+        debian = datasets.debian_available()
+        source = "Debian's dataset-fashion-mnist" if debian else "the sample shipped with partsight"
+        print(f"  model   training on {per_product} photos per product from {source} (once; reused next time)")
+        datasets.export_training_folder(images, per_class=per_product)
+        records = list(datasets.catalog().values())
+    catalog = workdir / f"catalog-{data}.json"
+    catalog.write_text(json.dumps(records, indent=2))
+    train(TrainOptions(images=images, catalog=catalog, out=store, name=f"{data}-demo"))
     return store
+
+
+def camera_photos(workdir: Path, data: str) -> list[tuple[Path, str]]:
+    """The photos the demo's camera replays, with their true products: held-out photos of the taught products,
+    and for the parts a few never-seen look-alikes too (a right answer for those is `unknown`)."""
+    if data == "fashion":
+        return datasets.export_camera_folder(workdir / "camera", per_class=5)
+    folder = workdir / "camera-parts"
+    known = parts.export_camera_folder(folder, products=DEMO_PARTS, per_product=3)
+    unseen = parts.export_camera_folder(folder, products=NEVER_SEEN_PARTS, per_product=2, start=DEMO_PARTS)
+    mixed = known + [(path, NEVER_SEEN) for path, _ in unseen]
+    return sorted(mixed, key=lambda pair: pair[0].name)
 
 
 def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -124,6 +148,8 @@ class DemoSummary:
     errors: int
     latencies_ms: tuple[float, ...]
     elapsed_s: float = 0.0
+    unseen: int = 0  # answers to photos of never-seen look-alikes (wrong unless unknown)
+    unseen_refused: int = 0  # of those, answered unknown
 
     @property
     def answered(self) -> int:
@@ -136,13 +162,17 @@ class DemoSummary:
             f"sent {self.sent} frames in {self.elapsed_s:.1f} s, answered {self.answered}: {self.right} right, "
             f"{self.wrong} wrong, {self.unknown} unknown, {self.errors} errors",
             latency,
+            *([f"never-seen look-alikes: {self.unseen_refused} of {self.unseen} answered unknown"] * bool(self.unseen)),
         ]
 
 
 def summarize(sent: int, answers: Sequence[Answer], truth: Callable[[str], str], elapsed_s: float = 0.0) -> DemoSummary:
     """Count the answers: right or wrong product, unknown (no product), error."""
-    right = wrong = unknown = errors = 0
+    right = wrong = unknown = errors = unseen = unseen_refused = 0
     for answer in answers:
+        never_seen = truth(str(answer.frame_id)) == NEVER_SEEN
+        unseen += never_seen and not answer.is_error
+        unseen_refused += never_seen and not answer.is_error and answer.message.get("product") is None
         if answer.is_error:
             errors += 1
         elif answer.message.get("product") is None:
@@ -152,7 +182,7 @@ def summarize(sent: int, answers: Sequence[Answer], truth: Callable[[str], str],
         else:
             wrong += 1
     latencies = tuple(a.latency_s * 1000 for a in answers if a.latency_s is not None)
-    return DemoSummary(sent, right, wrong, unknown, errors, latencies, elapsed_s)
+    return DemoSummary(sent, right, wrong, unknown, errors, latencies, elapsed_s, unseen, unseen_refused)
 
 
 def _truth(photos: list[tuple[Path, str]]) -> Callable[[str], str]:
@@ -182,7 +212,10 @@ def _printer(truth: Callable[[str], str]):  # type: ignore[no-untyped-def]
             print(f"  {frame:<8} {expected:<12} ERROR {message['error']['code']}: {message['error']['message']}")
             return
         product = message["product"] or "unknown"
-        mark = "" if message["product"] is None else (" ok" if message["product"] == expected else " x")
+        if message["product"] is None:
+            mark = " ok" if expected == NEVER_SEEN else ""
+        else:
+            mark = " ok" if message["product"] == expected else " x"
         category = str(message["category"] or "-")
         novelty = message.get("novelty")
         novel = f"{novelty:5.2f}" if isinstance(novelty, float | int) else "    -"
@@ -245,8 +278,8 @@ def run_demo(options: DemoOptions) -> int:
         print(f"  MQTT    {mqtt.kind} at {mqtt.url} (MQTT {mqtt.protocol})")
         redis = start_redis(workdir / "redis", prefer_binary=not options.embedded_only)
         print(f"  Redis   {redis.kind} at {redis.url}")
-        store = ensure_model(workdir, options.train_per_product)
-        photos = datasets.export_camera_folder(workdir / "camera", per_class=5)
+        store = ensure_model(workdir, options.train_per_product, options.data)
+        photos = camera_photos(workdir, options.data)
         bridge_port, worker_port = free_port(), free_port()
         env = service_env(mqtt, redis, store, bridge_port=bridge_port, worker_port=worker_port)
         worker = _start("worker", env, logs / "worker.log")
