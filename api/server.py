@@ -16,10 +16,12 @@ from api.app import create_app
 from api.dispatch import RedisDispatcher
 from api.recognize import MqttRecognizer
 from api.settings import ApiSettings
+from broker.dispatch import redis_client_url
 from broker.errors import MqttUnavailable, SettingsError
 from broker.settings import redact_url
 from broker.topics import Topics
-from models.store.versions import current_version
+from models.store.versions import current_version, use_redis_lock
+from models.store.writer_lock import RedisStoreLocks
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def run_api(settings: ApiSettings, *, version: str) -> int:
     if problem:
         logger.error("%s", problem)
         return BAD_SETTINGS
+    use_redis_lock(RedisStoreLocks.from_url(redis_client_url(settings.redis_url)))  # activations across machines
     if current_version(settings.store) is None:
         logger.warning("%s has no current model version yet: recognitions fail until one is trained", settings.store)
     registry = CollectorRegistry()

@@ -17,7 +17,8 @@ from broker.contract import ENROL_QUEUE, FRAME_QUEUE
 from broker.errors import BrokerError, SettingsError
 from broker.settings import MqttSettings, mqtt_from_env
 from models.errors import ArtifactError, ModelError, StoreBusy
-from models.store.versions import activate, list_versions
+from models.store.versions import activate, list_versions, use_redis_lock
+from models.store.writer_lock import RedisStoreLocks
 from partsight import __version__
 from partsight.errors import PartsightError
 
@@ -444,9 +445,23 @@ COMMANDS = {
 }
 
 
+STORE_WRITERS = ("train", "models", "enrol")  # commands that may move a store's `current`
+
+
+def lock_stores_in_redis(env: Mapping[str, str]) -> None:
+    """With PARTSIGHT_REDIS_URL set, a command that writes a store also takes its lock in Redis, as the workers
+    and the API do (flock alone is not to be trusted on a network volume)."""
+    if env.get("PARTSIGHT_REDIS_URL"):
+        from broker.dispatch import redis_client_url  # noqa: PLC0415  # celery: only for a command that writes
+
+        use_redis_lock(RedisStoreLocks.from_url(redis_client_url(env["PARTSIGHT_REDIS_URL"])))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    if args.command in STORE_WRITERS:
+        lock_stores_in_redis(os.environ)
     try:
         status: int = COMMANDS[args.command](args)
     except KeyboardInterrupt:

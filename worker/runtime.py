@@ -34,7 +34,8 @@ from models.extract.decode import DecodeLimits
 from models.extract.threads import pin_thread_pools
 from models.recognizer import Recognizer
 from models.store.review_store import ReviewStore
-from models.store.versions import CURRENT, MANIFEST
+from models.store.versions import CURRENT, MANIFEST, use_redis_lock
+from models.store.writer_lock import RedisStoreLocks
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
 from worker.enrolment_tasks import EnrolmentRunner
@@ -409,6 +410,8 @@ def _enrolments(
     problem = enrolment_problem(settings)
     runner = None
     if problem is None:
+        # a store shared by machines: flock on a network volume is not to be trusted, Redis is
+        use_redis_lock(RedisStoreLocks.from_url(redis_client_url(settings.redis_url)))
         try:
             runner = EnrolmentRunner(
                 settings.model_dir,

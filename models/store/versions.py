@@ -8,6 +8,7 @@ models.bundle loads what these functions verified and moves `current` through th
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import fcntl
 import hashlib
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ArtifactError, StoreBusy, UnknownVersion
+from models.store.writer_lock import HeldLock, RedisStoreLocks
 
 DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker and the API alike
 MANIFEST = "manifest.json"
@@ -114,7 +116,11 @@ def verify_version(folder: Path) -> dict[str, Any]:
 
 
 def point_current(store: Path, version: str) -> None:
-    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new."""
+    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new. Under
+    a Redis writer lock, the lock is checked first: a writer that lost it makes nothing current (StoreBusy)."""
+    held = _HELD.get()
+    if held is not None:
+        held.check()
     link = store / f".{CURRENT}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # two writers never share a name
     link.symlink_to(version)
     try:
@@ -135,12 +141,39 @@ def version_folders(store: Path) -> list[Path]:
 
 LOCK_FILE = ".store.lock"
 LOCK_TIMEOUT_S = 600.0
+_redis_locks: RedisStoreLocks | None = None  # set once at start-up by a process that knows Redis
+_HELD: contextvars.ContextVar[HeldLock | None] = contextvars.ContextVar("store_writer_lock", default=None)
+
+
+def use_redis_lock(locks: RedisStoreLocks | None) -> None:
+    """From now on, every store_lock of this process also takes the store's lock in Redis (None: flock alone).
+    Called once at start-up by the worker, the API and the command line when they know Redis."""
+    global _redis_locks  # noqa: PLW0603  # a process-wide setting, like the thread pools' limits
+    _redis_locks = locks
 
 
 @contextlib.contextmanager
 def store_lock(store: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """One writer of `current` at a time on `store` (an enrolment, an activation), across processes and machines
-    sharing the folder (flock); StoreBusy after `timeout_s`."""
+    """One writer of `current` at a time on `store` (an enrolment, an activation): the folder's flock (processes
+    of one machine), and the store's lock in Redis where this process knows Redis (machines sharing the folder
+    over a network, where flock is not to be trusted: models.store.writer_lock). StoreBusy after `timeout_s`."""
+    started = time.monotonic()
+    with _flock(store, timeout_s):
+        locks = _redis_locks
+        if locks is None:
+            yield
+            return
+        remaining = max(0.0, timeout_s - (time.monotonic() - started))
+        with locks.hold(store, timeout_s=remaining) as held:
+            token = _HELD.set(held)
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+
+
+@contextlib.contextmanager
+def _flock(store: Path, timeout_s: float) -> Iterator[None]:
     path = store / LOCK_FILE
     handle = path.open("a+")
     try:
