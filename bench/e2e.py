@@ -480,7 +480,7 @@ def main() -> int:
                     stack.stop()
     finally:
         servers.stop()
-    return _report(args, sizes, windows, jpegs, cores, ceilings, results)
+    return _report(Measured(args, sizes, windows, jpegs, cores, ceilings, results))
 
 
 @dataclass
@@ -550,19 +550,25 @@ def measure_model(
 TRANSPORT_PARTS = ("bridge", "worker", "redis", "mosquitto")
 
 
-def _report(
-    args: argparse.Namespace,
-    sizes: list[tuple[int, int]],
-    windows: list[int],
-    jpegs: dict[tuple[int, int], list[bytes]],
-    cores: int,
-    ceilings: dict[tuple[int, int], tuple[int, float]],
-    results: Results,
-) -> int:
-    device = "GPU" if args.device.startswith("cuda") else f"{cores}-core CPU"
+@dataclass
+class Measured:
+    """Everything one run measured, as the report prints it."""
+
+    args: argparse.Namespace
+    sizes: list[tuple[int, int]]
+    windows: list[int]
+    jpegs: dict[tuple[int, int], list[bytes]]
+    cores: int
+    ceilings: dict[tuple[int, int], tuple[int, float]]
+    results: Results
+
+
+def _report(measured: Measured) -> int:
+    args, sizes, windows, results = measured.args, measured.sizes, measured.windows, measured.results
+    device = "GPU" if args.device.startswith("cuda") else f"{measured.cores}-core CPU"
     print(f"\n## partsight end to end, {device}; {args.workers} worker(s), {args.bridges} bridge(s)\n")
     if results.capacity:
-        _report_model(args, sizes, windows, jpegs, cores, ceilings, results)
+        _report_model(measured)
     if results.profiled is not None:
         _report_profile(results.profiled, results.capacity[(sizes[0], windows[-1])], sizes[0], windows[-1])
     if results.transport:
@@ -613,16 +619,10 @@ def _report(
     return 1 if lost else 0
 
 
-def _report_model(
-    args: argparse.Namespace,
-    sizes: list[tuple[int, int]],
-    windows: list[int],
-    jpegs: dict[tuple[int, int], list[bytes]],
-    cores: int,
-    ceilings: dict[tuple[int, int], tuple[int, float]],
-    results: Results,
-) -> None:
+def _report_model(measured: Measured) -> None:
     """Capacity against the ceiling, open-loop latency, CPU per frame and the worker's stages."""
+    args, sizes, windows, jpegs = measured.args, measured.sizes, measured.windows, measured.jpegs
+    cores, ceilings, results = measured.cores, measured.ceilings, measured.results
     rows: list[tuple[str, ...]] = []
     for size in sizes:
         mean_kib = sum(map(len, jpegs[size])) / len(jpegs[size]) / 1024

@@ -102,9 +102,9 @@ class Recorder:
     def __exit__(self, *_: object) -> None:
         if self._process is not None:
             self._process.send_signal(2)  # SIGINT: py-spy writes what it has and exits
-            _, error = self._process.communicate(timeout=60)
+            said = self._process.communicate(timeout=60)[1]
             if not self.out.exists():
-                raise RuntimeError(f"py-spy wrote no profile: {error.decode(errors='replace')[-500:]}")
+                raise RuntimeError(f"py-spy wrote no profile: {said.decode(errors='replace')[-500:]}")
 
     def samples(self) -> Counter[str]:
         return read_raw(self.out.read_text())
