@@ -1,12 +1,14 @@
 """Accuracy and open-set figures on two data sets, with k photos per product, against today's features and head.
 
-    .venv/bin/python -m bench.accuracy [--datasets fashion,digits] [--shots 1,5,20,100] [--full] [--test 10000]
+    .venv/bin/python -m bench.accuracy [--datasets fashion,digits,parts] [--shots 1,5,20,100] [--full] [--test 10000]
                                        [--classifiers logistic,linear_svm] [--seed 0] [--cache DIR]
 
 Data sets: Fashion-MNIST (Debian's dataset-fashion-mnist; the official 10,000-photo test split; Zalando's
 ten product kinds in five categories) and, kept apart from every choice, scikit-learn's handwritten digits
 (1,797 8x8 scans from UCI, ten digits in three shape families; a stratified 70/30 split, so at most ~125
-photos per digit: its rows are 1, 5, 20, 50 and the full train part).
+photos per digit: its rows are 1, 5, 20, 50 and the full train part); and `parts`, 40 drawn look-alike machined
+parts (models.train.parts: five of each of eight families, neighbours one detail apart), 50 photos of each to
+train from and 20 taken on another day to test, sent as JPEGs.
 
 Every method is scored on the test photos: top-1, macro-F1 and category accuracy (of the predicted product).
   last layer + LR          today's features (the pooled last layer) + logistic regression (C=1)
@@ -59,6 +61,9 @@ class DataSet:
 
 
 def grey_photo(image: np.ndarray, size: int = 112) -> Image.Image:
+    """A data set's image as the photo the worker would decode: grey scans enlarged, colour photos resized."""
+    if image.ndim == 3:
+        return Image.fromarray(image, mode="RGB").resize((size, size), Image.Resampling.BILINEAR)
     return Image.fromarray(image, mode="L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
 
 
@@ -105,6 +110,40 @@ def digits(seed: int) -> DataSet:
         test_y,
         ("digit-3", "digit-7"),
         (1, 5, 20, 50),
+    )
+
+
+def look_alike_parts(seed: int, products: int = 40, train_per: int = 50, test_per: int = 20) -> DataSet:
+    """`products` drawn look-alike parts (models.train.parts: five of each of eight families, neighbours one detail
+    apart), photos taken anew and sent as JPEGs; the test photos on another day (another seed)."""
+    import io
+
+    from models.train import parts
+
+    items = parts.parts(products)
+
+    def shots(per: int, day: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for label, item in enumerate(items):
+            for k in range(per):
+                rng = np.random.default_rng([seed, day, item.index, k])
+                sent = parts.jpeg(parts.photo(item, k, seed=seed * 1000 + day, size=128), rng)
+                images.append(np.asarray(Image.open(io.BytesIO(sent)).convert("RGB")))
+                labels.append(label)
+        return np.stack(images), np.asarray(labels)
+
+    train_x, train_y = shots(train_per, 0)
+    test_x, test_y = shots(test_per, 1)
+    return DataSet(
+        f"look-alike parts ({products} drawn products)",
+        tuple(item.product for item in items),
+        {item.product: item.family.category for item in items},
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        (items[9].product, items[18].product),  # a gear and a bracket whose look-alikes stay known
+        (1, 5, 20, train_per),
     )
 
 
@@ -347,7 +386,7 @@ def open_set_rows(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--datasets", default="fashion,digits", help="comma-separated: fashion, digits")
+    parser.add_argument("--datasets", default="fashion,digits", help="comma-separated: fashion, digits, parts")
     parser.add_argument("--shots", default="1,5,20,100", help="Fashion-MNIST photos per product, comma-separated")
     parser.add_argument("--full", action="store_true", help="also the whole Fashion-MNIST train split (60,000; slow)")
     parser.add_argument("--test", type=int, default=10000, help="Fashion-MNIST test photos (the split has 10,000)")
@@ -375,7 +414,11 @@ def main() -> int:
     args.open_shots = lambda data: open_shots or [k for k in data.shots if k >= 20]
     superset = Superset(Path(args.cache))
     flips = Superset(Path(args.cache), flip=True)
-    sets = {"fashion": lambda: fashion(args.test, args.seed, shots), "digits": lambda: digits(args.seed)}
+    sets = {
+        "fashion": lambda: fashion(args.test, args.seed, shots),
+        "digits": lambda: digits(args.seed),
+        "parts": lambda: look_alike_parts(args.seed),
+    }
     for name in [n.strip() for n in args.datasets.split(",") if n.strip()]:
         data = sets[name]()
         if name == "digits":
