@@ -28,7 +28,6 @@ from partsight.embedded import Embedded, free_port, start_mqtt, start_redis
 from partsight.errors import NotReady
 
 DEVICE = "demo-camera-1"
-DATA_CHOICES = ("fashion", "parts")
 DEMO_PARTS = 16  # two look-alikes of each of the eight families
 NEVER_SEEN_PARTS = 4  # the next four of the catalog: look-alikes the model was never taught
 NEVER_SEEN = "(never seen)"

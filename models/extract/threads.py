@@ -1,7 +1,8 @@
 """Every thread pool a process that runs the model uses, pinned once to what its lanes own.
 
 A lane is one batch in flight on one core. ONNX Runtime runs a lane with its session's intra-op threads, and
-torch with its own pool; both are set where the engine is built (`threads_per_lane`). What nobody pinned is the
+torch with its own pool; both are set where the engine is built (`cpu_threads`, the worker's
+PARTSIGHT_LANE_THREADS). What nobody pinned is the
 pools the libraries bring: OpenBLAS (numpy), OpenMP (scikit-learn, torch), MKL or BLIS where installed. Left
 alone, OpenBLAS starts one thread per core and splits every gallery and head product across them, so on a
 2-core box the answer path of one lane fought both lanes' model threads for the cores (measured in
@@ -14,14 +15,11 @@ processes. Pillow's JPEG decoder runs on the calling thread and has no pool.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import MutableMapping
 
 from threadpoolctl import threadpool_info, threadpool_limits
-
-logger = logging.getLogger(__name__)
 
 # read by OpenBLAS, OpenMP runtimes, MKL, BLIS, Apple's Accelerate and numexpr when they load
 POOL_VARIABLES = (

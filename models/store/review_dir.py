@@ -45,7 +45,7 @@ class DirectoryReviewStore(ReviewStore):
         self._sizes: dict[str, int] = {}  # image bytes by id: an image never changes once written
         # items/'s stat when this store last listed it: a rename in or out moves its mtime, and its link count (one per
         # item's folder) where the filesystem keeps one; mtime alone can miss a rename in the same clock tick
-        self._seen_mtime: tuple[int, int] = (-1, -1)
+        self._seen_stat: tuple[int, int] = (-1, -1)
         try:
             self._items.mkdir(parents=True, exist_ok=True)
             self._staging.mkdir(exist_ok=True)
@@ -69,7 +69,7 @@ class DirectoryReviewStore(ReviewStore):
             staging.mkdir()
             (staging / IMAGE_FILE).write_bytes(image)
             (staging / ITEM_FILE).write_bytes(document)
-            before = self._mtime()
+            before = self._items_stat()
             os.rename(staging, self._items / item_id)  # a directory onto a non-empty one fails: never overwritten
         except OSError as exc:
             _delete(staging)  # our own half-written entry
@@ -78,11 +78,11 @@ class DirectoryReviewStore(ReviewStore):
             raise ReviewError(f"cannot write a review item to {self.root}: {exc.strerror or exc}") from exc
         with self._lock:
             self._sizes[item_id] = len(image)
-            if before == self._seen_mtime:  # nobody else changed items/ meanwhile: our own rename is not news
-                self._seen_mtime = self._mtime()
+            if before == self._seen_stat:  # nobody else changed items/ meanwhile: our own rename is not news
+                self._seen_stat = self._items_stat()
         return True
 
-    def _mtime(self) -> tuple[int, int]:
+    def _items_stat(self) -> tuple[int, int]:
         try:
             status = self._items.stat()
         except OSError:
@@ -90,10 +90,10 @@ class DirectoryReviewStore(ReviewStore):
         return status.st_mtime_ns, status.st_nlink
 
     def _changed_elsewhere(self) -> bool:
-        return self._mtime() != self._seen_mtime
+        return self._items_stat() != self._seen_stat
 
     def _seen(self) -> None:
-        self._seen_mtime = self._mtime()
+        self._seen_stat = self._items_stat()
 
     def _ids(self) -> builtins.list[str]:
         """Item ids, oldest first; names that are not ids (stray files, editor leftovers) are left alone."""

@@ -41,8 +41,8 @@ from models.store.review_items import (
 logger = logging.getLogger(__name__)
 
 # How stale a store's view of the items other processes added or evicted may grow: an add lists the whole store
-# only when its view is this old (or the backend saw another writer, or a bound is passed), never per item; the
-# bounds then hold across processes within this many seconds (measured: a listing per add cost the worker's review
+# only when its view is this old (or the backend saw another writer), never per item, and evicts from that view;
+# the bounds then hold across processes within this many seconds (measured: a listing per add cost the worker's review
 # thread a third of a frame's CPU at 10,000 items, docs/performance.md).
 RESCAN_S = 5.0
 
@@ -204,9 +204,9 @@ class ReviewStore(ABC):
             self._index_bytes += added[1]
         removed: Counter[str] = Counter()
         cutoff = expiry_cutoff(now, self.max_age_s)
+        bounds = {"max_items": self.max_items, "max_bytes": self.max_bytes}
         while self._index:
             item_id, size = self._index[0]
-            bounds = {"max_items": self.max_items, "max_bytes": self.max_bytes}
             reason = eviction_reason(item_id, len(self._index), self._index_bytes, cutoff=cutoff, **bounds)
             if reason is None:
                 break
