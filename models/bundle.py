@@ -8,8 +8,11 @@ Layout of one version (`<store>/<version>/`):
     catalog.json    the product catalog; each record travels into results
     backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
     features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
-    gallery.npz     the enrolled photos' feature vectors, products, ids and sha256 (`gallery`)
-The manifest's `novelty` holds the novelty score and its threshold. Directories written before recipes and
+    gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards, and
+                    each product's spread (`gallery`: models.answer.gallery_rows)
+    training-*.npz  the enrolment base's rows in shards (`enrolment_base`: models.train.enrolment_base)
+Every file but the manifest is a hard link to a blob named by its sha256 (models.store.blobs): what two versions
+have in common is on disk once. The manifest's `novelty` holds the novelty score and its threshold. Directories written before recipes and
 galleries (no `features`, `gallery` or `novelty`) load as they were: the legacy recipe, no novelty.
 A store holds several versions and a `current` link to the one served.
 """
@@ -32,12 +35,13 @@ import numpy as np
 
 from models.answer.arrays import read_arrays
 from models.answer.classifiers import Classifier
-from models.answer.gallery import GALLERY_FILE, Gallery
+from models.answer.gallery import Gallery
+from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, write_gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
 from models.errors import ArtifactError, BackboneError, InvalidModel
 from models.extract.recipe import LEGACY, FeatureRecipe
-from models.store import versions
+from models.store import blobs, versions
 from models.store.catalog import Catalog
 from models.store.versions import file_sha256, store_lock, verify_file
 
@@ -95,7 +99,7 @@ def write_model(
     write_files: Callable[[Path], Mapping[str, Any]] | None = None,
     recipe: FeatureRecipe = LEGACY,
     center: np.ndarray | None = None,
-    gallery: Gallery | None = None,
+    gallery: Gallery | GalleryRows | None = None,
     novelty: NoveltyModel | None = None,
     locked: bool = False,
 ) -> Path:
@@ -124,6 +128,7 @@ def write_model(
             "category_threshold": head.category_threshold,
         }
         files = _file_records(staging)
+        blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
         _write_json(staging / MANIFEST, {**manifest, **added})
         os.replace(staging, final)
@@ -147,7 +152,7 @@ def _write_parts(
     *,
     recipe: FeatureRecipe,
     center: np.ndarray | None,
-    gallery: Gallery | None,
+    gallery: Gallery | GalleryRows | None,
     novelty: NoveltyModel | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The model's own files in `staging`; the head's classifier records and the manifest entries they need."""
@@ -159,9 +164,8 @@ def _write_parts(
     if center is not None:
         np.savez(staging / FEATURES_FILE, center=np.asarray(center, dtype=np.float32))
         recorded["features"]["file"] = FEATURES_FILE
-    if gallery is not None:
-        gallery.save(staging / GALLERY_FILE)
-        recorded["gallery"] = {"file": GALLERY_FILE, "photos": len(gallery.features)}
+    if gallery is not None:  # a gallery that grew links the shards of the version it grew from
+        recorded["gallery"] = write_gallery(staging, gallery if isinstance(gallery, GalleryRows) else rows_of(gallery))
     if novelty is not None:
         recorded["novelty"] = novelty.record()
     return records, recorded
@@ -318,11 +322,26 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
 
 
 def _gallery(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> Gallery | None:
+    rows = _gallery_rows(version_dir, manifest, products)
+    return None if rows is None else rows.gallery(products)
+
+
+def _gallery_rows(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> GalleryRows | None:
     record = manifest.get("gallery")
     if record is None:
         return None
+    if not isinstance(record, Mapping):
+        raise InvalidModel("the manifest's gallery record is not an object")
     try:
-        file = str(record["file"])
-    except (KeyError, TypeError) as exc:
+        return read_gallery(record, lambda name: verify_file(version_dir, manifest, name), products, version_dir)
+    except (KeyError, TypeError, ValueError) as exc:
         raise InvalidModel(f"the manifest's gallery record ({type(exc).__name__}: {exc})") from exc
-    return Gallery.load(verify_file(version_dir, manifest, file), products)
+
+
+def stored_gallery(bundle: ModelBundle) -> GalleryRows | None:
+    """The bundle's gallery as its version stores it (every row of its shards, which are in use, each product's
+    spread): what an enrolment grows. ArtifactError when its files fail verification or are malformed."""
+    try:
+        return _gallery_rows(bundle.path, bundle.manifest, bundle.head.products)
+    except InvalidModel as exc:
+        raise ArtifactError(f"{bundle.path}: malformed model files: {exc}") from exc

@@ -17,7 +17,8 @@ from broker.contract import ENROL_QUEUE, FRAME_QUEUE
 from broker.errors import BrokerError, SettingsError
 from broker.settings import MqttSettings, mqtt_from_env
 from models.errors import ArtifactError, ModelError, StoreBusy
-from models.store.versions import activate, list_versions, use_redis_lock
+from models.store import retention
+from models.store.versions import activate, list_versions, previous_version, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
 from partsight import __version__
 from partsight.errors import PartsightError
@@ -164,7 +165,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
+    report_pruned(retention.prune(Path(args.out), retention.keep_from_env(os.environ)))
     return 0
+
+
+def report_pruned(pruned: retention.Pruned) -> None:
+    if pruned.removed:
+        print(f"pruned {len(pruned.removed)} old version(s), {pruned.freed_bytes / 1e6:.1f} MB of shared files freed")
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
@@ -210,27 +217,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from partsight.enrol_cli import tell_workers  # noqa: PLC0415
-
     store = Path(args.store)
+    if not store.is_dir():
+        print(f"partsight models: {store} is not a folder; name the model store `train --out` wrote", file=sys.stderr)
+        return 2
     try:
         if args.use:
-            activate(store, args.use, timeout_s=60)  # never in the middle of an enrolment
-            print(f"{store / 'current'} now points at {args.use}")
-            if tell_workers(args.use, dict(os.environ), reason="activate"):
-                print("workers were told on Redis to load it now")
-            else:
-                print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
+            return _use_version(store, args.use)
+        if args.pin or args.unpin:
+            return _pin_version(store, args.pin, args.unpin)
+        if args.prune:
+            pruned = retention.prune(store, args.keep or retention.keep_from_env(os.environ))
+            print(f"removed {len(pruned.removed)} version(s): {', '.join(pruned.removed) or 'none'}")
+            print(f"{pruned.freed_bytes / 1e6:.1f} MB of shared files freed; kept {len(pruned.kept)} version(s)")
             return 0
         versions = list_versions(store, verify=True)
+        pinned, previous = set(retention.pinned_versions(store)), previous_version(store)
     except (ArtifactError, StoreBusy, OSError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     for entry in reversed(versions):  # oldest first, the newest last, above the prompt
         mark = "*" if entry.current else " "
         state = "verified" if entry.problem is None else f"BROKEN: {entry.problem}"
-        print(f"{mark} {entry.version}  {entry.name or '?'}  {entry.created_at or ''}  {state}")
+        tags = "".join(
+            f" [{tag}]"
+            for tag, on in (("pinned", entry.version in pinned), ("previous", entry.version == previous))
+            if on
+        )
+        print(f"{mark} {entry.version}  {entry.name or '?'}  {entry.created_at or ''}  {state}{tags}")
     return 0 if all(entry.problem is None for entry in versions) else 1
+
+
+def _use_version(store: Path, version: str) -> int:
+    from partsight.enrol_cli import tell_workers  # noqa: PLC0415  # numpy-free, but only for this command
+
+    activate(store, version, timeout_s=60)  # never in the middle of an enrolment
+    print(f"{store / 'current'} now points at {version}")
+    if tell_workers(version, dict(os.environ), reason="activate"):
+        print("workers were told on Redis to load it now")
+    else:
+        print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
+    return 0
+
+
+def _pin_version(store: Path, pin: str | None, unpin: str | None) -> int:
+    if pin:
+        changed = retention.pin(store, pin, timeout_s=60)
+        print(f"{pin} is pinned: no prune removes it" if changed else f"{pin} was pinned already")
+    if unpin:
+        changed = retention.unpin(store, unpin, timeout_s=60)
+        print(f"{unpin} is no longer pinned" if changed else f"{unpin} was not pinned")
+    return 0
 
 
 def _camera_arguments(parser: argparse.ArgumentParser) -> None:
@@ -364,7 +401,18 @@ def _augment_arguments(parser: argparse.ArgumentParser) -> None:
 def _models_arguments(parser: argparse.ArgumentParser) -> None:
     """`partsight models`: the store, and the version to make current."""
     parser.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
-    parser.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--use", metavar="VERSION", help="verify VERSION, then make it the current one")
+    action.add_argument("--pin", metavar="VERSION", help="keep VERSION through every prune")
+    action.add_argument("--unpin", metavar="VERSION", help="let prunes remove VERSION again")
+    action.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove versions but the newest --keep, current, previous, pinned ones and the trainings they come from",
+    )
+    parser.add_argument(
+        "--keep", type=int, help="versions --prune keeps besides those (default: PARTSIGHT_KEEP_VERSIONS, or 20)"
+    )
 
 
 def _enrol_arguments(parser: argparse.ArgumentParser) -> None:

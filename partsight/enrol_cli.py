@@ -27,6 +27,7 @@ from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
 from models.store.enrolment_requests import DONE, EnrolmentStore
+from models.store.retention import keep_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def run_enrol(args: argparse.Namespace) -> int:
     enrolment = requests.create(args.product, photos, record=record, source="cli")
     weights = os.environ.get("PARTSIGHT_BACKBONE_WEIGHTS")
     features = LocalFeatures(os.environ.get("PARTSIGHT_DEVICE", "auto"), Path(weights) if weights else None)
-    outcome = run_request(store, enrolment, features)
+    outcome = run_request(store, enrolment, features, keep_versions=keep_from_env(os.environ))
     if outcome.state != DONE:
         error = outcome.error or {}
         print(f"partsight enrol: {error.get('message')} ({error.get('code')}); current is unchanged", file=sys.stderr)

@@ -64,10 +64,12 @@ class EnrolmentRunner:
         publish: Callable[[str, bytes], None],
         topics: Topics,
         batch: int = 16,
+        keep_versions: int | None = None,
     ) -> None:
         """`served`: the model frames use now; `load`: a version's model (for a version not served here);
         `announce(version, reason)`: publish on MODEL_CHANNEL; `reload_now`: this worker's reloader check;
-        `publish(topic, payload)`: an answer to an MQTT device; `batch`: photos per engine call.
+        `publish(topic, payload)`: an answer to an MQTT device; `batch`: photos per engine call; `keep_versions`:
+        the newest versions a prune after each enrolment keeps (None: no prune).
 
         An enrolment that cannot start at once (this process runs one already, another process holds the store,
         the store cannot be written just now) raises EnrolmentBusy: the task is tried again a little later and
@@ -78,6 +80,7 @@ class EnrolmentRunner:
         self._metrics = metrics
         self._announce, self._reload_now, self._publish = announce, reload_now, publish
         self._topics = topics
+        self._keep_versions = keep_versions
         self._loaded: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._running = threading.Semaphore(1)  # one enrolment a process: the others give their thread back
@@ -140,7 +143,9 @@ class EnrolmentRunner:
     def _run(self, enrolment: str) -> Outcome:
         started = time.monotonic()
         try:
-            result = run_request(self.store, enrolment, self._features_of, wait_s=LOCK_WAIT_S)
+            result = run_request(
+                self.store, enrolment, self._features_of, wait_s=LOCK_WAIT_S, keep_versions=self._keep_versions
+            )
         except StoreBusy as exc:
             raise EnrolmentBusy(str(exc)) from exc
         except Exception:

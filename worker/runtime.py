@@ -423,6 +423,7 @@ def _enrolments(
                 publish=functools.partial(publish_quietly, connection),
                 topics=topics,
                 batch=settings.max_batch_size,
+                keep_versions=settings.keep_versions,
             )
         except EnrolmentError as exc:
             problem = str(exc)

@@ -19,6 +19,7 @@ from broker.settings import (
     redis_url_from_env,
 )
 from models.errors import ReviewError
+from models.store.retention import DEFAULT_KEEP_VERSIONS, keep_from_env
 from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
 from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE
@@ -86,6 +87,7 @@ class WorkerSettings:
     review_sample: float = 1.0  # share of eligible frames kept for review; 0: the review queue is off
     review_margin: float = DEFAULT_REVIEW_MARGIN  # a recognised frame whose two best scores are closer is kept
     enrol: bool = True  # consume the partsight.enrol queue beside the frames' (PARTSIGHT_WORKER_ENROL=0: frames only)
+    keep_versions: int = DEFAULT_KEEP_VERSIONS  # newest versions a prune after each enrolment keeps (and more)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -126,6 +128,7 @@ class WorkerSettings:
             review_sample=review_sample_from_env(env),
             enrol=env_flag(env, "PARTSIGHT_WORKER_ENROL", True),
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
+            keep_versions=keep_from_env(env),
         )
 
     @property

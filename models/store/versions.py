@@ -28,6 +28,7 @@ from models.store.writer_lock import HeldLock, RedisStoreLocks
 DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker and the API alike
 MANIFEST = "manifest.json"
 CURRENT = "current"
+PREVIOUS = "previous"  # the version that was current before it: kept by every prune
 READABLE_FORMATS = (1, 2)
 REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")
 # a version is one folder name under the store: never "..", a "/", or a hidden staging folder
@@ -63,9 +64,18 @@ def current_version(store: Path) -> str | None:
         return None
 
 
+def previous_version(store: Path) -> str | None:
+    """The version that was current before the current one (None when there was none, or it is gone)."""
+    try:
+        name = os.readlink(store / PREVIOUS)
+    except OSError:
+        return None
+    return name if VERSION_NAME.match(name) and (store / name / MANIFEST).is_file() else None
+
+
 def version_dir(store: Path, version: object) -> Path:
     """The folder of `version` in `store`; UnknownVersion for a name that is not a version there (never a path)."""
-    if not isinstance(version, str) or not VERSION_NAME.match(version) or version == CURRENT:
+    if not isinstance(version, str) or not VERSION_NAME.match(version) or version in {CURRENT, PREVIOUS}:
         raise UnknownVersion(f"{store} has no version {str(version)[:80]!r}")
     folder = store / version
     if not (folder / MANIFEST).is_file():
@@ -116,15 +126,23 @@ def verify_version(folder: Path) -> dict[str, Any]:
 
 
 def point_current(store: Path, version: str) -> None:
-    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new. Under
-    a Redis writer lock, the lock is checked first: a writer that lost it makes nothing current (StoreBusy)."""
+    """Point the store's `current` at `version` in one rename: a worker watching it sees the old or the new; the
+    version it pointed at before becomes `previous` (kept by every prune). Under a Redis writer lock, the lock is
+    checked first: a writer that lost it makes nothing current (StoreBusy)."""
     held = _HELD.get()
     if held is not None:
         held.check()
-    link = store / f".{CURRENT}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # two writers never share a name
+    was = current_version(store)
+    _replace_link(store, CURRENT, version)
+    if was is not None and was != version:
+        _replace_link(store, PREVIOUS, was)
+
+
+def _replace_link(store: Path, name: str, version: str) -> None:
+    link = store / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # two writers never share a name
     link.symlink_to(version)
     try:
-        os.replace(link, store / CURRENT)
+        os.replace(link, store / name)
     except OSError:
         link.unlink(missing_ok=True)
         raise
@@ -135,7 +153,10 @@ def version_folders(store: Path) -> list[Path]:
     return sorted(
         entry
         for entry in store.iterdir()
-        if entry.is_dir() and VERSION_NAME.match(entry.name) and entry.name != CURRENT and (entry / MANIFEST).is_file()
+        if entry.is_dir()
+        and VERSION_NAME.match(entry.name)
+        and entry.name not in {CURRENT, PREVIOUS}
+        and (entry / MANIFEST).is_file()
     )
 
 

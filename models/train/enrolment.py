@@ -34,12 +34,15 @@ import numpy as np
 
 from models.answer.classifiers import Candidate
 from models.answer.gallery import Gallery, build_gallery
+from models.answer.gallery_rows import GalleryRows, rows_of
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
-from models.bundle import ModelBundle, load_model, write_model
+from models.answer.row_shards import StoredRows, write_rows
+from models.bundle import ModelBundle, load_model, stored_gallery, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, ModelError, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import DONE, FAILED, EnrolmentStore, check_catalog_record, check_product_id
+from models.store.retention import prune
 from models.store.versions import (
     current_version,
     point_current,
@@ -48,7 +51,7 @@ from models.store.versions import (
     verify_file,
     version_folders,
 )
-from models.train.enrolment_base import BASE_FILE, Choices, EnrolmentBase, base_record
+from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
 from models.train.report import write_report
@@ -85,7 +88,7 @@ def photo_features(
 class Refitted:
     head: ProductHead
     novelty: NoveltyModel | None
-    gallery: Gallery
+    gallery: GalleryRows
     report: dict[str, Any]
 
 
@@ -105,8 +108,11 @@ def refit(
     choices: Choices,
     previous: NoveltyModel | None = None,
     previous_category_threshold: float | None = None,
+    *,
+    gallery: GalleryRows | None = None,
 ) -> Refitted:
-    """The head, novelty score and gallery for `base`, with the classifiers `choices` names (no search).
+    """The head, novelty score and gallery for `base`, with the classifiers `choices` names (no search). `gallery`:
+    the base version's gallery grown by the new photos (None: built from the base's photos).
 
     The novelty score is recalibrated on leave-products-out folds of the products with two photos or more (a
     product enrolled from one photo cannot be split into folds, but it is in the head and the gallery); when
@@ -144,11 +150,11 @@ def refit(
         product_threshold=0.5 if calibrated.product_threshold is None else calibrated.product_threshold,
         category_threshold=0.5 if calibrated.category_threshold is None else calibrated.category_threshold,
     )
-    gallery = _gallery_of(base, products, choices)
+    gallery = rows_of(_gallery_of(base, products, choices)) if gallery is None else gallery
     report.update(
         product_threshold=round(head.product_threshold, 6),
         category_threshold=round(head.category_threshold, 6),
-        gallery={"photos": len(gallery.features), "max_per_product": choices.gallery_per_product},
+        gallery={"photos": gallery.photos, "max_per_product": choices.gallery_per_product},
     )
     return Refitted(head, calibrated.novelty, gallery, report)
 
@@ -216,6 +222,12 @@ def _gallery_of(base: EnrolmentBase, products: tuple[str, ...], choices: Choices
 def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
     """The version's training rows and choices; EnrolmentError when it keeps none (trained before enrolment),
     ArtifactError when they are malformed."""
+    stored, choices = stored_base_of(bundle)
+    return _base_in_use(bundle, stored), choices
+
+
+def stored_base_of(bundle: ModelBundle) -> tuple[StoredRows, Choices]:
+    """The version's stored training rows (every row of its shards, and which are in use) and its choices."""
     record = bundle.manifest.get("enrolment_base")
     if record is None or "choices" not in bundle.manifest:
         raise EnrolmentError(
@@ -224,19 +236,25 @@ def base_of(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
             "not_enrollable",
         )
     try:
-        file = str(record["file"])
-    except (KeyError, TypeError) as exc:  # the manifest's record of the base is not one
-        raise ArtifactError(f"{bundle.path}: malformed enrolment base: {type(exc).__name__}: {exc}") from exc
-    try:
-        base = EnrolmentBase.load(verify_file(bundle.path, bundle.manifest, file))  # ArtifactError naming the file
+        if not isinstance(record, Mapping):
+            raise InvalidModel("its record is not an object")
+        stored = read_stored_base(record, lambda name: verify_file(bundle.path, bundle.manifest, name))
         choices = Choices.from_record(bundle.manifest["choices"])
+    except (InvalidModel, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{bundle.path}: malformed enrolment base: {type(exc).__name__}: {exc}") from exc
+    return stored, choices
+
+
+def _base_in_use(bundle: ModelBundle, stored: StoredRows) -> EnrolmentBase:
+    try:
+        base = EnrolmentBase.from_columns(stored.used(), str(bundle.path))
     except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc
     if base.dim != bundle.head.feature_dim:
         raise ArtifactError(
             f"{bundle.path}: the enrolment base holds {base.dim}-d rows, the head takes {bundle.head.feature_dim}"
         )
-    return base, choices
+    return base
 
 
 @dataclass(frozen=True)
@@ -276,17 +294,17 @@ def enrol(
     with contextlib.nullcontext() if locked else store_lock(store):
         timings["lock_s"] = time.monotonic() - started
         bundle = load_model(store)
-        base, choices = base_of(bundle)
+        stored, choices = stored_base_of(bundle)
         catalog, new_product = _catalog_with(bundle, product, checked)
-        digests, fresh = _fresh_photos(base, product, photos)
+        digests, fresh = _fresh_photos(_base_in_use(bundle, stored), product, photos)
         mark = time.monotonic()
         vectors = _features(bundle, [photos[i] for i in fresh], features_of)
         timings["features_s"] = time.monotonic() - mark
         names = [f"{photo_prefix}/{photos[i][0]}" for i in fresh]
-        grown = base.added(vectors, product, names, [digests[i] for i in fresh])
-        grown = grown.capped(choices.base_per_product, choices.seed, keep=grown.groups[len(base.groups) :])
+        stored, gallery = _with_photos(bundle, stored, vectors, product, names, [digests[i] for i in fresh], choices)
+        grown = EnrolmentBase.from_columns(stored.used(), "the grown base")
         mark = time.monotonic()
-        refitted = _refit_for_enrolment(bundle, grown, choices, catalog)
+        refitted = _refit_for_enrolment(bundle, grown, choices, catalog, gallery)
         timings["refit_s"] = time.monotonic() - mark
         mark = time.monotonic()
         summary = {
@@ -298,7 +316,7 @@ def enrol(
             "trained_version": choices.trained_version,
             **(dict(details) if details else {}),
         }
-        path = _write(store, bundle, grown, choices, refitted, catalog, summary)
+        path = _write(store, bundle, (grown, stored), choices, refitted, catalog, summary)
         timings["write_s"] = time.monotonic() - mark
     seconds = time.monotonic() - started
     logger.info(
@@ -311,6 +329,40 @@ def enrol(
         ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
     )
     return Enrolled(path.name, path, product, new_product, len(fresh), len(photos) - len(fresh), seconds, timings)
+
+
+def _with_photos(  # noqa: PLR0917
+    bundle: ModelBundle,
+    stored: StoredRows,
+    vectors: np.ndarray,
+    product: str,
+    names: Sequence[str],
+    digests: Sequence[str],
+    choices: Choices,
+) -> tuple[StoredRows, GalleryRows | None]:
+    """The base's stored rows and the version's gallery, each grown by the new photos."""
+    gallery = stored_gallery(bundle)
+    if gallery is not None:
+        gallery = gallery.with_photos(vectors, product, names, digests, choices.gallery_per_product, choices.seed)
+    return _grown(stored, vectors, product, names, digests, choices), gallery
+
+
+def _grown(  # noqa: PLR0917
+    stored: StoredRows,
+    vectors: np.ndarray,
+    product: str,
+    names: Sequence[str],
+    digests: Sequence[str],
+    choices: Choices,
+) -> StoredRows:
+    """The stored rows with the new photos' after them, and at most `base_per_product` photos of each product in
+    use (the new photos kept while they fit)."""
+    everything = EnrolmentBase.from_columns(stored.columns, "the stored base")
+    added = everything.added(vectors, product, names, digests)
+    grown = stored.grown({name: column[len(everything.features) :] for name, column in added.columns().items()})
+    in_use = EnrolmentBase.from_columns(grown.used(), "the grown base")
+    new_groups = added.groups[len(everything.features) :]
+    return grown.keeping(in_use.capped_mask(choices.base_per_product, choices.seed, keep=new_groups))
 
 
 def _catalog_with(bundle: ModelBundle, product: str, checked: dict[str, Any] | None) -> tuple[Catalog, bool]:
@@ -340,12 +392,14 @@ def _fresh_photos(
     return digests, fresh
 
 
-def _refit_for_enrolment(bundle: ModelBundle, grown: EnrolmentBase, choices: Choices, catalog: Catalog) -> Refitted:
+def _refit_for_enrolment(
+    bundle: ModelBundle, grown: EnrolmentBase, choices: Choices, catalog: Catalog, gallery: GalleryRows | None = None
+) -> Refitted:
     """refit on the grown rows; EnrolmentError `refit_failed` for rows a head cannot be fitted on (anything else
     is a bug, and propagates as itself)."""
     categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
     try:
-        return refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold)
+        return refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold, gallery=gallery)
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be refitted with these photos: {exc}", "refit_failed") from exc
 
@@ -369,7 +423,7 @@ def _features(bundle: ModelBundle, photos: Sequence[tuple[str, bytes]], features
 def _write(  # noqa: PLR0917
     store: Path,
     bundle: ModelBundle,
-    base: EnrolmentBase,
+    rows: tuple[EnrolmentBase, StoredRows],
     choices: Choices,
     refitted: Refitted,
     catalog: Catalog,
@@ -382,10 +436,10 @@ def _write(  # noqa: PLR0917
         for name in LINKED_FILES:
             if name in previous.get("files", {}):
                 _link_or_copy(bundle.path / name, staging / name)
-        base.save(staging / BASE_FILE)
+        layout = write_rows(staging, BASE_PREFIX, rows[1], bundle.path)  # the base's own shards linked, one added
         report = {**refitted.report, "enrolment": summary, "target_precision": choices.target_precision}
         files = write_report(staging, name=bundle.name, version=staging.name, report=report)
-        return {"report_files": files}
+        return {"report_files": files, "enrolment_base": base_record(rows[0], layout)}
 
     return write_model(
         store,
@@ -396,7 +450,6 @@ def _write(  # noqa: PLR0917
         extra={
             **carried,
             "choices": choices.record(),
-            "enrolment_base": base_record(base),
             "enrolment": {**summary, "open_set": _open_set_summary(refitted.report)},
         },
         write_files=write_extras,
@@ -420,6 +473,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def prune_quietly(store: Path, keep_versions: int) -> None:
+    """A prune under the lock the caller holds; a version it cannot remove is logged, never an enrolment's failure."""
+    try:
+        prune(store, keep_versions, locked=True)
+    except (OSError, ArtifactError) as exc:
+        logger.warning("could not prune %s after an enrolment (the next one tries again): %s", store, exc)
 
 
 @dataclass(frozen=True)
@@ -453,12 +514,20 @@ def finish_moving_current(store: Path, written: str) -> None:
         point_current(store, written)
 
 
-def run_request(store: Path, enrolment: str, features_of: FeaturesOf, *, wait_s: float | None = None) -> RequestOutcome:
+def run_request(
+    store: Path,
+    enrolment: str,
+    features_of: FeaturesOf,
+    *,
+    wait_s: float | None = None,
+    keep_versions: int | None = None,
+) -> RequestOutcome:
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
     `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
-    untouched (the caller tries again later). Anything but an EnrolmentError is recorded as `internal` and raised
-    again (a bug to see in the log)."""
+    untouched (the caller tries again later). `keep_versions`: prune the store after a version is written, keeping
+    this many newest (models.store.retention; None: no prune). Anything but an EnrolmentError is recorded as
+    `internal` and raised again (a bug to see in the log)."""
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
     product = str(request["product"])
@@ -491,4 +560,6 @@ def run_request(store: Path, enrolment: str, features_of: FeaturesOf, *, wait_s:
             requests.failed(enrolment, "internal", message)
             raise
         requests.done(enrolment, enrolled.version, enrolled.seconds)
+        if keep_versions is not None:
+            prune_quietly(store, keep_versions)
     return RequestOutcome(enrolment, product, DONE, enrolled.version, None, True, enrolled)

@@ -4,7 +4,7 @@ or a search."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,12 @@ import numpy as np
 from models.answer.arrays import read_arrays
 from models.answer.classifiers import Candidate
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT
+from models.answer.row_shards import RowLayout, StoredRows, read_rows
 from models.errors import InvalidModel
 
-BASE_FILE = "training.npz"
+BASE_FILE = "training.npz"  # the base as one file: versions written before shards
+BASE_PREFIX = "training"  # the base's shards: training-<sha256[:16]>.npz (models.answer.row_shards)
+COLUMNS = ("features", "products", "groups", "synthetic", "photos", "sha256")
 
 
 DEFAULT_BASE_PER_PRODUCT = 1000  # photos of a product (with their copies) kept for enrolments
@@ -44,21 +47,28 @@ class EnrolmentBase:
     def dim(self) -> int:
         return int(self.features.shape[1])
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The rows as stored (features as float16)."""
+        return {
+            "features": self.features.astype(np.float16),
+            "products": self.products.astype(str),
+            "groups": self.groups.astype(np.int64),
+            "synthetic": self.synthetic.astype(bool),
+            "photos": self.photos.astype(str),
+            "sha256": self.sha256.astype(str),
+        }
+
     def save(self, path: Path) -> None:
-        np.savez(
-            path,
-            features=self.features.astype(np.float16),
-            products=self.products.astype(str),
-            groups=self.groups.astype(np.int64),
-            synthetic=self.synthetic.astype(bool),
-            photos=self.photos.astype(str),
-            sha256=self.sha256.astype(str),
-        )
+        """One .npz of every row (the layout before shards; versions now store rows with `stored_rows`)."""
+        np.savez(path, **self.columns())  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> EnrolmentBase:
         """ArtifactError naming the file when it is not an .npz of these rows; InvalidModel when they do not fit."""
-        stored = read_arrays(path, ("features", "products", "groups", "synthetic", "photos", "sha256"))
+        return cls.from_columns(read_arrays(path, COLUMNS), str(path))
+
+    @classmethod
+    def from_columns(cls, stored: Mapping[str, np.ndarray], where: str) -> EnrolmentBase:
         try:
             numbers: dict[str, np.ndarray] = {
                 "features": stored["features"].astype(np.float32),
@@ -66,7 +76,7 @@ class EnrolmentBase:
                 "synthetic": stored["synthetic"].astype(bool),
             }
         except (TypeError, ValueError) as exc:  # an array of text where numbers belong
-            raise InvalidModel(f"{path}: {exc}") from exc
+            raise InvalidModel(f"{where}: {exc}") from exc
         return cls(
             products=stored["products"].astype(str),
             photos=stored["photos"].astype(str),
@@ -90,6 +100,10 @@ class EnrolmentBase:
     def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
         """At most `per_product` photos of each product (with their copies): a seeded random sample, always
         holding the photos (groups) in `keep` (what an operator just enrolled) while they fit."""
+        return self.rows(self.capped_mask(per_product, seed, keep))
+
+    def capped_mask(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> np.ndarray:
+        """The rows `capped` keeps, as a mask."""
         kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
         mask = np.zeros(len(self.products), dtype=bool)
         for index, product in enumerate(np.unique(self.products)):
@@ -102,7 +116,7 @@ class EnrolmentBase:
                 picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
                 photos = np.concatenate([picked, wanted])
             mask |= rows & np.isin(self.groups, photos)
-        return self.rows(mask)
+        return mask
 
     def rows(self, mask: np.ndarray) -> EnrolmentBase:
         return EnrolmentBase(
@@ -194,5 +208,20 @@ class Choices:
         )
 
 
-def base_record(base: EnrolmentBase) -> dict[str, Any]:
-    return {"file": BASE_FILE, "rows": len(base.features), "photos": int((~base.synthetic).sum())}
+def base_record(base: EnrolmentBase, layout: RowLayout) -> dict[str, Any]:
+    return {"rows": len(base.features), "photos": int((~base.synthetic).sum()), **layout.record()}
+
+
+def stored_base(base: EnrolmentBase) -> StoredRows:
+    """A base not stored yet (a training's): all its rows in use, no shards to build on."""
+    return StoredRows(base.columns(), np.ones(len(base.features), dtype=bool))
+
+
+def read_stored_base(record: Mapping[str, Any], path_of: Callable[[str], Path]) -> StoredRows:
+    """The rows a version's `enrolment_base` record names: its shards and mask, or its one file (written before
+    shards). `path_of(name)`: a verified file of the version (ArtifactError otherwise); InvalidModel for a record
+    or rows that are malformed."""
+    if "file" in record:
+        columns = read_arrays(path_of(str(record["file"])), COLUMNS)
+        return StoredRows(columns, np.ones(len(columns["features"]), dtype=bool))
+    return read_rows(RowLayout.from_record(record), path_of, COLUMNS)

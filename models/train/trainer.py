@@ -30,6 +30,7 @@ from models.answer.classifiers import (
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, build_gallery
 from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.answer.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
+from models.answer.row_shards import write_rows
 from models.bundle import new_version, write_model
 from models.errors import DatasetError, ImageError
 from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone, load_network
@@ -49,7 +50,14 @@ from models.extract.recipe import (
 from models.store.catalog import Catalog, load_catalog
 from models.store.versions import file_sha256
 from models.train.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
-from models.train.enrolment_base import BASE_FILE, DEFAULT_BASE_PER_PRODUCT, Choices, EnrolmentBase, base_record
+from models.train.enrolment_base import (
+    BASE_PREFIX,
+    DEFAULT_BASE_PER_PRODUCT,
+    Choices,
+    EnrolmentBase,
+    base_record,
+    stored_base,
+)
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
@@ -706,7 +714,6 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         extra={
             "training": _training_summary(report),
             "choices": _choices(options, fitted, version).record(),
-            "enrolment_base": base_record(base),
         },
         version=version,
         write_files=_extras_writer(
@@ -820,7 +827,8 @@ def _extras_writer(
         added: dict[str, Any] = {
             "report_files": write_report(staging, name=options.name, version=version, report=report)
         }
-        base.save(staging / BASE_FILE)
+        layout = write_rows(staging, BASE_PREFIX, stored_base(base), None)
+        added["enrolment_base"] = base_record(base, layout)
         if options.export_onnx:
             network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
             difference = export_backbone(spec, network, staging / ONNX_FILE, check, recipe=recipe, center=center)

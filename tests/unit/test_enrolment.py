@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -17,14 +18,16 @@ from models.bundle import load_model, resolve
 from models.errors import EnrolmentError, UnknownEnrolment
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
+from models.store.blobs import store_bytes
 from models.store.enrolment_requests import (
     DONE,
     FAILED,
     EnrolmentStore,
     check_catalog_record,
 )
+from models.store.versions import file_sha256, version_folders
 from models.train.enrolment import base_of, enrol, run_request
-from models.train.enrolment_base import BASE_FILE, Choices, EnrolmentBase
+from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
 
@@ -49,7 +52,9 @@ def digit_photos(digit: int, count: int, offset: int = 0) -> list[tuple[str, byt
 def store(model_store: Path, tmp_path: Path) -> Path:
     """A private copy of the session's trained store: enrolments move its `current`."""
     copy = tmp_path / "store"
-    shutil.copytree(model_store, copy, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache", "enrolments"))
+    subprocess.run(["cp", "-a", str(model_store), str(copy)], check=True)  # -a: versions share files by hard links
+    for bulky in (".feature-cache", "enrolments"):
+        shutil.rmtree(copy / bulky, ignore_errors=True)
     return copy
 
 
@@ -78,7 +83,9 @@ def answered(store: Path, photos: list[tuple[str, bytes]]) -> list[str | None]:
 def test_the_trained_version_keeps_what_an_enrolment_needs(model_store: Path) -> None:
     bundle = load_model(model_store)
     base, choices = base_of(bundle)
-    assert bundle.manifest["enrolment_base"]["file"] == BASE_FILE and BASE_FILE in bundle.manifest["files"]
+    record = bundle.manifest["enrolment_base"]
+    assert len(record["shards"]) == 1 and record["mask"] is None and record["stored_rows"] == len(base.features)
+    assert record["shards"][0].startswith(f"{BASE_PREFIX}-") and record["shards"][0] in bundle.manifest["files"]
     assert base.dim == bundle.head.feature_dim and len(base.features) >= 200  # 20 photos of 10 products
     assert set(base.products) == set(bundle.head.products)
     assert choices.structure == bundle.head.structure and None in choices.classifiers
@@ -100,13 +107,69 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path) -> None:
     )
     assert bundle.gallery is not None
     assert sum(str(p).startswith("enrolments/") for p in bundle.gallery.photos) == 20
-    assert (store / enrolled.version / "backbone.onnx").stat().st_ino == (
-        store / before / "backbone.onnx"
-    ).stat().st_ino
+    onnx = {
+        version: load_model(store / version).manifest["files"]["backbone.onnx"]
+        for version in (before, enrolled.version)
+    }
+    assert onnx[before] == onnx[enrolled.version]  # not exported again: linked (a copied store links to its blob)
+    assert (store / enrolled.version / "backbone.onnx").stat().st_nlink >= 2
     held_out = answered(store, digit_photos(3, 10, offset=40))
     assert held_out.count("gauge-3") >= 8, held_out
     base, _ = base_of(bundle)
     assert len(base.features) == len(base_of(load_model(store / before))[0].features) + 20
+
+
+def test_an_enrolment_writes_only_its_own_rows_and_links_the_rest(store: Path) -> None:
+    before = resolve(store)
+    base_before = load_model(before).manifest["enrolment_base"]
+    grown_from = store_bytes(store)
+    enrolled = enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    record = load_model(store).manifest["enrolment_base"]
+    assert record["shards"][:-1] == base_before["shards"] and len(record["shards"]) == 2 and record["mask"] is None
+    old_shard = base_before["shards"][0]
+    assert (enrolled.path / old_shard).samefile(before / old_shard)  # linked, not written again
+    new_shard = enrolled.path / record["shards"][-1]
+    with np.load(new_shard) as added:
+        assert len(added["features"]) == 12 and set(added["products"]) == {"gauge-3"}
+    gallery_before, gallery = (load_model(v).manifest["gallery"] for v in (before, enrolled.path))
+    assert gallery["shards"][:-1] == gallery_before["shards"] and gallery["photos"] == gallery_before["photos"] + 12
+    assert (enrolled.path / gallery["shards"][0]).samefile(before / gallery["shards"][0])
+    shared = (before / old_shard).stat().st_size + (before / gallery["shards"][0]).stat().st_size
+    contained = sum(path.stat().st_size for path in enrolled.path.iterdir() if path.name != "backbone.onnx")
+    assert store_bytes(store) - grown_from <= contained - shared  # neither the base nor the gallery copied
+    base, _ = base_of(load_model(store))
+    assert len(base.features) == record["rows"] == base_before["rows"] + 12
+
+
+def test_rows_over_a_products_cap_are_masked_not_rewritten(store: Path) -> None:
+    current = resolve(store)
+    manifest = json.loads((current / "manifest.json").read_text())
+    product = load_model(current).head.products[0]
+    manifest["choices"]["base_per_product"] = 20  # the model was trained with 20 photos of each product
+    (current / "manifest.json").write_text(json.dumps(manifest))
+    photos_before = int((base_of(load_model(current))[0].products == product).sum())
+    enrolled = enrol(store, product, digit_photos(5, 4), record=None, features_of=LocalFeatures())
+    record = load_model(store).manifest["enrolment_base"]
+    assert record["mask"] is not None and record["mask"] in load_model(store).manifest["files"]
+    assert record["stored_rows"] == manifest["enrolment_base"]["rows"] + 4 == record["rows"] + 4
+    base, _ = base_of(load_model(store))
+    kept = base.photos[base.products == product]
+    assert len(kept) == photos_before == 20 and sum(name.startswith("enrolments/") for name in kept) == 4
+    assert enrolled.photos == 4
+
+
+def test_a_base_stored_as_one_file_before_shards_still_enrols(store: Path) -> None:
+    current = resolve(store)
+    manifest = json.loads((current / "manifest.json").read_text())
+    base, _ = base_of(load_model(current))
+    base.save(current / BASE_FILE)  # as versions were written before shards
+    manifest["files"][BASE_FILE] = {"sha256": file_sha256(current / BASE_FILE), "bytes": 1}
+    manifest["enrolment_base"] = {"file": BASE_FILE, "rows": len(base.features)}
+    (current / "manifest.json").write_text(json.dumps(manifest))
+    assert len(base_of(load_model(current))[0].features) == len(base.features)
+    enrol(store, "gauge-3", digit_photos(3, 6), record=DIGIT_RECORD, features_of=LocalFeatures())
+    record = load_model(store).manifest["enrolment_base"]
+    assert len(record["shards"]) == 1 and record["rows"] == len(base.features) + 6
 
 
 def test_a_failed_enrolment_leaves_current_where_it_was(store: Path) -> None:
@@ -124,7 +187,7 @@ def test_a_failed_enrolment_leaves_current_where_it_was(store: Path) -> None:
 
 
 def test_two_enrolments_at_once_both_land(store: Path) -> None:
-    versions_before = {p.name for p in store.iterdir() if (p / "manifest.json").is_file()}
+    versions_before = {p.name for p in version_folders(store)}
     errors: list[BaseException] = []
 
     def run(product: str, digit: int) -> None:
@@ -142,7 +205,7 @@ def test_two_enrolments_at_once_both_land(store: Path) -> None:
     assert not errors
     bundle = load_model(store)
     assert {"gauge-3", "gauge-7"} <= set(bundle.head.products)
-    assert len({p.name for p in store.iterdir() if (p / "manifest.json").is_file()} - versions_before) == 2
+    assert len({p.name for p in version_folders(store)} - versions_before) == 2
 
 
 def test_a_version_trained_before_enrolment_is_refused_clearly(store: Path) -> None:
@@ -324,3 +387,15 @@ def test_which_workers_run_enrolments(model_store: Path) -> None:
     assert "transport-only" in str(enrolment_problem(WorkerSettings(mqtt, model_dir=model_store, engine="none")))
     version = resolve(model_store)
     assert "names a version" in str(enrolment_problem(WorkerSettings(mqtt, model_dir=version)))
+
+
+def test_enrolments_prune_the_store_to_what_it_keeps(store: Path) -> None:
+    trained = resolve(store).name
+    requests = EnrolmentStore(store)
+    written = []
+    for digit in (3, 5, 7):
+        enrolment = requests.create(f"gauge-{digit}", digit_photos(digit, 4), record=DIGIT_RECORD, source="test")
+        written.append(run_request(store, enrolment, LocalFeatures(), keep_versions=1).version)
+    # the newest (current), the one before it (previous) and the training they descend from; the first is gone
+    assert {folder.name for folder in version_folders(store)} == {trained, written[1], written[2]}
+    assert requests.get(enrolment)["state"] == DONE and load_model(store).version == written[2]

@@ -4,7 +4,9 @@ directory stores them (and still loads without them)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from models.answer.novelty import (
 from models.bundle import FEATURES_FILE, load_model, write_model
 from models.errors import ArtifactError, InvalidModel, TrainingError
 from models.extract.recipe import LEGACY, FeatureRecipe
+from models.store.versions import file_sha256
 
 
 def unit(*values: float) -> np.ndarray:
@@ -440,8 +443,9 @@ def forty_d_model(tmp_path: Path) -> tuple[Path, ProductHead, np.ndarray, Galler
 def test_a_model_directory_keeps_its_recipe_mean_gallery_and_novelty(tmp_path: Path) -> None:
     version, head, center, gallery, novelty, recipe = forty_d_model(tmp_path)
     manifest = json.loads((version / "manifest.json").read_text())
-    assert {FEATURES_FILE, GALLERY_FILE} <= set(manifest["files"])
-    assert manifest["gallery"] == {"file": GALLERY_FILE, "photos": 9}
+    assert {FEATURES_FILE, *gallery_files(manifest)} <= set(manifest["files"])
+    assert manifest["gallery"]["photos"] == manifest["gallery"]["stored_rows"] == 9
+    assert len(manifest["gallery"]["shards"]) == 1 and manifest["gallery"]["mask"] is None
     bundle = load_model(tmp_path / "store")
     assert bundle.recipe == recipe and bundle.recipe != LEGACY
     assert bundle.center is not None
@@ -457,20 +461,43 @@ def test_a_model_directory_keeps_its_recipe_mean_gallery_and_novelty(tmp_path: P
     assert restored == Answerer(head, gallery, novelty).answer(frames)
 
 
+def gallery_files(manifest: dict[str, Any]) -> list[str]:
+    record = manifest["gallery"]
+    return [*record["shards"], record["spread"], *([record["mask"]] if record["mask"] else [])]
+
+
 def test_a_tampered_gallery_is_refused(tmp_path: Path) -> None:
     version, *_ = forty_d_model(tmp_path)
-    data = bytearray((version / GALLERY_FILE).read_bytes())
+    shard = gallery_files(json.loads((version / "manifest.json").read_text()))[0]
+    data = bytearray((version / shard).read_bytes())
     data[len(data) // 2] ^= 0x01
-    (version / GALLERY_FILE).write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=rf"{GALLERY_FILE} has sha256"):
+    (version / shard).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=rf"{re.escape(shard)} has sha256"):
         load_model(version)
+
+
+def test_a_gallery_stored_as_one_file_before_shards_still_loads(tmp_path: Path) -> None:
+    version, _, _, gallery, *_ = forty_d_model(tmp_path)
+    manifest = json.loads((version / "manifest.json").read_text())
+    for name in gallery_files(manifest):
+        del manifest["files"][name]
+        (version / name).unlink()
+    gallery.save(version / GALLERY_FILE)
+    manifest["files"][GALLERY_FILE] = {"sha256": file_sha256(version / GALLERY_FILE), "bytes": 1}
+    manifest["gallery"] = {"file": GALLERY_FILE, "photos": 9}
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    loaded = load_model(version).gallery
+    assert loaded is not None and loaded.photos.tolist() == gallery.photos.tolist()
+    np.testing.assert_allclose(loaded.spread_mean, gallery.spread_mean)
 
 
 def test_a_novelty_score_without_its_gallery_is_refused(tmp_path: Path) -> None:
     version, *_ = forty_d_model(tmp_path)
     manifest = json.loads((version / "manifest.json").read_text())
-    del manifest["gallery"], manifest["files"][GALLERY_FILE]
-    (version / GALLERY_FILE).unlink()
+    for name in gallery_files(manifest):
+        del manifest["files"][name]
+        (version / name).unlink()
+    del manifest["gallery"]
     (version / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="without its gallery"):
         load_model(version)
@@ -479,11 +506,11 @@ def test_a_novelty_score_without_its_gallery_is_refused(tmp_path: Path) -> None:
 def test_a_directory_written_before_recipes_and_galleries_loads_as_legacy(tmp_path: Path) -> None:
     version, head, *_ = forty_d_model(tmp_path)
     manifest = json.loads((version / "manifest.json").read_text())
-    for key in ("features", "gallery", "novelty"):
-        del manifest[key]
-    for name in (FEATURES_FILE, GALLERY_FILE):
+    for name in (FEATURES_FILE, *gallery_files(manifest)):
         del manifest["files"][name]
         (version / name).unlink()
+    for key in ("features", "gallery", "novelty"):
+        del manifest[key]
     (version / "manifest.json").write_text(json.dumps(manifest))
     bundle = load_model(version)
     assert bundle.recipe == LEGACY and bundle.center is None

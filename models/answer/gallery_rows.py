@@ -1,0 +1,143 @@
+"""The gallery as a version stores it: its photos' rows in content-named shards (models.answer.row_shards) and each
+product's spread in one small file, so an enrolment adds its own photos' rows and links the rest.
+
+On disk a gallery's rows are in the order they were added (a training's photos, then each enrolment's), each row
+naming its product; loading orders them by the head's products, as `Gallery` holds them. A version written before
+shards keeps one gallery.npz (`file` in its record) and loads as it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.answer.arrays import read_arrays
+from models.answer.gallery import Gallery, product_spread, sample_rows
+from models.answer.row_shards import RowLayout, StoredRows, read_rows, write_rows, write_shard
+from models.errors import InvalidModel
+
+GALLERY_PREFIX = "gallery"
+SPREAD_PREFIX = "gallery-spread"
+COLUMNS = ("features", "products", "photos", "sha256")
+
+
+@dataclass(frozen=True)
+class GalleryRows:
+    """Every stored gallery row and which are in use, each product's spread (mean, std), and the version folder
+    the layout's shards are in (None: nothing stored yet)."""
+
+    rows: StoredRows
+    spread: Mapping[str, tuple[float, float]]
+    source: Path | None = None
+
+    @property
+    def photos(self) -> int:
+        return int(self.rows.in_use.sum())
+
+    def with_photos(  # noqa: PLR0917
+        self,
+        features: np.ndarray,
+        product: str,
+        photos: Sequence[str],
+        sha256: Sequence[str],
+        max_per_product: int,
+        seed: int,
+    ) -> GalleryRows:
+        """These rows and new photos of `product`; at most `max_per_product` of its photos in use (a seeded sample)
+        and its spread measured again. Every other product's rows and spread stay as they are."""
+        added = {
+            "features": np.asarray(features, dtype=np.float32).astype(np.float16),
+            "products": np.full(len(features), product).astype(str),
+            "photos": np.asarray(photos, dtype=str),
+            "sha256": np.asarray(sha256, dtype=str),
+        }
+        grown = self.rows.grown(added)
+        used = grown.used()
+        mine = np.flatnonzero(used["products"] == product)
+        keep = np.ones(len(used["products"]), dtype=bool)
+        if len(mine) > max_per_product:
+            keep[mine] = False
+            keep[mine[sample_rows(len(mine), max_per_product, seed)]] = True
+        grown = grown.keeping(keep)
+        kept = grown.used()
+        own = kept["features"][kept["products"] == product].astype(np.float32)
+        mean, std = product_spread(own, np.zeros(len(own), dtype=np.int64), 1)
+        return GalleryRows(grown, {**self.spread, product: (float(mean[0]), float(std[0]))}, self.source)
+
+    def gallery(self, products: Sequence[str]) -> Gallery:
+        """The rows in use as a Gallery over the head's `products` (rows ordered by product). InvalidModel for a
+        row of a product the head does not know, or a product without photo or spread."""
+        used = self.rows.used()
+        index = {product: i for i, product in enumerate(products)}
+        try:
+            labels = np.array([index[str(name)] for name in used["products"]], dtype=np.int64)
+            mean = np.array([self.spread[p][0] for p in products], dtype=np.float32)
+            std = np.array([self.spread[p][1] for p in products], dtype=np.float32)
+        except KeyError as exc:
+            raise InvalidModel(f"the gallery and the head's products do not match: {exc}") from exc
+        order = np.argsort(labels, kind="stable")
+        try:
+            features = used["features"][order].astype(np.float32)
+        except (TypeError, ValueError) as exc:  # text where numbers belong
+            raise InvalidModel(f"the gallery's features: {exc}") from exc
+        return Gallery(
+            features=features,
+            products=tuple(products),
+            labels=labels[order],
+            photos=used["photos"][order].astype(str),
+            sha256=used["sha256"][order].astype(str),
+            spread_mean=mean,
+            spread_std=std,
+        )
+
+
+def rows_of(gallery: Gallery) -> GalleryRows:
+    """A gallery built in memory (a training's) as rows to store: all in use, no shards to build on."""
+    columns = {
+        "features": gallery.features.astype(np.float16),
+        "products": np.asarray(gallery.products, dtype=str)[gallery.labels],
+        "photos": np.asarray(gallery.photos, dtype=str),
+        "sha256": np.asarray(gallery.sha256, dtype=str),
+    }
+    spread = {
+        product: (float(gallery.spread_mean[i]), float(gallery.spread_std[i]))
+        for i, product in enumerate(gallery.products)
+    }
+    return GalleryRows(StoredRows(columns, np.ones(len(gallery.features), dtype=bool)), spread)
+
+
+def write_gallery(staging: Path, gallery: GalleryRows) -> dict[str, Any]:
+    """Store the gallery in `staging`; returns the manifest's `gallery` record."""
+    layout = write_rows(staging, GALLERY_PREFIX, gallery.rows, gallery.source)
+    products = sorted(gallery.spread)
+    spread = write_shard(
+        staging,
+        SPREAD_PREFIX,
+        {
+            "products": np.asarray(products, dtype=str),
+            "spread_mean": np.array([gallery.spread[p][0] for p in products], dtype=np.float32),
+            "spread_std": np.array([gallery.spread[p][1] for p in products], dtype=np.float32),
+        },
+    )
+    return {"photos": gallery.photos, **layout.record(), "spread": spread}
+
+
+def read_gallery(
+    record: Mapping[str, Any], path_of: Callable[[str], Path], products: Sequence[str], source: Path
+) -> GalleryRows:
+    """The gallery a version's record names (`path_of(name)`: a verified file); a single gallery.npz written
+    before shards too. InvalidModel for a record or rows that are malformed."""
+    if "file" in record:
+        return rows_of(Gallery.load(path_of(str(record["file"])), products))
+    spread = read_arrays(path_of(str(record["spread"])), ("products", "spread_mean", "spread_std"))
+    try:
+        pairs = zip(spread["spread_mean"].astype(float), spread["spread_std"].astype(float), strict=True)
+        spreads = dict(zip(spread["products"].astype(str), pairs, strict=True))
+    except (TypeError, ValueError) as exc:
+        raise InvalidModel(f"the gallery's spread: {exc}") from exc
+    rows = read_rows(RowLayout.from_record(record), path_of, COLUMNS)
+    return GalleryRows(rows, {name: (float(m), float(s)) for name, (m, s) in spreads.items()}, source)

@@ -1,0 +1,137 @@
+"""Rows of arrays kept as content-named shards and a mask of the rows in use, so that a version that adds a few
+rows to the version it builds on writes bytes in proportion to what it adds, not to the catalog.
+
+A version's rows (the enrolment base's training rows, the gallery's photos) are the rows of its shards, in order,
+less the rows its mask drops. A shard is an .npz named by its content (`<prefix>-<sha256[:16]>.npz`); the next
+version links the shards it keeps (models.store.blobs makes a shared file cost no bytes) and writes one shard of
+its own new rows and, when it drops rows, the mask (one bit per row). Past SHARD_LIMIT shards, or when the mask
+drops more than half the rows, a version writes its rows in use as one shard again. Every shard and mask is a file
+of the version, hashed in its manifest and verified on load like every other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.answer.arrays import read_arrays
+from models.errors import InvalidModel
+
+SHARD_LIMIT = 64
+MASK_SUFFIX = "-mask.npz"
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """How a version stores one table of rows: its shards in order, their rows together, and its mask file."""
+
+    shards: tuple[str, ...]
+    rows: int
+    mask: str | None = None  # None: every row of the shards is in use
+
+    def record(self) -> dict[str, Any]:
+        return {"shards": list(self.shards), "stored_rows": self.rows, "mask": self.mask}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RowLayout:
+        try:
+            shards = record["shards"]
+            if not isinstance(shards, list) or not all(isinstance(name, str) and "/" not in name for name in shards):
+                raise InvalidModel("its shards are not a list of file names")
+            mask = record.get("mask")
+            return cls(tuple(shards), int(record["stored_rows"]), None if mask is None else str(mask))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidModel(f"a malformed record of sharded rows ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """Every row of a version's shards (`columns`), which of them are in use, and how they were stored (None: not
+    yet stored, or stored before shards)."""
+
+    columns: dict[str, np.ndarray]
+    in_use: np.ndarray  # (rows,) bool
+    layout: RowLayout | None = None
+
+    def __post_init__(self) -> None:
+        if any(len(column) != len(self.in_use) for column in self.columns.values()):
+            raise InvalidModel("sharded rows: every column needs one value per row, and the mask one bit per row")
+
+    def used(self) -> dict[str, np.ndarray]:
+        return {name: column[self.in_use] for name, column in self.columns.items()}
+
+    def grown(self, added: Mapping[str, np.ndarray]) -> StoredRows:
+        """These rows and `added` after them, in use (the layout still names the shards the old rows are in)."""
+        count = len(next(iter(added.values())))
+        columns = {name: np.concatenate([column, np.asarray(added[name])]) for name, column in self.columns.items()}
+        return StoredRows(columns, np.concatenate([self.in_use, np.ones(count, dtype=bool)]), self.layout)
+
+    def keeping(self, mask_of_used: np.ndarray) -> StoredRows:
+        """Of the rows in use, only those `mask_of_used` marks."""
+        in_use = self.in_use.copy()
+        in_use[in_use] = np.asarray(mask_of_used, dtype=bool)
+        return StoredRows(self.columns, in_use, self.layout)
+
+
+def read_rows(layout: RowLayout, path_of: Any, required: Sequence[str]) -> StoredRows:
+    """The rows `layout` names; `path_of(name)` returns a verified file's path (ArtifactError otherwise)."""
+    parts = [read_arrays(path_of(name), required) for name in layout.shards]
+    columns = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0) for name in required}
+    if any(len(column) != layout.rows for column in columns.values()):
+        raise InvalidModel(f"the shards hold rows other than the {layout.rows} their record says")
+    in_use = np.ones(layout.rows, dtype=bool)
+    if layout.mask is not None:
+        packed = read_arrays(path_of(layout.mask), ("in_use",))["in_use"]
+        if packed.dtype != np.uint8 or len(packed) != (layout.rows + 7) // 8:
+            raise InvalidModel(f"{layout.mask}: not a mask of {layout.rows} rows")
+        in_use = np.unpackbits(packed, count=layout.rows).astype(bool)
+    return StoredRows(columns, in_use, layout)
+
+
+def write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None) -> RowLayout:
+    """Store `rows` in `staging`: the layout's shards linked from `source` (the version they are in) plus one
+    shard of the rows after them and a mask, or all rows in use as one shard when there is no layout to build
+    on, it has SHARD_LIMIT shards, or most rows would be masked."""
+    previous = rows.layout
+    if previous is None or source is None or len(previous.shards) >= SHARD_LIMIT or rows.in_use.mean() < 0.5:
+        return RowLayout((write_shard(staging, prefix, rows.used()),), int(rows.in_use.sum()))
+    for name in previous.shards:
+        _link_or_copy(source / name, staging / name)
+    shards = previous.shards
+    if len(rows.in_use) > previous.rows:
+        added = {name: column[previous.rows :] for name, column in rows.columns.items()}
+        shards = (*shards, write_shard(staging, prefix, added))
+    mask = None
+    if not rows.in_use.all():
+        mask = _write_named(staging, prefix, MASK_SUFFIX, {"in_use": np.packbits(rows.in_use)})
+    return RowLayout(shards, len(rows.in_use), mask)
+
+
+def write_shard(staging: Path, prefix: str, columns: Mapping[str, np.ndarray]) -> str:
+    return _write_named(staging, prefix, ".npz", columns)
+
+
+def _write_named(staging: Path, prefix: str, suffix: str, columns: Mapping[str, np.ndarray]) -> str:
+    """Write `columns` as an .npz named by its content; returns the name."""
+    scratch = staging / f".{prefix}.writing.npz"
+    np.savez(scratch, **columns)  # type: ignore[arg-type]
+    digest = hashlib.sha256(scratch.read_bytes()).hexdigest()
+    name = f"{prefix}-{digest[:16]}{suffix}"
+    os.replace(scratch, staging / name)
+    return name
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
