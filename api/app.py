@@ -27,7 +27,7 @@ from api.metrics import ApiMetrics
 from api.middleware import BodyLimit, LimitFor, Observe, header
 from api.products import Products
 from api.recognize import Recognizer
-from api.routes import docs, models, products, recognize, review, ui
+from api.routes import docs, lines, models, products, recognize, review, ui
 from api.services import Services
 from api.settings import ApiSettings
 from broker.errors import SettingsError
@@ -164,7 +164,7 @@ def create_app(
     auth = Auth(settings.tokens)
     app = FastAPI(title="partsight", version=version, description=DESCRIPTION, redoc_url=None, docs_url=None)
     routers = [
-        *(area.router(services, auth) for area in (recognize, products, models, review)),
+        *(area.router(services, auth) for area in (recognize, products, models, lines, review)),
         ui.router(),
         docs.router(),
     ]

@@ -39,6 +39,7 @@ CONTRACT_STATUS = {
     str(ErrorCode.IMAGE_TOO_LARGE): 422,
     str(ErrorCode.BAD_ENVELOPE): 422,
     str(ErrorCode.BAD_METADATA): 422,
+    str(ErrorCode.UNKNOWN_LINE): 404,
     str(ErrorCode.OVERLOADED): 503,
     str(ErrorCode.INTERNAL): 500,
 }

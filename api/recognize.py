@@ -40,7 +40,7 @@ class Recognizer(Protocol):
     @property
     def in_flight(self) -> int: ...
 
-    def submit(self, device: str, image: bytes) -> Future[Answer]: ...
+    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[Answer]: ...
 
 
 def _resolve(future: Future[Answer], answer: Answer | None = None, error: BaseException | None = None) -> None:
@@ -103,8 +103,9 @@ class MqttRecognizer:
             _resolve(future, error=unavailable("the API is shutting down"))
         self.connection.stop()
 
-    def submit(self, device: str, image: bytes) -> Future[Answer]:
-        """Publish one frame; the future completes with the answer's JSON (a result, or an error message)."""
+    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[Answer]:
+        """Publish one frame (on `line`, the MQTT 5 user property a device would set; None: the device's line, if
+        any); the future completes with the answer's JSON (a result, or an error message)."""
         try:
             topic = self.topics.frame(device)
             self.topics.device_of_frame_topic(topic)  # what the bridge refuses ("status" is not a device)
@@ -120,7 +121,7 @@ class MqttRecognizer:
             self._waiting[correlation] = future
         future.add_done_callback(lambda _: self._forget(correlation))
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [("frame_id", new_frame_id())]
+        properties.UserProperty = [("frame_id", new_frame_id()), *([("line", line)] if line is not None else [])]
         properties.ResponseTopic = self.reply_topic
         properties.CorrelationData = correlation
 

@@ -13,6 +13,7 @@ from broker.contract import (
     parse_envelope,
     validate_captured_at,
     validate_frame_id,
+    validate_line,
 )
 from broker.errors import FrameRejected
 
@@ -52,6 +53,7 @@ def admit(
         frame_id = validate_frame_id(message.user_properties["frame_id"])
     if "captured_at" in message.user_properties:
         captured_at = validate_captured_at(message.user_properties["captured_at"])
+    line = validate_line(message.user_properties["line"]) if "line" in message.user_properties else None
     if looks_like_envelope(message.payload):
         envelope = parse_envelope(message.payload)
         frame_id = envelope.frame_id or frame_id
@@ -65,6 +67,7 @@ def admit(
         captured_at=captured_at,
         response_topic=message.response_topic,
         correlation_data=message.correlation_data,
+        line=line,
     )
 
 

@@ -13,5 +13,6 @@ class ErrorCode(enum.StrEnum):
     BAD_ENVELOPE = "bad_envelope"
     BAD_METADATA = "bad_metadata"
     BAD_ENROLMENT = "bad_enrolment"  # an enrolment's product or catalog record does not fit the contract
+    UNKNOWN_LINE = "unknown_line"  # the frame names a line (or its device is on one) the store does not have
     OVERLOADED = "overloaded"
     INTERNAL = "internal"

@@ -32,6 +32,7 @@ MAX_WINDOW_FRAMES = 1024  # the most frames a task may carry (PARTSIGHT_WINDOW_F
 MAX_FRAME_ID_LENGTH = 128
 MAX_TIMESTAMP_LENGTH = 64
 _FRAME_ID_PATTERN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
+_LINE_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # as models.store.plant_lines.LINE_NAME
 
 
 def rfc3339(timestamp: float) -> str:
@@ -59,6 +60,13 @@ def validate_frame_id(value: object) -> str:
     return value
 
 
+def validate_line(value: object) -> str:
+    """A line name as a frame may carry it (the store says whether that line exists: the worker)."""
+    if not isinstance(value, str) or not _LINE_PATTERN.match(value):
+        raise FrameRejected(ErrorCode.UNKNOWN_LINE, "line must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
 def validate_captured_at(value: object) -> str | None:
     if value is None:
         return None
@@ -82,9 +90,12 @@ class FrameRequest:
     captured_at: str | None = None
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    line: str | None = None  # the line the frame names (MQTT 5 user property `line`); None: its device's, if any
 
     def to_task_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the recognition task; msgpack carries the bytes as they are."""
+        """Keyword arguments of the recognition task; msgpack carries the bytes as they are. `line` only when set:
+        a worker of the release before lines reads the same frame as it did."""
+        extra = {"line": self.line} if self.line is not None else {}
         return {
             "device": self.device,
             "frame_id": self.frame_id,
@@ -93,6 +104,7 @@ class FrameRequest:
             "captured_at": self.captured_at,
             "response_topic": self.response_topic,
             "correlation_data": self.correlation_data,
+            **extra,
         }
 
     @classmethod
@@ -111,6 +123,7 @@ class FrameRequest:
             captured_at=kwargs.get("captured_at"),
             response_topic=kwargs.get("response_topic"),
             correlation_data=correlation,
+            line=str(kwargs["line"]) if kwargs.get("line") is not None else None,
         )
 
 
@@ -211,6 +224,7 @@ def result_message(
     model_version: str,
     timings: Timings,
     completed_at: float,
+    line: str | None = None,
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
@@ -226,6 +240,7 @@ def result_message(
         "matches": [match_entry(match) for match in matches],
         "catalog": dict(catalog) if catalog is not None else None,
         "model": {"name": model_name, "version": model_version},
+        "line": line,
         "timings_ms": timings.as_dict(),
         "captured_at": request.captured_at,
         "received_at": rfc3339(request.received_at),

@@ -12,8 +12,9 @@ Layout of one version (`<store>/<version>/`):
                     each product's spread (`gallery`: models.answer.gallery_rows)
     training-*.npz  the enrolment base's rows in shards (`enrolment_base`: models.train.enrolment_base)
 Every file but the manifest is a hard link to a blob named by its sha256 (models.store.blobs): what two versions
-have in common is on disk once. The manifest's `novelty` holds the novelty score and its threshold. Directories written before recipes and
-galleries (no `features`, `gallery` or `novelty`) load as they were: the legacy recipe, no novelty.
+have in common is on disk once. The manifest's `novelty` holds the novelty score and its threshold. Directories
+written before recipes and galleries (no `features`, `gallery` or `novelty`) load as they were: the legacy recipe,
+no novelty; those written before shards (one training.npz and gallery.npz) load as they were too.
 A store holds several versions and a `current` link to the one served.
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from models.answer.arrays import read_arrays
+from models.answer.arrays import read_arrays, save_arrays
 from models.answer.classifiers import Classifier
 from models.answer.gallery import Gallery
 from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, write_gallery
@@ -51,7 +52,9 @@ resolve = versions.resolve
 point_current = versions.point_current
 FEATURES_FILE = "features.npz"
 
-FORMAT = 2  # 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (still read)
+# 3: the enrolment base and the gallery in shards (a release before them refuses it by its format, plainly);
+# 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (both still read)
+FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -131,17 +134,14 @@ def write_model(
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
         _write_json(staging / MANIFEST, {**manifest, **added})
-        os.replace(staging, final)
+        load_model(staging)  # verified as a worker will verify it, before anything can serve it
+        # in place, verified and current under the store's lock: never beside an enrolment, an activation or a prune
+        with contextlib.nullcontext() if locked else store_lock(store):
+            os.replace(staging, final)
+            point_current(store, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    try:
-        load_model(final)  # verified as a worker will verify it, before anything can serve it
-    except ArtifactError:
-        shutil.rmtree(final, ignore_errors=True)
-        raise
-    with contextlib.nullcontext() if locked else store_lock(store):  # never beside an enrolment or activation
-        point_current(store, version)
     return final
 
 
@@ -157,12 +157,12 @@ def _write_parts(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The model's own files in `staging`; the head's classifier records and the manifest entries they need."""
     arrays, records = saved_arrays(head)
-    np.savez(staging / "head.npz", **arrays)  # type: ignore[arg-type]
+    save_arrays(staging / "head.npz", arrays)
     _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
     _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
     recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
     if center is not None:
-        np.savez(staging / FEATURES_FILE, center=np.asarray(center, dtype=np.float32))
+        save_arrays(staging / FEATURES_FILE, {"center": np.asarray(center, dtype=np.float32)})
         recorded["features"]["file"] = FEATURES_FILE
     if gallery is not None:  # a gallery that grew links the shards of the version it grew from
         recorded["gallery"] = write_gallery(staging, gallery if isinstance(gallery, GalleryRows) else rows_of(gallery))

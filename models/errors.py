@@ -13,8 +13,10 @@ ModelError                  base of everything raised here
 ├── ReviewError             the review store cannot be created, written or read
 │   └── UnknownItem         no review item by that id (or an id that is not one: never a path)
 ├── StoreBusy               the model store's lock was held too long (an enrolment or an activation)
-└── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
-    └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
+├── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
+│   └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
+└── LineError               a line (a named set of products) or a device's line that cannot be set or used;
+                            `code` says why (unknown_line, unknown_product, unknown_category, line_in_use, ...)
 
 A plain ValueError or AssertionError from this package is a bug (a broken invariant), never a bad input: nothing
 here catches it, so it reaches the log with its traceback.
@@ -92,3 +94,13 @@ class UnknownEnrolment(EnrolmentError):
 
 class StoreBusy(ModelError):
     """Another process held the model store's lock (enrolment, activation) for longer than the caller waits."""
+
+
+class LineError(ModelError):
+    """A line or a device's line that cannot be set, read or used. `code` is a stable string the API, the command
+    line and a device's error topic carry."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

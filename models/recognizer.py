@@ -12,6 +12,7 @@ The ONNX path never imports torch, which keeps a CPU worker's memory and start-u
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,12 @@ class Recognizer:
                 raise row
         return np.stack(rows)  # type: ignore[arg-type]
 
-    def classify(self, features: np.ndarray, *, matches: int = 3) -> list[Decision]:
-        """The head's decision for each feature row, with its novelty and up to `matches` nearest enrolled photos."""
-        return self.answerer.answer(features, matches=matches)
+    def classify(
+        self, features: np.ndarray, *, matches: int = 3, allowed: Sequence[np.ndarray | None] | None = None
+    ) -> list[Decision]:
+        """The head's decision for each feature row, with its novelty and up to `matches` nearest enrolled photos;
+        a row with a mask in `allowed` (its line's) is answered among those products only."""
+        return self.answerer.answer(features, matches=matches, allowed=allowed)
 
 
 def _cuda_usable(device: str) -> bool:

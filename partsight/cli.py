@@ -1,4 +1,4 @@
-"""The `partsight` console script: bridge, worker, camera, train, augment, models, demo.
+"""The `partsight` console script: bridge, worker, camera, train, augment, models, lines, enrol, api, demo.
 
 Each subcommand imports only what it needs, so `partsight bridge` and `partsight camera` never load
 torch, torchvision, scikit-learn or Pillow.
@@ -17,8 +17,9 @@ from broker.contract import ENROL_QUEUE, FRAME_QUEUE
 from broker.errors import BrokerError, SettingsError
 from broker.settings import MqttSettings, mqtt_from_env
 from models.errors import ArtifactError, ModelError, StoreBusy
+from models.store import plant_lines as lines
 from models.store import retention
-from models.store.versions import activate, list_versions, previous_version, use_redis_lock
+from models.store.versions import activate, current_version, list_versions, previous_version, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
 from partsight import __version__
 from partsight.errors import PartsightError
@@ -165,7 +166,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
-    report_pruned(retention.prune(Path(args.out), retention.keep_from_env(os.environ)))
+    try:
+        report_pruned(retention.prune(Path(args.out), retention.keep_from_env(os.environ)))
+    except (ModelError, OSError) as exc:  # the model is written and current; the next prune tries again
+        print(f"old versions were not pruned: {exc}", file=sys.stderr)
     return 0
 
 
@@ -248,8 +252,70 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(entry.problem is None for entry in versions) else 1
 
 
+def cmd_lines(args: argparse.Namespace) -> int:
+    from api.products import catalog_of  # noqa: PLC0415  # stdlib only, but only for this command
+
+    store = Path(args.store)
+    current = current_version(store) if store.is_dir() else None
+    if current is None:
+        print(f"partsight lines: {store} is not a model store with a current version", file=sys.stderr)
+        return 2
+    try:
+        if args.set:
+            catalog = catalog_of(store / current)
+            line = lines.put_line(
+                store,
+                args.set,
+                products=_names(args.products),
+                categories=_names(args.categories),
+                known_products=catalog,
+                known_categories={str(record.get("category")) for record in catalog.values()},
+            )
+            print(f"line {line.name}: {len(line.products)} product(s), categories {', '.join(line.categories) or '-'}")
+        elif args.delete:
+            lines.delete_line(store, args.delete)
+            print(f"line {args.delete} removed")
+        elif args.device:
+            if bool(args.line) == args.no_line:
+                print("partsight lines: --device needs --line LINE or --no-line (one of them)", file=sys.stderr)
+                return 2
+            lines.set_device_line(store, args.device, None if args.no_line else args.line)
+            print(f"device {args.device} is on {'no line' if args.no_line else 'line ' + args.line}")
+        else:
+            _print_lines(lines.read_lines(store))
+            return 0
+    except (ModelError, StoreBusy) as exc:
+        code = getattr(exc, "code", "busy")
+        print(f"refused ({code}): {exc}", file=sys.stderr)
+        return 1
+    _tell_workers(current, "lines")
+    return 0
+
+
+def _names(raw: str | None) -> list[str]:
+    return [name.strip() for name in (raw or "").split(",") if name.strip()]
+
+
+def _print_lines(known: lines.Lines) -> None:
+    if not known.lines:
+        print("no lines: every frame is answered among the whole catalog")
+    for name, line in sorted(known.lines.items()):
+        devices = ", ".join(known.devices_on(name)) or "no device"
+        what = [*line.products, *(f"category:{c}" for c in line.categories)]
+        print(f"{name}  ({devices})  {' '.join(what)}")
+
+
+def _tell_workers(version: str, reason: str) -> None:
+    from partsight.enrol_cli import tell_workers  # noqa: PLC0415  # redis, only for a command that writes
+
+    if tell_workers(version, dict(os.environ), reason=reason):
+        print("workers were told on Redis")
+    else:
+        print("Redis could not be reached: workers see it within a second of reading the store")
+
+
 def _use_version(store: Path, version: str) -> int:
-    from partsight.enrol_cli import tell_workers  # noqa: PLC0415  # numpy-free, but only for this command
+    from partsight.enrol_cli import tell_workers  # noqa: PLC0415  # redis, only for a command that writes
 
     activate(store, version, timeout_s=60)  # never in the middle of an enrolment
     print(f"{store / 'current'} now points at {version}")
@@ -411,8 +477,33 @@ def _models_arguments(parser: argparse.ArgumentParser) -> None:
         help="remove versions but the newest --keep, current, previous, pinned ones and the trainings they come from",
     )
     parser.add_argument(
-        "--keep", type=int, help="versions --prune keeps besides those (default: PARTSIGHT_KEEP_VERSIONS, or 20)"
+        "--keep",
+        type=_at_least_one,
+        help="versions --prune keeps besides those (default: PARTSIGHT_KEEP_VERSIONS, or 20)",
     )
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, not {text!r}")
+    return value
+
+
+def _lines_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight lines`: the store, and the line or device to change (none: list them)."""
+    parser.add_argument("--store", required=True, help="the model store (the folder `train --out` wrote)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--set", metavar="LINE", help="create or replace LINE with --products and/or --categories")
+    action.add_argument("--delete", metavar="LINE", help="remove LINE (no device may be on it)")
+    action.add_argument("--device", metavar="DEVICE", help="put DEVICE on --line LINE (or on none: --no-line)")
+    parser.add_argument("--products", help="comma-separated product ids of the line (all in the current catalog)")
+    parser.add_argument("--categories", help="comma-separated categories whose every product is on the line")
+    parser.add_argument("--line", help="with --device: the line it is on")
+    parser.add_argument("--no-line", action="store_true", help="with --device: on no line (the whole catalog)")
 
 
 def _enrol_arguments(parser: argparse.ArgumentParser) -> None:
@@ -470,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list a store's versions (verified), or point `current` at one")
     _models_arguments(models)
 
+    lines_parser = sub.add_parser("lines", help="lines (the products a line makes) and the line of each device")
+    _lines_arguments(lines_parser)
     sub.add_parser("api", help="the HTTP API and the operator page /ui (settings from PARTSIGHT_* variables)")
 
     enrol = sub.add_parser("enrol", help="add photos of a new or known product to the current model, in seconds")
@@ -490,10 +583,11 @@ COMMANDS = {
     "augment": cmd_augment,
     "demo": cmd_demo,
     "models": cmd_models,
+    "lines": cmd_lines,
 }
 
 
-STORE_WRITERS = ("train", "models", "enrol")  # commands that may move a store's `current`
+STORE_WRITERS = ("train", "models", "enrol", "lines")  # commands that may move a store's `current`
 
 
 def lock_stores_in_redis(env: Mapping[str, str]) -> None:

@@ -93,7 +93,7 @@ def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -
 
 
 def run_enrol(args: argparse.Namespace) -> int:
-    from models.train.enrolment import run_request  # noqa: PLC0415 - scikit-learn only when enrolling
+    from models.train.enrolment_runs import run_request  # noqa: PLC0415 - scikit-learn only when enrolling
 
     store = Path(args.store)
     if not (store / "current").exists():

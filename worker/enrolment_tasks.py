@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from broker.contract import SCHEMA_VERSION, error_message, rfc3339
 from broker.topics import Topics
 from models.bundle import ModelBundle
 from models.errors import EnrolmentError, ImageError, StoreBusy, UnknownEnrolment
-from models.store.enrolment_requests import DONE, FAILED, STORE_UNAVAILABLE, EnrolmentStore
-from models.train.enrolment import photo_features, run_request
+from models.store.enrolment_requests import DONE, FAILED, QUEUED, STORE_UNAVAILABLE, EnrolmentStore
+from models.train.enrolment import photo_features
+from models.train.enrolment_runs import run_request
 from worker.errors import EnrolmentBusy, MalformedTask
 from worker.metrics import WorkerMetrics
 from worker.pipeline import ServedModel
@@ -49,6 +51,7 @@ class Outcome:
     error: Mapping[str, str] | None
     seconds: float
     ran: bool  # False when the request had already finished (a redelivered task)
+    companions: tuple[str, ...] = ()  # the other requests of the product carried out in the same version
 
 
 class EnrolmentRunner:
@@ -61,15 +64,17 @@ class EnrolmentRunner:
         metrics: WorkerMetrics,
         announce: Callable[[str, str], None],
         reload_now: Callable[[], object],
-        publish: Callable[[str, bytes], None],
+        publish: Callable[[str, bytes], object],
         topics: Topics,
         batch: int = 16,
         keep_versions: int | None = None,
+        window_s: float = 0.0,
     ) -> None:
         """`served`: the model frames use now; `load`: a version's model (for a version not served here);
         `announce(version, reason)`: publish on MODEL_CHANNEL; `reload_now`: this worker's reloader check;
         `publish(topic, payload)`: an answer to an MQTT device; `batch`: photos per engine call; `keep_versions`:
-        the newest versions a prune after each enrolment keeps (None: no prune).
+        the newest versions a prune after each enrolment keeps (None: no prune); `window_s`: how long after a
+        request was made its enrolment waits for more photos of the product (they become one version).
 
         An enrolment that cannot start at once (this process runs one already, another process holds the store,
         the store cannot be written just now) raises EnrolmentBusy: the task is tried again a little later and
@@ -81,37 +86,77 @@ class EnrolmentRunner:
         self._announce, self._reload_now, self._publish = announce, reload_now, publish
         self._topics = topics
         self._keep_versions = keep_versions
+        self._window_s = window_s
         self._loaded: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._running = threading.Semaphore(1)  # one enrolment a process: the others give their thread back
         self._batch = batch
 
     def handle(self, kwargs: Mapping[str, Any]) -> Outcome:
-        """Run the task; MalformedTask if it fits neither form."""
-        device = None
+        """Run the task; MalformedTask if it fits neither form. Every device that asked for one of the requests
+        it carried out (or found done and not yet answered: a worker died between the two) is answered."""
+        asked_by = None
         if "enrolment" in kwargs:
             enrolment = kwargs["enrolment"]
             if not isinstance(enrolment, str):
                 raise MalformedTask("an enrolment task's 'enrolment' must be an id")
         else:
-            device, frame_id, enrolment = self._store_device_request(kwargs)
+            enrolment = self._store_device_request(kwargs)
+            asked_by = (str(kwargs["device"]), str(kwargs["frame_id"]))  # for a request stored before replies
         try:
-            self.requests.get(enrolment)
+            status = self.requests.get(enrolment)
         except UnknownEnrolment as exc:
             raise MalformedTask(f"enrolment {enrolment!r} is not in {self.requests.root}: {exc}") from exc
         except EnrolmentError as exc:  # the store cannot be read just now (or holds a corrupt request)
             raise EnrolmentBusy(f"cannot read enrolment {enrolment}: {exc}") from exc
+        if status["state"] == QUEUED:
+            self._wait_for_more_photos(status["created_at"])
         if not self._running.acquire(blocking=False):
             raise EnrolmentBusy("this worker is running another enrolment")
         try:
             outcome = self._run(enrolment)
         finally:
             self._running.release()
-        if device is not None and outcome.ran:  # a redelivered task was answered the first time
-            self._answer_device(device, frame_id, outcome)
+        self._answer_request(enrolment, asked_by)
+        for request in outcome.companions:
+            self._answer_request(request, None)
         return outcome
 
-    def _store_device_request(self, kwargs: Mapping[str, Any]) -> tuple[str, str, str]:
+    def _wait_for_more_photos(self, created_at: str) -> None:
+        """Photos of one product that arrive within the window become one version: a request younger than the
+        window gives its thread back and comes again when it is old enough (EnrolmentBusy with that delay)."""
+        try:
+            created = datetime.fromisoformat(created_at).timestamp()
+        except (TypeError, ValueError):
+            return
+        remaining = created + self._window_s - time.time()
+        if 0 < remaining <= self._window_s:
+            raise EnrolmentBusy(f"waiting {remaining:.1f} s for more photos of the product", retry_in_s=remaining)
+
+    def _answer_request(self, enrolment: str, asked_by: tuple[str, str] | None) -> None:
+        """Tell the MQTT device that asked for `enrolment` (if one did) how it went, once it was carried out; the
+        request records that it was told only when the broker took the answer."""
+        try:
+            reply = self.requests.request(enrolment).get("reply")
+            if self.requests.is_answered(enrolment):
+                return
+            status = self.requests.get(enrolment)
+        except EnrolmentError as exc:
+            logger.warning("cannot read enrolment %s to answer its device: %s", enrolment, exc)
+            return
+        if isinstance(reply, Mapping):
+            asked_by = (str(reply.get("device")), str(reply.get("frame_id")))
+        if asked_by is None or status["state"] not in (DONE, FAILED):
+            return  # asked by no device, or put back in the queue (its photos with others failed): not yet
+        own = Outcome(enrolment, status["state"], status["version"], status["product"], status["error"], 0.0, True)
+        if not self._answer_device(*asked_by, own):
+            return
+        try:
+            self.requests.answered(enrolment)
+        except EnrolmentError as exc:  # answered, but not recorded: a redelivered task answers again
+            logger.warning("could not record that enrolment %s was answered: %s", enrolment, exc)
+
+    def _store_device_request(self, kwargs: Mapping[str, Any]) -> str:
         device, frame_id, product = kwargs.get("device"), kwargs.get("frame_id"), kwargs.get("product")
         photo, catalog, received = kwargs.get("photo"), kwargs.get("catalog"), kwargs.get("received_at")
         if not all(isinstance(v, str) for v in (device, frame_id, product)) or not isinstance(photo, bytes):
@@ -130,6 +175,7 @@ class EnrolmentRunner:
                 source=f"mqtt:{device}",
                 at=at,
                 key=key,
+                reply={"device": device, "frame_id": frame_id},
             )
         except EnrolmentError as exc:  # a bad product id or record: the device hears why, nothing is stored
             if exc.code == STORE_UNAVAILABLE:
@@ -138,13 +184,18 @@ class EnrolmentRunner:
             refused = Outcome("", FAILED, None, product, {"code": exc.code, "message": exc.message}, 0.0, True)
             self._answer_device(device, frame_id, refused)
             raise MalformedTask(f"MQTT enrolment from {device} refused: {exc}") from exc
-        return device, frame_id, enrolment
+        return enrolment
 
     def _run(self, enrolment: str) -> Outcome:
         started = time.monotonic()
         try:
             result = run_request(
-                self.store, enrolment, self._features_of, wait_s=LOCK_WAIT_S, keep_versions=self._keep_versions
+                self.store,
+                enrolment,
+                self._features_of,
+                wait_s=LOCK_WAIT_S,
+                keep_versions=self._keep_versions,
+                coalesce=True,
             )
         except StoreBusy as exc:
             raise EnrolmentBusy(str(exc)) from exc
@@ -160,7 +211,7 @@ class EnrolmentRunner:
         if result.state == FAILED:
             logger.warning("enrolment %s of %s refused: %s", enrolment, result.product, result.error)
             self._metrics.enrolments.labels(outcome=FAILED).inc()
-            return Outcome(enrolment, FAILED, None, result.product, result.error, seconds, True)
+            return Outcome(enrolment, FAILED, None, result.product, result.error, seconds, True, result.companions)
         assert result.version is not None
         self._metrics.enrolments.labels(outcome=DONE).inc()
         self._metrics.enrolment_seconds.observe(seconds)
@@ -174,7 +225,15 @@ class EnrolmentRunner:
             logger.warning(
                 "could not announce version %s on Redis (%s); other workers see it at their poll", result.version, exc
             )
-        return Outcome(enrolment, DONE, result.version, result.product, None, seconds, True)
+        if result.companions:
+            logger.info(
+                "enrolment %s carried %d other request(s) of %s: %s",
+                enrolment,
+                len(result.companions),
+                result.product,
+                ", ".join(result.companions),
+            )
+        return Outcome(enrolment, DONE, result.version, result.product, None, seconds, True, result.companions)
 
     def _features_of(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         model = self._model_for(bundle)
@@ -189,8 +248,9 @@ class EnrolmentRunner:
                 self._loaded = {bundle.version: self._load(bundle.path)}  # keep one: the next enrolment's base
             return self._loaded[bundle.version]
 
-    def _answer_device(self, device: str, frame_id: str, outcome: Outcome) -> None:
-        """The outcome on the device's result topic; a failure also on its error topic, with its code."""
+    def _answer_device(self, device: str, frame_id: str, outcome: Outcome) -> bool:
+        """The outcome on the device's result topic; a failure also on its error topic, with its code. False when
+        the broker did not take the result."""
         message = {
             "schema": SCHEMA_VERSION,
             "type": "enrolment",
@@ -203,9 +263,10 @@ class EnrolmentRunner:
             "error": dict(outcome.error) if outcome.error else None,
             "at": rfc3339(time.time()),
         }
-        self._publish(self._topics.result(device), json.dumps(message).encode())
+        sent = self._publish(self._topics.result(device), json.dumps(message).encode()) is not False
         if outcome.state != DONE:
             error = dict(outcome.error or {"code": INTERNAL, "message": "the enrolment failed"})
             document = error_message(device, frame_id, ErrorCode.INTERNAL, error.get("message", ""), time.time())
             document.update(message, error={"code": error.get("code", INTERNAL), "message": error.get("message", "")})
             self._publish(self._topics.error(device), json.dumps(document).encode())
+        return sent

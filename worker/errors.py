@@ -40,5 +40,10 @@ class ModelUnavailable(WorkerError):
 
 
 class EnrolmentBusy(WorkerError):
-    """An enrolment that cannot start now: this process runs another, another process holds the store, or the
-    store cannot be read or written at the moment. Its task is tried again later."""
+    """An enrolment that cannot start now: this process runs another, another process holds the store, the
+    store cannot be read or written at the moment, or it waits for more photos of its product. Its task is tried
+    again later (`retry_in_s`, None: the usual delay)."""
+
+    def __init__(self, message: str, *, retry_in_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_in_s = retry_in_s

@@ -18,11 +18,13 @@ import numpy as np
 from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.answer.head import Decision
-from models.errors import ImageError
+from models.errors import ImageError, LineError
+from models.store.plant_lines import Line, Lines
 from worker.batcher import Batched
 from worker.budget import FrameBudget
 from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
+from worker.line_filter import LineMasks
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 from worker.publisher import DELIVERED, REFUSED, Answer
 from worker.review_sink import NoReview
@@ -72,11 +74,14 @@ class ServedModel:
     info: ModelInfo
     prepare: Callable[[bytes], Any]  # decode (or, for a GPU decoder, check) one image
     features: Callable[[list[Any]], Sequence[np.ndarray | ImageError]]  # its engine, one batch of prepared images
-    classify: Callable[[np.ndarray], list[Decision]]
+    # its head and gallery: each row's decision, a row with a mask (its line's) answered among those products only
+    classify: Callable[[np.ndarray, Sequence[np.ndarray | None] | None], list[Decision]]
     catalog: Mapping[str, Mapping[str, Any]]
     description: Mapping[str, str]  # name, version, backbone, engine, device: the partsight_model info labels
     categories: tuple[str, ...]
     transport_only: bool = False  # the `none` engine: no decode, no features; every frame answered unknown
+    products: tuple[str, ...] = ()  # the head's products, in its order, and the category of each
+    product_categories: tuple[str, ...] = ()
 
 
 def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:
@@ -163,6 +168,7 @@ class _Frame:
     features: np.ndarray | None = None
     error: tuple[ErrorCode, str] | None = None
     decision: Decision | None = None
+    line: Line | None = None  # the line it is answered on (named by the frame, or its device's)
     result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
     decode_s: float = 0.0
     features_s: float = 0.0
@@ -184,10 +190,14 @@ class FramePipeline:
         max_payload_bytes: int,
         budget: FrameBudget | None = None,
         review: ReviewQueue | None = None,
+        lines: Callable[[], Lines] = Lines,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`lines`: the model store's lines as they are now (models.store.plant_lines.LinesView)."""
         self._budget = budget or FrameBudget(MAX_WINDOW_FRAMES)
+        self._lines = lines
+        self._masks = LineMasks()
         self._review = review or NoReview()
         self._sleep = sleep
         self._model = model  # the version served now; it changes when a new one is loaded
@@ -287,7 +297,7 @@ class FramePipeline:
         """Each granted frame's answer, in order: read, decode, features, classify, encode."""
         keyed = [frame.ref.key for frame in work if frame.ref.key]
         stored = dict(zip(keyed, self._frames.get_many(keyed), strict=True)) if keyed else {}
-        model = self._model()
+        model, lines = self._model(), self._lines()
         for frame in work:
             frame.started = time.perf_counter()
             request = stored.get(frame.ref.key) if frame.ref.key else frame.ref.inline
@@ -296,7 +306,8 @@ class FramePipeline:
                 frame.error = (ErrorCode.INTERNAL, "frame data expired or unreadable before it was answered")
                 continue
             frame.request = request
-            self._prepare(model, frame, request)
+            if self._on_its_line(frame, request, lines):
+                self._prepare(model, frame, request)
         for frame in work:
             if frame.future is not None:
                 self._collect(frame)
@@ -333,6 +344,16 @@ class FramePipeline:
                 logger.exception("could not record the late answer of frame %s from %s", ref.frame_id, ref.device)
 
         return record
+
+    @staticmethod
+    def _on_its_line(frame: _Frame, request: FrameRequest, lines: Lines) -> bool:
+        """Find the frame's line; False (the frame refused `unknown_line`) when it names no line there is."""
+        try:
+            frame.line = lines.line_for(request.device, request.line)
+        except LineError as exc:
+            frame.error = (ErrorCode.UNKNOWN_LINE, exc.message)
+            return False
+        return True
 
     def _prepare(self, model: ServedModel, frame: _Frame, request: FrameRequest) -> None:
         if len(request.image) > self._max_payload_bytes:
@@ -374,7 +395,11 @@ class FramePipeline:
                 rows = np.zeros((len(frames), 0), dtype=np.float32)
             else:
                 rows = np.stack([frame.features for frame in frames])  # type: ignore[misc]
-            decisions = model.classify(rows)
+            masks = [
+                self._masks.mask(model.info.version, model.products, model.product_categories, frame.line)
+                for frame in frames
+            ]
+            decisions = model.classify(rows, masks)
         except Exception as exc:
             logger.exception("classifying %d frame(s) failed", len(frames))
             for frame in frames:
@@ -412,6 +437,7 @@ class FramePipeline:
             model_version=model.info.version,
             timings=timings,
             completed_at=completed_at,
+            line=frame.line.name if frame.line is not None else None,
         )
 
     def _count(self, frame: _Frame, publish_s: float) -> str:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
 from models.extract.threads import pin_thread_pools
 from models.recognizer import Recognizer
+from models.store.plant_lines import LinesView
 from models.store.review_store import ReviewStore
 from models.store.versions import CURRENT, MANIFEST, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
@@ -86,8 +87,10 @@ class Runtime:
         connection.start()
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
         review = _review_sink(settings, review_store, metrics)
+        lines = LinesView(model_store_of(settings.model_dir) or settings.model_dir, clock=time.monotonic)
         pipeline = FramePipeline(
             model=slot.get,
+            lines=lines.current,
             batcher=batcher,
             ledger=FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s),
             frames=FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time),
@@ -100,7 +103,7 @@ class Runtime:
         probes.update(model=lambda: True, mqtt=lambda: connection.connected, redis=lambda: _answers(redis_client))
         probes["accepting"] = lambda: True
         reloader.start()
-        signal = _reload_signal(settings, reloader)
+        signal = _reload_signal(settings, reloader, lines)
         enrolments, problem = _enrolments(
             settings,
             slot,
@@ -141,13 +144,15 @@ class Runtime:
         self.connection.stop()
 
 
-def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> None:
-    """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect); one paho did not take
-    is logged, never raised: the enrolment itself is done."""
+def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> bool:
+    """An enrolment's outcome to its device at QoS 1 (paho resends it after a reconnect); False for one paho did
+    not take (logged, never raised: the enrolment itself is done, and its request stays unanswered)."""
     try:
         connection.publish(topic, payload, qos=1)
     except PublishFailed as exc:
         logger.warning("the enrolment's outcome on %s was not sent: %s", topic, exc)
+        return False
+    return True
 
 
 def enrolment_problem(settings: WorkerSettings) -> str | None:
@@ -177,7 +182,7 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
         info=ModelInfo(bundle.name, bundle.version, recognizer.input_size),
         prepare=lambda data: engine.prepare(data, limits),
         features=engine.features,
-        classify=functools.partial(recognizer.classify, matches=matches),
+        classify=functools.partial(_classify, recognizer, matches),
         catalog=bundle.catalog,
         description={
             "name": bundle.name,
@@ -187,7 +192,15 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
             "device": engine.device,
         },
         categories=tuple(sorted(set(bundle.head.categories))),
+        products=bundle.head.products,
+        product_categories=bundle.head.categories,
     )
+
+
+def _classify(
+    recognizer: Recognizer, matches: int, rows: np.ndarray, allowed: Sequence[np.ndarray | None] | None
+) -> list[Decision]:
+    return recognizer.classify(rows, matches=matches, allowed=allowed)
 
 
 def transport_only_model() -> ServedModel:
@@ -195,7 +208,7 @@ def transport_only_model() -> ServedModel:
     ceiling can be measured on any box (as Triton's identity models serve its perf analyzer). It has no gallery:
     its results carry novelty null and no matches."""
 
-    def unknown(features: np.ndarray) -> list[Decision]:
+    def unknown(features: np.ndarray, allowed: Sequence[np.ndarray | None] | None = None) -> list[Decision]:
         return [Decision("unknown", None, None, 0.0, 0.0, []) for _ in range(len(features))]
 
     def no_features(items: list[Any]) -> list[np.ndarray | ImageError]:
@@ -382,14 +395,20 @@ def _connection(settings: WorkerSettings, topics: Topics, metrics: WorkerMetrics
     )
 
 
-def _reload_signal(settings: WorkerSettings, reloader: ModelReloader) -> ReloadSignal | None:
-    """Reload at once when any process announces a new `current` on Redis (the poll stays as the fallback)."""
+def _reload_signal(settings: WorkerSettings, reloader: ModelReloader, lines: LinesView) -> ReloadSignal | None:
+    """Reload at once when any process announces a new `current` or a change of lines on Redis (the poll and the
+    lines file's stat stay as the fallback)."""
     if settings.engine == TRANSPORT_ONLY_ENGINE:
         return None
+
+    def changed() -> None:
+        lines.changed()
+        reloader.check()
+
     signal = ReloadSignal(
         lambda: redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5),
         MODEL_CHANNEL,
-        reloader.check,
+        changed,
     )
     signal.start()
     return signal
@@ -424,6 +443,7 @@ def _enrolments(
                 topics=topics,
                 batch=settings.max_batch_size,
                 keep_versions=settings.keep_versions,
+                window_s=settings.enrol_window_s,
             )
         except EnrolmentError as exc:
             problem = str(exc)

@@ -43,6 +43,8 @@ GPU_LANES = 2
 DEFAULT_MATCHES = 3  # nearest enrolled photos a result names (PARTSIGHT_MATCHES; 0: none)
 MAX_MATCHES = 50
 DEFAULT_REVIEW_MARGIN = 0.1
+# an MQTT device sends a product's photos one message each: those within 2 s become one version, not one each
+DEFAULT_ENROL_WINDOW_S = 2.0
 
 
 def usable_cores() -> int:
@@ -88,6 +90,7 @@ class WorkerSettings:
     review_margin: float = DEFAULT_REVIEW_MARGIN  # a recognised frame whose two best scores are closer is kept
     enrol: bool = True  # consume the partsight.enrol queue beside the frames' (PARTSIGHT_WORKER_ENROL=0: frames only)
     keep_versions: int = DEFAULT_KEEP_VERSIONS  # newest versions a prune after each enrolment keeps (and more)
+    enrol_window_s: float = DEFAULT_ENROL_WINDOW_S  # photos of a product arriving this close become one version
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -129,6 +132,7 @@ class WorkerSettings:
             enrol=env_flag(env, "PARTSIGHT_WORKER_ENROL", True),
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
             keep_versions=keep_from_env(env),
+            enrol_window_s=env_float(env, "PARTSIGHT_ENROL_WINDOW_S", DEFAULT_ENROL_WINDOW_S),
         )
 
     @property

@@ -81,8 +81,9 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task]:
             logger.error("dropping an enrolment task that does not fit the contract: %s", exc)
             return {"state": "malformed"}
         except EnrolmentBusy as exc:  # give the thread back to the frames; the task comes again shortly
-            logger.info("enrolment deferred (%s); trying again in %d s", exc, ENROL_RETRY_S)
-            raise self.retry(countdown=ENROL_RETRY_S) from exc
+            delay = ENROL_RETRY_S if exc.retry_in_s is None else max(0.05, exc.retry_in_s)
+            logger.info("enrolment deferred (%s); trying again in %.1f s", exc, delay)
+            raise self.retry(countdown=delay) from exc
         except RedisError as exc:
             raise task_retry(self, exc) from exc
         return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}

@@ -57,12 +57,18 @@ def router(services: Services, auth: Auth) -> APIRouter:
         summary="Recognise one image: the same JSON as an MQTT result",
     )
     async def recognize(
-        request: Request, device: str = Query(min_length=1, max_length=128, description="the device id it is from")
+        request: Request,
+        device: str = Query(min_length=1, max_length=128, description="the device id it is from"),
+        line: str | None = Query(
+            None,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            description="answer only among this line's products (default: the device's line, else the catalog)",
+        ),
     ) -> JSONResponse:
         if not services.recognizer.connected:  # said before the body is read
             raise unavailable("the API has no connection to the MQTT broker; retry later")
         image = await read_image(request, settings.max_body_bytes)
-        future = services.recognizer.submit(device, image)
+        future = services.recognizer.submit(device, image, line)
         try:
             answer = await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s)
         except TimeoutError as exc:

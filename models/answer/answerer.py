@@ -6,12 +6,13 @@ A model version trained before galleries has a head only: its answers carry no n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.answer.gallery import Gallery
-from models.answer.head import Decision, ProductHead
+from models.answer.head import UNKNOWN, Decision, ProductHead
 from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs
 
 
@@ -40,11 +41,35 @@ class Answerer:
         inputs = novelty_inputs(probabilities, best, answered, self.gallery.spread_mean, self.gallery.spread_std)
         return self.novelty.score(inputs)
 
-    def answer(self, features: np.ndarray, *, matches: int = 3) -> list[Decision]:
+    def answer(
+        self, features: np.ndarray, *, matches: int = 3, allowed: Sequence[np.ndarray | None] | None = None
+    ) -> list[Decision]:
+        """Each row's decision. `allowed`: for each row, a mask over the head's products (its line's) or None (the
+        whole catalog): a row on a line is answered only among the line's products, its probabilities renormalised
+        over them and its matches taken from them; the novelty score still refuses what is none of them."""
         probabilities = self.head.probabilities(features)
+        masks = _masks(allowed, len(probabilities), len(self.head.products))
+        if masks is None:
+            return self._answer_rows(features, probabilities, None, matches)
+        kept = np.where(masks, probabilities, 0.0)
+        total = kept.sum(axis=1, keepdims=True)
+        probabilities = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+        some = np.asarray(masks.any(axis=1), dtype=bool)  # a line with none of this version's products: unknown
+        answered = iter(self._answer_rows(features[some], probabilities[some], masks[some], matches))
+        nothing = Decision(UNKNOWN, None, None, 0.0, 0.0, [])
+        return [next(answered) if any_product else nothing for any_product in some.tolist()]
+
+    def _answer_rows(
+        self, features: np.ndarray, probabilities: np.ndarray, masks: np.ndarray | None, matches: int
+    ) -> list[Decision]:
+        row_masks = [None] * len(probabilities) if masks is None else list(masks)
+        if len(probabilities) == 0:
+            return []
         if self.gallery is None:
-            return [self.head.decide(row) for row in probabilities]
+            return [self.head.decide(row, allowed=mask) for row, mask in zip(probabilities, row_masks, strict=True)]
         similarities = self.gallery.similarities(features)
+        if masks is not None:
+            similarities = np.where(masks[:, self.gallery.labels], similarities, -np.inf).astype(np.float32)
         novelty = self.novelty_of(probabilities, similarities)
         nearest = self.gallery.matches(similarities, matches)
         threshold = self.novelty.threshold if self.novelty is not None else None
@@ -54,6 +79,18 @@ class Answerer:
                 novelty=None if novelty is None else float(novelty[i]),
                 novelty_threshold=threshold,
                 matches=nearest[i],
+                allowed=row_masks[i],
             )
             for i, row in enumerate(probabilities)
         ]
+
+
+def _masks(allowed: Sequence[np.ndarray | None] | None, rows: int, products: int) -> np.ndarray | None:
+    """(rows, products) bool, or None when no row is on a line."""
+    if allowed is None or all(mask is None for mask in allowed):
+        return None
+    if len(allowed) != rows:
+        raise ValueError(f"{len(allowed)} masks for {rows} rows")
+    return np.stack(
+        [np.ones(products, dtype=bool) if mask is None else np.asarray(mask, dtype=bool) for mask in allowed]
+    )

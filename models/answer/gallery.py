@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.answer.arrays import read_arrays
+from models.answer.arrays import read_arrays, save_arrays
 from models.errors import InvalidModel
 
 GALLERY_FILE = "gallery.npz"
@@ -71,6 +71,7 @@ class Gallery:
         out = []
         for row, picks in zip(similarities, nearest, strict=True):
             ordered = picks[np.argsort(-row[picks], kind="stable")]
+            ordered = ordered[np.isfinite(row[ordered])]  # photos a line leaves out (-inf) are no match
             out.append(
                 tuple(
                     {
@@ -94,7 +95,7 @@ class Gallery:
         }
 
     def save(self, path: Path) -> None:
-        np.savez(path, **self.arrays())  # type: ignore[arg-type]
+        save_arrays(path, self.arrays())
 
     @classmethod
     def load(cls, path: Path, products: Sequence[str]) -> Gallery:

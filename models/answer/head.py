@@ -101,9 +101,12 @@ class ProductHead:
         novelty: float | None = None,
         novelty_threshold: float | None = None,
         matches: tuple[dict[str, Any], ...] = (),
+        allowed: np.ndarray | None = None,
     ) -> Decision:
         """The answer for one frame's probabilities: recognised when the best product of the likeliest category
-        reaches the product threshold and, for a model with a novelty score, the frame is not novel."""
+        reaches the product threshold and, for a model with a novelty score, the frame is not novel. `allowed`
+        (a mask over the products: a line's) keeps the others out of the ranking; the caller has renormalised
+        the probabilities over it (models.answer.answerer)."""
         probs = np.asarray(probabilities, dtype=np.float64)
         by_category: dict[str, float] = {}
         for category, p in zip(self.categories, probs, strict=True):
@@ -112,7 +115,8 @@ class ProductHead:
         in_category = [i for i, c in enumerate(self.categories) if c == category]
         best = max(in_category, key=lambda i: probs[i])
         confidence = float(probs[best])
-        order = np.argsort(-probs)[:top_k]
+        order = np.argsort(-probs, kind="stable")
+        order = (order if allowed is None else order[allowed[order]])[:top_k]
         ranked = [
             {"product": self.products[i], "category": self.categories[i], "score": round(float(probs[i]), 6)}
             for i in order

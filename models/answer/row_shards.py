@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.answer.arrays import read_arrays
+from models.answer.arrays import read_arrays, save_arrays
 from models.errors import InvalidModel
 
 SHARD_LIMIT = 64
@@ -121,7 +121,7 @@ def write_shard(staging: Path, prefix: str, columns: Mapping[str, np.ndarray]) -
 def _write_named(staging: Path, prefix: str, suffix: str, columns: Mapping[str, np.ndarray]) -> str:
     """Write `columns` as an .npz named by its content; returns the name."""
     scratch = staging / f".{prefix}.writing.npz"
-    np.savez(scratch, **columns)  # type: ignore[arg-type]
+    save_arrays(scratch, columns)
     digest = hashlib.sha256(scratch.read_bytes()).hexdigest()
     name = f"{prefix}-{digest[:16]}{suffix}"
     os.replace(scratch, staging / name)

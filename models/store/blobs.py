@@ -27,7 +27,8 @@ from models.store.versions import file_sha256
 logger = logging.getLogger(__name__)
 
 BLOBS = ".blobs"
-_NOT_SHAREABLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+# no hard links here, or no right to the blobs (a worker running as another user than the training): no sharing
+_NOT_SHAREABLE = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def blob_path(store: Path, sha256: str) -> Path:
@@ -42,25 +43,27 @@ def share(store: Path, staging: Path, files: Mapping[str, Mapping[str, Any]]) ->
         path, blob = staging / name, blob_path(store, str(record["sha256"]))
         try:
             saved += _link_one(path, blob, str(record["sha256"]))
-        except OSError as exc:
-            if exc.errno not in _NOT_SHAREABLE:
-                raise
-            logger.info("the store %s cannot hard-link (%s): versions keep their own copies", store, exc)
-            return saved
+        except OSError as exc:  # sharing saves bytes; it never fails a version: this file stays its own copy
+            if exc.errno in _NOT_SHAREABLE:
+                logger.info("the store %s cannot share files (%s): versions keep their own copies", store, exc)
+                return saved
+            logger.warning("%s kept as its own copy: its blob could not be linked (%s)", path, exc)
     return saved
 
 
 def _link_one(path: Path, blob: Path, sha256: str) -> int:
-    if blob.is_file():
+    try:
         if path.samefile(blob):
             return 0
         if file_sha256(blob) == sha256:  # read, never trusted: a blob changed on disk is not spread further
             swap = path.with_name(f".{path.name}.link")
             os.link(blob, swap)
             os.replace(swap, path)
-            return blob.stat().st_size
+            return path.stat().st_size
         logger.warning("blob %s does not match its name: replaced by a good copy", blob)
         blob.unlink()
+    except FileNotFoundError:  # no blob yet, or a prune removed it just now: this file becomes the blob
+        pass
     blob.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):  # another writer added it just now: ours stays a private copy
         os.link(path, blob)

@@ -92,6 +92,18 @@ def _write_json(path: Path, document: Any) -> None:
     os.replace(staging, path)
 
 
+def _stage_photos(folder: Path, photos: Sequence[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """The photos as they came, under names safe on every file system; their names and sizes."""
+    folder.mkdir()
+    names = []
+    for index, (name, data) in enumerate(photos):
+        safe = _PHOTO_NAME.sub("_", Path(name or "photo").name)[-80:].lstrip(".") or "photo"
+        stored = f"{index:03d}-{safe}"
+        (folder / stored).write_bytes(data)
+        names.append({"name": stored, "bytes": len(data)})
+    return names
+
+
 class EnrolmentStore:
     """The enrolment requests of one model store.
 
@@ -115,8 +127,11 @@ class EnrolmentStore:
         source: str = "api",
         at: float | None = None,
         key: str | None = None,
+        reply: Mapping[str, str] | None = None,
     ) -> str:
         """Store a request and its photos (queued); returns its id. Checks the product id and the record.
+        `reply`: the MQTT device and frame id to answer (`{"device", "frame_id"}`), kept with the request so that
+        whichever worker carries it out answers it, and a worker that finds it done but unanswered answers it.
 
         `key` names what the request came from (an MQTT device, its frame id and the photo's sha256): a request
         already stored under that key is returned as it is, so a delivery repeated by the broker or by Celery
@@ -136,20 +151,14 @@ class EnrolmentStore:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             staging.chmod(0o755)
-            (staging / "photos").mkdir()
-            names = []
-            for index, (name, data) in enumerate(photos):
-                safe = _PHOTO_NAME.sub("_", Path(name or "photo").name)[-80:].lstrip(".") or "photo"
-                stored = f"{index:03d}-{safe}"
-                (staging / "photos" / stored).write_bytes(data)
-                names.append({"name": stored, "bytes": len(data)})
             request = {
                 "id": enrolment,
                 "product": product,
                 "record": checked,
-                "photos": names,
+                "photos": _stage_photos(staging / "photos", photos),
                 "source": source,
                 "created_at": rfc3339(now),
+                **({"reply": dict(reply)} if reply is not None else {}),
             }
             _write_json(staging / "request.json", request)
             _write_json(staging / "status.json", {"state": QUEUED, "updated_at": rfc3339(now)})
@@ -261,8 +270,34 @@ class EnrolmentStore:
             "version": status.get("version"),
             "error": status.get("error"),
             "seconds": status.get("seconds"),
+            "with": list(status.get("with") or []),  # the other requests of the product in the same version
             "updated_at": status.get("updated_at"),
         }
+
+    def queued_for(self, product: str, *, since: float, exclude: str, max_photos: int = MAX_PHOTOS) -> list[str]:
+        """Other requests of `product` still queued, created from `since` (a Unix time) on, oldest first, as many as
+        fit in `max_photos` photos with `exclude`'s: what one version can carry together with `exclude`."""
+        first = new_enrolment_id(since)[:-9]  # ids sort by their creation time
+        try:
+            found = sorted(p.name for p in self.root.iterdir() if ENROLMENT_ID.match(p.name) and p.name >= first)
+        except OSError as exc:
+            raise self._unavailable("list the enrolments", exc) from exc
+        photos = len(self.request(exclude)["photos"])
+        picked = []
+        for enrolment in found:
+            if enrolment == exclude:
+                continue
+            try:
+                status = self.get(enrolment)
+            except EnrolmentError:
+                continue
+            if status["product"] != product or status["state"] != QUEUED or photos + status["photos"] > max_photos:
+                continue
+            if str(status["source"]).startswith("mqtt:") and "reply" not in self.request(enrolment):
+                continue  # stored by a release before replies: only its own task knows whom to answer
+            photos += status["photos"]
+            picked.append(enrolment)
+        return picked
 
     def list(self, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first; one that cannot be read is left out (EnrolmentError when the folder cannot be listed)."""
@@ -290,8 +325,24 @@ class EnrolmentStore:
     def running(self, enrolment: str) -> None:
         self.set_state(enrolment, RUNNING)
 
-    def done(self, enrolment: str, version: str, seconds: float) -> None:
-        self.set_state(enrolment, DONE, version=version, seconds=round(seconds, 3))
+    def done(self, enrolment: str, version: str, seconds: float, **details: Any) -> None:
+        self.set_state(enrolment, DONE, version=version, seconds=round(seconds, 3), **details)
+
+    def answered(self, enrolment: str) -> None:
+        """Record that the device that asked was told the outcome (a redelivered task then stays silent)."""
+        folder = self._folder(enrolment)
+        try:
+            status = json.loads((folder / "status.json").read_text(encoding="utf-8"))
+            _write_json(folder / "status.json", {**status, "answered": True})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _corrupt(enrolment, f"status.json cannot be updated ({exc})") from exc
+
+    def is_answered(self, enrolment: str) -> bool:
+        try:
+            status = json.loads((self._folder(enrolment) / "status.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(status, dict) and status.get("answered") is True
 
     def failed(self, enrolment: str, code: str, message: str) -> None:
         self.set_state(enrolment, FAILED, error={"code": code, "message": message})

@@ -4,14 +4,16 @@ Kept: the newest `keep` versions (PARTSIGHT_KEEP_VERSIONS, default 20), `current
 before it (`previous`, moved by versions.point_current), every pinned version (`partsight models --pin V`,
 listed in `pins.json`), and the full training each of current, previous and the pinned ones descends from
 (its manifest's `choices.trained_version`): an operator can always roll back to them. A prune removes every
-other version folder, staging folders a writer left behind more than an hour ago, and the content blobs no
-version links any more (models.store.blobs).
+other version folder (but one whose manifest it cannot read: a newer format, or damage, for an operator to look
+at), staging folders a writer left behind more than an hour ago, and
+the content blobs no version links any more (models.store.blobs).
 
 Standard library only, like models.store.versions: the API and the command line prune without numpy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,11 +99,11 @@ def _write_pins(store: Path, pinned: list[str]) -> None:
     os.replace(staging, store / PINS_FILE)
 
 
-def kept_versions(store: Path, keep: int) -> dict[str, tuple[str, ...]]:
+def kept_versions(store: Path, keep: int, folders: list[Path] | None = None) -> dict[str, tuple[str, ...]]:
     """Each version a prune keeps, with the reasons it is kept. Pure reading; no lock."""
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
-    names = [folder.name for folder in version_folders(store)]
+    names = [folder.name for folder in (version_folders(store) if folders is None else folders)]
     reasons: dict[str, list[str]] = {}
 
     def mark(names_kept: Iterable[str | None], reason: str) -> None:
@@ -116,7 +118,17 @@ def kept_versions(store: Path, keep: int) -> dict[str, tuple[str, ...]]:
     mark([previous], PREVIOUS)
     mark(pinned, "pinned")
     mark((_trained_from(store / name) for name in (current, previous, *pinned) if name in existing), "base")
+    mark((name for name in names if _unreadable(store / name)), "unreadable")
     return {name: tuple(why) for name, why in reasons.items()}
+
+
+def _unreadable(folder: Path) -> bool:
+    """A version whose manifest this release cannot read (a newer format, or damage): never removed by a prune."""
+    try:
+        read_manifest(folder)
+    except ArtifactError:
+        return True
+    return False
 
 
 def _created_at(folder: Path) -> str:
@@ -146,16 +158,18 @@ def prune(store: Path, keep: int = DEFAULT_KEEP_VERSIONS, *, timeout_s: float = 
 
 
 def _prune_locked(store: Path, keep: int) -> Pruned:
-    kept = kept_versions(store, keep)
+    folders = version_folders(store)  # one listing: a version written after it is not looked at
+    kept = kept_versions(store, keep, folders)
     removed = []
-    for folder in version_folders(store):
+    now = time.time()
+    for folder in folders:
         if folder.name not in kept:
             shutil.rmtree(folder)
             removed.append(folder.name)
-    now = time.time()
     for entry in store.iterdir():
-        if entry.name.startswith(STAGING_PREFIX) and now - entry.stat().st_mtime > STALE_STAGING_S:
-            shutil.rmtree(entry, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # a writer renamed its staging folder into place meanwhile
+            if entry.name.startswith(STAGING_PREFIX) and now - entry.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(entry, ignore_errors=True)
     freed = blobs.collect_garbage(store)
     if removed:
         logger.info("pruned %d version(s) of %s, %d bytes of blobs freed: %s", len(removed), store, freed, removed)

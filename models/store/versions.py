@@ -29,7 +29,7 @@ DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker
 MANIFEST = "manifest.json"
 CURRENT = "current"
 PREVIOUS = "previous"  # the version that was current before it: kept by every prune
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")
 # a version is one folder name under the store: never "..", a "/", or a hidden staging folder
 VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -174,28 +174,30 @@ def use_redis_lock(locks: RedisStoreLocks | None) -> None:
 
 
 @contextlib.contextmanager
-def store_lock(store: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+def store_lock(store: Path, timeout_s: float = LOCK_TIMEOUT_S, *, part: str = "") -> Iterator[None]:
     """One writer of `current` at a time on `store` (an enrolment, an activation): the folder's flock (processes
     of one machine), and the store's lock in Redis where this process knows Redis (machines sharing the folder
-    over a network, where flock is not to be trusted: models.store.writer_lock). StoreBusy after `timeout_s`."""
+    over a network, where flock is not to be trusted: models.store.writer_lock). StoreBusy after `timeout_s`.
+    `part`: a part of the store written apart from its versions (its lines), under a lock of its own."""
     started = time.monotonic()
-    with _flock(store, timeout_s):
+    with _flock(store, timeout_s, f".{part}.lock" if part else LOCK_FILE):
         locks = _redis_locks
         if locks is None:
             yield
             return
         remaining = max(0.0, timeout_s - (time.monotonic() - started))
-        with locks.hold(store, timeout_s=remaining) as held:
-            token = _HELD.set(held)
+        with locks.hold(store, timeout_s=remaining, part=part) as held:
+            token = _HELD.set(held) if not part else None
             try:
                 yield
             finally:
-                _HELD.reset(token)
+                if token is not None:
+                    _HELD.reset(token)
 
 
 @contextlib.contextmanager
-def _flock(store: Path, timeout_s: float) -> Iterator[None]:
-    path = store / LOCK_FILE
+def _flock(store: Path, timeout_s: float, name: str = LOCK_FILE) -> Iterator[None]:
+    path = store / name
     handle = path.open("a+")
     try:
         deadline = time.monotonic() + timeout_s
@@ -257,6 +259,7 @@ def activate(store: Path, version: str, *, timeout_s: float) -> str | None:
     folder = version_dir(store, version)
     verify_version(folder)
     with store_lock(store, timeout_s=timeout_s):
+        version_dir(store, version)  # still there: a prune may have run between the check and the lock
         previous = current_version(store)
         point_current(store, version)
     return previous

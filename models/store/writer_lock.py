@@ -108,10 +108,11 @@ class RedisStoreLocks:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), **options)
 
     @contextlib.contextmanager
-    def hold(self, store: Path, *, timeout_s: float) -> Iterator[HeldLock]:
-        """The lock of `store` for the `with` block; StoreBusy when another writer holds it past `timeout_s`, or
-        when Redis does not answer (a writer that cannot take the lock writes nothing)."""
-        key, token = KEY_PREFIX + store_id(store), secrets.token_hex(16)
+    def hold(self, store: Path, *, timeout_s: float, part: str = "") -> Iterator[HeldLock]:
+        """The lock of `store` (or of one `part` of it, such as its lines, locked apart from its versions) for the
+        `with` block; StoreBusy when another writer holds it past `timeout_s`, or when Redis does not answer (a
+        writer that cannot take the lock writes nothing)."""
+        key, token = KEY_PREFIX + store_id(store) + (f":{part}" if part else ""), secrets.token_hex(16)
         deadline = time.monotonic() + timeout_s
         try:
             while not self._client.set(key, token, nx=True, px=int(self.ttl_s * 1000)):

@@ -39,17 +39,12 @@ from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
 from models.answer.row_shards import StoredRows, write_rows
 from models.bundle import ModelBundle, load_model, stored_gallery, write_model
-from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, ModelError, TrainingError
+from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
-from models.store.enrolment_requests import DONE, FAILED, EnrolmentStore, check_catalog_record, check_product_id
-from models.store.retention import prune
+from models.store.enrolment_requests import check_catalog_record, check_product_id
 from models.store.versions import (
-    current_version,
-    point_current,
-    read_manifest,
     store_lock,
     verify_file,
-    version_folders,
 )
 from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
@@ -473,93 +468,3 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def prune_quietly(store: Path, keep_versions: int) -> None:
-    """A prune under the lock the caller holds; a version it cannot remove is logged, never an enrolment's failure."""
-    try:
-        prune(store, keep_versions, locked=True)
-    except (OSError, ArtifactError) as exc:
-        logger.warning("could not prune %s after an enrolment (the next one tries again): %s", store, exc)
-
-
-@dataclass(frozen=True)
-class RequestOutcome:
-    enrolment: str
-    product: str
-    state: str  # done or failed
-    version: str | None
-    error: Mapping[str, str] | None
-    ran: bool  # False: it had finished before (a redelivered task), nothing was done
-    enrolled: Enrolled | None = None
-
-
-def made_by(store: Path, enrolment: str) -> str | None:
-    """The version this enrolment already wrote, if any (a process that died after `current` moved and before it
-    recorded `done`): its manifest names the enrolment."""
-    for folder in reversed(version_folders(store)):  # newest first: it is most likely the last one
-        try:
-            if read_manifest(folder).get("enrolment", {}).get("enrolment") == enrolment:
-                return folder.name
-        except (ArtifactError, AttributeError):
-            continue
-    return None
-
-
-def finish_moving_current(store: Path, written: str) -> None:
-    """Point `current` at a version an enrolment wrote before it died, when `current` still names the version it
-    was built on (it died between the two); a `current` that moved on since is left alone."""
-    base = read_manifest(store / written).get("enrolment", {}).get("base_version")
-    if current_version(store) == base:
-        point_current(store, written)
-
-
-def run_request(
-    store: Path,
-    enrolment: str,
-    features_of: FeaturesOf,
-    *,
-    wait_s: float | None = None,
-    keep_versions: int | None = None,
-) -> RequestOutcome:
-    """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
-
-    `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
-    untouched (the caller tries again later). `keep_versions`: prune the store after a version is written, keeping
-    this many newest (models.store.retention; None: no prune). Anything but an EnrolmentError is recorded as
-    `internal` and raised again (a bug to see in the log)."""
-    requests = EnrolmentStore(store)
-    request = requests.request(enrolment)
-    product = str(request["product"])
-    with store_lock(store) if wait_s is None else store_lock(store, timeout_s=wait_s):
-        status = requests.get(enrolment)
-        if status["state"] in (DONE, FAILED):
-            return RequestOutcome(enrolment, product, status["state"], status["version"], status["error"], False)
-        written = made_by(store, enrolment)
-        if written is not None:
-            finish_moving_current(store, written)
-            requests.done(enrolment, written, 0.0)
-            return RequestOutcome(enrolment, product, DONE, written, None, False)
-        requests.running(enrolment)
-        try:
-            enrolled = enrol(
-                store,
-                product,
-                requests.photos(enrolment),
-                record=request.get("record"),
-                features_of=features_of,
-                photo_prefix=f"enrolments/{enrolment}",
-                details={"enrolment": enrolment, "source": request.get("source")},
-                locked=True,
-            )
-        except EnrolmentError as exc:
-            requests.failed(enrolment, exc.code, exc.message)
-            return RequestOutcome(enrolment, product, FAILED, None, {"code": exc.code, "message": exc.message}, True)
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
-            requests.failed(enrolment, "internal", message)
-            raise
-        requests.done(enrolment, enrolled.version, enrolled.seconds)
-        if keep_versions is not None:
-            prune_quietly(store, keep_versions)
-    return RequestOutcome(enrolment, product, DONE, enrolled.version, None, True, enrolled)

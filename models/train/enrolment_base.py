@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.answer.arrays import read_arrays
+from models.answer.arrays import read_arrays, save_arrays
 from models.answer.classifiers import Candidate
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT
 from models.answer.row_shards import RowLayout, StoredRows, read_rows
@@ -60,7 +60,7 @@ class EnrolmentBase:
 
     def save(self, path: Path) -> None:
         """One .npz of every row (the layout before shards; versions now store rows with `stored_rows`)."""
-        np.savez(path, **self.columns())  # type: ignore[arg-type]
+        save_arrays(path, self.columns())
 
     @classmethod
     def load(cls, path: Path) -> EnrolmentBase:

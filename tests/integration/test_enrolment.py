@@ -147,3 +147,35 @@ def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store,
         client.disconnect()
     versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
     assert len(versions) == 1 + 3  # the trained one and one per photo
+
+
+def test_a_burst_of_photos_over_mqtt_makes_one_version_a_product(own_stack, model_store, tmp_path: Path) -> None:
+    """Two products' photos sent one message each, without waiting: every message answered, one version each."""
+    store = tmp_path / "store"
+    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
+    stack = own_stack
+    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
+    stack.start()
+    device = "phone-9"
+    sent = []
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        for digit in (2, 5):
+            catalog = json.dumps({"name": f"Gauge {digit}", "category": "gauges"})
+            for index, (_, data) in enumerate(digit_photos(digit, 5)):
+                extra = [("product", f"gauge-{digit}"), *([("catalog", catalog)] if index == 0 else [])]
+                frame_id = f"burst-{digit}-{index}"
+                client.publish(
+                    f"{stack.topics.prefix}/{device}/enrol", data, qos=1, properties=enrol_properties(frame_id, extra)
+                )
+                sent.append(frame_id)
+        answers = {frame_id: listener.wait_frame(frame_id, timeout=120)[1] for frame_id in sent}
+        client.disconnect()
+    assert all(answer["state"] == "done" for answer in answers.values()), answers
+    made = {answer["product"]: set() for answer in answers.values()}
+    for answer in answers.values():
+        made[answer["product"]].add(answer["version"])
+    assert set(made) == {"gauge-2", "gauge-5"}
+    assert len(made["gauge-2"]) == len(made["gauge-5"]) == 1, made  # one version a product, not one a photo
+    versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
+    assert len(versions) == 1 + 2

@@ -281,3 +281,46 @@ def try_until_version(page: Page, version: str, timeout_s: float = 20.0) -> dict
             assert answer.get("model", {}).get("version") == version, answer
             return answer
         time.sleep(0.5)
+
+
+def test_operator_keeps_lines_and_a_devices_frames_are_answered_on_its_line(page_stack: Stack, page: Page) -> None:
+    stack = page_stack
+    products = sorted(record["product"] for record in get_json(stack, "/v1/products")["products"])
+    on_line = products[:2]
+    page.goto(f"http://127.0.0.1:{stack.api_port}/ui")
+    page.get_by_label("API token", exact=True).fill(TOKEN)
+    page.get_by_test_id("token-save").click()
+    expect(page.get_by_test_id("lines-empty")).to_be_visible()
+    status = page.get_by_test_id("status")
+
+    # a product the catalog does not have is refused, and said so
+    page.get_by_test_id("line-name").fill("press-3")
+    page.get_by_test_id("line-products").fill("no-such-part")
+    page.get_by_test_id("line-save").click()
+    expect(status).to_contain_text("unknown_product")
+    page.get_by_test_id("line-name").fill("press-3")
+    page.get_by_test_id("line-products").fill(", ".join(on_line))
+    page.get_by_test_id("line-save").click()
+    line = page.locator("[data-testid=line][data-line=press-3]")
+    expect(line.get_by_test_id("line-makes")).to_have_text(", ".join(on_line))
+
+    page.get_by_test_id("device-id").fill("press-cam")
+    page.get_by_test_id("device-line").select_option("press-3")
+    page.get_by_test_id("device-save").click()
+    expect(line.get_by_test_id("line-devices")).to_have_text("Devices: press-cam")
+
+    # the device's frames are answered only among the line's products
+    answer = send_frame(stack, "press-cam", gear_photo(7))
+    assert answer["line"] == "press-3" and answer["product"] in (None, *on_line), answer
+    assert {entry["product"] for entry in answer["top_k"]} <= set(on_line)
+
+    # a line with a device on it is not removed; once the device is off it, it is
+    line.get_by_test_id("line-delete").click()
+    expect(status).to_contain_text("line_in_use")
+    page.get_by_test_id("device-id").fill("press-cam")
+    page.get_by_test_id("device-line").select_option("")
+    page.get_by_test_id("device-save").click()
+    expect(line.get_by_test_id("line-devices")).to_have_text("No device on it.")
+    line.get_by_test_id("line-delete").click()
+    expect(page.get_by_test_id("lines-empty")).to_be_visible()
+    assert send_frame(stack, "press-cam", gear_photo(8))["line"] is None

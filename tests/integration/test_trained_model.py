@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from models.store import plant_lines as lines
 from partsight.testing.harness import Listener, frame_properties, publisher
 from partsight.testing.servers import ServerProcess
 from partsight.testing.stack import make_stack
@@ -81,7 +82,8 @@ def test_training_writes_a_category_first_model_with_its_report(trained_store: P
     assert set(training["classifiers"]) == {"(categories)", "fittings"}
     assert {"report.md", "confusion_matrix.png", "precision_coverage.png", "backbone.onnx"} <= set(manifest["files"])
     # the recipe cross-validation chose, its mean, the gallery of the 32 photos and the novelty score
-    assert {"features.npz", "gallery.npz", "open_set.png"} <= set(manifest["files"])
+    gallery = manifest["gallery"]
+    assert {"features.npz", *gallery["shards"], gallery["spread"], "open_set.png"} <= set(manifest["files"])
     assert manifest["features"]["recipe"]["parts"][:4] == ["b10", "b14", "b15", "head"]
     assert manifest["gallery"]["photos"] == 32 and 0 < manifest["novelty"]["threshold"] < 1
     assert training["features"]["label"] in training["features"]["cv_macro_f1"]
@@ -122,3 +124,58 @@ def test_the_worker_serves_the_trained_model_unchanged(
             client.disconnect()
     finally:
         stack.stop()
+
+
+def test_a_line_answers_among_its_products_and_a_line_there_is_not_is_refused(
+    trained_store: Path, mqtt_server: ServerProcess, redis: ServerProcess, tmp_path: Path
+) -> None:
+    valves = ["red-valve", "amber-valve"]
+    catalog = {product for _, product, _, _ in PRODUCTS}
+    lines.put_line(
+        trained_store,
+        "valves",
+        products=valves,
+        categories=[],
+        known_products=catalog,
+        known_categories={category for category, *_ in PRODUCTS},
+    )
+    lines.set_device_line(trained_store, "line-cam", "valves")
+    stack = make_stack(mqtt_server, redis, trained_store, tmp_path / "logs")
+    stack.start()
+    try:
+        rng = np.random.default_rng(123)
+        topics = [f"{stack.topics.prefix}/{device}/#" for device in ("free-cam", "line-cam")]
+        with Listener("127.0.0.1", stack.mqtt_port, topics) as listener:
+            client = publisher("127.0.0.1", stack.mqtt_port)
+
+            def send(device: str, product: int, line: str | None = None) -> str:
+                frame_id = uuid.uuid4().hex
+                path = tmp_path / f"{frame_id}.png"
+                _, _, shape, colour = PRODUCTS[product]
+                product_photo(shape, colour, rng).save(path)
+                properties = frame_properties(frame_id)
+                if line is not None:
+                    properties.UserProperty = [("line", line)]
+                client.publish(stack.topics.frame(device), path.read_bytes(), qos=1, properties=properties)
+                return frame_id
+
+            pumps = [send("free-cam", 2, line="valves") for _ in range(3)] + [send("line-cam", 2) for _ in range(3)]
+            valve = send("line-cam", 0)
+            free = send("free-cam", 2)
+            nowhere = send("free-cam", 0, line="press-9")
+            for frame_id in pumps:  # a pump on the valves line: never answered as a product off the line
+                _, result, _ = listener.wait_frame(frame_id, timeout=60)
+                assert result["line"] == "valves" and result["product"] in (None, *valves), result
+                assert {entry["product"] for entry in result["top_k"]} <= set(valves)
+                assert all(match["product"] in valves for match in result["matches"])
+            _, result, _ = listener.wait_frame(valve, timeout=60)
+            assert result["line"] == "valves" and result["product"] == "red-valve", result
+            _, result, _ = listener.wait_frame(free, timeout=60)
+            assert result["line"] is None and result["product"] == "blue-pump", result
+            topic, error, _ = listener.wait_frame(nowhere, timeout=60)
+            assert topic == stack.topics.error("free-cam") and error["error"]["code"] == "unknown_line", error
+            client.disconnect()
+    finally:
+        stack.stop()
+        lines.set_device_line(trained_store, "line-cam", None)
+        lines.delete_line(trained_store, "valves")

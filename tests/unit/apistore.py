@@ -94,7 +94,7 @@ class FakeRecognizer:
         self.reply: Any = lambda device, image: result_for(device)
         self.pending: list[Future[dict[str, Any]]] = []
 
-    def submit(self, device: str, image: bytes) -> Future[dict[str, Any]]:
+    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[dict[str, Any]]:
         self.frames.append((device, image))
         future: Future[dict[str, Any]] = Future()
         if self.hang:

@@ -57,6 +57,7 @@ SUBCOMMANDS = {
     "train": ["--images", "photos", "--catalog", "catalog.csv", "--out", "store"],
     "augment": ["--image", "part.jpg", "--out", "out"],
     "models": ["--store", "store"],
+    "lines": ["--store", "store"],
     "demo": [],
     "api": [],
     "enrol": ["--store", "store", "--product", "valve-1", "--photos", "a.jpg", "b.jpg"],

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ from models.store.enrolment_requests import (
     check_catalog_record,
 )
 from models.store.versions import file_sha256, version_folders
-from models.train.enrolment import base_of, enrol, run_request
+from models.train.enrolment import base_of, enrol
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase
+from models.train.enrolment_runs import run_request
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
 
@@ -399,3 +401,91 @@ def test_enrolments_prune_the_store_to_what_it_keeps(store: Path) -> None:
     # the newest (current), the one before it (previous) and the training they descend from; the first is gone
     assert {folder.name for folder in version_folders(store)} == {trained, written[1], written[2]}
     assert requests.get(enrolment)["state"] == DONE and load_model(store).version == written[2]
+
+
+def test_queued_photos_of_one_product_become_one_version(store: Path) -> None:
+    requests = EnrolmentStore(store)
+    lead, *others = (
+        requests.create("gauge-3", digit_photos(3, 2, offset=2 * i), record=DIGIT_RECORD if i == 0 else None)
+        for i in range(3)
+    )
+    elsewhere = requests.create("gauge-5", digit_photos(5, 2), record=DIGIT_RECORD)
+    outcome = run_request(store, lead, LocalFeatures(), coalesce=True)
+    assert outcome.state == DONE and set(outcome.companions) == set(others)
+    for enrolment in (lead, *others):
+        status = requests.get(enrolment)
+        assert status["state"] == DONE and status["version"] == outcome.version
+    assert requests.get(elsewhere)["state"] == "queued"  # another product: its own version
+    bundle = load_model(store)
+    assert bundle.manifest["enrolment"]["with"] == others and bundle.manifest["enrolment"]["photos"] == 6
+    base, _ = base_of(bundle)
+    assert int((base.products == "gauge-3").sum()) == 6
+    assert run_request(store, others[0], LocalFeatures(), coalesce=True).ran is False  # its own task: done already
+
+
+def test_a_bad_photo_among_queued_ones_fails_only_its_own_request(store: Path) -> None:
+    requests = EnrolmentStore(store)
+    lead = requests.create("gauge-3", digit_photos(3, 3), record=DIGIT_RECORD)
+    broken = requests.create("gauge-3", [("x.png", b"garbage")])
+    good = requests.create("gauge-3", digit_photos(3, 2, offset=3))
+    fine = run_request(store, lead, LocalFeatures(), coalesce=True)
+    assert fine.state == DONE and fine.companions == (good,) and requests.get(lead)["state"] == DONE
+    assert requests.get(good)["version"] == fine.version  # the good ones went on together
+    assert requests.get(broken)["state"] == FAILED  # its own photo: its own failure
+    assert requests.get(broken)["error"]["code"] in {"unsupported_format", "image_undecodable"}
+    assert load_model(store).manifest["enrolment"]["photos"] == 5
+    again = run_request(store, broken, LocalFeatures(), coalesce=True)  # its own task: failed already
+    assert not again.ran and again.state == FAILED
+
+
+def test_the_worker_answers_every_device_of_a_shared_version_once(store: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from broker.topics import Topics
+    from worker.enrolment_tasks import EnrolmentRunner
+    from worker.metrics import WorkerMetrics
+    from worker.runtime import served_model
+
+    def load(path: Path):  # type: ignore[no-untyped-def]
+        return served_model(Recognizer.load(path, device="cpu"), DecodeLimits())
+
+    served = load(resolve(store))
+    published: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    runner = EnrolmentRunner(
+        store,
+        served=lambda: served,
+        load=load,
+        metrics=WorkerMetrics(CollectorRegistry()),
+        announce=lambda version, reason: None,
+        reload_now=lambda: None,
+        publish=lambda topic, payload: published.append((topic, json.loads(payload))),
+        topics=Topics("t"),
+        window_s=0.5,
+    )
+    requests = EnrolmentStore(store)
+    photos = digit_photos(3, 4)
+    first, second = (
+        requests.create("gauge-3", [photos[i]], record=DIGIT_RECORD, reply={"device": f"cam-{i}", "frame_id": f"f{i}"})
+        for i in (0, 1)
+    )
+    from worker.errors import EnrolmentBusy
+
+    with pytest.raises(EnrolmentBusy) as young:  # the window: its thread goes back until more photos may come
+        runner.handle({"enrolment": first})
+    assert young.value.retry_in_s is not None and 0 < young.value.retry_in_s <= 0.5
+    time.sleep(young.value.retry_in_s)
+    outcome = runner.handle({"enrolment": first})
+    assert outcome.companions == (second,)
+    assert sorted((topic, answer["frame_id"], answer["version"]) for topic, answer in published) == [
+        ("t/cam-0/result", "f0", outcome.version),
+        ("t/cam-1/result", "f1", outcome.version),
+    ]
+    runner.handle({"enrolment": second})  # the second request's own task: done, and its device told already
+    assert len(published) == 2
+    # a worker that recorded a request done and died before it answered: the redelivered task answers
+    third = requests.create("gauge-3", [photos[2]], reply={"device": "cam-2", "frame_id": "f2"})
+    done = run_request(store, third, LocalFeatures())
+    assert done.state == DONE and not requests.is_answered(third)
+    again = runner.handle({"enrolment": third})
+    assert not again.ran and published[-1] == ("t/cam-2/result", {**published[-1][1], "version": done.version})
+    assert requests.is_answered(third) and len(published) == 3

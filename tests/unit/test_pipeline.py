@@ -80,7 +80,7 @@ def mean_features(images: list[np.ndarray]) -> list[np.ndarray]:
     return [np.full(4, image.mean(), dtype=np.float32) for image in images]
 
 
-def classify(features: np.ndarray) -> list[Decision]:
+def classify(features: np.ndarray, allowed: Any = None) -> list[Decision]:
     top = [{"product": "valve", "category": "fittings", "score": 0.9}]
     return [Decision("recognized", "valve", "fittings", 0.9, 0.95, top) for _ in features]
 
@@ -259,7 +259,7 @@ def test_an_unpublished_answer_is_released_and_retried_alone(parts) -> None:
 def test_a_model_failure_is_an_internal_error(parts) -> None:
     pipeline, frames, publisher, _, _ = parts
 
-    def broken(_: np.ndarray) -> list[Decision]:
+    def broken(_: np.ndarray, allowed: Any = None) -> list[Decision]:
         raise RuntimeError("CUDA error")
 
     pipeline._model = lambda: served_model("v7", classify=broken)
@@ -407,7 +407,7 @@ def test_a_results_novelty_and_nearest_enrolled_photos_come_from_its_decision(pa
         {"product": "elbow", "photo": "fittings/elbow/0011.png", "similarity": 0.61},
     )
 
-    def with_gallery(features: np.ndarray) -> list[Decision]:
+    def with_gallery(features: np.ndarray, allowed: Any = None) -> list[Decision]:
         return [dataclasses.replace(decision, novelty=0.0812345, matches=nearest) for decision in classify(features)]
 
     pipeline._model = lambda: served_model("v7", classify=with_gallery)
@@ -430,16 +430,17 @@ def test_a_model_without_a_gallery_answers_novelty_null_and_no_matches(parts) ->
 def test_a_served_recognizer_is_asked_for_the_configured_number_of_matches() -> None:
     asked: list[int] = []
 
-    def recognizer_classify(features: np.ndarray, *, matches: int = 3) -> list[Decision]:
+    def recognizer_classify(features: np.ndarray, *, matches: int = 3, allowed: Any = None) -> list[Decision]:
         asked.append(matches)
         return classify(features)
 
-    bundle = SimpleNamespace(name="m", version="v1", catalog={}, head=SimpleNamespace(categories=("fittings",)))
+    head = SimpleNamespace(products=("valve",), categories=("fittings",))
+    bundle = SimpleNamespace(name="m", version="v1", catalog={}, head=head)
     engine = SimpleNamespace(name="onnxruntime", device="cpu", prepare=None, features=mean_features)
     recognizer = SimpleNamespace(
         bundle=bundle, engine=engine, input_size=16, spec=SimpleNamespace(name="b"), classify=recognizer_classify
     )
     for configured in (0, 7):
         model = served_recognizer(recognizer, DecodeLimits(), matches=configured)  # type: ignore[arg-type]
-        assert len(model.classify(np.zeros((2, 4), dtype=np.float32))) == 2
+        assert len(model.classify(np.zeros((2, 4), dtype=np.float32), None)) == 2
     assert asked == [0, 7]

@@ -227,7 +227,7 @@ class Recorder:
         self.offered.append((request, result))
 
 
-def close_call(features: np.ndarray) -> list[Decision]:
+def close_call(features: np.ndarray, allowed: Any = None) -> list[Decision]:
     """Every frame recognised as a valve, an elbow close behind (or unknown for a dark image)."""
     decisions = []
     for row in features:

@@ -5,6 +5,7 @@
 import { refreshCatalog } from "./catalog.js";
 import { $ } from "./dom.js";
 import { loadTracked, pollEnrolments, refreshEnrolmentListing, renderEnrolments } from "./enrolments.js";
+import { setupLines, refreshLines } from "./lines.js";
 import { refreshNow, startRefreshing } from "./loop.js";
 import { setupProductForm } from "./products.js";
 import { refreshReview, reviewCount } from "./review.js";
@@ -25,6 +26,7 @@ async function refreshAll() {
     ["Reading the review queue", refreshReview],
     ["Reading the model versions", refreshModels],
     ["Reading the enrolments", refreshEnrolmentListing],
+    ["Reading the lines", refreshLines],
   ];
   if (ticks++ % CATALOG_EVERY === 0) jobs.push(["Reading the catalog", refreshCatalog]);
   const results = await Promise.allSettled(jobs.map(([, job]) => job()));
@@ -45,6 +47,7 @@ function start() {
   setupTry();
   $("review-refresh").addEventListener("click", refreshNow);
   setupModels();
+  setupLines();
   loadTracked();
   renderEnrolments();
   pollEnrolments();

@@ -1,0 +1,167 @@
+"""Carrying out stored enrolment requests: once each, the photos of one product that arrived together as one version.
+
+`run_request` takes the store's lock, reads the request's status (one done or failed is not run again; one whose
+version exists already, written by a process that died before recording it, is finished), and with `coalesce`
+takes the other requests of the same product still queued along: their photos become one version, and every one
+of them is recorded done with it (`with`: the others). When the photos together fail on one photo (it cannot be
+decoded, say), the request that brought it is recorded failed and the rest go on together; a failure that names
+no photo runs the request alone and puts the others back in the queue for their own tasks. After a version is
+written the store is pruned (models.store.retention).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import ArtifactError, EnrolmentError, ModelError
+from models.store.enrolment_requests import DONE, FAILED, QUEUED, EnrolmentStore
+from models.store.retention import prune
+from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
+from models.train.enrolment import Enrolled, FeaturesOf, enrol
+
+logger = logging.getLogger(__name__)
+
+COALESCE_LOOKBACK_S = 600.0  # queued requests of the product created this long before the one run are taken along
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    enrolment: str
+    product: str
+    state: str  # done or failed
+    version: str | None
+    error: Mapping[str, str] | None
+    ran: bool  # False: it had finished before (a redelivered task), nothing was done
+    enrolled: Enrolled | None = None
+    companions: tuple[str, ...] = ()  # the other requests carried out in the same version
+
+
+def prune_quietly(store: Path, keep_versions: int) -> None:
+    """A prune under the lock the caller holds; a version it cannot remove is logged, never an enrolment's failure."""
+    try:
+        prune(store, keep_versions, locked=True)
+    except (OSError, ArtifactError) as exc:
+        logger.warning("could not prune %s after an enrolment (the next one tries again): %s", store, exc)
+
+
+def made_by(store: Path, enrolment: str) -> str | None:
+    """The version this enrolment already wrote, if any (a process that died after `current` moved and before it
+    recorded `done`): its manifest names the enrolment, or lists it among those it carried out together."""
+    for folder in reversed(version_folders(store)):  # newest first: it is most likely the last one
+        try:
+            summary = read_manifest(folder).get("enrolment", {})
+            if summary.get("enrolment") == enrolment or enrolment in summary.get("with", ()):
+                return folder.name
+        except (ArtifactError, AttributeError, TypeError):
+            continue
+    return None
+
+
+def finish_moving_current(store: Path, written: str) -> None:
+    """Point `current` at a version an enrolment wrote before it died, when `current` still names the version it
+    was built on (it died between the two); a `current` that moved on since is left alone."""
+    base = read_manifest(store / written).get("enrolment", {}).get("base_version")
+    if current_version(store) == base:
+        point_current(store, written)
+
+
+def run_request(
+    store: Path,
+    enrolment: str,
+    features_of: FeaturesOf,
+    *,
+    wait_s: float | None = None,
+    keep_versions: int | None = None,
+    coalesce: bool = False,
+) -> RequestOutcome:
+    """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
+
+    `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
+    untouched (the caller tries again later). `keep_versions`: prune the store after a version is written, keeping
+    this many newest (None: no prune). `coalesce`: take the product's other queued requests along, into the same
+    version. Anything but an EnrolmentError is recorded as `internal` and raised again (a bug to see in the log)."""
+    requests = EnrolmentStore(store)
+    request = requests.request(enrolment)
+    product = str(request["product"])
+    with store_lock(store) if wait_s is None else store_lock(store, timeout_s=wait_s):
+        status = requests.get(enrolment)
+        if status["state"] in (DONE, FAILED):
+            return RequestOutcome(enrolment, product, status["state"], status["version"], status["error"], False)
+        written = made_by(store, enrolment)
+        if written is not None:
+            finish_moving_current(store, written)
+            requests.done(enrolment, written, 0.0)
+            return RequestOutcome(enrolment, product, DONE, written, None, False)
+        since = time.time() - COALESCE_LOOKBACK_S
+        batch = [enrolment, *(requests.queued_for(product, since=since, exclude=enrolment) if coalesce else [])]
+        outcome = _carry_out(store, requests, batch, features_of)
+        while outcome.state == FAILED and len(batch) > 1 and outcome.error is not None:
+            batch = _without_culprit(requests, batch, outcome.error)
+            if enrolment not in batch:
+                break  # this request's own photo failed: recorded so; the others wait for their own tasks
+            outcome = _carry_out(store, requests, batch, features_of)
+        if outcome.state == DONE and keep_versions is not None:
+            prune_quietly(store, keep_versions)
+    return outcome
+
+
+def _without_culprit(requests: EnrolmentStore, batch: list[str], error: Mapping[str, str]) -> list[str]:
+    """After the photos of `batch` failed together: the request whose photo the error names stays failed and the
+    rest go back to the queue and on together; when the error names no photo, the first request goes on alone."""
+    message = str(error.get("message", ""))
+    culprit = next((enrolment for enrolment in batch if f"photo {enrolment}/" in message), None)
+    rest = [enrolment for enrolment in batch if enrolment != culprit] if culprit is not None else batch[:1]
+    for enrolment in batch:
+        if enrolment != culprit:
+            requests.set_state(enrolment, QUEUED)
+    logger.info(
+        "enrolling %d request(s) together failed (%s); %s",
+        len(batch),
+        message,
+        f"{culprit} stays failed, the rest go on" if culprit else f"{batch[0]} goes on alone",
+    )
+    return rest
+
+
+def _carry_out(store: Path, requests: EnrolmentStore, batch: list[str], features_of: FeaturesOf) -> RequestOutcome:
+    """Enrol the photos of every request in `batch` (one product; the first is the one run) as one version."""
+    lead, others = batch[0], tuple(batch[1:])
+    loaded = [requests.request(enrolment) for enrolment in batch]
+    product = str(loaded[0]["product"])
+    records = [r["record"] for r in sorted(loaded, key=lambda r: str(r["id"])) if r.get("record") is not None]
+    photos = [(f"{enrolment}/{name}", data) for enrolment in batch for name, data in requests.photos(enrolment)]
+    for enrolment in batch:
+        requests.running(enrolment)
+    details: dict[str, Any] = {"enrolment": lead, "source": loaded[0].get("source")}
+    if others:
+        details["with"] = list(others)
+    try:
+        enrolled = enrol(
+            store,
+            product,
+            photos,
+            record=records[-1] if records else None,  # the newest record given wins (ids sort by creation time)
+            features_of=features_of,
+            photo_prefix="enrolments",
+            details=details,
+            locked=True,
+        )
+    except EnrolmentError as exc:
+        error = {"code": exc.code, "message": exc.message}
+        for enrolment in batch:
+            requests.failed(enrolment, exc.code, exc.message)
+        return RequestOutcome(lead, product, FAILED, None, error, True, companions=others)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, ModelError) else f"{type(exc).__name__}: {exc}"
+        for enrolment in batch:
+            requests.failed(enrolment, "internal", message)
+        raise
+    for enrolment in batch:
+        together = [other for other in batch if other != enrolment]
+        requests.done(enrolment, enrolled.version, enrolled.seconds, **({"with": together} if together else {}))
+    return RequestOutcome(lead, product, DONE, enrolled.version, None, True, enrolled, others)
