@@ -553,9 +553,9 @@ def jpeg(image: Image.Image, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-def export_training_folder(out: Path, *, products: int, per_product: int, seed: int = 0) -> list[Path]:
-    """Write `out/<category>/<product>/photo-<k>.jpg` for the first `products` parts; returns the written paths."""
-    return _export(out, parts(products), per_product, seed, folders=True)
+def export_training_folder(out: Path, *, products: int, per_product: int, seed: int = 0, start: int = 0) -> list[Path]:
+    """Write `out/<category>/<product>/photo-<k>.jpg` for `products` parts from `start`; returns the written paths."""
+    return _export(out, parts(products, start=start), per_product, seed, folders=True)
 
 
 def export_camera_folder(

@@ -1,0 +1,236 @@
+"""From ten products to thousands: what training, an enrolment and the store cost as the catalog grows.
+
+    .venv/bin/python -m bench.scale [--sizes 10,100] [--photos 20] [--enrolments 3] [--classifiers logistic]
+
+For each catalog size N: N drawn look-alike parts (models/train/parts.py, `photos` each) are trained into a new
+store with `partsight train` in a child process (seconds and the child's peak memory), then `enrolments` new
+parts of `photos` each are enrolled one after the other through the enrolment path the command line and the
+workers use (a stored request, run_request, the version's own ONNX engine in this process; the refit, the
+write, the prune after each version). Per enrolment: seconds from the request to `current` moving, the bytes
+the store grew on disk (each shared file counted once), and, as the baseline measured in the same run, the
+bytes the same version takes as a self-contained folder (every file but the hard-linked ONNX graph: what a
+version cost before versions shared content).
+
+Accuracy at the shipped operating point, on photos taken on another day (another seed): `--test-photos` of each
+of up to 100 of the trained parts and of 20 never-seen look-alikes (the parts after the catalog's): top-1 (the
+best product is the right one, whatever the threshold), known answered right, known category right, macro-F1 and
+never-seen refused. Then a line of `--line` of those parts: the same photos answered on the line (the answer
+restricted to its parts, as a worker answers a device on it) against a model trained on those parts alone, the
+baseline measured in the same run.
+
+`--classifiers` defaults to logistic regression alone: the full classifier search does not finish at 100 parts
+on a 2-core box (issue 19 section 6). Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from models.store.blobs import store_bytes
+from models.store.enrolment_requests import DONE, EnrolmentStore
+from models.store.versions import MANIFEST, current_version, version_folders
+from models.train import parts
+from models.train.enrolment_runs import run_request
+from partsight.enrol_cli import LocalFeatures
+
+ROOT = Path(__file__).resolve().parent.parent
+LINKED = ("backbone.onnx",)  # hard-linked by every enrolment, before shared content too
+
+
+def train_child(images: Path, catalog: Path, store: Path, classifiers: str) -> tuple[float, float]:
+    """`partsight train` in a child process: its seconds and peak resident memory in MiB."""
+    command = [sys.executable, "-m", "partsight.cli", "--log-level", "warning", "train", "--images", str(images)]
+    command += ["--catalog", str(catalog), "--out", str(store), "--quiet", "--classifiers", classifiers]
+    started = time.monotonic()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"partsight train failed at {images} (exit {child.returncode})")
+    return time.monotonic() - started, usage.ru_maxrss / 1024
+
+
+def self_contained_bytes(version: Path) -> int:
+    """The bytes of a version's files as its own copies (the ONNX graph left out: it was linked before too)."""
+    files = json.loads((version / MANIFEST).read_text())["files"]
+    return (
+        sum(int(record["bytes"]) for name, record in files.items() if name not in LINKED)
+        + (version / MANIFEST).stat().st_size
+    )
+
+
+def feature_dim(version: Path) -> int:
+    return int(json.loads((version / MANIFEST).read_text())["backbone"]["feature_dim"])
+
+
+def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -> list[dict[str, Any]]:
+    """Enrol parts first..first+count-1 one after the other; one row of figures each."""
+    features = LocalFeatures("cpu", None)
+    requests = EnrolmentStore(store)
+    catalog = parts.catalog(first + count)
+    rows = []
+    for item in parts.parts(count, start=first):
+        folder = work / item.product
+        paths = parts.export_camera_folder(folder, products=1, per_product=photos, seed=0, start=item.index)
+        pictures = [(path.name, path.read_bytes()) for path, _ in paths]
+        before = store_bytes(store)
+        started = time.monotonic()
+        enrolment = requests.create(item.product, pictures, record=catalog[item.product], source="bench")
+        outcome = run_request(store, enrolment, features, keep_versions=20)
+        seconds = time.monotonic() - started
+        if outcome.state != DONE or outcome.version is None:
+            raise SystemExit(f"enrolment of {item.product} failed: {outcome.error}")
+        assert outcome.enrolled is not None
+        rows.append(
+            {
+                "seconds": seconds,
+                "refit_s": outcome.enrolled.timings.get("refit_s", 0.0),
+                "grown": store_bytes(store) - before,  # the request's photos (kept for review) included
+                "self_contained": self_contained_bytes(store / outcome.version),
+                "own_features": photos * feature_dim(store / outcome.version) * 2,  # float16
+            }
+        )
+    return rows
+
+
+def train_parts(folder: Path, size: int, photos: int, classifiers: str, first: int = 0) -> tuple[Path, float, float]:
+    """`size` parts from `first` trained into `folder/store`: the store, seconds and peak MiB."""
+    images, catalog_file, store = folder / "images", folder / "catalog.json", folder / "store"
+    parts.export_training_folder(images, products=size, per_product=photos, start=first)
+    catalog_file.parent.mkdir(parents=True, exist_ok=True)
+    catalog_file.write_text(
+        json.dumps([parts.catalog(first + size)[item.product] for item in parts.parts(size, start=first)])
+    )
+    seconds, peak = train_child(images, catalog_file, store, classifiers)
+    return store, seconds, peak
+
+
+def answers(store: Path, photos: list[tuple[Path, str]], allowed: list[str] | None = None) -> list[Any]:
+    """The decisions of the store's current version for `photos`, as a worker makes them (on a line: `allowed`)."""
+    import numpy as np
+
+    from models.extract.decode import DecodeLimits
+    from models.recognizer import Recognizer
+
+    recognizer = Recognizer.load(store, device="cpu")
+    products = recognizer.answerer.head.products
+    mask = None if allowed is None else np.isin(np.asarray(products), allowed)
+    decisions = []
+    for start in range(0, len(photos), 32):
+        batch = photos[start : start + 32]
+        images = np.stack([recognizer.engine.prepare(path.read_bytes(), DecodeLimits()) for path, _ in batch])
+        features = recognizer.features(images)
+        decisions += recognizer.classify(features, allowed=None if mask is None else [mask] * len(batch))
+    return decisions
+
+
+def figures(decisions: list[Any], truth: list[str], categories: dict[str, str]) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    known = [i for i, product in enumerate(truth) if product in categories]
+    unseen = [i for i, product in enumerate(truth) if product not in categories]
+    top1 = [decisions[i].top_k[0]["product"] if decisions[i].top_k else None for i in known]
+    named = [decisions[i].product or "unknown" for i in known]
+    return {
+        "top1": sum(t == truth[i] for t, i in zip(top1, known, strict=True)) / len(known),
+        "known_right": sum(n == truth[i] for n, i in zip(named, known, strict=True)) / len(known),
+        "category": sum(decisions[i].category == categories[truth[i]] for i in known) / len(known),
+        "macro_f1": float(
+            f1_score([truth[i] for i in known], named, average="macro", labels=sorted(set(truth[i] for i in known)))
+        ),
+        "unseen_refused": sum(decisions[i].status == "unknown" for i in unseen) / len(unseen)
+        if unseen
+        else float("nan"),
+    }
+
+
+def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    folder = work / f"n{size}"
+    store, train_s, peak_mib = train_parts(folder, size, args.photos, args.classifiers)
+    tested = min(size, 100)
+    camera = parts.export_camera_folder(folder / "test", products=tested, per_product=args.test_photos)
+    camera += parts.export_camera_folder(
+        folder / "unseen", products=20, per_product=args.test_photos, start=size + 1000
+    )
+    categories = {p: str(r["category"]) for p, r in parts.catalog(size).items()}
+    truth = [product for _, product in camera]
+    overall = figures(answers(store, camera), truth, categories)
+    line = [item.product for item in parts.parts(min(args.line, size))]
+    on_line = [(path, product) for path, product in camera if product in line]
+    line_truth = [product for _, product in on_line]
+    line_categories = {p: categories[p] for p in line}
+    on_line_figures = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
+    alone_store, _, _ = train_parts(work / f"n{size}-line", len(line), args.photos, args.classifiers)
+    alone = figures(answers(alone_store, on_line), line_truth, line_categories)
+    enrolled = enrol_parts(store, size + 1000 + 20, args.enrolments, args.photos, folder / "new")
+    return {
+        **{f"all_{key}": value for key, value in overall.items()},
+        "line_top1": on_line_figures["top1"],
+        "line_known_right": on_line_figures["known_right"],
+        "alone_top1": alone["top1"],
+        "alone_known_right": alone["known_right"],
+        "size": size,
+        "train_s": train_s,
+        "peak_mib": peak_mib,
+        "enrol_p50": statistics.median(row["seconds"] for row in enrolled),
+        "enrol_max": max(row["seconds"] for row in enrolled),
+        "refit_p50": statistics.median(row["refit_s"] for row in enrolled),
+        "grown_mb": statistics.mean(row["grown"] for row in enrolled) / 1e6,
+        "contained_mb": statistics.mean(row["self_contained"] for row in enrolled) / 1e6,
+        "own_mb": enrolled[0]["own_features"] / 1e6,
+        "versions": len(version_folders(store)),
+        "current": current_version(store),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100", help="catalog sizes, comma-separated")
+    parser.add_argument("--photos", type=int, default=20, help="photos per product, trained and enrolled")
+    parser.add_argument("--enrolments", type=int, default=3, help="new products enrolled at each size")
+    parser.add_argument("--classifiers", default="logistic", help="the classifier search's candidates")
+    parser.add_argument("--test-photos", type=int, default=5, help="test photos per product (another day's)")
+    parser.add_argument("--line", type=int, default=20, help="parts on the line measured at each size")
+    parser.add_argument("--workdir", help="keep the stores here (default: a temporary folder)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="partsight-scale-") as scratch:
+        work = Path(args.workdir or scratch)
+        results = [measure(size, args, work) for size in sizes]
+    print(f"\n{args.photos} photos per product; classifiers: {args.classifiers}; {args.enrolments} enrolments each")
+    print(
+        "| products | train s | train peak MiB | enrol s p50 | enrol s max | refit s p50 | store grows MB/enrolment "
+        "| self-contained version MB (before) | new photos' features MB |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(
+            f"| {r['size']} | {r['train_s']:.0f} | {r['peak_mib']:.0f} | {r['enrol_p50']:.1f} | {r['enrol_max']:.1f} "
+            f"| {r['refit_p50']:.1f} | {r['grown_mb']:.2f} | {r['contained_mb']:.2f} | {r['own_mb']:.2f} |"
+        )
+    print(f"\nAccuracy on another day's photos ({args.test_photos} of each of up to 100 parts and of 20 never-seen)")
+    print(
+        "| products | top-1 | known right | category | macro-F1 | never-seen refused "
+        f"| {args.line}-part line: top-1 | line: known right | {args.line}-part model: top-1 | its known right |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(
+            f"| {r['size']} | {r['all_top1']:.1%} | {r['all_known_right']:.1%} | {r['all_category']:.1%} "
+            f"| {r['all_macro_f1']:.3f} | {r['all_unseen_refused']:.1%} | {r['line_top1']:.1%} "
+            f"| {r['line_known_right']:.1%} | {r['alone_top1']:.1%} | {r['alone_known_right']:.1%} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
