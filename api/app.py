@@ -157,7 +157,7 @@ def create_app(
         recognizer=recognizer,
         dispatcher=dispatcher,
         metrics=metrics,
-        products=Products(settings.store),
+        products=Products(settings.store, pending_days=settings.pending_product_days),
         enrolments=enrolments,
         review=review_store,
     )

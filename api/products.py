@@ -2,7 +2,9 @@
 
 A product posted without photos waits in `<store>/products.json` (replaced atomically under a lock, so two API
 processes sharing the store never lose each other's records) until an enrolment carries its record into a model
-version. Stdlib only.
+version. Every rewrite drops the records a version's catalog now carries and those posted more than
+`pending_days` ago that no photo ever followed (PARTSIGHT_PENDING_PRODUCT_DAYS), so the file holds what waits, not
+everything ever posted. Stdlib only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +23,7 @@ from models.store.versions import current_version
 
 PENDING_FILE = "products.json"
 LOCK_FILE = ".products.lock"
+DEFAULT_PENDING_DAYS = 30.0  # a record posted and never followed by photos is forgotten after this long
 
 
 def catalog_of(folder: Path) -> dict[str, dict[str, Any]]:
@@ -35,26 +39,35 @@ def catalog_of(folder: Path) -> dict[str, dict[str, Any]]:
 class Products:
     """The current version's catalog (read on each call: `current` moves under us) and the pending records."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, *, pending_days: float = DEFAULT_PENDING_DAYS, clock: Any = time.time) -> None:
         self.store = store
         self._pending = store / PENDING_FILE
         self._lock = store / LOCK_FILE
+        self._keep_s, self._clock = pending_days * 86400.0, clock
 
     def catalog(self) -> dict[str, dict[str, Any]]:
         version = current_version(self.store)
         return catalog_of(self.store / version) if version else {}
 
     def pending(self) -> dict[str, dict[str, Any]]:
+        """The records posted and still waiting for photos (those that waited too long are gone already)."""
+        pending, posted = self._read()
+        oldest = self._clock() - self._keep_s
+        return {product: record for product, record in pending.items() if posted[product] >= oldest}
+
+    def _read(self) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+        """The pending records by product, and when each was posted (Unix time; now for a record written before)."""
         try:
             document = json.loads(self._pending.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError, ValueError):
-            return {}
+        except (OSError, UnicodeDecodeError, ValueError):  # none yet, or unreadable: nothing waits
+            return {}, {}
         records = document.get("products", []) if isinstance(document, dict) else []
-        return {
+        posted = document.get("posted_at", {}) if isinstance(document, dict) else {}
+        pending = {
             str(record["product"]): record for record in records if isinstance(record, dict) and "product" in record
         }
+        now = self._clock()
+        return pending, {p: float(posted.get(p, now)) if isinstance(posted, dict) else now for p in pending}
 
     def listing(self) -> list[dict[str, Any]]:
         """Every product: the catalog's (enrolled) and the pending ones not in it (enrolled false), by id."""
@@ -84,17 +97,33 @@ class Products:
     def add_pending(self, record: dict[str, Any]) -> bool:
         """Keep a checked record until its first enrolment; True when it is new, False when it replaced one."""
         with self._locked():
-            pending = self.pending()
+            pending, posted = self._read()
             replaced = record["product"] in pending
             pending[str(record["product"])] = record
-            staging = self._pending.with_name(f".{PENDING_FILE}.{secrets.token_hex(4)}.tmp")
-            document = {"products": [pending[product] for product in sorted(pending)]}
-            try:
-                staging.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-                os.replace(staging, self._pending)
-            finally:
-                staging.unlink(missing_ok=True)
+            posted[str(record["product"])] = self._clock()
+            self._write(pending, posted)
         return not replaced
+
+    def remove_pending(self, product: str) -> bool:
+        """Forget a record posted and never enrolled; False when none waits under that id."""
+        with self._locked():
+            pending, posted = self._read()
+            if pending.pop(product, None) is None:
+                return False
+            self._write(pending, posted)
+        return True
+
+    def _write(self, pending: dict[str, dict[str, Any]], posted: dict[str, float]) -> None:
+        """Rewrite the file, without the records the catalog now carries and those that waited too long."""
+        catalog, oldest = self.catalog(), self._clock() - self._keep_s
+        kept = sorted(p for p in pending if p not in catalog and posted.get(p, oldest) >= oldest)
+        document = {"products": [pending[p] for p in kept], "posted_at": {p: posted[p] for p in kept}}
+        staging = self._pending.with_name(f".{PENDING_FILE}.{secrets.token_hex(4)}.tmp")
+        try:
+            staging.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(staging, self._pending)
+        finally:
+            staging.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

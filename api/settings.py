@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.products import DEFAULT_PENDING_DAYS
 from api.tokens import TokenTable, load_tokens
 from broker.errors import SettingsError, TopicError
 from broker.settings import (
@@ -45,6 +46,7 @@ class ApiSettings:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     model_dir: Path = Path(DEFAULT_STORE)
     review: ReviewSettings = DEFAULT_REVIEW  # a directory, or an s3:// bucket, and its bounds
+    pending_product_days: float = DEFAULT_PENDING_DAYS  # a product posted without photos is kept this long
     visibility_timeout_s: int = 60
 
     @property
@@ -110,5 +112,6 @@ class ApiSettings:
             max_in_flight=env_int(env, "PARTSIGHT_API_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, minimum=1),
             model_dir=model_dir,
             review=ReviewSettings.from_env(env, model_dir),
+            pending_product_days=env_float(env, "PARTSIGHT_PENDING_PRODUCT_DAYS", DEFAULT_PENDING_DAYS, minimum=0.001),
             visibility_timeout_s=env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2),
         )

@@ -13,6 +13,7 @@ from api.auth import Auth
 from api.body import read_photos
 from api.errors import (
     INTERNAL,
+    PRODUCT_ENROLLED,
     PRODUCT_EXISTS,
     UNKNOWN_ENROLMENT,
     UNKNOWN_PRODUCT,
@@ -69,6 +70,23 @@ def router(services: Services, auth: Auth) -> APIRouter:
             raise ApiError(409, PRODUCT_EXISTS, f"{product} is in the current model's catalog already")
         created = products.add_pending(checked)
         return JSONResponse({**checked, "enrolled": False}, status_code=201 if created else 200)
+
+    @routes.delete(
+        "/v1/products/{product}",
+        dependencies=[Depends(auth.require(ENROL))],
+        summary="Forget a product posted and never enrolled (a product in the catalog stays: train without it)",
+    )
+    def delete_product(product: str) -> dict[str, Any]:
+        product = product_id(product)
+        if product in products.catalog():
+            raise ApiError(
+                409,
+                PRODUCT_ENROLLED,
+                f"{product} is in the current model version; a full training without it removes it",
+            )
+        if not products.remove_pending(product):
+            raise not_found(UNKNOWN_PRODUCT, f"no product {product!r} waits for photos")
+        return {"product": product, "deleted": True}
 
     @routes.post(
         "/v1/products/{product}/photos",

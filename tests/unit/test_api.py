@@ -431,6 +431,30 @@ def test_products_list_the_current_catalog_and_the_ones_waiting_for_photos(api: 
     assert broken.status_code == 422 and code_of(broken) == "bad_request"
 
 
+def test_a_product_posted_and_never_enrolled_is_forgotten_when_deleted_or_after_its_days(api: Api) -> None:
+    from api.products import Products
+
+    record = {"product": "gear-7", "name": "Gear 7", "category": "parts"}
+    assert api.post("/v1/products", json=record).status_code == 201
+    deleted = api.client.delete("/v1/products/gear-7", headers=bearer(ADMIN))
+    assert deleted.status_code == 200 and deleted.json() == {"product": "gear-7", "deleted": True}
+    assert api.get("/v1/products/gear-7").status_code == 404
+    missing = api.client.delete("/v1/products/gear-7", headers=bearer(ADMIN))
+    assert missing.status_code == 404 and code_of(missing) == "unknown_product"
+    enrolled = api.client.delete("/v1/products/p1", headers=bearer(ADMIN))
+    assert enrolled.status_code == 409 and code_of(enrolled) == "product_enrolled"
+    assert api.client.delete("/v1/products/gear-7", headers=bearer(RECOG)).status_code == 403
+    # a record that waited longer than its days is gone, and the next write leaves it out of the file
+    now = [1_000_000.0]
+    products = Products(api.store, pending_days=1, clock=lambda: now[0])
+    products.add_pending({**record, "product": "old-part"})
+    now[0] += 2 * 86400
+    assert "old-part" not in products.pending()
+    products.add_pending({**record, "product": "new-part"})
+    written = json.loads((api.store / "products.json").read_text())
+    assert [r["product"] for r in written["products"]] == ["new-part"] and set(written["posted_at"]) == {"new-part"}
+
+
 def test_photos_enrol_a_product_202_then_its_status(api: Api) -> None:
     # an unknown product with no record is refused before its photos are read
     unknown = api.post("/v1/products/nope/photos", files=[("photo", ("a.jpg", JPEG, "image/jpeg"))])
