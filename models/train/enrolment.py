@@ -264,7 +264,7 @@ class Enrolled:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def enrol(
+def enrol(  # long: each step of an enrolment timed, under one lock
     store: Path,
     product: str,
     photos: Sequence[tuple[str, bytes]],
@@ -295,8 +295,10 @@ def enrol(
         mark = time.monotonic()
         vectors = _features(bundle, [photos[i] for i in fresh], features_of)
         timings["features_s"] = time.monotonic() - mark
-        names = [f"{photo_prefix}/{photos[i][0]}" for i in fresh]
-        stored, gallery = _with_photos(bundle, stored, vectors, product, names, [digests[i] for i in fresh], choices)
+        new = _NewPhotos(
+            product, vectors, [f"{photo_prefix}/{photos[i][0]}" for i in fresh], [digests[i] for i in fresh]
+        )
+        stored, gallery = _with_photos(bundle, stored, new, choices)
         grown = EnrolmentBase.from_columns(stored.used(), "the grown base")
         mark = time.monotonic()
         refitted = _refit_for_enrolment(bundle, grown, choices, catalog, gallery)
@@ -326,34 +328,33 @@ def enrol(
     return Enrolled(path.name, path, product, new_product, len(fresh), len(photos) - len(fresh), seconds, timings)
 
 
-def _with_photos(  # noqa: PLR0917
-    bundle: ModelBundle,
-    stored: StoredRows,
-    vectors: np.ndarray,
-    product: str,
-    names: Sequence[str],
-    digests: Sequence[str],
-    choices: Choices,
+@dataclass(frozen=True)
+class _NewPhotos:
+    """The photos an enrolment adds: their product, features, ids and sha256."""
+
+    product: str
+    vectors: np.ndarray
+    names: Sequence[str]
+    digests: Sequence[str]
+
+
+def _with_photos(
+    bundle: ModelBundle, stored: StoredRows, new: _NewPhotos, choices: Choices
 ) -> tuple[StoredRows, GalleryRows | None]:
     """The base's stored rows and the version's gallery, each grown by the new photos."""
     gallery = stored_gallery(bundle)
     if gallery is not None:
-        gallery = gallery.with_photos(vectors, product, names, digests, choices.gallery_per_product, choices.seed)
-    return _grown(stored, vectors, product, names, digests, choices), gallery
+        gallery = gallery.with_photos(
+            new.vectors, new.product, new.names, new.digests, choices.gallery_per_product, choices.seed
+        )
+    return _grown(stored, new, choices), gallery
 
 
-def _grown(  # noqa: PLR0917
-    stored: StoredRows,
-    vectors: np.ndarray,
-    product: str,
-    names: Sequence[str],
-    digests: Sequence[str],
-    choices: Choices,
-) -> StoredRows:
+def _grown(stored: StoredRows, new: _NewPhotos, choices: Choices) -> StoredRows:
     """The stored rows with the new photos' after them, and at most `base_per_product` photos of each product in
     use (the new photos kept while they fit)."""
     everything = EnrolmentBase.from_columns(stored.columns, "the stored base")
-    added = everything.added(vectors, product, names, digests)
+    added = everything.added(new.vectors, new.product, new.names, new.digests)
     grown = stored.grown({name: column[len(everything.features) :] for name, column in added.columns().items()})
     in_use = EnrolmentBase.from_columns(grown.used(), "the grown base")
     new_groups = added.groups[len(everything.features) :]

@@ -142,4 +142,11 @@ def make_stack(mqtt_server: ServerProcess, redis: ServerProcess, model_store: Pa
         **extra,
     )
     logs.mkdir(parents=True, exist_ok=True)
+    # a stack's Redis database is shared with the stack 16 before it: tasks that one left (an enrolment waiting to
+    # be retried when its worker stopped) must not reach this one's worker, which may serve another store
+    client = redis_lib.Redis.from_url(env["PARTSIGHT_REDIS_URL"], socket_timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
     return Stack(env, Topics(prefix), mqtt_server.port, bridge_port, worker_port, logs, api_port=api_port)
