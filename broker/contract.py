@@ -32,7 +32,8 @@ MAX_WINDOW_FRAMES = 1024  # the most frames a task may carry (PARTSIGHT_WINDOW_F
 MAX_FRAME_ID_LENGTH = 128
 MAX_TIMESTAMP_LENGTH = 64
 _FRAME_ID_PATTERN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
-_LINE_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # as models.store.plant_lines.LINE_NAME
+LINE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a line's name, whole (the store, the API and frames alike)
+_LINE_PATTERN = re.compile(LINE_NAME)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -62,9 +63,14 @@ def validate_frame_id(value: object) -> str:
 
 def validate_line(value: object) -> str:
     """A line name as a frame may carry it (the store says whether that line exists: the worker)."""
-    if not isinstance(value, str) or not _LINE_PATTERN.match(value):
+    if not is_line_name(value):
         raise FrameRejected(ErrorCode.UNKNOWN_LINE, "line must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    assert isinstance(value, str)
     return value
+
+
+def is_line_name(value: object) -> bool:
+    return isinstance(value, str) and _LINE_PATTERN.fullmatch(value) is not None
 
 
 def validate_captured_at(value: object) -> str | None:

@@ -15,6 +15,7 @@ from api.errors import RETRY_AFTER_S, TIMEOUT, ApiError, status_of_contract_code
 from api.services import Services
 from api.tokens import RECOGNIZE
 from broker.codes import ErrorCode
+from broker.contract import LINE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def router(services: Services, auth: Auth) -> APIRouter:
         device: str = Query(min_length=1, max_length=128, description="the device id it is from"),
         line: str | None = Query(
             None,
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            pattern=f"^{LINE_NAME}$",
             description="answer only among this line's products (default: the device's line, else the catalog)",
         ),
     ) -> JSONResponse:

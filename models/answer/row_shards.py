@@ -103,7 +103,7 @@ def write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None
     if previous is None or source is None or len(previous.shards) >= SHARD_LIMIT or rows.in_use.mean() < 0.5:
         return RowLayout((write_shard(staging, prefix, rows.used()),), int(rows.in_use.sum()))
     for name in previous.shards:
-        _link_or_copy(source / name, staging / name)
+        link_or_copy(source / name, staging / name)
     shards = previous.shards
     if len(rows.in_use) > previous.rows:
         added = {name: column[previous.rows :] for name, column in rows.columns.items()}
@@ -128,7 +128,8 @@ def _write_named(staging: Path, prefix: str, suffix: str, columns: Mapping[str, 
     return name
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (a copy where the file system has none); nothing when it exists."""
     if target.exists():
         return
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.contract import is_line_name
 from models.errors import LineError
 from models.store.versions import store_lock
 
@@ -27,8 +27,7 @@ logger = logging.getLogger(__name__)
 
 LINES_FILE = "lines.json"
 LOCK_PART = "lines"
-LINE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-MAX_DEVICE_LENGTH = 128  # a device id is one MQTT topic level (broker.topics)
+MAX_DEVICE_LENGTH = 128  # a device id is one MQTT topic level (broker.topics, which models may not import)
 UNKNOWN_LINE, UNKNOWN_PRODUCT, UNKNOWN_CATEGORY = "unknown_line", "unknown_product", "unknown_category"
 LINE_IN_USE, BAD_LINE, BAD_DEVICE = "line_in_use", "bad_line", "bad_device"
 
@@ -85,9 +84,10 @@ class Lines:
 def check_line_name(name: object, code: str = UNKNOWN_LINE) -> str:
     """A line name; LineError with `code` otherwise (`unknown_line` where a line is looked up: a name that is not
     one names no line; `bad_line` where one is made)."""
-    if not isinstance(name, str) or not LINE_NAME.match(name):
+    if not is_line_name(name):
         shown = str(name)[:80]
         raise LineError(f"{shown!r} is not a line name: 1-64 characters of A-Z a-z 0-9 . _ -", code)
+    assert isinstance(name, str)
     return name
 
 

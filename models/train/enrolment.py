@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from models.answer.gallery import Gallery, build_gallery
 from models.answer.gallery_rows import GalleryRows, rows_of
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
-from models.answer.row_shards import StoredRows, write_rows
+from models.answer.row_shards import StoredRows, link_or_copy, write_rows
 from models.bundle import ModelBundle, load_model, stored_gallery, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
@@ -431,7 +429,7 @@ def _write(  # noqa: PLR0917
     def write_extras(staging: Path) -> dict[str, Any]:
         for name in LINKED_FILES:
             if name in previous.get("files", {}):
-                _link_or_copy(bundle.path / name, staging / name)
+                link_or_copy(bundle.path / name, staging / name)
         layout = write_rows(staging, BASE_PREFIX, rows[1], bundle.path)  # the base's own shards linked, one added
         report = {**refitted.report, "enrolment": summary, "target_precision": choices.target_precision}
         files = write_report(staging, name=bundle.name, version=staging.name, report=report)
@@ -462,10 +460,3 @@ def _open_set_summary(report: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(curve, Mapping):
         return None
     return {key: value for key, value in curve.items() if key != "curve"}
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
