@@ -10,9 +10,14 @@ sent as the API does (EnrolmentStore + Celery), a real worker runs it beside the
 keeps sending frames of that product over Mosquitto and the bridge until one comes back answered with it.
 `--reverse` swaps the data sets (base on digits, Fashion-MNIST products enrolled), to confirm on a second.
 
-The comparison: the final enrolled version against `partsight train` (full search) on the same photos, on
-held-out photos: accuracy on the enrolled products, on the base products, and the share of never-seen
-products refused. Prints two tables.
+Enrolments are quick (a refinement on the head: models.train.quick_enrolment); their consolidation is held back
+while they run, then the worker is sent `partsight.consolidate` and folds all of them in while the camera goes on.
+Frames are timed from publish to answer: quiet (before any enrolment), during the enrolments, during the
+consolidation; the p99 of each beside the quiet one's.
+
+The comparison: the quick version (every enrolment a refinement), the consolidated one, and `partsight train`
+(full search) on the same photos, on held-out photos: accuracy on the enrolled products, on the base products,
+and the share of never-seen products refused. Prints three tables.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import io
 import json
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -118,6 +124,20 @@ def finished(requests: Any, enrolment: str) -> dict[str, Any] | None:
     return status if status["state"] in ("done", "failed") else None
 
 
+def consolidate_while_streaming(app: Any, store: Path, camera: Camera, photos: list[bytes]) -> float:
+    """Send the worker `partsight.consolidate` and stream frames until current has no refinement left; seconds."""
+    from broker.contract import CONSOLIDATE_TASK, ENROL_QUEUE
+    from worker.consolidator import refinements_of
+
+    started = time.time()
+    app.send_task(CONSOLIDATE_TASK, queue=ENROL_QUEUE)
+    frame = 0
+    while refinements_of(store) and time.time() - started < 1800:
+        camera.send(f"c-{frame}", photos[frame % len(photos)])
+        frame += 1
+    return time.time() - started
+
+
 def first_answered(listener: Listener, prefix: str, product: str, since: float) -> float | None:
     """Seconds from `since` to the first answer to a frame id starting with `prefix` that names `product`."""
     messages, arrivals = list(listener.messages), list(listener.arrivals)  # appended together, index-aligned
@@ -125,6 +145,31 @@ def first_answered(listener: Listener, prefix: str, product: str, since: float) 
         if str(body.get("frame_id", "")).startswith(prefix) and body.get("product") == product:
             return at - since
     return None
+
+
+class Camera:
+    """Probe frames of one device, each publish time kept by frame id."""
+
+    def __init__(self, stack: Any, listener: Listener, client: Any, interval_s: float) -> None:
+        self.stack, self.listener, self.client, self.interval_s = stack, listener, client, interval_s
+        self.sent: dict[str, float] = {}
+
+    def send(self, frame_id: str, data: bytes) -> None:
+        self.sent[frame_id] = time.time()
+        self.client.publish(self.stack.topics.frame("bench-cam"), data, qos=1, properties=frame_properties(frame_id))
+        time.sleep(self.interval_s)
+
+    def latencies_ms(self, prefix: str) -> list[float]:
+        """Milliseconds from publish to answer of every answered frame whose id starts with `prefix`."""
+        out = []
+        for at, _, frame_id in list(self.listener.arrivals):
+            if frame_id is not None and frame_id.startswith(prefix) and frame_id in self.sent:
+                out.append(1000 * (at - self.sent[frame_id]))
+        return out
+
+
+def p99(values: list[float]) -> float:
+    return float(np.percentile(values, 99)) if values else float("nan")
 
 
 def main() -> int:
@@ -159,14 +204,20 @@ def main() -> int:
     mqtt_server, redis = mosquitto(work / "mosquitto"), redis_server(work / "redis")
     mqtt_server.start()
     redis.start()
-    stack = make_stack(mqtt_server, redis, store, work / "logs", PARTSIGHT_MODEL_RELOAD_S="60")
+    stack = make_stack(
+        mqtt_server, redis, store, work / "logs", PARTSIGHT_MODEL_RELOAD_S="60", PARTSIGHT_CONSOLIDATE_AFTER_S="86400"
+    )
     rows = []
+    quiet = [data for _, (_, _, tests) in list(base.items())[:4] for data in tests[:10]]
     try:
         stack.start()
         app = producer_app("bench-enrol", stack.env["PARTSIGHT_REDIS_URL"], 60)
         requests = EnrolmentStore(store)
-        camera = publisher("127.0.0.1", stack.mqtt_port)
+        client = publisher("127.0.0.1", stack.mqtt_port)
         with Listener("127.0.0.1", stack.mqtt_port, [f"{stack.topics.prefix}/bench-cam/result"]) as listener:
+            camera = Camera(stack, listener, client, args.frame_interval)
+            for frame, data in enumerate(quiet):  # frames with nothing else going on: the latency to compare with
+                camera.send(f"quiet-{frame}", data)
             for index, (product, (record, photos, tests)) in enumerate(enrolled.items()):
                 started = time.time()
                 enrolment = requests.create(
@@ -176,15 +227,8 @@ def main() -> int:
                 frame = 0
                 first = None
                 while first is None and time.time() - started < 120:
-                    frame_id = f"p{index}-f{frame}"
-                    camera.publish(
-                        stack.topics.frame("bench-cam"),
-                        tests[frame % len(tests)],
-                        qos=1,
-                        properties=frame_properties(frame_id),
-                    )
+                    camera.send(f"p{index}-f{frame}", tests[frame % len(tests)])
                     frame += 1
-                    time.sleep(args.frame_interval)
                     first = first_answered(listener, f"p{index}-", product, started)
                 status = wait_for(lambda e=enrolment: finished(requests, e), 120, "enrolment finished")
                 rows.append((product, first, status["seconds"], status["state"], frame))
@@ -192,7 +236,11 @@ def main() -> int:
                     f"  {product}: first frame answered with it after {first if first is None else round(first, 2)} s "
                     f"(enrolment {status['seconds']} s, {status['state']}, {frame} probe frames)"
                 )
-        camera.disconnect()
+            quick_store = work / "quick"
+            subprocess.run(["cp", "-a", str(store), str(quick_store)], check=True)  # the quick version, as it was
+            consolidation_s = consolidate_while_streaming(app, store, camera, quiet)
+            time.sleep(3)  # the last frames' answers
+        client.disconnect()
     finally:
         stack.stop()
         redis.stop()
@@ -217,11 +265,26 @@ def main() -> int:
         if firsts
         else "| no enrolled product was ever answered |"
     )
+    print()
+    print("| frames (publish -> answer) | frames | p50 ms | p99 ms | p99 / quiet p99 | target |")
+    print("|---|---|---|---|---|---|")
+    quiet_p99 = p99(camera.latencies_ms("quiet-"))
+    for label, prefix in (("quiet", "quiet-"), ("during the enrolments", "p"), ("during the consolidation", "c-")):
+        values = camera.latencies_ms(prefix)
+        print(
+            f"| {label} | {len(values)} | {np.median(values) if values else float('nan'):.0f} | {p99(values):.0f} | "
+            f"{p99(values) / quiet_p99:.2f} | {'' if prefix == 'quiet-' else '<= 1.5'} |"
+        )
+    print(f"consolidation of {len(rows)} quick enrolments: {consolidation_s:.1f} s (a child process of the worker)")
     if args.skip_retrain:
         return 0
     tests_base = {p: v[2] for p, v in base.items()}
     tests_new = {p: v[2] for p, v in enrolled.items()}
     unseen = {p: known[p][2] for p in unseen_names}
+    quick_eval = {
+        "new": evaluate(quick_store, tests_new, unseen),
+        "base": evaluate(quick_store, tests_base, unseen),
+    }
     enrolled_eval = {
         "new": evaluate(store, tests_new, unseen),
         "base": evaluate(store, tests_base, unseen),
@@ -236,7 +299,8 @@ def main() -> int:
     print("|---|---|---|---|---|")
     total_enrol = sum(own)
     for label, seconds, result in (
-        (f"{len(rows)} enrolments on the base", total_enrol, enrolled_eval),
+        (f"{len(rows)} quick enrolments on the base", total_enrol, quick_eval),
+        ("the same, consolidated", total_enrol + consolidation_s, enrolled_eval),
         ("full retrain (search) on the same photos", retrain_seconds, retrained_eval),
     ):
         print(

@@ -25,6 +25,9 @@ RECOGNIZE_BATCH_TASK = "partsight.recognize_frames"  # a window of frames a task
 FRAME_QUEUE = "partsight.frames"
 ENROL_TASK = "partsight.enrol"  # one enrolment: new photos' features, refit, a new version (worker.enrolment_tasks)
 ENROL_QUEUE = "partsight.enrol"  # its own queue, so enrolments never wait behind frames nor frames behind them
+# after quick enrolments: their refinements folded into the head by a refit, off the frames (worker.consolidator);
+# workers send it to themselves on ENROL_QUEUE
+CONSOLIDATE_TASK = "partsight.consolidate"
 MODEL_CHANNEL = "partsight:model-current"  # Redis pub/sub: `current` moved, workers reload at once (JSON
 # {"version": ..., "reason": ...}); workers still poll, so a lost message only delays the reload
 MAX_WINDOW_FRAMES = 1024  # the most frames a task may carry (PARTSIGHT_WINDOW_FRAMES is checked against it)

@@ -3,7 +3,8 @@
 Layout of one version (`<store>/<version>/`):
     manifest.json   name, version, backbone record, head settings, sha256 and size of every other file
     head.npz        the head's classifiers as arrays (loaded with allow_pickle=False); the manifest's `head`
-                    names the structure (flat or category-first) and each classifier's kind and classes
+                    names the structure (flat or category-first), each classifier's kind and classes, and the
+                    refinements of products enrolled since the nodes were fitted (models.answer.refinements)
     labels.json     products and their categories, in the head's order
     catalog.json    the product catalog; each record travels into results
     backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
@@ -11,6 +12,7 @@ Layout of one version (`<store>/<version>/`):
     gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards, and
                     each product's spread (`gallery`: models.answer.gallery_rows)
     training-*.npz  the enrolment base's rows in shards (`enrolment_base`: models.train.enrolment_base)
+    refinement-*.npz  one per product enrolled quickly since the nodes were fitted (the head's `refinements`)
 Every file but the manifest is a hard link to a blob named by its sha256 (models.store.blobs): what two versions
 have in common is on disk once. The manifest's `novelty` holds the novelty score and its threshold. Directories
 written before recipes and galleries (no `features`, `gallery` or `novelty`) load as they were: the legacy recipe,
@@ -40,6 +42,7 @@ from models.answer.gallery import Gallery
 from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, write_gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
+from models.answer.refinements import read_refinements, write_refinements
 from models.errors import ArtifactError, BackboneError, InvalidModel
 from models.extract.recipe import LEGACY, FeatureRecipe
 from models.store import blobs, versions
@@ -52,9 +55,10 @@ resolve = versions.resolve
 point_current = versions.point_current
 FEATURES_FILE = "features.npz"
 
-# 3: the enrolment base and the gallery in shards (a release before them refuses it by its format, plainly);
-# 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (both still read)
-FORMAT = 3
+# 4: heads with refinements (quick enrolments); 3: the enrolment base and the gallery in shards (a release
+# before them refuses it by its format, plainly); 2: heads of any classifier kind, flat or category-first;
+# 1: one logistic regression (all still read)
+FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -120,16 +124,10 @@ def write_model(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
     staging.chmod(0o755)  # mkdtemp makes it private; a worker may run as another user
     try:
-        records, recorded = _write_parts(
+        settings, recorded = _write_parts(
             staging, head, catalog, recipe=recipe, center=center, gallery=gallery, novelty=novelty
         )
         added = dict(write_files(staging)) if write_files else {}
-        settings = {
-            "structure": head.structure,
-            "classifiers": records,
-            "product_threshold": head.product_threshold,
-            "category_threshold": head.category_threshold,
-        }
         files = _file_records(staging)
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
@@ -154,10 +152,18 @@ def _write_parts(
     center: np.ndarray | None,
     gallery: Gallery | GalleryRows | None,
     novelty: NoveltyModel | None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The model's own files in `staging`; the head's classifier records and the manifest entries they need."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's own files in `staging`; the manifest's `head` and the other manifest entries they need."""
     arrays, records = saved_arrays(head)
-    save_arrays(staging / "head.npz", arrays)
+    save_arrays(staging / "head.npz", arrays)  # the nodes: the same bytes (one blob) until a refit changes them
+    refinements = write_refinements(staging, head.refinements)
+    settings = {
+        "structure": head.structure,
+        "classifiers": records,
+        "product_threshold": head.product_threshold,
+        "category_threshold": head.category_threshold,
+        **({"refinements": refinements} if refinements else {}),
+    }
     _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
     _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
     recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
@@ -168,7 +174,7 @@ def _write_parts(
         recorded["gallery"] = write_gallery(staging, gallery if isinstance(gallery, GalleryRows) else rows_of(gallery))
     if novelty is not None:
         recorded["novelty"] = novelty.record()
-    return records, recorded
+    return settings, recorded
 
 
 def _file_records(staging: Path) -> dict[str, dict[str, Any]]:
@@ -268,6 +274,7 @@ def _head(version_dir: Path, manifest: Mapping[str, Any]) -> ProductHead:
         structure = str(settings.get("structure", "flat"))
         thresholds = float(settings["product_threshold"]), float(settings["category_threshold"])
         records = None if manifest["format"] == 1 else settings["classifiers"]
+        refinements = settings.get("refinements", [])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a key missing, a value of the wrong kind
         raise InvalidModel(f"the manifest's head or labels.json ({type(exc).__name__}: {exc})") from exc
     classifiers: dict[str | None, Classifier]
@@ -284,6 +291,7 @@ def _head(version_dir: Path, manifest: Mapping[str, Any]) -> ProductHead:
         structure=structure,
         product_threshold=thresholds[0],
         category_threshold=thresholds[1],
+        refinements=read_refinements(refinements, lambda name: read_arrays(verify_file(version_dir, manifest, name))),
     )
 
 

@@ -230,6 +230,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return _use_version(store, args.use)
         if args.pin or args.unpin:
             return _pin_version(store, args.pin, args.unpin)
+        if args.consolidate:
+            return _consolidate(store, args.keep or retention.keep_from_env(os.environ))
         if args.prune:
             pruned = retention.prune(store, args.keep or retention.keep_from_env(os.environ))
             print(f"removed {len(pruned.removed)} version(s): {', '.join(pruned.removed) or 'none'}")
@@ -250,6 +252,25 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         print(f"{mark} {entry.version}  {entry.name or '?'}  {entry.created_at or ''}  {state}{tags}")
     return 0 if all(entry.problem is None for entry in versions) else 1
+
+
+def _consolidate(store: Path, keep: int) -> int:
+    """Fold the refinements of quick enrolments into the current version's nodes (a full refit, then a version)."""
+    from models.train.consolidation import consolidate_all  # noqa: PLC0415  # numpy and scikit-learn: this command only
+
+    written = None
+    for outcome in consolidate_all(store, keep_versions=keep):
+        if outcome.version is None:
+            print(f"nothing written: {outcome.reason}")
+            continue
+        written = outcome.version
+        print(
+            f"version {outcome.version}: {outcome.folded} quick enrolment(s) folded in by a refit of "
+            f"{outcome.refit_s:.1f} s, {outcome.carried} carried over"
+        )
+    if written is not None:
+        _tell_workers(written, "consolidation")
+    return 0
 
 
 def cmd_lines(args: argparse.Namespace) -> int:
@@ -472,6 +493,11 @@ def _models_arguments(parser: argparse.ArgumentParser) -> None:
     action.add_argument("--pin", metavar="VERSION", help="keep VERSION through every prune")
     action.add_argument("--unpin", metavar="VERSION", help="let prunes remove VERSION again")
     action.add_argument(
+        "--consolidate",
+        action="store_true",
+        help="refit current's head with the products quick enrolments added (workers do so after enrolments)",
+    )
+    action.add_argument(
         "--prune",
         action="store_true",
         help="remove versions but the newest --keep, current, previous, pinned ones and the trainings they come from",
@@ -514,6 +540,11 @@ def _enrol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--catalog-record",
         help="its catalog record as JSON (needs name and category), or @FILE; required for a new product",
+    )
+    parser.add_argument(
+        "--no-consolidate",
+        action="store_true",
+        help="stop once the product is answerable (a quick version); a worker or `models --consolidate` refits later",
     )
 
 

@@ -122,4 +122,19 @@ def run_enrol(args: argparse.Namespace) -> int:
         print("workers were told on Redis to load it now")
     else:
         print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
+    if not args.no_consolidate:
+        _consolidate(store)
     return 0
+
+
+def _consolidate(store: Path) -> None:
+    """The refit that folds the quick enrolment into every node, now (the product was answerable meanwhile)."""
+    from models.train.consolidation import consolidate_all  # noqa: PLC0415 - scikit-learn only when enrolling
+
+    print("consolidating: every node refitted with the product, the novelty score calibrated again ...")
+    for outcome in consolidate_all(store, keep_versions=keep_from_env(os.environ)):
+        if outcome.version is None:
+            print(f"nothing consolidated: {outcome.reason}")
+            continue
+        print(f"version {outcome.version}: consolidated in {outcome.refit_s:.1f} s; it is current")
+        tell_workers(outcome.version, dict(os.environ), reason="consolidation")

@@ -20,6 +20,7 @@ REVIEW_DROP_REASONS = ("sampled", "busy", "error", "too_large", "evicted_count",
 
 
 ENROLMENT_OUTCOMES = ("done", "failed")
+CONSOLIDATION_OUTCOMES = ("done", "failed", "busy", "nothing")
 
 
 class WorkerMetrics:
@@ -144,6 +145,20 @@ class WorkerMetrics:
             "partsight_worker_enrolment_seconds",
             "Seconds from taking an enrolment to its version being current (features, refit, write).",
             buckets=(0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.consolidations = Counter(
+            "partsight_worker_consolidations_total",
+            "Consolidations this worker ran (a refit that folds quick enrolments into the head), by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in CONSOLIDATION_OUTCOMES:
+            self.consolidations.labels(outcome=outcome)
+        self.consolidation_seconds = Histogram(
+            "partsight_worker_consolidation_seconds",
+            "Seconds a consolidation's child process took (the refit, the version written).",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
             registry=registry,
         )
 

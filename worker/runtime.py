@@ -39,6 +39,7 @@ from models.store.versions import CURRENT, MANIFEST, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
+from worker.consolidator import Consolidator
 from worker.enrolment_tasks import EnrolmentRunner
 from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
@@ -67,9 +68,10 @@ class Runtime:
     enrolments: EnrolmentRunner | None = None  # None: this worker cannot enrol (enrolment_problem says why)
     signal: ReloadSignal | None = None
     enrolment_problem: str | None = None
+    consolidator: Consolidator | None = None  # with enrolments: folds quick enrolments into the head
 
     @classmethod
-    def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:
+    def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:  # long: every part, in order
         """Metrics and health first, then the model, the batcher, MQTT, Redis and the pipeline, then the reload
         signal and enrolments: everything a worker process serves with, from its settings."""
         registry, metrics, probes = _observability(settings, serve_metrics)
@@ -114,6 +116,14 @@ class Runtime:
             connection=connection,
             topics=topics,
         )
+        consolidator = None
+        if enrolments is not None:
+            consolidator = Consolidator(
+                settings.model_dir,
+                keep_versions=settings.keep_versions,
+                reload_now=reloader.check,
+                announce=functools.partial(announce_current, redis_client),
+            )
         return cls(
             settings,
             slot,
@@ -128,6 +138,7 @@ class Runtime:
             enrolments,
             signal,
             problem,
+            consolidator,
         )
 
     def stop_accepting(self) -> None:

@@ -45,6 +45,7 @@ MAX_MATCHES = 50
 DEFAULT_REVIEW_MARGIN = 0.1
 # an MQTT device sends a product's photos one message each: those within 2 s become one version, not one each
 DEFAULT_ENROL_WINDOW_S = 2.0
+DEFAULT_CONSOLIDATE_AFTER_S = 10.0
 
 
 def usable_cores() -> int:
@@ -91,6 +92,8 @@ class WorkerSettings:
     enrol: bool = True  # consume the partsight.enrol queue beside the frames' (PARTSIGHT_WORKER_ENROL=0: frames only)
     keep_versions: int = DEFAULT_KEEP_VERSIONS  # newest versions a prune after each enrolment keeps (and more)
     enrol_window_s: float = DEFAULT_ENROL_WINDOW_S  # photos of a product arriving this close become one version
+    # seconds after a quick enrolment its consolidation starts (enrolments meanwhile are folded in with it)
+    consolidate_after_s: float = DEFAULT_CONSOLIDATE_AFTER_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -133,6 +136,7 @@ class WorkerSettings:
             review_margin=env_float(env, "PARTSIGHT_REVIEW_MARGIN", DEFAULT_REVIEW_MARGIN),
             keep_versions=keep_from_env(env),
             enrol_window_s=env_float(env, "PARTSIGHT_ENROL_WINDOW_S", DEFAULT_ENROL_WINDOW_S),
+            consolidate_after_s=env_float(env, "PARTSIGHT_CONSOLIDATE_AFTER_S", DEFAULT_CONSOLIDATE_AFTER_S),
         )
 
     @property

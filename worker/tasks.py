@@ -13,14 +13,16 @@ from typing import Any
 from celery import Celery, Task
 from redis.exceptions import RedisError
 
-from broker.contract import ENROL_QUEUE, ENROL_TASK, RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
+from broker.contract import CONSOLIDATE_TASK, ENROL_QUEUE, ENROL_TASK, RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
+from worker.consolidator import BUSY, DONE, FAILED
 from worker.errors import EnrolmentBusy, MalformedTask, SettleFailed
-from worker.runtime import RuntimeHolder
+from worker.runtime import Runtime, RuntimeHolder
 
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 2
 ENROL_RETRY_S = 2  # an enrolment that cannot start now (another one runs) waits this long, off the pool
+CONSOLIDATE_RETRY_S = 30  # a consolidation that finds another one running comes back this much later
 
 
 def task_retry(task: Task, exc: Exception) -> Exception:
@@ -29,7 +31,44 @@ def task_retry(task: Task, exc: Exception) -> Exception:
     return retried
 
 
-def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task]:
+def run_enrolment(task: Task, runtime: Runtime, kwargs: dict[str, Any], consolidate: Task) -> dict[str, Any]:
+    """The `partsight.enrol` task; one that made a version sends `consolidate` for later (its refinement folded in)."""
+    if runtime.enrolments is None:
+        # only a worker that cannot enrol gets here (started with `celery -Q` by hand): another may
+        logger.error("this worker cannot run enrolments (%s): giving the task back", runtime.enrolment_problem)
+        raise task.retry(countdown=ENROL_RETRY_S * 5)
+    try:
+        outcome = runtime.enrolments.handle(kwargs)
+    except MalformedTask as exc:
+        runtime.metrics.malformed_tasks.inc()
+        logger.error("dropping an enrolment task that does not fit the contract: %s", exc)
+        return {"state": "malformed"}
+    except EnrolmentBusy as exc:  # give the thread back to the frames; the task comes again shortly
+        delay = ENROL_RETRY_S if exc.retry_in_s is None else max(0.05, exc.retry_in_s)
+        logger.info("enrolment deferred (%s); trying again in %.1f s", exc, delay)
+        raise task.retry(countdown=delay) from exc
+    except RedisError as exc:
+        raise task_retry(task, exc) from exc
+    if outcome.ran and outcome.state == "done":
+        consolidate.apply_async(countdown=runtime.settings.consolidate_after_s)
+    return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}
+
+
+def run_consolidation(task: Task, runtime: Runtime) -> dict[str, Any]:
+    """The `partsight.consolidate` task: one consolidation of the store, or again later when one runs already."""
+    if runtime.consolidator is None:
+        logger.error("this worker cannot consolidate (%s): giving the task back", runtime.enrolment_problem)
+        raise task.retry(countdown=CONSOLIDATE_RETRY_S)
+    outcome, seconds = runtime.consolidator.consolidate()
+    runtime.metrics.consolidations.labels(outcome=outcome).inc()
+    if outcome == BUSY:
+        raise task.retry(countdown=CONSOLIDATE_RETRY_S)
+    if outcome in (DONE, FAILED):
+        runtime.metrics.consolidation_seconds.observe(seconds)
+    return {"state": outcome, "seconds": round(seconds, 3)}
+
+
+def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task, Task]:
     options: dict[str, Any] = {
         "bind": True,
         "acks_late": True,
@@ -69,23 +108,10 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task]:
 
     @app.task(name=ENROL_TASK, queue=ENROL_QUEUE, **options)
     def enrol(self: Task, **kwargs: Any) -> dict[str, Any]:
-        runtime = holder.get()
-        if runtime.enrolments is None:
-            # only a worker that cannot enrol gets here (started with `celery -Q` by hand): another may
-            logger.error("this worker cannot run enrolments (%s): giving the task back", runtime.enrolment_problem)
-            raise self.retry(countdown=ENROL_RETRY_S * 5)
-        try:
-            outcome = runtime.enrolments.handle(kwargs)
-        except MalformedTask as exc:
-            runtime.metrics.malformed_tasks.inc()
-            logger.error("dropping an enrolment task that does not fit the contract: %s", exc)
-            return {"state": "malformed"}
-        except EnrolmentBusy as exc:  # give the thread back to the frames; the task comes again shortly
-            delay = ENROL_RETRY_S if exc.retry_in_s is None else max(0.05, exc.retry_in_s)
-            logger.info("enrolment deferred (%s); trying again in %.1f s", exc, delay)
-            raise self.retry(countdown=delay) from exc
-        except RedisError as exc:
-            raise task_retry(self, exc) from exc
-        return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}
+        return run_enrolment(self, holder.get(), kwargs, consolidate)
 
-    return recognize_frames, recognize_frame, enrol
+    @app.task(name=CONSOLIDATE_TASK, queue=ENROL_QUEUE, **options)
+    def consolidate(self: Task) -> dict[str, Any]:
+        return run_consolidation(self, holder.get())
+
+    return recognize_frames, recognize_frame, enrol, consolidate

@@ -283,11 +283,17 @@ ROWS = (
                         f"[{RATE}]))",
                         "refused over MQTT: {{outcome}}",
                     ),
+                    Query(
+                        'sum by (outcome) (increase(partsight_worker_consolidations_total{outcome=~"done|failed"}'
+                        f"[{RATE}]))",
+                        "consolidations: {{outcome}}",
+                    ),
                 ),
                 description=(
                     "Enrolments the workers finished (done: a new version is current) or failed (current stayed; "
-                    "the PartsightEnrolmentsFailing alert), those requested through the API, and MQTT enrolments "
-                    "the bridge refused, by code."
+                    "the PartsightEnrolmentsFailing alert), those requested through the API, MQTT enrolments "
+                    "the bridge refused, by code, and the consolidations that fold quick enrolments into a "
+                    "refitted head (PartsightConsolidationFailing)."
                 ),
             ),
             Panel(
@@ -301,11 +307,17 @@ ROWS = (
                         "histogram_quantile(0.99, sum by (le) (rate(partsight_worker_enrolment_seconds_bucket[1h])))",
                         "p99 (last hour)",
                     ),
+                    Query(
+                        "histogram_quantile(0.99, sum by (le) "
+                        "(rate(partsight_worker_consolidation_seconds_bucket[1h])))",
+                        "consolidation p99 (last hour)",
+                    ),
                 ),
                 unit="s",
                 description=(
-                    "A worker's time for one enrolment: the new photos' features, the refit, recalibration, the "
-                    "version written and made current. Over an hour: enrolments are few."
+                    "A worker's time for one quick enrolment: the new photos' features, the refinement, the "
+                    "version written and made current; and a consolidation's, the refit in a child process. Over "
+                    "an hour: enrolments are few."
                 ),
             ),
             Panel(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import Classifier
+from models.answer.refinements import Refinement, added_products, check_order, refined
 from models.errors import InvalidModel
 
 RECOGNIZED = "recognized"
@@ -51,27 +52,24 @@ class ProductHead:
     structure: str = FLAT
     product_threshold: float = 0.5
     category_threshold: float = 0.5
+    # products enrolled quickly, after the nodes were fitted (models.answer.refinements): the products they add
+    # come last in `products`, in order
+    refinements: tuple[Refinement, ...] = ()
 
     def __post_init__(self) -> None:
         """InvalidModel when the parts do not make a head that can answer."""
         count = len(self.products)
-        if count < 2 or len(self.categories) != count:
-            raise InvalidModel("a head needs at least two products, each with a category")
+        if count < 2 or len(self.categories) != count or len(set(self.products)) != count:
+            raise InvalidModel("a head needs at least two products, each once and with a category")
         if self.structure not in STRUCTURES:
             raise InvalidModel(f"unknown head structure {self.structure!r}")
-        top = self.classifiers.get(None)
-        if top is None:
-            raise InvalidModel("a head needs its top-level classifier")
-        expected = set(self.categories) if self.structure == CATEGORY_FIRST else set(self.products)
-        if set(top.classes) != expected:
-            raise InvalidModel(f"the top-level classifier knows {sorted(top.classes)}, the head {sorted(expected)}")
-        if self.structure == CATEGORY_FIRST:
-            for category in set(self.categories):
-                members = {p for p, c in zip(self.products, self.categories, strict=True) if c == category}
-                inner = self.classifiers.get(category)
-                if len(members) > 1 and (inner is None or set(inner.classes) != members):
-                    raise InvalidModel(f"category {category!r} needs a classifier over {sorted(members)}")
+        added = added_products(self.refinements)
+        if list(self.products[count - len(added) :]) != added or count - len(added) < 2:
+            raise InvalidModel("the products the refinements add must come last, in order, after two of the nodes'")
+        check_order(self.base_products, self.refinements)
+        self._check_nodes()
         dims = {classifier.input_dim for classifier in self.classifiers.values()}
+        dims |= {refinement.classifier.input_dim for refinement in self.refinements}
         if len(dims) != 1:
             raise InvalidModel(f"the head's classifiers expect different feature sizes: {sorted(dims)}")
         try:  # a head that cannot answer must fail here, at load, not on every frame
@@ -80,6 +78,28 @@ class ProductHead:
             raise InvalidModel(f"the head's classifiers cannot be applied: {exc!r}") from exc
         if probe.shape != (1, count) or not np.isfinite(probe).all():
             raise InvalidModel(f"the head's classifiers give {probe.shape} probabilities for {count} products")
+
+    def _check_nodes(self) -> None:
+        """InvalidModel unless the nodes cover the products they were fitted on (all but those refinements add)."""
+        top = self.classifiers.get(None)
+        if top is None:
+            raise InvalidModel("a head needs its top-level classifier")
+        base = len(self.base_products)
+        products, categories = self.products[:base], self.categories[:base]
+        expected = set(categories) if self.structure == CATEGORY_FIRST else set(products)
+        if set(top.classes) != expected:
+            raise InvalidModel(f"the top-level classifier knows {sorted(top.classes)}, the head {sorted(expected)}")
+        if self.structure == CATEGORY_FIRST:
+            for category in set(categories):
+                members = {p for p, c in zip(products, categories, strict=True) if c == category}
+                inner = self.classifiers.get(category)
+                if len(members) > 1 and (inner is None or set(inner.classes) != members):
+                    raise InvalidModel(f"category {category!r} needs a classifier over {sorted(members)}")
+
+    @property
+    def base_products(self) -> tuple[str, ...]:
+        """The products the nodes were fitted on: all but those the refinements add."""
+        return self.products[: len(self.products) - len(added_products(self.refinements))]
 
     @property
     def feature_dim(self) -> int:
@@ -91,7 +111,29 @@ class ProductHead:
         levels = {
             scope: (classifier.classes, classifier.probabilities(x)) for scope, classifier in self.classifiers.items()
         }
-        return compose(self.products, dict(zip(self.products, self.categories, strict=True)), self.structure, levels)
+        base = len(self.base_products)
+        categories_of = dict(zip(self.products[:base], self.categories[:base], strict=True))
+        nodes = compose(self.products[:base], categories_of, self.structure, levels)
+        if not self.refinements:
+            return nodes
+        everything = np.zeros((len(nodes), len(self.products)), dtype=np.float64)
+        everything[:, :base] = nodes
+        return refined(everything, x, self.products, self.refinements)
+
+    def refined_by(self, refinement: Refinement, category: str) -> ProductHead:
+        """This head with one more refinement (and its product, of `category`, when it adds one)."""
+        products, categories = self.products, self.categories
+        if refinement.new:
+            products, categories = (*products, refinement.product), (*categories, category)
+        return ProductHead(
+            products,
+            categories,
+            self.classifiers,
+            structure=self.structure,
+            product_threshold=self.product_threshold,
+            category_threshold=self.category_threshold,
+            refinements=(*self.refinements, refinement),
+        )
 
     def decide(
         self,
@@ -137,6 +179,7 @@ class ProductHead:
             "classifiers": {
                 ("" if key is None else key): classifier.record() for key, classifier in self.classifiers.items()
             },
+            "refinements": [refinement.record() for refinement in self.refinements],
         }
 
 

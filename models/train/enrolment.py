@@ -36,7 +36,7 @@ from models.answer.gallery_rows import GalleryRows, rows_of
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
 from models.answer.row_shards import StoredRows, link_or_copy, write_rows
-from models.bundle import ModelBundle, load_model, stored_gallery, write_model
+from models.bundle import ModelBundle, load_model, new_version, stored_gallery, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import check_catalog_record, check_product_id
@@ -47,6 +47,7 @@ from models.store.versions import (
 from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
+from models.train.quick_enrolment import novelty_check, refine
 from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def photo_features(
 class Refitted:
     head: ProductHead
     novelty: NoveltyModel | None
-    gallery: GalleryRows
+    gallery: GalleryRows | None  # None: a version written before galleries keeps none
     report: dict[str, Any]
 
 
@@ -272,12 +273,15 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     photo_prefix: str = "enrolments",
     details: Mapping[str, Any] | None = None,
     locked: bool = False,
+    quick: bool = True,
 ) -> Enrolled:
     """Add `photos` of `product` to the store's current version as a new version, and make it current.
 
     `record` is the product's catalog record (required for a new product; for a known one it replaces the
     record). EnrolmentError (with a code) for anything the caller can fix; `current` stays where it was.
-    `locked`: the caller already holds store_lock(store)."""
+    `locked`: the caller already holds store_lock(store). `quick`: the head gains a refinement for the product
+    (models.train.quick_enrolment) and a consolidation refits it later; otherwise (and for a known product whose
+    category changes) every node is refitted now."""
     started = time.monotonic()
     check_product_id(product)
     if not photos:
@@ -299,8 +303,13 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         stored, gallery = _with_photos(bundle, stored, new, choices)
         grown = EnrolmentBase.from_columns(stored.used(), "the grown base")
         mark = time.monotonic()
-        refitted = _refit_for_enrolment(bundle, grown, choices, catalog, gallery)
-        timings["refit_s"] = time.monotonic() - mark
+        version = new_version()
+        quick = quick and _category_kept(bundle, product, catalog)
+        if quick:
+            refitted = _refine_for_enrolment(bundle, grown, new, catalog, (gallery, version, choices.seed))
+        else:
+            refitted = refit_for_enrolment(bundle, grown, choices, catalog, gallery)
+        timings["refine_s" if quick else "refit_s"] = time.monotonic() - mark
         mark = time.monotonic()
         summary = {
             "product": product,
@@ -309,9 +318,10 @@ def enrol(  # long: each step of an enrolment timed, under one lock
             "duplicates": len(photos) - len(fresh),
             "base_version": bundle.version,
             "trained_version": choices.trained_version,
+            "mode": "quick" if quick else "refit",
             **(dict(details) if details else {}),
         }
-        path = _write(store, bundle, (grown, stored), choices, refitted, catalog, summary)
+        path = write_version(store, bundle, (grown, stored), choices, refitted, catalog, summary, version)
         timings["write_s"] = time.monotonic() - mark
     seconds = time.monotonic() - started
     logger.info(
@@ -386,7 +396,44 @@ def _fresh_photos(
     return digests, fresh
 
 
-def _refit_for_enrolment(
+def _category_kept(bundle: ModelBundle, product: str, catalog: Catalog) -> bool:
+    """False when a known product's record moves it to another category (its nodes must be refitted)."""
+    if product not in bundle.head.products:
+        return True
+    return bool(bundle.head.categories[bundle.head.products.index(product)] == str(catalog[product]["category"]))
+
+
+def _refine_for_enrolment(
+    bundle: ModelBundle,
+    grown: EnrolmentBase,
+    new: _NewPhotos,
+    catalog: Catalog,
+    made: tuple[GalleryRows | None, str, int],
+) -> Refitted:
+    """The base version's head with a refinement for the new photos, its novelty score kept and checked; `made`:
+    the grown gallery, the version being written and the seed."""
+    gallery, version, seed = made
+    category = str(catalog[new.product]["category"])
+    added = (new.product, new.vectors, category)
+    try:
+        head, report = refine(bundle.head, bundle.gallery, grown, added, source=version, seed=seed)
+    except (TrainingError, InvalidModel) as exc:
+        raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc
+    if gallery is not None and bundle.novelty is not None:
+        grown_gallery = gallery.gallery(head.products)
+        report["novelty_check"] = novelty_check(head, grown_gallery, bundle.novelty, new.vectors, new.product)
+    report.update(
+        images=int((~grown.synthetic).sum()),
+        synthetic_images=int(grown.synthetic.sum()),
+        products=len(head.products),
+        structure=head.structure,
+        product_threshold=round(head.product_threshold, 6),
+        category_threshold=round(head.category_threshold, 6),
+    )
+    return Refitted(head, bundle.novelty, gallery, report)
+
+
+def refit_for_enrolment(
     bundle: ModelBundle, grown: EnrolmentBase, choices: Choices, catalog: Catalog, gallery: GalleryRows | None = None
 ) -> Refitted:
     """refit on the grown rows; EnrolmentError `refit_failed` for rows a head cannot be fitted on (anything else
@@ -414,7 +461,7 @@ def _features(bundle: ModelBundle, photos: Sequence[tuple[str, bytes]], features
     return vectors
 
 
-def _write(  # noqa: PLR0917
+def write_version(  # noqa: PLR0917
     store: Path,
     bundle: ModelBundle,
     rows: tuple[EnrolmentBase, StoredRows],
@@ -422,7 +469,12 @@ def _write(  # noqa: PLR0917
     refitted: Refitted,
     catalog: Catalog,
     summary: dict[str, Any],
+    version: str | None = None,
+    *,
+    kind: str = "enrolment",
 ) -> Path:
+    """Write the version an enrolment (or, `kind` "consolidation", a consolidation) built on `bundle`, under the
+    store's lock the caller holds, and make it current; `summary` goes into its manifest and report as `kind`."""
     previous = bundle.manifest
     carried: dict[str, Any] = {key: previous[key] for key in ("training", "engines") if key in previous}
 
@@ -431,7 +483,7 @@ def _write(  # noqa: PLR0917
             if name in previous.get("files", {}):
                 link_or_copy(bundle.path / name, staging / name)
         layout = write_rows(staging, BASE_PREFIX, rows[1], bundle.path)  # the base's own shards linked, one added
-        report = {**refitted.report, "enrolment": summary, "target_precision": choices.target_precision}
+        report = {**refitted.report, kind: summary, "target_precision": choices.target_precision}
         files = write_report(staging, name=bundle.name, version=staging.name, report=report)
         return {"report_files": files, "enrolment_base": base_record(rows[0], layout)}
 
@@ -444,9 +496,10 @@ def _write(  # noqa: PLR0917
         extra={
             **carried,
             "choices": choices.record(),
-            "enrolment": {**summary, "open_set": _open_set_summary(refitted.report)},
+            kind: {**summary, "open_set": _open_set_summary(refitted.report)},
         },
         write_files=write_extras,
+        version=version,
         locked=True,  # enrol holds the store's lock
         recipe=bundle.recipe,
         center=bundle.center,

@@ -33,6 +33,14 @@ def finished(requests: EnrolmentStore, enrolment: str) -> dict | None:  # type: 
     return status if status["state"] in ("done", "failed") else None
 
 
+def consolidation_of(store: Path, version: str) -> str | None:
+    """The current version when it consolidates `version` (its refinements folded into refitted nodes)."""
+    current = (store / "current").resolve()
+    manifest = json.loads((current / "manifest.json").read_text())
+    done = manifest.get("consolidation", {}).get("consolidates") == version and "refinements" not in manifest["head"]
+    return current.name if done else None
+
+
 def send_enrolment(stack, enrolment: str) -> None:  # type: ignore[no-untyped-def]
     """What the API does after storing the request: the task on its own queue."""
     from broker.dispatch import producer_app
@@ -48,6 +56,7 @@ def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
     shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
     stack = own_stack
     stack.env.update(PARTSIGHT_MODEL_DIR=str(store), PARTSIGHT_MODEL_RELOAD_S="600")  # the poll cannot explain it
+    stack.env.update(PARTSIGHT_CONSOLIDATE_AFTER_S="5")
     stack.start()
     second_port = free_port()
     second = partsight(
@@ -90,10 +99,19 @@ def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
             for index, (_, data) in enumerate(digit_photos(3, 5, offset=50)):
                 probe.publish(stack.topics.frame(device), data, qos=1, properties=frame_properties(f"new-{index}"))
             answers = [listener.wait_frame(f"new-{index}")[1] for index in range(5)]
+            # then the consolidation, in the background: every node refitted with the new product, a version
+            consolidated = wait_for(lambda: consolidation_of(store, version), 180, "the consolidation")
+            wait_for(lambda: served_versions(second_port) == {consolidated}, 10, "the other worker serves it")
+            for index, (_, data) in enumerate(digit_photos(3, 5, offset=50)):
+                probe.publish(stack.topics.frame(device), data, qos=1, properties=frame_properties(f"after-{index}"))
+            after = [listener.wait_frame(f"after-{index}")[1] for index in range(5)]
             probe.disconnect()
         assert reloaded < 30, f"{reloaded:.1f} s from the request to every worker serving the new version"
-        assert sum(a["product"] == "gauge-3" for a in answers) >= 4, answers
-        assert all(a["model"]["version"] == version for a in answers)
+        quick = [a for a in answers if a["model"]["version"] == version]
+        assert all(a["top_k"][0]["product"] == "gauge-3" and a["product"] in ("gauge-3", None) for a in quick), quick
+        assert sum(a["product"] == "gauge-3" for a in after) >= 4, after
+        assert all(a["model"]["version"] == consolidated for a in after)
+        assert metric(stack.worker_port, "partsight_worker_consolidations_total", outcome="done") == 1
         assert metric(stack.worker_port, "partsight_worker_enrolments_total", outcome="done") == 1
         assert metric(stack.worker_port, "partsight_worker_enrolment_seconds_count") == 1
         assert metric(second_port, "partsight_worker_enrolments_total", outcome="done") == 0  # frames only
@@ -102,7 +120,7 @@ def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
         send_enrolment(stack, broken)
         failed = wait_for(lambda: finished(requests, broken), 60, "the failed enrolment")
         assert failed["state"] == "failed" and failed["error"]["code"] == "image_undecodable", failed
-        assert (store / "current").resolve().name == version
+        assert (store / "current").resolve().name == consolidated
         assert metric(stack.worker_port, "partsight_worker_enrolments_total", outcome="failed") == 1
     finally:
         second.stop()

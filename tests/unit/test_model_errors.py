@@ -20,7 +20,7 @@ from models.bundle import load_model
 from models.errors import ArtifactError, EnrolmentError, InvalidModel, TrainingError, UnknownEnrolment
 from models.store.enrolment_requests import CORRUPT_REQUEST, STORE_UNAVAILABLE, EnrolmentStore
 from models.store.versions import file_sha256
-from models.train.enrolment import _refit_for_enrolment
+from models.train.enrolment import refit_for_enrolment
 from models.train.enrolment_base import Choices, EnrolmentBase
 from tests.unit.test_head_and_artifact import write_demo
 
@@ -110,14 +110,14 @@ CATALOG = {p: {"product": p, "name": p, "category": "c"} for p in ("a", "b", "c"
 
 def test_rows_a_head_cannot_be_fitted_on_are_refit_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     base, choices, bundle = rows()
-    assert _refit_for_enrolment(bundle, base, choices, CATALOG).head.products == ("a", "b", "c")  # type: ignore[arg-type]
+    assert refit_for_enrolment(bundle, base, choices, CATALOG).head.products == ("a", "b", "c")  # type: ignore[arg-type]
 
     def cannot(*args: Any, **kwargs: Any) -> Any:
         raise TrainingError("a classifier needs at least two classes")
 
     monkeypatch.setattr(models.train.enrolment, "fit_nodes", cannot)
     with pytest.raises(EnrolmentError) as caught:
-        _refit_for_enrolment(bundle, base, choices, CATALOG)  # type: ignore[arg-type]
+        refit_for_enrolment(bundle, base, choices, CATALOG)  # type: ignore[arg-type]
     assert caught.value.code == "refit_failed" and "two classes" in caught.value.message
 
 
@@ -132,7 +132,7 @@ def test_a_bug_while_refitting_is_not_disguised_as_refit_failed(
 
     monkeypatch.setattr(models.train.enrolment, "fit_nodes", broken)
     with pytest.raises(type(bug)) as caught:
-        _refit_for_enrolment(bundle, base, choices, CATALOG)  # type: ignore[arg-type]
+        refit_for_enrolment(bundle, base, choices, CATALOG)  # type: ignore[arg-type]
     assert caught.value is bug
 
 

@@ -1,0 +1,105 @@
+"""Quick enrolment: a product answerable at once, at a cost that depends on its photos and its look-alikes only.
+
+The head's nodes stay as they were and gain one refinement (models.answer.refinements): a classifier over the new
+product and the products its photos are confused with. Those are found where the frames' probability would go:
+the head's likeliest products for each new photo, and the gallery's nearest products. The classifier is fitted on
+the real photos of that group alone (a few hundred rows, whatever the catalog's size). The novelty score keeps its
+weights and threshold (its inputs are relative to each product's own spread, which the gallery measures for the
+new product); the share of the new photos it would refuse, each scored against the gallery without itself, is
+reported as the check of that threshold. A consolidating refit (models.train.consolidation) folds the refinements
+into the nodes later, in the background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from models.answer.classifiers import fit_candidate
+from models.answer.gallery import Gallery
+from models.answer.head import ProductHead
+from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs
+from models.answer.refinements import Refinement
+from models.train.enrolment_base import EnrolmentBase
+from models.train.node_fitting import DEFAULT_CANDIDATE
+
+GROUP_LIMIT = 24  # look-alikes a refinement shares a frame's probability with, at most
+MASS_COVERED = 0.99  # of the head's probability for the new photos, held by the group (within GROUP_LIMIT)
+GALLERY_CANDIDATES = 8  # the products nearest to the new photos (by the gallery) that join the group too
+
+
+def look_alikes(head: ProductHead, gallery: Gallery | None, vectors: np.ndarray, product: str) -> list[str]:
+    """The products the new photos of `product` are most confused with, likeliest first (never `product`): those
+    that hold the head's probability for them (until MASS_COVERED of it), and the gallery's nearest."""
+    probabilities = np.asarray(head.probabilities(vectors), dtype=np.float64)
+    names = list(head.products)
+    others = np.array([name != product for name in names])
+    evidence = np.where(others, probabilities.mean(axis=0), 0.0)
+    order = np.argsort(-evidence, kind="stable")
+    covered = np.cumsum(evidence[order]) / max(float(evidence.sum()), 1e-12)
+    chosen = order[: int(np.searchsorted(covered, MASS_COVERED)) + 1].tolist()
+    if gallery is not None:
+        nearest = gallery.best_by_product(gallery.similarities(_normalised(vectors))).max(axis=0)
+        extra = [i for i in np.argsort(-nearest, kind="stable").tolist() if others[i] and i not in chosen]
+        chosen = chosen[: GROUP_LIMIT - GALLERY_CANDIDATES] + extra[:GALLERY_CANDIDATES]
+    return [names[i] for i in chosen[:GROUP_LIMIT] if others[i]]
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float32)
+    normalised: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return normalised
+
+
+def refinement_for(
+    base: EnrolmentBase, product: str, group: list[str], *, source: str, new: bool, seed: int
+) -> Refinement:
+    """The classifier over `product` and its `group`, fitted on their real photos among the rows."""
+    classes = [*group, product]
+    rows = ~base.synthetic & np.isin(base.products, classes)
+    classifier = fit_candidate(DEFAULT_CANDIDATE, base.features[rows], base.products[rows].tolist(), seed=seed)
+    return Refinement(product, classifier, source, new)
+
+
+def refine(
+    head: ProductHead,
+    gallery: Gallery | None,
+    base: EnrolmentBase,
+    new: tuple[str, np.ndarray, str],
+    *,
+    source: str,
+    seed: int,
+) -> tuple[ProductHead, dict[str, Any]]:
+    """`head` with a refinement for `new` (product, its new photos' features, its category) fitted on `base` (the
+    rows with the new photos), and what the report says of it."""
+    product, vectors, category = new
+    group = look_alikes(head, gallery, vectors, product)
+    refinement = refinement_for(base, product, group, source=source, new=product not in head.products, seed=seed)
+    refined = head.refined_by(refinement, category)
+    return refined, {"quick": {"group": group, "refinements": len(refined.refinements)}}
+
+
+def novelty_check(
+    head: ProductHead, gallery: Gallery, novelty: NoveltyModel, vectors: np.ndarray, product: str
+) -> Mapping[str, Any]:
+    """The share of the new photos the kept novelty threshold refuses and the share answered as `product`, each
+    photo scored against the gallery without itself (`gallery` holds the new photos)."""
+    x = _normalised(vectors)
+    similarities = gallery.similarities(x)
+    own = gallery.features @ x.T  # (N, new): a gallery row that is the photo itself scores ~1
+    for column in range(len(x)):
+        similarities[column, np.flatnonzero(own[:, column] > 0.9999)] = -np.inf
+    probabilities = head.probabilities(vectors)
+    answered = answered_index(probabilities, head.categories)
+    best = gallery.best_by_product(similarities)
+    best = np.where(np.isfinite(best), best, -1.0)
+    scores = novelty.score(novelty_inputs(probabilities, best, answered, gallery.spread_mean, gallery.spread_std))
+    right = np.asarray(head.products)[answered] == product
+    return {
+        "photos": len(x),
+        "refused": round(float((scores >= novelty.threshold).mean()), 4),
+        "answered_right": round(float((right & (scores < novelty.threshold)).mean()), 4),
+        "threshold": round(novelty.threshold, 6),
+    }

@@ -1,0 +1,90 @@
+"""The worker's consolidator: when it runs the child process, how, and what it tells (the child is faked here; the
+integration test runs the real one)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from models.store.versions import point_current
+from worker.consolidator import BUSY, DONE, FAILED, LOCK_FILE, NOTHING, ONE_THREAD, Consolidator, refinements_of
+
+
+def version(store: Path, name: str, refinements: int) -> None:
+    folder = store / name
+    folder.mkdir(parents=True)
+    head: dict[str, Any] = {"structure": "flat", "classifiers": []}
+    if refinements:
+        head["refinements"] = [{"product": f"p{i}"} for i in range(refinements)]
+    (folder / "manifest.json").write_text(json.dumps({"format": 4, "name": "m", "version": name, "head": head}))
+    point_current(store, name)
+
+
+class Child:
+    """subprocess.run as the consolidator calls it: records the call, moves current like the real command."""
+
+    def __init__(self, store: Path, *, returncode: int = 0, writes: str | None = "v2") -> None:
+        self.store, self.returncode, self.writes = store, returncode, writes
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def __call__(self, command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append((command, options))
+        if self.returncode == 0 and self.writes:
+            version(self.store, self.writes, 0)
+        return subprocess.CompletedProcess(command, self.returncode, "version v2: 1 folded", "boom")
+
+
+def consolidator(store: Path, child: Child, told: list[Any]) -> Consolidator:
+    return Consolidator(
+        store,
+        keep_versions=7,
+        reload_now=lambda: told.append("reload"),
+        announce=lambda v, reason: told.append((v, reason)),
+        run=child,
+        env={"PATH": "/usr/bin"},
+    )
+
+
+def test_nothing_runs_without_refinements(tmp_path: Path) -> None:
+    version(tmp_path, "v1", 0)
+    child, told = Child(tmp_path), []
+    assert consolidator(tmp_path, child, told).consolidate() == (NOTHING, 0.0)
+    assert child.calls == [] and told == [] and refinements_of(tmp_path / "missing") == 0
+
+
+def test_a_consolidation_runs_the_command_on_one_thread_and_tells_the_workers(tmp_path: Path) -> None:
+    version(tmp_path, "v1", 2)
+    assert refinements_of(tmp_path) == 2
+    child, told = Child(tmp_path), []
+    state, seconds = consolidator(tmp_path, child, told).consolidate()
+    assert state == DONE and seconds >= 0
+    ((command, options),) = child.calls
+    assert command[-6:] == ["models", "--store", str(tmp_path), "--consolidate", "--keep", "7"]
+    assert options["env"]["PATH"] == "/usr/bin" and all(options["env"][k] == "1" for k in ONE_THREAD)
+    assert callable(options["preexec_fn"])
+    assert told == ["reload", ("v2", "consolidation")]
+
+
+def test_a_failed_child_is_reported_and_tells_nobody(tmp_path: Path) -> None:
+    version(tmp_path, "v1", 1)
+    child, told = Child(tmp_path, returncode=3), []
+    assert consolidator(tmp_path, child, told).consolidate()[0] == FAILED and told == []
+
+
+def test_one_consolidation_a_store_at_a_time(tmp_path: Path) -> None:
+    version(tmp_path, "v1", 1)
+    child, told = Child(tmp_path), []
+    with (tmp_path / LOCK_FILE).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another worker's consolidation
+        assert consolidator(tmp_path, child, told).consolidate() == (BUSY, 0.0)
+    assert child.calls == []
+    assert consolidator(tmp_path, child, told).consolidate()[0] == DONE
+
+
+def test_a_child_that_writes_nothing_tells_nobody(tmp_path: Path) -> None:
+    version(tmp_path, "v1", 1)
+    child, told = Child(tmp_path, writes=None), []
+    assert consolidator(tmp_path, child, told).consolidate()[0] == DONE and told == []

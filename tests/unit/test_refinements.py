@@ -1,0 +1,131 @@
+"""Refinements: a product added to a head without refitting its nodes (pure: arrays, no store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.answer.arrays import read_arrays
+from models.answer.classifiers import Classifier
+from models.answer.head import CATEGORY_FIRST, ProductHead, logistic_classifier
+from models.answer.refinements import Refinement, read_refinements, refined, write_refinements
+from models.errors import InvalidModel
+from models.train.consolidation import later_refinements
+
+DIM = 3
+
+
+def logistic(classes: list[str], coef: list[list[float]]) -> Classifier:
+    return logistic_classifier(classes, np.array(coef, np.float32), np.zeros(len(classes), np.float32))
+
+
+def base_head() -> ProductHead:
+    """Category-first: tools {hammer, saw} and parts {bolt}; each axis of the features says one product."""
+    top = logistic(["parts", "tools"], [[-4, -4, 8], [4, 4, -8]])
+    tools = logistic(["hammer", "saw"], [[8, -8, 0], [-8, 8, 0]])
+    return ProductHead(
+        ("hammer", "saw", "bolt"), ("tools", "tools", "parts"), {None: top, "tools": tools}, structure=CATEGORY_FIRST
+    )
+
+
+def saw_variant(source: str = "v2") -> Refinement:
+    """A finer saw, told from the saw by the sign of the saw's axis: it takes the saw's probability where that is
+    negative."""
+    return Refinement("saw-fine", logistic(["saw", "saw-fine"], [[0, 6, 0], [0, -6, 0]]), source)
+
+
+def test_a_refinement_shares_out_its_groups_probability_and_leaves_the_rest() -> None:
+    head = base_head()
+    x = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    before = head.probabilities(x)
+    after = head.refined_by(saw_variant(), "tools")
+    probabilities = after.probabilities(x)
+    assert after.products == ("hammer", "saw", "bolt", "saw-fine") and after.base_products == head.products
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(probabilities[:, [0, 2]], before[:, [0, 2]], atol=1e-9)  # outside the group: as before
+    np.testing.assert_allclose(probabilities[:, 1] + probabilities[:, 3], before[:, 1], atol=1e-9)
+    assert probabilities[0, 1] > 0.99 and probabilities[1, 3] > probabilities[1, 1]
+    assert after.decide(probabilities[0]).product == "saw"
+
+
+def test_refinements_apply_in_order_and_a_later_one_may_name_an_earlier_ones_product() -> None:
+    first = base_head().refined_by(saw_variant("v2"), "tools")
+    second = Refinement("saw-coarse", logistic(["saw-fine", "saw-coarse"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    head = first.refined_by(second, "tools")
+    x = np.array([[0.0, -1.0, 0.3]], np.float32)
+    widened = np.hstack([first.probabilities(x), np.zeros((1, 1))])  # saw-coarse: nothing before its refinement
+    expected = refined(widened, x, head.products, (second,))
+    np.testing.assert_allclose(head.probabilities(x), expected, atol=1e-9)
+    assert head.products[-2:] == ("saw-fine", "saw-coarse")
+
+
+def test_a_refinement_may_bring_new_photos_of_a_known_product_or_a_new_category() -> None:
+    more_bolts = Refinement("bolt", logistic(["hammer", "bolt"], [[1, 0, 0], [0, 0, 1]]), "v2", new=False)
+    head = base_head().refined_by(more_bolts, "parts")
+    assert head.products == base_head().products
+    gauge = Refinement("gauge", logistic(["bolt", "gauge"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    head = head.refined_by(gauge, "gauges")
+    decision = head.decide(head.probabilities(np.array([[0.0, 0.0, -1.0]], np.float32))[0])
+    assert head.categories[-1] == "gauges" and decision.top_k[0]["category"] in {"gauges", "tools"}
+
+
+@pytest.mark.parametrize(
+    ("refinement", "message"),
+    [
+        (Refinement("x", logistic(["nut", "x"], [[1, 0, 0], [0, 1, 0]]), "v2"), "no node knows"),
+        (Refinement("saw", logistic(["hammer", "saw"], [[1, 0, 0], [0, 1, 0]]), "v2"), "each once"),
+        (Refinement("x", logistic(["hammer", "x"], [[1, 0, 0], [0, 1, 0]]), "v2", new=False), "lacks"),
+        (Refinement("x", logistic(["hammer", "saw"], [[1, 0, 0], [0, 1, 0]]), "v2"), "not over it"),
+    ],
+)
+def test_a_refinement_that_does_not_fit_the_head_is_refused(refinement: Refinement, message: str) -> None:
+    with pytest.raises(InvalidModel, match=message):
+        base_head().refined_by(refinement, "tools")
+
+
+def test_the_products_refinements_add_come_last() -> None:
+    head = base_head().refined_by(saw_variant(), "tools")
+    with pytest.raises(InvalidModel, match="must come last"):
+        ProductHead(
+            ("saw-fine", "hammer", "saw", "bolt"),
+            ("tools", "tools", "tools", "parts"),
+            head.classifiers,
+            structure=CATEGORY_FIRST,
+            refinements=head.refinements,
+        )
+
+
+def test_refinements_round_trip_as_content_named_files(tmp_path: Path) -> None:
+    more_bolts = Refinement("bolt", logistic(["hammer", "bolt"], [[1, 0, 0], [0, 0, 1]]), "v3", new=False)
+    refinements = (saw_variant("v2"), more_bolts)
+    records = write_refinements(tmp_path, refinements)
+    (tmp_path / "next").mkdir()
+    again = write_refinements(tmp_path / "next", refinements[:1])
+    assert again[0]["file"] == records[0]["file"]  # the same refinement, the same file: the next version links it
+
+    def arrays_of(name: str) -> dict[str, np.ndarray]:
+        return read_arrays(tmp_path / name)
+
+    restored = read_refinements(records, arrays_of)
+    assert [(r.product, r.source, r.new, r.classifier.classes) for r in restored] == [
+        (r.product, r.source, r.new, r.classifier.classes) for r in refinements
+    ]
+    np.testing.assert_array_equal(restored[0].classifier.arrays["coef"], refinements[0].classifier.arrays["coef"])
+    with pytest.raises(InvalidModel):
+        read_refinements("not a list", arrays_of)
+    with pytest.raises(InvalidModel):
+        read_refinements([{"source": "v2"}], arrays_of)
+    with pytest.raises(InvalidModel, match="names no file"):
+        read_refinements([{k: v for k, v in records[0].items() if k != "file"}], arrays_of)
+
+
+def test_consolidation_carries_only_the_refinements_made_after_the_version_it_refitted() -> None:
+    refitted_from = base_head().refined_by(saw_variant("v2"), "tools")
+    gauge = Refinement("gauge", logistic(["bolt", "gauge"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    latest = refitted_from.refined_by(gauge, "gauges")
+    assert later_refinements(refitted_from, refitted_from) == ()
+    assert later_refinements(refitted_from, latest) == (gauge,)
+    assert later_refinements(latest, refitted_from) is None  # current went back: not built on it
+    assert later_refinements(refitted_from, base_head()) is None  # consolidated by someone else, or trained anew
