@@ -39,6 +39,7 @@ from models.store.blobs import store_bytes
 from models.store.enrolment_requests import DONE, EnrolmentStore
 from models.store.versions import MANIFEST, current_version, version_folders
 from models.train import parts
+from models.train.consolidation import consolidate_all
 from models.train.enrolment_runs import run_request
 from partsight.enrol_cli import LocalFeatures
 
@@ -93,7 +94,7 @@ def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) ->
         rows.append(
             {
                 "seconds": seconds,
-                "refit_s": outcome.enrolled.timings.get("refit_s", 0.0),
+                "refit_s": outcome.enrolled.timings.get("refit_s", outcome.enrolled.timings.get("refine_s", 0.0)),
                 "grown": store_bytes(store) - before,  # the request's photos (kept for review) included
                 "self_contained": self_contained_bytes(store / outcome.version),
                 "own_features": photos * feature_dim(store / outcome.version) * 2,  # float16
@@ -171,8 +172,27 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     on_line_figures = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
     alone_store, _, _ = train_parts(work / f"n{size}-line", len(line), args.photos, args.classifiers)
     alone = figures(answers(alone_store, on_line), line_truth, line_categories)
-    enrolled = enrol_parts(store, size + 1000 + 20, args.enrolments, args.photos, folder / "new")
+    first_new = size + 1000 + 20
+    enrolled = enrol_parts(store, first_new, args.enrolments, args.photos, folder / "new")
+    new_photos = parts.export_camera_folder(
+        folder / "new-test", products=args.enrolments, per_product=args.test_photos, start=first_new
+    )
+    new_categories = {
+        **categories,
+        **{p: str(r["category"]) for p, r in parts.catalog(first_new + args.enrolments).items()},
+    }
+    new_truth = [product for _, product in new_photos]
+    quick = figures(answers(store, new_photos), new_truth, new_categories)
+    started = time.monotonic()
+    consolidate_all(store, keep_versions=20)
+    consolidation_s = time.monotonic() - started
+    consolidated = figures(answers(store, new_photos), new_truth, new_categories)
     return {
+        "quick_top1": quick["top1"],
+        "quick_known_right": quick["known_right"],
+        "consolidated_top1": consolidated["top1"],
+        "consolidated_known_right": consolidated["known_right"],
+        "consolidation_s": consolidation_s,
         **{f"all_{key}": value for key, value in overall.items()},
         "line_top1": on_line_figures["top1"],
         "line_known_right": on_line_figures["known_right"],
@@ -208,14 +228,23 @@ def main() -> int:
         results = [measure(size, args, work) for size in sizes]
     print(f"\n{args.photos} photos per product; classifiers: {args.classifiers}; {args.enrolments} enrolments each")
     print(
-        "| products | train s | train peak MiB | enrol s p50 | enrol s max | refit s p50 | store grows MB/enrolment "
-        "| self-contained version MB (before) | new photos' features MB |"
+        "| products | train s | train peak MiB | enrol s p50 | enrol s max | refine s p50 | store grows MB/enrolment "
+        "| self-contained version MB (before) | new photos' features MB | consolidation s |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
             f"| {r['size']} | {r['train_s']:.0f} | {r['peak_mib']:.0f} | {r['enrol_p50']:.1f} | {r['enrol_max']:.1f} "
-            f"| {r['refit_p50']:.1f} | {r['grown_mb']:.2f} | {r['contained_mb']:.2f} | {r['own_mb']:.2f} |"
+            f"| {r['refit_p50']:.1f} | {r['grown_mb']:.2f} | {r['contained_mb']:.2f} | {r['own_mb']:.2f} "
+            f"| {r['consolidation_s']:.0f} |"
+        )
+    print("\nThe enrolled parts, on another day's photos: quick (as enrolled) and after the consolidation")
+    print("| products | quick: top-1 | quick: known right | consolidated: top-1 | consolidated: known right |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(
+            f"| {r['size']} | {r['quick_top1']:.1%} | {r['quick_known_right']:.1%} | {r['consolidated_top1']:.1%} "
+            f"| {r['consolidated_known_right']:.1%} |"
         )
     print(f"\nAccuracy on another day's photos ({args.test_photos} of each of up to 100 parts and of 20 never-seen)")
     print(

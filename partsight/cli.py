@@ -245,9 +245,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     for entry in reversed(versions):  # oldest first, the newest last, above the prompt
         mark = "*" if entry.current else " "
         state = "verified" if entry.problem is None else f"BROKEN: {entry.problem}"
+        quick = len(entry.manifest.get("head", {}).get("refinements", []))
         tags = "".join(
             f" [{tag}]"
-            for tag, on in (("pinned", entry.version in pinned), ("previous", entry.version == previous))
+            for tag, on in (
+                ("pinned", entry.version in pinned),
+                ("previous", entry.version == previous),
+                (f"{quick} quick enrolment(s) to consolidate", quick > 0),
+            )
             if on
         )
         print(f"{mark} {entry.version}  {entry.name or '?'}  {entry.created_at or ''}  {state}{tags}")

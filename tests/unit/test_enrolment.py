@@ -32,6 +32,7 @@ from models.train.enrolment import base_of, enrol
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase
 from models.train.enrolment_runs import run_request
 from models.train.quick_enrolment import GROUP_LIMIT
+from partsight import cli
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
 
@@ -103,7 +104,7 @@ def test_the_trained_version_keeps_what_an_enrolment_needs(model_store: Path) ->
     assert Choices.from_record(choices.record()) == choices
 
 
-def test_a_new_product_is_enrolled_and_recognised(store: Path) -> None:
+def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = resolve(store).name
     features = LocalFeatures()
     enrolled = enrol(store, "gauge-3", digit_photos(3, 20), record=DIGIT_RECORD, features_of=features)
@@ -134,6 +135,8 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path) -> None:
     base, _ = base_of(bundle)
     assert len(base.features) == len(base_of(load_model(store / before))[0].features) + 20
 
+    assert cli.main(["models", "--store", str(store)]) == 0
+    assert "[1 quick enrolment(s) to consolidate]" in capsys.readouterr().out.splitlines()[-1]
     consolidated = consolidate(store)  # what a worker runs in the background: every node refitted
     assert consolidated.version == resolve(store).name and consolidated.folded == 1 and consolidated.carried == 0
     bundle = load_model(store)
@@ -142,6 +145,8 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path) -> None:
     assert bundle.novelty is not None and bundle.novelty.record() != kept.record()  # calibrated again
     assert answered(store, held_out).count("gauge-3") >= 8
     assert consolidate(store).version is None  # nothing left to fold in
+    assert cli.main(["models", "--store", str(store)]) == 0
+    assert "to consolidate" not in capsys.readouterr().out
 
 
 def test_an_enrolment_writes_only_its_own_rows_and_links_the_rest(store: Path) -> None:
@@ -567,3 +572,24 @@ def test_a_consolidation_writes_nothing_when_current_went_elsewhere(
     outcome = consolidation.consolidate(store)
     assert outcome.version is None and "not built on it" in outcome.reason
     assert resolve(store).name == trained
+
+
+def test_the_command_line_enrols_quickly_and_consolidates_on_request(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARTSIGHT_REDIS_URL", "redis://127.0.0.1:1/0")  # no Redis there: said, never fatal
+    paths = []
+    for name, data in digit_photos(3, 8):
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    record = json.dumps(DIGIT_RECORD)
+    argv = ["enrol", "--store", str(store), "--product", "gauge-3", "--photos", *paths, "--catalog-record", record]
+    assert cli.main([*argv, "--no-consolidate"]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 8 photo(s) of gauge-3 (new product)" in out and "consolidat" not in out
+    assert [r.product for r in load_model(store).head.refinements] == ["gauge-3"]
+    assert cli.main(["models", "--store", str(store), "--consolidate"]) == 0
+    out = capsys.readouterr().out
+    assert "1 quick enrolment(s) folded in" in out and load_model(store).head.refinements == ()
+    assert cli.main(["models", "--store", str(store), "--consolidate"]) == 0
+    assert "nothing written" in capsys.readouterr().out
