@@ -225,7 +225,8 @@ def ship(
 ) -> Shipped:
     """What `partsight train` does with these photos: recipe, structure and classifiers by CV, the novelty score."""
     from models.extract.recipe import CANDIDATES, combine_parts, finish, fit_center
-    from models.train.trainer import choose_recipe, fit_model
+    from models.train.head_fitting import fit_model
+    from models.train.trainer import choose_recipe
 
     labels = np.asarray(names)
     groups, synthetic = np.arange(len(labels)), np.zeros(len(labels), dtype=bool)
@@ -249,7 +250,7 @@ def accuracy_rows(
     from models.answer.classifiers import candidates
     from models.answer.head import CATEGORY_FIRST
     from models.extract.recipe import combine_parts, finish
-    from models.train.trainer import fit_model
+    from models.train.head_fitting import fit_model
 
     test_superset = superset(data.test_images, f"{data.name}-test")
     category = {i: data.categories_of[p] for i, p in enumerate(data.products)}.__getitem__
@@ -315,7 +316,7 @@ def open_set_rows(
     from models.answer.gallery import build_gallery
     from models.answer.head import CATEGORY_FIRST
     from models.extract.recipe import combine_parts, finish
-    from models.train.trainer import fit_model
+    from models.train.head_fitting import fit_model
 
     test_superset = superset(data.test_images, f"{data.name}-test")
     known = [i for i, p in enumerate(data.products) if p not in data.held_out]

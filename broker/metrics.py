@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from broker.codes import ErrorCode
@@ -25,6 +27,16 @@ ENROL_OUTCOMES = (
 SIZE_BUCKETS = (1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7)
 WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def labelled_counter(
+    name: str, documentation: str, label: str, values: Iterable[str], registry: CollectorRegistry
+) -> Counter:
+    """A counter by one bounded label, every value created at 0 (so a rate is there before the first event)."""
+    counter = Counter(name, documentation, [label], registry=registry)
+    for value in values:
+        counter.labels(**{label: value})
+    return counter
 
 
 class BridgeMetrics:

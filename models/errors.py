@@ -13,6 +13,7 @@ ModelError                  base of everything raised here
 ├── ReviewError             the review store cannot be created, written or read
 │   └── UnknownItem         no review item by that id (or an id that is not one: never a path)
 ├── StoreBusy               the model store's lock was held too long (an enrolment or an activation)
+│   └── ConsolidationBusy   another process is consolidating the store
 ├── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
 │   └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
 └── LineError               a line (a named set of products) or a device's line that cannot be set or used;
@@ -94,6 +95,11 @@ class UnknownEnrolment(EnrolmentError):
 
 class StoreBusy(ModelError):
     """Another process held the model store's lock (enrolment, activation) for longer than the caller waits."""
+
+
+class ConsolidationBusy(StoreBusy):
+    """Another process is consolidating the store (models.train.consolidation): its rounds take these enrolments
+    along."""
 
 
 class LineError(ModelError):

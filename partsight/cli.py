@@ -160,8 +160,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             refuse_unseen=args.refuse_unseen or None,
             gallery_per_product=args.gallery_per_product,
             base_per_product=args.base_per_product,
-            classifiers=parse_names(args.classifiers, KINDS, "classifier"),
-            preprocessing=parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
+            classifiers=None if args.classifiers == "auto" else parse_names(args.classifiers, KINDS, "classifier"),
+            preprocessing=None
+            if args.preprocessing == "auto"
+            else parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
             tuning_photos=args.tuning_photos or None,
         )
     )
@@ -245,7 +247,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for entry in reversed(versions):  # oldest first, the newest last, above the prompt
         mark = "*" if entry.current else " "
         state = "verified" if entry.problem is None else f"BROKEN: {entry.problem}"
-        quick = len(entry.manifest.get("head", {}).get("refinements", []))
+        head = entry.manifest.get("head")
+        refinements = head.get("refinements") if isinstance(head, dict) else None
+        quick = len(refinements) if isinstance(refinements, list) else 0
         tags = "".join(
             f" [{tag}]"
             for tag, on in (
@@ -259,12 +263,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(entry.problem is None for entry in versions) else 1
 
 
+CONSOLIDATION_BUSY_EXIT = 75  # EX_TEMPFAIL: try again later (the worker's consolidator reads it as busy)
+
+
 def _consolidate(store: Path, keep: int) -> int:
     """Fold the refinements of quick enrolments into the current version's nodes (a full refit, then a version)."""
+    from models.errors import ConsolidationBusy  # noqa: PLC0415  # beside the import below
     from models.train.consolidation import consolidate_all  # noqa: PLC0415  # numpy and scikit-learn: this command only
 
     written = None
-    for outcome in consolidate_all(store, keep_versions=keep):
+    try:
+        outcomes = consolidate_all(store, keep_versions=keep)
+    except ConsolidationBusy as exc:
+        print(f"not now: {exc}; it takes these enrolments along", file=sys.stderr)
+        return CONSOLIDATION_BUSY_EXIT
+    for outcome in outcomes:
         if outcome.version is None:
             print(f"nothing written: {outcome.reason}")
             continue
@@ -462,13 +475,15 @@ def _train_choice_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--classifiers",
-        default="all",
-        help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp",
+        default="auto",
+        help="classifiers cross-validation chooses among, comma-separated: logistic, linear_svm, rbf_svm, knn, mlp, "
+        "prototype, or all; auto (the default): all up to 40 products, logistic alone past that",
     )
     parser.add_argument(
         "--preprocessing",
-        default="all",
-        help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca",
+        default="auto",
+        help="feature preprocessing tried with each classifier, comma-separated: none, standardize, pca, or all; "
+        "auto (the default): all up to 40 products, none past that",
     )
     parser.add_argument(
         "--tuning-photos",
@@ -631,8 +646,9 @@ def lock_stores_in_redis(env: Mapping[str, str]) -> None:
     and the API do (flock alone is not to be trusted on a network volume)."""
     if env.get("PARTSIGHT_REDIS_URL"):
         from broker.dispatch import redis_client_url  # noqa: PLC0415  # celery: only for a command that writes
+        from broker.settings import redis_url_from_env  # noqa: PLC0415  # beside the import above
 
-        use_redis_lock(RedisStoreLocks.from_url(redis_client_url(env["PARTSIGHT_REDIS_URL"])))
+        use_redis_lock(RedisStoreLocks.from_url(redis_client_url(redis_url_from_env(env))))
 
 
 def main(argv: list[str] | None = None) -> int:

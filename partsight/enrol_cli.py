@@ -129,10 +129,19 @@ def run_enrol(args: argparse.Namespace) -> int:
 
 def _consolidate(store: Path) -> None:
     """The refit that folds the quick enrolment into every node, now (the product was answerable meanwhile)."""
+    from models.errors import ConsolidationBusy, ModelError  # noqa: PLC0415 - beside the import below
     from models.train.consolidation import consolidate_all  # noqa: PLC0415 - scikit-learn only when enrolling
 
-    print("consolidating: every node refitted with the product, the novelty score calibrated again ...")
-    for outcome in consolidate_all(store, keep_versions=keep_from_env(os.environ)):
+    print("consolidating: the head fitted again with the product, the novelty score calibrated again ...")
+    try:
+        outcomes = consolidate_all(store, keep_versions=keep_from_env(os.environ))
+    except ConsolidationBusy as exc:
+        print(f"not consolidated here: {exc}; it takes this enrolment along")
+        return
+    except ModelError as exc:  # the quick version stays current and answers the product
+        print(f"the consolidation failed ({exc}); the quick version stays current", file=sys.stderr)
+        return
+    for outcome in outcomes:
         if outcome.version is None:
             print(f"nothing consolidated: {outcome.reason}")
             continue

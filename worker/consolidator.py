@@ -3,16 +3,16 @@
 A quick enrolment makes its product answerable in seconds with a refinement on the head; the `partsight.consolidate`
 task, sent after each, folds the refinements into the nodes (models.train.consolidation). The refit is minutes of
 scikit-learn at a large catalog: run in this process it would hold the GIL from the frames' threads, so it runs
-as `partsight models --consolidate` in a child process, at a lower priority and on one BLAS thread, while the
-task's thread only waits. One consolidation a store at a time (a non-blocking lock file); a task that finds one
-running comes back later, and a task that finds nothing left to fold does nothing.
+as `partsight models --consolidate` in a child process, at a lower priority (`nice`) and on one BLAS thread,
+while the task's thread only waits. One consolidation a store at a time (the child takes a lock file and exits 75
+when another process holds it: the task comes back later); a task that finds nothing left to fold does nothing.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +25,9 @@ from models.store.versions import current_version, read_manifest, resolve
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILE = ".consolidating"
-NICENESS = 10  # below the frames' threads for the CPU
+NICENESS = "10"  # below the frames' threads for the CPU
+BUSY_EXIT = 75  # the child's exit when another process consolidates the store (partsight.cli)
+TIMEOUT_S = 4 * 3600.0  # a child past this is stopped and counted failed
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 NOTHING, BUSY, DONE, FAILED = "nothing", "busy", "done", "failed"
 
@@ -64,7 +65,9 @@ class Consolidator:
         self._env = dict(os.environ if env is None else env)
 
     def command(self) -> list[str]:
+        nice = shutil.which("nice")
         return [
+            *([nice, "-n", NICENESS] if nice else []),
             sys.executable,
             "-m",
             "partsight.cli",
@@ -81,22 +84,23 @@ class Consolidator:
         seconds the child took."""
         if refinements_of(self.store) == 0:
             return NOTHING, 0.0
-        with (self.store / LOCK_FILE).open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return BUSY, 0.0
-            before = current_version(self.store)
-            started = time.monotonic()
+        before = current_version(self.store)
+        started = time.monotonic()
+        try:
             finished = self._run(
                 self.command(),
                 env={**self._env, **ONE_THREAD},
-                preexec_fn=_lower_priority,  # only os.nice, before exec
                 capture_output=True,
                 text=True,
                 check=False,
+                timeout=TIMEOUT_S,
             )
-            seconds = time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            logger.error("consolidation of %s stopped after %.0f s", self.store, TIMEOUT_S)
+            return FAILED, time.monotonic() - started
+        seconds = time.monotonic() - started
+        if finished.returncode == BUSY_EXIT:
+            return BUSY, seconds
         if finished.returncode != 0:
             logger.error(
                 "consolidation of %s failed (exit %s): %s", self.store, finished.returncode, _tail(finished.stderr)
@@ -117,10 +121,6 @@ class Consolidator:
             self._announce(version, "consolidation")
         except Exception as exc:  # the others still poll
             logger.warning("could not announce version %s (%s); other workers see it at their poll", version, exc)
-
-
-def _lower_priority() -> None:
-    os.nice(NICENESS)
 
 
 def _tail(text: Any, lines: int = 5) -> str:

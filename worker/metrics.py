@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from broker.codes import ErrorCode
+from broker.metrics import labelled_counter
 
 STAGES = ("queue", "decode", "features", "classify", "publish", "total")
 STATUSES = ("recognized", "unknown")
@@ -133,28 +134,26 @@ class WorkerMetrics:
             registry=registry,
         )
 
-        self.enrolments = Counter(
+        self.enrolments = labelled_counter(
             "partsight_worker_enrolments_total",
             "Enrolments this worker ran, by outcome (done: a new version is current; failed: current unchanged).",
-            ["outcome"],
-            registry=registry,
+            "outcome",
+            ENROLMENT_OUTCOMES,
+            registry,
         )
-        for outcome in ENROLMENT_OUTCOMES:
-            self.enrolments.labels(outcome=outcome)
         self.enrolment_seconds = Histogram(
             "partsight_worker_enrolment_seconds",
             "Seconds from taking an enrolment to its version being current (features, refit, write).",
             buckets=(0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 60, 120, 300),
             registry=registry,
         )
-        self.consolidations = Counter(
+        self.consolidations = labelled_counter(
             "partsight_worker_consolidations_total",
             "Consolidations this worker ran (a refit that folds quick enrolments into the head), by outcome.",
-            ["outcome"],
-            registry=registry,
+            "outcome",
+            CONSOLIDATION_OUTCOMES,
+            registry,
         )
-        for outcome in CONSOLIDATION_OUTCOMES:
-            self.consolidations.labels(outcome=outcome)
         self.consolidation_seconds = Histogram(
             "partsight_worker_consolidation_seconds",
             "Seconds a consolidation's child process took (the refit, the version written).",

@@ -123,6 +123,8 @@ class Runtime:
                 keep_versions=settings.keep_versions,
                 reload_now=reloader.check,
                 announce=functools.partial(announce_current, redis_client),
+                # the child takes the store's writer lock in the same Redis as this worker's enrolments
+                env={**os.environ, "PARTSIGHT_REDIS_URL": settings.redis_url},
             )
         return cls(
             settings,

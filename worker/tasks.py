@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 2
 ENROL_RETRY_S = 2  # an enrolment that cannot start now (another one runs) waits this long, off the pool
 CONSOLIDATE_RETRY_S = 30  # a consolidation that finds another one running comes back this much later
+CONSOLIDATE_RETRIES = 20  # that often at most; the running one takes the enrolments along anyway
 
 
 def task_retry(task: Task, exc: Exception) -> Exception:
@@ -50,7 +51,10 @@ def run_enrolment(task: Task, runtime: Runtime, kwargs: dict[str, Any], consolid
     except RedisError as exc:
         raise task_retry(task, exc) from exc
     if outcome.ran and outcome.state == "done":
-        consolidate.apply_async(countdown=runtime.settings.consolidate_after_s)
+        try:
+            consolidate.apply_async(countdown=runtime.settings.consolidate_after_s)
+        except Exception as exc:  # the enrolment is done: the next one (or `models --consolidate`) folds it in
+            logger.warning("could not send the consolidation after enrolment %s: %s", outcome.enrolment, exc)
     return {"enrolment": outcome.enrolment, "state": outcome.state, "version": outcome.version}
 
 
@@ -110,7 +114,11 @@ def register(app: Celery, holder: RuntimeHolder) -> tuple[Task, Task, Task, Task
     def enrol(self: Task, **kwargs: Any) -> dict[str, Any]:
         return run_enrolment(self, holder.get(), kwargs, consolidate)
 
-    @app.task(name=CONSOLIDATE_TASK, queue=ENROL_QUEUE, **options)
+    # acknowledged on receipt: a child that runs for minutes would otherwise be handed out again each visibility
+    # timeout; a consolidation lost with its worker is sent again by the next enrolment (or run by hand)
+    once = {**options, "acks_late": False, "reject_on_worker_lost": False, "max_retries": CONSOLIDATE_RETRIES}
+
+    @app.task(name=CONSOLIDATE_TASK, queue=ENROL_QUEUE, **once)
     def consolidate(self: Task) -> dict[str, Any]:
         return run_consolidation(self, holder.get())
 

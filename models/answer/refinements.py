@@ -62,9 +62,12 @@ def check_order(base_products: Sequence[str], refinements: Sequence[Refinement])
     """InvalidModel when a refinement names a product neither the nodes nor an earlier refinement made, or adds one
     that is there already."""
     known = set(base_products)
+    if len({refinement.source for refinement in refinements}) != len(refinements):
+        raise InvalidModel("two refinements name the same version as their source")
     for refinement in refinements:
-        if len(refinement.classifier.classes) < 2 or refinement.product not in refinement.classifier.classes:
-            raise InvalidModel(f"the refinement of {refinement.product!r} is not over it and its group")
+        classes = refinement.classifier.classes
+        if len(classes) < 2 or refinement.product not in classes or len(set(classes)) != len(classes):
+            raise InvalidModel(f"the refinement of {refinement.product!r} is not over it and its group, each once")
         missing = sorted(set(refinement.group) - known)
         if missing:
             raise InvalidModel(f"the refinement of {refinement.product!r} names products no node knows: {missing}")
@@ -96,10 +99,10 @@ def read_refinements(records: Any, arrays_of: Callable[[str], Mapping[str, np.nd
     for record in records:
         if not isinstance(record, Mapping) or not isinstance(record.get("product"), str):
             raise InvalidModel("a refinement record without its product")
-        if not isinstance(record.get("file"), str):
-            raise InvalidModel(f"the refinement of {record['product']!r} names no file")
+        if not isinstance(record.get("file"), str) or not isinstance(record.get("source"), str):
+            raise InvalidModel(f"the refinement of {record['product']!r} names no file or no source")
+        if not isinstance(record.get("new", True), bool):
+            raise InvalidModel(f"the refinement of {record['product']!r}: `new` is not true or false")
         classifier = Classifier.from_record(record, arrays_of(record["file"]))
-        restored.append(
-            Refinement(record["product"], classifier, str(record.get("source")), bool(record.get("new", True)))
-        )
+        restored.append(Refinement(record["product"], classifier, record["source"], record.get("new", True)))
     return tuple(restored)

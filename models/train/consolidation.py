@@ -1,8 +1,10 @@
 """Consolidation: the refinements quick enrolments left on the head folded into its nodes by a full refit.
 
-It refits the current version's rows with the classifiers training chose and calibrates the novelty score again
-on leave-products-out folds (models.train.enrolment.refit) without holding the store's lock, so enrolments go on
-meanwhile. Then, under the lock, it takes `current` as it finds it: when that is the version it refitted, or one
+It fits the head again on the current version's rows as training does (models.train.head_fitting.fit_model: the
+structure and every node's classifier chosen by cross-validation, the novelty score and the thresholds calibrated
+on leave-products-out folds), from the stored features, without a photo or the backbone, and without holding the
+store's lock, so enrolments go on meanwhile. Only the feature recipe and the synthetic copies stay the last
+training's. Then, under the lock, it takes `current` as it finds it: when that is the version it refitted, or one
 built on it by quick enrolments only (its refinements start with the refitted version's), the new version is the
 refitted head plus the refinements of the enrolments that came meanwhile, over the newest rows, gallery and
 catalog, verified and made current like any version. When `current` went elsewhere (a training, an activation,
@@ -11,22 +13,31 @@ another consolidation), nothing is written. `consolidate_all` runs until no refi
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from models.answer.classifiers import KINDS, PREPROCESSING, candidates
 from models.answer.head import ProductHead
 from models.answer.refinements import Refinement
 from models.bundle import ModelBundle, load_model, stored_gallery
+from models.errors import ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
 from models.store.retention import prune
 from models.store.versions import store_lock
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
-from models.train.enrolment_base import EnrolmentBase
+from models.train.enrolment_base import Choices, EnrolmentBase
+from models.train.head_fitting import AUTO, fit_model
 
 logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5  # consolidations in a row while enrolments keep coming; the next enrolment starts another
+LOCK_FILE = ".consolidating"
 
 
 @dataclass(frozen=True)
@@ -45,16 +56,16 @@ def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidate
         return Consolidated(None, 0, 0, 0.0, f"version {bundle.version} has no refinements")
     started = time.monotonic()
     base, choices = base_of(bundle)
-    refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, stored_gallery(bundle))
+    refitted = refit_whole(bundle, base, choices)  # the choices stay the last training's: what later ones search
     refit_s = time.monotonic() - started
     with store_lock(store):
         latest = load_model(store)
         later = later_refinements(bundle.head, latest.head)
-        if later is None or latest.manifest.get("choices") != bundle.manifest.get("choices"):
+        if later is None or _trained_version(latest) != choices.trained_version:
             reason = f"current moved from {bundle.version} to {latest.version}, which is not built on it"
             logger.info("consolidation of %s dropped: %s", bundle.version, reason)
             return Consolidated(None, 0, 0, refit_s, reason)
-        path = _write(store, latest, _carried(refitted, latest, later), bundle.version)
+        path = _write(store, latest, _carried(refitted, latest, later), bundle.version, choices)
         if keep_versions is not None:
             prune(store, keep_versions, locked=True)
     folded = len(bundle.head.refinements)
@@ -70,14 +81,71 @@ def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidate
 
 
 def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Consolidated]:
-    """Consolidations until current has no refinement left (at most MAX_ROUNDS), or one writes nothing."""
+    """Consolidations until current has no refinement left (at most MAX_ROUNDS), or one writes nothing.
+    ConsolidationBusy when another process consolidates the store (its rounds take these enrolments along)."""
     done: list[Consolidated] = []
-    for _ in range(MAX_ROUNDS):
-        outcome = consolidate(store, keep_versions=keep_versions)
-        done.append(outcome)
-        if outcome.version is None or outcome.carried == 0:
-            break
+    with consolidating(store):
+        for _ in range(MAX_ROUNDS):
+            outcome = consolidate(store, keep_versions=keep_versions)
+            done.append(outcome)
+            if outcome.version is None or outcome.carried == 0:
+                break
     return done
+
+
+@contextmanager
+def consolidating(store: Path) -> Iterator[None]:
+    """One consolidation a store at a time, across processes on this machine (a lock file, never waited for);
+    on a shared volume two machines may both refit, and the second to write finds current moved and drops its own."""
+    with (store / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConsolidationBusy(f"another process is consolidating {store}") from exc
+        yield
+
+
+def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> Refitted:
+    """The head fitted again on `base` as training fits it. With a product of a single photo the rows cannot be
+    cross-validated: every node is then refitted with the classifier the last training chose, and the novelty
+    score calibrated on the products with two photos or more (or kept), as an enrolment's refit does."""
+    gallery = stored_gallery(bundle)  # now: a prune may remove this version while the refit runs
+    _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
+    if photos.min() < 2:
+        return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
+    categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
+    kinds, steps, why = search_of(choices)
+    try:
+        fitted = fit_model(
+            base.features,
+            base.products.astype(str).tolist(),
+            categories_of,
+            target_precision=choices.target_precision,
+            product_threshold=choices.product_threshold,
+            category_threshold=choices.category_threshold,
+            seed=choices.seed,
+            groups=base.groups,
+            synthetic=base.synthetic,
+            structure=AUTO,
+            search=candidates(kinds, steps),
+            tuning_photos=choices.tuning_photos,
+            refuse_unseen=choices.refuse_unseen,
+            gallery_per_product=choices.gallery_per_product,
+        )
+    except (TrainingError, InvalidModel) as exc:
+        raise EnrolmentError(f"the head cannot be fitted on the rows: {exc}", "refit_failed") from exc
+    report = {**fitted.report, "classifier_search": {"kinds": list(kinds), "preprocessing": list(steps), "why": why}}
+    return Refitted(fitted.head, fitted.novelty, gallery, report)
+
+
+def search_of(choices: Choices) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """The kinds and preprocessing a consolidation searches: those the last training chose for some node, and
+    logistic regression without preprocessing (a new node's default); their parameters and temperatures are
+    chosen again, a fraction of a training's search."""
+    chosen = [candidate for candidate, _ in choices.classifiers.values()]
+    kinds = tuple(kind for kind in KINDS if kind == "logistic" or kind in {c.kind for c in chosen})
+    steps = tuple(step for step in PREPROCESSING if step == "none" or step in {c.preprocessing for c in chosen})
+    return kinds, steps, "the kinds and preprocessing the last training chose, and logistic regression"
 
 
 def later_refinements(refitted: ProductHead, latest: ProductHead) -> tuple[Refinement, ...] | None:
@@ -99,8 +167,13 @@ def _carried(refitted: Refitted, latest: ModelBundle, later: tuple[Refinement, .
     return Refitted(head, refitted.novelty, stored_gallery(latest), report)
 
 
-def _write(store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str) -> Path:
-    stored, choices = stored_base_of(latest)
+def _trained_version(bundle: ModelBundle) -> str | None:
+    record = bundle.manifest.get("choices")
+    return Choices.from_record(record).trained_version if isinstance(record, dict) else None
+
+
+def _write(store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str, choices: Choices) -> Path:
+    stored, _ = stored_base_of(latest)
     rows = EnrolmentBase.from_columns(stored.used(), "the latest base")
     summary = {
         "consolidates": consolidates,

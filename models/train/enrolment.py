@@ -56,6 +56,9 @@ LINKED_FILES = ("backbone.onnx",)  # unchanged by an enrolment: hard-linked from
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
 PHOTOS_PER_BATCH = 16  # photos an engine call takes, where the caller names no batch size
+# quick enrolments a head carries at most before an enrolment refits it whole (every frame applies each refinement;
+# consolidations that keep failing must not let them pile up)
+MAX_REFINEMENTS = 64
 
 
 def photo_features(
@@ -304,7 +307,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         grown = EnrolmentBase.from_columns(stored.used(), "the grown base")
         mark = time.monotonic()
         version = new_version()
-        quick = quick and _category_kept(bundle, product, catalog)
+        quick = quick and _category_kept(bundle, product, catalog) and len(bundle.head.refinements) < MAX_REFINEMENTS
         if quick:
             refitted = _refine_for_enrolment(bundle, grown, new, catalog, (gallery, version, choices.seed))
         else:

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score
 
 from models.answer.classifiers import (
-    KINDS,
-    PREPROCESSING,
-    Candidate,
     candidates,
 )
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, build_gallery
-from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
-from models.answer.novelty import DEFAULT_REFUSE_UNSEEN, NoveltyModel
+from models.answer.novelty import DEFAULT_REFUSE_UNSEEN
 from models.answer.row_shards import write_rows
 from models.bundle import new_version, write_model
 from models.errors import DatasetError, ImageError
@@ -58,21 +52,16 @@ from models.train.enrolment_base import (
     base_record,
     stored_base,
 )
+from models.train.head_fitting import AUTO, FittedHead, fit_model, progress, search_for
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
-    Tuned,
-    calibrate_threshold,
-    fit_nodes,
     fold_count,
-    head_nodes,
     photo_folds,
-    resolve_structure,
     tune_node,
     tuning_sample,
 )
-from models.train.open_set import OpenSetCalibration, calibrate_open_set, fold_answers
-from models.train.report import confused_pairs, evaluation, write_report
+from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
 
@@ -115,26 +104,6 @@ def scan_images(root: Path, catalog: Catalog) -> list[LabelledImage]:
     if len({item.product for item in found}) < 2:
         raise DatasetError(f"{root}: at least two products with images are needed to train")
     return found
-
-
-def progress(label: str, total: int) -> Callable[[int], None]:
-    """A one-line progress bar on stderr (plain log lines when stderr is not a terminal)."""
-    started = time.monotonic()
-    tty = sys.stderr.isatty()
-
-    def update(done: int) -> None:
-        if not tty and done not in (total,) and done % max(1, total // 10):
-            return
-        rate = done / max(time.monotonic() - started, 1e-9)
-        bar = "#" * int(30 * done / max(total, 1))
-        line = f"{label}: [{bar:<30}] {done}/{total} ({rate:.1f}/s)"
-        if tty:
-            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    return update
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,140 +188,6 @@ def extract_features(
     return TrainingSet(np.stack(rows), products, np.asarray(groups), synthetic)  # type: ignore[arg-type]
 
 
-def progress_ticker(label: str, total: int, show: bool) -> Callable[[], None]:
-    """A callable to call once per step done; it draws a progress bar when `show`."""
-    update = progress(label, total) if show else None
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if update is not None:
-            update(done)
-
-    return tick
-
-
-def choose_classifiers(
-    nodes: Sequence[Node],
-    features: np.ndarray,
-    real: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    search: Sequence[Candidate],
-    *,
-    seed: int,
-    show_progress: bool,
-) -> dict[str | None, Tuned]:
-    """Every node's candidate with the best cross-validated macro-F1, with its out-of-fold answers."""
-    tick = progress_ticker("choosing classifiers", len(nodes) * len(search) * len(splits), show_progress)
-    return {node.scope: tune_node(node, features, real, splits, search, seed=seed, tick=tick) for node in nodes}
-
-
-def classifiers_report(tuned: Mapping[str | None, Tuned], structure: str) -> dict[str, dict[str, Any]]:
-    """The report's record of each level's choice: chosen, its macro-F1, and every candidate's."""
-    return {
-        ("(categories)" if scope is None and structure == CATEGORY_FIRST else scope or "(products)"): {
-            "chosen": result.candidate.label,
-            "cv_macro_f1": result.scores[result.candidate.label],
-            "candidates": result.scores,
-        }
-        for scope, result in tuned.items()
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class OutOfFold:
-    """The head's out-of-fold answers on the real photos, its levels composed as the fitted head composes them."""
-
-    labels: np.ndarray  # true product of each real photo
-    classes: np.ndarray  # products, sorted: the columns of the composed probabilities
-    predicted: np.ndarray  # product answered
-    product_conf: np.ndarray
-    product_hit: np.ndarray
-    category_conf: np.ndarray
-    category_hit: np.ndarray
-
-
-def out_of_fold(
-    tuned: Mapping[str | None, Tuned], labels: np.ndarray, categories_of: Mapping[str, str], structure: str
-) -> OutOfFold:
-    """Compose the levels' out-of-fold probabilities into product and category answers, and score them."""
-    classes = np.unique(labels)
-    levels = {scope: (list(result.classes), result.oof) for scope, result in tuned.items()}
-    oof = compose(list(classes), categories_of, structure, levels)  # as the head will compose them
-    predicted = classes[oof.argmax(axis=1)]
-    category_names = sorted({categories_of[c] for c in classes})
-    member = np.array([[categories_of[c] == name for name in category_names] for c in classes], dtype=float)
-    category_probs = oof @ member
-    true_category = np.array([categories_of[label] for label in labels])
-    return OutOfFold(
-        labels=labels,
-        classes=classes,
-        predicted=predicted,
-        product_conf=oof.max(axis=1),
-        product_hit=predicted == labels,
-        category_conf=category_probs.max(axis=1),
-        category_hit=np.asarray(category_names)[category_probs.argmax(axis=1)] == true_category,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CrossValidation:
-    tuned: dict[str | None, Tuned]
-    oof: OutOfFold
-
-
-def cross_validate(
-    features: np.ndarray,
-    labels: np.ndarray,
-    categories: np.ndarray,
-    groups: np.ndarray,
-    synthetic: np.ndarray,
-    *,
-    categories_of: Mapping[str, str],
-    structure: str,
-    search: Sequence[Candidate],
-    seed: int,
-    show_progress: bool,
-) -> CrossValidation | None:
-    """Choose every level's classifier on folds of the real photos; None with too few photos per product."""
-    real = np.flatnonzero(~synthetic)
-    folds = fold_count(labels[real])
-    if folds < 2:
-        return None
-    splits = photo_folds(real, labels[real], groups, folds, seed)
-    nodes = head_nodes(labels, categories, structure)
-    tuned = choose_classifiers(nodes, features, real, splits, search, seed=seed, show_progress=show_progress)
-    return CrossValidation(tuned, out_of_fold(tuned, labels[real], categories_of, structure))
-
-
-def unknown_thresholds(
-    oof: OutOfFold | None, target_precision: float, product: float | None, category: float | None
-) -> tuple[float, float]:
-    """(product, category) thresholds: those given, else calibrated on the out-of-fold answers, else 0.5."""
-    if product is None:
-        product = calibrate_threshold(oof.product_conf, oof.product_hit, target_precision) if oof else 0.5
-    if category is None:
-        category = calibrate_threshold(oof.category_conf, oof.category_hit, target_precision) if oof else 0.5
-    return product, category
-
-
-def cv_report(oof: OutOfFold, product_threshold: float) -> dict[str, Any]:
-    """The cross-validated figures: the evaluation tables, and what the product threshold accepts."""
-    accepted = oof.product_conf >= product_threshold
-    evaluated = evaluation(oof.labels, oof.predicted, oof.product_conf, oof.classes)
-    return {
-        "cv_evaluation": evaluated,
-        "cv_accuracy": evaluated["accuracy"],
-        "cv_category_accuracy": round(float(oof.category_hit.mean()), 4),
-        "cv_coverage": round(float(accepted.mean()), 4),
-        "cv_precision_when_recognized": round(float(oof.product_hit[accepted].mean()), 4) if accepted.any() else None,
-    }
-
-
-AUTO = "auto"  # structure: cross-validation chooses between flat and category-first
-
-
 def choose_recipe(
     superset: np.ndarray,
     labels: np.ndarray,
@@ -391,233 +226,6 @@ def choose_recipe(
     return best, scores
 
 
-def choose_structure(
-    features: np.ndarray,
-    labels: np.ndarray,
-    categories: np.ndarray,
-    groups: np.ndarray,
-    synthetic: np.ndarray,
-    *,
-    categories_of: Mapping[str, str],
-    seed: int,
-) -> tuple[str, dict[str, float]]:
-    """Flat or category-first, whichever has the better cross-validated macro-F1 with the default classifier
-    at every node (the full search then runs once, on the structure chosen). Flat wins ties: it is simpler."""
-    if len(np.unique(categories)) < 2:
-        return FLAT, {}
-    scores: dict[str, float] = {}
-    for structure in (FLAT, CATEGORY_FIRST):
-        cv = cross_validate(
-            features,
-            labels,
-            categories,
-            groups,
-            synthetic,
-            categories_of=categories_of,
-            structure=structure,
-            search=[DEFAULT_CANDIDATE],
-            seed=seed,
-            show_progress=False,
-        )
-        if cv is None:
-            return FLAT, {}
-        scores[structure] = round(float(f1_score(cv.oof.labels, cv.oof.predicted, average="macro")), 4)
-    return (CATEGORY_FIRST if scores[CATEGORY_FIRST] > scores[FLAT] else FLAT), scores
-
-
-@dataclass(frozen=True)
-class FittedHead:
-    head: ProductHead
-    report: dict[str, Any]
-    novelty: NoveltyModel | None
-    calibration: OpenSetCalibration | None = None
-    chosen: Mapping[str | None, tuple[Candidate, float]] | None = None  # each node's classifier and temperature
-
-
-def fit_model(  # long: 16 documented settings; the body is one call per step
-    features: np.ndarray,
-    products: list[str],
-    categories_of: dict[str, str],
-    *,
-    target_precision: float = 0.9,
-    product_threshold: float | None = None,
-    category_threshold: float | None = None,
-    seed: int = 0,
-    groups: np.ndarray | None = None,
-    synthetic: np.ndarray | None = None,
-    structure: str = AUTO,
-    search: Sequence[Candidate] | None = None,
-    show_progress: bool = False,
-    tuning_photos: int | None = None,
-    refuse_unseen: float | None = None,
-    gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT,
-) -> FittedHead:
-    """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown".
-
-    `structure` category-first fits a category classifier and one product classifier per category (each
-    chosen separately from `search`); flat fits one classifier over all products; auto lets cross-validation
-    choose. With synthetic copies (`synthetic` True, `groups` naming each row's photo), folds split photos,
-    never a photo from its copies: a fold trains on its photos and their copies and is scored on real photos
-    only. With more than `tuning_photos` photos, the choice and the calibration come from a stratified sample
-    of that many photos (with their copies); the chosen classifiers are then fitted on everything.
-
-    "Unknown": with `refuse_unseen` (and three or more products), a novelty score is fitted on
-    leave-products-out folds (models.train.open_set) to refuse that share of never-seen products, and the product
-    threshold is 0 unless given (the novelty score decides); otherwise the thresholds are calibrated on the
-    out-of-fold answers to `target_precision`, as before galleries.
-    """
-    search = list(search) if search is not None else candidates()
-    all_labels = np.asarray(products)
-    synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
-    groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
-    categories = np.array([categories_of[p] for p in all_labels])
-    report, sample = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
-    report["target_precision"] = target_precision
-    if structure == AUTO:
-        structure, structure_scores = choose_structure(*sample, categories_of=categories_of, seed=seed)
-        if structure_scores:
-            report["structure_cv_macro_f1"] = structure_scores
-    structure = resolve_structure(structure, categories)
-    report["structure"] = structure
-    nodes = head_nodes(all_labels, categories, structure)
-    cv = cross_validate(
-        *sample, categories_of=categories_of, structure=structure, search=search, seed=seed, show_progress=show_progress
-    )
-    chosen = _chosen_classifiers(nodes, cv, structure, report)
-    oof = cv.oof if cv is not None else None
-    calibration = _calibrate_novelty(
-        sample,
-        categories_of=categories_of,
-        structure=structure,
-        chosen=chosen,
-        seed=seed,
-        refuse_unseen=refuse_unseen,
-        target_precision=target_precision,
-        gallery_per_product=gallery_per_product,
-    )
-    if calibration is not None:
-        report.update(calibration.report)
-    product_threshold, category_threshold = _shipped_thresholds(
-        oof, calibration, target_precision, product_threshold, category_threshold, report
-    )
-    head = ProductHead(
-        tuple(str(c) for c in np.unique(all_labels)),
-        tuple(categories_of[str(c)] for c in np.unique(all_labels)),
-        fit_nodes(nodes, chosen, features, seed),
-        structure=structure,
-        product_threshold=product_threshold,
-        category_threshold=category_threshold,
-    )
-    novelty = calibration.novelty if calibration is not None else None
-    return FittedHead(head, report, novelty, calibration, chosen)
-
-
-def _tuning_rows(  # noqa: PLR0917
-    features: np.ndarray,
-    labels: np.ndarray,
-    categories: np.ndarray,
-    groups: np.ndarray,
-    synthetic: np.ndarray,
-    tuning_photos: int | None,
-    seed: int,
-) -> tuple[dict[str, Any], Sample]:
-    """The report's counts, and the rows to choose and calibrate on: a stratified sample of `tuning_photos`
-    photos with their copies (all rows when there are fewer)."""
-    report: dict[str, Any] = {
-        "images": int((~synthetic).sum()),
-        "synthetic_images": int(synthetic.sum()),
-        "products": len(np.unique(labels)),
-    }
-    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
-    if not tuning.all():
-        report["tuned_on_images"] = int((tuning & ~synthetic).sum())
-    return report, Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
-
-
-class Sample(NamedTuple):
-    """The rows the choices and the calibration are made on (all of them, or a stratified tuning sample)."""
-
-    features: np.ndarray
-    labels: np.ndarray
-    categories: np.ndarray
-    groups: np.ndarray
-    synthetic: np.ndarray
-
-
-def _chosen_classifiers(
-    nodes: Sequence[Node], cv: CrossValidation | None, structure: str, report: dict[str, Any]
-) -> dict[str | None, tuple[Candidate, float]]:
-    """Each node's classifier and temperature: cross-validation's choice, or the default without folds."""
-    if cv is None:
-        return {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
-    report["classifiers"] = classifiers_report(cv.tuned, structure)
-    logger.info(
-        "classifiers chosen by cross-validated macro-F1: %s",
-        {name: entry["chosen"] for name, entry in report["classifiers"].items()},
-    )
-    return {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
-
-
-def _calibrate_novelty(
-    sample: Sample,
-    *,
-    categories_of: Mapping[str, str],
-    structure: str,
-    chosen: Mapping[str | None, tuple[Candidate, float]],
-    seed: int,
-    refuse_unseen: float | None,
-    target_precision: float,
-    gallery_per_product: int,
-) -> OpenSetCalibration | None:
-    """The novelty score fitted on leave-products-out folds; None without `refuse_unseen`, or with too few
-    products or photos to hide some."""
-    if refuse_unseen is None:
-        return None
-    answers = fold_answers(
-        sample.features,
-        sample.labels,
-        sample.groups,
-        sample.synthetic,
-        categories_of=categories_of,
-        structure=structure,
-        chosen=chosen,
-        seed=seed,
-        max_per_product=gallery_per_product,
-    )
-    if answers is None:
-        logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
-        return None
-    return calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
-
-
-def _shipped_thresholds(  # noqa: PLR0917
-    oof: OutOfFold | None,
-    calibration: OpenSetCalibration | None,
-    target_precision: float,
-    product_threshold: float | None,
-    category_threshold: float | None,
-    report: dict[str, Any],
-) -> tuple[float, float]:
-    """The thresholds given, else those of the novelty calibration (product 0: the novelty score decides), else
-    calibrated on the out-of-fold answers; recorded in the report with the cross-validated figures."""
-    if calibration is not None:
-        product_threshold = 0.0 if product_threshold is None else product_threshold
-        if category_threshold is None:
-            category_threshold = calibration.category_threshold
-    product, category = unknown_thresholds(oof, target_precision, product_threshold, category_threshold)
-    if oof is not None:
-        report.update(cv_report(oof, product))
-        report["confused_pairs"] = confused_pairs(oof.labels, oof.predicted)
-    report.update(product_threshold=round(product, 6), category_threshold=round(category, 6))
-    logger.info(
-        "unknown thresholds: product %.3f, category %.3f (%s)",
-        product,
-        category,
-        {k: report.get(k) for k in ("cv_accuracy", "cv_coverage", "cv_precision_when_recognized")},
-    )
-    return product, category
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainOptions:
     images: Path
@@ -644,8 +252,8 @@ class TrainOptions:
     refuse_unseen: float | None = DEFAULT_REFUSE_UNSEEN  # None: thresholds from known products only
     gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT
     base_per_product: int = DEFAULT_BASE_PER_PRODUCT  # photos of a product whose features enrolments refit on
-    classifiers: tuple[str, ...] = KINDS
-    preprocessing: tuple[str, ...] = PREPROCESSING
+    classifiers: tuple[str, ...] | None = None  # None: search_for(the catalog's size)
+    preprocessing: tuple[str, ...] | None = None
     tuning_photos: int | None = 3000  # cross-validate on a stratified sample of this many photos (None: all)
 
 
@@ -756,7 +364,11 @@ def _augmenter(options: TrainOptions) -> Augmenter | None:
 
 def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog) -> FittedHead:
     """fit_model with the options' settings, on the finished features."""
-    return fit_model(
+    kinds, steps, why = search_for(
+        len(set(np.asarray(data.products).tolist())), options.classifiers, options.preprocessing
+    )
+    logger.info("classifier search: %s (%s; %s)", why, ", ".join(kinds), ", ".join(steps))
+    fitted = fit_model(
         features,
         data.products,
         {product: str(record["category"]) for product, record in catalog.items()},
@@ -767,12 +379,14 @@ def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, ca
         groups=data.groups,
         synthetic=data.synthetic,
         structure=options.structure,
-        search=candidates(options.classifiers, options.preprocessing),
+        search=candidates(kinds, steps),
         show_progress=options.show_progress,
         tuning_photos=options.tuning_photos,
         refuse_unseen=options.refuse_unseen,
         gallery_per_product=options.gallery_per_product,
     )
+    fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
+    return fitted
 
 
 def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices:

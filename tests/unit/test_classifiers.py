@@ -29,7 +29,7 @@ from models.answer.classifiers import (
 from models.answer.head import CATEGORY_FIRST, UNKNOWN, ProductHead
 from models.bundle import load_model, write_model
 from models.errors import InvalidModel
-from models.train.trainer import fit_model
+from models.train.head_fitting import fit_model
 
 
 def blobs(classes: int, rows: int = 90, dim: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from models.store.enrolment_requests import (
     check_catalog_record,
 )
 from models.store.versions import file_sha256, version_folders
-from models.train.consolidation import consolidate
+from models.train.consolidation import consolidate, consolidating
 from models.train.enrolment import base_of, enrol
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase
 from models.train.enrolment_runs import run_request
@@ -146,7 +146,7 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.Ca
     assert answered(store, held_out).count("gauge-3") >= 8
     assert consolidate(store).version is None  # nothing left to fold in
     assert cli.main(["models", "--store", str(store)]) == 0
-    assert "to consolidate" not in capsys.readouterr().out
+    assert "to consolidate" not in capsys.readouterr().out.splitlines()[-1]  # current, listed last
 
 
 def test_an_enrolment_writes_only_its_own_rows_and_links_the_rest(store: Path) -> None:
@@ -525,7 +525,7 @@ def test_enrolments_during_a_consolidation_are_carried_onto_its_version(
     from models.train import consolidation
 
     first = enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
-    real_refit = consolidation.refit_for_enrolment
+    real_refit = consolidation.refit_whole
     meanwhile: list[str] = []
 
     def refit_while_another_enrols(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -536,7 +536,7 @@ def test_enrolments_during_a_consolidation_are_carried_onto_its_version(
         )
         return refitted
 
-    monkeypatch.setattr(consolidation, "refit_for_enrolment", refit_while_another_enrols)
+    monkeypatch.setattr(consolidation, "refit_whole", refit_while_another_enrols)
     outcome = consolidation.consolidate(store)
     bundle = load_model(store)
     assert outcome.version == bundle.version and (outcome.folded, outcome.carried) == (1, 1)
@@ -548,7 +548,7 @@ def test_enrolments_during_a_consolidation_are_carried_onto_its_version(
     assert {"gauge-3", "gauge-5"} <= set(base.products.tolist())  # the newest rows, both enrolments'
     assert best_guesses(store, digit_photos(5, 5, offset=40)).count("gauge-5") >= 4
 
-    monkeypatch.setattr(consolidation, "refit_for_enrolment", real_refit)
+    monkeypatch.setattr(consolidation, "refit_whole", real_refit)
     rounds = consolidation.consolidate_all(store)
     assert [r.folded for r in rounds] == [1] and load_model(store).head.refinements == ()
 
@@ -561,14 +561,14 @@ def test_a_consolidation_writes_nothing_when_current_went_elsewhere(
 
     trained = resolve(store).name
     enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
-    real_refit = consolidation.refit_for_enrolment
+    real_refit = consolidation.refit_whole
 
     def refit_while_rolled_back(*args, **kwargs):  # type: ignore[no-untyped-def]
         refitted = real_refit(*args, **kwargs)
         activate(store, trained, timeout_s=10)  # an operator goes back to the trained version meanwhile
         return refitted
 
-    monkeypatch.setattr(consolidation, "refit_for_enrolment", refit_while_rolled_back)
+    monkeypatch.setattr(consolidation, "refit_whole", refit_while_rolled_back)
     outcome = consolidation.consolidate(store)
     assert outcome.version is None and "not built on it" in outcome.reason
     assert resolve(store).name == trained
@@ -577,7 +577,8 @@ def test_a_consolidation_writes_nothing_when_current_went_elsewhere(
 def test_the_command_line_enrols_quickly_and_consolidates_on_request(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PARTSIGHT_REDIS_URL", "redis://127.0.0.1:1/0")  # no Redis there: said, never fatal
+    # without PARTSIGHT_REDIS_URL the command takes no lock in Redis (it would stay set for the later tests)
+    monkeypatch.delenv("PARTSIGHT_REDIS_URL", raising=False)
     paths = []
     for name, data in digit_photos(3, 8):
         (tmp_path / name).write_bytes(data)
@@ -593,3 +594,20 @@ def test_the_command_line_enrols_quickly_and_consolidates_on_request(
     assert "1 quick enrolment(s) folded in" in out and load_model(store).head.refinements == ()
     assert cli.main(["models", "--store", str(store), "--consolidate"]) == 0
     assert "nothing written" in capsys.readouterr().out
+    with consolidating(store):  # another process (a worker's child) consolidates
+        assert cli.main(["models", "--store", str(store), "--consolidate"]) == 75
+    assert "another process is consolidating" in capsys.readouterr().err
+
+
+def test_past_its_cap_of_refinements_an_enrolment_refits_the_head_whole(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train import enrolment as enrolment_module
+
+    monkeypatch.setattr(enrolment_module, "MAX_REFINEMENTS", 1)  # consolidations that never came
+    enrol(store, "gauge-3", digit_photos(3, 8), record=DIGIT_RECORD, features_of=LocalFeatures())
+    record = {**DIGIT_RECORD, "name": "Digit-five gauge"}
+    enrol(store, "gauge-5", digit_photos(5, 8), record=record, features_of=LocalFeatures())
+    bundle = load_model(store)
+    assert bundle.manifest["enrolment"]["mode"] == "refit" and bundle.head.refinements == ()
+    assert {"gauge-3", "gauge-5"} <= set(bundle.head.base_products)

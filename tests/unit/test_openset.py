@@ -12,8 +12,9 @@ from models.answer.gallery import build_gallery
 from models.answer.head import RECOGNIZED, UNKNOWN
 from models.answer.novelty import INPUTS
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
+from models.train.head_fitting import choose_structure, fit_model
 from models.train.open_set import FoldAnswers, calibrate_open_set, fold_answers
-from models.train.trainer import choose_recipe, choose_structure, fit_model
+from models.train.trainer import choose_recipe
 
 LOGISTIC = Candidate("logistic", 10.0)
 CHOSEN = {None: (LOGISTIC, 1.0)}

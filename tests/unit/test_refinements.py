@@ -129,3 +129,14 @@ def test_consolidation_carries_only_the_refinements_made_after_the_version_it_re
     assert later_refinements(refitted_from, latest) == (gauge,)
     assert later_refinements(latest, refitted_from) is None  # current went back: not built on it
     assert later_refinements(refitted_from, base_head()) is None  # consolidated by someone else, or trained anew
+
+
+def test_a_consolidation_searches_the_kinds_training_chose_and_logistic_regression() -> None:
+    from models.answer.classifiers import Candidate
+    from models.train.consolidation import search_of
+    from models.train.enrolment_base import Choices
+
+    chosen = Choices("category-first", {None: (Candidate("rbf_svm", 10.0, "standardize"), 2.0)})
+    assert search_of(chosen)[:2] == (("logistic", "rbf_svm"), ("none", "standardize"))
+    logistic = Choices("flat", {None: (Candidate("logistic", 30.0), 1.0)})
+    assert search_of(logistic)[:2] == (("logistic",), ("none",))  # a training past 40 products chooses this

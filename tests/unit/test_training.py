@@ -9,8 +9,9 @@ from PIL import Image
 
 from models.errors import DatasetError
 from models.store.catalog import load_catalog
+from models.train.head_fitting import fit_model
 from models.train.node_fitting import calibrate_threshold
-from models.train.trainer import fit_model, scan_images
+from models.train.trainer import scan_images
 
 
 def test_threshold_is_the_lowest_that_meets_the_target_precision() -> None:
@@ -127,6 +128,7 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     assert "| red-valve |" in page and "| blue-pump |" in page and "![confusion matrix](confusion_matrix.png)" in page
     full = json.loads((version / "report.json").read_text())
     assert sum(row["support"] for row in full["cv_evaluation"]["per_product"]) == 8  # real photos only
+    assert full["classifier_search"]["why"] == "every kind"  # two products: the whole search
     for plot in ("confusion_matrix.png", "precision_coverage.png"):
         with Image.open(version / plot) as png:
             assert png.format == "PNG" and png.size[0] > 300
@@ -176,3 +178,13 @@ def test_photo_folds_hold_out_each_photo_once_and_never_train_on_its_copies() ->
         assert scored_photos.isdisjoint(groups[train_rows].tolist())  # neither the photo nor its copies
         assert len(train_rows) == 3 * (25 - len(held_out))  # every other photo with both its copies
         assert {str(label): int((labels[held_out] == label).sum()) for label in "abc"} == {"a": 2, "b": 2, "c": 1}
+
+
+def test_the_default_search_narrows_to_logistic_regression_on_a_large_catalog() -> None:
+    from models.answer.classifiers import KINDS, PREPROCESSING
+    from models.train.head_fitting import SEARCH_EVERY_KIND_UP_TO, search_for
+
+    assert search_for(SEARCH_EVERY_KIND_UP_TO, None, None)[:2] == (KINDS, PREPROCESSING)
+    kinds, steps, why = search_for(SEARCH_EVERY_KIND_UP_TO + 1, None, None)
+    assert (kinds, steps) == (("logistic",), ("none",)) and "logistic regression alone" in why
+    assert search_for(500, ("rbf_svm",), None)[:2] == (("rbf_svm",), ("none",))  # named: as named
