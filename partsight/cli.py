@@ -263,32 +263,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(entry.problem is None for entry in versions) else 1
 
 
-CONSOLIDATION_BUSY_EXIT = 75  # EX_TEMPFAIL: try again later (the worker's consolidator reads it as busy)
-
-
 def _consolidate(store: Path, keep: int) -> int:
-    """Fold the refinements of quick enrolments into the current version's nodes (a full refit, then a version)."""
-    from models.errors import ConsolidationBusy  # noqa: PLC0415  # beside the import below
-    from models.train.consolidation import consolidate_all  # noqa: PLC0415  # numpy and scikit-learn: this command only
+    """Fold the refinements of quick enrolments into the current version's head (a full refit, then a version)."""
+    from partsight.enrol_cli import consolidate_store  # noqa: PLC0415  # numpy and scikit-learn: this command only
 
-    written = None
-    try:
-        outcomes = consolidate_all(store, keep_versions=keep)
-    except ConsolidationBusy as exc:
-        print(f"not now: {exc}; it takes these enrolments along", file=sys.stderr)
-        return CONSOLIDATION_BUSY_EXIT
-    for outcome in outcomes:
-        if outcome.version is None:
-            print(f"nothing written: {outcome.reason}")
-            continue
-        written = outcome.version
-        print(
-            f"version {outcome.version}: {outcome.folded} quick enrolment(s) folded in by a refit of "
-            f"{outcome.refit_s:.1f} s, {outcome.carried} carried over"
-        )
-    if written is not None:
-        _tell_workers(written, "consolidation")
-    return 0
+    return consolidate_store(store, keep)
 
 
 def cmd_lines(args: argparse.Namespace) -> int:

@@ -128,22 +128,38 @@ def run_enrol(args: argparse.Namespace) -> int:
 
 
 def _consolidate(store: Path) -> None:
-    """The refit that folds the quick enrolment into every node, now (the product was answerable meanwhile)."""
-    from models.errors import ConsolidationBusy, ModelError  # noqa: PLC0415 - beside the import below
-    from models.train.consolidation import consolidate_all  # noqa: PLC0415 - scikit-learn only when enrolling
+    """The refit that folds the quick enrolment into the head, now (the product was answerable meanwhile)."""
+    from models.errors import ModelError  # noqa: PLC0415 - only when enrolling
 
     print("consolidating: the head fitted again with the product, the novelty score calibrated again ...")
     try:
-        outcomes = consolidate_all(store, keep_versions=keep_from_env(os.environ))
-    except ConsolidationBusy as exc:
-        print(f"not consolidated here: {exc}; it takes this enrolment along")
-        return
+        consolidate_store(store, keep_from_env(os.environ))
     except ModelError as exc:  # the quick version stays current and answers the product
         print(f"the consolidation failed ({exc}); the quick version stays current", file=sys.stderr)
-        return
+
+
+def consolidate_store(store: Path, keep: int) -> int:
+    """Fold the refinements of quick enrolments into current's head (`partsight models --consolidate`, and
+    `partsight enrol` after its version), and tell the workers; BUSY_EXIT (75) when another process
+    consolidates the store. ModelError for a consolidation that failed."""
+    from models.errors import ConsolidationBusy  # noqa: PLC0415 - beside the import below
+    from models.train.consolidation import BUSY_EXIT, consolidate_all  # noqa: PLC0415 - only when consolidating
+
+    try:
+        outcomes = consolidate_all(store, keep_versions=keep)
+    except ConsolidationBusy as exc:
+        print(f"not now: {exc}; it takes these enrolments along", file=sys.stderr)
+        return BUSY_EXIT
+    written = None
     for outcome in outcomes:
         if outcome.version is None:
-            print(f"nothing consolidated: {outcome.reason}")
+            print(f"nothing written: {outcome.reason}")
             continue
-        print(f"version {outcome.version}: consolidated in {outcome.refit_s:.1f} s; it is current")
-        tell_workers(outcome.version, dict(os.environ), reason="consolidation")
+        written = outcome.version
+        print(
+            f"version {outcome.version}: {outcome.folded} quick enrolment(s) folded in by a refit of "
+            f"{outcome.refit_s:.1f} s, {outcome.carried} carried over; it is current"
+        )
+    if written is not None and tell_workers(written, dict(os.environ), reason="consolidation"):
+        print("workers were told on Redis")
+    return 0

@@ -22,11 +22,11 @@ from typing import Any
 
 from models.errors import ArtifactError
 from models.store.versions import current_version, read_manifest, resolve
+from models.train.consolidation import BUSY_EXIT
 
 logger = logging.getLogger(__name__)
 
 NICENESS = "10"  # below the frames' threads for the CPU
-BUSY_EXIT = 75  # the child's exit when another process consolidates the store (partsight.cli)
 TIMEOUT_S = 4 * 3600.0  # a child past this is stopped and counted failed
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 NOTHING, BUSY, DONE, FAILED = "nothing", "busy", "done", "failed"

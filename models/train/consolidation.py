@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.answer.classifiers import KINDS, PREPROCESSING, candidates
+from models.answer.classifiers import KINDS, PREPROCESSING
 from models.answer.head import ProductHead
 from models.answer.refinements import Refinement
 from models.bundle import ModelBundle, load_model, stored_gallery
@@ -32,12 +32,13 @@ from models.store.retention import prune
 from models.store.versions import store_lock
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
-from models.train.head_fitting import AUTO, fit_model
+from models.train.head_fitting import AUTO, Search, fit_searched
 
 logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5  # consolidations in a row while enrolments keep coming; the next enrolment starts another
 LOCK_FILE = ".consolidating"
+BUSY_EXIT = 75  # EX_TEMPFAIL: `partsight models --consolidate` found another process consolidating the store
 
 
 @dataclass(frozen=True)
@@ -114,31 +115,23 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> R
     if photos.min() < 2:
         return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
-    kinds, steps, why = search_of(choices)
     try:
-        fitted = fit_model(
+        fitted = fit_searched(
+            choices,
             base.features,
             base.products.astype(str).tolist(),
+            base.groups,
+            base.synthetic,
             categories_of,
-            target_precision=choices.target_precision,
-            product_threshold=choices.product_threshold,
-            category_threshold=choices.category_threshold,
-            seed=choices.seed,
-            groups=base.groups,
-            synthetic=base.synthetic,
             structure=AUTO,
-            search=candidates(kinds, steps),
-            tuning_photos=choices.tuning_photos,
-            refuse_unseen=choices.refuse_unseen,
-            gallery_per_product=choices.gallery_per_product,
+            search=search_of(choices),
         )
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be fitted on the rows: {exc}", "refit_failed") from exc
-    report = {**fitted.report, "classifier_search": {"kinds": list(kinds), "preprocessing": list(steps), "why": why}}
-    return Refitted(fitted.head, fitted.novelty, gallery, report)
+    return Refitted(fitted.head, fitted.novelty, gallery, fitted.report)
 
 
-def search_of(choices: Choices) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+def search_of(choices: Choices) -> Search:
     """The kinds and preprocessing a consolidation searches: those the last training chose for some node, and
     logistic regression without preprocessing (a new node's default); their parameters and temperatures are
     chosen again, a fraction of a training's search."""

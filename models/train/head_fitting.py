@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -310,6 +310,64 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     )
     novelty = calibration.novelty if calibration is not None else None
     return FittedHead(head, report, novelty, calibration, chosen)
+
+
+class HeadSettings(Protocol):
+    """What a head is fitted with: a training's options, or the choices a version keeps for later refits."""
+
+    @property
+    def target_precision(self) -> float: ...
+    @property
+    def product_threshold(self) -> float | None: ...
+    @property
+    def category_threshold(self) -> float | None: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def tuning_photos(self) -> int | None: ...
+    @property
+    def refuse_unseen(self) -> float | None: ...
+    @property
+    def gallery_per_product(self) -> int: ...
+
+
+Search = tuple[tuple[str, ...], tuple[str, ...], str]  # classifier kinds, preprocessing, and why (search_for)
+
+
+def fit_searched(  # noqa: PLR0917
+    settings: HeadSettings,
+    features: np.ndarray,
+    products: Sequence[str],
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    categories_of: dict[str, str],
+    *,
+    structure: str,
+    search: Search,
+    show_progress: bool = False,
+) -> FittedHead:
+    """fit_model with `settings` over the `search` given; the report says what was searched and why."""
+    kinds, steps, why = search
+    logger.info("classifier search: %s (%s; %s)", why, ", ".join(kinds), ", ".join(steps))
+    fitted = fit_model(
+        features,
+        list(products),
+        categories_of,
+        target_precision=settings.target_precision,
+        product_threshold=settings.product_threshold,
+        category_threshold=settings.category_threshold,
+        seed=settings.seed,
+        groups=groups,
+        synthetic=synthetic,
+        structure=structure,
+        search=candidates(kinds, steps),
+        show_progress=show_progress,
+        tuning_photos=settings.tuning_photos,
+        refuse_unseen=settings.refuse_unseen,
+        gallery_per_product=settings.gallery_per_product,
+    )
+    fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
+    return fitted
 
 
 def _tuning_rows(  # noqa: PLR0917

@@ -88,9 +88,7 @@ def novelty_check(
     photo scored against the gallery without itself (`gallery` holds the new photos)."""
     x = _normalised(vectors)
     similarities = gallery.similarities(x)
-    own = gallery.features @ x.T  # (N, new): a gallery row that is the photo itself scores ~1
-    for column in range(len(x)):
-        similarities[column, np.flatnonzero(own[:, column] > 0.9999)] = -np.inf
+    similarities[similarities > 0.9999] = -np.inf  # the gallery row that is the photo itself (its copies too)
     probabilities = head.probabilities(vectors)
     answered = answered_index(probabilities, head.categories)
     best = gallery.best_by_product(similarities)

@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from models.answer.classifiers import (
-    candidates,
-)
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, build_gallery
 from models.answer.novelty import DEFAULT_REFUSE_UNSEEN
 from models.answer.row_shards import write_rows
@@ -52,7 +49,7 @@ from models.train.enrolment_base import (
     base_record,
     stored_base,
 )
-from models.train.head_fitting import AUTO, FittedHead, fit_model, progress, search_for
+from models.train.head_fitting import AUTO, FittedHead, fit_searched, progress, search_for
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
@@ -363,30 +360,19 @@ def _augmenter(options: TrainOptions) -> Augmenter | None:
 
 
 def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog) -> FittedHead:
-    """fit_model with the options' settings, on the finished features."""
-    kinds, steps, why = search_for(
-        len(set(np.asarray(data.products).tolist())), options.classifiers, options.preprocessing
-    )
-    logger.info("classifier search: %s (%s; %s)", why, ", ".join(kinds), ", ".join(steps))
-    fitted = fit_model(
+    """The head fitted with the options' settings, on the finished features."""
+    products = len(set(np.asarray(data.products).tolist()))
+    return fit_searched(
+        options,
         features,
         data.products,
+        data.groups,
+        data.synthetic,
         {product: str(record["category"]) for product, record in catalog.items()},
-        target_precision=options.target_precision,
-        product_threshold=options.product_threshold,
-        category_threshold=options.category_threshold,
-        seed=options.seed,
-        groups=data.groups,
-        synthetic=data.synthetic,
         structure=options.structure,
-        search=candidates(kinds, steps),
+        search=search_for(products, options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
-        tuning_photos=options.tuning_photos,
-        refuse_unseen=options.refuse_unseen,
-        gallery_per_product=options.gallery_per_product,
     )
-    fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
-    return fitted
 
 
 def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from models.store.versions import point_current
-from worker.consolidator import BUSY, BUSY_EXIT, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator, refinements_of
+from models.train.consolidation import BUSY_EXIT
+from worker.consolidator import BUSY, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator, refinements_of
 
 
 def version(store: Path, name: str, refinements: int) -> None:
