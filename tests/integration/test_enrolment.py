@@ -101,6 +101,7 @@ def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
             answers = [listener.wait_frame(f"new-{index}")[1] for index in range(5)]
             # then the consolidation, in the background: every node refitted with the new product, a version
             consolidated = wait_for(lambda: consolidation_of(store, version), 180, "the consolidation")
+            wait_for(lambda: served_versions(stack.worker_port) == {consolidated}, 30, "the enrolling worker serves it")
             wait_for(lambda: served_versions(second_port) == {consolidated}, 10, "the other worker serves it")
             for index, (_, data) in enumerate(digit_photos(3, 5, offset=50)):
                 probe.publish(stack.topics.frame(device), data, qos=1, properties=frame_properties(f"after-{index}"))
@@ -111,7 +112,12 @@ def test_an_enrolment_reaches_every_worker_at_once_while_frames_stream(
         assert all(a["top_k"][0]["product"] == "gauge-3" and a["product"] in ("gauge-3", None) for a in quick), quick
         assert sum(a["product"] == "gauge-3" for a in after) >= 4, after
         assert all(a["model"]["version"] == consolidated for a in after)
-        assert metric(stack.worker_port, "partsight_worker_consolidations_total", outcome="done") == 1
+        # counted when its child process exits, a moment after the version it wrote is served
+        wait_for(
+            lambda: metric(stack.worker_port, "partsight_worker_consolidations_total", outcome="done") == 1,
+            30,
+            "the consolidation counted",
+        )
         assert metric(stack.worker_port, "partsight_worker_enrolments_total", outcome="done") == 1
         assert metric(stack.worker_port, "partsight_worker_enrolment_seconds_count") == 1
         assert metric(second_port, "partsight_worker_enrolments_total", outcome="done") == 0  # frames only
