@@ -11,6 +11,8 @@ Layout of one version (`<store>/<version>/`):
     features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
     gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards, and
                     each product's spread (`gallery`: models.answer.gallery_rows)
+    gallery-index-*.hnsw, gallery-index-*.npz  from 2,000 gallery photos, the photo index and its projection
+                    (`gallery.index`: models.answer.photo_index)
     training-*.npz  the enrolment base's rows in shards (`enrolment_base`: models.train.enrolment_base)
     refinement-*.npz  one per product enrolled quickly since the nodes were fitted (the head's `refinements`)
 Every file but the manifest is a hard link to a blob named by its sha256 (models.store.blobs): what two versions

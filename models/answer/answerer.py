@@ -13,7 +13,7 @@ import numpy as np
 
 from models.answer.gallery import Gallery
 from models.answer.head import UNKNOWN, Decision, ProductHead
-from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs
+from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs_of
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,20 @@ class Answerer:
                     f"the gallery holds {self.gallery.dim}-d features, the head takes {self.head.feature_dim}"
                 )
 
-    def novelty_of(self, probabilities: np.ndarray, similarities: np.ndarray) -> np.ndarray | None:
+    def novelty_of(
+        self, features: np.ndarray, probabilities: np.ndarray, nearest_rows: np.ndarray
+    ) -> np.ndarray | None:
+        """Each row's novelty score; `nearest_rows` (Q, >=1): its nearest gallery photos, best first (-1: none)."""
         if self.novelty is None or self.gallery is None:
             return None
-        best = self.gallery.best_by_product(similarities)
+        gallery = self.gallery
         answered = answered_index(probabilities, self.head.categories)
-        inputs = novelty_inputs(probabilities, best, answered, self.gallery.spread_mean, self.gallery.spread_std)
+        similarity = gallery.best_of(features, answered)
+        first = nearest_rows[:, 0] if nearest_rows.shape[1] else np.full(len(features), -1)
+        nearest_product = np.where(first >= 0, gallery.labels[np.maximum(first, 0)], -1)
+        inputs = novelty_inputs_of(
+            probabilities, answered, similarity, nearest_product, gallery.spread_mean, gallery.spread_std
+        )
         return self.novelty.score(inputs)
 
     def answer(
@@ -67,11 +75,9 @@ class Answerer:
             return []
         if self.gallery is None:
             return [self.head.decide(row, allowed=mask) for row, mask in zip(probabilities, row_masks, strict=True)]
-        similarities = self.gallery.similarities(features)
-        if masks is not None:
-            similarities = np.where(masks[:, self.gallery.labels], similarities, -np.inf).astype(np.float32)
-        novelty = self.novelty_of(probabilities, similarities)
-        nearest = self.gallery.matches(similarities, matches)
+        rows, similarities = self.gallery.nearest(features, max(matches, 1), masks)
+        novelty = self.novelty_of(features, probabilities, rows)
+        nearest = self.gallery.matches_of(rows[:, :matches], similarities[:, :matches])
         threshold = self.novelty.threshold if self.novelty is not None else None
         return [
             self.head.decide(

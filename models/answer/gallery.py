@@ -12,9 +12,9 @@ product's density), so its cost per frame stays a small share of the backbone's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +23,12 @@ from models.errors import InvalidModel
 
 GALLERY_FILE = "gallery.npz"
 DEFAULT_MAX_PER_PRODUCT = 500
+
+
+class NearestPhotos(Protocol):
+    def nearest(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """As Gallery.nearest without masks: (rows, similarities), best first."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class Gallery:
     sha256: np.ndarray  # (N,) str
     spread_mean: np.ndarray  # (P,) mean similarity of a product's photo to its nearest other photo of it
     spread_std: np.ndarray  # (P,)
+    # the photo index over the rows (models.answer.photo_index), for a gallery past INDEX_MIN_PHOTOS; None: scan
+    search: NearestPhotos | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """InvalidModel when the rows do not fit together (a gallery file that is not one)."""
@@ -64,25 +72,52 @@ class Gallery:
 
     def matches(self, similarities: np.ndarray, count: int) -> list[tuple[dict[str, Any], ...]]:
         """The `count` nearest photos of each query, best first."""
-        if count <= 0 or similarities.shape[1] == 0:
-            return [() for _ in range(len(similarities))]
-        count = min(count, similarities.shape[1])
-        nearest = np.argpartition(-similarities, count - 1, axis=1)[:, :count]
-        out = []
-        for row, picks in zip(similarities, nearest, strict=True):
-            ordered = picks[np.argsort(-row[picks], kind="stable")]
-            ordered = ordered[np.isfinite(row[ordered])]  # photos a line leaves out (-inf) are no match
-            out.append(
-                tuple(
-                    {
-                        "product": self.products[int(self.labels[i])],
-                        "photo": str(self.photos[i]),
-                        "similarity": round(float(row[i]), 6),
-                    }
-                    for i in ordered
-                )
+        return self.matches_of(*top_rows(similarities, count))
+
+    def nearest(
+        self, queries: np.ndarray, count: int, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's `count` nearest photos: (rows (Q, k), similarities (Q, k)), best first, k at most `count`;
+        a row of -1 (similarity -inf) where a query has fewer. `masks` (Q, products): only photos of the products
+        each query's mask allows (its line's), searched exactly among theirs. Otherwise the photo index when the
+        gallery has one (models.answer.photo_index), else the exact scan."""
+        x = np.asarray(queries, dtype=np.float32)
+        if masks is None and self.search is not None:
+            return self.search.nearest(x, count)
+        if masks is None:
+            return top_rows(self.similarities(x), count)
+        allowed_rows = masks[:, self.labels]  # (Q, N)
+        columns = np.flatnonzero(allowed_rows.any(axis=0))
+        similarities = x @ self.features[columns].T
+        similarities = np.where(allowed_rows[:, columns], similarities, -np.inf).astype(np.float32)
+        rows, values = top_rows(similarities, count)
+        return np.where(rows >= 0, columns[np.maximum(rows, 0)], -1), values
+
+    def best_of(self, queries: np.ndarray, products: np.ndarray) -> np.ndarray:
+        """(Q,) each query's highest similarity to a photo of its product in `products` (indices into the head's
+        products): a scan of that product's own photos, whatever the gallery's size."""
+        x = np.asarray(queries, dtype=np.float32)
+        starts = np.searchsorted(self.labels, products, side="left")
+        ends = np.searchsorted(self.labels, products, side="right")
+        return np.array(
+            [float((self.features[s:e] @ q).max()) for q, s, e in zip(x, starts, ends, strict=True)],
+            dtype=np.float32,
+        )
+
+    def matches_of(self, rows: np.ndarray, similarities: np.ndarray) -> list[tuple[dict[str, Any], ...]]:
+        """The photos `rows` names (best first, as `nearest` gives them) as a result's matches."""
+        return [
+            tuple(
+                {
+                    "product": self.products[int(self.labels[i])],
+                    "photo": str(self.photos[i]),
+                    "similarity": round(float(value), 6),
+                }
+                for i, value in zip(picks.tolist(), values.tolist(), strict=True)
+                if i >= 0 and np.isfinite(value)  # photos a line leaves out (-inf) are no match
             )
-        return out
+            for picks, values in zip(rows, similarities, strict=True)
+        ]
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -111,7 +146,30 @@ class Gallery:
             }
         except (TypeError, ValueError) as exc:  # an array of text where numbers belong
             raise InvalidModel(f"{path}: {exc}") from exc
-        return cls(products=tuple(products), photos=stored["photos"], sha256=stored["sha256"], **numbers)
+        return cls(
+            features=numbers["features"],
+            products=tuple(products),
+            labels=numbers["labels"],
+            photos=stored["photos"],
+            sha256=stored["sha256"],
+            spread_mean=numbers["spread_mean"],
+            spread_std=numbers["spread_std"],
+        )
+
+
+def top_rows(similarities: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` largest of each row of `similarities`: (columns, values), largest first (ties in column
+    order); -1 and -inf where a row has fewer finite values."""
+    queries, columns = similarities.shape
+    count = min(max(count, 0), columns)
+    if count == 0:
+        return np.zeros((queries, 0), dtype=np.int64), np.zeros((queries, 0), dtype=np.float32)
+    picks = np.argpartition(-similarities, count - 1, axis=1)[:, :count]
+    values = np.take_along_axis(similarities, picks, axis=1)
+    order = np.lexsort((picks, -values), axis=1)
+    picks, values = np.take_along_axis(picks, order, axis=1), np.take_along_axis(values, order, axis=1)
+    finite = np.isfinite(values)
+    return np.where(finite, picks, -1), np.where(finite, values, -np.inf).astype(np.float32)
 
 
 def sample_rows(count: int, limit: int, seed: int = 0) -> np.ndarray:

@@ -4,12 +4,17 @@ product's spread in one small file, so an enrolment adds its own photos' rows an
 On disk a gallery's rows are in the order they were added (a training's photos, then each enrolment's), each row
 naming its product; loading orders them by the head's products, as `Gallery` holds them. A version written before
 shards keeps one gallery.npz (`file` in its record) and loads as it did.
+
+A gallery of INDEX_MIN_PHOTOS photos or more also stores its photo index (models.answer.photo_index): `with_index`
+builds it for a training and extends it for a consolidation; an enrolment carries it as it is (its photos are
+ranked exactly beside the graph's candidates until the next consolidation).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +22,55 @@ import numpy as np
 
 from models.answer.arrays import read_arrays
 from models.answer.gallery import Gallery, product_spread, sample_rows
-from models.answer.row_shards import RowLayout, StoredRows, read_rows, write_rows, write_shard
+from models.answer.photo_index import (
+    INDEX_MIN_PHOTOS,
+    GraphSearch,
+    PhotoIndex,
+    available,
+    build_index,
+    extended,
+    load_index,
+    row_keys,
+)
+from models.answer.row_shards import RowLayout, StoredRows, link_or_copy, read_rows, write_rows, write_shard
 from models.errors import InvalidModel
 
 GALLERY_PREFIX = "gallery"
 SPREAD_PREFIX = "gallery-spread"
 COLUMNS = ("features", "products", "photos", "sha256")
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """A photo index a version stores: its graph's and its projection's file names (in GalleryRows.source)."""
+
+    graph: str
+    projection: str
+
+    def record(self) -> dict[str, str]:
+        return {"graph": self.graph, "projection": self.projection}
+
+    @classmethod
+    def from_record(cls, record: Any) -> StoredIndex:
+        if not isinstance(record, Mapping) or not all(isinstance(record.get(k), str) for k in ("graph", "projection")):
+            raise InvalidModel("the gallery's index record names no graph and projection files")
+        if any("/" in record[k] for k in ("graph", "projection")):
+            raise InvalidModel("the gallery's index record names a file outside the version")
+        return cls(str(record["graph"]), str(record["projection"]))
+
 
 @dataclass(frozen=True)
 class GalleryRows:
-    """Every stored gallery row and which are in use, each product's spread (mean, std), and the version folder
-    the layout's shards are in (None: nothing stored yet)."""
+    """Every stored gallery row and which are in use, each product's spread (mean, std), the version folder
+    the layout's shards are in (None: nothing stored yet), and the photo index: as stored there, or built and not
+    yet stored (None: none)."""
 
     rows: StoredRows
     spread: Mapping[str, tuple[float, float]]
     source: Path | None = None
+    index: StoredIndex | PhotoIndex | None = None
 
     @property
     def photos(self) -> int:
@@ -66,7 +104,35 @@ class GalleryRows:
         kept = grown.used()
         own = kept["features"][kept["products"] == product].astype(np.float32)
         mean, std = product_spread(own, np.zeros(len(own), dtype=np.int64), 1)
-        return GalleryRows(grown, {**self.spread, product: (float(mean[0]), float(std[0]))}, self.source)
+        spread = {**self.spread, product: (float(mean[0]), float(std[0]))}
+        return GalleryRows(grown, spread, self.source, self.index)
+
+    def with_index(self, *, threads: int = 1) -> GalleryRows:
+        """These rows with a photo index when INDEX_MIN_PHOTOS or more are in use: the stored one with the rows
+        it lacks added, or a new one; none below."""
+        if self.photos < INDEX_MIN_PHOTOS:
+            return GalleryRows(self.rows, self.spread, self.source, None)
+        if not available():
+            logger.warning("hnswlib is not installed: a gallery of %d photos gets no photo index", self.photos)
+            return self
+        used = self.rows.used()
+        features = used["features"].astype(np.float32)
+        keys = row_keys(used["sha256"], used["products"])
+        if isinstance(self.index, StoredIndex) and self.source is not None:
+            stored = self._load_index(features.shape[1])
+            if stored.holds(keys).all():
+                return self
+            index = extended(stored, features, keys, threads=threads)
+        elif isinstance(self.index, PhotoIndex):
+            index = extended(self.index, features, keys, threads=threads)
+        else:
+            index = build_index(features, keys, threads=threads)
+        return GalleryRows(self.rows, self.spread, self.source, index)
+
+    def _load_index(self, dim: int) -> PhotoIndex:
+        if not isinstance(self.index, StoredIndex) or self.source is None:
+            raise ValueError("no stored photo index")  # a bug: callers check
+        return load_index(self.source / self.index.graph, self.source / self.index.projection, dim)
 
     def gallery(self, products: Sequence[str]) -> Gallery:
         """The rows in use as a Gallery over the head's `products` (rows ordered by product). InvalidModel for a
@@ -84,7 +150,7 @@ class GalleryRows:
             features = used["features"][order].astype(np.float32)
         except (TypeError, ValueError) as exc:  # text where numbers belong
             raise InvalidModel(f"the gallery's features: {exc}") from exc
-        return Gallery(
+        gallery = Gallery(
             features=features,
             products=tuple(products),
             labels=labels[order],
@@ -93,6 +159,18 @@ class GalleryRows:
             spread_mean=mean,
             spread_std=std,
         )
+        if self.index is None:
+            return gallery
+        if not available():
+            logger.warning(
+                "hnswlib is not installed: the gallery's %d photos are scanned exactly on every frame, not through its "
+                "photo index (pip install hnswlib)",
+                len(gallery.features),
+            )
+            return gallery
+        photo_index = self._load_index(gallery.dim) if isinstance(self.index, StoredIndex) else self.index
+        keys = row_keys(gallery.sha256, used["products"][order])
+        return replace(gallery, search=GraphSearch(photo_index, keys, gallery.features))
 
 
 def rows_of(gallery: Gallery) -> GalleryRows:
@@ -123,7 +201,14 @@ def write_gallery(staging: Path, gallery: GalleryRows) -> dict[str, Any]:
             "spread_std": np.array([gallery.spread[p][1] for p in products], dtype=np.float32),
         },
     )
-    return {"photos": gallery.photos, **layout.record(), "spread": spread}
+    record: dict[str, Any] = {"photos": gallery.photos, **layout.record(), "spread": spread}
+    if isinstance(gallery.index, PhotoIndex):
+        record["index"] = gallery.index.save(staging)
+    elif isinstance(gallery.index, StoredIndex) and gallery.source is not None:
+        for name in (gallery.index.graph, gallery.index.projection):
+            link_or_copy(gallery.source / name, staging / name)
+        record["index"] = gallery.index.record()
+    return record
 
 
 def read_gallery(
@@ -140,4 +225,8 @@ def read_gallery(
     except (TypeError, ValueError) as exc:
         raise InvalidModel(f"the gallery's spread: {exc}") from exc
     rows = read_rows(RowLayout.from_record(record), path_of, COLUMNS)
-    return GalleryRows(rows, {name: (float(m), float(s)) for name, (m, s) in spreads.items()}, source)
+    index = None
+    if record.get("index") is not None:
+        index = StoredIndex.from_record(record["index"])
+        path_of(index.graph), path_of(index.projection)  # verified before any is read
+    return GalleryRows(rows, {name: (float(m), float(s)) for name, (m, s) in spreads.items()}, source, index)

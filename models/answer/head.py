@@ -5,11 +5,16 @@ categories, then one classifier per category over its products). Either way it g
 the probability that the frame shows it: for category-first, P(category) x P(product | category). A
 category's confidence is the sum of its products' probabilities (for category-first exactly P(category)),
 so a frame can be "category known, product unknown" when the category is sure but no single product is.
+A category-first head of many categories evaluates, for a frame, only the category nodes that hold all but
+UNEVALUATED_MASS of its probability: a category below that shares its probability evenly among its products (its
+products rank below every evaluated one's that matters to a decision), so a frame costs about the same at ten
+thousand products as at a hundred.
 Every classifier is plain arrays (models/answer/classifiers.py): loading a head never unpickles.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +30,9 @@ UNKNOWN = "unknown"
 FLAT = "flat"
 CATEGORY_FIRST = "category-first"
 STRUCTURES = (CATEGORY_FIRST, FLAT)
+# a category-first head of more category nodes than this evaluates only a frame's likely categories
+SOME_CATEGORIES_FROM = 16
+UNEVALUATED_MASS = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,11 @@ class ProductHead:
         """The products the nodes were fitted on: all but those the refinements add."""
         return self.products[: len(self.products) - len(added_products(self.refinements))]
 
+    @functools.cached_property
+    def category_names(self) -> tuple[str, ...]:
+        """The categories, each once, in head order (the numbering of category_codes)."""
+        return tuple(dict.fromkeys(self.categories))
+
     @property
     def feature_dim(self) -> int:
         return self.classifiers[None].input_dim
@@ -108,17 +121,54 @@ class ProductHead:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, products) probabilities, columns in `self.products` order."""
         x = np.asarray(features, dtype=np.float32)
-        levels = {
-            scope: (classifier.classes, classifier.probabilities(x)) for scope, classifier in self.classifiers.items()
-        }
         base = len(self.base_products)
-        categories_of = dict(zip(self.products[:base], self.categories[:base], strict=True))
-        nodes = compose(self.products[:base], categories_of, self.structure, levels)
+        if self.structure == CATEGORY_FIRST and len(self.classifiers) > SOME_CATEGORIES_FROM:
+            nodes = self._likely_nodes(x)
+        else:
+            levels = {
+                scope: (classifier.classes, classifier.probabilities(x))
+                for scope, classifier in self.classifiers.items()
+            }
+            categories_of = dict(zip(self.products[:base], self.categories[:base], strict=True))
+            nodes = compose(self.products[:base], categories_of, self.structure, levels)
         if not self.refinements:
             return nodes
         everything = np.zeros((len(nodes), len(self.products)), dtype=np.float64)
         everything[:, :base] = nodes
         return refined(everything, x, self.products, self.refinements)
+
+    def _likely_nodes(self, x: np.ndarray) -> np.ndarray:
+        """compose()'s category-first probabilities, evaluating only the category nodes that hold all but
+        UNEVALUATED_MASS of some row's probability; the others' products share their category's evenly."""
+        top_probs = self.classifiers[None].probabilities(x)
+        member_of, sizes, inner_nodes = self._category_layout
+        result: np.ndarray = (top_probs[:, member_of] / sizes[member_of]).astype(np.float64)
+        ordered = np.sort(top_probs, axis=1)[:, ::-1]
+        kept_per_row = (np.cumsum(ordered, axis=1) < 1.0 - UNEVALUATED_MASS).sum(axis=1) + 1
+        floor = ordered[np.arange(len(ordered)), np.minimum(kept_per_row, ordered.shape[1]) - 1]
+        likely = np.flatnonzero((top_probs >= floor[:, None]).any(axis=0))
+        for position in likely.tolist():
+            node = inner_nodes.get(position)
+            if node is not None:
+                classifier, columns = node
+                result[:, columns] = top_probs[:, [position]] * classifier.probabilities(x)
+        return result
+
+    @functools.cached_property
+    def _category_layout(self) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[Classifier, np.ndarray]]]:
+        """For the base products: each one's category's position among the top node's classes, each position's
+        number of products, and each position's node with the columns of its classes."""
+        base = len(self.base_products)
+        position = {category: i for i, category in enumerate(self.classifiers[None].classes)}
+        member_of = np.array([position[c] for c in self.categories[:base]], dtype=np.int64)
+        sizes = np.bincount(member_of, minlength=len(position)).astype(np.float64)
+        column = {product: i for i, product in enumerate(self.products[:base])}
+        inner = {
+            position[scope]: (classifier, np.array([column[p] for p in classifier.classes], dtype=np.int64))
+            for scope, classifier in self.classifiers.items()
+            if scope is not None
+        }
+        return member_of, sizes, inner
 
     def refined_by(self, refinement: Refinement, category: str) -> ProductHead:
         """This head with one more refinement (and its product, of `category`, when it adds one)."""
@@ -150,18 +200,15 @@ class ProductHead:
         (a mask over the products: a line's) keeps the others out of the ranking; the caller has renormalised
         the probabilities over it (models.answer.answerer)."""
         probs = np.asarray(probabilities, dtype=np.float64)
-        by_category: dict[str, float] = {}
-        for category, p in zip(self.categories, probs, strict=True):
-            by_category[category] = by_category.get(category, 0.0) + float(p)
-        category, category_conf = max(by_category.items(), key=lambda item: item[1])
-        in_category = [i for i, c in enumerate(self.categories) if c == category]
-        best = max(in_category, key=lambda i: probs[i])
+        codes = category_codes(self.categories)
+        by_category = np.bincount(codes, weights=probs, minlength=len(self.category_names))
+        code = int(by_category.argmax())  # ties: the category first in head order
+        category, category_conf = self.category_names[code], float(by_category[code])
+        best = int(np.where(codes == code, probs, -1.0).argmax())  # ties: the first product
         confidence = float(probs[best])
-        order = np.argsort(-probs, kind="stable")
-        order = (order if allowed is None else order[allowed[order]])[:top_k]
         ranked = [
             {"product": self.products[i], "category": self.categories[i], "score": round(float(probs[i]), 6)}
-            for i in order
+            for i in top_indices(probs, top_k, allowed)
         ]
         score = None if novelty is None else round(float(novelty), 6)
         novel = novelty is not None and novelty_threshold is not None and novelty >= novelty_threshold
@@ -181,6 +228,40 @@ class ProductHead:
             },
             "refinements": [refinement.record() for refinement in self.refinements],
         }
+
+
+@functools.lru_cache(maxsize=16)
+def category_codes(categories: tuple[str, ...]) -> np.ndarray:
+    """(P,) each product's category as a number, numbered in order of first appearance (head order)."""
+    numbers: dict[str, int] = {}
+    codes = np.array([numbers.setdefault(c, len(numbers)) for c in categories], dtype=np.int64)
+    codes.flags.writeable = False
+    return codes
+
+
+def category_mass(probabilities: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """(N, categories) each category's share of each row's probability."""
+    probs = np.atleast_2d(probabilities)
+    count = int(codes.max()) + 1 if len(codes) else 0
+    mass = np.zeros((len(probs), count), dtype=np.float64)
+    for row, values in enumerate(probs):
+        mass[row] = np.bincount(codes, weights=values, minlength=count)
+    return mass
+
+
+def top_indices(probabilities: np.ndarray, count: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The indices of the `count` highest probabilities among those `allowed` allows, highest first (ties in index
+    order), without sorting them all."""
+    values = probabilities if allowed is None else np.where(allowed, probabilities, -np.inf)
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.arange(len(values))
+    if len(values) > 4 * count:
+        kth = np.partition(values, len(values) - count)[len(values) - count]
+        candidates = np.flatnonzero(values >= kth)
+    candidates = candidates[np.isfinite(values[candidates])]
+    ordered: np.ndarray = candidates[np.argsort(-values[candidates], kind="stable")][:count]
+    return ordered
 
 
 def compose(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import sigmoid
+from models.answer.head import category_codes, category_mass
 from models.errors import InvalidModel, TrainingError
 
 INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
@@ -25,13 +26,13 @@ DEFAULT_REFUSE_UNSEEN = 0.8
 
 
 def answered_index(probabilities: np.ndarray, categories: Sequence[str]) -> np.ndarray:
-    """(N,) the product each row is answered as: the best product of the most likely category."""
+    """(N,) the product each row is answered as: the best product of the most likely category (ties go to the
+    category first in head order, then to the first product, the way ProductHead.decide breaks them)."""
     probs = np.asarray(probabilities, dtype=np.float64)
-    names = list(dict.fromkeys(categories))  # head order: ties go the way ProductHead.decide breaks them
-    member = np.array([[c == name for name in names] for c in categories], dtype=np.float64)  # (P, C)
-    best_category = (probs @ member).argmax(axis=1)
-    in_best = member[:, best_category].T.astype(bool)  # (N, P)
-    result: np.ndarray = np.where(in_best, probs, -1.0).argmax(axis=1)
+    codes = category_codes(tuple(categories))
+    mass = category_mass(probs, codes)
+    best_category = mass.argmax(axis=1)
+    result: np.ndarray = np.where(codes[None, :] == best_category[:, None], probs, -1.0).argmax(axis=1)
     return result
 
 
@@ -43,14 +44,32 @@ def novelty_inputs(
     spread_std: np.ndarray,
 ) -> np.ndarray:
     """(N, len(INPUTS)) the score's inputs; `best_similarity` (N, P) is each product's nearest gallery photo."""
+    best = np.asarray(best_similarity, dtype=np.float64)
+    similarity = best[np.arange(len(best)), answered]
+    return novelty_inputs_of(probabilities, answered, similarity, best.argmax(axis=1), spread_mean, spread_std)
+
+
+def novelty_inputs_of(  # noqa: PLR0917
+    probabilities: np.ndarray,
+    answered: np.ndarray,
+    similarity: np.ndarray,
+    nearest_product: np.ndarray,
+    spread_mean: np.ndarray,
+    spread_std: np.ndarray,
+) -> np.ndarray:
+    """(N, len(INPUTS)) the score's inputs from each row's similarity to the answered product's nearest photo and
+    the product of its nearest photo of all (-1: none)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     rows = np.arange(len(probs))
     confidence = probs[rows, answered]
-    ordered = np.sort(probs, axis=1)
-    margin = ordered[:, -1] - (ordered[:, -2] if probs.shape[1] > 1 else 0.0)
-    similarity = np.asarray(best_similarity, dtype=np.float64)[rows, answered]
+    if probs.shape[1] > 1:
+        top_two = np.partition(probs, -2, axis=1)[:, -2:]  # the runner-up, then the best
+        margin = top_two[:, 1] - top_two[:, 0]
+    else:
+        margin = probs[:, 0]
+    similarity = np.asarray(similarity, dtype=np.float64)
     z = (similarity - spread_mean[answered]) / spread_std[answered]
-    agrees = (np.asarray(best_similarity).argmax(axis=1) == answered).astype(np.float64)
+    agrees = (np.asarray(nearest_product) == answered).astype(np.float64)
     return np.stack([confidence, margin, similarity, np.clip(z, -10, 10), agrees], axis=1)
 
 

@@ -157,7 +157,8 @@ def _carried(refitted: Refitted, latest: ModelBundle, later: tuple[Refinement, .
     for refinement in later:
         head = head.refined_by(refinement, latest.head.categories[latest.head.products.index(refinement.product)])
     report = {**refitted.report, "refinements_carried": [refinement.product for refinement in later]}
-    return Refitted(head, refitted.novelty, stored_gallery(latest), report)
+    gallery = stored_gallery(latest)  # its photo index, past its threshold, gains the photos enrolled since
+    return Refitted(head, refitted.novelty, None if gallery is None else gallery.with_index(), report)
 
 
 def _trained_version(bundle: ModelBundle) -> str | None:

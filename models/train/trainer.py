@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT, build_gallery
+from models.answer.gallery_rows import rows_of
 from models.answer.novelty import DEFAULT_REFUSE_UNSEEN
 from models.answer.row_shards import write_rows
 from models.bundle import new_version, write_model
@@ -299,7 +301,12 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         max_per_product=options.gallery_per_product,
         seed=options.seed,
     )
-    report["gallery"] = {"photos": len(gallery.features), "max_per_product": options.gallery_per_product}
+    gallery_rows = rows_of(gallery).with_index(threads=os.cpu_count() or 1)  # past INDEX_MIN_PHOTOS: a photo index
+    report["gallery"] = {
+        "photos": len(gallery.features),
+        "max_per_product": options.gallery_per_product,
+        "photo_index": gallery_rows.index is not None,
+    }
     _report_inputs(report, cache, augmenter, options.seed)
     backbone = {
         "name": spec.name,
@@ -326,7 +333,7 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         ),
         recipe=recipe,
         center=center,
-        gallery=gallery,
+        gallery=gallery_rows,
         novelty=fitted.novelty,
     )
 

@@ -369,7 +369,8 @@ def test_answerer_calls_a_frame_far_from_every_photo_unknown() -> None:
     both = answerer.answer(np.concatenate([unit(0, 0, 1, 0.1)[None, :], far]), matches=0)
     assert [d.status for d in both] == [RECOGNIZED, UNKNOWN] and both[0].product == "p2"
     assert both[0].matches == () == both[1].matches
-    novelty = answerer.novelty_of(answerer.head.probabilities(far), answerer.gallery.similarities(far))  # type: ignore[union-attr]
+    nearest_rows, _ = answerer.gallery.nearest(far, 1)  # type: ignore[union-attr]
+    novelty = answerer.novelty_of(far, answerer.head.probabilities(far), nearest_rows)
     assert novelty is not None and novelty[0] == pytest.approx(decision.novelty, abs=1e-6)
 
 

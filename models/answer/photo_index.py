@@ -1,0 +1,226 @@
+"""The gallery's nearest photos at catalog scale: an HNSW graph (hnswlib) over a large gallery's rows, so that a
+frame's nearest photos cost a fraction of a millisecond at 100,000 photos where the exact scan costs tens
+(bench/gallery_index.py chose hnswlib; bench/answer_path.py measures the whole answer path with it).
+
+The graph holds each row projected on the gallery's first principal components; a frame's candidates found there
+are ranked by their exact similarity in the full features, so a match's similarity is the exact scan's.
+
+Each row is known to the graph by a key that does not depend on where it is stored: 63 bits of the sha256 of its
+photo's sha256 and its product. So a graph built for one version serves the versions that grow from it: rows an
+enrolment added since are not in it (they are candidates of every frame, ranked exactly with the rest), and rows
+no longer in use are marked deleted in memory when it loads. A training writes a new graph; a consolidation adds
+the rows that arrived since (`extended`), with no rebuild. A version stores the graph and its projection as
+content-named files, hashed in its manifest and verified before they are read like every other file; versions
+that share a graph share its bytes (models.store.blobs).
+
+Below INDEX_MIN_PHOTOS the exact scan is about as fast, and exact: no graph is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.answer.arrays import read_arrays, save_arrays
+from models.errors import ArtifactError, InvalidModel
+
+INDEX_PREFIX = "gallery-index"
+INDEX_MIN_PHOTOS = 2_000
+# the graph's parameters, as measured by bench/answer_path.py at 100,000 photos of 1904-d features: the graph holds
+# each row projected on its gallery's first PROJECTED_DIM principal components (a search there costs a seventh
+# of one in the features' own 1904 dimensions, and a build a ninth); its CANDIDATES nearest are then ranked by
+# their exact similarity: recall of the exact three nearest 0.995, 0.25 ms a frame on one core
+PROJECTED_DIM = 128
+CANDIDATES = 64
+CONNECTIONS = 16
+EF_CONSTRUCTION = 100
+EF_SEARCH = 96
+PCA_SAMPLE = 8_000
+
+
+def row_keys(sha256: Sequence[str] | np.ndarray, products: Sequence[str] | np.ndarray) -> np.ndarray:
+    """(N,) uint64: each row's key in a graph, from its photo's sha256 and its product (the same photo enrolled as
+    two products is two rows)."""
+    keys = np.empty(len(sha256), dtype=np.uint64)
+    for position, (digest, product) in enumerate(zip(sha256, products, strict=True)):
+        hashed = hashlib.sha256(f"{digest}\0{product}".encode()).digest()
+        keys[position] = int.from_bytes(hashed[:8], "big") >> 1
+    return keys
+
+
+@dataclass
+class PhotoIndex:
+    """A graph over gallery rows projected on `components` (around `mean`); `keys` are the rows it holds, whether in
+    use or marked deleted."""
+
+    graph: Any  # hnswlib.Index
+    keys: np.ndarray  # (M,) uint64, sorted
+    mean: np.ndarray  # (D,) float32
+    components: np.ndarray  # (PROJECTED_DIM, D) float32
+    deleted: int = 0  # rows marked deleted in memory (hnswlib does not count them)
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def projected(self, features: np.ndarray) -> np.ndarray:
+        result: np.ndarray = (np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T
+        return result
+
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) bool: which of `keys` the graph holds."""
+        if not len(self.keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        found: np.ndarray = self.keys[at] == keys
+        return found
+
+    def mark_unused(self, used_keys: np.ndarray) -> int:
+        """Mark deleted (in memory) every row of the graph not among `used_keys`; returns how many."""
+        unused = np.setdiff1d(self.keys, used_keys)
+        for key in unused.tolist():
+            self.graph.mark_deleted(key)
+        self.deleted += len(unused)
+        return len(unused)
+
+    def candidates(self, queries: np.ndarray) -> np.ndarray:
+        """(Q, k) the keys of each query's CANDIDATES nearest rows in the projection (fewer when the graph holds
+        fewer rows not deleted)."""
+        wanted = min(CANDIDATES, self.size - self.deleted)
+        if wanted <= 0:
+            return np.zeros((len(queries), 0), dtype=np.uint64)
+        keys, _ = self.graph.knn_query(self.projected(queries), k=wanted)
+        result: np.ndarray = keys.astype(np.uint64)
+        return result
+
+    def save(self, staging: Path) -> dict[str, str]:
+        """Write the graph and its projection into `staging` as files named by their content; returns the
+        manifest's record of them."""
+        scratch = staging / f".{INDEX_PREFIX}.writing"
+        self.graph.save_index(str(scratch))
+        graph = _content_named(scratch, staging, ".hnsw")
+        scratch = staging / f".{INDEX_PREFIX}.writing.npz"
+        save_arrays(scratch, {"mean": self.mean, "components": self.components})
+        return {"graph": graph, "projection": _content_named(scratch, staging, ".npz")}
+
+
+def _content_named(scratch: Path, staging: Path, suffix: str) -> str:
+    digest = hashlib.sha256()
+    with scratch.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    name = f"{INDEX_PREFIX}-{digest.hexdigest()[:16]}{suffix}"
+    os.replace(scratch, staging / name)
+    return name
+
+
+def available() -> bool:
+    """Whether hnswlib is installed (a dependency; a worker installed without it scans every gallery exactly)."""
+    return importlib.util.find_spec("hnswlib") is not None
+
+
+def _hnswlib() -> Any:
+    """The hnswlib module; InvalidModel naming the package when it is not installed."""
+    try:
+        import hnswlib  # noqa: PLC0415  # only galleries past INDEX_MIN_PHOTOS need it
+    except ImportError as exc:
+        raise InvalidModel("a photo index needs hnswlib, which is not installed (pip install hnswlib)") from exc
+    return hnswlib
+
+
+def principal_components(features: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and first `dim` principal components of a seeded sample of PCA_SAMPLE rows."""
+    x = np.asarray(features, dtype=np.float32)
+    if len(x) > PCA_SAMPLE:
+        x = x[np.sort(np.random.default_rng(seed).choice(len(x), PCA_SAMPLE, replace=False))]
+    mean = x.mean(axis=0)
+    centred = (x - mean).astype(np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    components = vectors[:, ::-1][:, : min(dim, x.shape[1])].T
+    return mean.astype(np.float32), np.ascontiguousarray(components, dtype=np.float32)
+
+
+def build_index(features: np.ndarray, keys: np.ndarray, *, threads: int = 1) -> PhotoIndex:
+    """A new graph over `features` (L2-normalised rows) known by `keys`."""
+    mean, components = principal_components(features, PROJECTED_DIM)
+    graph = _hnswlib().Index(space="l2", dim=len(components))
+    graph.init_index(max_elements=max(1, len(features)), M=CONNECTIONS, ef_construction=EF_CONSTRUCTION)
+    index = PhotoIndex(graph, np.zeros(0, dtype=np.uint64), mean, components)
+    if len(features):
+        graph.set_num_threads(threads)
+        graph.add_items(index.projected(features), np.asarray(keys, dtype=np.uint64))
+    graph.set_ef(EF_SEARCH)
+    graph.set_num_threads(1)  # a frame's search runs on its lane's one core
+    return PhotoIndex(graph, np.sort(np.asarray(keys, dtype=np.uint64)), mean, components)
+
+
+def extended(index: PhotoIndex, features: np.ndarray, keys: np.ndarray, *, threads: int = 1) -> PhotoIndex:
+    """The graph with the rows it does not hold yet added, in the same projection (no rebuild). Changes `index`'s
+    graph: call it on a graph loaded for the purpose, not on one a gallery searches."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    new = ~index.holds(keys)
+    if not new.any():
+        return index
+    graph = index.graph
+    graph.resize_index(index.size + int(new.sum()))
+    graph.set_num_threads(threads)
+    graph.add_items(index.projected(np.asarray(features)[new]), keys[new])
+    graph.set_num_threads(1)
+    return PhotoIndex(graph, np.sort(np.concatenate([index.keys, keys[new]])), index.mean, index.components)
+
+
+def load_index(graph_path: Path, projection_path: Path, dim: int) -> PhotoIndex:
+    """The graph and projection in these (verified) files; ArtifactError when they are not a graph and a
+    projection of `dim`-d features."""
+    projection = read_arrays(projection_path, ("mean", "components"))
+    mean, components = projection["mean"], projection["components"]
+    if mean.shape != (dim,) or components.ndim != 2 or components.shape[1] != dim or mean.dtype != np.float32:
+        raise ArtifactError(f"malformed model files: {projection_path} is not a projection of {dim}-d features")
+    graph = _hnswlib().Index(space="l2", dim=int(components.shape[0]))
+    try:
+        graph.load_index(str(graph_path))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ArtifactError(f"malformed model files: {graph_path} is not a photo index ({exc})") from exc
+    graph.set_ef(EF_SEARCH)
+    graph.set_num_threads(1)
+    keys = np.sort(np.asarray(graph.get_ids_list(), dtype=np.uint64))
+    return PhotoIndex(graph, keys, mean, components.astype(np.float32))
+
+
+class GraphSearch:
+    """A gallery's nearest photos through its graph: the graph's candidates in use and the rows added since the
+    graph was built (an enrolment's photos), ranked by their exact similarity. Gallery.nearest's contract, in
+    gallery rows."""
+
+    def __init__(self, index: PhotoIndex, keys: np.ndarray, features: np.ndarray) -> None:
+        """`keys` (N,) and `features` (N, D): the gallery's rows in its order. Marks every graph row not among them
+        deleted (the index is this search's own from here on)."""
+        self.index = index
+        self.features = features
+        index.mark_unused(keys)
+        self._by_key = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._by_key]
+        self.loose = np.flatnonzero(~index.holds(keys))  # rows the graph does not hold: always candidates
+
+    def nearest(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = self.index.candidates(queries)
+        last = len(self._sorted_keys) - 1
+        at = np.minimum(np.searchsorted(self._sorted_keys, keys), last)
+        rows = np.where(self._sorted_keys[at] == keys, self._by_key[at], -1)
+        if len(self.loose):
+            rows = np.hstack([rows, np.broadcast_to(self.loose, (len(queries), len(self.loose)))])
+        similarities = np.einsum("qd,qkd->qk", queries, self.features[np.maximum(rows, 0)])
+        similarities = np.where(rows >= 0, similarities, -np.inf)
+        count = min(count, similarities.shape[1])
+        order = np.lexsort((rows, -similarities), axis=1)[:, :count]
+        values = np.take_along_axis(similarities, order, axis=1)
+        picked = np.take_along_axis(rows, order, axis=1)
+        finite = np.isfinite(values)
+        return np.where(finite, picked, -1), np.where(finite, values, -np.inf).astype(np.float32)

@@ -1,0 +1,242 @@
+"""The gallery's photo index (models.answer.photo_index, hnswlib): its nearest photos are the exact scan's, the
+rows an enrolment adds after it was built are found, rows no longer in use never are, and a version stores it
+(hashed, verified, linked by the versions that grow from it) past the threshold only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.answer import gallery_rows as gallery_rows_module
+from models.answer.answerer import Answerer
+from models.answer.gallery import Gallery, build_gallery, top_rows
+from models.answer.gallery_rows import GalleryRows, StoredIndex, read_gallery, rows_of, write_gallery
+from models.answer.head import CATEGORY_FIRST, ProductHead, logistic_classifier
+from models.answer.novelty import NoveltyModel
+from models.answer.photo_index import GraphSearch, PhotoIndex, build_index, row_keys
+from models.bundle import load_model, stored_gallery, write_model
+from models.errors import ArtifactError
+
+DIM = 48
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    result: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return result
+
+
+def parts(products: int = 60, per_product: int = 8, seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Photos of products in families of six look-alikes: (features, product of each row, product centres)."""
+    rng = np.random.default_rng(seed)
+    families = rng.normal(size=(products // 6, DIM))
+    centres = families[np.arange(products) % len(families)] + 0.5 * rng.normal(size=(products, DIM))
+    labels = np.repeat(np.arange(products), per_product)
+    features = unit_rows(centres[labels] + 0.6 * rng.normal(size=(len(labels), DIM)))
+    return features, [f"part-{i:03d}" for i in labels], centres
+
+
+def gallery_of(features: np.ndarray, names: list[str]) -> Gallery:
+    products = sorted(set(names))
+    return build_gallery(
+        features,
+        names,
+        [f"{n}/{i}.png" for i, n in enumerate(names)],
+        [f"{i:064x}" for i in range(len(names))],
+        products,
+    )
+
+
+def frames(centres: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(centres), count)
+    return unit_rows(centres[picks] + 0.6 * rng.normal(size=(count, DIM)))
+
+
+def keys_of(gallery: Gallery) -> np.ndarray:
+    return row_keys(gallery.sha256, np.asarray(gallery.products)[gallery.labels])
+
+
+def test_row_keys_follow_the_photo_and_its_product_not_the_row() -> None:
+    keys = row_keys(["a" * 64, "a" * 64, "b" * 64], ["gear", "nut", "gear"])
+    assert len(set(keys.tolist())) == 3 and keys.dtype == np.uint64 and (keys < 2**63).all()
+    assert row_keys(["b" * 64], ["gear"])[0] == keys[2]
+
+
+def test_the_graphs_nearest_photos_are_the_exact_scans() -> None:
+    features, names, centres = parts()
+    gallery = gallery_of(features, names)
+    search = GraphSearch(build_index(gallery.features, keys_of(gallery)), keys_of(gallery), gallery.features)
+    queries = frames(centres, 50)
+    rows, similarities = search.nearest(queries, 3)
+    exact_rows, exact_similarities = top_rows(gallery.similarities(queries), 3)
+    recall = np.mean([len(set(a) & set(b)) / 3 for a, b in zip(rows.tolist(), exact_rows.tolist(), strict=True)])
+    assert recall >= 0.99
+    np.testing.assert_allclose(similarities, exact_similarities, atol=1e-5)  # ranked by the exact similarity
+    assert (np.diff(similarities, axis=1) <= 0).all()
+
+
+def test_rows_added_after_the_graph_are_found_and_rows_no_longer_used_never_are() -> None:
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    keys = keys_of(gallery)
+    newest = gallery.labels == gallery.labels.max()  # an enrolment's photos, after the graph was built
+    gone = row_keys(["f" * 64], ["part-000"])  # a photo the graph holds that this gallery no longer uses
+    index = build_index(np.vstack([gallery.features[~newest], features[:1]]), np.concatenate([keys[~newest], gone]))
+    search = GraphSearch(index, keys, gallery.features)
+    assert set(search.loose.tolist()) == set(np.flatnonzero(newest).tolist())
+    assert index.deleted == 1
+    rows, similarities = search.nearest(gallery.features[newest], 1)
+    assert rows[:, 0].tolist() == np.flatnonzero(newest).tolist()  # each new photo is its own nearest
+    np.testing.assert_allclose(similarities[:, 0], 1.0, atol=1e-3)  # float16 rows, as stored
+    old = search.nearest(features[:1], 5)[0]
+    assert 0 in old[0].tolist()  # the gallery's own row of that photo; the graph's deleted copy has no row
+
+
+def test_a_search_asked_for_more_than_there_is_pads_with_nothing() -> None:
+    features, names, _ = parts(products=6, per_product=2)
+    gallery = gallery_of(features, names)
+    search = GraphSearch(build_index(gallery.features, keys_of(gallery)), keys_of(gallery), gallery.features)
+    rows, similarities = search.nearest(features[:2], 20)
+    assert rows.shape == (2, 12) and sorted(rows[0].tolist()) == list(range(12))
+    assert np.isfinite(similarities).all()
+
+
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gallery_rows_module, "INDEX_MIN_PHOTOS", 100)
+
+
+def head_for(gallery: Gallery) -> ProductHead:
+    """A category-first head of nearest-centre nodes over the gallery's products (families of six)."""
+    products = gallery.products
+    family = [f"family-{int(p.split('-')[1]) % 10}" for p in products]
+    centres = unit_rows(np.stack([gallery.features[gallery.labels == i].mean(axis=0) for i in range(len(products))]))
+    names = sorted(set(family))
+    family_centres = unit_rows(np.stack([centres[[f == n for f in family]].mean(axis=0) for n in names]))
+    classifiers = {None: logistic_classifier(names, 20 * family_centres, np.zeros(len(names)))}
+    for name in names:
+        members = [i for i, f in enumerate(family) if f == name]
+        classifiers[name] = logistic_classifier([products[i] for i in members], 20 * centres[members], np.zeros(6))
+    return ProductHead(tuple(products), tuple(family), classifiers, structure=CATEGORY_FIRST)
+
+
+def written(store: Path, head: ProductHead, gallery: Gallery | GalleryRows) -> Path:
+    catalog = {p: {"product": p, "name": p, "category": c} for p, c in zip(head.products, head.categories, strict=True)}
+    novelty = NoveltyModel(np.array([-3.0, -2.0, -6.0, -0.5, -1.0]), 6.0, 0.5, 0.8)
+    return write_model(
+        store,
+        name="parts",
+        head=head,
+        catalog=catalog,
+        backbone={"name": "efficientnet_lite0", "feature_dim": DIM},
+        gallery=gallery,
+        novelty=novelty,
+    )
+
+
+def test_a_version_past_the_threshold_stores_its_index_and_answers_as_the_exact_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_threshold(monkeypatch)
+    features, names, centres = parts()
+    gallery = gallery_of(features, names)
+    head = head_for(gallery)
+    version = written(tmp_path / "store", head, rows_of(gallery).with_index())
+    manifest = json.loads((version / "manifest.json").read_text())
+    record = manifest["gallery"]["index"]
+    assert set(record.values()) <= set(manifest["files"])  # hashed like every file
+    bundle = load_model(tmp_path / "store")
+    assert bundle.gallery is not None and isinstance(bundle.gallery.search, GraphSearch)
+    queries = frames(centres, 40)
+    indexed = Answerer(bundle.head, bundle.gallery, bundle.novelty).answer(queries)
+    exact = Answerer(bundle.head, replace(bundle.gallery, search=None), bundle.novelty).answer(queries)
+    assert [d.product for d in indexed] == [d.product for d in exact]
+    assert [d.novelty for d in indexed] == pytest.approx([d.novelty for d in exact], abs=1e-6)
+    photos = [[[m["photo"] for m in d.matches] for d in decisions] for decisions in (indexed, exact)]
+    assert sum(a == b for a, b in zip(*photos, strict=True)) >= 39
+    similarities = [[m["similarity"] for d in decisions for m in d.matches] for decisions in (indexed, exact)]
+    assert similarities[0] == pytest.approx(similarities[1], abs=1e-5)
+
+
+def test_a_gallery_below_the_threshold_has_no_index(tmp_path: Path) -> None:
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    version = written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    assert "index" not in json.loads((version / "manifest.json").read_text())["gallery"]
+    loaded = load_model(tmp_path / "store").gallery
+    assert loaded is not None and loaded.search is None
+
+
+def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_threshold(monkeypatch)
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    stored = stored_gallery(load_model(tmp_path / "store"))
+    assert stored is not None and isinstance(stored.index, StoredIndex)
+    new_photos = unit_rows(np.random.default_rng(9).normal(size=(4, DIM)))
+    grown = stored.with_photos(
+        new_photos, "part-new", [f"new/{i}.png" for i in range(4)], ["e" * 63 + str(i) for i in range(4)], 500, 0
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    record = write_gallery(staging, grown)
+    assert record["index"] == stored.index.record()  # carried: the same files, linked
+    assert (staging / stored.index.graph).stat().st_ino == (stored.source / stored.index.graph).stat().st_ino  # type: ignore[operator]
+    carried = read_gallery(record, lambda name: staging / name, [*gallery.products, "part-new"], staging)
+    served = carried.gallery([*gallery.products, "part-new"])
+    assert isinstance(served.search, GraphSearch) and len(served.search.loose) == 4
+    rows, _ = served.search.nearest(new_photos, 1)
+    assert [served.products[served.labels[r]] for r in rows[:, 0]] == ["part-new"] * 4
+    extended = carried.with_index()
+    assert isinstance(extended.index, PhotoIndex) and extended.index.size == len(features) + 4
+    assert extended.with_index().index is extended.index  # it holds every row: nothing to add
+    again = tmp_path / "again"
+    again.mkdir()
+    new_record = write_gallery(again, extended)
+    assert new_record["index"]["graph"] != stored.index.graph
+    reread = read_gallery(new_record, lambda name: again / name, [*gallery.products, "part-new"], again)
+    search = reread.gallery([*gallery.products, "part-new"]).search
+    assert isinstance(search, GraphSearch) and len(search.loose) == 0
+
+
+def test_a_tampered_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_threshold(monkeypatch)
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    version = written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    graph = json.loads((version / "manifest.json").read_text())["gallery"]["index"]["graph"]
+    data = bytearray((version / graph).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (version / graph).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=graph):
+        load_model(version)
+
+
+def test_an_index_record_naming_a_file_outside_the_version_is_refused() -> None:
+    from models.errors import InvalidModel
+
+    with pytest.raises(InvalidModel, match="outside the version"):
+        StoredIndex.from_record({"graph": "../x.hnsw", "projection": "p.npz"})
+    with pytest.raises(InvalidModel, match="no graph"):
+        StoredIndex.from_record({"graph": 3})
+
+
+def test_without_hnswlib_a_gallery_is_scanned_exactly_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    small_threshold(monkeypatch)
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    monkeypatch.setattr(gallery_rows_module, "available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_model(tmp_path / "store").gallery
+    assert loaded is not None and loaded.search is None
+    assert "hnswlib is not installed" in caplog.text
