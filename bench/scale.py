@@ -69,6 +69,11 @@ def self_contained_bytes(version: Path) -> int:
     )
 
 
+def progress(message: str) -> None:
+    """A line on stderr as the run goes (the table comes at the end)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def feature_dim(version: Path) -> int:
     return int(json.loads((version / MANIFEST).read_text())["backbone"]["feature_dim"])
 
@@ -91,6 +96,8 @@ def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) ->
         if outcome.state != DONE or outcome.version is None:
             raise SystemExit(f"enrolment of {item.product} failed: {outcome.error}")
         assert outcome.enrolled is not None
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in outcome.enrolled.timings.items())
+        progress(f"enrolled {item.product} in {seconds:.2f} s ({steps})")
         rows.append(
             {
                 "seconds": seconds,
@@ -157,6 +164,7 @@ def figures(decisions: list[Any], truth: list[str], categories: dict[str, str]) 
 def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     folder = work / f"n{size}"
     store, train_s, peak_mib = train_parts(folder, size, args.photos, args.classifiers)
+    progress(f"{size} parts trained in {train_s:.0f} s, peak {peak_mib:.0f} MiB")
     tested = min(size, 100)
     camera = parts.export_camera_folder(folder / "test", products=tested, per_product=args.test_photos)
     camera += parts.export_camera_folder(
@@ -186,6 +194,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.monotonic()
     consolidate_all(store, keep_versions=20)
     consolidation_s = time.monotonic() - started
+    progress(f"{size} parts: consolidated in {consolidation_s:.0f} s")
     consolidated = figures(answers(store, new_photos), new_truth, new_categories)
     return {
         "quick_top1": quick["top1"],

@@ -223,22 +223,23 @@ def load_model(path: Path) -> ModelBundle:
 
     ArtifactError for a version that is not one: a file that fails verification or cannot be read is named, a
     file or record that is malformed or parts that do not fit together make "malformed model files". Anything
-    else (a bug) propagates as itself."""
+    else (a bug) propagates as itself. Each file is read for its sha256 once (versions.hashing_once)."""
     version_dir = resolve(path)
     manifest = versions.read_manifest(version_dir)
-    for name in manifest.get("files", {}):
-        verify_file(version_dir, manifest, name)
-    for required in ("head.npz", "labels.json", "catalog.json"):
-        verify_file(version_dir, manifest, required)
-    try:
-        catalog = _catalog(version_dir)
-        head = _head(version_dir, manifest)
-        recipe, center = _recipe(version_dir, manifest)
-        gallery = _gallery(version_dir, manifest, head.products)
-        novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
-        _check_parts_fit(head, recipe, gallery, novelty)
-    except (InvalidModel, BackboneError) as exc:
-        raise ArtifactError(f"{version_dir}: malformed model files: {exc}") from exc
+    with versions.hashing_once():
+        for name in manifest.get("files", {}):
+            verify_file(version_dir, manifest, name)
+        for required in ("head.npz", "labels.json", "catalog.json"):
+            verify_file(version_dir, manifest, required)
+        try:
+            catalog = _catalog(version_dir)
+            head = _head(version_dir, manifest)
+            recipe, center = _recipe(version_dir, manifest)
+            gallery = _gallery(version_dir, manifest, head.products)
+            novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
+            _check_parts_fit(head, recipe, gallery, novelty)
+        except (InvalidModel, BackboneError) as exc:
+            raise ArtifactError(f"{version_dir}: malformed model files: {exc}") from exc
     return ModelBundle(
         path=version_dir,
         manifest=manifest,

@@ -134,9 +134,10 @@ class GalleryRows:
             raise ValueError("no stored photo index")  # a bug: callers check
         return load_index(self.source / self.index.graph, self.source / self.index.projection, dim)
 
-    def gallery(self, products: Sequence[str]) -> Gallery:
-        """The rows in use as a Gallery over the head's `products` (rows ordered by product). InvalidModel for a
-        row of a product the head does not know, or a product without photo or spread."""
+    def gallery(self, products: Sequence[str], *, searchable: bool = True) -> Gallery:
+        """The rows in use as a Gallery over the head's `products` (rows ordered by product), searched through the
+        photo index when there is one and `searchable` (False: the exact scan, without loading the graph).
+        InvalidModel for a row of a product the head does not know, or a product without photo or spread."""
         used = self.rows.used()
         index = {product: i for i, product in enumerate(products)}
         try:
@@ -159,7 +160,7 @@ class GalleryRows:
             spread_mean=mean,
             spread_std=std,
         )
-        if self.index is None:
+        if self.index is None or not searchable:
             return gallery
         if not available():
             logger.warning(

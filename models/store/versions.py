@@ -36,12 +36,44 @@ VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _CHUNK = 1 << 20
 
 
+# within one hashing_once() scope (a load, an enrolment: seconds), each file's sha256 by its inode, size and
+# modification time: a version's files are hard links to blobs (models.store.blobs), so a load that verifies every
+# file and then reads each, and a write that lists the sha256 of the files it linked from the version it loaded,
+# read each blob once, not three times (at 1,000 products, 170 MB of shards an enrolment no longer reads twice)
+_HASHED: contextvars.ContextVar[dict[tuple[int, int, int, int], str] | None] = contextvars.ContextVar(
+    "files_hashed", default=None
+)
+
+
 def file_sha256(path: Path) -> str:
+    memo = _HASHED.get()
+    key = None
+    if memo is not None:
+        stat = path.stat()
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key in memo:
+            return memo[key]
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
+    if memo is not None and key is not None:
+        memo[key] = digest.hexdigest()
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def hashing_once() -> Iterator[None]:
+    """A scope in which a file read whole for its sha256 is not read again while its inode, size and modification
+    time stay the same (a scope inside another shares the outer's). Outside any scope every call reads the file."""
+    if _HASHED.get() is not None:
+        yield
+        return
+    token = _HASHED.set({})
+    try:
+        yield
+    finally:
+        _HASHED.reset(token)
 
 
 def resolve(path: Path) -> Path:

@@ -40,10 +40,7 @@ from models.bundle import ModelBundle, load_model, new_version, stored_gallery, 
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import check_catalog_record, check_product_id
-from models.store.versions import (
-    store_lock,
-    verify_file,
-)
+from models.store.versions import hashing_once, store_lock, verify_file
 from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
@@ -291,7 +288,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         raise EnrolmentError("an enrolment needs at least one photo", "no_photos")
     checked = check_catalog_record(product, record) if record is not None else None
     timings: dict[str, float] = {}
-    with contextlib.nullcontext() if locked else store_lock(store):
+    with contextlib.nullcontext() if locked else store_lock(store), hashing_once():
         timings["lock_s"] = time.monotonic() - started
         bundle = load_model(store)
         stored, choices = stored_base_of(bundle)
@@ -423,7 +420,7 @@ def _refine_for_enrolment(
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc
     if gallery is not None and bundle.novelty is not None:
-        grown_gallery = gallery.gallery(head.products)
+        grown_gallery = gallery.gallery(head.products, searchable=False)  # the check scans every photo itself
         report["novelty_check"] = novelty_check(head, grown_gallery, bundle.novelty, new.vectors, new.product)
     report.update(
         images=int((~grown.synthetic).sum()),

@@ -168,3 +168,41 @@ def test_keep_versions_is_read_once_and_checked(tmp_path: Path) -> None:
     assert retention.keep_from_env({"PARTSIGHT_KEEP_VERSIONS": "3"}) == 3
     with pytest.raises(SettingsError, match="PARTSIGHT_KEEP_VERSIONS"):
         retention.keep_from_env({"PARTSIGHT_KEEP_VERSIONS": "0"})
+
+
+def test_a_file_is_read_for_its_sha256_once_in_a_scope_and_every_time_outside(tmp_path: Path) -> None:
+    from models.store.versions import file_sha256, hashing_once
+
+    blob = tmp_path / "blob.npz"
+    blob.write_bytes(b"a" * 64)
+    first = file_sha256(blob)
+    stat = blob.stat()
+    with hashing_once():
+        assert file_sha256(blob) == first
+        blob.write_bytes(b"b" * 64)  # same inode and size; the modification time put back: the memo answers
+        os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        with hashing_once():  # an inner scope shares the outer's
+            assert file_sha256(blob) == first
+        blob.write_bytes(b"c" * 65)  # another size: read again
+        assert file_sha256(blob) != first
+    blob.write_bytes(b"b" * 64)  # outside a scope a file is always read
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_sha256(blob) != first
+
+
+def test_a_load_verifies_every_file_and_a_file_tampered_after_a_load_is_refused_by_the_next(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    version = write_model(
+        store,
+        name="m",
+        head=ProductHead(("a", "b"), ("x", "x"), {None: logistic_classifier(("a", "b"), np.eye(2, 4), np.zeros(2))}),
+        catalog={p: {"product": p, "name": p, "category": "x"} for p in ("a", "b")},
+        backbone={"name": "efficientnet_lite0", "feature_dim": 4},
+    )
+    load_model(store)
+    head = version / "head.npz"
+    data = bytearray(head.read_bytes())
+    data[-10] ^= 0x01
+    head.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"head\.npz has sha256"):
+        load_model(store)
