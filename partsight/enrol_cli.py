@@ -118,6 +118,11 @@ def run_enrol(args: argparse.Namespace) -> int:
         f"enrolled {enrolled.photos} photo(s) of {args.product} ({kind}{skipped}) as version {outcome.version} "
         f"in {enrolled.seconds:.1f} s; it is current (enrolment {enrolment})"
     )
+    for look_alike in enrolled.confusable_with:
+        print(
+            f"look-alike: {float(look_alike['share']):.0%} of its photos were answered as {look_alike['product']} when "
+            "held out (more photos of each, from the angles that tell them apart, help)"
+        )
     if tell_workers(outcome.version, dict(os.environ)):
         print("workers were told on Redis to load it now")
     else:

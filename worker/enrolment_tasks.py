@@ -52,6 +52,7 @@ class Outcome:
     seconds: float
     ran: bool  # False when the request had already finished (a redelivered task)
     companions: tuple[str, ...] = ()  # the other requests of the product carried out in the same version
+    confusable_with: tuple[Mapping[str, Any], ...] = ()  # look-alikes its photos were answered as (> 10%)
 
 
 class EnrolmentRunner:
@@ -148,7 +149,16 @@ class EnrolmentRunner:
             asked_by = (str(reply.get("device")), str(reply.get("frame_id")))
         if asked_by is None or status["state"] not in (DONE, FAILED):
             return  # asked by no device, or put back in the queue (its photos with others failed): not yet
-        own = Outcome(enrolment, status["state"], status["version"], status["product"], status["error"], 0.0, True)
+        own = Outcome(
+            enrolment,
+            status["state"],
+            status["version"],
+            status["product"],
+            status["error"],
+            0.0,
+            True,
+            confusable_with=tuple(status.get("confusable_with") or ()),
+        )
         if not self._answer_device(*asked_by, own):
             return
         try:
@@ -261,6 +271,7 @@ class EnrolmentRunner:
             "state": outcome.state,
             "version": outcome.version,
             "error": dict(outcome.error) if outcome.error else None,
+            "confusable_with": [dict(c) for c in outcome.confusable_with],
             "at": rfc3339(time.time()),
         }
         sent = self._publish(self._topics.result(device), json.dumps(message).encode()) is not False

@@ -271,6 +271,8 @@ class EnrolmentStore:
             "error": status.get("error"),
             "seconds": status.get("seconds"),
             "with": list(status.get("with") or []),  # the other requests of the product in the same version
+            # existing products its photos were answered as in more than 10% of its fold answers: {product, share}
+            "confusable_with": list(status.get("confusable_with") or []),
             "updated_at": status.get("updated_at"),
         }
 

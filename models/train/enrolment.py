@@ -44,7 +44,7 @@ from models.store.versions import hashing_once, store_lock, verify_file
 from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
-from models.train.quick_enrolment import novelty_check, refine
+from models.train.quick_enrolment import confusable_with, look_alikes, novelty_check, refine
 from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -261,6 +261,8 @@ class Enrolled:
     duplicates: int  # photos already enrolled for this product, skipped
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # existing products the new one's photos were answered as in more than 10% of its fold answers
+    confusable_with: tuple[Mapping[str, Any], ...] = ()
 
 
 def enrol(  # long: each step of an enrolment timed, under one lock
@@ -324,16 +326,33 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         path = write_version(store, bundle, (grown, stored), choices, refitted, catalog, summary, version)
         timings["write_s"] = time.monotonic() - mark
     seconds = time.monotonic() - started
+    mark = time.monotonic()  # the version is served: the look-alike check no longer holds the lock or the product
+    quick_report = refitted.report.get("quick") or {}
+    group = quick_report.get("group") or look_alikes(bundle.head, bundle.gallery, new.vectors, product)
+    confusable = confusable_with(grown, product, list(group), seed=choices.seed)
+    timings["look_alike_check_s"] = time.monotonic() - mark
+    named = ", ".join(f"{c['product']} ({float(c['share']):.0%})" for c in confusable)
     logger.info(
-        "enrolled %d photo(s) of %s%s: version %s in %.2f s (%s)",
+        "enrolled %d photo(s) of %s%s: version %s in %.2f s (%s)%s",
         len(fresh),
         product,
         " (new product)" if new_product else "",
         path.name,
         seconds,
         ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
+        f"; confusable with {named}" if named else "",
     )
-    return Enrolled(path.name, path, product, new_product, len(fresh), len(photos) - len(fresh), seconds, timings)
+    return Enrolled(
+        path.name,
+        path,
+        product,
+        new_product,
+        len(fresh),
+        len(photos) - len(fresh),
+        seconds,
+        timings,
+        tuple(confusable),
+    )
 
 
 @dataclass(frozen=True)

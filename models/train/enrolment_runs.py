@@ -163,5 +163,8 @@ def _carry_out(store: Path, requests: EnrolmentStore, batch: list[str], features
         raise
     for enrolment in batch:
         together = [other for other in batch if other != enrolment]
-        requests.done(enrolment, enrolled.version, enrolled.seconds, **({"with": together} if together else {}))
+        recorded: dict[str, Any] = {"confusable_with": [dict(c) for c in enrolled.confusable_with]}
+        if together:
+            recorded["with"] = together
+        requests.done(enrolment, enrolled.version, enrolled.seconds, **recorded)
     return RequestOutcome(lead, product, DONE, enrolled.version, None, True, enrolled, others)

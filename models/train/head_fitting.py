@@ -32,7 +32,7 @@ from models.train.node_fitting import (
     tuning_sample,
 )
 from models.train.open_set import OpenSetCalibration, calibrate_open_set, fold_answers
-from models.train.report import confused_pairs, evaluation
+from models.train.report import confused_pairs, confused_with, evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -466,6 +466,7 @@ def _shipped_thresholds(  # noqa: PLR0917
     if oof is not None:
         report.update(cv_report(oof, product))
         report["confused_pairs"] = confused_pairs(oof.labels, oof.predicted)
+        report["look_alikes"] = confused_with(oof.labels, oof.predicted)
     report.update(product_threshold=round(product, 6), category_threshold=round(category, 6))
     logger.info(
         "unknown thresholds: product %.3f, category %.3f (%s)",

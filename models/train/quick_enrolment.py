@@ -12,6 +12,7 @@ into the nodes later, in the background.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from models.train.node_fitting import DEFAULT_CANDIDATE
 GROUP_LIMIT = 24  # look-alikes a refinement shares a frame's probability with, at most
 MASS_COVERED = 0.99  # of the head's probability for the new photos, held by the group (within GROUP_LIMIT)
 GALLERY_CANDIDATES = 8  # the products nearest to the new photos (by the gallery) that join the group too
+CONFUSABLE_SHARE = 0.10  # an enrolment names the products its photos are answered as more often than this
+CHECK_FOLDS = 5
 
 
 def look_alikes(head: ProductHead, gallery: Gallery | None, vectors: np.ndarray, product: str) -> list[str]:
@@ -79,6 +82,30 @@ def refine(
     refinement = refinement_for(base, product, group, source=source, new=product not in head.products, seed=seed)
     refined = head.refined_by(refinement, category)
     return refined, {"quick": {"group": group, "refinements": len(refined.refinements)}}
+
+
+def confusable_with(base: EnrolmentBase, product: str, group: list[str], *, seed: int) -> list[dict[str, float | str]]:
+    """The products `product`'s photos are answered as in more than CONFUSABLE_SHARE of its fold answers, most
+    often first: in each of up to CHECK_FOLDS folds, a refinement over `group` and the product is fitted without
+    that fold's photos of the product and answers them. Empty with fewer than two photos or no look-alike."""
+    classes = [*group, product]
+    rows = ~base.synthetic & np.isin(base.products, classes)
+    x, y = base.features[rows], base.products[rows].astype(str)
+    mine = np.flatnonzero(y == product)
+    if len(mine) < 2 or not group:
+        return []
+    answers: list[str] = []
+    for held in np.array_split(np.random.default_rng(seed).permutation(mine), min(CHECK_FOLDS, len(mine))):
+        kept = np.ones(len(y), dtype=bool)
+        kept[held] = False
+        classifier = fit_candidate(DEFAULT_CANDIDATE, x[kept], y[kept].tolist(), seed=seed)
+        answers += np.asarray(classifier.classes)[classifier.probabilities(x[held]).argmax(axis=1)].tolist()
+    mistaken = Counter(answer for answer in answers if answer != product)
+    return [
+        {"product": other, "share": round(count / len(answers), 4)}
+        for other, count in sorted(mistaken.items(), key=lambda item: (-item[1], item[0]))
+        if count / len(answers) > CONFUSABLE_SHARE
+    ]
 
 
 def novelty_check(

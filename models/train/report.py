@@ -165,6 +165,22 @@ def confused_pairs(truth: np.ndarray, predicted: np.ndarray, top: int = 5) -> li
     return rows[: max(top, 0)]
 
 
+def confused_with(truth: np.ndarray, predicted: np.ndarray, top: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """For each product mistaken for another in the folds, the `top` products its photos were answered as, with
+    the share of its fold answers each took; most mistaken product first, then by name."""
+    answers = list(zip(np.asarray(truth).astype(str).ravel(), np.asarray(predicted).astype(str).ravel(), strict=True))
+    totals = Counter(t for t, _ in answers)
+    mistakes = Counter((t, p) for t, p in answers if t != p)
+    by_product: dict[str, list[dict[str, Any]]] = {}
+    for (product, answered), count in sorted(mistakes.items(), key=lambda item: (item[0][0], -item[1], item[0][1])):
+        by_product.setdefault(product, []).append({"product": answered, "share": round(count / totals[product], 4)})
+    worst_first = sorted(by_product, key=lambda product: (-sum(r["share"] for r in by_product[product]), product))
+    return {product: by_product[product][:top] for product in worst_first}
+
+
+LOOK_ALIKE_LINES = 40  # products in report.md's look-alikes list; report.json has them all
+
+
 def _pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend."""
     # imported here, not at the top: matplotlib is slow to import and only writing the plots needs it (an
@@ -286,6 +302,16 @@ def _open_set_lines(report: Mapping[str, Any]) -> list[str]:
                 ],
                 "",
             ]
+    look_alikes = report.get("look_alikes")
+    if look_alikes:
+        lines += ["## Look-alikes", "", "Each product's photos answered as another in the folds, and the share:", ""]
+        lines += [
+            f"- {product}: " + ", ".join(f"{r['product']} {r['share']:.0%}" for r in rows)
+            for product, rows in list(look_alikes.items())[:LOOK_ALIKE_LINES]
+        ]
+        if len(look_alikes) > LOOK_ALIKE_LINES:
+            lines.append(f"- and {len(look_alikes) - LOOK_ALIKE_LINES} more products (report.json, `look_alikes`)")
+        lines.append("")
     pairs = report.get("confused_pairs")
     if pairs is not None:
         lines += ["## Most confused", ""]

@@ -324,3 +324,24 @@ def test_operator_keeps_lines_and_a_devices_frames_are_answered_on_its_line(page
     line.get_by_test_id("line-delete").click()
     expect(page.get_by_test_id("lines-empty")).to_be_visible()
     assert send_frame(stack, "press-cam", gear_photo(8))["line"] is None
+
+
+def test_an_enrolment_that_looks_like_another_product_says_so(page_stack: Stack, page: Page, tmp_path: Path) -> None:
+    page.goto(f"http://127.0.0.1:{page_stack.api_port}/ui")
+    page.get_by_label("API token", exact=True).fill(TOKEN)
+    page.get_by_test_id("token-save").click()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(300, 308):
+        (photos / f"gear-{seed}.jpg").write_bytes(gear_photo(seed))
+    for product in ("gear-16t", "gear-16t-copy"):  # the same photos twice: the second is the first's look-alike
+        page.get_by_label("Product id", exact=True).fill(product)
+        page.get_by_label("Name", exact=True).fill(product)
+        page.get_by_label("Category", exact=True).fill("gears")
+        page.get_by_label("Photos", exact=True).set_input_files(sorted(photos.iterdir()))
+        page.get_by_test_id("product-submit").click()
+        wait_enrolment(page, product)
+    row = page.locator('[data-testid=enrolment]:has([data-testid=enrolment-product]:text-is("gear-16t-copy"))')
+    expect(row.get_by_test_id("enrolment-confusable")).to_contain_text("looks like gear-16t (")
+    first = page.locator('[data-testid=enrolment]:has([data-testid=enrolment-product]:text-is("gear-16t"))')
+    expect(first.get_by_test_id("enrolment-confusable")).to_have_count(0)

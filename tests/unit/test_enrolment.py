@@ -386,6 +386,7 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
     assert topic == "t/cam-1/result" and answer["type"] == "enrolment" and answer["version"] == outcome.version
     assert len(published) == 1  # a success: the result topic only
     assert answer["frame_id"] == "e1" and answer["product"] == "gauge-3"
+    assert answer["confusable_with"] == []  # one photo: no fold to answer it
     assert announced == [(outcome.version, "enrolment")] and reloads == [1]
     bundle = load_model(store)  # one photo: the novelty score is kept, never dropped
     assert bundle.novelty is not None and "gauge-3" in bundle.head.products
@@ -611,3 +612,20 @@ def test_past_its_cap_of_refinements_an_enrolment_refits_the_head_whole(
     bundle = load_model(store)
     assert bundle.manifest["enrolment"]["mode"] == "refit" and bundle.head.refinements == ()
     assert {"gauge-3", "gauge-5"} <= set(bundle.head.base_products)
+
+
+def test_an_enrolment_names_the_product_its_photos_are_mistaken_for(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    features = LocalFeatures()
+    first = enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=features)
+    assert first.confusable_with == ()  # digits are like no garment of the catalog
+    requests = EnrolmentStore(store)
+    twin = requests.create("gauge-3b", digit_photos(3, 12), record={**DIGIT_RECORD, "name": "Its twin"})
+    outcome = run_request(store, twin, features)
+    assert outcome.state == DONE and outcome.enrolled is not None
+    named = {c["product"]: c["share"] for c in outcome.enrolled.confusable_with}
+    assert set(named) == {"gauge-3"} and named["gauge-3"] > 0.1, named  # the same photos: held out, half go to it
+    assert requests.get(twin)["confusable_with"] == [{"product": "gauge-3", "share": named["gauge-3"]}]
+    assert requests.get(twin)["state"] == DONE
+    assert "look_alike_check_s" in outcome.enrolled.timings

@@ -13,6 +13,7 @@ from models.train.report import (
     MAX_CURVE_POINTS,
     REPORT_FILES,
     confused_pairs,
+    confused_with,
     evaluation,
     open_set_by_product,
     open_set_curve,
@@ -169,6 +170,25 @@ def test_confused_pairs_count_both_directions_largest_first_ties_by_name() -> No
     ]
     assert [row["products"] for row in confused_pairs(truth, predicted, top=2)] == [["a", "b"], ["b", "c"]]
     assert confused_pairs(truth, predicted, top=0) == []
+
+
+def test_each_products_look_alikes_with_the_share_of_its_fold_answers() -> None:
+    truth = np.array(["a", "a", "a", "a", "b", "b", "b", "c", "c", "d"])
+    predicted = np.array(["b", "b", "c", "a", "a", "b", "b", "c", "c", "d"])
+    assert confused_with(truth, predicted) == {
+        "a": [{"product": "b", "share": 0.5}, {"product": "c", "share": 0.25}],  # the most mistaken first
+        "b": [{"product": "a", "share": 0.3333}],
+    }
+    assert confused_with(truth, predicted, top=1)["a"] == [{"product": "b", "share": 0.5}]
+    assert confused_with(truth, truth) == {}
+
+
+def test_the_report_lists_look_alikes(tmp_path: Path) -> None:
+    report = _report()
+    report["look_alikes"] = confused_with(np.array(["pump", "valve", "valve"]), np.array(["pump", "pump", "valve"]))
+    write_report(tmp_path, name="demo", version="v1", report=report)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Look-alikes" in text and "- valve: pump 50%" in text
 
 
 def test_no_mistakes_no_pairs() -> None:

@@ -41,6 +41,13 @@ function stateOf(entry) {
   return entry.doc && entry.doc.state ? String(entry.doc.state) : "queued";
 }
 
+function lookAlikes(confusable) {
+  // the existing products its photos were answered as in more than 10% of its fold answers
+  if (!Array.isArray(confusable) || confusable.length === 0) return null;
+  const named = confusable.map((c) => `${c.product} (${Math.round(Number(c.share) * 100)}%)`).join(", ");
+  return el("span", { class: "warning-text small", testid: "enrolment-confusable" }, `looks like ${named}`);
+}
+
 export function renderEnrolments() {
   const entries = [...enrolments.entries()].sort((a, b) => (a[0] < b[0] ? 1 : -1)); // ids sort by time
   for (const [id] of entries.splice(MAX_ENROLMENTS_SHOWN)) enrolments.delete(id);
@@ -60,6 +67,7 @@ export function renderEnrolments() {
           : null,
         typeof doc.seconds === "number" ? el("span", { class: "muted small" }, `in ${doc.seconds.toFixed(1)} s`) : null,
         error ? el("span", { class: "error-text", testid: "enrolment-error" }, error) : null,
+        lookAlikes(doc.confusable_with),
         el("code", { class: "muted small id" }, id),
       );
     }),
