@@ -218,8 +218,10 @@ def served_signature(path: Path) -> tuple[str, str]:
     return str(version_dir), hashlib.sha256(manifest).hexdigest()
 
 
-def load_model(path: Path) -> ModelBundle:
-    """Verify and load a model version (or a store's current version).
+def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
+    """Verify and load a model version (or a store's current version). `searchable`: the gallery searched through
+    its photo index when it has one (False: by its exact scan, without reading the graph into memory: an
+    enrolment's base, which answers no frame).
 
     ArtifactError for a version that is not one: a file that fails verification or cannot be read is named, a
     file or record that is malformed or parts that do not fit together make "malformed model files". Anything
@@ -235,7 +237,7 @@ def load_model(path: Path) -> ModelBundle:
             catalog = _catalog(version_dir)
             head = _head(version_dir, manifest)
             recipe, center = _recipe(version_dir, manifest)
-            gallery = _gallery(version_dir, manifest, head.products)
+            gallery = _gallery(version_dir, manifest, head.products, searchable)
             novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
             _check_parts_fit(head, recipe, gallery, novelty)
         except (InvalidModel, BackboneError) as exc:
@@ -332,9 +334,11 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
     return recipe, center
 
 
-def _gallery(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> Gallery | None:
+def _gallery(
+    version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...], searchable: bool
+) -> Gallery | None:
     rows = _gallery_rows(version_dir, manifest, products)
-    return None if rows is None else rows.gallery(products)
+    return None if rows is None else rows.gallery(products, searchable=searchable)
 
 
 def _gallery_rows(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> GalleryRows | None:

@@ -14,7 +14,10 @@ ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_INDEX_URL=${PIP_INDEX_URL}
 # hnswlib (the gallery's photo index) is built from source: a C++ compiler in this stage only, from the base's
-# own Debian mirror; the final stage copies the venv and stays without it
+# own Debian mirror; the final stage copies the venv and stays without it. HNSWLIB_NO_NATIVE: compiled for any
+# x86-64 (or arm64) host, not for this build machine's CPU alone (-march=native would stop a worker on an older CPU
+# with an illegal instruction)
+ENV HNSWLIB_NO_NATIVE=1
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ python3-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/partsight

@@ -55,8 +55,8 @@ class Answerer:
         """Each row's decision. `allowed`: for each row, a mask over the head's products (its line's) or None (the
         whole catalog): a row on a line is answered only among the line's products, its probabilities renormalised
         over them and its matches taken from them; the novelty score still refuses what is none of them."""
-        probabilities = self.head.probabilities(features)
-        masks = _masks(allowed, len(probabilities), len(self.head.products))
+        masks = _masks(allowed, len(features), len(self.head.products))
+        probabilities = self.head.probabilities(features, masks)
         if masks is None:
             return self._answer_rows(features, probabilities, None, matches)
         kept = np.where(masks, probabilities, 0.0)

@@ -77,21 +77,42 @@ class Gallery:
     def nearest(
         self, queries: np.ndarray, count: int, masks: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's `count` nearest photos: (rows (Q, k), similarities (Q, k)), best first, k at most `count`;
-        a row of -1 (similarity -inf) where a query has fewer. `masks` (Q, products): only photos of the products
-        each query's mask allows (its line's), searched exactly among theirs. Otherwise the photo index when the
-        gallery has one (models.answer.photo_index), else the exact scan."""
+        """Each query's `count` nearest photos: (rows (Q, k), similarities (Q, k)), best first, k = min(count,
+        photos); a row of -1 (similarity -inf) where a query has fewer. `masks` (Q, products): only photos of the
+        products each query's mask allows (its line's), found by an exact scan of theirs; a query whose mask allows
+        every product, and every query without masks, through the photo index when the gallery has one
+        (models.answer.photo_index), else the exact scan."""
         x = np.asarray(queries, dtype=np.float32)
-        if masks is None and self.search is not None:
-            return self.search.nearest(x, count)
+        width = min(max(count, 0), len(self.features))
         if masks is None:
-            return top_rows(self.similarities(x), count)
-        allowed_rows = masks[:, self.labels]  # (Q, N)
-        columns = np.flatnonzero(allowed_rows.any(axis=0))
-        similarities = x @ self.features[columns].T
-        similarities = np.where(allowed_rows[:, columns], similarities, -np.inf).astype(np.float32)
-        rows, values = top_rows(similarities, count)
-        return np.where(rows >= 0, columns[np.maximum(rows, 0)], -1), values
+            return self._nearest_of_all(x, count)
+        rows = np.full((len(x), width), -1, dtype=np.int64)
+        values = np.full((len(x), width), -np.inf, dtype=np.float32)
+        whole = np.asarray(masks, dtype=bool).all(axis=1)
+        if whole.any():
+            found, similar = self._nearest_of_all(x[whole], count)
+            rows[whole, : found.shape[1]], values[whole, : found.shape[1]] = found, similar
+        for i in np.flatnonzero(~whole).tolist():
+            found, similar = self._nearest_among(x[i : i + 1], count, np.asarray(masks[i], dtype=bool))
+            rows[i, : found.shape[1]], values[i, : found.shape[1]] = found[0], similar[0]
+        return rows, values
+
+    def _nearest_of_all(self, x: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.search is not None:
+            return self.search.nearest(x, count)
+        return top_rows(self.similarities(x), count)
+
+    def _nearest_among(self, x: np.ndarray, count: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest photos of the `allowed` products alone: a scan of their rows (each product's are one slice)."""
+        products = np.flatnonzero(allowed)
+        starts = np.searchsorted(self.labels, products, side="left")
+        ends = np.searchsorted(self.labels, products, side="right")
+        if int((ends - starts).sum()) * 2 > len(self.labels):  # most of the gallery: one product, then masked
+            similarities = np.where(allowed[self.labels], self.similarities(x), -np.inf).astype(np.float32)
+            return top_rows(similarities, count)
+        columns = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)] or [np.zeros(0, int)])
+        found, values = top_rows(x @ self.features[columns].T, count)
+        return np.where(found >= 0, columns[np.maximum(found, 0)], -1), values
 
     def best_of(self, queries: np.ndarray, products: np.ndarray) -> np.ndarray:
         """(Q,) each query's highest similarity to a photo of its product in `products` (indices into the head's

@@ -24,6 +24,7 @@ from models.answer.arrays import read_arrays
 from models.answer.gallery import Gallery, product_spread, sample_rows
 from models.answer.photo_index import (
     INDEX_MIN_PHOTOS,
+    REBUILD_UNUSED_SHARE,
     GraphSearch,
     PhotoIndex,
     available,
@@ -108,8 +109,9 @@ class GalleryRows:
         return GalleryRows(grown, spread, self.source, self.index)
 
     def with_index(self, *, threads: int = 1) -> GalleryRows:
-        """These rows with a photo index when INDEX_MIN_PHOTOS or more are in use: the stored one with the rows
-        it lacks added, or a new one; none below."""
+        """These rows with a photo index when INDEX_MIN_PHOTOS or more are in use (none below): the one they have
+        with the rows it lacks added, or a new one when there is none or more than REBUILD_UNUSED_SHARE of its rows
+        are out of use."""
         if self.photos < INDEX_MIN_PHOTOS:
             return GalleryRows(self.rows, self.spread, self.source, None)
         if not available():
@@ -118,15 +120,22 @@ class GalleryRows:
         used = self.rows.used()
         features = used["features"].astype(np.float32)
         keys = row_keys(used["sha256"], used["products"])
+        current: PhotoIndex | None = None
         if isinstance(self.index, StoredIndex) and self.source is not None:
-            stored = self._load_index(features.shape[1])
-            if stored.holds(keys).all():
-                return self
-            index = extended(stored, features, keys, threads=threads)
+            current = self._load_index(features.shape[1])
         elif isinstance(self.index, PhotoIndex):
-            index = extended(self.index, features, keys, threads=threads)
-        else:
+            current = self.index
+        if current is not None and current.size - len(np.intersect1d(current.keys, keys)) > (
+            REBUILD_UNUSED_SHARE * current.size
+        ):
+            logger.info("the photo index has too many photos out of use: built anew")
+            current = None
+        if current is None:
             index = build_index(features, keys, threads=threads)
+        elif current.holds(keys).all() and isinstance(self.index, StoredIndex):
+            return self  # it holds every photo: kept as stored
+        else:
+            index = extended(current, features, keys, threads=threads)
         return GalleryRows(self.rows, self.spread, self.source, index)
 
     def _load_index(self, dim: int) -> PhotoIndex:

@@ -6,9 +6,9 @@ the probability that the frame shows it: for category-first, P(category) x P(pro
 category's confidence is the sum of its products' probabilities (for category-first exactly P(category)),
 so a frame can be "category known, product unknown" when the category is sure but no single product is.
 A category-first head of many categories evaluates, for a frame, only the category nodes that hold all but
-UNEVALUATED_MASS of its probability: a category below that shares its probability evenly among its products (its
-products rank below every evaluated one's that matters to a decision), so a frame costs about the same at ten
-thousand products as at a hundred.
+UNEVALUATED_MASS of its probability (and, on a line, every category of the line's products): a category below that
+shares its (at most 0.1%) probability evenly among its products, so a frame costs about the same at ten thousand
+products as at a hundred, and its answer, confidence and margin stay those of every node evaluated.
 Every classifier is plain arrays (models/answer/classifiers.py): loading a head never unpickles.
 """
 
@@ -118,12 +118,14 @@ class ProductHead:
     def feature_dim(self) -> int:
         return self.classifiers[None].input_dim
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, products) probabilities, columns in `self.products` order."""
+    def probabilities(self, features: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+        """(N, products) probabilities, columns in `self.products` order. `allowed` (N, products) bool, the rows'
+        lines: a head that evaluates a frame's likely categories only evaluates every category of its line's
+        products too (the caller renormalises over them)."""
         x = np.asarray(features, dtype=np.float32)
         base = len(self.base_products)
         if self.structure == CATEGORY_FIRST and len(self.classifiers) > SOME_CATEGORIES_FROM:
-            nodes = self._likely_nodes(x)
+            nodes = self._likely_nodes(x, None if allowed is None else np.asarray(allowed, dtype=bool)[:, :base])
         else:
             levels = {
                 scope: (classifier.classes, classifier.probabilities(x))
@@ -137,21 +139,26 @@ class ProductHead:
         everything[:, :base] = nodes
         return refined(everything, x, self.products, self.refinements)
 
-    def _likely_nodes(self, x: np.ndarray) -> np.ndarray:
-        """compose()'s category-first probabilities, evaluating only the category nodes that hold all but
-        UNEVALUATED_MASS of some row's probability; the others' products share their category's evenly."""
+    def _likely_nodes(self, x: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        """compose()'s category-first probabilities where, for each row, only the categories that hold all but
+        UNEVALUATED_MASS of its probability (and those of its line's products) are evaluated; each other category
+        shares its probability evenly among its products. A row's values do not depend on the rows beside it."""
         top_probs = self.classifiers[None].probabilities(x)
         member_of, sizes, inner_nodes = self._category_layout
         result: np.ndarray = (top_probs[:, member_of] / sizes[member_of]).astype(np.float64)
         ordered = np.sort(top_probs, axis=1)[:, ::-1]
         kept_per_row = (np.cumsum(ordered, axis=1) < 1.0 - UNEVALUATED_MASS).sum(axis=1) + 1
         floor = ordered[np.arange(len(ordered)), np.minimum(kept_per_row, ordered.shape[1]) - 1]
-        likely = np.flatnonzero((top_probs >= floor[:, None]).any(axis=0))
-        for position in likely.tolist():
+        likely = top_probs >= floor[:, None]  # (N, categories)
+        if allowed is not None:
+            for row in np.flatnonzero(~allowed.all(axis=1)).tolist():  # a row on a line
+                likely[row, member_of[allowed[row]]] = True
+        for position in np.flatnonzero(likely.any(axis=0)).tolist():
             node = inner_nodes.get(position)
             if node is not None:
                 classifier, columns = node
-                result[:, columns] = top_probs[:, [position]] * classifier.probabilities(x)
+                rows = np.flatnonzero(likely[:, position])
+                result[np.ix_(rows, columns)] = top_probs[rows, position, None] * classifier.probabilities(x[rows])
         return result
 
     @functools.cached_property

@@ -20,29 +20,36 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
+from models.answer.gallery import top_rows
 from models.errors import ArtifactError, InvalidModel
+
+logger = logging.getLogger(__name__)
 
 INDEX_PREFIX = "gallery-index"
 INDEX_MIN_PHOTOS = 2_000
 # the graph's parameters, as measured by bench/answer_path.py at 100,000 photos of 1904-d features: the graph holds
 # each row projected on its gallery's first PROJECTED_DIM principal components (a search there costs a seventh
 # of one in the features' own 1904 dimensions, and a build a ninth); its CANDIDATES nearest are then ranked by
-# their exact similarity: recall of the exact three nearest 0.995, 0.25 ms a frame on one core
+# their exact similarity: recall of the exact three nearest 0.996, the whole answer path 0.71 ms a frame on one core
 PROJECTED_DIM = 128
 CANDIDATES = 64
 CONNECTIONS = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 96
 PCA_SAMPLE = 8_000
+REBUILD_UNUSED_SHARE = 0.2  # a graph whose rows out of use pass this share is built anew, not extended
+_HEADER = struct.Struct("<6Q")  # hnswlib's file: offsetLevel0, max_elements, count, size_per_element, label, data
 
 
 def row_keys(sha256: Sequence[str] | np.ndarray, products: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -57,14 +64,15 @@ def row_keys(sha256: Sequence[str] | np.ndarray, products: Sequence[str] | np.nd
 
 @dataclass
 class PhotoIndex:
-    """A graph over gallery rows projected on `components` (around `mean`); `keys` are the rows it holds, whether in
-    use or marked deleted."""
+    """A graph over gallery rows projected on `components` (around `mean`); `keys` are the rows it holds (each
+    once), `deleted` those of them marked deleted in memory (a graph file never carries marks: only graphs built
+    or extended for the purpose are saved)."""
 
     graph: Any  # hnswlib.Index
-    keys: np.ndarray  # (M,) uint64, sorted
+    keys: np.ndarray  # (M,) uint64, sorted, unique
     mean: np.ndarray  # (D,) float32
-    components: np.ndarray  # (PROJECTED_DIM, D) float32
-    deleted: int = 0  # rows marked deleted in memory (hnswlib does not count them)
+    components: np.ndarray  # (k, D) float32
+    deleted: set[int] = field(default_factory=set)
 
     @property
     def size(self) -> int:
@@ -83,17 +91,20 @@ class PhotoIndex:
         return found
 
     def mark_unused(self, used_keys: np.ndarray) -> int:
-        """Mark deleted (in memory) every row of the graph not among `used_keys`; returns how many."""
-        unused = np.setdiff1d(self.keys, used_keys)
-        for key in unused.tolist():
+        """Mark deleted (in memory) every row of the graph not among `used_keys`, and undelete those among them
+        marked before; returns how many are deleted."""
+        unused = set(np.setdiff1d(self.keys, used_keys).tolist())
+        for key in unused - self.deleted:
             self.graph.mark_deleted(key)
-        self.deleted += len(unused)
+        for key in self.deleted - unused:
+            self.graph.unmark_deleted(key)
+        self.deleted = unused
         return len(unused)
 
     def candidates(self, queries: np.ndarray) -> np.ndarray:
         """(Q, k) the keys of each query's CANDIDATES nearest rows in the projection (fewer when the graph holds
-        fewer rows not deleted)."""
-        wanted = min(CANDIDATES, self.size - self.deleted)
+        fewer rows not deleted). RuntimeError from hnswlib when the graph cannot return that many."""
+        wanted = min(CANDIDATES, self.size - len(self.deleted))
         if wanted <= 0:
             return np.zeros((len(queries), 0), dtype=np.uint64)
         keys, _ = self.graph.knn_query(self.projected(queries), k=wanted)
@@ -103,6 +114,8 @@ class PhotoIndex:
     def save(self, staging: Path) -> dict[str, str]:
         """Write the graph and its projection into `staging` as files named by their content; returns the
         manifest's record of them."""
+        if self.deleted:
+            raise ValueError("a graph with rows marked deleted is a search's, not one to store")  # a bug
         scratch = staging / f".{INDEX_PREFIX}.writing"
         self.graph.save_index(str(scratch))
         graph = _content_named(scratch, staging, ".hnsw")
@@ -147,57 +160,81 @@ def principal_components(features: np.ndarray, dim: int, seed: int = 0) -> tuple
     return mean.astype(np.float32), np.ascontiguousarray(components, dtype=np.float32)
 
 
+def _unique(features: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each key once, with the features of its first row (a photo enrolled twice as one product is one row)."""
+    unique, first = np.unique(np.asarray(keys, dtype=np.uint64), return_index=True)
+    return np.asarray(features, dtype=np.float32)[first], unique
+
+
 def build_index(features: np.ndarray, keys: np.ndarray, *, threads: int = 1) -> PhotoIndex:
     """A new graph over `features` (L2-normalised rows) known by `keys`."""
+    features, keys = _unique(features, keys)
     mean, components = principal_components(features, PROJECTED_DIM)
     graph = _hnswlib().Index(space="l2", dim=len(components))
     graph.init_index(max_elements=max(1, len(features)), M=CONNECTIONS, ef_construction=EF_CONSTRUCTION)
-    index = PhotoIndex(graph, np.zeros(0, dtype=np.uint64), mean, components)
+    index = PhotoIndex(graph, keys, mean, components)
     if len(features):
         graph.set_num_threads(threads)
-        graph.add_items(index.projected(features), np.asarray(keys, dtype=np.uint64))
+        graph.add_items(index.projected(features), keys)
     graph.set_ef(EF_SEARCH)
     graph.set_num_threads(1)  # a frame's search runs on its lane's one core
-    return PhotoIndex(graph, np.sort(np.asarray(keys, dtype=np.uint64)), mean, components)
+    return index
 
 
 def extended(index: PhotoIndex, features: np.ndarray, keys: np.ndarray, *, threads: int = 1) -> PhotoIndex:
     """The graph with the rows it does not hold yet added, in the same projection (no rebuild). Changes `index`'s
-    graph: call it on a graph loaded for the purpose, not on one a gallery searches."""
-    keys = np.asarray(keys, dtype=np.uint64)
+    graph: call it on a graph loaded or built for the purpose, not on one a gallery searches."""
+    if index.deleted:
+        raise ValueError("a graph a search marked is not extended")  # a bug: callers load a fresh one
+    features, keys = _unique(features, keys)
     new = ~index.holds(keys)
     if not new.any():
         return index
     graph = index.graph
     graph.resize_index(index.size + int(new.sum()))
     graph.set_num_threads(threads)
-    graph.add_items(index.projected(np.asarray(features)[new]), keys[new])
+    graph.add_items(index.projected(features[new]), keys[new])
     graph.set_num_threads(1)
     return PhotoIndex(graph, np.sort(np.concatenate([index.keys, keys[new]])), index.mean, index.components)
 
 
 def load_index(graph_path: Path, projection_path: Path, dim: int) -> PhotoIndex:
     """The graph and projection in these (verified) files; ArtifactError when they are not a graph and a
-    projection of `dim`-d features."""
+    projection of `dim`-d features that fit each other."""
     projection = read_arrays(projection_path, ("mean", "components"))
     mean, components = projection["mean"], projection["components"]
-    if mean.shape != (dim,) or components.ndim != 2 or components.shape[1] != dim or mean.dtype != np.float32:
+    if (
+        mean.shape != (dim,)
+        or mean.dtype != np.float32
+        or components.dtype != np.float32
+        or components.ndim != 2
+        or not 1 <= components.shape[0] <= dim
+        or components.shape[1] != dim
+    ):
         raise ArtifactError(f"malformed model files: {projection_path} is not a projection of {dim}-d features")
-    graph = _hnswlib().Index(space="l2", dim=int(components.shape[0]))
+    projected_dim = int(components.shape[0])
+    try:
+        with graph_path.open("rb") as handle:
+            header = _HEADER.unpack(handle.read(_HEADER.size))
+    except (OSError, struct.error) as exc:
+        raise ArtifactError(f"malformed model files: {graph_path} is not a photo index ({exc})") from exc
+    if header[4] - header[5] != 4 * projected_dim:  # each row's data: projected_dim float32s
+        raise ArtifactError(f"malformed model files: {graph_path} is not a graph of {projected_dim}-d rows")
+    graph = _hnswlib().Index(space="l2", dim=projected_dim)
     try:
         graph.load_index(str(graph_path))
     except (RuntimeError, OSError, ValueError) as exc:
         raise ArtifactError(f"malformed model files: {graph_path} is not a photo index ({exc})") from exc
     graph.set_ef(EF_SEARCH)
     graph.set_num_threads(1)
-    keys = np.sort(np.asarray(graph.get_ids_list(), dtype=np.uint64))
-    return PhotoIndex(graph, keys, mean, components.astype(np.float32))
+    keys = np.unique(np.asarray(graph.get_ids_list(), dtype=np.uint64))
+    return PhotoIndex(graph, keys, mean, components)
 
 
 class GraphSearch:
-    """A gallery's nearest photos through its graph: the graph's candidates in use and the rows added since the
-    graph was built (an enrolment's photos), ranked by their exact similarity. Gallery.nearest's contract, in
-    gallery rows."""
+    """A gallery's nearest photos through its graph: the graph's candidates in use and the rows it does not hold
+    (photos enrolled since it was built, a second row of the same key), ranked by their exact similarity.
+    Gallery.nearest's contract, in gallery rows. Safe to share between threads once built (searches only read)."""
 
     def __init__(self, index: PhotoIndex, keys: np.ndarray, features: np.ndarray) -> None:
         """`keys` (N,) and `features` (N, D): the gallery's rows in its order. Marks every graph row not among them
@@ -205,22 +242,32 @@ class GraphSearch:
         self.index = index
         self.features = features
         index.mark_unused(keys)
-        self._by_key = np.argsort(keys, kind="stable")
-        self._sorted_keys = keys[self._by_key]
-        self.loose = np.flatnonzero(~index.holds(keys))  # rows the graph does not hold: always candidates
+        unique, first = np.unique(keys, return_index=True)
+        self._sorted_keys, self._row_of_key = unique, first
+        in_graph = np.zeros(len(keys), dtype=bool)
+        in_graph[first[index.holds(unique)]] = True
+        self.loose = np.flatnonzero(~in_graph)  # rows the graph does not hold: candidates of every frame
+        self._loose_features = np.ascontiguousarray(features[self.loose], dtype=np.float32)
+        self._warned = False
 
     def nearest(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        keys = self.index.candidates(queries)
+        if len(self.loose) * 2 > len(self.features):  # mostly loose: the graph no longer pays
+            return top_rows(queries @ self.features.T, count)
+        try:
+            keys = self.index.candidates(queries)
+        except RuntimeError as exc:  # hnswlib could not return as many (a graph thinned by deletions)
+            if not self._warned:
+                logger.warning("the photo index failed a search (%s): the gallery is scanned exactly", exc)
+                self._warned = True
+            return top_rows(queries @ self.features.T, count)
         last = len(self._sorted_keys) - 1
         at = np.minimum(np.searchsorted(self._sorted_keys, keys), last)
-        rows = np.where(self._sorted_keys[at] == keys, self._by_key[at], -1)
-        if len(self.loose):
-            rows = np.hstack([rows, np.broadcast_to(self.loose, (len(queries), len(self.loose)))])
+        rows = np.where(self._sorted_keys[at] == keys, self._row_of_key[at], -1)
         similarities = np.einsum("qd,qkd->qk", queries, self.features[np.maximum(rows, 0)])
         similarities = np.where(rows >= 0, similarities, -np.inf)
-        count = min(count, similarities.shape[1])
-        order = np.lexsort((rows, -similarities), axis=1)[:, :count]
-        values = np.take_along_axis(similarities, order, axis=1)
-        picked = np.take_along_axis(rows, order, axis=1)
-        finite = np.isfinite(values)
-        return np.where(finite, picked, -1), np.where(finite, values, -np.inf).astype(np.float32)
+        if len(self.loose):
+            rows = np.hstack([rows, np.broadcast_to(self.loose, (len(queries), len(self.loose)))])
+            similarities = np.hstack([similarities, queries @ self._loose_features.T])
+        columns, values = top_rows(similarities, count)
+        picked = np.take_along_axis(rows, np.maximum(columns, 0), axis=1)
+        return np.where(columns >= 0, picked, -1), values

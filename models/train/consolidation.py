@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from models.answer.classifiers import KINDS, PREPROCESSING
 from models.answer.head import ProductHead
+from models.answer.photo_index import PhotoIndex
 from models.answer.refinements import Refinement
 from models.bundle import ModelBundle, load_model, stored_gallery
 from models.errors import ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
@@ -111,6 +113,8 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> R
     cross-validated: every node is then refitted with the classifier the last training chose, and the novelty
     score calibrated on the products with two photos or more (or kept), as an enrolment's refit does."""
     gallery = stored_gallery(bundle)  # now: a prune may remove this version while the refit runs
+    if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
+        gallery = gallery.with_index(threads=os.cpu_count() or 1)
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
     if photos.min() < 2:
         return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
@@ -157,8 +161,12 @@ def _carried(refitted: Refitted, latest: ModelBundle, later: tuple[Refinement, .
     for refinement in later:
         head = head.refined_by(refinement, latest.head.categories[latest.head.products.index(refinement.product)])
     report = {**refitted.report, "refinements_carried": [refinement.product for refinement in later]}
-    gallery = stored_gallery(latest)  # its photo index, past its threshold, gains the photos enrolled since
-    return Refitted(head, refitted.novelty, None if gallery is None else gallery.with_index(), report)
+    gallery = stored_gallery(latest)
+    if gallery is not None and refitted.gallery is not None and isinstance(refitted.gallery.index, PhotoIndex):
+        gallery = replace(gallery, index=refitted.gallery.index)  # extended outside the lock
+    if gallery is not None:  # and the photos of the enrolments that came meanwhile
+        gallery = gallery.with_index()
+    return Refitted(head, refitted.novelty, gallery, report)
 
 
 def _trained_version(bundle: ModelBundle) -> str | None:

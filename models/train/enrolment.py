@@ -292,7 +292,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     timings: dict[str, float] = {}
     with contextlib.nullcontext() if locked else store_lock(store), hashing_once():
         timings["lock_s"] = time.monotonic() - started
-        bundle = load_model(store)
+        bundle = load_model(store, searchable=False)  # its gallery answers no frame here: no graph read
         stored, choices = stored_base_of(bundle)
         catalog, new_product = _catalog_with(bundle, product, checked)
         digests, fresh = _fresh_photos(_base_in_use(bundle, stored), product, photos)
@@ -310,7 +310,10 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         if quick:
             refitted = _refine_for_enrolment(bundle, grown, new, catalog, (gallery, version, choices.seed))
         else:
-            refitted = refit_for_enrolment(bundle, grown, choices, catalog, gallery)
+            # no refinement, so no consolidation follows: the photo index gains the new photos now
+            refitted = refit_for_enrolment(
+                bundle, grown, choices, catalog, None if gallery is None else gallery.with_index()
+            )
         timings["refine_s" if quick else "refit_s"] = time.monotonic() - mark
         mark = time.monotonic()
         summary = {

@@ -110,3 +110,25 @@ def test_top_indices_are_a_stable_sorts_first() -> None:
     assert top_indices(values, 3).tolist() == [1, 2, 4]
     assert top_indices(values, 2, values < 0.25).tolist() == [5, 0]
     assert top_indices(values, 0).tolist() == []
+
+
+def test_a_frames_probabilities_do_not_depend_on_the_frames_beside_it() -> None:
+    head = many_categories()
+    x = np.random.default_rng(3).normal(size=(8, DIM)).astype(np.float32)
+    together = head.probabilities(x)
+    for i in range(len(x)):
+        np.testing.assert_allclose(head.probabilities(x[i : i + 1])[0], together[i], rtol=1e-4, atol=1e-12)
+
+
+def test_a_frame_on_a_line_evaluates_its_lines_categories_however_unlikely() -> None:
+    head = many_categories()
+    x = np.random.default_rng(4).normal(size=(3, DIM)).astype(np.float32)
+    exact = every_node(head, x)
+    unlikely = int(np.argmin(exact[0]))  # a product of a category far below the cut for frame 0
+    category = head.categories[unlikely]
+    line = np.array([c == category for c in head.categories])
+    allowed = np.ones((3, len(head.products)), dtype=bool)
+    allowed[0] = line
+    fast = head.probabilities(x, allowed)
+    np.testing.assert_allclose(fast[0, line], exact[0, line], rtol=1e-6)  # its node evaluated, not shared evenly
+    np.testing.assert_allclose(fast[1:], head.probabilities(x[1:]), rtol=1e-4, atol=1e-12)  # the others as without a line

@@ -89,7 +89,7 @@ def test_rows_added_after_the_graph_are_found_and_rows_no_longer_used_never_are(
     index = build_index(np.vstack([gallery.features[~newest], features[:1]]), np.concatenate([keys[~newest], gone]))
     search = GraphSearch(index, keys, gallery.features)
     assert set(search.loose.tolist()) == set(np.flatnonzero(newest).tolist())
-    assert index.deleted == 1
+    assert index.deleted == {int(gone[0])}
     rows, similarities = search.nearest(gallery.features[newest], 1)
     assert rows[:, 0].tolist() == np.flatnonzero(newest).tolist()  # each new photo is its own nearest
     np.testing.assert_allclose(similarities[:, 0], 1.0, atol=1e-3)  # float16 rows, as stored
@@ -240,3 +240,81 @@ def test_without_hnswlib_a_gallery_is_scanned_exactly_and_says_so(
         loaded = load_model(tmp_path / "store").gallery
     assert loaded is not None and loaded.search is None
     assert "hnswlib is not installed" in caplog.text
+
+
+def test_a_batch_with_frames_on_a_line_answers_each_as_it_would_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_threshold(monkeypatch)
+    features, names, centres = parts()
+    gallery = gallery_of(features, names)
+    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    bundle = load_model(tmp_path / "store")
+    assert bundle.gallery is not None
+    answerer = Answerer(bundle.head, bundle.gallery, bundle.novelty)
+    exact = Answerer(bundle.head, replace(bundle.gallery, search=None), bundle.novelty)
+    queries = frames(centres, 6)
+    line = np.zeros(len(bundle.head.products), dtype=bool)
+    line[[3, 17, 40]] = True
+    allowed = [None, line, None, line, None, None]
+    mixed = answerer.answer(queries, allowed=allowed)
+    for i, decision in enumerate(mixed):
+        alone = exact.answer(queries[i : i + 1], allowed=[allowed[i]])[0]
+        assert decision.product == alone.product and decision.novelty == pytest.approx(alone.novelty, abs=1e-6)
+        assert [m["photo"] for m in decision.matches] == [m["photo"] for m in alone.matches]
+    on_line = {bundle.head.products[i] for i in (3, 17, 40)}
+    assert all(m["product"] in on_line for d in (mixed[1], mixed[3]) for m in d.matches)
+
+
+def test_a_graph_and_projection_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    from models.answer.photo_index import load_index
+
+    features, names, _ = parts()
+    gallery = gallery_of(features, names)
+    record = build_index(gallery.features, keys_of(gallery)).save(tmp_path)
+    graph, projection = tmp_path / record["graph"], tmp_path / record["projection"]
+    assert load_index(graph, projection, DIM).size == len(features)
+    with pytest.raises(ArtifactError, match="projection of 40-d"):
+        load_index(graph, projection, 40)
+    narrow_features = unit_rows(gallery.features[:, :32])
+    (tmp_path / "narrow").mkdir()
+    narrow = build_index(narrow_features, keys_of(gallery)).save(tmp_path / "narrow")
+    with pytest.raises(ArtifactError, match="not a graph of"):  # a 32-d graph beside a 48-d projection
+        load_index(tmp_path / "narrow" / narrow["graph"], projection, DIM)
+    (tmp_path / "junk.hnsw").write_bytes(b"\x00" * 10)
+    with pytest.raises(ArtifactError, match="not a photo index"):
+        load_index(tmp_path / "junk.hnsw", projection, DIM)
+
+
+def test_a_photo_twice_and_a_search_made_twice_are_handled() -> None:
+    features, names, _ = parts(products=12, per_product=4)
+    shas = [f"{i:064x}" for i in range(len(names))]
+    gallery = build_gallery(  # photo 0 twice as its product (two paths, one sha256)
+        np.vstack([features, features[:1]]),
+        [*names, names[0]],
+        [f"{i}.png" for i in range(len(names) + 1)],
+        [*shas, shas[0]],
+        sorted(set(names)),
+    )
+    keys = keys_of(gallery)
+    index = build_index(gallery.features, keys)
+    assert index.size == len(features)  # one graph row per key
+    search = GraphSearch(index, keys, gallery.features)
+    assert len(search.loose) == 1  # the second row of the key is scanned exactly
+    rows, _ = search.nearest(gallery.features[:1], 2)
+    assert sorted(rows[0].tolist()) == sorted(np.flatnonzero(gallery.sha256 == gallery.sha256[0]).tolist())
+    again = GraphSearch(index, keys[2:], gallery.features[2:])  # the same graph searched for fewer rows
+    assert len(index.deleted) >= 1 and again.nearest(gallery.features[2:3], 1)[0][0, 0] == 0
+    GraphSearch(index, keys, gallery.features)  # and for all of them again: the marks are taken back
+    assert index.deleted == set()
+
+
+def test_a_graph_with_most_photos_out_of_use_is_built_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small_threshold(monkeypatch)
+    features, names, _ = parts()
+    rows = rows_of(gallery_of(features, names)).with_index()
+    first = rows.index
+    assert isinstance(first, PhotoIndex)
+    kept = replace(rows, rows=rows.rows.keeping(np.arange(rows.photos) % 3 != 0))  # a third out of use
+    rebuilt = kept.with_index()
+    assert isinstance(rebuilt.index, PhotoIndex) and rebuilt.index.size == kept.photos
