@@ -74,9 +74,28 @@ def evaluation(truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
         "accuracy": round(float(accuracy_score(truth, predicted)), 4),
         "macro_f1": round(float(np.mean([row["f1"] for row in rows])), 4),  # of the rounded F1s, as reported
         "per_product": rows,
-        "confusion": {"labels": labels, "matrix": confusion_matrix(truth, predicted, labels=labels).tolist()},
+        "confusion": confusion(truth, predicted, labels),
         "precision_coverage": precision_coverage(confidence, truth == predicted),
     }
+
+
+CONFUSION_PRODUCTS = 40  # past this many products, the confusion matrix keeps the products most often confused
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The confusion matrix (rows: truth) over every product, or, past CONFUSION_PRODUCTS, over the products most
+    often mistaken (as the truth or as the answer), in label order: a matrix of a thousand products would be a
+    million numbers in report.json and a plot no one can read (it ran out of memory drawing it)."""
+    shown = labels
+    if len(labels) > CONFUSION_PRODUCTS:
+        pairs = zip(np.asarray(truth).astype(str), np.asarray(predicted).astype(str), strict=True)
+        mistakes = Counter(name for t, p in pairs if t != p for name in (t, p))
+        worst = {
+            name for name, _ in sorted(mistakes.items(), key=lambda item: (-item[1], item[0]))[:CONFUSION_PRODUCTS]
+        }
+        shown = [name for name in labels if name in worst] or labels[:CONFUSION_PRODUCTS]  # none mistaken: the first
+    matrix = confusion_matrix(truth, predicted, labels=shown).tolist()
+    return {"labels": shown, "matrix": matrix, "products": len(labels)}
 
 
 def _share(count: float, total: int) -> float:
@@ -193,7 +212,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
+def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray, products: int) -> None:
     plt = _pyplot()
     size = max(5.5, 0.55 * len(labels) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
@@ -207,7 +226,10 @@ def _plot_confusion(path: Path, labels: list[str], matrix: np.ndarray) -> None:
         if count:
             colour = "white" if count > peak / 2 else "black"
             axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=8)
-    axes.set_title("Confusion matrix (out-of-fold, real photos)", fontsize=10)
+    title = "Confusion matrix (out-of-fold, real photos)"
+    if products > len(labels):
+        title += f"\nthe {len(labels)} products most often confused, of {products}"
+    axes.set_title(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -378,7 +400,9 @@ def write_report(folder: Path, *, name: str, version: str, report: Mapping[str, 
     cv = report["cv_evaluation"]
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(_markdown(name, version, report), encoding="utf-8")
-    _plot_confusion(folder / "confusion_matrix.png", cv["confusion"]["labels"], np.asarray(cv["confusion"]["matrix"]))
+    shown = cv["confusion"]
+    matrix = np.asarray(shown["matrix"], dtype=np.int64).reshape(len(shown["labels"]), len(shown["labels"]))
+    _plot_confusion(folder / "confusion_matrix.png", shown["labels"], matrix, int(shown.get("products", 0)))
     _plot_curve(
         folder / "precision_coverage.png",
         cv["precision_coverage"],

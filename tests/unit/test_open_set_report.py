@@ -245,3 +245,35 @@ def test_write_report_with_one_group_only_says_auroc_is_not_available(tmp_path: 
     report["open_set"] = open_set_curve(NOVELTY, unseen, CORRECT, 0.5)
     assert "open_set.png" in write_report(tmp_path, name="demo", version="v1", report=report)
     assert "AUROC n/a" in (tmp_path / "report.md").read_text()
+
+
+def test_a_confusion_matrix_of_many_products_keeps_those_most_often_confused(tmp_path: Path) -> None:
+    from models.train.report import CONFUSION_PRODUCTS, confusion
+
+    labels = [f"part-{i:04d}" for i in range(1000)]
+    truth = np.repeat(np.asarray(labels), 3)
+    predicted = truth.copy()
+    predicted[0] = "part-0001"  # part-0000 answered as part-0001 once
+    predicted[30:33] = "part-0500"  # part-0010's three photos answered as part-0500
+    shown = confusion(truth, predicted, labels)
+    assert shown["products"] == 1000
+    assert shown["labels"] == ["part-0000", "part-0001", "part-0010", "part-0500"]  # the confused ones alone
+    matrix = np.asarray(shown["matrix"])
+    assert matrix.shape == (4, 4)
+    predicted[::7] = "part-0999"  # many mistaken: at most CONFUSION_PRODUCTS kept
+    assert len(confusion(truth, predicted, labels)["labels"]) == CONFUSION_PRODUCTS
+    at = {name: i for i, name in enumerate(shown["labels"])}
+    assert matrix[at["part-0010"], at["part-0500"]] == 3 and matrix[at["part-0000"], at["part-0001"]] == 1
+    assert confusion(truth, truth, labels)["labels"] == labels[:CONFUSION_PRODUCTS]  # none mistaken
+    report = {
+        "images": 3000,
+        "products": 1000,
+        "product_threshold": 0.5,
+        "target_precision": 0.9,
+        "cv_evaluation": evaluation(truth, predicted, np.ones(len(truth)), np.asarray(labels)),
+    }
+    write_report(tmp_path, name="many", version="v1", report=report)  # the plot stays a readable size
+    from PIL import Image
+
+    with Image.open(tmp_path / "confusion_matrix.png") as plot:
+        assert max(plot.size) < 3000
