@@ -14,6 +14,7 @@ import pytest
 
 from models.answer import gallery_rows as gallery_rows_module
 from models.answer.answerer import Answerer
+from models.answer.classifiers import Classifier
 from models.answer.gallery import Gallery, build_gallery, top_rows
 from models.answer.gallery_rows import GalleryRows, StoredIndex, read_gallery, rows_of, write_gallery
 from models.answer.head import CATEGORY_FIRST, ProductHead, logistic_classifier
@@ -110,6 +111,15 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gallery_rows_module, "INDEX_MIN_PHOTOS", 100)
 
 
+def indexed_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Gallery, np.ndarray]:
+    """A store whose version has a photo index (the threshold lowered): the version, its gallery, the centres."""
+    small_threshold(monkeypatch)
+    features, names, centres = parts()
+    gallery = gallery_of(features, names)
+    version = written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    return version, gallery, centres
+
+
 def head_for(gallery: Gallery) -> ProductHead:
     """A category-first head of nearest-centre nodes over the gallery's products (families of six)."""
     products = gallery.products
@@ -117,7 +127,9 @@ def head_for(gallery: Gallery) -> ProductHead:
     centres = unit_rows(np.stack([gallery.features[gallery.labels == i].mean(axis=0) for i in range(len(products))]))
     names = sorted(set(family))
     family_centres = unit_rows(np.stack([centres[[f == n for f in family]].mean(axis=0) for n in names]))
-    classifiers = {None: logistic_classifier(names, 20 * family_centres, np.zeros(len(names)))}
+    classifiers: dict[str | None, Classifier] = {
+        None: logistic_classifier(names, 20 * family_centres, np.zeros(len(names)))
+    }
     for name in names:
         members = [i for i, f in enumerate(family) if f == name]
         classifiers[name] = logistic_classifier([products[i] for i in members], 20 * centres[members], np.zeros(6))
@@ -174,10 +186,7 @@ def test_a_gallery_below_the_threshold_has_no_index(tmp_path: Path) -> None:
 def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small_threshold(monkeypatch)
-    features, names, _ = parts()
-    gallery = gallery_of(features, names)
-    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    _, gallery, _ = indexed_store(tmp_path, monkeypatch)
     stored = stored_gallery(load_model(tmp_path / "store"))
     assert stored is not None and isinstance(stored.index, StoredIndex)
     new_photos = unit_rows(np.random.default_rng(9).normal(size=(4, DIM)))
@@ -195,7 +204,7 @@ def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
     rows, _ = served.search.nearest(new_photos, 1)
     assert [served.products[served.labels[r]] for r in rows[:, 0]] == ["part-new"] * 4
     extended = carried.with_index()
-    assert isinstance(extended.index, PhotoIndex) and extended.index.size == len(features) + 4
+    assert isinstance(extended.index, PhotoIndex) and extended.index.size == len(gallery.features) + 4
     assert extended.with_index().index is extended.index  # it holds every row: nothing to add
     again = tmp_path / "again"
     again.mkdir()
@@ -207,10 +216,7 @@ def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
 
 
 def test_a_tampered_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    small_threshold(monkeypatch)
-    features, names, _ = parts()
-    gallery = gallery_of(features, names)
-    version = written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    version, _, _ = indexed_store(tmp_path, monkeypatch)
     graph = json.loads((version / "manifest.json").read_text())["gallery"]["index"]["graph"]
     data = bytearray((version / graph).read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -231,10 +237,7 @@ def test_an_index_record_naming_a_file_outside_the_version_is_refused() -> None:
 def test_without_hnswlib_a_gallery_is_scanned_exactly_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    small_threshold(monkeypatch)
-    features, names, _ = parts()
-    gallery = gallery_of(features, names)
-    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    indexed_store(tmp_path, monkeypatch)
     monkeypatch.setattr(gallery_rows_module, "available", lambda: False)
     with caplog.at_level(logging.WARNING):
         loaded = load_model(tmp_path / "store").gallery
@@ -245,10 +248,7 @@ def test_without_hnswlib_a_gallery_is_scanned_exactly_and_says_so(
 def test_a_batch_with_frames_on_a_line_answers_each_as_it_would_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small_threshold(monkeypatch)
-    features, names, centres = parts()
-    gallery = gallery_of(features, names)
-    written(tmp_path / "store", head_for(gallery), rows_of(gallery).with_index())
+    _, _, centres = indexed_store(tmp_path, monkeypatch)
     bundle = load_model(tmp_path / "store")
     assert bundle.gallery is not None
     answerer = Answerer(bundle.head, bundle.gallery, bundle.novelty)
