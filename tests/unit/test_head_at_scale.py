@@ -131,4 +131,5 @@ def test_a_frame_on_a_line_evaluates_its_lines_categories_however_unlikely() -> 
     allowed[0] = line
     fast = head.probabilities(x, allowed)
     np.testing.assert_allclose(fast[0, line], exact[0, line], rtol=1e-6)  # its node evaluated, not shared evenly
-    np.testing.assert_allclose(fast[1:], head.probabilities(x[1:]), rtol=1e-4, atol=1e-12)  # the others as without a line
+    others = head.probabilities(x[1:])  # the frames without a line, as they are without one
+    np.testing.assert_allclose(fast[1:], others, rtol=1e-4, atol=1e-12)
