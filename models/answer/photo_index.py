@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from models.answer.arrays import read_arrays, save_arrays
+from models.answer.arrays import read_arrays
 from models.answer.gallery import top_rows
+from models.answer.row_shards import write_shard
 from models.errors import ArtifactError, InvalidModel
 
 logger = logging.getLogger(__name__)
@@ -119,9 +120,8 @@ class PhotoIndex:
         scratch = staging / f".{INDEX_PREFIX}.writing"
         self.graph.save_index(str(scratch))
         graph = _content_named(scratch, staging, ".hnsw")
-        scratch = staging / f".{INDEX_PREFIX}.writing.npz"
-        save_arrays(scratch, {"mean": self.mean, "components": self.components})
-        return {"graph": graph, "projection": _content_named(scratch, staging, ".npz")}
+        projection = write_shard(staging, INDEX_PREFIX, {"mean": self.mean, "components": self.components})
+        return {"graph": graph, "projection": projection}
 
 
 def _content_named(scratch: Path, staging: Path, suffix: str) -> str:
