@@ -169,7 +169,8 @@ def _recalibrate(
     if choices.refuse_unseen is None:
         return _Calibrated(None, product_threshold, category_threshold, {})
     labels = base.products
-    sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed)
+    categories = np.array([categories_of[str(label)] for label in labels])
+    sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed, categories)
     names, photos = np.unique(labels[~base.synthetic], return_counts=True)
     sample &= np.isin(labels, names[photos >= 2])
     answers = fold_answers(

@@ -189,6 +189,8 @@ def cv_report(oof: OutOfFold, product_threshold: float) -> dict[str, Any]:
 
 
 AUTO = "auto"  # structure: cross-validation chooses between flat and category-first
+FLAT_UP_TO_PRODUCTS = 2000  # past it, auto is category-first: a flat logistic node over 10,000 products on 50,000
+# rows holds a 50,000 x 10,000 float64 probability matrix (4 GB) and each of its iterations costs ~1 TFLOP
 
 
 def choose_structure(
@@ -273,6 +275,9 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     categories = np.array([categories_of[p] for p in all_labels])
     report, sample = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
     report["target_precision"] = target_precision
+    if structure == AUTO and len(np.unique(all_labels)) > FLAT_UP_TO_PRODUCTS and len(np.unique(categories)) > 1:
+        structure = CATEGORY_FIRST  # one classifier over them all would not fit in memory (FLAT_UP_TO_PRODUCTS)
+        report["structure_why"] = f"more than {FLAT_UP_TO_PRODUCTS} products: category-first without trying flat"
     if structure == AUTO:
         structure, structure_scores = choose_structure(*sample, categories_of=categories_of, seed=seed)
         if structure_scores:
@@ -379,16 +384,18 @@ def _tuning_rows(  # noqa: PLR0917
     tuning_photos: int | None,
     seed: int,
 ) -> tuple[dict[str, Any], Sample]:
-    """The report's counts, and the rows to choose and calibrate on: a stratified sample of `tuning_photos`
-    photos with their copies (all rows when there are fewer)."""
+    """The report's counts, and the rows to choose and calibrate on: whole products of whole categories, up to
+    `tuning_photos` photos with their copies (all rows when there are fewer; models.train.node_fitting)."""
     report: dict[str, Any] = {
         "images": int((~synthetic).sum()),
         "synthetic_images": int(synthetic.sum()),
         "products": len(np.unique(labels)),
     }
-    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
+    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed, categories)
     if not tuning.all():
         report["tuned_on_images"] = int((tuning & ~synthetic).sum())
+        report["tuned_on_products"] = len(np.unique(labels[tuning]))
+        report["tuned_on_categories"] = len(np.unique(categories[tuning]))
     return report, Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
 
 
@@ -405,15 +412,36 @@ class Sample(NamedTuple):
 def _chosen_classifiers(
     nodes: Sequence[Node], cv: CrossValidation | None, structure: str, report: dict[str, Any]
 ) -> dict[str | None, tuple[Candidate, float]]:
-    """Each node's classifier and temperature: cross-validation's choice, or the default without folds."""
+    """Each node's classifier and temperature: cross-validation's choice, or the default without folds.
+
+    A category the tuning sample left out takes the choice most tuned categories made (with their median
+    temperature); the report counts those nodes."""
     if cv is None:
         return {node.scope: (DEFAULT_CANDIDATE, 1.0) for node in nodes}
     report["classifiers"] = classifiers_report(cv.tuned, structure)
     logger.info(
         "classifiers chosen by cross-validated macro-F1: %s",
-        {name: entry["chosen"] for name, entry in report["classifiers"].items()},
+        {name: entry["chosen"] for name, entry in list(report["classifiers"].items())[:20]},
     )
-    return {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
+    chosen = {scope: (result.candidate, result.temperature) for scope, result in cv.tuned.items()}
+    untuned = [node.scope for node in nodes if node.scope not in chosen]
+    if untuned:
+        usual = most_chosen([pick for scope, pick in chosen.items() if scope is not None])
+        chosen.update(dict.fromkeys(untuned, usual))
+        report["untuned_nodes"] = {"nodes": len(untuned), "chosen": usual[0].label, "temperature": usual[1]}
+    return chosen
+
+
+def most_chosen(picks: Sequence[tuple[Candidate, float]]) -> tuple[Candidate, float]:
+    """The candidate most nodes chose (the first among equals), with their median temperature; the default
+    with none."""
+    if not picks:
+        return DEFAULT_CANDIDATE, 1.0
+    labels = [candidate.label for candidate, _ in picks]
+    label = max(dict.fromkeys(labels), key=labels.count)
+    temperatures = [temperature for candidate, temperature in picks if candidate.label == label]
+    candidate = next(candidate for candidate, _ in picks if candidate.label == label)
+    return candidate, float(np.median(temperatures))
 
 
 def _calibrate_novelty(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
 from models.answer.classifiers import TEMPERED_KINDS, Candidate, Classifier, fit_candidate, fit_temperature, softmax
 from models.answer.head import CATEGORY_FIRST, FLAT
@@ -110,15 +110,59 @@ def tune_node(
     return best
 
 
-def tuning_sample(
-    labels: np.ndarray, groups: np.ndarray, synthetic: np.ndarray, photos: int | None, seed: int
+TUNING_PHOTOS_PER_PRODUCT = 10  # a large catalog is tuned on at most this many photos of each product sampled
+
+
+def tuning_sample(  # noqa: PLR0917
+    labels: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    photos: int | None,
+    seed: int,
+    categories: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Rows to cross-validate on: everything, or a stratified sample of `photos` photos with their copies."""
+    """Rows to cross-validate on: every row when the catalog has at most `photos` photos; else whole products.
+
+    Each product keeps up to TUNING_PHOTOS_PER_PRODUCT photos (drawn at random), and when that is still more than
+    `photos`, whole categories are drawn at random until the next would not fit, so a look-alike is tuned
+    against its siblings and every product sampled has photos enough for five folds. A catalog whose categories
+    are too large for two of them to fit is sampled by whole products instead. Copies go with their photo.
+    The old sample (a stratified `photos` photos) left 3 photos a product at 1,000 products and could not be
+    drawn at all past `photos` products.
+    """
     real = np.flatnonzero(~synthetic)
     if photos is None or len(real) <= photos:
         return np.ones(len(labels), dtype=bool)
-    kept, _ = train_test_split(real, train_size=photos, stratify=labels[real], random_state=seed)
+    rng = np.random.default_rng(seed)
+    kept = _some_photos_of_each(real, labels[real], rng)
+    if len(kept) > photos:
+        units = labels[kept] if categories is None else categories[kept]
+        chosen = _whole_units(units, photos, rng)
+        if categories is not None and len(np.unique(units[chosen])) < 2:
+            chosen = _whole_units(labels[kept], photos, rng)
+        kept = kept[chosen]
     return np.isin(groups, groups[kept])
+
+
+def _some_photos_of_each(real: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of `real` keeping at most TUNING_PHOTOS_PER_PRODUCT photos of each product, drawn at random."""
+    shuffled = rng.permutation(len(real))
+    order = shuffled[np.argsort(labels[shuffled], kind="stable")]  # by product, random within one
+    _, starts = np.unique(labels[order], return_index=True)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))  # place in its product
+    return np.sort(real[order[rank < TUNING_PHOTOS_PER_PRODUCT]])
+
+
+def _whole_units(units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of whole units (categories or products), drawn at random, that fit in `budget` photos."""
+    names, sizes = np.unique(units, return_counts=True)
+    taken: list[str] = []
+    left = budget
+    for index in rng.permutation(len(names)):
+        if sizes[index] <= left:
+            taken.append(names[index])
+            left -= int(sizes[index])
+    return np.flatnonzero(np.isin(units, taken))
 
 
 def resolve_structure(structure: str, categories: np.ndarray) -> str:

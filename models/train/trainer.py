@@ -196,6 +196,7 @@ def choose_recipe(
     recipes: Sequence[FeatureRecipe],
     seed: int,
     tuning_photos: int | None,
+    categories: np.ndarray | None = None,
 ) -> tuple[FeatureRecipe, dict[str, float]]:
     """The recipe with the best cross-validated macro-F1 of one flat default classifier, on the same photo folds
     (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties. With too few photos to
@@ -203,7 +204,7 @@ def choose_recipe(
     fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}
-    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed)
+    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed, categories)
     rows, y, g, fake = superset[tuning], labels[tuning], groups[tuning], synthetic[tuning]
     real = np.flatnonzero(~fake)
     folds = fold_count(y[real])
@@ -282,7 +283,7 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         cache=cache,
     )
     labels = np.asarray(data.products)
-    recipe, recipe_scores, center, features = _recipe_and_features(options, data)
+    recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog)
     fitted = _fit_head(options, features, data, catalog)
     head, report = fitted.head, fitted.report
     version = new_version()
@@ -339,7 +340,7 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
 
 
 def _recipe_and_features(
-    options: TrainOptions, data: TrainingSet
+    options: TrainOptions, data: TrainingSet, catalog: Catalog
 ) -> tuple[FeatureRecipe, dict[str, float], np.ndarray | None, np.ndarray]:
     """The feature recipe cross-validation chooses, its scores, its fitted mean and the finished features."""
     recipe, recipe_scores = choose_recipe(
@@ -350,6 +351,7 @@ def _recipe_and_features(
         recipes=options.recipes,
         seed=options.seed,
         tuning_photos=options.tuning_photos,
+        categories=np.array([str(catalog[product]["category"]) for product in data.products]),
     )
     combined = combine_parts(data.features, recipe)
     center = fit_center(combined[~data.synthetic], recipe)

@@ -146,19 +146,68 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     assert recognizer.classify(recognizer.features(image))[0].top_k[0]["product"] == "red-valve"
 
 
-def test_the_tuning_sample_is_stratified_and_keeps_copies_with_their_photo() -> None:
-    from models.train.node_fitting import tuning_sample
+def test_the_tuning_sample_keeps_whole_products_of_whole_categories_and_copies_with_their_photo() -> None:
+    from models.train.node_fitting import TUNING_PHOTOS_PER_PRODUCT, tuning_sample
 
-    labels = np.repeat(["a", "b", "c", "d"], [40, 40, 40, 120])  # 60 photos, each with 3 copies after it
-    groups = np.repeat(np.arange(60), 4)
-    synthetic = np.tile([False, True, True, True], 60)
+    assert TUNING_PHOTOS_PER_PRODUCT == 10
+    products = np.repeat([f"p{i}" for i in range(12)], 20)  # 12 products x 20 photos, each with one copy after it
+    labels = np.repeat(products, 2)
+    categories = np.array([f"c{int(label[1:]) // 3}" for label in labels])  # 4 families of 3 products
+    groups = np.repeat(np.arange(240), 2)
+    synthetic = np.tile([False, True], 240)
     assert tuning_sample(labels, groups, synthetic, None, 0).all()
-    assert tuning_sample(labels, groups, synthetic, 60, 0).all()
-    kept = tuning_sample(labels, groups, synthetic, 30, 0)
-    assert (kept & ~synthetic).sum() == 30 and kept.sum() == 120  # 30 photos and their 90 copies
-    photos = labels[kept & ~synthetic]
-    assert {label: int((photos == label).sum()) for label in "abcd"} == {"a": 5, "b": 5, "c": 5, "d": 15}
-    assert all(kept[groups == g].all() or not kept[groups == g].any() for g in range(60))
+    assert tuning_sample(labels, groups, synthetic, 240, 0, categories).all()
+
+    kept = tuning_sample(labels, groups, synthetic, 70, 0, categories)  # 10 a product: 30 a family, 2 fit in 70
+    photos = kept & ~synthetic
+    assert photos.sum() == 60 and kept.sum() == 120  # 60 photos and their 60 copies
+    assert len(set(categories[kept])) == 2 and len(set(labels[kept])) == 6
+    assert all((labels[photos] == name).sum() == 10 for name in set(labels[kept]))  # whole families, 10 photos each
+    assert all(kept[groups == g].all() or not kept[groups == g].any() for g in range(240))
+    assert (tuning_sample(labels, groups, synthetic, 70, 1, categories) != kept).any()  # the seed draws others
+
+    by_products = tuning_sample(labels, groups, synthetic, 70, 0)  # without categories: 7 whole products
+    assert (by_products & ~synthetic).sum() == 70 and len(set(labels[by_products])) == 7
+    two_families = np.where(categories < "c2", "left", "right")  # 60 photos a family: one fits, so by product
+    mixed = tuning_sample(labels, groups, synthetic, 70, 0, two_families)
+    assert len(set(labels[mixed])) == 7 and len(set(two_families[mixed])) == 2
+
+    many = np.repeat([f"q{i}" for i in range(1000)], 5)  # more products than the budget has photos: it drew none
+    families = np.array([f"f{int(name[1:]) // 12}" for name in many])
+    sample = tuning_sample(many, np.arange(5000), np.zeros(5000, dtype=bool), 300, 0, families)
+    assert sample.sum() == 300 and len(set(many[sample])) == 60 and len(set(families[sample])) == 5
+
+
+def test_categories_left_out_of_the_tuning_sample_get_the_usual_choice_and_a_head_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models.answer.classifiers import Candidate
+    from models.train import head_fitting
+
+    rng = np.random.default_rng(0)
+    names = [f"f{family}-v{variant}" for family in range(8) for variant in range(3)]  # 8 families of 3 look-alikes
+    centres = {name: np.r_[np.eye(8)[int(name[1])] * 6, rng.normal(0, 1, 4)] for name in names}
+    products = [name for name in names for _ in range(12)]
+    features = np.stack([centres[p] + rng.normal(0, 0.3, 12) for p in products]).astype(np.float32)
+    categories_of = {name: name.split("-")[0] for name in names}
+    search = [Candidate("logistic", 1.0), Candidate("logistic", 10.0)]
+    fitted = head_fitting.fit_model(
+        features, products, categories_of, search=search, tuning_photos=100, structure="category-first"
+    )
+    report = fitted.report
+    assert report["tuned_on_images"] == 90 and report["tuned_on_categories"] == 3  # 3 families of 30 photos
+    assert report["structure"] == "category-first" and set(fitted.head.classifiers) == {None, *categories_of.values()}
+    assert report["untuned_nodes"]["nodes"] == 5
+    tuned = [entry["chosen"] for name, entry in report["classifiers"].items() if name != "(categories)"]
+    assert report["untuned_nodes"]["chosen"] == max(tuned, key=tuned.count)
+    probe = np.stack([centres[name] for name in names])
+    answered = np.asarray(fitted.head.products)[fitted.head.probabilities(probe).argmax(axis=1)]
+    assert list(answered) == names  # families never tuned answer their own products
+
+    monkeypatch.setattr(head_fitting, "FLAT_UP_TO_PRODUCTS", 20)  # past it, flat is not tried
+    large = head_fitting.fit_model(features, products, categories_of, search=search[:1], tuning_photos=100)
+    assert large.report["structure"] == "category-first" and "structure_cv_macro_f1" not in large.report
+    assert "category-first without trying flat" in large.report["structure_why"]
 
 
 def test_photo_folds_hold_out_each_photo_once_and_never_train_on_its_copies() -> None:
