@@ -27,7 +27,7 @@ from worker.ledger import Claim, Settlement, ledger_key
 from worker.line_filter import LineMasks
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 from worker.publisher import DELIVERED, REFUSED, Answer
-from worker.review_sink import NoReview
+from worker.review_sink import FrameFeatures, NoReview
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,13 @@ class FeatureBatcher(Protocol):
 
 
 class ReviewQueue(Protocol):
-    def offer(self, request: FrameRequest, result: Mapping[str, Any]) -> None: ...
+    def offer(
+        self, request: FrameRequest, result: Mapping[str, Any], features: FrameFeatures | None = None
+    ) -> None: ...
+
+
+def _no_similarity() -> float | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,8 @@ class ServedModel:
     transport_only: bool = False  # the `none` engine: no decode, no features; every frame answered unknown
     products: tuple[str, ...] = ()  # the head's products, in its order, and the category of each
     product_categories: tuple[str, ...] = ()
+    feature_space: str = ""  # models.bundle.ModelBundle.feature_space ("": its features are not kept for review)
+    same_product: Callable[[], float | None] = _no_similarity  # models.answer.same_product's, computed once
 
 
 def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:
@@ -170,6 +178,7 @@ class _Frame:
     decision: Decision | None = None
     line: Line | None = None  # the line it is answered on (named by the frame, or its device's)
     result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
+    kept_features: FrameFeatures | None = None  # its features, for the review queue to group look-alikes by
     decode_s: float = 0.0
     features_s: float = 0.0
     classify_s: float = 0.0  # its share of the window's one classify call
@@ -280,7 +289,7 @@ class FramePipeline:
                     finished.append(frame.ref.key)
                 outcome.outcomes[index] = self._count(frame, publish_s)
                 if frame.result is not None and frame.request is not None:  # queued, never written here
-                    self._review.offer(frame.request, frame.result)
+                    self._review.offer(frame.request, frame.result, frame.kept_features)
                 continue
             self._metrics.publish_failures.inc()
             outcome.outcomes[index] = "unpublished"
@@ -323,6 +332,8 @@ class FramePipeline:
                     answers.append(Answer(frame.request, encode(result), False, late))
                     if not model.transport_only:  # it looked at nothing: nothing to review
                         frame.result = result
+                        if model.feature_space and frame.features is not None:
+                            frame.kept_features = FrameFeatures(model.feature_space, frame.features, model.same_product)
                     continue
                 except Exception as exc:  # one frame's result that cannot be encoded fails alone
                     logger.exception("the result of frame %s from %s failed", frame.ref.frame_id, frame.ref.device)

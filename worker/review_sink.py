@@ -4,6 +4,7 @@ products close), sampled, and written to the ReviewStore by one background threa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import queue
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from broker.contract import FrameRequest
 from models.errors import ImageError
@@ -48,15 +51,36 @@ def content_type(image: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameFeatures:
+    """A frame's features as the version that answered it computed them, for the queue to group look-alikes by."""
+
+    space: str  # models.bundle.ModelBundle.feature_space: only features of one space are compared
+    vector: np.ndarray = field(repr=False)
+    same_product: Callable[[], float | None] = field(repr=False)  # the version's calibrated similarity (cached)
+
+    def record(self) -> dict[str, Any]:
+        """What the item keeps: the space, the similarity, and the L2-normalised vector as base64 float16."""
+        vector = np.asarray(self.vector, dtype=np.float32).ravel()
+        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return {
+            "space": self.space,
+            "same_product_similarity": self.same_product(),
+            "dim": len(vector),
+            "float16": base64.b64encode(vector.astype("<f2").tobytes()).decode("ascii"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class _Item:
     request: FrameRequest  # held only while queued: its image is what is kept
     result: Mapping[str, Any] = field(repr=False)
+    features: FrameFeatures | None = None
 
 
 class NoReview:
     """The review queue turned off (PARTSIGHT_REVIEW_SAMPLE=0, the transport-only engine): nothing is kept."""
 
-    def offer(self, request: FrameRequest, result: Mapping[str, Any]) -> None:
+    def offer(self, request: FrameRequest, result: Mapping[str, Any], features: FrameFeatures | None = None) -> None:
         return None
 
     def close(self, timeout_s: float = DRAIN_S) -> None:
@@ -88,15 +112,16 @@ class ReviewSink:
         self._thread = threading.Thread(target=self._run, name="review-writer", daemon=True)
         self._thread.start()
 
-    def offer(self, request: FrameRequest, result: Mapping[str, Any]) -> None:
-        """Queue a frame whose answer the broker took, if it is worth review and sampled in. Never blocks."""
+    def offer(self, request: FrameRequest, result: Mapping[str, Any], features: FrameFeatures | None = None) -> None:
+        """Queue a frame whose answer the broker took, if it is worth review and sampled in, with its features (the
+        queue groups look-alikes by them). Never blocks."""
         try:
             if self._closed or not worth_review(result, self._margin):
                 return
             if self._chance() >= self._sample:
                 self._dropped["sampled"].inc()
                 return
-            self._queue.put_nowait(_Item(request, result))
+            self._queue.put_nowait(_Item(request, result, features))
         except queue.Full:
             self._dropped["busy"].inc()
         except Exception:  # the window's answers are out and not yet recorded: nothing here may stop that
@@ -127,6 +152,7 @@ class ReviewSink:
     def _write(self, item: _Item) -> None:
         request, result = item.request, item.result
         try:
+            features = item.features.record() if item.features is not None else None
             added = self._store.add(
                 request.image,
                 content_type=content_type(request.image),
@@ -134,6 +160,7 @@ class ReviewSink:
                 frame_id=request.frame_id,
                 received_at=str(result.get("received_at") or ""),
                 answer=result,
+                features=features,
             )
         except Exception as exc:  # a full disk or a vanished volume costs this item, never the worker
             self._metrics.review_dropped.labels(reason="error").inc()

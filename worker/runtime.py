@@ -27,7 +27,9 @@ from broker.framestore import FrameStore
 from broker.http import serve
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
+from models.answer.gallery import Gallery
 from models.answer.head import Decision
+from models.answer.same_product import same_product_similarity
 from models.bundle import served_signature
 from models.errors import EnrolmentError, ImageError
 from models.extract.decode import DecodeLimits
@@ -205,9 +207,24 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
             "device": engine.device,
         },
         categories=tuple(sorted(set(bundle.head.categories))),
+        feature_space=bundle.feature_space,
+        same_product=_same_product_once(bundle.gallery),
         products=bundle.head.products,
         product_categories=bundle.head.categories,
     )
+
+
+def _same_product_once(gallery: Gallery | None) -> Callable[[], float | None]:
+    """The gallery's same-product similarity (models.answer.same_product), computed the first time it is asked
+    for (by the review writer's thread, never on a frame's path) and kept."""
+
+    @functools.cache
+    def similarity() -> float | None:
+        if gallery is None:
+            return None
+        return same_product_similarity(gallery.features, gallery.labels)
+
+    return similarity
 
 
 def _classify(

@@ -1,23 +1,42 @@
 """The review queue: frames the service could not name, their images, and the operator's label or dismissal.
 
-Labelling an item records the label and enrols its image for that product (source "review").
+Labelling an item records the label and enrols its image for that product (source "review"). The queue can be read
+grouped into clusters of look-alikes (api.review_clusters), and a cluster's items labelled or dismissed at once:
+labelling enrols a few of them (the most typical, then the most unlike), not all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth
 from api.body import IMAGE_TYPES, SUFFIXES
 from api.errors import ALREADY_LABELLED, INTERNAL, UNKNOWN_ITEM, UNKNOWN_PRODUCT, ApiError, bad_request, not_found
+from api.review_clusters import clusters, enrol_choice, public
 from api.services import Services, product_id
 from api.tokens import ADMIN
 from models.errors import ReviewError, UnknownItem
 from models.store.review_items import LABELLED, OPEN
+from models.store.review_store import ReviewStore
+
+FRAME, CLUSTER = "frame", "cluster"  # GET /v1/review?group=
+DEFAULT_SCAN, MAX_SCAN = 1000, 5000  # items grouped into clusters: the newest `scan` of them
+MAX_BATCH_ITEMS = 5000
+
+
+class ReviewBatch(BaseModel):
+    """`{"items": [ID, ...], "label": PRODUCT}` (enrols a few of their images) or `{"items": [...], "dismiss": true}`:
+    a cluster's items at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[str] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    label: str | None = None
+    dismiss: bool | None = None
 
 
 class ReviewAction(BaseModel):
@@ -28,26 +47,106 @@ class ReviewAction(BaseModel):
     dismiss: bool | None = None
 
 
-def router(services: Services, auth: Auth) -> APIRouter:
+def open_items(review: ReviewStore, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The records of the items still open, and why each other one is skipped (gone, labelled, dismissed)."""
+    records, skipped = [], []
+    for item in dict.fromkeys(ids):
+        try:
+            record = review.get(item)
+        except UnknownItem:
+            skipped.append({"id": item[:80], "reason": "gone"})
+            continue
+        except ReviewError as exc:
+            raise ApiError(500, INTERNAL, str(exc)) from exc
+        if record.get("status") == OPEN:
+            records.append(record)
+        else:
+            skipped.append({"id": item, "reason": str(record.get("status"))})
+    return records, skipped
+
+
+def known_product(services: Services, label: str) -> tuple[str, dict[str, Any] | None]:
+    product = product_id(label)
+    known, catalog_record = services.products.record_for_enrolment(product)
+    if not known:
+        raise not_found(UNKNOWN_PRODUCT, f"no product {product!r}: POST its catalog record to /v1/products first")
+    return product, catalog_record
+
+
+def photo_of(review: ReviewStore, record: Mapping[str, Any]) -> tuple[str, bytes]:
+    data, kind = review.image(record["id"])
+    return f"review-{record['id']}{SUFFIXES.get(kind, '')}", data
+
+
+def add_batch_route(routes: APIRouter, services: Services) -> None:
+    """POST /v1/review/batch: a cluster's items labelled (a few enrolled) or dismissed at once."""
+    review = services.review
+
+    @routes.post(
+        "/v1/review/batch",
+        summary='A cluster\'s items at once: {"items": [...], "label": PRODUCT} (enrols a few) or "dismiss": true',
+    )
+    def act_on_many(batch: ReviewBatch) -> JSONResponse:
+        if (batch.label is not None) == (batch.dismiss is True):
+            raise bad_request('send {"items": [...], "label": PRODUCT} or {"items": [...], "dismiss": true}')
+        records, skipped = open_items(review, batch.items)
+        try:
+            if batch.label is None:
+                dismissed = [review.dismiss(record["id"])["id"] for record in records]
+                return JSONResponse({"dismissed": dismissed, "skipped": skipped})
+            product, catalog_record = known_product(services, batch.label)
+            if not records:
+                raise ApiError(409, ALREADY_LABELLED, f"none of the {len(skipped)} item(s) is open: {skipped[:3]}")
+            chosen = [records[i] for i in enrol_choice(records)]
+            enrolment = services.enrol(
+                product, [photo_of(review, record) for record in chosen], catalog_record, "review"
+            )
+            enrolled = {record["id"] for record in chosen}
+            labelled = [review.label(r["id"], product, enrolled=r["id"] in enrolled)["id"] for r in records]
+        except UnknownItem as exc:  # removed between the read and the write
+            raise not_found(UNKNOWN_ITEM, str(exc)) from exc
+        except ReviewError as exc:
+            raise bad_request(str(exc)) from exc
+        body = {"labelled": labelled, "enrolled": sorted(enrolled), "skipped": skipped, "enrolment": enrolment}
+        return JSONResponse(body, status_code=202)
+
+
+def router(services: Services, auth: Auth) -> APIRouter:  # long: the queue's four routes over one store
     routes = APIRouter(tags=["review"], dependencies=[Depends(auth.require(ADMIN))])
     review = services.review
 
     def item_of(item: str) -> dict[str, Any]:
         try:
-            return review.get(item)
+            return public(review.get(item))
         except UnknownItem as exc:
             raise not_found(UNKNOWN_ITEM, f"no review item {item[:80]!r}") from exc
         except ReviewError as exc:
             raise ApiError(500, INTERNAL, str(exc)) from exc
 
-    @routes.get("/v1/review", summary="Review items, newest first")
+    @routes.get("/v1/review", summary="Review items, newest first, or grouped into clusters of look-alikes")
     def list_items(
-        limit: int = Query(50, ge=1, le=1000), status: str = Query(OPEN, description="open, labelled, dismissed or all")
+        limit: int = Query(50, ge=1, le=1000, description="items, or clusters with group=cluster"),
+        status: str = Query(OPEN, description="open, labelled, dismissed or all"),
+        group: str = Query(FRAME, description="frame: one entry per item; cluster: items grouped by look-alikes"),
+        scan: int = Query(
+            DEFAULT_SCAN, ge=1, le=MAX_SCAN, description="with group=cluster: how many of the newest items are grouped"
+        ),
     ) -> dict[str, Any]:
+        if group not in (FRAME, CLUSTER):
+            raise bad_request(f"group must be {FRAME} or {CLUSTER}, got {group[:40]!r}")
         try:
-            return {"items": review.list(limit=limit, status=status)}
+            records = review.list(limit=scan if group == CLUSTER else limit, status=status)
         except ReviewError as exc:
             raise bad_request(str(exc)) from exc
+        if group == FRAME:
+            return {"items": [public(record) for record in records]}
+        found = clusters(records)
+        return {
+            "clusters": found[:limit],
+            "clusters_total": len(found),
+            "items_grouped": len(records),
+            "more_items": len(records) >= scan,  # older items of this status were not read: raise `scan` to see them
+        }
 
     @routes.get("/v1/review/{item}/image", summary="The image exactly as the device sent it", response_class=Response)
     def item_image(item: str) -> Response:
@@ -61,6 +160,8 @@ def router(services: Services, auth: Auth) -> APIRouter:
         media = kind if kind in IMAGE_TYPES else "application/octet-stream"
         return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
+    add_batch_route(routes, services)  # before /v1/review/{item}, which would take "batch" for an id
+
     @routes.post("/v1/review/{item}", summary='Label an item ({"label": PRODUCT}: enrols its image) or dismiss it')
     def act(item: str, action: ReviewAction) -> JSONResponse:
         record = item_of(item)
@@ -70,17 +171,10 @@ def router(services: Services, auth: Auth) -> APIRouter:
             raise ApiError(409, ALREADY_LABELLED, f"item {item} is labelled {record.get('label')!r} already")
         try:
             if action.label is None:
-                return JSONResponse(review.dismiss(item))
-            product = product_id(action.label)
-            known, catalog_record = services.products.record_for_enrolment(product)
-            if not known:
-                raise not_found(
-                    UNKNOWN_PRODUCT, f"no product {product!r}: POST its catalog record to /v1/products first"
-                )
-            data, kind = review.image(item)
-            photo = f"review-{item}{SUFFIXES.get(kind, '')}"
-            enrolment = services.enrol(product, [(photo, data)], catalog_record, "review")
-            return JSONResponse({**review.label(item, product), "enrolment": enrolment}, status_code=202)
+                return JSONResponse(public(review.dismiss(item)))
+            product, catalog_record = known_product(services, action.label)
+            enrolment = services.enrol(product, [photo_of(review, record)], catalog_record, "review")
+            return JSONResponse({**public(review.label(item, product)), "enrolment": enrolment}, status_code=202)
         except UnknownItem as exc:
             raise not_found(UNKNOWN_ITEM, f"no review item {item[:80]!r}") from exc
         except ReviewError as exc:

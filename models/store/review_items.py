@@ -72,8 +72,10 @@ def item_document(
     frame_id: str,
     received_at: str,
     answer: Mapping[str, Any],
+    features: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The item.json of a new item, as UTF-8 JSON."""
+    """The item.json of a new item, as UTF-8 JSON; `features` (its space, vector and the version's same-product
+    similarity) lets the queue group look-alikes."""
     record = {
         "id": item_id,
         "device": device,
@@ -85,6 +87,8 @@ def item_document(
         "status": OPEN,
         "answer": answer,
     }
+    if features is not None:
+        record["features"] = dict(features)
     try:
         return encode_record(record)
     except (TypeError, ValueError) as exc:
@@ -111,13 +115,13 @@ def dismiss_changes(now: float) -> dict[str, Any]:
     return {"status": DISMISSED, "dismissed_at": rfc3339(now)}
 
 
-def label_changes(product: object, now: float) -> dict[str, Any]:
+def label_changes(product: object, now: float, *, enrolled: bool = True) -> dict[str, Any]:
     """What labelling an item changes in its record; ReviewError for a label that is not a product name."""
     if not isinstance(product, str) or not product.strip() or len(product) > MAX_LABEL_CHARS:
         raise ReviewError(f"a label is a product name of 1 to {MAX_LABEL_CHARS} characters, got {product!r}")
     if not product.isprintable():
         raise ReviewError(f"a label must not hold control characters, got {product!r}")
-    return {"status": LABELLED, "label": product, "labelled_at": rfc3339(now)}
+    return {"status": LABELLED, "label": product, "labelled_at": rfc3339(now), "enrolled": enrolled}
 
 
 def eviction_reason(item_id: str, items: int, total: int, *, cutoff: str, max_items: int, max_bytes: int) -> str | None:

@@ -128,8 +128,10 @@ class ReviewStore(ABC):
         frame_id: str,
         received_at: str,
         answer: Mapping[str, Any],
+        features: Mapping[str, Any] | None = None,
     ) -> Added:
-        """Keep one frame, then evict (expired first, then oldest first) until the bounds hold again."""
+        """Keep one frame (with its features' record, worker.review_sink.FrameFeatures, when it has one), then evict
+        (expired first, then oldest first) until the bounds hold again."""
         if len(image) > self.max_bytes:
             items, size = self.stats()
             return Added(None, refused=TOO_LARGE, items=items, bytes=size)
@@ -145,6 +147,7 @@ class ReviewStore(ABC):
                 frame_id=frame_id,
                 received_at=received_at,
                 answer=answer,
+                features=features,
             )
             if self._write_item(item_id, image, document, content_type):
                 break
@@ -171,9 +174,10 @@ class ReviewStore(ABC):
     def dismiss(self, item_id: str) -> dict[str, Any]:
         return self._update(check_item_id(item_id), dismiss_changes(self._clock()))
 
-    def label(self, item_id: str, product: str) -> dict[str, Any]:
-        """Record the operator's answer (the API enrols the item's image for it)."""
-        changes = label_changes(product, self._clock())
+    def label(self, item_id: str, product: str, *, enrolled: bool = True) -> dict[str, Any]:
+        """Record the operator's answer, and whether the API enrolled the item's image for it (a cluster labelled at
+        once enrols a few of its items)."""
+        changes = label_changes(product, self._clock(), enrolled=enrolled)
         return self._update(check_item_id(item_id), changes)
 
     def stats(self) -> tuple[int, int]:

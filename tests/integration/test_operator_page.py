@@ -1,8 +1,8 @@
 """The operator page in a real headless Chromium against the real stack (Mosquitto, Redis, bridge, worker, API):
-frames of a product the model never saw are answered unknown and kept for review; from the page the operator
-enrols that product with photos, labels a review item with it, sees the next frame of it recognised, dismisses
-the other item, sees a broken enrolment fail with its reason, reads the versions' reports, rolls back, and is
-told plainly when the token is missing (401) or lacks the scope (403)."""
+frames of two products the model never saw are answered unknown and kept for review, grouped into one card per
+product; from the page the operator enrols one product with photos, labels its card with it (both frames at once),
+sees the next frame of it recognised, dismisses the other card, sees a broken enrolment fail with its reason, reads
+the versions' reports, rolls back, and is told plainly when the token is missing (401) or lacks the scope (403)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,21 @@ def gear_photo(seed: int, size: int = 112) -> bytes:
     draw.polygon(points, fill=rng.randint(30, 70))
     hole = outer * 0.3
     draw.ellipse((cx - hole, cy - hole, cx + hole, cy + hole), fill=235)
+    out = io.BytesIO()
+    image.resize((size, size), Image.Resampling.LANCZOS).convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def cross_photo(seed: int, size: int = 112) -> bytes:
+    """A JPEG of a plain cross, another product the model never saw, unlike the gear (cosine about 0.5 to it)."""
+    rng = random.Random(seed)
+    big = size * 4
+    image = Image.new("L", (big, big), 235 + rng.randint(-10, 10))
+    draw = ImageDraw.Draw(image)
+    centre, arm = big / 2 + rng.uniform(-20, 20), big * rng.uniform(0.3, 0.38)
+    width, shade = arm * 0.3, rng.randint(30, 70)
+    draw.rectangle((centre - arm, centre - width, centre + arm, centre + width), fill=shade)
+    draw.rectangle((centre - width, centre - arm, centre + width, centre + arm), fill=shade)
     out = io.BytesIO()
     image.resize((size, size), Image.Resampling.LANCZOS).convert("RGB").save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -150,9 +165,10 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     models = get_json(stack, "/v1/models")
     first = models["current"]
 
-    # frames of a product the model never saw: answered unknown, kept for review
+    # frames of two products the model never saw: answered unknown, kept for review
     unseen = [send_frame(stack, "line-cam", gear_photo(seed)) for seed in (1000, 1001)]
-    assert [answer["status"] for answer in unseen] == ["unknown", "unknown"], unseen
+    other = send_frame(stack, "line-cam", cross_photo(1))
+    assert [answer["status"] for answer in [*unseen, other]] == ["unknown"] * 3, unseen
 
     # without a token the page says so, plainly
     page.goto(f"http://127.0.0.1:{stack.api_port}/ui")
@@ -161,11 +177,23 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     page.get_by_label("API token", exact=True).fill(TOKEN)
     page.get_by_test_id("token-save").click()
     expect(page.get_by_test_id("count-version")).to_have_text(first)
-    expect(page.get_by_test_id("count-review")).to_have_text("2")
-    to_label, to_dismiss = (
-        page.locator(f'[data-testid=review-item]:has-text("{answer["frame_id"]}")') for answer in unseen
-    )
+    expect(page.get_by_test_id("count-review")).to_have_text("3")
+    # one card for the two gears (look-alikes of one product), one for the cross
+    expect(page.get_by_test_id("review-item")).to_have_count(2)
+    to_label = page.locator('[data-testid=review-item][data-size="2"]')
+    to_dismiss = page.locator(f'[data-testid=review-item]:has-text("{other["frame_id"]}")')
     expect(to_label).to_have_count(1)
+    for answer in unseen:
+        expect(to_label.get_by_test_id("review-meta")).to_contain_text(answer["frame_id"])
+    expect(to_label.get_by_test_id("review-cluster-size")).to_have_text("2 frames alike, likely one product")
+    expect(to_label.get_by_test_id("review-thumb-more")).to_have_count(1)
+    guess = unseen[0]["top_k"][0]["product"]
+    expect(to_label.get_by_test_id("review-accept")).to_have_attribute("data-product", re.compile(r".+"))
+    expect(to_label.get_by_test_id("review-guess")).to_contain_text("Best guess")
+    expect(to_dismiss).to_have_attribute("data-size", "1")
+    clusters = get_json(stack, "/v1/review?group=cluster")["clusters"]
+    assert sorted(cluster["size"] for cluster in clusters) == [1, 2], clusters
+    assert guess in {cluster["best_guess"]["product"] for cluster in clusters}
     expect(to_label.get_by_test_id("review-answer-status")).to_have_text("unknown")
     expect(to_label.get_by_test_id("review-topk").locator("li")).not_to_have_count(0)
     expect(to_label.get_by_test_id("review-matches")).to_contain_text("cos")
@@ -206,12 +234,16 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     trained.get_by_test_id("model-plot").first.click()  # a plot opens to the panel's width
     expect(trained.locator("button.zoom").first).to_have_attribute("aria-pressed", "true")
 
-    # label a review item with it (the autocomplete lists it), which enrols that frame's photo too
+    # label the gears' card with it (the autocomplete lists it): both frames labelled, their photos enrolled
     expect(page.locator(f'#catalog-products option[value="{PRODUCT}"]')).to_have_count(1)
     to_label.get_by_test_id("review-label-input").fill(PRODUCT)
     to_label.get_by_test_id("review-label-button").click()
     expect(to_label).to_have_count(0)
-    expect(status).to_contain_text(f"as {PRODUCT}")
+    expect(status).to_contain_text(f"as {PRODUCT}; enrolment")
+    expect(status).to_contain_text("of 2 photo(s) queued")
+    labelled_items = get_json(stack, "/v1/review?status=labelled")["items"]
+    assert sorted(item["frame_id"] for item in labelled_items) == sorted(answer["frame_id"] for answer in unseen)
+    assert all(item["label"] == PRODUCT and item["enrolled"] for item in labelled_items)
     expect(page.get_by_test_id("enrolment")).to_have_count(2)
     labelled = page.get_by_test_id("enrolment").first  # newest first
     expect(labelled).to_have_attribute("data-state", "done", timeout=ENROL_S)
@@ -230,7 +262,7 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     expect(page.get_by_test_id("try-result-status")).to_have_text("recognized")
     expect(page.get_by_test_id("try-result-product")).to_have_text(PRODUCT)
 
-    # dismiss the other item: the queue is empty
+    # dismiss the cross's card: the queue is empty
     to_dismiss.get_by_test_id("review-dismiss-button").click()
     expect(page.get_by_test_id("review-item")).to_have_count(0)
     expect(page.get_by_test_id("count-review")).to_have_text("0")

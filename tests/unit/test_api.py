@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -23,6 +24,7 @@ from models.store.enrolment_requests import EnrolmentStore
 from models.store.review_dir import DirectoryReviewStore
 from models.store.review_location import ReviewSettings
 from tests.unit.apistore import PNG, FakeDispatcher, FakeRecognizer, error_for, write_version
+from worker.review_sink import FrameFeatures
 
 ADMIN = "admin-token-0123456789"
 RECOG = "recognize-token-0123456789"
@@ -549,13 +551,15 @@ def test_activate_moves_current_and_tells_the_workers_but_refuses_a_tampered_ver
 # --- review ---------------------------------------------------------------------------------------------------
 
 
-def add_item(store: Path, frame_id: str, image: bytes = JPEG) -> str:
+def add_item(
+    store: Path, frame_id: str, image: bytes = JPEG, features: dict[str, Any] | None = None, guess: str = "p1"
+) -> str:
     review = DirectoryReviewStore(store / "review", max_items=100, max_bytes=1 << 20, max_age_s=3600)
     answer = {
         "status": "unknown",
         "product": None,
-        "top_k": [{"product": "p1", "score": 0.4}],
-        "matches": [{"product": "p1", "photo": "tops/p1/a.png", "similarity": 0.5}],
+        "top_k": [{"product": guess, "score": 0.4}],
+        "matches": [{"product": guess, "photo": "tops/p1/a.png", "similarity": 0.5}],
     }
     added = review.add(
         image,
@@ -564,9 +568,63 @@ def add_item(store: Path, frame_id: str, image: bytes = JPEG) -> str:
         frame_id=frame_id,
         received_at="2025-01-01T00:00:00.000Z",
         answer=answer,
+        features=features,
     )
     assert added.id is not None
     return added.id
+
+
+def features_near(centre: np.ndarray, seed: int, space: str = "space-1") -> dict[str, Any]:
+    """A frame's features record as a worker keeps it: near `centre`, the version's similarity 0.9."""
+    vector = centre + np.random.default_rng(seed).normal(0, 0.05, len(centre))
+    return FrameFeatures(space, vector, lambda: 0.9).record()
+
+
+def test_the_queue_groups_look_alike_frames_and_a_cluster_is_labelled_or_dismissed_at_once(api: Api) -> None:
+    rng = np.random.default_rng(0)
+    gear, plate = rng.normal(0, 1, 64), rng.normal(0, 1, 64)  # two never-seen products, far apart
+    gears = [add_item(api.store, f"g{i}", features=features_near(gear, i), guess="p2") for i in range(7)]
+    plates = [add_item(api.store, f"p{i}", features=features_near(plate, 100 + i)) for i in range(2)]
+    bare = add_item(api.store, "old")  # kept without features: a cluster of its own
+    other_space = add_item(api.store, "o", features=features_near(gear, 50, space="space-2"))
+    listed = api.get("/v1/review?group=cluster").json()
+    assert [c["size"] for c in listed["clusters"]] == [7, 2, 1, 1]
+    assert (listed["clusters_total"], listed["items_grouped"], listed["more_items"]) == (4, 11, False)
+    gear_cluster, plate_cluster = listed["clusters"][:2]
+    assert gear_cluster["items"] == gears[::-1] and gear_cluster["id"] == gears[0]  # newest first; the oldest's id
+    assert gear_cluster["frame_ids"] == [f"g{i}" for i in reversed(range(7))]
+    assert len(gear_cluster["enrol"]) == 5 and set(gear_cluster["enrol"]) <= set(gears)
+    assert gear_cluster["best_guess"] == {"product": "p2", "frames": 7, "share": 1.0, "mean_score": 0.4}
+    assert gear_cluster["devices"] == ["cam-1"] and gear_cluster["answer"]["status"] == "unknown"
+    assert sorted(plate_cluster["items"]) == sorted(plates)
+    assert {c["items"][0] for c in listed["clusters"][2:]} == {bare, other_space}
+    assert [c["size"] for c in api.get("/v1/review?group=cluster&limit=1&scan=4").json()["clusters"]] == [2]
+    item = api.get("/v1/review?limit=1").json()["items"][0]  # one item: its features without the vector
+    assert item["features"] == {"space": "space-2", "dim": 64, "same_product_similarity": 0.9}
+    assert code_of(api.get("/v1/review?group=product")) == "bad_request"
+    assert api.get("/v1/review?group=cluster&scan=0").status_code == 422
+
+    labelled = api.post("/v1/review/batch", json={"items": gear_cluster["items"], "label": "p2"})
+    assert labelled.status_code == 202, labelled.text
+    body = labelled.json()
+    assert sorted(body["labelled"]) == sorted(gears) and body["skipped"] == []
+    assert sorted(body["enrolled"]) == sorted(gear_cluster["enrol"])  # five of the seven, not all
+    store = EnrolmentStore(api.store)
+    assert len(store.photos(body["enrolment"])) == 5 and store.request(body["enrolment"])["source"] == "review"
+    records = api.get("/v1/review?status=labelled&limit=10").json()["items"]
+    assert sorted(r["id"] for r in records if r["enrolled"]) == sorted(body["enrolled"]) and len(records) == 7
+
+    dismissed = api.post("/v1/review/batch", json={"items": [*plates, gears[0], "nonsense"], "dismiss": True})
+    assert dismissed.status_code == 200 and sorted(dismissed.json()["dismissed"]) == sorted(plates)
+    assert dismissed.json()["skipped"] == [{"id": gears[0], "reason": "labelled"}, {"id": "nonsense", "reason": "gone"}]
+    again = api.post("/v1/review/batch", json={"items": gears, "label": "p2"})
+    assert again.status_code == 409 and code_of(again) == "already_labelled"
+    unknown = api.post("/v1/review/batch", json={"items": [bare], "label": "nope"})
+    assert unknown.status_code == 404 and code_of(unknown) == "unknown_product"
+    for bad in ({}, {"items": []}, {"items": [bare]}, {"items": [bare], "label": "p1", "dismiss": True}):
+        refused = api.post("/v1/review/batch", json=bad)
+        assert refused.status_code == 422 and code_of(refused) == "bad_request", bad
+    assert [c["size"] for c in api.get("/v1/review?group=cluster").json()["clusters"]] == [1, 1]
 
 
 def test_review_items_list_newest_first_with_their_answer_and_image(api: Api) -> None:

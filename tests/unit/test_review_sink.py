@@ -3,6 +3,7 @@ frames without touching the frame path, the metrics, and the pipeline handing it
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import threading
@@ -25,7 +26,7 @@ from tests.unit.test_pipeline import Batcher, CountingRedis, Frames, Publisher, 
 from worker.ledger import FrameLedger
 from worker.metrics import REVIEW_DROP_REASONS, WorkerMetrics
 from worker.pipeline import FramePipeline
-from worker.review_sink import NoReview, ReviewSink, content_type, worth_review
+from worker.review_sink import FrameFeatures, NoReview, ReviewSink, content_type, worth_review
 from worker.runtime import transport_only_model
 
 
@@ -141,7 +142,27 @@ def test_a_frame_is_kept_with_its_image_device_and_answer(metrics: WorkerMetrics
         "frame_id": "f7",
         "received_at": "2027-01-15T08:00:00.000Z",
         "answer": answer,
+        "features": None,  # none offered
     }
+
+
+def test_a_frame_is_kept_with_its_features_for_the_queue_to_group_look_alikes_by(metrics: WorkerMetrics) -> None:
+    store = MemoryStore()
+    sink = ReviewSink(store, metrics, sample=1.0, margin=0.1)
+    asked: list[int] = []
+    features = FrameFeatures("space-a", np.array([3.0, 4.0], dtype=np.float32), lambda: asked.append(1) or 0.8)
+    sink.offer(request("f8"), result(), features)
+    sink.close()
+    (item,) = store.added
+    kept = item["features"]
+    assert {key: kept[key] for key in ("space", "same_product_similarity", "dim")} == {
+        "space": "space-a",
+        "same_product_similarity": 0.8,
+        "dim": 2,
+    }
+    vector = np.frombuffer(base64.b64decode(kept["float16"]), dtype="<f2")
+    np.testing.assert_allclose(vector, [0.6, 0.8], atol=1e-3)  # L2-normalised, float16
+    assert asked == [1]  # asked for in the writer's thread, once for the frame
 
 
 def test_a_full_queue_drops_the_frame_without_waiting(metrics: WorkerMetrics) -> None:
@@ -222,9 +243,11 @@ def test_close_drains_the_queue_within_its_bound(metrics: WorkerMetrics) -> None
 class Recorder:
     def __init__(self) -> None:
         self.offered: list[tuple[FrameRequest, Mapping[str, Any]]] = []
+        self.features: list[FrameFeatures | None] = []
 
-    def offer(self, request: FrameRequest, result: Mapping[str, Any]) -> None:
+    def offer(self, request: FrameRequest, result: Mapping[str, Any], features: FrameFeatures | None = None) -> None:
         self.offered.append((request, result))
+        self.features.append(features)
 
 
 def close_call(features: np.ndarray, allowed: Any = None) -> list[Decision]:
@@ -248,11 +271,12 @@ def png(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def review_pipeline(review: Any) -> tuple[FramePipeline, Frames, Publisher]:
+def review_pipeline(review: Any, **model: Any) -> tuple[FramePipeline, Frames, Publisher]:
     redis = CountingRedis()
     frames, publisher = Frames(redis), Publisher()
+    served = served_model("v7", classify=close_call, **model)
     pipeline = FramePipeline(
-        model=lambda: served_model("v7", classify=close_call),
+        model=lambda: served,
         batcher=Batcher(),
         ledger=FrameLedger(redis, claim_ttl_s=3, done_ttl_s=60),
         frames=frames,
@@ -282,6 +306,16 @@ def test_the_pipeline_offers_each_delivered_result_never_errors_or_unpublished_a
     assert [(r.frame_id, r.image) for r, _ in recorder.offered] == [("dark", dark), ("bright", bright)]
     sent = {message["frame_id"]: message for kind, message in publisher.sent if kind == "result"}
     assert [dict(answer) for _, answer in recorder.offered] == [sent["dark"], sent["bright"]]  # as the device got it
+    assert recorder.features == [None, None]  # a version that names no feature space keeps none
+
+
+def test_the_pipeline_offers_a_frames_features_with_its_versions_space() -> None:
+    recorder = Recorder()
+    pipeline, frames, _ = review_pipeline(recorder, feature_space="space-v7", same_product=lambda: 0.75)
+    assert pipeline.handle({"frames": [entry_for(frames, png((0, 0, 0)), "dark")]}).outcomes == ["unknown"]
+    (features,) = recorder.features
+    assert features is not None and features.space == "space-v7" and features.same_product() == 0.75
+    np.testing.assert_array_equal(features.vector, np.zeros(4))  # what the version's engine computed for it
 
 
 def test_the_transport_only_engines_frames_are_never_offered() -> None:

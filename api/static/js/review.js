@@ -3,21 +3,31 @@
 import { ApiError, api, enc, listOf, loadImage } from "./api.js";
 import { answerSummary, matchesList, sizeBars, topK } from "./answers.js";
 import { catalog, refreshCatalog } from "./catalog.js";
-import { $, el, nextId, when } from "./dom.js";
+import { $, el, nextId, pct, when } from "./dom.js";
 import { track } from "./enrolments.js";
 import { refreshNow } from "./loop.js";
 import { fail, say } from "./status.js";
 
-const REVIEW_LIMIT = 48;
+const REVIEW_LIMIT = 48; // clusters shown
+const MORE_THUMBS = 5; // a cluster's frames shown beside its most typical one
 
-const reviewCards = new Map(); // item id -> {node, url}
+const reviewCards = new Map(); // cluster id -> {node, urls, items, input}
 export let reviewCount = null; // the open items, as the header shows them (null before the first read)
 
-function reviewCard(item) {
-  const answer = item.answer || {};
+function thumbnail(what, testid, size) {
+  const kind = size === 112 ? "thumb" : "thumb small-thumb";
+  return el("img", { class: kind, testid, alt: `Photo of ${what}`, width: size, height: size });
+}
+
+function clusterCard(cluster) {
+  const answer = cluster.answer || {};
+  const size = Number(cluster.size) || cluster.items.length;
+  const frames = cluster.frame_ids || [];
   const inputId = nextId("label");
-  const what = `frame ${item.frame_id ?? item.id} from ${item.device ?? "?"}`;
-  const img = el("img", { class: "thumb", testid: "review-thumb", alt: `Photo of ${what}`, width: 112, height: 112 });
+  const what = size > 1 ? `${size} look-alike frames from ${cluster.devices.join(", ")}` : `frame ${frames[0] ?? cluster.id} from ${cluster.devices[0] ?? "?"}`;
+  const img = thumbnail(what, "review-thumb", 112);
+  const others = cluster.items.filter((id) => id !== cluster.representative).slice(0, MORE_THUMBS);
+  const more = others.map((id) => [id, thumbnail(`another of ${what}`, "review-thumb-more", 52)]);
   const input = el("input", {
     id: inputId,
     list: "catalog-products",
@@ -31,51 +41,75 @@ function reviewCard(item) {
   const dismissButton = el(
     "button",
     { type: "button", class: "quiet", testid: "review-dismiss-button", "aria-label": `Dismiss ${what}` },
-    "Dismiss",
+    size > 1 ? `Dismiss all ${size}` : "Dismiss",
   );
+  const guess = cluster.best_guess;
+  const acceptButton = guess
+    ? el(
+        "button",
+        { type: "button", testid: "review-accept", "data-product": guess.product, "aria-label": `Accept ${guess.product} for ${what}` },
+        `Accept ${guess.product}`,
+      )
+    : null;
+  const buttons = [labelButton, dismissButton, acceptButton].filter(Boolean);
   const form = el(
     "form",
     { class: "label-form", testid: "review-label-form" },
-    el("label", { for: inputId, class: "small" }, "Label as"),
+    el("label", { for: inputId, class: "small" }, size > 1 ? `Label all ${size} as` : "Label as"),
     input,
     labelButton,
     dismissButton,
   );
   const node = el(
     "li",
-    { class: "card", testid: "review-item", "data-id": item.id, "aria-label": `Review item: ${what}` },
-    el("figure", {}, img),
+    { class: "card", testid: "review-item", "data-id": cluster.id, "data-size": size, "aria-label": `Review: ${what}` },
+    el("figure", {}, img, more.length ? el("div", { class: "more-thumbs" }, more.map(([, thumb]) => thumb)) : null),
     el(
       "div",
       { class: "card-body" },
       answerSummary(answer, "review-answer"),
+      size > 1
+        ? el("p", { class: "small", testid: "review-cluster-size" }, `${size} frames alike, likely one product`)
+        : null,
       el(
         "p",
         { class: "muted small", testid: "review-meta" },
-        `${item.device ?? "?"} · ${when(item.received_at)} · frame ${item.frame_id ?? "?"}`,
+        `${cluster.devices.join(", ") || "?"} · ${when(cluster.last_received_at)} · frame ${frames.slice(0, 3).join(", ")}${frames.length > 3 ? ", …" : ""}`,
       ),
+      guess
+        ? el(
+            "p",
+            { class: "small", testid: "review-guess" },
+            `Best guess ${guess.product}: first for ${guess.frames} of ${size} frame(s), mean score ${pct(guess.mean_score)} `,
+            acceptButton,
+          )
+        : null,
       topK(answer, "review-topk"),
       matchesList(answer, "review-matches"),
       form,
     ),
   );
   sizeBars(node);
-  const card = { node, url: null };
-  loadImage(img, `/v1/review/${enc(item.id)}/image`, `Photo of ${what}`).then((url) => {
-    if (reviewCards.get(item.id) === card) card.url = url;
-    else if (url) URL.revokeObjectURL(url);
-  });
+  const card = { node, urls: [], items: cluster.items.join(","), input };
+  const show = (id, image, label) =>
+    loadImage(image, `/v1/review/${enc(id)}/image`, label).then((url) => {
+      if (reviewCards.get(cluster.id) === card) card.urls.push(url);
+      else if (url) URL.revokeObjectURL(url);
+    });
+  show(cluster.representative, img, `Photo of ${what}`);
+  for (const [id, thumb] of more) show(id, thumb, `another of ${what}`);
 
   const act = async (payload, verb) => {
-    labelButton.disabled = dismissButton.disabled = true;
+    for (const button of buttons) button.disabled = true;
     try {
-      const doc = await api(`/v1/review/${enc(item.id)}`, { method: "POST", json: payload });
-      dropCard(item.id);
+      const doc = await api("/v1/review/batch", { method: "POST", json: { items: cluster.items, ...payload } });
+      dropCard(cluster.id);
       const enrolment = doc && doc.enrolment;
       if (enrolment) track(String(enrolment), payload.label);
+      const enrolled = doc && Array.isArray(doc.enrolled) ? doc.enrolled.length : 0;
       say(
         payload.label
-          ? `Labelled ${what} as ${payload.label}${enrolment ? `; enrolment ${enrolment} queued` : ""}.`
+          ? `Labelled ${what} as ${payload.label}${enrolment ? `; enrolment ${enrolment} of ${enrolled} photo(s) queued` : ""}.`
           : `Dismissed ${what}.`,
         "ok",
       );
@@ -83,16 +117,10 @@ function reviewCard(item) {
     } catch (exc) {
       fail(`${verb} ${what}`, exc);
     } finally {
-      labelButton.disabled = dismissButton.disabled = false;
+      for (const button of buttons) button.disabled = false;
     }
   };
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const product = input.value.trim();
-    if (!product) {
-      say("Type or pick a product to label with.", "error");
-      return;
-    }
+  const labelWith = async (product) => {
     if (!catalog.has(product)) {
       try {
         await refreshCatalog(); // it may have been added since the last refresh
@@ -106,7 +134,17 @@ function reviewCard(item) {
       }
     }
     act({ label: product }, "Labelling");
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const product = input.value.trim();
+    if (!product) {
+      say("Type or pick a product to label with.", "error");
+      return;
+    }
+    labelWith(product);
   });
+  if (acceptButton) acceptButton.addEventListener("click", () => labelWith(guess.product));
   dismissButton.addEventListener("click", () => act({ dismiss: true }, "Dismissing"));
   return card;
 }
@@ -115,7 +153,7 @@ function dropCard(id) {
   const card = reviewCards.get(id);
   if (!card) return;
   card.node.remove();
-  if (card.url) URL.revokeObjectURL(card.url);
+  for (const url of card.urls) if (url) URL.revokeObjectURL(url);
   reviewCards.delete(id);
   $("review-empty").hidden = reviewCards.size > 0;
 }
@@ -123,7 +161,7 @@ function dropCard(id) {
 export async function refreshReview() {
   let doc;
   try {
-    doc = await api(`/v1/review?limit=${REVIEW_LIMIT}`);
+    doc = await api(`/v1/review?group=cluster&limit=${REVIEW_LIMIT}`);
   } catch (exc) {
     if (!(exc instanceof ApiError && exc.status === 403)) throw exc;
     // a token for enrolling or recognising only: say so in the panel, not on every refresh in the status line
@@ -134,24 +172,29 @@ export async function refreshReview() {
     return;
   }
   $("review-empty").textContent = "Nothing to review.";
-  const items = listOf(doc, "items").filter((item) => item && item.id && (!item.status || item.status === "open"));
-  const keep = new Set(items.map((item) => item.id));
+  const clusters = listOf(doc, "clusters").filter((cluster) => cluster && cluster.id && Array.isArray(cluster.items));
+  const keep = new Set(clusters.map((cluster) => cluster.id));
   for (const id of [...reviewCards.keys()]) if (!keep.has(id)) dropCard(id);
-  // add new cards, keep existing ones untouched (an operator may be typing in one), newest first
+  // add new cards, rebuild those whose frames changed unless an operator is typing in one, largest first
   const list = $("review-list");
   let previous = null;
-  for (const item of items) {
-    let card = reviewCards.get(item.id);
+  for (const cluster of clusters) {
+    let card = reviewCards.get(cluster.id);
+    const typing = card && (card.input.value || document.activeElement === card.input);
+    if (card && card.items !== cluster.items.join(",") && !typing) {
+      dropCard(cluster.id);
+      card = undefined;
+    }
     if (!card) {
-      card = reviewCard(item);
-      reviewCards.set(item.id, card);
+      card = clusterCard(cluster);
+      reviewCards.set(cluster.id, card);
     }
     const expected = previous ? previous.node.nextSibling : list.firstChild;
     if (card.node !== expected) list.insertBefore(card.node, expected);
     previous = card;
   }
-  $("review-empty").hidden = items.length > 0;
-  const total = doc && (doc.open ?? doc.total ?? doc.count);
-  reviewCount = typeof total === "number" ? String(total) : `${items.length}${items.length >= REVIEW_LIMIT ? "+" : ""}`;
+  $("review-empty").hidden = clusters.length > 0;
+  const items = typeof doc.items_grouped === "number" ? doc.items_grouped : clusters.reduce((n, c) => n + c.items.length, 0);
+  reviewCount = `${items}${doc.more_items ? "+" : ""}`;
   $("count-review").textContent = reviewCount;
 }

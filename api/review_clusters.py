@@ -1,0 +1,144 @@
+"""The review queue grouped by look-alikes: items whose frames are alike enough to be one product become one cluster.
+
+Each item keeps its frame's features as the version that answered it computed them (worker.review_sink); items of
+one feature space are grouped by average linkage on cosine similarity, cut at the similarity the version calibrated
+on its gallery (models.answer.same_product: pairs that alike are of one product 95% of the time). An item without
+features (kept before they were, or by a transport-only worker) is a cluster of its own. Pure: records in,
+clusters out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+
+FALLBACK_SIMILARITY = 0.9  # a version too small to calibrate one (fewer than 10 pairs of photos of one product)
+ENROL_PHOTOS = 5  # labelling a cluster enrols at most this many of its frames: the most typical, then the most unlike
+
+
+def vector_of(record: Mapping[str, Any]) -> tuple[str, np.ndarray, float | None] | None:
+    """An item's (space, L2-normalised vector, same-product similarity); None without usable features."""
+    kept = record.get("features")
+    if not isinstance(kept, Mapping) or not isinstance(kept.get("space"), str):
+        return None
+    try:
+        vector = np.frombuffer(base64.b64decode(str(kept.get("float16", "")), validate=True), dtype="<f2")
+    except (binascii.Error, ValueError):
+        return None
+    if not len(vector) or len(vector) != kept.get("dim") or not np.isfinite(vector).all():
+        return None
+    similarity = kept.get("same_product_similarity")
+    calibrated = float(similarity) if isinstance(similarity, int | float) else None
+    vector = vector.astype(np.float32)
+    return kept["space"], vector / max(float(np.linalg.norm(vector)), 1e-12), calibrated
+
+
+def group_members(records: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """Positions in `records` of each cluster's items."""
+    spaces: dict[str, list[tuple[int, np.ndarray, float | None]]] = {}
+    groups: list[list[int]] = []
+    for position, record in enumerate(records):
+        found = vector_of(record)
+        if found is None:
+            groups.append([position])
+        else:
+            spaces.setdefault(found[0], []).append((position, found[1], found[2]))
+    for members in spaces.values():
+        groups.extend(_cluster_space(members))
+    return groups
+
+
+def _cluster_space(members: list[tuple[int, np.ndarray, float | None]]) -> list[list[int]]:
+    """Clusters of one feature space's items (position, vector, similarity); a vector of another size alone."""
+    dim = Counter(len(vector) for _, vector, _ in members).most_common(1)[0][0]
+    groups = [[position] for position, vector, _ in members if len(vector) != dim]  # a damaged record
+    usable = [member for member in members if len(member[1]) == dim]
+    if len(usable) == 1:
+        return [*groups, [usable[0][0]]]
+    calibrated = [similarity for _, _, similarity in usable if similarity is not None]
+    threshold = float(np.median(calibrated)) if calibrated else FALLBACK_SIMILARITY
+    rows = np.stack([vector for _, vector, _ in usable]).astype(np.float64)
+    cut = fcluster(linkage(rows, method="average", metric="cosine"), t=max(1.0 - threshold, 0.0), criterion="distance")
+    groups.extend([usable[i][0] for i in np.flatnonzero(cut == label)] for label in np.unique(cut))
+    return groups
+
+
+def enrol_choice(records: Sequence[Mapping[str, Any]], count: int = ENROL_PHOTOS) -> list[int]:
+    """Positions of the frames worth enrolling: the most typical (closest to all the others), then each next the
+    one least like those chosen, so a few photos cover the cluster's poses. Without features: the newest."""
+    vectors = [vector_of(record) for record in records]
+    usable = [i for i, found in enumerate(vectors) if found is not None]
+    if len(usable) < len(records) or len({vectors[i][0] for i in usable}) > 1:  # type: ignore[index]
+        newest = sorted(range(len(records)), key=lambda i: str(records[i].get("id")), reverse=True)
+        return newest[:count]
+    rows = np.stack([vectors[i][1] for i in usable])  # type: ignore[index]
+    similarity = rows @ rows.T
+    chosen = [int(similarity.mean(axis=1).argmax())]
+    while len(chosen) < min(count, len(rows)):
+        closest = similarity[:, chosen].max(axis=1)
+        closest[chosen] = np.inf
+        chosen.append(int(closest.argmin()))
+    return chosen
+
+
+def best_guess(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The product most of the cluster's frames put first, with how many did and their mean score."""
+    firsts: dict[str, list[float]] = {}
+    for record in records:
+        answer = record.get("answer")
+        top = answer.get("top_k") if isinstance(answer, Mapping) else None
+        if isinstance(top, list) and top and isinstance(top[0], Mapping) and isinstance(top[0].get("product"), str):
+            score = top[0].get("score")
+            firsts.setdefault(top[0]["product"], []).append(float(score) if isinstance(score, int | float) else 0.0)
+    if not firsts:
+        return None
+    product, scores = max(firsts.items(), key=lambda entry: (len(entry[1]), sum(entry[1])))
+    return {
+        "product": product,
+        "frames": len(scores),
+        "share": round(len(scores) / len(records), 4),
+        "mean_score": round(float(np.mean(scores)), 4),
+    }
+
+
+def clusters(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The clusters of `records` (item records, any order), largest first, then newest first. A cluster's id is its
+    oldest item's (ids sort by time), so it stays while frames join it."""
+    found: list[dict[str, Any]] = []
+    for positions in group_members(records):
+        members = sorted((records[i] for i in positions), key=lambda record: str(record.get("id")), reverse=True)
+        typical = enrol_choice(members)
+        received = sorted(str(record.get("received_at") or "") for record in members)
+        found.append(
+            {
+                "id": str(members[-1].get("id")),
+                "size": len(members),
+                "items": [str(record.get("id")) for record in members],
+                "frame_ids": [str(record.get("frame_id")) for record in members],
+                "representative": str(members[typical[0]].get("id")),
+                "enrol": [str(members[i].get("id")) for i in typical],
+                "best_guess": best_guess(members),
+                "devices": sorted({str(record.get("device")) for record in members}),
+                "first_received_at": received[0],
+                "last_received_at": received[-1],
+                "answer": members[typical[0]].get("answer"),
+            }
+        )
+    found.sort(key=lambda cluster: str(cluster["items"][0]), reverse=True)  # newest first, then (stable) largest
+    found.sort(key=lambda cluster: int(cluster["size"]), reverse=True)
+    return found
+
+
+def public(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An item as the API shows it: its features' bulky vector left out (their space and size stay)."""
+    shown = dict(record)
+    kept = shown.get("features")
+    if isinstance(kept, Mapping):
+        shown["features"] = {key: kept.get(key) for key in ("space", "dim", "same_product_similarity")}
+    return shown

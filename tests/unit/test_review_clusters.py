@@ -1,0 +1,129 @@
+"""The review queue grouped by look-alikes: the similarity a version calibrates for "one product", the clusters cut at
+it, the photos a labelled cluster enrols, and a worker's features record read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from api.review_clusters import FALLBACK_SIMILARITY, best_guess, clusters, enrol_choice, group_members, vector_of
+from models.answer.same_product import same_product_similarity
+from worker.review_sink import FrameFeatures
+
+
+def normalised(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def families(seed: int = 0, *, families: int = 6, variants: int = 3, photos: int = 8, noise: float = 0.1) -> tuple:
+    """Look-alike products: variants of a family share most of their direction."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for family in range(families):
+        base = rng.normal(0, 1, 48)
+        for variant in range(variants):
+            centre = base + rng.normal(0, 0.35, 48)
+            for _ in range(photos):
+                rows.append(centre + rng.normal(0, noise * np.linalg.norm(centre) / 7, 48))
+                labels.append(f"f{family}-v{variant}")
+    return normalised(np.array(rows)), np.array(labels)
+
+
+def test_the_same_product_similarity_separates_a_product_from_its_look_alikes() -> None:
+    features, labels = families()
+    threshold = same_product_similarity(features, labels)
+    assert threshold is not None
+    similarity = features @ features.T
+    same = labels[:, None] == labels[None, :]
+    upper = np.triu(np.ones_like(same), k=1).astype(bool)
+    above = similarity[upper] >= threshold
+    assert same[upper][above].mean() >= 0.95  # pairs that alike are of one product 95% of the time
+    assert (similarity[upper & same] >= threshold).mean() > 0.5  # and most pairs of one product are that alike
+    family = np.array([label.split("-")[0] for label in labels])
+    siblings = upper & ~same & (family[:, None] == family[None, :])
+    assert threshold > np.median(similarity[siblings])  # a look-alike is most often not taken for one product
+    assert same_product_similarity(features[:8], labels[:8]) is None  # one product: nothing to tell apart
+    assert same_product_similarity(features[::8], labels[::8]) is None  # one photo of each: no pair of one product
+    stricter = same_product_similarity(features, labels, precision=0.999)
+    assert stricter is not None and stricter >= threshold
+
+
+def record(
+    item: str, vector: np.ndarray | None, *, similarity: float | None = 0.9, space: str = "s", guess: str = "x"
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "id": item,
+        "frame_id": f"frame-{item}",
+        "device": "cam",
+        "received_at": f"2026-01-01T00:00:{item[-2:]}Z",
+        "answer": {"status": "unknown", "top_k": [{"product": guess, "score": 0.5}]},
+    }
+    if vector is not None:
+        found["features"] = FrameFeatures(space, vector, lambda: similarity).record()
+    return found
+
+
+def test_frames_of_one_product_make_one_cluster_and_look_alikes_stay_apart() -> None:
+    features, labels = families(1, photos=5)
+    threshold = same_product_similarity(features, labels)
+    chosen = np.isin(labels, ["f0-v0", "f0-v1", "f3-v2"])  # two siblings and a stranger
+    records = [record(f"item-{i:02d}", vector, similarity=threshold) for i, vector in enumerate(features[chosen])]
+    truth = labels[chosen]
+    found = group_members(records)
+    assert sorted(len(group) for group in found) == [5, 5, 5]
+    assert all(len(set(truth[group])) == 1 for group in found)
+
+
+def test_without_features_or_in_another_space_an_item_is_alone() -> None:
+    vector = np.ones(16)
+    records = [
+        record("a-01", vector),
+        record("a-02", vector * 1.01),
+        record("a-03", None),
+        record("a-04", vector, space="another"),
+        {**record("a-05", vector), "features": {"space": "s", "dim": 16, "float16": "not base64!"}},
+        {
+            **record("a-06", vector),
+            "features": {"space": "s", "dim": 99, "float16": record("x-06", vector)["features"]["float16"]},
+        },
+        record("a-07", np.ones(8)),  # a damaged record: another size in the same space
+    ]
+    assert vector_of(records[4]) is None and vector_of(records[5]) is None
+    assert sorted(sorted(group) for group in group_members(records)) == [[0, 1], [2], [3], [4], [5], [6]]
+    assert vector_of(record("b-01", vector, similarity=None))[2] is None  # type: ignore[index]
+    uncalibrated = [record("c-01", vector, similarity=None), record("c-02", vector + 0.01, similarity=None)]
+    assert len(group_members(uncalibrated)) == 1 and FALLBACK_SIMILARITY == 0.9
+
+
+def test_a_labelled_cluster_enrols_its_most_typical_frame_then_the_most_unlike() -> None:
+    rng = np.random.default_rng(3)
+    centre = rng.normal(0, 1, 32)
+    poses = [centre + rng.normal(0, 0.2, 32) for _ in range(6)] + [centre + np.eye(32)[0] * 3]  # one far pose
+    records = [record(f"item-{i:02d}", pose) for i, pose in enumerate(poses)]
+    chosen = enrol_choice(records, count=3)
+    rows = normalised(np.array(poses))
+    assert chosen[0] == int((rows @ rows.T).mean(axis=1).argmax())  # the most typical first
+    assert 6 in chosen[:2]  # the far pose right after: it covers what the others do not
+    assert len(set(enrol_choice(records, count=10))) == 7
+    newest = enrol_choice([record("item-01", None), record("item-02", poses[0])], count=1)
+    assert newest == [1]  # without features for all: the newest
+
+
+def test_clusters_come_largest_first_with_their_best_guess() -> None:
+    a, b = np.eye(8)[0], np.eye(8)[1]
+    records = [
+        record("i-01", b, guess="q"),
+        record("i-02", a, guess="p"),
+        record("i-03", a, guess="p"),
+        record("i-04", a, guess="r"),
+    ]
+    found = clusters(records)
+    assert [c["size"] for c in found] == [3, 1]
+    assert found[0]["id"] == "i-02" and found[0]["items"] == ["i-04", "i-03", "i-02"]
+    assert found[0]["best_guess"] == {"product": "p", "frames": 2, "share": 0.6667, "mean_score": 0.5}
+    assert (found[0]["first_received_at"], found[0]["last_received_at"]) == (
+        "2026-01-01T00:00:02Z",
+        "2026-01-01T00:00:04Z",
+    )
+    assert best_guess([{"answer": {"top_k": []}}]) is None
