@@ -18,25 +18,30 @@ from typing import Any
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
+MAX_DIM = 8192  # a feature vector longer than this is not one (1,904 today)
 FALLBACK_SIMILARITY = 0.9  # a version too small to calibrate one (fewer than 10 pairs of photos of one product)
 ENROL_PHOTOS = 5  # labelling a cluster enrols at most this many of its frames: the most typical, then the most unlike
 
 
 def vector_of(record: Mapping[str, Any]) -> tuple[str, np.ndarray, float | None] | None:
-    """An item's (space, L2-normalised vector, same-product similarity); None without usable features."""
+    """An item's (space, L2-normalised vector, same-product similarity); None without usable features (none kept,
+    too large, not base64 float16 of its `dim`, not finite, or all zero). A similarity outside [-1, 1] is none."""
     kept = record.get("features")
     if not isinstance(kept, Mapping) or not isinstance(kept.get("space"), str):
         return None
+    dim, text = kept.get("dim"), kept.get("float16")
+    if not isinstance(dim, int) or not 0 < dim <= MAX_DIM or not isinstance(text, str) or len(text) > 4 * MAX_DIM:
+        return None
     try:
-        vector = np.frombuffer(base64.b64decode(str(kept.get("float16", "")), validate=True), dtype="<f2")
+        vector = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f2").astype(np.float32)
     except (binascii.Error, ValueError):
         return None
-    if not len(vector) or len(vector) != kept.get("dim") or not np.isfinite(vector).all():
+    norm = float(np.linalg.norm(vector)) if len(vector) == dim and np.isfinite(vector).all() else 0.0
+    if not norm > 0:
         return None
     similarity = kept.get("same_product_similarity")
-    calibrated = float(similarity) if isinstance(similarity, int | float) else None
-    vector = vector.astype(np.float32)
-    return kept["space"], vector / max(float(np.linalg.norm(vector)), 1e-12), calibrated
+    calibrated = similarity if isinstance(similarity, float) and -1.0 <= similarity <= 1.0 else None
+    return kept["space"], vector / norm, calibrated
 
 
 def group_members(records: Sequence[Mapping[str, Any]]) -> list[list[int]]:
@@ -72,12 +77,12 @@ def _cluster_space(members: list[tuple[int, np.ndarray, float | None]]) -> list[
 def enrol_choice(records: Sequence[Mapping[str, Any]], count: int = ENROL_PHOTOS) -> list[int]:
     """Positions of the frames worth enrolling: the most typical (closest to all the others), then each next the
     one least like those chosen, so a few photos cover the cluster's poses. Without features: the newest."""
-    vectors = [vector_of(record) for record in records]
-    usable = [i for i, found in enumerate(vectors) if found is not None]
-    if len(usable) < len(records) or len({vectors[i][0] for i in usable}) > 1:  # type: ignore[index]
+    found = [vector_of(record) for record in records]
+    vectors = [entry for entry in found if entry is not None]
+    if len(vectors) < len(records) or len({(space, len(vector)) for space, vector, _ in vectors}) > 1:
         newest = sorted(range(len(records)), key=lambda i: str(records[i].get("id")), reverse=True)
         return newest[:count]
-    rows = np.stack([vectors[i][1] for i in usable])  # type: ignore[index]
+    rows = np.stack([vector for _, vector, _ in vectors])
     similarity = rows @ rows.T
     chosen = [int(similarity.mean(axis=1).argmax())]
     while len(chosen) < min(count, len(rows)):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector
+from threadpoolctl import threadpool_limits
 
 from broker.contract import MODEL_CHANNEL
 from broker.dispatch import announce_current, redis_client_url
@@ -208,21 +209,29 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
         },
         categories=tuple(sorted(set(bundle.head.categories))),
         feature_space=bundle.feature_space,
-        same_product=_same_product_once(bundle.gallery),
+        same_product=_same_product_once(bundle.gallery, bundle.head.categories),
         products=bundle.head.products,
         product_categories=bundle.head.categories,
     )
 
 
-def _same_product_once(gallery: Gallery | None) -> Callable[[], float | None]:
+def _same_product_once(gallery: Gallery | None, categories: Sequence[str]) -> Callable[[], float | None]:
     """The gallery's same-product similarity (models.answer.same_product), computed the first time it is asked
-    for (by the review writer's thread, never on a frame's path) and kept."""
+    for (by the review writer's thread, never on a frame's path, on one BLAS thread so frames keep the others)
+    and kept; None, kept too, when it cannot be had."""
 
     @functools.cache
     def similarity() -> float | None:
-        if gallery is None:
+        if gallery is None or len(categories) != len(gallery.products):
             return None
-        return same_product_similarity(gallery.features, gallery.labels)
+        try:
+            with threadpool_limits(limits=1):
+                return same_product_similarity(
+                    gallery.features, gallery.labels, categories=np.asarray(categories)[gallery.labels]
+                )
+        except Exception:  # the review queue groups nothing for this version; frames are untouched
+            logger.exception("could not calibrate the same-product similarity of the review queue")
+            return None
 
     return similarity
 

@@ -7,6 +7,7 @@ labelling enrols a few of them (the most typical, then the most unlike), not all
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +25,10 @@ from models.errors import ReviewError, UnknownItem
 from models.store.review_items import LABELLED, OPEN
 from models.store.review_store import ReviewStore
 
+logger = logging.getLogger(__name__)
+
 FRAME, CLUSTER = "frame", "cluster"  # GET /v1/review?group=
-DEFAULT_SCAN, MAX_SCAN = 1000, 5000  # items grouped into clusters: the newest `scan` of them
+DEFAULT_SCAN, MAX_SCAN = 1000, 2000  # items grouped into clusters: the newest `scan` of them
 MAX_BATCH_ITEMS = 5000
 
 
@@ -48,7 +51,8 @@ class ReviewAction(BaseModel):
 
 
 def open_items(review: ReviewStore, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """The records of the items still open, and why each other one is skipped (gone, labelled, dismissed)."""
+    """The records of the items still open, and why each other one is skipped (gone, unreadable, labelled,
+    dismissed)."""
     records, skipped = [], []
     for item in dict.fromkeys(ids):
         try:
@@ -56,8 +60,10 @@ def open_items(review: ReviewStore, ids: list[str]) -> tuple[list[dict[str, Any]
         except UnknownItem:
             skipped.append({"id": item[:80], "reason": "gone"})
             continue
-        except ReviewError as exc:
-            raise ApiError(500, INTERNAL, str(exc)) from exc
+        except ReviewError as exc:  # a corrupt item.json: that item only
+            logger.warning("review item %s skipped: %s", item, exc)
+            skipped.append({"id": item, "reason": "unreadable"})
+            continue
         if record.get("status") == OPEN:
             records.append(record)
         else:
@@ -78,9 +84,50 @@ def photo_of(review: ReviewStore, record: Mapping[str, Any]) -> tuple[str, bytes
     return f"review-{record['id']}{SUFFIXES.get(kind, '')}", data
 
 
+def photos_to_enrol(
+    review: ReviewStore, records: list[dict[str, Any]], skipped: list[dict[str, str]]
+) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]], set[str]]:
+    """The items still there, the photos of those worth enrolling (api.review_clusters.enrol_choice) and their ids;
+    an item removed before its image is read is skipped, and the choice made again without it."""
+    while records:
+        chosen = [records[i] for i in enrol_choice(records)]
+        try:
+            return records, [photo_of(review, record) for record in chosen], {record["id"] for record in chosen}
+        except UnknownItem:
+            gone = {record["id"] for record in chosen if not review.exists(record["id"])}
+            skipped.extend({"id": item, "reason": "gone"} for item in sorted(gone))
+            records = [record for record in records if record["id"] not in gone]
+    return [], [], set()
+
+
+def act_on_items(review: ReviewStore, services: Services, batch: ReviewBatch) -> JSONResponse:
+    """Label (enrolling a few) or dismiss the batch's items that are still open; the others are skipped, named."""
+    records, skipped = open_items(review, batch.items)
+    done: list[str] = []
+
+    def close(record: dict[str, Any], changed: dict[str, Any] | None) -> None:
+        if changed is None:  # labelled, dismissed or evicted since it was read
+            skipped.append({"id": record["id"], "reason": "changed"})
+        else:
+            done.append(record["id"])
+
+    if batch.label is None:
+        for record in records:
+            close(record, review.dismiss_if_open(record["id"]))
+        return JSONResponse({"dismissed": done, "skipped": skipped})
+    product, catalog_record = known_product(services, batch.label)
+    records, photos, enrolled = photos_to_enrol(review, records, skipped)
+    if not records:
+        raise ApiError(409, ALREADY_LABELLED, f"none of the {len(skipped)} item(s) is open: {skipped[:3]}")
+    enrolment = services.enrol(product, photos, catalog_record, "review")
+    for record in records:
+        close(record, review.label_if_open(record["id"], product, enrolled=record["id"] in enrolled))
+    body = {"labelled": done, "enrolled": sorted(enrolled), "skipped": skipped, "enrolment": enrolment}
+    return JSONResponse(body, status_code=202)
+
+
 def add_batch_route(routes: APIRouter, services: Services) -> None:
     """POST /v1/review/batch: a cluster's items labelled (a few enrolled) or dismissed at once."""
-    review = services.review
 
     @routes.post(
         "/v1/review/batch",
@@ -89,26 +136,10 @@ def add_batch_route(routes: APIRouter, services: Services) -> None:
     def act_on_many(batch: ReviewBatch) -> JSONResponse:
         if (batch.label is not None) == (batch.dismiss is True):
             raise bad_request('send {"items": [...], "label": PRODUCT} or {"items": [...], "dismiss": true}')
-        records, skipped = open_items(review, batch.items)
         try:
-            if batch.label is None:
-                dismissed = [review.dismiss(record["id"])["id"] for record in records]
-                return JSONResponse({"dismissed": dismissed, "skipped": skipped})
-            product, catalog_record = known_product(services, batch.label)
-            if not records:
-                raise ApiError(409, ALREADY_LABELLED, f"none of the {len(skipped)} item(s) is open: {skipped[:3]}")
-            chosen = [records[i] for i in enrol_choice(records)]
-            enrolment = services.enrol(
-                product, [photo_of(review, record) for record in chosen], catalog_record, "review"
-            )
-            enrolled = {record["id"] for record in chosen}
-            labelled = [review.label(r["id"], product, enrolled=r["id"] in enrolled)["id"] for r in records]
-        except UnknownItem as exc:  # removed between the read and the write
-            raise not_found(UNKNOWN_ITEM, str(exc)) from exc
+            return act_on_items(services.review, services, batch)
         except ReviewError as exc:
             raise bad_request(str(exc)) from exc
-        body = {"labelled": labelled, "enrolled": sorted(enrolled), "skipped": skipped, "enrolment": enrolment}
-        return JSONResponse(body, status_code=202)
 
 
 def router(services: Services, auth: Auth) -> APIRouter:  # long: the queue's four routes over one store

@@ -177,8 +177,23 @@ class ReviewStore(ABC):
     def label(self, item_id: str, product: str, *, enrolled: bool = True) -> dict[str, Any]:
         """Record the operator's answer, and whether the API enrolled the item's image for it (a cluster labelled at
         once enrols a few of its items)."""
-        changes = label_changes(product, self._clock(), enrolled=enrolled)
-        return self._update(check_item_id(item_id), changes)
+        return self._update(check_item_id(item_id), label_changes(product, self._clock(), enrolled=enrolled))
+
+    def exists(self, item_id: str) -> bool:
+        try:
+            self._read(check_item_id(item_id))
+        except UnknownItem:
+            return False
+        return True
+
+    def dismiss_if_open(self, item_id: str) -> dict[str, Any] | None:
+        """As dismiss, for an item still open; None for one labelled, dismissed or removed since (a cluster's items
+        are acted on together: another operator, or a worker's eviction, may have got there first)."""
+        return self._update_open(check_item_id(item_id), dismiss_changes(self._clock()))
+
+    def label_if_open(self, item_id: str, product: str, *, enrolled: bool) -> dict[str, Any] | None:
+        """As label, for an item still open; None otherwise (dismiss_if_open)."""
+        return self._update_open(check_item_id(item_id), label_changes(product, self._clock(), enrolled=enrolled))
 
     def stats(self) -> tuple[int, int]:
         """Items and image bytes in the store now (every process's)."""
@@ -194,6 +209,19 @@ class ReviewStore(ABC):
         record = {**self._read(item_id), **changes}
         self._replace(item_id, encode_record(record))
         return record
+
+    def _update_open(self, item_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
+        """_update when the item is there and open, else None. The check and the write are two steps: two processes
+        acting on one item at the same moment may both write (the last wins), as _update's writers do."""
+        try:
+            record = self._read(item_id)
+            if record.get("status") != OPEN:
+                return None
+            updated = {**record, **changes}
+            self._replace(item_id, encode_record(updated))
+        except UnknownItem:
+            return None
+        return updated
 
     def _enforce(self, now: float, added: tuple[str, int]) -> tuple[dict[str, int], int, int]:
         """Remove expired items, then the oldest until count and bytes are within bounds; what it removed by reason,

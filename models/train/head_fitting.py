@@ -260,7 +260,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     chosen separately from `search`); flat fits one classifier over all products; auto lets cross-validation
     choose. With synthetic copies (`synthetic` True, `groups` naming each row's photo), folds split photos,
     never a photo from its copies: a fold trains on its photos and their copies and is scored on real photos
-    only. With more than `tuning_photos` photos, the choice and the calibration come from a stratified sample
+    only. With more than `tuning_photos` photos, the choice and the calibration come from a sample (tuning_sample)
     of that many photos (with their copies); the chosen classifiers are then fitted on everything.
 
     "Unknown": with `refuse_unseen` (and three or more products), a novelty score is fitted on
@@ -400,7 +400,7 @@ def _tuning_rows(  # noqa: PLR0917
 
 
 class Sample(NamedTuple):
-    """The rows the choices and the calibration are made on (all of them, or a stratified tuning sample)."""
+    """The rows the choices and the calibration are made on (all of them, or the tuning sample)."""
 
     features: np.ndarray
     labels: np.ndarray

@@ -111,6 +111,7 @@ def tune_node(
 
 
 TUNING_PHOTOS_PER_PRODUCT = 10  # a large catalog is tuned on at most this many photos of each product sampled
+MIN_TUNING_PHOTOS = 5  # a product with fewer photos would cut every node's folds to its count
 
 
 def tuning_sample(  # noqa: PLR0917
@@ -123,12 +124,13 @@ def tuning_sample(  # noqa: PLR0917
 ) -> np.ndarray:
     """Rows to cross-validate on: every row when the catalog has at most `photos` photos; else whole products.
 
-    Each product keeps up to TUNING_PHOTOS_PER_PRODUCT photos (drawn at random), and when that is still more than
-    `photos`, whole categories are drawn at random until the next would not fit, so a look-alike is tuned
-    against its siblings and every product sampled has photos enough for five folds. A catalog whose categories
-    are too large for two of them to fit is sampled by whole products instead. Copies go with their photo.
-    The old sample (a stratified `photos` photos) left 3 photos a product at 1,000 products and could not be
-    drawn at all past `photos` products.
+    Each product keeps up to TUNING_PHOTOS_PER_PRODUCT photos (drawn at random); products with fewer than
+    MIN_TUNING_PHOTOS photos (fewer folds for all) are left out when two others remain. When that is still more
+    than `photos`, whole categories are taken in random order, each that still fits, so a look-alike is tuned
+    against its siblings. A catalog whose categories are too large for two of them to fit is sampled by whole
+    products instead; the budget is at least two products' photos. Copies go with their photo. The old sample (a
+    stratified `photos` photos) left 3 photos a product at 1,000 products and could not be drawn at all past
+    `photos` products.
     """
     real = np.flatnonzero(~synthetic)
     if photos is None or len(real) <= photos:
@@ -136,10 +138,15 @@ def tuning_sample(  # noqa: PLR0917
     rng = np.random.default_rng(seed)
     kept = _some_photos_of_each(real, labels[real], rng)
     if len(kept) > photos:
+        names, counts = np.unique(labels[kept], return_counts=True)
+        enough = names[counts >= min(MIN_TUNING_PHOTOS, counts.max())]
+        if len(enough) >= 2:
+            kept = kept[np.isin(labels[kept], enough)]
+        budget = max(photos, 2 * TUNING_PHOTOS_PER_PRODUCT)
         units = labels[kept] if categories is None else categories[kept]
-        chosen = _whole_units(units, photos, rng)
+        chosen = _whole_units(units, budget, rng)
         if categories is not None and len(np.unique(units[chosen])) < 2:
-            chosen = _whole_units(labels[kept], photos, rng)
+            chosen = _whole_units(labels[kept], budget, rng)
         kept = kept[chosen]
     return np.isin(groups, groups[kept])
 

@@ -254,7 +254,7 @@ class TrainOptions:
     base_per_product: int = DEFAULT_BASE_PER_PRODUCT  # photos of a product whose features enrolments refit on
     classifiers: tuple[str, ...] | None = None  # None: search_for(the catalog's size)
     preprocessing: tuple[str, ...] | None = None
-    tuning_photos: int | None = 3000  # cross-validate on a stratified sample of this many photos (None: all)
+    tuning_photos: int | None = 3000  # cross-validate on whole products of about this many photos (None: all)
 
 
 def photo_ids(images: Sequence[LabelledImage], root: Path) -> tuple[list[str], list[str]]:

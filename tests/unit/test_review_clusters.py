@@ -3,12 +3,16 @@ it, the photos a labelled cluster enrols, and a worker's features record read ba
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from api.review_clusters import FALLBACK_SIMILARITY, best_guess, clusters, enrol_choice, group_members, vector_of
+from api.routes.review import photos_to_enrol
 from models.answer.same_product import same_product_similarity
+from models.store.review_dir import DirectoryReviewStore
 from worker.review_sink import FrameFeatures
 
 
@@ -31,7 +35,7 @@ def families(seed: int = 0, *, families: int = 6, variants: int = 3, photos: int
 
 
 def test_the_same_product_similarity_separates_a_product_from_its_look_alikes() -> None:
-    features, labels = families()
+    features, labels = families(photos=6)  # every photo in the sample (SAMPLE_PER_PRODUCT): the claim is exact
     threshold = same_product_similarity(features, labels)
     assert threshold is not None
     similarity = features @ features.T
@@ -43,8 +47,8 @@ def test_the_same_product_similarity_separates_a_product_from_its_look_alikes() 
     family = np.array([label.split("-")[0] for label in labels])
     siblings = upper & ~same & (family[:, None] == family[None, :])
     assert threshold > np.median(similarity[siblings])  # a look-alike is most often not taken for one product
-    assert same_product_similarity(features[:8], labels[:8]) is None  # one product: nothing to tell apart
-    assert same_product_similarity(features[::8], labels[::8]) is None  # one photo of each: no pair of one product
+    assert same_product_similarity(features[:6], labels[:6]) is None  # one product: nothing to tell apart
+    assert same_product_similarity(features[::6], labels[::6]) is None  # one photo of each: no pair of one product
     stricter = same_product_similarity(features, labels, precision=0.999)
     assert stricter is not None and stricter >= threshold
 
@@ -92,8 +96,16 @@ def test_without_features_or_in_another_space_an_item_is_alone() -> None:
     assert vector_of(records[4]) is None and vector_of(records[5]) is None
     assert sorted(sorted(group) for group in group_members(records)) == [[0, 1], [2], [3], [4], [5], [6]]
     assert vector_of(record("b-01", vector, similarity=None))[2] is None  # type: ignore[index]
-    uncalibrated = [record("c-01", vector, similarity=None), record("c-02", vector + 0.01, similarity=None)]
-    assert len(group_members(uncalibrated)) == 1 and FALLBACK_SIMILARITY == 0.9
+    assert FALLBACK_SIMILARITY == 0.9  # without a calibrated similarity: pairs at 0.93 join, at 0.85 do not
+    near, far = np.r_[1.0, 0.4, np.zeros(14)], np.r_[1.0, 0.62, np.zeros(14)]  # cosine to `unit`: 0.928, 0.850
+    unit = np.eye(16)[0]
+    assert len(group_members([record("c-01", unit, similarity=None), record("c-02", near, similarity=None)])) == 1
+    assert len(group_members([record("c-01", unit, similarity=None), record("c-02", far, similarity=None)])) == 2
+    bogus = [record("d-01", unit, similarity=-1.5), record("d-02", -unit, similarity=-1.5)]  # would merge anything
+    assert vector_of(bogus[0])[2] is None and len(group_members(bogus)) == 2  # type: ignore[index]
+    assert vector_of(record("e-01", np.zeros(16))) is None  # nothing to compare: not a cluster's breaker
+    huge = {**record("f-01", unit), "features": {"space": "s", "dim": 100_000, "float16": "AAAA"}}
+    assert vector_of(huge) is None
 
 
 def test_a_labelled_cluster_enrols_its_most_typical_frame_then_the_most_unlike() -> None:
@@ -108,6 +120,37 @@ def test_a_labelled_cluster_enrols_its_most_typical_frame_then_the_most_unlike()
     assert len(set(enrol_choice(records, count=10))) == 7
     newest = enrol_choice([record("item-01", None), record("item-02", poses[0])], count=1)
     assert newest == [1]  # without features for all: the newest
+    assert enrol_choice([record("item-01", np.ones(8)), record("item-02", poses[0])], count=1) == [1]  # sizes differ
+
+
+def test_a_batch_skips_an_item_removed_before_its_photo_was_read(tmp_path: Path) -> None:
+    store = DirectoryReviewStore(tmp_path / "review", max_items=100, max_bytes=1 << 20, max_age_s=3600)
+    base = np.random.default_rng(0).normal(0, 1, 32)
+    ids = []
+    for index in range(4):
+        features = FrameFeatures("s", base + np.random.default_rng(index).normal(0, 0.1, 32), lambda: 0.9).record()
+        added = store.add(
+            b"\xff\xd8" + bytes([index]),
+            content_type="image/jpeg",
+            device="cam",
+            frame_id=f"f{index}",
+            received_at="",
+            answer={},
+            features=features,
+        )
+        ids.append(added.id)
+    records = [store.get(item) for item in ids]
+    first = records[enrol_choice(records)[0]]["id"]
+    shutil.rmtree(tmp_path / "review" / "items" / first)  # a worker evicted it after the API read the records
+    skipped: list[dict[str, str]] = []
+    left, photos, enrolled = photos_to_enrol(store, records, skipped)
+    assert skipped == [{"id": first, "reason": "gone"}] and first not in {r["id"] for r in left}
+    assert len(photos) == 3 and enrolled == set(ids) - {first}
+    assert store.label_if_open(ids[0] if ids[0] != first else ids[1], "p", enrolled=True) is not None
+    labelled = ids[0] if ids[0] != first else ids[1]
+    assert store.label_if_open(labelled, "q", enrolled=False) is None  # labelled already: left as it is
+    assert store.dismiss_if_open(labelled) is None and store.get(labelled)["label"] == "p"
+    assert store.dismiss_if_open(first) is None  # gone
 
 
 def test_clusters_come_largest_first_with_their_best_guess() -> None:
@@ -127,3 +170,15 @@ def test_clusters_come_largest_first_with_their_best_guess() -> None:
         "2026-01-01T00:00:04Z",
     )
     assert best_guess([{"answer": {"top_k": []}}]) is None
+
+
+def test_the_calibration_draws_whole_categories_so_siblings_meet() -> None:
+    from models.answer import same_product
+
+    labels = np.repeat([f"p{i:03d}" for i in range(400)], 2)  # 400 products in 40 families of 10
+    categories = np.array([f"c{int(label[1:]) // 10}" for label in labels])
+    rows = same_product._sample(labels, categories, np.random.default_rng(0))
+    products = np.unique(labels[rows])
+    assert len(products) == same_product.SAMPLE_PRODUCTS == 200
+    drawn = {categories[np.flatnonzero(labels == product)[0]] for product in products}
+    assert len(drawn) == 20  # whole families: 20 of 10 products, not 200 products of 40 families

@@ -172,6 +172,14 @@ def test_the_tuning_sample_keeps_whole_products_of_whole_categories_and_copies_w
     mixed = tuning_sample(labels, groups, synthetic, 70, 0, two_families)
     assert len(set(labels[mixed])) == 7 and len(set(two_families[mixed])) == 2
 
+    few = np.array(["rare", "rare", *products])  # a product of two photos would cut every node's folds to two
+    few_groups, few_synthetic = np.arange(len(few)), np.zeros(len(few), dtype=bool)
+    few_categories = np.array(["c0", "c0", *categories[::2]])
+    for seed in range(5):
+        assert "rare" not in few[tuning_sample(few, few_groups, few_synthetic, 70, seed, few_categories)]
+    tiny = tuning_sample(labels, groups, synthetic, 3, 0, categories)  # at least two products' photos
+    assert len(set(labels[tiny])) >= 2 and (tiny & ~synthetic).sum() <= 20
+
     many = np.repeat([f"q{i}" for i in range(1000)], 5)  # more products than the budget has photos: it drew none
     families = np.array([f"f{int(name[1:]) // 12}" for name in many])
     sample = tuning_sample(many, np.arange(5000), np.zeros(5000, dtype=bool), 300, 0, families)

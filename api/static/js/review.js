@@ -9,6 +9,7 @@ import { refreshNow } from "./loop.js";
 import { fail, say } from "./status.js";
 
 const REVIEW_LIMIT = 48; // clusters shown
+const REVIEW_SCAN = 400; // the newest open items grouped into them (the API reads each item's record)
 const MORE_THUMBS = 5; // a cluster's frames shown beside its most typical one
 
 const reviewCards = new Map(); // cluster id -> {node, urls, items, input}
@@ -90,7 +91,7 @@ function clusterCard(cluster) {
     ),
   );
   sizeBars(node);
-  const card = { node, urls: [], items: cluster.items.join(","), input };
+  const card = { node, urls: [], items: cluster.items.join(","), input, busy: false };
   const show = (id, image, label) =>
     loadImage(image, `/v1/review/${enc(id)}/image`, label).then((url) => {
       if (reviewCards.get(cluster.id) === card) card.urls.push(url);
@@ -100,6 +101,7 @@ function clusterCard(cluster) {
   for (const [id, thumb] of more) show(id, thumb, `another of ${what}`);
 
   const act = async (payload, verb) => {
+    card.busy = true; // a refresh meanwhile keeps this card as it is
     for (const button of buttons) button.disabled = true;
     try {
       const doc = await api("/v1/review/batch", { method: "POST", json: { items: cluster.items, ...payload } });
@@ -117,6 +119,7 @@ function clusterCard(cluster) {
     } catch (exc) {
       fail(`${verb} ${what}`, exc);
     } finally {
+      card.busy = false;
       for (const button of buttons) button.disabled = false;
     }
   };
@@ -161,7 +164,7 @@ function dropCard(id) {
 export async function refreshReview() {
   let doc;
   try {
-    doc = await api(`/v1/review?group=cluster&limit=${REVIEW_LIMIT}`);
+    doc = await api(`/v1/review?group=cluster&limit=${REVIEW_LIMIT}&scan=${REVIEW_SCAN}`);
   } catch (exc) {
     if (!(exc instanceof ApiError && exc.status === 403)) throw exc;
     // a token for enrolling or recognising only: say so in the panel, not on every refresh in the status line
@@ -174,13 +177,14 @@ export async function refreshReview() {
   $("review-empty").textContent = "Nothing to review.";
   const clusters = listOf(doc, "clusters").filter((cluster) => cluster && cluster.id && Array.isArray(cluster.items));
   const keep = new Set(clusters.map((cluster) => cluster.id));
-  for (const id of [...reviewCards.keys()]) if (!keep.has(id)) dropCard(id);
-  // add new cards, rebuild those whose frames changed unless an operator is typing in one, largest first
+  for (const [id, card] of [...reviewCards.entries()]) if (!keep.has(id) && !card.busy) dropCard(id);
+  // add new cards, rebuild those whose frames changed unless an operator is typing in one or acting on it, largest
+  // first
   const list = $("review-list");
   let previous = null;
   for (const cluster of clusters) {
     let card = reviewCards.get(cluster.id);
-    const typing = card && (card.input.value || document.activeElement === card.input);
+    const typing = card && (card.busy || card.input.value || document.activeElement === card.input);
     if (card && card.items !== cluster.items.join(",") && !typing) {
       dropCard(cluster.id);
       card = undefined;
