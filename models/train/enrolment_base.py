@@ -99,23 +99,27 @@ class EnrolmentBase:
 
     def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
         """At most `per_product` photos of each product (with their copies): a seeded random sample, always
-        holding the photos (groups) in `keep` (what an operator just enrolled) while they fit."""
-        return self.rows(self.capped_mask(per_product, seed, keep))
+        holding the photos (groups) in `keep` (what an operator just enrolled) while they fit. Itself, not a copy,
+        when every row is kept."""
+        mask = self.capped_mask(per_product, seed, keep)
+        return self if mask.all() else self.rows(mask)
 
     def capped_mask(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> np.ndarray:
-        """The rows `capped` keeps, as a mask."""
+        """The rows `capped` keeps, as a mask. One pass over each product's own rows (a comparison of every row per
+        product was 500 million at 10,000 products)."""
         kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
-        mask = np.zeros(len(self.products), dtype=bool)
-        for index, product in enumerate(np.unique(self.products)):
-            rows = self.products == product
+        names, inverse = np.unique(self.products, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        mask = np.ones(len(self.products), dtype=bool)
+        for index, rows in enumerate(np.split(order, np.searchsorted(inverse[order], np.arange(1, len(names))))):
             photos = np.unique(self.groups[rows])
-            if len(photos) > per_product:
-                wanted = photos[np.isin(photos, kept_groups)][-per_product:]
-                rest = photos[~np.isin(photos, wanted)]
-                rng = np.random.default_rng(seed + index)
-                picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
-                photos = np.concatenate([picked, wanted])
-            mask |= rows & np.isin(self.groups, photos)
+            if len(photos) <= per_product:
+                continue
+            wanted = photos[np.isin(photos, kept_groups)][-per_product:]
+            rest = photos[~np.isin(photos, wanted)]
+            rng = np.random.default_rng(seed + index)
+            picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
+            mask[rows[~np.isin(self.groups[rows], np.concatenate([picked, wanted]))]] = False
         return mask
 
     def rows(self, mask: np.ndarray) -> EnrolmentBase:
