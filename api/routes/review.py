@@ -17,8 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Auth
 from api.body import IMAGE_TYPES, SUFFIXES
-from api.errors import ALREADY_LABELLED, INTERNAL, UNKNOWN_ITEM, UNKNOWN_PRODUCT, ApiError, bad_request, not_found
-from api.review_clusters import clusters, enrol_choice, public
+from api.errors import (
+    ALREADY_LABELLED,
+    INTERNAL,
+    UNAVAILABLE,
+    UNKNOWN_ITEM,
+    UNKNOWN_PRODUCT,
+    ApiError,
+    bad_request,
+    not_found,
+)
+from api.review_clusters import GroupingUnavailable, clusters, enrol_choice, public
 from api.services import Services, product_id
 from api.tokens import ADMIN
 from models.errors import ReviewError, UnknownItem
@@ -171,7 +180,12 @@ def router(services: Services, auth: Auth) -> APIRouter:  # long: the queue's fo
             raise bad_request(str(exc)) from exc
         if group == FRAME:
             return {"items": [public(record) for record in records]}
-        found = clusters(records)
+        try:
+            found = clusters(records)
+        except GroupingUnavailable as exc:
+            raise ApiError(
+                503, UNAVAILABLE, f"{exc}; ask for group=frame, or run the API from the worker image"
+            ) from exc
         return {
             "clusters": found[:limit],
             "clusters_total": len(found),

@@ -161,10 +161,34 @@ function dropCard(id) {
   $("review-empty").hidden = reviewCards.size > 0;
 }
 
+// an API without numpy (the bridge image) cannot group: its items come one card each
+const singleton = (item) => ({
+  id: item.id,
+  size: 1,
+  items: [item.id],
+  frame_ids: [item.frame_id],
+  representative: item.id,
+  best_guess: null,
+  devices: [item.device ?? "?"],
+  last_received_at: item.received_at,
+  answer: item.answer,
+});
+
+async function groupedQueue() {
+  try {
+    return await api(`/v1/review?group=cluster&limit=${REVIEW_LIMIT}&scan=${REVIEW_SCAN}`);
+  } catch (exc) {
+    if (!(exc instanceof ApiError && exc.status === 503)) throw exc;
+    const doc = await api(`/v1/review?limit=${REVIEW_LIMIT}`);
+    const items = listOf(doc, "items");
+    return { clusters: items.map(singleton), items_grouped: items.length, more_items: items.length >= REVIEW_LIMIT };
+  }
+}
+
 export async function refreshReview() {
   let doc;
   try {
-    doc = await api(`/v1/review?group=cluster&limit=${REVIEW_LIMIT}&scan=${REVIEW_SCAN}`);
+    doc = await groupedQueue();
   } catch (exc) {
     if (!(exc instanceof ApiError && exc.status === 403)) throw exc;
     // a token for enrolling or recognising only: say so in the panel, not on every refresh in the status line
