@@ -30,10 +30,13 @@ def grouping() -> ModuleType:
 
 
 def enrol_choice(records: Sequence[Mapping[str, Any]], count: int = ENROL_PHOTOS) -> list[int]:
-    """Positions of the frames worth enrolling (review_grouping.enrol_choice); the newest without numpy."""
+    """Positions of the frames worth enrolling (review_grouping.enrol_choice); the newest without numpy or without
+    features for every frame."""
     try:
-        chosen: list[int] = grouping().enrol_choice(records, count)
+        chosen: list[int] | None = grouping().enrol_choice(records, count)
     except GroupingUnavailable:
+        chosen = None
+    if chosen is None:
         return sorted(range(len(records)), key=lambda i: str(records[i].get("id")), reverse=True)[:count]
     return chosen
 

@@ -17,7 +17,6 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 MAX_DIM = 8192  # a feature vector longer than this is not one (1,904 today)
 FALLBACK_SIMILARITY = 0.9  # a version too small to calibrate one (fewer than 10 pairs of photos of one product)
-ENROL_PHOTOS = 5  # labelling a cluster enrols at most this many of its frames: the most typical, then the most unlike
 
 
 def vector_of(record: Mapping[str, Any]) -> tuple[str, np.ndarray, float | None] | None:
@@ -71,14 +70,14 @@ def _cluster_space(members: list[tuple[int, np.ndarray, float | None]]) -> list[
     return groups
 
 
-def enrol_choice(records: Sequence[Mapping[str, Any]], count: int = ENROL_PHOTOS) -> list[int]:
+def enrol_choice(records: Sequence[Mapping[str, Any]], count: int) -> list[int] | None:
     """Positions of the frames worth enrolling: the most typical (closest to all the others), then each next the
-    one least like those chosen, so a few photos cover the cluster's poses. Without features: the newest."""
+    one least like those chosen, so a few photos cover the cluster's poses. None when not every frame has features
+    of one space and size (api.review_clusters.enrol_choice then takes the newest)."""
     found = [vector_of(record) for record in records]
     vectors = [entry for entry in found if entry is not None]
     if len(vectors) < len(records) or len({(space, len(vector)) for space, vector, _ in vectors}) > 1:
-        newest = sorted(range(len(records)), key=lambda i: str(records[i].get("id")), reverse=True)
-        return newest[:count]
+        return None
     rows = np.stack([vector for _, vector, _ in vectors])
     similarity = rows @ rows.T
     chosen = [int(similarity.mean(axis=1).argmax())]

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from api.review_clusters import best_guess, clusters
+from api.review_clusters import best_guess, clusters, enrol_choice
 from api.routes.review import photos_to_enrol
-from models.answer.review_grouping import FALLBACK_SIMILARITY, enrol_choice, group_members, vector_of
+from models.answer.review_grouping import FALLBACK_SIMILARITY, group_members, vector_of
 from models.answer.same_product import same_product_similarity
 from models.store.review_dir import DirectoryReviewStore
 from worker.review_sink import FrameFeatures
