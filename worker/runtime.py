@@ -217,8 +217,9 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
 
 def _same_product_once(gallery: Gallery | None, categories: Sequence[str]) -> Callable[[], float | None]:
     """The gallery's same-product similarity (models.answer.same_product), computed the first time it is asked
-    for (by the review writer's thread, never on a frame's path, on one BLAS thread so frames keep the others)
-    and kept; None, kept too, when it cannot be had."""
+    for (by the review writer's thread, never on a frame's path) and kept; None, kept too, when it cannot be had.
+    It runs with BLAS on one thread so it does not take both cores from the engine; the limit is the process's, so
+    for its ~50 ms the head's numpy work on frames runs on one thread too (the engine's own pool is untouched)."""
 
     @functools.cache
     def similarity() -> float | None:
