@@ -20,6 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from api.errors import INTERNAL, ApiError, bad_request, overloaded, unavailable
+from api.recent_objects import RecentObjects
 from broker.contract import new_frame_id
 from broker.errors import BrokerError, TopicError
 from broker.mqtt import MqttConnection
@@ -40,7 +41,17 @@ class Recognizer(Protocol):
     @property
     def in_flight(self) -> int: ...
 
-    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[Answer]: ...
+    def submit(
+        self,
+        device: str,
+        image: bytes,
+        line: str | None = None,
+        *,
+        object_name: str | None = None,
+        object_end: bool = False,
+    ) -> Future[Answer]: ...
+
+    def recent_objects(self, device: str | None, limit: int) -> list[Answer]: ...
 
 
 def _resolve(future: Future[Answer], answer: Answer | None = None, error: BaseException | None = None) -> None:
@@ -77,8 +88,10 @@ class MqttRecognizer:
             status_topic=topics.status("api", api_id),
             on_state=on_state,
         )
+        self.objects = RecentObjects()
         self.connection.client.on_message = self._on_message
         self.connection.subscribe(self.reply_topic, qos=1)
+        self.connection.subscribe(f"{topics.prefix}/+/event", qos=0)  # the objects' decisions, for the page
 
     @property
     def connected(self) -> bool:
@@ -103,9 +116,17 @@ class MqttRecognizer:
             _resolve(future, error=unavailable("the API is shutting down"))
         self.connection.stop()
 
-    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[Answer]:
-        """Publish one frame (on `line`, the MQTT 5 user property a device would set; None: the device's line, if
-        any); the future completes with the answer's JSON (a result, or an error message)."""
+    def submit(
+        self,
+        device: str,
+        image: bytes,
+        line: str | None = None,
+        *,
+        object_name: str | None = None,
+        object_end: bool = False,
+    ) -> Future[Answer]:
+        """Publish one frame (on `line`, of `object_name`, the MQTT 5 user properties a device would set; None: the
+        device's line, if any, and objects grouped by the worker); the future completes with the answer's JSON."""
         try:
             topic = self.topics.frame(device)
             self.topics.device_of_frame_topic(topic)  # what the bridge refuses ("status" is not a device)
@@ -121,7 +142,10 @@ class MqttRecognizer:
             self._waiting[correlation] = future
         future.add_done_callback(lambda _: self._forget(correlation))
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [("frame_id", new_frame_id()), *([("line", line)] if line is not None else [])]
+        user = [("frame_id", new_frame_id()), *([("line", line)] if line is not None else [])]
+        if object_name is not None:
+            user += [("object", object_name), ("object_end", "1" if object_end else "0")]
+        properties.UserProperty = user
         properties.ResponseTopic = self.reply_topic
         properties.CorrelationData = correlation
 
@@ -135,6 +159,9 @@ class MqttRecognizer:
             _resolve(future, error=unavailable(f"publishing the frame failed: {exc}"))
         return future
 
+    def recent_objects(self, device: str | None, limit: int) -> list[Answer]:
+        return self.objects.newest(device, limit)
+
     def _forget(self, correlation: bytes) -> None:
         with self._lock:
             self._waiting.pop(correlation, None)
@@ -147,6 +174,9 @@ class MqttRecognizer:
             logger.exception("unexpected failure handling an answer on %r", getattr(message, "topic", "?"))
 
     def _answer(self, message: Any) -> None:
+        if str(message.topic).endswith("/event"):
+            self._event(message)
+            return
         correlation = getattr(getattr(message, "properties", None), "CorrelationData", None)
         with self._lock:
             future = self._waiting.pop(bytes(correlation), None) if correlation is not None else None
@@ -162,3 +192,11 @@ class MqttRecognizer:
             _resolve(future, error=ApiError(502, INTERNAL, "the worker's answer is not a JSON object"))
             return
         _resolve(future, answer)
+
+    def _event(self, message: Any) -> None:
+        try:
+            event = json.loads(message.payload)
+        except (UnicodeDecodeError, ValueError):
+            event = None
+        if not isinstance(event, dict) or not self.objects.add(event):
+            logger.debug("a message on %s that is not an object event; ignored", message.topic)

@@ -14,6 +14,8 @@ from broker.contract import (
     validate_captured_at,
     validate_frame_id,
     validate_line,
+    validate_object,
+    validate_object_end,
 )
 from broker.errors import FrameRejected
 
@@ -53,7 +55,12 @@ def admit(
         frame_id = validate_frame_id(message.user_properties["frame_id"])
     if "captured_at" in message.user_properties:
         captured_at = validate_captured_at(message.user_properties["captured_at"])
-    line = validate_line(message.user_properties["line"]) if "line" in message.user_properties else None
+    properties = message.user_properties
+    line = validate_line(properties["line"]) if "line" in properties else None
+    part = validate_object(properties["object"]) if "object" in properties else None
+    object_end = validate_object_end(properties["object_end"]) if "object_end" in properties else False
+    if object_end and part is None:
+        raise FrameRejected(ErrorCode.BAD_METADATA, "object_end needs the object it ends")
     if looks_like_envelope(message.payload):
         envelope = parse_envelope(message.payload)
         frame_id = envelope.frame_id or frame_id
@@ -68,6 +75,8 @@ def admit(
         response_topic=message.response_topic,
         correlation_data=message.correlation_data,
         line=line,
+        object_name=part,
+        object_end=object_end,
     )
 
 

@@ -37,6 +37,8 @@ MAX_TIMESTAMP_LENGTH = 64
 _FRAME_ID_PATTERN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 LINE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a line's name, whole (the store, the API and frames alike)
 _LINE_PATTERN = re.compile(LINE_NAME)
+OBJECT_NAME = r"[A-Za-z0-9._-]{1,64}"  # the MQTT 5 user property `object`: frames of one physical part
+_OBJECT_PATTERN = re.compile(OBJECT_NAME)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -76,6 +78,22 @@ def is_line_name(value: object) -> bool:
     return isinstance(value, str) and _LINE_PATTERN.fullmatch(value) is not None
 
 
+def validate_object(value: object) -> str:
+    """An object name as a frame may carry it: frames of one device with the same name are one physical part."""
+    if not isinstance(value, str) or _OBJECT_PATTERN.fullmatch(value) is None:
+        raise FrameRejected(ErrorCode.BAD_METADATA, "object must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+def validate_object_end(value: object) -> bool:
+    """`object_end`: "1" marks an object's last frame, "0" (or no property) any other."""
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false"):
+        return False
+    raise FrameRejected(ErrorCode.BAD_METADATA, "object_end must be 1 or 0")
+
+
 def validate_captured_at(value: object) -> str | None:
     if value is None:
         return None
@@ -100,11 +118,15 @@ class FrameRequest:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     line: str | None = None  # the line the frame names (MQTT 5 user property `line`); None: its device's, if any
+    object_name: str | None = None  # the physical part it shows (user property `object`); None: the worker groups
+    object_end: bool = False  # the object's last frame (user property `object_end` = 1)
 
     def to_task_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the recognition task; msgpack carries the bytes as they are. `line` only when set:
-        a worker of the release before lines reads the same frame as it did."""
-        extra = {"line": self.line} if self.line is not None else {}
+        """Keyword arguments of the recognition task; msgpack carries the bytes as they are. `line` and `object`
+        only when set: a worker of an earlier release reads the same frame as it did."""
+        extra: dict[str, Any] = {"line": self.line} if self.line is not None else {}
+        if self.object_name is not None:
+            extra |= {"object": self.object_name, "object_end": self.object_end}
         return {
             "device": self.device,
             "frame_id": self.frame_id,
@@ -133,6 +155,8 @@ class FrameRequest:
             response_topic=kwargs.get("response_topic"),
             correlation_data=correlation,
             line=str(kwargs["line"]) if kwargs.get("line") is not None else None,
+            object_name=str(kwargs["object"]) if kwargs.get("object") is not None else None,
+            object_end=bool(kwargs.get("object_end", False)),
         )
 
 
@@ -217,6 +241,49 @@ def match_entry(match: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def object_event(
+    *,
+    device: str,
+    name: str,
+    product: str | None,
+    category: str | None,
+    confidence: float,
+    novelty: float | None,
+    agreeing: int,
+    frame_ids: Sequence[str],
+    first_received_at: float,
+    reason: str,
+    catalog: Mapping[str, Any] | None,
+    model_name: str,
+    model_version: str,
+    line: str | None,
+    decided_at: float,
+) -> dict[str, Any]:
+    """One object's decision, as published once on `<prefix>/<device>/event`: `reason` is what decided it
+    (`agreed`, `object_end`, `max_frames` or `gap`); `product` None is `unknown`."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "object",
+        "device": device,
+        "object": name,
+        "status": "recognized" if product is not None else "unknown",
+        "product": product if product is not None else "unknown",
+        "category": category,
+        "confidence": round(confidence, 6),
+        "novelty": None if novelty is None else round(novelty, 6),
+        "frames": len(frame_ids),
+        "agreeing": agreeing,
+        "frame_ids": list(frame_ids),
+        "reason": reason,
+        "catalog": dict(catalog) if catalog is not None else None,
+        "model": {"name": model_name, "version": model_version},
+        "line": line,
+        "first_received_at": rfc3339(first_received_at),
+        "decided_at": rfc3339(decided_at),
+        "decision_seconds": round(max(0.0, decided_at - first_received_at), 3),
+    }
+
+
 def result_message(
     *,
     request: FrameRequest,
@@ -234,6 +301,8 @@ def result_message(
     timings: Timings,
     completed_at: float,
     line: str | None = None,
+    object_name: str | None = None,
+    object_state: str | None = None,
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
@@ -250,6 +319,8 @@ def result_message(
         "catalog": dict(catalog) if catalog is not None else None,
         "model": {"name": model_name, "version": model_version},
         "line": line,
+        "object": object_name,
+        "object_state": object_state,
         "timings_ms": timings.as_dict(),
         "captured_at": request.captured_at,
         "received_at": rfc3339(request.received_at),

@@ -21,6 +21,9 @@ from broker.contract import FrameRequest, image_digest
 logger = logging.getLogger(__name__)
 
 DATA_PREFIX = "partsight:frame-data:"
+OBJECT_PREFIX = "partsight:object:"  # one hash per (device, object): worker.object_book
+ADMITTED_PREFIX = "a:"  # an object's field per frame admitted (its data key): a worker knows a frame is coming
+VOTE_PREFIX = "v:"  # an object's field per frame answered (its vote)
 PENDING_KEY = "partsight:pending"
 SWEEP_LOCK_KEY = "partsight:pending:sweep-lock"
 
@@ -29,6 +32,15 @@ def frame_key(request: FrameRequest) -> str:
     """Stable for one admitted frame, so a retried enqueue stores it under the same key."""
     seed = f"{request.device}\x00{request.frame_id}\x00{request.received_at!r}".encode()
     return DATA_PREFIX + hashlib.sha256(seed).hexdigest()[:40]
+
+
+def object_key(device: str, name: str) -> str:
+    return OBJECT_PREFIX + hashlib.sha256(f"{device}\x00{name}".encode()).hexdigest()[:32]
+
+
+def frame_field(frame_id: str, digest: str) -> str:
+    """A frame's name inside its object's hash (after ADMITTED_PREFIX or VOTE_PREFIX)."""
+    return f"{frame_id}\x00{digest}"
 
 
 def task_reference(key: str, request: FrameRequest) -> dict[str, Any]:
@@ -72,6 +84,10 @@ class FrameStore:
         pipe = self._redis.pipeline(transaction=True)
         for key, request in frames:
             pipe.set(key, msgpack.packb(request.to_task_kwargs(), use_bin_type=True), ex=self.data_ttl_s)
+            if request.object_name is not None:  # its object is not closed by its gap while this frame waits
+                part = object_key(request.device, request.object_name)
+                pipe.hset(part, ADMITTED_PREFIX + frame_field(request.frame_id, image_digest(request.image)), key)
+                pipe.expire(part, self.data_ttl_s)
         pipe.zadd(PENDING_KEY, dict.fromkeys((key for key, _ in frames), self._clock()))
         pipe.execute()
 

@@ -43,6 +43,10 @@ class Topics:
     def error(self, device: str) -> str:
         return f"{self.prefix}/{validate_segment(device, 'device id')}/error"
 
+    def event(self, device: str) -> str:
+        """Where one decision per object (a physical part seen in several frames) is published."""
+        return f"{self.prefix}/{validate_segment(device, 'device id')}/event"
+
     def enrol(self, device: str) -> str:
         """Where a device sends one photo of a product to enrol (MQTT 5: the product in a user property)."""
         return f"{self.prefix}/{validate_segment(device, 'device id')}/enrol"

@@ -20,6 +20,58 @@ NOVELTY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 REVIEW_DROP_REASONS = ("sampled", "busy", "error", "too_large", "evicted_count", "evicted_bytes", "expired")
 
 
+OBJECT_OUTCOMES = ("recognized", "unknown")
+OBJECT_REASONS = ("agreed", "object_end", "max_frames", "gap")
+
+
+class ObjectMetrics:
+    """Objects (several frames of one part, one decision) that this worker decided, and their events."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decided = Counter(
+            "partsight_worker_objects_total",
+            "Objects this worker decided, by outcome and by what decided them (agreed, object_end, max_frames, gap).",
+            ["outcome", "reason"],
+            registry=registry,
+        )
+        for outcome in OBJECT_OUTCOMES:
+            for reason in OBJECT_REASONS:
+                self.decided.labels(outcome=outcome, reason=reason)
+        self.frames = Histogram(
+            "partsight_worker_object_frames",
+            "Frames each decided object had.",
+            buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
+            registry=registry,
+        )
+        self.decision_seconds = Histogram(
+            "partsight_worker_object_decision_seconds",
+            "Seconds from an object's first frame received to its decision.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.events_published = Counter(
+            "partsight_worker_object_events_published_total",
+            "Object events the broker took (first tries and the outbox's).",
+            registry=registry,
+        )
+        self.events_republished = Counter(
+            "partsight_worker_object_events_republished_total",
+            "Object events published again from the outbox (their first publication was not confirmed in time).",
+            registry=registry,
+        )
+        self.open = Gauge("partsight_objects_open", "Objects waiting for more frames or their gap.", registry=registry)
+        self.outbox = Gauge(
+            "partsight_object_events_unpublished",
+            "Decided objects whose event is not yet published.",
+            registry=registry,
+        )
+        self.sweep_failures = Counter(
+            "partsight_worker_object_sweep_failures_total",
+            "Sweeps of open objects and unpublished events that failed (Redis or the broker away).",
+            registry=registry,
+        )
+
+
 ENROLMENT_OUTCOMES = ("done", "failed")
 CONSOLIDATION_OUTCOMES = ("done", "failed", "busy", "nothing")
 
@@ -160,6 +212,8 @@ class WorkerMetrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
             registry=registry,
         )
+
+        self.objects = ObjectMetrics(registry)
 
     def precreate_categories(self, categories: Iterable[str]) -> None:
         for category in [*categories, NO_CATEGORY]:

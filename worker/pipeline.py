@@ -18,6 +18,7 @@ import numpy as np
 from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.answer.head import Decision
+from models.answer.object_rule import ObjectRule
 from models.errors import ImageError, LineError
 from models.store.plant_lines import Line, Lines
 from worker.batcher import Batched
@@ -26,6 +27,7 @@ from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
 from worker.line_filter import LineMasks
 from worker.metrics import NO_CATEGORY, WorkerMetrics
+from worker.object_tracker import Decided, Seen, vote_of
 from worker.publisher import DELIVERED, REFUSED, Answer
 from worker.review_sink import FrameFeatures, NoReview
 
@@ -55,10 +57,20 @@ class FeatureBatcher(Protocol):
     def submit(self, item: Any) -> Any: ...
 
 
+class ObjectFrames(Protocol):
+    """worker.objects.Objects: frames into their objects, and the events of the objects they decided."""
+
+    def track(self, seen: Sequence[Seen], model: ServedModel) -> tuple[list[str], list[Decided]]: ...
+    def publish(self, decided: Sequence[Decided]) -> None: ...
+
+
 class ReviewQueue(Protocol):
     def offer(
         self, request: FrameRequest, result: Mapping[str, Any], features: FrameFeatures | None = None
     ) -> None: ...
+
+
+NO_OBJECT_RULE = ObjectRule()  # a version without a novelty score: only frames its head answered vote
 
 
 def _no_similarity() -> float | None:
@@ -90,6 +102,7 @@ class ServedModel:
     product_categories: tuple[str, ...] = ()
     feature_space: str = ""  # models.bundle.ModelBundle.feature_space ("": its features are not kept for review)
     same_product: Callable[[], float | None] = _no_similarity  # models.answer.same_product's, computed once
+    object_rule: ObjectRule = NO_OBJECT_RULE  # its operating point for objects (frames of one part, one decision)
 
 
 def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:
@@ -177,6 +190,7 @@ class _Frame:
     error: tuple[ErrorCode, str] | None = None
     decision: Decision | None = None
     line: Line | None = None  # the line it is answered on (named by the frame, or its device's)
+    object_state: str | None = None  # its object's state after it (`pending`, `decided`), when it has an object
     result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
     kept_features: FrameFeatures | None = None  # its features, for the review queue to group look-alikes by
     decode_s: float = 0.0
@@ -199,6 +213,7 @@ class FramePipeline:
         max_payload_bytes: int,
         budget: FrameBudget | None = None,
         review: ReviewQueue | None = None,
+        objects: ObjectFrames | None = None,
         lines: Callable[[], Lines] = Lines,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -208,6 +223,7 @@ class FramePipeline:
         self._lines = lines
         self._masks = LineMasks()
         self._review = review or NoReview()
+        self._objects = objects
         self._sleep = sleep
         self._model = model  # the version served now; it changes when a new one is loaded
         self._batcher = batcher
@@ -273,13 +289,14 @@ class FramePipeline:
                 )
         work = [_Frame(refs[index]) for index in granted]
         try:
-            answers = self._answer(work, started)
+            answers, decided = self._answer(work, started)
             publish_started = time.perf_counter()
             delivered = self._publisher.publish(answers)
             publish_s = time.perf_counter() - publish_started
         except BaseException:
             self._give_back(work)
             raise
+        self._publish_events(decided)
         done: list[str] = []
         released: list[str] = []
         for index, frame, state in zip(granted, work, delivered, strict=True):
@@ -302,8 +319,9 @@ class FramePipeline:
         self._settle(Settlement(done=done, released=released, finished=finished), outcome)
         return outcome
 
-    def _answer(self, work: list[_Frame], started: float) -> list[Answer]:
-        """Each granted frame's answer, in order: read, decode, features, classify, encode."""
+    def _answer(self, work: list[_Frame], started: float) -> tuple[list[Answer], list[Decided]]:
+        """Each granted frame's answer, in order (read, decode, features, classify, objects, encode), and the
+        objects its frames decided."""
         keyed = [frame.ref.key for frame in work if frame.ref.key]
         stored = dict(zip(keyed, self._frames.get_many(keyed), strict=True)) if keyed else {}
         model, lines = self._model(), self._lines()
@@ -321,6 +339,7 @@ class FramePipeline:
             if frame.future is not None:
                 self._collect(frame)
         self._classify(model, [frame for frame in work if frame.error is None])
+        decided = self._track_objects(model, work)
         answers = []
         completed_at = self._clock()
         for frame in work:
@@ -342,7 +361,34 @@ class FramePipeline:
             logger.info("frame %s from %s: %s (%s)", frame.ref.frame_id, frame.ref.device, code, text)
             message = error_message(frame.ref.device, frame.ref.frame_id, code, text, completed_at)
             answers.append(Answer(frame.request, encode(message), True, late))
-        return answers
+        return answers, decided
+
+    def _publish_events(self, decided: list[Decided]) -> None:
+        """The events of the objects this window decided, after the frames' own answers; never fails the window."""
+        if decided and self._objects is not None:
+            self._objects.publish(decided)
+
+    def _track_objects(self, model: ServedModel, work: list[_Frame]) -> list[Decided]:
+        """Each frame of a named object into it (a frame that failed counts, without a vote, so its object still
+        ends); Redis errors propagate, as the ledger's do: the window is tried again, and counts each frame once."""
+        named = [
+            frame
+            for frame in work
+            if frame.request is not None and frame.request.object_name is not None and frame.request.image
+        ]
+        if self._objects is None or not named:
+            return []
+        seen = []
+        for frame in named:
+            request = frame.request
+            assert request is not None and request.object_name is not None
+            vote = vote_of(request.frame_id, request.received_at, frame.decision if frame.error is None else None)
+            line = frame.line.name if frame.line is not None else request.line
+            seen.append(Seen(request.device, request.object_name, request.object_end, line, vote, frame.ref.digest))
+        states, decided = self._objects.track(seen, model)
+        for frame, state in zip(named, states, strict=True):
+            frame.object_state = state
+        return decided
 
     def _late_delivery(self, ref: FrameRef) -> Callable[[], None]:
         """What runs (in paho's network thread) when an answer's PUBACK comes after the window stopped waiting:
@@ -449,6 +495,8 @@ class FramePipeline:
             timings=timings,
             completed_at=completed_at,
             line=frame.line.name if frame.line is not None else None,
+            object_name=request.object_name,
+            object_state=frame.object_state,
         )
 
     def _count(self, frame: _Frame, publish_s: float) -> str:

@@ -30,6 +30,8 @@ from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.answer.gallery import Gallery
 from models.answer.head import Decision
+from models.answer.novelty import NoveltyModel
+from models.answer.object_rule import ObjectRule
 from models.answer.same_product import same_product_similarity
 from models.bundle import served_signature
 from models.errors import EnrolmentError, ImageError
@@ -47,6 +49,9 @@ from worker.enrolment_tasks import EnrolmentRunner
 from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
+from worker.object_book import ObjectBook
+from worker.object_tracker import Decided, ObjectTracker
+from worker.objects import Objects
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
 from worker.reload import ModelReloader, ModelSlot, ReloadSignal
@@ -72,6 +77,7 @@ class Runtime:
     signal: ReloadSignal | None = None
     enrolment_problem: str | None = None
     consolidator: Consolidator | None = None  # with enrolments: folds quick enrolments into the head
+    objects: Objects | None = None  # frames of one part to one decision, and its sweeper
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:  # long: every part, in order
@@ -93,6 +99,9 @@ class Runtime:
         redis_client = redis.Redis.from_url(redis_client_url(settings.redis_url), socket_timeout=5)
         review = _review_sink(settings, review_store, metrics)
         lines = LinesView(model_store_of(settings.model_dir) or settings.model_dir, clock=time.monotonic)
+        objects = _objects(
+            settings, client=redis_client, connection=connection, topics=topics, slot=slot, metrics=metrics
+        )
         pipeline = FramePipeline(
             model=slot.get,
             lines=lines.current,
@@ -104,7 +113,9 @@ class Runtime:
             max_payload_bytes=settings.max_payload_bytes,
             budget=FrameBudget(settings.max_frames_in_flight),
             review=review,
+            objects=objects,
         )
+        objects.start()
         probes.update(model=lambda: True, mqtt=lambda: connection.connected, redis=lambda: _answers(redis_client))
         probes["accepting"] = lambda: True
         reloader.start()
@@ -144,6 +155,7 @@ class Runtime:
             signal,
             problem,
             consolidator,
+            objects,
         )
 
     def stop_accepting(self) -> None:
@@ -156,6 +168,8 @@ class Runtime:
         if self.signal is not None:
             self.signal.stop()
         self.batcher.close()
+        if self.objects is not None:
+            self.objects.stop()
         self.review.close()  # frames already answered: finish writing them (bounded), then stop the writer
         self.connection.stop()
 
@@ -212,7 +226,15 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
         same_product=_same_product_once(bundle.gallery, bundle.head.categories),
         products=bundle.head.products,
         product_categories=bundle.head.categories,
+        object_rule=object_rule_of(bundle.novelty),
     )
+
+
+def object_rule_of(novelty: NoveltyModel | None) -> ObjectRule:
+    """The version's object operating point: its novelty thresholds for one and for several agreeing frames."""
+    if novelty is None:
+        return ObjectRule()
+    return ObjectRule(single_threshold=novelty.threshold, more_thresholds=novelty.object_thresholds)
 
 
 def _same_product_once(gallery: Gallery | None, categories: Sequence[str]) -> Callable[[], float | None]:
@@ -404,6 +426,35 @@ def _reloader(
         refused=metrics.model_refused,
         on_loaded=on_loaded,
         interval_s=0 if settings.engine == TRANSPORT_ONLY_ENGINE else settings.model_reload_s,
+    )
+
+
+def _objects(
+    settings: WorkerSettings,
+    *,
+    client: redis.Redis,
+    connection: MqttConnection,
+    topics: Topics,
+    slot: ModelSlot,
+    metrics: WorkerMetrics,
+) -> Objects:
+    book = ObjectBook(client, keep_s=settings.objects.keep_s, open_ttl_s=max(600, settings.objects.keep_s))
+    object_metrics = metrics.objects
+
+    def counted(decided: Decided, reason: str) -> None:
+        object_metrics.decided.labels(outcome=decided.event["status"], reason=reason).inc()
+        object_metrics.frames.observe(decided.event["frames"])
+        object_metrics.decision_seconds.observe(decided.event["decision_seconds"])
+
+    tracker = ObjectTracker(book, settings.objects, on_decided=counted)
+    return Objects(
+        tracker,
+        book,
+        connection,
+        topics,
+        model=slot.get,
+        metrics=object_metrics,
+        publish_timeout_s=settings.publish_timeout_s,
     )
 
 

@@ -18,11 +18,13 @@ from broker.settings import (
     mqtt_from_env,
     redis_url_from_env,
 )
+from models.answer.object_rule import DEFAULT_AGREE, DEFAULT_MAX_FRAMES
 from models.errors import ReviewError
 from models.store.retention import DEFAULT_KEEP_VERSIONS, keep_from_env
 from models.store.review_location import DEFAULT_REVIEW, ReviewSettings
 from models.store.review_store import ReviewStore
 from models.store.versions import DEFAULT_STORE
+from worker.object_tracker import ObjectSettings
 
 # `none` answers every frame unknown without decode or features: the transport's own ceiling, asked for by name
 # only (never chosen by `auto`). The others are models.extract.engines.ENGINE_CHOICES (a test keeps them equal).
@@ -46,6 +48,7 @@ DEFAULT_REVIEW_MARGIN = 0.1
 # an MQTT device sends a product's photos one message each: those within 2 s become one version, not one each
 DEFAULT_ENROL_WINDOW_S = 2.0
 DEFAULT_CONSOLIDATE_AFTER_S = 10.0
+DEFAULT_OBJECTS = ObjectSettings()
 
 
 def usable_cores() -> int:
@@ -94,6 +97,7 @@ class WorkerSettings:
     enrol_window_s: float = DEFAULT_ENROL_WINDOW_S  # photos of a product arriving this close become one version
     # seconds after a quick enrolment its consolidation starts (enrolments meanwhile are folded in with it)
     consolidate_after_s: float = DEFAULT_CONSOLIDATE_AFTER_S
+    objects: ObjectSettings = DEFAULT_OBJECTS  # frames of one part, one decision (PARTSIGHT_OBJECT_*)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -137,12 +141,29 @@ class WorkerSettings:
             keep_versions=keep_from_env(env),
             enrol_window_s=env_float(env, "PARTSIGHT_ENROL_WINDOW_S", DEFAULT_ENROL_WINDOW_S),
             consolidate_after_s=env_float(env, "PARTSIGHT_CONSOLIDATE_AFTER_S", DEFAULT_CONSOLIDATE_AFTER_S),
+            objects=objects_from_env(env, publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0)),
         )
 
     @property
     def review_enabled(self) -> bool:
         """The review queue runs unless sampled to nothing; the transport-only engine has nothing to review."""
         return self.review_sample > 0 and self.engine != TRANSPORT_ONLY_ENGINE
+
+
+def objects_from_env(env: Mapping[str, str], *, publish_timeout_s: float) -> ObjectSettings:
+    agree = env_int(env, "PARTSIGHT_OBJECT_AGREE", DEFAULT_AGREE, minimum=1)
+    max_frames = env_int(env, "PARTSIGHT_OBJECT_MAX_FRAMES", DEFAULT_MAX_FRAMES, minimum=1)
+    if agree > max_frames:
+        raise SettingsError(
+            f"PARTSIGHT_OBJECT_AGREE ({agree}) must not exceed PARTSIGHT_OBJECT_MAX_FRAMES ({max_frames})"
+        )
+    return ObjectSettings(
+        gap_s=env_int(env, "PARTSIGHT_OBJECT_GAP_MS", 700, minimum=1) / 1000,
+        agree=agree,
+        max_frames=max_frames,
+        keep_s=env_int(env, "PARTSIGHT_OBJECT_KEEP_S", 3600, minimum=1),
+        lease_s=publish_timeout_s + 5.0,
+    )
 
 
 def engine_from_env(env: Mapping[str, str]) -> str:

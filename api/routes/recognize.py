@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 
 from api.auth import Auth
 from api.body import IMAGE_TYPES, MULTIPART, read_image
-from api.errors import RETRY_AFTER_S, TIMEOUT, ApiError, status_of_contract_code, unavailable
+from api.errors import RETRY_AFTER_S, TIMEOUT, ApiError, bad_request, status_of_contract_code, unavailable
 from api.services import Services
 from api.tokens import RECOGNIZE
 from broker.codes import ErrorCode
-from broker.contract import LINE_NAME
+from broker.contract import LINE_NAME, OBJECT_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +65,21 @@ def router(services: Services, auth: Auth) -> APIRouter:
             pattern=f"^{LINE_NAME}$",
             description="answer only among this line's products (default: the device's line, else the catalog)",
         ),
+        part: str | None = Query(
+            None,
+            alias="object",
+            pattern=f"^{OBJECT_NAME}$",
+            description="the physical part this frame shows: frames of one device and object get one decision, "
+            "published as an event on <prefix>/<device>/event (default: the worker groups the device's frames)",
+        ),
+        object_end: bool = Query(False, description="this is the object's last frame: decide it now"),
     ) -> JSONResponse:
+        if object_end and part is None:
+            raise bad_request("object_end needs the object it ends")
         if not services.recognizer.connected:  # said before the body is read
             raise unavailable("the API has no connection to the MQTT broker; retry later")
         image = await read_image(request, settings.max_body_bytes)
-        future = services.recognizer.submit(device, image, line)
+        future = services.recognizer.submit(device, image, line, object_name=part, object_end=object_end)
         try:
             answer = await asyncio.wait_for(asyncio.wrap_future(future), settings.timeout_s)
         except TimeoutError as exc:
@@ -78,5 +88,17 @@ def router(services: Services, auth: Auth) -> APIRouter:
                 504, TIMEOUT, f"no answer within {settings.timeout_s:g} s (PARTSIGHT_API_TIMEOUT_S); retry later"
             ) from exc
         return answer_response(answer)
+
+    @routes.get(
+        "/v1/objects",
+        dependencies=[Depends(auth.require(RECOGNIZE))],
+        summary="The newest objects decided (one event per part), newest first",
+    )
+    def recent_objects(
+        device: str | None = Query(None, min_length=1, max_length=128, description="only this device's"),
+        limit: int = Query(20, ge=1, le=200, description="at most this many"),
+    ) -> dict[str, Any]:
+        """The object events this API heard on `<prefix>/+/event` since it started (20 a device, 200 devices)."""
+        return {"objects": services.recognizer.recent_objects(device, limit)}
 
     return routes

@@ -232,6 +232,55 @@ ROWS = (
         ),
     ),
     Row(
+        "Objects: one decision per part",
+        (
+            Panel(
+                "Objects decided by outcome and reason",
+                (
+                    Query(
+                        f"sum by (outcome, reason) (rate(partsight_worker_objects_total[{RATE}]))",
+                        "{{outcome}} ({{reason}})",
+                    ),
+                ),
+                unit="ops",
+                stack=True,
+                description=(
+                    "Objects (frames of one part, one event each) decided per second: recognized or unknown, and "
+                    "what decided them: frames that agreed, the device's last frame, the most frames an object "
+                    "takes, or the gap after its last frame. Many `unknown (gap)` mean parts the model does not "
+                    "know, or frames that disagree."
+                ),
+            ),
+            Panel(
+                "Frames per object and seconds to a decision",
+                (
+                    Query(
+                        f"sum(rate(partsight_worker_object_frames_sum[{RATE}])) / "
+                        f"clamp_min(sum(rate(partsight_worker_object_frames_count[{RATE}])), 1e-9)",
+                        "frames per object",
+                    ),
+                    Query(
+                        "histogram_quantile(0.5, sum by (le) "
+                        f"(rate(partsight_worker_object_decision_seconds_bucket[{RATE}])))",
+                        "seconds to decide p50",
+                    ),
+                    Query(
+                        "histogram_quantile(0.99, sum by (le) "
+                        f"(rate(partsight_worker_object_decision_seconds_bucket[{RATE}])))",
+                        "seconds to decide p99",
+                    ),
+                    Query("max(partsight_objects_open)", "open objects"),
+                    Query("max(partsight_object_events_unpublished)", "events not yet published"),
+                ),
+                description=(
+                    "Frames each decided object had, seconds from its first frame to its event, objects waiting "
+                    "for frames or their gap, and events the broker has not yet confirmed (published again "
+                    "after the publish timeout)."
+                ),
+            ),
+        ),
+    ),
+    Row(
         "Enrolment and API",
         (
             Panel(

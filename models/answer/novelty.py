@@ -79,6 +79,9 @@ class NoveltyModel:
     bias: float
     threshold: float  # refuse at or above
     refuse_unseen: float  # the operating point it was chosen for
+    # the objects' operating point: the threshold on the mean novelty of 2, 3, ... agreeing frames of one part
+    # (models.answer.object_rule); () for a version trained before objects: every object uses `threshold`
+    object_thresholds: tuple[float, ...] = ()
 
     def score(self, inputs: np.ndarray) -> np.ndarray:
         result: np.ndarray = sigmoid(np.asarray(inputs, dtype=np.float64) @ self.weights + self.bias)
@@ -91,6 +94,7 @@ class NoveltyModel:
             "bias": float(self.bias),
             "threshold": float(self.threshold),
             "refuse_unseen": float(self.refuse_unseen),
+            **({"object_thresholds": [float(t) for t in self.object_thresholds]} if self.object_thresholds else {}),
         }
 
     @classmethod
@@ -106,7 +110,17 @@ class NoveltyModel:
             raise InvalidModel(f"novelty inputs {inputs!r} are not {list(INPUTS)!r}")
         if weights.shape != (len(INPUTS),) or not np.isfinite(weights).all():
             raise InvalidModel("novelty weights do not fit its inputs")
-        return cls(weights, *scalars)
+        return cls(weights, *scalars, object_thresholds=_object_thresholds(record.get("object_thresholds", [])))
+
+
+def _object_thresholds(raw: Any) -> tuple[float, ...]:
+    try:
+        thresholds = tuple(float(t) for t in raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidModel(f"novelty object_thresholds are not numbers: {exc!r}") from exc
+    if not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise InvalidModel("novelty object_thresholds must each be in [0, 1]")
+    return thresholds
 
 
 def threshold_for(scores: np.ndarray, refuse_share: float) -> float:
@@ -149,7 +163,7 @@ def with_operating_point(
     check_refuse_unseen(refuse_unseen)
     unseen = np.asarray(unseen, dtype=bool)
     threshold = into_the_gap(threshold_for(scores[unseen], refuse_unseen), scores[~unseen])
-    return NoveltyModel(model.weights, model.bias, threshold, refuse_unseen)
+    return NoveltyModel(model.weights, model.bias, threshold, refuse_unseen, model.object_thresholds)
 
 
 def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from models.answer.gallery import build_gallery
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs, with_operating_point
 from models.train.node_fitting import DEFAULT_CANDIDATE, calibrate_threshold, fit_nodes, head_nodes, resolve_structure
+from models.train.object_calibration import calibrate_objects
 from models.train.report import confused_pairs, open_set_by_product, open_set_curve
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_pre
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
     novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen)
     scores = novelty.score(answers.inputs)
+    objects = calibrate_objects(scores, answers.unseen, answers.products, answers.predicted, novelty.threshold)
+    novelty = replace(novelty, object_thresholds=objects.more_thresholds)
     refused = scores >= novelty.threshold
     category_threshold = (
         calibrate_threshold(answers.category_conf[refused], answers.category_hit[refused], target_precision)
@@ -146,6 +149,7 @@ def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_pre
         ),
         "open_set_confused": confused_pairs(answers.products[known], answers.predicted[known]),
         "novelty": {**novelty.record(), "category_threshold": round(category_threshold, 6)},
+        "objects": objects.report,
     }
     logger.info(
         "novelty threshold %.3f: never-seen refused %.1f%%, known answered right %.1f%% (AUROC %s)",

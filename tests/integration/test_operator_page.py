@@ -377,3 +377,40 @@ def test_an_enrolment_that_looks_like_another_product_says_so(page_stack: Stack,
     expect(row.get_by_test_id("enrolment-confusable")).to_contain_text("looks like gear-16t (")
     first = page.locator('[data-testid=enrolment]:has([data-testid=enrolment-product]:text-is("gear-16t"))')
     expect(first.get_by_test_id("enrolment-confusable")).to_have_count(0)
+
+
+def recognize_over_http(stack: Stack, device: str, image: bytes, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.api_port}/v1/recognize?device={device}&{query}",
+        data=image,
+        headers={"Authorization": f"Bearer {CAMERA_TOKEN}", "Content-Type": "image/jpeg"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def test_operator_sees_one_decision_per_part_for_each_device(page_stack: Stack, page: Page) -> None:
+    page.goto(f"http://127.0.0.1:{page_stack.api_port}/ui")
+    page.get_by_label("API token", exact=True).fill(TOKEN)
+    page.get_by_test_id("token-save").click()
+    expect(page.locator("#objects-empty")).to_be_visible()
+    # a gateway sends three frames of one part over HTTP, the last one ending it
+    answers = [
+        recognize_over_http(
+            page_stack, "belt-cam", gear_photo(40 + i), "object=part-0001" + ("&object_end=1" if i == 2 else "")
+        )
+        for i in range(3)
+    ]
+    assert {answer["object"] for answer in answers} == {"part-0001"}
+    assert answers[-1]["object_state"] == "decided", answers[-1]
+    row = page.locator(
+        "[data-testid=objects-device][data-device=belt-cam] [data-testid=object-row][data-object=part-0001]"
+    )
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row.get_by_test_id("object-frames")).to_contain_text("/3 frames agree")
+    expect(page.locator("#objects-empty")).to_be_hidden()
+    listed = get_json(page_stack, "/v1/objects?device=belt-cam")["objects"]
+    assert len(listed) == 1 and listed[0]["frame_ids"] == [answer["frame_id"] for answer in answers], listed
+    assert listed[0]["reason"] in ("object_end", "agreed") and listed[0]["frames"] == 3

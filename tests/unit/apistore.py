@@ -11,6 +11,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from api.recent_objects import RecentObjects
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32  # enough of a PNG for a content-type test
 
 
@@ -91,17 +93,31 @@ class FakeRecognizer:
         self.in_flight = 0
         self.hang = False
         self.frames: list[tuple[str, bytes]] = []
+        self.objects: list[tuple[str | None, bool]] = []  # each frame's object and object_end
+        self.events = RecentObjects()
         self.reply: Any = lambda device, image: result_for(device)
         self.pending: list[Future[dict[str, Any]]] = []
 
-    def submit(self, device: str, image: bytes, line: str | None = None) -> Future[dict[str, Any]]:
+    def submit(
+        self,
+        device: str,
+        image: bytes,
+        line: str | None = None,
+        *,
+        object_name: str | None = None,
+        object_end: bool = False,
+    ) -> Future[dict[str, Any]]:
         self.frames.append((device, image))
+        self.objects.append((object_name, object_end))
         future: Future[dict[str, Any]] = Future()
         if self.hang:
             self.pending.append(future)
         else:
             future.set_result(self.reply(device, image))
         return future
+
+    def recent_objects(self, device: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.events.newest(device, limit)
 
 
 class FakeDispatcher:

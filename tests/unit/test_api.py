@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
+from api.recent_objects import RecentObjects
 from api.settings import ApiSettings
 from api.tokens import parse_tokens
 from broker.errors import SettingsError
@@ -228,6 +229,46 @@ def test_an_image_body_or_multipart_field_is_published_and_its_answer_returned(a
     assert missing.status_code == 422 and code_of(missing) == "bad_request"
     no_device = api.post("/v1/recognize", content=JPEG, headers={"Content-Type": "image/jpeg"})
     assert no_device.status_code == 422 and code_of(no_device) == "bad_request"
+
+
+def test_a_frame_may_name_its_object_and_end_it(api: Api) -> None:
+    jpeg = {"Content-Type": "image/jpeg"}
+    first = api.post("/v1/recognize?device=cam&object=part-7", token=RECOG, content=JPEG, headers=jpeg)
+    last = api.post("/v1/recognize?device=cam&object=part-7&object_end=true", token=RECOG, content=JPEG, headers=jpeg)
+    plain = api.post("/v1/recognize?device=cam", token=RECOG, content=JPEG, headers=jpeg)
+    assert [r.status_code for r in (first, last, plain)] == [200, 200, 200]
+    assert api.recognizer.objects == [("part-7", False), ("part-7", True), (None, False)]
+    for query in ("object=no%20spaces", "object=" + "x" * 65, "object_end=true"):
+        refused = api.post(f"/v1/recognize?device=cam&{query}", token=RECOG, content=JPEG, headers=jpeg)
+        assert refused.status_code == 422 and code_of(refused) == "bad_request", query
+    assert len(api.recognizer.frames) == 3  # nothing refused was published
+
+
+def test_the_newest_objects_are_listed_per_device(api: Api) -> None:
+    def event(device: str, name: str, product: str, at: str) -> dict[str, Any]:
+        return {"kind": "object", "device": device, "object": name, "product": product, "decided_at": at}
+
+    events = api.recognizer.events
+    assert events.add(event("cam-1", "a", "drill", "2026-12-03T10:00:00.000Z"))
+    assert events.add(event("cam-2", "b", "saw", "2026-12-03T10:00:01.000Z"))
+    assert events.add(event("cam-1", "a", "drill", "2026-12-03T10:00:02.000Z"))  # published again: kept once
+    assert not events.add({"frame_id": "f1", "device": "cam-1"})  # a result is not an object event
+    listed = api.get("/v1/objects", token=RECOG).json()["objects"]
+    assert [(item["device"], item["object"]) for item in listed] == [("cam-1", "a"), ("cam-2", "b")]
+    assert [item["object"] for item in api.get("/v1/objects?device=cam-2").json()["objects"]] == ["b"]
+    assert api.get("/v1/objects?limit=1").json()["objects"][0]["object"] == "a"
+    assert api.get("/v1/objects", token=None).status_code == 401
+    assert api.get("/v1/objects?limit=0").status_code == 422
+
+
+def test_recent_objects_keep_a_bounded_number_per_device_and_of_devices() -> None:
+    recent = RecentObjects(per_device=2, max_devices=2)
+    for device in ("d1", "d2", "d3"):
+        for index in range(3):
+            recent.add({"kind": "object", "device": device, "object": f"o{index}", "decided_at": f"{device}{index}"})
+    assert recent.newest("d1") == []  # the device heard from least recently went first
+    assert [item["object"] for item in recent.newest("d3")] == ["o2", "o1"]
+    assert len(recent.newest(limit=10)) == 4
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_read_whole(api: Api) -> None:

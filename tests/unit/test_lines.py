@@ -241,9 +241,9 @@ def test_recognize_over_http_names_the_line(tmp_path: Path) -> None:
     api.recognizer.reply = lambda device, image: {"status": "unknown", "device": device}
     original = api.recognizer.submit
 
-    def submit(device: str, image: bytes, line: str | None = None) -> Any:
+    def submit(device: str, image: bytes, line: str | None = None, **part: Any) -> Any:
         lines.append(line)
-        return original(device, image, line)
+        return original(device, image, line, **part)
 
     api.recognizer.submit = submit  # type: ignore[method-assign]
     headers = {**bearer(RECOG), "Content-Type": "image/jpeg"}

@@ -435,7 +435,9 @@ def test_a_served_recognizer_is_asked_for_the_configured_number_of_matches() -> 
         return classify(features)
 
     head = SimpleNamespace(products=("valve",), categories=("fittings",))
-    bundle = SimpleNamespace(name="m", version="v1", catalog={}, head=head, feature_space="s1", gallery=None)
+    bundle = SimpleNamespace(
+        name="m", version="v1", catalog={}, head=head, feature_space="s1", gallery=None, novelty=None
+    )
     engine = SimpleNamespace(name="onnxruntime", device="cpu", prepare=None, features=mean_features)
     recognizer = SimpleNamespace(
         bundle=bundle, engine=engine, input_size=16, spec=SimpleNamespace(name="b"), classify=recognizer_classify

@@ -7,6 +7,7 @@ import { $ } from "./dom.js";
 import { loadTracked, pollEnrolments, refreshEnrolmentListing, renderEnrolments } from "./enrolments.js";
 import { setupLines, refreshLines } from "./lines.js";
 import { refreshNow, startRefreshing } from "./loop.js";
+import { refreshObjects } from "./objects.js";
 import { setupProductForm } from "./products.js";
 import { refreshReview, reviewCount } from "./review.js";
 import { fail, say } from "./status.js";
@@ -27,6 +28,7 @@ async function refreshAll() {
     ["Reading the model versions", refreshModels],
     ["Reading the enrolments", refreshEnrolmentListing],
     ["Reading the lines", refreshLines],
+    ["Reading the recent objects", refreshObjects],
   ];
   if (ticks++ % CATALOG_EVERY === 0) jobs.push(["Reading the catalog", refreshCatalog]);
   const results = await Promise.allSettled(jobs.map(([, job]) => job()));

@@ -1,0 +1,175 @@
+"""Objects in a real Redis: one decision per object, across concurrent workers, a worker that went away
+mid-object, and an event whose publication was never confirmed."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from broker.framestore import object_key
+from models.answer.object_rule import FrameVote, ObjectRule
+from partsight.testing.servers import ServerProcess
+from worker.object_book import OPEN_KEY, OUTBOX_KEY, ObjectBook
+from worker.object_tracker import Decided, ObjectSettings, ObjectTracker, Seen
+
+MODEL = SimpleNamespace(
+    object_rule=ObjectRule(single_threshold=0.5, more_thresholds=(0.5,)),
+    catalog={"drill": {"name": "Cordless drill"}},
+    info=SimpleNamespace(name="m", version="v1"),
+)
+_frames = itertools.count()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def client(redis: ServerProcess) -> Iterator[redis_lib.Redis]:
+    connection = redis_lib.Redis(host="127.0.0.1", port=redis.port, db=14)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+def tracker(
+    client: redis_lib.Redis, clock: Clock, decided: list[Decided] | None = None, **settings: Any
+) -> ObjectTracker:
+    book = ObjectBook(client, keep_s=60, open_ttl_s=600)
+    sink = decided if decided is not None else []
+    return ObjectTracker(
+        book, ObjectSettings(**settings), on_decided=lambda item, reason: sink.append(item), clock=clock
+    )
+
+
+def frame(
+    name: str, product: str | None = "drill", novelty: float = 0.1, *, end: bool = False, device: str = "cam"
+) -> Seen:
+    index = next(_frames)
+    return Seen(device, name, end, None, FrameVote(f"f{index}", 100.0 + index, product, "tools", 0.9, novelty, True))
+
+
+def test_an_object_is_decided_once_when_three_frames_agree(client: redis_lib.Redis) -> None:
+    clock = Clock()
+    objects = tracker(client, clock)
+    states, decided = objects.track([frame("p1"), frame("p1")], MODEL)
+    assert states == ["pending", "pending"] and decided == []
+    third = frame("p1")
+    states, decided = objects.track([third], MODEL)
+    assert states == ["decided"] and len(decided) == 1
+    event = decided[0].event
+    assert (event["object"], event["product"], event["agreeing"], event["frames"], event["reason"]) == (
+        "p1",
+        "drill",
+        3,
+        3,
+        "agreed",
+    )
+    assert event["catalog"] == {"name": "Cordless drill"} and event["frame_ids"][-1] == third.vote.frame_id
+    late, again = objects.track([frame("p1")], MODEL)  # a late frame: answered decided, starts nothing new
+    assert late == ["decided"] and again == []
+    assert client.zscore(OPEN_KEY, object_key("cam", "p1")) is None
+    assert client.zscore(OUTBOX_KEY, object_key("cam", "p1")) is not None  # until the broker takes the event
+    assert not [field for field in client.hkeys(object_key("cam", "p1")) if field.startswith(b"v:")]
+
+
+def test_the_same_frame_delivered_twice_counts_once(client: redis_lib.Redis) -> None:
+    objects = tracker(client, Clock())
+    first = frame("p2")
+    objects.track([first, first], MODEL)
+    states, decided = objects.track([first], MODEL)
+    assert states == ["pending"] and decided == []
+    assert client.hget(object_key("cam", "p2"), "frames") == b"1"
+
+
+def test_object_end_decides_with_what_there_is(client: redis_lib.Redis) -> None:
+    objects = tracker(client, Clock())
+    states, decided = objects.track([frame("p3", "drill", 0.9), frame("p3", "drill", 0.95, end=True)], MODEL)
+    assert states == ["decided", "decided"] and len(decided) == 1
+    assert decided[0].event["product"] == "unknown" and decided[0].event["reason"] == "object_end"
+
+
+def test_max_frames_ends_an_object_whose_frames_never_agree(client: redis_lib.Redis) -> None:
+    objects = tracker(client, Clock(), max_frames=4)
+    seen = [frame("p4", product) for product in ("drill", "saw", "drill", "saw")]
+    states, decided = objects.track(seen, MODEL)
+    assert states == ["decided"] * 4 and decided[0].event["reason"] == "max_frames"
+    assert decided[0].event["product"] == "unknown" and decided[0].event["frames"] == 4
+
+
+def test_another_worker_closes_an_object_whose_worker_went_away(client: redis_lib.Redis) -> None:
+    clock = Clock()
+    first = tracker(client, clock, gap_s=0.7)
+    first.track([frame("p5"), frame("p5")], MODEL)  # then this worker is gone
+    other_client = redis_lib.Redis(host="127.0.0.1", port=client.connection_pool.connection_kwargs["port"], db=14)
+    second = tracker(other_client, clock, gap_s=0.7)
+    assert second.close_due(MODEL) == []  # the gap has not passed
+    clock.now += 0.8
+    decided = second.close_due(MODEL)
+    assert len(decided) == 1 and decided[0].event["reason"] == "gap" and decided[0].event["frames"] == 2
+    assert decided[0].event["product"] == "drill"  # two agreeing frames, under their threshold
+    assert second.close_due(MODEL) == [] and first.close_due(MODEL) == []
+    other_client.close()
+
+
+def test_concurrent_workers_and_sweepers_decide_each_object_exactly_once(client: redis_lib.Redis) -> None:
+    clock = Clock()
+    decided: list[Decided] = []
+    port = client.connection_pool.connection_kwargs["port"]
+    workers = [tracker(redis_lib.Redis(host="127.0.0.1", port=port, db=14), clock, decided) for _ in range(4)]
+    names = [f"obj-{i}" for i in range(30)]
+    frames_of = {name: [frame(name, "drill" if i % 3 else "saw") for i in range(5)] for name in names}
+    start = threading.Barrier(5)
+
+    def work(index: int) -> None:
+        start.wait()
+        for name in names:
+            mine = [seen for i, seen in enumerate(frames_of[name]) if i % 4 == index]
+            if mine:
+                workers[index].track(mine, MODEL)
+
+    def sweep() -> None:
+        start.wait()
+        for _ in range(50):
+            clock.now += 0.05  # deadlines pass while frames are still coming: sweeps race the frames
+            workers[0].close_due(MODEL)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)] + [threading.Thread(target=sweep)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    clock.now += 10
+    workers[1].close_due(MODEL)
+    by_object: dict[str, int] = {}
+    for item in decided:
+        by_object[item.event["object"]] = by_object.get(item.event["object"], 0) + 1
+        sent = {seen.vote.frame_id for seen in frames_of[item.event["object"]]}
+        assert set(item.event["frame_ids"]) <= sent  # never frames the device did not send
+    assert by_object == dict.fromkeys(names, 1)
+
+
+def test_an_event_never_confirmed_is_published_again_from_the_outbox(client: redis_lib.Redis) -> None:
+    clock = Clock()
+    book = ObjectBook(client, keep_s=60, open_ttl_s=600)
+    objects = ObjectTracker(book, ObjectSettings(lease_s=15), clock=clock)
+    _, decided = objects.track([frame("p6") for _ in range(3)], MODEL)
+    assert book.lease_unpublished(clock.now, clock.now + 15) == []  # its own worker is still publishing it
+    clock.now += 16  # that worker died before the broker confirmed it
+    overdue = book.lease_unpublished(clock.now, clock.now + 15)
+    assert [key for key, _ in overdue] == [decided[0].key] and '"object":"p6"' in overdue[0][1]
+    assert book.lease_unpublished(clock.now, clock.now + 15) == []  # leased to the one publishing it again
+    book.published([decided[0].key])
+    clock.now += 30
+    assert book.lease_unpublished(clock.now, clock.now + 15) == [] and book.counts() == (0, 0)

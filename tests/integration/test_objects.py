@@ -1,0 +1,130 @@
+"""Objects end to end: frames of one physical part (the MQTT 5 user property `object`) through real Mosquitto,
+Redis, bridge and Celery worker processes, one event per object on `<prefix>/<device>/event`, also when the worker
+is killed in the middle of an object."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+
+from models.extract.decode import decode_image
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
+from partsight.testing.stack import Stack
+from worker.runtime import object_rule_of
+
+pytestmark = pytest.mark.integration
+
+
+def send(stack: Stack, client: paho.Client, device: str, image: bytes, name: str, *, end: bool = False) -> str:
+    frame_id = uuid.uuid4().hex
+    properties = frame_properties(frame_id)
+    properties.UserProperty = [("frame_id", frame_id), ("object", name), *([("object_end", "1")] if end else [])]
+    client.publish(stack.topics.frame(device), image, qos=1, properties=properties)
+    return frame_id
+
+
+def events(stack: Stack, listener: Listener, device: str, name: str) -> list[dict[str, Any]]:
+    with listener._lock:
+        return [
+            doc for topic, doc, _ in listener.messages if topic == stack.topics.event(device) and doc["object"] == name
+        ]
+
+
+def one_event(stack: Stack, listener: Listener, device: str, name: str, timeout: float = 60) -> dict[str, Any]:
+    """The object's event, once it came, after waiting past the gap and a sweep for a second one that must not."""
+    wait_for(lambda: events(stack, listener, device, name), timeout, f"the event of object {name}")
+    time.sleep(1.5)
+    found = events(stack, listener, device, name)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def a_sure_photo(recognizer: Any, camera_photos: list[tuple[Path, str]]) -> tuple[bytes, str]:
+    """A photo the model names right with a novelty that three copies of it would pass: their object must be it."""
+    rule = object_rule_of(recognizer.bundle.novelty)
+    images = np.stack([decode_image(path.read_bytes(), size=recognizer.input_size) for path, _ in camera_photos])
+    decisions = recognizer.classify(recognizer.features(images))
+    for (path, product), decision in zip(camera_photos, decisions, strict=True):
+        limit = rule.threshold(3)
+        if decision.top_k[0]["product"] == product and (limit is None or decision.novelty < limit):
+            return path.read_bytes(), product
+    pytest.fail("no camera photo is named right under the object threshold")
+
+
+def test_frames_of_one_object_get_one_event_when_three_agree(
+    stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
+) -> None:
+    image, product = a_sure_photo(recognizer, camera_photos)
+    device, name = "obj-cam", f"part-{uuid.uuid4().hex[:8]}"
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        sent = [send(stack, client, device, image, name) for _ in range(3)]
+        event = one_event(stack, listener, device, name)
+        assert (event["kind"], event["product"], event["agreeing"], event["reason"]) == ("object", product, 3, "agreed")
+        assert event["frame_ids"] == sent and event["frames"] == 3 and event["device"] == device
+        assert event["catalog"] is not None and event["catalog"]["product"] == product
+        states = [listener.wait_frame(frame_id)[1]["object_state"] for frame_id in sent]
+        # the frame that made three is answered `decided` (frames of one object may be in different windows)
+        assert "decided" in states and set(states) <= {"pending", "decided"}, states
+        assert {listener.wait_frame(frame_id)[1]["object"] for frame_id in sent} == {name}
+        late = send(stack, client, device, image, name)  # a frame after the decision: answered, no second event
+        assert listener.wait_frame(late)[1]["object_state"] == "decided"
+        time.sleep(1.5)
+        assert len(events(stack, listener, device, name)) == 1
+        client.disconnect()
+    decided = metric(stack.worker_port, "partsight_worker_objects_total", outcome="recognized", reason="agreed")
+    assert decided is not None and decided >= 1
+
+
+def test_an_object_the_device_ends_or_leaves_is_decided_with_what_it_had(
+    stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
+) -> None:
+    image, _ = a_sure_photo(recognizer, camera_photos)
+    device = "obj-cam-2"
+    ended, left = f"end-{uuid.uuid4().hex[:6]}", f"left-{uuid.uuid4().hex[:6]}"
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        ended_ids = [send(stack, client, device, image, ended), send(stack, client, device, image, ended, end=True)]
+        left_ids = [send(stack, client, device, image, left) for _ in range(2)]
+        event = one_event(stack, listener, device, ended)
+        assert event["reason"] == "object_end" and event["frame_ids"] == ended_ids and event["agreeing"] == 2
+        event = one_event(stack, listener, device, left)
+        assert event["reason"] == "gap" and event["frame_ids"] == left_ids
+        assert 0.7 <= event["decision_seconds"] < 10  # the gap (700 ms) after its last frame, and a sweep
+        bad = uuid.uuid4().hex
+        properties = frame_properties(bad)
+        properties.UserProperty = [("frame_id", bad), ("object", "no spaces allowed")]
+        client.publish(stack.topics.frame(device), image, qos=1, properties=properties)
+        topic, error, _ = listener.wait_frame(bad)
+        assert topic == stack.topics.error(device) and error["error"]["code"] == "bad_metadata", error
+        client.disconnect()
+
+
+def test_an_object_whose_worker_is_killed_midway_gets_exactly_one_event(
+    own_stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
+) -> None:
+    image, product = a_sure_photo(recognizer, camera_photos)
+    own_stack.start()
+    device = "obj-cam-3"
+    ended, left = f"kill-end-{uuid.uuid4().hex[:6]}", f"kill-left-{uuid.uuid4().hex[:6]}"
+    with own_stack.listen(device) as listener:
+        client = publisher("127.0.0.1", own_stack.mqtt_port)
+        first = [send(own_stack, client, device, image, name) for name in (ended, left)]
+        listener.wait_frames(first, timeout=60)
+        assert own_stack.worker is not None
+        own_stack.worker.kill()  # in the middle of both objects: their state is in Redis, not in the worker
+        last = send(own_stack, client, device, image, ended, end=True)
+        own_stack.start_worker()
+        event = one_event(own_stack, listener, device, ended, timeout=120)
+        assert (
+            event["frame_ids"] == [first[0], last] and event["product"] == product and event["reason"] == "object_end"
+        )
+        event = one_event(own_stack, listener, device, left, timeout=60)
+        assert event["frame_ids"] == [first[1]] and event["reason"] == "gap"
+        client.disconnect()

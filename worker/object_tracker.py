@@ -1,0 +1,232 @@
+"""Frames of one physical part to one decision: each frame's vote into its object, the rule asked whether the
+object is decided, the decision claimed once, and its event handed to the publisher.
+
+A frame's object is the name it carries (MQTT 5 user property `object`). The object is decided early when
+`agree` of its frames agree (models.answer.object_rule), or when it ends: its `object_end` frame, its
+`max_frames`-th frame, or the gap after its last frame (closed by `close_due`, which every worker's sweeper
+runs, so a device that went quiet, or a worker killed mid-object, still gets its event).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from broker.contract import encode, object_event
+from broker.framestore import VOTE_PREFIX, frame_field, object_key
+from models.answer.head import Decision
+from models.answer.object_rule import (
+    DEFAULT_AGREE,
+    DEFAULT_MAX_FRAMES,
+    FrameVote,
+    ObjectAnswer,
+    ObjectRule,
+    best_answer,
+    early_answer,
+)
+from worker.object_book import (
+    ALREADY_DECIDED,
+    CHANGED,
+    CLAIMED,
+    DECIDED,
+    PENDING,
+    Append,
+    ObjectBook,
+    ObjectState,
+)
+
+logger = logging.getLogger(__name__)
+
+CLAIM_TRIES = 5  # a claim beaten by a frame appended meanwhile reads and decides again, this often at most
+AGREED, ENDED, MAX_FRAMES, GAP = "agreed", "object_end", "max_frames", "gap"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSettings:
+    gap_s: float = 0.7  # PARTSIGHT_OBJECT_GAP_MS
+    agree: int = DEFAULT_AGREE  # PARTSIGHT_OBJECT_AGREE
+    max_frames: int = DEFAULT_MAX_FRAMES  # PARTSIGHT_OBJECT_MAX_FRAMES
+    keep_s: int = 3600  # a decided object is remembered this long: its late frames are answered `decided`
+    lease_s: float = 15.0  # an event not confirmed published within this is published again by a sweeper
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One answered frame of an object, as the pipeline tells the tracker."""
+
+    device: str
+    name: str
+    ended: bool
+    line: str | None
+    vote: FrameVote
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """An object decided by this caller: its event, to publish on the device's event topic."""
+
+    key: str
+    device: str
+    event: dict[str, Any]
+    payload: bytes
+
+
+def vote_of(frame_id: str, received_at: float, decision: Decision | None) -> FrameVote:
+    """A frame's vote: its head's best product, whether its own answer named it, and its novelty."""
+    if decision is None or not decision.top_k:
+        return FrameVote(frame_id, received_at)
+    best = decision.top_k[0]
+    product = str(best["product"])
+    return FrameVote(
+        frame_id,
+        received_at,
+        product,
+        str(best.get("category")) if best.get("category") is not None else None,
+        float(best.get("score", 0.0)),
+        decision.novelty,
+        decision.product == product,
+    )
+
+
+class ObjectTracker:
+    def __init__(
+        self,
+        book: ObjectBook,
+        settings: ObjectSettings,
+        *,
+        on_decided: Callable[[Decided, str], None] = lambda decided, reason: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`on_decided(decided, reason)` runs once for each object this tracker decides (its metrics)."""
+        self._book = book
+        self.settings = settings
+        self._on_decided = on_decided
+        self._clock = clock
+
+    def track(self, seen: Sequence[Seen], model: Any) -> tuple[list[str], list[Decided]]:
+        """Each frame's object state (`pending` or `decided`) after it, and the objects this call decided."""
+        keys = [object_key(item.device, item.name) for item in seen]
+        appends = [
+            Append(
+                key,
+                item.device,
+                item.name,
+                _vote_field(item),
+                encode(item.vote.record()).decode(),
+                item.line,
+                item.ended,
+            )
+            for key, item in zip(keys, seen, strict=True)
+        ]
+        states = self._book.append_many(appends, deadline=self._clock() + self.settings.gap_s)
+        last: dict[str, ObjectState] = {}
+        for state in states:
+            last[state.key] = state  # the state after the window's last frame of each object
+        outcome: dict[str, str] = {}
+        decided: list[Decided] = []
+        for key, state in last.items():
+            result = self._decide(state, model, final=False)
+            if isinstance(result, Decided):
+                decided.append(result)
+                outcome[key] = DECIDED
+            else:
+                outcome[key] = result
+        return [
+            outcome[key] if state.state == PENDING else DECIDED for key, state in zip(keys, states, strict=True)
+        ], decided
+
+    def close_due(self, model: Any, limit: int = 100) -> list[Decided]:
+        """Decide every open object whose gap has passed, with its best answer or unknown."""
+        keys = self._book.due(self._clock(), limit)
+        decided: list[Decided] = []
+        for key, state in zip(keys, self._book.read_many(keys), strict=True):
+            if state is None or state.state == DECIDED:
+                self._book.drop_open(key)
+                continue
+            if self._book.still_coming(state):
+                continue  # looked at again by the next sweep
+            result = self._decide(state, model, final=True)
+            if isinstance(result, Decided):
+                decided.append(result)
+        return decided
+
+    def _decide(self, state: ObjectState, model: Any, *, final: bool) -> Decided | str:
+        """Claim the object's decision when the rule gives one: the Decided this caller publishes, or the
+        object's state (`pending`; `decided` when another caller decided it)."""
+        current: ObjectState | None = state
+        for _ in range(CLAIM_TRIES):
+            if current is None:
+                return PENDING  # expired: nothing left to decide
+            if current.state == DECIDED:
+                return DECIDED
+            chosen = self._answer(current, model, final=final)
+            if chosen is None:
+                return PENDING
+            answer, reason = chosen
+            now = self._clock()
+            votes = votes_of(current)
+            event = object_event(
+                device=current.fields.get("device", ""),
+                name=current.fields.get("object", ""),
+                product=answer.product,
+                category=answer.category,
+                confidence=answer.confidence,
+                novelty=answer.novelty,
+                agreeing=answer.agreeing,
+                frame_ids=[vote.frame_id for vote in votes],
+                first_received_at=min((vote.received_at for vote in votes), default=now),
+                reason=reason,
+                catalog=model.catalog.get(answer.product) if answer.product else None,
+                model_name=model.info.name,
+                model_version=model.info.version,
+                line=current.fields.get("line"),
+                decided_at=now,
+            )
+            payload = encode(event)
+            claimed = self._book.claim(
+                current.key, payload.decode(), frames=current.frames, publish_by=now + self.settings.lease_s
+            )
+            if claimed == CLAIMED:
+                decided = Decided(current.key, event["device"], event, payload)
+                self._on_decided(decided, reason)
+                return decided
+            if claimed == ALREADY_DECIDED:
+                return DECIDED
+            if claimed != CHANGED:
+                return PENDING
+            current = self._book.read_many([current.key])[0]
+        return PENDING  # frames keep coming: the next frame (or the sweep) decides it
+
+    def _answer(self, state: ObjectState, model: Any, *, final: bool) -> tuple[ObjectAnswer, str] | None:
+        votes = votes_of(state)
+        rule: ObjectRule = replace(model.object_rule, agree=self.settings.agree, max_frames=self.settings.max_frames)
+        if final:
+            return best_answer(votes, rule), GAP
+        if state.fields.get("ended") == "1":  # once every frame admitted before its end has voted
+            return None if self._book.still_coming(state) else (best_answer(votes, rule), ENDED)
+        if state.frames >= self.settings.max_frames:
+            return best_answer(votes, rule), MAX_FRAMES
+        early = early_answer(votes, rule)
+        return None if early is None else (early, AGREED)
+
+
+def votes_of(state: ObjectState) -> list[FrameVote]:
+    """The object's frames in the order they were received; a vote that cannot be read is left out."""
+    votes = []
+    for field, raw in state.fields.items():
+        if not field.startswith(VOTE_PREFIX):
+            continue
+        try:
+            votes.append(FrameVote.from_record(json.loads(raw)))
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("a frame's vote in object %s cannot be read (%s); left out", state.key, exc)
+    return sorted(votes, key=lambda vote: (vote.received_at, vote.frame_id))
+
+
+def _vote_field(item: Seen) -> str:
+    return VOTE_PREFIX + frame_field(item.vote.frame_id, item.digest)
