@@ -52,6 +52,7 @@ class ObjectSettings:
     max_frames: int = DEFAULT_MAX_FRAMES  # PARTSIGHT_OBJECT_MAX_FRAMES
     keep_s: int = 3600  # a decided object is remembered this long: its late frames are answered `decided`
     lease_s: float = 15.0  # an event not confirmed published within this is published again by a sweeper
+    auto: bool = True  # PARTSIGHT_OBJECT_AUTO: frames without `object` are grouped by the worker (off: no object)
 
 
 @dataclass(frozen=True, slots=True)

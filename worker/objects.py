@@ -16,6 +16,7 @@ from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from worker.metrics import ObjectMetrics
 from worker.object_book import ObjectBook
+from worker.object_grouping import AutoGrouping, Unnamed
 from worker.object_tracker import Decided, ObjectTracker, Seen
 from worker.publisher import publish_confirmed
 
@@ -31,6 +32,7 @@ class Objects:
         self,
         tracker: ObjectTracker,
         book: ObjectBook,
+        grouping: AutoGrouping | None,
         connection: MqttConnection,
         topics: Topics,
         *,
@@ -42,6 +44,7 @@ class Objects:
         """`model`: the version served now (its catalog names a decided product, its rule decides)."""
         self._tracker = tracker
         self._book = book
+        self._grouping = grouping
         self._connection = connection
         self._topics = topics
         self._model = model
@@ -53,6 +56,12 @@ class Objects:
 
     def track(self, seen: Sequence[Seen], model: Any) -> tuple[list[str], list[Decided]]:
         return self._tracker.track(seen, model)
+
+    def group(self, frames: Sequence[Unnamed], model: Any) -> list[str] | None:
+        """Object names for frames that carry none; None when the worker does not group them (turned off)."""
+        if self._grouping is None or not frames:
+            return None
+        return self._grouping.assign(frames, model.same_product())
 
     def publish(self, decided: Sequence[Decided]) -> None:
         """Each event to its device's event topic; those the broker took are taken off the outbox. Never raises:

@@ -27,6 +27,7 @@ from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
 from worker.line_filter import LineMasks
 from worker.metrics import NO_CATEGORY, WorkerMetrics
+from worker.object_grouping import Unnamed
 from worker.object_tracker import Decided, Seen, vote_of
 from worker.publisher import DELIVERED, REFUSED, Answer
 from worker.review_sink import FrameFeatures, NoReview
@@ -61,6 +62,7 @@ class ObjectFrames(Protocol):
     """worker.objects.Objects: frames into their objects, and the events of the objects they decided."""
 
     def track(self, seen: Sequence[Seen], model: ServedModel) -> tuple[list[str], list[Decided]]: ...
+    def group(self, frames: Sequence[Unnamed], model: ServedModel) -> list[str] | None: ...
     def publish(self, decided: Sequence[Decided]) -> None: ...
 
 
@@ -190,6 +192,7 @@ class _Frame:
     error: tuple[ErrorCode, str] | None = None
     decision: Decision | None = None
     line: Line | None = None  # the line it is answered on (named by the frame, or its device's)
+    object_name: str | None = None  # the object it belongs to: the one it names, or the worker's grouping's
     object_state: str | None = None  # its object's state after it (`pending`, `decided`), when it has an object
     result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
     kept_features: FrameFeatures | None = None  # its features, for the review queue to group look-alikes by
@@ -371,24 +374,40 @@ class FramePipeline:
     def _track_objects(self, model: ServedModel, work: list[_Frame]) -> list[Decided]:
         """Each frame of a named object into it (a frame that failed counts, without a vote, so its object still
         ends); Redis errors propagate, as the ledger's do: the window is tried again, and counts each frame once."""
-        named = [
-            frame
-            for frame in work
-            if frame.request is not None and frame.request.object_name is not None and frame.request.image
-        ]
-        if self._objects is None or not named:
+        if self._objects is None:
+            return []
+        self._group_unnamed(model, work)
+        named = [frame for frame in work if frame.object_name is not None]
+        if not named:
             return []
         seen = []
         for frame in named:
             request = frame.request
-            assert request is not None and request.object_name is not None
+            assert request is not None and frame.object_name is not None
             vote = vote_of(request.frame_id, request.received_at, frame.decision if frame.error is None else None)
             line = frame.line.name if frame.line is not None else request.line
-            seen.append(Seen(request.device, request.object_name, request.object_end, line, vote, frame.ref.digest))
+            seen.append(Seen(request.device, frame.object_name, request.object_end, line, vote, frame.ref.digest))
         states, decided = self._objects.track(seen, model)
         for frame, state in zip(named, states, strict=True):
             frame.object_state = state
         return decided
+
+    def _group_unnamed(self, model: ServedModel, work: list[_Frame]) -> None:
+        """Each frame's object: the one it names, else (answered frames with features) the one the worker's
+        grouping puts it in."""
+        assert self._objects is not None
+        unnamed: list[tuple[_Frame, Unnamed]] = []
+        for frame in work:
+            request = frame.request
+            if request is None or not request.image:
+                continue
+            if request.object_name is not None:
+                frame.object_name = request.object_name
+            elif frame.error is None and frame.features is not None:
+                unnamed.append((frame, Unnamed(request.device, request.received_at, frame.features)))
+        names = self._objects.group([item for _, item in unnamed], model) if unnamed else None
+        for (frame, _), name in zip(unnamed, names or [], strict=False):
+            frame.object_name = name
 
     def _late_delivery(self, ref: FrameRef) -> Callable[[], None]:
         """What runs (in paho's network thread) when an answer's PUBACK comes after the window stopped waiting:
@@ -495,7 +514,7 @@ class FramePipeline:
             timings=timings,
             completed_at=completed_at,
             line=frame.line.name if frame.line is not None else None,
-            object_name=request.object_name,
+            object_name=frame.object_name,
             object_state=frame.object_state,
         )
 

@@ -50,6 +50,7 @@ from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.object_book import ObjectBook
+from worker.object_grouping import AutoGrouping
 from worker.object_tracker import Decided, ObjectTracker
 from worker.objects import Objects
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
@@ -447,9 +448,13 @@ def _objects(
         object_metrics.decision_seconds.observe(decided.event["decision_seconds"])
 
     tracker = ObjectTracker(book, settings.objects, on_decided=counted)
+    grouping = None
+    if settings.objects.auto:
+        grouping = AutoGrouping(client, gap_s=settings.objects.gap_s, ttl_s=max(60, settings.objects.keep_s))
     return Objects(
         tracker,
         book,
+        grouping,
         connection,
         topics,
         model=slot.get,

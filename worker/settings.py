@@ -162,6 +162,7 @@ def objects_from_env(env: Mapping[str, str], *, publish_timeout_s: float) -> Obj
         agree=agree,
         max_frames=max_frames,
         keep_s=env_int(env, "PARTSIGHT_OBJECT_KEEP_S", 3600, minimum=1),
+        auto=env_flag(env, "PARTSIGHT_OBJECT_AUTO", True),
         lease_s=publish_timeout_s + 5.0,
     )
 

@@ -6,7 +6,8 @@ strict majority of the frames and the mean novelty of the frames voting for it i
 point for that many agreeing frames (`ObjectRule.threshold`). The operating point for one frame is the
 single-frame threshold; for more frames it is calibrated on the leave-products-out folds
 (models.train.object_calibration), where the mean of several never-seen frames' scores is steadier than one.
-A model without a novelty score counts only the frames whose own answer named a product.
+A model without a novelty score counts only the frames whose own answer named a product, and one agreeing frame
+decides no more than its own answer did.
 
 An object is decided early once `agree` frames agree on a product its evidence accepts; otherwise when it
 ends (its last frame, the gap after its last frame, or `max_frames`), with its best answer or `unknown`.
@@ -103,7 +104,10 @@ def best_answer(votes: Sequence[FrameVote], rule: ObjectRule) -> ObjectAnswer:
     confidence = sum(vote.score for vote in voters) / len(voters)
     novelty = _mean_novelty(voters)
     threshold = rule.threshold(len(voters))
-    accepted = 2 * len(voters) > len(votes) and (threshold is None or (novelty is not None and novelty < threshold))
+    evidence = threshold is None or (novelty is not None and novelty < threshold)
+    if len(voters) == 1:  # one frame decides no more than its own answer did (its confidence threshold too)
+        evidence = voters[0].recognized
+    accepted = 2 * len(voters) > len(votes) and evidence
     if not accepted:
         return ObjectAnswer(None, _majority_category(votes), confidence, novelty, len(voters), len(votes))
     return ObjectAnswer(product, voters[0].category, confidence, novelty, len(voters), len(votes))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import redis as redis_lib
 
@@ -16,6 +17,7 @@ from broker.framestore import object_key
 from models.answer.object_rule import FrameVote, ObjectRule
 from partsight.testing.servers import ServerProcess
 from worker.object_book import OPEN_KEY, OUTBOX_KEY, ObjectBook
+from worker.object_grouping import AutoGrouping, Unnamed
 from worker.object_tracker import Decided, ObjectSettings, ObjectTracker, Seen
 
 MODEL = SimpleNamespace(
@@ -173,3 +175,45 @@ def test_an_event_never_confirmed_is_published_again_from_the_outbox(client: red
     book.published([decided[0].key])
     clock.now += 30
     assert book.lease_unpublished(clock.now, clock.now + 15) == [] and book.counts() == (0, 0)
+
+
+def vector(*values: float) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def test_a_devices_frames_that_look_alike_and_come_close_are_one_object(client: redis_lib.Redis) -> None:
+    grouping = AutoGrouping(client, gap_s=0.7, ttl_s=60)
+    part, other = vector(1, 0, 0), vector(0, 1, 0)
+    frames = [
+        Unnamed("cam", 10.0, part),
+        Unnamed("cam", 10.2, part * 0.9 + other * 0.05),  # the same part, moved a little: joins
+        Unnamed("belt", 10.3, part),  # another device: its own object
+        Unnamed("cam", 10.4, other),  # looks like something else: a new object
+        Unnamed("cam", 11.5, other),  # alike, but after the gap: a new object
+    ]
+    names = grouping.assign(frames, similarity=0.9)
+    assert names[0] == names[1] and len({names[1], names[2], names[3], names[4]}) == 4
+    assert all(name.startswith("auto-") for name in names)
+    later = grouping.assign([Unnamed("cam", 11.6, other)], similarity=0.9)  # the next window goes on from there
+    assert later == [names[4]]
+    alone = grouping.assign([Unnamed("solo", 1.0, part), Unnamed("solo", 1.1, part)], similarity=None)
+    assert alone[0] != alone[1]  # without a similarity, each frame is its own object
+
+
+def test_frames_of_one_device_answered_by_several_workers_at_once_join_one_object(client: redis_lib.Redis) -> None:
+    port = client.connection_pool.connection_kwargs["port"]
+    workers = [AutoGrouping(redis_lib.Redis(host="127.0.0.1", port=port, db=14), gap_s=5.0, ttl_s=60) for _ in range(4)]
+    names: list[list[str]] = [[] for _ in workers]
+    start = threading.Barrier(len(workers))
+
+    def work(index: int) -> None:
+        start.wait()
+        for k in range(10):
+            names[index] += workers[index].assign([Unnamed("cam", 100.0 + k * 0.01 + index * 0.001, vector(1, 0))], 0.9)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({name for found in names for name in found}) == 1  # 40 alike frames within the gap: one object

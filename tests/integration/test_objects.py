@@ -46,13 +46,13 @@ def one_event(stack: Stack, listener: Listener, device: str, name: str, timeout:
 
 
 def a_sure_photo(recognizer: Any, camera_photos: list[tuple[Path, str]]) -> tuple[bytes, str]:
-    """A photo the model names right with a novelty that three copies of it would pass: their object must be it."""
+    """A photo the model names right with a novelty that one, two or three copies of it pass: their object is it."""
     rule = object_rule_of(recognizer.bundle.novelty)
     images = np.stack([decode_image(path.read_bytes(), size=recognizer.input_size) for path, _ in camera_photos])
     decisions = recognizer.classify(recognizer.features(images))
     for (path, product), decision in zip(camera_photos, decisions, strict=True):
-        limit = rule.threshold(3)
-        if decision.top_k[0]["product"] == product and (limit is None or decision.novelty < limit):
+        limits = [limit for limit in (rule.threshold(m) for m in (1, 2, 3)) if limit is not None]
+        if decision.product == product and all(decision.novelty < limit for limit in limits):
             return path.read_bytes(), product
     pytest.fail("no camera photo is named right under the object threshold")
 
@@ -127,4 +127,28 @@ def test_an_object_whose_worker_is_killed_midway_gets_exactly_one_event(
         )
         event = one_event(own_stack, listener, device, left, timeout=60)
         assert event["frame_ids"] == [first[1]] and event["reason"] == "gap"
+        client.disconnect()
+
+
+def test_frames_that_name_no_object_are_grouped_by_the_worker(
+    stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
+) -> None:
+    image, product = a_sure_photo(recognizer, camera_photos)
+    device = "auto-cam"
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        sent = [uuid.uuid4().hex for _ in range(3)]
+        stack.send(client, device, sent, [image])  # one part, three frames, no `object`: alike and close together
+        names = {listener.wait_frame(frame_id)[1]["object"] for frame_id in sent}
+        assert len(names) == 1 and next(iter(names)).startswith("auto-"), names
+        name = next(iter(names))
+        event = one_event(stack, listener, device, name)
+        assert event["frame_ids"] == sent and event["product"] == product and event["reason"] == "agreed"
+        time.sleep(1.0)  # past the gap: the next frame is the next part
+        alone = uuid.uuid4().hex
+        stack.send(client, device, [alone], [image])
+        other = listener.wait_frame(alone)[1]["object"]
+        assert other != name and other.startswith("auto-")
+        event = one_event(stack, listener, device, other)
+        assert event["frame_ids"] == [alone] and event["reason"] == "gap" and event["frames"] == 1
         client.disconnect()

@@ -3,6 +3,8 @@ frame's `object` and `object_end` on the wire, and the operating point kept in t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,9 @@ def test_an_object_event_names_its_frames_and_its_decision() -> None:
     assert event["kind"] == "object" and event["product"] == "unknown" and event["status"] == "unknown"
     assert event["frames"] == 3 and event["frame_ids"] == ["a", "b", "c"] and event["decision_seconds"] == 1.25
     assert event["first_received_at"].endswith("Z") and event["line"] == "press-3"
+
+
+def test_one_frame_decides_no_more_than_its_own_answer() -> None:
+    refused = FrameVote("f1", 1.0, "drill", "tools", 0.3, 0.1, recognized=False)  # under the confidence threshold
+    assert best_answer([refused], RULE).product is None
+    assert best_answer([replace(refused, recognized=True)], RULE).product == "drill"
