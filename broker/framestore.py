@@ -34,6 +34,16 @@ def frame_key(request: FrameRequest) -> str:
     return DATA_PREFIX + hashlib.sha256(seed).hexdigest()[:40]
 
 
+# a frame admitted into an object not yet decided; a new object's hash lives as long as the frame's data (a worker
+# gives it its own lifetime once it answers a frame of it), a decided one's is left as it is
+_ADMIT = """
+if redis.call('HEXISTS', KEYS[1], 'decided') == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+
 def object_key(device: str, name: str) -> str:
     return OBJECT_PREFIX + hashlib.sha256(f"{device}\x00{name}".encode()).hexdigest()[:32]
 
@@ -86,8 +96,8 @@ class FrameStore:
             pipe.set(key, msgpack.packb(request.to_task_kwargs(), use_bin_type=True), ex=self.data_ttl_s)
             if request.object_name is not None:  # its object is not closed by its gap while this frame waits
                 part = object_key(request.device, request.object_name)
-                pipe.hset(part, ADMITTED_PREFIX + frame_field(request.frame_id, image_digest(request.image)), key)
-                pipe.expire(part, self.data_ttl_s)
+                field = ADMITTED_PREFIX + frame_field(request.frame_id, image_digest(request.image))
+                pipe.eval(_ADMIT, 1, part, field, key, self.data_ttl_s)
         pipe.zadd(PENDING_KEY, dict.fromkeys((key for key, _ in frames), self._clock()))
         pipe.execute()
 

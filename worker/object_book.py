@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from broker.framestore import ADMITTED_PREFIX, VOTE_PREFIX
 
 OPEN_KEY = "partsight:objects:open"
@@ -28,6 +30,7 @@ PENDING, DECIDED = "pending", "decided"
 CLAIMED, ALREADY_DECIDED, GONE, CHANGED = 1, 0, -1, -2
 
 _APPEND = """
+if redis.replicate_commands then redis.replicate_commands() end
 if redis.call('HGET', KEYS[1], 'decided') then return {'decided'} end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('HINCRBY', KEYS[1], 'frames', 1) end
 redis.call('HSETNX', KEYS[1], 'device', ARGV[3])
@@ -35,11 +38,14 @@ redis.call('HSETNX', KEYS[1], 'object', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[1], 'line', ARGV[5]) end
 if ARGV[8] == '1' then redis.call('HSET', KEYS[1], 'ended', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[6], KEYS[1])
+local now = redis.call('TIME')
+local deadline = tonumber(now[1]) + tonumber(now[2]) / 1000000 + tonumber(ARGV[6])
+redis.call('ZADD', KEYS[2], 'GT', tostring(deadline), KEYS[1])
 return {'pending', unpack(redis.call('HGETALL', KEYS[1]))}
 """
 
 _CLAIM = """
+if redis.replicate_commands then redis.replicate_commands() end
 if redis.call('HGET', KEYS[1], 'decided') then redis.call('ZREM', KEYS[2], KEYS[1]) return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], KEYS[1]) return -1 end
 if redis.call('HGET', KEYS[1], 'frames') ~= ARGV[4] then return -2 end
@@ -50,7 +56,8 @@ end
 redis.call('HSET', KEYS[1], 'decided', '1', 'event', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], KEYS[1])
-redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[3], tostring(tonumber(now[1]) + tonumber(now[2]) / 1000000 + tonumber(ARGV[2])), KEYS[1])
 return 1
 """
 
@@ -64,12 +71,15 @@ return 1
 """
 
 _LEASE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tostring(now), 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, key in ipairs(due) do
   local event = redis.call('HGET', key, 'event')
   if event then
-    redis.call('ZADD', KEYS[1], ARGV[2], key)
+    redis.call('ZADD', KEYS[1], tostring(now + tonumber(ARGV[1])), key)
     table.insert(out, key)
     table.insert(out, event)
   else
@@ -106,6 +116,30 @@ class ObjectState:
         return int(self.fields.get("frames", "0"))
 
 
+def run_scripts(redis: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Lua scripts (redis-py Script objects with their keys and arguments) in one round trip, by their sha; a
+    Redis that forgot them (restarted) is given them again and the calls made again (each script here may run
+    twice: it changes nothing the second time)."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        try:
+            return list(pipe.execute())
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            for script in {script.sha: script for script, _, _ in calls}.values():
+                redis.script_load(script.script)
+    raise AssertionError("unreachable")
+
+
+def redis_now(redis: Any) -> float:
+    """Redis's clock: deadlines are set and compared on one clock, whichever worker's host runs fast."""
+    seconds, micros = redis.time()
+    return float(seconds) + float(micros) / 1e6
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -127,15 +161,29 @@ class ObjectBook:
         self._published = redis.register_script(_PUBLISHED)
         self._lease = redis.register_script(_LEASE)
 
-    def append_many(self, appends: Sequence[Append], deadline: float) -> list[ObjectState]:
-        """Add each frame to its object (in order, one round trip) and return each object's state after it."""
+    def append_many(self, appends: Sequence[Append], gap_s: float) -> list[ObjectState]:
+        """Add each frame to its object (in order, one round trip), its deadline `gap_s` past Redis's clock, and
+        return each object's state after it."""
         if not appends:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for item in appends:
-            args = [item.vote_field, item.vote, item.device, item.name, item.line or "", repr(deadline)]
-            self._append(keys=[item.key, OPEN_KEY], args=[*args, self.open_ttl_s, int(item.ended)], client=pipe)
-        return [_state(item.key, reply) for item, reply in zip(appends, pipe.execute(), strict=True)]
+        calls = [
+            (
+                self._append,
+                [item.key, OPEN_KEY],
+                [
+                    item.vote_field,
+                    item.vote,
+                    item.device,
+                    item.name,
+                    item.line or "",
+                    repr(gap_s),
+                    self.open_ttl_s,
+                    int(item.ended),
+                ],
+            )
+            for item in appends
+        ]
+        return [_state(item.key, reply) for item, reply in zip(appends, run_scripts(self._redis, calls), strict=True)]
 
     def read_many(self, keys: Sequence[str]) -> list[ObjectState | None]:
         """Objects as they are now; None where the hash is gone."""
@@ -150,21 +198,21 @@ class ObjectBook:
             states.append(None if not fields else ObjectState(key, DECIDED if "decided" in fields else PENDING, fields))
         return states
 
-    def claim(self, key: str, event: str, *, frames: int, publish_by: float) -> int:
-        """CLAIMED (this caller publishes `event`), ALREADY_DECIDED, GONE, or CHANGED (a frame came: decide again)."""
-        args = [event, repr(publish_by), self.keep_s, str(frames)]
+    def claim(self, key: str, event: str, *, frames: int, lease_s: float, keep_s: int | None = None) -> int:
+        """CLAIMED (this caller publishes `event`; anyone may publish it again `lease_s` later if it is still not
+        confirmed), ALREADY_DECIDED, GONE, or CHANGED (a frame came: decide again)."""
+        args = [event, repr(lease_s), keep_s or self.keep_s, str(frames)]
         return int(self._claim(keys=[key, OPEN_KEY, OUTBOX_KEY], args=args))
 
     def published(self, keys: Sequence[str]) -> None:
-        if not keys:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            self._published(keys=[key, OUTBOX_KEY], client=pipe)
-        pipe.execute()
+        if keys:
+            run_scripts(self._redis, [(self._published, [key, OUTBOX_KEY], []) for key in keys])
+
+    def now(self) -> float:
+        return redis_now(self._redis)
 
     def due(self, now: float, limit: int = 100) -> list[str]:
-        """Open objects whose deadline has passed."""
+        """Open objects whose deadline (on Redis's clock: `now` from `now()`) has passed."""
         return [_text(key) for key in self._redis.zrangebyscore(OPEN_KEY, "-inf", now, start=0, num=limit)]
 
     def still_coming(self, state: ObjectState) -> bool:
@@ -177,12 +225,16 @@ class ObjectBook:
         ]
         return bool(waiting) and int(self._redis.exists(*waiting)) > 0
 
+    def postpone(self, key: str, deadline: float) -> None:
+        """Move an open object's deadline (only while it is still open)."""
+        self._redis.zadd(OPEN_KEY, {key: deadline}, xx=True)
+
     def drop_open(self, key: str) -> None:
         self._redis.zrem(OPEN_KEY, key)
 
-    def lease_unpublished(self, now: float, lease_until: float, limit: int = 100) -> list[tuple[str, str]]:
-        """Events whose publication is overdue, each leased to this caller until `lease_until`."""
-        flat = [_text(item) for item in self._lease(keys=[OUTBOX_KEY], args=[repr(now), repr(lease_until), limit])]
+    def lease_unpublished(self, lease_s: float, limit: int = 100) -> list[tuple[str, str]]:
+        """Events whose publication is overdue, each leased to this caller for `lease_s`."""
+        flat = [_text(item) for item in self._lease(keys=[OUTBOX_KEY], args=[repr(lease_s), limit])]
         return list(zip(flat[::2], flat[1::2], strict=True))
 
     def counts(self) -> tuple[int, int]:

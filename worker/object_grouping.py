@@ -2,9 +2,11 @@
 under PARTSIGHT_OBJECT_GAP_MS and each looks like the one before it (cosine at or above the version's same-product
 similarity, models.answer.same_product); a camera that shows each part once gets one-frame objects.
 
-Each device's open object lives in Redis (its name, its last frame's time and features, float16), so frames of one
-device answered by several workers at once still join one object: a frame joins through a compare-and-set on the
-object the worker read, and one that lost the race reads again.
+Each device's open object lives in Redis (its name, its newest frame's time and features, float16), so frames of
+one device answered by several workers at once still join one object: a window's frames of a device join through
+one compare-and-set on the object the worker read, and a worker that lost the race reads again. Each frame's object
+is remembered by its ledger key, so a frame tried again (a refused answer, a redelivery) keeps its object. A frame
+older than the device's newest one that joins nothing is an object of its own and leaves the device's object be.
 """
 
 from __future__ import annotations
@@ -18,33 +20,60 @@ from typing import Any
 
 import numpy as np
 
+from worker.object_book import run_scripts
+from worker.object_tracker import AUTO_NAME_PREFIX
+
 AUTO_PREFIX = "partsight:object-auto:"
-AUTO_NAME_PREFIX = "auto-"
+FRAME_OBJECT_PREFIX = "partsight:object-of:"  # a frame's ledger key: the object the grouping put it in
 RETRIES = 5
 
+# KEYS[1] the device's object; KEYS[2..] each frame's remembered object. ARGV: the object the caller read ('' for
+# none), the gap, the keys' lifetime, the newest frame's vector, then for each frame: its time, alike ('1' or '0',
+# to the frame before it), a fresh name.
 _JOIN = """
 local current = redis.call('HGET', KEYS[1], 'name') or ''
 if current ~= ARGV[1] then return {'retry'} end
 local last = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
-local at = tonumber(ARGV[2])
-local name = ARGV[5]
-if current ~= '' and ARGV[4] == '1' and math.abs(at - last) <= tonumber(ARGV[3]) then
-  name = current
-  if at < last then at = last end
+local gap = tonumber(ARGV[2])
+local moved = false
+local out = {'ok'}
+for i = 2, #KEYS do
+  local name = redis.call('GET', KEYS[i])
+  if not name then
+    local base = 4 + (i - 2) * 3
+    local at = tonumber(ARGV[base + 1])
+    if current ~= '' and ARGV[base + 2] == '1' and math.abs(at - last) <= gap then
+      name = current
+      if at > last then last = at end
+      moved = true
+    elseif at >= last then
+      name = ARGV[base + 3]
+      current = name
+      last = at
+      moved = true
+    else
+      name = ARGV[base + 3]
+    end
+    redis.call('SET', KEYS[i], name, 'EX', ARGV[3])
+  end
+  table.insert(out, name)
 end
-redis.call('HSET', KEYS[1], 'name', name, 'at', tostring(at), 'vector', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-return {'ok', name}
+if moved then
+  redis.call('HSET', KEYS[1], 'name', current, 'at', tostring(last), 'vector', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return out
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Unnamed:
-    """A frame without an `object`: its device, when the bridge received it, and its features."""
+    """A frame without an `object`: its device, when the bridge received it, its features and its ledger key."""
 
     device: str
     received_at: float
     features: np.ndarray
+    frame_key: str = ""
 
 
 def auto_key(device: str) -> str:
@@ -62,7 +91,8 @@ def encoded(vector: np.ndarray) -> str:
 
 
 def alike(previous: str, vector: np.ndarray, similarity: float | None) -> bool:
-    """Whether a frame looks like its device's last one: False without a similarity or a readable vector."""
+    """Whether a frame looks like the one before it (`previous`, encoded): False without a similarity or a
+    readable vector of the same size."""
     if similarity is None or not previous:
         return False
     try:
@@ -85,31 +115,57 @@ class AutoGrouping:
         self._join = redis.register_script(_JOIN)
 
     def assign(self, frames: Sequence[Unnamed], similarity: float | None) -> list[str]:
-        """Each frame's object name, a device's frames taken in the order they were received."""
+        """Each frame's object name: one read of every device's object and one join per device (two round
+        trips), more only for a device another worker moved meanwhile."""
         names = [""] * len(frames)
-        left: dict[str, tuple[str, str]] = {}  # device: (object, last vector) as this call's last join left them
+        by_device: dict[str, list[int]] = {}
         for index in sorted(range(len(frames)), key=lambda i: frames[i].received_at):
-            names[index] = self._join_one(frames[index], similarity, left)
+            by_device.setdefault(frames[index].device, []).append(index)
+        devices = list(by_device)
+        for _ in range(RETRIES):
+            if not devices:
+                break
+            devices = self._join_devices(devices, by_device, frames, similarity, names)
+        for device in devices:  # other workers kept moving these devices' objects: objects of their own
+            for index in by_device[device]:
+                names[index] = self._make_name()
         return names
 
-    def _join_one(self, frame: Unnamed, similarity: float | None, left: dict[str, tuple[str, str]]) -> str:
-        """Join the device's object, or start one; a join that finds the object moved by another worker reads it
-        again. A frame that keeps losing the race starts an object of its own."""
-        key = auto_key(frame.device)
-        vector = encoded(frame.features)
-        for _ in range(RETRIES):
-            if frame.device not in left:
-                name, last = (_text(value) for value in self._redis.hmget(key, "name", "vector"))
-                left[frame.device] = (name, last)
-            current, last = left[frame.device]
-            looks_alike = int(alike(last, frame.features, similarity))
-            args = [current, repr(frame.received_at), repr(self._gap_s), looks_alike, self._make_name(), vector]
-            reply = [_text(item) for item in self._join(keys=[key], args=[*args, self._ttl_s])]
-            if reply[0] == "ok":
-                left[frame.device] = (reply[1], vector)
-                return reply[1]
-            del left[frame.device]
-        return self._make_name()
+    def _join_devices(
+        self,
+        devices: list[str],
+        by_device: dict[str, list[int]],
+        frames: Sequence[Unnamed],
+        similarity: float | None,
+        names: list[str],
+    ) -> list[str]:
+        """One attempt for each device; the devices to try again."""
+        pipe = self._redis.pipeline(transaction=False)
+        for device in devices:
+            pipe.hmget(auto_key(device), "name", "vector")
+        calls = []
+        for device, (name, vector) in zip(devices, pipe.execute(), strict=True):
+            previous, args = _text(vector), []
+            for index in by_device[device]:
+                frame = frames[index]
+                args += [repr(frame.received_at), int(alike(previous, frame.features, similarity)), self._make_name()]
+                previous = encoded(frame.features)
+            keys = [auto_key(device), *(self._frame_key(frames[index]) for index in by_device[device])]
+            calls.append((self._join, keys, [_text(name), repr(self._gap_s), self._ttl_s, previous, *args]))
+        again = []
+        for device, reply in zip(devices, run_scripts(self._redis, calls), strict=True):
+            found = [_text(item) for item in reply]
+            if found[0] != "ok":
+                again.append(device)
+                continue
+            for index, name in zip(by_device[device], found[1:], strict=True):
+                names[index] = name
+        return again
+
+    @staticmethod
+    def _frame_key(frame: Unnamed) -> str:
+        seed = frame.frame_key or uuid.uuid4().hex  # a frame without a ledger key is grouped once, as it comes
+        return FRAME_OBJECT_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 def _text(value: Any) -> str:

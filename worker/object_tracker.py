@@ -41,6 +41,8 @@ from worker.object_book import (
 
 logger = logging.getLogger(__name__)
 
+AUTO_NAME_PREFIX = "auto-"  # worker.object_grouping's names
+AUTO_KEEP_S = 600  # a grouped object's decision, and each grouped frame's object, are remembered this long
 CLAIM_TRIES = 5  # a claim beaten by a frame appended meanwhile reads and decides again, this often at most
 AGREED, ENDED, MAX_FRAMES, GAP = "agreed", "object_end", "max_frames", "gap"
 
@@ -51,7 +53,7 @@ class ObjectSettings:
     agree: int = DEFAULT_AGREE  # PARTSIGHT_OBJECT_AGREE
     max_frames: int = DEFAULT_MAX_FRAMES  # PARTSIGHT_OBJECT_MAX_FRAMES
     keep_s: int = 3600  # a decided object is remembered this long: its late frames are answered `decided`
-    lease_s: float = 15.0  # an event not confirmed published within this is published again by a sweeper
+    lease_s: float = 30.0  # an event not confirmed published within this is published again by a sweeper
     auto: bool = True  # PARTSIGHT_OBJECT_AUTO: frames without `object` are grouped by the worker (off: no object)
 
 
@@ -124,7 +126,7 @@ class ObjectTracker:
             )
             for key, item in zip(keys, seen, strict=True)
         ]
-        states = self._book.append_many(appends, deadline=self._clock() + self.settings.gap_s)
+        states = self._book.append_many(appends, gap_s=self.settings.gap_s)
         last: dict[str, ObjectState] = {}
         for state in states:
             last[state.key] = state  # the state after the window's last frame of each object
@@ -142,18 +144,23 @@ class ObjectTracker:
         ], decided
 
     def close_due(self, model: Any, limit: int = 100) -> list[Decided]:
-        """Decide every open object whose gap has passed, with its best answer or unknown."""
-        keys = self._book.due(self._clock(), limit)
+        """Decide every open object whose gap has passed, with its best answer or unknown. One object that fails
+        is logged and left for the next sweep; the others are decided."""
+        now = self._book.now()
+        keys = self._book.due(now, limit)
         decided: list[Decided] = []
         for key, state in zip(keys, self._book.read_many(keys), strict=True):
-            if state is None or state.state == DECIDED:
-                self._book.drop_open(key)
-                continue
-            if self._book.still_coming(state):
-                continue  # looked at again by the next sweep
-            result = self._decide(state, model, final=True)
-            if isinstance(result, Decided):
-                decided.append(result)
+            try:
+                if state is None or state.state == DECIDED:
+                    self._book.drop_open(key)
+                elif self._book.still_coming(state):  # again a gap later: the objects due after it go first
+                    self._book.postpone(key, now + self.settings.gap_s)
+                else:
+                    result = self._decide(state, model, final=True)
+                    if isinstance(result, Decided):
+                        decided.append(result)
+            except Exception as exc:
+                logger.warning("could not close object %s (%s); the next sweep tries again", key, exc)
         return decided
 
     def _decide(self, state: ObjectState, model: Any, *, final: bool) -> Decided | str:
@@ -190,7 +197,11 @@ class ObjectTracker:
             )
             payload = encode(event)
             claimed = self._book.claim(
-                current.key, payload.decode(), frames=current.frames, publish_by=now + self.settings.lease_s
+                current.key,
+                payload.decode(),
+                frames=current.frames,
+                lease_s=self.settings.lease_s,
+                keep_s=self._keep_s(event),
             )
             if claimed == CLAIMED:
                 decided = Decided(current.key, event["device"], event, payload)
@@ -202,6 +213,11 @@ class ObjectTracker:
                 return PENDING
             current = self._book.read_many([current.key])[0]
         return PENDING  # frames keep coming: the next frame (or the sweep) decides it
+
+    def _keep_s(self, event: dict[str, Any]) -> int:
+        """How long a decided object is remembered: a grouped one only as long as its frames' retries are."""
+        grouped = str(event.get("object", "")).startswith(AUTO_NAME_PREFIX)
+        return min(self.settings.keep_s, AUTO_KEEP_S) if grouped else self.settings.keep_s
 
     def _answer(self, state: ObjectState, model: Any, *, final: bool) -> tuple[ObjectAnswer, str] | None:
         votes = votes_of(state)

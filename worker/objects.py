@@ -1,6 +1,9 @@
-"""Objects as a worker serves them: frames into their objects (worker.object_tracker), each decided object's
-event published once on `<prefix>/<device>/event`, and a sweeper thread that closes objects whose gap has passed
-and publishes again any event a killed worker left unpublished (worker.object_book's outbox).
+"""Objects as a worker serves them: frames into their objects (worker.object_tracker, worker.object_grouping),
+each decided object's event published once on `<prefix>/<device>/event`, and a sweeper thread that closes objects
+whose gap has passed and publishes again any event left unconfirmed (worker.object_book's outbox).
+
+Events are handed to paho at QoS 1 without waiting: the broker's PUBACK takes the event off the outbox, in paho's
+network thread, so a slow broker never holds a window of frames.
 """
 
 from __future__ import annotations
@@ -10,20 +13,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from broker.errors import BrokerError
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from worker.metrics import ObjectMetrics
 from worker.object_book import ObjectBook
 from worker.object_grouping import AutoGrouping, Unnamed
 from worker.object_tracker import Decided, ObjectTracker, Seen
-from worker.publisher import publish_confirmed
 
 logger = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 0.1  # how often open objects are looked at: a gap's decision comes this much late at most
-OUTBOX_EVERY_S = 1.0  # how often unpublished events are looked for
+OUTBOX_EVERY_S = 1.0  # how often unconfirmed events are looked for, and the gauges read
 FAILED_SWEEP_PAUSE_S = 2.0
 
 
@@ -38,8 +42,6 @@ class Objects:
         *,
         model: Callable[[], Any],
         metrics: ObjectMetrics,
-        publish_timeout_s: float,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         """`model`: the version served now (its catalog names a decided product, its rule decides)."""
         self._tracker = tracker
@@ -49,8 +51,8 @@ class Objects:
         self._topics = topics
         self._model = model
         self._metrics = metrics
-        self._timeout_s = publish_timeout_s
-        self._clock = clock
+        self._similarity: dict[str, Future[float | None]] = {}  # by model version, computed off the frames' path
+        self._similarity_pool = ThreadPoolExecutor(1, thread_name_prefix="partsight-similarity")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,32 +63,53 @@ class Objects:
         """Object names for frames that carry none; None when the worker does not group them (turned off)."""
         if self._grouping is None or not frames:
             return None
-        return self._grouping.assign(frames, model.same_product())
+        return self._grouping.assign(frames, self._same_product(model))
+
+    def _same_product(self, model: Any) -> float | None:
+        """The version's same-product similarity once it is computed (in the background: until then, each frame
+        without an object is an object of its own)."""
+        version = str(model.info.version)
+        future = self._similarity.get(version)
+        if future is None:
+            future = self._similarity[version] = self._similarity_pool.submit(model.same_product)
+        return future.result() if future.done() and future.exception() is None else None
 
     def publish(self, decided: Sequence[Decided]) -> None:
-        """Each event to its device's event topic; those the broker took are taken off the outbox. Never raises:
-        an event not confirmed stays in the outbox, and a sweeper publishes it again."""
-        messages = [(self._topics.event(item.device), item.payload) for item in decided]
-        acked = publish_confirmed(self._connection, messages, timeout_s=self._timeout_s)
-        done = [item.key for item, ok in zip(decided, acked, strict=True) if ok]
-        self._metrics.events_published.inc(len(done))
-        try:
-            self._book.published(done)
-        except Exception as exc:  # the outbox keeps them: published again later, the event names its object
-            logger.warning("could not record %d published object event(s): %s", len(done), exc)
+        """Hand each event to paho at QoS 1; its PUBACK takes it off the outbox. Never raises: an event the broker
+        does not confirm stays in the outbox, and a sweeper publishes it again."""
+        for item in decided:
+            try:
+                topic = self._topics.event(item.device)
+                self._connection.publish(topic, item.payload, qos=1, on_acked=self._on_acked(item.key))
+            except (BrokerError, ValueError) as exc:
+                logger.warning("the event of object %s was not published now (%s); the outbox keeps it", item.key, exc)
+
+    def _on_acked(self, key: str) -> Callable[[bool], None]:
+        def acked(ok: bool) -> None:  # paho's network thread: never raise into it
+            if not ok:
+                logger.warning("the broker refused the event of object %s; the outbox keeps it", key)
+                return
+            self._metrics.events_published.inc()
+            try:
+                self._book.published([key])
+            except Exception as exc:  # published again later: the event names its object
+                logger.warning("could not record the published event of object %s: %s", key, exc)
+
+        return acked
 
     def sweep(self) -> None:
-        """Close the objects whose gap has passed, publish their events, and publish again the overdue ones."""
+        """Close the objects whose gap has passed and publish their events."""
         decided = self._tracker.close_due(self._model())
         if decided:
             self.publish(decided)
-        now = self._clock()
-        overdue = self._book.lease_unpublished(now, now + self._tracker.settings.lease_s)
+
+    def republish(self) -> None:
+        """Publish again the events not confirmed within the lease (their worker died, or the broker was away)."""
+        overdue = self._book.lease_unpublished(self._tracker.settings.lease_s)
         if overdue:
             logger.info("publishing %d object event(s) again that were not confirmed in time", len(overdue))
             self._metrics.events_republished.inc(len(overdue))
-            republished = [Decided(key, _device_of(event), {}, event.encode()) for key, event in overdue]
-            self.publish([item for item in republished if item.device])
+            self.publish([Decided(key, _device_of(event), {}, event.encode()) for key, event in overdue])
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="partsight-objects", daemon=True)
@@ -96,21 +119,27 @@ class Objects:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._similarity_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
-        last_count = 0.0
+        last_outbox = 0.0
         while not self._stop.wait(SWEEP_EVERY_S):
-            try:
-                self.sweep()
-                if time.monotonic() - last_count >= OUTBOX_EVERY_S:
-                    last_count = time.monotonic()
-                    open_count, outbox = self._book.counts()
-                    self._metrics.open.set(open_count)
-                    self._metrics.outbox.set(outbox)
-            except Exception as exc:
-                self._metrics.sweep_failures.inc()
-                logger.warning("sweeping objects failed (%s); trying again in %.0f s", exc, FAILED_SWEEP_PAUSE_S)
-                self._stop.wait(FAILED_SWEEP_PAUSE_S)
+            jobs: list[Callable[[], None]] = [self.sweep]
+            if time.monotonic() - last_outbox >= OUTBOX_EVERY_S:
+                last_outbox = time.monotonic()
+                jobs += [self.republish, self._gauges]
+            for job in jobs:  # each on its own: a failing sweep does not stop the outbox
+                try:
+                    job()
+                except Exception as exc:
+                    self._metrics.sweep_failures.inc()
+                    logger.warning("objects: %s failed (%s); trying again", job.__name__, exc)
+                    self._stop.wait(FAILED_SWEEP_PAUSE_S)
+
+    def _gauges(self) -> None:
+        open_count, outbox = self._book.counts()
+        self._metrics.open.set(open_count)
+        self._metrics.outbox.set(outbox)
 
 
 def _device_of(event: str) -> str:

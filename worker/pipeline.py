@@ -367,9 +367,14 @@ class FramePipeline:
         return answers, decided
 
     def _publish_events(self, decided: list[Decided]) -> None:
-        """The events of the objects this window decided, after the frames' own answers; never fails the window."""
-        if decided and self._objects is not None:
+        """The events of the objects this window decided, after the frames' own answers; never fails the window
+        (an event not handed to the broker now is in the outbox, which a sweeper publishes again)."""
+        if not decided or self._objects is None:
+            return
+        try:
             self._objects.publish(decided)
+        except Exception as exc:
+            logger.warning("the events of %d object(s) wait in the outbox: %s", len(decided), exc)
 
     def _track_objects(self, model: ServedModel, work: list[_Frame]) -> list[Decided]:
         """Each frame of a named object into it (a frame that failed counts, without a vote, so its object still
@@ -404,7 +409,9 @@ class FramePipeline:
             if request.object_name is not None:
                 frame.object_name = request.object_name
             elif frame.error is None and frame.features is not None:
-                unnamed.append((frame, Unnamed(request.device, request.received_at, frame.features)))
+                unnamed.append(
+                    (frame, Unnamed(request.device, request.received_at, frame.features, frame.ref.ledger_key))
+                )
         names = self._objects.group([item for _, item in unnamed], model) if unnamed else None
         for (frame, _), name in zip(unnamed, names or [], strict=False):
             frame.object_name = name

@@ -9,7 +9,6 @@ the wait, the answer's `on_late_delivery` runs, so the frame is recorded as answ
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -119,37 +118,3 @@ class AnswerPublisher:
         except BrokerError as exc:  # paho did not take it: no acknowledgement will ever come
             logger.warning("publishing to %s failed: %s", topic, exc)
             window.record(index, False, topic)
-
-
-def publish_confirmed(
-    connection: MqttConnection, messages: Sequence[tuple[str, bytes]], *, timeout_s: float
-) -> list[bool]:
-    """Publish each (topic, payload) at QoS 1 and wait, once for all, up to `timeout_s` for the broker to take
-    them: True for each it acknowledged in time. Never raises."""
-    if not messages:
-        return []
-    try:
-        connection.wait_connected(timeout_s)
-    except BrokerError as exc:
-        logger.warning("%d message(s) not published: %s", len(messages), exc)
-        return [False] * len(messages)
-    acked = [False] * len(messages)
-    left = [len(messages)]
-    lock, all_in = threading.Lock(), threading.Event()
-
-    def settle(index: int, ok: bool) -> None:
-        with lock:
-            acked[index] = ok
-            left[0] -= 1
-            if left[0] == 0:
-                all_in.set()
-
-    for index, (topic, payload) in enumerate(messages):
-        try:
-            connection.publish(topic, payload, qos=1, on_acked=functools.partial(settle, index))
-        except BrokerError as exc:
-            logger.warning("publishing to %s failed: %s", topic, exc)
-            settle(index, False)
-    all_in.wait(timeout_s)
-    with lock:
-        return list(acked)

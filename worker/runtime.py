@@ -51,7 +51,7 @@ from worker.ledger import FrameLedger
 from worker.metrics import WorkerMetrics
 from worker.object_book import ObjectBook
 from worker.object_grouping import AutoGrouping
-from worker.object_tracker import Decided, ObjectTracker
+from worker.object_tracker import AUTO_KEEP_S, Decided, ObjectTracker
 from worker.objects import Objects
 from worker.pipeline import FramePipeline, ModelInfo, ServedModel, features_by_model
 from worker.publisher import AnswerPublisher
@@ -240,7 +240,8 @@ def object_rule_of(novelty: NoveltyModel | None) -> ObjectRule:
 
 def _same_product_once(gallery: Gallery | None, categories: Sequence[str]) -> Callable[[], float | None]:
     """The gallery's same-product similarity (models.answer.same_product), computed the first time it is asked
-    for (by the review writer's thread, never on a frame's path) and kept; None, kept too, when it cannot be had.
+    for (by the review writer's thread, or the objects' background thread: never on a frame's path) and kept;
+    None, kept too, when it cannot be had.
     It runs with BLAS on one thread so it does not take both cores from the engine; the limit is the process's, so
     for its ~50 ms the head's numpy work on frames runs on one thread too (the engine's own pool is untouched)."""
 
@@ -450,7 +451,7 @@ def _objects(
     tracker = ObjectTracker(book, settings.objects, on_decided=counted)
     grouping = None
     if settings.objects.auto:
-        grouping = AutoGrouping(client, gap_s=settings.objects.gap_s, ttl_s=max(60, settings.objects.keep_s))
+        grouping = AutoGrouping(client, gap_s=settings.objects.gap_s, ttl_s=AUTO_KEEP_S)
     return Objects(
         tracker,
         book,
@@ -459,7 +460,6 @@ def _objects(
         topics,
         model=slot.get,
         metrics=object_metrics,
-        publish_timeout_s=settings.publish_timeout_s,
     )
 
 

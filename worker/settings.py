@@ -49,6 +49,7 @@ DEFAULT_REVIEW_MARGIN = 0.1
 DEFAULT_ENROL_WINDOW_S = 2.0
 DEFAULT_CONSOLIDATE_AFTER_S = 10.0
 DEFAULT_OBJECTS = ObjectSettings()
+MIN_OBJECT_KEEP_S = 300  # a decided object's event waits in its hash: kept at least this long for a broker outage
 
 
 def usable_cores() -> int:
@@ -110,6 +111,7 @@ class WorkerSettings:
         visibility = env_int(env, "PARTSIGHT_VISIBILITY_TIMEOUT_S", 60, minimum=2)
         weights = env.get("PARTSIGHT_BACKBONE_WEIGHTS")
         model_dir = Path(env.get("PARTSIGHT_MODEL_DIR", DEFAULT_STORE))
+        publish_timeout_s = env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1)
         return cls(
             mqtt=mqtt_from_env(env),
             redis_url=redis_url_from_env(env),
@@ -132,7 +134,7 @@ class WorkerSettings:
             claim_ttl_s=env_int(env, "PARTSIGHT_CLAIM_TTL_S", max(1, min(10, visibility // 2)), minimum=1),
             dedupe_ttl_s=env_int(env, "PARTSIGHT_DEDUPE_TTL_S", 24 * 3600, minimum=1),
             model_reload_s=env_float(env, "PARTSIGHT_MODEL_RELOAD_S", 10.0),
-            publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0, minimum=0.1),
+            publish_timeout_s=publish_timeout_s,
             matches=matches_from_env(env),
             review=ReviewSettings.from_env(env, model_dir),
             review_sample=review_sample_from_env(env),
@@ -141,7 +143,7 @@ class WorkerSettings:
             keep_versions=keep_from_env(env),
             enrol_window_s=env_float(env, "PARTSIGHT_ENROL_WINDOW_S", DEFAULT_ENROL_WINDOW_S),
             consolidate_after_s=env_float(env, "PARTSIGHT_CONSOLIDATE_AFTER_S", DEFAULT_CONSOLIDATE_AFTER_S),
-            objects=objects_from_env(env, publish_timeout_s=env_float(env, "PARTSIGHT_PUBLISH_TIMEOUT_S", 10.0)),
+            objects=objects_from_env(env, publish_timeout_s=publish_timeout_s),
         )
 
     @property
@@ -161,9 +163,9 @@ def objects_from_env(env: Mapping[str, str], *, publish_timeout_s: float) -> Obj
         gap_s=env_int(env, "PARTSIGHT_OBJECT_GAP_MS", 700, minimum=1) / 1000,
         agree=agree,
         max_frames=max_frames,
-        keep_s=env_int(env, "PARTSIGHT_OBJECT_KEEP_S", 3600, minimum=1),
+        keep_s=env_int(env, "PARTSIGHT_OBJECT_KEEP_S", 3600, minimum=MIN_OBJECT_KEEP_S),
         auto=env_flag(env, "PARTSIGHT_OBJECT_AUTO", True),
-        lease_s=publish_timeout_s + 5.0,
+        lease_s=2 * publish_timeout_s + 10.0,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -112,17 +113,31 @@ def test_max_frames_ends_an_object_whose_frames_never_agree(client: redis_lib.Re
 
 def test_another_worker_closes_an_object_whose_worker_went_away(client: redis_lib.Redis) -> None:
     clock = Clock()
-    first = tracker(client, clock, gap_s=0.7)
+    first = tracker(client, clock, gap_s=0.3)
     first.track([frame("p5"), frame("p5")], MODEL)  # then this worker is gone
     other_client = redis_lib.Redis(host="127.0.0.1", port=client.connection_pool.connection_kwargs["port"], db=14)
-    second = tracker(other_client, clock, gap_s=0.7)
-    assert second.close_due(MODEL) == []  # the gap has not passed
-    clock.now += 0.8
+    second = tracker(other_client, clock, gap_s=0.3)
+    assert second.close_due(MODEL) == []  # the gap (on Redis's clock) has not passed
+    time.sleep(0.4)
     decided = second.close_due(MODEL)
     assert len(decided) == 1 and decided[0].event["reason"] == "gap" and decided[0].event["frames"] == 2
     assert decided[0].event["product"] == "drill"  # two agreeing frames, under their threshold
     assert second.close_due(MODEL) == [] and first.close_due(MODEL) == []
     other_client.close()
+
+
+def test_the_gap_waits_for_a_frame_the_bridge_admitted_and_no_worker_answered_yet(client: redis_lib.Redis) -> None:
+    objects = tracker(client, Clock(), gap_s=0.2)
+    seen = frame("p7")
+    objects.track([seen], MODEL)
+    part = object_key("cam", "p7")
+    client.set("partsight:frame-data:queued", b"x")  # a frame of it waits in the queue (a worker is down)
+    client.hset(part, "a:queued\x00d", "partsight:frame-data:queued")
+    time.sleep(0.3)
+    assert objects.close_due(MODEL) == []
+    client.delete("partsight:frame-data:queued")  # answered (or expired) without joining: no more waiting
+    time.sleep(0.3)
+    assert len(objects.close_due(MODEL)) == 1
 
 
 def test_concurrent_workers_and_sweepers_decide_each_object_exactly_once(client: redis_lib.Redis) -> None:
@@ -163,18 +178,17 @@ def test_concurrent_workers_and_sweepers_decide_each_object_exactly_once(client:
 
 
 def test_an_event_never_confirmed_is_published_again_from_the_outbox(client: redis_lib.Redis) -> None:
-    clock = Clock()
     book = ObjectBook(client, keep_s=60, open_ttl_s=600)
-    objects = ObjectTracker(book, ObjectSettings(lease_s=15), clock=clock)
+    objects = ObjectTracker(book, ObjectSettings(lease_s=0.3), clock=Clock())
     _, decided = objects.track([frame("p6") for _ in range(3)], MODEL)
-    assert book.lease_unpublished(clock.now, clock.now + 15) == []  # its own worker is still publishing it
-    clock.now += 16  # that worker died before the broker confirmed it
-    overdue = book.lease_unpublished(clock.now, clock.now + 15)
+    assert book.lease_unpublished(0.3) == []  # its own worker is still publishing it
+    time.sleep(0.4)  # that worker died before the broker confirmed it
+    overdue = book.lease_unpublished(0.3)
     assert [key for key, _ in overdue] == [decided[0].key] and '"object":"p6"' in overdue[0][1]
-    assert book.lease_unpublished(clock.now, clock.now + 15) == []  # leased to the one publishing it again
+    assert book.lease_unpublished(0.3) == []  # leased to the one publishing it again
     book.published([decided[0].key])
-    clock.now += 30
-    assert book.lease_unpublished(clock.now, clock.now + 15) == [] and book.counts() == (0, 0)
+    time.sleep(0.4)
+    assert book.lease_unpublished(0.3) == [] and book.counts() == (0, 0)
 
 
 def vector(*values: float) -> np.ndarray:
@@ -217,3 +231,17 @@ def test_frames_of_one_device_answered_by_several_workers_at_once_join_one_objec
     for thread in threads:
         thread.join()
     assert len({name for found in names for name in found}) == 1  # 40 alike frames within the gap: one object
+
+
+def test_a_frame_tried_again_keeps_its_object_and_a_late_one_takes_nothing_over(client: redis_lib.Redis) -> None:
+    grouping = AutoGrouping(client, gap_s=0.7, ttl_s=60)
+    part, next_part = vector(1, 0, 0), vector(0, 1, 0)
+    first = grouping.assign([Unnamed("cam", 10.0, part, "ledger-1"), Unnamed("cam", 10.2, part, "ledger-2")], 0.9)
+    assert first[0] == first[1]
+    moved_on = grouping.assign([Unnamed("cam", 12.0, next_part, "ledger-3")], 0.9)  # the next part
+    # frame 2 tried again (its answer was refused, or it was delivered twice): it keeps its object
+    assert grouping.assign([Unnamed("cam", 10.2, part, "ledger-2")], 0.9) == [first[1]]
+    # a frame older than the device's newest that joins nothing: an object of its own, the device's stays
+    late = grouping.assign([Unnamed("cam", 10.4, vector(0, 0, 1), "ledger-4")], 0.9)
+    assert late[0] not in (first[0], moved_on[0])
+    assert grouping.assign([Unnamed("cam", 12.1, next_part, "ledger-5")], 0.9) == moved_on

@@ -230,6 +230,18 @@ def test_the_acl_confines_each_device_to_its_own_topics() -> None:
     for service in ("partsight-worker", "partsight-bridge"):  # answers (and refusals) of the API's frames
         assert ["write", "partsight/api/+/answers"] in users[service]
     assert not any(access != "read" and topic.startswith("partsight/api/") for access, topic in patterns)
+    # each object's one event: the workers write it, the API (recent objects) and the device itself read it
+    assert ["write", "partsight/+/event"] in users["partsight-worker"]
+    assert ["read", "partsight/+/event"] in users["partsight-api"] and ["read", "partsight/%u/event"] in patterns
+
+
+def test_every_topic_the_contract_names_is_in_the_acl() -> None:
+    contract = (DEPLOY.parent / "docs" / "contract.md").read_text()
+    _, users, patterns = acl_rules((DEPLOY / "mosquitto" / "acl").read_text())
+    granted = {topic.replace("%u", "<device>").replace("+", "<device>").rstrip("/#") for _, topic in patterns}
+    granted |= {topic.replace("+", "<device>").rstrip("/#") for rules in users.values() for _, topic in rules}
+    named = set(re.findall(r"^\| `(partsight/<device>/[a-z]+)`", contract, flags=re.MULTILINE))
+    assert named and named <= granted, named - granted
 
 
 def test_the_generator_grants_and_revokes_enrolment_device_by_device(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ import pytest
 from broker.admission import Inbound, admit
 from broker.codes import ErrorCode
 from broker.contract import FrameRequest, object_event
-from broker.errors import FrameRejected
+from broker.errors import FrameRejected, SettingsError
 from models.answer.head import Decision
 from models.answer.novelty import NoveltyModel, with_operating_point
 from models.answer.object_rule import FrameVote, ObjectRule, best_answer, early_answer
 from models.errors import InvalidModel
 from models.train.object_calibration import calibrate_objects
 from worker.object_tracker import vote_of
+from worker.settings import WorkerSettings
 
 RULE = ObjectRule(single_threshold=0.5, more_thresholds=(0.6, 0.7))
 
@@ -181,3 +182,19 @@ def test_one_frame_decides_no_more_than_its_own_answer() -> None:
     refused = FrameVote("f1", 1.0, "drill", "tools", 0.3, 0.1, recognized=False)  # under the confidence threshold
     assert best_answer([refused], RULE).product is None
     assert best_answer([replace(refused, recognized=True)], RULE).product == "drill"
+
+
+def test_object_settings_are_read_once_and_checked() -> None:
+    settings = WorkerSettings.from_env({"PARTSIGHT_OBJECT_GAP_MS": "500", "PARTSIGHT_PUBLISH_TIMEOUT_S": "4"})
+    objects = settings.objects
+    assert (objects.gap_s, objects.agree, objects.max_frames, objects.auto) == (0.5, 3, 10, True)
+    assert objects.lease_s == 18.0  # twice the publish timeout and 10 s: never while the first try still waits
+    assert not WorkerSettings.from_env({"PARTSIGHT_OBJECT_AUTO": "0"}).objects.auto
+    for wrong in (
+        {"PARTSIGHT_OBJECT_AGREE": "5", "PARTSIGHT_OBJECT_MAX_FRAMES": "4"},
+        {"PARTSIGHT_OBJECT_KEEP_S": "10"},
+        {"PARTSIGHT_OBJECT_GAP_MS": "0"},
+        {"PARTSIGHT_OBJECT_AUTO": "maybe"},
+    ):
+        with pytest.raises(SettingsError):
+            WorkerSettings.from_env(wrong)
