@@ -98,8 +98,12 @@ class Objects:
         return acked
 
     def sweep(self) -> None:
-        """Close the objects whose gap has passed and publish their events."""
-        decided = self._tracker.close_due(self._model())
+        """Close the objects whose gap has passed and publish their events (and start computing a newly loaded
+        version's similarity, so grouping is ready before its first frames)."""
+        model = self._model()
+        if self._grouping is not None:
+            self._same_product(model)
+        decided = self._tracker.close_due(model)
         if decided:
             self.publish(decided)
 
