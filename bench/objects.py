@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from bench.e2e import table
 from models.answer.object_rule import FrameVote, ObjectRule, best_answer, early_answer
 from models.extract.decode import decode_image
 from models.recognizer import Recognizer
@@ -203,12 +204,10 @@ def main() -> int:
             train(TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False))
             rows.append({"data set": name, **measure(store, stream)})
             print(json.dumps(rows[-1]), flush=True)
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        shown = [f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()]
-        print("| " + " | ".join(shown) + " |")
+    shown = [
+        tuple(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()) for row in rows
+    ]
+    print(table(shown, tuple(rows[0])))
     return 0
 
 
