@@ -1,10 +1,12 @@
-"""The review queue grouped by look-alikes: items whose frames are alike enough to be one product become one cluster.
+"""The review queue grouped by look-alikes and by object: items whose frames are alike enough to be one product, or
+are frames of one object (one physical part: its result's `object`, named by the device or grouped by the worker),
+become one cluster.
 
 Each item keeps its frame's features as the version that answered it computed them (worker.review_sink); the
-grouping itself (models.answer.review_grouping: average linkage on cosine similarity, cut at the similarity the
-version calibrated on its gallery) needs numpy and scipy, which the bridge image, where the API also runs, does
-not carry: there `grouping()` raises GroupingUnavailable and the API answers the queue per frame. An item without
-features is a cluster of its own. Pure: records in, clusters out.
+grouping by features (models.answer.review_grouping: average linkage on cosine similarity, cut at the similarity
+the version calibrated on its gallery) needs numpy and scipy, which the bridge image, where the API also runs, does
+not carry: there `grouping()` raises GroupingUnavailable and the queue is grouped by object alone. An item without
+features and without an object is a cluster of its own. Pure: records in, clusters out.
 """
 
 from __future__ import annotations
@@ -61,11 +63,54 @@ def best_guess(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def features_available() -> bool:
+    """Whether items are grouped by their features here, besides by object."""
+    try:
+        grouping()
+    except GroupingUnavailable:
+        return False
+    return True
+
+
+def object_of(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(device, object) of an item's frame, when its result named an object."""
+    answer = record.get("answer")
+    name = answer.get("object") if isinstance(answer, Mapping) else None
+    device = record.get("device")
+    return (device, name) if isinstance(device, str) and isinstance(name, str) and name else None
+
+
+def merged_by_object(records: Sequence[Mapping[str, Any]], groups: Sequence[Sequence[int]]) -> list[list[int]]:
+    """`groups` (positions in `records`) with every two that hold frames of one object made one."""
+    parent = list(range(len(groups)))
+
+    def root(group: int) -> int:
+        while parent[group] != group:
+            parent[group] = parent[parent[group]]
+            group = parent[group]
+        return group
+
+    first_with: dict[tuple[str, str], int] = {}
+    for group, positions in enumerate(groups):
+        for position in positions:
+            key = object_of(records[position])
+            if key is not None:
+                parent[root(group)] = root(first_with.setdefault(key, group))
+    merged: dict[int, list[int]] = {}
+    for group, positions in enumerate(groups):
+        merged.setdefault(root(group), []).extend(positions)
+    return list(merged.values())
+
+
 def clusters(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The clusters of `records` (item records, any order), largest first, then newest first. A cluster's id is its
-    oldest item's (ids sort by time), so it stays while frames join it."""
+    oldest item's (ids sort by time), so it stays while frames join it. Without numpy, by object alone."""
+    try:
+        by_features: list[list[int]] = grouping().group_members(records)
+    except GroupingUnavailable:
+        by_features = [[position] for position in range(len(records))]
     found: list[dict[str, Any]] = []
-    for positions in grouping().group_members(records):
+    for positions in merged_by_object(records, by_features):
         members = sorted((records[i] for i in positions), key=lambda record: str(record.get("id")), reverse=True)
         typical = enrol_choice(members)
         received = sorted(str(record.get("received_at") or "") for record in members)

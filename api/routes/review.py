@@ -20,14 +20,13 @@ from api.body import IMAGE_TYPES, SUFFIXES
 from api.errors import (
     ALREADY_LABELLED,
     INTERNAL,
-    UNAVAILABLE,
     UNKNOWN_ITEM,
     UNKNOWN_PRODUCT,
     ApiError,
     bad_request,
     not_found,
 )
-from api.review_clusters import GroupingUnavailable, clusters, enrol_choice, public
+from api.review_clusters import clusters, enrol_choice, features_available, public
 from api.services import Services, product_id
 from api.tokens import ADMIN
 from models.errors import ReviewError, UnknownItem
@@ -167,7 +166,9 @@ def router(services: Services, auth: Auth) -> APIRouter:  # long: the queue's fo
     def list_items(
         limit: int = Query(50, ge=1, le=1000, description="items, or clusters with group=cluster"),
         status: str = Query(OPEN, description="open, labelled, dismissed or all"),
-        group: str = Query(FRAME, description="frame: one entry per item; cluster: items grouped by look-alikes"),
+        group: str = Query(
+            FRAME, description="frame: one entry per item; cluster: items grouped by look-alikes and by object"
+        ),
         scan: int = Query(
             DEFAULT_SCAN, ge=1, le=MAX_SCAN, description="with group=cluster: how many of the newest items are grouped"
         ),
@@ -180,13 +181,9 @@ def router(services: Services, auth: Auth) -> APIRouter:  # long: the queue's fo
             raise bad_request(str(exc)) from exc
         if group == FRAME:
             return {"items": [public(record) for record in records]}
-        try:
-            found = clusters(records)
-        except GroupingUnavailable as exc:
-            raise ApiError(
-                503, UNAVAILABLE, f"{exc}; ask for group=frame, or run the API from the worker image"
-            ) from exc
+        found = clusters(records)
         return {
+            "grouped_by": ["features", "object"] if features_available() else ["object"],
             "clusters": found[:limit],
             "clusters_total": len(found),
             "items_grouped": len(records),

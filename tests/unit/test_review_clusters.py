@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from api.review_clusters import best_guess, clusters, enrol_choice
+from api import review_clusters
+from api.review_clusters import GroupingUnavailable, best_guess, clusters, enrol_choice, merged_by_object, object_of
 from api.routes.review import photos_to_enrol
 from models.answer.review_grouping import FALLBACK_SIMILARITY, group_members, vector_of
 from models.answer.same_product import same_product_similarity
@@ -183,3 +184,28 @@ def test_the_calibration_draws_whole_categories_so_siblings_meet() -> None:
     assert len(products) == same_product.SAMPLE_PRODUCTS == 200
     drawn = {categories[np.flatnonzero(labels == product)[0]] for product in products}
     assert len(drawn) == 20  # whole families: 20 of 10 products, not 200 products of 40 families
+
+
+def of_object(found: dict[str, Any], name: str, device: str = "cam") -> dict[str, Any]:
+    return {**found, "device": device, "answer": {**found["answer"], "object": name}}
+
+
+def test_frames_of_one_object_are_one_card_whatever_their_features_say(monkeypatch: Any) -> None:
+    unit, other = np.eye(16)[0], np.eye(16)[1]
+    records = [
+        of_object(record("g-01", unit), "part-7"),
+        of_object(record("g-02", other), "part-7"),  # the same part seen from its other side
+        of_object(record("g-03", other * 1.01), "part-8"),  # alike g-02 by features: joins its cluster, so part-7's
+        of_object(record("g-04", np.eye(16)[2]), "part-7", device="cam-2"),  # another device's part-7 is another part
+        record("g-05", None),  # no object, no features: alone
+    ]
+    assert sorted(sorted(c["items"]) for c in clusters(records)) == [["g-01", "g-02", "g-03"], ["g-04"], ["g-05"]]
+    assert merged_by_object(records, [[0], [1], [2], [3], [4]]) == [[0, 1], [2], [3], [4]]
+    assert object_of(records[3]) == ("cam-2", "part-7") and object_of(records[4]) is None
+
+    def no_numpy() -> Any:
+        raise GroupingUnavailable("numpy and scipy are not installed here")
+
+    monkeypatch.setattr(review_clusters, "grouping", no_numpy)  # the bridge image's API: by object alone
+    assert sorted(sorted(c["items"]) for c in clusters(records)) == [["g-01", "g-02"], ["g-03"], ["g-04"], ["g-05"]]
+    assert not review_clusters.features_available()
