@@ -140,21 +140,23 @@ def redis_now(redis: Any) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply as text ("" for nil)."""
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _state(key: str, reply: Sequence[Any]) -> ObjectState:
-    flat = [_text(item) for item in reply]
+    flat = [as_text(item) for item in reply]
     return ObjectState(key, flat[0], dict(zip(flat[1::2], flat[2::2], strict=True)))
 
 
 class ObjectBook:
-    def __init__(self, redis: Any, *, keep_s: int, open_ttl_s: int) -> None:
-        """`keep_s`: how long a decided object is remembered; `open_ttl_s`: how long an open one lives untouched
-        (a safety net: the deadline sweep closes it long before)."""
+    def __init__(self, redis: Any, *, open_ttl_s: int) -> None:
+        """`open_ttl_s`: how long an open object lives untouched (a safety net: the deadline sweep closes it long
+        before)."""
         self._redis = redis
-        self.keep_s = keep_s
         self.open_ttl_s = open_ttl_s
         self._append = redis.register_script(_APPEND)
         self._claim = redis.register_script(_CLAIM)
@@ -194,14 +196,15 @@ class ObjectBook:
             pipe.hgetall(key)
         states: list[ObjectState | None] = []
         for key, raw in zip(keys, pipe.execute(), strict=True):
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = {as_text(k): as_text(v) for k, v in raw.items()}
             states.append(None if not fields else ObjectState(key, DECIDED if "decided" in fields else PENDING, fields))
         return states
 
-    def claim(self, key: str, event: str, *, frames: int, lease_s: float, keep_s: int | None = None) -> int:
+    def claim(self, key: str, event: str, *, frames: int, lease_s: float, keep_s: int) -> int:
         """CLAIMED (this caller publishes `event`; anyone may publish it again `lease_s` later if it is still not
-        confirmed), ALREADY_DECIDED, GONE, or CHANGED (a frame came: decide again)."""
-        args = [event, repr(lease_s), keep_s or self.keep_s, str(frames)]
+        confirmed; the decided object is remembered `keep_s`), ALREADY_DECIDED, GONE, or CHANGED (a frame came:
+        decide again)."""
+        args = [event, repr(lease_s), keep_s, str(frames)]
         return int(self._claim(keys=[key, OPEN_KEY, OUTBOX_KEY], args=args))
 
     def published(self, keys: Sequence[str]) -> None:
@@ -213,7 +216,7 @@ class ObjectBook:
 
     def due(self, now: float, limit: int = 100) -> list[str]:
         """Open objects whose deadline (on Redis's clock: `now` from `now()`) has passed."""
-        return [_text(key) for key in self._redis.zrangebyscore(OPEN_KEY, "-inf", now, start=0, num=limit)]
+        return [as_text(key) for key in self._redis.zrangebyscore(OPEN_KEY, "-inf", now, start=0, num=limit)]
 
     def still_coming(self, state: ObjectState) -> bool:
         """Whether a frame the bridge admitted into this object still waits for a worker (its data is stored and
@@ -234,7 +237,7 @@ class ObjectBook:
 
     def lease_unpublished(self, lease_s: float, limit: int = 100) -> list[tuple[str, str]]:
         """Events whose publication is overdue, each leased to this caller for `lease_s`."""
-        flat = [_text(item) for item in self._lease(keys=[OUTBOX_KEY], args=[repr(lease_s), limit])]
+        flat = [as_text(item) for item in self._lease(keys=[OUTBOX_KEY], args=[repr(lease_s), limit])]
         return list(zip(flat[::2], flat[1::2], strict=True))
 
     def counts(self) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.object_book import run_scripts
+from worker.object_book import as_text, run_scripts
 from worker.object_tracker import AUTO_NAME_PREFIX
 
 AUTO_PREFIX = "partsight:object-auto:"
@@ -90,14 +90,20 @@ def encoded(vector: np.ndarray) -> str:
     return base64.b64encode(unit.astype(np.float16).tobytes()).decode("ascii")
 
 
-def alike(previous: str, vector: np.ndarray, similarity: float | None) -> bool:
-    """Whether a frame looks like the one before it (`previous`, encoded): False without a similarity or a
-    readable vector of the same size."""
-    if similarity is None or not previous:
-        return False
+def decoded(text: str) -> np.ndarray | None:
+    """A vector as `encoded` wrote it; None for none, or for text that is not one."""
+    if not text:
+        return None
     try:
-        last = np.frombuffer(base64.b64decode(previous), dtype=np.float16).astype(np.float32)
+        return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
     except ValueError:
+        return None
+
+
+def alike(last: np.ndarray | None, vector: np.ndarray, similarity: float | None) -> bool:
+    """Whether a frame looks like the one before it (`last`): False without a similarity or a last vector of the
+    same size."""
+    if similarity is None or last is None:
         return False
     current = np.asarray(vector, dtype=np.float32)
     if last.shape != current.shape:  # a frame of another version's feature space
@@ -145,16 +151,17 @@ class AutoGrouping:
             pipe.hmget(auto_key(device), "name", "vector")
         calls = []
         for device, (name, vector) in zip(devices, pipe.execute(), strict=True):
-            previous, args = _text(vector), []
+            last, args = decoded(as_text(vector)), []
             for index in by_device[device]:
                 frame = frames[index]
-                args += [repr(frame.received_at), int(alike(previous, frame.features, similarity)), self._make_name()]
-                previous = encoded(frame.features)
+                args += [repr(frame.received_at), int(alike(last, frame.features, similarity)), self._make_name()]
+                last = np.asarray(frame.features, dtype=np.float32)
+            newest = encoded(frames[by_device[device][-1]].features)  # what the next window compares with
             keys = [auto_key(device), *(self._frame_key(frames[index]) for index in by_device[device])]
-            calls.append((self._join, keys, [_text(name), repr(self._gap_s), self._ttl_s, previous, *args]))
+            calls.append((self._join, keys, [as_text(name), repr(self._gap_s), self._ttl_s, newest, *args]))
         again = []
         for device, reply in zip(devices, run_scripts(self._redis, calls), strict=True):
-            found = [_text(item) for item in reply]
+            found = [as_text(item) for item in reply]
             if found[0] != "ok":
                 again.append(device)
                 continue
@@ -166,9 +173,3 @@ class AutoGrouping:
     def _frame_key(frame: Unnamed) -> str:
         seed = frame.frame_key or uuid.uuid4().hex  # a frame without a ledger key is grouped once, as it comes
         return FRAME_OBJECT_PREFIX + hashlib.sha256(seed.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -172,12 +172,12 @@ class ObjectTracker:
                 return PENDING  # expired: nothing left to decide
             if current.state == DECIDED:
                 return DECIDED
-            chosen = self._answer(current, model, final=final)
+            votes = votes_of(current)
+            chosen = self._answer(current, votes, model, final=final)
             if chosen is None:
                 return PENDING
             answer, reason = chosen
             now = self._clock()
-            votes = votes_of(current)
             event = object_event(
                 device=current.fields.get("device", ""),
                 name=current.fields.get("object", ""),
@@ -219,8 +219,9 @@ class ObjectTracker:
         grouped = str(event.get("object", "")).startswith(AUTO_NAME_PREFIX)
         return min(self.settings.keep_s, AUTO_KEEP_S) if grouped else self.settings.keep_s
 
-    def _answer(self, state: ObjectState, model: Any, *, final: bool) -> tuple[ObjectAnswer, str] | None:
-        votes = votes_of(state)
+    def _answer(
+        self, state: ObjectState, votes: list[FrameVote], model: Any, *, final: bool
+    ) -> tuple[ObjectAnswer, str] | None:
         rule: ObjectRule = replace(model.object_rule, agree=self.settings.agree, max_frames=self.settings.max_frames)
         if final:
             return best_answer(votes, rule), GAP

@@ -440,7 +440,7 @@ def _objects(
     slot: ModelSlot,
     metrics: WorkerMetrics,
 ) -> Objects:
-    book = ObjectBook(client, keep_s=settings.objects.keep_s, open_ttl_s=max(600, settings.objects.keep_s))
+    book = ObjectBook(client, open_ttl_s=max(600, settings.objects.keep_s))
     object_metrics = metrics.objects
 
     def counted(decided: Decided, reason: str) -> None:

@@ -49,7 +49,7 @@ def client(redis: ServerProcess) -> Iterator[redis_lib.Redis]:
 def tracker(
     client: redis_lib.Redis, clock: Clock, decided: list[Decided] | None = None, **settings: Any
 ) -> ObjectTracker:
-    book = ObjectBook(client, keep_s=60, open_ttl_s=600)
+    book = ObjectBook(client, open_ttl_s=600)
     sink = decided if decided is not None else []
     return ObjectTracker(
         book, ObjectSettings(**settings), on_decided=lambda item, reason: sink.append(item), clock=clock
@@ -178,7 +178,7 @@ def test_concurrent_workers_and_sweepers_decide_each_object_exactly_once(client:
 
 
 def test_an_event_never_confirmed_is_published_again_from_the_outbox(client: redis_lib.Redis) -> None:
-    book = ObjectBook(client, keep_s=60, open_ttl_s=600)
+    book = ObjectBook(client, open_ttl_s=600)
     objects = ObjectTracker(book, ObjectSettings(lease_s=0.3), clock=Clock())
     _, decided = objects.track([frame("p6") for _ in range(3)], MODEL)
     assert book.lease_unpublished(0.3) == []  # its own worker is still publishing it
