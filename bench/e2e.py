@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,6 +398,12 @@ def table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> str:
     lines.append("| " + " | ".join("-" * w for w in widths) + " |")
     lines += ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def records_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`table` of rows that are records with the same keys (the header); floats to three places."""
+    shown = [tuple(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) for row in rows]
+    return table(shown, tuple(rows[0]))
 
 
 def main() -> int:

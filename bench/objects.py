@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from bench.e2e import table
+from bench.e2e import records_table
 from models.answer.object_rule import FrameVote, ObjectRule, best_answer, early_answer
 from models.extract.decode import decode_image
 from models.recognizer import Recognizer
@@ -218,10 +218,7 @@ def main() -> int:
             train(TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False))
             rows.append({"data set": name, **measure(store, stream)})
             print(json.dumps(rows[-1]), flush=True)
-    shown = [
-        tuple(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()) for row in rows
-    ]
-    print(table(shown, tuple(rows[0])))
+    print(records_table(rows))
     return 0
 
 

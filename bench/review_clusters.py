@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from api.review_clusters import clusters
-from bench.e2e import table
+from bench.e2e import records_table
 from models.answer.same_product import same_product_similarity
 from models.extract.decode import decode_image
 from models.recognizer import Recognizer
@@ -141,10 +141,7 @@ def main() -> int:
             known = {str(record["product"]) for record in json.loads(catalog.read_text())}
             items, truth, similarity = queue_items(store, stream)
             rows.append({"data set": name, "same-product similarity": similarity, **figures(items, truth, known)})
-    shown = [
-        tuple(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()) for row in rows
-    ]
-    print(table(shown, tuple(rows[0])))
+    print(records_table(rows))
     return 0
 
 
