@@ -35,6 +35,7 @@ STAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("celery and kombu", r"/celery/|/kombu/|/billiard/|/vine/|/amqp/"),
         ("batcher", r"\(.*worker/batcher\.py"),
         ("metrics", r"/prometheus_client/"),
+        ("objects", r"\(.*worker/object"),
     )
 )
 OTHER = "other Python"

@@ -104,6 +104,16 @@ class Append:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """An object's decision, claimed only while the object still has the `frames` it was decided on."""
+
+    key: str
+    event: str
+    frames: int
+    keep_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectState:
     """An object as one read of Redis found it: decided, or pending with its fields (votes under VOTE_PREFIX)."""
 
@@ -200,12 +210,15 @@ class ObjectBook:
             states.append(None if not fields else ObjectState(key, DECIDED if "decided" in fields else PENDING, fields))
         return states
 
-    def claim(self, key: str, event: str, *, frames: int, lease_s: float, keep_s: int) -> int:
-        """CLAIMED (this caller publishes `event`; anyone may publish it again `lease_s` later if it is still not
-        confirmed; the decided object is remembered `keep_s`), ALREADY_DECIDED, GONE, or CHANGED (a frame came:
-        decide again)."""
-        args = [event, repr(lease_s), keep_s, str(frames)]
-        return int(self._claim(keys=[key, OPEN_KEY, OUTBOX_KEY], args=args))
+    def claim_many(self, claims: Sequence[Claim], *, lease_s: float) -> list[int]:
+        """Each claim's outcome, in one round trip: CLAIMED (this caller publishes its event; anyone may publish it
+        again `lease_s` later if it is still not confirmed; the decided object is remembered its `keep_s`),
+        ALREADY_DECIDED, GONE, or CHANGED (a frame came: decide again)."""
+        calls = [
+            (self._claim, [item.key, OPEN_KEY, OUTBOX_KEY], [item.event, repr(lease_s), item.keep_s, str(item.frames)])
+            for item in claims
+        ]
+        return [int(reply) for reply in run_scripts(self._redis, calls)] if calls else []
 
     def published(self, keys: Sequence[str]) -> None:
         if keys:

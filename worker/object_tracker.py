@@ -35,6 +35,7 @@ from worker.object_book import (
     DECIDED,
     PENDING,
     Append,
+    Claim,
     ObjectBook,
     ObjectState,
 )
@@ -130,25 +131,19 @@ class ObjectTracker:
         last: dict[str, ObjectState] = {}
         for state in states:
             last[state.key] = state  # the state after the window's last frame of each object
-        outcome: dict[str, str] = {}
-        decided: list[Decided] = []
-        for key, state in last.items():
-            result = self._decide(state, model, final=False)
-            if isinstance(result, Decided):
-                decided.append(result)
-                outcome[key] = DECIDED
-            else:
-                outcome[key] = result
+        outcome = self._decide_many(list(last.values()), model, final=False)
+        decided = [result for result in outcome.values() if isinstance(result, Decided)]
         return [
-            outcome[key] if state.state == PENDING else DECIDED for key, state in zip(keys, states, strict=True)
+            DECIDED if state.state != PENDING or isinstance(outcome[key], Decided) else str(outcome[key])
+            for key, state in zip(keys, states, strict=True)
         ], decided
 
     def close_due(self, model: Any, limit: int = 100) -> list[Decided]:
-        """Decide every open object whose gap has passed, with its best answer or unknown. One object that fails
-        is logged and left for the next sweep; the others are decided."""
+        """Decide every open object whose gap has passed, with its best answer or unknown (their claims in one
+        round trip). One object that fails is logged and left for the next sweep; the others are decided."""
         now = self._book.now()
         keys = self._book.due(now, limit)
-        decided: list[Decided] = []
+        ready: list[ObjectState] = []
         for key, state in zip(keys, self._book.read_many(keys), strict=True):
             try:
                 if state is None or state.state == DECIDED:
@@ -156,31 +151,62 @@ class ObjectTracker:
                 elif self._book.still_coming(state):  # again a gap later: the objects due after it go first
                     self._book.postpone(key, now + self.settings.gap_s)
                 else:
-                    result = self._decide(state, model, final=True)
-                    if isinstance(result, Decided):
-                        decided.append(result)
+                    ready.append(state)
             except Exception as exc:
                 logger.warning("could not close object %s (%s); the next sweep tries again", key, exc)
-        return decided
+        outcome = self._decide_many(ready, model, final=True)
+        return [result for result in outcome.values() if isinstance(result, Decided)]
 
-    def _decide(self, state: ObjectState, model: Any, *, final: bool) -> Decided | str:
-        """Claim the object's decision when the rule gives one: the Decided this caller publishes, or the
-        object's state (`pending`; `decided` when another caller decided it)."""
-        current: ObjectState | None = state
+    def _decide_many(self, states: Sequence[ObjectState], model: Any, *, final: bool) -> dict[str, Decided | str]:
+        """Claim each object's decision where the rule gives one, all in one round trip: by object key, the Decided
+        this caller publishes, or the object's state (`pending`; `decided` when another caller decided it). An
+        object a frame joined meanwhile is read and decided again, CLAIM_TRIES times at most."""
+        outcome: dict[str, Decided | str] = {}
+        todo: list[tuple[str, ObjectState | None]] = [(state.key, state) for state in states]
         for _ in range(CLAIM_TRIES):
-            if current is None:
-                return PENDING  # expired: nothing left to decide
-            if current.state == DECIDED:
-                return DECIDED
-            votes = votes_of(current)
-            chosen = self._answer(current, votes, model, final=final)
+            asks: list[_Ask] = []
+            for key, state in todo:
+                ask = self._ask(state, model, final=final)
+                if isinstance(ask, _Ask):
+                    asks.append(ask)
+                else:
+                    outcome[key] = ask
+            replies = self._book.claim_many([ask.claim for ask in asks], lease_s=self.settings.lease_s)
+            again = []
+            for ask, reply in zip(asks, replies, strict=True):
+                key = ask.claim.key
+                if reply == CLAIMED:
+                    decided = Decided(key, ask.event["device"], ask.event, ask.payload)
+                    self._on_decided(decided, ask.reason)
+                    outcome[key] = decided
+                elif reply == CHANGED:
+                    again.append(key)
+                else:
+                    outcome[key] = DECIDED if reply == ALREADY_DECIDED else PENDING
+            todo = list(zip(again, self._book.read_many(again), strict=True))
+            if not todo:
+                break
+        for key, _ in todo:
+            outcome[key] = PENDING  # frames keep coming: the next frame (or the sweep) decides it
+        return outcome
+
+    def _ask(self, state: ObjectState | None, model: Any, *, final: bool) -> _Ask | str:
+        """The claim of the object's decision where the rule gives one; otherwise its state (`pending`, or
+        `decided` by another caller). An object whose event cannot be made is left pending (and logged)."""
+        if state is None:
+            return PENDING  # expired: nothing left to decide
+        if state.state == DECIDED:
+            return DECIDED
+        try:
+            votes = votes_of(state)
+            chosen = self._answer(state, votes, model, final=final)
             if chosen is None:
                 return PENDING
             answer, reason = chosen
             now = self._clock()
             event = object_event(
-                device=current.fields.get("device", ""),
-                name=current.fields.get("object", ""),
+                device=state.fields.get("device", ""),
+                name=state.fields.get("object", ""),
                 product=answer.product,
                 category=answer.category,
                 confidence=answer.confidence,
@@ -192,27 +218,14 @@ class ObjectTracker:
                 catalog=model.catalog.get(answer.product) if answer.product else None,
                 model_name=model.info.name,
                 model_version=model.info.version,
-                line=current.fields.get("line"),
+                line=state.fields.get("line"),
                 decided_at=now,
             )
             payload = encode(event)
-            claimed = self._book.claim(
-                current.key,
-                payload.decode(),
-                frames=current.frames,
-                lease_s=self.settings.lease_s,
-                keep_s=self._keep_s(event),
-            )
-            if claimed == CLAIMED:
-                decided = Decided(current.key, event["device"], event, payload)
-                self._on_decided(decided, reason)
-                return decided
-            if claimed == ALREADY_DECIDED:
-                return DECIDED
-            if claimed != CHANGED:
-                return PENDING
-            current = self._book.read_many([current.key])[0]
-        return PENDING  # frames keep coming: the next frame (or the sweep) decides it
+        except Exception as exc:
+            logger.warning("could not decide object %s (%s); the next frame or sweep tries again", state.key, exc)
+            return PENDING
+        return _Ask(Claim(state.key, payload.decode(), state.frames, self._keep_s(event)), event, payload, reason)
 
     def _keep_s(self, event: dict[str, Any]) -> int:
         """How long a decided object is remembered: a grouped one only as long as its frames' retries are."""
@@ -231,6 +244,14 @@ class ObjectTracker:
             return best_answer(votes, rule), MAX_FRAMES
         early = early_answer(votes, rule)
         return None if early is None else (early, AGREED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    claim: Claim
+    event: dict[str, Any]
+    payload: bytes
+    reason: str
 
 
 def votes_of(state: ObjectState) -> list[FrameVote]:

@@ -2,8 +2,9 @@
 each decided object's event published once on `<prefix>/<device>/event`, and a sweeper thread that closes objects
 whose gap has passed and publishes again any event left unconfirmed (worker.object_book's outbox).
 
-Events are handed to paho at QoS 1 without waiting: the broker's PUBACK takes the event off the outbox, in paho's
-network thread, so a slow broker never holds a window of frames.
+Events are handed to paho at QoS 1 without waiting, so a slow broker never holds a window of frames: the broker's
+PUBACK (in paho's network thread) marks the event confirmed, and the sweeper takes the confirmed events off the
+outbox together, one round trip each sweep.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Objects:
         self._similarity_pool = ThreadPoolExecutor(1, thread_name_prefix="partsight-similarity")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._confirmed: list[str] = []  # events the broker took, not yet off the outbox (paho's thread adds)
+        self._confirmed_lock = threading.Lock()
 
     def track(self, seen: Sequence[Seen], model: Any) -> tuple[list[str], list[Decided]]:
         return self._tracker.track(seen, model)
@@ -85,17 +88,29 @@ class Objects:
                 logger.warning("the event of object %s was not published now (%s); the outbox keeps it", item.key, exc)
 
     def _on_acked(self, key: str) -> Callable[[bool], None]:
-        def acked(ok: bool) -> None:  # paho's network thread: never raise into it
+        def acked(ok: bool) -> None:  # paho's network thread: never raise into it, never wait on Redis
             if not ok:
                 logger.warning("the broker refused the event of object %s; the outbox keeps it", key)
                 return
             self._metrics.events_published.inc()
-            try:
-                self._book.published([key])
-            except Exception as exc:  # published again later: the event names its object
-                logger.warning("could not record the published event of object %s: %s", key, exc)
+            with self._confirmed_lock:
+                self._confirmed.append(key)
 
         return acked
+
+    def take_confirmed_off_outbox(self) -> None:
+        """Take the events the broker confirmed off the outbox, in one round trip; on failure they are kept for
+        the next sweep (an event left on the outbox past its lease would be published again)."""
+        with self._confirmed_lock:
+            keys, self._confirmed = self._confirmed, []
+        if not keys:
+            return
+        try:
+            self._book.published(keys)
+        except Exception:
+            with self._confirmed_lock:
+                self._confirmed[:0] = keys
+            raise
 
     def sweep(self) -> None:
         """Close the objects whose gap has passed and publish their events (and start computing a newly loaded
@@ -123,12 +138,16 @@ class Objects:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        try:
+            self.take_confirmed_off_outbox()
+        except Exception as exc:
+            logger.warning("events the broker confirmed stay on the outbox (%s); they may be published again", exc)
         self._similarity_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         last_outbox = 0.0
         while not self._stop.wait(SWEEP_EVERY_S):
-            jobs: list[Callable[[], None]] = [self.sweep]
+            jobs: list[Callable[[], None]] = [self.take_confirmed_off_outbox, self.sweep]
             if time.monotonic() - last_outbox >= OUTBOX_EVERY_S:
                 last_outbox = time.monotonic()
                 jobs += [self.republish, self._gauges]

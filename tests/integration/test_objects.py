@@ -80,6 +80,9 @@ def test_frames_of_one_object_get_one_event_when_three_agree(
         client.disconnect()
     decided = metric(stack.worker_port, "partsight_worker_objects_total", outcome="recognized", reason="agreed")
     assert decided is not None and decided >= 1
+    # the broker confirmed the events: the sweeper takes them off the outbox, so nothing is published again
+    wait_for(lambda: metric(stack.worker_port, "partsight_object_events_unpublished") == 0, 10, "an empty outbox")
+    assert not metric(stack.worker_port, "partsight_worker_object_events_republished_total")
 
 
 def test_an_object_the_device_ends_or_leaves_is_decided_with_what_it_had(
