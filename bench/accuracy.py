@@ -18,6 +18,8 @@ Every method is scored on the test photos: top-1, macro-F1 and category accuracy
   gallery scorer           the transformed features scored by prototypes (class means / k-means centres)
   + flip averaging         the transformed features of each photo averaged with its mirror image's (2x the work)
   shipped                  what `partsight train` does: recipe and structure chosen by CV, classifiers by CV
+  tuned + shipped          `partsight train --tune` (--tune-up-to K): the backbone's last blocks tuned on the
+                           photos first (models.train.tuning), shown whether or not its held-out margin keeps it
 Open set: trained without two products, never-seen frames refused, known frames answered right, known refused
 and AUROC (never-seen against known), for today's threshold (calibrated to precision 0.9 on known products)
 and for the shipped novelty score (fitted on leave-products-out folds to refuse at least 80%).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -150,17 +153,25 @@ def look_alike_parts(seed: int, products: int = 40, train_per: int = 50, test_pe
 class Superset:
     """Raw superset rows of images as the worker would see them, from one ONNX graph, cached on disk."""
 
-    def __init__(self, cache: Path, *, flip: bool = False) -> None:
+    def __init__(self, cache: Path, *, flip: bool = False, network: Any = None) -> None:
+        """`network`: a tuned one (default: the packaged ImageNet weights)."""
         from models.extract.backbones import get_backbone, load_network
         from models.extract.onnx_export import export_backbone, onnx_session
         from models.extract.recipe import SUPERSET_VERSION
         from models.store.versions import file_sha256
 
         self.spec = get_backbone("efficientnet_lite0")
-        network, weights = load_network(self.spec)
+        if network is None:
+            network, weights = load_network(self.spec)
+            weights_id = file_sha256(weights)[:16]
+        else:
+            digest = hashlib.sha256()
+            for tensor in network.state_dict().values():
+                digest.update(tensor.detach().cpu().numpy().tobytes())
+            weights_id = "tuned-" + digest.hexdigest()[:16]
         self.cache = cache
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.namespace = f"{file_sha256(weights)[:16]}-superset{SUPERSET_VERSION}" + ("-flip" if flip else "")
+        self.namespace = f"{weights_id}-superset{SUPERSET_VERSION}" + ("-flip" if flip else "")
         graph = Path(tempfile.mkdtemp(prefix="partsight-superset-")) / "superset.onnx"
         check = np.full((2, self.spec.input_size, self.spec.input_size, 3), 200, dtype=np.uint8)
         check[1, 50:150, 60:160] = 30
@@ -242,6 +253,63 @@ def ship(
     return Shipped(recipe, center, fitted)
 
 
+def shipped_answers(shipped: Shipped, test_superset: np.ndarray, data: DataSet) -> np.ndarray:
+    from models.extract.recipe import combine_parts, finish
+
+    test_x = finish(combine_parts(test_superset, shipped.recipe), shipped.center)
+    head = shipped.fitted.head
+    return np.array([data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)])
+
+
+def tuned_and_shipped(
+    data: DataSet, index: np.ndarray, names: list[str], args: argparse.Namespace, search: list[Any], superset: Superset
+) -> tuple[str, np.ndarray]:
+    """`partsight train --tune` on these photos (models.train.tuning with training's 4 synthetic copies each), then
+    what `partsight train` ships on the tuned features: its row says whether the tuning would have been kept."""
+    import copy
+
+    from models.extract.backbones import load_network
+    from models.extract.decode import resize_center_crop
+    from models.train.augment import Augmenter
+    from models.train.tuning import TuneOptions, tune
+
+    network, _ = load_network(superset.spec)
+    size = superset.spec.input_size
+    options = TuneOptions(**json.loads(args.tune_options))
+    augmenter = Augmenter(copies=options.copies, seed=args.seed)
+
+    def inputs(i: int) -> list[np.ndarray]:
+        photo = grey_photo(data.train_images[index[i]], size=2 * size)
+        views = [photo, *augmenter.variants(photo, int(index[i]))]
+        return [np.asarray(resize_center_crop(view, size)) for view in views]
+
+    result = tune(
+        network,
+        inputs,
+        names,
+        views=1 + options.copies,
+        mean=superset.spec.mean,
+        std=superset.spec.std,
+        options=options,
+    )
+    tuned = copy.deepcopy(network)
+    tuned.load_state_dict(result.state)  # also where the margin refused it: the bench shows what it gives
+    record = result.record
+    print(f"  tuning: {json.dumps({key: value for key, value in record.items() if key != 'epochs'})}", file=sys.stderr)
+    for epoch in record["epochs"]:
+        print(f"    {epoch}", file=sys.stderr)
+    on_tuned = Superset(Path(args.cache), network=tuned)
+    train_superset = on_tuned(data.train_images[index], f"{data.name}-train-k{len(index)}")
+    test_superset = on_tuned(data.test_images, f"{data.name}-test")
+    shipped = ship(train_superset, names, data, search, args.seed, None)
+    kept = "kept" if record["kept"] else "not kept"
+    label = (
+        f"tuned ({kept}: judged {record['frozen_top1']:.0%} -> {record['tuned_top1']:.0%}, "
+        f"{record['seconds']:.0f} s) + shipped"
+    )
+    return label, shipped_answers(shipped, test_superset, data)
+
+
 def accuracy_rows(
     data: DataSet, superset: Superset, flips: Superset, args: argparse.Namespace, search: list[Any]
 ) -> list[tuple[str, ...]]:
@@ -249,7 +317,6 @@ def accuracy_rows(
 
     from models.answer.classifiers import candidates
     from models.answer.head import CATEGORY_FIRST
-    from models.extract.recipe import combine_parts, finish
     from models.train.head_fitting import fit_model
 
     test_superset = superset(data.test_images, f"{data.name}-test")
@@ -294,11 +361,12 @@ def accuracy_rows(
                 search=search,
             )
         shipped = ship(train_superset, names, data, search, args.seed, None)
-        test_x = finish(combine_parts(test_superset, shipped.recipe), shipped.center)
-        head = shipped.fitted.head
-        methods[f"shipped ({shipped.recipe.label}, {head.structure})"] = np.array(
-            [data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)]
+        methods[f"shipped ({shipped.recipe.label}, {shipped.fitted.head.structure})"] = shipped_answers(
+            shipped, test_superset, data
         )
+        if k >= 2 and args.tune_up_to >= k:
+            method, predicted = tuned_and_shipped(data, index, names, args, search, superset)
+            methods[method] = predicted
         for method, predicted in methods.items():
             top1, macro_f1, category_accuracy = scores(data.test_labels, predicted, category)
             rows.append((label, method, f"{top1:.1%}", f"{macro_f1:.3f}", f"{category_accuracy:.1%}"))
@@ -397,7 +465,17 @@ def main() -> int:
     )
     parser.add_argument("--open-shots", default="", help="photos per product of the open-set rows (default: >= 20)")
     parser.add_argument("--skip-accuracy", action="store_true", help="only the open-set table")
+    parser.add_argument("--skip-open-set", action="store_true", help="only the accuracy table")
     parser.add_argument("--flip-up-to", type=int, default=100, help="largest photos per product for + flip")
+    parser.add_argument(
+        "--tune-up-to",
+        type=int,
+        default=0,
+        help="largest photos per product for the tuned row (partsight train --tune; minutes per column on a CPU)",
+    )
+    parser.add_argument(
+        "--tune-options", default="{}", help='models.train.tuning.TuneOptions as JSON, e.g. {"epochs": 30}'
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "partsight-bench"), help="superset cache")
     args = parser.parse_args()
@@ -425,7 +503,7 @@ def main() -> int:
         if name == "digits":
             data = DataSet(**{**data.__dict__, "shots": (*data.shots, 1000)})
         accuracy = [] if args.skip_accuracy else accuracy_rows(data, superset, flips, args, search)
-        open_set = open_set_rows(data, superset, args, search)
+        open_set = [] if args.skip_open_set else open_set_rows(data, superset, args, search)
         print(f"\n## {data.name}: {len(data.test_labels)} test photos, seed {args.seed}\n")
         print(table(accuracy, ("photos per product", "method", "top-1", "macro-F1", "category")))
         print(f"\nOpen set: trained without {', '.join(data.held_out)}\n")

@@ -125,8 +125,14 @@ def _torch_extractor(
 ) -> Any:
     from models.extract.features import FeatureExtractor  # noqa: PLC0415  # torch: only the torch engines need it
 
+    own = bundle.backbone.get("weights_file")  # a tuned version's own weights, verified with the rest of it
     extractor = FeatureExtractor(
-        spec, weights=weights, device=device, cpu_threads=cpu_threads, recipe=bundle.recipe, center=bundle.center
+        spec,
+        weights=bundle.path / str(own) if own else weights,
+        device=device,
+        cpu_threads=cpu_threads,
+        recipe=bundle.recipe,
+        center=bundle.center,
     )
     expected = bundle.backbone.get("weights_sha256")
     if expected and file_sha256(extractor.weights_path) != expected:

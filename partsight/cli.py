@@ -134,7 +134,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.answer.classifiers import KINDS, PREPROCESSING, parse_names  # noqa: PLC0415
     from models.train.augment import parse_transforms  # noqa: PLC0415
     from models.train.trainer import TrainOptions, train  # noqa: PLC0415
+    from models.train.tuning import TuneOptions  # noqa: PLC0415
 
+    tune = (
+        TuneOptions(epochs=args.tune_epochs, budget_s=args.tune_budget_s or None, first_block=args.tune_from_block)
+        if args.tune
+        else None
+    )
     path = train(
         TrainOptions(
             images=Path(args.images),
@@ -165,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.preprocessing == "auto"
             else parse_names(args.preprocessing, PREPROCESSING, "preprocessing"),
             tuning_photos=args.tuning_photos or None,
+            tune=tune,
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
@@ -424,6 +431,21 @@ def _train_work_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="compute every feature, read and write no cache")
 
 
+def _train_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """`partsight train --tune`: the backbone's last blocks tuned to the catalog first (models.train.tuning)."""
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="fine-tune the backbone's last blocks on these photos first, and keep the result only where it beats "
+        "the frozen backbone on held-out photos (a quarter of each product's)",
+    )
+    parser.add_argument("--tune-epochs", type=int, default=10, help="epochs of tuning at most (it stops early)")
+    parser.add_argument(
+        "--tune-budget-s", type=float, default=0, help="stop tuning after this many seconds (0: no limit)"
+    )
+    parser.add_argument("--tune-from-block", type=int, default=11, help="first block tuned (1-15; 11: the last five)")
+
+
 def _train_choice_arguments(parser: argparse.ArgumentParser) -> None:
     """`partsight train`: what cross-validation chooses among, and what the version keeps."""
     parser.add_argument(
@@ -583,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_input_arguments(train)
     _train_threshold_arguments(train)
     _train_work_arguments(train)
+    _train_tune_arguments(train)
     _train_choice_arguments(train)
 
     augment = sub.add_parser("augment", help="write the synthetic copies training would make of one photo")

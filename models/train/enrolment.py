@@ -49,7 +49,8 @@ from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
 
-LINKED_FILES = ("backbone.onnx",)  # unchanged by an enrolment: hard-linked from the version it builds on
+# unchanged by an enrolment: hard-linked from the version it builds on (the ONNX graph; a tuned backbone's weights)
+LINKED_FILES = ("backbone.onnx", "backbone.pt")
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
 PHOTOS_PER_BATCH = 16  # photos an engine call takes, where the caller names no batch size

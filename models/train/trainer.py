@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +63,13 @@ from models.train.node_fitting import (
     tuning_sample,
 )
 from models.train.report import write_report
+from models.train.tuning import TuneOptions, tune
 
 logger = logging.getLogger(__name__)
 
 ONNX_CHECK_PHOTOS = 8  # training photos the exported graph must match torch on
+TUNED_WEIGHTS_FILE = "backbone.pt"  # a tuned version's own backbone weights (torch.load(weights_only=True))
+TUNE_TRANSFORMS = ("translate", "reflect", "brightness", "rotate")  # where the options turned every transform off
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 
@@ -258,6 +263,7 @@ class TrainOptions:
     classifiers: tuple[str, ...] | None = None  # None: search_for(the catalog's size)
     preprocessing: tuple[str, ...] | None = None
     tuning_photos: int | None = 3000  # cross-validate on whole products of about this many photos (None: all)
+    tune: TuneOptions | None = None  # tune the backbone's last blocks to the catalog first (models.train.tuning)
 
 
 def photo_ids(images: Sequence[LabelledImage], root: Path) -> tuple[list[str], list[str]]:
@@ -266,12 +272,19 @@ def photo_ids(images: Sequence[LabelledImage], root: Path) -> tuple[list[str], l
     return paths, [file_sha256(item.path) for item in images]
 
 
-def train(options: TrainOptions) -> Path:  # long: one call per step, most with a line per argument
+def train(options: TrainOptions) -> Path:
     """Train and write a new model version; returns its directory."""
+    with tempfile.TemporaryDirectory(prefix="partsight-tuning-") as workdir:  # a tuned backbone's weights, until kept
+        return _train(options, Path(workdir))
+
+
+def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per step, most with a line per argument
     catalog = load_catalog(options.catalog)
     images = scan_images(options.images, catalog)
     spec = get_backbone(options.backbone)
-    extractor = FeatureExtractor(spec, weights=options.weights, device=options.device, cpu_threads=None, superset=True)
+    tuned, tuning = _tuned_weights(options, spec, images, workdir)
+    weights = tuned or options.weights
+    extractor = FeatureExtractor(spec, weights=weights, device=options.device, cpu_threads=None, superset=True)
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
     augmenter = _augmenter(options)
     weights_sha256 = file_sha256(extractor.weights_path)
@@ -315,11 +328,14 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         "photo_index": gallery_rows.index is not None,
     }
     _report_inputs(report, cache, augmenter, options.seed)
+    if tuning is not None:
+        report["tuning"] = tuning
     backbone = {
         "name": spec.name,
         "feature_dim": recipe.dim,
         "input_size": spec.input_size,
         "weights_sha256": weights_sha256,
+        **({"weights_file": TUNED_WEIGHTS_FILE} if tuned else {}),
     }
     check = np.stack(
         [decode_image(item.path.read_bytes(), size=spec.input_size) for item in images[:ONNX_CHECK_PHOTOS]]
@@ -336,13 +352,58 @@ def train(options: TrainOptions) -> Path:  # long: one call per step, most with 
         },
         version=version,
         write_files=_extras_writer(
-            options, version, report, base, spec=spec, check=check, recipe=recipe, center=center
+            options, version, report, base, spec=spec, check=check, recipe=recipe, center=center, tuned=tuned
         ),
         recipe=recipe,
         center=center,
         gallery=gallery_rows,
         novelty=fitted.novelty,
     )
+
+
+def _tuned_weights(
+    options: TrainOptions, spec: BackboneSpec, images: Sequence[LabelledImage], workdir: Path
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The tuned backbone's weights file where the options ask for tuning and it beat the frozen backbone (None:
+    the frozen weights), and what the tuning measured (None: not asked for)."""
+    if options.tune is None:
+        return None, None
+    import torch  # noqa: PLC0415  # training imports torch anyway; said here where it is used
+
+    network, _ = load_network(spec, options.weights)
+    augmenter = Augmenter(
+        names=options.transforms or TUNE_TRANSFORMS,
+        copies=options.tune.copies,
+        seed=options.seed,
+        background=BackgroundReplacer(backgrounds_from_folder(options.backgrounds)) if options.backgrounds else None,
+    )
+
+    def inputs(index: int) -> list[np.ndarray]:
+        item = images[index]
+        return model_inputs(item, item.path.read_bytes(), spec.input_size, augmenter)
+
+    logger.info("tuning the backbone on %d photos (and %d copies of each)", len(images), options.tune.copies)
+    result = tune(
+        network,
+        inputs,
+        [item.product for item in images],
+        views=1 + options.tune.copies,
+        mean=spec.mean,
+        std=spec.std,
+        options=replace(options.tune, device=_tuning_device(options.device, torch.cuda.is_available())),
+    )
+    if not result.kept:
+        return None, result.record
+    path = workdir / TUNED_WEIGHTS_FILE
+    torch.save(result.state, path)
+    return path, result.record
+
+
+def _tuning_device(device: str, cuda_available: bool) -> str:
+    """Where tuning runs: a GPU when the options name one, or say `auto` and there is one; the CPU otherwise."""
+    if device.startswith("cuda") or (device == "auto" and cuda_available):
+        return device if device.startswith("cuda") else "cuda"
+    return "cpu"
 
 
 def _recipe_and_features(
@@ -435,8 +496,10 @@ def _extras_writer(
     check: np.ndarray,
     recipe: FeatureRecipe,
     center: np.ndarray | None,
+    tuned: Path | None,
 ) -> Callable[[Path], dict[str, Any]]:
-    """write_model's `write_files`: the report, the enrolment base and (unless the options say not) the ONNX graph."""
+    """write_model's `write_files`: the report, the enrolment base, a tuned backbone's weights and (unless the
+    options say not) the ONNX graph."""
 
     def write_extras(staging: Path) -> dict[str, Any]:
         added: dict[str, Any] = {
@@ -444,8 +507,10 @@ def _extras_writer(
         }
         layout = write_rows(staging, BASE_PREFIX, stored_base(base), None)
         added["enrolment_base"] = base_record(base, layout)
+        if tuned is not None:  # the torch engines load the version's own weights
+            shutil.copyfile(tuned, staging / TUNED_WEIGHTS_FILE)
         if options.export_onnx:
-            network, _ = load_network(spec, options.weights)  # float32 on the CPU, whatever trained
+            network, _ = load_network(spec, tuned or options.weights)  # float32 on the CPU, whatever trained
             difference = export_backbone(spec, network, staging / ONNX_FILE, check, recipe=recipe, center=center)
             record = {"file": ONNX_FILE, "opset": OPSET, "max_abs_difference": difference, "checked_on": len(check)}
             added["engines"] = {"onnxruntime": record}

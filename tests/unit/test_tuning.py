@@ -1,0 +1,102 @@
+"""`partsight train --tune`: the backbone's last blocks tuned to the catalog, kept only where they beat the frozen
+backbone on held-out photos, and shipped in the version (its own weights and its own ONNX graph)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from models.errors import TrainingError
+from models.train.tuning import TuneOptions, held_out, judging_half
+
+
+def test_each_product_keeps_photos_to_fit_on_and_holds_out_about_a_quarter() -> None:
+    labels = np.array(["a"] * 8 + ["b"] * 2 + ["c"])
+    held = held_out(labels, 0.25, seed=3)
+    assert held[labels == "a"].sum() == 2 and held[labels == "b"].sum() == 1
+    assert not held[labels == "c"].any()  # a lone photo is only fitted on
+    assert (held_out(labels, 0.25, seed=3) == held).all()
+    judging = judging_half(np.array(["a", "a", "b", "a", "b", "c"]))
+    assert judging.tolist() == [False, True, False, False, True, False]  # half of each product's judge; c only stops
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"epochs": 0}, {"held_share": 1.0}, {"learning_rate": 0.0}, {"budget_s": -5.0}, {"batch_size": 1}],
+)
+def test_settings_that_cannot_tune_are_refused_before_any_work(bad: dict[str, float]) -> None:
+    with pytest.raises(TrainingError):
+        TuneOptions(**bad)  # type: ignore[arg-type]
+
+
+def _folder(root: Path) -> tuple[Path, Path]:
+    products = (("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200)))
+    products += (("pumps", "green-pump", (30, 170, 60)),)
+    catalog = root / "catalog.json"
+    catalog.write_text(json.dumps([{"product": p, "name": p, "category": c} for c, p, _ in products]))
+    rng = np.random.default_rng(0)
+    for category, product, colour in products:
+        folder = root / "images" / category / product
+        folder.mkdir(parents=True)
+        for index in range(4):
+            photo = Image.new("RGB", (96, 96), (225, 225, 220))
+            x, y = (int(v) for v in rng.integers(10, 40, 2))
+            ImageDraw.Draw(photo).ellipse((x, y, x + 45, y + 45), fill=colour)
+            photo.save(folder / f"{index}.jpg")
+    return root / "images", catalog
+
+
+def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path: Path) -> None:
+    import torch
+
+    from models.extract.backbones import get_backbone
+    from models.recognizer import Recognizer
+    from models.store.versions import file_sha256
+    from models.train.trainer import TrainOptions, train
+
+    images, catalog = _folder(tmp_path)
+    base = TrainOptions(
+        images=images, catalog=catalog, out=tmp_path / "store", show_progress=False, classifiers=("logistic",)
+    )
+    packaged = file_sha256(get_backbone("efficientnet_lite0").default_weights())
+
+    refused = train(replace(base, tune=TuneOptions(epochs=1, margin=2.0)))
+    manifest = json.loads((refused / "manifest.json").read_text())
+    assert manifest["training"]["tuning"]["kept"] is False  # it cannot beat the frozen one by 200 points
+    assert "weights_file" not in manifest["backbone"] and manifest["backbone"]["weights_sha256"] == packaged
+    assert not (refused / "backbone.pt").exists()
+
+    kept = train(replace(base, tune=TuneOptions(epochs=2, margin=-1.0)))  # kept, whatever
+    manifest = json.loads((kept / "manifest.json").read_text())
+    tuning = manifest["training"]["tuning"]
+    assert tuning["kept"] is True and 1 <= len(tuning["epochs"]) <= 2 and tuning["photos"]["views"] == 5
+    assert manifest["backbone"]["weights_file"] == "backbone.pt" and "backbone.pt" in manifest["files"]
+    assert manifest["backbone"]["weights_sha256"] == file_sha256(kept / "backbone.pt") != packaged
+    photos = np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((224, 224))) for p in sorted(images.rglob("*.jpg"))]
+    )
+    on_torch = Recognizer.load(kept, device="cpu", engine="torch").features(photos)
+    on_onnx = Recognizer.load(kept, device="cpu", engine="onnxruntime").features(photos)
+    np.testing.assert_allclose(on_torch, on_onnx, atol=1e-3)  # both run the version's own tuned weights
+    tuned = torch.load(kept / "backbone.pt", weights_only=True)
+    imagenet = torch.load(get_backbone("efficientnet_lite0").default_weights(), weights_only=True)
+    changed = {
+        name.split(".")[1]
+        for name in tuned
+        if name.startswith("_blocks.") and not torch.equal(tuned[name], imagenet[name])
+    }
+    assert changed and min(int(block) for block in changed) >= 11  # the blocks before the first tuned one stay
+
+
+def test_tuning_runs_on_a_gpu_only_where_one_is_named_or_found() -> None:
+    from models.train.trainer import _tuning_device
+
+    assert _tuning_device("auto", cuda_available=False) == "cpu"  # CI: no GPU, the CPU without a word
+    assert _tuning_device("auto", cuda_available=True) == "cuda"
+    assert _tuning_device("cuda:1", cuda_available=True) == "cuda:1"
+    assert _tuning_device("cpu", cuda_available=True) == "cpu"
