@@ -3,6 +3,7 @@ backbone on held-out photos, and shipped in the version (its own weights and its
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +58,9 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     from models.extract.backbones import get_backbone
     from models.recognizer import Recognizer
     from models.store.versions import file_sha256
+    from models.train.enrolment import enrol
     from models.train.trainer import TrainOptions, train
+    from partsight.enrol_cli import LocalFeatures
 
     images, catalog = _folder(tmp_path)
     base = TrainOptions(
@@ -83,6 +86,23 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     on_torch = Recognizer.load(kept, device="cpu", engine="torch").features(photos)
     on_onnx = Recognizer.load(kept, device="cpu", engine="onnxruntime").features(photos)
     np.testing.assert_allclose(on_torch, on_onnx, atol=1e-3)  # both run the version's own tuned weights
+    photo = Image.new("RGB", (96, 96), (225, 225, 220))
+    ImageDraw.Draw(photo).rectangle((20, 20, 70, 60), fill=(240, 140, 20))
+    shots = []
+    for angle in (0, 10, 20, 30):
+        buffer = io.BytesIO()
+        photo.rotate(angle, fillcolor=(225, 225, 220)).save(buffer, "JPEG")
+        shots.append((f"orange-{angle}.jpg", buffer.getvalue()))
+    enrolled = enrol(
+        tmp_path / "store",
+        "orange-gauge",
+        shots,
+        record={"name": "Orange gauge", "category": "fittings"},
+        features_of=LocalFeatures(device="cpu", weights=None),
+    )
+    assert enrolled.new_product and file_sha256(enrolled.path / "backbone.pt") == file_sha256(kept / "backbone.pt")
+    after = Recognizer.load(enrolled.path, device="cpu", engine="torch")  # the enrolled version runs the tuned one
+    assert "orange-gauge" in after.bundle.head.products
     tuned = torch.load(kept / "backbone.pt", weights_only=True)
     imagenet = torch.load(get_backbone("efficientnet_lite0").default_weights(), weights_only=True)
     changed = {
