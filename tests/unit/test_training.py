@@ -12,6 +12,7 @@ from models.store.catalog import load_catalog
 from models.train.head_fitting import fit_model
 from models.train.node_fitting import calibrate_threshold
 from models.train.trainer import scan_images
+from tests.unit.drawn import drawn_catalog
 
 
 def test_threshold_is_the_lowest_that_meets_the_target_precision() -> None:
@@ -93,27 +94,10 @@ def test_training_with_synthetic_copies_records_them_and_serves(tmp_path: Path) 
     from models.recognizer import Recognizer
     from models.train.trainer import TrainOptions, train
 
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text(
-        json.dumps(
-            [
-                {"product": "red-valve", "name": "Red valve", "category": "fittings"},
-                {"product": "blue-pump", "name": "Blue pump", "category": "pumps"},
-            ]
-        )
-    )
-    rng = np.random.default_rng(0)
-    for category, product, colour in (("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200))):
-        folder = tmp_path / "images" / category / product
-        folder.mkdir(parents=True)
-        for index in range(4):
-            photo = Image.new("RGB", (96, 96), (225, 225, 220))
-            x, y = (int(v) for v in rng.integers(10, 40, 2))
-            ImageDraw.Draw(photo).ellipse((x, y, x + 45, y + 45), fill=colour)
-            photo.save(folder / f"{index}.jpg")
+    drawn_catalog(tmp_path, [("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200))])
     options = TrainOptions(
         images=tmp_path / "images",
-        catalog=catalog,
+        catalog=tmp_path / "catalog.json",
         out=tmp_path / "store",
         show_progress=False,
         synthetic_per_image=2,

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from models.errors import TrainingError
 from models.train.tuning import TuneOptions, held_out, judging_half
+from tests.unit.drawn import drawn_catalog
 
 
 def test_each_product_keeps_photos_to_fit_on_and_holds_out_about_a_quarter() -> None:
@@ -35,23 +36,6 @@ def test_settings_that_cannot_tune_are_refused_before_any_work(bad: dict[str, fl
         TuneOptions(**bad)  # type: ignore[arg-type]
 
 
-def _folder(root: Path) -> tuple[Path, Path]:
-    products = (("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200)))
-    products += (("pumps", "green-pump", (30, 170, 60)),)
-    catalog = root / "catalog.json"
-    catalog.write_text(json.dumps([{"product": p, "name": p, "category": c} for c, p, _ in products]))
-    rng = np.random.default_rng(0)
-    for category, product, colour in products:
-        folder = root / "images" / category / product
-        folder.mkdir(parents=True)
-        for index in range(4):
-            photo = Image.new("RGB", (96, 96), (225, 225, 220))
-            x, y = (int(v) for v in rng.integers(10, 40, 2))
-            ImageDraw.Draw(photo).ellipse((x, y, x + 45, y + 45), fill=colour)
-            photo.save(folder / f"{index}.jpg")
-    return root / "images", catalog
-
-
 def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path: Path) -> None:
     import torch
 
@@ -62,7 +46,8 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     from models.train.trainer import TrainOptions, train
     from partsight.enrol_cli import LocalFeatures
 
-    images, catalog = _folder(tmp_path)
+    products = [("fittings", "red-valve", (200, 30, 30)), ("pumps", "blue-pump", (30, 40, 200))]
+    images, catalog = drawn_catalog(tmp_path, [*products, ("pumps", "green-pump", (30, 170, 60))])
     base = TrainOptions(
         images=images, catalog=catalog, out=tmp_path / "store", show_progress=False, classifiers=("logistic",)
     )
