@@ -8,6 +8,7 @@ Layout of one version (`<store>/<version>/`):
     labels.json     products and their categories, in the head's order
     catalog.json    the product catalog; each record travels into results
     backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
+    backbone.pt     a tuned backbone's weights (`partsight train --tune`; `backbone.weights_file`), for torch
     features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
     gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards, and
                     each product's spread (`gallery`: models.answer.gallery_rows)

@@ -4,9 +4,9 @@ One hash per (device, object) holds each frame's vote (models.answer.object_rule
 decided. A sorted set of open objects is scored by each one's deadline (its last frame plus the gap), so any
 worker can close an object whose device went quiet, including one whose worker was killed mid-object.
 
-The decision is claimed once: `claim` succeeds only for an object not yet decided whose frame count is still the
-one the caller decided on (a frame appended meanwhile makes it read and decide again), so exactly one caller
-ever gets it, and the event names every frame the object had. The event then waits in an outbox (a sorted set
+The decision is claimed once: a claim (`claim_many`) succeeds only for an object not yet decided whose frame count
+is still the one the caller decided on (a frame appended meanwhile makes it read and decide again), so exactly one
+caller ever gets it, and the event names every frame the object had. The event then waits in an outbox (a sorted set
 scored by when to publish it again) until the broker has taken it: a worker killed between the claim and the
 PUBACK leaves it there for another to publish. A decided object keeps only its `decided` mark for `keep_s`, so a
 late frame of it is answered `decided` and starts nothing new. The bridge marks each frame it admits into an

@@ -163,15 +163,14 @@ class ObjectTracker:
         object a frame joined meanwhile is read and decided again, CLAIM_TRIES times at most."""
         outcome: dict[str, Decided | str] = {}
         todo: list[tuple[str, ObjectState | None]] = [(state.key, state) for state in states]
-        for _ in range(CLAIM_TRIES):
-            asks: list[_Ask] = []
-            for key, state in todo:
-                ask = self._ask(state, model, final=final)
-                if isinstance(ask, _Ask):
-                    asks.append(ask)
-                else:
-                    outcome[key] = ask
-            replies = self._book.claim_many([ask.claim for ask in asks], lease_s=self.settings.lease_s)
+        for attempt in range(CLAIM_TRIES):
+            try:
+                asks, replies = self._claim_round(todo, model, outcome, final=final)
+            except Exception as exc:
+                if attempt == 0:
+                    raise  # Redis away: the window is tried again (a sweep, later)
+                logger.warning("objects joined meanwhile are left for the next frame or sweep (%s)", exc)
+                break  # the objects already claimed are published
             again = []
             for ask, reply in zip(asks, replies, strict=True):
                 key = ask.claim.key
@@ -183,12 +182,33 @@ class ObjectTracker:
                     again.append(key)
                 else:
                     outcome[key] = DECIDED if reply == ALREADY_DECIDED else PENDING
-            todo = list(zip(again, self._book.read_many(again), strict=True))
+            todo = [(key, None) for key in again]  # read again in the next round
             if not todo:
                 break
         for key, _ in todo:
-            outcome[key] = PENDING  # frames keep coming: the next frame (or the sweep) decides it
+            outcome.setdefault(key, PENDING)  # frames keep coming: the next frame (or the sweep) decides it
         return outcome
+
+    def _claim_round(
+        self,
+        todo: list[tuple[str, ObjectState | None]],
+        model: Any,
+        outcome: dict[str, Decided | str],
+        *,
+        final: bool,
+    ) -> tuple[list[_Ask], list[int]]:
+        """One round: the objects read again where a round before was beaten (state None), each one's claim
+        where the rule decides it (the others' states into `outcome`), all claimed in one round trip."""
+        stale = [key for key, state in todo if state is None]
+        fresh = dict(zip(stale, self._book.read_many(stale), strict=True))
+        asks: list[_Ask] = []
+        for key, state in todo:
+            ask = self._ask(state if state is not None else fresh[key], model, final=final)
+            if isinstance(ask, _Ask):
+                asks.append(ask)
+            else:
+                outcome[key] = ask
+        return asks, self._book.claim_many([ask.claim for ask in asks], lease_s=self.settings.lease_s)
 
     def _ask(self, state: ObjectState | None, model: Any, *, final: bool) -> _Ask | str:
         """The claim of the object's decision where the rule gives one; otherwise its state (`pending`, or
@@ -197,12 +217,12 @@ class ObjectTracker:
             return PENDING  # expired: nothing left to decide
         if state.state == DECIDED:
             return DECIDED
+        votes = votes_of(state)
+        chosen = self._answer(state, votes, model, final=final)  # Redis errors propagate (still_coming)
+        if chosen is None:
+            return PENDING
+        answer, reason = chosen
         try:
-            votes = votes_of(state)
-            chosen = self._answer(state, votes, model, final=final)
-            if chosen is None:
-                return PENDING
-            answer, reason = chosen
             now = self._clock()
             event = object_event(
                 device=state.fields.get("device", ""),

@@ -138,6 +138,10 @@ class Objects:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.take_confirmed_quietly()
+
+    def take_confirmed_quietly(self) -> None:
+        """take_confirmed_off_outbox at shutdown: a failure is logged (those events may be published again)."""
         try:
             self.take_confirmed_off_outbox()
         except Exception as exc:

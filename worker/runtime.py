@@ -173,6 +173,8 @@ class Runtime:
             self.objects.stop()
         self.review.close()  # frames already answered: finish writing them (bounded), then stop the writer
         self.connection.stop()
+        if self.objects is not None:  # the PUBACKs that came while the connection closed
+            self.objects.take_confirmed_quietly()
 
 
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> bool:

@@ -5,13 +5,15 @@ L2-normalised output (started from a linear probe on the frozen features), on ea
 at a low learning rate with a cosine schedule. A quarter of each product's photos are held out: half of them stop
 it early (the best epoch by top-1 on them), the other half judge it: the result is kept only when a linear probe on
 the tuned features beats one on the frozen features on the judging photos by `margin`; otherwise the version is
-trained on the frozen backbone, as without `--tune`. (Judged on the photos that chose the epoch, a first trial
+trained on the frozen backbone, as without `--tune`. Where no product holds out two photos (five or fewer each),
+nothing stops it: every epoch runs and the held-out photos only judge. Without two products, or two photos of one,
+it does not tune at all. (Judged on the photos that chose the epoch, a first trial
 promised 94% where 2,000 test photos gave 81%.)
 
 The blocks before `first_block` stay frozen, so their output is computed once per photo and copy (float16, in host
 memory) and an epoch runs only the tuned blocks, on the CPU or on a GPU (`device`). Batch norm keeps its ImageNet
-statistics: a few hundred photos cannot estimate new ones. `budget_s` bounds the tuning's time: the best epoch so
-far is what it keeps.
+statistics: a few hundred photos cannot estimate new ones. `budget_s` bounds the tuning's time, the frozen blocks'
+pass included; it is looked at after each epoch (one always runs), and the best epoch so far is what it keeps.
 
 What it cannot see: a few judging photos per product make a noisy verdict; and the leave-products-out folds that
 calibrate the novelty score afterwards run on features the tuned blocks learned with every product, the hidden
@@ -61,7 +63,7 @@ class TuneOptions:
 @dataclass(frozen=True)
 class TuneResult:
     kept: bool  # it beat the frozen backbone by the margin: train on `state`
-    state: dict[str, torch.Tensor]  # the whole tuned network's weights (its best epoch), kept or not
+    state: dict[str, torch.Tensor]  # the whole tuned network's weights (its best epoch), kept or not; {} untuned
     record: dict[str, Any] = field(default_factory=dict)  # what the report says about it
 
 
@@ -169,6 +171,13 @@ def _probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y:
     return float((probe.predict(test_x) == test_y).mean()), probe
 
 
+def _top1(split: _Split, classifier: torch.nn.Linear, activations: torch.Tensor, truth: np.ndarray) -> float:
+    with torch.no_grad():
+        x = torch.from_numpy(split.features(activations)).to(split.device)
+        predicted = classifier(x).argmax(dim=1).cpu().numpy()
+    return float((predicted == truth).mean())
+
+
 def _classifier_from(probe: Any, products: int) -> torch.nn.Linear:
     """A linear classifier over every product, started from the probe's weights (a product the probe never saw
     starts at zero)."""
@@ -227,21 +236,18 @@ def _epochs(  # long: one loop, its batches, its held-out figure and its three w
             optimizer.step()
             schedule.step()
             total += float(loss.detach()) * len(rows)
-        with torch.no_grad():
-            held_x = torch.from_numpy(split.features(held_acts)).to(split.device)
-            predicted = classifier(held_x).argmax(dim=1).cpu().numpy()
-        score = float((predicted == y_held).mean())
+        score = _top1(split, classifier, held_acts, y_held) if len(y_held) else None
         curve.append(
             {
                 "epoch": epoch,
                 "loss": round(total / count, 4),
-                "held_top1": round(score, 4),
+                "held_top1": None if score is None else round(score, 4),
                 "seconds": round(clock() - epoch_started, 1),
             }
         )
-        logger.info("tuning epoch %d: loss %.3f, held-out top-1 %.3f", epoch, total / count, score)
-        if score > best[0]:
-            best = (score, epoch, split.state())
+        logger.info("tuning epoch %d: loss %.3f, stopping top-1 %s", epoch, total / count, score)
+        if score is None or score > best[0]:  # without stopping photos, the last epoch
+            best = (best[0] if score is None else score, epoch, split.state())
         if epoch - best[1] >= options.patience:
             return best[2] or {}, best[1], curve, "patience"
         if options.budget_s is not None and clock() - started >= options.budget_s and epoch < options.epochs:
@@ -266,19 +272,19 @@ def tune(  # long: the trunk once, the probes, then the epochs with their early 
     started = clock()
     names = np.asarray([str(label) for label in labels])
     products, y_all = np.unique(names, return_inverse=True)
-    if len(products) < 2:
-        raise TrainingError("tuning the backbone needs photos of at least two products")
-    torch.manual_seed(options.seed)
     split = _Split(copy.deepcopy(network).eval(), options.first_block, options.device)
     held = held_out(names, options.held_share, options.seed)
-    if not held.any():
-        raise TrainingError("tuning the backbone needs two photos of some product, to hold one out")
+    if len(products) < 2 or not held.any():
+        why = "it needs two products, and two photos of one of them to hold one out"
+        logger.warning("the backbone is not tuned: %s", why)
+        return TuneResult(False, {}, {"kept": False, "why": why})
+    torch.manual_seed(options.seed)
     fit_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
     fit_views, held_acts = _activations(split, inputs, fit_rows, held_rows, views=views, mean=mean, std=std)
     judging = judging_half(names[held_rows])
-    if not judging.any():  # one held-out photo per product: they both stop and judge
+    if not judging.any():  # no product held out two photos: none stop it (every epoch runs), all judge
         judging = np.ones(len(held_rows), dtype=bool)
-    stopping = ~judging if (~judging).any() else judging
+    stopping = ~judging
     y_fit, y_held = torch.from_numpy(y_all[fit_rows]).long(), y_all[held_rows]
     fit_x = split.features(fit_views[0])
     frozen, probe = _probe(fit_x, y_all[fit_rows], split.features(held_acts[judging]), y_held[judging])

@@ -105,3 +105,33 @@ def test_tuning_runs_on_a_gpu_only_where_one_is_named_or_found() -> None:
     assert _tuning_device("auto", cuda_available=True) == "cuda"
     assert _tuning_device("cuda:1", cuda_available=True) == "cuda:1"
     assert _tuning_device("cpu", cuda_available=True) == "cpu"
+
+
+def _small_photos(count: int, colour: tuple[int, int, int]) -> list[np.ndarray]:
+    rng = np.random.default_rng(sum(colour))
+    photos = []
+    for _ in range(count):
+        photo = np.full((64, 64, 3), 225, np.uint8)
+        x, y = (int(v) for v in rng.integers(4, 30, 2))
+        photo[y : y + 28, x : x + 28] = colour
+        photos.append(photo)
+    return photos
+
+
+def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch() -> None:
+    from models.extract.backbones import get_backbone, load_network
+    from models.train.tuning import tune
+
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    lone = [_small_photos(1, (200, 30, 30))[0], _small_photos(1, (30, 40, 200))[0]]
+    untuned = tune(network, lambda i: [lone[i]], ["red", "blue"], views=1, mean=spec.mean, std=spec.std)
+    assert not untuned.kept and untuned.state == {} and "two photos" in untuned.record["why"]
+
+    photos = _small_photos(5, (200, 30, 30)) + _small_photos(5, (30, 40, 200))
+    labels = ["red"] * 5 + ["blue"] * 5
+    options = TuneOptions(epochs=3, patience=1, margin=-1.0)
+    result = tune(network, lambda i: [photos[i]], labels, views=1, mean=spec.mean, std=spec.std, options=options)
+    record = result.record
+    assert record["photos"]["stopping"] == 0 and record["photos"]["judging"] == 2  # one held out of each product
+    assert [epoch["held_top1"] for epoch in record["epochs"]] == [None] * 3 and record["best_epoch"] == 3
