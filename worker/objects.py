@@ -139,6 +139,7 @@ class Objects:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.take_confirmed_quietly()
+        self._similarity_pool.shutdown(wait=False, cancel_futures=True)
 
     def take_confirmed_quietly(self) -> None:
         """take_confirmed_off_outbox at shutdown: a failure is logged (those events may be published again)."""
@@ -146,7 +147,6 @@ class Objects:
             self.take_confirmed_off_outbox()
         except Exception as exc:
             logger.warning("events the broker confirmed stay on the outbox (%s); they may be published again", exc)
-        self._similarity_pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         last_outbox = 0.0
