@@ -31,7 +31,7 @@ from models.errors import DatasetError, ImageError
 from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone, load_network
 from models.extract.decode import decode_image, decode_photo, resize_center_crop
 from models.extract.feature_cache import FeatureCache
-from models.extract.features import FeatureExtractor
+from models.extract.features import FeatureExtractor, choose_device
 from models.extract.onnx_export import ONNX_FILE, OPSET, export_backbone
 from models.extract.recipe import (
     CANDIDATES,
@@ -390,20 +390,13 @@ def _tuned_weights(
         views=1 + options.tune.copies,
         mean=spec.mean,
         std=spec.std,
-        options=replace(options.tune, device=_tuning_device(options.device, torch.cuda.is_available())),
+        options=replace(options.tune, device=str(choose_device(options.device))),  # a GPU where training has one
     )
     if not result.kept:
         return None, result.record
     path = workdir / TUNED_WEIGHTS_FILE
     torch.save(result.state, path)
     return path, result.record
-
-
-def _tuning_device(device: str, cuda_available: bool) -> str:
-    """Where tuning runs: a GPU when the options name one, or say `auto` and there is one; the CPU otherwise."""
-    if device.startswith("cuda") or (device == "auto" and cuda_available):
-        return device if device.startswith("cuda") else "cuda"
-    return "cpu"
 
 
 def _recipe_and_features(

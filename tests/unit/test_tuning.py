@@ -98,13 +98,17 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     assert changed and min(int(block) for block in changed) >= 11  # the blocks before the first tuned one stay
 
 
-def test_tuning_runs_on_a_gpu_only_where_one_is_named_or_found() -> None:
-    from models.train.trainer import _tuning_device
+def test_tuning_runs_on_a_gpu_only_where_one_is_named_or_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
 
-    assert _tuning_device("auto", cuda_available=False) == "cpu"  # CI: no GPU, the CPU without a word
-    assert _tuning_device("auto", cuda_available=True) == "cuda"
-    assert _tuning_device("cuda:1", cuda_available=True) == "cuda:1"
-    assert _tuning_device("cpu", cuda_available=True) == "cpu"
+    from models.extract.features import choose_device  # what training's tuning and its features both run on
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(choose_device("auto")) == "cpu"  # CI: no GPU, the CPU without a word
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert str(choose_device("auto")) == "cuda"
+    assert str(choose_device("cuda:1")) == "cuda:1"
+    assert str(choose_device("cpu")) == "cpu"
 
 
 def _small_photos(count: int, colour: tuple[int, int, int]) -> list[np.ndarray]:
