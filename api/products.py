@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from models.store.versions import current_version
+from models.store.record_shards import read_keyed
+from models.store.versions import MANIFEST, current_version
 
 PENDING_FILE = "products.json"
 LOCK_FILE = ".products.lock"
@@ -27,12 +28,17 @@ DEFAULT_PENDING_DAYS = 30.0  # a record posted and never followed by photos is f
 
 
 def catalog_of(folder: Path) -> dict[str, dict[str, Any]]:
-    """The catalog records of one version, by product (empty when it has none or it cannot be read)."""
+    """The catalog records of one version, by product (empty when it has none or it cannot be read): its table
+    of shards (models.store.record_shards), or catalog.json in a version written before them."""
     try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and "catalog" in manifest:
+            table = read_keyed(manifest["catalog"], lambda name: folder / name).content
+            return {str(p): dict(record) for p, record in table.items() if isinstance(record, dict)}
         document = json.loads((folder / "catalog.json").read_text(encoding="utf-8"))
         records = document["products"] if isinstance(document, dict) else document
         return {str(record["product"]): dict(record) for record in records if isinstance(record, dict)}
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # MalformedRecords is a ValueError
         return {}
 
 

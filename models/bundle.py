@@ -5,8 +5,10 @@ Layout of one version (`<store>/<version>/`):
     head.npz        the head's classifiers as arrays (loaded with allow_pickle=False); the manifest's `head`
                     names the structure (flat or category-first), each classifier's kind and classes, and the
                     refinements of products enrolled since the nodes were fitted (models.answer.refinements)
-    labels.json     products and their categories, in the head's order
-    catalog.json    the product catalog; each record travels into results
+    labels-*.json   products and their categories, in the head's order (`labels`), and
+    catalog-*.json  the product catalog, each record travelling into results (`catalog`): tables of JSON shards
+                    (models.store.record_shards) that an enrolment adds one shard to; a version written before
+                    them holds one labels.json and one catalog.json
     backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
     backbone.pt     a tuned backbone's weights (`partsight train --tune`; `backbone.weights_file`), for torch
     features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
@@ -32,7 +34,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ import numpy as np
 from models.answer.arrays import read_arrays, save_arrays
 from models.answer.classifiers import Classifier
 from models.answer.gallery import Gallery
-from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, write_gallery
+from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, stored_spreads, write_gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
 from models.answer.refinements import read_refinements, write_refinements
@@ -50,6 +52,7 @@ from models.errors import ArtifactError, BackboneError, InvalidModel
 from models.extract.recipe import LEGACY, FeatureRecipe
 from models.store import blobs, versions
 from models.store.catalog import Catalog
+from models.store.record_shards import MalformedRecords, StoredTable, read_keyed, read_listed, write_keyed, write_listed
 from models.store.versions import file_sha256, store_lock, verify_file
 
 # listing, verifying and pointing `current` live in models.store.versions (numpy-free: the HTTP API uses them)
@@ -58,10 +61,12 @@ resolve = versions.resolve
 point_current = versions.point_current
 FEATURES_FILE = "features.npz"
 
-# 4: heads with refinements (quick enrolments); 3: the enrolment base and the gallery in shards (a release
-# before them refuses it by its format, plainly); 2: heads of any classifier kind, flat or category-first;
-# 1: one logistic regression (all still read)
-FORMAT = 4
+# 5: the catalog, the labels and the gallery's spreads as tables of JSON shards; 4: heads with refinements (quick
+# enrolments); 3: the enrolment base and the gallery in shards (a release before them refuses it by its format,
+# plainly); 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (all still read)
+FORMAT = 5
+CATALOG_PREFIX, LABELS_PREFIX, SPREAD_PREFIX = "catalog", "labels", "gallery-spread"
+LABEL_COLUMNS = ("products", "categories")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class ModelBundle:
     center: np.ndarray | None = None
     gallery: Gallery | None = None
     novelty: NoveltyModel | None = None
+    # the catalog and the labels as the version stores them (by "catalog", "labels"; none before tables): what the
+    # next version writes on top of
+    tables: Mapping[str, StoredTable] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -121,12 +129,14 @@ def write_model(
     gallery: Gallery | GalleryRows | None = None,
     novelty: NoveltyModel | None = None,
     locked: bool = False,
+    builds_on: ModelBundle | None = None,
 ) -> Path:
     """Write a new version under `store`, verify it, and point `current` at it (under the store's lock, unless
     the caller holds it: `locked`); nothing half-written is ever visible.
 
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
-    entries merged into the manifest.
+    entries merged into the manifest. `builds_on`: the version this one changes (an enrolment's, a
+    consolidation's), whose catalog and labels shards it links, writing only what changed.
     """
     store.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -136,9 +146,13 @@ def write_model(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=store))
     staging.chmod(0o755)  # mkdtemp makes it private; a worker may run as another user
     try:
-        settings, recorded = _write_parts(
-            staging, head, catalog, recipe=recipe, center=center, gallery=gallery, novelty=novelty
-        )
+        rows = None if gallery is None else gallery if isinstance(gallery, GalleryRows) else rows_of(gallery)
+        tables = _write_tables(staging, head, catalog, rows, builds_on)
+        spread = tables.pop("spread", None)
+        settings, recorded = _write_parts(staging, head, recipe=recipe, center=center, novelty=novelty)
+        if rows is not None:  # a gallery that grew links the shards of the version it grew from
+            recorded["gallery"] = write_gallery(staging, rows, spread)
+        recorded.update(tables)
         added = dict(write_files(staging)) if write_files else {}
         files = _file_records(staging)
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
@@ -158,11 +172,9 @@ def write_model(
 def _write_parts(
     staging: Path,
     head: ProductHead,
-    catalog: Catalog,
     *,
     recipe: FeatureRecipe,
     center: np.ndarray | None,
-    gallery: Gallery | GalleryRows | None,
     novelty: NoveltyModel | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's own files in `staging`; the manifest's `head` and the other manifest entries they need."""
@@ -176,17 +188,31 @@ def _write_parts(
         "category_threshold": head.category_threshold,
         **({"refinements": refinements} if refinements else {}),
     }
-    _write_json(staging / "labels.json", {"products": list(head.products), "categories": list(head.categories)})
-    _write_json(staging / "catalog.json", {"products": [catalog[p] for p in sorted(catalog)]})
     recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
     if center is not None:
         save_arrays(staging / FEATURES_FILE, {"center": np.asarray(center, dtype=np.float32)})
         recorded["features"]["file"] = FEATURES_FILE
-    if gallery is not None:  # a gallery that grew links the shards of the version it grew from
-        recorded["gallery"] = write_gallery(staging, gallery if isinstance(gallery, GalleryRows) else rows_of(gallery))
     if novelty is not None:
         recorded["novelty"] = novelty.record()
     return settings, recorded
+
+
+def _write_tables(
+    staging: Path, head: ProductHead, catalog: Catalog, gallery: GalleryRows | None, builds_on: ModelBundle | None
+) -> dict[str, Any]:
+    """The catalog, the labels and the gallery's spreads as tables of shards, on top of `builds_on`'s; the
+    manifest's records of them (by "catalog", "labels", "spread")."""
+    tables = builds_on.tables if builds_on is not None else {}
+    source = builds_on.path if builds_on is not None else None
+    labels = {"products": list(head.products), "categories": list(head.categories)}
+    records = {
+        "catalog": write_keyed(staging, CATALOG_PREFIX, catalog, tables.get("catalog"), source).record(),
+        "labels": write_listed(staging, LABELS_PREFIX, labels, tables.get("labels"), source).record(),
+    }
+    if gallery is not None:
+        spreads = stored_spreads(gallery)
+        records["spread"] = write_keyed(staging, SPREAD_PREFIX, spreads, tables.get("spread"), source).record()
+    return records
 
 
 def _file_records(staging: Path) -> dict[str, dict[str, Any]]:
@@ -241,13 +267,14 @@ def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
     with versions.hashing_once():
         for name in manifest.get("files", {}):
             verify_file(version_dir, manifest, name)
-        for required in ("head.npz", "labels.json", "catalog.json"):
+        for required in versions.required_files(manifest):
             verify_file(version_dir, manifest, required)
         try:
-            catalog = _catalog(version_dir)
-            head = _head(version_dir, manifest)
+            tables = _tables(version_dir, manifest)
+            catalog = _catalog(version_dir, tables)
+            head = _head(version_dir, manifest, tables)
             recipe, center = _recipe(version_dir, manifest)
-            gallery = _gallery(version_dir, manifest, head.products, searchable)
+            gallery = _gallery(version_dir, manifest, head.products, tables, searchable)
             novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
             _check_parts_fit(head, recipe, gallery, novelty)
         except (InvalidModel, BackboneError) as exc:
@@ -261,7 +288,26 @@ def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
         center=center,
         gallery=gallery,
         novelty=novelty,
+        tables=tables,
     )
+
+
+def _tables(version_dir: Path, manifest: Mapping[str, Any]) -> dict[str, StoredTable]:
+    """The catalog, the labels and the gallery's spreads as tables of shards, where the version stores them so
+    (none before format 5)."""
+    path_of = lambda name: verify_file(version_dir, manifest, name)  # noqa: E731
+    tables = {}
+    try:
+        if "catalog" in manifest:
+            tables["catalog"] = read_keyed(manifest["catalog"], path_of)
+        if "labels" in manifest:
+            tables["labels"] = read_listed(manifest["labels"], path_of, LABEL_COLUMNS)
+        spread = manifest["gallery"].get("spread") if isinstance(manifest.get("gallery"), Mapping) else None
+        if isinstance(spread, Mapping):  # before tables: one .npz that models.answer.gallery_rows reads
+            tables["spread"] = read_keyed(spread, path_of)
+    except MalformedRecords as exc:
+        raise InvalidModel(str(exc)) from exc
+    return tables
 
 
 def _read_json(path: Path) -> Any:
@@ -271,7 +317,14 @@ def _read_json(path: Path) -> Any:
         raise ArtifactError(f"malformed model files: {path} is not readable JSON ({exc})") from exc
 
 
-def _catalog(version_dir: Path) -> Catalog:
+def _catalog(version_dir: Path, tables: Mapping[str, StoredTable]) -> Catalog:
+    if "catalog" in tables:
+        records = tables["catalog"].content
+        for product, record in records.items():
+            if not isinstance(record, dict) or record.get("product") != product:
+                named = record.get("product") if isinstance(record, dict) else type(record).__name__
+                raise InvalidModel(f"the catalog's record of {product!r} names {named!r}")
+        return {str(p): record for p, record in records.items()}
     try:
         records = _read_json(version_dir / "catalog.json")["products"]
         return {str(record["product"]): record for record in records}
@@ -279,10 +332,10 @@ def _catalog(version_dir: Path) -> Catalog:
         raise InvalidModel(f"catalog.json: not a list of product records ({type(exc).__name__}: {exc})") from exc
 
 
-def _head(version_dir: Path, manifest: Mapping[str, Any]) -> ProductHead:
-    """The head from head.npz, labels.json and the manifest's `head` (format 1: one logistic regression)."""
+def _head(version_dir: Path, manifest: Mapping[str, Any], tables: Mapping[str, StoredTable]) -> ProductHead:
+    """The head from head.npz, its labels and the manifest's `head` (format 1: one logistic regression)."""
     arrays = read_arrays(version_dir / "head.npz")
-    labels = _read_json(version_dir / "labels.json")
+    labels = tables["labels"].content if "labels" in tables else _read_json(version_dir / "labels.json")
     try:
         settings = manifest["head"]
         products, categories = tuple(labels["products"]), tuple(labels["categories"])
@@ -291,7 +344,7 @@ def _head(version_dir: Path, manifest: Mapping[str, Any]) -> ProductHead:
         records = None if manifest["format"] == 1 else settings["classifiers"]
         refinements = settings.get("refinements", [])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a key missing, a value of the wrong kind
-        raise InvalidModel(f"the manifest's head or labels.json ({type(exc).__name__}: {exc})") from exc
+        raise InvalidModel(f"the manifest's head or its labels ({type(exc).__name__}: {exc})") from exc
     classifiers: dict[str | None, Classifier]
     if records is None:
         if "coef" not in arrays or "intercept" not in arrays or arrays["coef"].ndim != 2:
@@ -345,20 +398,28 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
 
 
 def _gallery(
-    version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...], searchable: bool
+    version_dir: Path,
+    manifest: Mapping[str, Any],
+    products: tuple[str, ...],
+    tables: Mapping[str, StoredTable],
+    searchable: bool,
 ) -> Gallery | None:
-    rows = _gallery_rows(version_dir, manifest, products)
+    rows = _gallery_rows(version_dir, manifest, products, tables)
     return None if rows is None else rows.gallery(products, searchable=searchable)
 
 
-def _gallery_rows(version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...]) -> GalleryRows | None:
+def _gallery_rows(
+    version_dir: Path, manifest: Mapping[str, Any], products: tuple[str, ...], tables: Mapping[str, StoredTable]
+) -> GalleryRows | None:
     record = manifest.get("gallery")
     if record is None:
         return None
     if not isinstance(record, Mapping):
         raise InvalidModel("the manifest's gallery record is not an object")
     try:
-        return read_gallery(record, lambda name: verify_file(version_dir, manifest, name), products, version_dir)
+        path_of = lambda name: verify_file(version_dir, manifest, name)  # noqa: E731
+        spreads = tables["spread"].content if "spread" in tables else None
+        return read_gallery(record, path_of, products, version_dir, spreads)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidModel(f"the manifest's gallery record ({type(exc).__name__}: {exc})") from exc
 
@@ -367,6 +428,6 @@ def stored_gallery(bundle: ModelBundle) -> GalleryRows | None:
     """The bundle's gallery as its version stores it (every row of its shards, which are in use, each product's
     spread): what an enrolment grows. ArtifactError when its files fail verification or are malformed."""
     try:
-        return _gallery_rows(bundle.path, bundle.manifest, bundle.head.products)
+        return _gallery_rows(bundle.path, bundle.manifest, bundle.head.products, bundle.tables)
     except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed model files: {exc}") from exc

@@ -1,5 +1,6 @@
 """The gallery as a version stores it: its photos' rows in content-named shards (models.answer.row_shards) and each
-product's spread in one small file, so an enrolment adds its own photos' rows and links the rest.
+product's spread, which the caller stores (models.bundle: a keyed table of JSON shards), so an enrolment adds its own
+photos' rows and its product's spread, and links the rest.
 
 On disk a gallery's rows are in the order they were added (a training's photos, then each enrolment's), each row
 naming its product; loading orders them by the head's products, as `Gallery` holds them. A version written before
@@ -33,7 +34,7 @@ from models.answer.photo_index import (
     load_index,
     row_keys,
 )
-from models.answer.row_shards import RowLayout, StoredRows, link_or_copy, read_rows, write_rows, write_shard
+from models.answer.row_shards import RowLayout, StoredRows, link_or_copy, read_rows, write_rows
 from models.errors import InvalidModel
 
 GALLERY_PREFIX = "gallery"
@@ -106,14 +107,14 @@ class GalleryRows:
         own = kept["features"][kept["products"] == product].astype(np.float32)
         mean, std = product_spread(own, np.zeros(len(own), dtype=np.int64), 1)
         spread = {**self.spread, product: (float(mean[0]), float(std[0]))}
-        return GalleryRows(grown, spread, self.source, self.index)
+        return replace(self, rows=grown, spread=spread)
 
     def with_index(self, *, threads: int = 1) -> GalleryRows:
         """These rows with a photo index when INDEX_MIN_PHOTOS or more are in use (none below): the one they have
         with the rows it lacks added, or a new one when there is none or more than REBUILD_UNUSED_SHARE of its rows
         are out of use."""
         if self.photos < INDEX_MIN_PHOTOS:
-            return GalleryRows(self.rows, self.spread, self.source, None)
+            return replace(self, index=None)
         if not available():
             logger.warning("hnswlib is not installed: a gallery of %d photos gets no photo index", self.photos)
             return self
@@ -136,7 +137,7 @@ class GalleryRows:
             return self  # it holds every photo: kept as stored
         else:
             index = extended(current, features, keys, threads=threads)
-        return GalleryRows(self.rows, self.spread, self.source, index)
+        return replace(self, index=index)
 
     def _load_index(self, dim: int) -> PhotoIndex:
         if not isinstance(self.index, StoredIndex) or self.source is None:
@@ -198,19 +199,16 @@ def rows_of(gallery: Gallery) -> GalleryRows:
     return GalleryRows(StoredRows(columns, np.ones(len(gallery.features), dtype=bool)), spread)
 
 
-def write_gallery(staging: Path, gallery: GalleryRows) -> dict[str, Any]:
-    """Store the gallery in `staging`; returns the manifest's `gallery` record."""
+def stored_spreads(gallery: GalleryRows) -> dict[str, list[float]]:
+    """Each product's spread as a version stores it: float32 values, as galleries stored before tables kept them,
+    so that a spread read back compares equal."""
+    return {p: [float(np.float32(m)), float(np.float32(s))] for p, (m, s) in gallery.spread.items()}
+
+
+def write_gallery(staging: Path, gallery: GalleryRows, spread: Any) -> dict[str, Any]:
+    """Store the gallery's rows and index in `staging`; returns the manifest's `gallery` record, with `spread`: the
+    record of its spreads (stored_spreads) as the caller stored them."""
     layout = write_rows(staging, GALLERY_PREFIX, gallery.rows, gallery.source)
-    products = sorted(gallery.spread)
-    spread = write_shard(
-        staging,
-        SPREAD_PREFIX,
-        {
-            "products": np.asarray(products, dtype=str),
-            "spread_mean": np.array([gallery.spread[p][0] for p in products], dtype=np.float32),
-            "spread_std": np.array([gallery.spread[p][1] for p in products], dtype=np.float32),
-        },
-    )
     record: dict[str, Any] = {"photos": gallery.photos, **layout.record(), "spread": spread}
     if isinstance(gallery.index, PhotoIndex):
         record["index"] = gallery.index.save(staging)
@@ -222,21 +220,38 @@ def write_gallery(staging: Path, gallery: GalleryRows) -> dict[str, Any]:
 
 
 def read_gallery(
-    record: Mapping[str, Any], path_of: Callable[[str], Path], products: Sequence[str], source: Path
+    record: Mapping[str, Any],
+    path_of: Callable[[str], Path],
+    products: Sequence[str],
+    source: Path,
+    spreads: Mapping[str, Any] | None = None,
 ) -> GalleryRows:
     """The gallery a version's record names (`path_of(name)`: a verified file); a single gallery.npz written
-    before shards too. InvalidModel for a record or rows that are malformed."""
+    before shards too. `spreads`: each product's [mean, std] as the caller read them from the record's `spread`;
+    None for a version that keeps them in one .npz. InvalidModel for a record or rows that are malformed."""
     if "file" in record:
         return rows_of(Gallery.load(path_of(str(record["file"])), products))
-    spread = read_arrays(path_of(str(record["spread"])), ("products", "spread_mean", "spread_std"))
-    try:
-        pairs = zip(spread["spread_mean"].astype(float), spread["spread_std"].astype(float), strict=True)
-        spreads = dict(zip(spread["products"].astype(str), pairs, strict=True))
-    except (TypeError, ValueError) as exc:
-        raise InvalidModel(f"the gallery's spread: {exc}") from exc
+    spread = _spreads(record["spread"], path_of) if spreads is None else _pairs(spreads.items())
     rows = read_rows(RowLayout.from_record(record), path_of, COLUMNS)
     index = None
     if record.get("index") is not None:
         index = StoredIndex.from_record(record["index"])
         path_of(index.graph), path_of(index.projection)  # verified before any is read
-    return GalleryRows(rows, {name: (float(m), float(s)) for name, (m, s) in spreads.items()}, source, index)
+    return GalleryRows(rows, spread, source, index)
+
+
+def _spreads(name: Any, path_of: Callable[[str], Path]) -> dict[str, tuple[float, float]]:
+    """Each product's spread from one .npz (a version written before the spreads were a table)."""
+    spread = read_arrays(path_of(str(name)), ("products", "spread_mean", "spread_std"))
+    try:
+        pairs = zip(spread["spread_mean"].astype(float), spread["spread_std"].astype(float), strict=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidModel(f"the gallery's spread: {exc}") from exc
+    return _pairs(zip(spread["products"].astype(str), pairs, strict=True))
+
+
+def _pairs(items: Any) -> dict[str, tuple[float, float]]:
+    try:
+        return {str(p): (float(m), float(s)) for p, (m, s) in items}
+    except (TypeError, ValueError) as exc:  # not a pair of numbers, or arrays of different lengths
+        raise InvalidModel(f"the gallery's spread: {exc}") from exc

@@ -29,8 +29,8 @@ DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker
 MANIFEST = "manifest.json"
 CURRENT = "current"
 PREVIOUS = "previous"  # the version that was current before it: kept by every prune
-READABLE_FORMATS = (1, 2, 3, 4)
-REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")
+READABLE_FORMATS = (1, 2, 3, 4, 5)
+REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")  # labels and catalog: unless stored as tables
 # a version is one folder name under the store: never "..", a "/", or a hidden staging folder
 VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _CHUNK = 1 << 20
@@ -152,9 +152,16 @@ def verify_version(folder: Path) -> dict[str, Any]:
         if not isinstance(name, str) or "/" in name or name in {"", ".", ".."}:
             raise ArtifactError(f"{folder}: the manifest lists {str(name)[:80]!r}, which is not a file name")
         verify_file(folder, manifest, name)
-    for name in REQUIRED_FILES:
+    for name in required_files(manifest):
         verify_file(folder, manifest, name)
     return manifest
+
+
+def required_files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The files a head needs: head.npz, and labels.json and catalog.json where the version keeps them as files
+    (from format 5 they are tables of shards the manifest names: models.store.record_shards)."""
+    tables = {"labels.json": "labels", "catalog.json": "catalog"}
+    return tuple(name for name in REQUIRED_FILES if tables.get(name) not in manifest)
 
 
 def point_current(store: Path, version: str) -> None:

@@ -525,6 +525,7 @@ def write_version(  # noqa: PLR0917
         write_files=write_extras,
         version=version,
         locked=True,  # enrol holds the store's lock
+        builds_on=bundle,  # its catalog and labels shards linked, one shard of what changed added
         recipe=bundle.recipe,
         center=bundle.center,
         gallery=refitted.gallery,

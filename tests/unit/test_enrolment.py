@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from models.answer.classifiers import Candidate
-from models.bundle import load_model, resolve
+from models.bundle import load_model, resolve, stored_gallery
 from models.errors import EnrolmentError, UnknownEnrolment
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
@@ -169,6 +169,29 @@ def test_an_enrolment_writes_only_its_own_rows_and_links_the_rest(store: Path) -
     assert store_bytes(store) - grown_from <= contained - shared  # neither the base nor the gallery copied
     base, _ = base_of(load_model(store))
     assert len(base.features) == record["rows"] == base_before["rows"] + 12
+
+
+def test_an_enrolment_adds_one_shard_of_its_product_to_the_catalog_labels_and_spreads(store: Path) -> None:
+    before = load_model(store)
+    enrolled = enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    after = load_model(store)
+    old, new = before.manifest, after.manifest
+    tables = {"catalog": (old["catalog"], new["catalog"]), "labels": (old["labels"], new["labels"])}
+    tables["spread"] = (old["gallery"]["spread"], new["gallery"]["spread"])
+    for name, (was, now) in tables.items():
+        assert now["shards"][:-1] == was["shards"] and len(now["shards"]) == len(was["shards"]) + 1, name
+        for shard in was["shards"]:
+            assert (enrolled.path / shard).samefile(before.path / shard), name  # linked, not written again
+    (catalog, labels, spread) = (
+        json.loads((enrolled.path / now["shards"][-1]).read_text()) for _, now in tables.values()
+    )
+    assert catalog == {"records": {"gauge-3": after.catalog["gauge-3"]}}
+    assert labels == {"products": ["gauge-3"], "categories": [DIGIT_RECORD["category"]]}
+    assert list(spread["records"]) == ["gauge-3"]
+    assert after.catalog == {**before.catalog, "gauge-3": after.catalog["gauge-3"]}
+    assert after.head.products == (*before.head.products, "gauge-3")
+    spreads_before, spreads_after = (stored_gallery(bundle).spread for bundle in (before, after))  # type: ignore[union-attr]
+    assert spreads_after == {**spreads_before, "gauge-3": spreads_after["gauge-3"]}
 
 
 def test_rows_over_a_products_cap_are_masked_not_rewritten(store: Path) -> None:

@@ -464,7 +464,7 @@ def test_a_model_directory_keeps_its_recipe_mean_gallery_and_novelty(tmp_path: P
 
 def gallery_files(manifest: dict[str, Any]) -> list[str]:
     record = manifest["gallery"]
-    return [*record["shards"], record["spread"], *([record["mask"]] if record["mask"] else [])]
+    return [*record["shards"], *record["spread"]["shards"], *([record["mask"]] if record["mask"] else [])]
 
 
 def test_a_tampered_gallery_is_refused(tmp_path: Path) -> None:

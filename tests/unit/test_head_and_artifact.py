@@ -65,9 +65,12 @@ def test_model_directory_round_trip_through_current(tmp_path: Path) -> None:
     assert resolve(tmp_path) == second != version
 
 
-@pytest.mark.parametrize("victim", ["head.npz", "labels.json", "catalog.json"])
-def test_a_tampered_file_is_refused(tmp_path: Path, victim: str) -> None:
+@pytest.mark.parametrize("part", ["head.npz", "labels", "catalog"])
+def test_a_tampered_file_is_refused(tmp_path: Path, part: str) -> None:
     version = write_demo(tmp_path)
+    manifest = json.loads((version / "manifest.json").read_text())
+    victim = part if part.endswith(".npz") else manifest[part]["shards"][0]  # the labels' and catalog's shard
+    assert (version / victim).is_file()
     with (version / victim).open("ab") as handle:
         handle.write(b" ")
     with pytest.raises(ArtifactError, match=re.escape(f"{victim} has sha256")):
@@ -77,9 +80,10 @@ def test_a_tampered_file_is_refused(tmp_path: Path, victim: str) -> None:
 def test_missing_files_and_manifest_entries_are_refused(tmp_path: Path) -> None:
     version = write_demo(tmp_path)
     manifest = json.loads((version / "manifest.json").read_text())
-    del manifest["files"]["labels.json"]
+    (shard,) = manifest["labels"]["shards"]
+    del manifest["files"][shard]
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"does not list labels\.json"):
+    with pytest.raises(ArtifactError, match=rf"does not list {re.escape(shard)}"):
         load_model(version)
     with pytest.raises(ArtifactError, match="neither a model version"):
         load_model(tmp_path / "nowhere")

@@ -34,20 +34,32 @@ def rewrite(version: Path, name: str, data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "data"),
+    ("part", "data"),
     [
         ("head.npz", b"PK\x03\x04 not a zip"),
         ("head.npz", b""),
-        ("labels.json", b"{not json"),
-        ("catalog.json", b"\xff"),
+        ("labels", b"{not json"),
+        ("labels", b'{"products": ["p0"], "categories": []}'),
+        ("catalog", b"\xff"),
+        ("catalog", b'{"records": [1, 2]}'),
     ],
 )
-def test_a_malformed_file_is_an_artifact_error_naming_it(tmp_path: Path, name: str, data: bytes) -> None:
+def test_a_malformed_file_is_an_artifact_error_naming_it(tmp_path: Path, part: str, data: bytes) -> None:
     version = write_demo(tmp_path)
+    manifest = json.loads((version / "manifest.json").read_text())
+    name = part if part.endswith(".npz") else manifest[part]["shards"][0]  # the labels' or the catalog's shard
     rewrite(version, name, data)
     with pytest.raises(ArtifactError, match="malformed model files") as caught:
         load_model(version)
     assert str(version / name) in str(caught.value)
+
+
+def test_a_catalog_record_under_another_product_is_refused(tmp_path: Path) -> None:
+    version = write_demo(tmp_path)
+    (shard,) = json.loads((version / "manifest.json").read_text())["catalog"]["shards"]
+    rewrite(version, shard, b'{"records": {"p0": {"product": "p1", "category": "c"}}}')
+    with pytest.raises(ArtifactError, match=r"malformed model files: the catalog's record of 'p0' names 'p1'"):
+        load_model(version)
 
 
 def test_a_head_file_without_its_arrays_names_what_it_lacks(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from models.answer import gallery_rows as gallery_rows_module
 from models.answer.answerer import Answerer
 from models.answer.classifiers import Classifier
 from models.answer.gallery import Gallery, build_gallery, top_rows
-from models.answer.gallery_rows import GalleryRows, StoredIndex, read_gallery, rows_of, write_gallery
+from models.answer.gallery_rows import GalleryRows, StoredIndex, read_gallery, rows_of, stored_spreads, write_gallery
 from models.answer.head import CATEGORY_FIRST, ProductHead, logistic_classifier
 from models.answer.novelty import NoveltyModel
 from models.answer.photo_index import GraphSearch, PhotoIndex, build_index, row_keys
@@ -195,10 +195,11 @@ def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
     )
     staging = tmp_path / "staging"
     staging.mkdir()
-    record = write_gallery(staging, grown)
+    record = write_gallery(staging, grown, "spreads")  # the spreads' record: the bundle's (not read back here)
     assert record["index"] == stored.index.record()  # carried: the same files, linked
     assert (staging / stored.index.graph).stat().st_ino == (stored.source / stored.index.graph).stat().st_ino  # type: ignore[operator]
-    carried = read_gallery(record, lambda name: staging / name, [*gallery.products, "part-new"], staging)
+    products = [*gallery.products, "part-new"]
+    carried = read_gallery(record, lambda name: staging / name, products, staging, stored_spreads(grown))
     served = carried.gallery([*gallery.products, "part-new"])
     assert isinstance(served.search, GraphSearch) and len(served.search.loose) == 4
     rows, _ = served.search.nearest(new_photos, 1)
@@ -208,9 +209,9 @@ def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
     assert extended.with_index().index is extended.index  # it holds every row: nothing to add
     again = tmp_path / "again"
     again.mkdir()
-    new_record = write_gallery(again, extended)
+    new_record = write_gallery(again, extended, "spreads")
     assert new_record["index"]["graph"] != stored.index.graph
-    reread = read_gallery(new_record, lambda name: again / name, [*gallery.products, "part-new"], again)
+    reread = read_gallery(new_record, lambda name: again / name, products, again, stored_spreads(extended))
     search = reread.gallery([*gallery.products, "part-new"]).search
     assert isinstance(search, GraphSearch) and len(search.loose) == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +87,21 @@ def test_a_broken_pins_file_stops_the_prune_and_removes_nothing(tmp_path: Path) 
     assert len(version_folders(store)) == 3
 
 
+def catalog_shard(version: Path) -> str:
+    (shard,) = json.loads((version / "manifest.json").read_text())["catalog"]["shards"]
+    return str(shard)
+
+
 def test_versions_share_the_bytes_of_files_they_have_in_common(tmp_path: Path) -> None:
     store = tmp_path / "store"
     first = store / write_version(store, 0)
     grown = blobs.store_bytes(store)
     second = store / write_version(store, 1)  # the same head: every file but the manifest is the same
     third = store / write_version(store, 2, weight=3.0)  # a new head.npz, the same catalog and labels
-    assert (first / "catalog.json").samefile(second / "catalog.json")
-    assert (first / "catalog.json").samefile(third / "catalog.json")
+    catalog = catalog_shard(first)
+    assert catalog_shard(second) == catalog_shard(third) == catalog  # the same records: the same content name
+    assert (first / catalog).samefile(second / catalog)
+    assert (first / catalog).samefile(third / catalog)
     assert (first / "head.npz").samefile(second / "head.npz")
     assert not (first / "head.npz").samefile(third / "head.npz")
     manifest = (second / "manifest.json").stat().st_size
@@ -119,15 +127,15 @@ def test_a_prune_frees_the_blobs_no_version_links(tmp_path: Path) -> None:
 def test_a_changed_blob_is_never_linked_into_a_new_version(tmp_path: Path) -> None:
     store = tmp_path / "store"
     first = store / write_version(store, 0)
-    catalog = first / "catalog.json"
-    record = json.loads((first / "manifest.json").read_text())["files"]["catalog.json"]
+    catalog = first / catalog_shard(first)
+    record = json.loads((first / "manifest.json").read_text())["files"][catalog.name]
     blob = blobs.blob_path(store, record["sha256"])
     assert blob.samefile(catalog)
     os.chmod(blob, 0o644)
     blob.write_text(blob.read_text().replace("Zero", "Zer0"))  # changed in place: v000 no longer verifies
     second = store / write_version(store, 1)  # written and verified: its catalog is a good copy
     assert load_model(second).catalog["p0"]["name"] == "Zero"
-    with pytest.raises(ArtifactError, match=r"catalog\.json has sha256"):
+    with pytest.raises(ArtifactError, match=rf"{re.escape(catalog.name)} has sha256"):
         load_model(first)
 
 
