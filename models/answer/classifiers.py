@@ -36,6 +36,7 @@ PARAMETERS: Mapping[str, tuple[float, ...]] = {
     "prototype": (1.0, 4.0),  # centres per product: its mean, or k-means
 }
 MLP_HIDDEN = 256
+LOGISTIC_TOLERANCE = 1e-4  # scikit-learn's default, for two classes (see _fit_logistic)
 TEMPERATURES = np.geomspace(0.1, 100.0, 61)
 
 
@@ -302,10 +303,18 @@ def _fit_preprocessing(
 Fitted = tuple[dict[str, np.ndarray], dict[str, Any]]  # an estimator's arrays and its JSON parameters
 
 
+def logistic_tolerance(classes: int) -> float:
+    """lbfgs's tolerance for a logistic regression over `classes` classes. The loss is a mean over rows, so at the
+    start each class's gradient is about 1/classes of a feature's mean: scikit-learn's default (1e-4) stopped lbfgs
+    before its first step at 1,000 products and kept all-zero weights (every product at 0.001). It shrinks with
+    the classes, to stop where the default does at two."""
+    return LOGISTIC_TOLERANCE * min(1.0, 2 / max(classes, 1))
+
+
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only (see above)
 
-    model = LogisticRegression(C=value, max_iter=3000).fit(x, y)
+    model = LogisticRegression(C=value, max_iter=3000, tol=logistic_tolerance(len(classes))).fit(x, y)
     coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
     if coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
         coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.answer.classifiers import logistic_tolerance
 from models.errors import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _activations(
 def _probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> tuple[float, Any]:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
-    probe = LogisticRegression(C=1.0, max_iter=2000).fit(train_x, train_y)
+    probe = LogisticRegression(C=1.0, max_iter=2000, tol=logistic_tolerance(len(set(train_y)))).fit(train_x, train_y)
     return float((probe.predict(test_x) == test_y).mean()), probe
 
 

@@ -23,6 +23,7 @@ from models.answer.classifiers import (
     candidates,
     fit_candidate,
     fit_temperature,
+    logistic_tolerance,
     sigmoid,
     softmax,
 )
@@ -40,10 +41,10 @@ def blobs(classes: int, rows: int = 90, dim: int = 24, seed: int = 0) -> tuple[n
     return features, np.array([f"c{i}" for i in labels])
 
 
-def reference(candidate: Candidate, seed: int = 0):  # type: ignore[no-untyped-def]
+def reference(candidate: Candidate, seed: int = 0, classes: int = 2):  # type: ignore[no-untyped-def]
     value = candidate.parameter
     estimator = {
-        "logistic": lambda: LogisticRegression(C=value, max_iter=3000),
+        "logistic": lambda: LogisticRegression(C=value, max_iter=3000, tol=logistic_tolerance(classes)),
         "linear_svm": lambda: LinearSVC(C=value, max_iter=20000, random_state=seed),
         "rbf_svm": lambda: SVC(C=value, kernel="rbf", gamma="scale"),
         "knn": lambda: KNeighborsClassifier(n_neighbors=int(value), weights="distance"),
@@ -66,7 +67,7 @@ def test_every_kind_answers_like_scikit_learn(kind: str, classes: int) -> None:
     for preprocessing in ("none", "standardize", "pca"):
         candidate = Candidate(kind, {"knn": 5.0, "mlp": 1e-3}.get(kind, 3.0), preprocessing)
         ours = fit_candidate(candidate, features[train], labels[train])
-        theirs = reference(candidate).fit(features[train].astype(np.float64), labels[train])
+        theirs = reference(candidate, classes=classes).fit(features[train].astype(np.float64), labels[train])
         assert ours.classes == tuple(theirs.classes_)
         if kind in ("linear_svm", "rbf_svm"):
             expected = theirs.decision_function(features[test])
@@ -85,6 +86,25 @@ def test_every_kind_answers_like_scikit_learn(kind: str, classes: int) -> None:
                 atol=1e-3,
                 err_msg=candidate.label,
             )
+
+
+def test_a_logistic_regression_over_many_products_learns_where_the_default_tolerance_kept_zero_weights() -> None:
+    # 500 products of 2 centred photos each in 2,048 dimensions, none far from the others in any one dimension:
+    # each class's gradient at the start is below scikit-learn's default tolerance, which kept every weight at zero
+    # and every product at 1/500
+    rng = np.random.default_rng(3)
+    centres = rng.choice([-1.0, 1.0], size=(500, 2048))
+    labels = np.repeat(np.arange(500), 2)
+    features = centres[labels] + 0.3 * rng.normal(size=(len(labels), 2048))
+    features -= features.mean(axis=0)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    names = np.array([f"p{i:03d}" for i in labels])
+    default = LogisticRegression(C=10.0, max_iter=3000).fit(features, names)
+    assert default.n_iter_[0] == 0 and not default.coef_.any()  # what the default does here
+    ours = fit_candidate(Candidate("logistic", 10.0), features.astype(np.float32), names.tolist())
+    probabilities = ours.probabilities(features.astype(np.float32))
+    assert (np.asarray(ours.classes)[probabilities.argmax(axis=1)] == names).mean() > 0.95
+    assert probabilities.max(axis=1).min() > 10 / 500
 
 
 @pytest.mark.parametrize("preprocessing", ["none", "standardize"])
