@@ -6,10 +6,12 @@ For each catalog size N: N drawn look-alike parts (models/train/parts.py, `photo
 store with `partsight train` in a child process (seconds and the child's peak memory), then `enrolments` new
 parts of `photos` each are enrolled one after the other through the enrolment path the command line and the
 workers use (a stored request, run_request, the version's own ONNX engine in this process; the refit, the
-write, the prune after each version). Per enrolment: seconds from the request to `current` moving, the bytes
-the store grew on disk (each shared file counted once), and, as the baseline measured in the same run, the
-bytes the same version takes as a self-contained folder (every file but the hard-linked ONNX graph: what a
-version cost before versions shared content).
+write, the prune after each version). Per enrolment: seconds from the request to its outcome (the look-alike
+check and the prune included) and to `current` moving (served: a worker answers with the product once it has
+reloaded), the bytes the store grew on disk (each shared file counted once), and, as the baseline measured in the
+same run, the bytes the same version takes as a self-contained folder (every file but the hard-linked ONNX graph:
+what a version cost before versions shared content). `--reuse` trains again on the photos and feature cache that
+an earlier run left in `--workdir` (its training seconds are then not a first training's).
 
 Accuracy at the shipped operating point, on photos taken on another day (another seed): `--test-photos` of each
 of up to 100 of the trained parts and of 20 never-seen look-alikes (the parts after the catalog's): top-1 (the
@@ -89,18 +91,20 @@ def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) ->
         paths = parts.export_camera_folder(folder, products=1, per_product=photos, seed=0, start=item.index)
         pictures = [(path.name, path.read_bytes()) for path, _ in paths]
         before = store_bytes(store)
-        started = time.monotonic()
+        started, asked = time.monotonic(), time.time()
         enrolment = requests.create(item.product, pictures, record=catalog[item.product], source="bench")
         outcome = run_request(store, enrolment, features, keep_versions=20)
         seconds = time.monotonic() - started
+        served = os.lstat(store / "current").st_mtime - asked  # `current` moved: what a worker reloads on
         if outcome.state != DONE or outcome.version is None:
             raise SystemExit(f"enrolment of {item.product} failed: {outcome.error}")
         assert outcome.enrolled is not None
         steps = ", ".join(f"{k} {v:.2f}" for k, v in outcome.enrolled.timings.items())
-        progress(f"enrolled {item.product} in {seconds:.2f} s ({steps})")
+        progress(f"enrolled {item.product} in {seconds:.2f} s, served after {served:.2f} s ({steps})")
         rows.append(
             {
                 "seconds": seconds,
+                "served_s": served,
                 "refit_s": outcome.enrolled.timings.get("refit_s", outcome.enrolled.timings.get("refine_s", 0.0)),
                 "grown": store_bytes(store) - before,  # the request's photos (kept for review) included
                 "self_contained": self_contained_bytes(store / outcome.version),
@@ -110,10 +114,15 @@ def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) ->
     return rows
 
 
-def train_parts(folder: Path, size: int, photos: int, classifiers: str, first: int = 0) -> tuple[Path, float, float]:
-    """`size` parts from `first` trained into `folder/store`: the store, seconds and peak MiB."""
+def train_parts(
+    folder: Path, size: int, photos: int, classifiers: str, first: int = 0, reuse: bool = False
+) -> tuple[Path, float, float]:
+    """`size` parts from `first` trained into `folder/store`: the store, seconds and peak MiB. `reuse`: the photos
+    and the feature cache an earlier run left in `folder` are used again (its training seconds are not a first
+    training's)."""
     images, catalog_file, store = folder / "images", folder / "catalog.json", folder / "store"
-    parts.export_training_folder(images, products=size, per_product=photos, start=first)
+    if not (reuse and images.is_dir()):
+        parts.export_training_folder(images, products=size, per_product=photos, start=first)
     catalog_file.parent.mkdir(parents=True, exist_ok=True)
     records = parts.catalog(first + size)  # once: built per part it cost 10 minutes at 10,000 parts
     catalog_file.write_text(json.dumps([records[item.product] for item in parts.parts(size, start=first)]))
@@ -162,7 +171,7 @@ def figures(decisions: list[Any], truth: list[str], categories: dict[str, str]) 
 
 def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     folder = work / f"n{size}"
-    store, train_s, peak_mib = train_parts(folder, size, args.photos, args.classifiers)
+    store, train_s, peak_mib = train_parts(folder, size, args.photos, args.classifiers, reuse=args.reuse)
     progress(f"{size} parts trained in {train_s:.0f} s, peak {peak_mib:.0f} MiB")
     tested = min(size, 100)
     camera = parts.export_camera_folder(folder / "test", products=tested, per_product=args.test_photos)
@@ -177,7 +186,7 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     line_truth = [product for _, product in on_line]
     line_categories = {p: categories[p] for p in line}
     on_line_figures = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
-    alone_store, _, _ = train_parts(work / f"n{size}-line", len(line), args.photos, args.classifiers)
+    alone_store, _, _ = train_parts(work / f"n{size}-line", len(line), args.photos, args.classifiers, reuse=args.reuse)
     alone = figures(answers(alone_store, on_line), line_truth, line_categories)
     first_new = size + 1000 + 20
     enrolled = enrol_parts(store, first_new, args.enrolments, args.photos, folder / "new")
@@ -211,6 +220,8 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "peak_mib": peak_mib,
         "enrol_p50": statistics.median(row["seconds"] for row in enrolled),
         "enrol_max": max(row["seconds"] for row in enrolled),
+        "served_p50": statistics.median(row["served_s"] for row in enrolled),
+        "served_max": max(row["served_s"] for row in enrolled),
         "refit_p50": statistics.median(row["refit_s"] for row in enrolled),
         "grown_mb": statistics.mean(row["grown"] for row in enrolled) / 1e6,
         "contained_mb": statistics.mean(row["self_contained"] for row in enrolled) / 1e6,
@@ -229,6 +240,9 @@ def main() -> int:
     parser.add_argument("--test-photos", type=int, default=5, help="test photos per product (another day's)")
     parser.add_argument("--line", type=int, default=20, help="parts on the line measured at each size")
     parser.add_argument("--workdir", help="keep the stores here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the photos and feature cache an earlier run left in --workdir again"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="partsight-scale-") as scratch:
@@ -236,14 +250,16 @@ def main() -> int:
         results = [measure(size, args, work) for size in sizes]
     print(f"\n{args.photos} photos per product; classifiers: {args.classifiers}; {args.enrolments} enrolments each")
     print(
-        "| products | train s | train peak MiB | enrol s p50 | enrol s max | refine s p50 | store grows MB/enrolment "
-        "| self-contained version MB (before) | new photos' features MB | consolidation s |"
+        "| products | train s | train peak MiB | enrol s p50 | enrol s max | served s p50 | served s max "
+        "| refine s p50 | store grows MB/enrolment | self-contained version MB (before) | new photos' features MB "
+        "| consolidation s |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
             f"| {r['size']} | {r['train_s']:.0f} | {r['peak_mib']:.0f} | {r['enrol_p50']:.1f} | {r['enrol_max']:.1f} "
-            f"| {r['refit_p50']:.1f} | {r['grown_mb']:.2f} | {r['contained_mb']:.2f} | {r['own_mb']:.2f} "
+            f"| {r['served_p50']:.1f} | {r['served_max']:.1f} | {r['refit_p50']:.1f} | {r['grown_mb']:.2f} "
+            f"| {r['contained_mb']:.2f} | {r['own_mb']:.2f} "
             f"| {r['consolidation_s']:.0f} |"
         )
     print("\nThe enrolled parts, on another day's photos: quick (as enrolled) and after the consolidation")
