@@ -12,8 +12,9 @@ Layout of one version (`<store>/<version>/`):
     backbone.onnx   the backbone and its feature recipe as one ONNX graph for the CPU engine (`engines`)
     backbone.pt     a tuned backbone's weights (`partsight train --tune`; `backbone.weights_file`), for torch
     features.npz    the feature recipe's fitted mean, when it centres (the recipe itself: `features`)
-    gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards, and
-                    each product's spread (`gallery`: models.answer.gallery_rows)
+    gallery-*.npz   the enrolled photos' feature vectors, products, ids and sha256 in content-named shards
+                    (`gallery`: models.answer.gallery_rows); each product's spread in gallery-spread-*.json, a
+                    table of shards like the catalog's (`gallery.spread`; one .npz before format 5)
     gallery-index-*.hnsw, gallery-index-*.npz  from 2,000 gallery photos, the photo index and its projection
                     (`gallery.index`: models.answer.photo_index)
     training-*.npz  the enrolment base's rows in shards (`enrolment_base`: models.train.enrolment_base)
@@ -79,8 +80,8 @@ class ModelBundle:
     center: np.ndarray | None = None
     gallery: Gallery | None = None
     novelty: NoveltyModel | None = None
-    # the catalog and the labels as the version stores them (by "catalog", "labels"; none before tables): what the
-    # next version writes on top of
+    # the catalog, the labels and the gallery's spreads as the version stores them (by "catalog", "labels", "spread";
+    # none before tables): what the next version writes on top of
     tables: Mapping[str, StoredTable] = field(default_factory=dict)
 
     @property
@@ -136,7 +137,7 @@ def write_model(
 
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
     entries merged into the manifest. `builds_on`: the version this one changes (an enrolment's, a
-    consolidation's), whose catalog and labels shards it links, writing only what changed.
+    consolidation's), whose catalog, labels and spreads shards it links, writing only what changed.
     """
     store.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
