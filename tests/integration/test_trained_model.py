@@ -83,7 +83,7 @@ def test_training_writes_a_category_first_model_with_its_report(trained_store: P
     assert {"report.md", "confusion_matrix.png", "precision_coverage.png", "backbone.onnx"} <= set(manifest["files"])
     # the recipe cross-validation chose, its mean, the gallery of the 32 photos and the novelty score
     gallery = manifest["gallery"]
-    assert {"features.npz", *gallery["shards"], gallery["spread"], "open_set.png"} <= set(manifest["files"])
+    assert {"features.npz", *gallery["shards"], *gallery["spread"]["shards"], "open_set.png"} <= set(manifest["files"])
     assert manifest["features"]["recipe"]["parts"][:4] == ["b10", "b14", "b15", "head"]
     assert manifest["gallery"]["photos"] == 32 and 0 < manifest["novelty"]["threshold"] < 1
     assert training["features"]["label"] in training["features"]["cv_macro_f1"]
