@@ -198,6 +198,7 @@ class EnrolmentRunner:
 
     def _run(self, enrolment: str) -> Outcome:
         started = time.monotonic()
+        served: list[str] = []
         try:
             result = run_request(
                 self.store,
@@ -206,6 +207,7 @@ class EnrolmentRunner:
                 wait_s=LOCK_WAIT_S,
                 keep_versions=self._keep_versions,
                 coalesce=True,
+                on_served=lambda version: self._serve(version, served),
             )
         except StoreBusy as exc:
             raise EnrolmentBusy(str(exc)) from exc
@@ -225,16 +227,8 @@ class EnrolmentRunner:
         assert result.version is not None
         self._metrics.enrolments.labels(outcome=DONE).inc()
         self._metrics.enrolment_seconds.observe(seconds)
-        try:
-            self._reload_now()  # this worker serves it before the task is acknowledged
-        except Exception:
-            logger.exception("reloading after enrolment %s failed; the poll will try again", enrolment)
-        try:
-            self._announce(result.version, "enrolment")
-        except Exception as exc:  # the others still poll: a lost announcement only delays them
-            logger.warning(
-                "could not announce version %s on Redis (%s); other workers see it at their poll", result.version, exc
-            )
+        if result.version not in served:  # the version was served some other way: serve it now
+            self._serve(result.version, served)
         if result.companions:
             logger.info(
                 "enrolment %s carried %d other request(s) of %s: %s",
@@ -244,6 +238,22 @@ class EnrolmentRunner:
                 ", ".join(result.companions),
             )
         return Outcome(enrolment, DONE, result.version, result.product, None, seconds, True, result.companions)
+
+    def _serve(self, version: str, served: list[str]) -> None:
+        """The moment `current` names the enrolment's version: the other workers told on Redis (they load it while
+        this one does), and this worker serving it before the look-alike check and before the task is
+        acknowledged. Neither failure fails the enrolment: the poll finds the version."""
+        served.append(version)
+        try:
+            self._announce(version, "enrolment")
+        except Exception as exc:  # the others still poll: a lost announcement only delays them
+            logger.warning(
+                "could not announce version %s on Redis (%s); other workers see it at their poll", version, exc
+            )
+        try:
+            self._reload_now()
+        except Exception:
+            logger.exception("reloading version %s after its enrolment failed; the poll will try again", version)
 
     def _features_of(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         model = self._model_for(bundle)

@@ -278,6 +278,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     details: Mapping[str, Any] | None = None,
     locked: bool = False,
     quick: bool = True,
+    on_served: Callable[[str], None] | None = None,
 ) -> Enrolled:
     """Add `photos` of `product` to the store's current version as a new version, and make it current.
 
@@ -285,7 +286,8 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     record). EnrolmentError (with a code) for anything the caller can fix; `current` stays where it was.
     `locked`: the caller already holds store_lock(store). `quick`: the head gains a refinement for the product
     (models.train.quick_enrolment) and a consolidation refits it later; otherwise (and for a known product whose
-    category changes) every node is refitted now."""
+    category changes) every node is refitted now. `on_served(version)`: called once `current` names the new version,
+    before the look-alike check (workers told then answer the product seconds earlier); what it raises propagates."""
     started = time.monotonic()
     check_product_id(product)
     if not photos:
@@ -331,7 +333,9 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         path = write_version(store, bundle, (grown, stored), choices, refitted, catalog, summary, version)
         timings["write_s"] = time.monotonic() - mark
     seconds = time.monotonic() - started
-    mark = time.monotonic()  # the version is served: the look-alike check no longer holds the lock or the product
+    if on_served is not None:
+        on_served(path.name)
+    mark = time.monotonic()  # the version is served: the look-alike check no longer holds back the product
     quick_report = refitted.report.get("quick") or {}
     group = quick_report.get("group") or look_alikes(bundle.head, bundle.gallery, new.vectors, product)
     confusable = confusable_with(grown, product, list(group), seed=choices.seed)

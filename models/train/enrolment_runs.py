@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,17 @@ def run_request(
     wait_s: float | None = None,
     keep_versions: int | None = None,
     coalesce: bool = False,
+    on_served: Callable[[str], None] | None = None,
 ) -> RequestOutcome:
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
     `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
     untouched (the caller tries again later). `keep_versions`: prune the store after a version is written, keeping
     this many newest (None: no prune). `coalesce`: take the product's other queued requests along, into the same
-    version. Anything but an EnrolmentError is recorded as `internal` and raised again (a bug to see in the log)."""
+    version. `on_served(version)`: called as soon as `current` names the version written, before the look-alike
+    check, the records and the prune (a worker reloads and tells the others there); an exception it raises is logged,
+    never the enrolment's failure. Anything but an EnrolmentError is recorded as `internal` and raised again (a bug
+    to see in the log)."""
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
     product = str(request["product"])
@@ -99,12 +103,13 @@ def run_request(
             return RequestOutcome(enrolment, product, DONE, written, None, False)
         since = time.time() - COALESCE_LOOKBACK_S
         batch = [enrolment, *(requests.queued_for(product, since=since, exclude=enrolment) if coalesce else [])]
-        outcome = _carry_out(store, requests, batch, features_of)
+        served = _quietly(on_served)
+        outcome = _carry_out(store, requests, batch, features_of, served)
         while outcome.state == FAILED and len(batch) > 1 and outcome.error is not None:
             batch = _without_culprit(requests, batch, outcome.error)
             if enrolment not in batch:
                 break  # this request's own photo failed: recorded so; the others wait for their own tasks
-            outcome = _carry_out(store, requests, batch, features_of)
+            outcome = _carry_out(store, requests, batch, features_of, served)
         if outcome.state == DONE and keep_versions is not None:
             prune_quietly(store, keep_versions)
     return outcome
@@ -128,7 +133,27 @@ def _without_culprit(requests: EnrolmentStore, batch: list[str], error: Mapping[
     return rest
 
 
-def _carry_out(store: Path, requests: EnrolmentStore, batch: list[str], features_of: FeaturesOf) -> RequestOutcome:
+def _quietly(on_served: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """`on_served` with what it raises logged: the version is written and current whatever the callback does."""
+    if on_served is None:
+        return None
+
+    def call(version: str) -> None:
+        try:
+            on_served(version)
+        except Exception:
+            logger.exception("serving version %s at once failed; workers find it at their next poll", version)
+
+    return call
+
+
+def _carry_out(
+    store: Path,
+    requests: EnrolmentStore,
+    batch: list[str],
+    features_of: FeaturesOf,
+    on_served: Callable[[str], None] | None = None,
+) -> RequestOutcome:
     """Enrol the photos of every request in `batch` (one product; the first is the one run) as one version."""
     lead, others = batch[0], tuple(batch[1:])
     loaded = [requests.request(enrolment) for enrolment in batch]
@@ -150,6 +175,7 @@ def _carry_out(store: Path, requests: EnrolmentStore, batch: list[str], features
             photo_prefix="enrolments",
             details=details,
             locked=True,
+            on_served=on_served,
         )
     except EnrolmentError as exc:
         error = {"code": exc.code, "message": exc.message}

@@ -334,8 +334,15 @@ def test_a_request_runs_once(store: Path) -> None:
     requests = EnrolmentStore(store)
     enrolment = requests.create("gauge-3", digit_photos(3, 5), record=DIGIT_RECORD, source="test")
     features = LocalFeatures()
-    first = run_request(store, enrolment, features)
+    served: list[tuple[str, str]] = []
+
+    def serve_and_fail(version: str) -> None:  # a worker whose reload breaks: the enrolment is done all the same
+        served.append((version, resolve(store).name))
+        raise RuntimeError("the reload failed")
+
+    first = run_request(store, enrolment, features, on_served=serve_and_fail)
     assert first.ran and first.state == DONE and requests.get(enrolment)["version"] == first.version
+    assert served == [(first.version, first.version)]  # called once, when current named it
     again = run_request(store, enrolment, features)  # a redelivered task
     assert not again.ran and again.version == first.version and features.calls == 1
     broken = requests.create("gauge-4", [("x.png", b"garbage")], record=DIGIT_RECORD)
@@ -376,7 +383,12 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
     served = load(resolve(store))
     published: list[tuple[str, dict]] = []  # type: ignore[type-arg]
     announced: list[tuple[str, str]] = []
-    reloads: list[int] = []
+    reloads: list[tuple[str, int, list[str]]] = []  # what current named, announcements made, the requests' states
+
+    def reload_now() -> None:
+        states = [request["state"] for request in EnrolmentStore(store).list() if request["product"] == "gauge-3"]
+        reloads.append((resolve(store).name, len(announced), states))
+
     metrics = WorkerMetrics(CollectorRegistry())
     runner = EnrolmentRunner(
         store,
@@ -384,7 +396,7 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
         load=load,
         metrics=metrics,
         announce=lambda version, reason: announced.append((version, reason)),
-        reload_now=lambda: reloads.append(1),
+        reload_now=reload_now,
         publish=lambda topic, payload: published.append((topic, json.loads(payload))),
         topics=Topics("t"),
     )
@@ -410,7 +422,9 @@ def test_the_worker_runs_an_mqtt_enrolment_once_and_answers_the_device(store: Pa
     assert len(published) == 1  # a success: the result topic only
     assert answer["frame_id"] == "e1" and answer["product"] == "gauge-3"
     assert answer["confusable_with"] == []  # one photo: no fold to answer it
-    assert announced == [(outcome.version, "enrolment")] and reloads == [1]
+    # served as soon as current moved: the others told first, this worker reloaded while the request still ran
+    # (the look-alike check, the records and the prune came after)
+    assert announced == [(outcome.version, "enrolment")] and reloads == [(outcome.version, 1, ["running"])]
     bundle = load_model(store)  # one photo: the novelty score is kept, never dropped
     assert bundle.novelty is not None and "gauge-3" in bundle.head.products
     again = runner.handle(kwargs)  # the same task redelivered
