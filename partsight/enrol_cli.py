@@ -72,12 +72,20 @@ class LocalFeatures:
     def __call__(self, bundle: ModelBundle, photos: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         from models.train.enrolment import photo_features  # noqa: PLC0415 - scikit-learn only when enrolling
 
-        recognizer = self._loaded.get(str(bundle.path))
-        if recognizer is None:
-            recognizer = Recognizer.load(bundle.path, weights=self._weights, device=self._device)
-            self._loaded = {str(bundle.path): recognizer}
-        engine = recognizer.engine
+        engine = self.load(bundle.path).engine
         return photo_features(lambda data: engine.prepare(data, DecodeLimits()), engine.features, photos)
+
+    def loaded(self) -> ModelBundle | None:
+        """The version loaded last, as a worker's served model (an enrolment builds on it while it is current)."""
+        return next((recognizer.bundle for recognizer in self._loaded.values()), None)
+
+    def load(self, version: Path) -> Recognizer:
+        """The version loaded as a worker serves it (kept: the next enrolment builds on it)."""
+        recognizer = self._loaded.get(str(version))
+        if recognizer is None:
+            recognizer = Recognizer.load(version, weights=self._weights, device=self._device)
+            self._loaded = {str(version): recognizer}
+        return recognizer
 
 
 def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -> bool:
@@ -105,7 +113,14 @@ def run_enrol(args: argparse.Namespace) -> int:
     enrolment = requests.create(args.product, photos, record=record, source="cli")
     weights = os.environ.get("PARTSIGHT_BACKBONE_WEIGHTS")
     features = LocalFeatures(os.environ.get("PARTSIGHT_DEVICE", "auto"), Path(weights) if weights else None)
-    outcome = run_request(store, enrolment, features, keep_versions=keep_from_env(os.environ))
+    told: list[bool] = []  # the workers are told the moment current moves, before the look-alike check
+    outcome = run_request(
+        store,
+        enrolment,
+        features,
+        keep_versions=keep_from_env(os.environ),
+        on_served=lambda version: told.append(tell_workers(version, dict(os.environ))),
+    )
     if outcome.state != DONE:
         error = outcome.error or {}
         print(f"partsight enrol: {error.get('message')} ({error.get('code')}); current is unchanged", file=sys.stderr)
@@ -123,8 +138,8 @@ def run_enrol(args: argparse.Namespace) -> int:
             f"look-alike: {float(look_alike['share']):.0%} of its photos were answered as {look_alike['product']} when "
             "held out (more photos of each, from the angles that tell them apart, help)"
         )
-    if tell_workers(outcome.version, dict(os.environ)):
-        print("workers were told on Redis to load it now")
+    if told[-1] if told else tell_workers(outcome.version, dict(os.environ)):
+        print("workers were told on Redis to load it as soon as it was current")
     else:
         print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")
     if not args.no_consolidate:

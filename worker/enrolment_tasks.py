@@ -208,6 +208,7 @@ class EnrolmentRunner:
                 keep_versions=self._keep_versions,
                 coalesce=True,
                 on_served=lambda version: self._serve(version, served),
+                loaded=lambda: self._served().bundle,  # built on as it is served, not loaded again
             )
         except StoreBusy as exc:
             raise EnrolmentBusy(str(exc)) from exc

@@ -19,6 +19,7 @@ from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.answer.head import Decision
 from models.answer.object_rule import ObjectRule
+from models.bundle import ModelBundle
 from models.errors import ImageError, LineError
 from models.store.plant_lines import Line, Lines
 from worker.batcher import Batched
@@ -105,6 +106,7 @@ class ServedModel:
     feature_space: str = ""  # models.bundle.ModelBundle.feature_space ("": its features are not kept for review)
     same_product: Callable[[], float | None] = _no_similarity  # models.answer.same_product's, computed once
     object_rule: ObjectRule = NO_OBJECT_RULE  # its operating point for objects (frames of one part, one decision)
+    bundle: ModelBundle | None = None  # the version as loaded: what an enrolment in this worker builds on
 
 
 def features_by_model(items: list[tuple[ServedModel, Any]]) -> list[np.ndarray | ImageError]:

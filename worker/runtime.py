@@ -230,6 +230,7 @@ def served_model(recognizer: Recognizer, limits: DecodeLimits, *, matches: int =
         products=bundle.head.products,
         product_categories=bundle.head.categories,
         object_rule=object_rule_of(bundle.novelty),
+        bundle=bundle,
     )
 
 

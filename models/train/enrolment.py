@@ -40,8 +40,16 @@ from models.bundle import ModelBundle, load_model, new_version, stored_gallery, 
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import check_catalog_record, check_product_id
-from models.store.versions import hashing_once, store_lock, verify_file
-from models.train.enrolment_base import BASE_PREFIX, Choices, EnrolmentBase, base_record, read_stored_base
+from models.store.versions import hashing_once, resolve, store_lock, verify_file
+from models.train.enrolment_base import (
+    BASE_PREFIX,
+    Choices,
+    EnrolmentBase,
+    base_record,
+    capped_rows,
+    new_photo_columns,
+    read_stored_base,
+)
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
 from models.train.quick_enrolment import confusable_with, look_alikes, novelty_check, refine
@@ -243,14 +251,22 @@ def stored_base_of(bundle: ModelBundle) -> tuple[StoredRows, Choices]:
 
 def _base_in_use(bundle: ModelBundle, stored: StoredRows) -> EnrolmentBase:
     try:
-        base = EnrolmentBase.from_columns(stored.used(), str(bundle.path))
+        base = EnrolmentBase.from_columns(_checked_rows(bundle, stored), str(bundle.path))
     except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc
-    if base.dim != bundle.head.feature_dim:
-        raise ArtifactError(
-            f"{bundle.path}: the enrolment base holds {base.dim}-d rows, the head takes {bundle.head.feature_dim}"
-        )
     return base
+
+
+def _checked_rows(bundle: ModelBundle, stored: StoredRows) -> dict[str, np.ndarray]:
+    """The stored rows in use, as stored (features float16), once they are rows of the head's dimension."""
+    used = stored.used()
+    features = used["features"]
+    if features.ndim != 2 or features.shape[1] != bundle.head.feature_dim:
+        raise ArtifactError(
+            f"{bundle.path}: the enrolment base holds rows of shape {features.shape[1:]}, the head takes "
+            f"{bundle.head.feature_dim}-d rows"
+        )
+    return used
 
 
 @dataclass(frozen=True)
@@ -279,6 +295,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     locked: bool = False,
     quick: bool = True,
     on_served: Callable[[str], None] | None = None,
+    loaded: Callable[[], ModelBundle | None] | None = None,
 ) -> Enrolled:
     """Add `photos` of `product` to the store's current version as a new version, and make it current.
 
@@ -287,7 +304,9 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     `locked`: the caller already holds store_lock(store). `quick`: the head gains a refinement for the product
     (models.train.quick_enrolment) and a consolidation refits it later; otherwise (and for a known product whose
     category changes) every node is refitted now. `on_served(version)`: called once `current` names the new version,
-    before the look-alike check (workers told then answer the product seconds earlier); what it raises propagates."""
+    before the look-alike check (workers told then answer the product seconds earlier); what it raises propagates.
+    `loaded()`: a version this process has loaded already (a worker's served model), built on when `current` still
+    names it, instead of loading that version again."""
     started = time.monotonic()
     check_product_id(product)
     if not photos:
@@ -296,10 +315,10 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     timings: dict[str, float] = {}
     with contextlib.nullcontext() if locked else store_lock(store), hashing_once():
         timings["lock_s"] = time.monotonic() - started
-        bundle = load_model(store, searchable=False)  # its gallery answers no frame here: no graph read
+        bundle = _current_bundle(store, loaded)
         stored, choices = stored_base_of(bundle)
         catalog, new_product = _catalog_with(bundle, product, checked)
-        digests, fresh = _fresh_photos(_base_in_use(bundle, stored), product, photos)
+        digests, fresh = _fresh_photos(_checked_rows(bundle, stored), product, photos)
         mark = time.monotonic()
         vectors = _features(bundle, [photos[i] for i in fresh], features_of)
         timings["features_s"] = time.monotonic() - mark
@@ -364,6 +383,15 @@ def enrol(  # long: each step of an enrolment timed, under one lock
     )
 
 
+def _current_bundle(store: Path, loaded: Callable[[], ModelBundle | None] | None) -> ModelBundle:
+    """The version `current` names: the one already `loaded` when it is that one, otherwise loaded now (its gallery
+    answers no frame here: no graph read)."""
+    bundle = loaded() if loaded is not None else None
+    if bundle is not None and bundle.path == resolve(store):
+        return bundle
+    return load_model(store, searchable=False)
+
+
 @dataclass(frozen=True)
 class _NewPhotos:
     """The photos an enrolment adds: their product, features, ids and sha256."""
@@ -388,13 +416,20 @@ def _with_photos(
 
 def _grown(stored: StoredRows, new: _NewPhotos, choices: Choices) -> StoredRows:
     """The stored rows with the new photos' after them, and at most `base_per_product` photos of each product in
-    use (the new photos kept while they fit)."""
-    everything = EnrolmentBase.from_columns(stored.columns, "the stored base")
-    added = everything.added(new.vectors, new.product, new.names, new.digests)
-    grown = stored.grown({name: column[len(everything.features) :] for name, column in added.columns().items()})
-    in_use = EnrolmentBase.from_columns(grown.used(), "the grown base")
-    new_groups = added.groups[len(everything.features) :]
-    return grown.keeping(in_use.capped_mask(choices.base_per_product, choices.seed, keep=new_groups))
+    use (the new photos kept while they fit). Products and groups alone: no feature is read as float32 here."""
+    groups = stored.columns["groups"]
+    first = int(groups.max()) + 1 if len(groups) else 0
+    added = new_photo_columns(new.vectors, new.product, new.names, new.digests, first)
+    grown = stored.grown(added)
+    used = grown.used()
+    mask = capped_rows(
+        used["products"].astype(str),
+        used["groups"].astype(np.int64),
+        choices.base_per_product,
+        choices.seed,
+        keep=added["groups"],
+    )
+    return grown.keeping(mask)
 
 
 def _catalog_with(bundle: ModelBundle, product: str, checked: dict[str, Any] | None) -> tuple[Catalog, bool]:
@@ -413,11 +448,12 @@ def _catalog_with(bundle: ModelBundle, product: str, checked: dict[str, Any] | N
 
 
 def _fresh_photos(
-    base: EnrolmentBase, product: str, photos: Sequence[tuple[str, bytes]]
+    used: Mapping[str, np.ndarray], product: str, photos: Sequence[tuple[str, bytes]]
 ) -> tuple[list[str], list[int]]:
-    """Every photo's sha256, and the positions of those not enrolled for `product` yet (nor given twice)."""
+    """Every photo's sha256, and the positions of those not enrolled for `product` yet (nor given twice); `used`:
+    the base's stored rows in use."""
     digests = [hashlib.sha256(data).hexdigest() for _, data in photos]
-    known = set(base.sha256[base.products == product].tolist())
+    known = set(used["sha256"][used["products"].astype(str) == product].astype(str).tolist())
     fresh = [i for i, digest in enumerate(digests) if digest not in known and digest not in digests[:i]]
     if not fresh:
         raise EnrolmentError(f"every photo given is already enrolled for {product!r}", "duplicate_photos")
@@ -448,8 +484,9 @@ def _refine_for_enrolment(
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc
     if gallery is not None and bundle.novelty is not None:
-        grown_gallery = gallery.gallery(head.products, searchable=False)  # the check scans every photo itself
-        report["novelty_check"] = novelty_check(head, grown_gallery, bundle.novelty, new.vectors, new.product)
+        report["novelty_check"] = novelty_check(
+            head, bundle.gallery, gallery.spread, bundle.novelty, new.vectors, new.product
+        )
     report.update(
         images=int((~grown.synthetic).sum()),
         synthetic_images=int(grown.synthetic.sum()),

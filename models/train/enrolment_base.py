@@ -87,15 +87,8 @@ class EnrolmentBase:
     def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
         """These rows plus new real photos of `product`, each its own group."""
         first = int(self.groups.max()) + 1 if len(self.groups) else 0
-        count = len(features)
-        return EnrolmentBase(
-            features=np.concatenate([self.features, np.asarray(features, dtype=np.float32)]),
-            products=np.concatenate([self.products, np.full(count, product)]).astype(str),
-            groups=np.concatenate([self.groups, np.arange(first, first + count)]),
-            synthetic=np.concatenate([self.synthetic, np.zeros(count, dtype=bool)]),
-            photos=np.concatenate([self.photos, np.asarray(photos, dtype=str)]).astype(str),
-            sha256=np.concatenate([self.sha256, np.asarray(sha256, dtype=str)]).astype(str),
-        )
+        new = EnrolmentBase.from_columns(new_photo_columns(features, product, photos, sha256, first), "new photos")
+        return EnrolmentBase(**{name: np.concatenate([getattr(self, name), getattr(new, name)]) for name in COLUMNS})
 
     def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
         """At most `per_product` photos of each product (with their copies): a seeded random sample, always
@@ -105,22 +98,8 @@ class EnrolmentBase:
         return self if mask.all() else self.rows(mask)
 
     def capped_mask(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> np.ndarray:
-        """The rows `capped` keeps, as a mask. One pass over each product's own rows (a comparison of every row per
-        product was 500 million at 10,000 products)."""
-        kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
-        names, inverse = np.unique(self.products, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        mask = np.ones(len(self.products), dtype=bool)
-        for index, rows in enumerate(np.split(order, np.searchsorted(inverse[order], np.arange(1, len(names))))):
-            photos = np.unique(self.groups[rows])
-            if len(photos) <= per_product:
-                continue
-            wanted = photos[np.isin(photos, kept_groups)][-per_product:]
-            rest = photos[~np.isin(photos, wanted)]
-            rng = np.random.default_rng(seed + index)
-            picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
-            mask[rows[~np.isin(self.groups[rows], np.concatenate([picked, wanted]))]] = False
-        return mask
+        """The rows `capped` keeps, as a mask (capped_rows)."""
+        return capped_rows(self.products, self.groups, per_product, seed, keep)
 
     def rows(self, mask: np.ndarray) -> EnrolmentBase:
         return EnrolmentBase(
@@ -131,6 +110,44 @@ class EnrolmentBase:
             self.photos[mask],
             self.sha256[mask],
         )
+
+
+def new_photo_columns(
+    features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str], first_group: int
+) -> dict[str, np.ndarray]:
+    """New real photos of `product` as stored columns (features float16), each its own group from `first_group`."""
+    count = len(features)
+    return {
+        "features": np.asarray(features).astype(np.float16),
+        "products": np.full(count, product).astype(str),
+        "groups": np.arange(first_group, first_group + count, dtype=np.int64),
+        "synthetic": np.zeros(count, dtype=bool),
+        "photos": np.asarray(photos, dtype=str),
+        "sha256": np.asarray(sha256, dtype=str),
+    }
+
+
+def capped_rows(
+    products: np.ndarray, groups: np.ndarray, per_product: int, seed: int = 0, keep: np.ndarray | None = None
+) -> np.ndarray:
+    """A mask of at most `per_product` photos (groups, with their copies) of each product: a seeded random sample,
+    always holding the groups in `keep` while they fit. One pass over each product's own rows (a comparison of
+    every row per product was 500 million at 10,000 products); the products and groups alone, so an enrolment caps
+    its stored rows without reading their features as float32."""
+    kept_groups = np.zeros(0, dtype=np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
+    names, inverse = np.unique(products, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    mask = np.ones(len(products), dtype=bool)
+    for index, rows in enumerate(np.split(order, np.searchsorted(inverse[order], np.arange(1, len(names))))):
+        photos = np.unique(groups[rows])
+        if len(photos) <= per_product:
+            continue
+        wanted = photos[np.isin(photos, kept_groups)][-per_product:]
+        rest = photos[~np.isin(photos, wanted)]
+        rng = np.random.default_rng(seed + index)
+        picked = rng.choice(rest, size=per_product - len(wanted), replace=False)
+        mask[rows[~np.isin(groups[rows], np.concatenate([picked, wanted]))]] = False
+    return mask
 
 
 @dataclass(frozen=True)

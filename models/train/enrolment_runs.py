@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.bundle import ModelBundle
 from models.errors import ArtifactError, EnrolmentError, ModelError
 from models.store.enrolment_requests import DONE, FAILED, QUEUED, EnrolmentStore
 from models.store.retention import prune
@@ -79,6 +80,7 @@ def run_request(
     keep_versions: int | None = None,
     coalesce: bool = False,
     on_served: Callable[[str], None] | None = None,
+    loaded: Callable[[], ModelBundle | None] | None = None,
 ) -> RequestOutcome:
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
@@ -87,7 +89,8 @@ def run_request(
     this many newest (None: no prune). `coalesce`: take the product's other queued requests along, into the same
     version. `on_served(version)`: called as soon as `current` names the version written, before the look-alike
     check, the records and the prune (a worker reloads and tells the others there); an exception it raises is logged,
-    never the enrolment's failure. Anything but an EnrolmentError is recorded as `internal` and raised again (a bug
+    never the enrolment's failure. `loaded()`: the version this process serves, built on when it is still current
+    (models.train.enrolment.enrol). Anything but an EnrolmentError is recorded as `internal` and raised again (a bug
     to see in the log)."""
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
@@ -104,12 +107,12 @@ def run_request(
         since = time.time() - COALESCE_LOOKBACK_S
         batch = [enrolment, *(requests.queued_for(product, since=since, exclude=enrolment) if coalesce else [])]
         served = _quietly(on_served)
-        outcome = _carry_out(store, requests, batch, features_of, served)
+        outcome = _carry_out(store, requests, batch, features_of, (served, loaded))
         while outcome.state == FAILED and len(batch) > 1 and outcome.error is not None:
             batch = _without_culprit(requests, batch, outcome.error)
             if enrolment not in batch:
                 break  # this request's own photo failed: recorded so; the others wait for their own tasks
-            outcome = _carry_out(store, requests, batch, features_of, served)
+            outcome = _carry_out(store, requests, batch, features_of, (served, loaded))
         if outcome.state == DONE and keep_versions is not None:
             prune_quietly(store, keep_versions)
     return outcome
@@ -152,9 +155,10 @@ def _carry_out(
     requests: EnrolmentStore,
     batch: list[str],
     features_of: FeaturesOf,
-    on_served: Callable[[str], None] | None = None,
+    hooks: tuple[Callable[[str], None] | None, Callable[[], ModelBundle | None] | None] = (None, None),
 ) -> RequestOutcome:
-    """Enrol the photos of every request in `batch` (one product; the first is the one run) as one version."""
+    """Enrol the photos of every request in `batch` (one product; the first is the one run) as one version;
+    `hooks`: run_request's on_served and loaded."""
     lead, others = batch[0], tuple(batch[1:])
     loaded = [requests.request(enrolment) for enrolment in batch]
     product = str(loaded[0]["product"])
@@ -175,7 +179,8 @@ def _carry_out(
             photo_prefix="enrolments",
             details=details,
             locked=True,
-            on_served=on_served,
+            on_served=hooks[0],
+            loaded=hooks[1],
         )
     except EnrolmentError as exc:
         error = {"code": exc.code, "message": exc.message}

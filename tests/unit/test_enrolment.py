@@ -9,13 +9,15 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from models.answer.classifiers import Candidate
-from models.bundle import load_model, resolve, stored_gallery
+from models.answer.novelty import answered_index, novelty_inputs
+from models.bundle import ModelBundle, load_model, resolve, stored_gallery
 from models.errors import EnrolmentError, UnknownEnrolment
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
@@ -66,6 +68,7 @@ def store(model_store: Path, tmp_path: Path) -> Path:
 class LocalFeatures:
     def __init__(self) -> None:
         self.calls = 0
+        self.last_vectors = np.zeros((0, 0), dtype=np.float32)  # the features of the photos that decoded, last call
 
     def __call__(self, bundle, photos):  # type: ignore[no-untyped-def]
         self.calls += 1
@@ -76,6 +79,8 @@ class LocalFeatures:
                 results.extend(engine.features([engine.prepare(data, DecodeLimits())]))
             except Exception as exc:  # an ImageError goes back to enrol, which names the photo
                 results.append(exc)
+        rows = [np.asarray(result, dtype=np.float32) for result in results if isinstance(result, np.ndarray)]
+        self.last_vectors = np.stack(rows) if rows else self.last_vectors
         return results
 
 
@@ -104,6 +109,29 @@ def test_the_trained_version_keeps_what_an_enrolment_needs(model_store: Path) ->
     assert Choices.from_record(choices.record()) == choices
 
 
+def checked_against_the_whole_gallery(bundle: ModelBundle, vectors: np.ndarray, product: str) -> dict[str, Any]:
+    """The novelty check as a scan of the written version's whole gallery (each photo without itself) computes it:
+    what the enrolment's check, which never builds that gallery, must equal."""
+    assert bundle.gallery is not None and bundle.novelty is not None
+    gallery, head = bundle.gallery, bundle.head
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarities = gallery.similarities(x)
+    similarities[similarities > 0.9999] = -np.inf
+    best = gallery.best_by_product(similarities)
+    best = np.where(np.isfinite(best), best, -1.0)
+    probabilities = head.probabilities(vectors)
+    answered = answered_index(probabilities, head.categories)
+    inputs = novelty_inputs(probabilities, best, answered, gallery.spread_mean, gallery.spread_std)
+    scores = bundle.novelty.score(inputs)
+    right = np.asarray(head.products)[answered] == product
+    return {
+        "photos": len(x),
+        "refused": round(float((scores >= bundle.novelty.threshold).mean()), 4),
+        "answered_right": round(float((right & (scores < bundle.novelty.threshold)).mean()), 4),
+        "threshold": round(bundle.novelty.threshold, 6),
+    }
+
+
 def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = resolve(store).name
     features = LocalFeatures()
@@ -119,6 +147,7 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.Ca
     assert bundle.novelty is not None and kept is not None and bundle.novelty.record() == kept.record()
     report = json.loads((store / enrolled.version / "report.json").read_text())
     assert report["novelty_check"]["photos"] == 20 and 0.0 <= report["novelty_check"]["refused"] <= 1.0
+    assert report["novelty_check"] == checked_against_the_whole_gallery(bundle, features.last_vectors, "gauge-3")
     assert 1 <= len(report["quick"]["group"]) <= GROUP_LIMIT and "gauge-3" not in report["quick"]["group"]
     assert bundle.gallery is not None
     assert sum(str(p).startswith("enrolments/") for p in bundle.gallery.photos) == 20
@@ -328,6 +357,31 @@ def test_the_request_store(tmp_path: Path) -> None:
         check_catalog_record("valve-1", {"product": "other", "name": "V", "category": "c"})
     with pytest.raises(EnrolmentError):
         requests.create("valve-1", [])
+
+
+def test_an_enrolment_builds_on_the_version_this_process_serves(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.train import enrolment as enrolment_module
+
+    served = load_model(store)
+    loads: list[Path] = []
+    real = enrolment_module.load_model
+
+    def counted(path: Path, **kwargs: Any) -> ModelBundle:
+        loads.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(enrolment_module, "load_model", counted)
+    features = LocalFeatures()
+    first = enrol(
+        store, "gauge-7", digit_photos(7, 4), record=DIGIT_RECORD, features_of=features, loaded=lambda: served
+    )
+    assert loads == [] and load_model(store).manifest["enrolment"]["base_version"] == served.version
+    # `current` moved on: the served version is no longer what an enrolment builds on, so the current one is loaded
+    second = enrol(
+        store, "gauge-8", digit_photos(8, 4), record=DIGIT_RECORD, features_of=features, loaded=lambda: served
+    )
+    assert loads == [store] and load_model(store).manifest["enrolment"]["base_version"] == first.version
+    assert {"gauge-7", "gauge-8"} <= set(load_model(store / second.version).head.products)
 
 
 def test_a_request_runs_once(store: Path) -> None:
