@@ -150,13 +150,15 @@ class GalleryRows:
         InvalidModel for a row of a product the head does not know, or a product without photo or spread."""
         used = self.rows.used()
         index = {product: i for i, product in enumerate(products)}
+        names, inverse = np.unique(used["products"].astype(str), return_inverse=True)  # each name looked up once
         try:
-            labels = np.array([index[str(name)] for name in used["products"]], dtype=np.int64)
+            labels = np.array([index[str(name)] for name in names], dtype=np.int64)[inverse.reshape(-1)]
             mean = np.array([self.spread[p][0] for p in products], dtype=np.float32)
             std = np.array([self.spread[p][1] for p in products], dtype=np.float32)
         except KeyError as exc:
             raise InvalidModel(f"the gallery and the head's products do not match: {exc}") from exc
-        order = np.argsort(labels, kind="stable")
+        # rows are stored by product, a new product's after the rest: mostly in order already, and not copied then
+        order = slice(None) if bool(np.all(labels[1:] >= labels[:-1])) else np.argsort(labels, kind="stable")
         try:
             features = used["features"][order].astype(np.float32)
         except (TypeError, ValueError) as exc:  # text where numbers belong
