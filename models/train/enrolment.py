@@ -421,10 +421,9 @@ def _grown(stored: StoredRows, new: _NewPhotos, choices: Choices) -> StoredRows:
     first = int(groups.max()) + 1 if len(groups) else 0
     added = new_photo_columns(new.vectors, new.product, new.names, new.digests, first)
     grown = stored.grown(added)
-    used = grown.used()
     mask = capped_rows(
-        used["products"].astype(str),
-        used["groups"].astype(np.int64),
+        grown.columns["products"][grown.in_use].astype(str),
+        grown.columns["groups"][grown.in_use].astype(np.int64),
         choices.base_per_product,
         choices.seed,
         keep=added["groups"],

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from models.answer.classifiers import fit_candidate
 from models.answer.gallery import Gallery
@@ -30,6 +31,10 @@ GROUP_LIMIT = 24  # look-alikes a refinement shares a frame's probability with, 
 MASS_COVERED = 0.99  # of the head's probability for the new photos, held by the group (within GROUP_LIMIT)
 GALLERY_CANDIDATES = 8  # the products nearest to the new photos (by the gallery) that join the group too
 CONFUSABLE_SHARE = 0.10  # an enrolment names the products its photos are answered as more often than this
+# the refinement's and the check's classifiers are small (a few hundred rows of up to 25 products): BLAS threads
+# cost more than they give there (one fit at 1,000 parts: 0.65 s on two OpenBLAS threads, 0.18 s on one). A worker
+# pins its pools to its lane already; `partsight enrol` does not.
+FIT_THREADS = 1
 CHECK_FOLDS = 3
 SAME_PHOTO = 0.9999  # a similarity above it: the photo itself (or a copy of it), never its own match
 CHECK_PHOTOS = 8  # of each look-alike, in the check's folds (a seeded sample): the check costs a second, not five
@@ -64,7 +69,8 @@ def refinement_for(
     """The classifier over `product` and its `group`, fitted on their real photos among the rows."""
     classes = [*group, product]
     rows = ~base.synthetic & np.isin(base.products, classes)
-    classifier = fit_candidate(DEFAULT_CANDIDATE, base.features[rows], base.products[rows].tolist(), seed=seed)
+    with threadpool_limits(limits=FIT_THREADS, user_api="blas"):
+        classifier = fit_candidate(DEFAULT_CANDIDATE, base.features[rows], base.products[rows].tolist(), seed=seed)
     return Refinement(product, classifier, source, new)
 
 
@@ -106,7 +112,8 @@ def confusable_with(base: EnrolmentBase, product: str, group: list[str], *, seed
     for held in np.array_split(rng.permutation(mine), min(CHECK_FOLDS, len(mine))):
         kept = np.ones(len(y), dtype=bool)
         kept[held] = False
-        classifier = fit_candidate(DEFAULT_CANDIDATE, x[kept], y[kept].tolist(), seed=seed)
+        with threadpool_limits(limits=FIT_THREADS, user_api="blas"):
+            classifier = fit_candidate(DEFAULT_CANDIDATE, x[kept], y[kept].tolist(), seed=seed)
         answers += np.asarray(classifier.classes)[classifier.probabilities(x[held]).argmax(axis=1)].tolist()
     mistaken = Counter(answer for answer in answers if answer != product)
     return [
