@@ -85,7 +85,15 @@ def feature_dim(version: Path) -> int:
 
 
 def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -> list[dict[str, Any]]:
-    """Enrol parts first..first+count-1 one after the other; one row of figures each."""
+    """Enrol parts first..first+count-1 one after the other, the native thread pools limited as a worker's with
+    its default lane (PARTSIGHT_LANE_THREADS=1); one row of figures each."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _enrol_parts(store, first, count, photos, work)
+
+
+def _enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -> list[dict[str, Any]]:
     features = LocalFeatures("cpu", None)
     requests = EnrolmentStore(store)
     catalog = parts.catalog(first + count)
