@@ -95,6 +95,7 @@ def enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) ->
 
 def _enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -> list[dict[str, Any]]:
     features = LocalFeatures("cpu", None)
+    features.load(store / str(current_version(store)))  # served already, as by a worker: not an enrolment's cost
     requests = EnrolmentStore(store)
     catalog = parts.catalog(first + count)
     rows = []
