@@ -71,6 +71,7 @@ class DirectoryReviewStore(ReviewStore):
             (staging / ITEM_FILE).write_bytes(document)
             before = self._items_stat()
             os.rename(staging, self._items / item_id)  # a directory onto a non-empty one fails: never overwritten
+            after = self._items_stat()
         except OSError as exc:
             _delete(staging)  # our own half-written entry
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
@@ -78,8 +79,7 @@ class DirectoryReviewStore(ReviewStore):
             raise ReviewError(f"cannot write a review item to {self.root}: {exc.strerror or exc}") from exc
         with self._lock:
             self._sizes[item_id] = len(image)
-            if before == self._seen_stat:  # nobody else changed items/ meanwhile: our own rename is not news
-                self._seen_stat = self._items_stat()
+            self._note_own_rename(before, after, 1)
         return True
 
     def _items_stat(self) -> tuple[int, int]:
@@ -88,6 +88,15 @@ class DirectoryReviewStore(ReviewStore):
         except OSError:
             return (-1, -1)
         return status.st_mtime_ns, status.st_nlink
+
+    def _note_own_rename(self, before: tuple[int, int], after: tuple[int, int], links: int) -> None:
+        """Our own rename of one item into (`links` 1) or out of (-1) items/ is not another writer's change: `after`
+        is what this store has seen, when `before` was and the link count moved by that one folder alone. Where the
+        filesystem keeps no link count (1), a rename another writer made in between is taken for ours until
+        RESCAN_S. (Taking the stat after our rename whatever it held let a store take the other store's new items
+        for its own and pass the bound by more than one item a writer.) Called with the lock."""
+        if before == self._seen_stat and (before[1] <= 1 or after[1] == before[1] + links):
+            self._seen_stat = after
 
     def _changed_elsewhere(self) -> bool:
         return self._items_stat() != self._seen_stat
@@ -126,8 +135,10 @@ class DirectoryReviewStore(ReviewStore):
     def _remove(self, item_id: str) -> bool:
         """Take an item out in one rename, then delete it; False if another process took it first."""
         trash = self._staging / f"{item_id}.evicted-{secrets.token_hex(4)}"
+        before = self._items_stat()
         try:
             os.rename(self._items / item_id, trash)
+            self._note_own_rename(before, self._items_stat(), -1)
         except FileNotFoundError:
             self._sizes.pop(item_id, None)
             return False

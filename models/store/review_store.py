@@ -246,8 +246,6 @@ class ReviewStore(ABC):
             self._index_bytes -= size
             if self._remove(item_id):  # not counted when another process removed it first
                 removed[reason] += 1
-        if removed:
-            self._seen()  # our own removals are not another writer's changes
         return dict(removed), len(self._index), self._index_bytes
 
     def _reindex(self, now: float, sizes: Sequence[tuple[str, int]]) -> None:
