@@ -138,7 +138,7 @@ def run_enrol(args: argparse.Namespace) -> int:
             f"look-alike: {float(look_alike['share']):.0%} of its photos were answered as {look_alike['product']} when "
             "held out (more photos of each, from the angles that tell them apart, help)"
         )
-    if told[-1] if told else tell_workers(outcome.version, dict(os.environ)):
+    if told and told[-1]:  # told once current moved (every version written is served so)
         print("workers were told on Redis to load it as soon as it was current")
     else:
         print("Redis could not be reached: workers load it at their next poll (PARTSIGHT_MODEL_RELOAD_S)")

@@ -198,7 +198,6 @@ class EnrolmentRunner:
 
     def _run(self, enrolment: str) -> Outcome:
         started = time.monotonic()
-        served: list[str] = []
         try:
             result = run_request(
                 self.store,
@@ -207,7 +206,7 @@ class EnrolmentRunner:
                 wait_s=LOCK_WAIT_S,
                 keep_versions=self._keep_versions,
                 coalesce=True,
-                on_served=lambda version: self._serve(version, served),
+                on_served=self._serve,  # before the look-alike check: every version written is served there
                 loaded=lambda: self._served().bundle,  # built on as it is served, not loaded again
             )
         except StoreBusy as exc:
@@ -228,8 +227,6 @@ class EnrolmentRunner:
         assert result.version is not None
         self._metrics.enrolments.labels(outcome=DONE).inc()
         self._metrics.enrolment_seconds.observe(seconds)
-        if result.version not in served:  # the version was served some other way: serve it now
-            self._serve(result.version, served)
         if result.companions:
             logger.info(
                 "enrolment %s carried %d other request(s) of %s: %s",
@@ -240,11 +237,10 @@ class EnrolmentRunner:
             )
         return Outcome(enrolment, DONE, result.version, result.product, None, seconds, True, result.companions)
 
-    def _serve(self, version: str, served: list[str]) -> None:
+    def _serve(self, version: str) -> None:
         """The moment `current` names the enrolment's version: the other workers told on Redis (they load it while
         this one does), and this worker serving it before the look-alike check and before the task is
         acknowledged. Neither failure fails the enrolment: the poll finds the version."""
-        served.append(version)
         try:
             self._announce(version, "enrolment")
         except Exception as exc:  # the others still poll: a lost announcement only delays them

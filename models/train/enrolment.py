@@ -250,23 +250,22 @@ def stored_base_of(bundle: ModelBundle) -> tuple[StoredRows, Choices]:
 
 
 def _base_in_use(bundle: ModelBundle, stored: StoredRows) -> EnrolmentBase:
+    _check_dimension(bundle, stored)
     try:
-        base = EnrolmentBase.from_columns(_checked_rows(bundle, stored), str(bundle.path))
+        base = EnrolmentBase.from_columns(stored.used(), str(bundle.path))
     except InvalidModel as exc:
         raise ArtifactError(f"{bundle.path}: malformed enrolment base: {exc}") from exc
     return base
 
 
-def _checked_rows(bundle: ModelBundle, stored: StoredRows) -> dict[str, np.ndarray]:
-    """The stored rows in use, as stored (features float16), once they are rows of the head's dimension."""
-    used = stored.used()
-    features = used["features"]
+def _check_dimension(bundle: ModelBundle, stored: StoredRows) -> None:
+    """ArtifactError unless the stored rows are rows of the head's dimension."""
+    features = stored.columns["features"]
     if features.ndim != 2 or features.shape[1] != bundle.head.feature_dim:
         raise ArtifactError(
             f"{bundle.path}: the enrolment base holds rows of shape {features.shape[1:]}, the head takes "
             f"{bundle.head.feature_dim}-d rows"
         )
-    return used
 
 
 @dataclass(frozen=True)
@@ -318,7 +317,8 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         bundle = _current_bundle(store, loaded)
         stored, choices = stored_base_of(bundle)
         catalog, new_product = _catalog_with(bundle, product, checked)
-        digests, fresh = _fresh_photos(_checked_rows(bundle, stored), product, photos)
+        _check_dimension(bundle, stored)
+        digests, fresh = _fresh_photos(stored, product, photos)
         mark = time.monotonic()
         vectors = _features(bundle, [photos[i] for i in fresh], features_of)
         timings["features_s"] = time.monotonic() - mark
@@ -446,13 +446,12 @@ def _catalog_with(bundle: ModelBundle, product: str, checked: dict[str, Any] | N
     return catalog, new_product
 
 
-def _fresh_photos(
-    used: Mapping[str, np.ndarray], product: str, photos: Sequence[tuple[str, bytes]]
-) -> tuple[list[str], list[int]]:
-    """Every photo's sha256, and the positions of those not enrolled for `product` yet (nor given twice); `used`:
-    the base's stored rows in use."""
+def _fresh_photos(stored: StoredRows, product: str, photos: Sequence[tuple[str, bytes]]) -> tuple[list[str], list[int]]:
+    """Every photo's sha256, and the positions of those not enrolled for `product` yet (nor given twice) among the
+    base's rows in use (their products and sha256 alone: no copy of the features)."""
     digests = [hashlib.sha256(data).hexdigest() for _, data in photos]
-    known = set(used["sha256"][used["products"].astype(str) == product].astype(str).tolist())
+    products, sha256 = (stored.columns[name][stored.in_use].astype(str) for name in ("products", "sha256"))
+    known = set(sha256[products == product].tolist())
     fresh = [i for i, digest in enumerate(digests) if digest not in known and digest not in digests[:i]]
     if not fresh:
         raise EnrolmentError(f"every photo given is already enrolled for {product!r}", "duplicate_photos")

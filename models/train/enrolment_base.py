@@ -84,12 +84,6 @@ class EnrolmentBase:
             **numbers,
         )
 
-    def added(self, features: np.ndarray, product: str, photos: Sequence[str], sha256: Sequence[str]) -> EnrolmentBase:
-        """These rows plus new real photos of `product`, each its own group."""
-        first = int(self.groups.max()) + 1 if len(self.groups) else 0
-        new = EnrolmentBase.from_columns(new_photo_columns(features, product, photos, sha256, first), "new photos")
-        return EnrolmentBase(**{name: np.concatenate([getattr(self, name), getattr(new, name)]) for name in COLUMNS})
-
     def capped(self, per_product: int, seed: int = 0, keep: np.ndarray | None = None) -> EnrolmentBase:
         """At most `per_product` photos of each product (with their copies): a seeded random sample, always
         holding the photos (groups) in `keep` (what an operator just enrolled) while they fit. Itself, not a copy,

@@ -35,8 +35,8 @@ CONFUSABLE_SHARE = 0.10  # an enrolment names the products its photos are answer
 # cost more than they give there (one fit at 1,000 parts: 0.65 s on two OpenBLAS threads, 0.18 s on one). A worker
 # pins its pools to its lane already; `partsight enrol` does not.
 FIT_THREADS = 1
-CHECK_FOLDS = 3
 SAME_PHOTO = 0.9999  # a similarity above it: the photo itself (or a copy of it), never its own match
+CHECK_FOLDS = 3
 CHECK_PHOTOS = 8  # of each look-alike, in the check's folds (a seeded sample): the check costs a second, not five
 
 
@@ -109,12 +109,12 @@ def confusable_with(base: EnrolmentBase, product: str, group: list[str], *, seed
     if len(mine) < 2 or not group:
         return []
     answers: list[str] = []
-    for held in np.array_split(rng.permutation(mine), min(CHECK_FOLDS, len(mine))):
-        kept = np.ones(len(y), dtype=bool)
-        kept[held] = False
-        with threadpool_limits(limits=FIT_THREADS, user_api="blas"):
+    with threadpool_limits(limits=FIT_THREADS, user_api="blas"):
+        for held in np.array_split(rng.permutation(mine), min(CHECK_FOLDS, len(mine))):
+            kept = np.ones(len(y), dtype=bool)
+            kept[held] = False
             classifier = fit_candidate(DEFAULT_CANDIDATE, x[kept], y[kept].tolist(), seed=seed)
-        answers += np.asarray(classifier.classes)[classifier.probabilities(x[held]).argmax(axis=1)].tolist()
+            answers += np.asarray(classifier.classes)[classifier.probabilities(x[held]).argmax(axis=1)].tolist()
     mistaken = Counter(answer for answer in answers if answer != product)
     return [
         {"product": other, "share": round(count / len(answers), 4)}

@@ -31,7 +31,7 @@ from models.store.enrolment_requests import (
 from models.store.versions import file_sha256, version_folders
 from models.train.consolidation import consolidate, consolidating
 from models.train.enrolment import base_of, enrol
-from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase
+from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
 from models.train.quick_enrolment import GROUP_LIMIT
 from partsight import cli
@@ -318,7 +318,9 @@ def test_base_rows_add_and_cap() -> None:
         photos=np.array(["p0", "p0", "p1", "p2", "p3", "p4"]),
         sha256=np.array(["s0", "s0", "s1", "s2", "s3", "s4"]),
     )
-    grown = base.added(np.ones((2, 4), dtype=np.float32), "a", ["n1", "n2"], ["t1", "t2"])
+    added = new_photo_columns(np.ones((2, 4), dtype=np.float32), "a", ["n1", "n2"], ["t1", "t2"], 5)
+    stored = base.columns()
+    grown = EnrolmentBase.from_columns({name: np.concatenate([stored[name], added[name]]) for name in stored}, "grown")
     assert list(grown.groups[-2:]) == [5, 6] and not grown.synthetic[-2:].any()
     capped = grown.capped(2, keep=np.array([5, 6]))
     assert set(capped.photos[capped.products == "a"]) == {"n1", "n2"}  # what was just enrolled stays
