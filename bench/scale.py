@@ -19,9 +19,11 @@ enrols new parts on the stores an earlier run left there and prints the enrolmen
 Accuracy at the shipped operating point, on photos taken on another day (another seed): `--test-photos` of each
 of up to 100 of the trained parts and of 20 never-seen look-alikes (the parts after the catalog's): top-1 (the
 best product is the right one, whatever the threshold), known answered right, known category right, macro-F1 and
-never-seen refused. Then a line of `--line` of those parts: the same photos answered on the line (the answer
-restricted to its parts, as a worker answers a device on it) against a model trained on those parts alone, the
-baseline measured in the same run.
+never-seen refused. Then a line of `--line` of those parts: the same photos of its parts and the never-seen ones
+answered on the line as a worker answers a device on it (among its parts, ranked by the line's own classifier,
+models.train.line_ranker), beside the head alone among its parts (how lines were answered before) and a model
+trained on those parts alone, the baselines measured in the same run. `--accuracy-only` measures only this, on
+the stores an earlier run left in --workdir.
 
 `--classifiers` defaults to logistic regression alone: the full classifier search does not finish at 100 parts
 on a 2-core box (issue 19 section 6). Prints one table.
@@ -170,22 +172,31 @@ def train_parts(
     return store, seconds, peak
 
 
-def answers(store: Path, photos: list[tuple[Path, str]], allowed: list[str] | None = None) -> list[Any]:
-    """The decisions of the store's current version for `photos`, as a worker makes them (on a line: `allowed`)."""
+def answers(
+    store: Path, photos: list[tuple[Path, str]], allowed: list[str] | None = None, *, ranked: bool = True
+) -> list[Any]:
+    """The decisions of the store's current version for `photos`, as a worker makes them: on a line (`allowed`),
+    among its products and, with `ranked`, ranked by the line's own classifier (models.train.line_ranker)."""
     import numpy as np
 
+    from models.answer.line_scope import line_scope
     from models.extract.decode import DecodeLimits
     from models.recognizer import Recognizer
+    from models.train.line_ranker import fit_line_ranker
 
     recognizer = Recognizer.load(store, device="cpu")
     products = recognizer.answerer.head.products
-    mask = None if allowed is None else np.isin(np.asarray(products), allowed)
+    scope = None
+    if allowed is not None:
+        mask = np.isin(np.asarray(products), allowed)
+        ranker = fit_line_ranker(recognizer.bundle, allowed) if ranked else None
+        scope = line_scope(products, mask, ranker)
     decisions = []
     for start in range(0, len(photos), 32):
         batch = photos[start : start + 32]
         images = np.stack([recognizer.engine.prepare(path.read_bytes(), DecodeLimits()) for path, _ in batch])
         features = recognizer.features(images)
-        decisions += recognizer.classify(features, allowed=None if mask is None else [mask] * len(batch))
+        decisions += recognizer.classify(features, allowed=None if scope is None else [scope] * len(batch))
     return decisions
 
 
@@ -199,6 +210,7 @@ def figures(decisions: list[Any], truth: list[str], categories: dict[str, str]) 
     return {
         "top1": sum(t == truth[i] for t, i in zip(top1, known, strict=True)) / len(known),
         "known_right": sum(n == truth[i] for n, i in zip(named, known, strict=True)) / len(known),
+        "known_wrong": sum(n not in ("unknown", truth[i]) for n, i in zip(named, known, strict=True)) / len(known),
         "category": sum(decisions[i].category == categories[truth[i]] for i in known) / len(known),
         "macro_f1": float(
             f1_score([truth[i] for i in known], named, average="macro", labels=sorted(set(truth[i] for i in known)))
@@ -213,21 +225,8 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     folder = work / f"n{size}"
     store, train_s, peak_mib = train_parts(folder, size, args.photos, args.classifiers, reuse=args.reuse)
     progress(f"{size} parts trained in {train_s:.0f} s, peak {peak_mib:.0f} MiB")
-    tested = min(size, 100)
-    camera = parts.export_camera_folder(folder / "test", products=tested, per_product=args.test_photos)
-    camera += parts.export_camera_folder(
-        folder / "unseen", products=20, per_product=args.test_photos, start=size + 1000
-    )
+    accuracy = accuracy_figures(size, args, work)
     categories = {p: str(r["category"]) for p, r in parts.catalog(size).items()}
-    truth = [product for _, product in camera]
-    overall = figures(answers(store, camera), truth, categories)
-    line = [item.product for item in parts.parts(min(args.line, size))]
-    on_line = [(path, product) for path, product in camera if product in line]
-    line_truth = [product for _, product in on_line]
-    line_categories = {p: categories[p] for p in line}
-    on_line_figures = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
-    alone_store, _, _ = train_parts(work / f"n{size}-line", len(line), args.photos, args.classifiers, reuse=args.reuse)
-    alone = figures(answers(alone_store, on_line), line_truth, line_categories)
     first_new = size + 1000 + 20
     enrolled = enrol_parts(store, first_new, args.enrolments, args.photos, folder / "new")
     new_photos = parts.export_camera_folder(
@@ -250,15 +249,42 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "consolidated_top1": consolidated["top1"],
         "consolidated_known_right": consolidated["known_right"],
         "consolidation_s": consolidation_s,
-        **{f"all_{key}": value for key, value in overall.items()},
-        "line_top1": on_line_figures["top1"],
-        "line_known_right": on_line_figures["known_right"],
-        "alone_top1": alone["top1"],
-        "alone_known_right": alone["known_right"],
+        **accuracy,
         "size": size,
         "train_s": train_s,
         "peak_mib": peak_mib,
         **enrolment_figures(enrolled, store),
+    }
+
+
+def accuracy_figures(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Top-1, known right, category, macro-F1 and never-seen refused of the store in `work`/n`size` on another
+    day's photos; the same on a line of its first `args.line` parts (never-seen parts included), ranked by the
+    line's own classifier and by the head alone, against a model trained on those parts alone (trained here, or
+    the one an earlier run left)."""
+    folder = work / f"n{size}"
+    store = folder / "store"
+    camera = parts.export_camera_folder(folder / "test", products=min(size, 100), per_product=args.test_photos)
+    camera += parts.export_camera_folder(
+        folder / "unseen", products=20, per_product=args.test_photos, start=size + 1000
+    )
+    categories = {p: str(r["category"]) for p, r in parts.catalog(size).items()}
+    overall = figures(answers(store, camera), [product for _, product in camera], categories)
+    line = [item.product for item in parts.parts(min(args.line, size))]
+    on_line = [(path, product) for path, product in camera if product in line or product not in categories]
+    line_truth = [product for _, product in on_line]
+    line_categories = {p: categories[p] for p in line}
+    ranked = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
+    masked = figures(answers(store, on_line, allowed=line, ranked=False), line_truth, line_categories)
+    alone_store = work / f"n{size}-line" / "store"
+    if not (alone_store / "current").exists():
+        alone_store, _, _ = train_parts(alone_store.parent, len(line), args.photos, args.classifiers, reuse=args.reuse)
+    alone = figures(answers(alone_store, on_line), line_truth, line_categories)
+    return {
+        **{f"all_{key}": value for key, value in overall.items()},
+        **{f"line_{key}": value for key, value in ranked.items()},
+        **{f"masked_{key}": value for key, value in masked.items()},
+        **{f"alone_{key}": value for key, value in alone.items()},
     }
 
 
@@ -278,6 +304,14 @@ def enrolment_figures(enrolled: list[dict[str, Any]], store: Path) -> dict[str, 
         "versions": len(version_folders(store)),
         "current": current_version(store),
     }
+
+
+def accuracy_only(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`--accuracy-only`: accuracy and the line on the store an earlier run left in --workdir, nothing else."""
+    if not (work / f"n{size}" / "store" / "current").exists():
+        folder = work / f"n{size}"
+        raise SystemExit(f"{folder} holds no trained store: run once without --accuracy-only, with this --workdir")
+    return accuracy_figures(size, args, work)
 
 
 def enrolments_only(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -308,6 +342,11 @@ def main() -> int:
         "--reuse", action="store_true", help="use the photos and feature cache an earlier run left in --workdir again"
     )
     parser.add_argument(
+        "--accuracy-only",
+        action="store_true",
+        help="only measure accuracy and the line on the stores an earlier run left in --workdir",
+    )
+    parser.add_argument(
         "--enrolments-only",
         action="store_true",
         help="only enrol new parts on the stores an earlier run left in --workdir (their training, accuracy, line "
@@ -319,6 +358,8 @@ def main() -> int:
         work = Path(args.workdir or scratch)
         if args.enrolments_only:
             return print_enrolments([enrolments_only(size, args, work) for size in sizes], args)
+        if args.accuracy_only:
+            return print_accuracy([{"size": size, **accuracy_only(size, args, work)} for size in sizes], args)
         results = [measure(size, args, work) for size in sizes]
     print(f"\n{args.photos} photos per product; classifiers: {args.classifiers}; {args.enrolments} enrolments each")
     print(
@@ -343,18 +384,31 @@ def main() -> int:
             f"| {r['size']} | {r['quick_top1']:.1%} | {r['quick_known_right']:.1%} | {r['consolidated_top1']:.1%} "
             f"| {r['consolidated_known_right']:.1%} |"
         )
+    return print_accuracy(results, args)
+
+
+def print_accuracy(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
     print(f"\nAccuracy on another day's photos ({args.test_photos} of each of up to 100 parts and of 20 never-seen)")
-    print(
-        "| products | top-1 | known right | category | macro-F1 | never-seen refused "
-        f"| {args.line}-part line: top-1 | line: known right | {args.line}-part model: top-1 | its known right |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| products | top-1 | known right | known wrong | category | macro-F1 | never-seen refused |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
-            f"| {r['size']} | {r['all_top1']:.1%} | {r['all_known_right']:.1%} | {r['all_category']:.1%} "
-            f"| {r['all_macro_f1']:.3f} | {r['all_unseen_refused']:.1%} | {r['line_top1']:.1%} "
-            f"| {r['line_known_right']:.1%} | {r['alone_top1']:.1%} | {r['alone_known_right']:.1%} |"
+            f"| {r['size']} | {r['all_top1']:.1%} | {r['all_known_right']:.1%} | {r['all_known_wrong']:.1%} "
+            f"| {r['all_category']:.1%} | {r['all_macro_f1']:.3f} | {r['all_unseen_refused']:.1%} |"
         )
+    print(
+        f"\nA line of {args.line} parts (the same photos of its parts, and the never-seen ones, answered on the line): "
+        "top-1 / known right / known wrong / never-seen refused"
+    )
+    print(f"| products | ranked by the line's classifier | the head alone (before) | a model of those {args.line} |")
+    print("| ---: | ---: | ---: | ---: |")
+    for r in results:
+        cells = [
+            f"{r[f'{k}_top1']:.1%} / {r[f'{k}_known_right']:.1%} / {r[f'{k}_known_wrong']:.1%} / "
+            f"{r[f'{k}_unseen_refused']:.1%}"
+            for k in ("line", "masked", "alone")
+        ]
+        print(f"| {r['size']} | {' | '.join(cells)} |")
     return 0
 
 

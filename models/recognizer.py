@@ -21,6 +21,7 @@ import numpy as np
 
 from models.answer.answerer import Answerer
 from models.answer.head import Decision
+from models.answer.line_scope import LineScope
 from models.bundle import ModelBundle, load_model
 from models.errors import ArtifactError, BackboneError, ImageError
 from models.extract.backbones import BackboneSpec, get_backbone
@@ -75,7 +76,7 @@ class Recognizer:
         return np.stack(rows)  # type: ignore[arg-type]
 
     def classify(
-        self, features: np.ndarray, *, matches: int = 3, allowed: Sequence[np.ndarray | None] | None = None
+        self, features: np.ndarray, *, matches: int = 3, allowed: Sequence[LineScope | np.ndarray | None] | None = None
     ) -> list[Decision]:
         """The head's decision for each feature row, with its novelty and up to `matches` nearest enrolled photos;
         a row with a mask in `allowed` (its line's) is answered among those products only."""

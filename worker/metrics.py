@@ -74,6 +74,7 @@ class ObjectMetrics:
 
 ENROLMENT_OUTCOMES = ("done", "failed")
 CONSOLIDATION_OUTCOMES = ("done", "failed", "busy", "nothing")
+LINE_RANKER_OUTCOMES = ("fitted", "none", "failed")
 
 
 class WorkerMetrics:
@@ -212,8 +213,27 @@ class WorkerMetrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
             registry=registry,
         )
+        self.line_rankers = labelled_counter(
+            "partsight_worker_line_rankers_total",
+            "Lines' own classifiers this worker fitted (the first time a version answers a frame on the line), by "
+            "outcome: fitted; none (fewer than two of its products have photos, or too many products); failed.",
+            "outcome",
+            LINE_RANKER_OUTCOMES,
+            registry,
+        )
+        self.line_ranker_seconds = Histogram(
+            "partsight_worker_line_ranker_seconds",
+            "Seconds a line's own classifier took to fit (a background thread; its frames meanwhile are answered "
+            "by the head among the line's products).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
 
         self.objects = ObjectMetrics(registry)
+
+    def line_ranker_fitted(self, outcome: str, seconds: float) -> None:
+        self.line_rankers.labels(outcome=outcome).inc()
+        self.line_ranker_seconds.observe(seconds)
 
     def precreate_categories(self, categories: Iterable[str]) -> None:
         for category in [*categories, NO_CATEGORY]:

@@ -18,6 +18,7 @@ import numpy as np
 from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.answer.head import Decision
+from models.answer.line_scope import LineScope
 from models.answer.object_rule import ObjectRule
 from models.bundle import ModelBundle
 from models.errors import ImageError, LineError
@@ -26,7 +27,7 @@ from worker.batcher import Batched
 from worker.budget import FrameBudget
 from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
-from worker.line_filter import LineMasks
+from worker.line_filter import LineScopes
 from worker.metrics import NO_CATEGORY, WorkerMetrics
 from worker.object_grouping import Unnamed
 from worker.object_tracker import Decided, Seen, vote_of
@@ -96,7 +97,7 @@ class ServedModel:
     prepare: Callable[[bytes], Any]  # decode (or, for a GPU decoder, check) one image
     features: Callable[[list[Any]], Sequence[np.ndarray | ImageError]]  # its engine, one batch of prepared images
     # its head and gallery: each row's decision, a row with a mask (its line's) answered among those products only
-    classify: Callable[[np.ndarray, Sequence[np.ndarray | None] | None], list[Decision]]
+    classify: Callable[[np.ndarray, Sequence[LineScope | None] | None], list[Decision]]
     catalog: Mapping[str, Mapping[str, Any]]
     description: Mapping[str, str]  # name, version, backbone, engine, device: the partsight_model info labels
     categories: tuple[str, ...]
@@ -220,13 +221,15 @@ class FramePipeline:
         review: ReviewQueue | None = None,
         objects: ObjectFrames | None = None,
         lines: Callable[[], Lines] = Lines,
+        line_scopes: LineScopes | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`lines`: the model store's lines as they are now (models.store.plant_lines.LinesView)."""
+        """`lines`: the model store's lines as they are now (models.store.plant_lines.LinesView); `line_scopes`: how
+        a frame on a line is answered (default: among its products by the head alone, no ranker of its own)."""
         self._budget = budget or FrameBudget(MAX_WINDOW_FRAMES)
         self._lines = lines
-        self._masks = LineMasks()
+        self._scopes = line_scopes or LineScopes()
         self._review = review or NoReview()
         self._objects = objects
         self._sleep = sleep
@@ -480,11 +483,13 @@ class FramePipeline:
                 rows = np.zeros((len(frames), 0), dtype=np.float32)
             else:
                 rows = np.stack([frame.features for frame in frames])  # type: ignore[misc]
-            masks = [
-                self._masks.mask(model.info.version, model.products, model.product_categories, frame.line)
+            scopes = [
+                self._scopes.scope(
+                    model.info.version, model.products, model.product_categories, frame.line, model.bundle
+                )
                 for frame in frames
             ]
-            decisions = model.classify(rows, masks)
+            decisions = model.classify(rows, scopes)
         except Exception as exc:
             logger.exception("classifying %d frame(s) failed", len(frames))
             for frame in frames:

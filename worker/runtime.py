@@ -30,6 +30,7 @@ from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.answer.gallery import Gallery
 from models.answer.head import Decision
+from models.answer.line_scope import LineScope
 from models.answer.novelty import NoveltyModel
 from models.answer.object_rule import ObjectRule
 from models.answer.same_product import same_product_similarity
@@ -42,12 +43,14 @@ from models.store.plant_lines import LinesView
 from models.store.review_store import ReviewStore
 from models.store.versions import CURRENT, MANIFEST, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
+from models.train.line_ranker import fit_line_ranker
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
 from worker.consolidator import Consolidator
 from worker.enrolment_tasks import EnrolmentRunner
 from worker.errors import ModelUnavailable
 from worker.ledger import FrameLedger
+from worker.line_filter import LineScopes
 from worker.metrics import WorkerMetrics
 from worker.object_book import ObjectBook
 from worker.object_grouping import AutoGrouping
@@ -79,6 +82,7 @@ class Runtime:
     enrolment_problem: str | None = None
     consolidator: Consolidator | None = None  # with enrolments: folds quick enrolments into the head
     objects: Objects | None = None  # frames of one part to one decision, and its sweeper
+    line_scopes: LineScopes | None = None  # how frames on a line are answered, and their rankers' fitting thread
 
     @classmethod
     def build(cls, settings: WorkerSettings, *, serve_metrics: bool = True) -> Runtime:  # long: every part, in order
@@ -103,9 +107,11 @@ class Runtime:
         objects = _objects(
             settings, client=redis_client, connection=connection, topics=topics, slot=slot, metrics=metrics
         )
+        line_scopes = _line_scopes(settings, metrics)
         pipeline = FramePipeline(
             model=slot.get,
             lines=lines.current,
+            line_scopes=line_scopes,
             batcher=batcher,
             ledger=FrameLedger(redis_client, claim_ttl_s=settings.claim_ttl_s, done_ttl_s=settings.dedupe_ttl_s),
             frames=FrameStore(redis_client, data_ttl_s=settings.dedupe_ttl_s, clock=time.time),
@@ -157,6 +163,7 @@ class Runtime:
             problem,
             consolidator,
             objects,
+            line_scopes,
         )
 
     def stop_accepting(self) -> None:
@@ -169,12 +176,22 @@ class Runtime:
         if self.signal is not None:
             self.signal.stop()
         self.batcher.close()
+        if self.line_scopes is not None:
+            self.line_scopes.close()
         if self.objects is not None:
             self.objects.stop()
         self.review.close()  # frames already answered: finish writing them (bounded), then stop the writer
         self.connection.stop()
         if self.objects is not None:  # the PUBACKs that came while the connection closed
             self.objects.take_confirmed_quietly()
+
+
+def _line_scopes(settings: WorkerSettings, metrics: WorkerMetrics) -> LineScopes:
+    """Lines answered among their products, each ranked by a classifier of its own once fitted (not with the
+    transport-only engine: it has no features)."""
+    if settings.engine == TRANSPORT_ONLY_ENGINE:
+        return LineScopes()
+    return LineScopes(fit=fit_line_ranker, on_fitted=metrics.line_ranker_fitted)
 
 
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> bool:
@@ -265,7 +282,7 @@ def _same_product_once(gallery: Gallery | None, categories: Sequence[str]) -> Ca
 
 
 def _classify(
-    recognizer: Recognizer, matches: int, rows: np.ndarray, allowed: Sequence[np.ndarray | None] | None
+    recognizer: Recognizer, matches: int, rows: np.ndarray, allowed: Sequence[LineScope | None] | None
 ) -> list[Decision]:
     return recognizer.classify(rows, matches=matches, allowed=allowed)
 
@@ -275,7 +292,7 @@ def transport_only_model() -> ServedModel:
     ceiling can be measured on any box (as Triton's identity models serve its perf analyzer). It has no gallery:
     its results carry novelty null and no matches."""
 
-    def unknown(features: np.ndarray, allowed: Sequence[np.ndarray | None] | None = None) -> list[Decision]:
+    def unknown(features: np.ndarray, allowed: Sequence[LineScope | None] | None = None) -> list[Decision]:
         return [Decision("unknown", None, None, 0.0, 0.0, []) for _ in range(len(features))]
 
     def no_features(items: list[Any]) -> list[np.ndarray | ImageError]:

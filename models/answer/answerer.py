@@ -13,6 +13,7 @@ import numpy as np
 
 from models.answer.gallery import Gallery
 from models.answer.head import UNKNOWN, Decision, ProductHead
+from models.answer.line_scope import LineScope, ranked_by_lines
 from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs_of
 
 
@@ -50,18 +51,25 @@ class Answerer:
         return self.novelty.score(inputs)
 
     def answer(
-        self, features: np.ndarray, *, matches: int = 3, allowed: Sequence[np.ndarray | None] | None = None
+        self,
+        features: np.ndarray,
+        *,
+        matches: int = 3,
+        allowed: Sequence[LineScope | np.ndarray | None] | None = None,
     ) -> list[Decision]:
-        """Each row's decision. `allowed`: for each row, a mask over the head's products (its line's) or None (the
-        whole catalog): a row on a line is answered only among the line's products, its probabilities renormalised
-        over them and its matches taken from them; the novelty score still refuses what is none of them."""
-        masks = _masks(allowed, len(features), len(self.head.products))
+        """Each row's decision. `allowed`: for each row, its line (a LineScope, or a bare mask over the head's
+        products) or None (the whole catalog): a row on a line is answered only among the line's products, its
+        probabilities renormalised over them (and shared out again by the line's ranker, where it has one) and its
+        matches taken from them; the novelty score still refuses what is none of them."""
+        scopes = _scopes(allowed, len(features))
+        masks = _masks(scopes, len(self.head.products))
         probabilities = self.head.probabilities(features, masks)
-        if masks is None:
+        if masks is None or scopes is None:
             return self._answer_rows(features, probabilities, None, matches)
         kept = np.where(masks, probabilities, 0.0)
         total = kept.sum(axis=1, keepdims=True)
         probabilities = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
+        probabilities = ranked_by_lines(probabilities, features, scopes)
         some = np.asarray(masks.any(axis=1), dtype=bool)  # a line with none of this version's products: unknown
         answered = iter(self._answer_rows(features[some], probabilities[some], masks[some], matches))
         nothing = Decision(UNKNOWN, None, None, 0.0, 0.0, [])
@@ -91,12 +99,20 @@ class Answerer:
         ]
 
 
-def _masks(allowed: Sequence[np.ndarray | None] | None, rows: int, products: int) -> np.ndarray | None:
-    """(rows, products) bool, or None when no row is on a line."""
-    if allowed is None or all(mask is None for mask in allowed):
+def _scopes(allowed: Sequence[LineScope | np.ndarray | None] | None, rows: int) -> list[LineScope | None] | None:
+    """Each row's line as a LineScope (a bare mask is a scope without a ranker), or None when no row is on one."""
+    if allowed is None or all(scope is None for scope in allowed):
         return None
     if len(allowed) != rows:
         raise ValueError(f"{len(allowed)} masks for {rows} rows")
-    return np.stack(
-        [np.ones(products, dtype=bool) if mask is None else np.asarray(mask, dtype=bool) for mask in allowed]
-    )
+    return [
+        scope if scope is None or isinstance(scope, LineScope) else LineScope(np.asarray(scope, dtype=bool))
+        for scope in allowed
+    ]
+
+
+def _masks(scopes: Sequence[LineScope | None] | None, products: int) -> np.ndarray | None:
+    """(rows, products) bool, or None when no row is on a line."""
+    if scopes is None:
+        return None
+    return np.stack([np.ones(products, dtype=bool) if scope is None else scope.mask for scope in scopes])

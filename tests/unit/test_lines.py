@@ -195,8 +195,8 @@ def test_the_worker_answers_on_a_line_and_refuses_a_line_there_is_not(tmp_path: 
     sent = {message["frame_id"]: (kind, message) for kind, message in publisher.sent}
     assert sent["free"][1]["line"] is None and sent["dev"][1]["line"] == "press-3"
     assert sent["named"][0] == "error" and sent["named"][1]["error"]["code"] == "unknown_line"
-    masks = asked[0]
-    assert masks[0] is None and masks[1].tolist() == [False, True]
+    scopes = asked[0]
+    assert scopes[0] is None and scopes[1].mask.tolist() == [False, True] and scopes[1].ranker is None
 
 
 def test_the_api_keeps_lines_and_devices_and_announces_each_change(tmp_path: Path) -> None:
