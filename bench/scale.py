@@ -20,10 +20,10 @@ Accuracy at the shipped operating point, on photos taken on another day (another
 of up to 100 of the trained parts and of 20 never-seen look-alikes (the parts after the catalog's): top-1 (the
 best product is the right one, whatever the threshold), known answered right, known category right, macro-F1 and
 never-seen refused. Then a line of `--line` of those parts: the same photos of its parts and the never-seen ones
-answered on the line as a worker answers a device on it (among its parts, ranked by the line's own classifier,
-models.train.line_ranker), beside the head alone among its parts (how lines were answered before) and a model
-trained on those parts alone, the baselines measured in the same run. `--accuracy-only` measures only this, on
-the stores an earlier run left in --workdir.
+answered on the line as a worker answers a device on it (among its parts, ranked by the line's own classifier at
+the line's own novelty threshold, models.train.line_ranker), beside the head alone among its parts (how lines
+were answered before) and a model trained on those parts alone, the baselines measured in the same run.
+`--accuracy-only` measures only this, on the stores an earlier run left in --workdir.
 
 `--classifiers` defaults to logistic regression alone: the full classifier search does not finish at 100 parts
 on a 2-core box (issue 19 section 6). Prints one table.
@@ -190,7 +190,7 @@ def answers(
     if allowed is not None:
         mask = np.isin(np.asarray(products), allowed)
         ranker = fit_line_ranker(recognizer.bundle, allowed) if ranked else None
-        scope = line_scope(products, mask, ranker)
+        scope = line_scope(products, mask, *((ranker.classifier, ranker.novelty_threshold) if ranker else ()))
     decisions = []
     for start in range(0, len(photos), 32):
         batch = photos[start : start + 32]

@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from models.answer.classifiers import Classifier
 from models.answer.line_scope import LineScope, line_scope
 from models.bundle import ModelBundle
 from models.errors import ModelError
 from models.store.plant_lines import Line
+from models.train.line_ranker import LineRanker
 
 logger = logging.getLogger(__name__)
 
 MAX_SCOPES = 256  # versions x lines x edits kept; past it the cache starts again
-RankerFit = Callable[[ModelBundle, Sequence[str]], Classifier | None]
+RankerFit = Callable[[ModelBundle, Sequence[str]], LineRanker | None]
 Key = tuple[str, str, str]  # version, line, the line's updated_at
 
 
@@ -89,12 +89,13 @@ class LineScopes:
         with self._lock:
             mask = self._scopes[key].mask if key in self._scopes else None
             if mask is not None:
-                self._scopes[key] = line_scope(products, mask, ranker)
+                self._scopes[key] = line_scope(products, mask, ranker.classifier, ranker.novelty_threshold)
         logger.info(
-            "line %s on version %s ranked by its own classifier (%d products, %.2f s)",
+            "line %s on version %s ranked by its own classifier (%d products, novelty threshold %s, %.2f s)",
             key[1],
             key[0],
-            len(ranker.classes),
+            len(ranker.classifier.classes),
+            "the version's" if ranker.novelty_threshold is None else f"{ranker.novelty_threshold:.3f}",
             seconds,
         )
         self._on_fitted("fitted", seconds)

@@ -71,13 +71,21 @@ class Answerer:
         probabilities = np.divide(kept, total, out=np.zeros_like(kept), where=total > 0)
         probabilities = ranked_by_lines(probabilities, features, scopes)
         some = np.asarray(masks.any(axis=1), dtype=bool)  # a line with none of this version's products: unknown
-        answered = iter(self._answer_rows(features[some], probabilities[some], masks[some], matches))
+        thresholds = [None if scope is None else scope.novelty_threshold for scope in scopes]
+        kept_thresholds = [t for t, keep in zip(thresholds, some.tolist(), strict=True) if keep]
+        answered = iter(self._answer_rows(features[some], probabilities[some], masks[some], matches, kept_thresholds))
         nothing = Decision(UNKNOWN, None, None, 0.0, 0.0, [])
         return [next(answered) if any_product else nothing for any_product in some.tolist()]
 
     def _answer_rows(
-        self, features: np.ndarray, probabilities: np.ndarray, masks: np.ndarray | None, matches: int
+        self,
+        features: np.ndarray,
+        probabilities: np.ndarray,
+        masks: np.ndarray | None,
+        matches: int,
+        thresholds: Sequence[float | None] | None = None,
     ) -> list[Decision]:
+        """`thresholds`: each row's novelty threshold where its line has its own (None: the version's)."""
         row_masks = [None] * len(probabilities) if masks is None else list(masks)
         if len(probabilities) == 0:
             return []
@@ -87,11 +95,12 @@ class Answerer:
         novelty = self.novelty_of(features, probabilities, rows)
         nearest = self.gallery.matches_of(rows[:, :matches], similarities[:, :matches])
         threshold = self.novelty.threshold if self.novelty is not None else None
+        own = thresholds or [None] * len(probabilities)
         return [
             self.head.decide(
                 row,
                 novelty=None if novelty is None else float(novelty[i]),
-                novelty_threshold=threshold,
+                novelty_threshold=threshold if own[i] is None or threshold is None else own[i],
                 matches=nearest[i],
                 allowed=row_masks[i],
             )

@@ -6,7 +6,9 @@ line's products fitted on their training photos alone. The head's probabilities 
 the ranker then shares the probability its products hold out again among them, as a model trained on those
 products alone would. A head over a thousand look-alikes spends its weights telling each product from all the
 others; a line makes a few dozen, and its own classifier tells those apart as well as a model of them alone. The
-gallery, the novelty score and the thresholds stay the version's.
+gallery and the novelty score stay the version's; the novelty threshold may be the line's own, calibrated with its
+ranker (a line's frames are more confident than the whole catalog's, so the version's threshold lets more
+never-seen frames through on a line).
 """
 
 from __future__ import annotations
@@ -24,21 +26,29 @@ class LineScope:
     mask: np.ndarray  # (products,) bool over the head's products: the line's
     ranker: Classifier | None = None  # over some of the line's products (two or more)
     columns: np.ndarray | None = None  # the head's column of each of the ranker's classes, in its order
+    # the novelty threshold on this line (calibrated with the ranker on its own products); None: the version's
+    novelty_threshold: float | None = None
 
 
-def line_scope(products: Sequence[str], mask: np.ndarray, ranker: Classifier | None = None) -> LineScope:
+def line_scope(
+    products: Sequence[str],
+    mask: np.ndarray,
+    ranker: Classifier | None = None,
+    novelty_threshold: float | None = None,
+) -> LineScope:
     """The scope of a line over a head of `products`; ValueError when the ranker names a product the mask leaves
     out (a ranker fitted for another version or another edit of the line)."""
     allowed = np.asarray(mask, dtype=bool)
     if allowed.shape != (len(products),):
         raise ValueError(f"a mask of {allowed.shape} for {len(products)} products")
     if ranker is None:
-        return LineScope(allowed)
+        return LineScope(allowed, novelty_threshold=novelty_threshold)
     column = {product: index for index, product in enumerate(products)}
     missing = [name for name in ranker.classes if name not in column or not allowed[column[name]]]
     if missing:
         raise ValueError(f"the line's ranker names products outside the line: {missing[:5]}")
-    return LineScope(allowed, ranker, np.array([column[name] for name in ranker.classes], dtype=np.int64))
+    columns = np.array([column[name] for name in ranker.classes], dtype=np.int64)
+    return LineScope(allowed, ranker, columns, novelty_threshold)
 
 
 def ranked_by_lines(probabilities: np.ndarray, features: np.ndarray, scopes: Sequence[LineScope | None]) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.store import plant_lines as lines
-from partsight.testing.harness import Listener, frame_properties, publisher
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
 from partsight.testing.servers import ServerProcess
 from partsight.testing.stack import make_stack
 
@@ -174,6 +174,18 @@ def test_a_line_answers_among_its_products_and_a_line_there_is_not_is_refused(
             assert result["line"] is None and result["product"] == "blue-pump", result
             topic, error, _ = listener.wait_frame(nowhere, timeout=60)
             assert topic == stack.topics.error("free-cam") and error["error"]["code"] == "unknown_line", error
+
+            # the line's own classifier, fitted in the background the first time the version answered the line
+            def rankers(outcome: str) -> float | None:
+                return metric(stack.worker_port, "partsight_worker_line_rankers_total", outcome=outcome)
+
+            wait_for(lambda: rankers("fitted") == 1, 30, "the worker fits the valves line's ranker")
+            ranked = [send("line-cam", product) for product in (0, 1, 2)]
+            answers = [listener.wait_frame(frame_id, timeout=60)[1] for frame_id in ranked]
+            assert answers[0]["product"] == "red-valve" and answers[1]["top_k"][0]["product"] == "amber-valve", answers
+            assert answers[2]["product"] in (None, *valves) and answers[2]["line"] == "valves", answers[2]
+            assert {entry["product"] for entry in answers[0]["top_k"]} == set(valves)
+            assert rankers("fitted") == 1 and not rankers("failed")
             client.disconnect()
     finally:
         stack.stop()

@@ -17,7 +17,7 @@ from models.bundle import load_model
 from models.errors import ArtifactError, EnrolmentError
 from models.store.plant_lines import Line
 from models.train.enrolment import stored_base_of
-from models.train.line_ranker import fit_line_ranker
+from models.train.line_ranker import LineRanker, fit_line_ranker
 from tests.unit.test_lines import small_answerer
 from worker.line_filter import LineScopes
 
@@ -44,6 +44,16 @@ def test_a_ranker_shares_the_lines_probability_out_again_among_its_products() ->
     assert all(match["product"] != "p1" for match in ranked.matches)
 
 
+def test_a_line_with_its_own_novelty_threshold_refuses_by_it() -> None:
+    answerer = small_answerer()
+    frames = np.repeat(np.array([[0.9, 0.0, 0.43, 0.0]], dtype=np.float32), 3, axis=0)
+    mask = np.array([True, True, True, False])
+    strict, lenient = line_scope(PRODUCTS, mask, novelty_threshold=0.0), line_scope(PRODUCTS, mask, None, 1.0)
+    plain, refused, kept = answerer.answer(frames, allowed=[mask, strict, lenient])
+    assert refused.status == "unknown" and refused.novel and refused.novelty == plain.novelty
+    assert kept.status == plain.status and kept.product == plain.product and not kept.novel
+
+
 def test_rows_of_one_ranker_are_scored_together_and_others_left_alone() -> None:
     ranker = logistic_classifier(("p1", "p2"), np.array([[1.0, 0], [0, 1.0]], np.float32), np.zeros(2))
     scope = line_scope(("p1", "p2", "p3"), np.array([True, True, False]), ranker)
@@ -65,13 +75,17 @@ def test_a_ranker_of_products_outside_the_line_is_refused() -> None:
 def test_a_ranker_is_fitted_on_the_versions_photos_of_the_lines_products(model_store: Path) -> None:
     bundle = load_model(model_store)
     line = list(bundle.head.products[:3])
-    ranker = fit_line_ranker(bundle, [*line, "no-such-product"])
-    assert ranker is not None and ranker.classes == tuple(sorted(line))
+    fitted = fit_line_ranker(bundle, [*line, "no-such-product"])
+    assert fitted is not None and fitted.classifier.classes == tuple(sorted(line))
+    ranker = fitted.classifier
     stored, _ = stored_base_of(bundle)
     products = stored.columns["products"].astype(str)
     rows = stored.in_use & np.isin(products, line) & ~stored.columns["synthetic"].astype(bool)
     guesses = np.asarray(ranker.classes)[ranker.probabilities(stored.columns["features"][rows]).argmax(axis=1)]
     assert (guesses == products[rows]).mean() >= 0.9  # its own photos: a fit that learnt nothing fails here
+    assert fitted.novelty_threshold is not None and 0.0 < fitted.novelty_threshold < 1.0  # three products: its own
+    pair = fit_line_ranker(bundle, line[:2])
+    assert pair is not None and pair.novelty_threshold is None  # too few to hide some: the version's threshold
     assert fit_line_ranker(bundle, line[:1]) is None  # one product: nothing to rank
     assert fit_line_ranker(bundle, [line[0], "no-such-product"]) is None
 
@@ -98,7 +112,8 @@ class Fits:
         if isinstance(self.result, Exception):
             raise self.result
         if self.result == "ranker":
-            return logistic_classifier(tuple(products), np.eye(len(products), 2, dtype=np.float32), np.zeros(2))
+            classifier = logistic_classifier(tuple(products), np.eye(len(products), 2, dtype=np.float32), np.zeros(2))
+            return LineRanker(classifier, 0.4)
         return self.result
 
 
@@ -120,6 +135,7 @@ def test_a_lines_ranker_is_fitted_once_in_the_background_and_used_when_ready() -
     assert scopes.wait()
     ready = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=object())  # type: ignore[arg-type]
     assert ready is not None and ready.ranker is not None and ready.ranker.classes == ("p2", "p3", "p4")
+    assert ready.novelty_threshold == 0.4
     assert fits.calls == [("p2", "p3", "p4")] and outcomes == ["fitted"]
     edited = Line("press-3", products=("p1", "p2"), updated_at="t2")  # an edit of the line: fitted again
     scopes.scope("v1", PRODUCTS, CATEGORIES, edited, bundle=object())  # type: ignore[arg-type]
