@@ -16,7 +16,7 @@ import numpy as np
 
 from models.answer.line_scope import LineScope, line_scope
 from models.bundle import ModelBundle
-from models.errors import ModelError
+from models.errors import ArtifactError, EnrolmentError
 from models.store.plant_lines import Line
 from models.train.line_ranker import LineRanker
 
@@ -30,11 +30,14 @@ Key = tuple[str, str, str]  # version, line, the line's updated_at
 class LineScopes:
     def __init__(self, fit: RankerFit | None = None, on_fitted: Callable[[str, float], None] | None = None) -> None:
         """`fit`: a line's ranker from a version and its products (None: lines answered by the mask alone);
-        `on_fitted(outcome, seconds)` after each try: fitted, none (nothing to fit) or failed."""
+        `on_fitted(outcome, seconds)` after each try: fitted (its seconds), none (nothing to fit: a line of one
+        product, or a version that keeps no training rows) or failed (seconds 0: not observed)."""
         self._fit = fit
         self._on_fitted = on_fitted or (lambda outcome, seconds: None)
-        self._scopes: dict[Key, LineScope] = {}
+        self._scopes: dict[Key, LineScope] = {}  # oldest first: past MAX_SCOPES the oldest goes
         self._tried: set[Key] = set()
+        self._latest = ""  # the version the last frame was answered with: a fit queued for an older one is skipped
+        self._closed = False
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-ranker") if fit else None
 
@@ -51,19 +54,22 @@ class LineScopes:
         if line is None:
             return None
         key = (version, line.name, line.updated_at)
+        scope = self._scopes.get(key)
+        if scope is None:
+            mask = np.array([line.admits(p, c) for p, c in zip(products, categories, strict=True)], dtype=bool)
+            if not mask.any():
+                logger.warning(
+                    "line %s names no product of version %s: its frames are answered unknown", line.name, version
+                )
         with self._lock:
-            scope = self._scopes.get(key)
+            self._latest = version
             if scope is None:
-                if len(self._scopes) >= MAX_SCOPES:
-                    self._scopes.clear()
-                    self._tried.clear()
-                mask = np.array([line.admits(p, c) for p, c in zip(products, categories, strict=True)], dtype=bool)
-                scope = self._scopes[key] = line_scope(products, mask)
-                if not mask.any():
-                    logger.warning(
-                        "line %s names no product of version %s: its frames are answered unknown", line.name, version
-                    )
-            start = bundle is not None and self._pool is not None and key not in self._tried and scope.ranker is None
+                scope = self._scopes.get(key) or line_scope(products, mask)
+                self._scopes[key] = scope
+                while len(self._scopes) > MAX_SCOPES:
+                    self._tried.discard(oldest := next(iter(self._scopes)))
+                    del self._scopes[oldest]
+            start = bundle is not None and self._pool is not None and key not in self._tried and not self._closed
             if start:
                 self._tried.add(key)
         if start:
@@ -75,21 +81,33 @@ class LineScopes:
     def _fit_quietly(self, key: Key, bundle: ModelBundle, products: tuple[str, ...], chosen: tuple[str, ...]) -> None:
         """Fit one line's ranker; a failure is logged and counted, and the line stays answered by its mask."""
         assert self._fit is not None
+        if key[0] != self._latest or self._closed:  # queued for a version no longer served
+            with self._lock:
+                self._tried.discard(key)
+            return
         started = time.perf_counter()
         try:
             ranker = self._fit(bundle, chosen)
-        except (ModelError, OSError, ValueError, MemoryError) as exc:
-            logger.warning("line %s on version %s: no ranker of its own (%s)", key[1], key[0], exc)
-            self._on_fitted("failed", time.perf_counter() - started)
+            if ranker is not None and ranker.classifier.input_dim != bundle.head.feature_dim:
+                raise ArtifactError(
+                    f"its training rows are {ranker.classifier.input_dim}-d, the head takes {bundle.head.feature_dim}"
+                )
+            with self._lock:
+                current = self._scopes.get(key)
+                if ranker is not None and current is not None:
+                    self._scopes[key] = line_scope(products, current.mask, ranker.classifier, ranker.novelty_threshold)
+        except EnrolmentError as exc:  # a version that keeps no training rows: the head alone, as for any such line
+            logger.debug("line %s on version %s: no ranker of its own (%s)", key[1], key[0], exc)
+            self._on_fitted("none", 0.0)
+            return
+        except Exception:  # never out of this thread unseen: the line stays answered by the head alone
+            logger.exception("line %s on version %s: its ranker could not be fitted", key[1], key[0])
+            self._on_fitted("failed", 0.0)
             return
         seconds = time.perf_counter() - started
         if ranker is None:
-            self._on_fitted("none", seconds)
+            self._on_fitted("none", 0.0)
             return
-        with self._lock:
-            mask = self._scopes[key].mask if key in self._scopes else None
-            if mask is not None:
-                self._scopes[key] = line_scope(products, mask, ranker.classifier, ranker.novelty_threshold)
         logger.info(
             "line %s on version %s ranked by its own classifier (%d products, novelty threshold %s, %.2f s)",
             key[1],
@@ -102,12 +120,13 @@ class LineScopes:
 
     def wait(self, timeout_s: float = 30.0) -> bool:
         """True once every fit started so far has finished (tests and benches)."""
-        if self._pool is None:
+        if self._pool is None or self._closed:
             return True
         done = threading.Event()
         self._pool.submit(done.set)
         return done.wait(timeout_s)
 
     def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

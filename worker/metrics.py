@@ -216,7 +216,8 @@ class WorkerMetrics:
         self.line_rankers = labelled_counter(
             "partsight_worker_line_rankers_total",
             "Lines' own classifiers this worker fitted (the first time a version answers a frame on the line), by "
-            "outcome: fitted; none (fewer than two of its products have photos, or too many products); failed.",
+            "outcome: fitted; none (fewer than two of its products have photos, too many products, or a version "
+            "that keeps no training rows); failed.",
             "outcome",
             LINE_RANKER_OUTCOMES,
             registry,
@@ -233,7 +234,8 @@ class WorkerMetrics:
 
     def line_ranker_fitted(self, outcome: str, seconds: float) -> None:
         self.line_rankers.labels(outcome=outcome).inc()
-        self.line_ranker_seconds.observe(seconds)
+        if outcome == "fitted":
+            self.line_ranker_seconds.observe(seconds)
 
     def precreate_categories(self, categories: Iterable[str]) -> None:
         for category in [*categories, NO_CATEGORY]:

@@ -7,6 +7,7 @@ delivery or whose answer the broker did not take is retried alone; the rest of i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,8 +19,8 @@ import numpy as np
 from broker.codes import ErrorCode
 from broker.contract import MAX_WINDOW_FRAMES, FrameRequest, Timings, encode, error_message, result_message
 from models.answer.head import Decision
-from models.answer.line_scope import LineScope
-from models.answer.object_rule import ObjectRule
+from models.answer.line_scope import LineScope, on_the_versions_scale
+from models.answer.object_rule import FrameVote, ObjectRule
 from models.bundle import ModelBundle
 from models.errors import ImageError, LineError
 from models.store.plant_lines import Line, Lines
@@ -195,6 +196,7 @@ class _Frame:
     error: tuple[ErrorCode, str] | None = None
     decision: Decision | None = None
     line: Line | None = None  # the line it is answered on (named by the frame, or its device's)
+    scope: LineScope | None = None  # how it was answered on that line (its ranker and threshold)
     object_name: str | None = None  # the object it belongs to: the one it names, or the worker's grouping's
     object_state: str | None = None  # its object's state after it (`pending`, `decided`), when it has an object
     result: dict[str, Any] | None = None  # the result sent, when a model looked at the frame (for review)
@@ -204,6 +206,15 @@ class _Frame:
     classify_s: float = 0.0  # its share of the window's one classify call
     queue_s: float = 0.0
     started: float = 0.0  # perf_counter when the worker began on it
+
+
+def _on_the_versions_scale(vote: FrameVote, scope: LineScope | None, version_threshold: float | None) -> FrameVote:
+    """A vote answered on a line at a novelty threshold of its own, its novelty put on the version's scale, where
+    its object's operating point is (several agreeing frames compare their mean novelty with it)."""
+    line_threshold = None if scope is None else scope.novelty_threshold
+    if vote.novelty is None or line_threshold is None or version_threshold is None:
+        return vote
+    return dataclasses.replace(vote, novelty=on_the_versions_scale(vote.novelty, line_threshold, version_threshold))
 
 
 class FramePipeline:
@@ -395,6 +406,7 @@ class FramePipeline:
             request = frame.request
             assert request is not None and frame.object_name is not None
             vote = vote_of(request.frame_id, request.received_at, frame.decision if frame.error is None else None)
+            vote = _on_the_versions_scale(vote, frame.scope, model.object_rule.single_threshold)
             line = frame.line.name if frame.line is not None else request.line
             seen.append(Seen(request.device, frame.object_name, request.object_end, line, vote, frame.ref.digest))
         states, decided = self._objects.track(seen, model)
@@ -490,6 +502,8 @@ class FramePipeline:
                 for frame in frames
             ]
             decisions = model.classify(rows, scopes)
+            for frame, scope in zip(frames, scopes, strict=True):
+                frame.scope = scope
         except Exception as exc:
             logger.exception("classifying %d frame(s) failed", len(frames))
             for frame in frames:

@@ -68,3 +68,16 @@ def ranked_by_lines(probabilities: np.ndarray, features: np.ndarray, scopes: Seq
         mass = result[block].sum(axis=1, keepdims=True)
         result[block] = mass * scope.ranker.probabilities(np.asarray(features[rows], dtype=np.float32))
     return result
+
+
+def on_the_versions_scale(novelty: float, line_threshold: float, version_threshold: float) -> float:
+    """A frame's novelty on a line with a threshold of its own, shifted (in logit space) so that the line's threshold
+    falls on the version's: what an object's operating point, calibrated on the version's scale, compares
+    (models.answer.object_rule). A score at the line's threshold comes out at the version's."""
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-12), 1 - 1e-12)
+        return float(np.log(p / (1 - p)))
+
+    shifted = logit(novelty) + logit(version_threshold) - logit(line_threshold)
+    return float(1 / (1 + np.exp(-shifted)))

@@ -69,7 +69,8 @@ def fit_line_ranker(bundle: ModelBundle, products: Sequence[str], *, seed: int =
 def line_threshold(bundle: ModelBundle, features: np.ndarray, labels: np.ndarray, *, seed: int) -> float | None:
     """The novelty threshold that refuses the version's share of never-seen frames on a line of the products in
     `labels` (their photos' `features`): each fold's products hidden from the line and its ranker, their photos
-    answered on it. None for a version without a novelty score or a line of fewer than CALIBRATE_FROM products."""
+    answered on it; never looser than the version's. None for a version without a novelty score or a line of fewer
+    than CALIBRATE_FROM products."""
     names = np.unique(labels)
     if bundle.novelty is None or bundle.gallery is None or len(names) < CALIBRATE_FROM:
         return None
@@ -86,4 +87,6 @@ def line_threshold(bundle: ModelBundle, features: np.ndarray, labels: np.ndarray
         scope = line_scope(bundle.head.products, np.isin(products, kept), ranker)
         decisions = answerer.answer(features[held], matches=1, allowed=[scope] * int(held.sum()))
         scores += [d.novelty for d in decisions if d.novelty is not None]
-    return threshold_for(np.asarray(scores), bundle.novelty.refuse_unseen) if scores else None
+    if not scores:
+        return None
+    return min(threshold_for(np.asarray(scores), bundle.novelty.refuse_unseen), bundle.novelty.threshold)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from models.answer.head import logistic_classifier
-from models.answer.line_scope import line_scope, ranked_by_lines
+from models.answer.line_scope import line_scope, on_the_versions_scale, ranked_by_lines
+from models.answer.object_rule import FrameVote
 from models.bundle import load_model
 from models.errors import ArtifactError, EnrolmentError
 from models.store.plant_lines import Line
@@ -20,8 +22,10 @@ from models.train.enrolment import stored_base_of
 from models.train.line_ranker import LineRanker, fit_line_ranker
 from tests.unit.test_lines import small_answerer
 from worker.line_filter import LineScopes
+from worker.pipeline import _on_the_versions_scale
 
 PRODUCTS = ("p1", "p2", "p3", "p4")
+BUNDLE = SimpleNamespace(head=SimpleNamespace(feature_dim=2))  # all LineScopes reads of a version: its head's size
 CATEGORIES = ("tops", "tops", "bags", "bags")
 
 
@@ -127,33 +131,79 @@ def test_a_lines_ranker_is_fitted_once_in_the_background_and_used_when_ready() -
     fits.release.clear()
     scopes, outcomes = scopes_with(fits)
     line = Line("press-3", products=("p2",), categories=("bags",), updated_at="t1")
-    first = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=object())  # type: ignore[arg-type]
+    first = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert first is not None and first.ranker is None and first.mask.tolist() == [False, True, True, True]
-    again = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=object())  # type: ignore[arg-type]
+    again = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert again is not None and again.ranker is None  # still fitting: the mask alone, and no second fit
     fits.release.set()
     assert scopes.wait()
-    ready = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=object())  # type: ignore[arg-type]
+    ready = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert ready is not None and ready.ranker is not None and ready.ranker.classes == ("p2", "p3", "p4")
     assert ready.novelty_threshold == 0.4
     assert fits.calls == [("p2", "p3", "p4")] and outcomes == ["fitted"]
     edited = Line("press-3", products=("p1", "p2"), updated_at="t2")  # an edit of the line: fitted again
-    scopes.scope("v1", PRODUCTS, CATEGORIES, edited, bundle=object())  # type: ignore[arg-type]
-    scopes.scope("v2", PRODUCTS, CATEGORIES, edited, bundle=object())  # type: ignore[arg-type]  # a new version too
+    scopes.scope("v1", PRODUCTS, CATEGORIES, edited, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert scopes.wait()
+    scopes.scope("v2", PRODUCTS, CATEGORIES, edited, bundle=BUNDLE)  # type: ignore[arg-type]  # a new version too
     assert scopes.wait() and fits.calls[1:] == [("p1", "p2"), ("p1", "p2")]
     assert scopes.scope("v9", PRODUCTS, CATEGORIES, None) is None
     scopes.close()
 
 
-@pytest.mark.parametrize(("result", "outcome"), [(ArtifactError("a shard is missing"), "failed"), (None, "none")])
+def test_a_fit_queued_for_a_version_no_longer_served_is_skipped_and_a_closed_one_takes_none() -> None:
+    fits = Fits()
+    fits.release.clear()
+    scopes, outcomes = scopes_with(fits)
+    first, second = Line("a", products=("p1", "p2")), Line("b", products=("p3", "p4"))
+    scopes.scope("v1", PRODUCTS, CATEGORIES, first, bundle=BUNDLE)  # type: ignore[arg-type]  # fitting, held
+    scopes.scope("v1", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]  # queued
+    scopes.scope("v2", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]  # v2 served now
+    fits.release.set()
+    assert scopes.wait()
+    assert fits.calls == [("p1", "p2"), ("p3", "p4")] and outcomes == ["fitted", "fitted"]
+    ready = scopes.scope("v2", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert ready is not None and ready.ranker is not None
+    scopes.close()
+    late = scopes.scope("v3", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert late is not None and late.ranker is None and len(fits.calls) == 2  # answered, nothing submitted
+
+
+def test_a_vote_on_a_line_is_put_on_the_versions_scale_for_its_object() -> None:
+    assert on_the_versions_scale(0.3, 0.3, 0.5) == pytest.approx(0.5)
+    assert on_the_versions_scale(0.2, 0.3, 0.5) < 0.5 < on_the_versions_scale(0.4, 0.3, 0.5)
+    vote = FrameVote("f1", 1.0, "p1", "tops", 0.9, 0.3, True)
+    scope = line_scope(PRODUCTS, np.ones(4, dtype=bool), novelty_threshold=0.3)
+    assert _on_the_versions_scale(vote, scope, 0.5).novelty == pytest.approx(0.5)
+    assert _on_the_versions_scale(vote, None, 0.5) is vote  # the whole catalog: as answered
+    assert _on_the_versions_scale(vote, line_scope(PRODUCTS, np.ones(4, dtype=bool)), 0.5) is vote
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome"),
+    [
+        (ArtifactError("a shard is missing"), "failed"),
+        (KeyError("anything else"), "failed"),
+        (EnrolmentError("keeps no training features", "not_enrollable"), "none"),
+        (None, "none"),
+    ],
+)
 def test_a_line_without_a_ranker_keeps_its_mask_and_is_not_fitted_again(result: Any, outcome: str) -> None:
     fits = Fits(result)
     scopes, outcomes = scopes_with(fits)
     line = Line("press-3", products=("p1", "p3"), updated_at="t1")
     for _ in range(3):
-        scope = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=object())  # type: ignore[arg-type]
+        scope = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
         assert scopes.wait()
         assert scope is not None and scope.ranker is None and scope.mask.tolist() == [True, False, True, False]
     assert len(fits.calls) == 1 and outcomes == [outcome]
     without_bundle = LineScopes(fit=fits)
     assert without_bundle.scope("v1", PRODUCTS, CATEGORIES, line) is not None and len(fits.calls) == 1
+
+
+def test_a_ranker_of_another_size_than_the_head_is_refused_off_the_frames_path() -> None:
+    scopes, outcomes = scopes_with(Fits())
+    line, other_size = Line("x", products=("p1", "p2")), SimpleNamespace(head=SimpleNamespace(feature_dim=9))
+    scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=other_size)  # type: ignore[arg-type]
+    assert scopes.wait() and outcomes == ["failed"]
+    scope = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=other_size)  # type: ignore[arg-type]
+    assert scope is not None and scope.ranker is None
