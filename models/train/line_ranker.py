@@ -37,6 +37,7 @@ MAX_LINE_PRODUCTS = 500  # past this a line is answered by the head's ranking am
 FIT_THREADS = 1  # BLAS threads: two made small logistic fits 3.5x slower on a 2-core box (quick_enrolment.py)
 LINE_FOLDS = 5  # the line's products hidden a fifth at a time to calibrate its novelty threshold
 CALIBRATE_FROM = 3  # products with photos a line needs for a threshold of its own (else the version's)
+MIN_CALIBRATION_PHOTOS = 20  # hidden photos a line's threshold is chosen on, at the least
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ def fit_line_ranker(bundle: ModelBundle, products: Sequence[str], *, seed: int =
 def line_threshold(bundle: ModelBundle, features: np.ndarray, labels: np.ndarray, *, seed: int) -> float | None:
     """The novelty threshold that refuses the version's share of never-seen frames on a line of the products in
     `labels` (their photos' `features`): each fold's products hidden from the line and its ranker, their photos
-    answered on it; never looser than the version's. None for a version without a novelty score or a line of fewer
-    than CALIBRATE_FROM products."""
+    answered on it. It may be stricter or looser than the version's: it is the version's operating point measured on
+    the line. None (the version's) for a version without a novelty score, a line of fewer than CALIBRATE_FROM
+    products or fewer than MIN_CALIBRATION_PHOTOS photos to calibrate on."""
     names = np.unique(labels)
     if bundle.novelty is None or bundle.gallery is None or len(names) < CALIBRATE_FROM:
         return None
@@ -87,6 +89,6 @@ def line_threshold(bundle: ModelBundle, features: np.ndarray, labels: np.ndarray
         scope = line_scope(bundle.head.products, np.isin(products, kept), ranker)
         decisions = answerer.answer(features[held], matches=1, allowed=[scope] * int(held.sum()))
         scores += [d.novelty for d in decisions if d.novelty is not None]
-    if not scores:
+    if len(scores) < MIN_CALIBRATION_PHOTOS:
         return None
-    return min(threshold_for(np.asarray(scores), bundle.novelty.refuse_unseen), bundle.novelty.threshold)
+    return threshold_for(np.asarray(scores), bundle.novelty.refuse_unseen)
