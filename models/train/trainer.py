@@ -32,6 +32,7 @@ from models.extract.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbon
 from models.extract.decode import decode_image, decode_photo, resize_center_crop
 from models.extract.feature_cache import FeatureCache
 from models.extract.features import FeatureExtractor, choose_device
+from models.extract.heap import release_free_heap
 from models.extract.onnx_export import ONNX_FILE, OPSET, export_backbone
 from models.extract.recipe import (
     CANDIDATES,
@@ -168,6 +169,7 @@ def extract_features(
             if cache is not None and key is not None:
                 cache.put(key, vector)
         waiting.clear()
+        release_free_heap()  # the batch's transient buffers, given back (models/extract/heap.py)
 
     for index, item in enumerate(images):
         try:
