@@ -260,8 +260,8 @@ def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def accuracy_figures(size: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Top-1, known right, category, macro-F1 and never-seen refused of the store in `work`/n`size` on another
     day's photos; the same on a line of its first `args.line` parts (never-seen parts included), ranked by the
-    line's own classifier and by the head alone, against a model trained on those parts alone (trained here, or
-    the one an earlier run left)."""
+    line's own classifier and by the head alone, against a model trained on those parts alone (trained here; with
+    --accuracy-only, the one an earlier run left when there is one)."""
     folder = work / f"n{size}"
     store = folder / "store"
     camera = parts.export_camera_folder(folder / "test", products=min(size, 100), per_product=args.test_photos)
@@ -277,7 +277,7 @@ def accuracy_figures(size: int, args: argparse.Namespace, work: Path) -> dict[st
     ranked = figures(answers(store, on_line, allowed=line), line_truth, line_categories)
     masked = figures(answers(store, on_line, allowed=line, ranked=False), line_truth, line_categories)
     alone_store = work / f"n{size}-line" / "store"
-    if not (alone_store / "current").exists():
+    if not (args.accuracy_only and (alone_store / "current").exists()):  # a full run trains it anew
         alone_store, _, _ = train_parts(alone_store.parent, len(line), args.photos, args.classifiers, reuse=args.reuse)
     alone = figures(answers(alone_store, on_line), line_truth, line_categories)
     return {
