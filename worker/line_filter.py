@@ -38,6 +38,7 @@ class LineScopes:
         self._tried: set[Key] = set()
         self._latest = ""  # the version the last frame was answered with: a fit queued for an older one is skipped
         self._closed = False
+        self._queued = 0  # fits submitted and not finished: at none, the fit's cached rows are released
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-ranker") if fit else None
 
@@ -72,6 +73,7 @@ class LineScopes:
             start = bundle is not None and self._pool is not None and key not in self._tried and not self._closed
             if start:
                 self._tried.add(key)
+                self._queued += 1
         if start:
             assert self._pool is not None and bundle is not None
             chosen = tuple(p for p, keep in zip(products, scope.mask.tolist(), strict=True) if keep)
@@ -79,7 +81,19 @@ class LineScopes:
         return scope
 
     def _fit_quietly(self, key: Key, bundle: ModelBundle, products: tuple[str, ...], chosen: tuple[str, ...]) -> None:
-        """Fit one line's ranker; a failure is logged and counted, and the line stays answered by its mask."""
+        """Fit one line's ranker; a failure is logged and counted, and the line stays answered by its mask. The last
+        fit waiting releases what the fit function kept for the ones after it (a version's training rows)."""
+        try:
+            self._fit_one(key, bundle, products, chosen)
+        finally:
+            with self._lock:
+                self._queued -= 1
+                idle = self._queued == 0
+            release = getattr(self._fit, "release", None)
+            if idle and release is not None:
+                release()
+
+    def _fit_one(self, key: Key, bundle: ModelBundle, products: tuple[str, ...], chosen: tuple[str, ...]) -> None:
         assert self._fit is not None
         if key[0] != self._latest or self._closed:  # queued for a version no longer served
             with self._lock:
@@ -128,5 +142,8 @@ class LineScopes:
 
     def close(self) -> None:
         self._closed = True
+        release = getattr(self._fit, "release", None)
+        if release is not None:  # fits cancelled below never get to release it
+            release()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -43,7 +43,7 @@ from models.store.plant_lines import LinesView
 from models.store.review_store import ReviewStore
 from models.store.versions import CURRENT, MANIFEST, use_redis_lock
 from models.store.writer_lock import RedisStoreLocks
-from models.train.line_ranker import fit_line_ranker
+from models.train.line_ranker import LineRankerFits
 from worker.batcher import MicroBatcher
 from worker.budget import FrameBudget
 from worker.consolidator import Consolidator
@@ -191,7 +191,7 @@ def _line_scopes(settings: WorkerSettings, metrics: WorkerMetrics) -> LineScopes
     transport-only engine: it has no features)."""
     if settings.engine == TRANSPORT_ONLY_ENGINE:
         return LineScopes()
-    return LineScopes(fit=fit_line_ranker, on_fitted=metrics.line_ranker_fitted)
+    return LineScopes(fit=LineRankerFits(), on_fitted=metrics.line_ranker_fitted)
 
 
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> bool:

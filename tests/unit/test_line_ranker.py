@@ -18,8 +18,9 @@ from models.answer.object_rule import FrameVote
 from models.bundle import load_model
 from models.errors import ArtifactError, EnrolmentError
 from models.store.plant_lines import Line
+from models.train import line_ranker
 from models.train.enrolment import stored_base_of
-from models.train.line_ranker import LineRanker, fit_line_ranker
+from models.train.line_ranker import LineRanker, LineRankerFits, fit_line_ranker
 from tests.unit.test_lines import small_answerer
 from worker.line_filter import LineScopes
 from worker.pipeline import _on_the_versions_scale
@@ -94,6 +95,26 @@ def test_a_ranker_is_fitted_on_the_versions_photos_of_the_lines_products(model_s
     assert fit_line_ranker(bundle, [line[0], "no-such-product"]) is None
 
 
+def test_a_workers_fits_read_a_versions_rows_once_until_released(
+    model_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_model(model_store)
+    reads: list[str] = []
+
+    def counted(version: Any) -> Any:
+        reads.append(version.version)
+        return stored_base_of(version)
+
+    monkeypatch.setattr(line_ranker, "stored_base_of", counted)
+    fits = LineRankerFits()
+    first, second = fits(bundle, bundle.head.products[:3]), fits(bundle, bundle.head.products[3:6])
+    assert first is not None and second is not None and reads == [bundle.version]
+    assert second.classifier.classes == tuple(sorted(bundle.head.products[3:6]))
+    assert fits(bundle, bundle.head.products[:1]) is None and len(reads) == 1  # nothing to fit, nothing read
+    fits.release()
+    assert fits(bundle, bundle.head.products[:2]) is not None and len(reads) == 2
+
+
 def test_a_version_without_training_rows_has_no_ranker(model_store: Path) -> None:
     bundle = load_model(model_store)
     manifest = {key: value for key, value in bundle.manifest.items() if key != "enrolment_base"}
@@ -106,13 +127,17 @@ class Fits:
 
     def __init__(self, result: Any = "ranker") -> None:
         self.calls: list[tuple[str, ...]] = []
-        self.release = threading.Event()
-        self.release.set()
+        self.go = threading.Event()
+        self.go.set()
         self.result = result
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
 
     def __call__(self, bundle: Any, products: Any) -> Any:
         self.calls.append(tuple(products))
-        self.release.wait(5)
+        self.go.wait(5)
         if isinstance(self.result, Exception):
             raise self.result
         if self.result == "ranker":
@@ -128,14 +153,14 @@ def scopes_with(fits: Fits) -> tuple[LineScopes, list[str]]:
 
 def test_a_lines_ranker_is_fitted_once_in_the_background_and_used_when_ready() -> None:
     fits = Fits()
-    fits.release.clear()
+    fits.go.clear()
     scopes, outcomes = scopes_with(fits)
     line = Line("press-3", products=("p2",), categories=("bags",), updated_at="t1")
     first = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert first is not None and first.ranker is None and first.mask.tolist() == [False, True, True, True]
     again = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert again is not None and again.ranker is None  # still fitting: the mask alone, and no second fit
-    fits.release.set()
+    fits.go.set()
     assert scopes.wait()
     ready = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
     assert ready is not None and ready.ranker is not None and ready.ranker.classes == ("p2", "p3", "p4")
@@ -152,15 +177,16 @@ def test_a_lines_ranker_is_fitted_once_in_the_background_and_used_when_ready() -
 
 def test_a_fit_queued_for_a_version_no_longer_served_is_skipped_and_a_closed_one_takes_none() -> None:
     fits = Fits()
-    fits.release.clear()
+    fits.go.clear()
     scopes, outcomes = scopes_with(fits)
     first, second = Line("a", products=("p1", "p2")), Line("b", products=("p3", "p4"))
     scopes.scope("v1", PRODUCTS, CATEGORIES, first, bundle=BUNDLE)  # type: ignore[arg-type]  # fitting, held
     scopes.scope("v1", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]  # queued
     scopes.scope("v2", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]  # v2 served now
-    fits.release.set()
+    fits.go.set()
     assert scopes.wait()
     assert fits.calls == [("p1", "p2"), ("p3", "p4")] and outcomes == ["fitted", "fitted"]
+    assert fits.released == 1  # what the fits kept (a version's rows) goes once none is waiting
     ready = scopes.scope("v2", PRODUCTS, CATEGORIES, second, bundle=BUNDLE)  # type: ignore[arg-type]
     assert ready is not None and ready.ranker is not None
     scopes.close()
