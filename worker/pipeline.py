@@ -97,7 +97,7 @@ class ServedModel:
     info: ModelInfo
     prepare: Callable[[bytes], Any]  # decode (or, for a GPU decoder, check) one image
     features: Callable[[list[Any]], Sequence[np.ndarray | ImageError]]  # its engine, one batch of prepared images
-    # its head and gallery: each row's decision, a row with a mask (its line's) answered among those products only
+    # its head and gallery: each row's decision, a row with a scope (its line's) answered among those products only
     classify: Callable[[np.ndarray, Sequence[LineScope | None] | None], list[Decision]]
     catalog: Mapping[str, Mapping[str, Any]]
     description: Mapping[str, str]  # name, version, backbone, engine, device: the partsight_model info labels
