@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.answer.classifiers import Classifier
+from models.answer.novelty import logit
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,10 +75,5 @@ def on_the_versions_scale(novelty: float, line_threshold: float, version_thresho
     """A frame's novelty on a line with a threshold of its own, shifted (in logit space) so that the line's threshold
     falls on the version's: what an object's operating point, calibrated on the version's scale, compares
     (models.answer.object_rule). A score at the line's threshold comes out at the version's."""
-
-    def logit(p: float) -> float:
-        p = min(max(p, 1e-12), 1 - 1e-12)
-        return float(np.log(p / (1 - p)))
-
     shifted = logit(novelty) + logit(version_threshold) - logit(line_threshold)
     return float(1 / (1 + np.exp(-shifted)))

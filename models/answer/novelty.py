@@ -175,10 +175,11 @@ def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:
     below = below[below < threshold]
     if below.size == 0:
         return threshold
-
-    def logit(p: float) -> float:
-        p = min(max(p, 1e-12), 1 - 1e-12)
-        return float(np.log(p / (1 - p)))
-
     middle = (logit(threshold) + logit(float(below.max()))) / 2
     return float(1 / (1 + np.exp(-middle)))
+
+
+def logit(p: float) -> float:
+    """The log-odds of a score in (0, 1), clipped away from 0 and 1."""
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(np.log(p / (1 - p)))

@@ -32,10 +32,10 @@ from models.answer.novelty import threshold_for
 from models.answer.row_shards import StoredRows
 from models.bundle import ModelBundle
 from models.train.enrolment import stored_base_of
+from models.train.quick_enrolment import FIT_THREADS  # small fits on one BLAS thread, as an enrolment's
 
 LINE_CANDIDATE = Candidate("logistic", 3.0, "pca")  # chosen on two data sets: module docstring
 MAX_LINE_PRODUCTS = 500  # past this a line is answered by the head's ranking among its products (a fit takes long)
-FIT_THREADS = 1  # BLAS threads: two made small logistic fits 3.5x slower on a 2-core box (quick_enrolment.py)
 LINE_FOLDS = 5  # the line's products hidden a fifth at a time to calibrate its novelty threshold
 CALIBRATE_FROM = 3  # products with photos a line needs for a threshold of its own (else the version's)
 MIN_CALIBRATION_PHOTOS = 20  # hidden photos a line's threshold is chosen on, at the least
@@ -55,8 +55,8 @@ def fit_line_ranker(
     fewer than two of them have photos or there are more than MAX_LINE_PRODUCTS. `rows`: the version's stored
     training rows when the caller has read them (else read here). EnrolmentError when the version keeps no base,
     ArtifactError when it is malformed."""
-    wanted = sorted(set(products))
-    if len(wanted) < 2 or len(wanted) > MAX_LINE_PRODUCTS:
+    wanted = _rankable(products)
+    if wanted is None:
         return None
     stored = rows if rows is not None else stored_base_of(bundle)[0]
     columns = stored.columns
@@ -69,6 +69,12 @@ def fit_line_ranker(
         classifier = fit_candidate(LINE_CANDIDATE, features, labels.tolist(), seed=seed)
         threshold = line_threshold(bundle, features, labels, seed=seed)
     return LineRanker(classifier, threshold)
+
+
+def _rankable(products: Sequence[str]) -> list[str] | None:
+    """The line's products, each once and in order, when a ranker can be fitted for that many (else None)."""
+    wanted = sorted(set(products))
+    return wanted if 2 <= len(wanted) <= MAX_LINE_PRODUCTS else None
 
 
 def line_threshold(bundle: ModelBundle, features: np.ndarray, labels: np.ndarray, *, seed: int) -> float | None:
@@ -107,7 +113,7 @@ class LineRankerFits:
         self._rows: tuple[str, StoredRows] | None = None
 
     def __call__(self, bundle: ModelBundle, products: Sequence[str]) -> LineRanker | None:
-        if len(set(products)) < 2 or len(set(products)) > MAX_LINE_PRODUCTS:
+        if _rankable(products) is None:
             return None  # nothing to fit: no rows to read
         key = str(bundle.path)
         if self._rows is None or self._rows[0] != key:
