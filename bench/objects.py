@@ -1,7 +1,7 @@
 """Objects (several frames of one part, one decision) against single frames, at the shipped operating point.
 
     .venv/bin/python -m bench.objects [--datasets parts,fashion,digits] [--known-objects 60] [--unseen-objects 40]
-                                      [--parts 100] [--photos 20] [--seed 0]
+                                      [--parts 100] [--photos 20] [--seed 0] [--tune]
 
 Each data set gets its own model, trained as `partsight train` trains by default, on 20 photos of each known
 product; never-seen products are kept out of it:
@@ -11,6 +11,9 @@ product; never-seen products are kept out of it:
 - fashion: 7 Fashion-MNIST products, the other 3 never seen; an object's frames are different test photos of one
   product (harder than frames of one garment: nothing repeats);
 - digits: scikit-learn's digits, 3 and 7 never seen; frames as for fashion.
+
+`--tune` trains each model as `partsight train --tune` does (its defaults; the table says whether its
+cross-validation kept the tuned backbone).
 
 Each object's frames go through the model as a worker answers them; their votes are decided with the
 service's rule (models.answer.object_rule, PARTSIGHT_OBJECT_AGREE 3, MAX_FRAMES 10): early when three agree,
@@ -41,6 +44,7 @@ from models.extract.decode import decode_image
 from models.recognizer import Recognizer
 from models.train import datasets, parts
 from models.train.trainer import TrainOptions, train
+from models.train.tuning import TuneOptions
 from worker.object_tracker import vote_of
 from worker.runtime import object_rule_of
 
@@ -207,6 +211,7 @@ def main() -> int:
     parser.add_argument("--parts", type=int, default=100, help="look-alike parts the parts model knows")
     parser.add_argument("--photos", type=int, default=20, help="training photos per product")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tune", action="store_true", help="train as `partsight train --tune` (its defaults)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="partsight-objects-") as scratch:
@@ -215,8 +220,12 @@ def main() -> int:
             work = Path(scratch) / name
             stream = parts_stream(work, args, rng) if name == "parts" else photo_stream(work, name, args, rng)
             store = work / "store"
-            train(TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False))
-            rows.append({"data set": name, **measure(store, stream)})
+            tune = TuneOptions() if args.tune else None
+            version = train(
+                TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False, tune=tune)
+            )
+            tuned = json.loads((version / "report.json").read_text()).get("tuning", {}).get("kept")
+            rows.append({"data set": name, **({"tuned": tuned} if args.tune else {}), **measure(store, stream)})
             print(json.dumps(rows[-1]), flush=True)
     print(records_table(rows))
     return 0
