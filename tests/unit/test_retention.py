@@ -214,3 +214,44 @@ def test_a_load_verifies_every_file_and_a_file_tampered_after_a_load_is_refused_
     head.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"head\.npz has sha256"):
         load_model(store)
+
+
+def _small_version(store: Path) -> Path:
+    return write_model(
+        store,
+        name="m",
+        head=ProductHead(("a", "b"), ("x", "x"), {None: logistic_classifier(("a", "b"), np.eye(2, 4), np.zeros(2))}),
+        catalog={p: {"product": p, "name": p, "category": "x"} for p in ("a", "b")},
+        backbone={"name": "efficientnet_lite0", "feature_dim": 4},
+    )
+
+
+def test_the_version_a_process_just_wrote_is_served_without_reading_it_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.bundle
+
+    version = _small_version(tmp_path / "store")
+    verified: list[str] = []
+    real_verify = models.bundle.verify_file
+    monkeypatch.setattr(
+        models.bundle,
+        "verify_file",
+        lambda folder, manifest, name: verified.append(name) or real_verify(folder, manifest, name),
+    )
+
+    first = load_model(tmp_path / "store")  # what a worker does once its own enrolment moved `current`
+    assert verified == [] and first.path == version and first.head.products == ("a", "b")
+    assert load_model(version).version == first.version and "head.npz" in verified  # the next load reads every file
+
+
+def test_a_file_changed_after_the_write_is_verified_by_the_first_load(tmp_path: Path) -> None:
+    version = _small_version(tmp_path / "store")
+    head = version / "head.npz"
+    data = bytearray(head.read_bytes())
+    data[-10] ^= 0x01
+    os.unlink(head)  # a new file in its place (the blob it linked stays as it was)
+    head.write_bytes(bytes(data))
+
+    with pytest.raises(ArtifactError, match=r"head\.npz has sha256"):
+        load_model(version)
