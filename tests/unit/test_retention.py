@@ -230,15 +230,16 @@ def test_the_version_a_process_just_wrote_is_served_without_reading_it_again_onc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import models.bundle
+    from models.store import versions
 
     version = _small_version(tmp_path / "store")
     verified: list[str] = []
-    real_verify = models.bundle.verify_file
-    monkeypatch.setattr(
-        models.bundle,
-        "verify_file",
-        lambda folder, manifest, name: verified.append(name) or real_verify(folder, manifest, name),
-    )
+
+    def counted(folder: Path, manifest: dict[str, object], name: str) -> Path:
+        verified.append(name)
+        return versions.verify_file(folder, manifest, name)
+
+    monkeypatch.setattr(models.bundle, "verify_file", counted)
 
     first = load_model(tmp_path / "store")  # what a worker does once its own enrolment moved `current`
     assert verified == [] and first.path == version and first.head.products == ("a", "b")
