@@ -132,6 +132,7 @@ def write_model(
     novelty: NoveltyModel | None = None,
     locked: bool = False,
     builds_on: ModelBundle | None = None,
+    keep_verified: bool = False,
 ) -> Path:
     """Write a new version under `store`, verify it, and point `current` at it (under the store's lock, unless
     the caller holds it: `locked`); nothing half-written is ever visible.
@@ -139,6 +140,8 @@ def write_model(
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
     entries merged into the manifest. `builds_on`: the version this one changes (an enrolment's, a
     consolidation's), whose catalog, labels and spreads shards it links, writing only what changed.
+    `keep_verified`: the bundle its verification loaded is what this process's next load of the version returns
+    (an enrolment in a worker, which serves the version at once; see _JustWritten).
     """
     store.mkdir(parents=True, exist_ok=True)
     version = version or new_version()
@@ -164,7 +167,8 @@ def write_model(
         # in place, verified and current under the store's lock: never beside an enrolment, an activation or a prune
         with contextlib.nullcontext() if locked else store_lock(store):
             os.replace(staging, final)
-            _just_written.keep(final, replace(verified, path=final))
+            if keep_verified:
+                _just_written.keep(final, replace(verified, path=final))
             point_current(store, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -173,10 +177,10 @@ def write_model(
 
 
 class _JustWritten:
-    """The version this process wrote last, as its verification loaded it, for the first load_model of that version
-    in this process: a worker swapping in the version its own enrolment just wrote takes it instead of reading and
-    verifying every file a second time (at 1,000 parts 0.45 s of the enrolment's path to its first frame). Taken once,
-    and only while every file of the version is the one written (the same inode, size and modification time, as
+    """The version this process wrote last with `keep_verified`, as its verification loaded it, for the first
+    load_model of that version in this process: a worker swapping in the version its own enrolment just wrote takes
+    it instead of reading and verifying every file a second time (0.45 s at 1,000 parts). Taken once, and only while
+    every file of the version is the one written (the same inode, size and modification time, as
     versions.hashing_once trusts within one load); any later load reads and verifies the files again."""
 
     def __init__(self) -> None:

@@ -569,6 +569,7 @@ def write_version(  # noqa: PLR0917
         center=bundle.center,
         gallery=refitted.gallery,
         novelty=refitted.novelty,
+        keep_verified=kind == "enrolment",  # a worker serves the version it enrolled at once
     )
 
 

@@ -216,13 +216,14 @@ def test_a_load_verifies_every_file_and_a_file_tampered_after_a_load_is_refused_
         load_model(store)
 
 
-def _small_version(store: Path) -> Path:
+def _small_version(store: Path, *, keep_verified: bool = True) -> Path:
     return write_model(
         store,
         name="m",
         head=ProductHead(("a", "b"), ("x", "x"), {None: logistic_classifier(("a", "b"), np.eye(2, 4), np.zeros(2))}),
         catalog={p: {"product": p, "name": p, "category": "x"} for p in ("a", "b")},
         backbone={"name": "efficientnet_lite0", "feature_dim": 4},
+        keep_verified=keep_verified,
     )
 
 
@@ -244,6 +245,11 @@ def test_the_version_a_process_just_wrote_is_served_without_reading_it_again_onc
     first = load_model(tmp_path / "store")  # what a worker does once its own enrolment moved `current`
     assert verified == [] and first.path == version and first.head.products == ("a", "b")
     assert load_model(version).version == first.version and "head.npz" in verified  # the next load reads every file
+
+    verified.clear()
+    other = _small_version(tmp_path / "other", keep_verified=False)  # a training's: nothing kept
+    load_model(other)
+    assert "head.npz" in verified
 
 
 def test_a_file_changed_after_the_write_is_verified_by_the_first_load(tmp_path: Path) -> None:
