@@ -7,6 +7,7 @@ torch, torchvision, scikit-learn or Pillow.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -175,11 +176,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     )
     print(f"model written to {path} ({Path(args.out) / 'current'} points at it)")
+    _print_summary(path)
     try:
         report_pruned(retention.prune(Path(args.out), retention.keep_from_env(os.environ)))
     except (ModelError, OSError) as exc:  # the model is written and current; the next prune tries again
         print(f"old versions were not pruned: {exc}", file=sys.stderr)
     return 0
+
+
+def _print_summary(version: Path) -> None:
+    """The report's figures an operator acts on (models.train.summary); the whole report is beside the model."""
+    from models.train.summary import summary_lines  # noqa: PLC0415
+
+    try:
+        report = json.loads((version / "report.json").read_text())
+    except (OSError, ValueError) as exc:  # written a moment ago; say so, the model itself is fine
+        print(f"the training report could not be read: {exc}", file=sys.stderr)
+        return
+    for line in summary_lines(report):
+        print(line)
+    print(f"the whole report: {version / 'report.md'}")
 
 
 def report_pruned(pruned: retention.Pruned) -> None:
