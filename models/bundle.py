@@ -181,7 +181,8 @@ class _JustWritten:
     load_model of that version in this process: a worker swapping in the version its own enrolment just wrote takes
     it instead of reading and verifying every file a second time (0.45 s at 1,000 parts). Taken once, and only while
     every file of the version is the one written (the same inode, size and modification time, as
-    versions.hashing_once trusts within one load); any later load reads and verifies the files again."""
+    versions.hashing_once trusts within one load); any later load reads and verifies the files again. A load of
+    another version of the same store lets it go (it would never be taken: not held for the next enrolment)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -195,9 +196,13 @@ class _JustWritten:
     def take(self, version_dir: Path) -> ModelBundle | None:
         folder = version_dir.resolve()
         with self._lock:
-            if self._kept is None or self._kept[0] != str(folder):
+            if self._kept is None:
                 return None
-            _, fingerprint, bundle = self._kept
+            kept_folder, fingerprint, bundle = self._kept
+            if kept_folder != str(folder):
+                if Path(kept_folder).parent == folder.parent:  # another version of its store served: never taken
+                    self._kept = None
+                return None
             self._kept = None
         try:
             same = _fingerprint(folder) == fingerprint

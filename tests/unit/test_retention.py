@@ -246,6 +246,12 @@ def test_the_version_a_process_just_wrote_is_served_without_reading_it_again_onc
     assert verified == [] and first.path == version and first.head.products == ("a", "b")
     assert load_model(version).version == first.version and "head.npz" in verified  # the next load reads every file
 
+    _small_version(tmp_path / "store")
+    load_model(version)  # another version of the store served: the one kept is let go
+    verified.clear()
+    load_model(tmp_path / "store")
+    assert "head.npz" in verified
+
     verified.clear()
     other = _small_version(tmp_path / "other", keep_verified=False)  # a training's: nothing kept
     load_model(other)
