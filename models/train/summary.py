@@ -1,6 +1,6 @@
 """What `partsight train` tells the operator when it is done, from the version's report: how often the folds got the
 product right, what the never-seen operating point refuses and what it costs the known photos, and, where it
-refuses most of what the head gets right (look-alike products, which a hidden variant's siblings look just like),
+refuses many of the answers the head gets right (look-alike products, which a hidden variant's siblings look just like),
 the same folds at other operating points and what may help. Pure: the report in, lines out.
 """
 
@@ -47,7 +47,7 @@ def _trade_off(curve: Sequence[Mapping[str, Any]], *, tuned: bool) -> list[str]:
     shown = ", ".join(f"--refuse-unseen {share}: {right:.1%} right" for share, right in points if right is not None)
     lines = [f"  the same folds at other operating points: {shown}"] if shown else []
     lines.append(
-        "  most right answers are refused: the products the folds hid look like known ones (look-alikes), so "
+        "  many right answers are refused: where the products the folds hid look like known ones (look-alikes), "
         "refusing them refuses their siblings too. "
         + ("" if tuned else "`partsight train --tune` may tell them apart better; ")
         + "a lower --refuse-unseen answers more, and more never-seen products wrongly (docs/training.md)"
