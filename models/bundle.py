@@ -172,6 +172,7 @@ def write_model(
             point_current(store, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _just_written.forget(final)  # `current` did not move: nothing will take it
         raise
     return final
 
@@ -192,6 +193,11 @@ class _JustWritten:
         folder = version_dir.resolve()
         with self._lock:
             self._kept = (str(folder), _fingerprint(folder), bundle)
+
+    def forget(self, version_dir: Path) -> None:
+        with self._lock:
+            if self._kept is not None and self._kept[0] == str(version_dir.resolve()):
+                self._kept = None
 
     def take(self, version_dir: Path) -> ModelBundle | None:
         folder = version_dir.resolve()

@@ -195,7 +195,8 @@ def _print_summary(version: Path) -> None:
         return
     for line in summary_lines(report):
         print(line)
-    print(f"the whole report: {version / 'report.md'}")
+    whole = version / "report.md"  # not written for a model too small to cross-validate
+    print(f"the whole report: {whole if whole.is_file() else version / 'report.json'}")
 
 
 def report_pruned(pruned: retention.Pruned) -> None:

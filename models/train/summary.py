@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 OTHER_POINTS = (0.5, 0.95)  # the never-seen shares the trade-off line shows beside the shipped one
-COSTLY_SHARE = 0.75  # the trade-off lines when known photos answered right are under this share of those ranked first
+# the trade-off lines when the known photos answered right are under this share of those the same folds rank right
+COSTLY_SHARE = 0.75
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
@@ -33,8 +34,10 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"{float(open_set['unseen_refused']):.1%} of them and answers {right:.1%} of known photos right "
         f"({float(open_set['known_refused']):.1%} refused)"
     )
-    if isinstance(accuracy, int | float) and right < COSTLY_SHARE * accuracy:
-        lines += _trade_off(open_set.get("curve") or [], tuned=bool((report.get("tuning") or {}).get("kept")))
+    curve = open_set.get("curve") or []
+    ranked_right = float(curve[0].get("known_answered_right", 0.0)) if curve else accuracy  # the folds, none refused
+    if isinstance(ranked_right, int | float) and right < COSTLY_SHARE * ranked_right:
+        lines += _trade_off(curve, tuning=report.get("tuning"))
     return lines
 
 
@@ -42,17 +45,23 @@ def _count(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else "?"
 
 
-def _trade_off(curve: Sequence[Mapping[str, Any]], *, tuned: bool) -> list[str]:
+def _trade_off(curve: Sequence[Mapping[str, Any]], *, tuning: Mapping[str, Any] | None) -> list[str]:
     points = [(share, _known_right_at(curve, share)) for share in OTHER_POINTS]
     shown = ", ".join(f"--refuse-unseen {share}: {right:.1%} right" for share, right in points if right is not None)
     lines = [f"  the same folds at other operating points: {shown}"] if shown else []
     lines.append(
         "  many right answers are refused: where the products the folds hid look like known ones (look-alikes), "
         "refusing them refuses their siblings too. "
-        + ("" if tuned else "`partsight train --tune` may tell them apart better; ")
+        + _tuning_advice(tuning)
         + "a lower --refuse-unseen answers more, and more never-seen products wrongly (docs/training.md)"
     )
     return lines
+
+
+def _tuning_advice(tuning: Mapping[str, Any] | None) -> str:
+    if tuning is None:
+        return "`partsight train --tune` may tell them apart better; "
+    return "" if tuning.get("kept") else "--tune was tried and not kept (its figures are in the report); "
 
 
 def _known_right_at(curve: Sequence[Mapping[str, Any]], unseen_share: float) -> float | None:

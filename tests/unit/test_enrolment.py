@@ -132,12 +132,26 @@ def checked_against_the_whole_gallery(bundle: ModelBundle, vectors: np.ndarray, 
     }
 
 
-def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_new_product_is_enrolled_and_recognised(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.bundle
+    from models.store import versions
+
+    verified: list[str] = []
+
+    def counted(folder: Path, manifest: dict[str, Any], name: str) -> Path:
+        verified.append(name)
+        return versions.verify_file(folder, manifest, name)
+
     before = resolve(store).name
     features = LocalFeatures()
     enrolled = enrol(store, "gauge-3", digit_photos(3, 20), record=DIGIT_RECORD, features_of=features)
     assert enrolled.new_product and enrolled.photos == 20 and resolve(store).name == enrolled.version != before
-    bundle = load_model(store)  # verified like any version
+    monkeypatch.setattr(models.bundle, "verify_file", counted)
+    bundle = load_model(store)  # as the enrolment's own verification loaded it (a worker serving what it enrolled)
+    assert verified == [] and bundle.path == resolve(store)
+    assert load_model(store).version == bundle.version and "head.npz" in verified  # any later load verifies
     assert "gauge-3" in bundle.head.products and bundle.catalog["gauge-3"]["unit"] == "bar"
     assert bundle.manifest["enrolment"]["base_version"] == before
     assert bundle.manifest["enrolment"]["mode"] == "quick"
@@ -168,7 +182,9 @@ def test_a_new_product_is_enrolled_and_recognised(store: Path, capsys: pytest.Ca
     assert "[1 quick enrolment(s) to consolidate]" in capsys.readouterr().out.splitlines()[-1]
     consolidated = consolidate(store)  # what a worker runs in the background: every node refitted
     assert consolidated.version == resolve(store).name and consolidated.folded == 1 and consolidated.carried == 0
+    verified.clear()
     bundle = load_model(store)
+    assert "head.npz" in verified  # a consolidation's version is read and verified by whoever loads it
     assert bundle.head.refinements == () and "gauge-3" in bundle.head.base_products
     assert bundle.manifest["consolidation"]["consolidates"] == enrolled.version
     assert bundle.novelty is not None and bundle.novelty.record() != kept.record()  # calibrated again

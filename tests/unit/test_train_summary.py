@@ -40,6 +40,8 @@ def test_a_costly_operating_point_is_shown_with_the_same_folds_elsewhere_and_wha
     assert "--refuse-unseen 0.5: 38.7% right, --refuse-unseen 0.95: 2.0% right" in lines[2]
     assert "--tune" in lines[3]
     assert "--tune" not in summary_lines(report(top1=0.645, right=0.12, tuned=True))[-1]  # tuned already
+    untuned = {**report(top1=0.645, right=0.12), "tuning": {"kept": False}}
+    assert "--tune was tried and not kept" in summary_lines(untuned)[-1]
 
 
 def test_an_operating_point_that_keeps_most_right_answers_gets_no_advice() -> None:
