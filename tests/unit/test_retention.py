@@ -268,3 +268,15 @@ def test_a_file_changed_after_the_write_is_verified_by_the_first_load(tmp_path: 
 
     with pytest.raises(ArtifactError, match=r"head\.npz has sha256"):
         load_model(version)
+
+
+def test_a_write_whose_current_did_not_move_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.bundle
+
+    def refused(store: Path, version: str) -> None:
+        raise ArtifactError("the store's lock was lost")
+
+    monkeypatch.setattr(models.bundle, "point_current", refused)
+    with pytest.raises(ArtifactError, match="lock was lost"):
+        _small_version(tmp_path / "store")
+    assert models.bundle._just_written._kept is None  # what a worker would otherwise hold until its next enrolment
