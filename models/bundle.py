@@ -218,9 +218,8 @@ class _JustWritten:
 
 
 def _fingerprint(folder: Path) -> dict[str, tuple[int, ...]]:
-    """Each file of a version folder: its device, inode, size and modification time."""
-    stats = {entry.name: entry.stat() for entry in folder.iterdir()}
-    return {name: (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats.items()}
+    """Each file of a version folder by what versions.hashing_once trusts (versions.file_identity)."""
+    return {entry.name: versions.file_identity(entry) for entry in folder.iterdir()}
 
 
 _just_written = _JustWritten()

@@ -45,12 +45,17 @@ _HASHED: contextvars.ContextVar[dict[tuple[int, int, int, int], str] | None] = c
 )
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What a file read once is trusted to be unchanged by: its device, inode, size and modification time."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def file_sha256(path: Path) -> str:
     memo = _HASHED.get()
     key = None
     if memo is not None:
-        stat = path.stat()
-        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = file_identity(path)
         if key in memo:
             return memo[key]
     digest = hashlib.sha256()
