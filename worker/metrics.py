@@ -21,7 +21,7 @@ REVIEW_DROP_REASONS = ("sampled", "busy", "error", "too_large", "evicted_count",
 
 
 OBJECT_OUTCOMES = ("recognized", "unknown")
-OBJECT_REASONS = ("agreed", "object_end", "max_frames", "gap")
+OBJECT_REASONS = ("agreed", "object_end", "max_frames", "next_object", "gap")
 
 
 class ObjectMetrics:

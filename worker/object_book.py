@@ -16,7 +16,7 @@ object (broker.framestore), so the gap never closes an object while one of its f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,14 +126,19 @@ class ObjectState:
         return int(self.fields.get("frames", "0"))
 
 
-def run_scripts(redis: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
-    """Lua scripts (redis-py Script objects with their keys and arguments) in one round trip, by their sha; a
-    Redis that forgot them (restarted) is given them again and the calls made again (each script here may run
-    twice: it changes nothing the second time)."""
+def run_scripts(
+    redis: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], reads: Sequence[str] = ()
+) -> list[Any]:
+    """Lua scripts (redis-py Script objects with their keys and arguments) in one round trip, by their sha, then
+    HGETALL of each of `reads` (their replies after the scripts'); a Redis that forgot the scripts (restarted) is
+    given them again and the calls made again (each script here may run twice: it changes nothing the second
+    time)."""
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for key in reads:
+            pipe.hgetall(key)
         try:
             return list(pipe.execute())
         except NoScriptError:
@@ -157,6 +162,12 @@ def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _read(key: str, raw: Mapping[Any, Any]) -> ObjectState | None:
+    """An object's hash as HGETALL gave it; None where it is gone."""
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
+    return None if not fields else ObjectState(key, DECIDED if "decided" in fields else PENDING, fields)
+
+
 def _state(key: str, reply: Sequence[Any]) -> ObjectState:
     flat = [as_text(item) for item in reply]
     return ObjectState(key, flat[0], dict(zip(flat[1::2], flat[2::2], strict=True)))
@@ -176,8 +187,14 @@ class ObjectBook:
     def append_many(self, appends: Sequence[Append], gap_s: float) -> list[ObjectState]:
         """Add each frame to its object (in order, one round trip), its deadline `gap_s` past Redis's clock, and
         return each object's state after it."""
-        if not appends:
-            return []
+        return self.append_and_read(appends, gap_s, ())[0]
+
+    def append_and_read(
+        self, appends: Sequence[Append], gap_s: float, keys: Sequence[str]
+    ) -> tuple[list[ObjectState], list[ObjectState | None]]:
+        """append_many, and the objects of `keys` as they are after it (read_many), in the same round trip."""
+        if not appends and not keys:
+            return [], []
         calls = [
             (
                 self._append,
@@ -195,7 +212,9 @@ class ObjectBook:
             )
             for item in appends
         ]
-        return [_state(item.key, reply) for item, reply in zip(appends, run_scripts(self._redis, calls), strict=True)]
+        replies = run_scripts(self._redis, calls, reads=keys)
+        appended = [_state(item.key, reply) for item, reply in zip(appends, replies[: len(appends)], strict=True)]
+        return appended, [_read(key, raw) for key, raw in zip(keys, replies[len(appends) :], strict=True)]
 
     def read_many(self, keys: Sequence[str]) -> list[ObjectState | None]:
         """Objects as they are now; None where the hash is gone."""
@@ -204,11 +223,7 @@ class ObjectBook:
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        states: list[ObjectState | None] = []
-        for key, raw in zip(keys, pipe.execute(), strict=True):
-            fields = {as_text(k): as_text(v) for k, v in raw.items()}
-            states.append(None if not fields else ObjectState(key, DECIDED if "decided" in fields else PENDING, fields))
-        return states
+        return [_read(key, raw) for key, raw in zip(keys, pipe.execute(), strict=True)]
 
     def claim_many(self, claims: Sequence[Claim], *, lease_s: float) -> list[int]:
         """Each claim's outcome, in one round trip: CLAIMED (this caller publishes its event; anyone may publish it

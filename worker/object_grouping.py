@@ -7,6 +7,10 @@ one device answered by several workers at once still join one object: a window's
 one compare-and-set on the object the worker read, and a worker that lost the race reads again. Each frame's object
 is remembered by its ledger key, so a frame tried again (a refused answer, a redelivery) keeps its object. A frame
 older than the device's newest one that joins nothing is an object of its own and leaves the device's object be.
+
+When a device's frame starts another object, the one before can take no more frames: the join marks it (`next` in
+its hash in worker.object_book, beside `joined`, the count of frames put in it) and names it to the caller, so it is
+decided as soon as every frame put in it has voted (worker.object_tracker), not a gap later.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from broker.framestore import object_key
 from worker.object_book import as_text, run_scripts
 from worker.object_tracker import AUTO_NAME_PREFIX
 
@@ -27,34 +32,56 @@ AUTO_PREFIX = "partsight:object-auto:"
 FRAME_OBJECT_PREFIX = "partsight:object-of:"  # a frame's ledger key: the object the grouping put it in
 RETRIES = 5
 
-# KEYS[1] the device's object; KEYS[2..] each frame's remembered object. ARGV: the object the caller read ('' for
-# none), the gap, the keys' lifetime, the newest frame's vector, then for each frame: its time, alike ('1' or '0',
-# to the frame before it), a fresh name.
+# KEYS[1] the device's object; KEYS[2..n+1] each frame's remembered object; KEYS[n+2] the book's hash of the object
+# the caller read (worker.object_book); KEYS[n+3..2n+2] the book's hash of each frame's fresh name. ARGV: the object
+# the caller read ('' for none), the gap, the keys' lifetime, the newest frame's vector, then for each frame: its
+# time, alike ('1' or '0', to the frame before it), a fresh name. Each frame put in an object counts in its hash's
+# `joined`; the object a new one replaces as the device's gets `next` = 1. Replies 'ok', each frame's object, then
+# the objects the device moved on from.
 _JOIN = """
 local current = redis.call('HGET', KEYS[1], 'name') or ''
 if current ~= ARGV[1] then return {'retry'} end
 local last = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
 local gap = tonumber(ARGV[2])
+local count = (#KEYS - 2) / 2
+local current_key = KEYS[count + 2]
 local moved = false
 local out = {'ok'}
-for i = 2, #KEYS do
-  local name = redis.call('GET', KEYS[i])
+local left = {}
+local function kept(key)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[3]) end
+end
+local function joined(key)
+  redis.call('HINCRBY', key, 'joined', 1)
+  kept(key)
+end
+for i = 1, count do
+  local name = redis.call('GET', KEYS[i + 1])
   if not name then
-    local base = 4 + (i - 2) * 3
+    local base = 4 + (i - 1) * 3
     local at = tonumber(ARGV[base + 1])
     if current ~= '' and ARGV[base + 2] == '1' and math.abs(at - last) <= gap then
       name = current
+      joined(current_key)
       if at > last then last = at end
       moved = true
     elseif at >= last then
+      if current ~= '' then
+        redis.call('HSET', current_key, 'next', '1')
+        kept(current_key)
+        table.insert(left, current)
+      end
       name = ARGV[base + 3]
       current = name
+      current_key = KEYS[count + 2 + i]
+      joined(current_key)
       last = at
       moved = true
     else
       name = ARGV[base + 3]
+      joined(KEYS[count + 2 + i])
     end
-    redis.call('SET', KEYS[i], name, 'EX', ARGV[3])
+    redis.call('SET', KEYS[i + 1], name, 'EX', ARGV[3])
   end
   table.insert(out, name)
 end
@@ -62,8 +89,18 @@ if moved then
   redis.call('HSET', KEYS[1], 'name', current, 'at', tostring(last), 'vector', ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
+for _, name in ipairs(left) do table.insert(out, name) end
 return out
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """Each frame's object name, in the frames' order, and the objects (worker.object_book's keys) their devices
+    moved on from: a frame of the device started another, so no frame joins them any more."""
+
+    names: list[str]
+    moved_on: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +157,11 @@ class AutoGrouping:
         self._make_name = make_name
         self._join = redis.register_script(_JOIN)
 
-    def assign(self, frames: Sequence[Unnamed], similarity: float | None) -> list[str]:
-        """Each frame's object name: one read of every device's object and one join per device (two round
-        trips), more only for a device another worker moved meanwhile."""
+    def assign(self, frames: Sequence[Unnamed], similarity: float | None) -> Assigned:
+        """Each frame's object name and the objects left behind: one read of every device's object and one join
+        per device (two round trips), more only for a device another worker moved meanwhile."""
         names = [""] * len(frames)
+        moved_on: list[str] = []
         by_device: dict[str, list[int]] = {}
         for index in sorted(range(len(frames)), key=lambda i: frames[i].received_at):
             by_device.setdefault(frames[index].device, []).append(index)
@@ -131,11 +169,11 @@ class AutoGrouping:
         for _ in range(RETRIES):
             if not devices:
                 break
-            devices = self._join_devices(devices, by_device, frames, similarity, names)
+            devices = self._join_devices(devices, by_device, frames, similarity, Assigned(names, moved_on))
         for device in devices:  # other workers kept moving these devices' objects: objects of their own
             for index in by_device[device]:
                 names[index] = self._make_name()
-        return names
+        return Assigned(names, moved_on)
 
     def _join_devices(
         self,
@@ -143,21 +181,27 @@ class AutoGrouping:
         by_device: dict[str, list[int]],
         frames: Sequence[Unnamed],
         similarity: float | None,
-        names: list[str],
+        assigned: Assigned,
     ) -> list[str]:
-        """One attempt for each device; the devices to try again."""
+        """One attempt for each device (into `assigned`); the devices to try again."""
         pipe = self._redis.pipeline(transaction=False)
         for device in devices:
             pipe.hmget(auto_key(device), "name", "vector")
         calls = []
         for device, (name, vector) in zip(devices, pipe.execute(), strict=True):
-            last, args = decoded(as_text(vector)), []
+            last, args, fresh = decoded(as_text(vector)), [], []
             for index in by_device[device]:
                 frame = frames[index]
-                args += [repr(frame.received_at), int(alike(last, frame.features, similarity)), self._make_name()]
+                fresh.append(self._make_name())
+                args += [repr(frame.received_at), int(alike(last, frame.features, similarity)), fresh[-1]]
                 last = np.asarray(frame.features, dtype=np.float32)
             newest = encoded(frames[by_device[device][-1]].features)  # what the next window compares with
-            keys = [auto_key(device), *(self._frame_key(frames[index]) for index in by_device[device])]
+            keys = [
+                auto_key(device),
+                *(self._frame_key(frames[index]) for index in by_device[device]),
+                object_key(device, as_text(name)),
+                *(object_key(device, made) for made in fresh),
+            ]
             calls.append((self._join, keys, [as_text(name), repr(self._gap_s), self._ttl_s, newest, *args]))
         again = []
         for device, reply in zip(devices, run_scripts(self._redis, calls), strict=True):
@@ -165,8 +209,10 @@ class AutoGrouping:
             if found[0] != "ok":
                 again.append(device)
                 continue
-            for index, name in zip(by_device[device], found[1:], strict=True):
-                names[index] = name
+            count = len(by_device[device])
+            for index, name in zip(by_device[device], found[1 : count + 1], strict=True):
+                assigned.names[index] = name
+            assigned.moved_on.extend(object_key(device, name) for name in found[count + 1 :])
         return again
 
     @staticmethod

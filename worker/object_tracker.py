@@ -1,10 +1,12 @@
 """Frames of one physical part to one decision: each frame's vote into its object, the rule asked whether the
 object is decided, the decision claimed once, and its event handed to the publisher.
 
-A frame's object is the name it carries (MQTT 5 user property `object`). The object is decided early when
-`agree` of its frames agree (models.answer.object_rule), or when it ends: its `object_end` frame, its
-`max_frames`-th frame, or the gap after its last frame (closed by `close_due`, which every worker's sweeper
-runs, so a device that went quiet, or a worker killed mid-object, still gets its event).
+A frame's object is the name it carries (MQTT 5 user property `object`) or the one the worker's grouping gave it
+(worker.object_grouping). The object is decided early when `agree` of its frames agree
+(models.answer.object_rule), or when it ends: its `object_end` frame, its `max_frames`-th frame, for a grouped
+object its device's next frame starting another object (once every frame put in it has voted), or the gap after
+its last frame (closed by `close_due`, which every worker's sweeper runs, so a device that went quiet, or a worker
+killed mid-object, still gets its event).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 AUTO_NAME_PREFIX = "auto-"  # worker.object_grouping's names
 AUTO_KEEP_S = 600  # a grouped object's decision, and each grouped frame's object, are remembered this long
 CLAIM_TRIES = 5  # a claim beaten by a frame appended meanwhile reads and decides again, this often at most
-AGREED, ENDED, MAX_FRAMES, GAP = "agreed", "object_end", "max_frames", "gap"
+AGREED, ENDED, MAX_FRAMES, NEXT, GAP = "agreed", "object_end", "max_frames", "next_object", "gap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +114,9 @@ class ObjectTracker:
         self._on_decided = on_decided
         self._clock = clock
 
-    def track(self, seen: Sequence[Seen], model: Any) -> tuple[list[str], list[Decided]]:
-        """Each frame's object state (`pending` or `decided`) after it, and the objects this call decided."""
+    def track(self, seen: Sequence[Seen], model: Any, moved_on: Sequence[str] = ()) -> tuple[list[str], list[Decided]]:
+        """Each frame's object state (`pending` or `decided`) after it, and the objects this call decided: theirs,
+        and those of `moved_on` (keys of grouped objects their device moved on from) whose frames have all voted."""
         keys = [object_key(item.device, item.name) for item in seen]
         appends = [
             Append(
@@ -127,10 +130,13 @@ class ObjectTracker:
             )
             for key, item in zip(keys, seen, strict=True)
         ]
-        states = self._book.append_many(appends, gap_s=self.settings.gap_s)
+        in_window = set(keys)
+        left = [key for key in dict.fromkeys(moved_on) if key not in in_window]
+        states, found = self._book.append_and_read(appends, self.settings.gap_s, left)  # one round trip
         last: dict[str, ObjectState] = {}
         for state in states:
             last[state.key] = state  # the state after the window's last frame of each object
+        last.update((item.key, item) for item in found if item is not None and item.state == PENDING)
         outcome = self._decide_many(list(last.values()), model, final=False)
         decided = [result for result in outcome.values() if isinstance(result, Decided)]
         return [
@@ -262,6 +268,8 @@ class ObjectTracker:
             return None if self._book.still_coming(state) else (best_answer(votes, rule), ENDED)
         if state.frames >= self.settings.max_frames:
             return best_answer(votes, rule), MAX_FRAMES
+        if _moved_on_from(state):
+            return best_answer(votes, rule), NEXT
         early = early_answer(votes, rule)
         return None if early is None else (early, AGREED)
 
@@ -285,6 +293,16 @@ def votes_of(state: ObjectState) -> list[FrameVote]:
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("a frame's vote in object %s cannot be read (%s); left out", state.key, exc)
     return sorted(votes, key=lambda vote: (vote.received_at, vote.frame_id))
+
+
+def _moved_on_from(state: ObjectState) -> bool:
+    """A grouped object its device moved on from, every frame put in it voted (worker.object_grouping's `next`
+    and `joined`)."""
+    try:
+        joined = int(state.fields.get("joined", "0"))
+    except ValueError:
+        return False
+    return state.fields.get("next") == "1" and state.frames >= max(joined, 1)
 
 
 def _vote_field(item: Seen) -> str:

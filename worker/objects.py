@@ -22,7 +22,7 @@ from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from worker.metrics import ObjectMetrics
 from worker.object_book import ObjectBook
-from worker.object_grouping import AutoGrouping, Unnamed
+from worker.object_grouping import Assigned, AutoGrouping, Unnamed
 from worker.object_tracker import Decided, ObjectTracker, Seen
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,12 @@ class Objects:
         self._confirmed: list[str] = []  # events the broker took, not yet off the outbox (paho's thread adds)
         self._confirmed_lock = threading.Lock()
 
-    def track(self, seen: Sequence[Seen], model: Any) -> tuple[list[str], list[Decided]]:
-        return self._tracker.track(seen, model)
+    def track(self, seen: Sequence[Seen], model: Any, moved_on: Sequence[str] = ()) -> tuple[list[str], list[Decided]]:
+        return self._tracker.track(seen, model, moved_on)
 
-    def group(self, frames: Sequence[Unnamed], model: Any) -> list[str] | None:
-        """Object names for frames that carry none; None when the worker does not group them (turned off)."""
+    def group(self, frames: Sequence[Unnamed], model: Any) -> Assigned | None:
+        """Object names for frames that carry none, and the grouped objects their devices moved on from; None when
+        the worker does not group them (turned off)."""
         if self._grouping is None or not frames:
             return None
         return self._grouping.assign(frames, self._same_product(model))

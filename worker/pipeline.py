@@ -30,7 +30,7 @@ from worker.errors import MalformedTask, SettleFailed
 from worker.ledger import Claim, Settlement, ledger_key
 from worker.line_filter import LineScopes
 from worker.metrics import NO_CATEGORY, WorkerMetrics
-from worker.object_grouping import Unnamed
+from worker.object_grouping import Assigned, Unnamed
 from worker.object_tracker import Decided, Seen, vote_of
 from worker.publisher import DELIVERED, REFUSED, Answer
 from worker.review_sink import FrameFeatures, NoReview
@@ -64,8 +64,10 @@ class FeatureBatcher(Protocol):
 class ObjectFrames(Protocol):
     """worker.objects.Objects: frames into their objects, and the events of the objects they decided."""
 
-    def track(self, seen: Sequence[Seen], model: ServedModel) -> tuple[list[str], list[Decided]]: ...
-    def group(self, frames: Sequence[Unnamed], model: ServedModel) -> list[str] | None: ...
+    def track(
+        self, seen: Sequence[Seen], model: ServedModel, moved_on: Sequence[str] = ()
+    ) -> tuple[list[str], list[Decided]]: ...
+    def group(self, frames: Sequence[Unnamed], model: ServedModel) -> Assigned | None: ...
     def publish(self, decided: Sequence[Decided]) -> None: ...
 
 
@@ -397,7 +399,7 @@ class FramePipeline:
         ends); Redis errors propagate, as the ledger's do: the window is tried again, and counts each frame once."""
         if self._objects is None:
             return []
-        self._group_unnamed(model, work)
+        moved_on = self._group_unnamed(model, work)
         named = [frame for frame in work if frame.object_name is not None]
         if not named:
             return []
@@ -409,14 +411,14 @@ class FramePipeline:
             vote = _on_the_versions_scale(vote, frame.scope, model.object_rule.single_threshold)
             line = frame.line.name if frame.line is not None else request.line
             seen.append(Seen(request.device, frame.object_name, request.object_end, line, vote, frame.ref.digest))
-        states, decided = self._objects.track(seen, model)
+        states, decided = self._objects.track(seen, model, moved_on)
         for frame, state in zip(named, states, strict=True):
             frame.object_state = state
         return decided
 
-    def _group_unnamed(self, model: ServedModel, work: list[_Frame]) -> None:
+    def _group_unnamed(self, model: ServedModel, work: list[_Frame]) -> list[str]:
         """Each frame's object: the one it names, else (answered frames with features) the one the worker's
-        grouping puts it in."""
+        grouping puts it in; the grouped objects their devices moved on from."""
         assert self._objects is not None
         unnamed: list[tuple[_Frame, Unnamed]] = []
         for frame in work:
@@ -429,9 +431,12 @@ class FramePipeline:
                 unnamed.append(
                     (frame, Unnamed(request.device, request.received_at, frame.features, frame.ref.ledger_key))
                 )
-        names = self._objects.group([item for _, item in unnamed], model) if unnamed else None
-        for (frame, _), name in zip(unnamed, names or [], strict=False):
+        assigned = self._objects.group([item for _, item in unnamed], model) if unnamed else None
+        if assigned is None:
+            return []
+        for (frame, _), name in zip(unnamed, assigned.names, strict=True):
             frame.object_name = name
+        return assigned.moved_on
 
     def _late_delivery(self, ref: FrameRef) -> Callable[[], None]:
         """What runs (in paho's network thread) when an answer's PUBACK comes after the window stopped waiting:

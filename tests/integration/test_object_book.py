@@ -205,12 +205,14 @@ def test_a_devices_frames_that_look_alike_and_come_close_are_one_object(client: 
         Unnamed("cam", 10.4, other),  # looks like something else: a new object
         Unnamed("cam", 11.5, other),  # alike, but after the gap: a new object
     ]
-    names = grouping.assign(frames, similarity=0.9)
+    assigned = grouping.assign(frames, similarity=0.9)
+    names = assigned.names
     assert names[0] == names[1] and len({names[1], names[2], names[3], names[4]}) == 4
     assert all(name.startswith("auto-") for name in names)
+    assert assigned.moved_on == [object_key("cam", names[0]), object_key("cam", names[3])]  # no frame joins them
     later = grouping.assign([Unnamed("cam", 11.6, other)], similarity=0.9)  # the next window goes on from there
-    assert later == [names[4]]
-    alone = grouping.assign([Unnamed("solo", 1.0, part), Unnamed("solo", 1.1, part)], similarity=None)
+    assert later.names == [names[4]] and later.moved_on == []
+    alone = grouping.assign([Unnamed("solo", 1.0, part), Unnamed("solo", 1.1, part)], similarity=None).names
     assert alone[0] != alone[1]  # without a similarity, each frame is its own object
 
 
@@ -223,7 +225,8 @@ def test_frames_of_one_device_answered_by_several_workers_at_once_join_one_objec
     def work(index: int) -> None:
         start.wait()
         for k in range(10):
-            names[index] += workers[index].assign([Unnamed("cam", 100.0 + k * 0.01 + index * 0.001, vector(1, 0))], 0.9)
+            found = workers[index].assign([Unnamed("cam", 100.0 + k * 0.01 + index * 0.001, vector(1, 0))], 0.9)
+            names[index] += found.names
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
     for thread in threads:
@@ -231,17 +234,46 @@ def test_frames_of_one_device_answered_by_several_workers_at_once_join_one_objec
     for thread in threads:
         thread.join()
     assert len({name for found in names for name in found}) == 1  # 40 alike frames within the gap: one object
+    assert client.hget(object_key("cam", names[0][0]), "joined") == b"40"  # each counted once, none lost to a race
 
 
 def test_a_frame_tried_again_keeps_its_object_and_a_late_one_takes_nothing_over(client: redis_lib.Redis) -> None:
     grouping = AutoGrouping(client, gap_s=0.7, ttl_s=60)
     part, next_part = vector(1, 0, 0), vector(0, 1, 0)
-    first = grouping.assign([Unnamed("cam", 10.0, part, "ledger-1"), Unnamed("cam", 10.2, part, "ledger-2")], 0.9)
+    first = grouping.assign([Unnamed("cam", 10.0, part, "ledger-1"), Unnamed("cam", 10.2, part, "ledger-2")], 0.9).names
     assert first[0] == first[1]
-    moved_on = grouping.assign([Unnamed("cam", 12.0, next_part, "ledger-3")], 0.9)  # the next part
-    # frame 2 tried again (its answer was refused, or it was delivered twice): it keeps its object
-    assert grouping.assign([Unnamed("cam", 10.2, part, "ledger-2")], 0.9) == [first[1]]
+    moved_on = grouping.assign([Unnamed("cam", 12.0, next_part, "ledger-3")], 0.9).names  # the next part
+    # frame 2 tried again (its answer was refused, or it was delivered twice): it keeps its object, counted once
+    assert grouping.assign([Unnamed("cam", 10.2, part, "ledger-2")], 0.9).names == [first[1]]
+    assert client.hget(object_key("cam", first[0]), "joined") == b"2"
     # a frame older than the device's newest that joins nothing: an object of its own, the device's stays
     late = grouping.assign([Unnamed("cam", 10.4, vector(0, 0, 1), "ledger-4")], 0.9)
-    assert late[0] not in (first[0], moved_on[0])
-    assert grouping.assign([Unnamed("cam", 12.1, next_part, "ledger-5")], 0.9) == moved_on
+    assert late.names[0] not in (first[0], moved_on[0]) and late.moved_on == []
+    assert grouping.assign([Unnamed("cam", 12.1, next_part, "ledger-5")], 0.9).names == moved_on
+
+
+def test_a_grouped_object_is_decided_when_its_device_moves_on_once_every_frame_in_it_voted(
+    client: redis_lib.Redis,
+) -> None:
+    grouping = AutoGrouping(client, gap_s=5.0, ttl_s=60)
+    objects = tracker(client, Clock(), gap_s=5.0)
+    part, next_part, third_part = vector(1, 0, 0), vector(0, 1, 0), vector(0, 0, 1)
+    first = grouping.assign([Unnamed("cam", 10.0, part, "l-1"), Unnamed("cam", 10.1, part, "l-2")], 0.9)
+    assert first.names[0] == first.names[1] and first.moved_on == []
+    one, two = frame(first.names[0]), frame(first.names[1])
+    assert objects.track([one], MODEL) == (["pending"], [])  # frame 2's worker has not answered it yet
+    second = grouping.assign([Unnamed("cam", 10.2, next_part, "l-3")], 0.9)  # the next part, on another worker
+    assert second.moved_on == [object_key("cam", first.names[0])]
+    states, decided = objects.track([frame(second.names[0])], MODEL, second.moved_on)
+    assert states == ["pending"] and decided == []  # the first part waits for its second frame's vote
+    states, decided = objects.track([two], MODEL)  # which ends it: its device moved on
+    assert states == ["decided"] and len(decided) == 1
+    event = decided[0].event
+    assert (event["reason"], event["frames"], event["product"]) == ("next_object", 2, "drill")
+    assert event["frame_ids"] == [one.vote.frame_id, two.vote.frame_id]
+    third = grouping.assign([Unnamed("cam", 10.3, third_part, "l-4")], 0.9)
+    states, decided = objects.track([frame(third.names[0])], MODEL, third.moved_on)
+    assert states == ["pending"] and [item.event["object"] for item in decided] == [second.names[0]]
+    assert decided[0].event["reason"] == "next_object" and decided[0].event["frames"] == 1
+    assert client.zscore(OPEN_KEY, object_key("cam", second.names[0])) is None  # no sweep will close it again
+    assert objects.track([frame(first.names[0])], MODEL) == (["decided"], [])  # a late frame of a decided part

@@ -57,6 +57,15 @@ def a_sure_photo(recognizer: Any, camera_photos: list[tuple[Path, str]]) -> tupl
     pytest.fail("no camera photo is named right under the object threshold")
 
 
+def an_unlike_photo(recognizer: Any, camera_photos: list[tuple[Path, str]], image: bytes, product: str) -> bytes:
+    """The photo of another product least like `image` (the lowest cosine of their features): never grouped with it."""
+    others = [path for path, name in camera_photos if name != product]
+    decoded = [decode_image(data, size=recognizer.input_size) for data in [image, *(p.read_bytes() for p in others)]]
+    features = np.asarray(recognizer.features(np.stack(decoded)), dtype=np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return others[int(np.argmin(features[1:] @ features[0]))].read_bytes()
+
+
 def test_frames_of_one_object_get_one_event_when_three_agree(
     stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
 ) -> None:
@@ -154,4 +163,14 @@ def test_frames_that_name_no_object_are_grouped_by_the_worker(
         assert other != name and other.startswith("auto-")
         event = one_event(stack, listener, device, other)
         assert event["frame_ids"] == [alone] and event["reason"] == "gap" and event["frames"] == 1
+        # a camera that shows each part once: a part's object is decided when the next part's frame comes
+        parts = [uuid.uuid4().hex, uuid.uuid4().hex]
+        stack.send(client, device, parts[:1], [image])
+        first = listener.wait_frame(parts[0])[1]["object"]  # answered (so the next part comes after it), in its gap
+        stack.send(client, device, parts[1:], [an_unlike_photo(recognizer, camera_photos, image, product)])
+        second = listener.wait_frame(parts[1])[1]["object"]
+        assert first != second
+        event = one_event(stack, listener, device, first)
+        assert event["frame_ids"] == parts[:1] and event["reason"] == "next_object" and event["product"] == product
+        assert one_event(stack, listener, device, second)["reason"] == "gap"  # no part after it: its gap ends it
         client.disconnect()
