@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.answer.classifiers import Classifier
-from models.answer.novelty import logit
+from models.answer.novelty import expit, logit
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,5 +75,4 @@ def on_the_versions_scale(novelty: float, line_threshold: float, version_thresho
     """A frame's novelty on a line with a threshold of its own, shifted (in logit space) so that the line's threshold
     falls on the version's: what an object's operating point, calibrated on the version's scale, compares
     (models.answer.object_rule). A score at the line's threshold comes out at the version's."""
-    shifted = logit(novelty) + logit(version_threshold) - logit(line_threshold)
-    return float(1 / (1 + np.exp(-shifted)))
+    return expit(logit(novelty) + logit(version_threshold) - logit(line_threshold))

@@ -176,10 +176,16 @@ def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:
     if below.size == 0:
         return threshold
     middle = (logit(threshold) + logit(float(below.max()))) / 2
-    return float(1 / (1 + np.exp(-middle)))
+    return expit(middle)
 
 
 def logit(p: float) -> float:
     """The log-odds of a score in (0, 1), clipped away from 0 and 1."""
     p = min(max(p, 1e-12), 1 - 1e-12)
     return float(np.log(p / (1 - p)))
+
+
+def expit(x: float) -> float:
+    """The score whose log-odds are `x` (logit's inverse; the arrays' overflow-safe form is
+    models.answer.classifiers.sigmoid)."""
+    return float(1 / (1 + np.exp(-x)))
