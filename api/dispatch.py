@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import redis
 
 from broker.contract import ENROL_QUEUE, ENROL_TASK, MODEL_CHANNEL
 from broker.dispatch import announce_current, producer_app, redis_client_url
+from broker.line_rankers import ranker_states
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ class Dispatcher(Protocol):
 
     def ping(self) -> bool:
         """Whether Redis answers."""
+
+    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
+        """Each line's workers' last tries at its ranker (broker.line_rankers), by line; None when Redis is away."""
 
     def close(self) -> None: ...
 
@@ -65,6 +70,13 @@ class RedisDispatcher:
             return bool(self._redis.ping())
         except redis.RedisError:
             return False
+
+    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
+        try:
+            return ranker_states(self._redis, lines)
+        except redis.RedisError as exc:
+            logger.warning("the lines' ranker states could not be read (%s)", exc)
+            return None
 
     def close(self) -> None:
         self._redis.close()

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from broker.line_rankers import RankerState
 from models.answer.line_scope import LineScope, line_scope
 from models.bundle import ModelBundle
 from models.errors import ArtifactError, EnrolmentError
@@ -28,12 +29,20 @@ Key = tuple[str, str, str]  # version, line, the line's updated_at
 
 
 class LineScopes:
-    def __init__(self, fit: RankerFit | None = None, on_fitted: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        fit: RankerFit | None = None,
+        on_fitted: Callable[[str, float], None] | None = None,
+        on_state: Callable[[RankerState], None] | None = None,
+    ) -> None:
         """`fit`: a line's ranker from a version and its products (None: lines answered by the mask alone);
         `on_fitted(outcome, seconds)` after each try: fitted (its seconds), none (nothing to fit: a line of one
-        product, or a version that keeps no training rows) or failed (seconds 0: not observed)."""
+        product, or a version that keeps no training rows) or failed (seconds 0: not observed); `on_state(state)`
+        then too, with the line, the version and the ranker (broker.line_rankers: what the operator page shows). A
+        failing `on_state` is logged, never raised."""
         self._fit = fit
         self._on_fitted = on_fitted or (lambda outcome, seconds: None)
+        self._on_state = on_state
         self._scopes: dict[Key, LineScope] = {}  # oldest first: past MAX_SCOPES the oldest goes
         self._tried: set[Key] = set()
         self._latest = ""  # the version the last frame was answered with: a fit queued for an older one is skipped
@@ -112,15 +121,15 @@ class LineScopes:
                     self._scopes[key] = line_scope(products, current.mask, ranker.classifier, ranker.novelty_threshold)
         except EnrolmentError as exc:  # a version that keeps no training rows: the head alone, as for any such line
             logger.debug("line %s on version %s: no ranker of its own (%s)", key[1], key[0], exc)
-            self._on_fitted("none", 0.0)
+            self._tried_once(key, "none")
             return
         except Exception:  # never out of this thread unseen: the line stays answered by the head alone
             logger.exception("line %s on version %s: its ranker could not be fitted", key[1], key[0])
-            self._on_fitted("failed", 0.0)
+            self._tried_once(key, "failed")
             return
         seconds = time.perf_counter() - started
         if ranker is None:
-            self._on_fitted("none", 0.0)
+            self._tried_once(key, "none")
             return
         logger.info(
             "line %s on version %s ranked by its own classifier (%d products, novelty threshold %s, %.2f s)",
@@ -130,7 +139,28 @@ class LineScopes:
             "the version's" if ranker.novelty_threshold is None else f"{ranker.novelty_threshold:.3f}",
             seconds,
         )
-        self._on_fitted("fitted", seconds)
+        self._tried_once(key, "fitted", seconds, ranker)
+
+    def _tried_once(self, key: Key, outcome: str, seconds: float = 0.0, ranker: LineRanker | None = None) -> None:
+        """One try's outcome to the metrics and, where asked, as the line's ranker state."""
+        self._on_fitted(outcome, seconds)
+        if self._on_state is None:
+            return
+        version, line, updated_at = key
+        state = RankerState(
+            line,
+            updated_at,
+            version,
+            outcome,
+            round(seconds, 3),
+            len(ranker.classifier.classes) if ranker is not None else 0,
+            ranker.novelty_threshold if ranker is not None else None,
+            time.time(),
+        )
+        try:
+            self._on_state(state)
+        except Exception as exc:  # Redis away: the frames are answered all the same
+            logger.warning("line %s: its ranker's state was not recorded (%s)", line, exc)
 
     def wait(self, timeout_s: float = 30.0) -> bool:
         """True once every fit started so far has finished (tests and benches)."""

@@ -26,6 +26,7 @@ from broker.dispatch import announce_current, redis_client_url
 from broker.errors import PublishFailed
 from broker.framestore import FrameStore
 from broker.http import serve
+from broker.line_rankers import record_state
 from broker.mqtt import MqttConnection
 from broker.topics import Topics
 from models.answer.gallery import Gallery
@@ -107,7 +108,7 @@ class Runtime:
         objects = _objects(
             settings, client=redis_client, connection=connection, topics=topics, slot=slot, metrics=metrics
         )
-        line_scopes = _line_scopes(settings, metrics)
+        line_scopes = _line_scopes(settings, metrics, redis_client)
         pipeline = FramePipeline(
             model=slot.get,
             lines=lines.current,
@@ -186,12 +187,16 @@ class Runtime:
             self.objects.take_confirmed_quietly()
 
 
-def _line_scopes(settings: WorkerSettings, metrics: WorkerMetrics) -> LineScopes:
+def _line_scopes(settings: WorkerSettings, metrics: WorkerMetrics, client: redis.Redis) -> LineScopes:
     """Lines answered among their products, each ranked by a classifier of its own once fitted (not with the
-    transport-only engine: it has no features)."""
+    transport-only engine: it has no features); each try's outcome counted and kept in Redis for the operator."""
     if settings.engine == TRANSPORT_ONLY_ENGINE:
         return LineScopes()
-    return LineScopes(fit=LineRankerFits(), on_fitted=metrics.line_ranker_fitted)
+    return LineScopes(
+        fit=LineRankerFits(),
+        on_fitted=metrics.line_ranker_fitted,
+        on_state=functools.partial(record_state, client, settings.worker_id),
+    )
 
 
 def publish_quietly(connection: MqttConnection, topic: str, payload: bytes) -> bool:

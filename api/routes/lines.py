@@ -4,6 +4,7 @@ version (models.store.plant_lines); every change is announced to the workers, wh
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -45,8 +46,14 @@ class DeviceBody(BaseModel):
     line: str | None
 
 
-def line_record(line: Line, lines: Lines) -> dict[str, Any]:
-    return {**line.record(), "devices": lines.devices_on(line.name)}
+def line_record(line: Line, lines: Lines, rankers: Mapping[str, list[dict[str, Any]]] | None) -> dict[str, Any]:
+    """A line as the API shows it: what it makes, its devices, and each worker's last try at its own ranker for
+    this edit of it (`rankers`: by line; null when Redis did not say)."""
+    return {
+        **line.record(),
+        "devices": lines.devices_on(line.name),
+        "rankers": None if rankers is None else rankers.get(line.name, []),
+    }
 
 
 def api_error(exc: LineError | StoreBusy) -> ApiError:
@@ -66,13 +73,18 @@ def router(services: Services, auth: Auth) -> APIRouter:
         except LineError as exc:
             raise ApiError(500, exc.code, exc.message) from exc
 
+    def rankers(*found: Line) -> dict[str, list[dict[str, Any]]] | None:
+        return services.dispatcher.line_rankers([(line.name, line.updated_at) for line in found])
+
     def announce(what: str) -> bool:
         return services.dispatcher.announce(current_version(store) or "", f"lines: {what}")
 
     @routes.get("/v1/lines", dependencies=[Depends(auth.require(None))], summary="Every line and its devices")
     def list_lines() -> dict[str, Any]:
         lines = current()
-        return {"lines": [line_record(line, lines) for _, line in sorted(lines.lines.items())]}
+        ordered = [line for _, line in sorted(lines.lines.items())]
+        states = rankers(*ordered)
+        return {"lines": [line_record(line, lines, states) for line in ordered]}
 
     @routes.get("/v1/lines/{line}", dependencies=[Depends(auth.require(None))], summary="One line and its devices")
     def get_line(line: str) -> dict[str, Any]:
@@ -80,7 +92,7 @@ def router(services: Services, auth: Auth) -> APIRouter:
         found = lines.lines.get(line)
         if found is None:
             raise ApiError(404, store_lines.UNKNOWN_LINE, f"there is no line {line[:80]!r}")
-        return line_record(found, lines)
+        return line_record(found, lines, rankers(found))
 
     @routes.put(
         "/v1/lines/{line}",
@@ -109,7 +121,7 @@ def router(services: Services, auth: Auth) -> APIRouter:
             len(saved.products),
             len(saved.categories),
         )
-        return {**line_record(saved, current()), "created": created, "announced": announced}
+        return {**line_record(saved, current(), {}), "created": created, "announced": announced}
 
     @routes.delete("/v1/lines/{line}", dependencies=[Depends(auth.require(ADMIN))], summary="Remove a line")
     def delete_line(line: str) -> dict[str, Any]:

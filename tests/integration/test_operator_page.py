@@ -335,6 +335,7 @@ def test_operator_keeps_lines_and_a_devices_frames_are_answered_on_its_line(page
     page.get_by_test_id("line-save").click()
     line = page.locator("[data-testid=line][data-line=press-3]")
     expect(line.get_by_test_id("line-makes")).to_have_text(", ".join(on_line))
+    expect(line.get_by_test_id("line-ranker")).to_contain_text("until a worker answers one of its frames")
 
     page.get_by_test_id("device-id").fill("press-cam")
     page.get_by_test_id("device-line").select_option("press-3")
@@ -345,6 +346,10 @@ def test_operator_keeps_lines_and_a_devices_frames_are_answered_on_its_line(page
     answer = send_frame(stack, "press-cam", gear_photo(7))
     assert answer["line"] == "press-3" and answer["product"] in (None, *on_line), answer
     assert {entry["product"] for entry in answer["top_k"]} <= set(on_line)
+    # and the worker that answered it fits the line's own classifier, which the page then names
+    ranked = "own classifier over 2 products, the version's novelty threshold, fitted in"
+    expect(line.get_by_test_id("line-ranker")).to_contain_text(ranked, timeout=30_000)
+    expect(line.get_by_test_id("line-ranker")).to_contain_text(f"(version {answer['model']['version']})")
 
     # a line with a device on it is not removed; once the device is off it, it is
     line.get_by_test_id("line-delete").click()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class FakeDispatcher:
     def __init__(self) -> None:
         self.enrolled: list[str] = []
         self.announced: list[tuple[str, str]] = []
+        self.rankers: dict[str, list[dict[str, Any]]] = {}  # by line: as the workers recorded them
         self.down = False
 
     def enrol(self, enrolment: str) -> None:
@@ -137,6 +139,11 @@ class FakeDispatcher:
 
     def ping(self) -> bool:
         return not self.down
+
+    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
+        if self.down:
+            return None
+        return {name: [s for s in self.rankers.get(name, []) if s["line_updated_at"] == at] for name, at in lines}
 
     def close(self) -> None:
         return None

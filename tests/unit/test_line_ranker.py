@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from broker.line_rankers import RankerState
 from models.answer.head import logistic_classifier
 from models.answer.line_scope import line_scope, on_the_versions_scale, ranked_by_lines
 from models.answer.object_rule import FrameVote
@@ -233,3 +234,28 @@ def test_a_ranker_of_another_size_than_the_head_is_refused_off_the_frames_path()
     assert scopes.wait() and outcomes == ["failed"]
     scope = scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=other_size)  # type: ignore[arg-type]
     assert scope is not None and scope.ranker is None
+
+
+def test_each_try_is_told_as_the_lines_ranker_state_and_a_failing_teller_changes_nothing() -> None:
+    states: list[RankerState] = []
+    scopes = LineScopes(fit=Fits(), on_state=states.append)
+    line = Line("press-3", products=("p1", "p2"), updated_at="t1")
+    scopes.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert scopes.wait()
+    (state,) = states
+    assert (state.line, state.line_updated_at, state.version, state.outcome) == ("press-3", "t1", "v1", "fitted")
+    assert state.products == 2 and state.novelty_threshold == 0.4 and state.seconds >= 0 and state.at > 0
+    failing = LineScopes(fit=Fits(KeyError("anything")), on_state=states.append)
+    failing.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert failing.wait() and states[-1].outcome == "failed" and states[-1].products == 0
+
+    def away(state: RankerState) -> None:
+        raise ConnectionError("Redis is away")
+
+    quiet = LineScopes(fit=Fits(), on_state=away)
+    quiet.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert quiet.wait()
+    ready = quiet.scope("v1", PRODUCTS, CATEGORIES, line, bundle=BUNDLE)  # type: ignore[arg-type]
+    assert ready is not None and ready.ranker is not None  # fitted and used all the same
+    for each in (scopes, failing, quiet):
+        each.close()

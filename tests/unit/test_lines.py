@@ -232,6 +232,23 @@ def test_the_api_keeps_lines_and_devices_and_announces_each_change(tmp_path: Pat
     assert not list(store.glob("v*/lines.json"))  # kept beside the versions, in none of them
 
 
+def test_the_api_says_how_each_worker_ranks_a_line_for_its_current_edit(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    write_version(store, "v1", {"p1": "tops", "p2": "bags", "p3": "bags"})
+    api = Api(store)
+    made = api.client.put("/v1/lines/press-3", headers=bearer(ADMIN), json={"products": ["p1", "p2"]}).json()
+    assert made["rankers"] == []  # no worker has met the line yet
+    edited_at = made["updated_at"]
+    fitted = {"line": "press-3", "line_updated_at": edited_at, "version": "v1", "outcome": "fitted", "seconds": 0.4}
+    older = {**fitted, "line_updated_at": "an earlier edit", "outcome": "failed", "worker": "w2"}
+    api.dispatcher.rankers["press-3"] = [{**fitted, "worker": "w1"}, older]
+    assert api.get("/v1/lines/press-3").json()["rankers"] == [{**fitted, "worker": "w1"}]
+    assert api.get("/v1/lines").json()["lines"][0]["rankers"] == [{**fitted, "worker": "w1"}]
+    api.dispatcher.down = True  # Redis away: the lines are still there, their rankers unknown
+    assert api.get("/v1/lines/press-3").json()["rankers"] is None
+
+
 def test_recognize_over_http_names_the_line(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()

@@ -35,13 +35,43 @@ function lineRow(line) {
     "Remove",
   );
   const makes = [...(line.products || []), ...(line.categories || []).map((c) => `all of ${c}`)].join(", ");
+  const ranked = rankerText(line.rankers);
   return el(
     "li",
     { class: "row line", testid: "line", "data-line": name },
     el("div", { class: "model-head" }, el("code", { class: "version" }, name), remove),
     el("p", { class: "small", testid: "line-makes" }, makes || "nothing"),
     el("p", { class: "muted small", testid: "line-devices" }, devices.length ? `Devices: ${devices.join(", ")}` : "No device on it."),
+    el("p", { class: `small${ranked.failed ? " warning-text" : ""}`, testid: "line-ranker" }, ranked.text),
   );
+}
+
+// How the workers rank the line's frames (GET /v1/lines' `rankers`: each worker's last try at its own classifier)
+function rankerText(rankers) {
+  if (rankers === null || rankers === undefined) {
+    return { text: "How its frames are ranked: unknown (Redis did not answer).", failed: false };
+  }
+  if (!rankers.length) {
+    return {
+      text: "Ranked by the version's head among its products, until a worker answers one of its frames and fits its own classifier.",
+      failed: false,
+    };
+  }
+  const told = rankers.map((state) => {
+    const where = `${state.worker} (version ${state.version})`;
+    if (state.outcome === "fitted") {
+      const threshold = state.novelty_threshold === null
+        ? "the version's novelty threshold"
+        : `novelty threshold ${Number(state.novelty_threshold).toFixed(3)}`;
+      const seconds = Number(state.seconds).toFixed(1);
+      return `${where}: its own classifier over ${state.products} products, ${threshold}, fitted in ${seconds} s`;
+    }
+    if (state.outcome === "none") {
+      return `${where}: the head alone (nothing to fit: a line of one product, or a version without training photos)`;
+    }
+    return `${where}: the head alone, its own classifier could not be fitted (see that worker's log)`;
+  });
+  return { text: `Ranked on ${told.join("; ")}.`, failed: rankers.some((state) => state.outcome === "failed") };
 }
 
 export async function refreshLines() {
