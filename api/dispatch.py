@@ -29,8 +29,11 @@ class Dispatcher(Protocol):
     def ping(self) -> bool:
         """Whether Redis answers."""
 
-    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
-        """Each line's workers' last tries at its ranker (broker.line_rankers), by line; None when Redis is away."""
+    def line_rankers(
+        self, lines: Sequence[tuple[str, str]], version: str | None
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """Each line's workers' last tries at its ranker on `version` (broker.line_rankers), by line; None when Redis
+        is away."""
 
     def close(self) -> None: ...
 
@@ -71,9 +74,11 @@ class RedisDispatcher:
         except redis.RedisError:
             return False
 
-    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
+    def line_rankers(
+        self, lines: Sequence[tuple[str, str]], version: str | None
+    ) -> dict[str, list[dict[str, Any]]] | None:
         try:
-            return ranker_states(self._redis, lines)
+            return ranker_states(self._redis, lines, version=version)
         except redis.RedisError as exc:
             logger.warning("the lines' ranker states could not be read (%s)", exc)
             return None

@@ -260,7 +260,7 @@ def object_event(
     decided_at: float,
 ) -> dict[str, Any]:
     """One object's decision, as published once on `<prefix>/<device>/event`: `reason` is what decided it
-    (`agreed`, `object_end`, `max_frames` or `gap`); `product` None is `unknown`."""
+    (`agreed`, `object_end`, `max_frames`, `next_object` or `gap`); `product` None is `unknown`."""
     return {
         "schema": SCHEMA_VERSION,
         "kind": "object",

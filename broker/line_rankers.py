@@ -1,11 +1,11 @@
 """How each worker ranks a line's frames, kept in Redis for the HTTP API and the operator page.
 
 A worker fits a line's own classifier (models.train.line_ranker) in the background the first time a model version
-answers one of the line's frames (worker.line_filter), and says here how that went: one hash per line, one field
-per worker, holding the last try's outcome (`fitted`; `none`: nothing to fit, a line of one product or a version
-that keeps no training photos; `failed`: see that worker's log), the version and the edit of the line it was for,
-its seconds, the products it ranks and the line's novelty threshold. Until a worker has tried, or where it could
-not fit one, the line's frames are answered among its products by the version's head alone.
+answers one of the line's frames (worker.line_filter), and says here how that went: one hash per line, one field per
+worker, holding the last try's outcome (`fitted`; `none`: nothing to fit, fewer than two of its products with
+training photos, more than 500, or a version that keeps none; `failed`: see that worker's log), the version and the
+edit of the line it was for, its seconds, the products it ranks and the line's novelty threshold. Until a worker has
+tried, or where it could not fit one, the line's frames are answered among its products by the version's head alone.
 
 Plain Redis and JSON (no numpy): the API and the bridge's gateways stay light.
 """
@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 KEY_PREFIX = "partsight:line-ranker:"
-KEEP_S = 7 * 24 * 3600  # a worker gone for a week is forgotten
+KEEP_S = 7 * 24 * 3600  # a try older than a week is not shown (its worker is likely gone); a line's hash, untouched
+# for that long, expires
 OUTCOMES = ("fitted", "none", "failed")
 
 
@@ -55,9 +56,14 @@ def record_state(client: Any, worker: str, state: RankerState) -> None:
     pipe.execute()
 
 
-def ranker_states(client: Any, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
-    """Each line's workers' last tries as they are now, by line (one round trip): `lines` are (name, updated_at);
-    tries at an earlier edit of a line are left out; each line's by worker."""
+def ranker_states(
+    client: Any, lines: Sequence[tuple[str, str]], *, version: str | None = None, now: float | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Each line's workers' last tries as they are now, by line (one round trip): `lines` are (name, updated_at).
+    Left out: tries at an earlier edit of a line, at another version than `version` (the store's current one, when
+    given: tries at a version no longer served), and tries older than KEEP_S (a worker gone). Each line's by
+    worker."""
+    oldest = (time.time() if now is None else now) - KEEP_S
     pipe = client.pipeline(transaction=False)
     for line, _ in lines:
         pipe.hgetall(ranker_key(line))
@@ -66,7 +72,12 @@ def ranker_states(client: Any, lines: Sequence[tuple[str, str]]) -> dict[str, li
         states[line] = []
         for worker, raw in sorted(found.items()):
             state = _parsed(raw)
-            if state is not None and state.get("line") == line and state.get("line_updated_at") == updated_at:
+            if (
+                state is not None
+                and (state.get("line"), state.get("line_updated_at")) == (line, updated_at)
+                and (version is None or state.get("version") == version)
+                and float(state.get("at") or 0) >= oldest
+            ):
                 states[line].append({"worker": worker.decode() if isinstance(worker, bytes) else str(worker), **state})
     return states
 
@@ -78,5 +89,9 @@ def _parsed(raw: Any) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     if not isinstance(state, Mapping) or state.get("outcome") not in OUTCOMES:
+        return None
+    try:
+        float(state.get("at") or 0)
+    except (TypeError, ValueError):
         return None
     return dict(state)

@@ -30,7 +30,8 @@ class ObjectMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decided = Counter(
             "partsight_worker_objects_total",
-            "Objects this worker decided, by outcome and by what decided them (agreed, object_end, max_frames, gap).",
+            "Objects this worker decided, by outcome and by what decided them "
+            "(agreed, object_end, max_frames, next_object, gap).",
             ["outcome", "reason"],
             registry=registry,
         )

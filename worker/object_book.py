@@ -1,8 +1,10 @@
 """Objects in Redis, beside the frames' ledger: each object's frames, its deadline, its one decision and its event.
 
 One hash per (device, object) holds each frame's vote (models.answer.object_rule.FrameVote) until the object is
-decided. A sorted set of open objects is scored by each one's deadline (its last frame plus the gap), so any
-worker can close an object whose device went quiet, including one whose worker was killed mid-object.
+decided (and, for an object the worker grouped, `joined`: the frames put in it, and `next` once no frame can join
+it any more; worker.object_grouping). A sorted set of open objects is scored by each one's deadline (its last
+frame plus the gap), so any worker can close an object whose device went quiet, including one whose worker was
+killed mid-object.
 
 The decision is claimed once: a claim (`claim_many`) succeeds only for an object not yet decided whose frame count
 is still the one the caller decided on (a frame appended meanwhile makes it read and decide again), so exactly one

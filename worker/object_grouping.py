@@ -10,7 +10,9 @@ older than the device's newest one that joins nothing is an object of its own an
 
 When a device's frame starts another object, the one before can take no more frames: the join marks it (`next` in
 its hash in worker.object_book, beside `joined`, the count of frames put in it) and names it to the caller, so it is
-decided as soon as every frame put in it has voted (worker.object_tracker), not a gap later.
+decided as soon as every frame put in it has voted (worker.object_tracker), not a gap later; so is a late frame's
+object of its own. Where that cannot be known (a window that failed after its join and was tried again, frames
+grouped by a worker of an earlier release), the object waits for its gap as before.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ RETRIES = 5
 # the caller read (worker.object_book); KEYS[n+3..2n+2] the book's hash of each frame's fresh name. ARGV: the object
 # the caller read ('' for none), the gap, the keys' lifetime, the newest frame's vector, then for each frame: its
 # time, alike ('1' or '0', to the frame before it), a fresh name. Each frame put in an object counts in its hash's
-# `joined`; the object a new one replaces as the device's gets `next` = 1. Replies 'ok', each frame's object, then
-# the objects the device moved on from.
+# `joined`; an object no frame can join any more gets `next` = 1: the one a new one replaces as the device's, and a
+# late frame's object of its own. Replies 'ok', each frame's object, then the objects the device moved on from.
 _JOIN = """
 local current = redis.call('HGET', KEYS[1], 'name') or ''
 if current ~= ARGV[1] then return {'retry'} end
@@ -80,6 +82,7 @@ for i = 1, count do
     else
       name = ARGV[base + 3]
       joined(KEYS[count + 2 + i])
+      redis.call('HSET', KEYS[count + 2 + i], 'next', '1')
     end
     redis.call('SET', KEYS[i + 1], name, 'EX', ARGV[3])
   end
@@ -169,7 +172,7 @@ class AutoGrouping:
         for _ in range(RETRIES):
             if not devices:
                 break
-            devices = self._join_devices(devices, by_device, frames, similarity, Assigned(names, moved_on))
+            devices = self._join_devices(devices, by_device, frames, similarity, (names, moved_on))
         for device in devices:  # other workers kept moving these devices' objects: objects of their own
             for index in by_device[device]:
                 names[index] = self._make_name()
@@ -181,9 +184,11 @@ class AutoGrouping:
         by_device: dict[str, list[int]],
         frames: Sequence[Unnamed],
         similarity: float | None,
-        assigned: Assigned,
+        found_so_far: tuple[list[str], list[str]],
     ) -> list[str]:
-        """One attempt for each device (into `assigned`); the devices to try again."""
+        """One attempt for each device, into `found_so_far` (each frame's name, the objects moved on from); the
+        devices to try again."""
+        names, moved_on = found_so_far
         pipe = self._redis.pipeline(transaction=False)
         for device in devices:
             pipe.hmget(auto_key(device), "name", "vector")
@@ -211,8 +216,8 @@ class AutoGrouping:
                 continue
             count = len(by_device[device])
             for index, name in zip(by_device[device], found[1 : count + 1], strict=True):
-                assigned.names[index] = name
-            assigned.moved_on.extend(object_key(device, name) for name in found[count + 1 :])
+                names[index] = name
+            moved_on.extend(object_key(device, name) for name in found[count + 1 :])
         return again
 
     @staticmethod

@@ -268,10 +268,10 @@ class ObjectTracker:
             return None if self._book.still_coming(state) else (best_answer(votes, rule), ENDED)
         if state.frames >= self.settings.max_frames:
             return best_answer(votes, rule), MAX_FRAMES
-        if _moved_on_from(state):
-            return best_answer(votes, rule), NEXT
         early = early_answer(votes, rule)
-        return None if early is None else (early, AGREED)
+        if early is not None:
+            return early, AGREED
+        return (best_answer(votes, rule), NEXT) if _moved_on_from(state) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,10 +297,10 @@ def votes_of(state: ObjectState) -> list[FrameVote]:
 
 def _moved_on_from(state: ObjectState) -> bool:
     """A grouped object its device moved on from, every frame put in it voted (worker.object_grouping's `next`
-    and `joined`)."""
+    and `joined`; an object without `joined`, grouped by a worker of a release before it, waits for its gap)."""
     try:
-        joined = int(state.fields.get("joined", "0"))
-    except ValueError:
+        joined = int(state.fields["joined"])
+    except (KeyError, ValueError):
         return False
     return state.fields.get("next") == "1" and state.frames >= max(joined, 1)
 

@@ -74,7 +74,9 @@ def router(services: Services, auth: Auth) -> APIRouter:
             raise ApiError(500, exc.code, exc.message) from exc
 
     def rankers(*found: Line) -> dict[str, list[dict[str, Any]]] | None:
-        return services.dispatcher.line_rankers([(line.name, line.updated_at) for line in found])
+        return services.dispatcher.line_rankers(
+            [(line.name, line.updated_at) for line in found], current_version(store)
+        )
 
     def announce(what: str) -> bool:
         return services.dispatcher.announce(current_version(store) or "", f"lines: {what}")

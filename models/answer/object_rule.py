@@ -10,7 +10,8 @@ A model without a novelty score counts only the frames whose own answer named a 
 decides no more than its own answer did.
 
 An object is decided early once `agree` frames agree on a product its evidence accepts; otherwise when it
-ends (its last frame, the gap after its last frame, or `max_frames`), with its best answer or `unknown`.
+ends (its last frame, the gap after its last frame, `max_frames`, or for a grouped object its device's next
+frame starting another), with its best answer or `unknown`.
 """
 
 from __future__ import annotations

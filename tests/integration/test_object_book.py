@@ -249,6 +249,7 @@ def test_a_frame_tried_again_keeps_its_object_and_a_late_one_takes_nothing_over(
     # a frame older than the device's newest that joins nothing: an object of its own, the device's stays
     late = grouping.assign([Unnamed("cam", 10.4, vector(0, 0, 1), "ledger-4")], 0.9)
     assert late.names[0] not in (first[0], moved_on[0]) and late.moved_on == []
+    assert client.hget(object_key("cam", late.names[0]), "next") == b"1"  # no frame can join it: its vote decides it
     assert grouping.assign([Unnamed("cam", 12.1, next_part, "ledger-5")], 0.9).names == moved_on
 
 
@@ -277,3 +278,7 @@ def test_a_grouped_object_is_decided_when_its_device_moves_on_once_every_frame_i
     assert decided[0].event["reason"] == "next_object" and decided[0].event["frames"] == 1
     assert client.zscore(OPEN_KEY, object_key("cam", second.names[0])) is None  # no sweep will close it again
     assert objects.track([frame(first.names[0])], MODEL) == (["decided"], [])  # a late frame of a decided part
+    # an object grouped by a worker of an earlier release (no `joined`) is left to its gap
+    client.hset(object_key("cam", "auto-old"), "next", "1")
+    states, decided = objects.track([frame("auto-old")], MODEL, [object_key("cam", "auto-old")])
+    assert states == ["pending"] and decided == []

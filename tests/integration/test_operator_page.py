@@ -335,7 +335,7 @@ def test_operator_keeps_lines_and_a_devices_frames_are_answered_on_its_line(page
     page.get_by_test_id("line-save").click()
     line = page.locator("[data-testid=line][data-line=press-3]")
     expect(line.get_by_test_id("line-makes")).to_have_text(", ".join(on_line))
-    expect(line.get_by_test_id("line-ranker")).to_contain_text("until a worker answers one of its frames")
+    expect(line.get_by_test_id("line-ranker")).to_contain_text("no worker has fitted the line's own classifier")
 
     page.get_by_test_id("device-id").fill("press-cam")
     page.get_by_test_id("device-line").select_option("press-3")

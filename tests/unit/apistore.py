@@ -140,10 +140,15 @@ class FakeDispatcher:
     def ping(self) -> bool:
         return not self.down
 
-    def line_rankers(self, lines: Sequence[tuple[str, str]]) -> dict[str, list[dict[str, Any]]] | None:
+    def line_rankers(
+        self, lines: Sequence[tuple[str, str]], version: str | None
+    ) -> dict[str, list[dict[str, Any]]] | None:
         if self.down:
             return None
-        return {name: [s for s in self.rankers.get(name, []) if s["line_updated_at"] == at] for name, at in lines}
+        return {
+            name: [s for s in self.rankers.get(name, []) if (s["line_updated_at"], s["version"]) == (at, version)]
+            for name, at in lines
+        }
 
     def close(self) -> None:
         return None

@@ -242,7 +242,8 @@ def test_the_api_says_how_each_worker_ranks_a_line_for_its_current_edit(tmp_path
     edited_at = made["updated_at"]
     fitted = {"line": "press-3", "line_updated_at": edited_at, "version": "v1", "outcome": "fitted", "seconds": 0.4}
     older = {**fitted, "line_updated_at": "an earlier edit", "outcome": "failed", "worker": "w2"}
-    api.dispatcher.rankers["press-3"] = [{**fitted, "worker": "w1"}, older]
+    not_served = {**fitted, "version": "v0", "worker": "w3"}
+    api.dispatcher.rankers["press-3"] = [{**fitted, "worker": "w1"}, older, not_served]
     assert api.get("/v1/lines/press-3").json()["rankers"] == [{**fitted, "worker": "w1"}]
     assert api.get("/v1/lines").json()["lines"][0]["rankers"] == [{**fitted, "worker": "w1"}]
     api.dispatcher.down = True  # Redis away: the lines are still there, their rankers unknown

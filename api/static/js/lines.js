@@ -46,28 +46,30 @@ function lineRow(line) {
   );
 }
 
-// How the workers rank the line's frames (GET /v1/lines' `rankers`: each worker's last try at its own classifier)
+// How the workers rank the line's frames (GET /v1/lines' `rankers`: each worker's last try at the line's own
+// classifier, on the current version and this edit of the line)
 function rankerText(rankers) {
-  if (rankers === null || rankers === undefined) {
-    return { text: "How its frames are ranked: unknown (Redis did not answer).", failed: false };
-  }
+  if (rankers == null) return { text: "How its frames are ranked: unknown (Redis did not answer).", failed: false };
   if (!rankers.length) {
     return {
-      text: "Ranked by the version's head among its products, until a worker answers one of its frames and fits its own classifier.",
+      text: "Ranked by the version's head among its products: no worker has fitted the line's own classifier on "
+        + "this version yet (one does when it first answers a frame on the line).",
       failed: false,
     };
   }
+  const shown = (value) => (value == null ? "?" : String(value));
   const told = rankers.map((state) => {
-    const where = `${state.worker} (version ${state.version})`;
+    const where = `${shown(state.worker)} (version ${shown(state.version)})`;
     if (state.outcome === "fitted") {
-      const threshold = state.novelty_threshold === null
+      const threshold = state.novelty_threshold == null
         ? "the version's novelty threshold"
         : `novelty threshold ${Number(state.novelty_threshold).toFixed(3)}`;
-      const seconds = Number(state.seconds).toFixed(1);
-      return `${where}: its own classifier over ${state.products} products, ${threshold}, fitted in ${seconds} s`;
+      const seconds = Number(state.seconds || 0).toFixed(1);
+      return `${where}: its own classifier over ${shown(state.products)} products, ${threshold}, fitted in ${seconds} s`;
     }
     if (state.outcome === "none") {
-      return `${where}: the head alone (nothing to fit: a line of one product, or a version without training photos)`;
+      return `${where}: the head alone (nothing to fit: fewer than two of its products with training photos, `
+        + "more than 500, or a version without training photos)";
     }
     return `${where}: the head alone, its own classifier could not be fitted (see that worker's log)`;
   });

@@ -9,6 +9,7 @@ const REASONS = {
   agreed: "frames agreed",
   object_end: "last frame",
   max_frames: "most frames",
+  next_object: "next part came",
   gap: "device went quiet",
 };
 
