@@ -1,0 +1,71 @@
+"""Rows in content-named shards: a version adds a shard of its own rows, and past the shard limit writes what came
+after its first shard as one shard, so that the catalog's rows are never written again for a few added ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.answer import row_shards
+from models.answer.row_shards import StoredRows, read_rows, write_rows
+
+COLUMNS = ("features", "products")
+
+
+def rows_of(count: int, start: int = 0) -> dict[str, np.ndarray]:
+    values = np.arange(start, start + count, dtype=np.float16)
+    return {
+        "features": np.stack([values, -values], axis=1),
+        "products": np.array([f"p{i}" for i in range(start, start + count)]),
+    }
+
+
+def written(folder: Path, rows: StoredRows, source: Path | None) -> StoredRows:
+    """`rows` written as a version in `folder` and read back from it, as the next version builds on it."""
+    folder.mkdir()
+    layout = write_rows(folder, "gallery", rows, source)
+    return read_rows(layout, lambda name: folder / name, COLUMNS)
+
+
+def test_past_the_shard_limit_the_first_shard_is_kept_and_the_rest_written_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(row_shards, "SHARD_LIMIT", 4)
+    stored = written(tmp_path / "v0", StoredRows(rows_of(100), np.ones(100, dtype=bool)), None)
+    (first,) = stored.layout.shards if stored.layout else ()
+    source = tmp_path / "v0"
+    for version in range(1, 4):  # three versions add a row each: four shards
+        stored = written(tmp_path / f"v{version}", stored.grown(rows_of(1, 99 + version)), source)
+        source = tmp_path / f"v{version}"
+    assert stored.layout is not None and len(stored.layout.shards) == 4 and stored.layout.shard_rows == (100, 1, 1, 1)
+    dropped = stored.grown(rows_of(1, 103)).keeping(np.arange(104) != 101)  # and one row out of use
+    merged = written(tmp_path / "v4", dropped, source)
+    assert merged.layout is not None and merged.layout.shards[0] == first  # the catalog's rows: linked, not written
+    assert merged.layout.shard_rows == (100, 4) and merged.layout.mask is not None
+    assert (tmp_path / "v4" / first).stat().st_ino == (tmp_path / "v0" / first).stat().st_ino
+    assert (tmp_path / "v4" / merged.layout.shards[1]).stat().st_size < (tmp_path / "v0" / first).stat().st_size
+    expected = {name: np.concatenate([rows_of(104)[name][:101], rows_of(104)[name][102:]]) for name in COLUMNS}
+    for name in COLUMNS:
+        assert np.array_equal(merged.used()[name], expected[name])
+    again = written(tmp_path / "v5", merged.grown(rows_of(1, 104)), tmp_path / "v4")
+    assert (
+        again.layout is not None and again.layout.shards[:2] == merged.layout.shards and len(again.layout.shards) == 3
+    )
+
+
+def test_rows_whose_shard_sizes_are_not_known_or_mostly_dropped_are_written_as_one_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(row_shards, "SHARD_LIMIT", 2)
+    stored = written(tmp_path / "v0", StoredRows(rows_of(10), np.ones(10, dtype=bool)), None)
+    stored = written(tmp_path / "v1", stored.grown(rows_of(1, 10)), tmp_path / "v0")
+    assert stored.layout is not None
+    unknown = StoredRows(stored.columns, stored.in_use, row_shards.RowLayout(stored.layout.shards, stored.layout.rows))
+    (tmp_path / "v2").mkdir()
+    assert len(write_rows(tmp_path / "v2", "gallery", unknown, tmp_path / "v1").shards) == 1
+    mostly_dropped = stored.keeping(np.arange(11) < 3)
+    (tmp_path / "v3").mkdir()
+    layout = write_rows(tmp_path / "v3", "gallery", mostly_dropped, tmp_path / "v1")
+    assert len(layout.shards) == 1 and layout.rows == 3 and layout.mask is None
