@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis as redis_lib
 
 from partsight.embedded import find_binary, free_port, redis_argv, wait_port
 
@@ -71,3 +75,15 @@ def redis_server(folder: Path) -> ServerProcess:
     # append-only on: a restarted server keeps its queued work, as a production Redis should
     argv = redis_argv(require_binary("redis-server"), port, folder, appendonly=True)
     return ServerProcess(argv, port, folder)
+
+
+@contextmanager
+def empty_database(server: ServerProcess, db: int) -> Iterator[redis_lib.Redis]:
+    """A client of database `db` of the test Redis, emptied before and after."""
+    connection = redis_lib.Redis(host="127.0.0.1", port=server.port, db=db)
+    connection.flushdb()
+    try:
+        yield connection
+    finally:
+        connection.flushdb()
+        connection.close()

@@ -8,16 +8,13 @@ import pytest
 import redis as redis_lib
 
 from broker.line_rankers import RankerState, ranker_key, ranker_states, record_state
-from partsight.testing.servers import ServerProcess
+from partsight.testing.servers import ServerProcess, empty_database
 
 
 @pytest.fixture
 def client(redis: ServerProcess) -> Iterator[redis_lib.Redis]:
-    connection = redis_lib.Redis(host="127.0.0.1", port=redis.port, db=13)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
+    with empty_database(redis, 13) as connection:
+        yield connection
 
 
 def test_each_workers_last_try_at_the_lines_current_edit_is_read_back(client: redis_lib.Redis) -> None:

@@ -16,7 +16,7 @@ import redis as redis_lib
 
 from broker.framestore import object_key
 from models.answer.object_rule import FrameVote, ObjectRule
-from partsight.testing.servers import ServerProcess
+from partsight.testing.servers import ServerProcess, empty_database
 from worker.object_book import OPEN_KEY, OUTBOX_KEY, ObjectBook
 from worker.object_grouping import AutoGrouping, Unnamed
 from worker.object_tracker import Decided, ObjectSettings, ObjectTracker, Seen
@@ -39,11 +39,8 @@ class Clock:
 
 @pytest.fixture
 def client(redis: ServerProcess) -> Iterator[redis_lib.Redis]:
-    connection = redis_lib.Redis(host="127.0.0.1", port=redis.port, db=14)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
+    with empty_database(redis, 14) as connection:
+        yield connection
 
 
 def tracker(
