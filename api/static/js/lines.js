@@ -48,8 +48,10 @@ function lineRow(line) {
 
 // How the workers rank the line's frames (GET /v1/lines' `rankers`: each worker's last try at the line's own
 // classifier, on the current version and this edit of the line)
+const absent = (value) => value === null || value === undefined;
+
 function rankerText(rankers) {
-  if (rankers == null) return { text: "How its frames are ranked: unknown (Redis did not answer).", failed: false };
+  if (absent(rankers)) return { text: "How its frames are ranked: unknown (Redis did not answer).", failed: false };
   if (!rankers.length) {
     return {
       text: "Ranked by the version's head among its products: no worker has fitted the line's own classifier on "
@@ -57,11 +59,11 @@ function rankerText(rankers) {
       failed: false,
     };
   }
-  const shown = (value) => (value == null ? "?" : String(value));
+  const shown = (value) => (absent(value) ? "?" : String(value));
   const told = rankers.map((state) => {
     const where = `${shown(state.worker)} (version ${shown(state.version)})`;
     if (state.outcome === "fitted") {
-      const threshold = state.novelty_threshold == null
+      const threshold = absent(state.novelty_threshold)
         ? "the version's novelty threshold"
         : `novelty threshold ${Number(state.novelty_threshold).toFixed(3)}`;
       const seconds = Number(state.seconds || 0).toFixed(1);
