@@ -76,14 +76,14 @@ def ranker_states(
                 state is not None
                 and (state.get("line"), state.get("line_updated_at")) == (line, updated_at)
                 and (version is None or state.get("version") == version)
-                and float(state.get("at") or 0) >= oldest
+                and state["at"] >= oldest
             ):
                 states[line].append({"worker": worker.decode() if isinstance(worker, bytes) else str(worker), **state})
     return states
 
 
 def _parsed(raw: Any) -> dict[str, Any] | None:
-    """A stored state, or None for one that is not (another writer's, a format to come)."""
+    """A stored state (its `at` a number), or None for one that is not (another writer's, a format to come)."""
     try:
         state = json.loads(raw)
     except (TypeError, ValueError):
@@ -91,7 +91,6 @@ def _parsed(raw: Any) -> dict[str, Any] | None:
     if not isinstance(state, Mapping) or state.get("outcome") not in OUTCOMES:
         return None
     try:
-        float(state.get("at") or 0)
+        return {**state, "at": float(state.get("at") or 0)}
     except (TypeError, ValueError):
         return None
-    return dict(state)

@@ -111,8 +111,8 @@ def write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None
         or rows.in_use.mean() < 0.5
         or (full and len(previous.shard_rows) != len(previous.shards))
     ):
-        used = rows.used()
-        return RowLayout((write_shard(staging, prefix, used),), int(rows.in_use.sum()), None, (int(rows.in_use.sum()),))
+        count = int(rows.in_use.sum())
+        return RowLayout((write_shard(staging, prefix, rows.used()),), count, None, (count,))
     kept = previous.shards[:1] if full else previous.shards
     kept_rows = previous.shard_rows[:1] if full else previous.shard_rows
     for name in kept:
