@@ -314,18 +314,41 @@ def logistic_tolerance(classes: int) -> float:
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only (see above)
 
-    model = LogisticRegression(C=value, max_iter=3000, tol=logistic_tolerance(len(classes))).fit(x, y)
-    coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
+    spanned = in_row_span(x)
+    fitted_on = x if spanned is None else spanned[1]
+    model = LogisticRegression(C=value, max_iter=3000, tol=logistic_tolerance(len(classes))).fit(fitted_on, y)
+    weights = model.coef_ if spanned is None else model.coef_ @ spanned[0].T
+    coef, intercept = weights.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
     if coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
         coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)
     return {"coef": coef, "intercept": intercept}, {}
 
 
+def in_row_span(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """An orthonormal basis (columns x rows) of the space `x`'s rows span and the rows' coordinates in it (rows x
+    rows), when there are clearly fewer rows than columns; else None. An L2-penalised linear model's optimal
+    weights lie in that span (a part of them outside it leaves every row's score as it is and only adds to the
+    penalty), so fitting on the coordinates and mapping the weights back gives the same model, to the solver's
+    tolerance, for a fraction of the arithmetic: liblinear's dual sees the rows only through their dot products
+    (the same steps), lbfgs is rotation-invariant (the same steps; its stopping test, a largest gradient
+    component, is not). A quick enrolment's refinement over 25 look-alikes (500 photos, 1,904 features): 0.15 s
+    instead of 0.40 s, the same probabilities to 1e-13."""
+    rows, columns = x.shape
+    if rows * 4 > columns * 3:
+        return None
+    basis, triangle = np.linalg.qr(x.T)  # x.T = basis @ triangle, so x = triangle.T @ basis.T
+    return basis, triangle.T
+
+
 def _fit_linear_svm(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], value: float, seed: int) -> Fitted:
     from sklearn.svm import LinearSVC  # noqa: PLC0415  # training only (see above)
 
-    model = LinearSVC(C=value, max_iter=20000, random_state=seed).fit(x, y)
-    coef, intercept = model.coef_.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
+    spanned = in_row_span(x)
+    # dual as scikit-learn picks it for fewer rows than columns: on the rows' square coordinates it would not
+    model = LinearSVC(C=value, max_iter=20000, random_state=seed, dual=spanned is not None or "auto")
+    model.fit(x if spanned is None else spanned[1], y)
+    weights = model.coef_ if spanned is None else model.coef_ @ spanned[0].T
+    coef, intercept = weights.astype(np.float32), np.atleast_1d(model.intercept_).astype(np.float32)
     return {"coef": coef, "intercept": intercept}, {}
 
 

@@ -23,6 +23,7 @@ from models.answer.classifiers import (
     candidates,
     fit_candidate,
     fit_temperature,
+    in_row_span,
     logistic_tolerance,
     sigmoid,
     softmax,
@@ -86,6 +87,36 @@ def test_every_kind_answers_like_scikit_learn(kind: str, classes: int) -> None:
                 atol=1e-3,
                 err_msg=candidate.label,
             )
+
+
+@pytest.mark.parametrize("kind", ["logistic", "linear_svm"])
+@pytest.mark.parametrize("preprocessing", ["none", "standardize"])
+def test_fewer_rows_than_features_are_fitted_in_their_span_to_the_same_model(kind: str, preprocessing: str) -> None:
+    # 60 photos of 4 products in 400 dimensions: fitted on the rows' coordinates in the space they span, the model
+    # answers as scikit-learn's fitted on the features themselves to its optimum
+    features, labels = blobs(4, rows=90, dim=400, seed=5)
+    train, test = slice(0, 60), slice(60, None)
+    candidate = Candidate(kind, 3.0, preprocessing)
+    assert in_row_span(features[train].astype(np.float64)) is not None  # the span is taken here
+    ours = fit_candidate(candidate, features[train], labels[train])
+    theirs = reference(candidate, classes=4)
+    theirs.steps[-1][1].set_params(max_iter=200_000, tol=1e-10)  # scikit-learn's optimum, not a tolerance's stop
+    theirs.fit(features[train].astype(np.float64), labels[train])
+    if kind == "logistic":
+        np.testing.assert_allclose(ours.probabilities(features[test]), theirs.predict_proba(features[test]), atol=2e-3)
+    else:
+        np.testing.assert_allclose(ours.decision(features[test]), theirs.decision_function(features[test]), atol=2e-3)
+    weights = ours.arrays["coef"]
+    assert weights.shape == (4, 400)
+
+
+def test_the_span_is_the_rows_own_and_left_alone_when_rows_are_many() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 200))
+    basis, coordinates = in_row_span(x)  # type: ignore[misc]
+    np.testing.assert_allclose(basis.T @ basis, np.eye(30), atol=1e-10)  # orthonormal
+    np.testing.assert_allclose(coordinates @ basis.T, x, atol=1e-10)  # the rows, exactly
+    assert in_row_span(rng.normal(size=(160, 200))) is None  # 160 of 200: too few columns saved to pay
 
 
 def test_a_logistic_regression_over_many_products_learns_where_the_default_tolerance_kept_zero_weights() -> None:
