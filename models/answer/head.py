@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import Classifier
-from models.answer.refinements import Refinement, added_products, check_order, refined
+from models.answer.refinements import Refinement, RefinementLayout, added_products, check_order
 from models.errors import InvalidModel
 
 RECOGNIZED = "recognized"
@@ -123,6 +123,12 @@ class ProductHead:
         lines: a head that evaluates a frame's likely categories only evaluates every category of its line's
         products too (the caller renormalises over them)."""
         x = np.asarray(features, dtype=np.float32)
+        nodes = self.unrefined(x, allowed)
+        return self._refinement_layout.apply(nodes, x, allowed) if self.refinements else nodes
+
+    def unrefined(self, features: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+        """The nodes' (N, products) probabilities before any refinement (the products refinements add: 0)."""
+        x = np.asarray(features, dtype=np.float32)
         base = len(self.base_products)
         if self.structure == CATEGORY_FIRST and len(self.classifiers) > SOME_CATEGORIES_FROM:
             nodes = self._likely_nodes(x, None if allowed is None else np.asarray(allowed, dtype=bool)[:, :base])
@@ -137,7 +143,7 @@ class ProductHead:
             return nodes
         everything = np.zeros((len(nodes), len(self.products)), dtype=np.float64)
         everything[:, :base] = nodes
-        return refined(everything, x, self.products, self.refinements)
+        return everything
 
     def _likely_nodes(self, x: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         """compose()'s category-first probabilities where, for each row, only the categories that hold all but
@@ -160,6 +166,10 @@ class ProductHead:
                 rows = np.flatnonzero(likely[:, position])
                 result[np.ix_(rows, columns)] = top_probs[rows, position, None] * classifier.probabilities(x[rows])
         return result
+
+    @functools.cached_property
+    def _refinement_layout(self) -> RefinementLayout:
+        return RefinementLayout(self.products, self.refinements)
 
     @functools.cached_property
     def _category_layout(self) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[Classifier, np.ndarray]]]:

@@ -10,7 +10,13 @@ import pytest
 from models.answer.arrays import read_arrays
 from models.answer.classifiers import Classifier
 from models.answer.head import CATEGORY_FIRST, ProductHead, logistic_classifier
-from models.answer.refinements import Refinement, read_refinements, refined, write_refinements
+from models.answer.refinements import (
+    UNREFINED_MASS,
+    Refinement,
+    RefinementLayout,
+    read_refinements,
+    write_refinements,
+)
 from models.errors import InvalidModel
 from models.train.consolidation import later_refinements
 
@@ -38,7 +44,8 @@ def saw_variant(source: str = "v2") -> Refinement:
 
 def test_a_refinement_shares_out_its_groups_probability_and_leaves_the_rest() -> None:
     head = base_head()
-    x = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    # a saw, a tool that is a little saw with the saw's axis negative, a hammer and a bolt
+    x = np.array([[0.0, 1.0, 0.0], [0.0, -0.2, -1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
     before = head.probabilities(x)
     after = head.refined_by(saw_variant(), "tools")
     probabilities = after.probabilities(x)
@@ -56,9 +63,95 @@ def test_refinements_apply_in_order_and_a_later_one_may_name_an_earlier_ones_pro
     head = first.refined_by(second, "tools")
     x = np.array([[0.0, -1.0, 0.3]], np.float32)
     widened = np.hstack([first.probabilities(x), np.zeros((1, 1))])  # saw-coarse: nothing before its refinement
-    expected = refined(widened, x, head.products, (second,))
+    expected = RefinementLayout(head.products, (second,)).apply(widened, x)
     np.testing.assert_allclose(head.probabilities(x), expected, atol=1e-9)
     assert head.products[-2:] == ("saw-fine", "saw-coarse")
+
+
+def every_refinement_row_by_row(probabilities: np.ndarray, x: np.ndarray, head: ProductHead) -> np.ndarray:
+    """The rule without the layout's shortcuts: each refinement, in order, on each row whose group holds at least
+    UNREFINED_MASS."""
+    column = {product: index for index, product in enumerate(head.products)}
+    result = np.array(probabilities, dtype=np.float64)
+    for refinement in head.refinements:
+        columns = [column[name] for name in refinement.classifier.classes]
+        for row in range(len(result)):
+            mass = result[row, columns].sum()
+            if mass >= UNREFINED_MASS:
+                result[row, columns] = mass * refinement.classifier.probabilities(x[row : row + 1])[0]
+    return result
+
+
+def test_a_frame_pays_only_for_the_refinements_of_what_it_may_be_and_rows_stay_apart() -> None:
+    # saw-fine refines the saw; saw-coarse (over saw-fine) holds nothing until saw-fine's refinement gave it some;
+    # bolt-long refines the bolt. A saw frame needs the first two, a bolt frame the third alone.
+    coarse = Refinement("saw-coarse", logistic(["saw-fine", "saw-coarse"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    long_bolt = Refinement("bolt-long", logistic(["bolt", "bolt-long"], [[0, 0, 1], [0, 1, 0]]), "v4")
+    head = base_head().refined_by(saw_variant(), "tools").refined_by(coarse, "tools").refined_by(long_bolt, "parts")
+    x = np.array([[0.0, -0.2, -1.0], [0.0, 0.0, 1.0], [0.0, 0.2, 1.0], [1.0, 0.0, 0.0]], np.float32)
+    nodes = np.hstack([base_head().probabilities(x), np.zeros((len(x), 3))])
+    together = head.probabilities(x)
+    np.testing.assert_allclose(together, every_refinement_row_by_row(nodes, x, head), atol=1e-12)
+    for row in range(len(x)):  # alone or beside others, a row comes out the same
+        np.testing.assert_allclose(head.probabilities(x[row : row + 1])[0], together[row], atol=1e-12)
+    everywhere = refined_everywhere(nodes, x, head)
+    np.testing.assert_allclose(together, everywhere, atol=UNREFINED_MASS)  # what was skipped held less than that
+    # a little saw: saw-coarse, whose group held nothing as the head gave it, refined once saw-fine's gave it some
+    assert together[0, 4] > together[0, 3] > 0.0
+    assert together[0, 5] == 0.0 < everywhere[0, 5]  # its bolt group held too little to be refined
+    assert together[3, 3] == together[3, 4] == together[3, 5] == 0.0  # a hammer: nothing of it refined
+    assert together[1, 5] > 0.2 and together[2, 5] > 0.2  # bolts: bolt-long refined
+    np.testing.assert_allclose(together.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_a_frame_on_a_line_gets_every_refinement_of_its_lines_products_however_little_they_hold() -> None:
+    long_bolt = Refinement("bolt-long", logistic(["bolt", "bolt-long"], [[0, 0, 1], [0, 1, 0]]), "v4")
+    head = base_head().refined_by(saw_variant(), "tools").refined_by(long_bolt, "parts")
+    x = np.array([[0.0, -0.2, -1.0], [0.0, -0.2, -1.0]], np.float32)  # a little saw, off a line then on one
+    allowed = np.array([[True] * 5, [False, False, True, False, True]])  # the second on a line of the bolts
+    nodes = np.hstack([base_head().probabilities(x), np.zeros((2, 2))])
+    probabilities = head.probabilities(x, allowed)
+    assert probabilities[0, 4] == 0.0  # off the line, its bolt group held too little to be refined
+    everywhere = refined_everywhere(nodes, x, head)
+    assert probabilities[1, 4] > 0.0
+    np.testing.assert_allclose(probabilities[1, [2, 4]], everywhere[1, [2, 4]], rtol=1e-9)  # the line's products
+
+
+def test_a_frame_on_a_line_gets_the_refinements_that_feed_its_lines_products() -> None:
+    # saw-fine takes from the saw; saw-coarse takes from saw-fine; a line of saw-coarse and the bolt: a bolt-ish
+    # frame whose saw holds too little off the line still has saw-fine's share passed on to saw-coarse on it
+    coarse = Refinement("saw-coarse", logistic(["saw-fine", "saw-coarse"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    head = base_head().refined_by(saw_variant(), "tools").refined_by(coarse, "tools")
+    x = np.array([[0.0, -0.2, 1.0]], np.float32)
+    nodes = np.hstack([base_head().probabilities(x), np.zeros((1, 2))])
+    assert nodes[0, 1] < UNREFINED_MASS  # the saw's group holds too little to be refined off a line
+    allowed = np.array([[False, False, True, False, True]])
+    probabilities = head.probabilities(x, allowed)
+    everywhere = refined_everywhere(nodes, x, head)
+    assert probabilities[0, 4] > 0.0
+    np.testing.assert_allclose(probabilities[0, [2, 4]], everywhere[0, [2, 4]], rtol=1e-9)
+    assert head.probabilities(x)[0, 4] == 0.0  # off the line: skipped
+
+
+def refined_everywhere(probabilities: np.ndarray, x: np.ndarray, head: ProductHead) -> np.ndarray:
+    """Every refinement on every row, however little its group holds (how heads applied them before)."""
+    column = {product: index for index, product in enumerate(head.products)}
+    result = np.array(probabilities, dtype=np.float64)
+    for refinement in head.refinements:
+        columns = [column[name] for name in refinement.classifier.classes]
+        mass = result[:, columns].sum(axis=1, keepdims=True)
+        result[:, columns] = mass * refinement.classifier.probabilities(x)
+    return result
+
+
+def test_a_layout_knows_which_later_refinements_share_a_product() -> None:
+    coarse = Refinement("saw-coarse", logistic(["saw-fine", "saw-coarse"], [[0, 0, 1], [0, 0, -1]]), "v3")
+    long_bolt = Refinement("bolt-long", logistic(["bolt", "bolt-long"], [[0, 0, 1], [0, 1, 0]]), "v4")
+    head = base_head().refined_by(saw_variant(), "tools").refined_by(coarse, "tools").refined_by(long_bolt, "parts")
+    layout = RefinementLayout(head.products, head.refinements)
+    assert [c.tolist() for c in layout.columns] == [[1, 3], [3, 4], [2, 5]]
+    assert layout._later == [[1], [], []]
+    assert layout._feeds.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
 
 
 def test_a_refinement_may_bring_new_photos_of_a_known_product_or_a_new_category() -> None:
