@@ -127,7 +127,7 @@ def finished(requests: Any, enrolment: str) -> dict[str, Any] | None:
 def consolidate_while_streaming(app: Any, store: Path, camera: Camera, photos: list[bytes]) -> float:
     """Send the worker `partsight.consolidate` and stream frames until current has no refinement left; seconds."""
     from broker.contract import CONSOLIDATE_TASK, ENROL_QUEUE
-    from worker.consolidator import refinements_of
+    from models.train.consolidation import refinements_of
 
     started = time.time()
     app.send_task(CONSOLIDATE_TASK, queue=ENROL_QUEUE)

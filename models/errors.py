@@ -13,7 +13,8 @@ ModelError                  base of everything raised here
 ├── ReviewError             the review store cannot be created, written or read
 │   └── UnknownItem         no review item by that id (or an id that is not one: never a path)
 ├── StoreBusy               the model store's lock was held too long (an enrolment or an activation)
-│   └── ConsolidationBusy   another process is consolidating the store
+│   ├── ConsolidationBusy   another process is consolidating the store
+│   └── RefinementsFull     the head carries all the quick enrolments it may while a consolidation folds them in
 ├── EnrolmentError          an enrolment that cannot be stored or carried out; `code` says why
 │   └── UnknownEnrolment    no enrolment by that id (or an id that is not one: never a path)
 └── LineError               a line (a named set of products) or a device's line that cannot be set or used;
@@ -100,6 +101,12 @@ class StoreBusy(ModelError):
 class ConsolidationBusy(StoreBusy):
     """Another process is consolidating the store (models.train.consolidation): its rounds take these enrolments
     along."""
+
+
+class RefinementsFull(StoreBusy):
+    """The current head carries as many quick enrolments as it may (models.train.enrolment.MAX_REFINEMENTS) while a
+    consolidation of the store folds them in: an enrolment now would refit every node itself, for as long as that
+    consolidation takes, and make it write nothing. Try again when it lands."""
 
 
 class LineError(ModelError):

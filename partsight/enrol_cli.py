@@ -23,13 +23,14 @@ import redis
 from broker.dispatch import announce_current, redis_client_url
 from broker.settings import redis_url_from_env
 from models.bundle import ModelBundle
-from models.errors import EnrolmentError, ImageError
+from models.errors import EnrolmentError, ImageError, StoreBusy
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
 from models.store.enrolment_requests import DONE, EnrolmentStore
 from models.store.retention import keep_from_env
 
 logger = logging.getLogger(__name__)
+TRY_AGAIN_EXIT = 75  # EX_TEMPFAIL: the store was busy (its lock, or a full head while a consolidation runs)
 
 
 def catalog_record(raw: str | None) -> dict[str, Any] | None:
@@ -114,13 +115,18 @@ def run_enrol(args: argparse.Namespace) -> int:
     weights = os.environ.get("PARTSIGHT_BACKBONE_WEIGHTS")
     features = LocalFeatures(os.environ.get("PARTSIGHT_DEVICE", "auto"), Path(weights) if weights else None)
     told: list[bool] = []  # the workers are told the moment current moves, before the look-alike check
-    outcome = run_request(
-        store,
-        enrolment,
-        features,
-        keep_versions=keep_from_env(os.environ),
-        on_served=lambda version: told.append(tell_workers(version, dict(os.environ))),
-    )
+    try:
+        outcome = run_request(
+            store,
+            enrolment,
+            features,
+            keep_versions=keep_from_env(os.environ),
+            on_served=lambda version: told.append(tell_workers(version, dict(os.environ))),
+        )
+    except StoreBusy as exc:  # the store's lock held too long, or the head full while a consolidation runs
+        requests.failed(enrolment, "busy", str(exc))  # not left queued: a worker would take it along later
+        print(f"partsight enrol: {exc}; nothing was enrolled", file=sys.stderr)
+        return TRY_AGAIN_EXIT
     if outcome.state != DONE:
         error = outcome.error or {}
         print(f"partsight enrol: {error.get('message')} ({error.get('code')}); current is unchanged", file=sys.stderr)

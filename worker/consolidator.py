@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models.errors import ArtifactError
-from models.store.versions import current_version, read_manifest, resolve
-from models.train.consolidation import BUSY_EXIT
+from models.store.versions import current_version
+from models.train.consolidation import BUSY_EXIT, refinements_of
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +31,6 @@ ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 NOTHING, BUSY, DONE, FAILED = "nothing", "busy", "done", "failed"
 
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def refinements_of(store: Path) -> int:
-    """How many quick enrolments current's head holds (0 for a store without a readable current)."""
-    try:
-        manifest = read_manifest(resolve(store))
-    except (ArtifactError, OSError):
-        return 0
-    head = manifest.get("head")
-    refinements = head.get("refinements", []) if isinstance(head, Mapping) else []
-    return len(refinements) if isinstance(refinements, list) else 0
 
 
 class Consolidator:

@@ -17,7 +17,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,9 +29,9 @@ from models.answer.head import ProductHead
 from models.answer.photo_index import PhotoIndex
 from models.answer.refinements import Refinement
 from models.bundle import ModelBundle, load_model, stored_gallery
-from models.errors import ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
+from models.errors import ArtifactError, ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
 from models.store.retention import prune
-from models.store.versions import store_lock
+from models.store.versions import read_manifest, resolve, store_lock
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
 from models.train.head_fitting import AUTO, Search, fit_searched
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5  # consolidations in a row while enrolments keep coming; the next enrolment starts another
 LOCK_FILE = ".consolidating"
+LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
 BUSY_EXIT = 75  # EX_TEMPFAIL: `partsight models --consolidate` found another process consolidating the store
 
 
@@ -96,15 +97,42 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     return done
 
 
+def refinements_of(store: Path) -> int:
+    """How many quick enrolments current's head holds (0 for a store without a readable current)."""
+    try:
+        manifest = read_manifest(resolve(store))
+    except (ArtifactError, OSError):
+        return 0
+    head = manifest.get("head")
+    refinements = head.get("refinements", []) if isinstance(head, Mapping) else []
+    return len(refinements) if isinstance(refinements, list) else 0
+
+
+def consolidation_running(store: Path) -> bool:
+    """Whether a process on this machine consolidates the store now (holds its lock file); waits at most 0.2 s."""
+    try:
+        with consolidating(store):
+            return False
+    except ConsolidationBusy:
+        return True
+    except OSError:  # the lock file cannot be opened (a read-only store): nothing consolidates it from here
+        return False
+
+
 @contextmanager
 def consolidating(store: Path) -> Iterator[None]:
-    """One consolidation a store at a time, across processes on this machine (a lock file, never waited for);
-    on a shared volume two machines may both refit, and the second to write finds current moved and drops its own."""
+    """One consolidation a store at a time, across processes on this machine (a lock file, never waited for, but for
+    a moment: consolidation_running holds it a few microseconds to look); on a shared volume two machines may both
+    refit, and the second to write finds current moved and drops its own."""
     with (store / LOCK_FILE).open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise ConsolidationBusy(f"another process is consolidating {store}") from exc
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if attempt == LOCK_TRIES - 1:
+                    raise ConsolidationBusy(f"another process is consolidating {store}") from exc
+                time.sleep(LOCK_RETRY_S)
         yield
 
 

@@ -62,8 +62,10 @@ LINKED_FILES = ("backbone.onnx", "backbone.pt")
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
 PHOTOS_PER_BATCH = 16  # photos an engine call takes, where the caller names no batch size
-# quick enrolments a head carries at most before an enrolment refits it whole (every frame applies each refinement;
-# consolidations that keep failing must not let them pile up)
+# quick enrolments a head carries at most: past them an enrolment waits for a running consolidation
+# (enrolment_runs: RefinementsFull) or, with none running (consolidations that keep failing), refits every node.
+# Each refinement a frame's probability reaches costs it about 30 us (bench.refinement_cost): on 660 look-alike
+# parts, whose head spreads a frame's probability over most groups, 256 of them cost 7.5 ms a frame alone
 MAX_REFINEMENTS = 64
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import ModelBundle
-from models.errors import ArtifactError, EnrolmentError, ModelError
+from models.errors import ArtifactError, EnrolmentError, ModelError, RefinementsFull
 from models.store.enrolment_requests import DONE, FAILED, QUEUED, EnrolmentStore
 from models.store.retention import prune
 from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
+from models.train import enrolment as enrolment_module
+from models.train.consolidation import consolidation_running, refinements_of
 from models.train.enrolment import Enrolled, FeaturesOf, enrol
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,8 @@ def run_request(
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
     `wait_s`: how long to wait for the store's lock (None: its default); StoreBusy after that, with the request
-    untouched (the caller tries again later). `keep_versions`: prune the store after a version is written, keeping
+    untouched (the caller tries again later), as when the head is full of quick enrolments that a running
+    consolidation folds in (RefinementsFull). `keep_versions`: prune the store after a version is written, keeping
     this many newest (None: no prune). `coalesce`: take the product's other queued requests along, into the same
     version. `on_served(version)`: called as soon as `current` names the version written, before the look-alike
     check, the records and the prune (a worker reloads and tells the others there); an exception it raises is logged,
@@ -104,6 +107,7 @@ def run_request(
             finish_moving_current(store, written)
             requests.done(enrolment, written, 0.0)
             return RequestOutcome(enrolment, product, DONE, written, None, False)
+        _room_for_a_refinement(store)
         since = time.time() - COALESCE_LOOKBACK_S
         batch = [enrolment, *(requests.queued_for(product, since=since, exclude=enrolment) if coalesce else [])]
         served = _quietly(on_served)
@@ -116,6 +120,19 @@ def run_request(
         if outcome.state == DONE and keep_versions is not None:
             prune_quietly(store, keep_versions)
     return outcome
+
+
+def _room_for_a_refinement(store: Path) -> None:
+    """RefinementsFull when current's head carries MAX_REFINEMENTS quick enrolments while a consolidation runs: the
+    enrolment would refit every node itself (as long as the consolidation takes, and under the store's lock) and
+    leave that consolidation nothing to write; after it lands, the enrolment is quick again. Without a running
+    consolidation (they keep failing) the enrolment refits as it did."""
+    count = refinements_of(store)
+    if count >= enrolment_module.MAX_REFINEMENTS and consolidation_running(store):
+        raise RefinementsFull(
+            f"the model carries {count} quick enrolments, as many as it may, and a consolidation is folding them "
+            "in: try again when it lands"
+        )
 
 
 def _without_culprit(requests: EnrolmentStore, batch: list[str], error: Mapping[str, str]) -> list[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from models.store.versions import point_current
-from models.train.consolidation import BUSY_EXIT
-from worker.consolidator import BUSY, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator, refinements_of
+from models.train.consolidation import BUSY_EXIT, refinements_of
+from worker.consolidator import BUSY, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator
 
 
 def version(store: Path, name: str, refinements: int) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 from models.answer.classifiers import Candidate
 from models.answer.novelty import answered_index, novelty_inputs
 from models.bundle import ModelBundle, load_model, resolve, stored_gallery
-from models.errors import EnrolmentError, UnknownEnrolment
+from models.errors import EnrolmentError, RefinementsFull, UnknownEnrolment
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
 from models.store.blobs import store_bytes
@@ -721,6 +721,39 @@ def test_past_its_cap_of_refinements_an_enrolment_refits_the_head_whole(
     bundle = load_model(store)
     assert bundle.manifest["enrolment"]["mode"] == "refit" and bundle.head.refinements == ()
     assert {"gauge-3", "gauge-5"} <= set(bundle.head.base_products)
+
+
+def test_a_full_head_waits_for_the_running_consolidation_instead_of_refitting_whole(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train import enrolment as enrolment_module
+
+    monkeypatch.setattr(enrolment_module, "MAX_REFINEMENTS", 1)
+    features = LocalFeatures()
+    requests = EnrolmentStore(store)
+    first = requests.create("gauge-3", digit_photos(3, 8), record=DIGIT_RECORD)
+    assert run_request(store, first, features).state == DONE  # quick: the head is full now
+    full = load_model(store)
+    assert len(full.head.refinements) == 1
+    second = requests.create("gauge-5", digit_photos(5, 8), record={**DIGIT_RECORD, "name": "Digit-five gauge"})
+    # a worker's child folds the refinement in meanwhile
+    with consolidating(store), pytest.raises(RefinementsFull, match="try again when it lands"):
+        run_request(store, second, features)
+    assert requests.get(second)["state"] == "queued" and load_model(store).version == full.version  # untouched
+    monkeypatch.delenv("PARTSIGHT_REDIS_URL", raising=False)  # the command takes no lock in Redis
+    photo = tmp_path / "five.png"
+    photo.write_bytes(digit_photos(5, 1)[0][1])
+    argv = ["enrol", "--store", str(store), "--product", "gauge-5", "--photos", str(photo), "--no-consolidate"]
+    with consolidating(store):  # the operator, meanwhile: told to try again, nothing half done
+        assert cli.main(argv) == 75
+    assert "try again when it lands; nothing was enrolled" in capsys.readouterr().err
+    assert load_model(store).version == full.version
+    refused = requests.list(limit=1)[0]  # the command's own request: not left queued for a worker to find
+    assert refused["product"] == "gauge-5" and refused["state"] == "failed" and refused["error"]["code"] == "busy"
+    consolidate(store)  # it lands: room again, and the enrolment is quick
+    outcome = run_request(store, second, features)
+    assert outcome.state == DONE
+    assert load_model(store).manifest["enrolment"]["mode"] == "quick"
 
 
 def test_an_enrolment_names_the_product_its_photos_are_mistaken_for(
