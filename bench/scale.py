@@ -14,7 +14,12 @@ bytes the store grew on disk (each shared file counted once), and, as the baseli
 same run, the bytes the same version takes as a self-contained folder (every file but the hard-linked ONNX graph:
 what a version cost before versions shared content). `--reuse` trains again on the photos and feature cache that
 an earlier run left in `--workdir` (its training seconds are then not a first training's); `--enrolments-only`
-enrols new parts on the stores an earlier run left there and prints the enrolment table alone.
+enrols new parts on the stores an earlier run left there and prints the enrolment table alone; with
+`--consolidate-behind` a consolidation runs beside them as a worker runs it (worker.consolidator's child process,
+started again whenever current holds refinements), so that hundreds of enrolments in a row (`--enrolments 1000`)
+meet what a plant enrolling its catalog would: the store after them, whether an enrolment costs more once hundreds
+came before it, how many found the head's refinements full (MAX_REFINEMENTS) and refitted every node, and how many
+waited (tried again each second; a worker's task comes back every 2 s) for a running consolidation to make room.
 
 Accuracy at the shipped operating point, on photos taken on another day (another seed): `--test-photos` of each
 of up to 100 of the trained parts and of 20 never-seen look-alikes (the parts after the catalog's): top-1 (the
@@ -32,6 +37,7 @@ on a 2-core box (issue 19 section 6). Prints one table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -39,16 +45,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models.errors import StoreBusy
 from models.store.blobs import store_bytes
 from models.store.enrolment_requests import DONE, EnrolmentStore
 from models.store.versions import MANIFEST, current_version, version_folders
 from models.train import parts
 from models.train.consolidation import consolidate_all
-from models.train.enrolment_runs import run_request
+from models.train.enrolment_runs import RequestOutcome, run_request
 from partsight.enrol_cli import LocalFeatures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +120,7 @@ def _enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -
         answered: list[tuple[float, bool]] = []
         frame_of = (pictures[0][1], item.product)
         serve = functools.partial(answer_once_served, answered, features, store, frame_of, started)
-        outcome = run_request(store, enrolment, features, keep_versions=20, on_served=serve, loaded=features.loaded)
+        outcome, waited = run_waiting(store, enrolment, features, serve)
         seconds = time.monotonic() - started
         served = os.lstat(store / "current").st_mtime - asked  # `current` moved: what a worker reloads on
         if outcome.state != DONE or outcome.version is None or not answered:
@@ -120,7 +129,8 @@ def _enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -
         steps = ", ".join(f"{k} {v:.2f}" for k, v in outcome.enrolled.timings.items())
         progress(
             f"enrolled {item.product} in {seconds:.2f} s, served after {served:.2f} s, a frame answered after "
-            f"{answered[0][0]:.2f} s (top-1 {'the part' if answered[0][1] else 'another'}; {steps})"
+            f"{answered[0][0]:.2f} s (top-1 {'the part' if answered[0][1] else 'another'}; {steps}"
+            f"{f'; waited {waited:.0f} s for a consolidation' if waited else ''})"
         )
         rows.append(
             {
@@ -131,9 +141,80 @@ def _enrol_parts(store: Path, first: int, count: int, photos: int, work: Path) -
                 "grown": store_bytes(store) - before,  # the request's photos (kept for review) included
                 "self_contained": self_contained_bytes(store / outcome.version),
                 "own_features": photos * feature_dim(store / outcome.version) * 2,  # float16
+                "quick": "refine_s" in outcome.enrolled.timings,  # otherwise every node was refitted
+                "waited_s": waited,
             }
         )
     return rows
+
+
+def run_waiting(
+    store: Path, enrolment: str, features: LocalFeatures, serve: Callable[[str], None]
+) -> tuple[RequestOutcome, float]:
+    """run_request as a worker's task runs it, tried again while the store says to (StoreBusy: the head full of
+    quick enrolments a running consolidation folds in), each second (a worker's task: every 2 s); the outcome and
+    the seconds spent waiting."""
+    waited = 0.0
+    while True:
+        try:
+            return run_request(
+                store, enrolment, features, keep_versions=20, on_served=serve, loaded=features.loaded
+            ), waited
+        except StoreBusy:
+            time.sleep(1.0)
+            waited += 1.0
+
+
+class ConsolidationBehind:
+    """What a worker does after each quick enrolment, in a thread beside the enrolments: the consolidation's child
+    process (worker.consolidator: `partsight models --consolidate`, niced, one BLAS thread) started again as soon as
+    the last one ended while current holds refinements. Counts the consolidations and their seconds."""
+
+    def __init__(self, store: Path) -> None:
+        from worker.consolidator import Consolidator
+
+        self._consolidator = Consolidator(
+            store, keep_versions=20, reload_now=lambda: None, announce=lambda v, r: None, run=self._child
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="consolidation-behind", daemon=True)
+        self.runs: list[tuple[str, float]] = []
+
+    def __enter__(self) -> ConsolidationBehind:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _child(self, command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        """subprocess.run as the worker calls it, but stopped (SIGTERM) once the enrolments are done: a round at
+        hundreds of parts outlasts them by minutes."""
+        options.pop("check", None)
+        options.pop("timeout", None)
+        options.pop("capture_output", None)
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+        while True:
+            try:
+                out, err = child.communicate(timeout=1.0)  # its output read as it comes: a full pipe never stalls it
+                return subprocess.CompletedProcess(command, child.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                if self._stop.is_set():
+                    child.terminate()
+
+    def _loop(self) -> None:
+        from worker.consolidator import DONE, FAILED
+
+        while not self._stop.is_set():
+            outcome, seconds = self._consolidator.consolidate()
+            if outcome == FAILED and self._stop.is_set():
+                progress(f"consolidation stopped after {seconds:.0f} s: the enrolments are done")
+            elif outcome in {DONE, FAILED}:
+                self.runs.append((outcome, seconds))
+                progress(f"consolidation {outcome} in {seconds:.0f} s")
+            else:
+                self._stop.wait(1.0)
 
 
 def answer_once_served(
@@ -303,6 +384,18 @@ def enrolment_figures(enrolled: list[dict[str, Any]], store: Path) -> dict[str, 
         "own_mb": enrolled[0]["own_features"] / 1e6,
         "versions": len(version_folders(store)),
         "current": current_version(store),
+        "store_mb": store_bytes(store) / 1e6,
+        **tenths(enrolled),
+    }
+
+
+def tenths(enrolled: list[dict[str, Any]]) -> dict[str, float]:
+    """The first frame answered, p50 over the first and the last tenth of `enrolled` (at least one each): whether
+    an enrolment costs more once hundreds were enrolled before it."""
+    tenth = max(1, len(enrolled) // 10)
+    return {
+        "first_tenth_p50": statistics.median(row["answered_s"] for row in enrolled[:tenth]),
+        "last_tenth_p50": statistics.median(row["answered_s"] for row in enrolled[-tenth:]),
     }
 
 
@@ -325,8 +418,20 @@ def enrolments_only(size: int, args: argparse.Namespace, work: Path) -> dict[str
     first = size + 1000 + 20
     while any(item.product in known for item in parts.parts(args.enrolments, start=first)):
         first += args.enrolments
-    enrolled = enrol_parts(store, first, args.enrolments, args.photos, work / f"n{size}" / "new")
-    return {"size": size, **enrolment_figures(enrolled, store)}
+    before_mb = store_bytes(store) / 1e6
+    with ConsolidationBehind(store) if args.consolidate_behind else contextlib.nullcontext() as behind:
+        enrolled = enrol_parts(store, first, args.enrolments, args.photos, work / f"n{size}" / "new")
+    runs = behind.runs if behind is not None else []
+    return {
+        "size": size,
+        "store_before_mb": before_mb,
+        "refits": sum(not row["quick"] for row in enrolled),
+        "waits": sum(row["waited_s"] > 0 for row in enrolled),
+        "waited_max": max(row["waited_s"] for row in enrolled),
+        "consolidations": f"{sum(o == 'done' for o, _ in runs)} ({sum(o == 'failed' for o, _ in runs)} failed)",
+        "consolidation_p50": statistics.median(s for _, s in runs) if runs else 0.0,
+        **enrolment_figures(enrolled, store),
+    }
 
 
 def main() -> int:
@@ -351,6 +456,11 @@ def main() -> int:
         action="store_true",
         help="only enrol new parts on the stores an earlier run left in --workdir (their training, accuracy, line "
         "and consolidation not measured)",
+    )
+    parser.add_argument(
+        "--consolidate-behind",
+        action="store_true",
+        help="with --enrolments-only: consolidate in a child process beside the enrolments, as a worker does",
     )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -416,14 +526,19 @@ def print_enrolments(results: list[dict[str, Any]], args: argparse.Namespace) ->
     print(f"\n{args.photos} photos per part; {args.enrolments} enrolments each, on the stores in --workdir")
     print(
         "| products | enrol s p50 | enrol s max | served s p50 | served s max | first frame answered s p50 | max "
-        "| refine s p50 | store grows MB/enrolment |"
+        "| refine s p50 | store grows MB/enrolment | store MB before / after | versions kept "
+        "| first frame answered p50: first tenth / last tenth | full refits | waited for a consolidation (max s) "
+        "| consolidations behind | their s p50 |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("|" + " ---: |" * 16)
     for r in results:
         print(
             f"| {r['size']} | {r['enrol_p50']:.1f} | {r['enrol_max']:.1f} | {r['served_p50']:.1f} "
             f"| {r['served_max']:.1f} | {r['answered_p50']:.1f} | {r['answered_max']:.1f} | {r['refit_p50']:.1f} "
-            f"| {r['grown_mb']:.2f} |"
+            f"| {r['grown_mb']:.2f} | {r['store_before_mb']:.1f} / {r['store_mb']:.1f} | {r['versions']} "
+            f"| {r['first_tenth_p50']:.2f} / {r['last_tenth_p50']:.2f} s | {r['refits']} "
+            f"| {r['waits']} ({r['waited_max']:.0f}) | {r['consolidations']} "
+            f"| {r['consolidation_p50']:.0f} |"
         )
     return 0
 
