@@ -86,6 +86,22 @@ class ProductHead:
             raise InvalidModel(f"the head's classifiers cannot be applied: {exc!r}") from exc
         if probe.shape != (1, count) or not np.isfinite(probe).all():
             raise InvalidModel(f"the head's classifiers give {probe.shape} probabilities for {count} products")
+        self._probe_refinements()
+
+    def _probe_refinements(self) -> None:
+        """Each refinement's classifier applied once: a frame skips those whose group it cannot be (RefinementLayout),
+        so the probe above may not reach them, and one that cannot answer must fail at load all the same."""
+        zeros = np.zeros((1, self.feature_dim), dtype=np.float32)
+        for refinement in self.refinements:
+            try:
+                shares = refinement.classifier.probabilities(zeros)
+            except (KeyError, IndexError, ValueError, TypeError, InvalidModel) as exc:
+                raise InvalidModel(f"the refinement for {refinement.product} cannot be applied: {exc!r}") from exc
+            expected = (1, len(refinement.classifier.classes))
+            if shares.shape != expected or not np.isfinite(shares).all():
+                raise InvalidModel(
+                    f"the refinement for {refinement.product} gives {shares.shape} shares, not {expected}"
+                )
 
     def _check_nodes(self) -> None:
         """InvalidModel unless the nodes cover the products they were fitted on (all but those refinements add)."""

@@ -178,6 +178,24 @@ def test_a_refinement_that_does_not_fit_the_head_is_refused(refinement: Refineme
         base_head().refined_by(refinement, "tools")
 
 
+def test_a_refinement_that_cannot_answer_is_refused_at_load_though_the_probe_frame_skips_it() -> None:
+    # the top node all but sure of parts at the zero frame: the tools' refinements are skipped there, yet one whose
+    # arrays hold three rows for its two products fails the head's load, not the first frame that reaches it
+    top = logistic_classifier(
+        ["parts", "tools"], np.array([[-4, -4, 8], [4, 4, -8]], np.float32), np.array([6, -6], np.float32)
+    )
+    head = ProductHead(
+        ("hammer", "saw", "bolt"),
+        ("tools", "tools", "parts"),
+        {None: top, "tools": base_head().classifiers["tools"]},
+        structure=CATEGORY_FIRST,
+    )
+    assert head.probabilities(np.zeros((1, DIM), np.float32))[0, 1] < UNREFINED_MASS
+    broken = Refinement("saw-fine", logistic(["saw", "saw-fine"], [[0, 6, 0], [0, -6, 0], [1, 1, 1]]), "v2")
+    with pytest.raises(InvalidModel, match="the refinement for saw-fine"):
+        head.refined_by(broken, "tools")
+
+
 def test_the_products_refinements_add_come_last() -> None:
     head = base_head().refined_by(saw_variant(), "tools")
     with pytest.raises(InvalidModel, match="must come last"):
