@@ -26,7 +26,7 @@ from models.bundle import ModelBundle
 from models.errors import EnrolmentError, ImageError, StoreBusy
 from models.extract.decode import DecodeLimits
 from models.recognizer import Recognizer
-from models.store.enrolment_requests import DONE, EnrolmentStore
+from models.store.enrolment_requests import BUSY, DONE, QUEUED, EnrolmentStore
 from models.store.retention import keep_from_env
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,18 @@ def tell_workers(version: str, env: dict[str, str], reason: str = "enrolment") -
         return False
 
 
+def _lock_not_taken(requests: EnrolmentStore, enrolment: str, exc: StoreBusy) -> int:
+    """The store's lock was held past the wait: the request recorded failed (`busy`) while still queued, or, where a
+    worker enrolling the product took it along meanwhile, left to that worker; TRY_AGAIN_EXIT either way."""
+    state = requests.get(enrolment)["state"]
+    if state == QUEUED:  # the moment between this look and the record is a worker's only chance to take it too
+        requests.failed(enrolment, BUSY, str(exc))
+        print(f"partsight enrol: {exc}; nothing was enrolled", file=sys.stderr)
+    else:
+        print(f"partsight enrol: {exc}; a worker took enrolment {enrolment} along ({state})", file=sys.stderr)
+    return TRY_AGAIN_EXIT
+
+
 def run_enrol(args: argparse.Namespace) -> int:
     from models.train.enrolment_runs import run_request  # noqa: PLC0415 - scikit-learn only when enrolling
 
@@ -122,10 +134,12 @@ def run_enrol(args: argparse.Namespace) -> int:
             features,
             keep_versions=keep_from_env(os.environ),
             on_served=lambda version: told.append(tell_workers(version, dict(os.environ))),
+            fail_when_full=True,  # recorded failed under the store's lock: no worker takes it along later
         )
-    except StoreBusy as exc:  # the store's lock held too long, or the head full while a consolidation runs
-        requests.failed(enrolment, "busy", str(exc))  # not left queued: a worker would take it along later
-        print(f"partsight enrol: {exc}; nothing was enrolled", file=sys.stderr)
+    except StoreBusy as exc:  # the store's lock held too long: a worker may have taken the request along meanwhile
+        return _lock_not_taken(requests, enrolment, exc)
+    if outcome.state != DONE and (outcome.error or {}).get("code") == BUSY:
+        print(f"partsight enrol: {(outcome.error or {}).get('message')}; nothing was enrolled", file=sys.stderr)
         return TRY_AGAIN_EXIT
     if outcome.state != DONE:
         error = outcome.error or {}

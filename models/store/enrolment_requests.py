@@ -33,6 +33,7 @@ CORRUPT_REQUEST = "corrupt_request"  # a stored request that is not one: request
 KEYS_DIR = ".keys"  # key (sha256) -> enrolment id, for requests that may be delivered twice
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
+BUSY = "busy"  # a failed request's error code: the store turned it away (its lock held too long, or the head full)
 ENROLMENT_ID = re.compile(r"\A[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}\Z")
 PRODUCT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # a folder name on every OS, a topic-safe string
 MAX_PHOTOS = 200  # per enrolment

@@ -20,7 +20,7 @@ from typing import Any
 
 from models.bundle import ModelBundle
 from models.errors import ArtifactError, EnrolmentError, ModelError, RefinementsFull
-from models.store.enrolment_requests import DONE, FAILED, QUEUED, EnrolmentStore
+from models.store.enrolment_requests import BUSY, DONE, FAILED, QUEUED, EnrolmentStore
 from models.store.retention import prune
 from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
 from models.train import enrolment as enrolment_module
@@ -83,6 +83,7 @@ def run_request(
     coalesce: bool = False,
     on_served: Callable[[str], None] | None = None,
     loaded: Callable[[], ModelBundle | None] | None = None,
+    fail_when_full: bool = False,
 ) -> RequestOutcome:
     """Carry out a stored enrolment request and record how it went; one already done or failed is not run again.
 
@@ -93,7 +94,9 @@ def run_request(
     version. `on_served(version)`: called as soon as `current` names the version written, before the look-alike
     check, the records and the prune (a worker reloads and tells the others there); an exception it raises is logged,
     never the enrolment's failure. `loaded()`: the version this process serves, built on when it is still current
-    (models.train.enrolment.enrol). Anything but an EnrolmentError is recorded as `internal` and raised again (a bug
+    (models.train.enrolment.enrol). `fail_when_full`: RefinementsFull is recorded as the request's failure (code
+    `busy`, under the lock, so no worker takes the request along meanwhile) and returned, for a caller that does not
+    try again (the command line). Anything but an EnrolmentError is recorded as `internal` and raised again (a bug
     to see in the log)."""
     requests = EnrolmentStore(store)
     request = requests.request(enrolment)
@@ -107,7 +110,13 @@ def run_request(
             finish_moving_current(store, written)
             requests.done(enrolment, written, 0.0)
             return RequestOutcome(enrolment, product, DONE, written, None, False)
-        _room_for_a_refinement(store)
+        try:
+            _room_for_a_refinement(store)
+        except RefinementsFull as exc:
+            if not fail_when_full:
+                raise
+            requests.failed(enrolment, BUSY, str(exc))
+            return RequestOutcome(enrolment, product, FAILED, None, {"code": BUSY, "message": str(exc)}, True)
         since = time.time() - COALESCE_LOOKBACK_S
         batch = [enrolment, *(requests.queued_for(product, since=since, exclude=enrolment) if coalesce else [])]
         served = _quietly(on_served)

@@ -756,6 +756,25 @@ def test_a_full_head_waits_for_the_running_consolidation_instead_of_refitting_wh
     assert load_model(store).manifest["enrolment"]["mode"] == "quick"
 
 
+def test_a_command_whose_wait_for_the_lock_ran_out_fails_its_request_only_while_it_is_queued(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.errors import StoreBusy
+    from partsight.enrol_cli import TRY_AGAIN_EXIT, _lock_not_taken
+
+    requests = EnrolmentStore(tmp_path)
+    alone = requests.create("gauge-5", digit_photos(5, 2), record=DIGIT_RECORD, source="cli")
+    taken = requests.create("gauge-6", digit_photos(6, 2), record=DIGIT_RECORD, source="cli")
+    requests.running(taken)  # a worker enrolling gauge-6 took the command's request along while it waited
+    busy = StoreBusy("the store's lock was held for 600 s")
+    assert _lock_not_taken(requests, alone, busy) == TRY_AGAIN_EXIT
+    assert requests.get(alone)["state"] == "failed" and requests.get(alone)["error"]["code"] == "busy"
+    assert _lock_not_taken(requests, taken, busy) == TRY_AGAIN_EXIT
+    assert requests.get(taken)["state"] == "running"  # left to the worker, not overwritten
+    err = capsys.readouterr().err
+    assert "nothing was enrolled" in err and f"a worker took enrolment {taken} along (running)" in err
+
+
 def test_an_enrolment_names_the_product_its_photos_are_mistaken_for(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
