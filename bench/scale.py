@@ -61,6 +61,7 @@ from models.train.enrolment_runs import RequestOutcome, run_request
 from partsight.enrol_cli import LocalFeatures
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_WAIT_S = 3600.0  # an enrolment the store keeps turning away this long stops the run
 LINKED = ("backbone.onnx",)  # hard-linked by every enrolment, before shared content too
 
 
@@ -160,7 +161,9 @@ def run_waiting(
             return run_request(
                 store, enrolment, features, keep_versions=20, on_served=serve, loaded=features.loaded
             ), waited
-        except StoreBusy:
+        except StoreBusy as exc:
+            if waited >= MAX_WAIT_S:  # a round takes 10-25 minutes at hundreds of parts; a stuck lock, longer
+                raise SystemExit(f"the store turned enrolment {enrolment} away for {waited:.0f} s: {exc}") from exc
             time.sleep(1.0)
             waited += 1.0
 

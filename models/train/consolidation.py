@@ -32,13 +32,14 @@ from models.bundle import ModelBundle, load_model, stored_gallery
 from models.errors import ArtifactError, ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
 from models.store.retention import prune
 from models.store.versions import read_manifest, resolve, store_lock
+from models.train import enrolment as enrolment_module
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
 from models.train.head_fitting import AUTO, Search, fit_searched
 
 logger = logging.getLogger(__name__)
 
-MAX_ROUNDS = 5  # consolidations in a row while enrolments keep coming; the next enrolment starts another
+MAX_ROUNDS = 5  # rounds in a row while enrolments keep coming (more while each lands a full head: consolidate_all)
 LOCK_FILE = ".consolidating"
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
 BUSY_EXIT = 75  # EX_TEMPFAIL: `partsight models --consolidate` found another process consolidating the store
@@ -85,14 +86,19 @@ def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidate
 
 
 def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Consolidated]:
-    """Consolidations until current has no refinement left (at most MAX_ROUNDS), or one writes nothing.
-    ConsolidationBusy when another process consolidates the store (its rounds take these enrolments along)."""
+    """Consolidations until current has no refinement left, or one writes nothing: at most MAX_ROUNDS, and more
+    while the version a round wrote carries a full head (MAX_REFINEMENTS refinements of enrolments that came
+    meanwhile): those enrolments wait for a running consolidation (RefinementsFull), and with the lock let go
+    between rounds the next would find none and refit every node itself. ConsolidationBusy when another process
+    consolidates the store (its rounds take these enrolments along)."""
     done: list[Consolidated] = []
     with consolidating(store):
-        for _ in range(MAX_ROUNDS):
+        while True:
             outcome = consolidate(store, keep_versions=keep_versions)
             done.append(outcome)
             if outcome.version is None or outcome.carried == 0:
+                break
+            if len(done) >= MAX_ROUNDS and outcome.carried < enrolment_module.MAX_REFINEMENTS:
                 break
     return done
 

@@ -85,3 +85,20 @@ def test_a_child_that_writes_nothing_tells_nobody(tmp_path: Path) -> None:
     version(tmp_path, "v1", 1)
     child, told = Child(tmp_path, writes=None), []
     assert consolidator(tmp_path, child, told).consolidate()[0] == DONE and told == []
+
+
+def test_rounds_go_on_past_their_number_while_each_lands_a_full_head(tmp_path: Path, monkeypatch: Any) -> None:
+    # enrolments kept coming while each round refitted: the versions rounds 5 and 6 write carry a full head, whose
+    # next enrolments wait for a running consolidation; round 7's carries fewer, and the rounds stop there
+    from models.train import consolidation
+    from models.train.enrolment import MAX_REFINEMENTS
+
+    carried = iter([3, 3, 3, 3, MAX_REFINEMENTS, MAX_REFINEMENTS, 5, 7])
+
+    def one_round(store: Path, *, keep_versions: int | None = None) -> consolidation.Consolidated:
+        return consolidation.Consolidated("v", 1, next(carried), 0.0, "consolidated")
+
+    monkeypatch.setattr(consolidation, "consolidate", one_round)
+    rounds = consolidation.consolidate_all(tmp_path)
+    assert [r.carried for r in rounds] == [3, 3, 3, 3, MAX_REFINEMENTS, MAX_REFINEMENTS, 5]
+    assert consolidation.MAX_ROUNDS == 5
