@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import ArtifactError
+from models.store.versions import file_identity, scope_memo
 
 # what np.load and NpzFile raise for a file that is missing, truncated, not a zip, or holds pickled data
 _BAD_FILE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -18,7 +19,36 @@ _BAD_FILE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 def read_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every array of the .npz file at `path`; ArtifactError naming the file when it cannot be read as one or
-    lacks one of `required`."""
+    lacks one of `required`. Within a versions.hashing_once() scope a file is decoded once and its arrays, read-only,
+    given to every later read of the same file (by inode, size and modification time)."""
+    memo = scope_memo("arrays")
+    key = _identity(path) if memo is not None else None
+    if memo is not None and key is not None:
+        if key not in memo:
+            memo[key] = _read_only(_decoded(path))
+        arrays = dict(memo[key])
+    else:
+        arrays = _decoded(path)
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise ArtifactError(f"malformed model files: {path} has no array {', '.join(map(repr, missing))}")
+    return arrays
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        return file_identity(path)
+    except OSError:  # missing or unreadable: _decoded says so, naming the file
+        return None
+
+
+def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every read of the scope: none may change another's
+    return arrays
+
+
+def _decoded(path: Path) -> dict[str, np.ndarray]:
     try:
         stored = np.load(path, allow_pickle=False)
         if not isinstance(stored, np.lib.npyio.NpzFile):  # a bare .npy array
@@ -27,9 +57,6 @@ def read_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarra
             arrays = {name: stored[name] for name in stored.files}
     except _BAD_FILE as exc:
         raise ArtifactError(f"malformed model files: {path} is not a readable .npz file ({exc})") from exc
-    missing = [name for name in required if name not in arrays]
-    if missing:
-        raise ArtifactError(f"malformed model files: {path} has no array {', '.join(map(repr, missing))}")
     return arrays
 
 

@@ -96,15 +96,14 @@ class GalleryRows:
             "sha256": np.asarray(sha256, dtype=str),
         }
         grown = self.rows.grown(added)
-        used = grown.used()
-        mine = np.flatnonzero(used["products"] == product)
-        keep = np.ones(len(used["products"]), dtype=bool)
+        products = grown.columns["products"]
+        mine = np.flatnonzero(products[grown.in_use] == product)  # the product's rows among those in use
+        keep = np.ones(int(grown.in_use.sum()), dtype=bool)
         if len(mine) > max_per_product:
             keep[mine] = False
             keep[mine[sample_rows(len(mine), max_per_product, seed)]] = True
         grown = grown.keeping(keep)
-        kept = grown.used()
-        own = kept["features"][kept["products"] == product].astype(np.float32)
+        own = grown.used_where(products == product)["features"].astype(np.float32)  # its rows alone: not the rest
         mean, std = product_spread(own, np.zeros(len(own), dtype=np.int64), 1)
         spread = {**self.spread, product: (float(mean[0]), float(std[0]))}
         return replace(self, rows=grown, spread=spread)

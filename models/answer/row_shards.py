@@ -68,7 +68,17 @@ class StoredRows:
             raise InvalidModel("sharded rows: every column needs one value per row, and the mask one bit per row")
 
     def used(self) -> dict[str, np.ndarray]:
+        """The rows in use: the columns themselves when every row is (not copied: 150 MB of features at 1,000 parts
+        x 20 photos), else a copy of those rows."""
+        if self.in_use.all():
+            return dict(self.columns)
         return {name: column[self.in_use] for name, column in self.columns.items()}
+
+    def used_where(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Of every stored row, those in use that `rows` (one flag per stored row) marks: a few rows of a large
+        table read without copying the rest."""
+        chosen = self.in_use & np.asarray(rows, dtype=bool)
+        return {name: column[chosen] for name, column in self.columns.items()}
 
     def grown(self, added: Mapping[str, np.ndarray]) -> StoredRows:
         """These rows and `added` after them, in use (the layout still names the shards the old rows are in)."""

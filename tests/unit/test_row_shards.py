@@ -69,3 +69,38 @@ def test_rows_whose_shard_sizes_are_not_known_or_mostly_dropped_are_written_as_o
     (tmp_path / "v3").mkdir()
     layout = write_rows(tmp_path / "v3", "gallery", mostly_dropped, tmp_path / "v1")
     assert len(layout.shards) == 1 and layout.rows == 3 and layout.mask is None
+
+
+def test_rows_all_in_use_are_given_as_they_are_and_a_few_chosen_rows_as_a_copy() -> None:
+    rows = StoredRows(rows_of(6), np.ones(6, dtype=bool))
+    assert rows.used()["features"] is rows.columns["features"]  # not copied: 150 MB at 1,000 parts
+    masked = rows.keeping(np.array([True, False, True, True, True, True]))
+    used = masked.used()
+    assert used["products"].tolist() == ["p0", "p2", "p3", "p4", "p5"]
+    assert not np.shares_memory(used["features"], masked.columns["features"])
+    chosen = masked.used_where(np.isin(masked.columns["products"], ["p1", "p2", "p5"]))  # p1 is out of use
+    assert chosen["products"].tolist() == ["p2", "p5"] and chosen["features"][:, 0].tolist() == [2.0, 5.0]
+
+
+def test_within_a_scope_a_file_is_decoded_once_and_its_arrays_are_read_only(tmp_path: Path) -> None:
+    from models.answer.arrays import read_arrays, save_arrays
+    from models.errors import ArtifactError
+    from models.store.versions import hashing_once
+
+    save_arrays(tmp_path / "a.npz", rows_of(3))
+    (tmp_path / "b.npz").hardlink_to(tmp_path / "a.npz")  # a version's shard, linked from the version before
+    outside = read_arrays(tmp_path / "a.npz")
+    assert read_arrays(tmp_path / "a.npz")["features"] is not outside["features"]  # no scope: read every time
+    outside["features"][0, 0] = 7  # and the caller's own
+    with hashing_once():
+        first = read_arrays(tmp_path / "a.npz", ("features",))
+        again = read_arrays(tmp_path / "b.npz", ("features",))
+        assert again["features"] is first["features"]
+        with pytest.raises(ValueError, match="read-only"):
+            first["features"][0, 0] = 7  # shared by every read of the scope
+        with pytest.raises(ArtifactError, match="no array 'groups'"):
+            read_arrays(tmp_path / "b.npz", ("groups",))
+        with pytest.raises(ArtifactError, match=r"missing\.npz"):
+            read_arrays(tmp_path / "missing.npz")
+        save_arrays(tmp_path / "a.npz", rows_of(4))  # written again: another size and time, so read again
+        assert len(read_arrays(tmp_path / "a.npz")["features"]) == 4
