@@ -210,7 +210,6 @@ def _trained_version(bundle: ModelBundle) -> str | None:
 
 def _write(store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str, choices: Choices) -> Path:
     stored, _ = stored_base_of(latest)
-    rows = EnrolmentBase.from_columns(stored.used(), "the latest base")
     summary = {
         "consolidates": consolidates,
         "base_version": latest.version,
@@ -218,4 +217,4 @@ def _write(store: Path, latest: ModelBundle, refitted: Refitted, consolidates: s
         "refinements_carried": len(refitted.head.refinements),
     }
     catalog = dict(latest.catalog)
-    return write_version(store, latest, (rows, stored), choices, refitted, catalog, summary, kind="consolidation")
+    return write_version(store, latest, stored, choices, refitted, catalog, summary, kind="consolidation")

@@ -223,8 +223,10 @@ class Choices:
         )
 
 
-def base_record(base: EnrolmentBase, layout: RowLayout) -> dict[str, Any]:
-    return {"rows": len(base.features), "photos": int((~base.synthetic).sum()), **layout.record()}
+def base_record(rows: StoredRows, layout: RowLayout) -> dict[str, Any]:
+    """The manifest's `enrolment_base`: how many rows and real photos are in use, and where they are stored."""
+    synthetic = np.asarray(rows.columns["synthetic"], dtype=bool)[rows.in_use]
+    return {"rows": len(synthetic), "photos": int((~synthetic).sum()), **layout.record()}
 
 
 def stored_base(base: EnrolmentBase) -> StoredRows:

@@ -82,11 +82,13 @@ def refine(
     *,
     source: str,
     seed: int,
+    group: list[str] | None = None,
 ) -> tuple[ProductHead, dict[str, Any]]:
     """`head` with a refinement for `new` (product, its new photos' features, its category) fitted on `base` (the
-    rows with the new photos), and what the report says of it."""
+    rows with the new photos: every product's, or the group's at least), and what the report says of it. `group`:
+    the look-alikes, where the caller found them already (look_alikes)."""
     product, vectors, category = new
-    group = look_alikes(head, gallery, vectors, product)
+    group = look_alikes(head, gallery, vectors, product) if group is None else group
     refinement = refinement_for(base, product, group, source=source, new=product not in head.products, seed=seed)
     refined = head.refined_by(refinement, category)
     return refined, {"quick": {"group": group, "refinements": len(refined.refinements)}}

@@ -500,8 +500,9 @@ def _extras_writer(
         added: dict[str, Any] = {
             "report_files": write_report(staging, name=options.name, version=version, report=report)
         }
-        layout = write_rows(staging, BASE_PREFIX, stored_base(base), None)
-        added["enrolment_base"] = base_record(base, layout)
+        rows = stored_base(base)
+        layout = write_rows(staging, BASE_PREFIX, rows, None)
+        added["enrolment_base"] = base_record(rows, layout)
         if tuned is not None:  # the torch engines load the version's own weights
             shutil.copyfile(tuned, staging / TUNED_WEIGHTS_FILE)
         if options.export_onnx:
