@@ -49,6 +49,7 @@ from models.answer.gallery import Gallery
 from models.answer.gallery_rows import GalleryRows, read_gallery, rows_of, stored_spreads, write_gallery
 from models.answer.head import ProductHead, logistic_classifier, restored_classifiers, saved_arrays
 from models.answer.novelty import NoveltyModel
+from models.answer.read_once import reading_once
 from models.answer.refinements import read_refinements, write_refinements
 from models.errors import ArtifactError, BackboneError, InvalidModel
 from models.extract.recipe import LEGACY, FeatureRecipe
@@ -317,13 +318,14 @@ def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
 
     ArtifactError for a version that is not one: a file that fails verification or cannot be read is named, a
     file or record that is malformed or parts that do not fit together make "malformed model files". Anything
-    else (a bug) propagates as itself. Each file is read for its sha256 once (versions.hashing_once)."""
+    else (a bug) propagates as itself. Each file is read for its sha256 once (versions.hashing_once) and decoded once
+    (read_once.reading_once)."""
     version_dir = resolve(path)
     written = _just_written.take(version_dir) if searchable else None
     if written is not None:
         return written
     manifest = versions.read_manifest(version_dir)
-    with versions.hashing_once():
+    with versions.hashing_once(), reading_once():
         for name in manifest.get("files", {}):
             verify_file(version_dir, manifest, name)
         for required in versions.required_files(manifest):

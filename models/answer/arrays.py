@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.answer.read_once import identity, memo
 from models.errors import ArtifactError
-from models.store.versions import file_identity, scope_memo
 
 # what np.load and NpzFile raise for a file that is missing, truncated, not a zip, or holds pickled data
 _BAD_FILE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -19,14 +19,14 @@ _BAD_FILE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 def read_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every array of the .npz file at `path`; ArtifactError naming the file when it cannot be read as one or
-    lacks one of `required`. Within a versions.hashing_once() scope a file is decoded once and its arrays, read-only,
+    lacks one of `required`. Within a read_once.reading_once() scope a file is decoded once and its arrays, read-only,
     given to every later read of the same file (by inode, size and modification time)."""
-    memo = scope_memo("arrays")
-    key = _identity(path) if memo is not None else None
-    if memo is not None and key is not None:
-        if key not in memo:
-            memo[key] = _read_only(_decoded(path))
-        arrays = dict(memo[key])
+    decoded = memo("arrays")
+    key = _identity(path) if decoded is not None else None
+    if decoded is not None and key is not None:
+        if key not in decoded:
+            decoded[key] = _read_only(_decoded(path))
+        arrays = dict(decoded[key])
     else:
         arrays = _decoded(path)
     missing = [name for name in required if name not in arrays]
@@ -37,7 +37,7 @@ def read_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarra
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
     try:
-        return file_identity(path)
+        return identity(path)
     except OSError:  # missing or unreadable: _decoded says so, naming the file
         return None
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
+from models.answer.read_once import identity, memo
 from models.errors import InvalidModel
 
 SHARD_LIMIT = 64
@@ -94,25 +95,86 @@ class StoredRows:
 
 
 def read_rows(layout: RowLayout, path_of: Any, required: Sequence[str]) -> StoredRows:
-    """The rows `layout` names; `path_of(name)` returns a verified file's path (ArtifactError otherwise)."""
-    parts = [read_arrays(path_of(name), required) for name in layout.shards]
-    columns = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0) for name in required}
+    """The rows `layout` names; `path_of(name)` returns a verified file's path (ArtifactError otherwise). Within a
+    read_once.reading_once() scope, rows whose shards and mask this scope read or wrote already (by their files'
+    identities) are given as they were, every file still verified."""
+    paths = [path_of(name) for name in layout.shards]
+    mask_path = None if layout.mask is None else path_of(layout.mask)
+    tables = memo("rows")
+    key = _rows_key(paths, mask_path) if tables is not None else None
+    known = tables.get(key) if tables is not None and key is not None else None
+    if isinstance(known, StoredRows) and len(known.in_use) == layout.rows and set(required) <= set(known.columns):
+        return StoredRows({name: known.columns[name] for name in required}, known.in_use, known.layout)
+    rows = _read_rows(layout, paths, mask_path, required)
+    if tables is not None and key is not None:
+        tables[key] = _read_only(rows)
+    return rows
+
+
+def _read_rows(layout: RowLayout, paths: list[Path], mask_path: Path | None, required: Sequence[str]) -> StoredRows:
+    parts = [read_arrays(path, required) for path in paths]
+    columns = {name: _joined([part[name] for part in parts]) for name in required}
     if any(len(column) != layout.rows for column in columns.values()):
         raise InvalidModel(f"the shards hold rows other than the {layout.rows} their record says")
     layout = replace(layout, shard_rows=tuple(len(part[required[0]]) for part in parts) if required else ())
     in_use = np.ones(layout.rows, dtype=bool)
-    if layout.mask is not None:
-        packed = read_arrays(path_of(layout.mask), ("in_use",))["in_use"]
+    if layout.mask is not None and mask_path is not None:
+        packed = read_arrays(mask_path, ("in_use",))["in_use"]
         if packed.dtype != np.uint8 or len(packed) != (layout.rows + 7) // 8:
             raise InvalidModel(f"{layout.mask}: not a mask of {layout.rows} rows")
         in_use = np.unpackbits(packed, count=layout.rows).astype(bool)
     return StoredRows(columns, in_use, layout)
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The shards' column as one array: one shard's as it is (not copied), none as an empty one."""
+    if not parts:
+        return np.zeros(0)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _rows_key(paths: Sequence[Path], mask: Path | None) -> tuple[Any, ...] | None:
+    """The identities of a table's files (read_once.identity), as a scope remembers its rows by; None for a file that
+    cannot be looked at (it is read, and fails, as without a scope)."""
+    try:
+        return tuple(identity(path) for path in paths), None if mask is None else identity(mask)
+    except OSError:
+        return None
+
+
+def _read_only(rows: StoredRows) -> StoredRows:
+    for array in (*rows.columns.values(), rows.in_use):
+        array.flags.writeable = False  # shared by every read of the scope: none may change another's
+    return rows
+
+
+def _remember_written(staging: Path, layout: RowLayout, rows: StoredRows) -> None:
+    """Within a reading_once() scope, `rows` as read_rows would read them back from `layout` in `staging` (the same
+    files, renamed with their folder, keep their identities): the next read of them in the scope, or in a scope
+    carried from it, is not a decoding and joining of every shard again."""
+    tables = memo("rows")
+    if tables is None or len(layout.shard_rows) != len(layout.shards):
+        return  # shard sizes unknown: the next write needs them read from the files
+    key = _rows_key([staging / name for name in layout.shards], None if layout.mask is None else staging / layout.mask)
+    if key is None:
+        return
+    if layout.rows == len(rows.in_use):  # the shards hold every row given, the mask says which are in use
+        written = StoredRows(dict(rows.columns), rows.in_use, layout)
+    else:  # the rows in use, written as one shard
+        written = StoredRows(rows.used(), np.ones(layout.rows, dtype=bool), layout)
+    tables[key] = _read_only(written)
+
+
 def write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None) -> RowLayout:
     """Store `rows` in `staging`: the layout's shards linked from `source` (the version they are in) plus one
     shard of the rows after them and a mask, or all rows in use as one shard when there is no layout to build
     on or most rows would be masked; past SHARD_LIMIT shards, the first shard linked and the rest as one shard."""
+    layout = _write_rows(staging, prefix, rows, source)
+    _remember_written(staging, layout, rows)
+    return layout
+
+
+def _write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None) -> RowLayout:
     previous = rows.layout
     full = len(previous.shards) >= SHARD_LIMIT if previous is not None else False
     if (

@@ -45,16 +45,10 @@ _HASHED: contextvars.ContextVar[dict[tuple[int, int, int, int], str] | None] = c
 )
 
 
-# and what else the scope reads once by the same identity (scope_memo): an .npz's arrays (models.answer.arrays), so
-# that an enrolment's verification of the version it wrote takes the gallery's shards it read from the version it
-# built on (hard links: the same inodes) instead of decoding 76 MB again at 1,000 parts
-_SCOPED: contextvars.ContextVar[dict[str, dict[Any, Any]] | None] = contextvars.ContextVar("read_once", default=None)
-
-
-def scope_memo(kind: str) -> dict[Any, Any] | None:
-    """A dict of `kind` that lives as long as the hashing_once() scope (None outside one), keyed by file_identity."""
-    memos = _SCOPED.get()
-    return None if memos is None else memos.setdefault(kind, {})
+def current_hashes() -> dict[tuple[int, int, int, int], str] | None:
+    """The sha256 the hashing_once() scope this code runs in knows, by file identity (None outside one): what a
+    caller may carry into a later scope."""
+    return _HASHED.get()
 
 
 def file_identity(path: Path) -> tuple[int, int, int, int]:
@@ -80,19 +74,19 @@ def file_sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def hashing_once() -> Iterator[None]:
-    """A scope in which a file read whole for its sha256 (or decoded: scope_memo) is not read again while its inode,
-    size and modification time stay the same (a scope inside another shares the outer's). Outside any scope every
-    call reads the file."""
+def hashing_once(carried: dict[tuple[int, int, int, int], str] | None = None) -> Iterator[None]:
+    """A scope in which a file read whole for its sha256 is not read again while its inode, size and modification
+    time stay the same (a scope inside another shares the outer's). Outside any scope every call reads the file.
+    `carried`: the sha256 an earlier scope knew (current_hashes), trusted here as there (an enrolment building on the
+    version the one before it wrote, in the same process: models.train.carried_scope)."""
     if _HASHED.get() is not None:
         yield
         return
-    token, scoped = _HASHED.set({}), _SCOPED.set({})
+    token = _HASHED.set({} if carried is None else carried)
     try:
         yield
     finally:
         _HASHED.reset(token)
-        _SCOPED.reset(scoped)
 
 
 def resolve(path: Path) -> Path:

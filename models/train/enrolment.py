@@ -35,12 +35,14 @@ from models.answer.gallery import Gallery, build_gallery
 from models.answer.gallery_rows import GalleryRows, rows_of
 from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
+from models.answer.read_once import current_reads, reading_once
 from models.answer.row_shards import StoredRows, link_or_copy, write_rows
 from models.bundle import ModelBundle, load_model, new_version, stored_gallery, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import check_catalog_record, check_product_id
-from models.store.versions import hashing_once, resolve, store_lock, verify_file
+from models.store.versions import current_hashes, hashing_once, resolve, store_lock, verify_file
+from models.train.carried_scope import CarriedScope
 from models.train.enrolment_base import (
     BASE_PREFIX,
     Choices,
@@ -61,6 +63,7 @@ logger = logging.getLogger(__name__)
 LINKED_FILES = ("backbone.onnx", "backbone.pt")
 
 FeaturesOf = Callable[[ModelBundle, Sequence[bytes]], Sequence[np.ndarray | ImageError]]
+_CARRIED = CarriedScope()  # what the last enrolment in this process read and wrote, for the next one
 PHOTOS_PER_BATCH = 16  # photos an engine call takes, where the caller names no batch size
 # quick enrolments a head carries at most: past them an enrolment waits for a running consolidation
 # (enrolment_runs: RefinementsFull) or, with none running (consolidations that keep failing), refits every node.
@@ -314,7 +317,12 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         raise EnrolmentError("an enrolment needs at least one photo", "no_photos")
     checked = check_catalog_record(product, record) if record is not None else None
     timings: dict[str, float] = {}
-    with contextlib.nullcontext() if locked else store_lock(store), hashing_once():
+    carried = _CARRIED.take(store)
+    with (
+        contextlib.nullcontext() if locked else store_lock(store),
+        hashing_once(carried.hashed),
+        reading_once(carried.reads),
+    ):
         timings["lock_s"] = time.monotonic() - started
         bundle = _current_bundle(store, loaded)
         stored, choices = stored_base_of(bundle)
@@ -354,6 +362,7 @@ def enrol(  # long: each step of an enrolment timed, under one lock
             **(dict(details) if details else {}),
         }
         path = write_version(store, bundle, stored, choices, refitted, catalog, summary, version)
+        _CARRIED.keep(store, path, current_hashes(), current_reads())  # the next enrolment builds on this version
         timings["write_s"] = time.monotonic() - mark
     seconds = time.monotonic() - started
     if on_served is not None:

@@ -30,7 +30,7 @@ from models.store.enrolment_requests import (
 )
 from models.store.versions import file_sha256, version_folders
 from models.train.consolidation import consolidate, consolidating
-from models.train.enrolment import base_of, enrol
+from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
 from models.train.quick_enrolment import GROUP_LIMIT
@@ -781,6 +781,51 @@ def test_a_quick_enrolment_reads_its_groups_rows_as_numbers_not_the_whole_base(
     assert bundle.manifest["enrolment"]["mode"] == "quick"
     assert bundle.head.refinements[-1].classifier.classes == ("bag", "coat", "gauge-3")
     assert converted == [["bag", "coat", "gauge-3"]]
+
+
+def test_an_enrolment_builds_on_the_version_the_one_before_wrote_without_reading_its_rows_again(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # enrolments one after the other in a process: the second takes the rows the first wrote from memory (150 MB
+    # read, hashed and joined again at 1,000 parts), and writes what it would have written after reading them
+    import re
+
+    from models.answer import arrays
+    from models.train import carried_scope
+
+    twin = tmp_path / "twin"
+    subprocess.run(["cp", "-a", str(store), str(twin)], check=True)
+    decoded: list[str] = []
+    read = arrays._decoded
+    monkeypatch.setattr(arrays, "_decoded", lambda path: decoded.append(path.name) or read(path))
+    features = LocalFeatures()
+
+    def enrol_two(at: Path) -> list[str]:
+        """The shards of rows the second enrolment read from their files."""
+        requests = EnrolmentStore(at)
+        for digit in (3, 5):
+            decoded.clear()
+            enrolment = requests.create(f"gauge-{digit}", digit_photos(digit, 8), record={**DIGIT_RECORD})
+            assert run_request(at, enrolment, features).state == DONE
+        return [name for name in decoded if re.fullmatch(r"(training|gallery)-[0-9a-f]{16}\.npz", name)]
+
+    assert enrol_two(store) == []
+    monkeypatch.setattr(carried_scope, "CARRY_MAX_BYTES", -1)  # nothing carried: every shard read again
+    assert len(enrol_two(twin)) >= 2
+    carried, again = load_model(store), load_model(twin)
+    galleries = [stored_gallery(bundle) for bundle in (carried, again)]
+    assert galleries[0] is not None and galleries[1] is not None
+    tables = [(stored_base_of(carried)[0], stored_base_of(again)[0]), (galleries[0].rows, galleries[1].rows)]
+    for mine, theirs in tables:
+        assert mine.layout is not None and theirs.layout is not None
+        assert (mine.layout.rows, len(mine.layout.shards), mine.layout.mask is None) == (
+            theirs.layout.rows,
+            len(theirs.layout.shards),
+            theirs.layout.mask is None,
+        )
+        assert np.array_equal(mine.in_use, theirs.in_use)
+        for name, column in mine.columns.items():  # the photos' ids name each store's own requests
+            assert name == "photos" or np.array_equal(column, theirs.columns[name]), name
 
 
 def test_a_command_whose_wait_for_the_lock_ran_out_fails_its_request_only_while_it_is_queued(

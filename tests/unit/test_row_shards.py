@@ -84,15 +84,15 @@ def test_rows_all_in_use_are_given_as_they_are_and_a_few_chosen_rows_as_a_copy()
 
 def test_within_a_scope_a_file_is_decoded_once_and_its_arrays_are_read_only(tmp_path: Path) -> None:
     from models.answer.arrays import read_arrays, save_arrays
+    from models.answer.read_once import reading_once
     from models.errors import ArtifactError
-    from models.store.versions import hashing_once
 
     save_arrays(tmp_path / "a.npz", rows_of(3))
     (tmp_path / "b.npz").hardlink_to(tmp_path / "a.npz")  # a version's shard, linked from the version before
     outside = read_arrays(tmp_path / "a.npz")
     assert read_arrays(tmp_path / "a.npz")["features"] is not outside["features"]  # no scope: read every time
     outside["features"][0, 0] = 7  # and the caller's own
-    with hashing_once():
+    with reading_once():
         first = read_arrays(tmp_path / "a.npz", ("features",))
         again = read_arrays(tmp_path / "b.npz", ("features",))
         assert again["features"] is first["features"]
@@ -104,3 +104,51 @@ def test_within_a_scope_a_file_is_decoded_once_and_its_arrays_are_read_only(tmp_
             read_arrays(tmp_path / "missing.npz")
         save_arrays(tmp_path / "a.npz", rows_of(4))  # written again: another size and time, so read again
         assert len(read_arrays(tmp_path / "a.npz")["features"]) == 4
+
+
+def test_rows_written_in_a_scope_are_read_back_from_it_as_the_files_hold_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an enrolment's verification (and the next enrolment, carried) reads the rows the write remembered: for each
+    # way of writing (shards linked and one added, the first kept past the limit with a mask, the rows in use
+    # rewritten as one shard) they must be what a read of the files outside any scope gives
+    import contextvars
+
+    from models.answer.read_once import reading_once
+
+    monkeypatch.setattr(row_shards, "SHARD_LIMIT", 3)
+
+    def from_files(folder: Path, layout: row_shards.RowLayout) -> StoredRows:
+        return contextvars.Context().run(read_rows, layout, lambda name: folder / name, COLUMNS)  # no scope
+
+    decoded: list[bool] = []  # each time rows are read from their files: whether in the scope
+    read_files = row_shards._read_rows
+
+    def reading(*args: object) -> StoredRows:
+        decoded.append(row_shards.memo("rows") is not None)
+        return read_files(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(row_shards, "_read_rows", reading)
+
+    with reading_once():
+        stored, source = StoredRows(rows_of(50), np.ones(50, dtype=bool)), None
+        steps = [
+            lambda rows: rows.grown(rows_of(1, 50)),
+            lambda rows: rows.grown(rows_of(2, 51)),
+            lambda rows: rows.grown(rows_of(1, 53)).keeping(np.arange(54) != 7),  # past the limit, one row dropped
+            lambda rows: rows.keeping(np.arange(53) < 10),  # most rows dropped: rewritten
+        ]
+        for version, step in enumerate([lambda rows: rows, *steps]):
+            folder = tmp_path / f"v{version}"
+            folder.mkdir()
+            given = step(stored)
+            layout = write_rows(folder, "gallery", given, source)
+            remembered = read_rows(layout, lambda name, folder=folder: folder / name, COLUMNS)
+            truth = from_files(folder, layout)
+            assert remembered.layout == truth.layout and np.array_equal(remembered.in_use, truth.in_use)
+            for name in COLUMNS:
+                assert np.array_equal(remembered.columns[name], truth.columns[name])
+                assert not np.shares_memory(remembered.columns[name], truth.columns[name])  # from the scope
+            stored, source = remembered, folder
+        assert stored.layout is not None and stored.layout.rows == 10 and len(stored.layout.shards) == 1
+    assert decoded == [False] * 5  # the five reads of the files outside the scope; none in it

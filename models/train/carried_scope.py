@@ -1,0 +1,68 @@
+"""What one enrolment read and wrote, carried to the next enrolment in the same process.
+
+An enrolment reads the version it builds on (every file's sha256, the enrolment base's and the gallery's rows) and
+writes the next; a worker enrolling parts one after the other builds each on the version it wrote a moment before.
+At 1,000 parts x 20 photos, reading that version again (150 MB of rows hashed, decoded and joined) was most of what
+an enrolment's cost grew by. So an enrolment hands what its scopes know of the version it wrote (each file's sha256:
+models.store.versions.hashing_once; its rows as written: models.answer.read_once) to the next one, which trusts them
+as the scopes did: only for files with the same inode, size and modification time, as a worker trusts the bundle
+its own enrolment's verification loaded (models.bundle). Any other version's files, or these files changed, are read
+and verified as ever. Rows past CARRY_MAX_BYTES are not kept between enrolments.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.answer.read_once import Memos, identity
+
+CARRY_MAX_BYTES = 512 * 2**20  # rows held between enrolments (10,000 parts x 5 photos: 2 x 190 MB of float16)
+
+
+@dataclass
+class Carried:
+    """What a scope knew: each file's sha256 and what it read (read_once), by file identity."""
+
+    hashed: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
+    reads: Memos = field(default_factory=dict)
+
+
+class CarriedScope:
+    """The scopes of the last enrolment of a store in this process, for the next one (taken once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: tuple[str, Carried] | None = None
+
+    def take(self, store: Path) -> Carried:
+        """What the last enrolment kept for `store` (nothing, when there was none or it was of another store)."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        return kept[1] if kept is not None and kept[0] == str(store.resolve()) else Carried()
+
+    def keep(self, store: Path, version_dir: Path, hashed: dict[Any, str] | None, reads: Memos | None) -> None:
+        """Keep, of what the scopes know (`hashed`, `reads`), what concerns the files of `version_dir` (the version
+        just written) alone."""
+        try:
+            files = {identity(path) for path in version_dir.iterdir() if path.is_file()}
+        except OSError:
+            return
+        kept_hashes = {key: digest for key, digest in (hashed or {}).items() if key in files}
+        rows = {key: value for key, value in (reads or {}).get("rows", {}).items() if _all_in(key, files)}
+        if sum(_bytes(value) for value in rows.values()) > CARRY_MAX_BYTES:
+            rows = {}
+        with self._lock:
+            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
+
+
+def _all_in(key: Any, files: set[Any]) -> bool:
+    """Whether a table's key (its shards' identities and its mask's: models.answer.row_shards) names `files` alone."""
+    shards, mask = key
+    return all(identity in files for identity in shards) and (mask is None or mask in files)
+
+
+def _bytes(rows: Any) -> int:
+    return sum(int(array.nbytes) for array in (*rows.columns.values(), rows.in_use))

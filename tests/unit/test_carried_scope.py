@@ -1,0 +1,34 @@
+"""What one enrolment hands the next in a process: the sha256 and rows of the version it wrote, for that store only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.answer.read_once import identity
+from models.answer.row_shards import StoredRows
+from models.train.carried_scope import CarriedScope
+
+
+def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(tmp_path: Path) -> None:
+    store, other = tmp_path / "store", tmp_path / "other"
+    old, new = store / "v1", store / "v2"
+    for folder in (old, new, other):
+        folder.mkdir(parents=True)
+    (old / "training-a.npz").write_bytes(b"old rows")
+    (new / "training-b.npz").write_bytes(b"new rows")
+    (new / "training-a.npz").hardlink_to(old / "training-a.npz")  # linked: the same file in both
+    (old / "head.npz").write_bytes(b"old head")
+    shared, mine, gone = (identity(p) for p in (new / "training-a.npz", new / "training-b.npz", old / "head.npz"))
+    rows = StoredRows({"features": np.zeros((2, 3), np.float16)}, np.ones(2, dtype=bool))
+    hashed = {shared: "a", mine: "b", gone: "c"}
+    reads = {"rows": {((shared, mine), None): rows, ((gone,), None): rows}, "arrays": {shared: {}}}
+    carrier = CarriedScope()
+    carrier.keep(store, new, hashed, reads)
+    assert carrier.take(other).hashed == {}  # another store takes nothing, and what was kept is gone
+    assert carrier.take(store).hashed == {}
+    carrier.keep(store, new, hashed, reads)
+    carried = carrier.take(store)
+    assert carried.hashed == {shared: "a", mine: "b"}  # the old version's head: not the written version's
+    assert carried.reads == {"rows": {((shared, mine), None): rows}}  # decoded shards are not held between
