@@ -7,7 +7,8 @@ an enrolment's cost grew by. So an enrolment hands what its scopes know of the v
 models.store.versions.hashing_once; its rows as written: models.answer.read_once) to the next one, which trusts them
 as the scopes did: only for files with the same inode, size and modification time, as a worker trusts the bundle
 its own enrolment's verification loaded (models.bundle). Any other version's files, or these files changed, are read
-and verified as ever. Rows past CARRY_MAX_BYTES are not kept between enrolments.
+and verified as ever. Rows past CARRY_MAX_BYTES are not kept between enrolments, and nothing is kept past CARRY_FOR_S
+(a process that enrolled once does not hold 150 MB for the next enrolment that may never come).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from models.answer.read_once import Memos, identity
 
 CARRY_MAX_BYTES = 512 * 2**20  # rows held between enrolments (10,000 parts x 5 photos: 2 x 190 MB of float16)
+CARRY_FOR_S = 300.0  # and for this long: a burst's enrolments come seconds apart; a worker that enrolled once lets go
 
 
 @dataclass
@@ -36,6 +38,7 @@ class CarriedScope:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: tuple[str, Carried] | None = None
+        self._timer: threading.Timer | None = None
 
     def take(self, store: Path) -> Carried:
         """What the last enrolment kept for `store` (nothing, when there was none or it was of another store)."""
@@ -54,8 +57,20 @@ class CarriedScope:
         rows = {key: value for key, value in (reads or {}).get("rows", {}).items() if _all_in(key, files)}
         if sum(_bytes(value) for value in rows.values()) > CARRY_MAX_BYTES:
             rows = {}
+        kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
+        timer = threading.Timer(CARRY_FOR_S, self._let_go, args=(kept,))
+        timer.daemon = True
         with self._lock:
-            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
+            if self._timer is not None:
+                self._timer.cancel()
+            self._kept, self._timer = kept, timer
+        timer.start()
+
+    def _let_go(self, kept: tuple[str, Carried]) -> None:
+        """CARRY_FOR_S after it was kept: no enrolment followed, so nothing is held for one."""
+        with self._lock:
+            if self._kept is kept:
+                self._kept = None
 
 
 def _all_in(key: Any, files: set[Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.answer.read_once import identity
 from models.answer.row_shards import StoredRows
@@ -32,3 +33,19 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     carried = carrier.take(store)
     assert carried.hashed == {shared: "a", mine: "b"}  # the old version's head: not the written version's
     assert carried.reads == {"rows": {((shared, mine), None): rows}}  # decoded shards are not held between
+
+
+def test_what_no_enrolment_takes_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from models.train import carried_scope
+
+    monkeypatch.setattr(carried_scope, "CARRY_FOR_S", 0.05)
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "head.npz").write_bytes(b"head")
+    carrier = CarriedScope()
+    carrier.keep(tmp_path, tmp_path / "v1", {identity(tmp_path / "v1" / "head.npz"): "h"}, {})
+    deadline = time.monotonic() + 5
+    while carrier._kept is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert carrier._kept is None and carrier.take(tmp_path).hashed == {}
