@@ -164,7 +164,7 @@ def write_model(
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
         _write_json(staging / MANIFEST, {**manifest, **added})
-        verified = load_model(staging, grown_from=builds_on)  # verified as a worker will, before anything serves it
+        verified = load_model(staging)  # verified as a worker will verify it, before anything can serve it
         # in place, verified and current under the store's lock: never beside an enrolment, an activation or a prune
         with contextlib.nullcontext() if locked else store_lock(store):
             os.replace(staging, final)
@@ -311,11 +311,10 @@ def served_signature(path: Path) -> tuple[str, str]:
     return str(version_dir), hashlib.sha256(manifest).hexdigest()
 
 
-def load_model(path: Path, *, searchable: bool = True, grown_from: ModelBundle | None = None) -> ModelBundle:
+def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
     """Verify and load a model version (or a store's current version). `searchable`: the gallery searched through
     its photo index when it has one (False: by its exact scan, without reading the graph into memory: an
-    enrolment's base, which answers no frame). `grown_from`: the version this one grew from (write_model's
-    `builds_on`), whose gallery's float32 rows are taken where they are this one's first rows (GalleryRows.gallery).
+    enrolment's base, which answers no frame).
 
     ArtifactError for a version that is not one: a file that fails verification or cannot be read is named, a
     file or record that is malformed or parts that do not fit together make "malformed model files". Anything
@@ -336,8 +335,7 @@ def load_model(path: Path, *, searchable: bool = True, grown_from: ModelBundle |
             catalog = _catalog(version_dir, tables)
             head = _head(version_dir, manifest, tables)
             recipe, center = _recipe(version_dir, manifest)
-            previous = None if grown_from is None else grown_from.gallery
-            gallery = _gallery(version_dir, manifest, (head.products, previous), tables, searchable)
+            gallery = _gallery(version_dir, manifest, head.products, tables, searchable)
             novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
             _check_parts_fit(head, recipe, gallery, novelty)
         except (InvalidModel, BackboneError) as exc:
@@ -463,14 +461,12 @@ def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureReci
 def _gallery(
     version_dir: Path,
     manifest: Mapping[str, Any],
-    products: tuple[tuple[str, ...], Gallery | None],
+    products: tuple[str, ...],
     tables: Mapping[str, StoredTable],
     searchable: bool,
 ) -> Gallery | None:
-    """The version's gallery; `products`: the head's, and the gallery of the version it grew from (or None)."""
-    names, grown_from = products
-    rows = _gallery_rows(version_dir, manifest, names, tables)
-    return None if rows is None else rows.gallery(names, searchable=searchable, grown_from=grown_from)
+    rows = _gallery_rows(version_dir, manifest, products, tables)
+    return None if rows is None else rows.gallery(products, searchable=searchable)
 
 
 def _gallery_rows(

@@ -143,14 +143,10 @@ class GalleryRows:
             raise ValueError("no stored photo index")  # a bug: callers check
         return load_index(self.source / self.index.graph, self.source / self.index.projection, dim)
 
-    def gallery(
-        self, products: Sequence[str], *, searchable: bool = True, grown_from: Gallery | None = None
-    ) -> Gallery:
+    def gallery(self, products: Sequence[str], *, searchable: bool = True) -> Gallery:
         """The rows in use as a Gallery over the head's `products` (rows ordered by product), searched through the
         photo index when there is one and `searchable` (False: the exact scan, without loading the graph).
-        InvalidModel for a row of a product the head does not know, or a product without photo or spread.
-        `grown_from`: the gallery of the version these rows grew from (an enrolment's), whose float32 rows are taken
-        as they are where they are the first of these, in the same order (0.25 s of conversion at 20,000 photos)."""
+        InvalidModel for a row of a product the head does not know, or a product without photo or spread."""
         used = self.rows.used()
         index = {product: i for i, product in enumerate(products)}
         names, inverse = np.unique(used["products"].astype(str), return_inverse=True)  # each name looked up once
@@ -163,7 +159,7 @@ class GalleryRows:
         # rows are stored by product, a new product's after the rest: mostly in order already, and not copied then
         order = slice(None) if bool(np.all(labels[1:] >= labels[:-1])) else np.argsort(labels, kind="stable")
         try:
-            features = _float_rows(used, labels, order, grown_from)
+            features = used["features"][order].astype(np.float32)
         except (TypeError, ValueError) as exc:  # text where numbers belong
             raise InvalidModel(f"the gallery's features: {exc}") from exc
         gallery = Gallery(
@@ -187,25 +183,6 @@ class GalleryRows:
         photo_index = self._load_index(gallery.dim) if isinstance(self.index, StoredIndex) else self.index
         keys = row_keys(gallery.sha256, used["products"][order])
         return replace(gallery, search=GraphSearch(photo_index, keys, gallery.features))
-
-
-def _float_rows(
-    used: Mapping[str, np.ndarray], labels: np.ndarray, order: slice | np.ndarray, grown_from: Gallery | None
-) -> np.ndarray:
-    """The rows' features as float32, in `order`: the rows `grown_from` holds first and alike (the same photos of
-    the same products, in order, and its first and last row the same numbers) taken from it, the rest converted."""
-    stored = used["features"]
-    known = 0 if grown_from is None or not isinstance(order, slice) else len(grown_from.features)
-    if not 0 < known <= len(stored) or grown_from is None or grown_from.dim != stored.shape[1]:
-        return np.asarray(stored[order].astype(np.float32))
-    alike = (
-        np.array_equal(grown_from.labels, labels[:known])
-        and np.array_equal(grown_from.sha256, used["sha256"][:known].astype(str))
-        and np.array_equal(grown_from.features[[0, known - 1]], stored[[0, known - 1]].astype(np.float32))
-    )
-    if not alike:
-        return np.asarray(stored[order].astype(np.float32))
-    return np.concatenate([grown_from.features, stored[known:].astype(np.float32)])
 
 
 def rows_of(gallery: Gallery) -> GalleryRows:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -530,37 +529,3 @@ def test_a_directory_written_before_recipes_and_galleries_loads_as_legacy(tmp_pa
     (version2 / "manifest.json").write_text(json.dumps(manifest2))
     with pytest.raises(ArtifactError, match="mean is missing"):
         load_model(version2)
-
-
-def test_a_grown_gallery_takes_the_rows_it_grew_from_as_they_are_and_converts_the_rest() -> None:
-    # an enrolment's verification builds the grown gallery: the base's float32 rows reused (20,000 rows: 0.25 s of
-    # conversion), the result the same as converting every row; rows that are not the base's first are converted
-    from models.answer.gallery_rows import GalleryRows
-    from models.answer.row_shards import StoredRows
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(7, 4)).astype(np.float16)
-    products = np.array(["a", "a", "b", "b", "b", "c", "c"])
-    columns = {
-        "features": features,
-        "products": products,
-        "photos": np.array([f"p{i}" for i in range(7)]),
-        "sha256": np.array([f"{i:064x}" for i in range(7)]),
-    }
-    spread = {"a": (0.5, 0.1), "b": (0.5, 0.1), "c": (0.5, 0.1)}
-    base = GalleryRows(StoredRows({k: v[:5] for k, v in columns.items()}, np.ones(5, dtype=bool)), spread)
-    grown = GalleryRows(StoredRows(columns, np.ones(7, dtype=bool)), spread)
-    before = base.gallery(("a", "b"))
-    reused = grown.gallery(("a", "b", "c"), grown_from=before)
-    assert np.shares_memory(reused.features, before.features) is False
-    np.testing.assert_array_equal(reused.features, grown.gallery(("a", "b", "c")).features)
-    marked = before.features.copy()
-    marked[2] += 1  # a middle row: taken as it is, not converted again
-    taken = grown.gallery(("a", "b", "c"), grown_from=replace(before, features=marked)).features
-    np.testing.assert_array_equal(taken[:5], marked)
-    np.testing.assert_array_equal(taken[5:], features[5:].astype(np.float32))
-    everything = features.astype(np.float32)
-    other = replace(before, features=before.features + 1)  # not the rows these grew from: converted, not taken
-    np.testing.assert_array_equal(grown.gallery(("a", "b", "c"), grown_from=other).features, everything)
-    moved = replace(before, sha256=before.sha256[::-1].copy())  # other photos first
-    np.testing.assert_array_equal(grown.gallery(("a", "b", "c"), grown_from=moved).features, everything)
