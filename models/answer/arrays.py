@@ -17,11 +17,12 @@ from models.errors import ArtifactError
 _BAD_FILE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
-def read_arrays(path: Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, required: Sequence[str] = (), *, shared: bool = True) -> dict[str, np.ndarray]:
     """Every array of the .npz file at `path`; ArtifactError naming the file when it cannot be read as one or
     lacks one of `required`. Within a read_once.reading_once() scope a file is decoded once and its arrays, read-only,
-    given to every later read of the same file (by inode, size and modification time)."""
-    decoded = memo("arrays")
+    given to every later read of the same file (by inode, size and modification time); `shared` False: decoded
+    anew and not kept (a caller that keeps what it makes of them: models.answer.row_shards)."""
+    decoded = memo("arrays") if shared else None
     key = _identity(path) if decoded is not None else None
     if decoded is not None and key is not None:
         if key not in decoded:

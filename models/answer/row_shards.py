@@ -111,15 +111,20 @@ def read_rows(layout: RowLayout, path_of: Any, required: Sequence[str]) -> Store
     return rows
 
 
+def _decoded_once(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
+    """A shard's arrays decoded here, not kept by the scope's arrays memo: the table they are joined into is."""
+    return read_arrays(path, required, shared=False)
+
+
 def _read_rows(layout: RowLayout, paths: list[Path], mask_path: Path | None, required: Sequence[str]) -> StoredRows:
-    parts = [read_arrays(path, required) for path in paths]
+    parts = [_decoded_once(path, required) for path in paths]
     columns = {name: _joined([part[name] for part in parts]) for name in required}
     if any(len(column) != layout.rows for column in columns.values()):
         raise InvalidModel(f"the shards hold rows other than the {layout.rows} their record says")
     layout = replace(layout, shard_rows=tuple(len(part[required[0]]) for part in parts) if required else ())
     in_use = np.ones(layout.rows, dtype=bool)
     if layout.mask is not None and mask_path is not None:
-        packed = read_arrays(mask_path, ("in_use",))["in_use"]
+        packed = _decoded_once(mask_path, ("in_use",))["in_use"]
         if packed.dtype != np.uint8 or len(packed) != (layout.rows + 7) // 8:
             raise InvalidModel(f"{layout.mask}: not a mask of {layout.rows} rows")
         in_use = np.unpackbits(packed, count=layout.rows).astype(bool)
@@ -162,13 +167,36 @@ def _remember_written(staging: Path, layout: RowLayout, rows: StoredRows) -> Non
         written = StoredRows(dict(rows.columns), rows.in_use, layout)
     else:  # the rows in use, written as one shard
         written = StoredRows(rows.used(), np.ones(layout.rows, dtype=bool), layout)
+    _read_back(staging, written, layout, set(rows.layout.shards) if rows.layout is not None else set())
     tables[key] = _read_only(written)
+
+
+def _read_back(staging: Path, written: StoredRows, layout: RowLayout, linked: set[str]) -> None:
+    """The shards and the mask this write added, read from their files, hold what `written` says (the rows a scope
+    remembers instead of reading them again must be what a worker reading the files gets); InvalidModel otherwise.
+    The shards linked from the version built on were read from their files already."""
+    assert written.layout is not None  # callers give the layout just written
+    start = 0
+    for name, count in zip(written.layout.shards, written.layout.shard_rows, strict=True):
+        if name not in linked:
+            stored = _decoded_once(staging / name, tuple(written.columns))
+            for column, values in written.columns.items():
+                part = values[start : start + count]
+                if stored[column].dtype != part.dtype or not np.array_equal(stored[column], part):
+                    raise InvalidModel(f"{name}: its {column} do not read back as written")
+        start += count
+    if layout.mask is not None:
+        packed = _decoded_once(staging / layout.mask, ("in_use",))["in_use"]
+        if not np.array_equal(np.unpackbits(packed, count=layout.rows).astype(bool), written.in_use):
+            raise InvalidModel(f"{layout.mask}: the rows in use do not read back as written")
 
 
 def write_rows(staging: Path, prefix: str, rows: StoredRows, source: Path | None) -> RowLayout:
     """Store `rows` in `staging`: the layout's shards linked from `source` (the version they are in) plus one
     shard of the rows after them and a mask, or all rows in use as one shard when there is no layout to build
-    on or most rows would be masked; past SHARD_LIMIT shards, the first shard linked and the rest as one shard."""
+    on or most rows would be masked; past SHARD_LIMIT shards, the first shard linked and the rest as one shard.
+    Within a reading_once() scope the rows are remembered as written (_remember_written), and `rows`' arrays become
+    read-only: the scope shares them."""
     layout = _write_rows(staging, prefix, rows, source)
     _remember_written(staging, layout, rows)
     return layout

@@ -39,16 +39,19 @@ class CarriedScope:
         self._lock = threading.Lock()
         self._kept: tuple[str, Carried] | None = None
         self._timer: threading.Timer | None = None
+        self._generation = 0  # what a timer names: never the rows themselves, which it would hold
 
     def take(self, store: Path) -> Carried:
-        """What the last enrolment kept for `store` (nothing, when there was none or it was of another store)."""
+        """What the last enrolment kept for `store` (nothing, when there was none or it was of another store);
+        nothing is held here afterwards, whatever becomes of the enrolment that takes it."""
         with self._lock:
             kept, self._kept = self._kept, None
+            self._stop_timer()
         return kept[1] if kept is not None and kept[0] == str(store.resolve()) else Carried()
 
     def keep(self, store: Path, version_dir: Path, hashed: dict[Any, str] | None, reads: Memos | None) -> None:
         """Keep, of what the scopes know (`hashed`, `reads`), what concerns the files of `version_dir` (the version
-        just written) alone."""
+        just written) alone, for CARRY_FOR_S."""
         try:
             files = {identity(path) for path in version_dir.iterdir() if path.is_file()}
         except OSError:
@@ -57,20 +60,24 @@ class CarriedScope:
         rows = {key: value for key, value in (reads or {}).get("rows", {}).items() if _all_in(key, files)}
         if sum(_bytes(value) for value in rows.values()) > CARRY_MAX_BYTES:
             rows = {}
-        kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
-        timer = threading.Timer(CARRY_FOR_S, self._let_go, args=(kept,))
-        timer.daemon = True
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._kept, self._timer = kept, timer
-        timer.start()
+            self._stop_timer()
+            self._generation += 1
+            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
+            self._timer = threading.Timer(CARRY_FOR_S, self._let_go, args=(self._generation,))
+            self._timer.daemon = True
+            self._timer.start()
 
-    def _let_go(self, kept: tuple[str, Carried]) -> None:
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _let_go(self, generation: int) -> None:
         """CARRY_FOR_S after it was kept: no enrolment followed, so nothing is held for one."""
         with self._lock:
-            if self._kept is kept:
-                self._kept = None
+            if self._generation == generation:
+                self._kept, self._timer = None, None
 
 
 def _all_in(key: Any, files: set[Any]) -> bool:

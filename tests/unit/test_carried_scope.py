@@ -35,8 +35,12 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     assert carried.reads == {"rows": {((shared, mine), None): rows}}  # decoded shards are not held between
 
 
-def test_what_no_enrolment_takes_is_let_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_no_enrolment_takes_is_let_go_and_nothing_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
     import time
+    import weakref
 
     from models.train import carried_scope
 
@@ -45,7 +49,16 @@ def test_what_no_enrolment_takes_is_let_go(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "v1" / "head.npz").write_bytes(b"head")
     carrier = CarriedScope()
     carrier.keep(tmp_path, tmp_path / "v1", {identity(tmp_path / "v1" / "head.npz"): "h"}, {})
+    assert carrier._kept is not None
+    held = weakref.ref(carrier._kept[1])
     deadline = time.monotonic() + 5
-    while carrier._kept is not None and time.monotonic() < deadline:
+    while held() is not None and time.monotonic() < deadline:  # the timer fired, and holds no rows itself
         time.sleep(0.01)
-    assert carrier._kept is None and carrier.take(tmp_path).hashed == {}
+        gc.collect()
+    assert held() is None and carrier.take(tmp_path).hashed == {}
+    carrier.keep(tmp_path, tmp_path / "v1", {identity(tmp_path / "v1" / "head.npz"): "h"}, {})
+    assert carrier._kept is not None
+    taken = weakref.ref(carrier._kept[1])
+    carrier.take(tmp_path)  # an enrolment took it, and failed: nothing here holds what it read
+    gc.collect()
+    assert taken() is None and carrier._timer is None

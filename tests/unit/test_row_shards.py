@@ -148,7 +148,24 @@ def test_rows_written_in_a_scope_are_read_back_from_it_as_the_files_hold_them(
             assert remembered.layout == truth.layout and np.array_equal(remembered.in_use, truth.in_use)
             for name in COLUMNS:
                 assert np.array_equal(remembered.columns[name], truth.columns[name])
+                assert remembered.columns[name].dtype == truth.columns[name].dtype
                 assert not np.shares_memory(remembered.columns[name], truth.columns[name])  # from the scope
             stored, source = remembered, folder
         assert stored.layout is not None and stored.layout.rows == 10 and len(stored.layout.shards) == 1
     assert decoded == [False] * 5  # the five reads of the files outside the scope; none in it
+
+
+def test_rows_that_do_not_read_back_as_written_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a scope serves the rows it wrote instead of reading them again: a shard written wrong must fail the write
+    from models.answer.arrays import save_arrays
+    from models.answer.read_once import reading_once
+    from models.errors import InvalidModel
+
+    def off_by_one(path: Path, arrays: dict[str, np.ndarray]) -> None:
+        save_arrays(path, {**arrays, "features": arrays["features"] + 1} if "features" in arrays else arrays)
+
+    stored = written(tmp_path / "v0", StoredRows(rows_of(5), np.ones(5, dtype=bool)), None)
+    monkeypatch.setattr(row_shards, "save_arrays", off_by_one)
+    (tmp_path / "v1").mkdir()
+    with reading_once(), pytest.raises(InvalidModel, match="features do not read back as written"):
+        write_rows(tmp_path / "v1", "gallery", stored.grown(rows_of(1, 5)), tmp_path / "v0")
