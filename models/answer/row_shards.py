@@ -175,9 +175,8 @@ def _read_back(staging: Path, written: StoredRows, layout: RowLayout, linked: se
     """The shards and the mask this write added, read from their files, hold what `written` says (the rows a scope
     remembers instead of reading them again must be what a worker reading the files gets); InvalidModel otherwise.
     The shards linked from the version built on were read from their files already."""
-    assert written.layout is not None  # callers give the layout just written
     start = 0
-    for name, count in zip(written.layout.shards, written.layout.shard_rows, strict=True):
+    for name, count in zip(layout.shards, layout.shard_rows, strict=True):
         if name not in linked:
             stored = _decoded_once(staging / name, tuple(written.columns))
             for column, values in written.columns.items():
