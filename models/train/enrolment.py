@@ -500,10 +500,9 @@ def _refine_for_enrolment(
     group_rows, group, stored = rows
     gallery, version, choices = made
     category = str(catalog[new.product]["category"])
-    added = (new.product, new.vectors, category)
     try:
         head, report = refine(
-            bundle.head, bundle.gallery, group_rows, added, source=version, seed=choices.seed, group=group
+            bundle.head, group_rows, (new.product, category), group=group, source=version, seed=choices.seed
         )
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc

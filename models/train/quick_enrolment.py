@@ -76,19 +76,17 @@ def refinement_for(
 
 def refine(
     head: ProductHead,
-    gallery: Gallery | None,
     base: EnrolmentBase,
-    new: tuple[str, np.ndarray, str],
+    new: tuple[str, str],
     *,
+    group: list[str],
     source: str,
     seed: int,
-    group: list[str] | None = None,
 ) -> tuple[ProductHead, dict[str, Any]]:
-    """`head` with a refinement for `new` (product, its new photos' features, its category) fitted on `base` (the
-    rows with the new photos: every product's, or the group's at least), and what the report says of it. `group`:
-    the look-alikes, where the caller found them already (look_alikes)."""
-    product, vectors, category = new
-    group = look_alikes(head, gallery, vectors, product) if group is None else group
+    """`head` with a refinement for `new` (the product and its category) over its look-alikes `group`
+    (look_alikes), fitted on `base` (the rows of the group and of the product, its new photos with them), and what
+    the report says of it."""
+    product, category = new
     refinement = refinement_for(base, product, group, source=source, new=product not in head.products, seed=seed)
     refined = head.refined_by(refinement, category)
     return refined, {"quick": {"group": group, "refinements": len(refined.refinements)}}
