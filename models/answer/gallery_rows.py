@@ -34,6 +34,7 @@ from models.answer.photo_index import (
     load_index,
     row_keys,
 )
+from models.answer.row_buffers import as_float32
 from models.answer.row_shards import RowLayout, StoredRows, link_or_copy, read_rows, write_rows
 from models.errors import InvalidModel
 
@@ -157,9 +158,11 @@ class GalleryRows:
         except KeyError as exc:
             raise InvalidModel(f"the gallery and the head's products do not match: {exc}") from exc
         # rows are stored by product, a new product's after the rest: mostly in order already, and not copied then
-        order = slice(None) if bool(np.all(labels[1:] >= labels[:-1])) else np.argsort(labels, kind="stable")
+        # (their float32 copy made of the rows an earlier version of the same buffer did not have: row_buffers)
+        in_order = bool(np.all(labels[1:] >= labels[:-1]))
+        order = slice(None) if in_order else np.argsort(labels, kind="stable")
         try:
-            features = used["features"][order].astype(np.float32)
+            features = as_float32(used["features"]) if in_order else used["features"][order].astype(np.float32)
         except (TypeError, ValueError) as exc:  # text where numbers belong
             raise InvalidModel(f"the gallery's features: {exc}") from exc
         gallery = Gallery(

@@ -25,6 +25,7 @@ import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
 from models.answer.read_once import identity, memo
+from models.answer.row_buffers import appended
 from models.errors import InvalidModel
 
 SHARD_LIMIT = 64
@@ -82,9 +83,11 @@ class StoredRows:
         return {name: column[chosen] for name, column in self.columns.items()}
 
     def grown(self, added: Mapping[str, np.ndarray]) -> StoredRows:
-        """These rows and `added` after them, in use (the layout still names the shards the old rows are in)."""
+        """These rows and `added` after them, in use (the layout still names the shards the old rows are in). The
+        columns grow in place where they can (models.answer.row_buffers): the next version's rows are not a copy of
+        every row."""
         count = len(next(iter(added.values())))
-        columns = {name: np.concatenate([column, np.asarray(added[name])]) for name, column in self.columns.items()}
+        columns = {name: appended(column, np.asarray(added[name])) for name, column in self.columns.items()}
         return StoredRows(columns, np.concatenate([self.in_use, np.ones(count, dtype=bool)]), self.layout)
 
     def keeping(self, mask_of_used: np.ndarray) -> StoredRows:
