@@ -172,6 +172,9 @@ def _remember_written(staging: Path, layout: RowLayout, rows: StoredRows) -> Non
         written = StoredRows(rows.used(), np.ones(layout.rows, dtype=bool), layout)
     _read_back(staging, written, layout, set(rows.layout.shards) if rows.layout is not None else set())
     tables[key] = _read_only(written)
+    written_keys = memo("rows_written")
+    if written_keys is not None:
+        written_keys[key] = True  # what a scope wrote, as opposed to what it read (models.train.carried_scope)
 
 
 def _read_back(staging: Path, written: StoredRows, layout: RowLayout, linked: set[str]) -> None:

@@ -57,7 +57,12 @@ class CarriedScope:
         except OSError:
             return
         kept_hashes = {key: digest for key, digest in (hashed or {}).items() if key in files}
-        rows = {key: value for key, value in (reads or {}).get("rows", {}).items() if _all_in(key, files)}
+        # the tables the version was written with: those the next enrolment reads. Not every table whose files the
+        # version links: the version before it is one (its shards, no mask), and the one before that, and so on
+        written = (reads or {}).get("rows_written", {})
+        rows = {
+            key: value for key, value in (reads or {}).get("rows", {}).items() if key in written and _all_in(key, files)
+        }
         if sum(_bytes(value) for value in rows.values()) > CARRY_MAX_BYTES:
             rows = {}
         with self._lock:

@@ -24,7 +24,13 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     shared, mine, gone = (identity(p) for p in (new / "training-a.npz", new / "training-b.npz", old / "head.npz"))
     rows = StoredRows({"features": np.zeros((2, 3), np.float16)}, np.ones(2, dtype=bool))
     hashed = {shared: "a", mine: "b", gone: "c"}
-    reads = {"rows": {((shared, mine), None): rows, ((gone,), None): rows}, "arrays": {shared: {}}}
+    written = ((shared, mine), None)
+    before = ((shared,), None)  # the version before's table: all its files linked into the new one, but not written
+    reads = {
+        "rows": {written: rows, ((gone,), None): rows, before: rows},
+        "rows_written": {written: True},
+        "arrays": {shared: {}},
+    }
     carrier = CarriedScope()
     carrier.keep(store, new, hashed, reads)
     assert carrier.take(other).hashed == {}  # another store takes nothing, and what was kept is gone
@@ -32,7 +38,7 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     carrier.keep(store, new, hashed, reads)
     carried = carrier.take(store)
     assert carried.hashed == {shared: "a", mine: "b"}  # the old version's head: not the written version's
-    assert carried.reads == {"rows": {((shared, mine), None): rows}}  # decoded shards are not held between
+    assert carried.reads == {"rows": {written: rows}}  # decoded shards and older tables are not held between
 
 
 def test_what_no_enrolment_takes_is_let_go_and_nothing_holds_it(
