@@ -4,6 +4,7 @@ rows an enrolment adds after it was built are found, rows no longer in use never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import replace
@@ -66,6 +67,11 @@ def test_row_keys_follow_the_photo_and_its_product_not_the_row() -> None:
     keys = row_keys(["a" * 64, "a" * 64, "b" * 64], ["gear", "nut", "gear"])
     assert len(set(keys.tolist())) == 3 and keys.dtype == np.uint64 and (keys < 2**63).all()
     assert row_keys(["b" * 64], ["gear"])[0] == keys[2]
+    # the key a stored graph holds: the first 63 bits of sha256("<photo sha256>\0<product>"), remembered or not
+    expected = int.from_bytes(hashlib.sha256(("b" * 64 + "\0gear").encode()).digest()[:8], "big") >> 1
+    assert int(row_keys(np.array(["b" * 64]), np.array(["gear"]))[0]) == expected
+    with pytest.raises(ValueError, match="sha256"):
+        row_keys(["a" * 64, "b" * 64], ["gear"])
 
 
 def test_the_graphs_nearest_photos_are_the_exact_scans() -> None:
