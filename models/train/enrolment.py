@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,13 @@ from models.train.enrolment_base import (
 )
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
-from models.train.quick_enrolment import confusable_with, look_alikes, novelty_check, refine
+from models.train.quick_enrolment import (
+    confusable_with,
+    gallery_similarities,
+    look_alikes,
+    novelty_check,
+    refine,
+)
 from models.train.report import write_report
 
 logger = logging.getLogger(__name__)
@@ -340,7 +346,8 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         version = new_version()
         quick = quick and _category_kept(bundle, product, catalog) and len(bundle.head.refinements) < MAX_REFINEMENTS
         if quick:
-            group = look_alikes(bundle.head, bundle.gallery, new.vectors, product)
+            new = replace(new, similarities=gallery_similarities(bundle.gallery, new.vectors))  # read by two checks
+            group = look_alikes(bundle.head, bundle.gallery, new.vectors, product, new.similarities)
             grown = _rows_of(stored, [*group, product])  # a refinement reads its group's rows, not the catalog's
             refitted = _refine_for_enrolment(bundle, (grown, group, stored), new, catalog, (gallery, version, choices))
         else:
@@ -413,6 +420,7 @@ class _NewPhotos:
     vectors: np.ndarray
     names: Sequence[str]
     digests: Sequence[str]
+    similarities: np.ndarray | None = None  # to every photo of the base version's gallery (a quick enrolment's)
 
 
 def _with_photos(
@@ -508,7 +516,7 @@ def _refine_for_enrolment(
         raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc
     if gallery is not None and bundle.novelty is not None:
         report["novelty_check"] = novelty_check(
-            head, bundle.gallery, gallery.spread, bundle.novelty, new.vectors, new.product
+            head, bundle.gallery, gallery.spread, bundle.novelty, new.vectors, new.product, new.similarities
         )
     synthetic = np.asarray(stored.columns["synthetic"], dtype=bool)[stored.in_use]
     report.update(
