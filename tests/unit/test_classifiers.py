@@ -110,12 +110,19 @@ def test_fewer_rows_than_features_are_fitted_in_their_span_to_the_same_model(kin
     assert weights.shape == (4, 400)
 
 
-def test_the_span_is_the_rows_own_and_left_alone_when_rows_are_many() -> None:
+@pytest.mark.parametrize("repeated", [False, True])
+def test_the_span_is_the_rows_own_and_left_alone_when_rows_are_many(repeated: bool) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 200))
-    basis, coordinates = in_row_span(x)  # type: ignore[misc]
+    if repeated:  # the same photo twice: the Gram matrix is singular, and the QR decomposition takes over
+        x[7] = x[3]
+    span = in_row_span(x)
+    assert span is not None and (span.basis is not None) == repeated
+    basis = span.weights(np.eye(30)).T  # weights of one on each coordinate: the basis vectors
     np.testing.assert_allclose(basis.T @ basis, np.eye(30), atol=1e-10)  # orthonormal
-    np.testing.assert_allclose(coordinates @ basis.T, x, atol=1e-10)  # the rows, exactly
+    np.testing.assert_allclose(span.coordinates @ basis.T, x, atol=1e-10)  # the rows, exactly
+    weights = rng.normal(size=(4, 30))
+    np.testing.assert_allclose(x @ span.weights(weights).T, span.coordinates @ weights.T, atol=1e-9)  # same scores
     assert in_row_span(rng.normal(size=(160, 200))) is None  # 160 of 200: too few columns saved to pay
 
 
