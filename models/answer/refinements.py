@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.classifiers import Classifier
-from models.answer.row_shards import write_shard
+from models.answer.row_shards import link_or_copy, write_shard
 from models.errors import InvalidModel
 
 
@@ -145,12 +145,20 @@ def check_order(base_products: Sequence[str], refinements: Sequence[Refinement])
 REFINEMENT_PREFIX = "refinement"  # each in its own content-named file: refinement-<sha256[:16]>.npz
 
 
-def write_refinements(staging: Path, refinements: Sequence[Refinement]) -> list[dict[str, Any]]:
+def write_refinements(
+    staging: Path, refinements: Sequence[Refinement], stored: Mapping[int, Path] | None = None
+) -> list[dict[str, Any]]:
     """Each refinement's arrays in a file of its own, named by its content (the next version links it, whatever
-    comes after); returns their records (`file`: the name) for the manifest's head."""
+    comes after); returns their records (`file`: the name) for the manifest's head. `stored`: the file a refinement
+    was loaded from, by its identity (id()), linked instead of written again."""
     records = []
     for refinement in refinements:
-        name = write_shard(staging, REFINEMENT_PREFIX, refinement.classifier.arrays)
+        path = (stored or {}).get(id(refinement))
+        if path is not None and path.is_file():
+            link_or_copy(path, staging / path.name)
+            name = path.name
+        else:
+            name = write_shard(staging, REFINEMENT_PREFIX, refinement.classifier.arrays)
         records.append({**refinement.record(), "file": name})
     return records
 

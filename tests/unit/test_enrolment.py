@@ -216,6 +216,47 @@ def test_an_enrolment_writes_only_its_own_rows_and_links_the_rest(store: Path) -
     assert len(base.features) == record["rows"] == base_before["rows"] + 12
 
 
+def test_a_quick_enrolment_links_the_heads_nodes_and_refinements_it_keeps(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the same bytes written again would end as the same blob too: what is watched is what gets written
+    from models import bundle as bundle_module
+    from models.answer import refinements as refinements_module
+    from models.train import enrolment as enrolment_module
+
+    written: list[str] = []
+    save_arrays, write_shard = bundle_module.save_arrays, refinements_module.write_shard
+
+    def saving(path: Path, arrays: Any) -> None:
+        written.append(path.name)
+        save_arrays(path, arrays)
+
+    def sharding(*args: Any) -> str:
+        written.append("refinement")
+        return write_shard(*args)
+
+    monkeypatch.setattr(bundle_module, "save_arrays", saving)
+    monkeypatch.setattr(refinements_module, "write_shard", sharding)
+    trained = resolve(store)
+    first = enrol(store, "gauge-3", digit_photos(3, 8), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert written.count("head.npz") == 0 and written.count("refinement") == 1  # its own refinement alone
+    second = enrol(
+        store, "gauge-5", digit_photos(5, 8), record=DIGIT_RECORD | {"name": "Five"}, features_of=LocalFeatures()
+    )
+    assert written.count("head.npz") == 0 and written.count("refinement") == 2  # the first one's linked
+    assert (second.path / "head.npz").samefile(trained / "head.npz")
+    refinements = load_model(second.path).manifest["head"]["refinements"]
+    assert [r["product"] for r in refinements] == ["gauge-3", "gauge-5"]
+    assert (second.path / refinements[0]["file"]).samefile(first.path / refinements[0]["file"])
+    assert answered(store, digit_photos(5, 4, offset=40)).count("gauge-5") >= 3  # the linked head answers
+    monkeypatch.setattr(enrolment_module, "MAX_REFINEMENTS", 2)  # the next one refits every node
+    refitted = enrol(
+        store, "gauge-7", digit_photos(7, 8), record=DIGIT_RECORD | {"name": "Seven"}, features_of=LocalFeatures()
+    )
+    assert load_model(refitted.path).manifest["enrolment"]["mode"] == "refit"
+    assert written.count("head.npz") == 1  # new nodes: written
+
+
 def test_an_enrolment_adds_one_shard_of_its_product_to_the_catalog_labels_and_spreads(store: Path) -> None:
     before = load_model(store)
     enrolled = enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
