@@ -4,11 +4,12 @@ An enrolment reads the version it builds on (every file's sha256, the enrolment 
 writes the next; a worker enrolling parts one after the other builds each on the version it wrote a moment before.
 At 1,000 parts x 20 photos, reading that version again (150 MB of rows hashed, decoded and joined) was most of what
 an enrolment's cost grew by. So an enrolment hands what its scopes know of the version it wrote (each file's sha256:
-models.store.versions.hashing_once; its rows as written: models.answer.read_once) to the next one, which trusts them
-as the scopes did: only for files with the same inode, size and modification time, as a worker trusts the bundle
-its own enrolment's verification loaded (models.bundle). Any other version's files, or these files changed, are read
-and verified as ever. Rows past CARRY_MAX_BYTES are not kept between enrolments, and nothing is kept past CARRY_FOR_S
-(a process that enrolled once does not hold 150 MB for the next enrolment that may never come).
+models.store.versions.hashing_once; its rows as written and the arrays its files were decoded into:
+models.answer.read_once) to the next one, which trusts them as the scopes did: only for files with the same inode,
+size and modification time, as a worker trusts the bundle its own enrolment's verification loaded (models.bundle).
+Any other version's files, or these files changed, are read and verified as ever. Rows past CARRY_MAX_BYTES are not
+kept between enrolments (nor arrays past what is left of it), and nothing is kept past CARRY_FOR_S (a process that
+enrolled once does not hold 150 MB for the next enrolment that may never come).
 """
 
 from __future__ import annotations
@@ -63,12 +64,18 @@ class CarriedScope:
         rows = {
             key: value for key, value in (reads or {}).get("rows", {}).items() if key in written and _all_in(key, files)
         }
-        if sum(_bytes(value) for value in rows.values()) > CARRY_MAX_BYTES:
-            rows = {}
+        rows_bytes = sum(_bytes(value) for value in rows.values())
+        if rows_bytes > CARRY_MAX_BYTES:
+            rows, rows_bytes = {}, 0
+        # the arrays decoded from its files (the head's nodes, its refinements: linked from version to version, so
+        # the next verification decodes only the files it adds), while they fit beside the rows
+        arrays = {key: value for key, value in (reads or {}).get("arrays", {}).items() if key in files}
+        if rows_bytes + sum(int(a.nbytes) for value in arrays.values() for a in value.values()) > CARRY_MAX_BYTES:
+            arrays = {}
         with self._lock:
             self._stop_timer()
             self._generation += 1
-            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows}))
+            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows, "arrays": arrays}))
             self._timer = threading.Timer(CARRY_FOR_S, self._let_go, args=(self._generation,))
             self._timer.daemon = True
             self._timer.start()

@@ -29,7 +29,7 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     reads = {
         "rows": {written: rows, ((gone,), None): rows, before: rows},
         "rows_written": {written: True},
-        "arrays": {shared: {}},
+        "arrays": {shared: {}, gone: {}},  # the old version's head, decoded: not the written version's
     }
     carrier = CarriedScope()
     carrier.keep(store, new, hashed, reads)
@@ -38,7 +38,8 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     carrier.keep(store, new, hashed, reads)
     carried = carrier.take(store)
     assert carried.hashed == {shared: "a", mine: "b"}  # the old version's head: not the written version's
-    assert carried.reads == {"rows": {written: rows}}  # decoded shards and older tables are not held between
+    # the decoded arrays of its files are carried (a head linked on is not decoded again); older tables are not
+    assert carried.reads == {"rows": {written: rows}, "arrays": {shared: {}}}
 
 
 def test_what_no_enrolment_takes_is_let_go_and_nothing_holds_it(
