@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.answer.read_once import Memos, identity
 
 CARRY_MAX_BYTES = 512 * 2**20  # rows held between enrolments (10,000 parts x 5 photos: 2 x 190 MB of float16)
@@ -99,4 +101,6 @@ def _all_in(key: Any, files: set[Any]) -> bool:
 
 
 def _bytes(rows: Any) -> int:
-    return sum(int(array.nbytes) for array in (*rows.columns.values(), rows.in_use))
+    """What a table holds in memory: the whole buffer a column is a view of (models.answer.row_buffers), room too."""
+    arrays = (*rows.columns.values(), rows.in_use)
+    return sum(int((a.base if isinstance(a.base, np.ndarray) else a).nbytes) for a in arrays)

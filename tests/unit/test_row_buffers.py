@@ -72,7 +72,9 @@ def test_float32_converts_only_the_rows_an_earlier_view_lacked(monkeypatch: pyte
     np.testing.assert_array_equal(converted, first.astype(np.float32))
     grown = appended(first, rng.normal(size=(2, 4)).astype(np.float16))
     state = row_buffers._BUFFERS[id(grown.base)]
-    state.float32[0, 0] = 123.0  # were the old rows converted again, this would be overwritten
+    mirror = state.float32() if state.float32 is not None else None
+    assert mirror is converted.base
+    mirror[0, 0] = 123.0  # were the old rows converted again, this would be overwritten
     again = as_float32(grown)
     assert again.base is converted.base and again[0, 0] == 123.0
     np.testing.assert_array_equal(again[8:], grown[8:].astype(np.float32))
@@ -107,3 +109,26 @@ def test_stored_rows_grow_without_copying_their_columns() -> None:
     assert twice.columns["products"].tolist() == ["a", "a", "b", "c", "d"]
     assert once.columns["products"].tolist() == ["a", "a", "b", "c"]
     assert twice.in_use.all() and len(twice.in_use) == 5
+
+
+def test_the_float32_copy_goes_with_its_last_view_and_is_made_again_right() -> None:
+    rng = np.random.default_rng(1)
+    grown = appended(rng.normal(size=(4, 3)).astype(np.float16), rng.normal(size=(2, 3)).astype(np.float16))
+    converted = as_float32(grown)
+    state = row_buffers._BUFFERS[id(grown.base)]
+    del converted
+    gc.collect()
+    assert state.float32 is not None and state.float32() is None  # the float16 rows' buffer does not hold it
+    again = appended(grown, rng.normal(size=(1, 3)).astype(np.float16))
+    np.testing.assert_array_equal(as_float32(again), again.astype(np.float32))
+
+
+def test_rows_of_another_shape_are_refused_and_a_column_slice_is_not_its_buffer() -> None:
+    grown = appended(rows(2, 1), rows(1, 2))
+    with pytest.raises(ValueError, match="shape"):
+        appended(grown, np.ones((1, 3), dtype=np.float16))
+    with pytest.raises(ValueError, match="shape"):
+        appended(grown, np.ones(4, dtype=np.float16))  # one row given flat: not broadcast into the table
+    narrow = grown[:, :2]  # the buffer's first row and strides, but not its rows
+    np.testing.assert_array_equal(as_float32(narrow), narrow.astype(np.float32))
+    assert appended(narrow, rows(1, 3, dim=2)).base is not grown.base
