@@ -74,6 +74,19 @@ def test_row_keys_follow_the_photo_and_its_product_not_the_row() -> None:
         row_keys(["a" * 64, "b" * 64], ["gear"])
 
 
+def test_row_keys_of_a_table_past_what_is_remembered_are_hashed_without_the_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models.answer import photo_index
+
+    digests, products = [c * 64 for c in "abc"], ["gear", "nut", "ring"]
+    expected = row_keys(digests, products)
+    photo_index._row_key.cache_clear()
+    monkeypatch.setattr(photo_index, "KEYS_REMEMBERED", 2)  # a table of 3 rows: each would push out the next
+    np.testing.assert_array_equal(row_keys(digests, products), expected)
+    assert photo_index._row_key.cache_info().currsize == 0
+
+
 def test_the_graphs_nearest_photos_are_the_exact_scans() -> None:
     features, names, centres = parts()
     gallery = gallery_of(features, names)
