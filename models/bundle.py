@@ -265,9 +265,7 @@ def _same_nodes(head: ProductHead, records: list[dict[str, Any]], builds_on: Mod
     """Whether `head`'s nodes are the very classifiers `builds_on` loaded from its head.npz, recorded alike (a
     quick enrolment's head: its nodes untouched)."""
     loaded = builds_on.head.classifiers
-    same = head.classifiers is loaded or (
-        head.classifiers.keys() == loaded.keys() and all(head.classifiers[k] is loaded[k] for k in loaded)
-    )
+    same = head.classifiers.keys() == loaded.keys() and all(head.classifiers[k] is loaded[k] for k in loaded)
     stored = builds_on.manifest.get("head")
     return same and isinstance(stored, Mapping) and stored.get("classifiers") == records
 

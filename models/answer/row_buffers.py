@@ -58,8 +58,7 @@ def appended(column: np.ndarray, added: np.ndarray) -> np.ndarray:
             buffer[len(column) : count] = added
             state.filled = count
             return _view(buffer, count)
-    dtype = np.result_type(column, added) if column.dtype != added.dtype else column.dtype
-    fresh = np.empty((count + max(MIN_ROOM, int(ROOM * count)), *column.shape[1:]), dtype=dtype)
+    fresh = np.empty((count + max(MIN_ROOM, int(ROOM * count)), *column.shape[1:]), dtype=np.result_type(column, added))
     fresh[: len(column)] = column
     fresh[len(column) : count] = added
     with _LOCK:
@@ -107,9 +106,7 @@ def _buffer_of(column: np.ndarray) -> tuple[np.ndarray | None, _Buffer | None]:
 
 
 def _fits(added: np.ndarray, buffer: np.ndarray) -> bool:
-    """Whether `added` goes into `buffer` unchanged (the same kind of value, no wider)."""
-    if added.shape[1:] != buffer.shape[1:]:
-        return False
+    """Whether `added` (rows of the buffer's shape) goes into `buffer` unchanged (the same kind of value, no wider)."""
     if added.dtype.kind in "US":
         return added.dtype.kind == buffer.dtype.kind and added.dtype.itemsize <= buffer.dtype.itemsize
     return added.dtype == buffer.dtype
