@@ -55,8 +55,9 @@ from models.train.enrolment_base import (
 from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
 from models.train.open_set import calibrate_open_set, fold_answers
 from models.train.quick_enrolment import (
+    Neighbours,
     confusable_with,
-    gallery_similarities,
+    gallery_neighbours,
     look_alikes,
     novelty_check,
     refine,
@@ -346,8 +347,8 @@ def enrol(  # long: each step of an enrolment timed, under one lock
         version = new_version()
         quick = quick and _category_kept(bundle, product, catalog) and len(bundle.head.refinements) < MAX_REFINEMENTS
         if quick:
-            new = replace(new, similarities=gallery_similarities(bundle.gallery, new.vectors))  # read by two checks
-            group = look_alikes(bundle.head, bundle.gallery, new.vectors, product, new.similarities)
+            new = replace(new, neighbours=gallery_neighbours(bundle.gallery, new.vectors))  # read by two checks
+            group = look_alikes(bundle.head, bundle.gallery, new.vectors, product, new.neighbours)
             grown = _rows_of(stored, [*group, product])  # a refinement reads its group's rows, not the catalog's
             refitted = _refine_for_enrolment(bundle, (grown, group, stored), new, catalog, (gallery, version, choices))
         else:
@@ -420,7 +421,7 @@ class _NewPhotos:
     vectors: np.ndarray
     names: Sequence[str]
     digests: Sequence[str]
-    similarities: np.ndarray | None = None  # to every photo of the base version's gallery (a quick enrolment's)
+    neighbours: Neighbours | None = None  # their nearest photos of the base version's gallery (a quick enrolment's)
 
 
 def _with_photos(
@@ -516,7 +517,7 @@ def _refine_for_enrolment(
         raise EnrolmentError(f"the head cannot take the product with these photos: {exc}", "refit_failed") from exc
     if gallery is not None and bundle.novelty is not None:
         report["novelty_check"] = novelty_check(
-            head, bundle.gallery, gallery.spread, bundle.novelty, new.vectors, new.product, new.similarities
+            head, bundle.gallery, gallery.spread, bundle.novelty, new.vectors, new.product, new.neighbours
         )
     synthetic = np.asarray(stored.columns["synthetic"], dtype=bool)[stored.in_use]
     report.update(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from models.answer.classifiers import fit_candidate
 from models.answer.gallery import Gallery
 from models.answer.head import ProductHead
-from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs
+from models.answer.novelty import NoveltyModel, answered_index, novelty_inputs_of
 from models.answer.refinements import Refinement
 from models.train.enrolment_base import EnrolmentBase
 from models.train.node_fitting import DEFAULT_CANDIDATE
@@ -35,15 +36,30 @@ CONFUSABLE_SHARE = 0.10  # an enrolment names the products its photos are answer
 # cost more than they give there (one fit at 1,000 parts: 0.65 s on two OpenBLAS threads, 0.18 s on one). A worker
 # pins its pools to its lane already; `partsight enrol` does not.
 FIT_THREADS = 1
+NEIGHBOURS = 64  # each new photo's nearest gallery photos the checks read (the photo index's CANDIDATES)
 SAME_PHOTO = 0.9999  # a similarity above it: the photo itself (or a copy of it), never its own match
 CHECK_FOLDS = 3
 CHECK_PHOTOS = 8  # of each look-alike, in the check's folds (a seeded sample): the check costs a second, not five
 
 
-def gallery_similarities(gallery: Gallery | None, vectors: np.ndarray) -> np.ndarray | None:
-    """(photos, gallery rows) the new photos' similarity to every photo of `gallery` (None: no gallery), as
-    look_alikes and novelty_check both read it (one scan of 20,000 rows at 1,000 parts: 40 ms)."""
-    return None if gallery is None else gallery.similarities(_normalised(vectors))
+@dataclass(frozen=True)
+class Neighbours:
+    """Each new photo's NEIGHBOURS nearest photos of a gallery, best first, as Gallery.nearest finds them: through
+    its photo index where it has one (a frame's own search), else by its exact scan."""
+
+    rows: np.ndarray  # (photos, k) gallery rows, -1 where there are fewer
+    similarities: np.ndarray  # (photos, k), -inf where there are fewer
+
+
+def gallery_neighbours(gallery: Gallery | None, vectors: np.ndarray) -> Neighbours | None:
+    """The new photos' nearest photos of `gallery` (None: no gallery), as look_alikes and novelty_check both read
+    them: one search (at 1,000 parts through the index: a few ms, where the exact scan of 20,000 rows took 40)."""
+    return None if gallery is None else _neighbours(gallery, vectors)
+
+
+def _neighbours(gallery: Gallery, vectors: np.ndarray) -> Neighbours:
+    rows, similarities = gallery.nearest(_normalised(vectors), NEIGHBOURS)
+    return Neighbours(rows, similarities)
 
 
 def look_alikes(
@@ -51,11 +67,11 @@ def look_alikes(
     gallery: Gallery | None,
     vectors: np.ndarray,
     product: str,
-    similarities: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> list[str]:
     """The products the new photos of `product` are most confused with, likeliest first (never `product`): those
-    that hold the head's probability for them (until MASS_COVERED of it), and the gallery's nearest.
-    `similarities`: gallery_similarities(gallery, vectors) where the caller has it."""
+    that hold the head's probability for them (until MASS_COVERED of it), and the products of the gallery's
+    photos nearest to them. `neighbours`: gallery_neighbours(gallery, vectors) where the caller has it."""
     probabilities = np.asarray(head.probabilities(vectors), dtype=np.float64)
     names = list(head.products)
     others = np.array([name != product for name in names])
@@ -64,11 +80,21 @@ def look_alikes(
     covered = np.cumsum(evidence[order]) / max(float(evidence.sum()), 1e-12)
     chosen = order[: int(np.searchsorted(covered, MASS_COVERED)) + 1].tolist()
     if gallery is not None:
-        scanned = gallery.similarities(_normalised(vectors)) if similarities is None else similarities
-        nearest = gallery.best_by_product(scanned).max(axis=0)
-        extra = [i for i in np.argsort(-nearest, kind="stable").tolist() if others[i] and i not in chosen]
+        found = _neighbours(gallery, vectors) if neighbours is None else neighbours
+        extra = [i for i in _nearest_products(gallery, found) if others[i] and i not in chosen]
         chosen = chosen[: GROUP_LIMIT - GALLERY_CANDIDATES] + extra[:GALLERY_CANDIDATES]
     return [names[i] for i in chosen[:GROUP_LIMIT] if others[i]]
+
+
+def _nearest_products(gallery: Gallery, found: Neighbours) -> list[int]:
+    """The products of the photos `found`, each by its best similarity to any new photo, best first (ties in the
+    gallery's product order)."""
+    valid = found.rows >= 0
+    best = np.full(len(gallery.products), -np.inf)
+    np.maximum.at(best, gallery.labels[found.rows[valid]], found.similarities[valid])
+    order = np.argsort(-best, kind="stable")
+    nearest: list[int] = order[np.isfinite(best[order])].tolist()
+    return nearest
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -144,38 +170,83 @@ def novelty_check(  # noqa: PLR0917
     novelty: NoveltyModel,
     vectors: np.ndarray,
     product: str,
-    similarities: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
 ) -> Mapping[str, Any]:
     """The share of the new photos the kept novelty threshold refuses and the share answered as `product`, each
-    photo scored against the gallery grown by the new photos, without itself. `before`: the gallery without them
-    (the base version's, as loaded), `spread`: each of `head`'s products' spread with them, `similarities`:
-    gallery_similarities(before, vectors) where the caller has it. The grown gallery is
-    never built: each photo's best similarity to a product is the base gallery's, and for `product` also the best
-    of the other new photos (a gallery of 20,000 rows copied and sorted again cost half a second at 1,000 parts)."""
-    x = _normalised(vectors)
-    columns = {name: i for i, name in enumerate(head.products)}
-    best = np.full((len(x), len(head.products)), -1.0, dtype=np.float32)
-    if before is not None and len(before.features):
-        if similarities is None:
-            similarities = before.similarities(x)
-        # the photo itself, enrolled before (its copies too), is not its own match
-        theirs = before.best_by_product(np.where(similarities > SAME_PHOTO, -np.inf, similarities))
-        best[:, [columns[name] for name in before.products]] = np.where(np.isfinite(theirs), theirs, -1.0)
-    as_stored = np.asarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)  # as the gallery keeps them
-    among_new = x @ as_stored.T
-    among_new[among_new > SAME_PHOTO] = -np.inf  # itself and its copies
-    if len(x) > 1:
-        mine = columns[product]
-        best[:, mine] = np.maximum(best[:, mine], np.where(np.isfinite(among_new), among_new, -1.0).max(axis=1))
-    probabilities = head.probabilities(vectors)
-    answered = answered_index(probabilities, head.categories)
-    mean = np.array([spread[name][0] for name in head.products], dtype=np.float32)
-    std = np.array([spread[name][1] for name in head.products], dtype=np.float32)
-    scores = novelty.score(novelty_inputs(probabilities, best, answered, mean, std))
-    right = np.asarray(head.products)[answered] == product
+    photo scored as check_inputs says."""
+    inputs, answered = check_inputs(head, before, spread, vectors, product, neighbours)
+    scores = novelty.score(inputs)
+    right = answered == head.products.index(product)
     return {
-        "photos": len(x),
+        "photos": len(vectors),
         "refused": round(float((scores >= novelty.threshold).mean()), 4),
         "answered_right": round(float((right & (scores < novelty.threshold)).mean()), 4),
         "threshold": round(novelty.threshold, 6),
     }
+
+
+def check_inputs(  # noqa: PLR0917
+    head: ProductHead,
+    before: Gallery | None,
+    spread: Mapping[str, tuple[float, float]],
+    vectors: np.ndarray,
+    product: str,
+    neighbours: Neighbours | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The novelty score's inputs for each new photo of `product` and the head column it is answered as, the photo
+    taken as a frame is (Answerer.novelty_of: its nearest photo's product, and its best similarity to the product it
+    is answered as) against the gallery grown by the new photos, without itself or a copy of it. `before`: the
+    gallery without them (the base version's, as loaded), `spread`: each of `head`'s products' spread with them,
+    `neighbours`: gallery_neighbours(before, vectors) where the caller has it. The grown gallery is never built:
+    each photo's nearest is the base gallery's or another new photo, whichever is nearer (a gallery of 20,000 rows
+    copied and sorted again cost half a second at 1,000 parts)."""
+    x = _normalised(vectors)
+    probabilities = head.probabilities(vectors)
+    answered = answered_index(probabilities, head.categories)
+    columns = {name: i for i, name in enumerate(head.products)}
+    mine = columns[product]
+    as_stored = np.asarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)  # as the gallery keeps them
+    among_new = x @ as_stored.T
+    among_new[among_new > SAME_PHOTO] = -np.inf  # itself and its copies
+    nearest_new = among_new.max(axis=1) if len(x) > 1 else np.full(len(x), -np.inf)
+    nearest, nearest_value = np.full(len(x), -1), np.full(len(x), -np.inf)
+    similarity = np.full(len(x), -1.0)
+    if before is not None and len(before.features):
+        found = _neighbours(before, vectors) if neighbours is None else neighbours
+        column_of = np.array([columns[name] for name in before.products])
+        nearest, nearest_value = _nearest_not_itself(before, found, column_of)
+        similarity = _best_not_itself(before, x, answered, column_of)
+    nearest = np.where(nearest_new > nearest_value, mine, nearest)
+    among_mine = np.maximum(similarity, np.where(np.isfinite(nearest_new), nearest_new, -1.0))
+    similarity = np.where(answered == mine, among_mine, similarity)
+    mean = np.array([spread[name][0] for name in head.products], dtype=np.float32)
+    std = np.array([spread[name][1] for name in head.products], dtype=np.float32)
+    return novelty_inputs_of(probabilities, answered, similarity, nearest, mean, std), answered
+
+
+def _nearest_not_itself(gallery: Gallery, found: Neighbours, column_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's nearest of the photos `found` that is not the photo itself (nor a copy): its product (as a
+    column of the head, by `column_of`; -1: none) and similarity (-inf: none)."""
+    similarities = np.where((found.rows >= 0) & (found.similarities <= SAME_PHOTO), found.similarities, -np.inf)
+    first = similarities.argmax(axis=1) if similarities.shape[1] else np.zeros(len(similarities), dtype=np.int64)
+    value = similarities[np.arange(len(similarities)), first] if similarities.shape[1] else np.full(len(first), -np.inf)
+    row = found.rows[np.arange(len(first)), first] if similarities.shape[1] else np.full(len(first), -1)
+    product = np.where(np.isfinite(value), column_of[gallery.labels[np.maximum(row, 0)]], -1)
+    return product, value
+
+
+def _best_not_itself(gallery: Gallery, x: np.ndarray, answered: np.ndarray, column_of: np.ndarray) -> np.ndarray:
+    """Each photo's best similarity to a photo of the product it is answered as (a head column) other than itself
+    or a copy of it, by a scan of that product's own photos; -1 where the gallery holds none."""
+    rows_of = {int(column): label for label, column in enumerate(column_of.tolist())}
+    best = np.full(len(x), -1.0)
+    for i, column in enumerate(answered.tolist()):
+        label = rows_of.get(int(column))
+        if label is None:
+            continue
+        start, end = np.searchsorted(gallery.labels, [label, label + 1])
+        values = gallery.features[start:end] @ x[i]
+        values = values[values <= SAME_PHOTO]
+        if len(values):
+            best[i] = float(values.max())
+    return best

@@ -338,3 +338,53 @@ def test_a_graph_with_most_photos_out_of_use_is_built_anew(tmp_path: Path, monke
     kept = replace(rows, rows=rows.rows.keeping(np.arange(rows.photos) % 3 != 0))  # a third out of use
     rebuilt = kept.with_index()
     assert isinstance(rebuilt.index, PhotoIndex) and rebuilt.index.size == kept.photos
+
+
+def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_gallery() -> None:
+    """look_alikes and novelty_check take the new photos' nearest photos from the gallery's graph, as a frame's
+    search does: the same look-alikes as the exact scan, and the novelty check of a scan of the whole grown gallery
+    (each photo without itself or a copy of it)."""
+    from models.answer.novelty import answered_index, novelty_inputs
+    from models.train.quick_enrolment import check_inputs, gallery_neighbours, look_alikes, novelty_check
+
+    features, names, centres = parts(products=120, per_product=10)
+    exact = gallery_of(features, names)
+    search = GraphSearch(build_index(exact.features, keys_of(exact)), keys_of(exact), exact.features)
+    indexed = replace(exact, search=search)
+    rng = np.random.default_rng(3)
+    product, centre = "part-120", centres[7] + 0.3 * rng.normal(size=DIM)  # a new look-alike of part-007
+    new = unit_rows(centre + 0.6 * rng.normal(size=(40, DIM)))
+    among = exact.similarities(exact.features)
+    np.fill_diagonal(among, -np.inf)
+    strays = np.flatnonzero(exact.labels[among.argmax(axis=1)] != exact.labels)  # nearest another product's photo
+    new[:2] = exact.features[strays[:2]]  # copies of photos enrolled before: never their own match
+    products = (*exact.products, product)
+    head = ProductHead(
+        products,
+        tuple(f"family-{i % 20}" for i in range(len(products))),
+        {None: logistic_classifier(products, 6.0 * np.vstack([centres, centre]), np.zeros(len(products)))},
+        product_threshold=0.0,
+        category_threshold=0.0,
+    )
+    group = look_alikes(head, indexed, new, product)
+    assert group == look_alikes(head, exact, new, product) and "part-007" in group
+
+    grown = gallery_of(np.vstack([features, new.astype(np.float16).astype(np.float32)]), names + [product] * len(new))
+    similarities = grown.similarities(new)
+    similarities[similarities > 0.9999] = -np.inf
+    best = np.where(np.isfinite(best := grown.best_by_product(similarities)), best, -1.0)
+    probabilities = head.probabilities(new)
+    answered = answered_index(probabilities, head.categories)
+    inputs = novelty_inputs(probabilities, best, answered, grown.spread_mean, grown.spread_std)
+    novelty = NoveltyModel(np.array([-1.0, -0.5, -6.0, -0.2, -0.7]), 4.0, 0.5, 0.8)
+    refused = novelty.score(inputs) >= novelty.threshold
+    right = (np.asarray(products)[answered] == product) & ~refused
+    spread = {p: (float(m), float(s)) for p, m, s in zip(products, grown.spread_mean, grown.spread_std, strict=True)}
+    for gallery in (indexed, exact):
+        found = gallery_neighbours(gallery, new)
+        checked, checked_answers = check_inputs(head, gallery, spread, new, product, found)
+        np.testing.assert_array_equal(checked_answers, answered)
+        np.testing.assert_allclose(checked, inputs, atol=2e-3)  # the grown gallery renormalises float16 rows
+        report = novelty_check(head, gallery, spread, novelty, new, product, found)
+        assert report["refused"] == round(float(refused.mean()), 4)
+        assert report["answered_right"] == round(float(right.mean()), 4)
