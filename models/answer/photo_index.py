@@ -101,6 +101,11 @@ class PhotoIndex:
         found: np.ndarray = self.keys[at] == keys
         return found
 
+    def marks_kept(self, used_keys: np.ndarray) -> bool:
+        """Whether mark_unused(used_keys) would change no mark (a search over those rows may share the graph with
+        the search that marked it)."""
+        return set(np.setdiff1d(self.keys, used_keys).tolist()) == self.deleted
+
     def mark_unused(self, used_keys: np.ndarray) -> int:
         """Mark deleted (in memory) every row of the graph not among `used_keys`, and undelete those among them
         marked before; returns how many are deleted."""

@@ -25,8 +25,8 @@ def identity(path: Path) -> tuple[int, int, int, int]:
 
 
 def memo(kind: str) -> dict[Any, Any] | None:
-    """The scope's dict of `kind` ("arrays", "rows", "rows_written": the tables it wrote), keyed by file identities;
-    None outside a scope."""
+    """The scope's dict of `kind` ("arrays", "rows", "rows_written": the tables it wrote, "graphs": photo indexes,
+    models.answer.gallery_rows), keyed by file identities; None outside a scope."""
     memos = _MEMOS.get()
     return None if memos is None else memos.setdefault(kind, {})
 

@@ -74,10 +74,15 @@ class CarriedScope:
         arrays = {key: value for key, value in (reads or {}).get("arrays", {}).items() if key in files}
         if rows_bytes + sum(int(a.nbytes) for value in arrays.values() for a in value.values()) > CARRY_MAX_BYTES:
             arrays = {}
+        # the photo index its verification loaded, which the served version searches too (models.answer.gallery_rows)
+        graphs = {key: value for key, value in (reads or {}).get("graphs", {}).items() if set(key) <= files}
         with self._lock:
             self._stop_timer()
             self._generation += 1
-            self._kept = (str(store.resolve()), Carried(kept_hashes, {"rows": rows, "arrays": arrays}))
+            self._kept = (
+                str(store.resolve()),
+                Carried(kept_hashes, {"rows": rows, "arrays": arrays, "graphs": graphs}),
+            )
             self._timer = threading.Timer(CARRY_FOR_S, self._let_go, args=(self._generation,))
             self._timer.daemon = True
             self._timer.start()

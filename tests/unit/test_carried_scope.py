@@ -30,6 +30,7 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
         "rows": {written: rows, ((gone,), None): rows, before: rows},
         "rows_written": {written: True},
         "arrays": {shared: {}, gone: {}},  # the old version's head, decoded: not the written version's
+        "graphs": {(shared, mine): "its photo index", (shared, gone): "another version's"},
     }
     carrier = CarriedScope()
     carrier.keep(store, new, hashed, reads)
@@ -39,7 +40,12 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     carried = carrier.take(store)
     assert carried.hashed == {shared: "a", mine: "b"}  # the old version's head: not the written version's
     # the decoded arrays of its files are carried (a head linked on is not decoded again); older tables are not
-    assert carried.reads == {"rows": {written: rows}, "arrays": {shared: {}}}
+    # and the photo index loaded from its files (the served version's search shares it)
+    assert carried.reads == {
+        "rows": {written: rows},
+        "arrays": {shared: {}},
+        "graphs": {(shared, mine): "its photo index"},
+    }
 
 
 def test_what_no_enrolment_takes_is_let_go_and_nothing_holds_it(

@@ -235,6 +235,43 @@ def test_an_enrolment_carries_the_index_and_a_consolidation_extends_it(
     assert isinstance(search, GraphSearch) and len(search.loose) == 0
 
 
+def test_a_scope_shares_a_graph_between_searches_that_leave_its_marks_and_loads_it_anew_for_one_that_would_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enrolment of a new product writes a version whose search marks nothing the version it builds on left
+    unmarked: within one scope (read_once) both search the same graph. A version with a row out of use loads its own,
+    and the shared graph keeps its marks."""
+    from models.answer.read_once import reading_once
+
+    _, gallery, _ = indexed_store(tmp_path, monkeypatch)
+    stored = stored_gallery(load_model(tmp_path / "store"))
+    assert stored is not None and isinstance(stored.index, StoredIndex)
+    products = [*gallery.products, "part-new"]
+    new_photos = unit_rows(np.random.default_rng(9).normal(size=(4, DIM)))
+    digests = ["e" * 63 + str(i) for i in range(4)]
+    grown = stored.with_photos(new_photos, "part-new", [f"new/{i}.png" for i in range(4)], digests, 500, 0)
+    fewer = stored.with_photos(new_photos[:1], "part-000", ["new/0.png"], digests[:1], 2, 0)  # part-000 keeps 2
+    staged = {}
+    for name, rows in (("grown", grown), ("fewer", fewer)):
+        (tmp_path / name).mkdir()
+        record = write_gallery(tmp_path / name, rows, "spreads")
+        staged[name] = read_gallery(
+            record, lambda n, d=tmp_path / name: d / n, products, tmp_path / name, stored_spreads(rows)
+        )
+    with reading_once():
+        served = stored.gallery(gallery.products).search
+        written_gallery = staged["grown"].gallery(products)
+        own = staged["fewer"].gallery(gallery.products).search
+    written_search = written_gallery.search
+    assert isinstance(served, GraphSearch) and isinstance(written_search, GraphSearch) and isinstance(own, GraphSearch)
+    assert written_search.index is served.index and served.index.deleted == set()
+    assert own.index is not served.index and len(own.index.deleted) == 8 - 2 and served.index.deleted == set()
+    rows, _ = written_search.nearest(new_photos, 1)  # the new photos: rows the shared graph does not hold
+    assert [products[written_gallery.labels[r]] for r in rows[:, 0]] == ["part-new"] * 4
+    outside = stored.gallery(gallery.products).search  # outside a scope: a graph of its own
+    assert isinstance(outside, GraphSearch) and outside.index is not served.index
+
+
 def test_a_tampered_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     version, _, _ = indexed_store(tmp_path, monkeypatch)
     graph = json.loads((version / "manifest.json").read_text())["gallery"]["index"]["graph"]
