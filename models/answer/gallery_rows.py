@@ -198,7 +198,7 @@ class GalleryRows:
             raise ValueError("no stored photo index")  # a bug: callers check
         memo = read_once.memo("graphs")
         files = (identity(self.source / self.index.graph), identity(self.source / self.index.projection))
-        loaded = None if memo is None else memo.get(files)
+        loaded: PhotoIndex | None = None if memo is None else memo.get(files)
         if loaded is not None and loaded.marks_kept(keys):
             return loaded
         loaded = self._load_index(dim)

@@ -253,7 +253,8 @@ class GraphSearch:
 
     def __init__(self, index: PhotoIndex, keys: np.ndarray, features: np.ndarray) -> None:
         """`keys` (N,) and `features` (N, D): the gallery's rows in its order. Marks every graph row not among them
-        deleted (the index is this search's own from here on)."""
+        deleted: the index is this search's own from here on, or shared with searches whose marks are the same
+        (PhotoIndex.marks_kept: models.answer.gallery_rows shares it only then, so no mark changes here)."""
         self.index = index
         self.features = features
         index.mark_unused(keys)

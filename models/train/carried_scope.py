@@ -9,7 +9,8 @@ models.answer.read_once) to the next one, which trusts them as the scopes did: o
 size and modification time, as a worker trusts the bundle its own enrolment's verification loaded (models.bundle).
 Any other version's files, or these files changed, are read and verified as ever. Rows past CARRY_MAX_BYTES are not
 kept between enrolments (nor arrays past what is left of it), and nothing is kept past CARRY_FOR_S (a process that
-enrolled once does not hold 150 MB for the next enrolment that may never come).
+enrolled once does not hold 150 MB for the next enrolment that may never come). The photo index the written version's
+verification loaded is carried too, within the same cap: a worker's served version searches that very graph.
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ class CarriedScope:
         # the arrays decoded from its files (the head's nodes, its refinements: linked from version to version, so
         # the next verification decodes only the files it adds), while they fit beside the rows
         arrays = {key: value for key, value in (reads or {}).get("arrays", {}).items() if key in files}
-        if rows_bytes + sum(int(a.nbytes) for value in arrays.values() for a in value.values()) > CARRY_MAX_BYTES:
-            arrays = {}
-        # the photo index its verification loaded, which the served version searches too (models.answer.gallery_rows)
+        arrays_bytes = sum(int(a.nbytes) for value in arrays.values() for a in value.values())
+        if rows_bytes + arrays_bytes > CARRY_MAX_BYTES:
+            arrays, arrays_bytes = {}, 0
+        # the photo index its verification loaded, which the served version searches too (models.answer.gallery_rows),
+        # while it fits beside them (counted as its file's size: hnswlib holds about that in memory)
         graphs = {key: value for key, value in (reads or {}).get("graphs", {}).items() if set(key) <= files}
+        if rows_bytes + arrays_bytes + sum(graph[2] for graph, _ in graphs) > CARRY_MAX_BYTES:
+            graphs = {}
         with self._lock:
             self._stop_timer()
             self._generation += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.answer.read_once import identity
+from models.answer.read_once import Memos, identity
 from models.answer.row_shards import StoredRows
 from models.train.carried_scope import CarriedScope
 
@@ -26,7 +26,7 @@ def test_only_the_written_versions_files_are_carried_and_only_to_the_same_store(
     hashed = {shared: "a", mine: "b", gone: "c"}
     written = ((shared, mine), None)
     before = ((shared,), None)  # the version before's table: all its files linked into the new one, but not written
-    reads = {
+    reads: Memos = {
         "rows": {written: rows, ((gone,), None): rows, before: rows},
         "rows_written": {written: True},
         "arrays": {shared: {}, gone: {}},  # the old version's head, decoded: not the written version's
@@ -75,3 +75,32 @@ def test_what_no_enrolment_takes_is_let_go_and_nothing_holds_it(
     carrier.take(tmp_path)  # an enrolment took it, and failed: nothing here holds what it read
     gc.collect()
     assert taken() is None and carrier._timer is None
+
+
+def test_a_photo_index_is_carried_only_while_it_fits_beside_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train import carried_scope
+
+    store = tmp_path / "store"
+    version = store / "v1"
+    version.mkdir(parents=True)
+    (version / "training-a.npz").write_bytes(b"rows")
+    (version / "gallery-index-a.hnsw").write_bytes(b"a graph of 19 bytes")
+    (version / "gallery-index-a.npz").write_bytes(b"projection")
+    shard, graph, projection = (
+        identity(version / name) for name in ("training-a.npz", "gallery-index-a.hnsw", "gallery-index-a.npz")
+    )
+    rows = StoredRows({"features": np.zeros((2, 3), np.float16)}, np.ones(2, dtype=bool))
+    reads: Memos = {
+        "rows": {((shard,), None): rows},
+        "rows_written": {((shard,), None): True},
+        "graphs": {(graph, projection): "index"},
+    }
+    room = carried_scope._bytes(rows)
+    for cap, carried_graphs in ((room + 19, {(graph, projection): "index"}), (room + 18, {})):
+        monkeypatch.setattr(carried_scope, "CARRY_MAX_BYTES", cap)
+        carrier = CarriedScope()
+        carrier.keep(store, version, {}, reads)
+        carried = carrier.take(store)
+        assert carried.reads["rows"] == {((shard,), None): rows} and carried.reads["graphs"] == carried_graphs
