@@ -252,12 +252,11 @@ def test_a_scope_shares_a_graph_between_searches_that_leave_its_marks_and_loads_
     grown = stored.with_photos(new_photos, "part-new", [f"new/{i}.png" for i in range(4)], digests, 500, 0)
     fewer = stored.with_photos(new_photos[:1], "part-000", ["new/0.png"], digests[:1], 2, 0)  # part-000 keeps 2
     staged = {}
-    for name, rows in (("grown", grown), ("fewer", fewer)):
-        (tmp_path / name).mkdir()
-        record = write_gallery(tmp_path / name, rows, "spreads")
-        staged[name] = read_gallery(
-            record, lambda n, d=tmp_path / name: d / n, products, tmp_path / name, stored_spreads(rows)
-        )
+    for name, stored_rows in (("grown", grown), ("fewer", fewer)):
+        folder = tmp_path / name
+        folder.mkdir()
+        record = write_gallery(folder, stored_rows, "spreads")
+        staged[name] = read_gallery(record, folder.joinpath, products, folder, stored_spreads(stored_rows))
     with reading_once():
         served = stored.gallery(gallery.products).search
         written_gallery = staged["grown"].gallery(products)
@@ -266,8 +265,8 @@ def test_a_scope_shares_a_graph_between_searches_that_leave_its_marks_and_loads_
     assert isinstance(served, GraphSearch) and isinstance(written_search, GraphSearch) and isinstance(own, GraphSearch)
     assert written_search.index is served.index and served.index.deleted == set()
     assert own.index is not served.index and len(own.index.deleted) == 8 - 2 and served.index.deleted == set()
-    rows, _ = written_search.nearest(new_photos, 1)  # the new photos: rows the shared graph does not hold
-    assert [products[written_gallery.labels[r]] for r in rows[:, 0]] == ["part-new"] * 4
+    found, _ = written_search.nearest(new_photos, 1)  # the new photos: rows the shared graph does not hold
+    assert [products[written_gallery.labels[r]] for r in found[:, 0]] == ["part-new"] * 4
     outside = stored.gallery(gallery.products).search  # outside a scope: a graph of its own
     assert isinstance(outside, GraphSearch) and outside.index is not served.index
 
@@ -377,7 +376,9 @@ def test_a_graph_with_most_photos_out_of_use_is_built_anew(tmp_path: Path, monke
     assert isinstance(rebuilt.index, PhotoIndex) and rebuilt.index.size == kept.photos
 
 
-def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_gallery() -> None:
+def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_gallery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """look_alikes and novelty_check take the new photos' nearest photos from the gallery's graph, as a frame's
     search does: the same look-alikes as the exact scan, and the novelty check of a scan of the whole grown gallery
     (each photo without itself or a copy of it)."""
@@ -405,9 +406,16 @@ def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_
     )
     group = look_alikes(head, indexed, new, product)
     assert group == look_alikes(head, exact, new, product) and "part-007" in group
+    # a known product's own photos would fill its nearest photos (here 8 of its 10): its gallery is scanned
+    from models.train import quick_enrolment
+
+    monkeypatch.setattr(quick_enrolment, "NEIGHBOURS", 8)
+    again = unit_rows(centres[7] + 0.6 * rng.normal(size=(10, DIM)))
+    assert look_alikes(head, indexed, again, "part-007") == look_alikes(head, exact, again, "part-007")
+    monkeypatch.undo()
 
     grown = gallery_of(np.vstack([features, new.astype(np.float16).astype(np.float32)]), names + [product] * len(new))
-    similarities = grown.similarities(new)
+    similarities = grown.similarities(unit_rows(new))  # as the check takes them: normalised (the copies are float16)
     similarities[similarities > 0.9999] = -np.inf
     best = np.where(np.isfinite(best := grown.best_by_product(similarities)), best, -1.0)
     probabilities = head.probabilities(new)
@@ -421,7 +429,31 @@ def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_
         found = gallery_neighbours(gallery, new)
         checked, checked_answers = check_inputs(head, gallery, spread, new, product, found)
         np.testing.assert_array_equal(checked_answers, answered)
-        np.testing.assert_allclose(checked, inputs, atol=2e-3)  # the grown gallery renormalises float16 rows
+        np.testing.assert_allclose(checked, inputs, atol=1e-5)
         report = novelty_check(head, gallery, spread, novelty, new, product, found)
         assert report["refused"] == round(float(refused.mean()), 4)
         assert report["answered_right"] == round(float(right.mean()), 4)
+
+
+def test_a_new_products_nearest_products_through_the_graph_are_ranked_by_their_own_photos() -> None:
+    """The graph names the products near the new photos; each is then ranked by its best similarity to any of them,
+    not by the photo that happened to find it (P is found through a photo it is far from)."""
+    from models.train.quick_enrolment import Neighbours, _nearest_products
+
+    def unit(*values: float) -> np.ndarray:
+        row = np.array(values, dtype=np.float32)
+        return row / np.linalg.norm(row)
+
+    rows = np.stack([unit(0.8, 0, 0, 0.6), unit(0, 0.97, 0, 0.243), unit(0, 0.98, 0, 0.199), unit(0, 0, 0.9, 0.436)])
+    gallery = Gallery(
+        features=rows,
+        products=("P", "Q", "R"),
+        labels=np.array([0, 0, 1, 2]),
+        photos=np.array(["p1", "p2", "q", "r"]),
+        sha256=np.array([c * 64 for c in "abcd"]),
+        spread_mean=np.zeros(3, np.float32),
+        spread_std=np.ones(3, np.float32),
+    )
+    photos = np.eye(3, 4, dtype=np.float32)  # each new photo's one nearest: p1 (0.8), q (0.98), r (0.9)
+    found = Neighbours(np.array([[0], [2], [3]]), np.array([[0.8], [0.98], [0.9]], dtype=np.float32))
+    assert [gallery.products[i] for i in _nearest_products(gallery, found, photos, "new")] == ["Q", "P", "R"]
