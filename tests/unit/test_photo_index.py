@@ -433,27 +433,3 @@ def test_an_enrolments_checks_read_the_graph_and_agree_with_a_scan_of_the_grown_
         report = novelty_check(head, gallery, spread, novelty, new, product, found)
         assert report["refused"] == round(float(refused.mean()), 4)
         assert report["answered_right"] == round(float(right.mean()), 4)
-
-
-def test_a_new_products_nearest_products_through_the_graph_are_ranked_by_their_own_photos() -> None:
-    """The graph names the products near the new photos; each is then ranked by its best similarity to any of them,
-    not by the photo that happened to find it (P is found through a photo it is far from)."""
-    from models.train.quick_enrolment import Neighbours, _nearest_products
-
-    def unit(*values: float) -> np.ndarray:
-        row = np.array(values, dtype=np.float32)
-        return row / np.linalg.norm(row)
-
-    rows = np.stack([unit(0.8, 0, 0, 0.6), unit(0, 0.97, 0, 0.243), unit(0, 0.98, 0, 0.199), unit(0, 0, 0.9, 0.436)])
-    gallery = Gallery(
-        features=rows,
-        products=("P", "Q", "R"),
-        labels=np.array([0, 0, 1, 2]),
-        photos=np.array(["p1", "p2", "q", "r"]),
-        sha256=np.array([c * 64 for c in "abcd"]),
-        spread_mean=np.zeros(3, np.float32),
-        spread_std=np.ones(3, np.float32),
-    )
-    photos = np.eye(3, 4, dtype=np.float32)  # each new photo's one nearest: p1 (0.8), q (0.98), r (0.9)
-    found = Neighbours(np.array([[0], [2], [3]]), np.array([[0.8], [0.98], [0.9]], dtype=np.float32))
-    assert [gallery.products[i] for i in _nearest_products(gallery, found, photos, "new")] == ["Q", "P", "R"]
