@@ -242,10 +242,11 @@ def check_inputs(  # noqa: PLR0917
 def _nearest_not_itself(gallery: Gallery, found: Neighbours, column_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each photo's nearest of the photos `found` that is not the photo itself (nor a copy): its product (as a
     column of the head, by `column_of`; -1: none) and similarity (-inf: none)."""
+    if not found.rows.shape[1]:
+        return np.full(len(found.rows), -1), np.full(len(found.rows), -np.inf)
     similarities = np.where((found.rows >= 0) & (found.similarities <= SAME_PHOTO), found.similarities, -np.inf)
-    first = similarities.argmax(axis=1) if similarities.shape[1] else np.zeros(len(similarities), dtype=np.int64)
-    value = similarities[np.arange(len(similarities)), first] if similarities.shape[1] else np.full(len(first), -np.inf)
-    row = found.rows[np.arange(len(first)), first] if similarities.shape[1] else np.full(len(first), -1)
+    at, first = np.arange(len(similarities)), similarities.argmax(axis=1)
+    value, row = similarities[at, first], found.rows[at, first]
     product = np.where(np.isfinite(value), column_of[gallery.labels[np.maximum(row, 0)]], -1)
     return product, value
 
