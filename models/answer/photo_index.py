@@ -104,18 +104,22 @@ class PhotoIndex:
     def marks_kept(self, used_keys: np.ndarray) -> bool:
         """Whether mark_unused(used_keys) would change no mark (a search over those rows may share the graph with
         the search that marked it)."""
-        return set(np.setdiff1d(self.keys, used_keys).tolist()) == self.deleted
+        return self._unused(used_keys) == self.deleted
 
     def mark_unused(self, used_keys: np.ndarray) -> int:
         """Mark deleted (in memory) every row of the graph not among `used_keys`, and undelete those among them
         marked before; returns how many are deleted."""
-        unused = set(np.setdiff1d(self.keys, used_keys).tolist())
+        unused = self._unused(used_keys)
         for key in unused - self.deleted:
             self.graph.mark_deleted(key)
         for key in self.deleted - unused:
             self.graph.unmark_deleted(key)
         self.deleted = unused
         return len(unused)
+
+    def _unused(self, used_keys: np.ndarray) -> set[int]:
+        """The keys of the graph's rows not among `used_keys`."""
+        return set(np.setdiff1d(self.keys, used_keys).tolist())
 
     def candidates(self, queries: np.ndarray) -> np.ndarray:
         """(Q, k) the keys of each query's CANDIDATES nearest rows in the projection (fewer when the graph holds
