@@ -125,9 +125,11 @@ def refit(
     previous_category_threshold: float | None = None,
     *,
     gallery: GalleryRows | None = None,
+    start: ProductHead | None = None,
 ) -> Refitted:
     """The head, novelty score and gallery for `base`, with the classifiers `choices` names (no search). `gallery`:
-    the base version's gallery grown by the new photos (None: built from the base's photos).
+    the base version's gallery grown by the new photos (None: built from the base's photos). `start`: the head
+    refitted, whose nodes the new ones start from when it has their structure (fit_nodes).
 
     The novelty score is recalibrated on leave-products-out folds of the products with two photos or more (a
     product enrolled from one photo cannot be split into folds, but it is in the head and the gallery); when
@@ -137,6 +139,7 @@ def refit(
     categories = np.array([categories_of[str(p)] for p in labels])
     structure = resolve_structure(choices.structure, categories)
     nodes = head_nodes(labels, categories, structure)
+    starts = start.classifiers if start is not None and start.structure == structure else None
     picks = {node.scope: choices.classifiers.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
     products = tuple(str(p) for p in np.unique(labels))
     new_nodes = sorted(str(node.scope) for node in nodes if node.scope not in choices.classifiers)
@@ -160,7 +163,7 @@ def refit(
     head = ProductHead(
         products,
         tuple(categories_of[p] for p in products),
-        fit_nodes(nodes, picks, base.features, choices.seed),
+        fit_nodes(nodes, picks, base.features, choices.seed, starts),
         structure=structure,
         product_threshold=0.5 if calibrated.product_threshold is None else calibrated.product_threshold,
         category_threshold=0.5 if calibrated.category_threshold is None else calibrated.category_threshold,
@@ -538,7 +541,15 @@ def refit_for_enrolment(
     is a bug, and propagates as itself)."""
     categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
     try:
-        return refit(grown, categories_of, choices, bundle.novelty, bundle.head.category_threshold, gallery=gallery)
+        return refit(
+            grown,
+            categories_of,
+            choices,
+            bundle.novelty,
+            bundle.head.category_threshold,
+            gallery=gallery,
+            start=bundle.head,
+        )
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be refitted with these photos: {exc}", "refit_failed") from exc
 

@@ -159,6 +159,10 @@ class Choices:
     tuning_photos: int | None = 3000
     seed: int = 0
     trained_version: str = ""  # the full training these choices come from
+    # How `structure` was chosen: by cross-validation at this many products (a consolidation keeps it while the
+    # catalog stays near that size: models.train.consolidation.structure_to_fit), 0 when the operator named it
+    # (kept for good), None when not recorded (written before: a consolidation chooses again)
+    structure_for: int | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -184,6 +188,7 @@ class Choices:
             "tuning_photos": self.tuning_photos,
             "seed": self.seed,
             "trained_version": self.trained_version,
+            "structure_for": self.structure_for,
         }
 
     @classmethod
@@ -220,6 +225,7 @@ class Choices:
             tuning_photos=None if record.get("tuning_photos") is None else int(record["tuning_photos"]),
             seed=int(record["seed"]),
             trained_version=str(record.get("trained_version", "")),
+            structure_for=None if record.get("structure_for") is None else int(record["structure_for"]),
         )
 
 

@@ -460,6 +460,7 @@ def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices
         tuning_photos=options.tuning_photos,
         seed=options.seed,
         trained_version=version,
+        structure_for=len(fitted.head.products) if options.structure == AUTO else 0,
     )
 
 

@@ -27,6 +27,7 @@ from models.answer.classifiers import (
     logistic_tolerance,
     sigmoid,
     softmax,
+    starting_weights,
 )
 from models.answer.head import CATEGORY_FIRST, UNKNOWN, ProductHead
 from models.bundle import load_model, write_model
@@ -124,6 +125,53 @@ def test_the_span_is_the_rows_own_and_left_alone_when_rows_are_many(repeated: bo
     weights = rng.normal(size=(4, 30))
     np.testing.assert_allclose(x @ span.weights(weights).T, span.coordinates @ weights.T, atol=1e-9)  # same scores
     assert in_row_span(rng.normal(size=(160, 200))) is None  # 160 of 200: too few columns saved to pay
+    on_features = rng.normal(size=(4, 200))  # and back: weights on the features as weights on the coordinates
+    np.testing.assert_allclose(span.coordinates @ span.onto(on_features).T, x @ on_features.T, atol=1e-9)
+    np.testing.assert_allclose(span.onto(span.weights(weights)), weights, atol=1e-9)
+
+
+def test_starting_weights_answer_as_the_start_among_the_classes_they_share() -> None:
+    features, labels = blobs(3, rows=120, dim=40, seed=2)
+    start = fit_candidate(Candidate("logistic", 3.0), features, labels)
+    coef, intercept = starting_weights(start, ("c0", "c1", "c2", "c9"))  # c9: a class the start does not have
+    scores = features @ coef.T + intercept
+    np.testing.assert_allclose(softmax(scores[:, :3]), start.probabilities(features), atol=1e-5)
+    assert not coef[3].any() and intercept[3] == 0
+    binary = fit_candidate(Candidate("logistic", 3.0), features[labels != "c2"], labels[labels != "c2"])
+    coef, intercept = starting_weights(binary, ("c0", "c1"))  # scikit-learn's one row: the sigmoid's weights
+    z = features @ coef.T + intercept
+    np.testing.assert_allclose(sigmoid(z[:, 0]), binary.probabilities(features)[:, 1], atol=1e-5)
+    coef, _ = starting_weights(start, ("c1", "c2"))  # two of a softmax's classes: the difference of their rows
+    np.testing.assert_allclose(coef[0], start.arrays["coef"][2] - start.arrays["coef"][1], atol=1e-6)
+
+
+@pytest.mark.parametrize(("rows", "dim"), [(200, 40), (60, 400)])  # on the features; in the rows' span
+@pytest.mark.parametrize("classes", [2, 4])
+def test_a_logistic_regression_started_from_an_earlier_fit_reaches_the_same_model(
+    rows: int, dim: int, classes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    features, labels = blobs(classes, rows=rows + 40, dim=dim, seed=7)
+    train, test = slice(0, rows), slice(rows, None)
+    earlier = fit_candidate(Candidate("logistic", 3.0), features[train][: rows - 10], labels[train][: rows - 10])
+    cold = fit_candidate(Candidate("logistic", 10.0), features[train], labels[train])
+    began: list[tuple[bool, float]] = []
+    fit = LogisticRegression.fit
+
+    def spied(self, x, y, *args, **kwargs):  # type: ignore[no-untyped-def]
+        began.append((self.warm_start, float(np.abs(getattr(self, "coef_", np.zeros(1))).sum())))
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spied)
+    warm = fit_candidate(Candidate("logistic", 10.0), features[train], labels[train], start=earlier)
+    assert began[-1][0] and began[-1][1] > 0  # lbfgs began at the earlier weights, not at zeros
+    optimum = reference(Candidate("logistic", 10.0), classes=classes)
+    optimum.steps[-1][1].set_params(max_iter=100_000, tol=1e-12)  # where lbfgs's tolerance lets both stop short
+    answers = optimum.fit(features[train].astype(np.float64), labels[train]).predict_proba(features[test])
+    cold_error = np.abs(cold.probabilities(features[test]) - answers).max()  # up to 0.05 on these blobs
+    assert np.abs(warm.probabilities(features[test]) - answers).max() <= cold_error + 1e-3
+    scaled = fit_candidate(Candidate("logistic", 10.0, "standardize"), features[train], labels[train], start=earlier)
+    assert not began[-1][0]  # another preprocessing: the earlier weights are on other inputs, and left out
+    assert scaled.params["steps"] == ["standardize"]
 
 
 def test_a_logistic_regression_over_many_products_learns_where_the_default_tolerance_kept_zero_weights() -> None:

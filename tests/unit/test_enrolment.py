@@ -392,8 +392,11 @@ def test_choices_round_trip() -> None:
         classifiers={None: (Candidate("logistic", 10.0), 1.0), "bags": (Candidate("rbf_svm", 3.0, "standardize"), 2.5)},
         refuse_unseen=0.8,
         trained_version="v1",
+        structure_for=12,
     )
     assert Choices.from_record(json.loads(json.dumps(choices.record()))) == choices
+    older = {key: value for key, value in choices.record().items() if key != "structure_for"}  # written before it
+    assert Choices.from_record(older).structure_for is None
 
 
 def test_the_request_store(tmp_path: Path) -> None:
@@ -723,6 +726,73 @@ def test_a_consolidation_writes_nothing_when_current_went_elsewhere(
     outcome = consolidation.consolidate(store)
     assert outcome.version is None and "not built on it" in outcome.reason
     assert resolve(store).name == trained
+
+
+def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_the_versions(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train import consolidation, head_fitting, node_fitting
+
+    trained = load_model(store)
+    choices = Choices.from_record(trained.manifest["choices"])
+    assert choices.structure_for == len(trained.head.products)  # chosen by cross-validation at training
+    enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    enrolled = load_model(store)
+    chosen: list[str] = []
+    real_choose = head_fitting.choose_structure
+    monkeypatch.setattr(
+        head_fitting, "choose_structure", lambda *a, **k: chosen.append("again") or real_choose(*a, **k)
+    )
+    starts: list[object] = []
+    real_fit = node_fitting.fit_candidate
+
+    def fit_candidate(*args, start=None, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(start)
+        return real_fit(*args, start=start, **kwargs)
+
+    monkeypatch.setattr(node_fitting, "fit_candidate", fit_candidate)
+    assert consolidate(store).version is not None
+    bundle = load_model(store)
+    assert not chosen and bundle.head.structure == choices.structure
+    assert bundle.manifest["consolidation"] and "kept" in stored_report(bundle)["structure_why"]
+    assert all(any(same_classifier(start, node) for start in starts) for node in enrolled.head.classifiers.values())
+    assert best_guesses(store, digit_photos(3, 5, offset=40)).count("gauge-3") >= 4
+
+    monkeypatch.setattr(consolidation, "STRUCTURE_KEPT_WITHIN", 1.0)  # one product more: chosen again, recorded
+    enrol(store, "gauge-5", digit_photos(5, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert consolidate(store).version is not None
+    recorded = Choices.from_record(load_model(store).manifest["choices"])
+    assert chosen == ["again"] and recorded.structure_for == len(trained.head.products) + 2
+    assert recorded.trained_version == choices.trained_version  # the training's otherwise
+
+
+def same_classifier(one: Any, other: Any) -> bool:
+    return bool(
+        one is not None
+        and one.record() == other.record()
+        and one.arrays.keys() == other.arrays.keys()
+        and all(np.array_equal(one.arrays[name], other.arrays[name]) for name in one.arrays)
+    )
+
+
+def stored_report(bundle: ModelBundle) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((bundle.path / "report.json").read_text())
+    return report
+
+
+def test_the_structure_a_consolidation_fits() -> None:
+    from models.train.consolidation import structure_to_fit
+    from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS
+
+    chosen = Choices(structure="category-first", classifiers={}, structure_for=1000)
+    assert structure_to_fit(chosen, 1010) == structure_to_fit(chosen, 1500) == "category-first"
+    assert structure_to_fit(chosen, 1501) == structure_to_fit(chosen, 666) == AUTO  # grown or shrunk past 1.5x
+    named = Choices(structure="flat", classifiers={}, structure_for=0)
+    assert structure_to_fit(named, 10_000) == "flat"  # the operator's, for good
+    assert structure_to_fit(Choices(structure="flat", classifiers={}), 12) == AUTO  # not recorded: chosen again
+    flat = Choices(structure="flat", classifiers={}, structure_for=FLAT_UP_TO_PRODUCTS)
+    assert structure_to_fit(flat, FLAT_UP_TO_PRODUCTS) == "flat"
+    assert structure_to_fit(flat, FLAT_UP_TO_PRODUCTS + 1) == AUTO  # a flat node past the size it fits in memory
 
 
 def test_the_command_line_enrols_quickly_and_consolidates_on_request(
