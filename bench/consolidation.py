@@ -5,10 +5,11 @@ another, in the same run.
         --code BASELINE_CHECKOUT --code .
 
 `size` look-alike parts (models/train/parts.py, 20 photos each) are trained into DIR/n<size>/store as bench.scale
-trains them (or that store is used again: it takes 15-25 minutes at 1,000 parts on the 2-core box), and
-`enrolments` new parts are enrolled quickly on a copy of it (bench.scale.enrol_parts). Then, for each round and
-each `--code` in turn (a checkout of the repository: a git worktree of the baseline's revision, and this one),
-a fresh `cp -a` copy of that enrolled store is consolidated by a child process running that checkout's
+trains them (or that store is used again: it takes 15-25 minutes at 1,000 parts on the 2-core box), and `enrolments`
+new parts are enrolled quickly on a copy of it (bench.scale.enrol_parts), consolidated by the last `--code`, and
+`enrolments` more enrolled (enrolled_store: what a consolidation meets in a plant that enrols). Then, for each round
+and each `--code` in turn (a checkout of the repository: a git worktree of the baseline's revision, and this one), a
+fresh `cp -a` copy of that enrolled store is consolidated by a child process running that checkout's
 `consolidate_all` (nothing else running), timed. Each consolidated copy answers, with this checkout's code, photos
 taken on another day: 20 of each enrolled part, 4 of each of the first 100 trained parts, and 4 of each of 20
 never-seen parts. One table: the seconds of each round, their ratio to the first code's in the same round, and
@@ -36,17 +37,22 @@ CONSOLIDATE = (
 )
 
 
-def enrolled_store(work: Path, size: int, enrolments: int) -> tuple[Path, int]:
-    """The trained store with `enrolments` new parts enrolled quickly (made once, kept in `work`), and the index
-    of the first new part."""
+def enrolled_store(work: Path, size: int, enrolments: int, code: Path) -> tuple[Path, int]:
+    """The store a consolidation meets once a plant enrols: the trained parts, `enrolments` new parts enrolled
+    quickly and consolidated (by `code`: the first consolidation after a training by an older release chooses the
+    head's structure again and records it), then `enrolments` more enrolled quickly. Made once and kept in `work`;
+    also the index of the first new part."""
     first_new = size + 1000 + 20  # past the never-seen parts bench.scale answers (size + 1000 on)
-    enrolled = work / f"n{size}-enrolled{enrolments}"
+    enrolled = work / f"n{size}-steady{enrolments}"
     if not (enrolled / "current").exists():
         store, seconds, _ = train_parts(work / f"n{size}", size, PHOTOS, "logistic", reuse=True)
         progress(f"{size} parts trained in {seconds:.0f} s")
         shutil.rmtree(enrolled, ignore_errors=True)
         subprocess.run(["cp", "-a", str(store), str(enrolled)], check=True)
         enrol_parts(enrolled, first_new, enrolments, PHOTOS, work / "enrolled-photos")
+        seconds, _ = consolidate(enrolled, code)
+        progress(f"the first {enrolments} enrolled parts consolidated by {code} in {seconds:.0f} s")
+        enrol_parts(enrolled, first_new + enrolments, enrolments, PHOTOS, work / "enrolled-photos")
     return enrolled, first_new
 
 
@@ -55,8 +61,13 @@ def consolidated_copy(enrolled: Path, code: Path, target: Path) -> tuple[float, 
     seconds and the refinements it folded."""
     shutil.rmtree(target, ignore_errors=True)
     subprocess.run(["cp", "-a", str(enrolled), str(target)], check=True)
+    return consolidate(target, code)
+
+
+def consolidate(store: Path, code: Path) -> tuple[float, int]:
+    """`code`'s consolidate_all on `store` in a child process: its seconds and the refinements it folded."""
     done = subprocess.run(
-        [sys.executable, "-c", CONSOLIDATE, str(target)],
+        [sys.executable, "-c", CONSOLIDATE, str(store)],
         cwd=code,
         env={"PYTHONPATH": str(code.resolve()), "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -85,8 +96,8 @@ def test_photos(work: Path, size: int, first_new: int, enrolments: int) -> dict[
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     work = Path(args.workdir)
-    enrolled, first_new = enrolled_store(work, args.size, args.enrolments)
-    photos = test_photos(work, args.size, first_new, args.enrolments)
+    enrolled, first_new = enrolled_store(work, args.size, args.enrolments, Path(args.code[-1]))
+    photos = test_photos(work, args.size, first_new, 2 * args.enrolments)
     rows = []
     for round_ in range(args.rounds):
         for code in args.code:
@@ -112,7 +123,7 @@ def main() -> int:
         if not (Path(code) / "models" / "train" / "consolidation.py").is_file():
             parser.error(f"--code {code}: not a checkout of this repository (no models/train/consolidation.py)")
     rows = measure(args)
-    print(f"\nconsolidation at {args.size} parts + {args.enrolments} enrolled quickly ({PHOTOS} photos each)\n")
+    print(f"\nconsolidation at {args.size} + {args.enrolments} parts, {args.enrolments} more enrolled quickly\n")
     print(
         "| round | code | seconds | ratio to the first code | enrolled: top-1 / right / wrong | trained: top-1 / right "
         "/ wrong | never-seen refused |"

@@ -149,8 +149,9 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> t
     cross-validated: every node is then refitted with the classifier the last training chose, and the novelty
     score calibrated on the products with two photos or more (or kept), as an enrolment's refit does.
 
-    Where the head keeps its structure, each node's logistic regression starts from the version's (fit_nodes):
-    at 1,010 look-alike parts the final fits took 87 s instead of 161 s, to the solver's tolerance."""
+    Where the head keeps its structure (or cross-validation chooses it again), each node's logistic regression
+    starts from the version's (fit_nodes): at 1,010 look-alike parts the final fits took 87 s instead of 161 s, to
+    the solver's tolerance."""
     gallery = stored_gallery(bundle)  # now: a prune may remove this version while the refit runs
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
@@ -159,7 +160,6 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> t
         return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery), choices
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
     structure = structure_to_fit(choices, len(categories_of))
-    kept = structure == bundle.head.structure
     try:
         fitted = fit_searched(
             choices,
@@ -170,7 +170,7 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> t
             categories_of,
             structure=structure,
             search=search_of(choices),
-            starts=bundle.head.classifiers if kept else None,
+            start=bundle.head,
         )
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be fitted on the rows: {exc}", "refit_failed") from exc

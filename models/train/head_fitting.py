@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from sklearn.metrics import f1_score
 
-from models.answer.classifiers import KINDS, PREPROCESSING, Candidate, Classifier, candidates
+from models.answer.classifiers import KINDS, PREPROCESSING, Candidate, candidates
 from models.answer.gallery import DEFAULT_MAX_PER_PRODUCT
 from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead, compose
 from models.answer.novelty import NoveltyModel
@@ -253,7 +253,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     tuning_photos: int | None = None,
     refuse_unseen: float | None = None,
     gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT,
-    starts: Mapping[str | None, Classifier] | None = None,
+    start: ProductHead | None = None,
 ) -> FittedHead:
     """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown".
 
@@ -269,8 +269,8 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     threshold is 0 unless given (the novelty score decides); otherwise the thresholds are calibrated on the
     out-of-fold answers to `target_precision`, as before galleries.
 
-    `starts`: the classifiers of a head of the same structure fitted before on most of these rows (a
-    consolidation's version), that the final fits start from (fit_nodes).
+    `start`: a head fitted before on most of these rows (a consolidation's version): when it has the structure
+    fitted, each final fit starts from its node's classifier (fit_nodes).
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
@@ -312,7 +312,13 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     head = ProductHead(
         tuple(str(c) for c in np.unique(all_labels)),
         tuple(categories_of[str(c)] for c in np.unique(all_labels)),
-        fit_nodes(nodes, chosen, features, seed, starts),
+        fit_nodes(
+            nodes,
+            chosen,
+            features,
+            seed,
+            start.classifiers if start is not None and start.structure == structure else None,
+        ),
         structure=structure,
         product_threshold=product_threshold,
         category_threshold=category_threshold,
@@ -354,7 +360,7 @@ def fit_searched(  # noqa: PLR0917
     structure: str,
     search: Search,
     show_progress: bool = False,
-    starts: Mapping[str | None, Classifier] | None = None,
+    start: ProductHead | None = None,
 ) -> FittedHead:
     """fit_model with `settings` over the `search` given; the report says what was searched and why."""
     kinds, steps, why = search
@@ -375,7 +381,7 @@ def fit_searched(  # noqa: PLR0917
         tuning_photos=settings.tuning_photos,
         refuse_unseen=settings.refuse_unseen,
         gallery_per_product=settings.gallery_per_product,
-        starts=starts,
+        start=start,
     )
     fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
     return fitted
