@@ -263,8 +263,8 @@ def fit_candidate(
     start: Classifier | None = None,
 ) -> Classifier:
     """Fit `candidate` with scikit-learn on labelled features and keep only its arrays; TrainingError for rows
-    of a single class. `start`: a logistic regression fitted before on rows like these, with the same
-    preprocessing steps, that lbfgs starts from instead of zeros (`starting_weights`; ignored otherwise): the same
+    of a single class. `start`: a logistic regression fitted before on rows like these, that lbfgs starts from
+    instead of zeros (`starting_weights`) where its inputs are these (same_inputs; ignored otherwise): the same
     model to the solver's tolerance, in fewer iterations."""
     x = np.asarray(features, dtype=np.float64)  # fitted in float64 like a scikit-learn pipeline; kept as float32
     y = np.asarray(labels)
@@ -273,9 +273,8 @@ def fit_candidate(
         raise TrainingError("a classifier needs at least two classes")
     x, arrays, steps = _fit_preprocessing(candidate.preprocessing, x, seed)
     params: dict[str, Any] = {"steps": steps, "input_dim": int(features.shape[1])}
-    if candidate.kind == "logistic" and start is not None and start.kind == "logistic":
-        usable = start if list(start.params.get("steps", [])) == steps else None
-        fitted, extra = _fit_logistic(x, y, classes, candidate.parameter, seed, start=usable)
+    if candidate.kind == "logistic" and start is not None and same_inputs(start, steps, arrays, x.shape[1]):
+        fitted, extra = _fit_logistic(x, y, classes, candidate.parameter, seed, start=start)
     else:
         fitted, extra = _ESTIMATORS[candidate.kind](x, y, classes, candidate.parameter, seed)
     arrays.update(fitted)
@@ -343,6 +342,19 @@ def _fit_logistic(  # noqa: PLR0917
     if coef.shape[0] == 1:  # sigmoid(z) == softmax([-z/2, z/2])
         coef, intercept = (coef / 2).astype(np.float32), (intercept / 2).astype(np.float32)
     return {"coef": coef, "intercept": intercept}, {}
+
+
+def same_inputs(start: Classifier, steps: Sequence[str], arrays: Mapping[str, np.ndarray], width: int) -> bool:
+    """Whether `start` is a logistic regression whose weights apply to the inputs of this fit: the same
+    preprocessing with the same arrays (none, or a fold's again as the next C refits it), `width` columns. A
+    preprocessing fitted anew on other rows (a consolidation's standardisation or PCA) gives other inputs, and a PCA
+    on fewer rows fewer of them: its weights would start lbfgs anywhere, or not fit at all."""
+    if start.kind != "logistic" or list(start.params.get("steps", [])) != list(steps):
+        return False
+    names = {name for name in start.arrays if name.startswith("pre")}
+    if names != set(arrays) or any(not np.array_equal(start.arrays[name], arrays[name]) for name in names):
+        return False
+    return int(start.arrays["coef"].shape[1]) == width
 
 
 def starting_weights(start: Classifier, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -174,8 +174,10 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> t
         )
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be fitted on the rows: {exc}", "refit_failed") from exc
-    if structure == AUTO:  # chosen again: recorded, so the next consolidations keep it
-        choices = replace(choices, structure=fitted.head.structure, structure_for=len(categories_of))
+    if structure == AUTO and fitted.head.structure == choices.structure:  # chosen again: the next ones keep it
+        choices = replace(choices, structure_for=len(categories_of))
+    elif structure == AUTO:  # another structure than the training's, whose classifiers (by node) enrolments refit
+        fitted.report["structure_why"] = f"chosen again; {choices.structure} kept for enrolments' refits"
     else:
         fitted.report["structure_why"] = f"kept: {structure_why(choices)}"
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices
@@ -187,14 +189,16 @@ STRUCTURE_KEPT_WITHIN = 1.5  # a consolidation keeps the structure chosen at n p
 def structure_to_fit(choices: Choices, products: int) -> str:
     """The structure a consolidation fits over `products` products: the one the operator named; the one
     cross-validation chose, while the catalog has not grown or shrunk past STRUCTURE_KEPT_WITHIN times the size it
-    was chosen at (and a flat head stays within FLAT_UP_TO_PRODUCTS); else AUTO, chosen again as training chooses
-    it (choose_structure: 68 s of a 371-s consolidation at 1,003 parts)."""
+    was chosen at; else AUTO, chosen again as training chooses it (choose_structure: 68 s of a 371-s consolidation
+    at 1,003 parts). A flat head past FLAT_UP_TO_PRODUCTS is AUTO whoever chose it: it would not fit in memory.
+    A structure chosen again is recorded only where it is the training's (refit_whole): the choices' classifiers
+    are the training's nodes', which an enrolment's refit takes (models.train.enrolment.refit)."""
     chosen_at = choices.structure_for
+    if choices.structure == FLAT and products > FLAT_UP_TO_PRODUCTS:
+        return AUTO
     if chosen_at == 0:
         return choices.structure
     if chosen_at is None or not chosen_at / STRUCTURE_KEPT_WITHIN <= products <= chosen_at * STRUCTURE_KEPT_WITHIN:
-        return AUTO
-    if choices.structure == FLAT and products > FLAT_UP_TO_PRODUCTS:
         return AUTO
     return choices.structure
 

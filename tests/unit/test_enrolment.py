@@ -765,6 +765,14 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     assert chosen == ["again"] and recorded.structure_for == len(trained.head.products) + 2
     assert recorded.trained_version == choices.trained_version  # the training's otherwise
 
+    other = "flat" if choices.structure == "category-first" else "category-first"
+    monkeypatch.setattr(head_fitting, "choose_structure", lambda *a, **k: (other, {}))
+    enrol(store, "gauge-7", digit_photos(7, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert consolidate(store).version is not None
+    bundle = load_model(store)
+    assert bundle.head.structure == other and "chosen again" in stored_report(bundle)["structure_why"]
+    assert Choices.from_record(bundle.manifest["choices"]) == recorded  # the training's nodes, for refits
+
 
 def same_classifier(one: Any, other: Any) -> bool:
     return bool(
@@ -787,8 +795,11 @@ def test_the_structure_a_consolidation_fits() -> None:
     chosen = Choices(structure="category-first", classifiers={}, structure_for=1000)
     assert structure_to_fit(chosen, 1010) == structure_to_fit(chosen, 1500) == "category-first"
     assert structure_to_fit(chosen, 1501) == structure_to_fit(chosen, 666) == AUTO  # grown or shrunk past 1.5x
-    named = Choices(structure="flat", classifiers={}, structure_for=0)
-    assert structure_to_fit(named, 10_000) == "flat"  # the operator's, for good
+    named = Choices(structure="category-first", classifiers={}, structure_for=0)
+    assert structure_to_fit(named, 10_000) == "category-first"  # the operator's, for good
+    named_flat = Choices(structure="flat", classifiers={}, structure_for=0)
+    assert structure_to_fit(named_flat, 100) == "flat"
+    assert structure_to_fit(named_flat, FLAT_UP_TO_PRODUCTS + 1) == AUTO  # but not past what fits in memory
     assert structure_to_fit(Choices(structure="flat", classifiers={}), 12) == AUTO  # not recorded: chosen again
     flat = Choices(structure="flat", classifiers={}, structure_for=FLAT_UP_TO_PRODUCTS)
     assert structure_to_fit(flat, FLAT_UP_TO_PRODUCTS) == "flat"
