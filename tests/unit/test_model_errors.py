@@ -113,7 +113,8 @@ def rows() -> tuple[EnrolmentBase, Choices, SimpleNamespace]:
         photos=np.array([f"p{i}" for i in range(count)]),
         sha256=np.array([f"{i:064x}" for i in range(count)]),
     )
-    bundle = SimpleNamespace(novelty=None, head=SimpleNamespace(category_threshold=0.5))
+    head = SimpleNamespace(category_threshold=0.5, structure="flat", classifiers={})  # no node to start from
+    bundle = SimpleNamespace(novelty=None, head=head)
     return base, Choices(structure="flat", classifiers={}), bundle
 
 
