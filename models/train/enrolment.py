@@ -52,7 +52,14 @@ from models.train.enrolment_base import (
     new_photo_columns,
     read_stored_base,
 )
-from models.train.node_fitting import DEFAULT_CANDIDATE, fit_nodes, head_nodes, resolve_structure, tuning_sample
+from models.train.node_fitting import (
+    DEFAULT_CANDIDATE,
+    fit_nodes,
+    head_nodes,
+    node_starts,
+    resolve_structure,
+    tuning_sample,
+)
 from models.train.open_set import calibrate_open_set, fold_answers
 from models.train.quick_enrolment import (
     Neighbours,
@@ -139,7 +146,7 @@ def refit(
     categories = np.array([categories_of[str(p)] for p in labels])
     structure = resolve_structure(choices.structure, categories)
     nodes = head_nodes(labels, categories, structure)
-    starts = start.classifiers if start is not None and start.structure == structure else None
+    starts = node_starts(start, structure)
     picks = {node.scope: choices.classifiers.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
     products = tuple(str(p) for p in np.unique(labels))
     new_nodes = sorted(str(node.scope) for node in nodes if node.scope not in choices.classifiers)

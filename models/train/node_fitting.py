@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from models.answer.classifiers import TEMPERED_KINDS, Candidate, Classifier, fit_candidate, fit_temperature, softmax
-from models.answer.head import CATEGORY_FIRST, FLAT
+from models.answer.head import CATEGORY_FIRST, FLAT, ProductHead
 from models.train.report import precision_by_threshold
 
 
@@ -230,3 +230,9 @@ def fit_nodes(
             classifier.with_temperature(temperature) if candidate.kind in TEMPERED_KINDS else classifier
         )
     return fitted
+
+
+def node_starts(head: ProductHead | None, structure: str) -> Mapping[str | None, Classifier] | None:
+    """The classifiers of `head` for fit_nodes to start from: None without a head, or when its structure is not
+    the one being fitted (a flat node's weights are no start for a category's)."""
+    return head.classifiers if head is not None and head.structure == structure else None

@@ -229,3 +229,14 @@ def test_the_default_search_narrows_to_logistic_regression_on_a_large_catalog() 
     kinds, steps, why = search_for(SEARCH_EVERY_KIND_UP_TO + 1, None, None)
     assert (kinds, steps) == (("logistic",), ("none",)) and "logistic regression alone" in why
     assert search_for(500, ("rbf_svm",), None)[:2] == (("rbf_svm",), ("none",))  # named: as named
+
+
+def test_node_starts_are_a_heads_classifiers_only_for_its_own_structure() -> None:
+    from types import SimpleNamespace
+
+    from models.train.node_fitting import node_starts
+
+    head = SimpleNamespace(structure="category-first", classifiers={None: "families", "gears": "gears"})
+    assert node_starts(head, "category-first") == head.classifiers  # type: ignore[arg-type]
+    assert node_starts(head, "flat") is None  # type: ignore[arg-type]
+    assert node_starts(None, "flat") is None
