@@ -168,6 +168,19 @@ def finish(combined: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     return _l2(x).astype(np.float32)
 
 
+def centre_shift(finished: np.ndarray, center: np.ndarray) -> float:
+    """How far the mean of `finished` rows before centring lies from `center`, the mean they were centred on.
+
+    A recipe's vector before centring, u, has unit length (combine_parts), so a finished row f = (u - center) /
+    |u - center| gives back u = s f + center for the one positive s with |u| = 1: s = -(f.c) + sqrt((f.c)^2 - |c|^2
+    + 1). The shift is |mean(u) - center| = |mean(s f)|, without the rows' copies."""
+    rows = np.asarray(finished, dtype=np.float64)
+    mean = np.asarray(center, dtype=np.float64)
+    along = rows @ mean
+    scale = -along + np.sqrt(np.maximum(along**2 - mean @ mean + 1.0, 0.0))
+    return float(np.linalg.norm(scale @ rows / max(len(rows), 1)))
+
+
 def apply_recipe(superset: np.ndarray, recipe: FeatureRecipe, center: np.ndarray | None) -> np.ndarray:
     """Superset rows -> the recipe's final feature vectors, as the served graph computes them."""
     return finish(combine_parts(superset, recipe), center)

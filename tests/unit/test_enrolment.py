@@ -755,6 +755,7 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     bundle = load_model(store)
     assert not chosen and bundle.head.structure == choices.structure
     assert bundle.manifest["consolidation"] and "kept" in stored_report(bundle)["structure_why"]
+    assert 0 <= stored_report(bundle)["feature_centre_moved"] < 1  # the mean the recipe centres on, moved by gauge-3
     assert all(any(same_classifier(start, node) for start in starts) for node in enrolled.head.classifiers.values())
     assert best_guesses(store, digit_photos(3, 5, offset=40)).count("gauge-3") >= 4
 
@@ -985,3 +986,27 @@ def test_an_enrolment_names_the_product_its_photos_are_mistaken_for(
     assert requests.get(twin)["confusable_with"] == [{"product": "gauge-3", "share": named["gauge-3"]}]
     assert requests.get(twin)["state"] == DONE
     assert "look_alike_check_s" in outcome.enrolled.timings
+
+
+def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_warns_past_a_tenth(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from models.extract.recipe import finish
+    from models.train.consolidation import centre_moved
+
+    rng = np.random.default_rng(0)
+    trained = rng.normal(size=(40, 16)) + 1.0
+    trained /= np.linalg.norm(trained, axis=1, keepdims=True)
+    mean = trained.mean(axis=0).astype(np.float32)
+    other = -trained[:20]  # enrolled since: another kind of product, on the other side of the mean
+    rows = finish(np.concatenate([trained, other]), mean)
+    base = SimpleNamespace(features=rows, synthetic=np.zeros(len(rows), dtype=bool))
+    assert centre_moved(SimpleNamespace(center=None), base) == {}  # type: ignore[arg-type]
+    alike = SimpleNamespace(features=rows[:40], synthetic=np.zeros(40, dtype=bool))
+    assert centre_moved(SimpleNamespace(center=mean), alike)["feature_centre_moved"] < 1e-4  # type: ignore[arg-type]
+    assert not caplog.records
+    moved = centre_moved(SimpleNamespace(center=mean), base)["feature_centre_moved"]  # type: ignore[arg-type]
+    assert moved == pytest.approx(np.linalg.norm(np.concatenate([trained, other]).mean(axis=0) - mean), abs=1e-3)
+    assert "partsight train" in caplog.text

@@ -207,3 +207,19 @@ def test_the_onnx_export_and_the_extractor_compute_the_recipe(
     extractor = FeatureExtractor(spec, device="cpu", recipe=recipe, center=center)
     assert extractor.feature_dim == recipe.dim
     np.testing.assert_allclose(extractor(photos), from_onnx, atol=1e-4)
+
+
+def test_centre_shift_recovers_how_far_the_rows_mean_lies_from_the_one_they_were_centred_on() -> None:
+    from models.extract.recipe import centre_shift, finish
+
+    rng = np.random.default_rng(0)
+    unit = rng.normal(size=(300, 64)) + 2.0  # vectors before centring: unit length, far from the origin's mean
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    trained = unit[:200].mean(axis=0)  # the training's mean; 100 rows of another kind come after it
+    other = rng.normal(size=(100, 64)) - 2.0
+    rows = np.concatenate([unit[:200], other / np.linalg.norm(other, axis=1, keepdims=True)])
+    finished = finish(rows, trained.astype(np.float32))
+    assert centre_shift(finished[:200], trained) == pytest.approx(0.0, abs=1e-5)
+    moved = np.linalg.norm(rows.mean(axis=0) - trained)
+    assert moved > 0.3
+    assert centre_shift(finished, trained) == pytest.approx(moved, rel=1e-4)
