@@ -1,0 +1,113 @@
+"""Enrolled models against a full retrain on the same photos, over several never-seen splits and both data sets.
+
+    .venv/bin/python -m bench.enrol_accuracy [--splits 3] [--products 10] [--photos 20] [--test-per-class 30]
+
+bench.enrol measures one split through the real stack (two Fashion-MNIST products kept out as never-seen: 60
+frames), where the never-seen refusal of one model moved 20 points between two fits of the same rows. This bench
+measures the spread offline: for each data set as the base (Fashion-MNIST with the digits enrolled, and the
+reverse) and each split (a different pair of the base's ten products kept out as never-seen), the base is trained
+(full search) on the other eight, the new products are enrolled one after the other in this process
+(models.train.enrolment.enrol, quick), the store is copied (the quick version) and consolidated
+(consolidate_all), and `partsight train` runs again on the same photos (the retrain). Each model answers the
+held-out photos: enrolled products answered right, base products answered right ("unknown" counts as wrong), and
+never-seen products refused. One table per split, then each model's mean and range over the splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.enrol import digit_sets, evaluate, fashion_sets, train_store
+
+MODELS = ("quick", "consolidated", "retrain")
+FIGURES = ("enrolled right", "base right", "never-seen refused")
+
+
+def one_split(
+    work: Path, known: dict[str, Any], new: dict[str, Any], unseen_names: list[str]
+) -> dict[str, list[float]]:
+    """The three models of one split, each with FIGURES."""
+    from models.train.consolidation import consolidate_all
+    from models.train.enrolment import enrol
+    from partsight.enrol_cli import LocalFeatures
+
+    base = {product: sets for product, sets in known.items() if product not in unseen_names}
+    store, _ = train_store(work / "base", base)
+    features = LocalFeatures("cpu", None)
+    for product, (record, photos, _) in new.items():
+        enrol(
+            store,
+            product,
+            [(f"{i:03d}.png", data) for i, data in enumerate(photos)],
+            record=record,
+            features_of=features,
+        )
+    quick = work / "quick"
+    subprocess.run(["cp", "-a", str(store), str(quick)], check=True)
+    consolidate_all(store)
+    retrain, _ = train_store(work / "retrain", {**base, **new})
+    unseen = {product: known[product][2] for product in unseen_names}
+    tests_new = {product: sets[2] for product, sets in new.items()}
+    tests_base = {product: sets[2] for product, sets in base.items()}
+    figures = {}
+    for name, path in zip(MODELS, (quick, store, retrain), strict=True):
+        on_new, on_base = evaluate(path, tests_new, unseen), evaluate(path, tests_base, unseen)
+        figures[name] = [on_new["accuracy"], on_base["accuracy"], on_new["unseen_refused"]]
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--splits", type=int, default=3, help="never-seen pairs per data set (at most 5)")
+    parser.add_argument("--products", type=int, default=10, help="new products enrolled")
+    parser.add_argument("--photos", type=int, default=20, help="photos of each product")
+    parser.add_argument("--test-per-class", type=int, default=30)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept for inspection (default: a temporary folder)")
+    args = parser.parse_args()
+    if not 1 <= args.splits <= 5:
+        parser.error("--splits: 1 to 5 (the base's ten products make five pairs)")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="partsight-bench-enrol-accuracy-"))
+    fashion = fashion_sets(args.photos, args.test_per_class)
+    digits = digit_sets(args.photos, args.test_per_class)
+    results: dict[str, dict[str, list[list[float]]]] = {}
+    for label, known, new in (
+        ("Fashion-MNIST base, digits enrolled", fashion, digits),
+        ("digits base, Fashion-MNIST enrolled", digits, fashion),
+    ):
+        names = sorted(known)
+        enrolled = dict(list(new.items())[: args.products])
+        results[label] = {name: [] for name in MODELS}
+        for split in range(args.splits):
+            unseen_names = names[2 * split : 2 * split + 2]
+            folder = work / f"{label.split(',')[0].replace(' ', '-')}-{split}"
+            shutil.rmtree(folder, ignore_errors=True)
+            started = time.monotonic()
+            figures = one_split(folder, known, enrolled, unseen_names)
+            print(f"\n{label}, never-seen {', '.join(unseen_names)} ({time.monotonic() - started:.0f} s)")
+            print("| model | " + " | ".join(FIGURES) + " |")
+            print("|---|" + "---:|" * len(FIGURES))
+            for name in MODELS:
+                results[label][name].append(figures[name])
+                print(f"| {name} | " + " | ".join(f"{100 * value:.1f}%" for value in figures[name]) + " |")
+    print(f"\nover {args.splits} split(s): mean (lowest to highest)")
+    print("| data set | model | " + " | ".join(FIGURES) + " |")
+    print("|---|---|" + "---:|" * len(FIGURES))
+    for label, models in results.items():
+        for name, rows in models.items():
+            cells = []
+            for column in range(len(FIGURES)):
+                values = [100 * row[column] for row in rows]
+                cells.append(f"{statistics.mean(values):.1f}% ({min(values):.1f}-{max(values):.1f})")
+            print(f"| {label} | {name} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
