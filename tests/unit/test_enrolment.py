@@ -20,6 +20,7 @@ from models.answer.novelty import answered_index, novelty_inputs
 from models.bundle import ModelBundle, load_model, resolve, stored_gallery
 from models.errors import EnrolmentError, RefinementsFull, UnknownEnrolment
 from models.extract.decode import DecodeLimits
+from models.extract.recipe import centre_shift
 from models.recognizer import Recognizer
 from models.store.blobs import store_bytes
 from models.store.enrolment_requests import (
@@ -755,7 +756,9 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     bundle = load_model(store)
     assert not chosen and bundle.head.structure == choices.structure
     assert bundle.manifest["consolidation"] and "kept" in stored_report(bundle)["structure_why"]
-    assert 0 <= stored_report(bundle)["feature_centre_moved"] < 1  # the mean the recipe centres on, moved by gauge-3
+    rows, _ = base_of(enrolled)  # the mean the recipe centres on, moved by gauge-3's photos
+    moved = centre_shift(rows.features, enrolled.center, ~rows.synthetic)
+    assert stored_report(bundle)["feature_centre_moved"] == pytest.approx(moved, abs=1e-4) and moved > 0
     assert all(any(same_classifier(start, node) for start in starts) for node in enrolled.head.classifiers.values())
     assert best_guesses(store, digit_photos(3, 5, offset=40)).count("gauge-3") >= 4
 
@@ -994,7 +997,7 @@ def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_w
     from types import SimpleNamespace
 
     from models.extract.recipe import finish
-    from models.train.consolidation import centre_moved
+    from models.train.consolidation import centre_moved, warn_if_centre_moved
 
     rng = np.random.default_rng(0)
     trained = rng.normal(size=(40, 16)) + 1.0
@@ -1005,8 +1008,12 @@ def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_w
     base = SimpleNamespace(features=rows, synthetic=np.zeros(len(rows), dtype=bool))
     assert centre_moved(SimpleNamespace(center=None), base) == {}  # type: ignore[arg-type]
     alike = SimpleNamespace(features=rows[:40], synthetic=np.zeros(40, dtype=bool))
-    assert centre_moved(SimpleNamespace(center=mean), alike)["feature_centre_moved"] < 1e-4  # type: ignore[arg-type]
+    kept = centre_moved(SimpleNamespace(center=mean), alike)  # type: ignore[arg-type]
+    assert kept["feature_centre_moved"] < 1e-4
+    warn_if_centre_moved(kept)
     assert not caplog.records
-    moved = centre_moved(SimpleNamespace(center=mean), base)["feature_centre_moved"]  # type: ignore[arg-type]
-    assert moved == pytest.approx(np.linalg.norm(np.concatenate([trained, other]).mean(axis=0) - mean), abs=1e-3)
+    moved = centre_moved(SimpleNamespace(center=mean), base)  # type: ignore[arg-type]
+    expected = np.linalg.norm(np.concatenate([trained, other]).mean(axis=0) - mean)
+    assert moved["feature_centre_moved"] == pytest.approx(expected, abs=1e-3) and expected > 0.1
+    warn_if_centre_moved(moved)
     assert "partsight train" in caplog.text

@@ -213,13 +213,18 @@ def test_centre_shift_recovers_how_far_the_rows_mean_lies_from_the_one_they_were
     from models.extract.recipe import centre_shift, finish
 
     rng = np.random.default_rng(0)
-    unit = rng.normal(size=(300, 64)) + 2.0  # vectors before centring: unit length, far from the origin's mean
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    trained = unit[:200].mean(axis=0)  # the training's mean; 100 rows of another kind come after it
-    other = rng.normal(size=(100, 64)) - 2.0
-    rows = np.concatenate([unit[:200], other / np.linalg.norm(other, axis=1, keepdims=True)])
-    finished = finish(rows, trained.astype(np.float32))
-    assert centre_shift(finished[:200], trained) == pytest.approx(0.0, abs=1e-5)
-    moved = np.linalg.norm(rows.mean(axis=0) - trained)
-    assert moved > 0.3
-    assert centre_shift(finished, trained) == pytest.approx(moved, rel=1e-4)
+    recipe = FeatureRecipe(parts=("b10", "b14", "head"), power=True, center=True)
+    trained_rows = rng.gamma(2.0, 1.0, (200, SUPERSET_DIM))
+    other_kind = rng.gamma(2.0, 1.0, (100, SUPERSET_DIM)) * (rng.random(SUPERSET_DIM) < 0.3)  # enrolled since
+    combined = combine_parts(np.concatenate([trained_rows, other_kind]), recipe)
+    trained = fit_center(combined[:200], recipe)
+    assert trained is not None
+    stored = finish(combined, trained).astype(np.float16)  # as a version's rows keep them
+    assert centre_shift(stored[:200], trained) == pytest.approx(0.0, abs=2e-3)
+    moved = float(np.linalg.norm(combined.mean(axis=0) - trained))
+    assert moved > 0.1
+    assert centre_shift(stored, trained) == pytest.approx(moved, abs=2e-3)
+    enrolled = np.arange(300) >= 200
+    assert centre_shift(stored, trained, enrolled) == pytest.approx(
+        float(np.linalg.norm(combined[200:].mean(axis=0) - trained)), abs=2e-3
+    )
