@@ -16,6 +16,7 @@ never-seen products refused. One table per split, then each model's mean and ran
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -51,7 +52,11 @@ def one_split(
         )
     quick = work / "quick"
     subprocess.run(["cp", "-a", str(store), str(quick)], check=True)
-    consolidate_all(store)
+    rounds = consolidate_all(store)
+    if rounds[0].version is None:
+        raise SystemExit(f"the consolidation of {store} wrote nothing: {rounds[0].reason}")
+    moved = json.loads((store / rounds[0].version / "report.json").read_text()).get("feature_centre_moved")
+    print(f"  the features' mean moved by {moved} (feature_centre_moved)")
     retrain, _ = train_store(work / "retrain", {**base, **new})
     unseen = {product: known[product][2] for product in unseen_names}
     tests_new = {product: sets[2] for product, sets in new.items()}
