@@ -106,7 +106,15 @@ class ConsolidationBusy(StoreBusy):
 class RefinementsFull(StoreBusy):
     """The current head carries as many quick enrolments as it may (models.train.enrolment.MAX_REFINEMENTS) while a
     consolidation of the store folds them in: an enrolment now would refit every node itself, for as long as that
-    consolidation takes, and make it write nothing. Try again when it lands."""
+    consolidation takes, and make it write nothing. Try again when it lands: `running_s` since its round began,
+    `expected_s` until it lands if it takes as long as the round before (None: not known). `first_wait`: the
+    request recorded this wait for the first time (models.train.enrolment_runs.run_request): its device is told."""
+
+    def __init__(self, message: str, *, running_s: float | None = None, expected_s: float | None = None) -> None:
+        super().__init__(message)
+        self.running_s = running_s
+        self.expected_s = expected_s
+        self.first_wait = False
 
 
 class LineError(ModelError):

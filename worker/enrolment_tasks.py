@@ -28,8 +28,16 @@ from broker.codes import ErrorCode
 from broker.contract import SCHEMA_VERSION, error_message, rfc3339
 from broker.topics import Topics
 from models.bundle import ModelBundle
-from models.errors import EnrolmentError, ImageError, StoreBusy, UnknownEnrolment
-from models.store.enrolment_requests import DONE, FAILED, QUEUED, STORE_UNAVAILABLE, EnrolmentStore
+from models.errors import EnrolmentError, ImageError, RefinementsFull, StoreBusy, UnknownEnrolment
+from models.store.enrolment_requests import (
+    DONE,
+    FAILED,
+    QUEUED,
+    STORE_UNAVAILABLE,
+    WAITING,
+    WAITING_FOR_CONSOLIDATION,
+    EnrolmentStore,
+)
 from models.train.enrolment import photo_features
 from models.train.enrolment_runs import run_request
 from worker.errors import EnrolmentBusy, MalformedTask
@@ -40,6 +48,15 @@ logger = logging.getLogger(__name__)
 
 INTERNAL = "internal"  # the code of an enrolment that failed on something other than its request
 LOCK_WAIT_S = 1.0  # an enrolment waits this long for another process's; then its task is tried again later
+WAIT_RETRY_S = (2.0, 10.0)  # a request waiting for a consolidation comes back when it should land, within these
+
+
+def waiting_retry_s(expected_s: float | None) -> float:
+    """Seconds until a request that waits for a consolidation is tried again: until the round should land, but no
+    fewer than WAIT_RETRY_S[0] (the round is late) and no more than WAIT_RETRY_S[1] (it may land early). Hundreds of
+    queued requests each trying every 2 s for minutes would take the store's lock for nothing."""
+    low, high = WAIT_RETRY_S
+    return high if expected_s is None else min(high, max(low, expected_s))
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ class EnrolmentRunner:
         if not self._running.acquire(blocking=False):
             raise EnrolmentBusy("this worker is running another enrolment")
         try:
-            outcome = self._run(enrolment)
+            outcome = self._run(enrolment, asked_by)
         finally:
             self._running.release()
         self._answer_request(enrolment, asked_by)
@@ -196,7 +213,7 @@ class EnrolmentRunner:
             raise MalformedTask(f"MQTT enrolment from {device} refused: {exc}") from exc
         return enrolment
 
-    def _run(self, enrolment: str) -> Outcome:
+    def _run(self, enrolment: str, asked_by: tuple[str, str] | None) -> Outcome:
         started = time.monotonic()
         try:
             result = run_request(
@@ -209,6 +226,9 @@ class EnrolmentRunner:
                 on_served=self._serve,  # before the look-alike check: every version written is served there
                 loaded=lambda: self._served().bundle,  # built on as it is served, not loaded again
             )
+        except RefinementsFull as exc:  # minutes at hundreds of products: the device hears why, once
+            self._tell_waiting(enrolment, asked_by, exc)
+            raise EnrolmentBusy(str(exc), retry_in_s=waiting_retry_s(exc.expected_s)) from exc
         except StoreBusy as exc:
             raise EnrolmentBusy(str(exc)) from exc
         except Exception:
@@ -265,22 +285,41 @@ class EnrolmentRunner:
                 self._loaded = {bundle.version: self._load(bundle.path)}  # keep one: the next enrolment's base
             return self._loaded[bundle.version]
 
+    def _tell_waiting(self, enrolment: str, asked_by: tuple[str, str] | None, exc: RefinementsFull) -> None:
+        """The first time the request waits for the running consolidation (run_request recorded it): count it and
+        tell the device that asked (a `waiting` message on its result topic: not an outcome, which follows)."""
+        if not exc.first_wait:
+            return
+        self._metrics.enrolments_waiting.inc()
+        try:
+            request = self.requests.request(enrolment)
+        except EnrolmentError as error:  # the task is tried again all the same
+            logger.warning("cannot read enrolment %s to tell its device it waits: %s", enrolment, error)
+            return
+        logger.info("enrolment %s of %s waits for the running consolidation: %s", enrolment, request["product"], exc)
+        reply = request.get("reply")
+        if isinstance(reply, Mapping):
+            asked_by = (str(reply.get("device")), str(reply.get("frame_id")))
+        if asked_by is None:
+            return
+        message = _message(*asked_by, enrolment, str(request["product"]), WAITING)
+        message["waiting"] = {
+            "for": WAITING_FOR_CONSOLIDATION,
+            "message": str(exc),
+            "running_s": exc.running_s,
+            "expected_s": exc.expected_s,
+        }
+        self._publish(self._topics.result(asked_by[0]), json.dumps(message).encode())
+
     def _answer_device(self, device: str, frame_id: str, outcome: Outcome) -> bool:
         """The outcome on the device's result topic; a failure also on its error topic, with its code. False when
         the broker did not take the result."""
-        message = {
-            "schema": SCHEMA_VERSION,
-            "type": "enrolment",
-            "device": device,
-            "frame_id": frame_id,
-            "enrolment": outcome.enrolment or None,
-            "product": outcome.product,
-            "state": outcome.state,
-            "version": outcome.version,
-            "error": dict(outcome.error) if outcome.error else None,
-            "confusable_with": [dict(c) for c in outcome.confusable_with],
-            "at": rfc3339(time.time()),
-        }
+        message = _message(device, frame_id, outcome.enrolment, outcome.product, outcome.state)
+        message.update(
+            version=outcome.version,
+            error=dict(outcome.error) if outcome.error else None,
+            confusable_with=[dict(c) for c in outcome.confusable_with],
+        )
         sent = self._publish(self._topics.result(device), json.dumps(message).encode()) is not False
         if outcome.state != DONE:
             error = dict(outcome.error or {"code": INTERNAL, "message": "the enrolment failed"})
@@ -288,3 +327,20 @@ class EnrolmentRunner:
             document.update(message, error={"code": error.get("code", INTERNAL), "message": error.get("message", "")})
             self._publish(self._topics.error(device), json.dumps(document).encode())
         return sent
+
+
+def _message(device: str, frame_id: str, enrolment: str, product: str, state: str) -> dict[str, Any]:
+    """What every message to a device about its enrolment carries (the contract's enrolment message)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "type": "enrolment",
+        "device": device,
+        "frame_id": frame_id,
+        "enrolment": enrolment or None,
+        "product": product,
+        "state": state,
+        "version": None,
+        "error": None,
+        "confusable_with": [],
+        "at": rfc3339(time.time()),
+    }

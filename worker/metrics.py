@@ -201,6 +201,12 @@ class WorkerMetrics:
             buckets=(0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 60, 120, 300),
             registry=registry,
         )
+        self.enrolments_waiting = Counter(
+            "partsight_worker_enrolments_waiting_total",
+            "Enrolment requests told to wait for the running consolidation (the model carries as many quick "
+            "enrolments as it may), each counted once; their outcome follows when it lands.",
+            registry=registry,
+        )
         self.consolidations = labelled_counter(
             "partsight_worker_consolidations_total",
             "Consolidations this worker ran (a refit that folds quick enrolments into the head), by outcome.",

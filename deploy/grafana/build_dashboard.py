@@ -337,12 +337,17 @@ ROWS = (
                         f"[{RATE}]))",
                         "consolidations: {{outcome}}",
                     ),
+                    Query(
+                        f"sum(increase(partsight_worker_enrolments_waiting_total[{RATE}]))",
+                        "told to wait for a consolidation",
+                    ),
                 ),
                 description=(
                     "Enrolments the workers finished (done: a new version is current) or failed (current stayed; "
                     "the PartsightEnrolmentsFailing alert), those requested through the API, MQTT enrolments "
-                    "the bridge refused, by code, and the consolidations that fold quick enrolments into a "
-                    "refitted head (PartsightConsolidationFailing)."
+                    "the bridge refused, by code, the consolidations that fold quick enrolments into a "
+                    "refitted head (PartsightConsolidationFailing), and the requests told to wait for one (the "
+                    "model held as many quick enrolments as it may: minutes at hundreds of products)."
                 ),
             ),
             Panel(

@@ -33,6 +33,8 @@ CORRUPT_REQUEST = "corrupt_request"  # a stored request that is not one: request
 KEYS_DIR = ".keys"  # key (sha256) -> enrolment id, for requests that may be delivered twice
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
+WAITING = "waiting"  # not a stored state: what a device is told while its queued request waits
+WAITING_FOR_CONSOLIDATION = "consolidation"  # a queued request's wait: the head full of quick enrolments
 BUSY = "busy"  # a failed request's error code: the store turned it away (its lock held too long, or the head full)
 ENROLMENT_ID = re.compile(r"\A[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}\Z")
 PRODUCT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # a folder name on every OS, a topic-safe string
@@ -275,6 +277,8 @@ class EnrolmentStore:
             # existing products its photos were answered as in more than 10% of its fold answers: {product, share}
             "confusable_with": list(status.get("confusable_with") or []),
             "updated_at": status.get("updated_at"),
+            # a queued request the store turned away for now: {for, since, message, running_s, expected_s}
+            "waiting": status.get("waiting") if status.get("state", QUEUED) == QUEUED else None,
         }
 
     def queued_for(self, product: str, *, since: float, exclude: str, max_photos: int = MAX_PHOTOS) -> list[str]:
@@ -324,6 +328,29 @@ class EnrolmentStore:
             _write_json(folder / "status.json", {"state": state, "updated_at": rfc3339(time.time()), **details})
         except OSError as exc:
             raise self._unavailable(f"record the state of enrolment {enrolment}", exc) from exc
+
+    def waiting(self, enrolment: str, reason: str, message: str, **details: Any) -> bool:
+        """Record that a queued request waits (`reason`: for what; `message`: why, in words; `details`: figures such
+        as the seconds expected); True the first time it waits for `reason`, so its device is told once. A request
+        no longer queued is left as it is (False); running it clears the record."""
+        folder = self._folder(enrolment)
+        try:
+            status = json.loads((folder / "status.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            status = {}
+        status = status if isinstance(status, dict) else {}
+        if status.get("state", QUEUED) != QUEUED:
+            return False
+        before = status.get("waiting")
+        first = not (isinstance(before, dict) and before.get("for") == reason)
+        now = rfc3339(time.time())
+        since = now if first or not isinstance(before, dict) else before.get("since", now)
+        waiting = {"for": reason, "since": since, "message": message, **details}
+        try:
+            _write_json(folder / "status.json", {**status, "state": QUEUED, "updated_at": now, "waiting": waiting})
+        except OSError as exc:
+            raise self._unavailable(f"record that enrolment {enrolment} waits", exc) from exc
+        return first
 
     def running(self, enrolment: str) -> None:
         self.set_state(enrolment, RUNNING)

@@ -15,6 +15,7 @@ another consolidation), nothing is written. `consolidate_all` runs until no refi
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5  # rounds in a row while enrolments keep coming (more while each lands a full head: consolidate_all)
 LOCK_FILE = ".consolidating"
+PROGRESS_FILE = ".consolidating.json"  # when the running round began, and how long the round before it took
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
 BUSY_EXIT = 75  # EX_TEMPFAIL: `partsight models --consolidate` found another process consolidating the store
 
@@ -99,7 +101,10 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     done: list[Consolidated] = []
     with consolidating(store):
         while True:
+            began = time.time()
+            record_progress(store, began)
             outcome = consolidate(store, keep_versions=keep_versions)
+            record_progress(store, None, last_round_s=time.time() - began)
             done.append(outcome)
             if outcome.version is None or outcome.carried == 0:
                 break
@@ -117,6 +122,54 @@ def refinements_of(store: Path) -> int:
     head = manifest.get("head")
     refinements = head.get("refinements", []) if isinstance(head, Mapping) else []
     return len(refinements) if isinstance(refinements, list) else 0
+
+
+@dataclass(frozen=True)
+class ConsolidationProgress:
+    """How far the running consolidation's round has got, as an enrolment that waits for it tells its device."""
+
+    running_s: float  # since its round began
+    last_round_s: float | None  # the round before it on this store (None: none recorded)
+
+    @property
+    def expected_s(self) -> float | None:
+        """Seconds until it lands, if it takes as long as the round before (0 when it is running late)."""
+        return None if self.last_round_s is None else max(0.0, self.last_round_s - self.running_s)
+
+
+def consolidation_progress(store: Path) -> ConsolidationProgress | None:
+    """The running consolidation's progress; None when none runs on this machine, or it recorded none."""
+    if not consolidation_running(store):
+        return None
+    try:
+        recorded = json.loads((store / PROGRESS_FILE).read_text(encoding="utf-8"))
+        began = recorded["round_started_at"]
+        last = recorded.get("last_round_s")
+        return ConsolidationProgress(
+            max(0.0, time.time() - float(began)), None if last is None else max(0.0, float(last))
+        )
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # none recorded, or torn by an old release
+        return None
+
+
+def record_progress(store: Path, round_started_at: float | None, *, last_round_s: float | None = None) -> None:
+    """Note that a round began (`round_started_at`, a Unix time) or ended (None), and how long the last round took
+    (`last_round_s`; None keeps the one recorded): what consolidation_progress reads. A store that cannot be
+    written here only loses the estimate."""
+    path = store / PROGRESS_FILE
+    last = last_round_s
+    if last is None:
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+            last = before.get("last_round_s") if isinstance(before, dict) else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            last = None
+    staged = path.with_name(f"{PROGRESS_FILE}.{os.getpid()}")
+    try:
+        staged.write_text(json.dumps({"round_started_at": round_started_at, "last_round_s": last}), encoding="utf-8")
+        os.replace(staged, path)
+    except OSError as exc:
+        logger.warning("could not record the consolidation's progress in %s: %s", path, exc)
 
 
 def consolidation_running(store: Path) -> bool:

@@ -20,11 +20,11 @@ from typing import Any
 
 from models.bundle import ModelBundle
 from models.errors import ArtifactError, EnrolmentError, ModelError, RefinementsFull
-from models.store.enrolment_requests import BUSY, DONE, FAILED, QUEUED, EnrolmentStore
+from models.store.enrolment_requests import BUSY, DONE, FAILED, QUEUED, WAITING_FOR_CONSOLIDATION, EnrolmentStore
 from models.store.retention import prune
 from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
 from models.train import enrolment as enrolment_module
-from models.train.consolidation import consolidation_running, refinements_of
+from models.train.consolidation import consolidation_progress, consolidation_running, refinements_of
 from models.train.enrolment import Enrolled, FeaturesOf, enrol
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def run_request(
             _room_for_a_refinement(store)
         except RefinementsFull as exc:
             if not fail_when_full:
+                exc.first_wait = _record_wait(requests, enrolment, exc)
                 raise
             requests.failed(enrolment, BUSY, str(exc))
             return RequestOutcome(enrolment, product, FAILED, None, {"code": BUSY, "message": str(exc)}, True)
@@ -131,17 +132,36 @@ def run_request(
     return outcome
 
 
+def _record_wait(requests: EnrolmentStore, enrolment: str, full: RefinementsFull) -> bool:
+    """Record, under the store's lock (no other worker runs the request meanwhile), that the request waits for the
+    running consolidation; True the first time. A store that cannot record it only leaves the device untold."""
+    try:
+        return requests.waiting(
+            enrolment, WAITING_FOR_CONSOLIDATION, str(full), running_s=full.running_s, expected_s=full.expected_s
+        )
+    except EnrolmentError as exc:
+        logger.warning("cannot record that enrolment %s waits: %s", enrolment, exc)
+        return False
+
+
 def _room_for_a_refinement(store: Path) -> None:
     """RefinementsFull when current's head carries MAX_REFINEMENTS quick enrolments while a consolidation runs: the
     enrolment would refit every node itself (as long as the consolidation takes, and under the store's lock) and
     leave that consolidation nothing to write; after it lands, the enrolment is quick again. Without a running
     consolidation (they keep failing) the enrolment refits as it did."""
     count = refinements_of(store)
-    if count >= enrolment_module.MAX_REFINEMENTS and consolidation_running(store):
-        raise RefinementsFull(
-            f"the model carries {count} quick enrolments, as many as it may, and a consolidation is folding them "
-            "in: try again when it lands"
-        )
+    if count < enrolment_module.MAX_REFINEMENTS or not consolidation_running(store):
+        return
+    progress = consolidation_progress(store)
+    running = "" if progress is None else f" (its round has run {progress.running_s:.0f} s"
+    if progress is not None and progress.last_round_s is not None:
+        running += f"; the round before took {progress.last_round_s:.0f} s"
+    raise RefinementsFull(
+        f"the model carries {count} quick enrolments, as many as it may, and a consolidation is folding them "
+        f"in{running}{')' if running else ''}: try again when it lands",
+        running_s=None if progress is None else round(progress.running_s, 1),
+        expected_s=None if progress is None or progress.expected_s is None else round(progress.expected_s, 1),
+    )
 
 
 def _without_culprit(requests: EnrolmentStore, batch: list[str], error: Mapping[str, str]) -> list[str]:

@@ -30,7 +30,14 @@ from models.store.enrolment_requests import (
     check_catalog_record,
 )
 from models.store.versions import file_sha256, version_folders
-from models.train.consolidation import consolidate, consolidating
+from models.train.consolidation import (
+    PROGRESS_FILE,
+    consolidate,
+    consolidate_all,
+    consolidating,
+    consolidation_progress,
+    record_progress,
+)
 from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
@@ -880,6 +887,70 @@ def test_a_full_head_waits_for_the_running_consolidation_instead_of_refitting_wh
     outcome = run_request(store, second, features)
     assert outcome.state == DONE
     assert load_model(store).manifest["enrolment"]["mode"] == "quick"
+
+
+def test_a_device_whose_enrolment_waits_for_the_consolidation_is_told_once_and_then_answered(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # at hundreds of products a consolidation round takes minutes: the device that asked hears why it waits
+    from prometheus_client import CollectorRegistry
+
+    from broker.topics import Topics
+    from models.train import enrolment as enrolment_module
+    from worker.enrolment_tasks import WAIT_RETRY_S, EnrolmentRunner
+    from worker.errors import EnrolmentBusy
+    from worker.metrics import WorkerMetrics
+    from worker.runtime import served_model
+
+    monkeypatch.setattr(enrolment_module, "MAX_REFINEMENTS", 1)
+
+    def load(path: Path):  # type: ignore[no-untyped-def]
+        return served_model(Recognizer.load(path, device="cpu"), DecodeLimits())
+
+    published: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    metrics = WorkerMetrics(CollectorRegistry())
+    runner = EnrolmentRunner(
+        store,
+        served=lambda: load(resolve(store)),
+        load=load,
+        metrics=metrics,
+        announce=lambda version, reason: None,
+        reload_now=lambda: None,
+        publish=lambda topic, payload: published.append((topic, json.loads(payload))),
+        topics=Topics("t"),
+    )
+
+    def asked(device: str, product: str, digit: int) -> dict[str, Any]:
+        photo = digit_photos(digit, 1)[0][1]
+        return {"device": device, "frame_id": "e1", "product": product, "catalog": DIGIT_RECORD, "photo": photo}
+
+    assert runner.handle(asked("cam-1", "gauge-3", 3)).state == DONE  # quick: the head is full now
+    published.clear()
+    requests = EnrolmentStore(store)
+    with consolidating(store):  # a worker's child folds it in, its round 30 s old, the round before took 100 s
+        record_progress(store, time.time() - 30.0, last_round_s=100.0)
+        for _ in range(2):  # the task comes back while it runs
+            with pytest.raises(EnrolmentBusy, match=r"its round has run 3\d s; the round before took 100 s") as busy:
+                runner.handle(asked("cam-2", "gauge-5", 5))
+            assert busy.value.retry_in_s == WAIT_RETRY_S[1]  # 70 s expected: asked again within 10 s, not every 2
+        waiting = requests.list(limit=1)[0]
+        assert waiting["state"] == "queued" and waiting["waiting"]["for"] == "consolidation"
+        assert 55 <= waiting["waiting"]["expected_s"] <= 70 and waiting["waiting"]["since"]
+    [(topic, told)] = published  # once, on the result topic (not an error), though the task came twice
+    assert topic == "t/cam-2/result" and told["state"] == "waiting" and told["enrolment"] == waiting["id"]
+    assert told["product"] == "gauge-5" and told["frame_id"] == "e1" and told["version"] is None
+    assert told["waiting"]["for"] == "consolidation" and 55 <= told["waiting"]["expected_s"] <= 70
+    assert "try again when it lands" in told["waiting"]["message"]
+    assert metrics.enrolments_waiting._value.get() == 1
+    consolidate_all(store)  # it lands: the request runs quick, and the device hears its outcome
+    outcome = runner.handle(asked("cam-2", "gauge-5", 5))
+    assert outcome.state == DONE and published[-1][0] == "t/cam-2/result" and published[-1][1]["state"] == DONE
+    assert requests.get(waiting["id"])["waiting"] is None
+    assert not requests.waiting(waiting["id"], "consolidation", "late")  # done: a late task's record is not kept
+    assert requests.get(waiting["id"])["state"] == DONE and requests.get(waiting["id"])["waiting"] is None
+    last_round = json.loads((store / PROGRESS_FILE).read_text())["last_round_s"]
+    assert 0 < last_round < 100  # consolidate_all recorded its own round
+    assert consolidation_progress(store) is None  # none runs now
 
 
 def test_a_quick_enrolment_reads_its_groups_rows_as_numbers_not_the_whole_base(
