@@ -384,6 +384,25 @@ def test_an_enrolment_that_looks_like_another_product_says_so(page_stack: Stack,
     expect(first.get_by_test_id("enrolment-confusable")).to_have_count(0)
 
 
+def test_an_enrolment_waiting_for_the_consolidation_says_so_and_for_how_long(
+    page_stack: Stack, page: Page, tmp_path: Path
+) -> None:
+    from models.store.enrolment_requests import WAITING_FOR_CONSOLIDATION, EnrolmentStore
+
+    requests = EnrolmentStore(tmp_path / "store")  # the stack's store: as a worker records a request turned away
+    waiting = requests.create("bracket-6h", [("a.jpg", gear_photo(5))], record={"name": "Bracket", "category": "x"})
+    message = "the model carries 64 quick enrolments, as many as it may, ...: try again when it lands"
+    assert requests.waiting(waiting, WAITING_FOR_CONSOLIDATION, message, running_s=40.0, expected_s=70.4)
+    page.goto(f"http://127.0.0.1:{page_stack.api_port}/ui")
+    page.get_by_label("API token", exact=True).fill(TOKEN)
+    page.get_by_test_id("token-save").click()
+    row = page.locator(f'[data-testid=enrolment][data-id="{waiting}"]')
+    expect(row).to_have_attribute("data-state", "queued", timeout=15_000)
+    note = row.get_by_test_id("enrolment-waiting")
+    expect(note).to_have_text("waits for the running consolidation, about 70 s more")
+    expect(note).to_have_attribute("title", message)
+
+
 def recognize_over_http(stack: Stack, device: str, image: bytes, query: str) -> dict[str, Any]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.api_port}/v1/recognize?device={device}&{query}",

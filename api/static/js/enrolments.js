@@ -48,6 +48,17 @@ function lookAlikes(confusable) {
   return el("span", { class: "warning-text small", testid: "enrolment-confusable" }, `looks like ${named}`);
 }
 
+function waitingFor(waiting, state) {
+  // a queued request the store turned away for now: the head carries as many quick enrolments as it may while a
+  // consolidation folds them in (minutes at hundreds of products); its outcome follows when that lands
+  if (state !== "queued" || !waiting || typeof waiting !== "object") return null;
+  const expected = waiting.expected_s;
+  const more = typeof expected === "number" && Number.isFinite(expected) ? `, about ${Math.round(expected)} s more` : "";
+  const what = waiting.for === "consolidation" ? "the running consolidation" : String(waiting.for ?? "the store");
+  return el("span", { class: "warning-text small", testid: "enrolment-waiting", title: String(waiting.message ?? "") },
+    `waits for ${what}${more}`);
+}
+
 export function renderEnrolments() {
   const entries = [...enrolments.entries()].sort((a, b) => (a[0] < b[0] ? 1 : -1)); // ids sort by time
   for (const [id] of entries.splice(MAX_ENROLMENTS_SHOWN)) enrolments.delete(id);
@@ -67,6 +78,7 @@ export function renderEnrolments() {
           : null,
         typeof doc.seconds === "number" ? el("span", { class: "muted small" }, `in ${doc.seconds.toFixed(1)} s`) : null,
         error ? el("span", { class: "error-text", testid: "enrolment-error" }, error) : null,
+        waitingFor(doc.waiting, state),
         lookAlikes(doc.confusable_with),
         el("code", { class: "muted small id" }, id),
       );
