@@ -42,7 +42,8 @@ from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS, Search, fit_sea
 
 logger = logging.getLogger(__name__)
 
-MAX_ROUNDS = 5  # rounds in a row while enrolments keep coming (more while each lands a full head: consolidate_all)
+MAX_DROPPED = 3  # rounds in a row that wrote nothing (current kept moving elsewhere): the consolidation stops
+MAX_ROUNDS_S = 1800.0  # past this, rounds stop once current's head has room (consolidate_all; the next child goes on)
 LOCK_FILE = ".consolidating"
 PROGRESS_FILE = ".consolidating.json"  # when the running round began, and how long the round before it took
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
@@ -93,12 +94,15 @@ def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidate
 
 
 def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Consolidated]:
-    """Consolidations until current has no refinement left, or one writes nothing: at most MAX_ROUNDS, and more
-    while the version a round wrote carries a full head (MAX_REFINEMENTS refinements of enrolments that came
-    meanwhile): those enrolments wait for a running consolidation (RefinementsFull), and with the lock let go
-    between rounds the next would find none and refit every node itself. ConsolidationBusy when another process
-    consolidates the store (its rounds take these enrolments along)."""
+    """Consolidations until current has no refinement left (enrolments that came during the last round are folded
+    by another), also after a round that wrote nothing because current went elsewhere (an enrolment that refitted
+    whole): the next round starts from that. Past MAX_ROUNDS_S it stops once current has room for as many quick
+    enrolments again (at most half of MAX_REFINEMENTS held). A consolidation that left with a nearly full head made
+    the enrolments of a burst find none running and refit every node themselves, and that dropped the round it
+    raced: at 300 parts, every exit of the child cost an enrolment 6-13 s and a round. ConsolidationBusy when
+    another process consolidates the store (its rounds take these enrolments along)."""
     done: list[Consolidated] = []
+    started = time.monotonic()
     with consolidating(store):
         while True:
             began = time.time()
@@ -106,9 +110,13 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
             outcome = consolidate(store, keep_versions=keep_versions)
             record_progress(store, None, last_round_s=time.time() - began)
             done.append(outcome)
-            if outcome.version is None or outcome.carried == 0:
+            held = refinements_of(store)
+            if held == 0:
                 break
-            if len(done) >= MAX_ROUNDS and outcome.carried < enrolment_module.MAX_REFINEMENTS:
+            if len(done) >= MAX_DROPPED and all(round_.version is None for round_ in done[-MAX_DROPPED:]):
+                logger.warning("%d consolidation rounds in a row wrote nothing: current keeps moving", MAX_DROPPED)
+                break
+            if time.monotonic() - started >= MAX_ROUNDS_S and held <= enrolment_module.MAX_REFINEMENTS // 2:
                 break
     return done
 

@@ -87,18 +87,31 @@ def test_a_child_that_writes_nothing_tells_nobody(tmp_path: Path) -> None:
     assert consolidator(tmp_path, child, told).consolidate()[0] == DONE and told == []
 
 
-def test_rounds_go_on_past_their_number_while_each_lands_a_full_head(tmp_path: Path, monkeypatch: Any) -> None:
-    # enrolments kept coming while each round refitted: the versions rounds 5 and 6 write carry a full head, whose
-    # next enrolments wait for a running consolidation; round 7's carries fewer, and the rounds stop there
+def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_it_is_nearly_full(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # enrolments kept coming while each round refitted: a child that left with a nearly full head made the next
+    # ones find no consolidation running and refit whole (dropping the round they raced)
     from models.train import consolidation
     from models.train.enrolment import MAX_REFINEMENTS
 
-    carried = iter([3, 3, 3, 3, MAX_REFINEMENTS, MAX_REFINEMENTS, 5, 7])
+    def rounds_with(held: list[int], written: list[str | None]) -> list[consolidation.Consolidated]:
+        left, versions = iter(held), iter(written)
+        monkeypatch.setattr(consolidation, "refinements_of", lambda store: next(left))
+        monkeypatch.setattr(
+            consolidation,
+            "consolidate",
+            lambda store, keep_versions=None: consolidation.Consolidated(next(versions), 1, 0, 0.0, "r"),
+        )
+        return consolidation.consolidate_all(tmp_path)
 
-    def one_round(store: Path, *, keep_versions: int | None = None) -> consolidation.Consolidated:
-        return consolidation.Consolidated("v", 1, next(carried), 0.0, "consolidated")
-
-    monkeypatch.setattr(consolidation, "consolidate", one_round)
-    rounds = consolidation.consolidate_all(tmp_path)
-    assert [r.carried for r in rounds] == [3, 3, 3, 3, MAX_REFINEMENTS, MAX_REFINEMENTS, 5]
-    assert consolidation.MAX_ROUNDS == 5
+    # a round current went away from (an enrolment refitted whole) writes nothing: the next starts from there
+    assert len(rounds_with([9, 40, MAX_REFINEMENTS, 3, 0, 99], ["v1", None, "v3", "v4", "v5", "v6"])) == 5
+    monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 0.0)  # past its time: it stops once the head has room
+    half = MAX_REFINEMENTS // 2
+    assert len(rounds_with([MAX_REFINEMENTS, half + 1, half, 9], ["v1", "v2", "v3", "v4"])) == 3
+    monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 1e9)
+    held = [MAX_REFINEMENTS] * 5
+    assert len(rounds_with(held, ["v1", None, None, None, "v5"])) == 1 + consolidation.MAX_DROPPED  # kept moving
+    recorded = json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())
+    assert recorded["round_started_at"] is None and recorded["last_round_s"] >= 0  # what waiting enrolments read
