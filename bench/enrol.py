@@ -102,21 +102,28 @@ def train_store(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], l
 
 
 def evaluate(store: Path, tests: dict[str, list[bytes]], unseen: dict[str, list[bytes]]) -> dict[str, float]:
-    """Accuracy on each group of products, and the share of never-seen photos answered unknown."""
+    """Accuracy on `tests` (an answer of unknown counts as wrong), top-1 (the best guess, answered or not), and the
+    share of never-seen photos answered unknown."""
     from models.extract.decode import DecodeLimits
     from models.recognizer import Recognizer
 
     recognizer = Recognizer.load(store, device="cpu")
 
-    def products(photos: list[bytes]) -> list[str | None]:
+    def answers(photos: list[bytes]) -> list[tuple[str | None, str | None]]:
+        """(the answer, None for unknown; the best guess) of each photo."""
         images = np.stack([recognizer.engine.prepare(data, DecodeLimits()) for data in photos])
         return [
-            d.product if d.status == "recognized" else None for d in recognizer.classify(recognizer.features(images))
+            (d.product if d.status == "recognized" else None, d.top_k[0]["product"] if d.top_k else None)
+            for d in recognizer.classify(recognizer.features(images))
         ]
 
-    right = [p == product for product, photos in tests.items() for p in products(photos)]
-    refused = [p is None for photos in unseen.values() for p in products(photos)]
-    return {"accuracy": float(np.mean(right)), "unseen_refused": float(np.mean(refused)) if refused else float("nan")}
+    known = [(product, answer) for product, photos in tests.items() for answer in answers(photos)]
+    refused = [answer is None for photos in unseen.values() for answer, _ in answers(photos)]
+    return {
+        "accuracy": float(np.mean([answer == product for product, (answer, _) in known])),
+        "top1": float(np.mean([best == product for product, (_, best) in known])),
+        "unseen_refused": float(np.mean(refused)) if refused else float("nan"),
+    }
 
 
 def finished(requests: Any, enrolment: str) -> dict[str, Any] | None:
