@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.store.versions import current_version
-from models.train.consolidation import BUSY_EXIT, refinements_of
+from models.train.consolidation import BUSY_EXIT, consolidation_running, refinements_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class Consolidator:
         seconds the child took."""
         if refinements_of(self.store) == 0:
             return NOTHING, 0.0
+        if consolidation_running(self.store):  # its rounds go on while any are left: no child to learn that
+            return BUSY, 0.0
         before = current_version(self.store)
         started = time.monotonic()
         try:

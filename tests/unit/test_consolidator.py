@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models.store.versions import point_current
-from models.train.consolidation import BUSY_EXIT, refinements_of
+from models.train.consolidation import BUSY_EXIT, consolidating, refinements_of
 from worker.consolidator import BUSY, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator
 
 
@@ -67,6 +67,17 @@ def test_a_consolidation_runs_the_command_on_one_thread_and_tells_the_workers(tm
     assert options["env"]["PATH"] == "/usr/bin" and all(options["env"][k] == "1" for k in ONE_THREAD)
     assert options["timeout"] > 0 and "preexec_fn" not in options  # never fork-time code in a threaded worker
     assert told == ["reload", ("v2", "consolidation")]
+
+
+def test_no_child_is_started_while_one_consolidates_the_store(tmp_path: Path) -> None:
+    # every enrolment sends a consolidation and each comes back every 30 s while one runs: a child each time was a
+    # Python start with numpy and scikit-learn only to find the lock taken
+    version(tmp_path, "v1", 2)
+    child, told = Child(tmp_path), []
+    with consolidating(tmp_path):
+        assert consolidator(tmp_path, child, told).consolidate() == (BUSY, 0.0)
+    assert child.calls == [] and told == []
+    assert consolidator(tmp_path, child, told).consolidate()[0] == DONE and len(child.calls) == 1
 
 
 def test_a_failed_child_is_reported_and_tells_nobody(tmp_path: Path) -> None:
