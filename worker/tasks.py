@@ -14,6 +14,7 @@ from celery import Celery, Task
 from redis.exceptions import RedisError
 
 from broker.contract import CONSOLIDATE_TASK, ENROL_QUEUE, ENROL_TASK, RECOGNIZE_BATCH_TASK, RECOGNIZE_TASK
+from models.train.consolidation import refinements_of
 from worker.consolidator import BUSY, DONE, FAILED
 from worker.errors import EnrolmentBusy, MalformedTask, SettleFailed
 from worker.runtime import Runtime, RuntimeHolder
@@ -69,6 +70,13 @@ def run_consolidation(task: Task, runtime: Runtime) -> dict[str, Any]:
         raise task.retry(countdown=CONSOLIDATE_RETRY_S)
     if outcome in (DONE, FAILED):
         runtime.metrics.consolidation_seconds.observe(seconds)
+    if outcome == DONE and refinements_of(runtime.consolidator.store):
+        # the child stopped with quick enrolments left (its time was up): the tasks their enrolments sent gave up
+        # while it ran (CONSOLIDATE_RETRIES), and nothing else would fold them in before the next enrolment
+        try:
+            task.apply_async(countdown=runtime.settings.consolidate_after_s)
+        except Exception as exc:  # the next enrolment (or `models --consolidate`) folds them in
+            logger.warning("could not send the next consolidation: %s", exc)
     return {"state": outcome, "seconds": round(seconds, 3)}
 
 

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 MAX_DROPPED = 3  # rounds in a row that wrote nothing (current kept moving elsewhere): the consolidation stops
 MAX_ROUNDS_S = 1800.0  # past this, rounds stop once current's head has room (consolidate_all; the next child goes on)
+MAX_RUN_S = 7200.0  # past this, rounds stop in any case: well within the worker's 4 h for a child
 LOCK_FILE = ".consolidating"
 PROGRESS_FILE = ".consolidating.json"  # when the running round began, and how long the round before it took
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
@@ -97,28 +98,39 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     """Consolidations until current has no refinement left (enrolments that came during the last round are folded
     by another), also after a round that wrote nothing because current went elsewhere (an enrolment that refitted
     whole): the next round starts from that. Past MAX_ROUNDS_S it stops once current has room for as many quick
-    enrolments again (at most half of MAX_REFINEMENTS held). A consolidation that left with a nearly full head made
+    enrolments again (at most half of MAX_REFINEMENTS held), past MAX_RUN_S in any case (the worker sends another),
+    and after MAX_DROPPED rounds in a row that wrote nothing. A consolidation that left with a nearly full head made
     the enrolments of a burst find none running and refit every node themselves, and that dropped the round it
-    raced: at 300 parts, every exit of the child cost an enrolment 6-13 s and a round. ConsolidationBusy when
+    raced: at 300 parts, every exit of the child cost an enrolment 6-22 s and a round. ConsolidationBusy when
     another process consolidates the store (its rounds take these enrolments along)."""
     done: list[Consolidated] = []
     started = time.monotonic()
     with consolidating(store):
         while True:
-            began = time.time()
-            record_progress(store, began)
-            outcome = consolidate(store, keep_versions=keep_versions)
-            record_progress(store, None, last_round_s=time.time() - began)
-            done.append(outcome)
-            held = refinements_of(store)
-            if held == 0:
+            done.append(_timed_round(store, keep_versions))
+            held, elapsed = refinements_of(store), time.monotonic() - started
+            if held == 0 or elapsed >= MAX_RUN_S:
+                break
+            if elapsed >= MAX_ROUNDS_S and held <= enrolment_module.MAX_REFINEMENTS // 2:
                 break
             if len(done) >= MAX_DROPPED and all(round_.version is None for round_ in done[-MAX_DROPPED:]):
                 logger.warning("%d consolidation rounds in a row wrote nothing: current keeps moving", MAX_DROPPED)
                 break
-            if time.monotonic() - started >= MAX_ROUNDS_S and held <= enrolment_module.MAX_REFINEMENTS // 2:
-                break
     return done
+
+
+def _timed_round(store: Path, keep_versions: int | None) -> Consolidated:
+    """One round, its start and its seconds recorded for the enrolments that wait for it (a round that found nothing
+    to refit leaves the last estimate; one that raised leaves no start behind)."""
+    began = time.time()
+    record_progress(store, began)
+    refitted = False
+    try:
+        outcome = consolidate(store, keep_versions=keep_versions)
+        refitted = outcome.refit_s > 0
+    finally:
+        record_progress(store, None, last_round_s=time.time() - began if refitted else None)
+    return outcome
 
 
 def refinements_of(store: Path) -> int:
@@ -145,24 +157,24 @@ class ConsolidationProgress:
         return None if self.last_round_s is None else max(0.0, self.last_round_s - self.running_s)
 
 
-def consolidation_progress(store: Path) -> ConsolidationProgress | None:
-    """The running consolidation's progress; None when none runs on this machine, or it recorded none."""
-    if not consolidation_running(store):
-        return None
+def recorded_progress(store: Path) -> ConsolidationProgress | None:
+    """The round a consolidation recorded as running (record_progress); None when none is, or nothing was recorded.
+    The caller knows that one runs (consolidation_running): a child killed mid-round leaves its start behind."""
     try:
         recorded = json.loads((store / PROGRESS_FILE).read_text(encoding="utf-8"))
-        began = recorded["round_started_at"]
-        last = recorded.get("last_round_s")
+        began, last = recorded["round_started_at"], recorded.get("last_round_s")
+        if began is None:
+            return None
         return ConsolidationProgress(
             max(0.0, time.time() - float(began)), None if last is None else max(0.0, float(last))
         )
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # none recorded, or torn by an old release
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):  # none, or not ours
         return None
 
 
 def record_progress(store: Path, round_started_at: float | None, *, last_round_s: float | None = None) -> None:
     """Note that a round began (`round_started_at`, a Unix time) or ended (None), and how long the last round took
-    (`last_round_s`; None keeps the one recorded): what consolidation_progress reads. A store that cannot be
+    (`last_round_s`; None keeps the one recorded): what recorded_progress reads. A store that cannot be
     written here only loses the estimate."""
     path = store / PROGRESS_FILE
     last = last_round_s

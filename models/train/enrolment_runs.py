@@ -24,7 +24,7 @@ from models.store.enrolment_requests import BUSY, DONE, FAILED, QUEUED, WAITING_
 from models.store.retention import prune
 from models.store.versions import current_version, point_current, read_manifest, store_lock, version_folders
 from models.train import enrolment as enrolment_module
-from models.train.consolidation import consolidation_progress, consolidation_running, refinements_of
+from models.train.consolidation import consolidation_running, recorded_progress, refinements_of
 from models.train.enrolment import Enrolled, FeaturesOf, enrol
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _room_for_a_refinement(store: Path) -> None:
     count = refinements_of(store)
     if count < enrolment_module.MAX_REFINEMENTS or not consolidation_running(store):
         return
-    progress = consolidation_progress(store)
+    progress = recorded_progress(store)
     running = "" if progress is None else f" (its round has run {progress.running_s:.0f} s"
     if progress is not None and progress.last_round_s is not None:
         running += f"; the round before took {progress.last_round_s:.0f} s"

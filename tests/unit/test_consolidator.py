@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from models.store.versions import point_current
 from models.train.consolidation import BUSY_EXIT, consolidating, refinements_of
 from worker.consolidator import BUSY, DONE, FAILED, NOTHING, ONE_THREAD, Consolidator
@@ -112,7 +114,7 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
         monkeypatch.setattr(
             consolidation,
             "consolidate",
-            lambda store, keep_versions=None: consolidation.Consolidated(next(versions), 1, 0, 0.0, "r"),
+            lambda store, keep_versions=None: consolidation.Consolidated(next(versions), 1, 0, 0.5, "r"),
         )
         return consolidation.consolidate_all(tmp_path)
 
@@ -126,3 +128,44 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
     assert len(rounds_with(held, ["v1", None, None, None, "v5"])) == 1 + consolidation.MAX_DROPPED  # kept moving
     recorded = json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())
     assert recorded["round_started_at"] is None and recorded["last_round_s"] >= 0  # what waiting enrolments read
+    monkeypatch.setattr(  # a round with nothing to refit keeps the last round's seconds as the estimate
+        consolidation, "consolidate", lambda store, keep_versions=None: consolidation.Consolidated(None, 0, 0, 0.0, "")
+    )
+    consolidation.record_progress(tmp_path, None, last_round_s=123.0)
+    monkeypatch.setattr(consolidation, "refinements_of", lambda store: 0)
+    consolidation.consolidate_all(tmp_path)
+    assert json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())["last_round_s"] == 123.0
+
+    def failing(store: Path, keep_versions: int | None = None) -> consolidation.Consolidated:
+        raise consolidation.TrainingError("a round that fails")
+
+    monkeypatch.setattr(consolidation, "consolidate", failing)
+    with pytest.raises(consolidation.TrainingError):
+        consolidation.consolidate_all(tmp_path)
+    assert json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())["round_started_at"] is None
+    monkeypatch.setattr(consolidation, "MAX_RUN_S", 0.0)  # past its whole time: one round, however full the head
+    assert len(rounds_with([MAX_REFINEMENTS] * 3, ["v1", "v2", "v3"])) == 1
+
+
+def test_a_consolidation_that_stops_with_refinements_left_sends_itself_again(tmp_path: Path) -> None:
+    # past its time a child stops with quick enrolments left, and the tasks their enrolments sent gave up meanwhile
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from worker.metrics import WorkerMetrics
+    from worker.tasks import run_consolidation
+
+    version(tmp_path, "v1", 3)
+    sent: list[dict[str, Any]] = []
+    task = SimpleNamespace(apply_async=lambda **options: sent.append(options))
+    runtime = SimpleNamespace(
+        consolidator=SimpleNamespace(store=tmp_path, consolidate=lambda: (DONE, 5.0)),
+        metrics=WorkerMetrics(CollectorRegistry()),
+        settings=SimpleNamespace(consolidate_after_s=10.0),
+    )
+    assert run_consolidation(task, runtime)["state"] == DONE  # type: ignore[arg-type]
+    assert sent == [{"countdown": 10.0}]
+    version(tmp_path, "v2", 0)  # all folded in
+    assert run_consolidation(task, runtime)["state"] == DONE  # type: ignore[arg-type]
+    assert sent == [{"countdown": 10.0}]

@@ -35,8 +35,8 @@ from models.train.consolidation import (
     consolidate,
     consolidate_all,
     consolidating,
-    consolidation_progress,
     record_progress,
+    recorded_progress,
 )
 from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
@@ -950,7 +950,7 @@ def test_a_device_whose_enrolment_waits_for_the_consolidation_is_told_once_and_t
     assert requests.get(waiting["id"])["state"] == DONE and requests.get(waiting["id"])["waiting"] is None
     last_round = json.loads((store / PROGRESS_FILE).read_text())["last_round_s"]
     assert 0 < last_round < 100  # consolidate_all recorded its own round
-    assert consolidation_progress(store) is None  # none runs now
+    assert recorded_progress(store) is None  # no round runs now
 
 
 def test_a_quick_enrolment_reads_its_groups_rows_as_numbers_not_the_whole_base(
