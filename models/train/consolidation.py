@@ -42,6 +42,7 @@ from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS, Search, fit_sea
 
 logger = logging.getLogger(__name__)
 
+BURST_CARRIED = 8  # a round that carried this many enrolments that came meanwhile is followed by a quick one
 MAX_DROPPED = 3  # rounds in a row that wrote nothing (current kept moving elsewhere): the consolidation stops
 MAX_ROUNDS_S = 1800.0  # past this, rounds stop once current's head has room (consolidate_all; the next child goes on)
 MAX_RUN_S = 7200.0  # past this, rounds stop in any case: well within the worker's 4 h for a child
@@ -58,16 +59,19 @@ class Consolidated:
     carried: int  # refinements of enrolments that came meanwhile, carried onto the new version
     refit_s: float
     reason: str
+    searched: bool = True  # the classifiers chosen again by cross-validation (False: a quick round, the last ones)
 
 
-def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidated:
-    """One consolidation of the store's current version (see the module's docstring)."""
+def consolidate(store: Path, *, keep_versions: int | None = None, search: bool = True) -> Consolidated:
+    """One consolidation of the store's current version (see the module's docstring). `search` False: a quick
+    round, every node refitted with the classifiers the version's choices name, as an enrolment's refit does (while
+    enrolments keep coming: consolidate_all)."""
     bundle = load_model(store)
     if not bundle.head.refinements:
         return Consolidated(None, 0, 0, 0.0, f"version {bundle.version} has no refinements")
     started = time.monotonic()
     base, trained = base_of(bundle)
-    refitted, choices = refit_whole(bundle, base, trained)  # the training's kinds searched; the structure kept
+    refitted, choices = refit_whole(bundle, base, trained, search=search)  # the structure kept
     moved = centre_moved(bundle, base)
     refitted.report.update(moved)
     refit_s = time.monotonic() - started
@@ -77,37 +81,48 @@ def consolidate(store: Path, *, keep_versions: int | None = None) -> Consolidate
         if later is None or _trained_version(latest) != choices.trained_version:
             reason = f"current moved from {bundle.version} to {latest.version}, which is not built on it"
             logger.info("consolidation of %s dropped: %s", bundle.version, reason)
-            return Consolidated(None, 0, 0, refit_s, reason)
-        path = _write(store, latest, _carried(refitted, latest, later), bundle.version, choices)
+            return Consolidated(None, 0, 0, refit_s, reason, search)
+        path = _write(store, latest, _carried(refitted, latest, later), bundle.version, choices, searched=search)
         if keep_versions is not None:
             prune(store, keep_versions, locked=True)
     warn_if_centre_moved(moved)
     folded = len(bundle.head.refinements)
     logger.info(
-        "consolidated %d refinement(s) of %s into version %s in %.1f s (%d carried over)",
+        "consolidated %d refinement(s) of %s into version %s in %.1f s (%d carried over; %s)",
         folded,
         bundle.version,
         path.name,
         refit_s,
         len(later),
+        "classifiers chosen again" if search else "a quick round: the classifiers kept",
     )
-    return Consolidated(path.name, folded, len(later), refit_s, "consolidated")
+    return Consolidated(path.name, folded, len(later), refit_s, "consolidated", search)
 
 
 def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Consolidated]:
     """Consolidations until current has no refinement left (enrolments that came during the last round are folded
     by another), also after a round that wrote nothing because current went elsewhere (an enrolment that refitted
-    whole): the next round starts from that. Past MAX_ROUNDS_S it stops once current has room for as many quick
-    enrolments again (at most half of MAX_REFINEMENTS held), past MAX_RUN_S in any case (the worker sends another),
-    and after MAX_DROPPED rounds in a row that wrote nothing. A consolidation that left with a nearly full head made
-    the enrolments of a burst find none running and refit every node themselves, and that dropped the round it
-    raced: at 300 parts, every exit of the child cost an enrolment 6-22 s and a round. ConsolidationBusy when
-    another process consolidates the store (its rounds take these enrolments along)."""
+    whole): the next round starts from that.
+
+    While enrolments keep coming (the last round carried BURST_CARRIED of them, or the head is half full) a round is
+    quick: every node refitted with the classifiers the version names, none chosen again (an enrolment's refit), so
+    that a burst's enrolments seldom find the head full and wait for a round that searches. A round that starts
+    once they slow down chooses them again; a burst whose last round was quick keeps its choices until the next
+    consolidation.
+
+    Past MAX_ROUNDS_S it stops once current has room for as many quick enrolments again (at most half of
+    MAX_REFINEMENTS held), past MAX_RUN_S in any case (the worker sends another), and after MAX_DROPPED rounds in a
+    row that wrote nothing. A consolidation that left with a nearly full head made the enrolments of a burst find
+    none running and refit every node themselves, which dropped the round they raced: at 300 parts, every exit of
+    the child cost an enrolment 6-22 s and a round. ConsolidationBusy when another process consolidates the store
+    (its rounds take these enrolments along)."""
     done: list[Consolidated] = []
     started = time.monotonic()
     with consolidating(store):
+        held = refinements_of(store)
         while True:
-            done.append(_timed_round(store, keep_versions))
+            burst = (bool(done) and done[-1].carried >= BURST_CARRIED) or held >= enrolment_module.MAX_REFINEMENTS // 2
+            done.append(_timed_round(store, keep_versions, search=not burst))
             held, elapsed = refinements_of(store), time.monotonic() - started
             if held == 0 or elapsed >= MAX_RUN_S:
                 break
@@ -119,17 +134,17 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     return done
 
 
-def _timed_round(store: Path, keep_versions: int | None) -> Consolidated:
+def _timed_round(store: Path, keep_versions: int | None, *, search: bool) -> Consolidated:
     """One round, its start and its seconds recorded for the enrolments that wait for it (a round that found nothing
     to refit leaves the last estimate; one that raised leaves no start behind)."""
     began = time.time()
-    record_progress(store, began)
+    record_progress(store, began, search=search)
     refitted = False
     try:
-        outcome = consolidate(store, keep_versions=keep_versions)
+        outcome = consolidate(store, keep_versions=keep_versions, search=search)
         refitted = outcome.refit_s > 0
     finally:
-        record_progress(store, None, last_round_s=time.time() - began if refitted else None)
+        record_progress(store, None, search=search, last_round_s=time.time() - began if refitted else None)
     return outcome
 
 
@@ -149,22 +164,24 @@ class ConsolidationProgress:
     """How far the running consolidation's round has got, as an enrolment that waits for it tells its device."""
 
     running_s: float  # since its round began
-    last_round_s: float | None  # the round before it on this store (None: none recorded)
+    last_round_s: float | None  # the last round of its kind on this store (None: none recorded)
 
     @property
     def expected_s(self) -> float | None:
-        """Seconds until it lands, if it takes as long as the round before (0 when it is running late)."""
+        """Seconds until it lands, if it takes as long as the last round of its kind (0 when it is running late)."""
         return None if self.last_round_s is None else max(0.0, self.last_round_s - self.running_s)
 
 
 def recorded_progress(store: Path) -> ConsolidationProgress | None:
-    """The round a consolidation recorded as running (record_progress); None when none is, or nothing was recorded.
-    The caller knows that one runs (consolidation_running): a child killed mid-round leaves its start behind."""
+    """The round a consolidation recorded as running (record_progress), with the seconds of the last round of its
+    kind; None when none is, or nothing was recorded. The caller knows that one runs (consolidation_running): a
+    child killed mid-round leaves its start behind."""
     try:
         recorded = json.loads((store / PROGRESS_FILE).read_text(encoding="utf-8"))
-        began, last = recorded["round_started_at"], recorded.get("last_round_s")
+        began = recorded["round_started_at"]
         if began is None:
             return None
+        last = recorded["last_round_s"].get(_kind(bool(recorded.get("search", True))))
         return ConsolidationProgress(
             max(0.0, time.time() - float(began)), None if last is None else max(0.0, float(last))
         )
@@ -172,24 +189,33 @@ def recorded_progress(store: Path) -> ConsolidationProgress | None:
         return None
 
 
-def record_progress(store: Path, round_started_at: float | None, *, last_round_s: float | None = None) -> None:
-    """Note that a round began (`round_started_at`, a Unix time) or ended (None), and how long the last round took
-    (`last_round_s`; None keeps the one recorded): what recorded_progress reads. A store that cannot be
-    written here only loses the estimate."""
+def record_progress(
+    store: Path, round_started_at: float | None, *, search: bool = True, last_round_s: float | None = None
+) -> None:
+    """Note that a round began (`round_started_at`, a Unix time) or ended (None), and how long it took
+    (`last_round_s`; None keeps the one recorded), for its kind (`search`: one that chooses the classifiers again,
+    else a quick one): what recorded_progress reads. A store that cannot be written here only loses the estimate."""
     path = store / PROGRESS_FILE
-    last = last_round_s
-    if last is None:
-        try:
-            before = json.loads(path.read_text(encoding="utf-8"))
-            last = before.get("last_round_s") if isinstance(before, dict) else None
-        except (OSError, UnicodeDecodeError, ValueError):
-            last = None
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+        lasts = dict(before["last_round_s"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # none yet, or not ours
+        lasts = {}
+    if last_round_s is not None:
+        lasts[_kind(search)] = round(last_round_s, 3)
     staged = path.with_name(f"{PROGRESS_FILE}.{os.getpid()}")
     try:
-        staged.write_text(json.dumps({"round_started_at": round_started_at, "last_round_s": last}), encoding="utf-8")
+        staged.write_text(
+            json.dumps({"round_started_at": round_started_at, "search": search, "last_round_s": lasts}),
+            encoding="utf-8",
+        )
         os.replace(staged, path)
     except OSError as exc:
         logger.warning("could not record the consolidation's progress in %s: %s", path, exc)
+
+
+def _kind(search: bool) -> str:
+    return "search" if search else "quick"
 
 
 def consolidation_running(store: Path) -> bool:
@@ -220,11 +246,14 @@ def consolidating(store: Path) -> Iterator[None]:
         yield
 
 
-def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> tuple[Refitted, Choices]:
+def refit_whole(
+    bundle: ModelBundle, base: EnrolmentBase, choices: Choices, *, search: bool = True
+) -> tuple[Refitted, Choices]:
     """The head fitted again on `base` as training fits it, and the choices to record with it (the structure
     chosen again, where it was: structure_to_fit). With a product of a single photo the rows cannot be
-    cross-validated: every node is then refitted with the classifier the last training chose, and the novelty
-    score calibrated on the products with two photos or more (or kept), as an enrolment's refit does.
+    cross-validated, and with `search` False nothing is chosen again: every node is then refitted with the
+    classifier the last training chose, and the novelty score calibrated on the products with two photos or more
+    (or kept), as an enrolment's refit does.
 
     Where the head keeps its structure (or cross-validation chooses it again), each node's logistic regression
     starts from the version's (fit_nodes): at 1,010 look-alike parts the final fits took 87 s instead of 161 s, to
@@ -233,7 +262,7 @@ def refit_whole(bundle: ModelBundle, base: EnrolmentBase, choices: Choices) -> t
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
-    if photos.min() < 2:
+    if photos.min() < 2 or not search:
         return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery), choices
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
     structure = structure_to_fit(choices, len(categories_of))
@@ -354,13 +383,16 @@ def _trained_version(bundle: ModelBundle) -> str | None:
     return Choices.from_record(record).trained_version if isinstance(record, dict) else None
 
 
-def _write(store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str, choices: Choices) -> Path:
+def _write(
+    store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str, choices: Choices, *, searched: bool
+) -> Path:
     stored, _ = stored_base_of(latest)
     summary = {
         "consolidates": consolidates,
         "base_version": latest.version,
         "trained_version": choices.trained_version,
         "refinements_carried": len(refitted.head.refinements),
+        "classifiers_searched": searched,
     }
     catalog = dict(latest.catalog)
     return write_version(store, latest, stored, choices, refitted, catalog, summary, kind="consolidation")

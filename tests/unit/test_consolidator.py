@@ -108,35 +108,43 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
     from models.train import consolidation
     from models.train.enrolment import MAX_REFINEMENTS
 
-    def rounds_with(held: list[int], written: list[str | None]) -> list[consolidation.Consolidated]:
-        left, versions = iter(held), iter(written)
+    searched: list[bool] = []
+
+    def rounds_with(held: list[int], written: list[str | None], carried: list[int] | None = None) -> list[Any]:
+        """`held`: current's refinements before the first round and after each; `carried` by each round."""
+        left, versions, came = iter(held), iter(written), iter(carried or [0] * len(written))
+        searched.clear()
+
+        def one_round(store: Path, *, keep_versions: int | None = None, search: bool = True) -> Any:
+            searched.append(search)
+            return consolidation.Consolidated(next(versions), 1, next(came), 0.5, "r", search)
+
         monkeypatch.setattr(consolidation, "refinements_of", lambda store: next(left))
-        monkeypatch.setattr(
-            consolidation,
-            "consolidate",
-            lambda store, keep_versions=None: consolidation.Consolidated(next(versions), 1, 0, 0.5, "r"),
-        )
+        monkeypatch.setattr(consolidation, "consolidate", one_round)
         return consolidation.consolidate_all(tmp_path)
 
     # a round current went away from (an enrolment refitted whole) writes nothing: the next starts from there
-    assert len(rounds_with([9, 40, MAX_REFINEMENTS, 3, 0, 99], ["v1", None, "v3", "v4", "v5", "v6"])) == 5
+    assert len(rounds_with([5, 9, 40, MAX_REFINEMENTS, 3, 0, 99], ["v1", None, "v3", "v4", "v5", "v6"])) == 5
+    # while enrolments keep coming (a round carried 8 or more, or the head is half full) the rounds are quick
+    rounds_with([5, 20, MAX_REFINEMENTS, 40, 12, 3, 0], ["v1", "v2", "v3", "v4", "v5", "v6"], [20, 9, 7, 12, 3, 0])
+    assert searched == [True, False, False, False, False, True]
     monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 0.0)  # past its time: it stops once the head has room
     half = MAX_REFINEMENTS // 2
-    assert len(rounds_with([MAX_REFINEMENTS, half + 1, half, 9], ["v1", "v2", "v3", "v4"])) == 3
+    assert len(rounds_with([1, MAX_REFINEMENTS, half + 1, half, 9], ["v1", "v2", "v3", "v4"])) == 3
     monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 1e9)
-    held = [MAX_REFINEMENTS] * 5
+    held = [MAX_REFINEMENTS] * 6
     assert len(rounds_with(held, ["v1", None, None, None, "v5"])) == 1 + consolidation.MAX_DROPPED  # kept moving
     recorded = json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())
-    assert recorded["round_started_at"] is None and recorded["last_round_s"] >= 0  # what waiting enrolments read
+    assert recorded["round_started_at"] is None and set(recorded["last_round_s"]) == {"search", "quick"}
     monkeypatch.setattr(  # a round with nothing to refit keeps the last round's seconds as the estimate
-        consolidation, "consolidate", lambda store, keep_versions=None: consolidation.Consolidated(None, 0, 0, 0.0, "")
+        consolidation, "consolidate", lambda store, **options: consolidation.Consolidated(None, 0, 0, 0.0, "")
     )
     consolidation.record_progress(tmp_path, None, last_round_s=123.0)
     monkeypatch.setattr(consolidation, "refinements_of", lambda store: 0)
     consolidation.consolidate_all(tmp_path)
-    assert json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())["last_round_s"] == 123.0
+    assert json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())["last_round_s"]["search"] == 123.0
 
-    def failing(store: Path, keep_versions: int | None = None) -> consolidation.Consolidated:
+    def failing(store: Path, **options: Any) -> consolidation.Consolidated:
         raise consolidation.TrainingError("a round that fails")
 
     monkeypatch.setattr(consolidation, "consolidate", failing)
@@ -144,7 +152,7 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
         consolidation.consolidate_all(tmp_path)
     assert json.loads((tmp_path / consolidation.PROGRESS_FILE).read_text())["round_started_at"] is None
     monkeypatch.setattr(consolidation, "MAX_RUN_S", 0.0)  # past its whole time: one round, however full the head
-    assert len(rounds_with([MAX_REFINEMENTS] * 3, ["v1", "v2", "v3"])) == 1
+    assert len(rounds_with([MAX_REFINEMENTS] * 4, ["v1", "v2", "v3"])) == 1
 
 
 def test_a_consolidation_that_stops_with_refinements_left_sends_itself_again(tmp_path: Path) -> None:

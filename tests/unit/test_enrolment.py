@@ -948,8 +948,8 @@ def test_a_device_whose_enrolment_waits_for_the_consolidation_is_told_once_and_t
     assert requests.get(waiting["id"])["waiting"] is None
     assert not requests.waiting(waiting["id"], "consolidation", "late")  # done: a late task's record is not kept
     assert requests.get(waiting["id"])["state"] == DONE and requests.get(waiting["id"])["waiting"] is None
-    last_round = json.loads((store / PROGRESS_FILE).read_text())["last_round_s"]
-    assert 0 < last_round < 100  # consolidate_all recorded its own round
+    lasts = json.loads((store / PROGRESS_FILE).read_text())["last_round_s"]
+    assert 0 < lasts["quick"] < 100 and lasts["search"] == 100  # its own round: quick, the head being full
     assert recorded_progress(store) is None  # no round runs now
 
 
