@@ -62,16 +62,20 @@ class Consolidated:
     searched: bool = True  # the classifiers chosen again by cross-validation (False: a quick round, the last ones)
 
 
-def consolidate(store: Path, *, keep_versions: int | None = None, search: bool = True) -> Consolidated:
+def consolidate(
+    store: Path, *, keep_versions: int | None = None, search: bool = True, force: bool = False
+) -> Consolidated:
     """One consolidation of the store's current version (see the module's docstring). `search` False: a quick
-    round, every node refitted with the classifiers the version's choices name, as an enrolment's refit does (while
-    enrolments keep coming: consolidate_all)."""
+    round where the structure stays the training's, every node refitted with the classifiers the version's choices
+    name, as an enrolment's refit does (while enrolments keep coming: consolidate_all). `force`: a round on a version
+    without refinements too (the classifiers chosen again after a burst's quick rounds)."""
     bundle = load_model(store)
-    if not bundle.head.refinements:
+    if not bundle.head.refinements and not force:
         return Consolidated(None, 0, 0, 0.0, f"version {bundle.version} has no refinements")
     started = time.monotonic()
     base, trained = base_of(bundle)
-    refitted, choices = refit_whole(bundle, base, trained, search=search)  # the structure kept
+    refitted, choices = refit_whole(bundle, base, trained, search=search)
+    search = bool(refitted.report.get("classifiers_searched", True))
     moved = centre_moved(bundle, base)
     refitted.report.update(moved)
     refit_s = time.monotonic() - started
@@ -104,11 +108,11 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     by another), also after a round that wrote nothing because current went elsewhere (an enrolment that refitted
     whole): the next round starts from that.
 
-    While enrolments keep coming (the last round carried BURST_CARRIED of them, or the head is half full) a round is
-    quick: every node refitted with the classifiers the version names, none chosen again (an enrolment's refit), so
-    that a burst's enrolments seldom find the head full and wait for a round that searches. A round that starts
-    once they slow down chooses them again; a burst whose last round was quick keeps its choices until the next
-    consolidation.
+    The first round chooses the classifiers again by cross-validation. While enrolments keep coming (the last round
+    carried BURST_CARRIED of them, or the head is half full) a round is quick where the structure stays the
+    training's: every node refitted with the classifiers the version names (an enrolment's refit), so that a
+    burst's enrolments seldom find the head full and wait for a round that searches. A round that starts once they
+    slow down searches again, and when the last round was quick, one more round searches with nothing to fold.
 
     Past MAX_ROUNDS_S it stops once current has room for as many quick enrolments again (at most half of
     MAX_REFINEMENTS held), past MAX_RUN_S in any case (the worker sends another), and after MAX_DROPPED rounds in a
@@ -121,9 +125,12 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     with consolidating(store):
         held = refinements_of(store)
         while True:
-            burst = (bool(done) and done[-1].carried >= BURST_CARRIED) or held >= enrolment_module.MAX_REFINEMENTS // 2
+            burst = bool(done) and (done[-1].carried >= BURST_CARRIED or held >= enrolment_module.MAX_REFINEMENTS // 2)
             done.append(_timed_round(store, keep_versions, search=not burst))
             held, elapsed = refinements_of(store), time.monotonic() - started
+            if held == 0 and done[-1].version is not None and not done[-1].searched:  # the burst ended on a quick one
+                done.append(_timed_round(store, keep_versions, search=True, force=True))
+                held = refinements_of(store)
             if held == 0 or elapsed >= MAX_RUN_S:
                 break
             if elapsed >= MAX_ROUNDS_S and held <= enrolment_module.MAX_REFINEMENTS // 2:
@@ -134,14 +141,14 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     return done
 
 
-def _timed_round(store: Path, keep_versions: int | None, *, search: bool) -> Consolidated:
+def _timed_round(store: Path, keep_versions: int | None, *, search: bool, force: bool = False) -> Consolidated:
     """One round, its start and its seconds recorded for the enrolments that wait for it (a round that found nothing
     to refit leaves the last estimate; one that raised leaves no start behind)."""
     began = time.time()
     record_progress(store, began, search=search)
     refitted = False
     try:
-        outcome = consolidate(store, keep_versions=keep_versions, search=search)
+        outcome = consolidate(store, keep_versions=keep_versions, search=search, force=force)
         refitted = outcome.refit_s > 0
     finally:
         record_progress(store, None, search=search, last_round_s=time.time() - began if refitted else None)
@@ -181,7 +188,10 @@ def recorded_progress(store: Path) -> ConsolidationProgress | None:
         began = recorded["round_started_at"]
         if began is None:
             return None
-        last = recorded["last_round_s"].get(_kind(bool(recorded.get("search", True))))
+        lasts = recorded["last_round_s"]
+        if not isinstance(lasts, dict):  # one seconds for every round, as a child of the release before wrote it
+            lasts = {_kind(True): lasts}
+        last = lasts.get(_kind(bool(recorded.get("search", True))))
         return ConsolidationProgress(
             max(0.0, time.time() - float(began)), None if last is None else max(0.0, float(last))
         )
@@ -197,8 +207,8 @@ def record_progress(
     else a quick one): what recorded_progress reads. A store that cannot be written here only loses the estimate."""
     path = store / PROGRESS_FILE
     try:
-        before = json.loads(path.read_text(encoding="utf-8"))
-        lasts = dict(before["last_round_s"])
+        before = json.loads(path.read_text(encoding="utf-8"))["last_round_s"]
+        lasts = dict(before) if isinstance(before, dict) else {_kind(True): float(before)}
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # none yet, or not ours
         lasts = {}
     if last_round_s is not None:
@@ -262,10 +272,16 @@ def refit_whole(
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
-    if photos.min() < 2 or not search:
-        return refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery), choices
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
     structure = structure_to_fit(choices, len(categories_of))
+    # an enrolment's refit fits the training's structure: quick only where the head has it (not one chosen again
+    # since) and it still fits in memory; the size it was chosen at is looked at again by the next searching round
+    too_flat = choices.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS
+    settled = bundle.head.structure == choices.structure and not too_flat
+    if photos.min() < 2 or (not search and settled):
+        refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
+        refitted.report["classifiers_searched"] = False
+        return refitted, choices
     try:
         fitted = fit_searched(
             choices,

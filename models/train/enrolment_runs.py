@@ -155,7 +155,7 @@ def _room_for_a_refinement(store: Path) -> None:
     progress = recorded_progress(store)
     running = "" if progress is None else f" (its round has run {progress.running_s:.0f} s"
     if progress is not None and progress.last_round_s is not None:
-        running += f"; the round before took {progress.last_round_s:.0f} s"
+        running += f"; the last of its kind took {progress.last_round_s:.0f} s"
     raise RefinementsFull(
         f"the model carries {count} quick enrolments, as many as it may, and a consolidation is folding them "
         f"in{running}{')' if running else ''}: try again when it lands",

@@ -109,14 +109,19 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
     from models.train.enrolment import MAX_REFINEMENTS
 
     searched: list[bool] = []
+    forced: list[bool] = []
 
     def rounds_with(held: list[int], written: list[str | None], carried: list[int] | None = None) -> list[Any]:
         """`held`: current's refinements before the first round and after each; `carried` by each round."""
         left, versions, came = iter(held), iter(written), iter(carried or [0] * len(written))
         searched.clear()
+        forced.clear()
 
-        def one_round(store: Path, *, keep_versions: int | None = None, search: bool = True) -> Any:
+        def one_round(
+            store: Path, *, keep_versions: int | None = None, search: bool = True, force: bool = False
+        ) -> Any:
             searched.append(search)
+            forced.append(force)
             return consolidation.Consolidated(next(versions), 1, next(came), 0.5, "r", search)
 
         monkeypatch.setattr(consolidation, "refinements_of", lambda store: next(left))
@@ -127,7 +132,9 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
     assert len(rounds_with([5, 9, 40, MAX_REFINEMENTS, 3, 0, 99], ["v1", None, "v3", "v4", "v5", "v6"])) == 5
     # while enrolments keep coming (a round carried 8 or more, or the head is half full) the rounds are quick
     rounds_with([5, 20, MAX_REFINEMENTS, 40, 12, 3, 0], ["v1", "v2", "v3", "v4", "v5", "v6"], [20, 9, 7, 12, 3, 0])
-    assert searched == [True, False, False, False, False, True]
+    assert searched == [True, False, False, False, False, True] and not any(forced)
+    rounds_with([5, 20, 0, 0], ["v1", "v2", "v3"], [20, 9, 0])  # it ended on a quick one: one more searches
+    assert searched == [True, False, True] and forced == [False, False, True]
     monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 0.0)  # past its time: it stops once the head has room
     half = MAX_REFINEMENTS // 2
     assert len(rounds_with([1, MAX_REFINEMENTS, half + 1, half, 9], ["v1", "v2", "v3", "v4"])) == 3

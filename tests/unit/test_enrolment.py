@@ -768,12 +768,21 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     assert stored_report(bundle)["feature_centre_moved"] == pytest.approx(moved, abs=1e-4) and moved > 0
     assert all(any(same_classifier(start, node) for start in starts) for node in enrolled.head.classifiers.values())
     assert best_guesses(store, digit_photos(3, 5, offset=40)).count("gauge-3") >= 4
+    # during a burst: a quick round, the structure settled, the version's classifiers (none chosen again) ...
+    enrol(store, "gauge-4", digit_photos(4, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    quick = consolidate(store, search=False)
+    assert quick.version is not None and quick.folded == 1 and not quick.searched and not chosen
+    assert load_model(store).manifest["consolidation"]["classifiers_searched"] is False
+    again = consolidate(store, force=True)  # ... and after it one that searches, with nothing left to fold
+    assert again.version is not None and again.folded == 0 and again.searched
+    assert load_model(store).manifest["consolidation"]["classifiers_searched"] is True
+    assert best_guesses(store, digit_photos(4, 5, offset=40)).count("gauge-4") >= 4
 
     monkeypatch.setattr(consolidation, "STRUCTURE_KEPT_WITHIN", 1.0)  # one product more: chosen again, recorded
     enrol(store, "gauge-5", digit_photos(5, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
     assert consolidate(store).version is not None
     recorded = Choices.from_record(load_model(store).manifest["choices"])
-    assert chosen == ["again"] and recorded.structure_for == len(trained.head.products) + 2
+    assert chosen == ["again"] and recorded.structure_for == len(trained.head.products) + 3
     assert recorded.trained_version == choices.trained_version  # the training's otherwise
 
     other = "flat" if choices.structure == "category-first" else "category-first"
@@ -783,6 +792,9 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     bundle = load_model(store)
     assert bundle.head.structure == other and "chosen again" in stored_report(bundle)["structure_why"]
     assert Choices.from_record(bundle.manifest["choices"]) == recorded  # the training's nodes, for refits
+    enrol(store, "gauge-9", digit_photos(9, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    unsettled = consolidate(store, search=False)  # a quick round would fit the training's structure: it searches
+    assert unsettled.searched and load_model(store).head.structure == other
 
 
 def same_classifier(one: Any, other: Any) -> bool:
@@ -930,7 +942,9 @@ def test_a_device_whose_enrolment_waits_for_the_consolidation_is_told_once_and_t
     with consolidating(store):  # a worker's child folds it in, its round 30 s old, the round before took 100 s
         record_progress(store, time.time() - 30.0, last_round_s=100.0)
         for _ in range(2):  # the task comes back while it runs
-            with pytest.raises(EnrolmentBusy, match=r"its round has run 3\d s; the round before took 100 s") as busy:
+            with pytest.raises(
+                EnrolmentBusy, match=r"its round has run 3\d s; the last of its kind took 100 s"
+            ) as busy:
                 runner.handle(asked("cam-2", "gauge-5", 5))
             assert busy.value.retry_in_s == WAIT_RETRY_S[1]  # 70 s expected: asked again within 10 s, not every 2
         waiting = requests.list(limit=1)[0]
@@ -949,8 +963,21 @@ def test_a_device_whose_enrolment_waits_for_the_consolidation_is_told_once_and_t
     assert not requests.waiting(waiting["id"], "consolidation", "late")  # done: a late task's record is not kept
     assert requests.get(waiting["id"])["state"] == DONE and requests.get(waiting["id"])["waiting"] is None
     lasts = json.loads((store / PROGRESS_FILE).read_text())["last_round_s"]
-    assert 0 < lasts["quick"] < 100 and lasts["search"] == 100  # its own round: quick, the head being full
+    assert 0 < lasts["search"] < 100  # its own round, which searched (the first of a consolidation does)
     assert recorded_progress(store) is None  # no round runs now
+    # gauge-5's refinement folded by a quick round (a burst's), then one that searches with nothing left to fold
+    quick = consolidate(store, search=False)
+    assert quick.version is not None and quick.folded == 1
+    assert load_model(store).manifest["consolidation"]["classifiers_searched"] is quick.searched
+    again = consolidate(store, force=True)
+    assert again.version is not None and again.folded == 0
+    final = load_model(store)
+    assert final.head.refinements == () and final.version == again.version
+    # gauge-3 and gauge-5 came with one photo each: nothing can be cross-validated, so no round searched
+    assert (
+        not quick.searched and not again.searched and final.manifest["consolidation"]["classifiers_searched"] is False
+    )
+    assert best_guesses(store, digit_photos(5, 5, offset=40)).count("gauge-5") >= 4
 
 
 def test_a_quick_enrolment_reads_its_groups_rows_as_numbers_not_the_whole_base(
