@@ -66,8 +66,8 @@ def consolidate(
     store: Path, *, keep_versions: int | None = None, search: bool = True, force: bool = False
 ) -> Consolidated:
     """One consolidation of the store's current version (see the module's docstring). `search` False: a quick
-    round where the structure stays the training's, every node refitted with the classifiers the version's choices
-    name, as an enrolment's refit does (while enrolments keep coming: consolidate_all). `force`: a round on a version
+    round in the head's own structure, every node refitted with the classifier the version's choices name for it,
+    as an enrolment's refit does (while enrolments keep coming: consolidate_all). `force`: a round on a version
     without refinements too (the classifiers chosen again after a burst's quick rounds)."""
     bundle = load_model(store)
     if not bundle.head.refinements and not force:
@@ -109,10 +109,11 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
     whole): the next round starts from that.
 
     The first round chooses the classifiers again by cross-validation. While enrolments keep coming (the last round
-    carried BURST_CARRIED of them, or the head is half full) a round is quick where the structure stays the
-    training's: every node refitted with the classifiers the version names (an enrolment's refit), so that a
-    burst's enrolments seldom find the head full and wait for a round that searches. A round that starts once they
-    slow down searches again, and when the last round was quick, one more round searches with nothing to fold.
+    carried BURST_CARRIED of them, or the head is half full) a round is quick: the head's structure kept (but a
+    flat one past FLAT_UP_TO_PRODUCTS), every node refitted with the classifier the version names for it (an
+    enrolment's refit), so that a burst's enrolments seldom find the head full and wait for a round that searches.
+    A round that starts once they slow down searches again, and when the last round was quick, one more round
+    searches with nothing to fold.
 
     Past MAX_ROUNDS_S it stops once current has room for as many quick enrolments again (at most half of
     MAX_REFINEMENTS held), past MAX_RUN_S in any case (the worker sends another), and after MAX_DROPPED rounds in a
@@ -274,12 +275,16 @@ def refit_whole(
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
     structure = structure_to_fit(choices, len(categories_of))
-    # an enrolment's refit fits the training's structure: quick only where the head has it (not one chosen again
-    # since) and it still fits in memory; the size it was chosen at is looked at again by the next searching round
-    too_flat = choices.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS
-    settled = bundle.head.structure == choices.structure and not too_flat
-    if photos.min() < 2 or (not search and settled):
+    if photos.min() < 2:
         refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
+        refitted.report["classifiers_searched"] = False
+        return refitted, choices
+    if not search and not (bundle.head.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS):
+        # quick: the head's own structure (one chosen again since the training too: the choices still name the
+        # training's, for enrolments), each node with the classifier the choices name for it, else the default
+        refitted = refit_for_enrolment(
+            bundle, base, replace(choices, structure=bundle.head.structure), bundle.catalog, gallery
+        )
         refitted.report["classifiers_searched"] = False
         return refitted, choices
     try:
