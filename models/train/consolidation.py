@@ -47,7 +47,7 @@ MAX_DROPPED = 3  # rounds in a row that wrote nothing (current kept moving elsew
 MAX_ROUNDS_S = 1800.0  # past this, rounds stop once current's head has room (consolidate_all; the next child goes on)
 MAX_RUN_S = 7200.0  # past this, rounds stop in any case: well within the worker's 4 h for a child
 LOCK_FILE = ".consolidating"
-PROGRESS_FILE = ".consolidating.json"  # when the running round began, and how long the round before it took
+PROGRESS_FILE = ".consolidating.json"  # when the running round began, its kind, the last round of each kind's s
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05  # a lock file held by another process's look is free again in microseconds
 BUSY_EXIT = 75  # EX_TEMPFAIL: `partsight models --consolidate` found another process consolidating the store
 
@@ -129,7 +129,7 @@ def consolidate_all(store: Path, *, keep_versions: int | None = None) -> list[Co
             burst = bool(done) and (done[-1].carried >= BURST_CARRIED or held >= enrolment_module.MAX_REFINEMENTS // 2)
             done.append(_timed_round(store, keep_versions, search=not burst))
             held, elapsed = refinements_of(store), time.monotonic() - started
-            if held == 0 and done[-1].version is not None and not done[-1].searched:  # the burst ended on a quick one
+            if held == 0 and burst and done[-1].version is not None:  # the burst ended on a quick round
                 done.append(_timed_round(store, keep_versions, search=True, force=True))
                 held = refinements_of(store)
             if held == 0 or elapsed >= MAX_RUN_S:

@@ -135,6 +135,12 @@ def test_rounds_go_on_while_current_holds_refinements_and_past_their_time_while_
     assert searched == [True, False, False, False, False, True] and not any(forced)
     rounds_with([5, 20, 0, 0], ["v1", "v2", "v3"], [20, 9, 0])  # it ended on a quick one: one more searches
     assert searched == [True, False, True] and forced == [False, False, True]
+    held_then = iter([5, 0])  # a product of one photo: a round asked to search cannot, and none follows it
+    monkeypatch.setattr(consolidation, "refinements_of", lambda store: next(held_then))
+    monkeypatch.setattr(
+        consolidation, "consolidate", lambda store, **options: consolidation.Consolidated("v1", 1, 0, 0.5, "r", False)
+    )
+    assert len(consolidation.consolidate_all(tmp_path)) == 1
     monkeypatch.setattr(consolidation, "MAX_ROUNDS_S", 0.0)  # past its time: it stops once the head has room
     half = MAX_REFINEMENTS // 2
     assert len(rounds_with([1, MAX_REFINEMENTS, half + 1, half, 9], ["v1", "v2", "v3", "v4"])) == 3
