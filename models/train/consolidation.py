@@ -189,10 +189,7 @@ def recorded_progress(store: Path) -> ConsolidationProgress | None:
         began = recorded["round_started_at"]
         if began is None:
             return None
-        lasts = recorded["last_round_s"]
-        if not isinstance(lasts, dict):  # one seconds for every round, as a child of the release before wrote it
-            lasts = {_kind(True): lasts}
-        last = lasts.get(_kind(bool(recorded.get("search", True))))
+        last = recorded["last_round_s"].get(_kind(bool(recorded.get("search", True))))
         return ConsolidationProgress(
             max(0.0, time.time() - float(began)), None if last is None else max(0.0, float(last))
         )
@@ -208,8 +205,7 @@ def record_progress(
     else a quick one): what recorded_progress reads. A store that cannot be written here only loses the estimate."""
     path = store / PROGRESS_FILE
     try:
-        before = json.loads(path.read_text(encoding="utf-8"))["last_round_s"]
-        lasts = dict(before) if isinstance(before, dict) else {_kind(True): float(before)}
+        lasts = dict(json.loads(path.read_text(encoding="utf-8"))["last_round_s"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):  # none yet, or not ours
         lasts = {}
     if last_round_s is not None:
@@ -274,7 +270,6 @@ def refit_whole(
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
-    structure = structure_to_fit(choices, len(categories_of))
     if photos.min() < 2:
         refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
         refitted.report["classifiers_searched"] = False
@@ -287,6 +282,7 @@ def refit_whole(
         )
         refitted.report["classifiers_searched"] = False
         return refitted, choices
+    structure = structure_to_fit(choices, len(categories_of))
     try:
         fitted = fit_searched(
             choices,
