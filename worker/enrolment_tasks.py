@@ -155,15 +155,13 @@ class EnrolmentRunner:
         """Tell the MQTT device that asked for `enrolment` (if one did) how it went, once it was carried out; the
         request records that it was told only when the broker took the answer."""
         try:
-            reply = self.requests.request(enrolment).get("reply")
+            asked_by = _who_asked(self.requests.request(enrolment), asked_by)
             if self.requests.is_answered(enrolment):
                 return
             status = self.requests.get(enrolment)
         except EnrolmentError as exc:
             logger.warning("cannot read enrolment %s to answer its device: %s", enrolment, exc)
             return
-        if isinstance(reply, Mapping):
-            asked_by = (str(reply.get("device")), str(reply.get("frame_id")))
         if asked_by is None or status["state"] not in (DONE, FAILED):
             return  # asked by no device, or put back in the queue (its photos with others failed): not yet
         own = Outcome(
@@ -297,9 +295,7 @@ class EnrolmentRunner:
             logger.warning("cannot read enrolment %s to tell its device it waits: %s", enrolment, error)
             return
         logger.info("enrolment %s of %s waits for the running consolidation: %s", enrolment, request["product"], exc)
-        reply = request.get("reply")
-        if isinstance(reply, Mapping):
-            asked_by = (str(reply.get("device")), str(reply.get("frame_id")))
+        asked_by = _who_asked(request, asked_by)
         if asked_by is None:
             return
         message = _message(*asked_by, enrolment, str(request["product"]), WAITING)
@@ -327,6 +323,15 @@ class EnrolmentRunner:
             document.update(message, error={"code": error.get("code", INTERNAL), "message": error.get("message", "")})
             self._publish(self._topics.error(device), json.dumps(document).encode())
         return sent
+
+
+def _who_asked(request: Mapping[str, Any], asked_by: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The device and frame id a request stored to answer, else `asked_by` (the task's, for a request stored before
+    replies were)."""
+    reply = request.get("reply")
+    if isinstance(reply, Mapping):
+        return (str(reply.get("device")), str(reply.get("frame_id")))
+    return asked_by
 
 
 def _message(device: str, frame_id: str, enrolment: str, product: str, state: str) -> dict[str, Any]:
