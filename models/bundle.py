@@ -69,6 +69,9 @@ FEATURES_FILE = "features.npz"
 # enrolments); 3: the enrolment base and the gallery in shards (a release before them refuses it by its format,
 # plainly); 2: heads of any classifier kind, flat or category-first; 1: one logistic regression (all still read)
 FORMAT = 5
+# 6: a version whose rows a consolidation re-centred, its features file holding the graph's own mean beside theirs
+# (a release before it would serve the graph's features on rows centred elsewhere: it refuses the version, plainly)
+RECENTRED_FORMAT = 6
 CATALOG_PREFIX, LABELS_PREFIX, SPREAD_PREFIX = "catalog", "labels", "gallery-spread"
 LABEL_COLUMNS = ("products", "categories")
 
@@ -80,12 +83,15 @@ class ModelBundle:
     head: ProductHead
     catalog: Catalog
     recipe: FeatureRecipe = LEGACY
-    center: np.ndarray | None = None
+    center: np.ndarray | None = None  # the mean the version's rows are centred on
     gallery: Gallery | None = None
     novelty: NoveltyModel | None = None
     # the catalog, the labels and the gallery's spreads as the version stores them (by "catalog", "labels", "spread";
     # none before tables): what the next version writes on top of
     tables: Mapping[str, StoredTable] = field(default_factory=dict)
+    # the mean its ONNX graph centres on, where a consolidation re-centred the rows on `center` since (the ONNX engine
+    # finishes the graph's features again: models.extract.engines.RecentredEngine); None: the graph centres on `center`
+    graph_center: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -130,6 +136,7 @@ def write_model(
     write_files: Callable[[Path], Mapping[str, Any]] | None = None,
     recipe: FeatureRecipe = LEGACY,
     center: np.ndarray | None = None,
+    graph_center: np.ndarray | None = None,
     gallery: Gallery | GalleryRows | None = None,
     novelty: NoveltyModel | None = None,
     locked: bool = False,
@@ -142,6 +149,7 @@ def write_model(
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
     entries merged into the manifest. `builds_on`: the version this one changes (an enrolment's, a
     consolidation's), whose catalog, labels and spreads shards it links, writing only what changed.
+    `graph_center`: the mean the version's ONNX graph centres on, where the rows are centred on `center` instead.
     `keep_verified`: the bundle its verification loaded is what this process's next load of the version returns
     (an enrolment in a worker, which serves the version at once; see _JustWritten).
     """
@@ -156,7 +164,9 @@ def write_model(
         rows = None if gallery is None else gallery if isinstance(gallery, GalleryRows) else rows_of(gallery)
         tables = _write_tables(staging, head, catalog, rows, builds_on)
         spread = tables.pop("spread", None)
-        settings, recorded = _write_parts(staging, head, builds_on, recipe=recipe, center=center, novelty=novelty)
+        settings, recorded = _write_parts(
+            staging, head, builds_on, recipe=recipe, centers=(center, graph_center), novelty=novelty
+        )
         if rows is not None:  # a gallery that grew links the shards of the version it grew from
             recorded["gallery"] = write_gallery(staging, rows, spread)
         recorded.update(tables)
@@ -164,6 +174,8 @@ def write_model(
         files = _file_records(staging)
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
+        if graph_center is not None:
+            manifest["format"] = RECENTRED_FORMAT
         _write_json(staging / MANIFEST, {**manifest, **added})
         verified = load_model(staging)  # verified as a worker will verify it, before anything can serve it
         # in place, verified and current under the store's lock: never beside an enrolment, an activation or a prune
@@ -233,7 +245,7 @@ def _write_parts(
     builds_on: ModelBundle | None,
     *,
     recipe: FeatureRecipe,
-    center: np.ndarray | None,
+    centers: tuple[np.ndarray | None, np.ndarray | None],
     novelty: NoveltyModel | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's own files in `staging`; the manifest's `head` and the other manifest entries they need. The
@@ -253,8 +265,10 @@ def _write_parts(
         **({"refinements": refinements} if refinements else {}),
     }
     recorded: dict[str, Any] = {"features": {"recipe": recipe.record(), "file": None}}
+    center, graph_center = centers  # the rows' mean, and the graph's where it is another
     if center is not None:
-        save_arrays(staging / FEATURES_FILE, {"center": np.asarray(center, dtype=np.float32)})
+        means = {"center": center} if graph_center is None else {"center": center, "graph_center": graph_center}
+        save_arrays(staging / FEATURES_FILE, {key: np.asarray(mean, dtype=np.float32) for key, mean in means.items()})
         recorded["features"]["file"] = FEATURES_FILE
     if novelty is not None:
         recorded["novelty"] = novelty.record()
@@ -365,7 +379,7 @@ def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
             tables = _tables(version_dir, manifest)
             catalog = _catalog(version_dir, tables)
             head = _head(version_dir, manifest, tables)
-            recipe, center = _recipe(version_dir, manifest)
+            recipe, (center, graph_center) = _recipe(version_dir, manifest)
             gallery = _gallery(version_dir, manifest, head.products, tables, searchable)
             novelty = NoveltyModel.from_record(manifest["novelty"]) if "novelty" in manifest else None
             _check_parts_fit(head, recipe, gallery, novelty)
@@ -381,6 +395,7 @@ def load_model(path: Path, *, searchable: bool = True) -> ModelBundle:
         gallery=gallery,
         novelty=novelty,
         tables=tables,
+        graph_center=graph_center,
     )
 
 
@@ -466,27 +481,32 @@ def _check_parts_fit(
         raise InvalidModel("a novelty score without its gallery")
 
 
-def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, np.ndarray | None]:
+Means = tuple[np.ndarray | None, np.ndarray | None]  # the rows' mean, and the graph's where a consolidation re-centred
+
+
+def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, Means]:
     record = manifest.get("features")
     if record is None:
-        return LEGACY, None  # written before recipes: the last layer, pooled
+        return LEGACY, (None, None)  # written before recipes: the last layer, pooled
     try:
         recipe_record, file = record["recipe"], record.get("file")
     except (KeyError, TypeError, AttributeError) as exc:
         raise InvalidModel(f"the manifest's features record ({type(exc).__name__}: {exc})") from exc
     recipe = FeatureRecipe.from_record(recipe_record)
-    center = None
+    means: dict[str, np.ndarray] = {}
     if file:
         path = verify_file(version_dir, manifest, str(file))
-        center = read_arrays(path, ("center",))["center"]
-        if not np.issubdtype(center.dtype, np.number):
-            raise InvalidModel(f"{path}: the mean is of {center.dtype}, not numbers")
-        center = center.astype(np.float32)
+        means = read_arrays(path, ("center",))
+        for key in ("center", "graph_center"):
+            if key in means and not np.issubdtype(means[key].dtype, np.number):
+                raise InvalidModel(f"{path}: the mean {key!r} is of {means[key].dtype}, not numbers")
+    center, graph_center = (means[k].astype(np.float32) if k in means else None for k in ("center", "graph_center"))
     if recipe.center and center is None:
         raise InvalidModel("the feature recipe centres but its mean is missing")
-    if center is not None and (not recipe.center or center.shape != (recipe.dim,)):
-        raise InvalidModel(f"the recipe's mean has shape {center.shape}, for a {recipe.dim}-d recipe that centres")
-    return recipe, center
+    for mean in (center, graph_center):
+        if mean is not None and (not recipe.center or mean.shape != (recipe.dim,)):
+            raise InvalidModel(f"the recipe's mean has shape {mean.shape}, for a {recipe.dim}-d recipe that centres")
+    return recipe, (center, graph_center)
 
 
 def _gallery(

@@ -25,7 +25,7 @@ from models.answer.line_scope import LineScope
 from models.bundle import ModelBundle, load_model
 from models.errors import ArtifactError, BackboneError, ImageError
 from models.extract.backbones import BackboneSpec, get_backbone
-from models.extract.engines import ENGINE_CHOICES, Engine, OnnxEngine, TorchEngine
+from models.extract.engines import ENGINE_CHOICES, Engine, OnnxEngine, RecentredEngine, TorchEngine
 from models.store.versions import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _build_engine(
         if graph is None:
             raise ArtifactError(f"{bundle.path}: no ONNX graph in this model directory; retrain, or use engine torch")
         try:
-            return OnnxEngine(graph, input_size=spec.input_size, threads=cpu_threads)
+            return _in_rows_space(bundle, OnnxEngine(graph, input_size=spec.input_size, threads=cpu_threads))
         except BackboneError:
             if engine == "onnxruntime":
                 raise
@@ -113,6 +113,15 @@ def _build_engine(
     elif engine == "auto":
         logger.warning("%s has no ONNX graph (trained before graphs were exported); using torch", bundle.path)
     return TorchEngine(_torch_extractor(bundle, spec, weights=weights, device="cpu", cpu_threads=cpu_threads))
+
+
+def _in_rows_space(bundle: ModelBundle, engine: Engine) -> Engine:
+    """The graph's engine, its features finished on the rows' mean where a consolidation re-centred them (the torch
+    engines centre on `bundle.center` themselves)."""
+    if bundle.graph_center is None or bundle.center is None:
+        return engine
+    logger.info("version %s re-centred its rows: the graph's features are finished on their mean", bundle.version)
+    return RecentredEngine(engine, graph_center=bundle.graph_center, center=bundle.center)
 
 
 def _onnx_graph(bundle: ModelBundle) -> Path | None:

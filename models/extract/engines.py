@@ -22,6 +22,7 @@ import numpy as np
 from models.errors import ImageError
 from models.extract.decode import DecodeLimits, decode_image
 from models.extract.onnx_export import onnx_session
+from models.extract.recipe import recentre
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +77,27 @@ class TorchEngine:
 
     def features(self, items: Sequence[Any]) -> list[np.ndarray | ImageError]:
         return list(self._extractor(np.stack(items)))
+
+
+class RecentredEngine:
+    """An engine whose graph centres on another mean than the version's rows (a consolidation re-centred them:
+    models.train.consolidation): each feature vector it gives is finished again on the rows' mean (recipe.recentre),
+    one batch at a time, so the frame is compared in the rows' space."""
+
+    def __init__(self, engine: Engine, *, graph_center: np.ndarray, center: np.ndarray) -> None:
+        self._engine = engine
+        self._graph_center = np.asarray(graph_center, dtype=np.float32)
+        self._center = np.asarray(center, dtype=np.float32)
+        self.name, self.device, self.input_size = engine.name, engine.device, engine.input_size
+
+    def prepare(self, data: bytes, limits: DecodeLimits) -> Any:
+        return self._engine.prepare(data, limits)
+
+    def features(self, items: Sequence[Any]) -> list[np.ndarray | ImageError]:
+        rows = self._engine.features(items)
+        ok = [i for i, row in enumerate(rows) if not isinstance(row, ImageError)]
+        if ok:
+            recentred = recentre(np.stack([rows[i] for i in ok]), self._graph_center, self._center)  # type: ignore[misc]
+            for i, row in zip(ok, recentred, strict=True):
+                rows[i] = row
+        return rows

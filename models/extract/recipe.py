@@ -171,21 +171,46 @@ def finish(combined: np.ndarray, center: np.ndarray | None) -> np.ndarray:
 SHIFT_BLOCK_ROWS = 4096  # rows centre_shift reads at a time (float64: 100 MB at 3,120 features)
 
 
-def centre_shift(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | None = None) -> float:
-    """How far the mean of `finished` rows (those `rows` marks, else all) before centring lies from `center`, the
-    mean they were centred on.
+def _lengths_before_centring(block: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(N,) for finished rows `block` (float64) centred on `center`: the s > 0 with |s f + center| = 1 (uncentred)."""
+    along = block @ center
+    lengths: np.ndarray = -along + np.sqrt(np.maximum(along**2 - center @ center + 1.0, 0.0))
+    return lengths
+
+
+def uncentred_mean(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """The mean of `finished` rows (those `rows` marks, else all) before centring, float64, from the mean they were
+    centred on.
 
     A recipe's vector before centring, u, has unit length (combine_parts), so a finished row f = (u - center) /
     |u - center| gives back u = s f + center for the one positive s with |u| = 1: s = -(f.c) + sqrt((f.c)^2 - |c|^2
-    + 1). The shift is |mean(u) - center| = |mean(s f)|, summed a block of rows at a time (no copy of them all)."""
+    + 1). Summed a block of rows at a time (no copy of them all)."""
     mean = np.asarray(center, dtype=np.float64)
     picked = np.arange(len(finished)) if rows is None else np.flatnonzero(rows)
     total = np.zeros(len(mean))
     for start in range(0, len(picked), SHIFT_BLOCK_ROWS):
         block = np.asarray(finished[picked[start : start + SHIFT_BLOCK_ROWS]], dtype=np.float64)
-        along = block @ mean
-        total += (-along + np.sqrt(np.maximum(along**2 - mean @ mean + 1.0, 0.0))) @ block
-    return float(np.linalg.norm(total / max(len(picked), 1)))
+        total += _lengths_before_centring(block, mean) @ block
+    result: np.ndarray = total / max(len(picked), 1) + mean if len(picked) else mean.copy()
+    return result
+
+
+def centre_shift(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """How far the mean of `finished` rows (those `rows` marks, else all) before centring lies from `center`, the
+    mean they were centred on (uncentred_mean)."""
+    return float(np.linalg.norm(uncentred_mean(finished, center, rows) - np.asarray(center, dtype=np.float64)))
+
+
+def recentre(finished: np.ndarray, old: np.ndarray, new: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Rows finished on the mean `old`, finished on `new` instead (as `dtype`): what `finish` gives the same vectors
+    before centring, to float32's precision, a block of rows at a time (no float64 copy of them all)."""
+    old64, new64 = np.asarray(old, dtype=np.float64), np.asarray(new, dtype=np.float64)
+    result: np.ndarray = np.empty((len(finished), len(old64)), dtype=dtype)
+    for start in range(0, len(finished), SHIFT_BLOCK_ROWS):
+        block = np.asarray(finished[start : start + SHIFT_BLOCK_ROWS], dtype=np.float64)
+        uncentred = _lengths_before_centring(block, old64)[:, None] * block + old64
+        result[start : start + len(block)] = _l2(uncentred - new64)
+    return result
 
 
 def apply_recipe(superset: np.ndarray, recipe: FeatureRecipe, center: np.ndarray | None) -> np.ndarray:

@@ -29,7 +29,7 @@ DEFAULT_STORE = "models-store"  # PARTSIGHT_MODEL_DIR when unset, for the worker
 MANIFEST = "manifest.json"
 CURRENT = "current"
 PREVIOUS = "previous"  # the version that was current before it: kept by every prune
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 REQUIRED_FILES = ("head.npz", "labels.json", "catalog.json")  # labels and catalog: unless stored as tables
 # a version is one folder name under the store: never "..", a "/", or a hidden staging folder
 VERSION_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")

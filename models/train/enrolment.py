@@ -37,7 +37,7 @@ from models.answer.head import ProductHead
 from models.answer.novelty import NoveltyModel
 from models.answer.read_once import current_reads, reading_once
 from models.answer.row_shards import StoredRows, link_or_copy, write_rows
-from models.bundle import ModelBundle, load_model, new_version, stored_gallery, write_model
+from models.bundle import Means, ModelBundle, load_model, new_version, stored_gallery, write_model
 from models.errors import ArtifactError, EnrolmentError, ImageError, InvalidModel, TrainingError
 from models.store.catalog import Catalog
 from models.store.enrolment_requests import check_catalog_record, check_product_id
@@ -588,9 +588,13 @@ def write_version(  # noqa: PLR0917
     version: str | None = None,
     *,
     kind: str = "enrolment",
+    centers: Means | None = None,
 ) -> Path:
     """Write the version an enrolment (or, `kind` "consolidation", a consolidation) built on `bundle`, under the
-    store's lock the caller holds, and make it current; `summary` goes into its manifest and report as `kind`."""
+    store's lock the caller holds, and make it current; `summary` goes into its manifest and report as `kind`.
+    `centers`: the mean `rows` are centred on and the graph's, where a consolidation re-centred them (else the
+    bundle's own)."""
+    center, graph_center = (bundle.center, bundle.graph_center) if centers is None else centers
     previous = bundle.manifest
     carried: dict[str, Any] = {key: previous[key] for key in ("training", "engines") if key in previous}
 
@@ -619,7 +623,8 @@ def write_version(  # noqa: PLR0917
         locked=True,  # enrol holds the store's lock
         builds_on=bundle,  # its catalog and labels shards linked, one shard of what changed added
         recipe=bundle.recipe,
-        center=bundle.center,
+        center=center,
+        graph_center=graph_center,
         gallery=refitted.gallery,
         novelty=refitted.novelty,
         keep_verified=kind == "enrolment",  # a worker serves the version it enrolled at once

@@ -101,3 +101,32 @@ def test_prepare_decodes_and_names_the_error_of_a_bad_frame(recognizer: Recogniz
     rows = engine.features(list(black))
     dim = recognizer.bundle.recipe.dim
     assert len(rows) == 3 and all(isinstance(r, np.ndarray) and r.shape == (dim,) for r in rows)
+
+
+def test_a_recentred_engine_finishes_each_good_row_on_the_rows_mean_and_passes_a_bad_frames_error_on() -> None:
+    from models.extract.engines import RecentredEngine
+    from models.extract.recipe import finish
+
+    rng = np.random.default_rng(3)
+    uncentred = rng.normal(size=(3, 8)) + 1.0
+    uncentred /= np.linalg.norm(uncentred, axis=1, keepdims=True)  # a recipe's vector before centring: unit length
+    graph_mean, rows_mean = uncentred[:2].mean(axis=0), uncentred.mean(axis=0)
+    graph_rows = finish(uncentred, graph_mean)
+    bad = ImageError("image_undecodable", "not an image")
+
+    class Graph:
+        name, device, input_size = "onnxruntime", "cpu", 224
+
+        def prepare(self, data: bytes, limits: DecodeLimits) -> bytes:
+            return data
+
+        def features(self, items: list[bytes]) -> list[np.ndarray | ImageError]:
+            return [bad if item == b"bad" else graph_rows[int(item)] for item in items]
+
+    engine = RecentredEngine(Graph(), graph_center=graph_mean, center=rows_mean)
+    assert (engine.name, engine.device, engine.input_size) == ("onnxruntime", "cpu", 224)
+    out = engine.features([engine.prepare(b"0", DecodeLimits()), b"bad", b"2"])
+    assert out[1] is bad
+    expected = finish(uncentred, rows_mean)
+    np.testing.assert_allclose(np.stack([out[0], out[2]]), expected[[0, 2]], atol=1e-6)  # type: ignore[list-item]
+    assert engine.features([b"bad"]) == [bad]

@@ -228,3 +228,22 @@ def test_centre_shift_recovers_how_far_the_rows_mean_lies_from_the_one_they_were
     assert centre_shift(stored, trained, enrolled) == pytest.approx(
         float(np.linalg.norm(combined[200:].mean(axis=0) - trained)), abs=2e-3
     )
+
+
+def test_recentre_finishes_rows_on_another_mean_as_finish_would_from_the_vectors_before_centring() -> None:
+    from models.extract.recipe import finish, recentre, uncentred_mean
+
+    rng = np.random.default_rng(1)
+    recipe = FeatureRecipe(parts=("b10", "b14", "head"), power=True, center=True)
+    combined = combine_parts(rng.gamma(2.0, 1.0, (300, SUPERSET_DIM)), recipe)
+    old, new = fit_center(combined[:100], recipe), fit_center(combined, recipe)
+    assert old is not None and new is not None and np.linalg.norm(new - old) > 0.01
+    finished = finish(combined, old)
+    np.testing.assert_allclose(recentre(finished, old, new), finish(combined, new), atol=1e-5)
+    stored = finished.astype(np.float16)  # as a version keeps its rows, and as they are written again
+    again = recentre(stored, old, new, np.float16)
+    assert again.dtype == np.float16
+    np.testing.assert_allclose(again.astype(np.float32), finish(combined, new), atol=2e-3)
+    np.testing.assert_allclose(uncentred_mean(finished, old), combined.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(uncentred_mean(finished, old, np.arange(300) < 100), old, atol=1e-5)
+    np.testing.assert_allclose(recentre(finished, old, old), finished, atol=1e-5)  # the same mean: the same rows
