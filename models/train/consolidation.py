@@ -3,7 +3,8 @@
 It fits the head again on the current version's rows as training does (models.train.head_fitting.fit_model: every
 node's classifier chosen by cross-validation, the novelty score and the thresholds calibrated on leave-products-out
 folds), from the stored features, without a photo or the backbone, and without holding the store's lock, so
-enrolments go on meanwhile. The feature recipe and the synthetic copies stay the last training's, and so does the
+enrolments go on meanwhile. The feature recipe and the synthetic copies stay the last training's (a round that
+searches re-centres the rows on their photos' mean once enrolments moved it: models.train.recentring), and so does the
 head's structure while the catalog stays near the size it was chosen at (structure_to_fit); the nodes' fits start
 from the version's. Then, under the lock, it takes `current` as it finds it: when that is the version it refitted,
 or one built on it by quick enrolments only (its refinements start with the refitted version's), the new version is
@@ -30,6 +31,7 @@ from models.answer.classifiers import KINDS, PREPROCESSING
 from models.answer.head import FLAT, ProductHead
 from models.answer.photo_index import PhotoIndex
 from models.answer.refinements import Refinement
+from models.answer.row_shards import StoredRows
 from models.bundle import ModelBundle, load_model, stored_gallery
 from models.errors import ArtifactError, ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
 from models.extract.recipe import centre_shift
@@ -39,6 +41,7 @@ from models.train import enrolment as enrolment_module
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
 from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS, Search, fit_searched
+from models.train.recentring import RECENTRE_PAST, Recentring, recentring
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +77,13 @@ def consolidate(
         return Consolidated(None, 0, 0, 0.0, f"version {bundle.version} has no refinements")
     started = time.monotonic()
     base, trained = base_of(bundle)
-    refitted, choices = refit_whole(bundle, base, trained, search=search)
-    search = bool(refitted.report.get("classifiers_searched", True))
     moved = centre_moved(bundle, base)
-    refitted.report.update(moved)
+    centring = recentring(bundle, base) if search else None  # a quick round keeps the mean: it chooses nothing
+    if centring is not None:
+        base = centring.base(base)
+    refitted, choices = refit_whole(bundle, base, trained, search=search, centring=centring)
+    search = bool(refitted.report.get("classifiers_searched", True))
+    refitted.report.update({**moved, "recentred": centring is not None})
     refit_s = time.monotonic() - started
     with store_lock(store):
         latest = load_model(store)
@@ -86,10 +92,16 @@ def consolidate(
             reason = f"current moved from {bundle.version} to {latest.version}, which is not built on it"
             logger.info("consolidation of %s dropped: %s", bundle.version, reason)
             return Consolidated(None, 0, 0, refit_s, reason, search)
-        path = _write(store, latest, _carried(refitted, latest, later), bundle.version, choices, searched=search)
+        stored, _ = stored_base_of(latest)
+        if centring is not None:  # the rows of the enrolments that came meanwhile too, and their refinements
+            stored = centring.stored(stored)
+            rows = EnrolmentBase.from_columns(stored.used(), str(latest.path))
+            later = centring.refinements(later, rows, choices.seed)
+        carried = _carried(refitted, latest, later, centring)
+        path = _write(store, latest, stored, carried, bundle.version, choices, searched=search, centring=centring)
         if keep_versions is not None:
             prune(store, keep_versions, locked=True)
-    warn_if_centre_moved(moved)
+    warn_if_centre_moved(moved, centring)
     folded = len(bundle.head.refinements)
     logger.info(
         "consolidated %d refinement(s) of %s into version %s in %.1f s (%d carried over; %s)",
@@ -254,18 +266,26 @@ def consolidating(store: Path) -> Iterator[None]:
 
 
 def refit_whole(
-    bundle: ModelBundle, base: EnrolmentBase, choices: Choices, *, search: bool = True
+    bundle: ModelBundle,
+    base: EnrolmentBase,
+    choices: Choices,
+    *,
+    search: bool = True,
+    centring: Recentring | None = None,
 ) -> tuple[Refitted, Choices]:
     """The head fitted again on `base` as training fits it, and the choices to record with it (the structure
     chosen again, where it was: structure_to_fit). With a product of a single photo the rows cannot be
     cross-validated, and with `search` False nothing is chosen again: every node is then refitted with the
     classifier the last training chose, and the novelty score calibrated on the products with two photos or more
-    (or kept), as an enrolment's refit does.
+    (or kept), as an enrolment's refit does. `centring`: `base` is re-centred (models.train.recentring), and so is
+    the gallery, its photo index built anew.
 
     Where the head keeps its structure (or cross-validation chooses it again), each node's logistic regression
     starts from the version's (fit_nodes): at 1,010 look-alike parts the final fits took 87 s instead of 161 s, to
     the solver's tolerance."""
     gallery = stored_gallery(bundle)  # now: a prune may remove this version while the refit runs
+    if gallery is not None and centring is not None:
+        gallery = centring.gallery(gallery)
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
     _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
@@ -306,31 +326,29 @@ def refit_whole(
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices
 
 
-CENTRE_MOVED_RETRAIN = 0.1  # the recipe's mean moved this far: a training would centre on every product
-
-
 def centre_moved(bundle: ModelBundle, base: EnrolmentBase) -> dict[str, float]:
     """The report's `feature_centre_moved` (nothing for a recipe that does not centre): how far the mean of the
     base's real rows (the training's photos, at most its per-product cap of them, and those enrolled since) lies
-    from the mean the version's recipe centres on, which the training fitted on all its photos and a
-    consolidation keeps (it is inside the served graph). Products of another kind moved it 0.35 (the digits
+    from the mean the version's rows are centred on: the training's, fitted on all its photos, until a round that
+    searches re-centres them (models.train.recentring). Products of another kind moved it 0.35 (the digits
     enrolled onto Fashion-MNIST), new variants of trained families 0.003 at 1,020 parts."""
     if bundle.center is None:
         return {}
     return {"feature_centre_moved": round(centre_shift(base.features, bundle.center, ~base.synthetic), 4)}
 
 
-def warn_if_centre_moved(moved: Mapping[str, float]) -> None:
-    """A warning to train again when the mean moved past CENTRE_MOVED_RETRAIN: a training centres on every
-    product (on bench.enrol_accuracy's data sets a training on the same photos answered 5-9 points more known frames
-    right than the consolidation; whether re-centring is why is not measured)."""
+def warn_if_centre_moved(moved: Mapping[str, float], centring: Recentring | None) -> None:
+    """Says that the round re-centred the rows, or warns when the mean moved past RECENTRE_PAST and this
+    round (a quick one) kept it: the next round that chooses the classifiers again re-centres them."""
     shift = moved.get("feature_centre_moved", 0.0)
-    if shift > CENTRE_MOVED_RETRAIN:
+    if centring is not None:
+        logger.info("the products enrolled since moved the features' mean by %.2f: rows re-centred on it", shift)
+    elif shift > RECENTRE_PAST:
         logger.warning(
-            "the products enrolled since training moved the features' mean by %.2f (past %.2f): a training "
-            "(`partsight train`) centres on every product and may answer them better than a consolidation",
+            "the products enrolled since moved the features' mean by %.2f (past %.2f); this quick round kept it, "
+            "the next consolidation round that chooses the classifiers again re-centres the rows on it",
             shift,
-            CENTRE_MOVED_RETRAIN,
+            RECENTRE_PAST,
         )
 
 
@@ -381,13 +399,17 @@ def later_refinements(refitted: ProductHead, latest: ProductHead) -> tuple[Refin
     return latest.refinements[len(mine) :]
 
 
-def _carried(refitted: Refitted, latest: ModelBundle, later: tuple[Refinement, ...]) -> Refitted:
-    """The refitted head with the later refinements on it, and the latest gallery."""
+def _carried(
+    refitted: Refitted, latest: ModelBundle, later: tuple[Refinement, ...], centring: Recentring | None
+) -> Refitted:
+    """The refitted head with the later refinements on it, and the latest gallery (re-centred with `centring`)."""
     head = refitted.head
     for refinement in later:
         head = head.refined_by(refinement, latest.head.categories[latest.head.products.index(refinement.product)])
     report = {**refitted.report, "refinements_carried": [refinement.product for refinement in later]}
     gallery = stored_gallery(latest)
+    if gallery is not None and centring is not None:
+        gallery = centring.gallery(gallery)
     if gallery is not None and refitted.gallery is not None and isinstance(refitted.gallery.index, PhotoIndex):
         gallery = replace(gallery, index=refitted.gallery.index)  # extended outside the lock
     if gallery is not None:  # and the photos of the enrolments that came meanwhile
@@ -400,16 +422,27 @@ def _trained_version(bundle: ModelBundle) -> str | None:
     return Choices.from_record(record).trained_version if isinstance(record, dict) else None
 
 
-def _write(
-    store: Path, latest: ModelBundle, refitted: Refitted, consolidates: str, choices: Choices, *, searched: bool
+def _write(  # noqa: PLR0917
+    store: Path,
+    latest: ModelBundle,
+    stored: StoredRows,
+    refitted: Refitted,
+    consolidates: str,
+    choices: Choices,
+    *,
+    searched: bool,
+    centring: Recentring | None,
 ) -> Path:
-    stored, _ = stored_base_of(latest)
     summary = {
         "consolidates": consolidates,
         "base_version": latest.version,
         "trained_version": choices.trained_version,
         "refinements_carried": len(refitted.head.refinements),
         "classifiers_searched": searched,
+        **({"recentred": {"moved": round(centring.moved, 4)}} if centring is not None else {}),
     }
     catalog = dict(latest.catalog)
-    return write_version(store, latest, stored, choices, refitted, catalog, summary, kind="consolidation")
+    centers = None if centring is None else centring.centers
+    return write_version(
+        store, latest, stored, choices, refitted, catalog, summary, kind="consolidation", centers=centers
+    )

@@ -42,6 +42,7 @@ from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
 from models.train.quick_enrolment import GROUP_LIMIT
+from models.train.recentring import recentring
 from partsight import cli
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
@@ -1110,10 +1111,95 @@ def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_w
     alike = SimpleNamespace(features=rows[:40], synthetic=np.zeros(40, dtype=bool))
     kept = centre_moved(SimpleNamespace(center=mean), alike)  # type: ignore[arg-type]
     assert kept["feature_centre_moved"] < 1e-4
-    warn_if_centre_moved(kept)
+    warn_if_centre_moved(kept, None)
     assert not caplog.records
     moved = centre_moved(SimpleNamespace(center=mean), base)  # type: ignore[arg-type]
     expected = np.linalg.norm(np.concatenate([trained, other]).mean(axis=0) - mean)
     assert moved["feature_centre_moved"] == pytest.approx(expected, abs=1e-3) and expected > 0.1
-    warn_if_centre_moved(moved)
-    assert "partsight train" in caplog.text
+    warn_if_centre_moved(moved, None)  # a quick round, which keeps the mean
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "re-centres the rows" in caplog.text
+    centring = recentring(SimpleNamespace(center=mean, graph_center=None), base)  # type: ignore[arg-type]
+    assert centring is not None and centring.moved == pytest.approx(expected, abs=1e-3)
+    np.testing.assert_allclose(centring.new, np.concatenate([trained, other]).mean(axis=0), atol=1e-5)
+    assert recentring(SimpleNamespace(center=mean, graph_center=None), alike) is None  # type: ignore[arg-type]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="models.train.consolidation"):
+        warn_if_centre_moved(moved, centring)  # a round that re-centred says so, and warns of nothing
+    assert [r.levelname for r in caplog.records] == ["INFO"] and "rows re-centred" in caplog.text
+
+
+def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_are_answered_in_their_space(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.extract.engines import RecentredEngine
+    from models.extract.recipe import recentre, uncentred_mean
+    from models.train import consolidation, recentring
+
+    trained = load_model(store)
+    assert trained.center is not None and trained.graph_center is None
+    enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    enrolled = load_model(store)
+    rows, _ = base_of(enrolled)
+    moved = centre_shift(rows.features, trained.center, ~rows.synthetic)
+    new_mean = uncentred_mean(rows.features, trained.center, ~rows.synthetic)
+    monkeypatch.setattr(recentring, "RECENTRE_PAST", moved / 2)  # one product of 12 photos moves it little
+    assert consolidate(store, search=False).version is not None  # a quick round keeps the mean
+    assert load_model(store).graph_center is None and stored_report(load_model(store))["recentred"] is False
+    enrol(store, "gauge-4", digit_photos(4, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    rows, _ = base_of(load_model(store))
+    new_mean = uncentred_mean(rows.features, trained.center, ~rows.synthetic)
+    real_refit = consolidation.refit_whole
+    meanwhile: list[ModelBundle] = []
+
+    def refit_while_another_enrols(*args, **kwargs):  # type: ignore[no-untyped-def]
+        refitted = real_refit(*args, **kwargs)
+        record = {**DIGIT_RECORD, "name": "Digit-five gauge"}
+        enrol(store, "gauge-5", digit_photos(5, 12), record=record, features_of=LocalFeatures())
+        meanwhile.append(load_model(store))
+        return refitted
+
+    monkeypatch.setattr(consolidation, "refit_whole", refit_while_another_enrols)
+    outcome = consolidate(store)
+    bundle = load_model(store)
+    assert outcome.version == bundle.version and outcome.carried == 1 and bundle.manifest["format"] == 6
+    assert bundle.manifest["consolidation"]["recentred"]["moved"] > moved / 2
+    np.testing.assert_allclose(bundle.graph_center, trained.center)  # the graph's mean, kept with the graph
+    np.testing.assert_allclose(bundle.center, new_mean, atol=1e-6)
+    assert bundle.feature_space != trained.feature_space  # the review queue compares no frame across the two
+    # every row, the ones enrolled meanwhile too, finished again on the new mean; the gallery's as well
+    before, _ = base_of(meanwhile[0])
+    after, _ = base_of(bundle)
+    expected = recentre(before.features, trained.center, bundle.center)
+    np.testing.assert_allclose(after.features, expected, atol=2e-3)
+    old_gallery, new_gallery = stored_gallery(meanwhile[0]), stored_gallery(bundle)
+    assert old_gallery is not None and new_gallery is not None
+    old_rows, new_rows = old_gallery.rows.used(), new_gallery.rows.used()
+    assert (old_rows["sha256"] == new_rows["sha256"]).all()
+    np.testing.assert_allclose(
+        new_rows["features"].astype(np.float32),
+        recentre(old_rows["features"], trained.center, bundle.center),
+        atol=2e-3,
+    )
+    # gauge-5's refinement, made in the old space, fitted again in the new one
+    (carried,) = bundle.head.refinements
+    (made,) = [r for r in meanwhile[0].head.refinements if r.product == "gauge-5"]
+    assert carried.product == "gauge-5" and carried.source == made.source and carried.group == made.group
+    made_arrays, carried_arrays = made.classifier.arrays, carried.classifier.arrays
+    assert set(made_arrays) == set(carried_arrays)
+    assert not all(np.allclose(made_arrays[k], carried_arrays[k], atol=1e-4) for k in made_arrays)
+    # the ONNX graph's features finished again on the rows' mean: what the torch engine (centred on it) gives
+    served = Recognizer.load(store, device="cpu")
+    assert isinstance(served.engine, RecentredEngine)
+    photos = [data for _, data in digit_photos(5, 3, offset=40)]
+    images = np.stack([served.engine.prepare(data, DecodeLimits()) for data in photos])
+    torch_served = Recognizer.load(store, device="cpu", engine="torch")
+    np.testing.assert_allclose(served.features(images), torch_served.features(images), atol=1e-3)
+    for digit, product in ((3, "gauge-3"), (4, "gauge-4"), (5, "gauge-5")):
+        assert best_guesses(store, digit_photos(digit, 5, offset=40)).count(product) >= 4, product
+    # an enrolment on the re-centred version keeps both means
+    enrol(store, "gauge-6", digit_photos(6, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    latest = load_model(store)
+    assert latest.manifest["format"] == 6 and latest.graph_center is not None
+    np.testing.assert_allclose(latest.center, bundle.center)
+    np.testing.assert_allclose(latest.graph_center, trained.center)
+    assert best_guesses(store, digit_photos(6, 5, offset=40)).count("gauge-6") >= 4

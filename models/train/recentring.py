@@ -1,0 +1,90 @@
+"""Re-centring: a consolidation moves the mean a version's rows are centred on to the mean of the photos it holds.
+
+A recipe that centres subtracts the mean of the training's photos before the last L2 normalisation, and that mean is
+inside the served ONNX graph. Products enrolled since (of another kind: the digits onto Fashion-MNIST moved it 0.35)
+leave every row off-centre, where a training on the same photos would centre on all of them. Past RECENTRE_PAST, a
+consolidation round that chooses the classifiers again fits on rows finished again on the new mean (recipe.recentre:
+exact, from the finished rows alone), with the gallery's rows, spreads and photo index made anew, and the refinements
+of the enrolments that came meanwhile fitted again on their rows in the new space. The graph is kept: the version
+records its mean beside the rows' (models.bundle: `graph_center`) and the ONNX engine finishes the graph's features
+again on the rows' mean (models.extract.engines.RecentredEngine); the torch engines centre on it themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.answer.gallery import product_spread
+from models.answer.gallery_rows import GalleryRows
+from models.answer.refinements import Refinement
+from models.answer.row_shards import StoredRows
+from models.bundle import Means, ModelBundle
+from models.extract.recipe import recentre, uncentred_mean
+from models.train.enrolment_base import EnrolmentBase
+from models.train.quick_enrolment import refinement_for
+
+# the rows' mean moved this far from the one they are centred on: a round that searches re-centres them, writing every
+# row anew (products of another kind moved it 0.35, 400 new parts on a 10-part training 0.17, new variants of the
+# trained families at 1,020 parts 0.003)
+RECENTRE_PAST = 0.1
+
+
+@dataclass(frozen=True)
+class Recentring:
+    """From the mean the rows are centred on (`old`) to the mean of their real photos (`new`); `graph`: the mean the
+    version's ONNX graph centres on, which stays."""
+
+    old: np.ndarray
+    new: np.ndarray
+    graph: np.ndarray
+    moved: float
+
+    @property
+    def centers(self) -> Means:
+        """What the version written records: the rows' mean and the graph's."""
+        return self.new, self.graph
+
+    def base(self, base: EnrolmentBase) -> EnrolmentBase:
+        return replace(base, features=recentre(base.features, self.old, self.new))
+
+    def stored(self, rows: StoredRows) -> StoredRows:
+        """Every stored row finished again (float16, as stored), written anew: none of the old shards hold them."""
+        columns = {**rows.columns, "features": recentre(rows.columns["features"], self.old, self.new, np.float16)}
+        return StoredRows(columns, rows.in_use, None)
+
+    def gallery(self, gallery: GalleryRows) -> GalleryRows:
+        """The gallery's rows finished again, each product's spread measured again, and no photo index (with_index
+        builds one: the old one ranks in the old space)."""
+        rows = self.stored(gallery.rows)
+        used = rows.used()
+        names, codes = np.unique(used["products"], return_inverse=True)
+        mean, std = product_spread(used["features"].astype(np.float32), codes, len(names))
+        spread = {
+            **gallery.spread,
+            **{str(name): (float(m), float(s)) for name, m, s in zip(names, mean, std, strict=True)},
+        }
+        return GalleryRows(rows, spread, None, None)
+
+    def refinements(
+        self, refinements: tuple[Refinement, ...], base: EnrolmentBase, seed: int
+    ) -> tuple[Refinement, ...]:
+        """Each refinement fitted again over its product and group on `base` (rows in the new space), as the
+        enrolment that made it fitted it."""
+        return tuple(
+            refinement_for(base, r.product, list(r.group), source=r.source, new=r.new, seed=seed) for r in refinements
+        )
+
+
+def recentring(bundle: ModelBundle, base: EnrolmentBase) -> Recentring | None:
+    """The re-centring `base`'s real rows call for (RECENTRE_PAST), or None: a recipe that does not centre, or a
+    mean that has moved less."""
+    if bundle.center is None:
+        return None
+    new = uncentred_mean(base.features, bundle.center, ~base.synthetic)
+    moved = float(np.linalg.norm(new - bundle.center.astype(np.float64)))
+    if moved < RECENTRE_PAST:
+        return None
+    graph = bundle.center if bundle.graph_center is None else bundle.graph_center
+    return Recentring(bundle.center, new.astype(np.float32), graph, moved)
