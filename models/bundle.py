@@ -108,7 +108,8 @@ class ModelBundle:
     @property
     def feature_space(self) -> str:
         """Names the space its features live in: versions with the same backbone weights, recipe and fitted mean
-        (a training and the enrolments and consolidations built on it) compare features; others do not."""
+        (a training and the enrolments and consolidations built on it, until a consolidation re-centres the rows)
+        compare features; others do not."""
         digest = hashlib.sha256(json.dumps([self.backbone.get("weights_sha256"), self.recipe.record()]).encode())
         if self.center is not None:
             digest.update(np.ascontiguousarray(self.center, dtype=np.float32).tobytes())

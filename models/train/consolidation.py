@@ -34,14 +34,13 @@ from models.answer.refinements import Refinement
 from models.answer.row_shards import StoredRows
 from models.bundle import ModelBundle, load_model, stored_gallery
 from models.errors import ArtifactError, ConsolidationBusy, EnrolmentError, InvalidModel, TrainingError
-from models.extract.recipe import centre_shift
 from models.store.retention import prune
 from models.store.versions import read_manifest, resolve, store_lock
 from models.train import enrolment as enrolment_module
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
 from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS, Search, fit_searched
-from models.train.recentring import RECENTRE_PAST, Recentring, recentring
+from models.train.recentring import RECENTRE_PAST, Recentring, recentring, rows_mean
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +76,13 @@ def consolidate(
         return Consolidated(None, 0, 0, 0.0, f"version {bundle.version} has no refinements")
     started = time.monotonic()
     base, trained = base_of(bundle)
-    moved = centre_moved(bundle, base)
-    centring = recentring(bundle, base) if search else None  # a quick round keeps the mean: it chooses nothing
+    mean = rows_mean(bundle, base)
+    moved = centre_moved(bundle, mean)
+    centring = recentring(bundle, mean) if search else None  # a quick round keeps the mean: it chooses nothing
     if centring is not None:
         base = centring.base(base)
     refitted, choices = refit_whole(bundle, base, trained, search=search, centring=centring)
+    del base  # every row, float32: not held beside the rows written under the lock
     search = bool(refitted.report.get("classifiers_searched", True))
     refitted.report.update({**moved, "recentred": centring is not None})
     refit_s = time.monotonic() - started
@@ -95,8 +96,7 @@ def consolidate(
         stored, _ = stored_base_of(latest)
         if centring is not None:  # the rows of the enrolments that came meanwhile too, and their refinements
             stored = centring.stored(stored)
-            rows = EnrolmentBase.from_columns(stored.used(), str(latest.path))
-            later = centring.refinements(later, rows, choices.seed)
+            later = centring.refinements(later, stored, choices.seed)
         carried = _carried(refitted, latest, later, centring)
         path = _write(store, latest, stored, carried, bundle.version, choices, searched=search, centring=centring)
         if keep_versions is not None:
@@ -277,8 +277,8 @@ def refit_whole(
     chosen again, where it was: structure_to_fit). With a product of a single photo the rows cannot be
     cross-validated, and with `search` False nothing is chosen again: every node is then refitted with the
     classifier the last training chose, and the novelty score calibrated on the products with two photos or more
-    (or kept), as an enrolment's refit does. `centring`: `base` is re-centred (models.train.recentring), and so is
-    the gallery, its photo index built anew.
+    (or kept), as an enrolment's refit does. `centring`: the caller re-centred `base` (models.train.recentring);
+    the gallery is re-centred here, its photo index built anew.
 
     Where the head keeps its structure (or cross-validation chooses it again), each node's logistic regression
     starts from the version's (fit_nodes): at 1,010 look-alike parts the final fits took 87 s instead of 161 s, to
@@ -326,15 +326,16 @@ def refit_whole(
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices
 
 
-def centre_moved(bundle: ModelBundle, base: EnrolmentBase) -> dict[str, float]:
-    """The report's `feature_centre_moved` (nothing for a recipe that does not centre): how far the mean of the
-    base's real rows (the training's photos, at most its per-product cap of them, and those enrolled since) lies
-    from the mean the version's rows are centred on: the training's, fitted on all its photos, until a round that
-    searches re-centres them (models.train.recentring). Products of another kind moved it 0.35 (the digits
-    enrolled onto Fashion-MNIST), new variants of trained families 0.003 at 1,020 parts."""
-    if bundle.center is None:
+def centre_moved(bundle: ModelBundle, mean: np.ndarray | None) -> dict[str, float]:
+    """The report's `feature_centre_moved` (nothing for a recipe that does not centre): how far `mean`, the mean of
+    the base's real rows before centring (the training's photos, at most its per-product cap of them, and those
+    enrolled since: models.train.recentring.rows_mean), lies from the mean the version's rows are centred on: the
+    training's, fitted on all its photos, until a round that searches re-centres them (models.train.recentring).
+    Products of another kind moved it 0.35 (the digits enrolled onto Fashion-MNIST), new variants of trained
+    families 0.003 at 1,020 parts."""
+    if bundle.center is None or mean is None:
         return {}
-    return {"feature_centre_moved": round(centre_shift(base.features, bundle.center, ~base.synthetic), 4)}
+    return {"feature_centre_moved": round(float(np.linalg.norm(mean - bundle.center.astype(np.float64))), 4)}
 
 
 def warn_if_centre_moved(moved: Mapping[str, float], centring: Recentring | None) -> None:

@@ -3,11 +3,12 @@
 A recipe that centres subtracts the mean of the training's photos before the last L2 normalisation, and that mean is
 inside the served ONNX graph. Products enrolled since (of another kind: the digits onto Fashion-MNIST moved it 0.35)
 leave every row off-centre, where a training on the same photos would centre on all of them. Past RECENTRE_PAST, a
-consolidation round that chooses the classifiers again fits on rows finished again on the new mean (recipe.recentre:
-exact, from the finished rows alone), with the gallery's rows, spreads and photo index made anew, and the refinements
-of the enrolments that came meanwhile fitted again on their rows in the new space. The graph is kept: the version
-records its mean beside the rows' (models.bundle: `graph_center`) and the ONNX engine finishes the graph's features
-again on the rows' mean (models.extract.engines.RecentredEngine); the torch engines centre on it themselves.
+consolidation round asked to choose the classifiers again (not a quick one) fits on rows finished again on the new
+mean (recipe.recentre: exact, from the finished rows alone), with the gallery's rows, spreads and photo index made
+anew, and the refinements of the enrolments that came meanwhile fitted again on their rows in the new space. The
+graph is kept: the version records its mean beside the rows' (models.bundle: `graph_center`) and the ONNX engine
+finishes the graph's features again on the rows' mean (models.extract.engines.RecentredEngine); the torch engines
+centre on it themselves.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ class Recentring:
         return replace(base, features=recentre(base.features, self.old, self.new))
 
     def stored(self, rows: StoredRows) -> StoredRows:
-        """Every stored row finished again (float16, as stored), written anew: none of the old shards hold them."""
-        columns = {**rows.columns, "features": recentre(rows.columns["features"], self.old, self.new, np.float16)}
-        return StoredRows(columns, rows.in_use, None)
+        """The rows in use finished again (float16, as stored), to be written anew: none of the old shards hold them."""
+        used = rows.used()
+        columns = {**used, "features": recentre(used["features"], self.old, self.new, np.float16)}
+        return StoredRows(columns, np.ones(len(columns["features"]), dtype=bool), None)
 
     def gallery(self, gallery: GalleryRows) -> GalleryRows:
         """The gallery's rows finished again, each product's spread measured again, and no photo index (with_index
@@ -67,24 +69,31 @@ class Recentring:
         }
         return GalleryRows(rows, spread, None, None)
 
-    def refinements(
-        self, refinements: tuple[Refinement, ...], base: EnrolmentBase, seed: int
-    ) -> tuple[Refinement, ...]:
-        """Each refinement fitted again over its product and group on `base` (rows in the new space), as the
-        enrolment that made it fitted it."""
+    def refinements(self, refinements: tuple[Refinement, ...], rows: StoredRows, seed: int) -> tuple[Refinement, ...]:
+        """Each refinement fitted again over its product and group on `rows` (re-centred: `stored`), as the
+        enrolment that made it fitted it; only the rows of their products are read."""
+        if not refinements:
+            return ()
+        wanted = {product for r in refinements for product in r.classifier.classes}
+        mine = rows.used_where(np.isin(rows.columns["products"].astype(str), sorted(wanted)))
+        base = EnrolmentBase.from_columns(mine, "the re-centred rows")
         return tuple(
             refinement_for(base, r.product, list(r.group), source=r.source, new=r.new, seed=seed) for r in refinements
         )
 
 
-def recentring(bundle: ModelBundle, base: EnrolmentBase) -> Recentring | None:
-    """The re-centring `base`'s real rows call for (RECENTRE_PAST), or None: a recipe that does not centre, or a
-    mean that has moved less."""
-    if bundle.center is None:
+def rows_mean(bundle: ModelBundle, base: EnrolmentBase) -> np.ndarray | None:
+    """The mean of `base`'s real rows before centring (float64), or None for a recipe that does not centre."""
+    return None if bundle.center is None else uncentred_mean(base.features, bundle.center, ~base.synthetic)
+
+
+def recentring(bundle: ModelBundle, mean: np.ndarray | None) -> Recentring | None:
+    """The re-centring onto `mean` (rows_mean) that RECENTRE_PAST calls for, or None: a recipe that does not
+    centre, or a mean that has moved less."""
+    if bundle.center is None or mean is None:
         return None
-    new = uncentred_mean(base.features, bundle.center, ~base.synthetic)
-    moved = float(np.linalg.norm(new - bundle.center.astype(np.float64)))
+    moved = float(np.linalg.norm(mean - bundle.center.astype(np.float64)))
     if moved < RECENTRE_PAST:
         return None
     graph = bundle.center if bundle.graph_center is None else bundle.graph_center
-    return Recentring(bundle.center, new.astype(np.float32), graph, moved)
+    return Recentring(bundle.center, mean.astype(np.float32), graph, moved)

@@ -42,7 +42,7 @@ from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
 from models.train.quick_enrolment import GROUP_LIMIT
-from models.train.recentring import recentring
+from models.train.recentring import recentring, rows_mean
 from partsight import cli
 
 DIGIT_RECORD = {"name": "Digit-three gauge", "category": "gauges", "unit": "bar"}
@@ -1107,21 +1107,26 @@ def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_w
     other = -trained[:20]  # enrolled since: another kind of product, on the other side of the mean
     rows = finish(np.concatenate([trained, other]), mean)
     base = SimpleNamespace(features=rows, synthetic=np.zeros(len(rows), dtype=bool))
-    assert centre_moved(SimpleNamespace(center=None), base) == {}  # type: ignore[arg-type]
+    trained_on = SimpleNamespace(center=mean, graph_center=None)
+    assert centre_moved(SimpleNamespace(center=None), rows_mean(SimpleNamespace(center=None), base)) == {}  # type: ignore[arg-type]
     alike = SimpleNamespace(features=rows[:40], synthetic=np.zeros(40, dtype=bool))
-    kept = centre_moved(SimpleNamespace(center=mean), alike)  # type: ignore[arg-type]
+    kept = centre_moved(trained_on, rows_mean(trained_on, alike))  # type: ignore[arg-type]
     assert kept["feature_centre_moved"] < 1e-4
     warn_if_centre_moved(kept, None)
     assert not caplog.records
-    moved = centre_moved(SimpleNamespace(center=mean), base)  # type: ignore[arg-type]
+    moved = centre_moved(trained_on, rows_mean(trained_on, base))  # type: ignore[arg-type]
     expected = np.linalg.norm(np.concatenate([trained, other]).mean(axis=0) - mean)
     assert moved["feature_centre_moved"] == pytest.approx(expected, abs=1e-3) and expected > 0.1
     warn_if_centre_moved(moved, None)  # a quick round, which keeps the mean
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "re-centres the rows" in caplog.text
-    centring = recentring(SimpleNamespace(center=mean, graph_center=None), base)  # type: ignore[arg-type]
+    centring = recentring(trained_on, rows_mean(trained_on, base))  # type: ignore[arg-type]
     assert centring is not None and centring.moved == pytest.approx(expected, abs=1e-3)
     np.testing.assert_allclose(centring.new, np.concatenate([trained, other]).mean(axis=0), atol=1e-5)
-    assert recentring(SimpleNamespace(center=mean, graph_center=None), alike) is None  # type: ignore[arg-type]
+    np.testing.assert_allclose(centring.graph, mean)
+    assert recentring(trained_on, rows_mean(trained_on, alike)) is None  # type: ignore[arg-type]
+    once_recentred = SimpleNamespace(center=centring.new, graph_center=mean)  # the graph keeps the first mean
+    again = recentring(once_recentred, rows_mean(once_recentred, base) + 0.2)  # type: ignore[arg-type]
+    assert again is not None and again.graph is mean and again.old is centring.new
     caplog.clear()
     with caplog.at_level("INFO", logger="models.train.consolidation"):
         warn_if_centre_moved(moved, centring)  # a round that re-centred says so, and warns of nothing
@@ -1131,6 +1136,9 @@ def test_a_consolidation_reports_how_far_enrolments_moved_the_recipes_mean_and_w
 def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_are_answered_in_their_space(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from models.answer import gallery_rows
+    from models.answer.gallery import product_spread, top_rows
+    from models.answer.photo_index import GraphSearch
     from models.extract.engines import RecentredEngine
     from models.extract.recipe import recentre, uncentred_mean
     from models.train import consolidation, recentring
@@ -1141,10 +1149,12 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
     enrolled = load_model(store)
     rows, _ = base_of(enrolled)
     moved = centre_shift(rows.features, trained.center, ~rows.synthetic)
-    new_mean = uncentred_mean(rows.features, trained.center, ~rows.synthetic)
     monkeypatch.setattr(recentring, "RECENTRE_PAST", moved / 2)  # one product of 12 photos moves it little
+    monkeypatch.setattr(gallery_rows, "INDEX_MIN_PHOTOS", 50)  # a photo index, as a gallery of 2,000 photos has
     assert consolidate(store, search=False).version is not None  # a quick round keeps the mean
-    assert load_model(store).graph_center is None and stored_report(load_model(store))["recentred"] is False
+    quick = load_model(store)
+    assert quick.graph_center is None and stored_report(quick)["recentred"] is False
+    quick_index = quick.manifest["gallery"]["index"]  # built by that round, in the training's space
     enrol(store, "gauge-4", digit_photos(4, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
     rows, _ = base_of(load_model(store))
     new_mean = uncentred_mean(rows.features, trained.center, ~rows.synthetic)
@@ -1180,6 +1190,20 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
         recentre(old_rows["features"], trained.center, bundle.center),
         atol=2e-3,
     )
+    assert bundle.gallery is not None
+    gauge_5 = bundle.gallery.labels == bundle.gallery.products.index("gauge-5")
+    spread_mean, _ = product_spread(bundle.gallery.features[gauge_5], np.zeros(int(gauge_5.sum()), dtype=int), 1)
+    assert bundle.gallery.spread_mean[bundle.gallery.products.index("gauge-5")] == pytest.approx(
+        spread_mean[0], abs=1e-3
+    )
+    assert dict(new_gallery.spread) != dict(old_gallery.spread)  # every product's measured again in the new space
+    # a photo index of its own, built in the new space, with every photo (gauge-5's too) in its graph
+    assert bundle.manifest["gallery"]["index"]["graph"] != quick_index["graph"]
+    search = bundle.gallery.search
+    assert isinstance(search, GraphSearch) and len(search.loose) == 0
+    queries = bundle.gallery.features[::7]
+    found, exact = search.nearest(queries, 3), top_rows(queries @ bundle.gallery.features.T, 3)
+    np.testing.assert_allclose(found[1], exact[1], atol=1e-6)
     # gauge-5's refinement, made in the old space, fitted again in the new one
     (carried,) = bundle.head.refinements
     (made,) = [r for r in meanwhile[0].head.refinements if r.product == "gauge-5"]
@@ -1202,4 +1226,18 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
     assert latest.manifest["format"] == 6 and latest.graph_center is not None
     np.testing.assert_allclose(latest.center, bundle.center)
     np.testing.assert_allclose(latest.graph_center, trained.center)
+    assert best_guesses(store, digit_photos(6, 5, offset=40)).count("gauge-6") >= 4
+    # re-centred again, from the rows' mean: the graph's mean stays the training's
+    monkeypatch.setattr(consolidation, "refit_whole", real_refit)
+    rows, _ = base_of(latest)
+    again_mean = uncentred_mean(rows.features, latest.center, ~rows.synthetic)
+    monkeypatch.setattr(recentring, "RECENTRE_PAST", float(np.linalg.norm(again_mean - latest.center)) / 2)
+    assert consolidate(store).version is not None
+    again = load_model(store)
+    np.testing.assert_allclose(again.graph_center, trained.center)
+    np.testing.assert_allclose(again.center, again_mean, atol=1e-6)
+    served_again = Recognizer.load(store, device="cpu")
+    np.testing.assert_allclose(
+        served_again.features(images), Recognizer.load(store, device="cpu", engine="torch").features(images), atol=1e-3
+    )
     assert best_guesses(store, digit_photos(6, 5, offset=40)).count("gauge-6") >= 4
