@@ -124,18 +124,22 @@ def new_name() -> str:
     return AUTO_NAME_PREFIX + uuid.uuid4().hex[:16]
 
 
-def encoded(vector: np.ndarray) -> str:
+def encoded(vector: np.ndarray, space: str = "") -> str:
+    """The vector, unit length, in float16 and base64, after the feature space it is of and a colon."""
     unit = np.asarray(vector, dtype=np.float32)
     unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
-    return base64.b64encode(unit.astype(np.float16).tobytes()).decode("ascii")
+    return space + ":" + base64.b64encode(unit.astype(np.float16).tobytes()).decode("ascii")
 
 
-def decoded(text: str) -> np.ndarray | None:
-    """A vector as `encoded` wrote it; None for none, or for text that is not one."""
-    if not text:
+def decoded(text: str, space: str = "") -> np.ndarray | None:
+    """A vector as `encoded` wrote it in the feature space `space`; None for none, for one of another space (another
+    version's features: a training, or a consolidation that re-centred the rows, with the same size), or for text
+    that is not one."""
+    written_in, _, body = text.rpartition(":")  # base64 has no colon
+    if not body or written_in != space:
         return None
     try:
-        return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
+        return np.frombuffer(base64.b64decode(body), dtype=np.float16).astype(np.float32)
     except ValueError:
         return None
 
@@ -160,9 +164,11 @@ class AutoGrouping:
         self._make_name = make_name
         self._join = redis.register_script(_JOIN)
 
-    def assign(self, frames: Sequence[Unnamed], similarity: float | None) -> Assigned:
+    def assign(self, frames: Sequence[Unnamed], similarity: float | None, space: str = "") -> Assigned:
         """Each frame's object name and the objects left behind: one read of every device's object and one join
-        per device (two round trips), more only for a device another worker moved meanwhile."""
+        per device (two round trips), more only for a device another worker moved meanwhile. `space`: the feature
+        space of the frames' vectors (models.bundle.ModelBundle.feature_space): a device's last frame of another
+        space is compared with none."""
         names = [""] * len(frames)
         moved_on: list[str] = []
         by_device: dict[str, list[int]] = {}
@@ -172,7 +178,7 @@ class AutoGrouping:
         for _ in range(RETRIES):
             if not devices:
                 break
-            devices = self._join_devices(devices, by_device, frames, similarity, (names, moved_on))
+            devices = self._join_devices(devices, by_device, frames, (similarity, space), (names, moved_on))
         for device in devices:  # other workers kept moving these devices' objects: objects of their own
             for index in by_device[device]:
                 names[index] = self._make_name()
@@ -183,24 +189,25 @@ class AutoGrouping:
         devices: list[str],
         by_device: dict[str, list[int]],
         frames: Sequence[Unnamed],
-        similarity: float | None,
+        alike_by: tuple[float | None, str],
         found_so_far: tuple[list[str], list[str]],
     ) -> list[str]:
         """One attempt for each device, into `found_so_far` (each frame's name, the objects moved on from); the
         devices to try again."""
         names, moved_on = found_so_far
+        similarity, space = alike_by
         pipe = self._redis.pipeline(transaction=False)
         for device in devices:
             pipe.hmget(auto_key(device), "name", "vector")
         calls = []
         for device, (name, vector) in zip(devices, pipe.execute(), strict=True):
-            last, args, fresh = decoded(as_text(vector)), [], []
+            last, args, fresh = decoded(as_text(vector), space), [], []
             for index in by_device[device]:
                 frame = frames[index]
                 fresh.append(self._make_name())
                 args += [repr(frame.received_at), int(alike(last, frame.features, similarity)), fresh[-1]]
                 last = np.asarray(frame.features, dtype=np.float32)
-            newest = encoded(frames[by_device[device][-1]].features)  # what the next window compares with
+            newest = encoded(frames[by_device[device][-1]].features, space)  # what the next window compares with
             keys = [
                 auto_key(device),
                 *(self._frame_key(frames[index]) for index in by_device[device]),

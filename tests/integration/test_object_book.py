@@ -211,6 +211,10 @@ def test_a_devices_frames_that_look_alike_and_come_close_are_one_object(client: 
     assert later.names == [names[4]] and later.moved_on == []
     alone = grouping.assign([Unnamed("solo", 1.0, part), Unnamed("solo", 1.1, part)], similarity=None).names
     assert alone[0] != alone[1]  # without a similarity, each frame is its own object
+    first = grouping.assign([Unnamed("press", 20.0, part)], similarity=0.9, space="a").names
+    assert grouping.assign([Unnamed("press", 20.1, part)], similarity=0.9, space="a").names == first
+    # the same vector in another version's feature space (a re-centring keeps its size) is compared with nothing
+    assert grouping.assign([Unnamed("press", 20.2, part)], similarity=0.9, space="b").names != first
 
 
 def test_frames_of_one_device_answered_by_several_workers_at_once_join_one_object(client: redis_lib.Redis) -> None:
