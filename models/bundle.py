@@ -64,6 +64,7 @@ CURRENT, MANIFEST, READABLE_FORMATS = versions.CURRENT, versions.MANIFEST, versi
 resolve = versions.resolve
 point_current = versions.point_current
 FEATURES_FILE = "features.npz"
+Means = tuple[np.ndarray | None, np.ndarray | None]  # the rows' mean, and the graph's where a consolidation re-centred
 
 # 5: the catalog, the labels and the gallery's spreads as tables of JSON shards; 4: heads with refinements (quick
 # enrolments); 3: the enrolment base and the gallery in shards (a release before them refuses it by its format,
@@ -137,7 +138,7 @@ def write_model(
     write_files: Callable[[Path], Mapping[str, Any]] | None = None,
     recipe: FeatureRecipe = LEGACY,
     center: np.ndarray | None = None,
-    graph_center: np.ndarray | None = None,
+    graph_center: np.ndarray | None = None,  # the ONNX graph's mean, where the rows are centred on `center` instead
     gallery: Gallery | GalleryRows | None = None,
     novelty: NoveltyModel | None = None,
     locked: bool = False,
@@ -150,7 +151,6 @@ def write_model(
     `write_files(staging_dir)` may add files of its own (each gets its sha256 in the manifest) and returns
     entries merged into the manifest. `builds_on`: the version this one changes (an enrolment's, a
     consolidation's), whose catalog, labels and spreads shards it links, writing only what changed.
-    `graph_center`: the mean the version's ONNX graph centres on, where the rows are centred on `center` instead.
     `keep_verified`: the bundle its verification loaded is what this process's next load of the version returns
     (an enrolment in a worker, which serves the version at once; see _JustWritten).
     """
@@ -165,9 +165,7 @@ def write_model(
         rows = None if gallery is None else gallery if isinstance(gallery, GalleryRows) else rows_of(gallery)
         tables = _write_tables(staging, head, catalog, rows, builds_on)
         spread = tables.pop("spread", None)
-        settings, recorded = _write_parts(
-            staging, head, builds_on, recipe=recipe, centers=(center, graph_center), novelty=novelty
-        )
+        settings, recorded = _write_parts(staging, head, builds_on, recipe, (center, graph_center), novelty)
         if rows is not None:  # a gallery that grew links the shards of the version it grew from
             recorded["gallery"] = write_gallery(staging, rows, spread)
         recorded.update(tables)
@@ -175,8 +173,6 @@ def write_model(
         files = _file_records(staging)
         blobs.share(store, staging, files)  # a file another version holds already costs no bytes
         manifest = _manifest(name, version, backbone, head=settings, files=files, extra={**recorded, **(extra or {})})
-        if graph_center is not None:
-            manifest["format"] = RECENTRED_FORMAT
         _write_json(staging / MANIFEST, {**manifest, **added})
         verified = load_model(staging)  # verified as a worker will verify it, before anything can serve it
         # in place, verified and current under the store's lock: never beside an enrolment, an activation or a prune
@@ -240,13 +236,12 @@ def _fingerprint(folder: Path) -> dict[str, tuple[int, ...]]:
 _just_written = _JustWritten()
 
 
-def _write_parts(
+def _write_parts(  # noqa: PLR0917
     staging: Path,
     head: ProductHead,
     builds_on: ModelBundle | None,
-    *,
     recipe: FeatureRecipe,
-    centers: tuple[np.ndarray | None, np.ndarray | None],
+    centers: Means,
     novelty: NoveltyModel | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's own files in `staging`; the manifest's `head` and the other manifest entries they need. The
@@ -271,6 +266,8 @@ def _write_parts(
         means = {"center": center} if graph_center is None else {"center": center, "graph_center": graph_center}
         save_arrays(staging / FEATURES_FILE, {key: np.asarray(mean, dtype=np.float32) for key, mean in means.items()})
         recorded["features"]["file"] = FEATURES_FILE
+    if graph_center is not None:
+        recorded["format"] = RECENTRED_FORMAT  # over _manifest's FORMAT: a release before it must refuse the version
     if novelty is not None:
         recorded["novelty"] = novelty.record()
     return settings, recorded
@@ -480,9 +477,6 @@ def _check_parts_fit(
         raise InvalidModel(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
     if novelty is not None and gallery is None:
         raise InvalidModel("a novelty score without its gallery")
-
-
-Means = tuple[np.ndarray | None, np.ndarray | None]  # the rows' mean, and the graph's where a consolidation re-centred
 
 
 def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, Means]:

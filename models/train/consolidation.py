@@ -343,7 +343,11 @@ def warn_if_centre_moved(moved: Mapping[str, float], centring: Recentring | None
     round (a quick one) kept it: the next round that chooses the classifiers again re-centres them."""
     shift = moved.get("feature_centre_moved", 0.0)
     if centring is not None:
-        logger.info("the products enrolled since moved the features' mean by %.2f: rows re-centred on it", shift)
+        logger.info(
+            "the products enrolled since moved the features' mean by %.2f: rows re-centred on it (a training, "
+            "`partsight train`, would also choose the feature recipe again on every product)",
+            shift,
+        )
     elif shift > RECENTRE_PAST:
         logger.warning(
             "the products enrolled since moved the features' mean by %.2f (past %.2f); this quick round kept it, "
