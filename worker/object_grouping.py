@@ -2,11 +2,12 @@
 under PARTSIGHT_OBJECT_GAP_MS and each looks like the one before it (cosine at or above the version's same-product
 similarity, models.answer.same_product); a camera that shows each part once gets one-frame objects.
 
-Each device's open object lives in Redis (its name, its newest frame's time and features, float16), so frames of
-one device answered by several workers at once still join one object: a window's frames of a device join through
-one compare-and-set on the object the worker read, and a worker that lost the race reads again. Each frame's object
-is remembered by its ledger key, so a frame tried again (a refused answer, a redelivery) keeps its object. A frame
-older than the device's newest one that joins nothing is an object of its own and leaves the device's object be.
+Each device's open object lives in Redis (its name, its newest frame's time and features, float16, with their
+feature space: a frame of another space is like none), so frames of one device answered by several workers at once
+still join one object: a window's frames of a device join through one compare-and-set on the object the worker read,
+and a worker that lost the race reads again. Each frame's object is remembered by its ledger key, so a frame tried
+again (a refused answer, a redelivery) keeps its object. A frame older than the device's newest one that joins
+nothing is an object of its own and leaves the device's object be.
 
 When a device's frame starts another object, the one before can take no more frames: the join marks it (`next` in
 its hash in worker.object_book, beside `joined`, the count of frames put in it) and names it to the caller, so it is

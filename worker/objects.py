@@ -67,7 +67,7 @@ class Objects:
         the worker does not group them (turned off)."""
         if self._grouping is None or not frames:
             return None
-        return self._grouping.assign(frames, self._same_product(model), str(getattr(model, "feature_space", "")))
+        return self._grouping.assign(frames, self._same_product(model), model.feature_space)
 
     def _same_product(self, model: Any) -> float | None:
         """The version's same-product similarity once it is computed (in the background: until then, each frame

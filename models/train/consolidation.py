@@ -78,7 +78,8 @@ def consolidate(
     base, trained = base_of(bundle)
     mean = rows_mean(bundle, base)
     moved = centre_moved(bundle, mean)
-    centring = recentring(bundle, mean) if search else None  # a quick round keeps the mean: it chooses nothing
+    # a quick round keeps the mean, and so does a round that cannot cross-validate (it keeps the novelty score too)
+    centring = recentring(bundle, mean) if search and cross_validated(base) else None
     if centring is not None:
         base = centring.base(base)
     refitted, choices = refit_whole(bundle, base, trained, search=search, centring=centring)
@@ -288,9 +289,8 @@ def refit_whole(
         gallery = centring.gallery(gallery)
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
-    _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
-    if photos.min() < 2:
+    if not cross_validated(base):
         refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
         refitted.report["classifiers_searched"] = False
         return refitted, choices
@@ -324,6 +324,12 @@ def refit_whole(
     else:
         fitted.report["structure_why"] = f"kept: {structure_why(choices)}"
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices
+
+
+def cross_validated(base: EnrolmentBase) -> bool:
+    """Whether a round can choose classifiers on `base`: every product has two real photos or more."""
+    _, photos = np.unique(base.products[~base.synthetic], return_counts=True)
+    return bool(photos.min() >= 2)
 
 
 def centre_moved(bundle: ModelBundle, mean: np.ndarray | None) -> dict[str, float]:
