@@ -171,7 +171,9 @@ def run_waiting(
 class ConsolidationBehind:
     """What a worker does after each quick enrolment, in a thread beside the enrolments: the consolidation's child
     process (worker.consolidator: `partsight models --consolidate`, niced, one BLAS thread) started again as soon as
-    the last one ended while current holds refinements. Counts the consolidations and their seconds."""
+    the last one ended while current holds refinements. Counts the consolidations and their seconds, and keeps each
+    child's log in `consolidations.log` beside the store (each round's kind, seconds and re-centring, to set beside
+    the enrolments that waited)."""
 
     def __init__(self, store: Path) -> None:
         from worker.consolidator import Consolidator
@@ -179,6 +181,7 @@ class ConsolidationBehind:
         self._consolidator = Consolidator(
             store, keep_versions=20, reload_now=lambda: None, announce=lambda v, r: None, run=self._child
         )
+        self._log = store.parent / "consolidations.log"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="consolidation-behind", daemon=True)
         self.runs: list[tuple[str, float]] = []
@@ -201,6 +204,8 @@ class ConsolidationBehind:
         while True:
             try:
                 out, err = child.communicate(timeout=1.0)  # its output read as it comes: a full pipe never stalls it
+                with self._log.open("a", encoding="utf-8") as log:
+                    log.write(err if isinstance(err, str) else err.decode(errors="replace"))
                 return subprocess.CompletedProcess(command, child.returncode, out, err)
             except subprocess.TimeoutExpired:
                 if self._stop.is_set():
