@@ -168,7 +168,7 @@ def finish(combined: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     return _l2(x).astype(np.float32)
 
 
-SHIFT_BLOCK_ROWS = 4096  # rows centre_shift reads at a time (float64: 100 MB at 3,120 features)
+SHIFT_BLOCK_ROWS = 4096  # rows uncentred_mean and recentre read at a time (float64: 100 MB at 3,120 features)
 
 
 def _lengths_before_centring(block: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -193,12 +193,6 @@ def uncentred_mean(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | 
         total += _lengths_before_centring(block, mean) @ block
     result: np.ndarray = total / max(len(picked), 1) + mean if len(picked) else mean.copy()
     return result
-
-
-def centre_shift(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | None = None) -> float:
-    """How far the mean of `finished` rows (those `rows` marks, else all) before centring lies from `center`, the
-    mean they were centred on (uncentred_mean)."""
-    return float(np.linalg.norm(uncentred_mean(finished, center, rows) - np.asarray(center, dtype=np.float64)))
 
 
 def recentre(finished: np.ndarray, old: np.ndarray, new: np.ndarray, dtype: type = np.float32) -> np.ndarray:

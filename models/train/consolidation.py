@@ -40,7 +40,7 @@ from models.train import enrolment as enrolment_module
 from models.train.enrolment import Refitted, base_of, refit_for_enrolment, stored_base_of, write_version
 from models.train.enrolment_base import Choices, EnrolmentBase
 from models.train.head_fitting import AUTO, FLAT_UP_TO_PRODUCTS, Search, fit_searched
-from models.train.recentring import RECENTRE_PAST, Recentring, recentring, rows_mean
+from models.train.recentring import RECENTRE_PAST, Recentring, mean_moved, recentring, rows_mean
 
 logger = logging.getLogger(__name__)
 
@@ -339,9 +339,8 @@ def centre_moved(bundle: ModelBundle, mean: np.ndarray | None) -> dict[str, floa
     training's, fitted on all its photos, until a round that searches re-centres them (models.train.recentring).
     Products of another kind moved it 0.35 (the digits enrolled onto Fashion-MNIST), new variants of trained
     families 0.003 at 1,020 parts."""
-    if bundle.center is None or mean is None:
-        return {}
-    return {"feature_centre_moved": round(float(np.linalg.norm(mean - bundle.center.astype(np.float64))), 4)}
+    moved = mean_moved(bundle, mean)
+    return {} if moved is None else {"feature_centre_moved": round(moved, 4)}
 
 
 def warn_if_centre_moved(moved: Mapping[str, float], centring: Recentring | None) -> None:

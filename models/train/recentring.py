@@ -87,13 +87,17 @@ def rows_mean(bundle: ModelBundle, base: EnrolmentBase) -> np.ndarray | None:
     return None if bundle.center is None else uncentred_mean(base.features, bundle.center, ~base.synthetic)
 
 
+def mean_moved(bundle: ModelBundle, mean: np.ndarray | None) -> float | None:
+    """How far `mean` (rows_mean) lies from the mean the version's rows are centred on; None for a recipe that does
+    not centre."""
+    return None if bundle.center is None or mean is None else float(np.linalg.norm(mean - bundle.center))
+
+
 def recentring(bundle: ModelBundle, mean: np.ndarray | None) -> Recentring | None:
     """The re-centring onto `mean` (rows_mean) that RECENTRE_PAST calls for, or None: a recipe that does not
     centre, or a mean that has moved less."""
-    if bundle.center is None or mean is None:
-        return None
-    moved = float(np.linalg.norm(mean - bundle.center.astype(np.float64)))
-    if moved < RECENTRE_PAST:
+    moved = mean_moved(bundle, mean)
+    if mean is None or bundle.center is None or moved is None or moved < RECENTRE_PAST:
         return None
     graph = bundle.center if bundle.graph_center is None else bundle.graph_center
     return Recentring(bundle.center, mean.astype(np.float32), graph, moved)

@@ -20,7 +20,7 @@ from models.answer.novelty import answered_index, novelty_inputs
 from models.bundle import ModelBundle, load_model, resolve, stored_gallery
 from models.errors import EnrolmentError, RefinementsFull, UnknownEnrolment
 from models.extract.decode import DecodeLimits
-from models.extract.recipe import centre_shift
+from models.extract.recipe import uncentred_mean
 from models.recognizer import Recognizer
 from models.store.blobs import store_bytes
 from models.store.enrolment_requests import (
@@ -765,7 +765,7 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     assert not chosen and bundle.head.structure == choices.structure
     assert bundle.manifest["consolidation"] and "kept" in stored_report(bundle)["structure_why"]
     rows, _ = base_of(enrolled)  # the mean the recipe centres on, moved by gauge-3's photos
-    moved = centre_shift(rows.features, enrolled.center, ~rows.synthetic)
+    moved = float(np.linalg.norm(uncentred_mean(rows.features, enrolled.center, ~rows.synthetic) - enrolled.center))
     assert stored_report(bundle)["feature_centre_moved"] == pytest.approx(moved, abs=1e-4) and moved > 0
     assert all(any(same_classifier(start, node) for start in starts) for node in enrolled.head.classifiers.values())
     assert best_guesses(store, digit_photos(3, 5, offset=40)).count("gauge-3") >= 4
@@ -1140,7 +1140,7 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
     from models.answer.gallery import product_spread, top_rows
     from models.answer.photo_index import GraphSearch
     from models.extract.engines import RecentredEngine
-    from models.extract.recipe import recentre, uncentred_mean
+    from models.extract.recipe import recentre
     from models.train import consolidation, recentring
 
     trained = load_model(store)
@@ -1148,7 +1148,7 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
     enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
     enrolled = load_model(store)
     rows, _ = base_of(enrolled)
-    moved = centre_shift(rows.features, trained.center, ~rows.synthetic)
+    moved = float(np.linalg.norm(uncentred_mean(rows.features, trained.center, ~rows.synthetic) - trained.center))
     monkeypatch.setattr(recentring, "RECENTRE_PAST", moved / 2)  # one product of 12 photos moves it little
     monkeypatch.setattr(gallery_rows, "INDEX_MIN_PHOTOS", 50)  # a photo index, as a gallery of 2,000 photos has
     assert consolidate(store, search=False).version is not None  # a quick round keeps the mean

@@ -210,7 +210,10 @@ def test_the_onnx_export_and_the_extractor_compute_the_recipe(
 
 
 def test_centre_shift_recovers_how_far_the_rows_mean_lies_from_the_one_they_were_centred_on() -> None:
-    from models.extract.recipe import centre_shift, finish
+    from models.extract.recipe import finish, uncentred_mean
+
+    def centre_shift(finished: np.ndarray, center: np.ndarray, rows: np.ndarray | None = None) -> float:
+        return float(np.linalg.norm(uncentred_mean(finished, center, rows) - center))
 
     rng = np.random.default_rng(0)
     recipe = FeatureRecipe(parts=("b10", "b14", "head"), power=True, center=True)
