@@ -320,7 +320,8 @@ def refit_whole(
     if structure == AUTO and fitted.head.structure == choices.structure:  # chosen again: the next ones keep it
         choices = replace(choices, structure_for=len(categories_of))
     elif structure == AUTO:  # another structure than the training's, whose classifiers (by node) enrolments refit
-        fitted.report["structure_why"] = f"chosen again; {choices.structure} kept for enrolments' refits"
+        why = fitted.report.get("structure_why", "")
+        fitted.report["structure_why"] = f"chosen again ({why}); {choices.structure} kept for enrolments' refits"
     else:
         fitted.report["structure_why"] = f"kept: {structure_why(choices)}"
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices

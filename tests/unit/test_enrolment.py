@@ -41,6 +41,7 @@ from models.train.consolidation import (
 from models.train.enrolment import base_of, enrol, stored_base_of
 from models.train.enrolment_base import BASE_FILE, BASE_PREFIX, Choices, EnrolmentBase, new_photo_columns
 from models.train.enrolment_runs import run_request
+from models.train.head_fitting import StructureChoice
 from models.train.quick_enrolment import GROUP_LIMIT
 from models.train.recentring import recentring, rows_mean
 from partsight import cli
@@ -787,7 +788,7 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     assert recorded.trained_version == choices.trained_version  # the training's otherwise
 
     other = "flat" if choices.structure == "category-first" else "category-first"
-    monkeypatch.setattr(head_fitting, "choose_structure", lambda *a, **k: (other, {}))
+    monkeypatch.setattr(head_fitting, "choose_structure", lambda *a, **k: StructureChoice(other, {}))
     enrol(store, "gauge-7", digit_photos(7, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
     assert consolidate(store).version is not None
     bundle = load_model(store)

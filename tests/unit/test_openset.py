@@ -12,7 +12,7 @@ from models.answer.gallery import build_gallery
 from models.answer.head import RECOGNIZED, UNKNOWN
 from models.answer.novelty import INPUTS
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
-from models.train.head_fitting import choose_structure, fit_model
+from models.train.head_fitting import choose_structure, fit_model, structure_preferred
 from models.train.open_set import FoldAnswers, calibrate_open_set, fold_answers
 from models.train.trainer import choose_recipe
 
@@ -211,13 +211,29 @@ def test_choose_structure_is_flat_with_one_category_and_scores_both_otherwise() 
     categories = np.array([one[p] for p in labels])
     synthetic = np.zeros(len(labels), dtype=bool)
     groups = np.arange(len(labels))
-    assert choose_structure(features, labels, categories, groups, synthetic, categories_of=one, seed=0) == ("flat", {})
+    alone = choose_structure(features, labels, categories, groups, synthetic, categories_of=one, seed=0)
+    assert alone.structure == "flat" and alone.scores == {}
     categories = np.array([categories_of[p] for p in labels])
-    structure, scores = choose_structure(
+    structure, scores, why = choose_structure(
         features, labels, categories, groups, synthetic, categories_of=categories_of, seed=0
     )
     assert set(scores) == {"flat", "category-first"} and all(0.0 <= s <= 1.0 for s in scores.values())
-    assert structure == ("category-first" if scores["category-first"] > scores["flat"] else "flat")
+    assert structure == ("category-first" if scores["category-first"] > scores["flat"] else "flat") and why
+
+
+def test_past_a_hundred_products_flat_must_be_significantly_better_than_category_first() -> None:
+    scores = {"flat": 0.71, "category-first": 0.70}
+    flat_right = np.array([True] * 60 + [False] * 40)
+    first_right = np.array([True] * 50 + [False] * 50)  # flat right on 10 photos more: 10 > 2 sqrt(10)
+    assert structure_preferred(scores, flat_right, first_right, products=400)[0] == "flat"
+    first_right[60:65] = True  # and 5 only category-first: 10 - 5 < 2 sqrt(15), within the folds' noise
+    structure, why = structure_preferred(scores, flat_right, first_right, products=400)
+    assert structure == "category-first" and "within the folds' noise" in why
+    assert structure_preferred(scores, flat_right, first_right, products=100)[0] == "flat"  # a tie, and simpler
+    assert structure_preferred({"flat": 0.70, "category-first": 0.70}, flat_right, first_right, 20)[0] == "flat"
+    better_first = {"flat": 0.70, "category-first": 0.72}
+    assert structure_preferred(better_first, flat_right, flat_right, products=20)[0] == "category-first"
+    assert structure_preferred(better_first, flat_right, flat_right, products=400)[0] == "category-first"
 
 
 def test_choose_recipe_picks_the_part_that_separates_the_products() -> None:
