@@ -199,6 +199,8 @@ SIGNIFICANT_SE = 2.0  # standard errors of the paired difference that make it si
 
 
 class StructureChoice(NamedTuple):
+    """The structure choose_structure chose, the scores it compared, and why (the report's `structure_why`)."""
+
     structure: str
     scores: dict[str, float]  # each structure's cross-validated macro-F1 (none when there was nothing to choose)
     why: str = ""
@@ -237,7 +239,8 @@ def choose_structure(
             return StructureChoice(FLAT, {}, "too few photos to cross-validate")
         scores[structure] = round(float(f1_score(cv.oof.labels, cv.oof.predicted, average="macro")), 4)
         right[structure] = cv.oof.predicted == cv.oof.labels
-    structure, why = structure_preferred(scores, right[FLAT], right[CATEGORY_FIRST], len(np.unique(labels)))
+    # the catalog's products (categories_of), not the sample's: a tuning sample of whole categories may hold fewer
+    structure, why = structure_preferred(scores, right[FLAT], right[CATEGORY_FIRST], len(categories_of))
     return StructureChoice(structure, scores, why)
 
 
@@ -327,6 +330,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
         structure, structure_scores, why = choose_structure(*sample, categories_of=categories_of, seed=seed)
         if structure_scores:
             report["structure_cv_macro_f1"] = structure_scores
+        if why:
             report["structure_why"] = why
     structure = resolve_structure(structure, categories)
     report["structure"] = structure
