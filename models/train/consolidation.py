@@ -302,7 +302,7 @@ def refit_whole(
         )
         refitted.report["classifiers_searched"] = False
         return refitted, choices
-    structure = structure_to_fit(choices, len(categories_of))
+    structure = structure_to_fit(choices, len(categories_of), bundle.head.structure)
     try:
         fitted = fit_searched(
             choices,
@@ -318,12 +318,13 @@ def refit_whole(
     except (TrainingError, InvalidModel) as exc:
         raise EnrolmentError(f"the head cannot be fitted on the rows: {exc}", "refit_failed") from exc
     if structure == AUTO and fitted.head.structure == choices.structure:  # chosen again: the next ones keep it
-        choices = replace(choices, structure_for=len(categories_of))
+        choices = replace(choices, structure_for=len(categories_of), head_structure_for=None)
     elif structure == AUTO:  # another structure than the training's, whose classifiers (by node) enrolments refit
+        choices = replace(choices, head_structure_for=len(categories_of))  # the next rounds keep it too
         why = fitted.report.get("structure_why", "")
         fitted.report["structure_why"] = f"chosen again ({why}); {choices.structure} kept for enrolments' refits"
     else:
-        fitted.report["structure_why"] = f"kept: {structure_why(choices)}"
+        fitted.report["structure_why"] = f"kept: {structure_why(choices, structure)}"
     return Refitted(fitted.head, fitted.novelty, gallery, fitted.report), choices
 
 
@@ -366,25 +367,36 @@ def warn_if_centre_moved(moved: Mapping[str, float], centring: Recentring | None
 STRUCTURE_KEPT_WITHIN = 1.5  # a consolidation keeps the structure chosen at n products while it has n/1.5 to 1.5n
 
 
-def structure_to_fit(choices: Choices, products: int) -> str:
+def structure_to_fit(choices: Choices, products: int, head: str | None = None) -> str:
     """The structure a consolidation fits over `products` products: the one the operator named; the one
     cross-validation chose, while the catalog has not grown or shrunk past STRUCTURE_KEPT_WITHIN times the size it
     was chosen at; else AUTO, chosen again as training chooses it (choose_structure: 68 s of a 371-s consolidation
-    at 1,003 parts). A flat head past FLAT_UP_TO_PRODUCTS is AUTO whoever chose it: it would not fit in memory.
-    A structure chosen again is recorded only where it is the training's (refit_whole): the choices' classifiers
-    are the training's nodes', which an enrolment's refit takes (models.train.enrolment.refit)."""
-    chosen_at = choices.structure_for
-    if choices.structure == FLAT and products > FLAT_UP_TO_PRODUCTS:
+    at 1,003 parts, 60 s of a 139-s one at 420). `head`: the version's head's structure, which a consolidation may
+    have chosen instead of the training's (`head_structure_for`): kept the same way. A flat head past
+    FLAT_UP_TO_PRODUCTS is AUTO whoever chose it: it would not fit in memory. A structure chosen again is recorded
+    as the choices' `structure_for` only where it is the training's (refit_whole): the choices' classifiers are the
+    training's nodes', which an enrolment's refit takes (models.train.enrolment.refit)."""
+    if FLAT in (choices.structure, head) and products > FLAT_UP_TO_PRODUCTS:
         return AUTO
+    if head is not None and head != choices.structure:  # chosen by a consolidation: kept near the size it was at
+        chosen_at = choices.head_structure_for
+        return head if chosen_at and _near(chosen_at, products) else AUTO
+    chosen_at = choices.structure_for
     if chosen_at == 0:
         return choices.structure
-    if chosen_at is None or not chosen_at / STRUCTURE_KEPT_WITHIN <= products <= chosen_at * STRUCTURE_KEPT_WITHIN:
+    if chosen_at is None or not _near(chosen_at, products):
         return AUTO
     return choices.structure
 
 
-def structure_why(choices: Choices) -> str:
+def _near(chosen_at: int, products: int) -> bool:
+    return chosen_at / STRUCTURE_KEPT_WITHIN <= products <= chosen_at * STRUCTURE_KEPT_WITHIN
+
+
+def structure_why(choices: Choices, structure: str) -> str:
     """Why the structure a consolidation kept is the one it is (for its report)."""
+    if structure != choices.structure:
+        return f"chosen again by cross-validation at {choices.head_structure_for} products"
     if choices.structure_for == 0:
         return "named by the operator at training"
     return f"chosen by cross-validation at {choices.structure_for} products"

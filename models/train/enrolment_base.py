@@ -163,6 +163,9 @@ class Choices:
     # catalog stays near that size: models.train.consolidation.structure_to_fit), 0 when the operator named it
     # (kept for good), None when not recorded (written before: a consolidation chooses again)
     structure_for: int | None = None
+    # A consolidation chose another structure than `structure` (the head's own, which quick rounds keep) by
+    # cross-validation at this many products: kept while the catalog stays near that size, as `structure_for` is
+    head_structure_for: int | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -189,6 +192,7 @@ class Choices:
             "seed": self.seed,
             "trained_version": self.trained_version,
             "structure_for": self.structure_for,
+            "head_structure_for": self.head_structure_for,
         }
 
     @classmethod
@@ -226,6 +230,7 @@ class Choices:
             seed=int(record["seed"]),
             trained_version=str(record.get("trained_version", "")),
             structure_for=None if record.get("structure_for") is None else int(record["structure_for"]),
+            head_structure_for=None if record.get("head_structure_for") is None else int(record["head_structure_for"]),
         )
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -793,12 +794,21 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     assert consolidate(store).version is not None
     bundle = load_model(store)
     assert bundle.head.structure == other and "chosen again" in stored_report(bundle)["structure_why"]
-    assert Choices.from_record(bundle.manifest["choices"]) == recorded  # the training's nodes, for refits
+    products = len(bundle.head.products)
+    again = replace(recorded, head_structure_for=products)  # the training's nodes kept, for refits
+    assert Choices.from_record(bundle.manifest["choices"]) == again
     enrol(store, "gauge-9", digit_photos(9, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
     quick = consolidate(store, search=False)  # a quick round keeps the structure chosen again, not the training's
     assert not quick.searched and load_model(store).head.structure == other
-    assert Choices.from_record(load_model(store).manifest["choices"]) == recorded
+    assert Choices.from_record(load_model(store).manifest["choices"]) == again
     assert best_guesses(store, digit_photos(9, 5, offset=40)).count("gauge-9") >= 4
+    monkeypatch.setattr(head_fitting, "choose_structure", lambda *a, **k: pytest.fail("chosen again"))
+    monkeypatch.setattr(consolidation, "STRUCTURE_KEPT_WITHIN", 1.5)
+    enrol(store, "gauge-6", digit_photos(6, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    assert consolidate(store, force=True).searched  # a round that searches keeps it too, near the size it was at
+    bundle = load_model(store)
+    assert bundle.head.structure == other and Choices.from_record(bundle.manifest["choices"]) == again
+    assert stored_report(bundle)["structure_why"] == f"kept: chosen again by cross-validation at {products} products"
 
 
 def same_classifier(one: Any, other: Any) -> bool:
@@ -831,6 +841,14 @@ def test_the_structure_a_consolidation_fits() -> None:
     flat = Choices(structure="flat", classifiers={}, structure_for=FLAT_UP_TO_PRODUCTS)
     assert structure_to_fit(flat, FLAT_UP_TO_PRODUCTS) == "flat"
     assert structure_to_fit(flat, FLAT_UP_TO_PRODUCTS + 1) == AUTO  # a flat node past the size it fits in memory
+    # a consolidation chose category-first over the training's flat head at 300 products: kept near that size
+    grown = Choices(structure="flat", classifiers={}, structure_for=10, head_structure_for=300)
+    assert structure_to_fit(grown, 450, "category-first") == "category-first"
+    assert structure_to_fit(grown, 451, "category-first") == structure_to_fit(grown, 199, "category-first") == AUTO
+    assert structure_to_fit(grown, 12, "flat") == "flat"  # the training's own, near the size it chose it at
+    assert structure_to_fit(replace(grown, head_structure_for=None), 300, "category-first") == AUTO  # not recorded
+    flat_head = Choices(structure="category-first", classifiers={}, structure_for=10, head_structure_for=2000)
+    assert structure_to_fit(flat_head, FLAT_UP_TO_PRODUCTS + 1, "flat") == AUTO
 
 
 def test_the_command_line_enrols_quickly_and_consolidates_on_request(
