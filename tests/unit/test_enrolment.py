@@ -404,10 +404,12 @@ def test_choices_round_trip() -> None:
         refuse_unseen=0.8,
         trained_version="v1",
         structure_for=12,
+        head_structure_for=300,
     )
     assert Choices.from_record(json.loads(json.dumps(choices.record()))) == choices
-    older = {key: value for key, value in choices.record().items() if key != "structure_for"}  # written before it
-    assert Choices.from_record(older).structure_for is None
+    newer = ("structure_for", "head_structure_for")
+    older = {key: value for key, value in choices.record().items() if key not in newer}  # written before them
+    assert Choices.from_record(older).structure_for is None and Choices.from_record(older).head_structure_for is None
 
 
 def test_the_request_store(tmp_path: Path) -> None:
