@@ -376,17 +376,16 @@ def structure_to_fit(choices: Choices, products: int, head: str | None = None) -
     FLAT_UP_TO_PRODUCTS is AUTO whoever chose it: it would not fit in memory. A structure chosen again is recorded
     as the choices' `structure_for` only where it is the training's (refit_whole): the choices' classifiers are the
     training's nodes', which an enrolment's refit takes (models.train.enrolment.refit)."""
-    if FLAT in (choices.structure, head) and products > FLAT_UP_TO_PRODUCTS:
+    named = choices.structure_for == 0  # by the operator, at training: kept for good
+    if head is None or head == choices.structure or named:
+        kept, chosen_at = choices.structure, choices.structure_for
+    else:  # chosen by a consolidation instead of the training's
+        kept, chosen_at = head, choices.head_structure_for
+    if kept == FLAT and products > FLAT_UP_TO_PRODUCTS:
         return AUTO
-    if head is not None and head != choices.structure:  # chosen by a consolidation: kept near the size it was at
-        chosen_at = choices.head_structure_for
-        return head if chosen_at and _near(chosen_at, products) else AUTO
-    chosen_at = choices.structure_for
-    if chosen_at == 0:
-        return choices.structure
-    if chosen_at is None or not _near(chosen_at, products):
-        return AUTO
-    return choices.structure
+    if named:
+        return kept
+    return kept if chosen_at and _near(chosen_at, products) else AUTO
 
 
 def _near(chosen_at: int, products: int) -> bool:

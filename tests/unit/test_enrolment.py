@@ -851,6 +851,10 @@ def test_the_structure_a_consolidation_fits() -> None:
     assert structure_to_fit(replace(grown, head_structure_for=None), 300, "category-first") == AUTO  # not recorded
     flat_head = Choices(structure="category-first", classifiers={}, structure_for=10, head_structure_for=2000)
     assert structure_to_fit(flat_head, FLAT_UP_TO_PRODUCTS + 1, "flat") == AUTO
+    grown_large = replace(grown, head_structure_for=FLAT_UP_TO_PRODUCTS)  # the training's flat past what fits ...
+    assert structure_to_fit(grown_large, FLAT_UP_TO_PRODUCTS + 1, "category-first") == "category-first"  # ... kept
+    named_other = replace(named, head_structure_for=None)
+    assert structure_to_fit(named_other, 10_000, "flat") == "category-first"  # the operator's, whatever the head
 
 
 def test_the_command_line_enrols_quickly_and_consolidates_on_request(
