@@ -811,6 +811,14 @@ def test_a_consolidation_keeps_the_structure_chosen_and_starts_each_node_from_th
     bundle = load_model(store)
     assert bundle.head.structure == other and Choices.from_record(bundle.manifest["choices"]) == again
     assert stored_report(bundle)["structure_why"] == f"kept: chosen again by cross-validation at {products} products"
+    from models.train import enrolment as enrolment_module
+
+    monkeypatch.setattr(enrolment_module, "MAX_REFINEMENTS", 0)  # an enrolment that refits every node itself ...
+    enrol(store, "gauge-8", digit_photos(8, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    bundle = load_model(store)
+    assert bundle.manifest["enrolment"]["mode"] == "refit" and bundle.head.structure == other  # ... keeps it too
+    assert Choices.from_record(bundle.manifest["choices"]) == again
+    assert best_guesses(store, digit_photos(8, 5, offset=40)).count("gauge-8") >= 4
 
 
 def same_classifier(one: Any, other: Any) -> bool:
