@@ -215,9 +215,11 @@ def choose_structure(
     *,
     categories_of: Mapping[str, str],
     seed: int,
+    products: int | None = None,
 ) -> StructureChoice:
     """Flat or category-first, by their cross-validated answers with the default classifier at every node (the
-    full search then runs once, on the structure chosen): structure_preferred."""
+    full search then runs once, on the structure chosen): structure_preferred. `products`: how many the head will
+    hold (default: those in `labels`; a tuning sample of whole categories may hold fewer)."""
     if len(np.unique(categories)) < 2:
         return StructureChoice(FLAT, {}, "one category")
     scores: dict[str, float] = {}
@@ -239,8 +241,8 @@ def choose_structure(
             return StructureChoice(FLAT, {}, "too few photos to cross-validate")
         scores[structure] = round(float(f1_score(cv.oof.labels, cv.oof.predicted, average="macro")), 4)
         right[structure] = cv.oof.predicted == cv.oof.labels
-    # the catalog's products (categories_of), not the sample's: a tuning sample of whole categories may hold fewer
-    structure, why = structure_preferred(scores, right[FLAT], right[CATEGORY_FIRST], len(categories_of))
+    products = len(np.unique(labels)) if products is None else products
+    structure, why = structure_preferred(scores, right[FLAT], right[CATEGORY_FIRST], products)
     return StructureChoice(structure, scores, why)
 
 
@@ -327,7 +329,9 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
         structure = CATEGORY_FIRST  # one classifier over them all would not fit in memory (FLAT_UP_TO_PRODUCTS)
         report["structure_why"] = f"more than {FLAT_UP_TO_PRODUCTS} products: category-first without trying flat"
     if structure == AUTO:
-        structure, structure_scores, why = choose_structure(*sample, categories_of=categories_of, seed=seed)
+        structure, structure_scores, why = choose_structure(
+            *sample, categories_of=categories_of, seed=seed, products=len(np.unique(all_labels))
+        )
         if structure_scores:
             report["structure_cv_macro_f1"] = structure_scores
         if why:
