@@ -295,11 +295,9 @@ def refit_whole(
         refitted.report["classifiers_searched"] = False
         return refitted, choices
     if not search and not (bundle.head.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS):
-        # quick: the head's own structure (one chosen again since the training too: the choices still name the
-        # training's, for enrolments), each node with the classifier the choices name for it, else the default
-        refitted = refit_for_enrolment(
-            bundle, base, replace(choices, structure=bundle.head.structure), bundle.catalog, gallery
-        )
+        # quick: the head's own structure (refit_for_enrolment), each node with the classifier the choices name
+        # for it, else the default
+        refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
         refitted.report["classifiers_searched"] = False
         return refitted, choices
     structure = structure_to_fit(choices, len(categories_of), bundle.head.structure)

@@ -544,11 +544,11 @@ def _refine_for_enrolment(
 def refit_for_enrolment(
     bundle: ModelBundle, grown: EnrolmentBase, choices: Choices, catalog: Catalog, gallery: GalleryRows | None = None
 ) -> Refitted:
-    """refit on the grown rows, in the head's structure where a consolidation chose it instead of the training's
-    (`head_structure_for`; its nodes the training did not have take the default classifier); EnrolmentError
-    `refit_failed` for rows a head cannot be fitted on (anything else is a bug, and propagates as itself)."""
+    """refit on the grown rows in the head's own structure (a consolidation may have chosen it instead of the
+    training's: its nodes the training did not have take the default classifier); EnrolmentError `refit_failed`
+    for rows a head cannot be fitted on (anything else is a bug, and propagates as itself)."""
     categories_of = {p: str(catalog[p]["category"]) for p in set(grown.products.tolist())}
-    if choices.head_structure_for and bundle.head.structure != choices.structure:
+    if bundle.head.structure != choices.structure:
         choices = replace(choices, structure=bundle.head.structure)
     try:
         return refit(
