@@ -622,6 +622,21 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
             assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}"
 
 
+def test_the_dashboard_has_a_row_for_objects_with_their_outcomes_frames_and_seconds() -> None:
+    panels = dashboard_builder().build()["panels"]
+    start = next(i for i, panel in enumerate(panels) if panel["type"] == "row" and panel["title"].startswith("Objects"))
+    end = next((i for i in range(start + 1, len(panels)) if panels[i]["type"] == "row"), len(panels))
+    exprs = " ".join(target["expr"] for panel in panels[start + 1 : end] for target in panel["targets"])
+    for metric in (
+        "partsight_worker_objects_total",
+        "partsight_worker_object_frames_sum",
+        "partsight_worker_object_decision_seconds_bucket",
+        "partsight_objects_open",
+        "partsight_object_events_unpublished",
+    ):
+        assert metric in exprs, metric
+
+
 def test_worker_images_keep_the_review_queue_in_the_shared_store() -> None:
     """An image default of its own would hide every worker's review items from the API and from each other."""
     for name in ("worker-cpu.Dockerfile", "worker-cuda.Dockerfile"):

@@ -129,6 +129,19 @@ def test_a_frame_on_a_line_is_answered_among_its_products_only() -> None:
     assert nothing.status == "unknown" and nothing.product is None and nothing.top_k == [] and nothing.matches == ()
 
 
+def test_on_a_line_the_novelty_score_still_refuses_a_product_that_is_none_of_its_own() -> None:
+    from dataclasses import replace
+
+    plain = small_answerer()
+    answerer = Answerer(plain.head, plain.gallery, replace(plain.novelty, threshold=0.5))
+    p1 = plain.gallery.features[:1]  # a photo of p1 itself: known to the model, but not made on this line
+    line = np.array([False, True, True, True])
+    free, on_line = answerer.answer(np.repeat(p1, 2, axis=0), allowed=[None, line])
+    assert (free.status, free.product, free.novel) == ("recognized", "p1", False), free
+    assert (on_line.status, on_line.product, on_line.novel) == ("unknown", None, True), on_line
+    assert on_line.top_k and on_line.top_k[0]["product"] != "p1"  # its best guess on the line, refused
+
+
 def test_a_frame_names_its_line_with_the_mqtt_user_property() -> None:
     def inbound(**properties: str) -> Inbound:
         return Inbound("partsight/cam/frame", b"\xff\xd8jpeg", {"frame_id": "f1", **properties})
