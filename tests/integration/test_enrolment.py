@@ -203,3 +203,45 @@ def test_a_burst_of_photos_over_mqtt_makes_one_version_a_product(own_stack, mode
     assert len(made["gauge-2"]) == len(made["gauge-5"]) == 1, made  # one version a product, not one a photo
     versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
     assert len(versions) == 1 + 2
+
+
+def test_a_worker_killed_in_the_middle_of_an_enrolment_leaves_its_device_one_outcome(
+    own_stack, model_store, tmp_path: Path
+) -> None:
+    """The worker takes the device's request and is killed before it can record a version (the test holds the
+    store's writer lock): its task comes back to the next worker, which carries it out and answers the device,
+    once. (A worker killed after recording the version and before answering is the same task coming back to a
+    request found done and not yet answered: tests/unit/test_enrolment.py.)"""
+    from models.store.versions import store_lock
+
+    store = tmp_path / "store"
+    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
+    stack = own_stack
+    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
+    stack.start()
+    device = "phone-killed"
+    before = {p.name for p in store.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()}
+    requests = EnrolmentStore(store)
+    with stack.listen(device) as listener:
+        client = publisher("127.0.0.1", stack.mqtt_port)
+        with store_lock(store, timeout_s=10):  # the worker's enrolment cannot write while the test holds it
+            properties = enrol_properties("killed-0", [("product", "gauge-4"), ("catalog", json.dumps(DIGIT_RECORD))])
+            client.publish(
+                f"{stack.topics.prefix}/{device}/enrol", digit_photos(4, 1)[0][1], qos=1, properties=properties
+            )
+            wait_for(requests.list, 30, "the worker storing the device's request")
+            time.sleep(1.5)  # past the photo window: it is waiting for the lock, or waiting to try again
+            assert stack.worker is not None
+            stack.worker.kill()
+            assert listener.for_frame("killed-0") == []  # nothing was carried out: nothing told
+        stack.start_worker()
+        topic, answer, _ = listener.wait_frame("killed-0", timeout=120)
+        assert topic.endswith("/result") and answer["type"] == "enrolment", answer
+        assert (answer["state"], answer["product"]) == ("done", "gauge-4"), answer
+        time.sleep(3)  # a second answer would come now
+        assert len(listener.for_frame("killed-0")) == 1, listener.for_frame("killed-0")
+        client.disconnect()
+    (request,) = requests.list()
+    assert request["state"] == "done" and requests.is_answered(request["id"]), request
+    made = {p.name for p in store.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()} - before
+    assert made == {answer["version"]}, made

@@ -89,6 +89,16 @@ def test_frames_of_one_object_get_one_event_when_three_agree(
         client.disconnect()
     decided = metric(stack.worker_port, "partsight_worker_objects_total", outcome="recognized", reason="agreed")
     assert decided is not None and decided >= 1
+    # the decided objects' frames and seconds to their decisions, one observation each
+    observed = metric(stack.worker_port, "partsight_worker_object_frames_count")
+    assert observed is not None and observed >= decided
+    assert (metric(stack.worker_port, "partsight_worker_object_frames_sum") or 0) >= 3 * decided
+    timed = metric(stack.worker_port, "partsight_worker_object_decision_seconds_count")
+    assert (
+        timed is not None
+        and timed >= decided
+        and (metric(stack.worker_port, "partsight_worker_object_decision_seconds_sum") or 0) > 0
+    )
     # the broker confirmed the events: the sweeper takes them off the outbox, so nothing is published again
     wait_for(lambda: metric(stack.worker_port, "partsight_object_events_unpublished") == 0, 10, "an empty outbox")
     assert not metric(stack.worker_port, "partsight_worker_object_events_republished_total")

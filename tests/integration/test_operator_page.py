@@ -292,13 +292,27 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     answer = try_until_version(page, first)
     assert answer["status"] == "unknown", answer
 
+    # that photo's card: its best guess accepted in one click, the frames labelled with it and enrolled
+    card = page.get_by_test_id("review-item").first
+    expect(card.get_by_test_id("review-meta")).to_contain_text(answer["frame_id"])
+    accept = card.get_by_test_id("review-accept")
+    guess = accept.get_attribute("data-product")
+    assert guess and guess in {entry["product"] for entry in answer["top_k"]}, (guess, answer["top_k"])
+    accept.click()
+    expect(page.get_by_test_id("review-item")).to_have_count(0)
+    expect(status).to_contain_text(f"as {guess}; enrolment")
+    accepted = get_json(stack, "/v1/review?status=labelled")["items"]
+    assert any(item["frame_id"] == answer["frame_id"] and item["label"] == guess for item in accepted), accepted
+    accepted_version = wait_enrolment(page, guess)
+    expect(page.get_by_test_id("count-version")).to_have_text(accepted_version)
+
     # a token without the admin scope: the page says what it may not do
     page.get_by_label("API token", exact=True).fill(CAMERA_TOKEN)
     page.get_by_test_id("token-save").click()
     expect(page.get_by_test_id("review-empty")).to_contain_text("may not see the review queue (403 forbidden")
     page.locator(f'[data-testid=model][data-version="{relabelled}"]').get_by_test_id("model-activate").click()
     expect(status).to_contain_text("does not have the right for that (403 forbidden)")
-    assert get_json(stack, "/v1/models")["current"] == first
+    assert get_json(stack, "/v1/models")["current"] == accepted_version
 
 
 def try_until_version(page: Page, version: str, timeout_s: float = 20.0) -> dict[str, Any]:
