@@ -139,3 +139,36 @@ def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch(
     record = result.record
     assert record["photos"]["stopping"] == 0 and record["photos"]["judging"] == 2  # one held out of each product
     assert [epoch["held_top1"] for epoch in record["epochs"]] == [None] * 3 and record["best_epoch"] == 3
+
+
+@pytest.mark.parametrize("loss", ["softmax", "cosine"])
+def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch(loss: str) -> None:
+    from itertools import count
+
+    from models.extract.backbones import get_backbone, load_network
+    from models.train.tuning import tune
+
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    photos = _small_photos(8, (200, 30, 30)) + _small_photos(8, (30, 40, 200))
+    labels = ["red"] * 8 + ["blue"] * 8
+    ticks = count(step=10.0)  # every look at the clock is ten seconds on: the first epoch passes a 15 s budget
+    options = TuneOptions(epochs=5, budget_s=15.0, margin=-1.0, loss=loss)
+    result = tune(
+        network,
+        lambda i: [photos[i]],
+        labels,
+        views=1,
+        mean=spec.mean,
+        std=spec.std,
+        options=options,
+        clock=lambda: next(ticks),
+    )
+    record = result.record
+    assert record["stopped"] == "budget" and len(record["epochs"]) == 1 and record["best_epoch"] == 1
+    assert record["loss"] == loss and result.kept and result.state  # the one epoch's weights, kept (margin -1)
+
+
+def test_an_unknown_tuning_loss_is_refused() -> None:
+    with pytest.raises(TrainingError, match="loss"):
+        TuneOptions(loss="triplet")
