@@ -37,8 +37,6 @@ from models.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("softmax", "cosine")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TuneOptions:
@@ -53,17 +51,12 @@ class TuneOptions:
     margin: float = 0.01  # the tuned probe must beat the frozen one by this (held-out top-1) to be kept
     seed: int = 0
     device: str = "cpu"  # or "cuda": where the network runs (the activations wait in memory, float16)
-    loss: str = "softmax"  # or "cosine": a cosine classifier with an additive margin (CosFace)
-    scale: float = 16.0  # the cosine classifier's logit scale
-    cosine_margin: float = 0.2  # subtracted from the true product's cosine in the loss
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.patience < 1 or self.copies < 0:
             raise TrainingError("tuning needs at least one epoch, a batch of two photos and a patience of one epoch")
         if not 0 < self.held_share < 1 or self.learning_rate <= 0:
             raise TrainingError("tuning's held-out share must be in (0, 1) and its learning rate above 0")
-        if self.loss not in LOSSES:
-            raise TrainingError(f"tuning's loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.budget_s is not None and self.budget_s <= 0:
             raise TrainingError(f"tuning's budget must be above 0 seconds, got {self.budget_s}")
 
@@ -179,7 +172,7 @@ def _probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y:
     return float((probe.predict(test_x) == test_y).mean()), probe
 
 
-def _top1(split: _Split, classifier: torch.nn.Module, activations: torch.Tensor, truth: np.ndarray) -> float:
+def _top1(split: _Split, classifier: torch.nn.Linear, activations: torch.Tensor, truth: np.ndarray) -> float:
     with torch.no_grad():
         x = torch.from_numpy(split.features(activations)).to(split.device)
         predicted = classifier(x).argmax(dim=1).cpu().numpy()
@@ -203,40 +196,9 @@ def _classifier_from(probe: Any, products: int) -> torch.nn.Linear:
     return classifier
 
 
-class CosineClassifier(torch.nn.Module):
-    """Logits `scale` x the cosine between a row and each product's weight vector: trained with a margin on the
-    true product's cosine (CosFace), it pulls a product's photos together and apart from the others'."""
-
-    def __init__(self, weight: torch.Tensor, scale: float) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(weight.clone())
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normalised = torch.nn.functional.normalize
-        return self.scale * normalised(x, dim=1) @ normalised(self.weight, dim=1).T
-
-
-def _cosine_from(linear: torch.nn.Linear, scale: float, seed: int) -> CosineClassifier:
-    """A cosine classifier pointing where the probe's classifier does (a product the probe never saw: at random)."""
-    weight = linear.weight.detach().clone()
-    unseen = weight.norm(dim=1) == 0
-    if unseen.any():
-        generator = torch.Generator().manual_seed(seed)
-        weight[unseen] = torch.randn(int(unseen.sum()), weight.shape[1], generator=generator) * 1e-2
-    return CosineClassifier(weight, scale)
-
-
-def _loss(logits: torch.Tensor, target: torch.Tensor, options: TuneOptions) -> torch.Tensor:
-    if options.loss == "cosine":
-        margin = options.scale * options.cosine_margin
-        logits = logits - margin * torch.nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)
-    return torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
-
-
 def _epochs(  # long: one loop, its batches, its held-out figure and its three ways to stop
     split: _Split,
-    classifier: torch.nn.Module,
+    classifier: torch.nn.Linear,
     fitted: tuple[list[torch.Tensor], torch.Tensor],
     held: tuple[torch.Tensor, np.ndarray],
     options: TuneOptions,
@@ -269,7 +231,7 @@ def _epochs(  # long: one loop, its batches, its held-out figure and its three w
             view = torch.randint(0, views, (len(rows),), generator=generator)
             x = torch.stack([fit_views[v][r] for v, r in zip(view.tolist(), rows.tolist(), strict=True)])
             target = y_fit[rows].to(split.device)
-            loss = _loss(classifier(split.tail(x)), target, options)
+            loss = torch.nn.functional.cross_entropy(classifier(split.tail(x)), target, label_smoothing=0.1)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -327,10 +289,7 @@ def tune(  # long: the trunk once, the probes, then the epochs with their early 
     y_fit, y_held = torch.from_numpy(y_all[fit_rows]).long(), y_all[held_rows]
     fit_x = split.features(fit_views[0])
     frozen, probe = _probe(fit_x, y_all[fit_rows], split.features(held_acts[judging]), y_held[judging])
-    classifier: torch.nn.Module = _classifier_from(probe, len(products))
-    if options.loss == "cosine":
-        classifier = _cosine_from(classifier, options.scale, options.seed)
-    classifier = classifier.to(options.device)
+    classifier = _classifier_from(probe, len(products)).to(options.device)
     best_state, best_epoch, curve, stopped = _epochs(
         split,
         classifier,
@@ -350,7 +309,6 @@ def tune(  # long: the trunk once, the probes, then the epochs with their early 
         "tuned_top1": round(tuned, 4),
         "margin": options.margin,
         "first_block": options.first_block,
-        "loss": options.loss,
         "best_epoch": best_epoch,
         "stopped": stopped,
         "photos": {
