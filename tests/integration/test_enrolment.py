@@ -138,12 +138,23 @@ def enrol_properties(frame_id: str, user: list[tuple[str, str]]):  # type: ignor
     return properties
 
 
-def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store, tmp_path: Path) -> None:
+def started_on_a_copy(stack, model_store: Path, tmp_path: Path, **env: str) -> Path:  # type: ignore[no-untyped-def]
+    """`stack` started on a copy of `model_store` (its enrolments write there), with `env` settings; the copy's
+    folder."""
     store = tmp_path / "store"
     shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
-    stack = own_stack
-    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
+    stack.env.update(PARTSIGHT_MODEL_DIR=str(store), **env)
     stack.start()
+    return store
+
+
+def versions_in(store: Path) -> list[str]:
+    """The versions a store holds (its folders with a manifest; `current` and `previous` are links)."""
+    return [p.name for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
+
+
+def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store, tmp_path: Path) -> None:
+    stack, store = own_stack, started_on_a_copy(own_stack, model_store, tmp_path)
     device = "phone-7"
     photos = digit_photos(7, 3)
     with stack.listen(device) as listener:
@@ -169,17 +180,13 @@ def test_a_device_enrols_over_mqtt_and_hears_the_outcome(own_stack, model_store,
         topic, copy, _ = listener.for_frame("enrol-unknown")[1]
         assert topic.endswith("/error") and copy["error"]["code"] == "unknown_product", copy
         client.disconnect()
-    versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
+    versions = versions_in(store)
     assert len(versions) == 1 + 3  # the trained one and one per photo
 
 
 def test_a_burst_of_photos_over_mqtt_makes_one_version_a_product(own_stack, model_store, tmp_path: Path) -> None:
     """Two products' photos sent one message each, without waiting: every message answered, one version each."""
-    store = tmp_path / "store"
-    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
-    stack = own_stack
-    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
-    stack.start()
+    stack, store = own_stack, started_on_a_copy(own_stack, model_store, tmp_path)
     device = "phone-9"
     sent = []
     with stack.listen(device) as listener:
@@ -201,7 +208,7 @@ def test_a_burst_of_photos_over_mqtt_makes_one_version_a_product(own_stack, mode
         made[answer["product"]].add(answer["version"])
     assert set(made) == {"gauge-2", "gauge-5"}
     assert len(made["gauge-2"]) == len(made["gauge-5"]) == 1, made  # one version a product, not one a photo
-    versions = [p for p in store.iterdir() if not p.is_symlink() and (p / "manifest.json").is_file()]
+    versions = versions_in(store)
     assert len(versions) == 1 + 2
 
 
@@ -214,13 +221,10 @@ def test_a_worker_killed_in_the_middle_of_an_enrolment_leaves_its_device_one_out
     request found done and not yet answered: tests/unit/test_enrolment.py.)"""
     from models.store.versions import store_lock
 
-    store = tmp_path / "store"
-    shutil.copytree(model_store, store, symlinks=True, ignore=shutil.ignore_patterns(".feature-cache"))
-    stack = own_stack
-    stack.env.update(PARTSIGHT_MODEL_DIR=str(store))
-    stack.start()
+    # no photo window: the task goes straight for the store's lock
+    stack, store = own_stack, started_on_a_copy(own_stack, model_store, tmp_path, PARTSIGHT_ENROL_WINDOW_S="0")
     device = "phone-killed"
-    before = {p.name for p in store.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()}
+    before = set(versions_in(store))
     requests = EnrolmentStore(store)
     with stack.listen(device) as listener:
         client = publisher("127.0.0.1", stack.mqtt_port)
@@ -230,7 +234,7 @@ def test_a_worker_killed_in_the_middle_of_an_enrolment_leaves_its_device_one_out
                 f"{stack.topics.prefix}/{device}/enrol", digit_photos(4, 1)[0][1], qos=1, properties=properties
             )
             wait_for(requests.list, 30, "the worker storing the device's request")
-            time.sleep(1.5)  # past the photo window: it is waiting for the lock, or waiting to try again
+            time.sleep(1.5)  # it waits for the lock (1 s), or to try again after it
             assert stack.worker is not None
             stack.worker.kill()
             assert listener.for_frame("killed-0") == []  # nothing was carried out: nothing told
@@ -238,10 +242,10 @@ def test_a_worker_killed_in_the_middle_of_an_enrolment_leaves_its_device_one_out
         topic, answer, _ = listener.wait_frame("killed-0", timeout=120)
         assert topic.endswith("/result") and answer["type"] == "enrolment", answer
         assert (answer["state"], answer["product"]) == ("done", "gauge-4"), answer
-        time.sleep(3)  # a second answer would come now
+        stack.wait_settled()  # nothing left that could answer again
         assert len(listener.for_frame("killed-0")) == 1, listener.for_frame("killed-0")
         client.disconnect()
     (request,) = requests.list()
     assert request["state"] == "done" and requests.is_answered(request["id"]), request
-    made = {p.name for p in store.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()} - before
+    made = set(versions_in(store)) - before
     assert made == {answer["version"]}, made

@@ -312,7 +312,8 @@ def test_operator_labels_a_frame_enrols_a_product_and_sees_it_recognised(
     expect(page.get_by_test_id("review-empty")).to_contain_text("may not see the review queue (403 forbidden")
     page.locator(f'[data-testid=model][data-version="{relabelled}"]').get_by_test_id("model-activate").click()
     expect(status).to_contain_text("does not have the right for that (403 forbidden)")
-    assert get_json(stack, "/v1/models")["current"] == accepted_version
+    # not activated (a consolidation of the accepted enrolment may have moved `current` on from it since)
+    assert get_json(stack, "/v1/models")["current"] != relabelled
 
 
 def try_until_version(page: Page, version: str, timeout_s: float = 20.0) -> dict[str, Any]:

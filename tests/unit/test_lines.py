@@ -135,11 +135,11 @@ def test_on_a_line_the_novelty_score_still_refuses_a_product_that_is_none_of_its
     plain = small_answerer()
     answerer = Answerer(plain.head, plain.gallery, replace(plain.novelty, threshold=0.5))
     p1 = plain.gallery.features[:1]  # a photo of p1 itself: known to the model, but not made on this line
-    line = np.array([False, True, True, True])
+    line = np.array([False, True, False, False])  # p2 alone: on the line its probability is 1, only novelty refuses
     free, on_line = answerer.answer(np.repeat(p1, 2, axis=0), allowed=[None, line])
     assert (free.status, free.product, free.novel) == ("recognized", "p1", False), free
     assert (on_line.status, on_line.product, on_line.novel) == ("unknown", None, True), on_line
-    assert on_line.top_k and on_line.top_k[0]["product"] != "p1"  # its best guess on the line, refused
+    assert on_line.top_k[0]["product"] == "p2" and on_line.top_k[0]["score"] == pytest.approx(1.0)
 
 
 def test_a_frame_names_its_line_with_the_mqtt_user_property() -> None:
