@@ -320,17 +320,18 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
+    head_products = np.unique(all_labels)  # the head's products, in its order
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
     report, sample = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
     report["target_precision"] = target_precision
-    if structure == AUTO and len(np.unique(all_labels)) > FLAT_UP_TO_PRODUCTS and len(np.unique(categories)) > 1:
+    if structure == AUTO and len(head_products) > FLAT_UP_TO_PRODUCTS and len(np.unique(categories)) > 1:
         structure = CATEGORY_FIRST  # one classifier over them all would not fit in memory (FLAT_UP_TO_PRODUCTS)
         report["structure_why"] = f"more than {FLAT_UP_TO_PRODUCTS} products: category-first without trying flat"
     if structure == AUTO:
         structure, structure_scores, why = choose_structure(
-            *sample, categories_of=categories_of, seed=seed, products=len(np.unique(all_labels))
+            *sample, categories_of=categories_of, seed=seed, products=len(head_products)
         )
         if structure_scores:
             report["structure_cv_macro_f1"] = structure_scores
@@ -360,8 +361,8 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
         oof, calibration, target_precision, product_threshold, category_threshold, report
     )
     head = ProductHead(
-        tuple(str(c) for c in np.unique(all_labels)),
-        tuple(categories_of[str(c)] for c in np.unique(all_labels)),
+        tuple(str(c) for c in head_products),
+        tuple(categories_of[str(c)] for c in head_products),
         fit_nodes(
             nodes,
             chosen,
