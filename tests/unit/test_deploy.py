@@ -592,11 +592,7 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
     for wanted in ("Errors by code", "Unknown ratio", "Results by category", "Devices: time since last frame"):
         assert wanted in titles
     rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
-    enrolment_row = next(
-        index for index, panel in enumerate(dashboard["panels"]) if panel["title"] == "Enrolment and API"
-    )
-    next_row = min(i for i, panel in enumerate(dashboard["panels"]) if i > enrolment_row and panel["type"] == "row")
-    in_row = {panel["title"]: panel for panel in dashboard["panels"][enrolment_row + 1 : next_row]}
+    in_row = {panel["title"]: panel for panel in panels_in_row(dashboard["panels"], "Enrolment and API")}
     assert set(in_row) == {
         "API requests by route and status",
         "API latency p50 and p99",
@@ -622,11 +618,16 @@ def test_the_dashboard_is_what_its_generator_makes() -> None:
             assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}"
 
 
-def test_the_dashboard_has_a_row_for_objects_with_their_outcomes_frames_and_seconds() -> None:
-    panels = dashboard_builder().build()["panels"]
-    start = next(i for i, panel in enumerate(panels) if panel["type"] == "row" and panel["title"].startswith("Objects"))
+def panels_in_row(panels: list[dict[str, Any]], title: str) -> list[dict[str, Any]]:
+    """The panels under the dashboard row titled `title`, up to the next row."""
+    start = next(i for i, panel in enumerate(panels) if panel["type"] == "row" and panel["title"] == title)
     end = next((i for i in range(start + 1, len(panels)) if panels[i]["type"] == "row"), len(panels))
-    exprs = " ".join(target["expr"] for panel in panels[start + 1 : end] for target in panel["targets"])
+    return panels[start + 1 : end]
+
+
+def test_the_dashboard_has_a_row_for_objects_with_their_outcomes_frames_and_seconds() -> None:
+    in_row = panels_in_row(dashboard_builder().build()["panels"], "Objects: one decision per part")
+    exprs = " ".join(target["expr"] for panel in in_row for target in panel["targets"])
     for metric in (
         "partsight_worker_objects_total",
         "partsight_worker_object_frames_sum",
