@@ -35,7 +35,7 @@ from models.store.review_items import (
     TOO_LARGE,
 )
 from models.store.review_location import ReviewSettings
-from models.store.review_s3 import S3Location, S3ReviewStore
+from models.store.review_s3 import S3Location, S3ReviewStore, connect
 from models.store.review_store import RESCAN_S, Added, ReviewStore
 from partsight.embedded import free_port, wait_port
 from worker.metrics import WorkerMetrics
@@ -246,6 +246,38 @@ def test_the_oldest_are_evicted_to_hold_count_and_bytes_and_the_expired_go_first
     added = keep(store, "fresh", b"x")
     assert added.evicted == {EXPIRED: 2} and (added.items, added.bytes) == (1, 1)
     assert frame_ids(store.list(status=ALL)) == ["fresh"] and len(keys(where)) == 2
+
+
+class CountingClient:
+    """The SDK client the store would make, counting the listings it sends (each is one or more requests)."""
+
+    def __init__(self, where: S3Location) -> None:
+        self._client = connect(where)
+        self.listings = 0
+
+    def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+        self.listings += 1
+        return self._client.list_objects(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_adds_list_the_bucket_only_when_the_view_is_stale_and_a_full_queue_evicts_from_it(where: S3Location) -> None:
+    """Issue 19: the S3 store listed its whole prefix on every add (about 20 requests at 10,000 items)."""
+    clock, client = Clock(), CountingClient(where)
+    store = S3ReviewStore(where, clock=clock, client=client, max_items=5, max_bytes=1 << 20, max_age_s=DAY)
+    evicted = []
+    for index in range(12):
+        clock.now += 0.01
+        evicted.append(sum(keep(store, f"f{index}").evicted.values()))
+    assert client.listings == 1  # the first add only: then the store's own view, for RESCAN_S
+    assert evicted == [0] * 5 + [1] * 7  # at its bound, each add evicts the oldest from that view
+    assert len(keys(where)) == 2 * 5  # five items left in the bucket, an image and an item.json each
+    clock.now += RESCAN_S + 1
+    keep(store, "late")
+    assert client.listings == 2  # a stale view is listed again (another worker may have added meanwhile)
+    assert frame_ids(store.list()) == ["late", "f11", "f10", "f9", "f8"]
 
 
 def test_a_restarted_store_and_another_process_see_the_same_items(where: S3Location) -> None:
