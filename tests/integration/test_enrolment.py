@@ -249,3 +249,33 @@ def test_a_worker_killed_in_the_middle_of_an_enrolment_leaves_its_device_one_out
     assert request["state"] == "done" and requests.is_answered(request["id"]), request
     made = set(versions_in(store)) - before
     assert made == {answer["version"]}, made
+
+
+def test_a_workers_enrolment_waits_for_a_writer_on_another_machine(own_stack, model_store, tmp_path: Path) -> None:
+    """The store's lock in Redis, as a writer on another node holds it (no flock here: that node's flock is not
+    ours): the worker's enrolment makes no version until it is released, then makes its one version."""
+    from models.store.writer_lock import KEY_PREFIX, store_id
+
+    stack, store = own_stack, started_on_a_copy(own_stack, model_store, tmp_path, PARTSIGHT_ENROL_WINDOW_S="0")
+    device = "phone-waits"
+    before = set(versions_in(store))
+    redis = redis_lib.Redis.from_url(stack.env["PARTSIGHT_REDIS_URL"], socket_timeout=5)
+    key = KEY_PREFIX + store_id(store)
+    redis.set(key, "a writer on another node", px=120_000)
+    try:
+        with stack.listen(device) as listener:
+            client = publisher("127.0.0.1", stack.mqtt_port)
+            properties = enrol_properties("waits-0", [("product", "gauge-6"), ("catalog", json.dumps(DIGIT_RECORD))])
+            client.publish(
+                f"{stack.topics.prefix}/{device}/enrol", digit_photos(6, 1)[0][1], qos=1, properties=properties
+            )
+            wait_for(EnrolmentStore(store).list, 30, "the worker storing the device's request")
+            time.sleep(3)  # long enough to have written a version, were it not waiting
+            assert set(versions_in(store)) == before and listener.for_frame("waits-0") == []
+            redis.delete(key)
+            topic, answer, _ = listener.wait_frame("waits-0", timeout=120)
+            client.disconnect()
+    finally:
+        redis.delete(key)
+    assert topic.endswith("/result") and (answer["state"], answer["product"]) == ("done", "gauge-6"), answer
+    assert set(versions_in(store)) - before == {answer["version"]}

@@ -4,6 +4,7 @@ a network volume is not to be trusted, so the writers here run with flock turned
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -86,6 +87,32 @@ def test_a_writer_that_lost_its_lock_makes_nothing_current(redis: ServerProcess,
     finally:
         versions.use_redis_lock(None)
         client.delete(KEY_PREFIX + store_id(store))
+
+
+def test_the_command_line_waits_for_a_writer_on_another_machine(redis: ServerProcess, tmp_path: Path) -> None:
+    """`partsight models --pin`, a store writer, with PARTSIGHT_REDIS_URL: it takes the store's lock in Redis, so
+    it waits while a writer on another node holds it (that node's flock is not ours), and pins once it is free."""
+    from models.store import retention
+
+    store = tmp_path / "store"
+    (store / "v1").mkdir(parents=True)
+    (store / "v1" / versions.MANIFEST).write_text("{}")
+    client = redis_lib.Redis.from_url(url_of(redis))
+    key = KEY_PREFIX + store_id(store)
+    client.set(key, "a writer on another node", px=60_000)
+    command = [sys.executable, "-m", "partsight.cli", "models", "--store", str(store), "--pin", "v1"]
+    env = {**os.environ, "PARTSIGHT_REDIS_URL": url_of(redis)}
+    pinning = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        assert pinning.poll() is None and retention.pinned_versions(store) == []  # waiting for the lock
+        client.delete(key)
+        output, _ = pinning.communicate(timeout=60)
+    finally:
+        pinning.kill()
+        client.delete(key)
+    assert pinning.returncode == 0, output
+    assert retention.pinned_versions(store) == ["v1"]
 
 
 def test_a_lock_held_past_its_ttl_is_renewed_and_the_next_writer_waits(redis: ServerProcess, tmp_path: Path) -> None:
