@@ -37,6 +37,19 @@ def put(store: Path, name: str, products: list[str] = (), categories: list[str] 
     )
 
 
+def versions_as_they_are(store: Path) -> tuple[str, list[tuple[str, int, int]]]:
+    """Where `current` points, and every file of every version with its size and modification time: a change of a
+    line must leave all of it as it was (a line is kept beside the versions, not in one)."""
+    files = [
+        (str(path.relative_to(store)), path.stat().st_size, path.stat().st_mtime_ns)
+        for folder in sorted(store.iterdir())
+        if folder.is_dir() and not folder.is_symlink() and (folder / "manifest.json").is_file()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
+    return os.readlink(store / "current"), files
+
+
 def test_lines_and_devices_are_kept_in_the_store(tmp_path: Path) -> None:
     line = put(tmp_path, "press-3", ["p1", "p2", "p1"], ["bags"])
     assert line.products == ("p1", "p2") and line.categories == ("bags",) and line.updated_at
@@ -216,6 +229,7 @@ def test_the_api_keeps_lines_and_devices_and_announces_each_change(tmp_path: Pat
     store = tmp_path / "store"
     store.mkdir()
     write_version(store, "v1", {"p1": "tops", "p2": "bags", "p3": "bags"})
+    versions = versions_as_they_are(store)
     api = Api(store)
 
     def put_json(path: str, body: Any, token: str = ADMIN) -> Any:
@@ -242,7 +256,7 @@ def test_the_api_keeps_lines_and_devices_and_announces_each_change(tmp_path: Pat
     assert put_json("/v1/devices/cam-7", {"line": None}).json()["line"] is None
     assert api.client.delete("/v1/lines/press-3", headers=bearer(ADMIN)).json()["deleted"]
     assert api.get("/v1/lines").json() == {"lines": []}
-    assert not list(store.glob("v*/lines.json"))  # kept beside the versions, in none of them
+    assert versions_as_they_are(store) == versions  # no version made, none touched
 
 
 def test_the_api_says_how_each_worker_ranks_a_line_for_its_current_edit(tmp_path: Path) -> None:
@@ -294,6 +308,7 @@ def test_the_lines_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     store = tmp_path / "store"
     store.mkdir()
     write_version(store, "v1", {"p1": "tops", "p2": "bags"})
+    versions = versions_as_they_are(store)
     base = ["lines", "--store", str(store)]
     assert main(base) == 0 and "no lines" in capsys.readouterr().out
     assert main([*base, "--set", "press-3", "--products", "p1, p2", "--categories", "bags"]) == 0
@@ -307,4 +322,5 @@ def test_the_lines_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main([*base, "--delete", "press-3"]) == 1 and "line_in_use" in capsys.readouterr().err
     assert main([*base, "--device", "cam-1", "--no-line"]) == 0
     assert main([*base, "--delete", "press-3"]) == 0
+    assert versions_as_they_are(store) == versions  # no version made, none touched
     assert main(["lines", "--store", str(tmp_path / "nowhere")]) == 2
