@@ -14,8 +14,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from models.extract.decode import decode_image
-from partsight.testing.harness import Listener, frame_properties, metric, publisher, wait_for
-from partsight.testing.stack import Stack
+from partsight.testing.harness import Listener, frame_properties, metric, publisher, scrape, wait_for
+from partsight.testing.stack import Stack, ready
 from worker.runtime import object_rule_of
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,56 @@ def test_frames_that_name_no_object_are_grouped_by_the_worker(
         assert event["frame_ids"] == parts[:1] and event["reason"] == "next_object" and event["product"] == product
         assert one_event(stack, listener, device, second)["reason"] == "gap"  # no part after it: its gap ends it
         client.disconnect()
+
+
+def results_published(port: int) -> float:
+    """The results a worker published, of every status and category."""
+    return sum(value for (name, _), value in scrape(port).items() if name == "partsight_worker_results_total")
+
+
+def test_objects_through_two_bridges_and_two_workers_get_one_event_each(
+    own_stack: Stack, recognizer: Any, camera_photos: list[tuple[Path, str]]
+) -> None:
+    """Bridges in a share group split a device's frames between them, and two workers answer them: an object's
+    frames cross both, and its state in Redis still makes exactly one event of the frames the device sent."""
+    from partsight.testing.harness import partsight
+    from partsight.testing.servers import free_port
+
+    image, product = a_sure_photo(recognizer, camera_photos)
+    stack = own_stack
+    stack.env["PARTSIGHT_SHARE_GROUP"] = "bridges"
+    stack.start()
+    bridge_port, worker_port = free_port(), free_port()
+    env = dict(stack.env, PARTSIGHT_BRIDGE_ID=stack.env["PARTSIGHT_BRIDGE_ID"] + "-b")
+    second_bridge = partsight("bridge", dict(env, PARTSIGHT_BRIDGE_METRICS_PORT=str(bridge_port)), stack.logs / "b.log")
+    worker_env = dict(stack.env, PARTSIGHT_WORKER_ID="second", PARTSIGHT_WORKER_METRICS_PORT=str(worker_port))
+    second_worker = partsight("worker", worker_env, stack.logs / "worker-second.log")
+    second_bridge.start()
+    second_worker.start()
+    try:
+        wait_for(lambda: metric(bridge_port, "partsight_bridge_mqtt_connected") == 1.0, 30, "second bridge")
+        wait_for(lambda: ready(worker_port), 90, "second worker")
+        device, names = "obj-shared", [f"shared-{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+        sent: dict[str, list[str]] = {name: [] for name in names}
+        with stack.listen(device) as listener:
+            client = publisher("127.0.0.1", stack.mqtt_port)
+            for index in range(4):  # the four objects' frames interleaved; each one's fourth frame ends it
+                for name in names:
+                    sent[name].append(send(stack, client, device, image, name, end=index == 3))
+            listener.wait_frames([f for frames in sent.values() for f in frames], timeout=120)
+            found = {name: one_event(stack, listener, device, name) for name in names}
+            stack.wait_settled()
+            assert all(len(events(stack, listener, device, name)) == 1 for name in names)  # still one each
+            client.disconnect()
+        for name, event in found.items():
+            assert event["product"] == product and event["reason"] in ("agreed", "object_end"), event
+            assert set(event["frame_ids"]) <= set(sent[name]) and len(event["frame_ids"]) >= 3, (event, sent[name])
+        enqueued = [
+            metric(port, "partsight_bridge_frames_enqueued_total") or 0 for port in (stack.bridge_port, bridge_port)
+        ]
+        assert all(count > 0 for count in enqueued) and sum(enqueued) == 16, enqueued  # both bridges took frames
+        answered = [results_published(port) for port in (stack.worker_port, worker_port)]
+        assert all(count > 0 for count in answered) and sum(answered) == 16, answered  # both workers answered
+    finally:
+        second_bridge.stop()
+        second_worker.stop()
