@@ -457,6 +457,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--datasets", default="fashion,digits", help="comma-separated: fashion, digits, parts")
     parser.add_argument("--shots", default="1,5,20,100", help="Fashion-MNIST photos per product, comma-separated")
+    parser.add_argument(
+        "--only-shots", default="", help="keep only these photos-per-product columns on every data set, e.g. 20"
+    )
     parser.add_argument("--full", action="store_true", help="also the whole Fashion-MNIST train split (60,000; slow)")
     parser.add_argument("--test", type=int, default=10000, help="Fashion-MNIST test photos (the split has 10,000)")
     parser.add_argument("--classifiers", default="logistic,linear_svm", help="what the tuned heads choose among")
@@ -502,6 +505,9 @@ def main() -> int:
         data = sets[name]()
         if name == "digits":
             data = DataSet(**{**data.__dict__, "shots": (*data.shots, 1000)})
+        if args.only_shots:
+            kept = {int(s) for s in args.only_shots.split(",") if s.strip()}
+            data = DataSet(**{**data.__dict__, "shots": tuple(k for k in data.shots if k in kept)})
         accuracy = [] if args.skip_accuracy else accuracy_rows(data, superset, flips, args, search)
         open_set = [] if args.skip_open_set else open_set_rows(data, superset, args, search)
         print(f"\n## {data.name}: {len(data.test_labels)} test photos, seed {args.seed}\n")
