@@ -454,7 +454,8 @@ def _train_tune_arguments(parser: argparse.ArgumentParser) -> None:
         "--tune",
         action="store_true",
         help="fine-tune the backbone's last blocks on these photos first, and keep the result only where it beats "
-        "the frozen backbone on held-out photos (a quarter of each product's)",
+        "the frozen backbone on held-out photos (two folds, each a quarter of each product's); a kept one is tuned "
+        "again on every photo",
     )
     parser.add_argument("--tune-epochs", type=int, default=10, help="epochs of tuning at most (it stops early)")
     parser.add_argument(

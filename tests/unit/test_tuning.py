@@ -13,23 +13,35 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.errors import TrainingError
-from models.train.tuning import TuneOptions, held_out, judging_half
+from models.train.tuning import TuneOptions, held_out_folds, judging_half
 from tests.unit.drawn import drawn_catalog
 
 
-def test_each_product_keeps_photos_to_fit_on_and_holds_out_about_a_quarter() -> None:
-    labels = np.array(["a"] * 8 + ["b"] * 2 + ["c"])
-    held = held_out(labels, 0.25, seed=3)
-    assert held[labels == "a"].sum() == 2 and held[labels == "b"].sum() == 1
-    assert not held[labels == "c"].any()  # a lone photo is only fitted on
-    assert (held_out(labels, 0.25, seed=3) == held).all()
+def test_each_fold_holds_out_about_a_quarter_of_each_product_and_keeps_photos_to_fit_on() -> None:
+    labels = np.array(["a"] * 8 + ["b"] * 2 + ["c"] + ["d"] * 3)
+    fold = held_out_folds(labels, 0.25, 2, seed=3)
+    assert [int((fold[labels == "a"] == f).sum()) for f in (-1, 0, 1)] == [4, 2, 2]  # disjoint quarters
+    assert [int((fold[labels == "b"] == f).sum()) for f in (-1, 0, 1)] == [0, 1, 1]  # each fold fits on the other
+    assert fold[labels == "c"].tolist() == [-1]  # a lone photo is only fitted on
+    assert [int((fold[labels == "d"] == f).sum()) for f in (-1, 0, 1)] == [1, 1, 1]
+    assert (held_out_folds(labels, 0.25, 2, seed=3) == fold).all()
+    assert held_out_folds(np.array(["e"] * 2), 0.25, 3, seed=0).tolist() in ([0, 1], [1, 0])  # a third fold: none
     judging = judging_half(np.array(["a", "a", "b", "a", "b", "c"]))
     assert judging.tolist() == [False, True, False, False, True, False]  # half of each product's judge; c only stops
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"epochs": 0}, {"held_share": 1.0}, {"learning_rate": 0.0}, {"budget_s": -5.0}, {"batch_size": 1}],
+    [
+        {"epochs": 0},
+        {"held_share": 1.0},
+        {"held_share": 0.5},  # two folds of half the photos leave none to fit on
+        {"folds": 0},
+        {"learning_rate": 0.0},
+        {"budget_s": -5.0},
+        {"batch_size": 1},
+        {"stop_on": "accuracy"},
+    ],
 )
 def test_settings_that_cannot_tune_are_refused_before_any_work(bad: dict[str, float]) -> None:
     with pytest.raises(TrainingError):
@@ -62,7 +74,8 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     kept = train(replace(base, tune=TuneOptions(epochs=2, margin=-1.0)))  # kept, whatever
     manifest = json.loads((kept / "manifest.json").read_text())
     tuning = manifest["training"]["tuning"]
-    assert tuning["kept"] is True and 1 <= len(tuning["epochs"]) <= 2 and tuning["photos"]["views"] == 5
+    assert tuning["kept"] is True and tuning["photos"]["views"] == 5 and len(tuning["folds"]) == 2
+    assert 1 <= len([epoch for epoch in tuning["epochs"] if epoch["fold"] == "all"]) <= 2  # then every photo
     assert manifest["backbone"]["weights_file"] == "backbone.pt" and "backbone.pt" in manifest["files"]
     assert manifest["backbone"]["weights_sha256"] == file_sha256(kept / "backbone.pt") != packaged
     photos = np.stack(
@@ -137,8 +150,14 @@ def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch(
     options = TuneOptions(epochs=3, patience=1, margin=-1.0)
     result = tune(network, lambda i: [photos[i]], labels, views=1, mean=spec.mean, std=spec.std, options=options)
     record = result.record
-    assert record["photos"]["stopping"] == 0 and record["photos"]["judging"] == 2  # one held out of each product
-    assert [epoch["held_top1"] for epoch in record["epochs"]] == [None] * 3 and record["best_epoch"] == 3
+    # each of the two folds holds out one photo of each product: nothing to stop on, two to judge
+    assert record["photos"]["stopping"] == 0 and [fold["judged"] for fold in record["folds"]] == [2, 2]
+    assert [(epoch["fold"], epoch["held_top1"]) for epoch in record["epochs"]] == [
+        *[(0, None)] * 3,
+        *[(1, None)] * 3,
+        *[("all", None)] * 3,  # kept (margin -1): the tuning on every photo, for the folds' three epochs
+    ]
+    assert record["best_epoch"] == 3 and record["tuned_on"] == "every photo" and record["photos"]["all"] == 10
 
 
 def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch() -> None:
@@ -165,4 +184,5 @@ def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epo
     )
     record = result.record
     assert record["stopped"] == "budget" and len(record["epochs"]) == 1 and record["best_epoch"] == 1
+    assert len(record["folds"]) == 1 and record["tuned_on"] == "the first fold"  # no time for the second, nor all
     assert result.kept and result.state  # the one epoch's weights, kept (margin -1)
