@@ -9,7 +9,8 @@ from the frozen network. Half of a fold's held-out photos stop it early (its bes
 other half judge it: a linear probe on its tuned features against one on the frozen features, both fitted on the
 fold's other photos. The tuning is kept only when the tuned probes, over every fold's judging photos, beat the
 frozen ones by `margin`; otherwise the version is trained on the frozen backbone, as without `--tune`. A kept
-tuning is then run once more on every photo, for the folds' median best epoch, and that network ships. Where no
+tuning is then run once more on every photo, for the folds' median best epoch (its cosine schedule annealing over
+those epochs), and that network ships. Where no
 product holds out two photos in a fold (five or fewer each), nothing stops it: every epoch runs and the held-out
 photos only judge. Without two products, or two photos of one, it does not tune at all. (Judged on the photos that
 chose the epoch, a first trial promised 94% where 2,000 test photos gave 81%.)
@@ -17,8 +18,9 @@ chose the epoch, a first trial promised 94% where 2,000 test photos gave 81%.)
 The blocks before `first_block` stay frozen, so their output is computed once per photo and copy (float16, in host
 memory) and an epoch runs only the tuned blocks, on the CPU or on a GPU (`device`). Batch norm keeps its ImageNet
 statistics: a few hundred photos cannot estimate new ones. `budget_s` bounds the tuning's time, the frozen blocks'
-pass included; it is looked at after each epoch (one always runs). A fold that passes it ends the tuning there: the
-verdict is the folds done so far, and the network returned is the first fold's best epoch.
+pass included; it is looked at after each epoch (one always runs) and after each fold. Once it is passed, the
+tuning ends: the verdict is the folds done so far, and the network returned is the first fold's best epoch (the run
+on every photo starts only within the budget, and one the budget cuts short was never judged, so it is not shipped).
 
 What it cannot see: a few judging photos per product make a noisy verdict (two folds double them); and the
 leave-products-out folds that calibrate the novelty score afterwards run on features the tuned blocks learned with
@@ -273,10 +275,10 @@ def _epochs(  # long: one loop, its batches, its held-out figures and its three 
         if score is None or score > best[0]:  # without stopping photos, the last epoch
             best = (best[0] if score is None else score, epoch, split.state())
         if epoch - best[1] >= options.patience:
-            return best[2] or {}, best[1], curve, "patience"
+            return best[2] or split.state(), best[1], curve, "patience"
         if options.budget_s is not None and clock() - started >= options.budget_s and epoch < options.epochs:
-            return best[2] or {}, best[1], curve, "budget"
-    return best[2] or {}, best[1], curve, "epochs"
+            return best[2] or split.state(), best[1], curve, "budget"
+    return best[2] or split.state(), best[1], curve, "epochs"  # a loss that was never a number: the last epoch
 
 
 @dataclass(frozen=True)
@@ -368,28 +370,31 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
     photos = _Photos(activations, names, y_all, split.features(activations[0]), len(products))
     frozen_state = split.state()
     folds: list[dict[str, Any]] = []
-    states: list[dict[str, torch.Tensor]] = []
-    every: dict[str, Any] | None  # the run on every photo, where there is one
+    first: dict[str, torch.Tensor] = {}  # the first fold's best state
+
+    def spent() -> bool:
+        return options.budget_s is not None and clock() - started >= options.budget_s
+
     for fold in range(options.folds):
         held_rows = np.flatnonzero(fold_of == fold)
         if len(held_rows):  # a fold few photos could not reach holds none out
             split.network.load_state_dict(frozen_state)
             state, record = _fold(split, photos, held_rows, options, clock=clock, started=started)
-            states.append(state)
+            first = first or state
             folds.append({"fold": fold, **record})
-            if record["stopped"] == "budget":
+            if spent():
                 break
     judged = sum(fold["judged"] for fold in folds)
     frozen = sum(fold["frozen_right"] for fold in folds) / judged
     tuned = sum(fold["tuned_right"] for fold in folds) / judged
     kept = tuned >= frozen + options.margin
     # unless it is kept with time left, the first fold's tuning is returned (the bench shows what it gives)
-    state, every = states[0], None
-    if kept and folds[-1]["stopped"] != "budget":  # the tuning that ships: every photo, the folds' epochs
+    state, shipped, runs, cut = first, folds[0], list(folds), spent()
+    if kept and not cut:  # the tuning that ships: every photo, the folds' epochs (its schedule annealing over them)
         epochs = max(1, round(float(np.median([fold["best_epoch"] for fold in folds]))))
         split.network.load_state_dict(frozen_state)
         classifier = _classifier_from(_fit_probe(photos.frozen, y_all), len(products)).to(options.device)
-        state, best, curve, stopped = _epochs(
+        every, best, curve, stopped = _epochs(
             split,
             classifier,
             (activations, np.arange(len(names)), torch.from_numpy(y_all).long()),
@@ -398,8 +403,10 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
             clock=clock,
             started=started,
         )
-        every = {"fold": "all", "best_epoch": best, "stopped": stopped, "epochs": curve}
-    shipped = every or folds[0]
+        runs.append({"fold": "all", "best_epoch": best, "stopped": stopped, "epochs": curve})
+        cut = stopped == "budget"  # cut short, it was never judged: the first fold's tuning ships
+        if not cut:
+            state, shipped = every, runs[-1]
     record = {
         "kept": kept,
         "frozen_top1": round(frozen, 4),  # a linear probe's, on every fold's judging photos
@@ -408,8 +415,8 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
         "first_block": options.first_block,
         "stop_on": options.stop_on,
         "best_epoch": shipped["best_epoch"],  # of the state returned
-        "stopped": folds[-1]["stopped"] if every is None else every["stopped"],
-        "tuned_on": "the first fold" if every is None else "every photo",
+        "stopped": "budget" if cut else shipped["stopped"],
+        "tuned_on": "every photo" if shipped is not folds[0] else "the first fold",
         "photos": {
             "all": len(names),
             "stopping": sum(fold["photos"]["stopping"] for fold in folds),
@@ -417,9 +424,7 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
             "views": views,
         },
         "folds": [{key: value for key, value in fold.items() if key != "epochs"} for fold in folds],
-        "epochs": [
-            {"fold": part["fold"], **epoch} for part in folds + ([every] if every else []) for epoch in part["epochs"]
-        ],
+        "epochs": [{"fold": run["fold"], **epoch} for run in runs for epoch in run["epochs"]],
         "seconds": round(clock() - started, 1),
     }
     logger.info(

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,3 +187,65 @@ def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epo
     assert record["stopped"] == "budget" and len(record["epochs"]) == 1 and record["best_epoch"] == 1
     assert len(record["folds"]) == 1 and record["tuned_on"] == "the first fold"  # no time for the second, nor all
     assert result.kept and result.state  # the one epoch's weights, kept (margin -1)
+
+
+def test_a_fold_that_ends_past_the_budget_ends_the_tuning() -> None:
+    """Fold 0 runs its one epoch to the end (stopped by `epochs`, not `budget`) past the budget: no second fold."""
+    from itertools import count
+
+    from models.extract.backbones import get_backbone, load_network
+    from models.train.tuning import tune
+
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    photos = _small_photos(8, (200, 30, 30)) + _small_photos(8, (30, 40, 200))
+    ticks = count(step=10.0)
+    options = TuneOptions(epochs=1, budget_s=15.0, margin=-1.0)
+    result = tune(
+        network,
+        lambda i: [photos[i]],
+        ["red"] * 8 + ["blue"] * 8,
+        views=1,
+        mean=spec.mean,
+        std=spec.std,
+        options=options,
+        clock=lambda: next(ticks),
+    )
+    record = result.record
+    assert [fold["stopped"] for fold in record["folds"]] == ["epochs"]  # the second fold never started
+    assert record["stopped"] == "budget" and record["tuned_on"] == "the first fold" and result.kept
+
+
+def test_a_run_on_every_photo_that_the_budget_cuts_short_is_not_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both folds within the budget; the run on every photo passes it after its first of three epochs: never
+    judged, it is not what ships (the first fold's network is)."""
+    import models.train.tuning as tuning
+    from models.extract.backbones import get_backbone, load_network
+
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    photos = _small_photos(5, (200, 30, 30)) + _small_photos(5, (30, 40, 200))
+    now = [0.0]
+    real_epochs = tuning._epochs
+
+    def epochs(*args: Any, **kwargs: Any) -> Any:
+        if len(args[2][1]) == len(photos):  # the run on every photo: the clock is past the budget from here on
+            now[0] += 1000.0
+        return real_epochs(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "_epochs", epochs)
+    options = TuneOptions(epochs=3, budget_s=500.0, margin=-1.0)
+    result = tuning.tune(
+        network,
+        lambda i: [photos[i]],
+        ["red"] * 5 + ["blue"] * 5,
+        views=1,
+        mean=spec.mean,
+        std=spec.std,
+        options=options,
+        clock=lambda: now[0],
+    )
+    record = result.record
+    assert [epoch["fold"] for epoch in record["epochs"]] == [0, 0, 0, 1, 1, 1, "all"]  # cut after one epoch
+    assert record["stopped"] == "budget" and record["tuned_on"] == "the first fold" and record["best_epoch"] == 3
+    assert result.kept and result.state
