@@ -201,7 +201,8 @@ def test_objects_through_two_bridges_and_two_workers_get_one_event_each(
 
     image, product = a_sure_photo(recognizer, camera_photos)
     stack = own_stack
-    stack.env["PARTSIGHT_SHARE_GROUP"] = "bridges"
+    # a task per frame, and one at a time per worker: neither worker can take every frame in one go
+    stack.env.update(PARTSIGHT_SHARE_GROUP="bridges", PARTSIGHT_WINDOW_FRAMES="1", PARTSIGHT_WORKER_CONCURRENCY="1")
     stack.start()
     bridge_port, worker_port = free_port(), free_port()
     env = dict(stack.env, PARTSIGHT_BRIDGE_ID=stack.env["PARTSIGHT_BRIDGE_ID"] + "-b")
