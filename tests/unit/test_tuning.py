@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import replace
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -161,28 +163,23 @@ def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch(
     assert record["best_epoch"] == 3 and record["tuned_on"] == "every photo" and record["photos"]["all"] == 10
 
 
-def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch() -> None:
-    from itertools import count
-
+def tuned_on_two_colours(each: int, options: TuneOptions, clock: Callable[[], float]) -> Any:
+    """`tune` on `each` small photos of a red and of a blue product, timed by `clock`."""
+    import models.train.tuning as tuning  # at call time: a test may have replaced one of its parts
     from models.extract.backbones import get_backbone, load_network
-    from models.train.tuning import tune
 
     spec = get_backbone("efficientnet_lite0")
     network, _ = load_network(spec)
-    photos = _small_photos(8, (200, 30, 30)) + _small_photos(8, (30, 40, 200))
-    labels = ["red"] * 8 + ["blue"] * 8
-    ticks = count(step=10.0)  # every look at the clock is ten seconds on: the first epoch passes a 15 s budget
-    options = TuneOptions(epochs=5, budget_s=15.0, margin=-1.0)
-    result = tune(
-        network,
-        lambda i: [photos[i]],
-        labels,
-        views=1,
-        mean=spec.mean,
-        std=spec.std,
-        options=options,
-        clock=lambda: next(ticks),
+    photos = _small_photos(each, (200, 30, 30)) + _small_photos(each, (30, 40, 200))
+    labels = ["red"] * each + ["blue"] * each
+    return tuning.tune(
+        network, lambda i: [photos[i]], labels, views=1, mean=spec.mean, std=spec.std, options=options, clock=clock
     )
+
+
+def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch() -> None:
+    ticks = count(step=10.0)  # every look at the clock is ten seconds on: the first epoch passes a 15 s budget
+    result = tuned_on_two_colours(8, TuneOptions(epochs=5, budget_s=15.0, margin=-1.0), lambda: next(ticks))
     record = result.record
     assert record["stopped"] == "budget" and len(record["epochs"]) == 1 and record["best_epoch"] == 1
     assert len(record["folds"]) == 1 and record["tuned_on"] == "the first fold"  # no time for the second, nor all
@@ -191,26 +188,8 @@ def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epo
 
 def test_a_fold_that_ends_past_the_budget_ends_the_tuning() -> None:
     """Fold 0 runs its one epoch to the end (stopped by `epochs`, not `budget`) past the budget: no second fold."""
-    from itertools import count
-
-    from models.extract.backbones import get_backbone, load_network
-    from models.train.tuning import tune
-
-    spec = get_backbone("efficientnet_lite0")
-    network, _ = load_network(spec)
-    photos = _small_photos(8, (200, 30, 30)) + _small_photos(8, (30, 40, 200))
     ticks = count(step=10.0)
-    options = TuneOptions(epochs=1, budget_s=15.0, margin=-1.0)
-    result = tune(
-        network,
-        lambda i: [photos[i]],
-        ["red"] * 8 + ["blue"] * 8,
-        views=1,
-        mean=spec.mean,
-        std=spec.std,
-        options=options,
-        clock=lambda: next(ticks),
-    )
+    result = tuned_on_two_colours(8, TuneOptions(epochs=1, budget_s=15.0, margin=-1.0), lambda: next(ticks))
     record = result.record
     assert [fold["stopped"] for fold in record["folds"]] == ["epochs"]  # the second fold never started
     assert record["stopped"] == "budget" and record["tuned_on"] == "the first fold" and result.kept
@@ -220,31 +199,17 @@ def test_a_run_on_every_photo_that_the_budget_cuts_short_is_not_shipped(monkeypa
     """Both folds within the budget; the run on every photo passes it after its first of three epochs: never
     judged, it is not what ships (the first fold's network is)."""
     import models.train.tuning as tuning
-    from models.extract.backbones import get_backbone, load_network
 
-    spec = get_backbone("efficientnet_lite0")
-    network, _ = load_network(spec)
-    photos = _small_photos(5, (200, 30, 30)) + _small_photos(5, (30, 40, 200))
     now = [0.0]
     real_epochs = tuning._epochs
 
     def epochs(*args: Any, **kwargs: Any) -> Any:
-        if len(args[2][1]) == len(photos):  # the run on every photo: the clock is past the budget from here on
+        if len(args[2][1]) == 10:  # the run on every photo: the clock is past the budget from here on
             now[0] += 1000.0
         return real_epochs(*args, **kwargs)
 
     monkeypatch.setattr(tuning, "_epochs", epochs)
-    options = TuneOptions(epochs=3, budget_s=500.0, margin=-1.0)
-    result = tuning.tune(
-        network,
-        lambda i: [photos[i]],
-        ["red"] * 5 + ["blue"] * 5,
-        views=1,
-        mean=spec.mean,
-        std=spec.std,
-        options=options,
-        clock=lambda: now[0],
-    )
+    result = tuned_on_two_colours(5, TuneOptions(epochs=3, budget_s=500.0, margin=-1.0), lambda: now[0])
     record = result.record
     assert [epoch["fold"] for epoch in record["epochs"]] == [0, 0, 0, 1, 1, 1, "all"]  # cut after one epoch
     assert record["stopped"] == "budget" and record["tuned_on"] == "the first fold" and record["best_epoch"] == 3
