@@ -14,7 +14,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from models.extract.decode import decode_image
-from partsight.testing.harness import Listener, frame_properties, metric, publisher, scrape, wait_for
+from partsight.testing.harness import Listener, frame_properties, metric, partsight, publisher, scrape, wait_for
+from partsight.testing.servers import free_port
 from partsight.testing.stack import Stack, ready
 from worker.runtime import object_rule_of
 
@@ -196,9 +197,6 @@ def test_objects_through_two_bridges_and_two_workers_get_one_event_each(
 ) -> None:
     """Bridges in a share group split a device's frames between them, and two workers answer them: an object's
     frames cross both, and its state in Redis still makes exactly one event of the frames the device sent."""
-    from partsight.testing.harness import partsight
-    from partsight.testing.servers import free_port
-
     image, product = a_sure_photo(recognizer, camera_photos)
     stack = own_stack
     # a task per frame, and one at a time per worker: neither worker can take every frame in one go

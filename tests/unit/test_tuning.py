@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import count
@@ -138,31 +139,6 @@ def _small_photos(count: int, colour: tuple[int, int, int]) -> list[np.ndarray]:
     return photos
 
 
-def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch() -> None:
-    from models.extract.backbones import get_backbone, load_network
-    from models.train.tuning import tune
-
-    spec = get_backbone("efficientnet_lite0")
-    network, _ = load_network(spec)
-    lone = [_small_photos(1, (200, 30, 30))[0], _small_photos(1, (30, 40, 200))[0]]
-    untuned = tune(network, lambda i: [lone[i]], ["red", "blue"], views=1, mean=spec.mean, std=spec.std)
-    assert not untuned.kept and untuned.state == {} and "two photos" in untuned.record["why"]
-
-    photos = _small_photos(5, (200, 30, 30)) + _small_photos(5, (30, 40, 200))
-    labels = ["red"] * 5 + ["blue"] * 5
-    options = TuneOptions(epochs=3, patience=1, margin=-1.0)
-    result = tune(network, lambda i: [photos[i]], labels, views=1, mean=spec.mean, std=spec.std, options=options)
-    record = result.record
-    # each of the two folds holds out one photo of each product: nothing to stop on, two to judge
-    assert record["photos"]["stopping"] == 0 and [fold["judged"] for fold in record["folds"]] == [2, 2]
-    assert [(epoch["fold"], epoch["held_top1"]) for epoch in record["epochs"]] == [
-        *[(0, None)] * 3,
-        *[(1, None)] * 3,
-        *[("all", None)] * 3,  # kept (margin -1): the tuning on every photo, for the folds' three epochs
-    ]
-    assert record["best_epoch"] == 3 and record["tuned_on"] == "every photo" and record["photos"]["all"] == 10
-
-
 def tuned_on_two_colours(each: int, options: TuneOptions, clock: Callable[[], float]) -> Any:
     """`tune` on `each` small photos of a red and of a blue product, timed by `clock`."""
     import models.train.tuning as tuning  # at call time: a test may have replaced one of its parts
@@ -175,6 +151,22 @@ def tuned_on_two_colours(each: int, options: TuneOptions, clock: Callable[[], fl
     return tuning.tune(
         network, lambda i: [photos[i]], labels, views=1, mean=spec.mean, std=spec.std, options=options, clock=clock
     )
+
+
+def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch() -> None:
+    untuned = tuned_on_two_colours(1, TuneOptions(), time.monotonic)
+    assert not untuned.kept and untuned.state == {} and "two photos" in untuned.record["why"]
+
+    result = tuned_on_two_colours(5, TuneOptions(epochs=3, patience=1, margin=-1.0), time.monotonic)
+    record = result.record
+    # each of the two folds holds out one photo of each product: nothing to stop on, two to judge
+    assert record["photos"]["stopping"] == 0 and [fold["judged"] for fold in record["folds"]] == [2, 2]
+    assert [(epoch["fold"], epoch["held_top1"]) for epoch in record["epochs"]] == [
+        *[(0, None)] * 3,
+        *[(1, None)] * 3,
+        *[("all", None)] * 3,  # kept (margin -1): the tuning on every photo, for the folds' three epochs
+    ]
+    assert record["best_epoch"] == 3 and record["tuned_on"] == "every photo" and record["photos"]["all"] == 10
 
 
 def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch() -> None:
