@@ -32,7 +32,7 @@ from models.train.node_fitting import (
     tune_node,
     tuning_sample,
 )
-from models.train.open_set import OpenSetCalibration, calibrate_open_set, fold_answers
+from models.train.open_set import HiddenFold, OpenSetCalibration, calibrate_open_set, fold_answers
 from models.train.report import confused_pairs, confused_with, evaluation
 
 logger = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class FittedHead:
     chosen: Mapping[str | None, tuple[Candidate, float]] | None = None  # each node's classifier and temperature
 
 
-def fit_model(  # long: 16 documented settings; the body is one call per step
+def fit_model(  # long: 17 documented settings; the body is one call per step
     features: np.ndarray,
     products: list[str],
     categories_of: dict[str, str],
@@ -300,6 +300,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     refuse_unseen: float | None = None,
     gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT,
     start: ProductHead | None = None,
+    hidden_folds: Sequence[HiddenFold] = (),
 ) -> FittedHead:
     """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown".
 
@@ -317,6 +318,9 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
 
     `start`: a head fitted before on most of these rows (a consolidation's version): when it has the structure
     fitted, each final fit starts from its node's classifier (fit_nodes).
+
+    `hidden_folds`: the leave-products-out folds of the novelty score are these (a tuned backbone's folds, each
+    with its own features of every row, from a network that never learned the products it hides).
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
@@ -324,7 +328,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
-    report, sample = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
+    report, sample, rows = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
     report["target_precision"] = target_precision
     if structure == AUTO and len(head_products) > FLAT_UP_TO_PRODUCTS and len(np.unique(categories)) > 1:
         structure = CATEGORY_FIRST  # one classifier over them all would not fit in memory (FLAT_UP_TO_PRODUCTS)
@@ -354,6 +358,7 @@ def fit_model(  # long: 16 documented settings; the body is one call per step
         refuse_unseen=refuse_unseen,
         target_precision=target_precision,
         gallery_per_product=gallery_per_product,
+        hidden_folds=[HiddenFold(fold.products, fold.features[rows]) for fold in hidden_folds],
     )
     if calibration is not None:
         report.update(calibration.report)
@@ -412,6 +417,7 @@ def fit_searched(  # noqa: PLR0917
     search: Search,
     show_progress: bool = False,
     start: ProductHead | None = None,
+    hidden_folds: Sequence[HiddenFold] = (),
 ) -> FittedHead:
     """fit_model with `settings` over the `search` given; the report says what was searched and why."""
     kinds, steps, why = search
@@ -433,6 +439,7 @@ def fit_searched(  # noqa: PLR0917
         refuse_unseen=settings.refuse_unseen,
         gallery_per_product=settings.gallery_per_product,
         start=start,
+        hidden_folds=hidden_folds,
     )
     fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
     return fitted
@@ -446,9 +453,10 @@ def _tuning_rows(  # noqa: PLR0917
     synthetic: np.ndarray,
     tuning_photos: int | None,
     seed: int,
-) -> tuple[dict[str, Any], Sample]:
-    """The report's counts, and the rows to choose and calibrate on: whole products of whole categories, up to
-    `tuning_photos` photos with their copies (all rows when there are fewer; models.train.node_fitting)."""
+) -> tuple[dict[str, Any], Sample, np.ndarray]:
+    """The report's counts, and the rows to choose and calibrate on (and which they are, a mask): whole products of
+    whole categories, up to `tuning_photos` photos with their copies (all rows when there are fewer;
+    models.train.node_fitting)."""
     report: dict[str, Any] = {
         "images": int((~synthetic).sum()),
         "synthetic_images": int(synthetic.sum()),
@@ -459,7 +467,8 @@ def _tuning_rows(  # noqa: PLR0917
         report["tuned_on_images"] = int((tuning & ~synthetic).sum())
         report["tuned_on_products"] = len(np.unique(labels[tuning]))
         report["tuned_on_categories"] = len(np.unique(categories[tuning]))
-    return report, Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
+    sample = Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
+    return report, sample, tuning
 
 
 class Sample(NamedTuple):
@@ -517,26 +526,41 @@ def _calibrate_novelty(
     refuse_unseen: float | None,
     target_precision: float,
     gallery_per_product: int,
+    hidden_folds: Sequence[HiddenFold],
 ) -> OpenSetCalibration | None:
-    """The novelty score fitted on leave-products-out folds; None without `refuse_unseen`, or with too few
-    products or photos to hide some."""
+    """The novelty score fitted on leave-products-out folds (`hidden_folds` where given: fold_answers); None
+    without `refuse_unseen`, or with too few products or photos to hide some."""
     if refuse_unseen is None:
         return None
-    answers = fold_answers(
-        sample.features,
-        sample.labels,
-        sample.groups,
-        sample.synthetic,
-        categories_of=categories_of,
-        structure=structure,
-        chosen=chosen,
-        seed=seed,
-        max_per_product=gallery_per_product,
-    )
+    answers, networks = None, "the shipped one's"
+    for folds in ([hidden_folds] if hidden_folds else []) + [()]:  # the tuning's folds, else every product once
+        answers = fold_answers(
+            sample.features,
+            sample.labels,
+            sample.groups,
+            sample.synthetic,
+            categories_of=categories_of,
+            structure=structure,
+            chosen=chosen,
+            seed=seed,
+            max_per_product=gallery_per_product,
+            hidden_folds=folds,
+        )
+        if answers is not None:
+            networks = (
+                f"the tuning's folds' ({len(folds)}), each hiding products it never learned" if folds else networks
+            )
+            break
+        if folds:
+            logger.warning(
+                "the tuning's folds cannot hide products here: the novelty score is fitted on the shipped features"
+            )
     if answers is None:
         logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
         return None
-    return calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
+    calibration = calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=target_precision)
+    calibration.report["open_set"]["networks"] = networks
+    return calibration
 
 
 def _shipped_thresholds(  # noqa: PLR0917

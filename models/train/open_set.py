@@ -13,9 +13,9 @@ only when that is right `target_precision` of the time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
@@ -59,6 +59,14 @@ class OpenSetCalibration:
         return with_operating_point(self.novelty, self.scores, self.unseen, refuse_unseen)
 
 
+class HiddenFold(NamedTuple):
+    """Every row's features from a network that never learned `products` (a tuning fold's, models.train.tuning):
+    a fold that hides them scores them as the shipped network will score a product it never learned."""
+
+    products: np.ndarray
+    features: np.ndarray
+
+
 def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     """The products each fold hides: shuffled, split into `folds` groups of near-equal size."""
     shuffled = np.random.default_rng(seed).permutation(products)
@@ -76,18 +84,23 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
     chosen: Mapping[str | None, tuple[Candidate, float]],
     seed: int,
     max_per_product: int,
+    hidden_folds: Sequence[HiddenFold] = (),
 ) -> FoldAnswers | None:
-    """Answers on the folds; None when the photos cannot make them (fewer than 3 products, or 2 photos each)."""
+    """Answers on the folds; None when the photos cannot make them (fewer than 3 products, or 2 photos each).
+
+    With `hidden_folds`, the folds are theirs: each hides its products and scores on its own features; otherwise
+    up to MAX_FOLDS folds hide every product once, on `features`."""
     real = np.flatnonzero(~synthetic)
     products, counts = np.unique(labels[real], return_counts=True)
-    folds = min(MAX_FOLDS, len(products), int(counts.min()))
-    if folds < 2 or len(products) - -(-len(products) // folds) < 2:  # each fold must leave two products
+    plan = _fold_plan(products, int(counts.min()), features, hidden_folds, seed)
+    if not plan:
         return None
     photo_splits = [
-        held for _, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(real, labels[real])
+        held
+        for _, held in StratifiedKFold(max(2, len(plan)), shuffle=True, random_state=seed).split(real, labels[real])
     ]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
-    for hidden, held_out in zip(product_groups(products, folds, seed), photo_splits, strict=True):
+    for (hidden, fold_x), held_out in zip(plan, photo_splits[: len(plan)], strict=True):
         unseen_rows = real[np.isin(labels[real], hidden)]
         known_rows = real[held_out][~np.isin(labels[real[held_out]], hidden)]
         train = ~np.isin(labels, hidden) & ~np.isin(groups, groups[known_rows])
@@ -95,14 +108,14 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         fold_structure = resolve_structure(structure, fold_categories)
         nodes = head_nodes(labels[train], fold_categories, fold_structure)
         picks = {node.scope: chosen.get(node.scope, (DEFAULT_CANDIDATE, 1.0)) for node in nodes}
-        fitted = fit_nodes(nodes, picks, features[train], seed)
+        fitted = fit_nodes(nodes, picks, fold_x[train], seed)
         head_products = tuple(str(p) for p in np.unique(labels[train]))
         head = ProductHead(
             head_products, tuple(categories_of[p] for p in head_products), fitted, structure=fold_structure
         )
         train_real = np.flatnonzero(train & ~synthetic)
         gallery = build_gallery(
-            features[train_real],
+            fold_x[train_real],
             labels[train_real],
             [""] * len(train_real),
             [""] * len(train_real),
@@ -111,7 +124,7 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
             seed=seed,
         )
         scored = np.concatenate([unseen_rows, known_rows])
-        x = features[scored]
+        x = fold_x[scored]
         probs = head.probabilities(x)
         best = gallery.best_by_product(gallery.similarities(x))
         answered = answered_index(probs, head.categories)
@@ -126,6 +139,21 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         collected["inputs"].append(novelty_inputs(probs, best, answered, gallery.spread_mean, gallery.spread_std))
         collected["predicted"].append(predicted)
     return FoldAnswers(**{name: np.concatenate(parts) for name, parts in collected.items()})
+
+
+def _fold_plan(
+    products: np.ndarray, fewest_photos: int, features: np.ndarray, hidden_folds: Sequence[HiddenFold], seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each fold's hidden products and the features it scores on; none when no fold can be made (each must hide a
+    product and leave two, and every product needs a photo per fold)."""
+    if hidden_folds:
+        plan = [(np.intersect1d(fold.products, products), fold.features) for fold in hidden_folds]
+        plan = [(hidden, x) for hidden, x in plan if len(hidden) and len(products) - len(hidden) >= 2]
+        return plan if fewest_photos >= max(2, len(plan)) else []
+    folds = min(MAX_FOLDS, len(products), fewest_photos)
+    if folds < 2 or len(products) - -(-len(products) // folds) < 2:  # each fold must leave two products
+        return []
+    return [(group, features) for group in product_groups(products, folds, seed)]
 
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:

@@ -63,8 +63,9 @@ from models.train.node_fitting import (
     tune_node,
     tuning_sample,
 )
+from models.train.open_set import HiddenFold
 from models.train.report import write_report
-from models.train.tuning import TuneOptions, tune
+from models.train.tuning import FoldNetwork, TuneOptions, tune
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     catalog = load_catalog(options.catalog)
     images = scan_images(options.images, catalog)
     spec = get_backbone(options.backbone)
-    tuned, tuning = _tuned_weights(options, spec, images, workdir)
+    tuned, tuning, tuning_folds = _tuned_weights(options, spec, images, workdir)
     weights = tuned or options.weights
     extractor = FeatureExtractor(spec, weights=weights, device=options.device, cpu_threads=None, superset=True)
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
@@ -305,7 +306,9 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     data = TrainingSet(
         features[:0], data.products, data.groups, data.synthetic
     )  # the superset rows go: 650 MB at 50,000
-    fitted = _fit_head(options, features, data, catalog)
+    hidden = _hidden_folds(options, spec, images, augmenter, recipe, tuning_folds, workdir)
+    fitted = _fit_head(options, features, data, catalog, hidden)
+    del hidden
     head, report = fitted.head, fitted.report
     version = new_version()
     paths, digests = photo_ids(images, options.images)
@@ -365,11 +368,12 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
 
 def _tuned_weights(
     options: TrainOptions, spec: BackboneSpec, images: Sequence[LabelledImage], workdir: Path
-) -> tuple[Path | None, dict[str, Any] | None]:
+) -> tuple[Path | None, dict[str, Any] | None, tuple[FoldNetwork, ...]]:
     """The tuned backbone's weights file where the options ask for tuning and it beat the frozen backbone (None:
-    the frozen weights), and what the tuning measured (None: not asked for)."""
+    the frozen weights), what the tuning measured (None: not asked for), and its folds' networks where it is kept
+    (each never learned the products it hid)."""
     if options.tune is None:
-        return None, None
+        return None, None, ()
     import torch  # noqa: PLC0415  # training imports torch anyway; said here where it is used
 
     network, _ = load_network(spec, options.weights)
@@ -395,10 +399,40 @@ def _tuned_weights(
         options=replace(options.tune, device=str(choose_device(options.device))),  # a GPU where training has one
     )
     if not result.kept:
-        return None, result.record
+        return None, result.record, ()
     path = workdir / TUNED_WEIGHTS_FILE
     torch.save(result.state, path)
-    return path, result.record
+    return path, result.record, result.folds
+
+
+def _hidden_folds(  # noqa: PLR0917
+    options: TrainOptions,
+    spec: BackboneSpec,
+    images: list[LabelledImage],
+    augmenter: Augmenter | None,
+    recipe: FeatureRecipe,
+    folds: Sequence[FoldNetwork],
+    workdir: Path,
+) -> list[HiddenFold]:
+    """Every row's finished features from each tuning fold's network (the rows extract_features makes, with the
+    recipe chosen), to calibrate the novelty score on products a network never learned; none untuned."""
+    import torch  # noqa: PLC0415  # as in _tuned_weights
+
+    hidden: list[HiddenFold] = []
+    for index, fold in enumerate(folds):
+        path = workdir / f"fold-{index}.pt"
+        torch.save(fold.state, path)
+        logger.info("features from tuning fold %d's network, which never learned %d products", index, len(fold.hidden))
+        extractor = FeatureExtractor(spec, weights=path, device=options.device, cpu_threads=None, superset=True)
+        data = extract_features(
+            images, extractor, batch_size=options.batch_size, show_progress=options.show_progress, augmenter=augmenter
+        )
+        combined = combine_parts(data.features, recipe)
+        center = fit_center(combined[~data.synthetic], recipe)
+        del data, extractor  # the superset rows
+        hidden.append(HiddenFold(np.asarray(fold.hidden), finish(combined, center)))
+        path.unlink()
+    return hidden
 
 
 def _recipe_and_features(
@@ -430,8 +464,11 @@ def _augmenter(options: TrainOptions) -> Augmenter | None:
     )
 
 
-def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog) -> FittedHead:
-    """The head fitted with the options' settings, on the finished features."""
+def _fit_head(
+    options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog, hidden: Sequence[HiddenFold]
+) -> FittedHead:
+    """The head fitted with the options' settings, on the finished features (the novelty score on `hidden`'s
+    folds where the tuning made them)."""
     products = len(set(np.asarray(data.products).tolist()))
     return fit_searched(
         options,
@@ -443,6 +480,7 @@ def _fit_head(options: TrainOptions, features: np.ndarray, data: TrainingSet, ca
         structure=options.structure,
         search=search_for(products, options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
+        hidden_folds=hidden,
     )
 
 

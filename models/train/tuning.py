@@ -22,9 +22,12 @@ pass included; it is looked at after each epoch (one always runs) and after each
 tuning ends: the verdict is the folds done so far, and the network returned is the first fold's best epoch (the run
 on every photo starts only within the budget, and one the budget cuts short was never judged, so it is not shipped).
 
-What it cannot see: a few judging photos per product make a noisy verdict (two folds double them); and the
-leave-products-out folds that calibrate the novelty score afterwards run on features the tuned blocks learned with
-every product, the hidden ones included.
+Each fold also never learns `hide_share` of the products (its own, disjoint from the other folds'): the training
+calibrates the novelty score on each fold's network with those products hidden, so they are as new to it as a
+never-seen product is to the shipped network (calibrated on the shipped network, whose blocks learned every
+product, the novelty score promised refusals that never-seen products did not get).
+
+What it cannot see: a few judging photos per product make a noisy verdict (two folds double them).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class TuneOptions:
     learning_rate: float = 3e-4  # the tuned blocks'; the linear classifier's is ten times this
     batch_size: int = 32
     held_share: float = 0.25  # of each product's photos, in each fold (products with one photo are all fitted on)
+    hide_share: float = 0.2  # of the products, each fold never learns (the novelty score is calibrated on them)
     folds: int = 2  # held-out folds, each tuned apart: the verdict is theirs together, then one run on every photo
     patience: int = 3  # epochs without a better held-out figure before it stops
     budget_s: float | None = None  # stop after this many seconds of tuning (the best epoch so far is kept)
@@ -73,6 +77,8 @@ class TuneOptions:
             raise TrainingError(
                 "tuning's held-out share times its folds must be in (0, 1), and its learning rate above 0"
             )
+        if not 0 <= self.hide_share * self.folds < 1:
+            raise TrainingError("tuning's hidden share of products times its folds must be in [0, 1)")
         if self.budget_s is not None and self.budget_s <= 0:
             raise TrainingError(f"tuning's budget must be above 0 seconds, got {self.budget_s}")
         if self.stop_on not in STOP_ON:
@@ -80,10 +86,30 @@ class TuneOptions:
 
 
 @dataclass(frozen=True)
+class FoldNetwork:
+    """A fold's tuned network and the products it never learned: never-seen products for it, as they will be for
+    the shipped network."""
+
+    hidden: tuple[str, ...]
+    state: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
 class TuneResult:
     kept: bool  # it beat the frozen backbone by the margin: train on `state`
     state: dict[str, torch.Tensor]  # the whole tuned network's weights (its best epoch), kept or not; {} untuned
     record: dict[str, Any] = field(default_factory=dict)  # what the report says about it
+    folds: tuple[FoldNetwork, ...] = ()  # the folds that hid products, each with its best state
+
+
+def hidden_products(products: int, share: float, folds: int, seed: int) -> list[np.ndarray]:
+    """The product indices each fold never learns: disjoint groups of `share` of the products (rounded down), none
+    while that leaves no product to hide or fewer than two to learn."""
+    count = int(share * products)
+    if count < 1 or products - count < 2:
+        return [np.zeros(0, dtype=int) for _ in range(folds)]
+    order = np.random.default_rng(seed + 1).permutation(products)
+    return [np.sort(order[index * count : (index + 1) * count]) for index in range(folds)]
 
 
 def held_out_folds(labels: np.ndarray, share: float, folds: int, seed: int) -> np.ndarray:
@@ -298,13 +324,15 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
     held_rows: np.ndarray,
     options: TuneOptions,
     *,
+    hidden: np.ndarray,
     clock: Callable[[], float],
     started: float,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tune from the frozen network on every photo but `held_rows`: half of those stop it (two or more of a
+    """Tune from the frozen network on every photo but `held_rows` and those of the `hidden` products (none of them
+    held out: the fold neither learns nor judges them): half of the held-out photos stop it (two or more of a
     product's), the other half judge it against the frozen network, each by a linear probe fitted on the other
     photos. Its best state, and its record (`judged`: the judging photos, `frozen_right`, `tuned_right`)."""
-    fit_rows = np.setdiff1d(np.arange(len(photos.y)), held_rows)
+    fit_rows = np.setdiff1d(np.flatnonzero(~np.isin(photos.y, hidden)), held_rows)
     judging = judging_half(photos.names[held_rows])
     if not judging.any():  # no product held out two photos: none stop it (every epoch runs), all judge
         judging = np.ones(len(held_rows), dtype=bool)
@@ -336,6 +364,7 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
         "tuned_right": round(tuned * judged),
         "best_epoch": best_epoch,
         "stopped": stopped,
+        "hidden_products": len(hidden),
         "photos": {"fit": len(fit_rows), "stopping": int(stopping.sum()), "judging": judged},
         "epochs": curve,
     }
@@ -370,18 +399,22 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
     photos = _Photos(activations, names, y_all, split.features(activations[0]), len(products))
     frozen_state = split.state()
     folds: list[dict[str, Any]] = []
+    networks: list[FoldNetwork] = []
     first: dict[str, torch.Tensor] = {}  # the first fold's best state
+    hidden = hidden_products(len(products), options.hide_share, options.folds, options.seed)
 
     def spent() -> bool:
         return options.budget_s is not None and clock() - started >= options.budget_s
 
     for fold in range(options.folds):
-        held_rows = np.flatnonzero(fold_of == fold)
+        held_rows = np.flatnonzero((fold_of == fold) & ~np.isin(y_all, hidden[fold]))
         if len(held_rows):  # a fold few photos could not reach holds none out
             split.network.load_state_dict(frozen_state)
-            state, record = _fold(split, photos, held_rows, options, clock=clock, started=started)
+            state, record = _fold(split, photos, held_rows, options, hidden=hidden[fold], clock=clock, started=started)
             first = first or state
             folds.append({"fold": fold, **record})
+            if len(hidden[fold]):
+                networks.append(FoldNetwork(tuple(str(p) for p in products[hidden[fold]]), state))
             if spent():
                 break
     judged = sum(fold["judged"] for fold in folds)
@@ -434,4 +467,4 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
         tuned,
         "kept" if kept else "not kept, the frozen backbone is used",
     )
-    return TuneResult(kept, state, record)
+    return TuneResult(kept, state, record, tuple(networks))

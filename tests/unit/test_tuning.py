@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.errors import TrainingError
-from models.train.tuning import TuneOptions, held_out_folds, judging_half
+from models.train.tuning import TuneOptions, held_out_folds, hidden_products, judging_half
 from tests.unit.drawn import drawn_catalog
 
 
@@ -34,6 +34,16 @@ def test_each_fold_holds_out_about_a_quarter_of_each_product_and_keeps_photos_to
     assert judging.tolist() == [False, True, False, False, True, False]  # half of each product's judge; c only stops
 
 
+def test_each_fold_hides_its_own_fifth_of_the_products_where_two_are_left_to_learn() -> None:
+    groups = hidden_products(10, 0.2, 2, seed=0)
+    assert [len(group) for group in groups] == [2, 2] and not set(groups[0]) & set(groups[1])
+    assert all(0 <= product < 10 for group in groups for product in group)
+    assert [group.tolist() for group in hidden_products(10, 0.2, 2, seed=0)] == [group.tolist() for group in groups]
+    assert [len(group) for group in hidden_products(7, 0.2, 2, seed=0)] == [1, 1]
+    assert [len(group) for group in hidden_products(4, 0.2, 2, seed=0)] == [0, 0]  # a fifth of four is no product
+    assert [len(group) for group in hidden_products(2, 0.5, 1, seed=0)] == [0]  # one would be left to learn
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -45,6 +55,8 @@ def test_each_fold_holds_out_about_a_quarter_of_each_product_and_keeps_photos_to
         {"budget_s": -5.0},
         {"batch_size": 1},
         {"stop_on": "accuracy"},
+        {"hide_share": 0.5},  # two folds hiding half the products each: none left that both learn
+        {"hide_share": -0.1},
     ],
 )
 def test_settings_that_cannot_tune_are_refused_before_any_work(bad: dict[str, float]) -> None:
@@ -113,6 +125,32 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
         if name.startswith("_blocks.") and not torch.equal(tuned[name], imagenet[name])
     }
     assert changed and min(int(block) for block in changed) >= 11  # the blocks before the first tuned one stay
+
+
+def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_folds_never_learned(
+    tmp_path: Path,
+) -> None:
+    """Five products: each of the two folds hides one from its tuning, and the novelty score's leave-products-out
+    folds are those two, on each fold's own network (not every product once, on the shipped network that learned
+    them all)."""
+    from models.train.trainer import TrainOptions, train
+
+    colours = [(200, 30, 30), (30, 40, 200), (30, 170, 60), (240, 140, 20), (120, 40, 160)]
+    products = [("parts", f"part-{index}", colour) for index, colour in enumerate(colours)]
+    images, catalog = drawn_catalog(tmp_path, products)
+    options = TrainOptions(
+        images=images, catalog=catalog, out=tmp_path / "store", show_progress=False, classifiers=("logistic",)
+    )
+    version = train(replace(options, tune=TuneOptions(epochs=1, margin=-1.0)))
+    report = json.loads((version / "report.json").read_text())
+    assert report["tuning"]["kept"] and [fold["hidden_products"] for fold in report["tuning"]["folds"]] == [1, 1]
+    assert report["open_set"]["networks"].startswith("the tuning's folds' (2)")
+    never_seen = [row["product"] for row in report["open_set_by_product"] if row["never_seen_frames"]]
+    assert len(never_seen) == 2 and all(row["never_seen_frames"] in (0, 4) for row in report["open_set_by_product"])
+
+    frozen = json.loads((train(options) / "report.json").read_text())  # untuned: every product hidden once
+    assert frozen["open_set"]["networks"] == "the shipped one's"
+    assert all(row["never_seen_frames"] == 4 for row in frozen["open_set_by_product"])
 
 
 def test_tuning_runs_on_a_gpu_only_where_one_is_named_or_found(monkeypatch: pytest.MonkeyPatch) -> None:
