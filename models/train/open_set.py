@@ -60,11 +60,13 @@ class OpenSetCalibration:
 
 
 class HiddenFold(NamedTuple):
-    """Every row's features from a network that never learned `products` (a tuning fold's, models.train.tuning):
-    a fold that hides them scores them as the shipped network will score a product it never learned."""
+    """Every row's features from a network that never learned `products` nor trained on the `known` rows' photos (a
+    tuning fold's, models.train.tuning): a fold that hides those products and scores those photos as known ones
+    scores both as the shipped network will score a product it never learned and a new photo of one it did."""
 
     products: np.ndarray
     features: np.ndarray
+    known: np.ndarray  # (rows,) bool
 
 
 def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
@@ -88,8 +90,9 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
 ) -> FoldAnswers | None:
     """Answers on the folds; None when the photos cannot make them (fewer than 3 products, or 2 photos each).
 
-    With `hidden_folds`, the folds are theirs: each hides its products and scores on its own features; otherwise
-    up to MAX_FOLDS folds hide every product once, on `features`."""
+    With `hidden_folds`, the folds are theirs: each hides its products and scores them and its known photos on its
+    own features; otherwise up to MAX_FOLDS folds hide every product once, on `features`, each scoring a
+    stratified share of the other photos as known."""
     real = np.flatnonzero(~synthetic)
     products, counts = np.unique(labels[real], return_counts=True)
     plan = _fold_plan(products, int(counts.min()), features, hidden_folds, seed)
@@ -100,9 +103,10 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         for _, held in StratifiedKFold(max(2, len(plan)), shuffle=True, random_state=seed).split(real, labels[real])
     ]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
-    for (hidden, fold_x), held_out in zip(plan, photo_splits[: len(plan)], strict=True):
+    for (hidden, fold_x, known), held_out in zip(plan, photo_splits[: len(plan)], strict=True):
         unseen_rows = real[np.isin(labels[real], hidden)]
-        known_rows = real[held_out][~np.isin(labels[real[held_out]], hidden)]
+        scored_known = real[held_out] if known is None else real[known[real]]
+        known_rows = scored_known[~np.isin(labels[scored_known], hidden)]
         train = ~np.isin(labels, hidden) & ~np.isin(groups, groups[known_rows])
         fold_categories = np.array([categories_of[str(p)] for p in labels[train]])
         fold_structure = resolve_structure(structure, fold_categories)
@@ -143,17 +147,20 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
 
 def _fold_plan(
     products: np.ndarray, fewest_photos: int, features: np.ndarray, hidden_folds: Sequence[HiddenFold], seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each fold's hidden products and the features it scores on; none when no fold can be made (each must hide a
-    product and leave two, and every product needs a photo per fold)."""
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Each fold's hidden products, the features it scores on and which rows it scores as known (None: a share of
+    the photos, stratified); none when no fold can be made (each must hide a product and leave two, and every
+    product needs a photo per fold)."""
     if hidden_folds:
-        plan = [(np.intersect1d(fold.products, products), fold.features) for fold in hidden_folds]
-        plan = [(hidden, x) for hidden, x in plan if len(hidden) and len(products) - len(hidden) >= 2]
-        return plan if fewest_photos >= max(2, len(plan)) else []
+        plan = [(np.intersect1d(fold.products, products), fold.features, fold.known) for fold in hidden_folds]
+        usable: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = [
+            (hidden, x, known) for hidden, x, known in plan if len(hidden) and len(products) - len(hidden) >= 2
+        ]
+        return usable if fewest_photos >= 2 else []
     folds = min(MAX_FOLDS, len(products), fewest_photos)
     if folds < 2 or len(products) - -(-len(products) // folds) < 2:  # each fold must leave two products
         return []
-    return [(group, features) for group in product_groups(products, folds, seed)]
+    return [(group, features, None) for group in product_groups(products, folds, seed)]
 
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:

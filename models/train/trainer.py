@@ -415,7 +415,8 @@ def _hidden_folds(  # noqa: PLR0917
     workdir: Path,
 ) -> list[HiddenFold]:
     """Every row's finished features from each tuning fold's network (the rows extract_features makes, with the
-    recipe chosen), to calibrate the novelty score on products a network never learned; none untuned."""
+    recipe chosen), to calibrate the novelty score on products and photos a network never learned; none
+    untuned."""
     import torch  # noqa: PLC0415  # as in _tuned_weights
 
     hidden: list[HiddenFold] = []
@@ -429,8 +430,9 @@ def _hidden_folds(  # noqa: PLR0917
         )
         combined = combine_parts(data.features, recipe)
         center = fit_center(combined[~data.synthetic], recipe)
+        known = np.isin(data.groups, fold.held)  # the rows of the photos it held out (data.groups: the photo's index)
         del data, extractor  # the superset rows
-        hidden.append(HiddenFold(np.asarray(fold.hidden), finish(combined, center)))
+        hidden.append(HiddenFold(np.asarray(fold.hidden), finish(combined, center), known))
         path.unlink()
     return hidden
 

@@ -92,6 +92,7 @@ class FoldNetwork:
 
     hidden: tuple[str, ...]
     state: dict[str, torch.Tensor]
+    held: np.ndarray  # the photos (indices into the labels tuned on) it never trained on, of the products it learned
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,7 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
             first = first or state
             folds.append({"fold": fold, **record})
             if len(hidden[fold]):
-                networks.append(FoldNetwork(tuple(str(p) for p in products[hidden[fold]]), state))
+                networks.append(FoldNetwork(tuple(str(p) for p in products[hidden[fold]]), state, held_rows))
             if spent():
                 break
     judged = sum(fold["judged"] for fold in folds)

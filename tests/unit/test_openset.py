@@ -123,34 +123,47 @@ def test_fold_answers_needs_three_products_and_two_photos_each() -> None:
     assert answers is not None and int(answers.unseen.sum()) == 9
 
 
-def test_hidden_folds_hide_only_their_products_and_score_on_their_own_features() -> None:
+def test_hidden_folds_hide_only_their_products_and_score_their_own_photos_on_their_own_features() -> None:
     """A tuning fold's network saw p0 and p1 as p2 (its features put their photos in p2's cluster): hidden there,
-    they are answered p2, as on that network. p3's fold scores on the features given. A fold hiding a product
-    the labels lack, or leaving one product, is not a fold; with none left there are no answers."""
+    they are answered p2, as on that network. Each fold scores as known exactly the photos it held out (the
+    fold's network never trained on them). A fold hiding a product the labels lack, or leaving one product, is
+    not a fold; with none left there are no answers."""
     features, labels, categories_of, _ = clusters()
     like_p2 = features.copy()
     like_p2[np.isin(labels, ["p0", "p1"])] = features[labels == "p2"][np.arange(60) % 30]
-    folds = [HiddenFold(np.array(["p0", "p1"]), like_p2), HiddenFold(np.array(["p3", "p9"]), features)]
+    photo = np.arange(len(labels)) % 30  # each product's photos 0..29
+    first, second = photo < 5, (photo >= 5) & (photo < 12)
+    folds = [
+        HiddenFold(np.array(["p0", "p1"]), like_p2, first & ~np.isin(labels, ["p0", "p1"])),
+        HiddenFold(np.array(["p3", "p9"]), features, second & (labels != "p3")),
+    ]
     answers = answers_of(features, labels, categories_of, hidden_folds=folds)
     assert answers is not None
     assert sorted(set(answers.products[answers.unseen].tolist())) == ["p0", "p1", "p3"]
     assert int(answers.unseen.sum()) == 90  # their 30 photos each, once
     assert (answers.predicted[answers.unseen & np.isin(answers.products, ["p0", "p1"])] == "p2").all()
     assert not (answers.predicted[answers.unseen & (answers.products == "p3")] == "p2").all()
-    # two folds: half of each product's photos held out in each, less the fold hiding it
-    assert int((~answers.unseen).sum()) == (6 - 2) * 15 + (6 - 1) * 15
-    alone = [HiddenFold(np.array(["p0", "p1", "p2", "p3", "p4"]), features), HiddenFold(np.array(["p9"]), features)]
+    assert int((~answers.unseen).sum()) == 4 * 5 + 5 * 7  # the photos each fold held out, of the products it knew
+    assert answers.correct[~answers.unseen].mean() > 0.95
+    alone = [
+        HiddenFold(np.array(["p0", "p1", "p2", "p3", "p4"]), features, first),
+        HiddenFold(np.array(["p9"]), features, second),
+    ]
     assert answers_of(features, labels, categories_of, hidden_folds=alone) is None
 
 
 def test_training_calibrates_on_the_tuning_folds_where_they_can_hide_products_and_on_every_product_otherwise() -> None:
     features, labels, categories_of, _ = clusters()
     settings: dict[str, Any] = {"refuse_unseen": 0.8, "structure": "flat", "search": [LOGISTIC]}
-    folds = [HiddenFold(np.array(["p0"]), features), HiddenFold(np.array(["p4"]), features)]
+    held = np.arange(len(labels)) % 30 < 6
+    folds = [
+        HiddenFold(np.array(["p0"]), features, held & (labels != "p0")),
+        HiddenFold(np.array(["p4"]), features, ~held & (labels != "p4")),
+    ]
     report = fit_model(features, labels.tolist(), categories_of, hidden_folds=folds, **settings).report
     assert report["open_set"]["networks"].startswith("the tuning's folds' (2)")
     assert sorted(row["product"] for row in report["open_set_by_product"] if row["never_seen_frames"]) == ["p0", "p4"]
-    unusable = [HiddenFold(np.array(["p9"]), features)]  # a product these photos lack: every product once instead
+    unusable = [HiddenFold(np.array(["p9"]), features, held)]  # a product these photos lack: every product once
     report = fit_model(features, labels.tolist(), categories_of, hidden_folds=unusable, **settings).report
     assert report["open_set"]["networks"] == "the shipped one's"
     assert all(row["never_seen_frames"] == 30 for row in report["open_set_by_product"])

@@ -131,8 +131,8 @@ def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_fold
     tmp_path: Path,
 ) -> None:
     """Five products: each of the two folds hides one from its tuning, and the novelty score's leave-products-out
-    folds are those two, on each fold's own network (not every product once, on the shipped network that learned
-    them all)."""
+    folds are those two, on each fold's own network, with the photos it held out as the known ones (not every
+    product once, on the shipped network that learned them all and trained on every photo)."""
     from models.train.trainer import TrainOptions, train
 
     colours = [(200, 30, 30), (30, 40, 200), (30, 170, 60), (240, 140, 20), (120, 40, 160)]
@@ -147,6 +147,9 @@ def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_fold
     assert report["open_set"]["networks"].startswith("the tuning's folds' (2)")
     never_seen = [row["product"] for row in report["open_set_by_product"] if row["never_seen_frames"]]
     assert len(never_seen) == 2 and all(row["never_seen_frames"] in (0, 4) for row in report["open_set_by_product"])
+    # the known photos scored: those each fold held out of its tuning (one of each of the four products it learned)
+    held = [fold["photos"]["stopping"] + fold["photos"]["judging"] for fold in report["tuning"]["folds"]]
+    assert held == [4, 4] and sum(row["known_frames"] for row in report["open_set_by_product"]) == 8
 
     frozen = json.loads((train(options) / "report.json").read_text())  # untuned: every product hidden once
     assert frozen["open_set"]["networks"] == "the shipped one's"
