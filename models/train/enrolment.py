@@ -195,10 +195,15 @@ def _recalibrate(
     previous_category_threshold: float | None,
 ) -> _Calibrated:
     """The novelty score on leave-products-out folds of the products with two photos or more, or `previous`
-    when too few are left; the thresholds the choices give, else those that go with the score."""
+    when too few are left or the choices keep it (`novelty_kept`); the thresholds the choices give, else those
+    that go with the score."""
     product_threshold, category_threshold = choices.product_threshold, choices.category_threshold
     if choices.refuse_unseen is None:
         return _Calibrated(None, product_threshold, category_threshold, {})
+    if choices.novelty_kept and previous is not None:
+        category_threshold = previous_category_threshold if category_threshold is None else category_threshold
+        product_threshold = 0.0 if product_threshold is None else product_threshold
+        return _Calibrated(previous, product_threshold, category_threshold, {"novelty_kept": choices.novelty_kept})
     labels = base.products
     categories = np.array([categories_of[str(label)] for label in labels])
     sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed, categories)

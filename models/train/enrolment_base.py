@@ -166,6 +166,10 @@ class Choices:
     # A consolidation chose another structure than `structure` (the head's own, which quick rounds keep) by
     # cross-validation at this many products: kept while the catalog stays near that size, as `structure_for` is
     head_structure_for: int | None = None
+    # Why refits keep the novelty score this training calibrated instead of calibrating it again on the version's
+    # rows ("": they calibrate it again): a tuned backbone's score was calibrated on its tuning folds' networks,
+    # each of which never learned the products it hid; the shipped network learned them all
+    novelty_kept: str = ""
 
     def record(self) -> dict[str, Any]:
         return {
@@ -193,6 +197,7 @@ class Choices:
             "trained_version": self.trained_version,
             "structure_for": self.structure_for,
             "head_structure_for": self.head_structure_for,
+            "novelty_kept": self.novelty_kept,
         }
 
     @classmethod
@@ -231,6 +236,7 @@ class Choices:
             trained_version=str(record.get("trained_version", "")),
             structure_for=None if record.get("structure_for") is None else int(record["structure_for"]),
             head_structure_for=None if record.get("head_structure_for") is None else int(record["head_structure_for"]),
+            novelty_kept=str(record.get("novelty_kept", "")),
         )
 
 

@@ -592,6 +592,14 @@ def _shipped_thresholds(  # noqa: PLR0917
     return product, category
 
 
+ON_TUNING_FOLDS = "the tuning's folds'"  # the report's open_set.networks, where the novelty score was fitted on them
+
+
+def on_tuning_folds(report: Mapping[str, Any]) -> bool:
+    """Whether the fitted head's novelty score was calibrated on a tuning's folds' networks (its report says)."""
+    return str(report.get("open_set", {}).get("networks", "")).startswith(ON_TUNING_FOLDS)
+
+
 SEARCH_EVERY_KIND_UP_TO = 40  # products; past it the default search is logistic regression alone
 LARGE_CATALOG_SEARCH = (("logistic",), ("none",))
 

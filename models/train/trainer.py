@@ -54,7 +54,7 @@ from models.train.enrolment_base import (
     base_record,
     stored_base,
 )
-from models.train.head_fitting import AUTO, FittedHead, fit_searched, progress, search_for
+from models.train.head_fitting import AUTO, FittedHead, fit_searched, on_tuning_folds, progress, search_for
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
@@ -71,6 +71,10 @@ logger = logging.getLogger(__name__)
 
 ONNX_CHECK_PHOTOS = 8  # training photos the exported graph must match torch on
 TUNED_WEIGHTS_FILE = "backbone.pt"  # a tuned version's own backbone weights (torch.load(weights_only=True))
+NOVELTY_FROM_TUNING = (
+    "calibrated on the tuning's folds' networks, each of which never learned the products it hid: on the rows of "
+    "the shipped network, which learned them all, a refit would promise refusals that never-seen products do not get"
+)
 TUNE_TRANSFORMS = ("translate", "reflect", "brightness", "rotate")  # where the options turned every transform off
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -501,6 +505,7 @@ def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices
         seed=options.seed,
         trained_version=version,
         structure_for=len(fitted.head.products) if options.structure == AUTO else 0,
+        novelty_kept=NOVELTY_FROM_TUNING if on_tuning_folds(fitted.report) else "",
     )
 
 

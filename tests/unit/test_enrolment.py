@@ -405,11 +405,41 @@ def test_choices_round_trip() -> None:
         trained_version="v1",
         structure_for=12,
         head_structure_for=300,
+        novelty_kept="calibrated on the tuning's folds",
     )
     assert Choices.from_record(json.loads(json.dumps(choices.record()))) == choices
-    newer = ("structure_for", "head_structure_for")
+    newer = ("structure_for", "head_structure_for", "novelty_kept")
     older = {key: value for key, value in choices.record().items() if key not in newer}  # written before them
     assert Choices.from_record(older).structure_for is None and Choices.from_record(older).head_structure_for is None
+    assert Choices.from_record(older).novelty_kept == ""  # refits calibrate the novelty score again
+
+
+def test_refits_keep_a_tuned_trainings_novelty_score_and_its_thresholds(store: Path) -> None:
+    """A tuned training's novelty score was calibrated on its tuning folds' networks, which a refit on the version's
+    rows cannot rebuild: an enrolment's refit and a consolidation's keep it (and the head's thresholds with it); with
+    `novelty_kept` empty they calibrate it again."""
+    from models.train.consolidation import refit_whole
+    from models.train.enrolment import refit
+
+    enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    bundle = load_model(store)
+    base, trained = base_of(bundle)
+    assert trained.novelty_kept == "" and bundle.novelty is not None
+    kept = replace(trained, novelty_kept="tuned")
+    categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
+    quick = refit(base, categories_of, kept, bundle.novelty, bundle.head.category_threshold)
+    assert quick.novelty is bundle.novelty and quick.report["novelty_kept"] == "tuned"
+    assert quick.head.category_threshold == bundle.head.category_threshold
+    whole, _ = refit_whole(bundle, base, kept)
+    assert whole.novelty is bundle.novelty and whole.report["novelty_kept"] == "tuned"
+    assert (whole.head.product_threshold, whole.head.category_threshold) == (
+        bundle.head.product_threshold,
+        bundle.head.category_threshold,
+    )
+    assert "open_set" not in whole.report  # no leave-products-out folds were run
+    again, _ = refit_whole(bundle, base, trained)
+    assert again.novelty is not None and again.novelty is not bundle.novelty and "novelty_kept" not in again.report
+    assert "open_set" in again.report
 
 
 def test_the_request_store(tmp_path: Path) -> None:

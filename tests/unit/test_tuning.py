@@ -150,9 +150,13 @@ def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_fold
     # the known photos scored: those each fold held out of its tuning (one of each of the four products it learned)
     held = [fold["photos"]["stopping"] + fold["photos"]["judging"] for fold in report["tuning"]["folds"]]
     assert held == [4, 4] and sum(row["known_frames"] for row in report["open_set_by_product"]) == 8
+    choices = json.loads((version / "manifest.json").read_text())["choices"]
+    assert "tuning's folds' networks" in choices["novelty_kept"]  # refits keep this score: they cannot rebuild it
 
-    frozen = json.loads((train(options) / "report.json").read_text())  # untuned: every product hidden once
+    untuned = train(options)
+    frozen = json.loads((untuned / "report.json").read_text())  # every product hidden once
     assert frozen["open_set"]["networks"] == "the shipped one's"
+    assert json.loads((untuned / "manifest.json").read_text())["choices"]["novelty_kept"] == ""
     assert all(row["never_seen_frames"] == 4 for row in frozen["open_set_by_product"])
 
 
