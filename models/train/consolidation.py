@@ -29,6 +29,7 @@ import numpy as np
 
 from models.answer.classifiers import KINDS, PREPROCESSING
 from models.answer.head import FLAT, ProductHead
+from models.answer.novelty import NoveltyModel
 from models.answer.photo_index import PhotoIndex
 from models.answer.refinements import Refinement
 from models.answer.row_shards import StoredRows
@@ -291,27 +292,15 @@ def refit_whole(
     if gallery is not None:  # its photo index gains the photos enrolled since, outside the lock, on every core
         gallery = gallery.with_index(threads=os.cpu_count() or 1)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
-    if not cross_validated(base):
-        refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
-        refitted.report["classifiers_searched"] = False
-        return refitted, choices
-    if not search and not (bundle.head.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS):
-        # quick: the head's own structure (refit_for_enrolment), each node with the classifier the choices name
-        # for it, else the default
+    quick = not search and not (bundle.head.structure == FLAT and len(categories_of) > FLAT_UP_TO_PRODUCTS)
+    if quick or not cross_validated(base):
+        # the head's own structure (refit_for_enrolment), each node with the classifier the choices name for it,
+        # else the default
         refitted = refit_for_enrolment(bundle, base, choices, bundle.catalog, gallery)
         refitted.report["classifiers_searched"] = False
         return refitted, choices
     structure = structure_to_fit(choices, len(categories_of), bundle.head.structure)
-    keep = bundle.novelty if choices.novelty_kept else None  # a tuned training's score: kept with its thresholds
-    settings = choices
-    if keep is not None:
-        head = bundle.head
-        settings = replace(
-            choices,
-            refuse_unseen=None,
-            product_threshold=head.product_threshold,
-            category_threshold=head.category_threshold,
-        )
+    settings, keep = _novelty_settings(bundle, choices)
     try:
         fitted = fit_searched(
             settings,
@@ -337,6 +326,21 @@ def refit_whole(
     if keep is not None:
         fitted.report["novelty_kept"] = choices.novelty_kept
     return Refitted(fitted.head, keep or fitted.novelty, gallery, fitted.report), choices
+
+
+def _novelty_settings(bundle: ModelBundle, choices: Choices) -> tuple[Choices, NoveltyModel | None]:
+    """The settings a searching round fits with, and the novelty score it keeps (None: it calibrates one): a tuned
+    training's score (`novelty_kept`) is kept with the head's thresholds, and no folds are run for it."""
+    if not choices.novelty_kept or bundle.novelty is None:
+        return choices, None
+    head = bundle.head
+    kept = replace(
+        choices,
+        refuse_unseen=None,
+        product_threshold=head.product_threshold,
+        category_threshold=head.category_threshold,
+    )
+    return kept, bundle.novelty
 
 
 def cross_validated(base: EnrolmentBase) -> bool:

@@ -8,6 +8,10 @@ fitted on those answers and its threshold set to refuse at least `refuse_unseen`
 A hidden product whose category keeps other products in its fold is the "category known, product unknown"
 case: the category threshold is calibrated on the refused frames, so a refused frame names its category
 only when that is right `target_precision` of the time.
+
+A tuned backbone (models.train.tuning) learned every product it would hide here, so a tuned training passes its
+tuning folds instead (HiddenFold): each hides the products its network never learned and scores the photos it held
+out, on that network's features.
 """
 
 from __future__ import annotations

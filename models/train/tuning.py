@@ -216,6 +216,18 @@ def _probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y:
     return float((probe.predict(test_x) == test_y).mean()), probe
 
 
+def _refusal_auroc(probe: Any, known_x: np.ndarray, unseen_x: np.ndarray) -> float | None:
+    """AUROC of 1 - the probe's top probability as a score that refuses `unseen_x` (products it never learned)
+    before `known_x` (new photos of those it did); None without both."""
+    if not len(known_x) or not len(unseen_x):
+        return None
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    confidence = np.concatenate([probe.predict_proba(known_x).max(axis=1), probe.predict_proba(unseen_x).max(axis=1)])
+    unseen = np.r_[np.zeros(len(known_x)), np.ones(len(unseen_x))]
+    return round(float(roc_auc_score(unseen, -confidence)), 4)
+
+
 def _held_figures(
     split: _Split, classifier: torch.nn.Linear, activations: torch.Tensor, truth: np.ndarray
 ) -> tuple[float, float]:
@@ -355,8 +367,13 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
     split.network.load_state_dict(state)
     fit_x = split.features(photos.views[0][torch.from_numpy(fit_rows)])
     judged_x = split.features(held_acts[torch.from_numpy(judging)])
-    tuned, _ = _probe(fit_x, photos.y[fit_rows], judged_x, y_held[judging])
+    tuned, tuned_probe = _probe(fit_x, photos.y[fit_rows], judged_x, y_held[judging])
     judged = int(judging.sum())
+    hidden_rows = torch.from_numpy(np.flatnonzero(np.isin(photos.y, hidden)))
+    open_set = {  # how well each probe's confidence tells the hidden products' photos from the held-out ones
+        "frozen": _refusal_auroc(probe, photos.frozen[held_rows], photos.frozen[hidden_rows.numpy()]),
+        "tuned": _refusal_auroc(tuned_probe, split.features(held_acts), split.features(photos.views[0][hidden_rows])),
+    }
     record = {
         "frozen_top1": round(frozen, 4),
         "tuned_top1": round(tuned, 4),
@@ -366,10 +383,20 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
         "best_epoch": best_epoch,
         "stopped": stopped,
         "hidden_products": len(hidden),
+        "open_set_auroc": open_set if len(hidden_rows) else None,
         "photos": {"fit": len(fit_rows), "stopping": int(stopping.sum()), "judging": judged},
         "epochs": curve,
     }
     return state, record
+
+
+def _mean_auroc(folds: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """The folds' open-set AUROC (frozen and tuned probes), averaged over the folds that hid products; None
+    without one. Recorded, not yet part of the verdict."""
+    measured = [fold["open_set_auroc"] for fold in folds if fold.get("open_set_auroc")]
+    if not measured or any(entry[kind] is None for entry in measured for kind in ("frozen", "tuned")):
+        return None
+    return {kind: round(float(np.mean([entry[kind] for entry in measured])), 4) for kind in ("frozen", "tuned")}
 
 
 def tune(  # long: the trunk once, the folds, the verdict and the run on every photo, each a few lines
@@ -457,6 +484,7 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
             "judging": judged,
             "views": views,
         },
+        "open_set_auroc": _mean_auroc(folds),
         "folds": [{key: value for key, value in fold.items() if key != "epochs"} for fold in folds],
         "epochs": [{"fold": run["fold"], **epoch} for run in runs for epoch in run["epochs"]],
         "seconds": round(clock() - started, 1),

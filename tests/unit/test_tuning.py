@@ -144,6 +144,9 @@ def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_fold
     version = train(replace(options, tune=TuneOptions(epochs=1, margin=-1.0)))
     report = json.loads((version / "report.json").read_text())
     assert report["tuning"]["kept"] and [fold["hidden_products"] for fold in report["tuning"]["folds"]] == [1, 1]
+    aurocs = [fold["open_set_auroc"] for fold in report["tuning"]["folds"]]  # the probes' refusal of the hidden one
+    assert all(0.0 <= entry[kind] <= 1.0 for entry in aurocs for kind in ("frozen", "tuned"))
+    assert report["tuning"]["open_set_auroc"]["tuned"] == pytest.approx(np.mean([a["tuned"] for a in aurocs]), abs=1e-4)
     assert report["open_set"]["networks"].startswith("the tuning's folds' (2)")
     never_seen = [row["product"] for row in report["open_set_by_product"] if row["never_seen_frames"]]
     assert len(never_seen) == 2 and all(row["never_seen_frames"] in (0, 4) for row in report["open_set_by_product"])
@@ -212,6 +215,7 @@ def test_too_few_photos_leave_the_backbone_frozen_and_five_each_run_every_epoch(
         *[("all", None)] * 3,  # kept (margin -1): the tuning on every photo, for the folds' three epochs
     ]
     assert record["best_epoch"] == 3 and record["tuned_on"] == "every photo" and record["photos"]["all"] == 10
+    assert record["open_set_auroc"] is None and record["folds"][0]["hidden_products"] == 0  # two products: none hid
 
 
 def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epoch() -> None:
