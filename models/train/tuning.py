@@ -370,10 +370,13 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
     tuned, tuned_probe = _probe(fit_x, photos.y[fit_rows], judged_x, y_held[judging])
     judged = int(judging.sum())
     hidden_rows = torch.from_numpy(np.flatnonzero(np.isin(photos.y, hidden)))
-    open_set = {  # how well each probe's confidence tells the hidden products' photos from the held-out ones
-        "frozen": _refusal_auroc(probe, photos.frozen[held_rows], photos.frozen[hidden_rows.numpy()]),
-        "tuned": _refusal_auroc(tuned_probe, split.features(held_acts), split.features(photos.views[0][hidden_rows])),
-    }
+    open_set = None  # how well each probe's confidence tells the hidden products' photos from the held-out ones
+    if len(hidden_rows):
+        hidden_x = split.features(photos.views[0][hidden_rows])
+        open_set = {
+            "frozen": _refusal_auroc(probe, photos.frozen[held_rows], photos.frozen[hidden_rows.numpy()]),
+            "tuned": _refusal_auroc(tuned_probe, split.features(held_acts), hidden_x),
+        }
     record = {
         "frozen_top1": round(frozen, 4),
         "tuned_top1": round(tuned, 4),
@@ -383,7 +386,7 @@ def _fold(  # long: the frozen probe, the epochs, the tuned probe and the fold's
         "best_epoch": best_epoch,
         "stopped": stopped,
         "hidden_products": len(hidden),
-        "open_set_auroc": open_set if len(hidden_rows) else None,
+        "open_set_auroc": open_set,
         "photos": {"fit": len(fit_rows), "stopping": int(stopping.sum()), "judging": judged},
         "epochs": curve,
     }
