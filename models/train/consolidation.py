@@ -79,8 +79,10 @@ def consolidate(
     base, trained = base_of(bundle)
     mean = rows_mean(bundle, base)
     moved = centre_moved(bundle, mean)
-    # a quick round keeps the mean, and so does a round that cannot cross-validate (it keeps the novelty score too)
-    centring = recentring(bundle, mean) if search and cross_validated(base) else None
+    # a quick round keeps the mean, and so does a round that cannot cross-validate or keeps a tuned training's
+    # novelty score (both keep the score, whose similarity inputs re-centring would move)
+    recentre = search and cross_validated(base) and not trained.novelty_kept
+    centring = recentring(bundle, mean) if recentre else None
     if centring is not None:
         base = centring.base(base)
     refitted, choices = refit_whole(bundle, base, trained, search=search, centring=centring)

@@ -310,7 +310,7 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     data = TrainingSet(
         features[:0], data.products, data.groups, data.synthetic
     )  # the superset rows go: 650 MB at 50,000
-    hidden = _hidden_folds(options, spec, images, augmenter, recipe, tuning_folds, workdir)
+    hidden = _hidden_folds(options, spec, images, augmenter, recipe, tuning_folds, workdir)  # none without novelty
     fitted = _fit_head(options, features, data, catalog, hidden)
     del hidden
     head, report = fitted.head, fitted.report
@@ -423,6 +423,8 @@ def _hidden_folds(  # noqa: PLR0917
     untuned."""
     import torch  # noqa: PLC0415  # as in _tuned_weights
 
+    if options.refuse_unseen is None:  # no novelty score to calibrate on them
+        return []
     hidden: list[HiddenFold] = []
     for index, fold in enumerate(folds):
         path = workdir / f"fold-{index}.pt"

@@ -21,6 +21,8 @@ statistics: a few hundred photos cannot estimate new ones. `budget_s` bounds the
 pass included; it is looked at after each epoch (one always runs) and after each fold. Once it is passed, the
 tuning ends: the verdict is the folds done so far, and the network returned is the first fold's best epoch (the run
 on every photo starts only within the budget, and one the budget cuts short was never judged, so it is not shipped).
+Where the first fold hid products (five products or more), its network never learned them: then a tuning the budget
+ends before the run on every photo is not kept, and the version is trained on the frozen backbone.
 
 Each fold also never learns `hide_share` of the products (its own, disjoint from the other folds'): the training
 calibrates the novelty score on each fold's network with those products hidden, so they are as new to it as a
@@ -453,7 +455,7 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
     tuned = sum(fold["tuned_right"] for fold in folds) / judged
     kept = tuned >= frozen + options.margin
     # unless it is kept with time left, the first fold's tuning is returned (the bench shows what it gives)
-    state, shipped, runs, cut = first, folds[0], list(folds), spent()
+    state, shipped, runs, cut, why = first, folds[0], list(folds), spent(), ""
     if kept and not cut:  # the tuning that ships: every photo, the folds' epochs (its schedule annealing over them)
         epochs = max(1, round(float(np.median([fold["best_epoch"] for fold in folds]))))
         split.network.load_state_dict(frozen_state)
@@ -471,8 +473,15 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
         cut = stopped == "budget"  # cut short, it was never judged: the first fold's tuning ships
         if not cut:
             state, shipped = every, runs[-1]
+    if kept and cut and len(hidden[0]):  # the first fold's network never learned some products: it cannot ship
+        kept = False
+        why = (
+            f"the budget ended it before the run on every photo; the first fold never learned {len(hidden[0])} products"
+        )
+        logger.warning("the backbone is not tuned: %s", why)
     record = {
         "kept": kept,
+        **({"why": why} if why else {}),
         "frozen_top1": round(frozen, 4),  # a linear probe's, on every fold's judging photos
         "tuned_top1": round(tuned, 4),
         "margin": options.margin,

@@ -442,6 +442,32 @@ def test_refits_keep_a_tuned_trainings_novelty_score_and_its_thresholds(store: P
     assert "open_set" in again.report
 
 
+def test_a_consolidation_that_keeps_a_tuned_trainings_novelty_score_keeps_the_mean_too(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept score reads similarities in the version's centred space: a searching round that would re-centre
+    (the mean moved past RECENTRE_PAST) keeps the mean instead, and the score with it."""
+    from models.train import consolidation, recentring
+
+    trained = load_model(store)
+    enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    enrolled = load_model(store)
+    monkeypatch.setattr(recentring, "RECENTRE_PAST", 0.0)  # any move re-centres
+    real_base_of = consolidation.base_of
+
+    def base_of_tuned(bundle: ModelBundle) -> tuple[EnrolmentBase, Choices]:
+        base, choices = real_base_of(bundle)
+        return base, replace(choices, novelty_kept="tuned")
+
+    monkeypatch.setattr(consolidation, "base_of", base_of_tuned)
+    assert consolidate(store).version is not None
+    bundle = load_model(store)
+    assert stored_report(bundle)["recentred"] is False and stored_report(bundle)["novelty_kept"] == "tuned"
+    np.testing.assert_allclose(bundle.center, trained.center)
+    assert enrolled.novelty is not None and bundle.novelty is not None
+    assert bundle.novelty.record() == enrolled.novelty.record()
+
+
 def test_the_request_store(tmp_path: Path) -> None:
     requests = EnrolmentStore(tmp_path)
     enrolment = requests.create("valve-1", [("../../a.jpg", b"x"), ("", b"y")], record={"name": "V", "category": "c"})

@@ -227,6 +227,34 @@ def test_a_budget_stops_tuning_after_the_epoch_that_passes_it_and_keeps_that_epo
     assert result.kept and result.state  # the one epoch's weights, kept (margin -1)
 
 
+def test_a_budget_that_ends_the_tuning_in_a_fold_that_hid_products_leaves_the_backbone_frozen() -> None:
+    """Five products: the first fold never learns one of them, so its network, all the budget leaves, is not
+    kept (it would ship blind to a fifth of the catalog)."""
+    from models.extract.backbones import get_backbone, load_network
+    from models.train.tuning import tune
+
+    spec = get_backbone("efficientnet_lite0")
+    network, _ = load_network(spec)
+    colours = [(200, 30, 30), (30, 40, 200), (30, 170, 60), (240, 140, 20), (120, 40, 160)]
+    photos = [photo for colour in colours for photo in _small_photos(4, colour)]
+    labels = [str(colour) for colour in colours for _ in range(4)]
+    ticks = count(step=10.0)
+    options = TuneOptions(epochs=3, budget_s=15.0, margin=-1.0)
+    result = tune(
+        network,
+        lambda i: [photos[i]],
+        labels,
+        views=1,
+        mean=spec.mean,
+        std=spec.std,
+        options=options,
+        clock=lambda: next(ticks),
+    )
+    record = result.record
+    assert record["folds"][0]["hidden_products"] == 1 and record["stopped"] == "budget"
+    assert not result.kept and "never learned 1 products" in record["why"]
+
+
 def test_a_fold_that_ends_past_the_budget_ends_the_tuning() -> None:
     """Fold 0 runs its one epoch to the end (stopped by `epochs`, not `budget`) past the budget: no second fold."""
     ticks = count(step=10.0)
