@@ -110,12 +110,12 @@ def test_max_frames_ends_an_object_whose_frames_never_agree(client: redis_lib.Re
 
 def test_another_worker_closes_an_object_whose_worker_went_away(client: redis_lib.Redis) -> None:
     clock = Clock()
-    first = tracker(client, clock, gap_s=0.3)
+    first = tracker(client, clock, gap_s=2.0)  # long enough that a loaded box reaches the first look within it
     first.track([frame("p5"), frame("p5")], MODEL)  # then this worker is gone
     other_client = redis_lib.Redis(host="127.0.0.1", port=client.connection_pool.connection_kwargs["port"], db=14)
-    second = tracker(other_client, clock, gap_s=0.3)
+    second = tracker(other_client, clock, gap_s=2.0)
     assert second.close_due(MODEL) == []  # the gap (on Redis's clock) has not passed
-    time.sleep(0.4)
+    time.sleep(2.1)
     decided = second.close_due(MODEL)
     assert len(decided) == 1 and decided[0].event["reason"] == "gap" and decided[0].event["frames"] == 2
     assert decided[0].event["product"] == "drill"  # two agreeing frames, under their threshold
