@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -535,29 +536,26 @@ def _calibrate_novelty(
     without `refuse_unseen`, or with too few products or photos to hide some."""
     if refuse_unseen is None:
         return None
-    answers, networks = None, "the shipped one's"
-    for folds in ([hidden_folds] if hidden_folds else []) + [()]:  # the tuning's folds, else every product once
-        answers = fold_answers(
-            sample.features,
-            sample.labels,
-            sample.groups,
-            sample.synthetic,
-            categories_of=categories_of,
-            structure=structure,
-            chosen=chosen,
-            seed=seed,
-            max_per_product=gallery_per_product,
-            hidden_folds=folds,
-        )
-        if answers is not None:
-            networks = (
-                f"the tuning's folds' ({len(folds)}), each hiding products it never learned" if folds else networks
-            )
-            break
-        if folds:
+    answers_on = partial(
+        fold_answers,
+        sample.features,
+        sample.labels,
+        sample.groups,
+        sample.synthetic,
+        categories_of=categories_of,
+        structure=structure,
+        chosen=chosen,
+        seed=seed,
+        max_per_product=gallery_per_product,
+    )
+    answers = answers_on(hidden_folds=hidden_folds) if hidden_folds else None
+    networks = f"{ON_TUNING_FOLDS} ({len(hidden_folds)}), each hiding products it never learned"
+    if answers is None:  # every product hidden once, on the shipped features
+        if hidden_folds:
             logger.warning(
                 "the tuning's folds cannot hide products here: the novelty score is fitted on the shipped features"
             )
+        answers, networks = answers_on(), "the shipped one's"
     if answers is None:
         logger.warning("too few products or photos to hide products: no novelty score, thresholds as before")
         return None

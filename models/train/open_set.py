@@ -102,14 +102,14 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
     plan = _fold_plan(products, int(counts.min()), features, hidden_folds, seed)
     if not plan:
         return None
-    photo_splits = [
-        held
-        for _, held in StratifiedKFold(max(2, len(plan)), shuffle=True, random_state=seed).split(real, labels[real])
-    ]
+    photo_splits: list[np.ndarray | None] = [None] * len(plan)  # the tuning's folds say which photos they held out
+    if plan[0][2] is None:
+        stratified = StratifiedKFold(len(plan), shuffle=True, random_state=seed)
+        photo_splits = [held for _, held in stratified.split(real, labels[real])]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
-    for (hidden, fold_x, known), held_out in zip(plan, photo_splits[: len(plan)], strict=True):
+    for (hidden, fold_x, known), held_out in zip(plan, photo_splits, strict=True):
         unseen_rows = real[np.isin(labels[real], hidden)]
-        scored_known = real[held_out] if known is None else real[known[real]]
+        scored_known = real[known[real]] if known is not None else real[held_out]
         known_rows = scored_known[~np.isin(labels[scored_known], hidden)]
         train = ~np.isin(labels, hidden) & ~np.isin(groups, groups[known_rows])
         fold_categories = np.array([categories_of[str(p)] for p in labels[train]])
