@@ -64,6 +64,7 @@ from models.train.node_fitting import (
     tuning_sample,
 )
 from models.train.open_set import HiddenFold
+from models.train.open_set_verdict import open_set_verdict, why_not_kept
 from models.train.report import write_report
 from models.train.tuning import FoldNetwork, TuneOptions, tune
 
@@ -290,27 +291,23 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     images = scan_images(options.images, catalog)
     spec = get_backbone(options.backbone)
     tuned, tuning, tuning_folds = _tuned_weights(options, spec, images, workdir)
-    weights = tuned or options.weights
-    extractor = FeatureExtractor(spec, weights=weights, device=options.device, cpu_threads=None, superset=True)
-    logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
     augmenter = _augmenter(options)
-    weights_sha256 = file_sha256(extractor.weights_path)
-    namespace = f"{spec.name}:{weights_sha256}:{spec.input_size}:superset-{SUPERSET_VERSION}"
-    cache = FeatureCache(options.cache or options.out / ".feature-cache", namespace) if options.use_cache else None
-    data = extract_features(
-        images,
-        extractor,
-        batch_size=options.batch_size,
-        show_progress=options.show_progress,
-        augmenter=augmenter,
-        cache=cache,
+    rows = _rows(options, spec, images, augmenter, catalog, tuned or options.weights)
+    hidden = _hidden_folds(options, spec, images, augmenter, rows.recipe, tuning_folds, workdir)  # none without novelty
+    if hidden and tuning is not None:  # a kept tuning whose folds hid products: does it keep the open set?
+        rows, hidden = _open_set_checked(
+            options, spec, images, augmenter, catalog, (rows, hidden), tuning_folds, tuning
+        )
+        tuned = tuned if tuning["kept"] else None
+    logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
+    data, features, recipe, center, weights_sha256 = (
+        rows.data,
+        rows.features,
+        rows.recipe,
+        rows.center,
+        rows.weights_sha256,
     )
     labels = np.asarray(data.products)
-    recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog)
-    data = TrainingSet(
-        features[:0], data.products, data.groups, data.synthetic
-    )  # the superset rows go: 650 MB at 50,000
-    hidden = _hidden_folds(options, spec, images, augmenter, recipe, tuning_folds, workdir)  # none without novelty
     fitted = _fit_head(options, features, data, catalog, hidden)
     del hidden
     head, report = fitted.head, fitted.report
@@ -319,7 +316,7 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     base = EnrolmentBase(
         features, labels, data.groups, data.synthetic, np.asarray(paths)[data.groups], np.asarray(digests)[data.groups]
     ).capped(options.base_per_product, options.seed)
-    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": recipe_scores}
+    report["features"] = {"recipe": recipe.record(), "label": recipe.label, "cv_macro_f1": rows.recipe_scores}
     real = np.flatnonzero(~data.synthetic)  # rows of the photos themselves, in `images` order
     gallery = build_gallery(
         features if len(real) == len(features) else features[real],  # no copy without synthetic rows
@@ -336,7 +333,7 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
         "max_per_product": options.gallery_per_product,
         "photo_index": gallery_rows.index is not None,
     }
-    _report_inputs(report, cache, augmenter, options.seed)
+    _report_inputs(report, rows.cache, augmenter, options.seed)
     if tuning is not None:
         report["tuning"] = tuning
     backbone = {
@@ -368,6 +365,87 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
         gallery=gallery_rows,
         novelty=fitted.novelty,
     )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One network's finished features of every training row, and what they were made with."""
+
+    weights_sha256: str
+    cache: FeatureCache | None
+    data: TrainingSet  # the rows, without their superset features (650 MB at 50,000)
+    recipe: FeatureRecipe
+    recipe_scores: dict[str, float]
+    center: np.ndarray | None
+    features: np.ndarray
+
+
+def _rows(  # noqa: PLR0917
+    options: TrainOptions,
+    spec: BackboneSpec,
+    images: Sequence[LabelledImage],
+    augmenter: Augmenter | None,
+    catalog: Catalog,
+    weights: Path | None,
+) -> _Rows:
+    """Every row's features from the backbone with `weights` (None: its packaged ones), finished with the recipe
+    cross-validation chooses on them."""
+    extractor = FeatureExtractor(spec, weights=weights, device=options.device, cpu_threads=None, superset=True)
+    weights_sha256 = file_sha256(extractor.weights_path)
+    namespace = f"{spec.name}:{weights_sha256}:{spec.input_size}:superset-{SUPERSET_VERSION}"
+    cache = FeatureCache(options.cache or options.out / ".feature-cache", namespace) if options.use_cache else None
+    data = extract_features(
+        list(images),
+        extractor,
+        batch_size=options.batch_size,
+        show_progress=options.show_progress,
+        augmenter=augmenter,
+        cache=cache,
+    )
+    recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog)
+    rows = TrainingSet(features[:0], data.products, data.groups, data.synthetic)
+    return _Rows(weights_sha256, cache, rows, recipe, recipe_scores, center, features)
+
+
+def _open_set_checked(  # noqa: PLR0917
+    options: TrainOptions,
+    spec: BackboneSpec,
+    images: Sequence[LabelledImage],
+    augmenter: Augmenter | None,
+    catalog: Catalog,
+    tuned: tuple[_Rows, list[HiddenFold]],
+    folds: Sequence[FoldNetwork],
+    tuning: dict[str, Any],
+) -> tuple[_Rows, list[HiddenFold]]:
+    """The tuned rows and their folds where the tuned network keeps the open set (models.train.open_set_verdict),
+    else the frozen backbone's rows and no folds; `tuning` (the record) gains the verdict, and kept=False with why."""
+    tuned_rows, tuned_folds = tuned
+    assert options.refuse_unseen is not None and options.tune is not None  # else no tuned folds
+    logger.info("features from the frozen backbone, to judge the tuning on never-seen products")
+    frozen = _rows(options, spec, images, augmenter, catalog, options.weights)
+    verdict = open_set_verdict(
+        tuned_folds,
+        [
+            HiddenFold(np.asarray(fold.hidden), frozen.features, np.isin(frozen.data.groups, fold.held))
+            for fold in folds
+        ],
+        np.asarray(frozen.data.products),
+        frozen.data.groups,
+        frozen.data.synthetic,
+        categories_of={product: str(record["category"]) for product, record in catalog.items()},
+        refuse_unseen=options.refuse_unseen,
+        margin=options.tune.margin,
+        seed=options.seed,
+        max_per_product=options.gallery_per_product,
+        tuning_photos=options.tuning_photos,
+    )
+    tuning["open_set"] = verdict if verdict is not None else {"judged": False}
+    if verdict is None or verdict["kept"]:
+        return tuned_rows, tuned_folds
+    tuning["kept"] = False
+    tuning["why"] = why_not_kept(verdict)
+    logger.warning("the backbone is not tuned: %s", tuning["why"])
+    return frozen, []
 
 
 def _tuned_weights(

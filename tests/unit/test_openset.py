@@ -302,3 +302,66 @@ def test_choose_recipe_picks_the_part_that_separates_the_products() -> None:
     assert chosen == b4
     assert set(scores) == {LEGACY.label, b4.label} and scores[b4.label] > scores[LEGACY.label] + 0.3
     assert choose_recipe(rows, labels, groups, synthetic, recipes=[b4], seed=0, tuning_photos=None) == (b4, {})
+
+
+def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -> None:
+    """The open-set verdict (models.train.open_set_verdict): each fold's network never learned one product. Where the
+    tuned networks put its photos among a known product's (new photos of it, as cross-entropy pulls a never-seen
+    digit into the one it resembles), refusing 80% of them costs known answers the frozen features keep: not kept.
+    The other way round it is kept, and a tie is kept only without a margin to beat."""
+    from models.train.open_set_verdict import open_set_verdict, why_not_kept
+
+    features, labels, categories_of, centres = clusters()
+    rng = np.random.default_rng(5)
+    pulled = features.copy()
+    for hidden, into in (("p0", 2), ("p4", 3)):
+        rows = labels == hidden
+        pulled[rows] = centres[into] + rng.normal(0, 0.12, (int(rows.sum()), features.shape[1]))
+    pulled /= np.linalg.norm(pulled, axis=1, keepdims=True)
+    photo = np.arange(len(labels)) % 30
+    held = [(photo < 6) & (labels != "p0"), (photo >= 6) & (photo < 12) & (labels != "p4")]
+
+    def folds(x: np.ndarray) -> list[HiddenFold]:
+        return [HiddenFold(np.array([hidden]), x, known) for hidden, known in zip(("p0", "p4"), held, strict=True)]
+
+    def verdict(tuned: np.ndarray, frozen: np.ndarray, margin: float = 0.0) -> dict[str, Any] | None:
+        return open_set_verdict(
+            folds(tuned),
+            folds(frozen),
+            labels,
+            np.arange(len(labels)),
+            np.zeros(len(labels), dtype=bool),
+            categories_of=categories_of,
+            refuse_unseen=0.8,
+            margin=margin,
+            seed=0,
+            max_per_product=500,
+            tuning_photos=None,
+        )
+
+    worse = verdict(pulled, features)
+    assert worse is not None and worse["kept"] is False
+    assert worse["tuned"]["unseen_refused"] >= 0.8 and worse["frozen"]["unseen_refused"] >= 0.8  # the same promise
+    assert worse["tuned"]["known_answered_right"] < worse["frozen"]["known_answered_right"] - 0.2
+    assert worse["tuned"]["auroc"] < worse["frozen"]["auroc"]
+    assert "known photos right" in why_not_kept(worse)
+    better = verdict(features, pulled)
+    assert better is not None and better["kept"] is True
+    assert verdict(features, features)["kept"] is True  # type: ignore[index]
+    assert verdict(features, features, margin=0.01)["kept"] is False  # type: ignore[index]  # nothing beaten
+    assert (
+        open_set_verdict(
+            [],
+            [],
+            labels,
+            np.arange(len(labels)),
+            np.zeros(len(labels), dtype=bool),
+            categories_of=categories_of,
+            refuse_unseen=0.8,
+            margin=0.0,
+            seed=0,
+            max_per_product=500,
+            tuning_photos=None,
+        )
+        is None
+    )  # no fold hid a product

@@ -155,6 +155,10 @@ def test_the_novelty_score_of_a_tuned_version_is_calibrated_on_products_its_fold
     assert held == [4, 4] and sum(row["known_frames"] for row in report["open_set_by_product"]) == 8
     choices = json.loads((version / "manifest.json").read_text())["choices"]
     assert "tuning's folds' networks" in choices["novelty_kept"]  # refits keep this score: they cannot rebuild it
+    verdict = report["tuning"]["open_set"]  # the shipped path on the folds' hidden products, both networks
+    assert verdict["kept"] is True and verdict["margin"] == -1.0
+    assert verdict["tuned"]["folds"] == verdict["frozen"]["folds"] == 2
+    assert all(0.0 <= verdict[side]["known_answered_right"] <= 1.0 for side in ("tuned", "frozen"))
 
     untuned = train(options)
     frozen = json.loads((untuned / "report.json").read_text())  # every product hidden once
@@ -283,3 +287,34 @@ def test_a_run_on_every_photo_that_the_budget_cuts_short_is_not_shipped(monkeypa
     assert [epoch["fold"] for epoch in record["epochs"]] == [0, 0, 0, 1, 1, 1, "all"]  # cut after one epoch
     assert record["stopped"] == "budget" and record["tuned_on"] == "the first fold" and record["best_epoch"] == 3
     assert result.kept and result.state
+
+
+def test_a_tuning_the_open_set_verdict_refuses_trains_the_version_on_the_frozen_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept by its probe's top-1, refused by the open set (the real verdict's figures, its decision turned): the
+    version is the frozen backbone's, calibrated as an untuned training is, and the record says why."""
+    from models.extract.backbones import get_backbone
+    from models.store.versions import file_sha256
+    from models.train import trainer
+    from models.train.open_set_verdict import open_set_verdict
+
+    def refused(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        verdict = open_set_verdict(*args, **kwargs)
+        return None if verdict is None else {**verdict, "kept": False}
+
+    monkeypatch.setattr(trainer, "open_set_verdict", refused)
+    colours = [(200, 30, 30), (30, 40, 200), (30, 170, 60), (240, 140, 20), (120, 40, 160)]
+    images, catalog = drawn_catalog(tmp_path, [("parts", f"part-{i}", colour) for i, colour in enumerate(colours)])
+    options = trainer.TrainOptions(
+        images=images, catalog=catalog, out=tmp_path / "store", show_progress=False, classifiers=("logistic",)
+    )
+    version = trainer.train(replace(options, tune=TuneOptions(epochs=1, margin=-1.0)))
+    report = json.loads((version / "report.json").read_text())
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert report["tuning"]["kept"] is False and report["tuning"]["open_set"]["kept"] is False
+    assert "known photos right" in report["tuning"]["why"]
+    assert "weights_file" not in manifest["backbone"] and not (version / "backbone.pt").exists()
+    assert manifest["backbone"]["weights_sha256"] == file_sha256(get_backbone("efficientnet_lite0").default_weights())
+    assert report["open_set"]["networks"] == "the shipped one's" and manifest["choices"]["novelty_kept"] == ""
+    assert all(row["never_seen_frames"] == 4 for row in report["open_set_by_product"])  # every product hidden once
