@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -224,7 +225,11 @@ def main() -> int:
             version = train(
                 TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False, tune=tune)
             )
-            tuned = json.loads((version / "report.json").read_text()).get("tuning", {}).get("kept")
+            tuning = json.loads((version / "report.json").read_text()).get("tuning", {})
+            tuned = tuning.get("kept")
+            if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
+                verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
+                print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
             rows.append({"data set": name, **({"tuned": tuned} if args.tune else {}), **measure(store, stream)})
             print(json.dumps(rows[-1]), flush=True)
     print(records_table(rows))
