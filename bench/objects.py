@@ -31,6 +31,7 @@ import io
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,15 +223,18 @@ def main() -> int:
             stream = parts_stream(work, args, rng) if name == "parts" else photo_stream(work, name, args, rng)
             store = work / "store"
             tune = TuneOptions() if args.tune else None
+            started = time.monotonic()
             version = train(
                 TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False, tune=tune)
             )
+            trained_s = time.monotonic() - started
             tuning = json.loads((version / "report.json").read_text()).get("tuning", {})
             tuned = tuning.get("kept")
             if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
                 verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
                 print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
-            rows.append({"data set": name, **({"tuned": tuned} if args.tune else {}), **measure(store, stream)})
+            tuned_row = {"tuned": tuned, "training s": round(trained_s)} if args.tune else {}
+            rows.append({"data set": name, **tuned_row, **measure(store, stream)})
             print(json.dumps(rows[-1]), flush=True)
     print(records_table(rows))
     return 0

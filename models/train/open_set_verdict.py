@@ -7,8 +7,8 @@ of never-seen frames refused frozen, 16.5% tuned). Each tuning fold's network ne
 answer path that ships (a head, a gallery, the novelty score at the operating point asked for) is run on each fold's
 features twice, the fold's tuned network's and the frozen backbone's, with the same hidden products and the same
 held-out photos as known ones. The tuning is kept only where, at that operating point, the tuned network answers
-more known photos right than the frozen one by the tuning's margin (as its top-1 must): both then refuse the same
-share of never-seen frames on the folds.
+more known photos right than the frozen one by the tuning's margin (as its top-1 must), where each refuses at least
+the share of never-seen frames asked on the folds.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def open_set_verdict(
     tuning_photos: int | None,
 ) -> dict[str, Any] | None:
     """The two networks' figures on the same folds at `refuse_unseen`, and whether the tuned one is kept; None when
-    the folds cannot be scored (no fold hides a product among the rows sampled, or one product would be left).
+    the folds cannot be scored: no fold given (or not as many of each), none hides a product among the rows sampled
+    without leaving fewer than two, a product has a single photo, or no known photo is left to score.
 
     Both sides fit a flat head of the default classifier: the verdict compares the networks, not the search."""
     if not tuned or len(tuned) != len(frozen):
@@ -48,11 +49,12 @@ def open_set_verdict(
     labels = np.asarray(labels)
     categories = np.array([categories_of[str(product)] for product in labels])
     rows = tuning_sample(labels, groups, synthetic, tuning_photos, seed, categories)
+    sampled = labels[rows]
     figures: dict[str, dict[str, Any]] = {}
     for name, folds in (("frozen", frozen), ("tuned", tuned)):
         answers = fold_answers(
-            folds[0].features[rows],  # unused: each fold scores on its own features
-            labels[rows],
+            folds[0].features,  # unused: each fold scores on its own features
+            sampled,
             groups[rows],
             synthetic[rows],
             categories_of=categories_of,
@@ -60,12 +62,16 @@ def open_set_verdict(
             chosen={},
             seed=seed,
             max_per_product=max_per_product,
-            hidden_folds=[HiddenFold(fold.products, fold.features[rows], fold.known[rows]) for fold in folds],
+            hidden_folds=[
+                fold if rows.all() else HiddenFold(fold.products, fold.features[rows], fold.known[rows])
+                for fold in folds
+            ],
         )
         if answers is None or answers.unseen.all() or not answers.unseen.any():
             return None
         curve = calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=0.9).report["open_set"]
-        figures[name] = {key: curve[key] for key in FIGURES} | {"folds": len(folds)}
+        scored = sum(bool(len(np.intersect1d(fold.products, sampled))) for fold in folds)  # the others are skipped
+        figures[name] = {key: curve[key] for key in FIGURES} | {"folds": scored}
     kept = figures["tuned"]["known_answered_right"] >= figures["frozen"]["known_answered_right"] + margin
     return {"refuse_unseen": refuse_unseen, "margin": margin, **figures, "kept": kept}
 

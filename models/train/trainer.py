@@ -299,6 +299,8 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
             options, spec, images, augmenter, catalog, (rows, hidden), tuning_folds, tuning
         )
         tuned = tuned if tuning["kept"] else None
+    elif tuned is not None and tuning is not None:
+        tuning["open_set"] = {"judged": False, "why": _WHY_OPEN_SET_UNJUDGED}
     logger.info("training on %d images of %d products", len(images), len({i.product for i in images}))
     data, features, recipe, center, weights_sha256 = (
         rows.data,
@@ -365,6 +367,13 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
         gallery=gallery_rows,
         novelty=fitted.novelty,
     )
+
+
+_WHY_OPEN_SET_UNJUDGED = "no novelty score asked for (--refuse-unseen off), or no fold hid a product (too few products)"
+_WHY_OPEN_SET_UNSCORED = (
+    "the folds' hidden products could not be scored (none among the photos sampled, a product of one photo, or no "
+    "known photo left): the tuning is kept on its top-1 alone"
+)
 
 
 @dataclass(frozen=True)
@@ -439,7 +448,7 @@ def _open_set_checked(  # noqa: PLR0917
         max_per_product=options.gallery_per_product,
         tuning_photos=options.tuning_photos,
     )
-    tuning["open_set"] = verdict if verdict is not None else {"judged": False}
+    tuning["open_set"] = verdict if verdict is not None else {"judged": False, "why": _WHY_OPEN_SET_UNSCORED}
     if verdict is None or verdict["kept"]:
         return tuned_rows, tuned_folds
     tuning["kept"] = False

@@ -92,6 +92,7 @@ def test_a_tuned_backbone_ships_in_its_version_and_every_engine_runs_it(tmp_path
     tuning = manifest["training"]["tuning"]
     assert tuning["kept"] is True and tuning["photos"]["views"] == 5 and len(tuning["folds"]) == 2
     assert 1 <= len([epoch for epoch in tuning["epochs"] if epoch["fold"] == "all"]) <= 2  # then every photo
+    assert tuning["open_set"]["judged"] is False  # three products: no fold hid one, so no open set to weigh
     assert manifest["backbone"]["weights_file"] == "backbone.pt" and "backbone.pt" in manifest["files"]
     assert manifest["backbone"]["weights_sha256"] == file_sha256(kept / "backbone.pt") != packaged
     photos = np.stack(
