@@ -1,7 +1,7 @@
 """Objects (several frames of one part, one decision) against single frames, at the shipped operating point.
 
     .venv/bin/python -m bench.objects [--datasets parts,fashion,digits] [--known-objects 60] [--unseen-objects 40]
-                                      [--parts 100] [--photos 20] [--seed 0] [--tune]
+                                      [--parts 100] [--photos 20] [--seed 0] [--tune] [--synthetic 0]
 
 Each data set gets its own model, trained as `partsight train` trains by default, on 20 photos of each known
 product; never-seen products are kept out of it:
@@ -223,6 +223,12 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20, help="training photos per product")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tune", action="store_true", help="train as `partsight train --tune` (its defaults)")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="synthetic copies of each training photo (`partsight train --synthetic`)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="partsight-objects-") as scratch:
@@ -234,7 +240,14 @@ def main() -> int:
             tune = TuneOptions() if args.tune else None
             started = time.monotonic()
             version = train(
-                TrainOptions(images=stream.images, catalog=stream.catalog, out=store, show_progress=False, tune=tune)
+                TrainOptions(
+                    images=stream.images,
+                    catalog=stream.catalog,
+                    out=store,
+                    show_progress=False,
+                    tune=tune,
+                    synthetic_per_image=args.synthetic,
+                )
             )
             trained_s = time.monotonic() - started
             tuning = json.loads((version / "report.json").read_text()).get("tuning", {})
