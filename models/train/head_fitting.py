@@ -359,10 +359,7 @@ def fit_model(  # long: 17 documented settings; the body is one call per step
         refuse_unseen=refuse_unseen,
         target_precision=target_precision,
         gallery_per_product=gallery_per_product,
-        hidden_folds=[
-            fold if rows.all() else HiddenFold(fold.products, fold.features[rows], fold.known[rows])
-            for fold in hidden_folds
-        ],
+        hidden_folds=[fold.sampled(rows) for fold in hidden_folds],
     )
     if calibration is not None:
         report.update(calibration.report)

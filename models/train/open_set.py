@@ -72,6 +72,10 @@ class HiddenFold(NamedTuple):
     features: np.ndarray
     known: np.ndarray  # (rows,) bool
 
+    def sampled(self, rows: np.ndarray) -> HiddenFold:
+        """The fold on the rows a (rows,) bool mask keeps (itself when it keeps them all)."""
+        return self if rows.all() else HiddenFold(self.products, self.features[rows], self.known[rows])
+
 
 def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     """The products each fold hides: shuffled, split into `folds` groups of near-equal size."""

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from models.answer.head import FLAT
+from models.answer.novelty import fit_novelty
 from models.train.node_fitting import tuning_sample
-from models.train.open_set import HiddenFold, calibrate_open_set, fold_answers
+from models.train.open_set import HiddenFold, fold_answers
+from models.train.report import open_set_curve
 
 FIGURES = ("known_answered_right", "unseen_refused", "known_refused", "auroc")
 
@@ -62,14 +64,12 @@ def open_set_verdict(
             chosen={},
             seed=seed,
             max_per_product=max_per_product,
-            hidden_folds=[
-                fold if rows.all() else HiddenFold(fold.products, fold.features[rows], fold.known[rows])
-                for fold in folds
-            ],
+            hidden_folds=[fold.sampled(rows) for fold in folds],
         )
         if answers is None or answers.unseen.all() or not answers.unseen.any():
             return None
-        curve = calibrate_open_set(answers, refuse_unseen=refuse_unseen, target_precision=0.9).report["open_set"]
+        novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen)  # the score and its threshold, as shipped
+        curve = open_set_curve(novelty.score(answers.inputs), answers.unseen, answers.correct, novelty.threshold)
         scored = sum(bool(len(np.intersect1d(fold.products, sampled))) for fold in folds)  # the others are skipped
         figures[name] = {key: curve[key] for key in FIGURES} | {"folds": scored}
     kept = figures["tuned"]["known_answered_right"] >= figures["frozen"]["known_answered_right"] + margin
