@@ -173,7 +173,7 @@ def _fold_plan(
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
-    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen)
+    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answers.correct)
     scores = novelty.score(answers.inputs)
     objects = calibrate_objects(scores, answers.unseen, answers.products, answers.predicted, novelty.threshold)
     novelty = replace(novelty, object_thresholds=objects.more_thresholds)

@@ -293,6 +293,30 @@ def test_fit_novelty_separates_never_seen_frames_and_refuses_the_share_asked() -
         fit_novelty(inputs, unseen, refuse_unseen=0.0)
 
 
+def test_fit_novelty_fitted_on_wrong_answers_too_lets_fewer_of_them_through_at_the_same_promise() -> None:
+    rng = np.random.default_rng(0)
+    inputs, unseen = synthetic_inputs(rng, 300, 100)
+    wrong = np.flatnonzero(~unseen)[:60]  # known frames the head answers as another product: less sure, and the
+    inputs[wrong, 0] = np.clip(rng.normal(0.6, 0.12, len(wrong)), 0.05, 1.0)  # gallery's nearest product disagrees
+    inputs[wrong, 1] = np.clip(inputs[wrong, 0] - rng.uniform(0, 0.3, len(wrong)), 0, 1)
+    inputs[wrong, 4] = 0.0
+    answered_right = ~unseen
+    answered_right[wrong] = False
+
+    def let_through(model: NoveltyModel) -> tuple[float, float, float]:
+        refused = model.score(inputs) >= model.threshold
+        return refused[unseen].mean(), (~refused[wrong]).mean(), refused[answered_right].mean()
+
+    unseen_only, with_wrong = fit_novelty(inputs, unseen, 0.8), fit_novelty(inputs, unseen, 0.8, answered_right)
+    (unseen_a, wrong_a, right_a), (unseen_b, wrong_b, right_b) = let_through(unseen_only), let_through(with_wrong)
+    assert unseen_a >= 0.8 and unseen_b >= 0.8  # the threshold keeps its promise on never-seen frames
+    assert wrong_a == 1.0 and wrong_b < 0.8  # fitted on never-seen frames alone, every wrong answer went through
+    assert right_a <= 0.02 and right_b <= 0.02
+    # no known frame answered right: nothing to learn wrong answers from, the never-seen frames alone are fitted
+    nothing_right = fit_novelty(inputs, unseen, 0.8, np.zeros(len(inputs), bool))
+    np.testing.assert_allclose(nothing_right.weights, unseen_only.weights)
+
+
 def test_a_novelty_record_round_trips_and_wrong_inputs_are_refused() -> None:
     model = NoveltyModel(np.array([-1.5, -0.5, -8.0, -0.3, -1.0]), 6.25, 0.61, 0.8)
     record = json.loads(json.dumps(model.record()))
