@@ -72,3 +72,8 @@ def load_catalog(path: Path) -> Catalog:
     else:
         raise CatalogError(f"{path}: catalog must be .csv or .json")
     return parse_records(records, str(path))
+
+
+def categories_of(catalog: Catalog) -> dict[str, str]:
+    """Each product's category."""
+    return {product: str(record["category"]) for product, record in catalog.items()}

@@ -43,7 +43,7 @@ from models.extract.recipe import (
     finish,
     fit_center,
 )
-from models.store.catalog import Catalog, load_catalog
+from models.store.catalog import Catalog, categories_of, load_catalog
 from models.store.versions import file_sha256
 from models.train.augment import ALL_TRANSFORMS, Augmenter, BackgroundReplacer, backgrounds_from_folder
 from models.train.enrolment_base import (
@@ -441,7 +441,7 @@ def _open_set_checked(  # noqa: PLR0917
         np.asarray(frozen.data.products),
         frozen.data.groups,
         frozen.data.synthetic,
-        categories_of={product: str(record["category"]) for product, record in catalog.items()},
+        categories_of=categories_of(catalog),
         refuse_unseen=options.refuse_unseen,
         margin=options.tune.margin,
         seed=options.seed,
@@ -571,7 +571,7 @@ def _fit_head(
         data.products,
         data.groups,
         data.synthetic,
-        {product: str(record["category"]) for product, record in catalog.items()},
+        categories_of(catalog),
         structure=options.structure,
         search=search_for(products, options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
