@@ -3,6 +3,7 @@ synthetic clustered features: no backbone, no photos."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from models.answer.answerer import Answerer
 from models.answer.classifiers import Candidate
 from models.answer.gallery import build_gallery
 from models.answer.head import RECOGNIZED, UNKNOWN
-from models.answer.novelty import INPUTS
+from models.answer.novelty import INPUTS, fit_novelty
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
 from models.train.head_fitting import choose_structure, fit_model, structure_preferred
 from models.train.open_set import FoldAnswers, HiddenFold, calibrate_open_set, fold_answers
@@ -107,6 +108,25 @@ def test_calibration_refuses_the_share_of_never_seen_frames_asked() -> None:
         assert report["novelty"]["threshold"] == novelty.threshold
         assert report["novelty"]["category_threshold"] == pytest.approx(calibration.category_threshold, abs=1e-6)
         assert 0.0 <= calibration.category_threshold <= 1.0
+
+
+def test_the_calibrations_score_learns_to_refuse_the_folds_wrong_answers_too() -> None:
+    features, labels, categories_of, _ = clusters()
+    answers = answers_of(features, labels, categories_of)
+    assert answers is not None
+    confidence = answers.inputs[:, INPUTS.index("confidence")]
+    known = np.flatnonzero(~answers.unseen)
+    unsure = known[np.argsort(confidence[known])[:20]]  # the least sure known answers, taken as wrong ones
+    correct = answers.correct.copy()
+    correct[unsure] = False
+    mistaken = replace(answers, correct=correct)
+    calibration = calibrate_open_set(mistaken, refuse_unseen=0.8, target_precision=0.9)
+    fitted = fit_novelty(answers.inputs, answers.unseen, 0.8, correct)
+    np.testing.assert_allclose(calibration.novelty.weights, fitted.weights)
+    unseen_only = fit_novelty(answers.inputs, answers.unseen, 0.8)
+    assert not np.allclose(calibration.novelty.weights, unseen_only.weights)
+    refused = calibration.novelty.score(answers.inputs) >= calibration.novelty.threshold
+    assert refused[answers.unseen].mean() >= 0.8  # the promise is still on the never-seen frames
 
 
 def test_fold_answers_needs_three_products_and_two_photos_each() -> None:
