@@ -1,4 +1,5 @@
-"""The novelty score: how unlike every enrolled product a frame looks, fitted on frames of products it never saw.
+"""The novelty score: how unlike every enrolled product a frame looks, fitted on frames of products it never saw
+and on the known ones it answered wrong.
 
 Its inputs, per frame, combine the head with the gallery: the head's confidence in the product it answers and
 its margin over the runner-up, the similarity to the nearest enrolled photo of that product, the same
@@ -24,6 +25,7 @@ from models.errors import InvalidModel, TrainingError
 
 INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
 DEFAULT_REFUSE_UNSEEN = 0.8
+MIN_RIGHT = 5  # known frames answered right, fewest for fit_novelty to fit the wrong answers against them
 
 
 def answered_index(probabilities: np.ndarray, categories: Sequence[str]) -> np.ndarray:
@@ -143,6 +145,7 @@ def fit_novelty(
     inputs: np.ndarray,
     unseen: np.ndarray,
     refuse_unseen: float = DEFAULT_REFUSE_UNSEEN,
+    *,
     answered_right: np.ndarray | None = None,
 ) -> NoveltyModel:
     """A balanced logistic regression of the frames to refuse against the others, and the threshold that refuses
@@ -152,8 +155,9 @@ def fit_novelty(
     with their own product, the known frames it answered wrong as well: every answer the score lets through is
     then one the folds would have got right, so at the same share of never-seen frames refused it lets fewer wrong
     answers through (on look-alike parts' folds: 4.6% of known frames answered wrong against 7.9%, and 20.9% right
-    against 15.4%; docs/performance.md). The threshold is set on the never-seen frames alone: the promise a plant
-    reads stays the same."""
+    against 15.4%; docs/performance.md). With fewer than MIN_RIGHT known frames answered right there is too little
+    to tell the wrong answers from, and the never-seen frames alone are fitted. The threshold is set on the
+    never-seen frames alone: the promise a plant reads stays the same."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only: workers score with numpy
 
     check_refuse_unseen(refuse_unseen)
@@ -161,9 +165,13 @@ def fit_novelty(
     y = np.asarray(unseen, dtype=bool)
     if y.all() or not y.any():
         raise TrainingError("fitting the novelty score needs both never-seen and known frames")
-    refuse = y if answered_right is None else y | ~np.asarray(answered_right, dtype=bool)
-    if refuse.all():  # no known frame answered right: nothing to tell the wrong answers from
-        refuse = y
+    refuse = y
+    if answered_right is not None:
+        right = np.asarray(answered_right, dtype=bool)
+        if right.shape != y.shape:
+            raise TrainingError(f"answered_right has shape {right.shape}, the frames {y.shape}")
+        if int((right & ~y).sum()) >= MIN_RIGHT:
+            refuse = y | ~right
     mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit((x - mean) / scale, refuse)
     weights = model.coef_[0] / scale

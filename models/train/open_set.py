@@ -1,4 +1,5 @@
-"""Leave-products-out calibration: the novelty score and the category threshold, fitted on never-seen frames.
+"""Leave-products-out calibration: the novelty score and the category threshold, fitted on never-seen frames (the
+score also on the known frames the folds answered wrong).
 
 Calibrating "unknown" on known products only cannot see what a never-seen product scores. Here each fold
 hides whole products (and, of the others, one share of the photos): a head with the classifiers training
@@ -173,7 +174,7 @@ def _fold_plan(
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
-    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answers.correct)
+    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
     scores = novelty.score(answers.inputs)
     objects = calibrate_objects(scores, answers.unseen, answers.products, answers.predicted, novelty.threshold)
     novelty = replace(novelty, object_thresholds=objects.more_thresholds)

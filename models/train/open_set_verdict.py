@@ -68,7 +68,7 @@ def open_set_verdict(
         )
         if answers is None or answers.unseen.all() or not answers.unseen.any():
             return None
-        novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answers.correct)  # as shipped
+        novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
         curve = open_set_curve(novelty.score(answers.inputs), answers.unseen, answers.correct, novelty.threshold)
         scored = sum(bool(len(np.intersect1d(fold.products, sampled))) for fold in folds)  # the others are skipped
         figures[name] = {key: curve[key] for key in FIGURES} | {"folds": scored}

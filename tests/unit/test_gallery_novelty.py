@@ -17,6 +17,7 @@ from models.answer.gallery import GALLERY_FILE, Gallery, build_gallery, product_
 from models.answer.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
 from models.answer.novelty import (
     INPUTS,
+    MIN_RIGHT,
     NoveltyModel,
     answered_index,
     fit_novelty,
@@ -307,14 +308,21 @@ def test_fit_novelty_fitted_on_wrong_answers_too_lets_fewer_of_them_through_at_t
         refused = model.score(inputs) >= model.threshold
         return refused[unseen].mean(), (~refused[wrong]).mean(), refused[answered_right].mean()
 
-    unseen_only, with_wrong = fit_novelty(inputs, unseen, 0.8), fit_novelty(inputs, unseen, 0.8, answered_right)
+    unseen_only = fit_novelty(inputs, unseen, 0.8)
+    with_wrong = fit_novelty(inputs, unseen, 0.8, answered_right=answered_right)
     (unseen_a, wrong_a, right_a), (unseen_b, wrong_b, right_b) = let_through(unseen_only), let_through(with_wrong)
     assert unseen_a >= 0.8 and unseen_b >= 0.8  # the threshold keeps its promise on never-seen frames
-    assert wrong_a == 1.0 and wrong_b < 0.8  # fitted on never-seen frames alone, every wrong answer went through
-    assert right_a <= 0.02 and right_b <= 0.02
-    # no known frame answered right: nothing to learn wrong answers from, the never-seen frames alone are fitted
-    nothing_right = fit_novelty(inputs, unseen, 0.8, np.zeros(len(inputs), bool))
-    np.testing.assert_allclose(nothing_right.weights, unseen_only.weights)
+    assert wrong_a >= 0.95  # fitted on never-seen frames alone, nearly every wrong answer went through
+    assert wrong_b <= wrong_a - 0.2
+    assert right_a <= 0.05 and right_b <= 0.05
+    # fewer than MIN_RIGHT known frames answered right: too few to learn wrong answers from, never-seen frames alone
+    few_right = np.zeros(len(inputs), bool)
+    few_right[np.flatnonzero(answered_right)[: MIN_RIGHT - 1]] = True
+    for right in (np.zeros(len(inputs), bool), few_right):
+        fitted = fit_novelty(inputs, unseen, 0.8, answered_right=right)
+        np.testing.assert_allclose(fitted.weights, unseen_only.weights)
+    with pytest.raises(TrainingError, match="shape"):
+        fit_novelty(inputs, unseen, 0.8, answered_right=answered_right[:-1])
 
 
 def test_a_novelty_record_round_trips_and_wrong_inputs_are_refused() -> None:

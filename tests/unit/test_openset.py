@@ -13,7 +13,7 @@ from models.answer.answerer import Answerer
 from models.answer.classifiers import Candidate
 from models.answer.gallery import build_gallery
 from models.answer.head import RECOGNIZED, UNKNOWN
-from models.answer.novelty import INPUTS, fit_novelty
+from models.answer.novelty import INPUTS, NoveltyModel, fit_novelty, logit
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
 from models.train.head_fitting import choose_structure, fit_model, structure_preferred
 from models.train.open_set import FoldAnswers, HiddenFold, calibrate_open_set, fold_answers
@@ -121,12 +121,18 @@ def test_the_calibrations_score_learns_to_refuse_the_folds_wrong_answers_too() -
     correct[unsure] = False
     mistaken = replace(answers, correct=correct)
     calibration = calibrate_open_set(mistaken, refuse_unseen=0.8, target_precision=0.9)
-    fitted = fit_novelty(answers.inputs, answers.unseen, 0.8, correct)
+    fitted = fit_novelty(answers.inputs, answers.unseen, 0.8, answered_right=correct)
     np.testing.assert_allclose(calibration.novelty.weights, fitted.weights)
     unseen_only = fit_novelty(answers.inputs, answers.unseen, 0.8)
-    assert not np.allclose(calibration.novelty.weights, unseen_only.weights)
     refused = calibration.novelty.score(answers.inputs) >= calibration.novelty.threshold
     assert refused[answers.unseen].mean() >= 0.8  # the promise is still on the never-seen frames
+
+    def below_threshold(novelty: NoveltyModel) -> float:
+        """How far under the threshold (in log-odds) the wrong answers score, on average: what lets them through."""
+        log_odds = answers.inputs[unsure] @ novelty.weights + novelty.bias
+        return float(np.mean(logit(novelty.threshold) - log_odds))
+
+    assert below_threshold(calibration.novelty) < below_threshold(unseen_only)  # the wrong answers come closer
 
 
 def test_fold_answers_needs_three_products_and_two_photos_each() -> None:
@@ -385,3 +391,36 @@ def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -
         )
         is None
     )  # no fold hid a product
+
+
+def test_the_verdict_fits_its_scores_on_the_folds_wrong_answers_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each side's score is fitted as the shipped one is: told which known photos its fold answered right."""
+    from models.train import open_set_verdict as verdict_module
+
+    given: list[np.ndarray | None] = []
+    real = verdict_module.fit_novelty
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("answered_right"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verdict_module, "fit_novelty", recording)
+    features, labels, categories_of, _ = clusters()
+    photo = np.arange(len(labels)) % 30
+    folds = [HiddenFold(np.array(["p0"]), features, (photo < 6) & (labels != "p0"))]
+    verdict = verdict_module.open_set_verdict(
+        folds,
+        folds,
+        labels,
+        np.arange(len(labels)),
+        np.zeros(len(labels), dtype=bool),
+        categories_of=categories_of,
+        refuse_unseen=0.8,
+        margin=0.0,
+        seed=0,
+        max_per_product=500,
+        tuning_photos=None,
+    )
+    assert verdict is not None and len(given) == 2  # the frozen side and the tuned one
+    for right in given:
+        assert right is not None and right.dtype == bool and right.any() and not right.all()
