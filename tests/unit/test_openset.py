@@ -335,7 +335,7 @@ def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -
     tuned networks put its photos among a known product's (new photos of it, as cross-entropy pulls a never-seen
     digit into the one it resembles), refusing 80% of them costs known answers the frozen features keep: not kept.
     The other way round it is kept, and a tie is kept only without a margin to beat."""
-    from models.train.open_set_verdict import open_set_verdict, why_not_kept
+    from models.train.open_set_verdict import why_not_kept
 
     features, labels, categories_of, centres = clusters()
     rng = np.random.default_rng(5)
@@ -351,19 +351,7 @@ def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -
         return [HiddenFold(np.array([hidden]), x, known) for hidden, known in zip(("p0", "p4"), held, strict=True)]
 
     def verdict(tuned: np.ndarray, frozen: np.ndarray, margin: float = 0.0) -> dict[str, Any] | None:
-        return open_set_verdict(
-            folds(tuned),
-            folds(frozen),
-            labels,
-            np.arange(len(labels)),
-            np.zeros(len(labels), dtype=bool),
-            categories_of=categories_of,
-            refuse_unseen=0.8,
-            margin=margin,
-            seed=0,
-            max_per_product=500,
-            tuning_photos=None,
-        )
+        return verdict_of(folds(tuned), folds(frozen), labels, categories_of, margin)
 
     worse = verdict(pulled, features)
     assert worse is not None and worse["kept"] is False
@@ -375,22 +363,7 @@ def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -
     assert better is not None and better["kept"] is True
     assert verdict(features, features)["kept"] is True  # type: ignore[index]
     assert verdict(features, features, margin=0.01)["kept"] is False  # type: ignore[index]  # nothing beaten
-    assert (
-        open_set_verdict(
-            [],
-            [],
-            labels,
-            np.arange(len(labels)),
-            np.zeros(len(labels), dtype=bool),
-            categories_of=categories_of,
-            refuse_unseen=0.8,
-            margin=0.0,
-            seed=0,
-            max_per_product=500,
-            tuning_photos=None,
-        )
-        is None
-    )  # no fold hid a product
+    assert verdict_of([], [], labels, categories_of) is None  # no fold hid a product
 
 
 def test_the_verdict_fits_its_scores_on_the_folds_wrong_answers_too(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,19 +381,32 @@ def test_the_verdict_fits_its_scores_on_the_folds_wrong_answers_too(monkeypatch:
     features, labels, categories_of, _ = clusters()
     photo = np.arange(len(labels)) % 30
     folds = [HiddenFold(np.array(["p0"]), features, (photo < 6) & (labels != "p0"))]
-    verdict = verdict_module.open_set_verdict(
-        folds,
-        folds,
+    verdict = verdict_of(folds, folds, labels, categories_of)
+    assert verdict is not None and len(given) == 2  # the frozen side and the tuned one
+    for right in given:
+        assert right is not None and right.dtype == bool and right.any() and not right.all()
+
+
+def verdict_of(
+    tuned: list[HiddenFold],
+    frozen: list[HiddenFold],
+    labels: np.ndarray,
+    categories_of: dict[str, str],
+    margin: float = 0.0,
+) -> dict[str, Any] | None:
+    """The tuning's open-set verdict on clustered rows: each photo its own group, none synthetic, all sampled."""
+    from models.train.open_set_verdict import open_set_verdict
+
+    return open_set_verdict(
+        tuned,
+        frozen,
         labels,
         np.arange(len(labels)),
         np.zeros(len(labels), dtype=bool),
         categories_of=categories_of,
         refuse_unseen=0.8,
-        margin=0.0,
+        margin=margin,
         seed=0,
         max_per_product=500,
         tuning_photos=None,
     )
-    assert verdict is not None and len(given) == 2  # the frozen side and the tuned one
-    for right in given:
-        assert right is not None and right.dtype == bool and right.any() and not right.all()
