@@ -172,9 +172,15 @@ def _fold_plan(
     return [(group, features, None) for group in product_groups(products, folds, seed)]
 
 
+def fit_score(answers: FoldAnswers, refuse_unseen: float) -> NoveltyModel:
+    """The novelty score fitted on the folds' answers (their never-seen frames and the known ones answered wrong,
+    against the known ones answered right) and its threshold: as every version's is, and the tuning's verdict."""
+    return fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
+
+
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
-    novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
+    novelty = fit_score(answers, refuse_unseen)
     scores = novelty.score(answers.inputs)
     objects = calibrate_objects(scores, answers.unseen, answers.products, answers.predicted, novelty.threshold)
     novelty = replace(novelty, object_thresholds=objects.more_thresholds)

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from models.answer.head import FLAT
-from models.answer.novelty import fit_novelty
 from models.train.node_fitting import tuning_sample
-from models.train.open_set import HiddenFold, fold_answers
+from models.train.open_set import HiddenFold, fit_score, fold_answers
 from models.train.report import open_set_curve
 
 FIGURES = ("known_answered_right", "unseen_refused", "known_refused", "auroc")
@@ -68,7 +67,7 @@ def open_set_verdict(
         )
         if answers is None or answers.unseen.all() or not answers.unseen.any():
             return None
-        novelty = fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
+        novelty = fit_score(answers, refuse_unseen)
         curve = open_set_curve(novelty.score(answers.inputs), answers.unseen, answers.correct, novelty.threshold)
         scored = sum(bool(len(np.intersect1d(fold.products, sampled))) for fold in folds)  # the others are skipped
         figures[name] = {key: curve[key] for key in FIGURES} | {"folds": scored}

@@ -368,16 +368,16 @@ def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -
 
 def test_the_verdict_fits_its_scores_on_the_folds_wrong_answers_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each side's score is fitted as the shipped one is: told which known photos its fold answered right."""
-    from models.train import open_set_verdict as verdict_module
+    from models.train import open_set
 
     given: list[np.ndarray | None] = []
-    real = verdict_module.fit_novelty
+    real = open_set.fit_novelty
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         given.append(kwargs.get("answered_right"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(verdict_module, "fit_novelty", recording)
+    monkeypatch.setattr(open_set, "fit_novelty", recording)
     features, labels, categories_of, _ = clusters()
     photo = np.arange(len(labels)) % 30
     folds = [HiddenFold(np.array(["p0"]), features, (photo < 6) & (labels != "p0"))]
