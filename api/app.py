@@ -139,6 +139,18 @@ def add_operations_routes(app: FastAPI, services: Services, registry: CollectorR
     )
 
 
+def forget_stale_products(catalog: Products) -> None:
+    """Drop from products.json, once at start-up, the records enrolled since and those that waited too long (until
+    then only a post or a delete rewrote the file); a store the API cannot write is left as it is."""
+    try:
+        dropped = catalog.prune()
+    except OSError as exc:
+        logger.warning("products.json was not tidied: %s", exc)
+        return
+    if dropped:
+        logger.info("products.json: %s record(s) enrolled since or past their days dropped", dropped)
+
+
 def create_app(
     settings: ApiSettings,
     *,
@@ -152,12 +164,14 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = ApiMetrics(registry)
     enrolments, review_store = open_stores(settings)
+    catalog = Products(settings.store, pending_days=settings.pending_product_days)
+    forget_stale_products(catalog)
     services = Services(
         settings=settings,
         recognizer=recognizer,
         dispatcher=dispatcher,
         metrics=metrics,
-        products=Products(settings.store, pending_days=settings.pending_product_days),
+        products=catalog,
         enrolments=enrolments,
         review=review_store,
     )

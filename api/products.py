@@ -4,7 +4,8 @@ A product posted without photos waits in `<store>/products.json` (replaced atomi
 processes sharing the store never lose each other's records) until an enrolment carries its record into a model
 version. Every rewrite drops the records a version's catalog now carries and those posted more than
 `pending_days` ago that no photo ever followed (PARTSIGHT_PENDING_PRODUCT_DAYS), so the file holds what waits, not
-everything ever posted. Stdlib only.
+everything ever posted; `prune` rewrites it for that alone (the API at start-up, `partsight models --prune`).
+Stdlib only.
 """
 
 from __future__ import annotations
@@ -119,10 +120,25 @@ class Products:
             self._write(pending, posted)
         return True
 
+    def prune(self) -> int:
+        """Rewrite the file without the records the catalog carries and those that waited too long, when it holds
+        any; how many were dropped."""
+        with self._locked():
+            pending, posted = self._read()
+            kept = self._kept(pending, posted)
+            if len(kept) == len(pending):
+                return 0
+            self._write(pending, posted)
+        return len(pending) - len(kept)
+
+    def _kept(self, pending: dict[str, dict[str, Any]], posted: dict[str, float]) -> list[str]:
+        """The products still waiting: not in the catalog, and posted within `pending_days`."""
+        catalog, oldest = self.catalog(), self._clock() - self._keep_s
+        return sorted(p for p in pending if p not in catalog and posted.get(p, oldest) >= oldest)
+
     def _write(self, pending: dict[str, dict[str, Any]], posted: dict[str, float]) -> None:
         """Rewrite the file, without the records the catalog now carries and those that waited too long."""
-        catalog, oldest = self.catalog(), self._clock() - self._keep_s
-        kept = sorted(p for p in pending if p not in catalog and posted.get(p, oldest) >= oldest)
+        kept = self._kept(pending, posted)
         document = {"products": [pending[p] for p in kept], "posted_at": {p: posted[p] for p in kept}}
         staging = self._pending.with_name(f".{PENDING_FILE}.{secrets.token_hex(4)}.tmp")
         try:

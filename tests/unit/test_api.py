@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -496,6 +497,19 @@ def test_a_product_posted_and_never_enrolled_is_forgotten_when_deleted_or_after_
     products.add_pending({**record, "product": "new-part"})
     written = json.loads((api.store / "products.json").read_text())
     assert [r["product"] for r in written["products"]] == ["new-part"] and set(written["posted_at"]) == {"new-part"}
+
+
+def test_the_api_drops_enrolled_and_stale_records_from_products_json_when_it_starts(store: Path) -> None:
+    from api.products import Products
+
+    records = [{"product": p, "name": p, "category": "parts"} for p in ("p1", "gear-7", "old-part")]
+    posted = {"p1": time.time(), "gear-7": time.time(), "old-part": 0.0}  # p1 is in the catalog; old-part 1970's
+    (store / "products.json").write_text(json.dumps({"products": records, "posted_at": posted}))
+    Api(store)
+    written = json.loads((store / "products.json").read_text())
+    assert [r["product"] for r in written["products"]] == ["gear-7"] and set(written["posted_at"]) == {"gear-7"}
+    before = (store / "products.json").stat().st_mtime_ns
+    assert Products(store).prune() == 0 and (store / "products.json").stat().st_mtime_ns == before  # not rewritten
 
 
 def test_photos_enrol_a_product_202_then_its_status(api: Api) -> None:
