@@ -69,7 +69,10 @@ def validate_frame_id(value: object) -> str:
 def validate_line(value: object) -> str:
     """A line name as a frame may carry it (the store says whether that line exists: the worker)."""
     if not is_line_name(value):
-        raise FrameRejected(ErrorCode.UNKNOWN_LINE, "line must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        raise FrameRejected(
+            ErrorCode.UNKNOWN_LINE,
+            "line must be 1 to 64 characters of A-Z a-z 0-9 . _ -, the first a letter or a digit",
+        )
     assert isinstance(value, str)
     return value
 

@@ -508,8 +508,8 @@ def _train_choice_arguments(parser: argparse.ArgumentParser) -> None:
         "--tuning-photos",
         type=int,
         default=3000,
-        help="with more photos than this, choose classifiers and thresholds on a stratified sample of this many "
-        "(the chosen ones are then fitted on all); 0: always all",
+        help="with more photos than this, choose classifiers and thresholds on a sample of whole products (of whole "
+        "categories) of about this many photos (the chosen ones are then fitted on all); 0: always all",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
