@@ -122,12 +122,14 @@ class Products:
 
     def prune(self) -> int:
         """Rewrite the file without the records the catalog carries and those that waited too long, when it holds
-        any; how many were dropped."""
+        any (read first without the lock: a store nothing is to be dropped from is not written); how many were
+        dropped."""
+        pending, posted = self._read()
+        if len(self._kept(pending, posted)) == len(pending):
+            return 0
         with self._locked():
             pending, posted = self._read()
             kept = self._kept(pending, posted)
-            if len(kept) == len(pending):
-                return 0
             self._write(pending, posted)
         return len(pending) - len(kept)
 
