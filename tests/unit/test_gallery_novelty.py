@@ -315,10 +315,21 @@ def test_fit_novelty_fitted_on_wrong_answers_too_lets_fewer_of_them_through_at_t
     assert wrong_a >= 0.95  # fitted on never-seen frames alone, nearly every wrong answer went through
     assert wrong_b <= wrong_a - 0.2
     assert right_a <= 0.05 and right_b <= 0.05
-    # fewer than MIN_RIGHT known frames answered right: too few to learn wrong answers from, never-seen frames alone
+    # fewer than MIN_RIGHT known frames answered right, or fewer right than wrong (a head that answers most known
+    # frames wrong: the score would learn sure against unsure): never-seen frames alone
     few_right = np.zeros(len(inputs), bool)
     few_right[np.flatnonzero(answered_right)[: MIN_RIGHT - 1]] = True
-    for right in (np.zeros(len(inputs), bool), few_right):
+
+    def known_right(count: int) -> np.ndarray:  # the first `count` of the right answers kept right, the rest wrong
+        right = answered_right.copy()
+        right[np.flatnonzero(answered_right)[count:]] = False
+        return right
+
+    assert (~known_right(149) & ~unseen).sum() == 151  # 149 right, 151 wrong: never-seen frames alone
+    assert not np.allclose(
+        fit_novelty(inputs, unseen, 0.8, answered_right=known_right(150)).weights, unseen_only.weights
+    )
+    for right in (np.zeros(len(inputs), bool), few_right, known_right(149)):
         fitted = fit_novelty(inputs, unseen, 0.8, answered_right=right)
         np.testing.assert_allclose(fitted.weights, unseen_only.weights)
     with pytest.raises(TrainingError, match="shape"):
