@@ -4,14 +4,14 @@ A product posted without photos waits in `<store>/products.json` (replaced atomi
 processes sharing the store never lose each other's records) until an enrolment carries its record into a model
 version. Every rewrite drops the records a version's catalog now carries and those posted more than
 `pending_days` ago that no photo ever followed (PARTSIGHT_PENDING_PRODUCT_DAYS), so the file holds what waits, not
-everything ever posted; `prune` rewrites it for that alone (the API at start-up, `partsight models --prune`).
-Stdlib only.
+everything ever posted; `prune` rewrites it for that alone (the API, at start-up). Stdlib only.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import secrets
 import time
@@ -43,6 +43,13 @@ def catalog_of(folder: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _posted_at(value: Any, now: float) -> float:
+    """When a record was posted: its Unix time, or `now` for one written before times were kept or not a time."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return now
+
+
 class Products:
     """The current version's catalog (read on each call: `current` moves under us) and the pending records."""
 
@@ -71,10 +78,12 @@ class Products:
         records = document.get("products", []) if isinstance(document, dict) else []
         posted = document.get("posted_at", {}) if isinstance(document, dict) else {}
         pending = {
-            str(record["product"]): record for record in records if isinstance(record, dict) and "product" in record
+            str(record["product"]): record
+            for record in (records if isinstance(records, list) else [])
+            if isinstance(record, dict) and "product" in record
         }
         now = self._clock()
-        return pending, {p: float(posted.get(p, now)) if isinstance(posted, dict) else now for p in pending}
+        return pending, {p: _posted_at(posted.get(p) if isinstance(posted, dict) else None, now) for p in pending}
 
     def listing(self) -> list[dict[str, Any]]:
         """Every product: the catalog's (enrolled) and the pending ones not in it (enrolled false), by id."""
@@ -130,7 +139,9 @@ class Products:
         with self._locked():
             pending, posted = self._read()
             kept = self._kept(pending, posted)
-            self._write(pending, posted)
+            if len(kept) == len(pending):  # another process pruned it meanwhile
+                return 0
+            self._write(pending, posted, kept)
         return len(pending) - len(kept)
 
     def _kept(self, pending: dict[str, dict[str, Any]], posted: dict[str, float]) -> list[str]:
@@ -138,9 +149,12 @@ class Products:
         catalog, oldest = self.catalog(), self._clock() - self._keep_s
         return sorted(p for p in pending if p not in catalog and posted.get(p, oldest) >= oldest)
 
-    def _write(self, pending: dict[str, dict[str, Any]], posted: dict[str, float]) -> None:
-        """Rewrite the file, without the records the catalog now carries and those that waited too long."""
-        kept = self._kept(pending, posted)
+    def _write(
+        self, pending: dict[str, dict[str, Any]], posted: dict[str, float], kept: list[str] | None = None
+    ) -> None:
+        """Rewrite the file with the `kept` products (default: without the records the catalog now carries and
+        those that waited too long)."""
+        kept = self._kept(pending, posted) if kept is None else kept
         document = {"products": [pending[p] for p in kept], "posted_at": {p: posted[p] for p in kept}}
         staging = self._pending.with_name(f".{PENDING_FILE}.{secrets.token_hex(4)}.tmp")
         try:

@@ -1,5 +1,5 @@
 """The novelty score: how unlike every enrolled product a frame looks, fitted on frames of products it never saw
-and on the known ones it answered wrong.
+and, where the folds answer at least half the known frames right, on the known ones they answered wrong.
 
 Its inputs, per frame, combine the head with the gallery: the head's confidence in the product it answers and
 its margin over the runner-up, the similarity to the nearest enrolled photo of that product, the same
@@ -7,8 +7,9 @@ relative to that product's own spread (how close its photos come to each other),
 nearest product is the head's answer. A logistic regression maps them to 0..1; it is fitted at training
 time on leave-products-out folds (models.train.trainer), where whole products are hidden, so their frames are
 real never-seen frames; the known frames the folds' heads answered wrong are fitted as frames to refuse too
-(fit_novelty). The operating point is a setting a plant understands: refuse at least
-`refuse_unseen` of never-seen products; the threshold that does so on those folds ships in the manifest.
+where they are no more than the right ones (fit_novelty). The operating point is a setting a plant understands:
+refuse at least `refuse_unseen` of never-seen products; the threshold that does so on those folds ships in the
+manifest.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ def fit_novelty(
     against 15.4%; docs/performance.md). The never-seen frames alone are fitted where the folds' heads answer fewer
     known frames right than wrong, or fewer than MIN_RIGHT right: the wrong answers would be most of what it learns,
     and the score would tell a sure answer from an unsure one, not a never-seen product from a known one (at 1,000
-    look-alike parts, a fifth of the folds' answers right, it refused 64.5% of never-seen photos of another day
-    against 85.5% fitted on the never-seen frames alone, 80% promised). The threshold is set on the never-seen
+    look-alike parts, about a quarter of the folds' answers right, it refused 64.5% of never-seen photos of another
+    day against 85.5% fitted on the never-seen frames alone, 80% promised). The threshold is set on the never-seen
     frames alone: the promise a plant reads stays the same."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only: workers score with numpy
 

@@ -86,7 +86,9 @@ def check_line_name(name: object, code: str = UNKNOWN_LINE) -> str:
     one names no line; `bad_line` where one is made)."""
     if not is_line_name(name):
         shown = str(name)[:80]
-        raise LineError(f"{shown!r} is not a line name: 1-64 characters of A-Z a-z 0-9 . _ -", code)
+        raise LineError(
+            f"{shown!r} is not a line name: 1-64 characters of A-Z a-z 0-9 . _ -, the first a letter or a digit", code
+        )
     assert isinstance(name, str)
     return name
 

@@ -1,5 +1,5 @@
 """Leave-products-out calibration: the novelty score and the category threshold, fitted on never-seen frames (the
-score also on the known frames the folds answered wrong).
+score also on the known frames the folds answered wrong, where those are no more than the right ones).
 
 Calibrating "unknown" on known products only cannot see what a never-seen product scores. Here each fold
 hides whole products (and, of the others, one share of the photos): a head with the classifiers training
@@ -174,7 +174,8 @@ def _fold_plan(
 
 def fit_score(answers: FoldAnswers, refuse_unseen: float) -> NoveltyModel:
     """The novelty score fitted on the folds' answers (their never-seen frames and the known ones answered wrong,
-    against the known ones answered right) and its threshold: as every version's is, and the tuning's verdict."""
+    against the known ones answered right; the never-seen frames alone where the wrong answers outnumber the right:
+    fit_novelty) and its threshold: as every version's is, and the tuning's verdict."""
     return fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
 
 

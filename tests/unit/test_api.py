@@ -510,6 +510,11 @@ def test_the_api_drops_enrolled_and_stale_records_from_products_json_when_it_sta
     assert [r["product"] for r in written["products"]] == ["gear-7"] and set(written["posted_at"]) == {"gear-7"}
     before = (store / "products.json").stat().st_mtime_ns
     assert Products(store).prune() == 0 and (store / "products.json").stat().st_mtime_ns == before  # not rewritten
+    # a file that parses but holds nonsense does not stop the API: a time that is none counts as now
+    for document in ({"products": 3, "posted_at": None}, {"products": records[1:2], "posted_at": {"gear-7": "x"}}):
+        (store / "products.json").write_text(json.dumps(document))
+        assert Api(store).get("/v1/products").status_code == 200
+    assert [r["product"] for r in json.loads((store / "products.json").read_text())["products"]] == ["gear-7"]
 
 
 def test_photos_enrol_a_product_202_then_its_status(api: Api) -> None:

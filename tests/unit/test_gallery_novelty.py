@@ -336,6 +336,20 @@ def test_fit_novelty_fitted_on_wrong_answers_too_lets_fewer_of_them_through_at_t
         fit_novelty(inputs, unseen, 0.8, answered_right=answered_right[:-1])
 
 
+def test_fit_novelty_needs_min_right_answers_even_where_they_outnumber_the_wrong_ones() -> None:
+    inputs, unseen = synthetic_inputs(np.random.default_rng(1), 7, 40)
+    known = np.flatnonzero(~unseen)
+    alone = fit_novelty(inputs, unseen, 0.8).weights
+
+    def fitted_with(right_count: int) -> np.ndarray:
+        right = np.zeros(len(inputs), bool)
+        right[known[:right_count]] = True
+        return fit_novelty(inputs, unseen, 0.8, answered_right=right).weights
+
+    np.testing.assert_allclose(fitted_with(MIN_RIGHT - 1), alone)  # 4 right, 3 wrong: too few right to fit
+    assert not np.allclose(fitted_with(MIN_RIGHT), alone)  # 5 right, 2 wrong: the wrong ones fitted too
+
+
 def test_a_novelty_record_round_trips_and_wrong_inputs_are_refused() -> None:
     model = NoveltyModel(np.array([-1.5, -0.5, -8.0, -0.3, -1.0]), 6.25, 0.61, 0.8)
     record = json.loads(json.dumps(model.record()))
