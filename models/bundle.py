@@ -477,6 +477,8 @@ def _check_parts_fit(
         raise InvalidModel(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
     if novelty is not None and gallery is None:
         raise InvalidModel("a novelty score without its gallery")
+    if novelty is not None and gallery is not None and novelty.uses_distance and gallery.density is None:
+        raise InvalidModel("a novelty score of the product distance, and a gallery too small to give it")
 
 
 def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, Means]:

@@ -26,6 +26,9 @@ class Answerer:
     def __post_init__(self) -> None:
         if self.novelty is not None and self.gallery is None:
             raise ValueError("a novelty score needs the gallery it was fitted with")
+        uses_distance = self.novelty is not None and self.novelty.uses_distance
+        if uses_distance and self.gallery is not None and self.gallery.density is None:
+            raise ValueError("a novelty score of the product distance needs a gallery with a density")
         if self.gallery is not None:
             if self.gallery.products != self.head.products:
                 raise ValueError("the gallery's products are not the head's")
@@ -35,9 +38,14 @@ class Answerer:
                 )
 
     def novelty_of(
-        self, features: np.ndarray, probabilities: np.ndarray, nearest_rows: np.ndarray
+        self,
+        features: np.ndarray,
+        probabilities: np.ndarray,
+        nearest_rows: np.ndarray,
+        masks: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """Each row's novelty score; `nearest_rows` (Q, >=1): its nearest gallery photos, best first (-1: none)."""
+        """Each row's novelty score; `nearest_rows` (Q, >=1): its nearest gallery photos, best first (-1: none),
+        `masks` (Q, products): the products each row's line allows (None: all)."""
         if self.novelty is None or self.gallery is None:
             return None
         gallery = self.gallery
@@ -45,8 +53,10 @@ class Answerer:
         similarity = gallery.best_of(features, answered)
         first = nearest_rows[:, 0] if nearest_rows.shape[1] else np.full(len(features), -1)
         nearest_product = np.where(first >= 0, gallery.labels[np.maximum(first, 0)], -1)
+        density = gallery.density if self.novelty.uses_distance else None
+        distance = None if density is None else density.nearest_distance(features, masks)
         inputs = novelty_inputs_of(
-            probabilities, answered, similarity, nearest_product, gallery.spread_mean, gallery.spread_std
+            probabilities, answered, similarity, nearest_product, gallery.spread_mean, gallery.spread_std, distance
         )
         return self.novelty.score(inputs)
 
@@ -92,7 +102,7 @@ class Answerer:
         if self.gallery is None:
             return [self.head.decide(row, allowed=mask) for row, mask in zip(probabilities, row_masks, strict=True)]
         rows, similarities = self.gallery.nearest(features, max(matches, 1), masks)
-        novelty = self.novelty_of(features, probabilities, rows)
+        novelty = self.novelty_of(features, probabilities, rows, masks)
         nearest = self.gallery.matches_of(rows[:, :matches], similarities[:, :matches])
         threshold = self.novelty.threshold if self.novelty is not None else None
         own = thresholds or [None] * len(probabilities)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
+from models.answer.density import ProductDensity, fit_density
 from models.errors import InvalidModel
 
 GALLERY_FILE = "gallery.npz"
@@ -58,6 +60,11 @@ class Gallery:
     @property
     def dim(self) -> int:
         return int(self.features.shape[1])
+
+    @cached_property
+    def density(self) -> ProductDensity | None:
+        """Its rows' density (models.answer.density), fitted from them on first use; None when they are too few."""
+        return fit_density(self.features, self.labels, len(self.products))
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(Q, N) cosine similarities of L2-normalised queries to every gallery photo."""

@@ -15,7 +15,7 @@ manifest.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,8 @@ from models.answer.head import category_codes, category_mass
 from models.errors import InvalidModel, TrainingError
 
 INPUTS = ("confidence", "margin", "similarity", "similarity_z", "gallery_agrees")
+DISTANCE = "product_distance"  # models.answer.density: fitted in where it tells the folds' frames apart better
+ALL_INPUTS = (*INPUTS, DISTANCE)
 DEFAULT_REFUSE_UNSEEN = 0.8
 MIN_RIGHT = 5  # known frames answered right, fewest for fit_novelty to fit the wrong answers against them (and
 # never fewer than the wrong ones)
@@ -41,17 +43,20 @@ def answered_index(probabilities: np.ndarray, categories: Sequence[str]) -> np.n
     return result
 
 
-def novelty_inputs(
+def novelty_inputs(  # noqa: PLR0917
     probabilities: np.ndarray,
     best_similarity: np.ndarray,
     answered: np.ndarray,
     spread_mean: np.ndarray,
     spread_std: np.ndarray,
+    distance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, len(INPUTS)) the score's inputs; `best_similarity` (N, P) is each product's nearest gallery photo."""
+    """(N, len(ALL_INPUTS)) the score's inputs; `best_similarity` (N, P) is each product's nearest gallery photo."""
     best = np.asarray(best_similarity, dtype=np.float64)
     similarity = best[np.arange(len(best)), answered]
-    return novelty_inputs_of(probabilities, answered, similarity, best.argmax(axis=1), spread_mean, spread_std)
+    return novelty_inputs_of(
+        probabilities, answered, similarity, best.argmax(axis=1), spread_mean, spread_std, distance
+    )
 
 
 def novelty_inputs_of(  # noqa: PLR0917
@@ -61,9 +66,11 @@ def novelty_inputs_of(  # noqa: PLR0917
     nearest_product: np.ndarray,
     spread_mean: np.ndarray,
     spread_std: np.ndarray,
+    distance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(N, len(INPUTS)) the score's inputs from each row's similarity to the answered product's nearest photo and
-    the product of its nearest photo of all (-1: none)."""
+    """(N, len(ALL_INPUTS)) the score's inputs from each row's similarity to the answered product's nearest photo,
+    the product of its nearest photo of all (-1: none) and its distance to the nearest product's mean
+    (ProductDensity.nearest_distance; None: the gallery has no density, and the column is NaN)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     rows = np.arange(len(probs))
     confidence = probs[rows, answered]
@@ -75,26 +82,38 @@ def novelty_inputs_of(  # noqa: PLR0917
     similarity = np.asarray(similarity, dtype=np.float64)
     z = (similarity - spread_mean[answered]) / spread_std[answered]
     agrees = (np.asarray(nearest_product) == answered).astype(np.float64)
-    return np.stack([confidence, margin, similarity, np.clip(z, -10, 10), agrees], axis=1)
+    far = np.full(len(probs), np.nan) if distance is None else np.clip(np.asarray(distance, dtype=np.float64), -20, 20)
+    return np.stack([confidence, margin, similarity, np.clip(z, -10, 10), agrees, far], axis=1)
 
 
 @dataclass(frozen=True)
 class NoveltyModel:
-    weights: np.ndarray  # (len(INPUTS),) on the raw inputs
+    weights: np.ndarray  # (len(inputs),) on the raw inputs
     bias: float
     threshold: float  # refuse at or above
     refuse_unseen: float  # the operating point it was chosen for
     # the objects' operating point: the threshold on the mean novelty of 2, 3, ... agreeing frames of one part
     # (models.answer.object_rule); () for a version trained before objects: every object uses `threshold`
     object_thresholds: tuple[float, ...] = ()
+    inputs: tuple[str, ...] = INPUTS  # INPUTS, or ALL_INPUTS where the product distance was fitted in
+
+    @property
+    def uses_distance(self) -> bool:
+        return DISTANCE in self.inputs
 
     def score(self, inputs: np.ndarray) -> np.ndarray:
-        result: np.ndarray = sigmoid(np.asarray(inputs, dtype=np.float64) @ self.weights + self.bias)
+        """The score of rows of inputs: ALL_INPUTS' columns (those it uses are taken), or its own inputs'."""
+        x = np.asarray(inputs, dtype=np.float64)
+        if x.shape[1] == len(ALL_INPUTS) and len(self.inputs) != len(ALL_INPUTS):
+            x = x[:, [ALL_INPUTS.index(name) for name in self.inputs]]
+        if x.shape[1] != len(self.inputs):
+            raise ValueError(f"{x.shape[1]} novelty inputs for a score of {len(self.inputs)}")
+        result: np.ndarray = sigmoid(x @ self.weights + self.bias)
         return result
 
     def record(self) -> dict[str, Any]:
         return {
-            "inputs": list(INPUTS),
+            "inputs": list(self.inputs),
             "weights": [float(w) for w in self.weights],
             "bias": float(self.bias),
             "threshold": float(self.threshold),
@@ -111,11 +130,12 @@ class NoveltyModel:
             scalars = float(record["bias"]), float(record["threshold"]), float(record["refuse_unseen"])
         except (KeyError, TypeError, ValueError) as exc:  # a key missing, or a value that is not a number
             raise InvalidModel(f"a novelty record without its inputs, weights, bias or threshold: {exc!r}") from exc
-        if inputs != list(INPUTS):
-            raise InvalidModel(f"novelty inputs {inputs!r} are not {list(INPUTS)!r}")
-        if weights.shape != (len(INPUTS),) or not np.isfinite(weights).all():
+        if inputs not in (list(INPUTS), list(ALL_INPUTS)):
+            raise InvalidModel(f"novelty inputs {inputs!r} are neither {list(INPUTS)!r} nor {list(ALL_INPUTS)!r}")
+        if weights.shape != (len(inputs),) or not np.isfinite(weights).all():
             raise InvalidModel("novelty weights do not fit its inputs")
-        return cls(weights, *scalars, object_thresholds=_object_thresholds(record.get("object_thresholds", [])))
+        thresholds = _object_thresholds(record.get("object_thresholds", []))
+        return cls(weights, *scalars, object_thresholds=thresholds, inputs=tuple(inputs))
 
 
 def _object_thresholds(raw: Any) -> tuple[float, ...]:
@@ -149,6 +169,7 @@ def fit_novelty(
     refuse_unseen: float = DEFAULT_REFUSE_UNSEEN,
     *,
     answered_right: np.ndarray | None = None,
+    use: tuple[str, ...] = INPUTS,
 ) -> NoveltyModel:
     """A balanced logistic regression of the frames to refuse against the others, and the threshold that refuses
     at least `refuse_unseen` of the never-seen ones.
@@ -162,11 +183,16 @@ def fit_novelty(
     and the score would tell a sure answer from an unsure one, not a never-seen product from a known one (at 1,000
     look-alike parts, about a quarter of the folds' answers right, it refused 64.5% of never-seen photos of another
     day against 85.5% fitted on the never-seen frames alone, 80% promised). The threshold is set on the never-seen
-    frames alone: the promise a plant reads stays the same."""
+    frames alone: the promise a plant reads stays the same. `use`: the inputs fitted (INPUTS or ALL_INPUTS), of
+    `inputs`' columns (ALL_INPUTS', or INPUTS' alone)."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  # training only: workers score with numpy
 
     check_refuse_unseen(refuse_unseen)
     x = np.asarray(inputs, dtype=np.float64)
+    if x.shape[1] == len(ALL_INPUTS) and len(use) != len(ALL_INPUTS):
+        x = x[:, [ALL_INPUTS.index(name) for name in use]]
+    if x.shape[1] != len(use) or not np.isfinite(x).all():
+        raise TrainingError(f"the novelty inputs {list(use)} are not all in the frames' inputs")
     y = np.asarray(unseen, dtype=bool)
     if y.all() or not y.any():
         raise TrainingError("fitting the novelty score needs both never-seen and known frames")
@@ -182,7 +208,7 @@ def fit_novelty(
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit((x - mean) / scale, refuse)
     weights = model.coef_[0] / scale
     bias = float(model.intercept_[0] - (model.coef_[0] * mean / scale).sum())
-    fitted = NoveltyModel(weights, bias, 1.0, refuse_unseen)
+    fitted = NoveltyModel(weights, bias, 1.0, refuse_unseen, inputs=tuple(use))
     return with_operating_point(fitted, fitted.score(x), y, refuse_unseen)
 
 
@@ -193,7 +219,7 @@ def with_operating_point(
     check_refuse_unseen(refuse_unseen)
     unseen = np.asarray(unseen, dtype=bool)
     threshold = into_the_gap(threshold_for(scores[unseen], refuse_unseen), scores[~unseen])
-    return NoveltyModel(model.weights, model.bias, threshold, refuse_unseen, model.object_thresholds)
+    return replace(model, threshold=threshold, refuse_unseen=refuse_unseen)
 
 
 def into_the_gap(threshold: float, known_scores: np.ndarray) -> float:

@@ -28,7 +28,16 @@ from sklearn.model_selection import StratifiedKFold
 from models.answer.classifiers import Candidate
 from models.answer.gallery import build_gallery
 from models.answer.head import ProductHead
-from models.answer.novelty import NoveltyModel, answered_index, fit_novelty, novelty_inputs, with_operating_point
+from models.answer.novelty import (
+    ALL_INPUTS,
+    DISTANCE,
+    INPUTS,
+    NoveltyModel,
+    answered_index,
+    fit_novelty,
+    novelty_inputs,
+    with_operating_point,
+)
 from models.train.node_fitting import DEFAULT_CANDIDATE, calibrate_threshold, fit_nodes, head_nodes, resolve_structure
 from models.train.object_calibration import calibrate_objects
 from models.train.report import confused_pairs, open_set_by_product, open_set_curve
@@ -36,6 +45,8 @@ from models.train.report import confused_pairs, open_set_by_product, open_set_cu
 logger = logging.getLogger(__name__)
 
 MAX_FOLDS = 5
+WRONG_COST = 2.0  # a known frame answered wrong counts as losing two answered right (distance_verdict)
+DISTANCE_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,9 @@ class FoldAnswers:
     correct: np.ndarray  # answered with its own product
     category_conf: np.ndarray
     category_hit: np.ndarray  # the answered category is its own (never, for a hidden category)
-    inputs: np.ndarray  # the novelty score's inputs
+    inputs: np.ndarray  # the novelty score's inputs (ALL_INPUTS; the product distance NaN where a fold has none)
     predicted: np.ndarray
+    fold: np.ndarray  # the fold that scored it
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         stratified = StratifiedKFold(len(plan), shuffle=True, random_state=seed)
         photo_splits = [held for _, held in stratified.split(real, labels[real])]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
-    for (hidden, fold_x, known), held_out in zip(plan, photo_splits, strict=True):
+    for number, ((hidden, fold_x, known), held_out) in enumerate(zip(plan, photo_splits, strict=True)):
         unseen_rows = real[np.isin(labels[real], hidden)]
         scored_known = real[known[real]] if known is not None else real[held_out]
         known_rows = scored_known[~np.isin(labels[scored_known], hidden)]
@@ -149,8 +161,11 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         collected["correct"].append(predicted == labels[scored])
         collected["category_conf"].append((probs * member).sum(axis=1))
         collected["category_hit"].append(answered_category == np.array([categories_of[str(p)] for p in labels[scored]]))
-        collected["inputs"].append(novelty_inputs(probs, best, answered, gallery.spread_mean, gallery.spread_std))
+        distance = None if gallery.density is None else gallery.density.nearest_distance(x)
+        spread = gallery.spread_mean, gallery.spread_std
+        collected["inputs"].append(novelty_inputs(probs, best, answered, *spread, distance))
         collected["predicted"].append(predicted)
+        collected["fold"].append(np.full(len(scored), number))
     return FoldAnswers(**{name: np.concatenate(parts) for name, parts in collected.items()})
 
 
@@ -175,13 +190,71 @@ def _fold_plan(
 def fit_score(answers: FoldAnswers, refuse_unseen: float) -> NoveltyModel:
     """The novelty score fitted on the folds' answers (their never-seen frames and the known ones answered wrong,
     against the known ones answered right; the never-seen frames alone where the wrong answers outnumber the right:
-    fit_novelty) and its threshold: as every version's is, and the tuning's verdict."""
-    return fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct)
+    fit_novelty) and its threshold: as every version's is, and the tuning's verdict. The product distance is one of
+    its inputs where distance_verdict keeps it."""
+    return chosen_score(answers, refuse_unseen)[0]
+
+
+def chosen_score(answers: FoldAnswers, refuse_unseen: float) -> tuple[NoveltyModel, dict[str, Any] | None]:
+    """fit_score's score and distance_verdict's record (None: not compared)."""
+    verdict = distance_verdict(answers, refuse_unseen)
+    use = ALL_INPUTS if verdict is not None and verdict["kept"] else INPUTS
+    return fit_novelty(answers.inputs, answers.unseen, refuse_unseen, answered_right=answers.correct, use=use), verdict
+
+
+def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, Any] | None:
+    """Whether the novelty score takes the product distance (models.answer.density) as an input: the score is fitted
+    with it and without it on all folds but one and decides the frames of that one, for each fold in turn. It is kept
+    where, out of fold, the known frames answered right less WRONG_COST times those answered wrong rise by at least
+    DISTANCE_MARGIN, and the never-seen frames refused fall by no more than DISTANCE_MARGIN. None where it cannot be
+    compared: a fold without the distance (too few photos for a density), or fewer than two folds."""
+    if not np.isfinite(answers.inputs[:, ALL_INPUTS.index(DISTANCE)]).all() or len(np.unique(answers.fold)) < 2:
+        return None
+    figures = {}
+    for name, use in (("without", INPUTS), ("with", ALL_INPUTS)):
+        refused = _refused_out_of_fold(answers, refuse_unseen, use)
+        if refused is None:
+            return None
+        known = ~answers.unseen
+        figures[name] = {
+            "known_answered_right": round(float((answers.correct & ~refused)[known].mean()), 4),
+            "known_answered_wrong": round(float((~answers.correct & ~refused)[known].mean()), 4),
+            "unseen_refused": round(float(refused[answers.unseen].mean()), 4),
+        }
+    value = {
+        name: figure["known_answered_right"] - WRONG_COST * figure["known_answered_wrong"]
+        for name, figure in figures.items()
+    }
+    kept = (
+        value["with"] >= value["without"] + DISTANCE_MARGIN
+        and figures["with"]["unseen_refused"] >= figures["without"]["unseen_refused"] - DISTANCE_MARGIN
+    )
+    return {**figures, "wrong_cost": WRONG_COST, "margin": DISTANCE_MARGIN, "kept": kept}
+
+
+def _refused_out_of_fold(answers: FoldAnswers, refuse_unseen: float, use: tuple[str, ...]) -> np.ndarray | None:
+    """Which frames a score fitted on the other folds refuses, fold by fold; None where some fold's others lack
+    never-seen or known frames."""
+    refused = np.zeros(len(answers.unseen), dtype=bool)
+    for fold in np.unique(answers.fold).tolist():
+        scored = answers.fold == fold
+        fitted = ~scored
+        if answers.unseen[fitted].all() or not answers.unseen[fitted].any():
+            return None
+        score = fit_novelty(
+            answers.inputs[fitted],
+            answers.unseen[fitted],
+            refuse_unseen,
+            answered_right=answers.correct[fitted],
+            use=use,
+        )
+        refused[scored] = score.score(answers.inputs[scored]) >= score.threshold
+    return refused
 
 
 def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_precision: float) -> OpenSetCalibration:
     """Fit the novelty score on the folds' answers, its threshold, and the category threshold of refused frames."""
-    novelty = fit_score(answers, refuse_unseen)
+    novelty, verdict = chosen_score(answers, refuse_unseen)
     scores = novelty.score(answers.inputs)
     objects = calibrate_objects(scores, answers.unseen, answers.products, answers.predicted, novelty.threshold)
     novelty = replace(novelty, object_thresholds=objects.more_thresholds)
@@ -193,7 +266,7 @@ def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_pre
     )
     curve = open_set_curve(scores, answers.unseen, answers.correct, novelty.threshold)
     known = ~answers.unseen
-    report = {
+    report: dict[str, Any] = {
         "open_set": curve,
         "open_set_by_product": open_set_by_product(
             scores, answers.products, answers.unseen, answers.correct, novelty.threshold
@@ -201,6 +274,7 @@ def calibrate_open_set(answers: FoldAnswers, *, refuse_unseen: float, target_pre
         "open_set_confused": confused_pairs(answers.products[known], answers.predicted[known]),
         "novelty": {**novelty.record(), "category_threshold": round(category_threshold, 6)},
         "objects": objects.report,
+        **({"product_distance": verdict} if verdict is not None else {}),
     }
     logger.info(
         "novelty threshold %.3f: never-seen refused %.1f%%, known answered right %.1f%% (AUROC %s)",

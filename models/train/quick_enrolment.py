@@ -189,7 +189,7 @@ def novelty_check(  # noqa: PLR0917
 ) -> Mapping[str, Any]:
     """The share of the new photos the kept novelty threshold refuses and the share answered as `product`, each
     photo scored as check_inputs says."""
-    inputs, answered = check_inputs(head, before, spread, vectors, product, neighbours)
+    inputs, answered = check_inputs(head, before, spread, vectors, product, neighbours, distance=novelty.uses_distance)
     scores = novelty.score(inputs)
     right = answered == head.products.index(product)
     return {
@@ -207,6 +207,8 @@ def check_inputs(  # noqa: PLR0917
     vectors: np.ndarray,
     product: str,
     neighbours: Neighbours | None = None,
+    *,
+    distance: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The novelty score's inputs for each new photo of `product` and the head column it is answered as, the photo
     taken as a frame is (Answerer.novelty_of: its nearest photo's product, and its best similarity to the product it
@@ -214,7 +216,8 @@ def check_inputs(  # noqa: PLR0917
     gallery without them (the base version's, as loaded), `spread`: each of `head`'s products' spread with them,
     `neighbours`: gallery_neighbours(before, vectors) where the caller has it. The grown gallery is never built:
     each photo's nearest is the base gallery's or another new photo, whichever is nearer (a gallery of 20,000 rows
-    copied and sorted again cost half a second at 1,000 parts)."""
+    copied and sorted again cost half a second at 1,000 parts). `distance`: the product distance too (else NaN),
+    the new product's mean taken without the photo (ProductDensity.nearest_distance_with)."""
     x = _normalised(vectors)
     probabilities = head.probabilities(vectors)
     answered = answered_index(probabilities, head.categories)
@@ -236,7 +239,9 @@ def check_inputs(  # noqa: PLR0917
     similarity = np.where(answered == mine, among_mine, similarity)
     mean = np.array([spread[name][0] for name in head.products], dtype=np.float32)
     std = np.array([spread[name][1] for name in head.products], dtype=np.float32)
-    return novelty_inputs_of(probabilities, answered, similarity, nearest, mean, std), answered
+    density = before.density if distance and before is not None else None
+    far = None if density is None else density.nearest_distance_with(as_stored)
+    return novelty_inputs_of(probabilities, answered, similarity, nearest, mean, std, far), answered
 
 
 def _nearest_not_itself(gallery: Gallery, found: Neighbours, column_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

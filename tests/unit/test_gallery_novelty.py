@@ -16,6 +16,7 @@ from models.answer.classifiers import sigmoid
 from models.answer.gallery import GALLERY_FILE, Gallery, build_gallery, product_spread, sample_rows
 from models.answer.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
 from models.answer.novelty import (
+    ALL_INPUTS,
     INPUTS,
     MIN_RIGHT,
     NoveltyModel,
@@ -225,15 +226,20 @@ def test_novelty_inputs_by_hand() -> None:
     answered = np.array([0, 2])
     spread_mean = np.array([0.8, 0.7, 0.5])
     spread_std = np.array([0.05, 0.1, 0.01])
-    inputs = novelty_inputs(probabilities, best_similarity, answered, spread_mean, spread_std)
-    assert inputs.shape == (2, len(INPUTS))
+    inputs = novelty_inputs(probabilities, best_similarity, answered, spread_mean, spread_std, np.array([0.5, 30.0]))
+    assert inputs.shape == (2, len(ALL_INPUTS))
     expected = [
-        # confidence, margin (best - runner-up), similarity, z = (0.9 - 0.8) / 0.05, nearest product (1) != 0
-        [0.6, 0.3, 0.9, 2.0, 0.0],
-        # z = (0.35 - 0.5) / 0.01 = -15, clipped to -10; the gallery's nearest (0) is not the answer (2)
-        [0.3, 0.2, 0.35, -10.0, 0.0],
+        # confidence, margin (best - runner-up), similarity, z = (0.9 - 0.8) / 0.05, nearest product (1) != 0,
+        # the product distance as given
+        [0.6, 0.3, 0.9, 2.0, 0.0, 0.5],
+        # z = (0.35 - 0.5) / 0.01 = -15, clipped to -10; the gallery's nearest (0) is not the answer (2); the
+        # distance clipped to 20
+        [0.3, 0.2, 0.35, -10.0, 0.0, 20.0],
     ]
     np.testing.assert_allclose(inputs, expected, atol=1e-9)
+    without = novelty_inputs(probabilities, best_similarity, answered, spread_mean, spread_std)
+    assert np.isnan(without[:, -1]).all()  # no density: the column a score of INPUTS alone never reads
+    np.testing.assert_allclose(without[:, : len(INPUTS)], inputs[:, : len(INPUTS)])
     agreeing = novelty_inputs(probabilities, best_similarity, np.array([1, 0]), spread_mean, spread_std)
     np.testing.assert_allclose(agreeing[:, 4], [1.0, 1.0])
     np.testing.assert_allclose(agreeing[:, 0], [0.3, 0.2])

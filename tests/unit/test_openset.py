@@ -13,7 +13,7 @@ from models.answer.answerer import Answerer
 from models.answer.classifiers import Candidate
 from models.answer.gallery import build_gallery
 from models.answer.head import RECOGNIZED, UNKNOWN
-from models.answer.novelty import INPUTS, NoveltyModel, fit_novelty, logit
+from models.answer.novelty import ALL_INPUTS, DISTANCE, INPUTS, NoveltyModel, fit_novelty, logit
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
 from models.train.head_fitting import choose_structure, fit_model, structure_preferred
 from models.train.open_set import FoldAnswers, HiddenFold, calibrate_open_set, fold_answers
@@ -69,7 +69,8 @@ def test_every_product_is_hidden_in_exactly_one_fold_and_known_photos_are_scored
     assert answers is not None
     rows = len(answers.products)
     assert all(len(getattr(answers, name)) == rows for name in answers.__dataclass_fields__)
-    assert answers.inputs.shape == (rows, len(INPUTS))
+    assert answers.inputs.shape == (rows, len(ALL_INPUTS))
+    assert sorted(set(answers.fold.tolist())) == [0, 1, 2, 3, 4]
     for product in np.unique(labels):
         mine = answers.products == product
         # hidden once: all 30 of its photos are never-seen frames exactly once
@@ -85,6 +86,11 @@ def test_every_product_is_hidden_in_exactly_one_fold_and_known_photos_are_scored
     # the known frames come nearer their product's photos than the never-seen ones come to any
     similarity = answers.inputs[:, INPUTS.index("similarity")]
     assert np.median(similarity[~answers.unseen]) > np.median(similarity[answers.unseen]) + 0.2
+    # and their product's mean: log(squared distance per component) near 0, far larger for the never-seen
+    distance = answers.inputs[:, ALL_INPUTS.index(DISTANCE)]
+    assert np.isfinite(distance).all()
+    assert abs(np.median(distance[~answers.unseen])) < 1.0
+    assert np.median(distance[answers.unseen]) > np.median(distance[~answers.unseen]) + 1.5  # e^1.5: 4.5 times
     assert answers.category_hit[~answers.unseen].all()
 
 
@@ -129,7 +135,8 @@ def test_the_calibrations_score_learns_to_refuse_the_folds_wrong_answers_too() -
 
     def below_threshold(novelty: NoveltyModel) -> float:
         """How far under the threshold (in log-odds) the wrong answers score, on average: what lets them through."""
-        log_odds = answers.inputs[unsure] @ novelty.weights + novelty.bias
+        columns = [ALL_INPUTS.index(name) for name in novelty.inputs]
+        log_odds = answers.inputs[unsure][:, columns] @ novelty.weights + novelty.bias
         return float(np.mean(logit(novelty.threshold) - log_odds))
 
     assert below_threshold(calibration.novelty) < below_threshold(unseen_only)  # the wrong answers come closer
