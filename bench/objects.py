@@ -250,8 +250,11 @@ def main() -> int:
                 )
             )
             trained_s = time.monotonic() - started
-            tuning = json.loads((version / "report.json").read_text()).get("tuning", {})
+            report = json.loads((version / "report.json").read_text())
+            tuning = report.get("tuning", {})
             tuned = tuning.get("kept")
+            if "product_distance" in report:  # whether the novelty score took the product distance, out of fold
+                print(json.dumps({"data set": name, "product_distance": report["product_distance"]}), file=sys.stderr)
             if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
                 verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
                 print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
