@@ -8,9 +8,11 @@ A version of `--photos` gallery photos, `--per-product` of each product, product
 node's weights are its classes' mean photos, a nearest-centre classifier, so answers mean something), the gallery
 and a novelty score. The frames are new photos of gallery products, answered in a worker's batches of 4 through
 `Answerer.answer`, as a worker answers them. Rows: the exact scan (the baseline, measured in the same run) and
-the photo index (models.answer.photo_index). Columns: ms per frame for the whole answer path and for its head
-alone; recall@3 of the exact scan's three nearest photos among the index's matches; the share of frames whose
-decision (product or unknown, and novelty) is the exact scan's; the seconds to build the index.
+the photo index (models.answer.photo_index), and the index with a novelty score that takes the product distance too
+(models.answer.density; its build seconds are the density's fit, one core). Columns: ms per frame for the whole
+answer path and for its head alone; recall@3 of the exact scan's three nearest photos among the index's matches;
+the share of frames whose decision (product or unknown, and novelty) is the exact scan's; the seconds to build the
+index.
 """
 
 from __future__ import annotations
@@ -87,6 +89,20 @@ def with_index(answerer: Answerer) -> tuple[Answerer, float, float]:
     return replace(answerer, gallery=replace(gallery, search=search)), built, index.graph.index_file_size() / 1e6
 
 
+def with_distance(answerer: Answerer) -> tuple[Answerer, float]:
+    """`answerer` with a novelty score of the product distance too, and the seconds its density took to fit."""
+    from models.answer.novelty import ALL_INPUTS
+
+    gallery, novelty = answerer.gallery, answerer.novelty
+    assert gallery is not None and novelty is not None
+    fresh = replace(gallery)  # the density is fitted on first use: here, timed
+    started = time.perf_counter()
+    assert fresh.density is not None
+    fitted = time.perf_counter() - started
+    weights = np.append(novelty.weights, 1.0)
+    return replace(answerer, gallery=fresh, novelty=replace(novelty, weights=weights, inputs=ALL_INPUTS)), fitted
+
+
 def timed(answerer: Answerer, queries: np.ndarray, batch: int = 4) -> tuple[list[Decision], float, float]:
     decisions = []
     started = time.perf_counter()
@@ -113,6 +129,9 @@ def measure(size: int, per_product: int, dim: int, count: int) -> list[Row]:
     timed(exact, queries[:8])  # warm
     exact_decisions, exact_ms, exact_head = timed(exact, queries)
     index_decisions, index_ms, index_head = timed(indexed, queries)
+    distanced, density_s = with_distance(indexed)
+    timed(distanced, queries[:8])
+    _, distance_ms, distance_head = timed(distanced, queries)
     recalls = []
     for a, b in zip(exact_decisions, index_decisions, strict=True):
         truth = {m["photo"] for m in a.matches}
@@ -131,6 +150,7 @@ def measure(size: int, per_product: int, dim: int, count: int) -> list[Row]:
             build_s,
             index_mb,
         ),
+        Row(size, products, "photo index + product distance", distance_ms, distance_head, 1.0, 1.0, density_s, 0.0),
     ]
 
 
