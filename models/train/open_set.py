@@ -36,6 +36,7 @@ from models.answer.novelty import (
     answered_index,
     fit_novelty,
     novelty_inputs,
+    threshold_for,
     with_operating_point,
 )
 from models.train.node_fitting import DEFAULT_CANDIDATE, calibrate_threshold, fit_nodes, head_nodes, resolve_structure
@@ -204,10 +205,11 @@ def chosen_score(answers: FoldAnswers, refuse_unseen: float) -> tuple[NoveltyMod
 
 def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, Any] | None:
     """Whether the novelty score takes the product distance (models.answer.density) as an input: the score is fitted
-    with it and without it on all folds but one and decides the frames of that one, for each fold in turn. It is kept
-    where, out of fold, the known frames answered right less WRONG_COST times those answered wrong rise by at least
-    DISTANCE_MARGIN, and the never-seen frames refused fall by no more than DISTANCE_MARGIN. None where it cannot be
-    compared: a fold without the distance (too few photos for a density), or fewer than two folds."""
+    with it and without it on all folds but one and decides the frames of that one, for each fold in turn, at the
+    threshold that refuses `refuse_unseen` of that fold's never-seen frames. Both then keep the promise on every
+    fold, and what tells them apart is what each lets through of the known frames. It is kept where the known frames
+    answered right less WRONG_COST times those answered wrong rise by at least DISTANCE_MARGIN. None where it cannot
+    be compared: a fold without the distance (too few photos for a density), or fewer than two folds."""
     if not np.isfinite(answers.inputs[:, ALL_INPUTS.index(DISTANCE)]).all() or len(np.unique(answers.fold)) < 2:
         return None
     figures = {}
@@ -225,21 +227,19 @@ def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, An
         name: figure["known_answered_right"] - WRONG_COST * figure["known_answered_wrong"]
         for name, figure in figures.items()
     }
-    kept = (
-        value["with"] >= value["without"] + DISTANCE_MARGIN
-        and figures["with"]["unseen_refused"] >= figures["without"]["unseen_refused"] - DISTANCE_MARGIN
-    )
+    kept = value["with"] >= value["without"] + DISTANCE_MARGIN
     return {**figures, "wrong_cost": WRONG_COST, "margin": DISTANCE_MARGIN, "kept": kept}
 
 
 def _refused_out_of_fold(answers: FoldAnswers, refuse_unseen: float, use: tuple[str, ...]) -> np.ndarray | None:
-    """Which frames a score fitted on the other folds refuses, fold by fold; None where some fold's others lack
-    never-seen or known frames."""
+    """Which frames a score fitted on the other folds refuses, fold by fold, at the threshold that refuses
+    `refuse_unseen` of the fold's own never-seen frames; None where some fold's others lack never-seen or known
+    frames."""
     refused = np.zeros(len(answers.unseen), dtype=bool)
     for fold in np.unique(answers.fold).tolist():
         scored = answers.fold == fold
         fitted = ~scored
-        if answers.unseen[fitted].all() or not answers.unseen[fitted].any():
+        if answers.unseen[fitted].all() or not answers.unseen[fitted].any() or not answers.unseen[scored].any():
             return None
         score = fit_novelty(
             answers.inputs[fitted],
@@ -247,8 +247,8 @@ def _refused_out_of_fold(answers: FoldAnswers, refuse_unseen: float, use: tuple[
             refuse_unseen,
             answered_right=answers.correct[fitted],
             use=use,
-        )
-        refused[scored] = score.score(answers.inputs[scored]) >= score.threshold
+        ).score(answers.inputs[scored])
+        refused[scored] = score >= threshold_for(score[answers.unseen[scored]], refuse_unseen)
     return refused
 
 
