@@ -12,7 +12,7 @@ import pytest
 from models.answer.answerer import Answerer
 from models.answer.classifiers import sigmoid
 from models.answer.density import fit_density
-from models.answer.gallery import build_gallery
+from models.answer.gallery import Gallery, build_gallery
 from models.answer.head import ProductHead, logistic_classifier
 from models.answer.novelty import ALL_INPUTS, INPUTS, NoveltyModel, fit_novelty
 from models.bundle import load_model, write_model
@@ -178,16 +178,20 @@ def six_d_version(tmp_path: Path) -> tuple[ProductHead, np.ndarray, Path]:
     gallery = build_gallery(
         features, names, [f"{i}.png" for i in range(24)], [f"{i:064x}" for i in range(24)], products
     )
-    version = write_model(
+    return head, features, write_with_distance(tmp_path, head, gallery)
+
+
+def write_with_distance(tmp_path: Path, head: ProductHead, gallery: Gallery) -> Path:
+    """A version of `head` (of one category, "c"), `gallery` and a novelty score of the product distance."""
+    return write_model(
         tmp_path / "store",
-        name="six",
+        name="distance",
         head=head,
-        catalog={p: {"product": p, "name": p, "category": "c"} for p in products},
-        backbone={"name": "efficientnet_lite0", "feature_dim": 6},
+        catalog={p: {"product": p, "name": p, "category": "c"} for p in head.products},
+        backbone={"name": "efficientnet_lite0", "feature_dim": gallery.dim},
         gallery=gallery,
         novelty=distance_model(),
     )
-    return head, features, version
 
 
 def test_the_answerer_scores_the_distance_of_its_gallery_and_a_version_keeps_it(tmp_path: Path) -> None:
@@ -214,15 +218,7 @@ def test_a_distance_score_needs_a_gallery_that_gives_one(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="density"):
         Answerer(head, tiny, distance_model())
     with pytest.raises(ArtifactError, match="too small"):  # the version written is loaded before it is kept
-        write_model(
-            tmp_path / "store",
-            name="tiny",
-            head=head,
-            catalog={p: {"product": p, "name": p, "category": "c"} for p in products},
-            backbone={"name": "efficientnet_lite0", "feature_dim": 3},
-            gallery=tiny,
-            novelty=distance_model(),
-        )
+        write_with_distance(tmp_path, head, tiny)
     assert not (tmp_path / "store" / "current").exists()
 
 
