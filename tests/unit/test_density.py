@@ -17,7 +17,7 @@ from models.answer.head import ProductHead, logistic_classifier
 from models.answer.novelty import ALL_INPUTS, INPUTS, NoveltyModel, fit_novelty
 from models.bundle import load_model, write_model
 from models.errors import ArtifactError, InvalidModel, TrainingError
-from models.train.open_set import FoldAnswers, chosen_score, distance_verdict
+from models.train.open_set import MIN_HIDDEN_PRODUCTS, FoldAnswers, chosen_score, distance_verdict
 
 
 def two_products(rng: np.random.Generator, photos: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def fold_answers_of(rng: np.random.Generator, *, distance_tells: bool, folds: in
         parts.append((unseen, x, np.full(len(unseen), fold)))
     unseen = np.concatenate([p[0] for p in parts])
     correct = ~unseen & (rng.random(len(unseen)) < 0.9)
-    products = rng.integers(0, 20, len(unseen)).astype(str)
+    products = rng.integers(0, 60, len(unseen)).astype(str)
     return FoldAnswers(
         products=products,
         unseen=unseen,
@@ -140,6 +140,9 @@ def test_the_score_leaves_out_a_distance_that_is_noise_or_missing() -> None:
     telling = fold_answers_of(np.random.default_rng(3), distance_tells=True)
     assert distance_verdict(replace(telling, inputs=np.where(np.isnan(inputs), np.nan, telling.inputs)), 0.8) is None
     assert distance_verdict(replace(telling, fold=np.zeros_like(telling.fold)), 0.8) is None  # one fold
+    few = np.where(telling.unseen, (telling.products.astype(int) % (MIN_HIDDEN_PRODUCTS - 1)).astype(str), "k")
+    assert distance_verdict(replace(telling, products=few), 0.8) is None  # 19 never-seen products: too few
+    assert distance_verdict(telling, 0.8) is not None
     with pytest.raises(TrainingError, match="not all in"):
         fit_novelty(inputs, answers.unseen, 0.8, use=ALL_INPUTS)
 
