@@ -21,7 +21,7 @@ import numpy as np
 
 COMPONENTS = 128
 SHRINKAGE = 0.1  # of the covariance replaced by its mean variance: photos per product are few, directions many
-MAX_FIT_ROWS = 10_000  # rows the components and covariance are estimated from (a seeded sample beyond)
+MAX_FIT_ROWS = 5_000  # rows the components and covariance are estimated from (a seeded sample beyond)
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,11 @@ def fit_density(features: np.ndarray, labels: np.ndarray, products: int, *, seed
     center = x.mean(axis=0)
     means = _product_means(x, labels, counts) - center  # each product's mean, centred
     sample = _sample(len(x), seed)
-    residual = x[sample] - center - means[labels[sample]]
-    centred = x[sample] - center
     k = min(COMPONENTS, x.shape[1], len(x) - products)
-    basis = _leading_components(centred, k)
-    within = _shrunk_covariance(residual @ basis, dof=max(len(sample) - products, 1))
+    basis = _leading_components(x[sample] - center, k)
+    residual = (x[sample] - center - means[labels[sample]]) @ basis
+    # the sample's share of the rows' degrees of freedom (N - P: the means are every row's)
+    within = _shrunk_covariance(residual, dof=len(sample) * (len(x) - products) / len(x))
     factor = np.linalg.cholesky(within)  # within = L L^T; the whitened distance is |L^-1 (z - m)|
     whitening = np.linalg.solve(factor, basis.T.astype(np.float64)).T.astype(np.float32)  # (D, k) = V L^-T
     whitened_means = means @ whitening
@@ -118,21 +118,19 @@ def _sample(rows: int, seed: int) -> np.ndarray:
 
 
 def _leading_components(centred: np.ndarray, k: int) -> np.ndarray:
-    """(D, k) the k leading principal directions of centred rows (N, D), by the smaller of the two Gram matrices."""
-    rows, dim = centred.shape
+    """(D, k) the k leading principal directions of centred rows (N, D): the top eigenvectors of their scatter,
+    those alone computed (scipy's subset: 0.34 s against 0.65 s for all 1,904 on two cores)."""
+    from scipy.linalg import eigh  # noqa: PLC0415  # only where a density is fitted: the API never fits one
+
     x = np.asarray(centred, dtype=np.float32)
-    if rows < dim:  # the rows' Gram: its eigenvectors map to the directions through x^T
-        values, vectors = np.linalg.eigh((x @ x.T).astype(np.float64))
-        order = np.argsort(values)[::-1][:k]
-        directions = x.T.astype(np.float64) @ vectors[:, order]
-        unit: np.ndarray = directions / np.maximum(np.linalg.norm(directions, axis=0), 1e-12)
-        return unit
-    values, vectors = np.linalg.eigh((x.T @ x).astype(np.float64))
-    result: np.ndarray = vectors[:, np.argsort(values)[::-1][:k]]
+    dim = x.shape[1]
+    scatter = (x.T @ x).astype(np.float64)
+    _, vectors = eigh(scatter, subset_by_index=[dim - k, dim - 1])  # ascending: the largest last
+    result: np.ndarray = vectors[:, ::-1]
     return result
 
 
-def _shrunk_covariance(projected: np.ndarray, dof: int) -> np.ndarray:
+def _shrunk_covariance(projected: np.ndarray, dof: float) -> np.ndarray:
     """(k, k) the covariance of residuals around their products' means, shrunk towards its mean variance."""
     covariance = projected.T @ projected / dof
     mean_variance = max(float(np.trace(covariance)) / len(covariance), 1e-12)

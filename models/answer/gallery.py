@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +43,9 @@ class Gallery:
     spread_std: np.ndarray  # (P,)
     # the photo index over the rows (models.answer.photo_index), for a gallery past INDEX_MIN_PHOTOS; None: scan
     search: NearestPhotos | None = field(default=None, compare=False, repr=False)
+    # the density once fitted (`density`): this gallery's own (functools.cached_property would lock every gallery of
+    # the process while one fits); a gallery `replace`d from this one refits its own
+    _density: dict[str, ProductDensity | None] = field(default_factory=dict, compare=False, repr=False, init=False)
 
     def __post_init__(self) -> None:
         """InvalidModel when the rows do not fit together (a gallery file that is not one)."""
@@ -61,10 +63,13 @@ class Gallery:
     def dim(self) -> int:
         return int(self.features.shape[1])
 
-    @cached_property
+    @property
     def density(self) -> ProductDensity | None:
-        """Its rows' density (models.answer.density), fitted from them on first use; None when they are too few."""
-        return fit_density(self.features, self.labels, len(self.products))
+        """Its rows' density (models.answer.density), fitted from them on first use; None when they are too few. Two
+        threads that ask first may both fit it: the same arrays, and either is kept."""
+        if "fitted" not in self._density:
+            self._density["fitted"] = fit_density(self.features, self.labels, len(self.products))
+        return self._density["fitted"]
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(Q, N) cosine similarities of L2-normalised queries to every gallery photo."""

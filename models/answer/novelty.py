@@ -108,6 +108,8 @@ class NoveltyModel:
             x = x[:, [ALL_INPUTS.index(name) for name in self.inputs]]
         if x.shape[1] != len(self.inputs):
             raise ValueError(f"{x.shape[1]} novelty inputs for a score of {len(self.inputs)}")
+        if self.uses_distance and not np.isfinite(x[:, -1]).all():  # a caller that computed no distance: a bug
+            raise ValueError("a novelty score of the product distance, scored without the distance")
         result: np.ndarray = sigmoid(x @ self.weights + self.bias)
         return result
 

@@ -60,7 +60,8 @@ class FoldAnswers:
     correct: np.ndarray  # answered with its own product
     category_conf: np.ndarray
     category_hit: np.ndarray  # the answered category is its own (never, for a hidden category)
-    inputs: np.ndarray  # the novelty score's inputs (ALL_INPUTS; the product distance NaN where a fold has none)
+    inputs: np.ndarray  # the novelty score's inputs (ALL_INPUTS; the product distance NaN where a fold has none, or
+    # the folds hide too few products for distance_verdict to compare it)
     predicted: np.ndarray
     fold: np.ndarray  # the fold that scored it
 
@@ -126,6 +127,7 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         stratified = StratifiedKFold(len(plan), shuffle=True, random_state=seed)
         photo_splits = [held for _, held in stratified.split(real, labels[real])]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
+    distance_compared = len(np.unique(np.concatenate([hidden for hidden, _, _ in plan]))) >= MIN_HIDDEN_PRODUCTS
     for number, ((hidden, fold_x, known), held_out) in enumerate(zip(plan, photo_splits, strict=True)):
         unseen_rows = real[np.isin(labels[real], hidden)]
         scored_known = real[known[real]] if known is not None else real[held_out]
@@ -163,7 +165,8 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         collected["correct"].append(predicted == labels[scored])
         collected["category_conf"].append((probs * member).sum(axis=1))
         collected["category_hit"].append(answered_category == np.array([categories_of[str(p)] for p in labels[scored]]))
-        distance = None if gallery.density is None else gallery.density.nearest_distance(x)
+        density = gallery.density if distance_compared else None
+        distance = None if density is None else density.nearest_distance(x)
         spread = gallery.spread_mean, gallery.spread_std
         collected["inputs"].append(novelty_inputs(probs, best, answered, *spread, distance))
         collected["predicted"].append(predicted)
@@ -225,10 +228,9 @@ def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, An
         if refused is None:
             return None
         known = ~answers.unseen
-        figures[name] = {
+        figures[name] = {  # never-seen frames refused: at least the promise on every fold, by the thresholds
             "known_answered_right": round(float((answers.correct & ~refused)[known].mean()), 4),
             "known_answered_wrong": round(float((~answers.correct & ~refused)[known].mean()), 4),
-            "unseen_refused": round(float(refused[answers.unseen].mean()), 4),
         }
     value = {
         name: figure["known_answered_right"] - WRONG_COST * figure["known_answered_wrong"]
@@ -240,8 +242,9 @@ def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, An
 
 def _refused_out_of_fold(answers: FoldAnswers, refuse_unseen: float, use: tuple[str, ...]) -> np.ndarray | None:
     """Which frames a score fitted on the other folds refuses, fold by fold, at the threshold that refuses
-    `refuse_unseen` of the fold's own never-seen frames; None where some fold's others lack never-seen or known
-    frames."""
+    `refuse_unseen` of the fold's own never-seen frames (threshold_for alone: the gap above the known frames that the
+    shipped threshold is lowered into, with_operating_point, would refuse no more of them); None where some fold's
+    others lack never-seen or known frames."""
     refused = np.zeros(len(answers.unseen), dtype=bool)
     for fold in np.unique(answers.fold).tolist():
         scored = answers.fold == fold

@@ -217,7 +217,9 @@ def check_inputs(  # noqa: PLR0917
     `neighbours`: gallery_neighbours(before, vectors) where the caller has it. The grown gallery is never built:
     each photo's nearest is the base gallery's or another new photo, whichever is nearer (a gallery of 20,000 rows
     copied and sorted again cost half a second at 1,000 parts). `distance`: the product distance too (else NaN),
-    the new product's mean taken without the photo (ProductDensity.nearest_distance_with)."""
+    the new product's mean taken without the photo (ProductDensity.nearest_distance_with), in the base gallery's
+    components and covariance: the version served refits them with the new photos in, a small change for one
+    product among many, and copies among the new photos pull their mean nearer than the similarities let them."""
     x = _normalised(vectors)
     probabilities = head.probabilities(vectors)
     answered = answered_index(probabilities, head.categories)

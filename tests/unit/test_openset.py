@@ -16,7 +16,7 @@ from models.answer.head import RECOGNIZED, UNKNOWN
 from models.answer.novelty import ALL_INPUTS, DISTANCE, INPUTS, NoveltyModel, fit_novelty, logit
 from models.extract.recipe import LEGACY, SUPERSET_DIM, FeatureRecipe, superset_slices
 from models.train.head_fitting import choose_structure, fit_model, structure_preferred
-from models.train.open_set import FoldAnswers, HiddenFold, calibrate_open_set, fold_answers
+from models.train.open_set import MIN_HIDDEN_PRODUCTS, FoldAnswers, HiddenFold, calibrate_open_set, fold_answers
 from models.train.trainer import choose_recipe
 
 LOGISTIC = Candidate("logistic", 10.0)
@@ -86,12 +86,22 @@ def test_every_product_is_hidden_in_exactly_one_fold_and_known_photos_are_scored
     # the known frames come nearer their product's photos than the never-seen ones come to any
     similarity = answers.inputs[:, INPUTS.index("similarity")]
     assert np.median(similarity[~answers.unseen]) > np.median(similarity[answers.unseen]) + 0.2
-    # and their product's mean: log(squared distance per component) near 0, far larger for the never-seen
+    # six products hidden: too few for the product distance to be compared, so none is computed
+    assert np.isnan(answers.inputs[:, ALL_INPUTS.index(DISTANCE)]).all()
+    assert answers.category_hit[~answers.unseen].all()
+
+
+def test_folds_that_hide_enough_products_score_their_distance_to_the_nearest_products_mean() -> None:
+    features, labels, categories_of, _ = clusters(products=MIN_HIDDEN_PRODUCTS, per_product=12)
+    answers = answers_of(features, labels, categories_of)
+    assert answers is not None
+    # log(squared distance per component) near 0 for a known product's photo, far larger for a never-seen one
     distance = answers.inputs[:, ALL_INPUTS.index(DISTANCE)]
     assert np.isfinite(distance).all()
     assert abs(np.median(distance[~answers.unseen])) < 1.0
     assert np.median(distance[answers.unseen]) > np.median(distance[~answers.unseen]) + 1.5  # e^1.5: 4.5 times
-    assert answers.category_hit[~answers.unseen].all()
+    fewer = answers_of(*clusters(products=MIN_HIDDEN_PRODUCTS - 1, per_product=12)[:3])
+    assert fewer is not None and np.isnan(fewer.inputs[:, ALL_INPUTS.index(DISTANCE)]).all()
 
 
 def test_calibration_refuses_the_share_of_never_seen_frames_asked() -> None:
