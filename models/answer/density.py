@@ -8,9 +8,9 @@ direction products differ in counts for more than the same step along one that l
 sibling of a known part lands near that part by cosine and far from it here (docs/performance.md, "Never-seen
 siblings on a tuned backbone").
 
-Fitted from a gallery's rows (models.answer.gallery), with numpy alone: the gallery's leading principal components
-(at most COMPONENTS), the within-product covariance in them shrunk towards its mean variance, and each product's
-mean. A gallery whose rows cannot estimate it (fewer than two rows beyond one per product) has none.
+Fitted from a gallery's rows (models.answer.gallery), with numpy and scipy's eigh: the gallery's leading principal
+components (at most COMPONENTS), the within-product covariance in them shrunk towards its mean variance, and each
+product's mean. A gallery whose rows cannot estimate it (fewer than two rows beyond one per product) has none.
 """
 
 from __future__ import annotations
