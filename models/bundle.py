@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from models.answer.answerer import parts_problem
 from models.answer.arrays import read_arrays, save_arrays
 from models.answer.classifiers import Classifier
 from models.answer.gallery import Gallery
@@ -471,14 +472,11 @@ def _head(version_dir: Path, manifest: Mapping[str, Any], tables: Mapping[str, S
 def _check_parts_fit(
     head: ProductHead, recipe: FeatureRecipe, gallery: Gallery | None, novelty: NoveltyModel | None
 ) -> None:
-    if gallery is not None and gallery.dim != head.feature_dim:
-        raise InvalidModel(f"the gallery holds {gallery.dim}-d features, the head takes {head.feature_dim}")
+    problem = parts_problem(head, gallery, novelty)
+    if problem is not None:
+        raise InvalidModel(problem)
     if recipe != LEGACY and recipe.dim != head.feature_dim:  # the legacy one: checked against the backbone
         raise InvalidModel(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
-    if novelty is not None and gallery is None:
-        raise InvalidModel("a novelty score without its gallery")
-    if novelty is not None and gallery is not None and novelty.uses_distance and gallery.density is None:
-        raise InvalidModel("a novelty score of the product distance, and a gallery too small to give it")
 
 
 def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, Means]:

@@ -24,18 +24,9 @@ class Answerer:
     novelty: NoveltyModel | None = None
 
     def __post_init__(self) -> None:
-        if self.novelty is not None and self.gallery is None:
-            raise ValueError("a novelty score needs the gallery it was fitted with")
-        uses_distance = self.novelty is not None and self.novelty.uses_distance
-        if uses_distance and self.gallery is not None and self.gallery.density is None:
-            raise ValueError("a novelty score of the product distance needs a gallery with a density")
-        if self.gallery is not None:
-            if self.gallery.products != self.head.products:
-                raise ValueError("the gallery's products are not the head's")
-            if self.gallery.dim != self.head.feature_dim:
-                raise ValueError(
-                    f"the gallery holds {self.gallery.dim}-d features, the head takes {self.head.feature_dim}"
-                )
+        problem = parts_problem(self.head, self.gallery, self.novelty)
+        if problem is not None:
+            raise ValueError(problem)
 
     def novelty_of(
         self,
@@ -116,6 +107,22 @@ class Answerer:
             )
             for i, row in enumerate(probabilities)
         ]
+
+
+def parts_problem(head: ProductHead, gallery: Gallery | None, novelty: NoveltyModel | None) -> str | None:
+    """What keeps a head, a gallery and a novelty score from answering together (None: nothing): the one check of
+    an Answerer and of a version's load (models.bundle), which names it as malformed model files."""
+    if novelty is not None and gallery is None:
+        return "a novelty score without its gallery"
+    if gallery is None:
+        return None
+    if gallery.products != head.products:
+        return "the gallery's products are not the head's"
+    if gallery.dim != head.feature_dim:
+        return f"the gallery holds {gallery.dim}-d features, the head takes {head.feature_dim}"
+    if novelty is not None and novelty.uses_distance and gallery.density is None:
+        return "a novelty score of the product distance, and a gallery too small to give it"
+    return None
 
 
 def _scopes(allowed: Sequence[LineScope | np.ndarray | None] | None, rows: int) -> list[LineScope | None] | None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.answer.sampling import sample_rows
+
 COMPONENTS = 128
 SHRINKAGE = 0.1  # of the covariance replaced by its mean variance: photos per product are few, directions many
 MAX_FIT_ROWS = 5_000  # rows the components and covariance are estimated from (a seeded sample beyond)
@@ -83,7 +85,7 @@ def fit_density(features: np.ndarray, labels: np.ndarray, products: int, *, seed
         return None
     center = x.mean(axis=0)
     means = _product_means(x, labels, counts) - center  # each product's mean, centred
-    sample = _sample(len(x), seed)
+    sample = sample_rows(len(x), MAX_FIT_ROWS, seed)
     k = min(COMPONENTS, x.shape[1], len(x) - products)
     basis = _leading_components(x[sample] - center, k)
     residual = (x[sample] - center - means[labels[sample]]) @ basis
@@ -109,12 +111,6 @@ def _product_means(x: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.
     sums = [grouped[end - count : end].sum(axis=0, dtype=np.float64) for end, count in zip(ends, counts, strict=True)]
     result: np.ndarray = (np.stack(sums) / counts[:, None]).astype(np.float32)
     return result
-
-
-def _sample(rows: int, seed: int) -> np.ndarray:
-    if rows <= MAX_FIT_ROWS:
-        return np.arange(rows)
-    return np.sort(np.random.default_rng(seed).choice(rows, size=MAX_FIT_ROWS, replace=False))
 
 
 def _leading_components(centred: np.ndarray, k: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
 from models.answer.density import ProductDensity, fit_density
+from models.answer.sampling import sample_rows
 from models.errors import InvalidModel
 
 GALLERY_FILE = "gallery.npz"
@@ -203,13 +204,6 @@ def top_rows(similarities: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
     picks, values = np.take_along_axis(picks, order, axis=1), np.take_along_axis(values, order, axis=1)
     finite = np.isfinite(values)
     return np.where(finite, picks, -1), np.where(finite, values, -np.inf).astype(np.float32)
-
-
-def sample_rows(count: int, limit: int, seed: int = 0) -> np.ndarray:
-    """Indices of at most `limit` of `count` rows, a seeded random sample, in order."""
-    if count <= limit:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
 def product_spread(features: np.ndarray, labels: np.ndarray, products: int) -> tuple[np.ndarray, np.ndarray]:

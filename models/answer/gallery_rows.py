@@ -23,7 +23,7 @@ import numpy as np
 
 from models.answer import read_once
 from models.answer.arrays import read_arrays
-from models.answer.gallery import Gallery, product_spread, sample_rows
+from models.answer.gallery import Gallery, product_spread
 from models.answer.photo_index import (
     INDEX_MIN_PHOTOS,
     REBUILD_UNUSED_SHARE,
@@ -38,6 +38,7 @@ from models.answer.photo_index import (
 from models.answer.read_once import identity
 from models.answer.row_buffers import as_float32
 from models.answer.row_shards import RowLayout, StoredRows, link_or_copy, read_rows, write_rows
+from models.answer.sampling import sample_rows
 from models.errors import InvalidModel
 
 GALLERY_PREFIX = "gallery"

@@ -235,7 +235,7 @@ def test_a_distance_score_needs_a_gallery_that_gives_one(tmp_path: Path) -> None
     products = ("p0", "p1")
     head = ProductHead(products, ("c", "c"), {None: logistic_classifier(products, np.eye(2, 3), np.zeros(2))})
     tiny = build_gallery(np.eye(2, 3, dtype=np.float32), list(products), ["a", "b"], ["1", "2"], products)
-    with pytest.raises(ValueError, match="density"):
+    with pytest.raises(ValueError, match="too small to give it"):
         Answerer(head, tiny, distance_model())
     with pytest.raises(ArtifactError, match="too small"):  # the version written is loaded before it is kept
         write_with_distance(tmp_path, head, tiny)

@@ -13,7 +13,7 @@ import pytest
 
 from models.answer.answerer import Answerer
 from models.answer.classifiers import sigmoid
-from models.answer.gallery import GALLERY_FILE, Gallery, build_gallery, product_spread, sample_rows
+from models.answer.gallery import GALLERY_FILE, Gallery, build_gallery, product_spread
 from models.answer.head import RECOGNIZED, UNKNOWN, ProductHead, logistic_classifier
 from models.answer.novelty import (
     ALL_INPUTS,
@@ -25,6 +25,7 @@ from models.answer.novelty import (
     novelty_inputs,
     threshold_for,
 )
+from models.answer.sampling import sample_rows
 from models.bundle import FEATURES_FILE, load_model, write_model
 from models.errors import ArtifactError, InvalidModel, TrainingError
 from models.extract.recipe import LEGACY, FeatureRecipe
@@ -453,7 +454,7 @@ def test_answerer_refuses_a_gallery_that_does_not_fit_its_head() -> None:
     head = four_d_head()
     with pytest.raises(ValueError, match="products"):
         Answerer(head, four_d_gallery(("p0", "p2", "p1")))
-    with pytest.raises(ValueError, match="gallery it was fitted with"):
+    with pytest.raises(ValueError, match="without its gallery"):
         Answerer(head, None, SIMILARITY_ONLY)
     three_d = build_gallery(
         np.eye(3, dtype=np.float32), ["p0", "p1", "p2"], ["a", "b", "c"], ["1", "2", "3"], head.products
