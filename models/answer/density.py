@@ -30,8 +30,9 @@ MAX_FIT_ROWS = 5_000  # rows the components and covariance are estimated from (a
 class ProductDensity:
     center: np.ndarray  # (D,) float32: the rows' mean
     whitening: np.ndarray  # (D, k) float32: centred features to whitened components
-    means: np.ndarray  # (P, k) float32: each product's mean, whitened
-    mean_norms: np.ndarray  # (P,) float32: |means|^2
+    means: np.ndarray  # (k, P) float32, C order: each product's mean, whitened, one column a product (a batch's
+    # product with it runs twice as fast as with a (P, k) array's transpose: 0.05 against 0.10 ms a frame at 5,000)
+    mean_norms: np.ndarray  # (P,) float32: |means|^2 by column
 
     @property
     def components(self) -> int:
@@ -45,7 +46,7 @@ class ProductDensity:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """(Q, P) each feature's squared Mahalanobis distance to each product's mean, per component."""
         z = self.whitened(features)
-        squared = (z * z).sum(axis=1, keepdims=True) - 2 * z @ self.means.T + self.mean_norms[None, :]
+        squared = (z * z).sum(axis=1, keepdims=True) + self._offsets(z)
         result: np.ndarray = np.maximum(squared, 0.0) / self.components
         return result
 
@@ -53,10 +54,19 @@ class ProductDensity:
         """(Q,) the log of each feature's squared distance (per component) to the nearest product's mean, of the
         products its row of `masks` (Q, P) allows where given (a line's): about 0 for a photo like those of a known
         product, higher the farther it falls from all of them."""
-        distances = self.distances(features)
+        z = self.whitened(features)
+        offsets = self._offsets(z)  # the nearest mean is the one of least offset: |z|^2 is the row's own
         if masks is not None:
-            distances = np.where(np.asarray(masks, dtype=bool), distances, np.inf)
-        return _logged(distances.min(axis=1))
+            np.copyto(offsets, np.inf, where=~np.asarray(masks, dtype=bool))
+        squared = (z * z).sum(axis=1) + offsets.min(axis=1)
+        return _logged(np.maximum(squared, 0.0) / self.components)
+
+    def _offsets(self, z: np.ndarray) -> np.ndarray:
+        """(Q, P) |m|^2 - 2 z.m for each whitened row z and product mean m: its squared distance less |z|^2."""
+        offsets: np.ndarray = z @ self.means
+        offsets *= -2.0
+        offsets += self.mean_norms
+        return offsets
 
     def nearest_distance_with(self, features: np.ndarray) -> np.ndarray:
         """(Q,) nearest_distance of each of a new product's photos `features`, its product's mean among the others
@@ -97,7 +107,7 @@ def fit_density(features: np.ndarray, labels: np.ndarray, products: int, *, seed
     return ProductDensity(
         center=center,
         whitening=whitening,
-        means=whitened_means,
+        means=np.ascontiguousarray(whitened_means.T),
         mean_norms=(whitened_means * whitened_means).sum(axis=1),
     )
 

@@ -47,6 +47,8 @@ def test_the_distance_counts_a_step_where_photos_never_vary_for_more_than_one_wh
     # by hand: the squared distance to product 0's mean, whitened, per component, logged
     d = density.distances(along_pose)
     assert d.shape == (1, 2) and d[0, 0] < d[0, 1]
+    mean_0 = density.whitened(features[labels == 0].mean(axis=0, keepdims=True))
+    assert d[0, 0] == pytest.approx(((density.whitened(along_pose) - mean_0) ** 2).sum() / 6, rel=1e-4)
     assert density.nearest_distance(along_pose)[0] == pytest.approx(np.log(d[0, 0]), abs=1e-5)
 
 
