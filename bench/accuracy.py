@@ -436,13 +436,13 @@ def open_set_rows(
         )
 
         shipped = ship(train_superset, names, data, search, args.seed, args.refuse_unseen)
-        if "product_distance" in shipped.fitted.report:  # whether the novelty score took it, out of fold
-            verdict = {
-                "data set": data.name,
-                "photos": label,
-                "product_distance": shipped.fitted.report["product_distance"],
-            }
-            print(json.dumps(verdict), file=sys.stderr)
+        # whether the novelty score took the product distance, out of fold (null: not considered, too few hidden)
+        verdict = {
+            "data set": data.name,
+            "photos": label,
+            "product_distance": shipped.fitted.report.get("product_distance"),
+        }
+        print(json.dumps(verdict), file=sys.stderr)
         train_x = finish(combine_parts(train_superset, shipped.recipe), shipped.center)
         test_x = finish(combine_parts(test_superset, shipped.recipe), shipped.center)
         fitted = shipped.fitted

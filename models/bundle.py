@@ -472,11 +472,11 @@ def _head(version_dir: Path, manifest: Mapping[str, Any], tables: Mapping[str, S
 def _check_parts_fit(
     head: ProductHead, recipe: FeatureRecipe, gallery: Gallery | None, novelty: NoveltyModel | None
 ) -> None:
-    problem = parts_problem(head, gallery, novelty)
-    if problem is not None:
-        raise InvalidModel(problem)
     if recipe != LEGACY and recipe.dim != head.feature_dim:  # the legacy one: checked against the backbone
         raise InvalidModel(f"the recipe gives {recipe.dim}-d features, the head takes {head.feature_dim}")
+    problem = parts_problem(head, gallery, novelty)  # last: it fits a distance score's density
+    if problem is not None:
+        raise InvalidModel(problem)
 
 
 def _recipe(version_dir: Path, manifest: Mapping[str, Any]) -> tuple[FeatureRecipe, Means]:

@@ -47,8 +47,12 @@ def test_the_distance_counts_a_step_where_photos_never_vary_for_more_than_one_wh
     # by hand: the squared distance to product 0's mean, whitened, per component, logged
     d = density.distances(along_pose)
     assert d.shape == (1, 2) and d[0, 0] < d[0, 1]
-    mean_0 = density.whitened(features[labels == 0].mean(axis=0, keepdims=True))
-    assert d[0, 0] == pytest.approx(((density.whitened(along_pose) - mean_0) ** 2).sum() / 6, rel=1e-4)
+    for product in (0, 1):  # by hand from the photos: each product's whitened mean, not the stored means
+        mean = density.whitened(features[labels == product].mean(axis=0, keepdims=True))
+        by_hand = ((density.whitened(along_pose) - mean) ** 2).sum() / 6
+        assert d[0, product] == pytest.approx(by_hand, rel=1e-4)
+        only = np.arange(2)[None, :] == product
+        assert density.nearest_distance(along_pose, only)[0] == pytest.approx(np.log(by_hand), abs=1e-4)
     assert density.nearest_distance(along_pose)[0] == pytest.approx(np.log(d[0, 0]), abs=1e-5)
 
 
