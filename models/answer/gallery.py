@@ -20,6 +20,7 @@ import numpy as np
 
 from models.answer.arrays import read_arrays, save_arrays
 from models.answer.density import ProductDensity, fit_density
+from models.answer.dot import dot_rows
 from models.answer.sampling import sample_rows
 from models.errors import InvalidModel
 
@@ -74,8 +75,7 @@ class Gallery:
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(Q, N) cosine similarities of L2-normalised queries to every gallery photo."""
-        result: np.ndarray = np.asarray(queries, dtype=np.float32) @ self.features.T
-        return result
+        return dot_rows(np.asarray(queries, dtype=np.float32), self.features)
 
     def best_by_product(self, similarities: np.ndarray) -> np.ndarray:
         """(Q, P) the highest similarity to any photo of each product."""
@@ -124,7 +124,7 @@ class Gallery:
             similarities = np.where(allowed[self.labels], self.similarities(x), -np.inf).astype(np.float32)
             return top_rows(similarities, count)
         columns = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)] or [np.zeros(0, int)])
-        found, values = top_rows(x @ self.features[columns].T, count)
+        found, values = top_rows(dot_rows(x, self.features[columns]), count)
         return np.where(found >= 0, columns[np.maximum(found, 0)], -1), values
 
     def best_of(self, queries: np.ndarray, products: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from models.answer.arrays import read_arrays
+from models.answer.dot import dot_rows
 from models.answer.gallery import top_rows
 from models.answer.row_shards import write_shard
 from models.errors import ArtifactError, InvalidModel
@@ -90,8 +91,7 @@ class PhotoIndex:
         return len(self.keys)
 
     def projected(self, features: np.ndarray) -> np.ndarray:
-        result: np.ndarray = (np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T
-        return result
+        return dot_rows(np.asarray(features, dtype=np.float32) - self.mean, self.components)
 
     def holds(self, keys: np.ndarray) -> np.ndarray:
         """(N,) bool: which of `keys` the graph holds."""
@@ -272,14 +272,14 @@ class GraphSearch:
 
     def nearest(self, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.loose) * 2 > len(self.features):  # mostly loose: the graph no longer pays
-            return top_rows(queries @ self.features.T, count)
+            return top_rows(dot_rows(queries, self.features), count)
         try:
             keys = self.index.candidates(queries)
         except RuntimeError as exc:  # hnswlib could not return as many (a graph thinned by deletions)
             if not self._warned:
                 logger.warning("the photo index failed a search (%s): the gallery is scanned exactly", exc)
                 self._warned = True
-            return top_rows(queries @ self.features.T, count)
+            return top_rows(dot_rows(queries, self.features), count)
         last = len(self._sorted_keys) - 1
         at = np.minimum(np.searchsorted(self._sorted_keys, keys), last)
         rows = np.where(self._sorted_keys[at] == keys, self._row_of_key[at], -1)
@@ -287,7 +287,7 @@ class GraphSearch:
         similarities = np.where(rows >= 0, similarities, -np.inf)
         if len(self.loose):
             rows = np.hstack([rows, np.broadcast_to(self.loose, (len(queries), len(self.loose)))])
-            similarities = np.hstack([similarities, queries @ self._loose_features.T])
+            similarities = np.hstack([similarities, dot_rows(queries, self._loose_features)])
         columns, values = top_rows(similarities, count)
         picked = np.take_along_axis(rows, np.maximum(columns, 0), axis=1)
         return np.where(columns >= 0, picked, -1), values
