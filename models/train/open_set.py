@@ -127,7 +127,7 @@ def fold_answers(  # long: one pass over the folds, each step using the last one
         stratified = StratifiedKFold(len(plan), shuffle=True, random_state=seed)
         photo_splits = [held for _, held in stratified.split(real, labels[real])]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in FoldAnswers.__dataclass_fields__}
-    distance_compared = len(np.unique(np.concatenate([hidden for hidden, _, _ in plan]))) >= MIN_HIDDEN_PRODUCTS
+    distance_compared = hides_enough(np.concatenate([hidden for hidden, _, _ in plan]))
     for number, ((hidden, fold_x, known), held_out) in enumerate(zip(plan, photo_splits, strict=True)):
         unseen_rows = real[np.isin(labels[real], hidden)]
         scored_known = real[known[real]] if known is not None else real[held_out]
@@ -219,8 +219,8 @@ def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, An
     of two other never-seen digits' photos against 77.1% without it, where the folds, each at the promise, could not
     see it (docs/performance.md)."""
     distance = answers.inputs[:, ALL_INPUTS.index(DISTANCE)]
-    hidden = len(np.unique(answers.products[answers.unseen]))
-    if not np.isfinite(distance).all() or len(np.unique(answers.fold)) < 2 or hidden < MIN_HIDDEN_PRODUCTS:
+    hidden_enough = hides_enough(answers.products[answers.unseen])
+    if not np.isfinite(distance).all() or len(np.unique(answers.fold)) < 2 or not hidden_enough:
         return None
     figures = {}
     for name, use in (("without", INPUTS), ("with", ALL_INPUTS)):
@@ -238,6 +238,12 @@ def distance_verdict(answers: FoldAnswers, refuse_unseen: float) -> dict[str, An
     }
     kept = value["with"] >= value["without"] + DISTANCE_MARGIN
     return {**figures, "wrong_cost": WRONG_COST, "margin": DISTANCE_MARGIN, "kept": kept}
+
+
+def hides_enough(hidden_products: np.ndarray) -> bool:
+    """Whether folds that hide `hidden_products` (repeats allowed) hide enough for distance_verdict to compare the
+    product distance: at least MIN_HIDDEN_PRODUCTS of them. fold_answers fits no density in folds that do not."""
+    return len(np.unique(hidden_products)) >= MIN_HIDDEN_PRODUCTS
 
 
 def _refused_out_of_fold(answers: FoldAnswers, refuse_unseen: float, use: tuple[str, ...]) -> np.ndarray | None:
