@@ -504,11 +504,24 @@ def _perspective_coefficients(size: int, rng: np.random.Generator, jitter: float
     return [float(value) for value in solution]
 
 
-def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE) -> Image.Image:
-    """The `k`-th photo of a part, taken anew: the same (part, k, seed) always gives the same picture."""
+@dataclass(frozen=True, slots=True)
+class Nudge:
+    """How a later frame of the same photo differs: the part turned and moved a little, the light changed a little,
+    fresh sensor noise. The rest (background, shadow, finish, blur) is the photo's own."""
+
+    degrees: float = 0.0
+    shift: tuple[int, int] = (0, 0)  # pixels right and down (kept inside the photo)
+    light: float = 1.0  # brightness factor on top of the photo's
+    noise_seed: int = 0
+
+
+def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE, nudge: Nudge | None = None) -> Image.Image:
+    """The `k`-th photo of a part, taken anew: the same (part, k, seed) always gives the same picture. With `nudge`,
+    a later camera frame of that photo: drawn again with the part turned and moved, not resampled from the picture."""
     rng = np.random.default_rng([seed, item.index, k])
+    change = nudge or Nudge()
     shape = silhouette(item)
-    turned = shape.rotate(rng.uniform(0, 360), resample=Image.Resampling.BILINEAR)
+    turned = shape.rotate(rng.uniform(0, 360) + change.degrees, resample=Image.Resampling.BILINEAR)
     warped = turned.transform(
         turned.size,
         Image.Transform.PERSPECTIVE,
@@ -520,7 +533,7 @@ def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE) -> Image
     small = np.asarray(warped.resize((side, side), Image.Resampling.LANCZOS))
     layer = np.zeros((size, size), np.uint8)
     slack = size - side
-    left, top = (int(rng.integers(0, slack + 1)) for _ in range(2))
+    left, top = (min(max(int(rng.integers(0, slack + 1)) + move, 0), slack) for move in change.shift)
     layer[top : top + side, left : left + side] = small
     background = _background(rng, size)
     mask = Image.fromarray(layer).point(lambda v: 255 if v > 40 else int(v * 6))
@@ -531,7 +544,7 @@ def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE) -> Image
     face = _shaded(layer, FINISHES[str(item.details["finish"])], rng)
     alpha = (np.asarray(mask, np.float32) / 255)[..., None]
     image = Image.fromarray(np.clip(face * alpha + background * (1 - alpha), 0, 255).astype(np.uint8))
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3) * change.light)
     image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
     warm = rng.uniform(-0.08, 0.08)  # colour temperature: red up and blue down, or the reverse
     pixels = np.asarray(image, np.float32) * np.array([1 + warm, 1.0, 1 - warm], np.float32)
@@ -542,7 +555,8 @@ def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE) -> Image
             ),
             np.float32,
         )
-    pixels += rng.normal(0, rng.uniform(0, 5), pixels.shape)
+    sigma = rng.uniform(0, 5)
+    pixels += (rng if nudge is None else np.random.default_rng(change.noise_seed)).normal(0, sigma, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 

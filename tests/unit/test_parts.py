@@ -53,6 +53,28 @@ def test_a_photo_is_the_same_for_the_same_seed_and_taken_anew_otherwise() -> Non
         assert np.abs(first.astype(int) - np.asarray(other).astype(int)).mean() > 10
 
 
+def test_a_nudged_frame_is_the_same_photo_with_the_part_moved_and_fresh_noise() -> None:
+    item, size = parts.part(5), 128
+    photo = np.asarray(parts.photo(item, 4, seed=1, size=size)).astype(int)
+    background = photo[:6, :6]  # a corner: the part never reaches it at this scale
+
+    def frame(nudge: parts.Nudge) -> np.ndarray:
+        return np.asarray(parts.photo(item, 4, seed=1, size=size, nudge=nudge)).astype(int)
+
+    still = frame(parts.Nudge(noise_seed=1))  # only the sensor's noise is new
+    assert not np.array_equal(still, photo) and np.abs(still - photo).mean() < 6
+    assert not np.array_equal(frame(parts.Nudge(noise_seed=2)), still)
+    moved = frame(parts.Nudge(degrees=5.0, shift=(4, -3), light=1.05, noise_seed=1))
+    other_photo = np.asarray(parts.photo(item, 5, seed=1, size=size)).astype(int)
+    assert np.abs(moved - still).mean() > 1  # the part moved
+    assert np.abs(moved - photo).mean() < np.abs(other_photo - photo).mean() / 2  # and is still that photo's part
+    assert (
+        np.abs(frame(parts.Nudge(degrees=5.0, shift=(4, -3), noise_seed=1))[:6, :6] - background).mean() < 6
+    )  # the background stays put
+    far = frame(parts.Nudge(shift=(10_000, -10_000), noise_seed=1))  # kept inside the photo, not an error
+    assert far.shape == photo.shape
+
+
 def test_the_folders_are_what_training_and_the_camera_read(tmp_path: Path) -> None:
     written = parts.export_training_folder(tmp_path / "train", products=10, per_product=2)
     assert len(written) == 20
