@@ -2,12 +2,15 @@
 
     .venv/bin/python -m bench.objects [--datasets parts,fashion,digits] [--known-objects 60] [--unseen-objects 40]
                                       [--parts 100] [--photos 20] [--seed 0] [--tune] [--synthetic 0]
+                                      [--frames rendered,resampled] [--workdir DIR]
 
 Each data set gets its own model, trained as `partsight train` trains by default, on 20 photos of each known
 product; never-seen products are kept out of it:
 - parts: `--parts` drawn look-alike machined parts (models/train/parts.py); never-seen: the next 20 variants,
   siblings of trained parts. An object is one physical part passing the camera: one photo taken on another day,
-  then 3 to 8 frames of it, each moved, turned and lit a little differently (a part on a belt);
+  then 3 to 8 frames of it, each moved, turned and lit a little differently (a part on a belt). `--frames
+  rendered` (the default) draws each frame again with the part moved; `resampled` turns the last frame's picture
+  (as the bench did until 2026-12-07: its nearest-neighbour artefacts add up frame after frame);
 - fashion: 7 Fashion-MNIST products, the other 3 never seen; an object's frames are different test photos of one
   product (harder than frames of one garment: nothing repeats);
 - digits: scikit-learn's digits, 3 and 7 never seen; frames as for fashion.
@@ -23,7 +26,7 @@ single frames (and how often their top-1 is right), the same of each object's fi
 photo as the training's were taken, where the next frames are that photo moved), frames seen when an object is
 decided, and the
 seconds to a decision for a 10 frames/s camera (without `object_end`: the 700 ms gap closes an object that
-never agreed).
+never agreed). `--workdir` keeps the photos and models; a model found there is measured again, not retrained.
 """
 
 from __future__ import annotations
@@ -71,24 +74,46 @@ def jpeg(image: Image.Image) -> bytes:
 
 
 def moved(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """The next frame of the same part: turned a few degrees, shifted a few pixels, lit a little differently."""
+    """`--frames resampled`: the next frame as the last one's picture turned a few degrees (nearest-neighbour, its
+    corners filled flat), shifted a few pixels and lit a little differently: what this bench did until 2026-12-07.
+    Each frame resamples the one before, so the artefacts add up over an object; no camera makes them."""
     turned = image.rotate(rng.uniform(-6, 6), translate=tuple(rng.integers(-4, 5, 2)), fillcolor=image.getpixel((0, 0)))
     return ImageEnhance.Brightness(turned).enhance(rng.uniform(0.9, 1.1))
 
 
-def parts_stream(work: Path, args: argparse.Namespace, rng: np.random.Generator) -> Stream:
+def rendered_frames(item: parts.Part, k: int, count: int, rng: np.random.Generator, noise: int) -> list[Image.Image]:
+    """`--frames rendered`: the part's photo `k` of another day, then `count - 1` frames drawn again from it, each
+    turned, moved and lit from the one before by the steps `moved` draws from `rng` (the same draws in the same order:
+    both kinds of stream hold the same objects moved the same way), with the sensor's fresh noise (seeded by
+    `noise` and the frame): a part on a belt, as a camera sees it."""
+    frames = [parts.photo(item, k, seed=1)]
+    degrees, shift, light = 0.0, np.zeros(2, dtype=int), 1.0
+    for number in range(1, count):
+        degrees += rng.uniform(-6, 6)
+        shift += rng.integers(-4, 5, 2)
+        light *= rng.uniform(0.9, 1.1)
+        nudge = parts.Nudge(degrees, (int(shift[0]), int(shift[1])), light, noise * 16 + number)
+        frames.append(parts.photo(item, k, seed=1, nudge=nudge))
+    return frames
+
+
+def parts_stream(work: Path, args: argparse.Namespace, rng: np.random.Generator, frames_kind: str) -> Stream:
     images, catalog = work / "images", work / "catalog.json"
-    parts.export_training_folder(images, products=args.parts, per_product=args.photos)
-    catalog.write_text(json.dumps(list(parts.catalog(args.parts).values())))
+    if not images.is_dir():
+        parts.export_training_folder(images, products=args.parts, per_product=args.photos)
+        catalog.write_text(json.dumps(list(parts.catalog(args.parts).values())))
     objects = []
     for known, count in ((True, args.known_objects), (False, args.unseen_objects)):
         for number in range(count):
             index = int(rng.integers(0, args.parts)) if known else args.parts + number % 20
             item = parts.part(index)
-            first = parts.photo(item, 100 + number, seed=1)  # taken on another day
-            frames = [first]
-            for _ in range(int(rng.integers(3, 9)) - 1):
-                frames.append(moved(frames[-1], rng))
+            size = int(rng.integers(3, 9))
+            if frames_kind == "rendered":
+                frames = rendered_frames(item, 100 + number, size, rng, noise=2 * number + known)
+            else:
+                frames = [parts.photo(item, 100 + number, seed=1)]  # taken on another day
+                for _ in range(size - 1):
+                    frames.append(moved(frames[-1], rng))
             objects.append((item.product, known, [jpeg(frame) for frame in frames]))
     return Stream(images, catalog, objects)
 
@@ -214,6 +239,33 @@ def measure(store: Path, stream: Stream) -> dict[str, Any]:  # long: one pass, e
     }
 
 
+def trained_row(store: Path, stream: Stream, args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Train the data set's model into `store` (kept where it already holds a version: its row says so)."""
+    if (store / "current").exists():
+        print(f"{name}: the model in {store} is reused", file=sys.stderr)
+        return {"tuned": "reused", "training s": 0} if args.tune else {}
+    started = time.monotonic()
+    version = train(
+        TrainOptions(
+            images=stream.images,
+            catalog=stream.catalog,
+            out=store,
+            show_progress=False,
+            tune=TuneOptions() if args.tune else None,
+            synthetic_per_image=args.synthetic,
+        )
+    )
+    trained_s = time.monotonic() - started
+    report = json.loads((version / "report.json").read_text())
+    tuning = report.get("tuning", {})
+    if "product_distance" in report:  # whether the novelty score took the product distance, out of fold
+        print(json.dumps({"data set": name, "product_distance": report["product_distance"]}), file=sys.stderr)
+    if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
+        verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
+        print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
+    return {"tuned": tuning.get("kept"), "training s": round(trained_s)} if args.tune else {}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--datasets", default="parts,fashion,digits")
@@ -229,38 +281,30 @@ def main() -> int:
         default=0,
         help="synthetic copies of each training photo (`partsight train --synthetic`)",
     )
+    parser.add_argument(
+        "--frames",
+        default="rendered",
+        help="the parts' frames after the first, comma-separated: rendered (drawn again, moved) and/or resampled "
+        "(the last frame's picture turned and shifted, as before 2026-12-07); each measured on the same model",
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the photos and trained stores here; a store there is reused")
     args = parser.parse_args()
+    kinds = args.frames.split(",")
+    if not kinds or set(kinds) - {"rendered", "resampled"}:
+        parser.error(f"--frames: rendered and/or resampled, got {args.frames!r}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="partsight-objects-") as scratch:
         for name in args.datasets.split(","):
-            rng = np.random.default_rng(args.seed)
-            work = Path(scratch) / name
-            stream = parts_stream(work, args, rng) if name == "parts" else photo_stream(work, name, args, rng)
-            store = work / "store"
-            tune = TuneOptions() if args.tune else None
-            started = time.monotonic()
-            version = train(
-                TrainOptions(
-                    images=stream.images,
-                    catalog=stream.catalog,
-                    out=store,
-                    show_progress=False,
-                    tune=tune,
-                    synthetic_per_image=args.synthetic,
-                )
-            )
-            trained_s = time.monotonic() - started
-            report = json.loads((version / "report.json").read_text())
-            tuning = report.get("tuning", {})
-            tuned = tuning.get("kept")
-            if "product_distance" in report:  # whether the novelty score took the product distance, out of fold
-                print(json.dumps({"data set": name, "product_distance": report["product_distance"]}), file=sys.stderr)
-            if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
-                verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
-                print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
-            tuned_row = {"tuned": tuned, "training s": round(trained_s)} if args.tune else {}
-            rows.append({"data set": name, **tuned_row, **measure(store, stream)})
-            print(json.dumps(rows[-1]), flush=True)
+            work = (args.workdir or Path(scratch)) / name
+            if name == "parts":
+                streams = {kind: parts_stream(work, args, np.random.default_rng(args.seed), kind) for kind in kinds}
+            else:
+                streams = {"photos": photo_stream(work, name, args, np.random.default_rng(args.seed))}
+            store, first = work / "store", next(iter(streams.values()))
+            trained = trained_row(store, first, args, name)
+            for kind, stream in streams.items():
+                rows.append({"data set": name, "frames": kind, **trained, **measure(store, stream)})
+                print(json.dumps(rows[-1]), flush=True)
     print(records_table(rows))
     return 0
 
