@@ -507,19 +507,20 @@ def _perspective_coefficients(size: int, rng: np.random.Generator, jitter: float
 @dataclass(frozen=True, slots=True)
 class Nudge:
     """How a later frame of the same photo differs: the part turned and moved a little, the light changed a little,
-    fresh sensor noise. The rest (background, shadow, finish, blur) is the photo's own."""
+    fresh sensor noise (seeded by `noise_seed`: each frame its own). The rest (background, shadow, finish, blur) is
+    the photo's own."""
 
+    noise_seed: int | tuple[int, ...]
     degrees: float = 0.0
-    shift: tuple[int, int] = (0, 0)  # pixels right and down (kept inside the photo)
+    shift: tuple[int, int] = (0, 0)  # pixels right and down (the part kept inside the photo)
     light: float = 1.0  # brightness factor on top of the photo's
-    noise_seed: int = 0
 
 
 def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE, nudge: Nudge | None = None) -> Image.Image:
     """The `k`-th photo of a part, taken anew: the same (part, k, seed) always gives the same picture. With `nudge`,
     a later camera frame of that photo: drawn again with the part turned and moved, not resampled from the picture."""
     rng = np.random.default_rng([seed, item.index, k])
-    change = nudge or Nudge()
+    change = nudge or Nudge(noise_seed=0)  # no change: the draws below are the photo's own, noise included
     shape = silhouette(item)
     turned = shape.rotate(rng.uniform(0, 360) + change.degrees, resample=Image.Resampling.BILINEAR)
     warped = turned.transform(
@@ -533,7 +534,7 @@ def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE, nudge: N
     small = np.asarray(warped.resize((side, side), Image.Resampling.LANCZOS))
     layer = np.zeros((size, size), np.uint8)
     slack = size - side
-    left, top = (min(max(int(rng.integers(0, slack + 1)) + move, 0), slack) for move in change.shift)
+    left, top = (_clamp(int(rng.integers(0, slack + 1)) + move, slack) for move in change.shift)
     layer[top : top + side, left : left + side] = small
     background = _background(rng, size)
     mask = Image.fromarray(layer).point(lambda v: 255 if v > 40 else int(v * 6))
@@ -558,6 +559,10 @@ def photo(item: Part, k: int, *, seed: int = 0, size: int = PHOTO_SIZE, nudge: N
     sigma = rng.uniform(0, 5)
     pixels += (rng if nudge is None else np.random.default_rng(change.noise_seed)).normal(0, sigma, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _clamp(value: int, most: int) -> int:
+    return min(max(value, 0), most)
 
 
 def jpeg(image: Image.Image, rng: np.random.Generator) -> bytes:
