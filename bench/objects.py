@@ -26,7 +26,7 @@ single frames (and how often their top-1 is right), the same of each object's fi
 photo as the training's were taken, where the next frames are that photo moved), frames seen when an object is
 decided, and the
 seconds to a decision for a 10 frames/s camera (without `object_end`: the 700 ms gap closes an object that
-never agreed). `--workdir` keeps the photos and models; a model found there is measured again, not retrained.
+never agreed). `--workdir` keeps the photos and models; one found there, made with the same settings, is measured again.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +83,23 @@ def moved(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return ImageEnhance.Brightness(turned).enhance(rng.uniform(0.9, 1.1))
 
 
-def rendered_frames(item: parts.Part, k: int, count: int, rng: np.random.Generator, noise: int) -> list[Image.Image]:
+def rendered_frames(
+    item: parts.Part, k: int, count: int, rng: np.random.Generator, noise: tuple[int, ...]
+) -> list[Image.Image]:
     """`--frames rendered`: the part's photo `k` of another day, then `count - 1` frames drawn again from it, each
-    turned, moved and lit from the one before by the steps `moved` draws from `rng` (the same draws in the same order:
-    both kinds of stream hold the same objects moved the same way), with the sensor's fresh noise (seeded by
-    `noise` and the frame): a part on a belt, as a camera sees it."""
+    turned, moved and lit from the one before by the same steps `moved` draws from `rng` (the same draws in the same
+    order: both kinds of stream hold the same objects, each moved by the same steps, though here the part turns about
+    itself and stops at the photo's edge, where `moved` turns the whole picture), with the sensor's fresh noise
+    (seeded by `noise` and the frame): a part on a belt, as a camera sees it."""
     frames = [parts.photo(item, k, seed=1)]
     degrees, shift, light = 0.0, np.zeros(2, dtype=int), 1.0
     for number in range(1, count):
         degrees += rng.uniform(-6, 6)
         shift += rng.integers(-4, 5, 2)
         light *= rng.uniform(0.9, 1.1)
-        nudge = parts.Nudge(degrees, (int(shift[0]), int(shift[1])), light, noise * 16 + number)
+        nudge = parts.Nudge(
+            noise_seed=(*noise, number), degrees=degrees, shift=(int(shift[0]), int(shift[1])), light=light
+        )
         frames.append(parts.photo(item, k, seed=1, nudge=nudge))
     return frames
 
@@ -100,19 +107,23 @@ def rendered_frames(item: parts.Part, k: int, count: int, rng: np.random.Generat
 def parts_stream(work: Path, args: argparse.Namespace, rng: np.random.Generator, frames_kind: str) -> Stream:
     images, catalog = work / "images", work / "catalog.json"
     if not images.is_dir():
-        parts.export_training_folder(images, products=args.parts, per_product=args.photos)
+        drawing = work / "images.drawing"  # renamed into place once whole: a run cut short leaves no half folder
+        shutil.rmtree(drawing, ignore_errors=True)
+        parts.export_training_folder(drawing, products=args.parts, per_product=args.photos)
         catalog.write_text(json.dumps(list(parts.catalog(args.parts).values())))
+        drawing.rename(images)
     objects = []
     for known, count in ((True, args.known_objects), (False, args.unseen_objects)):
         for number in range(count):
             index = int(rng.integers(0, args.parts)) if known else args.parts + number % 20
             item = parts.part(index)
-            size = int(rng.integers(3, 9))
+            frames_in_object = int(rng.integers(3, 9))
             if frames_kind == "rendered":
-                frames = rendered_frames(item, 100 + number, size, rng, noise=2 * number + known)
+                noise = (args.seed, int(known), number)
+                frames = rendered_frames(item, 100 + number, frames_in_object, rng, noise)
             else:
                 frames = [parts.photo(item, 100 + number, seed=1)]  # taken on another day
-                for _ in range(size - 1):
+                for _ in range(frames_in_object - 1):
                     frames.append(moved(frames[-1], rng))
             objects.append((item.product, known, [jpeg(frame) for frame in frames]))
     return Stream(images, catalog, objects)
@@ -176,8 +187,8 @@ def decide(votes: Sequence[FrameVote], rule: ObjectRule) -> tuple[str | None, in
 
 def majority(votes: Sequence[FrameVote]) -> str | None:
     """The product most frames put first, whatever the evidence (the object's best guess)."""
-    products = [vote.product for vote in votes if vote.product is not None]
-    return max(set(products), key=products.count) if products else None
+    products = Counter(vote.product for vote in votes if vote.product is not None)
+    return products.most_common(1)[0][0] if products else None  # a tie: the product voted for first
 
 
 def measure(store: Path, stream: Stream) -> dict[str, Any]:  # long: one pass, every figure counted as it comes
@@ -239,11 +250,31 @@ def measure(store: Path, stream: Stream) -> dict[str, Any]:  # long: one pass, e
     }
 
 
+SETTINGS = ("parts", "photos", "seed", "tune", "synthetic")  # what a kept model and its photos were made with
+
+
+def settled_workdir(work: Path, args: argparse.Namespace) -> str | None:
+    """Record the settings a data set's photos and model are made with in its folder; what is wrong when the folder
+    holds some made with others (None: nothing)."""
+    record = work / "bench-args.json"
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        return None if kept == settings else f"{work} holds photos and a model made with {kept}, not {settings}"
+    if work.exists() and any(work.iterdir()):
+        return f"{work} holds files bench.objects did not record its settings for"
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings))
+    return None
+
+
 def trained_row(store: Path, stream: Stream, args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """Train the data set's model into `store` (kept where it already holds a version: its row says so)."""
+    """Train the data set's model into `store`, or measure the one already there (`reused`)."""
     if (store / "current").exists():
         print(f"{name}: the model in {store} is reused", file=sys.stderr)
-        return {"tuned": "reused", "training s": 0} if args.tune else {}
+        report = json.loads((store / "current" / "report.json").read_text())
+        reused = {"tuned": report.get("tuning", {}).get("kept"), "training s": None} if args.tune else {}
+        return {"reused": True, **reused}
     started = time.monotonic()
     version = train(
         TrainOptions(
@@ -263,7 +294,8 @@ def trained_row(store: Path, stream: Stream, args: argparse.Namespace, name: str
     if tuning:  # its verdicts: the probe's top-1, the open set's known right at the operating point
         verdicts = {key: tuning.get(key) for key in ("frozen_top1", "tuned_top1", "open_set", "why", "seconds")}
         print(json.dumps({"data set": name, "tuning": verdicts}), file=sys.stderr, flush=True)
-    return {"tuned": tuning.get("kept"), "training s": round(trained_s)} if args.tune else {}
+    trained = {"tuned": tuning.get("kept"), "training s": round(trained_s)} if args.tune else {}
+    return {"reused": False, **trained}
 
 
 def main() -> int:
@@ -287,15 +319,22 @@ def main() -> int:
         help="the parts' frames after the first, comma-separated: rendered (drawn again, moved) and/or resampled "
         "(the last frame's picture turned and shifted, as before 2026-12-07); each measured on the same model",
     )
-    parser.add_argument("--workdir", type=Path, help="keep the photos and trained stores here; a store there is reused")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the photos and trained models here; one made with the same settings is reused",
+    )
     args = parser.parse_args()
     kinds = args.frames.split(",")
-    if not kinds or set(kinds) - {"rendered", "resampled"}:
+    if set(kinds) - {"rendered", "resampled"}:
         parser.error(f"--frames: rendered and/or resampled, got {args.frames!r}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="partsight-objects-") as scratch:
         for name in args.datasets.split(","):
             work = (args.workdir or Path(scratch)) / name
+            problem = settled_workdir(work, args)
+            if problem:
+                parser.error(f"--workdir: {problem}; give another folder")
             if name == "parts":
                 streams = {kind: parts_stream(work, args, np.random.default_rng(args.seed), kind) for kind in kinds}
             else:
