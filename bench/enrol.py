@@ -30,8 +30,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,9 @@ from PIL import Image
 from partsight.testing.harness import Listener, frame_properties, publisher, wait_for
 from partsight.testing.servers import mosquitto, redis_server
 from partsight.testing.stack import make_stack
+
+if TYPE_CHECKING:
+    from models.extract.recipe import FeatureRecipe
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -92,12 +96,17 @@ def write_folder(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], 
     return catalog
 
 
-def train_store(root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], list[bytes]]]) -> tuple[Path, float]:
+def train_store(
+    root: Path, sets: dict[str, tuple[dict[str, str], list[bytes], list[bytes]]], recipe: FeatureRecipe | None = None
+) -> tuple[Path, float]:
+    """`partsight train` (full search) on `sets`; `recipe` pins the feature recipe (default: cross-validation
+    chooses among the candidates)."""
     from models.train.trainer import TrainOptions, train
 
     catalog = write_folder(root, sets)
     started = time.monotonic()
-    train(TrainOptions(images=root / "images", catalog=catalog, out=root / "store", show_progress=False))
+    options = TrainOptions(images=root / "images", catalog=catalog, out=root / "store", show_progress=False)
+    train(options if recipe is None else replace(options, recipes=(recipe,)))
     return root / "store", time.monotonic() - started
 
 

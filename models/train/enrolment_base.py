@@ -170,6 +170,10 @@ class Choices:
     # rows ("": they calibrate it again): a tuned backbone's score was calibrated on its tuning folds' networks,
     # each of which never learned the products it hid; the shipped network learned them all
     novelty_kept: str = ""
+    # What the operator named for the training's classifier search (`partsight train --classifiers`,
+    # `--preprocessing`: the kinds, the preprocessing, None for each not named), which a consolidation's search
+    # keeps to (models.train.consolidation.search_of); None when not recorded (written before)
+    search_named: tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -198,6 +202,12 @@ class Choices:
             "structure_for": self.structure_for,
             "head_structure_for": self.head_structure_for,
             "novelty_kept": self.novelty_kept,
+            "search_named": None
+            if self.search_named is None
+            else {
+                "classifiers": _listed(self.search_named[0]),
+                "preprocessing": _listed(self.search_named[1]),
+            },
         }
 
     @classmethod
@@ -237,7 +247,28 @@ class Choices:
             structure_for=None if record.get("structure_for") is None else int(record["structure_for"]),
             head_structure_for=None if record.get("head_structure_for") is None else int(record["head_structure_for"]),
             novelty_kept=str(record.get("novelty_kept", "")),
+            search_named=_search_named(record.get("search_named")),
         )
+
+
+def _listed(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
+def _search_named(record: Mapping[str, Any] | None) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None:
+    """Choices.search_named from its record (None: not recorded)."""
+    if record is None:
+        return None
+
+    def names(key: str) -> tuple[str, ...] | None:
+        value = record[key]
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise TypeError(f"search_named.{key} is not a list")
+        return tuple(str(name) for name in value)
+
+    return names("classifiers"), names("preprocessing")
 
 
 def base_record(rows: StoredRows, layout: RowLayout) -> dict[str, Any]:

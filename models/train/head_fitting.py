@@ -24,6 +24,7 @@ from models.train.node_fitting import (
     Node,
     Tuned,
     calibrate_threshold,
+    canonical_order,
     fit_nodes,
     fold_count,
     head_nodes,
@@ -302,6 +303,7 @@ def fit_model(  # long: 17 documented settings; the body is one call per step
     gallery_per_product: int = DEFAULT_MAX_PER_PRODUCT,
     start: ProductHead | None = None,
     hidden_folds: Sequence[HiddenFold] = (),
+    photo_keys: np.ndarray | None = None,
 ) -> FittedHead:
     """Choose and fit the head's classifiers by stratified CV on macro-F1; calibrate "unknown".
 
@@ -322,6 +324,10 @@ def fit_model(  # long: 17 documented settings; the body is one call per step
 
     `hidden_folds`: the leave-products-out folds of the novelty score are these (a tuned backbone's folds, each
     with its own features of every row, from a network that never learned the products it hides).
+
+    `photo_keys`: each row's photo's sha256. The choices and the calibration are made on the rows in an order that
+    does not depend on the order they are given in (canonical_order: by product, then by photo key; by product alone
+    without keys), so the same photos make the same folds in a training and in a consolidation of its rows.
     """
     search = list(search) if search is not None else candidates()
     all_labels = np.asarray(products)
@@ -329,7 +335,9 @@ def fit_model(  # long: 17 documented settings; the body is one call per step
     synthetic = np.zeros(len(all_labels), dtype=bool) if synthetic is None else np.asarray(synthetic, dtype=bool)
     groups = np.arange(len(all_labels)) if groups is None else np.asarray(groups)
     categories = np.array([categories_of[p] for p in all_labels])
-    report, sample, rows = _tuning_rows(features, all_labels, categories, groups, synthetic, tuning_photos, seed)
+    report, sample, rows = _tuning_rows(
+        features, all_labels, categories, groups, synthetic, tuning_photos, seed, photo_keys
+    )
     report["target_precision"] = target_precision
     if structure == AUTO and len(head_products) > FLAT_UP_TO_PRODUCTS and len(np.unique(categories)) > 1:
         structure = CATEGORY_FIRST  # one classifier over them all would not fit in memory (FLAT_UP_TO_PRODUCTS)
@@ -419,6 +427,7 @@ def fit_searched(  # noqa: PLR0917
     show_progress: bool = False,
     start: ProductHead | None = None,
     hidden_folds: Sequence[HiddenFold] = (),
+    photo_keys: np.ndarray | None = None,
 ) -> FittedHead:
     """fit_model with `settings` over the `search` given; the report says what was searched and why."""
     kinds, steps, why = search
@@ -441,6 +450,7 @@ def fit_searched(  # noqa: PLR0917
         gallery_per_product=settings.gallery_per_product,
         start=start,
         hidden_folds=hidden_folds,
+        photo_keys=photo_keys,
     )
     fitted.report["classifier_search"] = {"kinds": list(kinds), "preprocessing": list(steps), "why": why}
     return fitted
@@ -454,22 +464,25 @@ def _tuning_rows(  # noqa: PLR0917
     synthetic: np.ndarray,
     tuning_photos: int | None,
     seed: int,
+    photo_keys: np.ndarray | None,
 ) -> tuple[dict[str, Any], Sample, np.ndarray]:
-    """The report's counts, and the rows to choose and calibrate on (and which they are, a mask): whole products of
-    whole categories, up to `tuning_photos` photos with their copies (all rows when there are fewer;
-    models.train.node_fitting)."""
+    """The report's counts, and the rows to choose and calibrate on (and which they are: indices, in the order the
+    sample holds them): whole products of whole categories, up to `tuning_photos` photos with their copies (all rows
+    when there are fewer; models.train.node_fitting), drawn and held in canonical_order."""
     report: dict[str, Any] = {
         "images": int((~synthetic).sum()),
         "synthetic_images": int(synthetic.sum()),
         "products": len(np.unique(labels)),
     }
-    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed, categories)
+    order = canonical_order(labels, photo_keys)
+    tuning = tuning_sample(labels[order], groups[order], synthetic[order], tuning_photos, seed, categories[order])
+    rows = order[tuning]
     if not tuning.all():
-        report["tuned_on_images"] = int((tuning & ~synthetic).sum())
-        report["tuned_on_products"] = len(np.unique(labels[tuning]))
-        report["tuned_on_categories"] = len(np.unique(categories[tuning]))
-    sample = Sample(features[tuning], labels[tuning], categories[tuning], groups[tuning], synthetic[tuning])
-    return report, sample, tuning
+        report["tuned_on_images"] = int((~synthetic[rows]).sum())
+        report["tuned_on_products"] = len(np.unique(labels[rows]))
+        report["tuned_on_categories"] = len(np.unique(categories[rows]))
+    sample = Sample(features[rows], labels[rows], categories[rows], groups[rows], synthetic[rows])
+    return report, sample, rows
 
 
 class Sample(NamedTuple):

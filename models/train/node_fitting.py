@@ -124,6 +124,20 @@ TUNING_PHOTOS_PER_PRODUCT = 10  # a large catalog is tuned on at most this many 
 MIN_TUNING_PHOTOS = 5  # a product with fewer photos would cut every node's folds to its count
 
 
+def canonical_order(labels: np.ndarray, photo_keys: np.ndarray | None = None) -> np.ndarray:
+    """Row indices by product, then by each row's photo key (its sha256; a photo's synthetic copies share it and
+    keep their order after it): an order that does not depend on the order the rows came in.
+
+    The folds are drawn over positions (StratifiedKFold shuffles them, the tuning sample draws photos), so the same
+    photos read in another order would be chosen and calibrated on other folds: a training reads them folder by
+    folder, a consolidation the version's stored rows (the trained products first, then each enrolment's). Without
+    keys, by product alone (each product's rows in the order given)."""
+    labels = np.asarray(labels).astype(str)
+    keys = (labels,) if photo_keys is None else (np.asarray(photo_keys).astype(str), labels)
+    order: np.ndarray = np.lexsort(keys)  # stable: rows with the same keys keep their order
+    return order
+
+
 def tuning_sample(  # noqa: PLR0917
     labels: np.ndarray,
     groups: np.ndarray,

@@ -89,8 +89,10 @@ class HiddenFold(NamedTuple):
     known: np.ndarray  # (rows,) bool
 
     def sampled(self, rows: np.ndarray) -> HiddenFold:
-        """The fold on the rows a (rows,) bool mask keeps (itself when it keeps them all)."""
-        return self if rows.all() else HiddenFold(self.products, self.features[rows], self.known[rows])
+        """The fold on the rows a (rows,) bool mask keeps, or on the rows indices name in their order (itself when
+        that is every row in its own order)."""
+        every = rows.all() if rows.dtype == bool else np.array_equal(rows, np.arange(len(self.known)))
+        return self if every else HiddenFold(self.products, self.features[rows], self.known[rows])
 
 
 def product_groups(products: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:

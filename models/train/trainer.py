@@ -310,11 +310,11 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
         rows.weights_sha256,
     )
     labels = np.asarray(data.products)
-    fitted = _fit_head(options, features, data, catalog, hidden)
+    paths, digests = photo_ids(images, options.images)
+    fitted = _fit_head(options, features, data, catalog, hidden, np.asarray(digests)[data.groups])
     del hidden
     head, report = fitted.head, fitted.report
     version = new_version()
-    paths, digests = photo_ids(images, options.images)
     base = EnrolmentBase(
         features, labels, data.groups, data.synthetic, np.asarray(paths)[data.groups], np.asarray(digests)[data.groups]
     ).capped(options.base_per_product, options.seed)
@@ -559,11 +559,16 @@ def _augmenter(options: TrainOptions) -> Augmenter | None:
     )
 
 
-def _fit_head(
-    options: TrainOptions, features: np.ndarray, data: TrainingSet, catalog: Catalog, hidden: Sequence[HiddenFold]
+def _fit_head(  # noqa: PLR0917
+    options: TrainOptions,
+    features: np.ndarray,
+    data: TrainingSet,
+    catalog: Catalog,
+    hidden: Sequence[HiddenFold],
+    photo_keys: np.ndarray,
 ) -> FittedHead:
     """The head fitted with the options' settings, on the finished features (the novelty score on `hidden`'s
-    folds where the tuning made them)."""
+    folds where the tuning made them); `photo_keys`: each row's photo's sha256 (fit_model)."""
     products = len(set(np.asarray(data.products).tolist()))
     return fit_searched(
         options,
@@ -576,6 +581,7 @@ def _fit_head(
         search=search_for(products, options.classifiers, options.preprocessing),
         show_progress=options.show_progress,
         hidden_folds=hidden,
+        photo_keys=photo_keys,
     )
 
 
@@ -595,6 +601,7 @@ def _choices(options: TrainOptions, fitted: FittedHead, version: str) -> Choices
         trained_version=version,
         structure_for=len(fitted.head.products) if options.structure == AUTO else 0,
         novelty_kept=NOVELTY_FROM_TUNING if on_tuning_folds(fitted.report) else "",
+        search_named=(options.classifiers, options.preprocessing),
     )
 
 

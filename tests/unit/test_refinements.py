@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -242,12 +243,19 @@ def test_consolidation_carries_only_the_refinements_made_after_the_version_it_re
     assert later_refinements(refitted_from, base_head()) is None  # consolidated by someone else, or trained anew
 
 
-def test_a_consolidation_searches_the_kinds_training_chose_and_logistic_regression() -> None:
-    from models.answer.classifiers import Candidate
+def test_a_consolidation_searches_as_a_training_of_its_catalog_and_the_kinds_training_chose() -> None:
+    from models.answer.classifiers import KINDS, PREPROCESSING, Candidate
     from models.train.consolidation import search_of
     from models.train.enrolment_base import Choices
 
-    chosen = Choices("category-first", {None: (Candidate("rbf_svm", 10.0, "standardize"), 2.0)})
-    assert search_of(chosen)[:2] == (("logistic", "rbf_svm"), ("none", "standardize"))
-    logistic = Choices("flat", {None: (Candidate("logistic", 30.0), 1.0)})
-    assert search_of(logistic)[:2] == (("logistic",), ("none",))  # a training past 40 products chooses this
+    svm = {None: (Candidate("rbf_svm", 10.0, "standardize"), 2.0)}
+    recorded = Choices("category-first", svm, search_named=(None, None))
+    assert search_of(recorded, 18)[:2] == (KINDS, PREPROCESSING)  # every kind, as a training of 18 products
+    assert search_of(recorded, 41)[:2] == (("logistic", "rbf_svm"), ("none", "standardize"))  # past 40: narrowed
+    named = Choices("flat", {None: (Candidate("logistic", 30.0), 1.0)}, search_named=(("logistic",), None))
+    assert search_of(named, 18)[:2] == (("logistic",), PREPROCESSING)  # what the operator named holds
+    assert search_of(replace(named, search_named=(("logistic",), ("none",))), 18)[:2] == (("logistic",), ("none",))
+    before = Choices("category-first", svm)  # written before the search named was recorded
+    assert search_of(before, 18)[:2] == (("logistic", "rbf_svm"), ("none", "standardize"))
+    assert Choices.from_record(recorded.record()) == recorded and Choices.from_record(named.record()) == named
+    assert Choices.from_record(before.record()) == before

@@ -240,3 +240,41 @@ def test_node_starts_are_a_heads_classifiers_only_for_its_own_structure() -> Non
     assert node_starts(head, "category-first") == head.classifiers  # type: ignore[arg-type]
     assert node_starts(head, "flat") is None  # type: ignore[arg-type]
     assert node_starts(None, "flat") is None
+
+
+def test_the_choices_and_the_calibration_do_not_depend_on_the_order_of_the_rows() -> None:
+    """A consolidation reads a version's stored rows (trained products first, then each enrolment's) where a training
+    of the same photos reads them folder by folder: given each row's photo key, both make the same folds."""
+    from models.answer.classifiers import Candidate
+
+    rng = np.random.default_rng(3)
+    names = [f"f{family}-v{variant}" for family in range(4) for variant in range(3)]  # look-alikes: folds matter
+    centres = {name: np.r_[np.eye(4)[int(name[1])] * 2, rng.normal(0, 0.6, 6)] for name in names}
+    products = np.array([name for name in names for _ in range(10)])
+    features = np.stack([centres[p] + rng.normal(0, 0.5, 10) for p in products]).astype(np.float32)
+    keys = np.array([f"{rng.integers(1 << 62):016x}" for _ in products])
+    categories_of = {name: name.split("-")[0] for name in names}
+    search = [Candidate("logistic", 1.0), Candidate("logistic", 100.0)]
+    shuffled = rng.permutation(len(products))
+
+    def fitted(rows: np.ndarray) -> tuple[dict, float, np.ndarray]:
+        result = fit_model(
+            features[rows], list(products[rows]), categories_of, search=search, refuse_unseen=0.8, photo_keys=keys[rows]
+        )
+        assert result.novelty is not None
+        report = {key: result.report[key] for key in ("structure", "structure_cv_macro_f1", "classifiers", "open_set")}
+        return report, result.novelty.threshold, result.head.probabilities(features)
+
+    given, threshold, probabilities = fitted(np.arange(len(products)))
+    again, threshold_again, probabilities_again = fitted(shuffled)
+    assert given == again and threshold == threshold_again
+    np.testing.assert_allclose(probabilities, probabilities_again, atol=1e-4)
+
+
+def test_the_canonical_order_is_by_product_then_photo_key_with_copies_after_their_photo() -> None:
+    from models.train.node_fitting import canonical_order
+
+    labels = np.array(["b", "a", "b", "a", "a"])
+    keys = np.array(["k2", "k9", "k1", "k3", "k3"])  # rows 3 and 4: a photo and its copy
+    assert canonical_order(labels, keys).tolist() == [3, 4, 1, 2, 0]
+    assert canonical_order(labels).tolist() == [1, 3, 4, 0, 2]  # without keys: by product, in the order given
