@@ -97,7 +97,7 @@ def main() -> int:
         "--bases", default="fashion,digits", help="the data sets trained as the base, comma-separated (fashion, digits)"
     )
     args = parser.parse_args()
-    bases = args.bases.split(",")
+    bases = list(dict.fromkeys(args.bases.split(",")))  # each once
     if not bases or set(bases) - {"fashion", "digits"}:
         parser.error(f"--bases: fashion, digits or both, not {args.bases!r}")
     if not 1 <= args.splits <= 5:

@@ -90,7 +90,7 @@ class HiddenFold(NamedTuple):
 
     def sampled(self, rows: np.ndarray) -> HiddenFold:
         """The fold on the rows a (rows,) bool mask keeps, or on the rows indices name in their order (itself when
-        that is every row in its own order)."""
+        that is every row in its own order; otherwise a copy of those rows' features, beside this fold's)."""
         every = rows.all() if rows.dtype == bool else np.array_equal(rows, np.arange(len(self.known)))
         return self if every else HiddenFold(self.products, self.features[rows], self.known[rows])
 

@@ -214,9 +214,11 @@ def choose_recipe(
     tuning_photos: int | None,
     categories: np.ndarray | None = None,
 ) -> tuple[FeatureRecipe, dict[str, float]]:
-    """The recipe with the best cross-validated macro-F1 of one flat default classifier, on the same photo folds
-    (and tuning sample) as the classifier search; an earlier, cheaper recipe wins ties. With too few photos to
-    cross-validate, models.extract.recipe.DEFAULT when it is among `recipes`, else the first."""
+    """The recipe with the best cross-validated macro-F1 of one flat default classifier, on photo folds (and a
+    tuning sample) drawn as the classifier search's were drawn before fit_model took its rows in canonical_order:
+    over the photos in the order they were read, so not the same folds as the search's; an earlier, cheaper recipe
+    wins ties. With too few photos to cross-validate, models.extract.recipe.DEFAULT when it is among `recipes`, else
+    the first."""
     fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}

@@ -257,18 +257,27 @@ def test_the_choices_and_the_calibration_do_not_depend_on_the_order_of_the_rows(
     search = [Candidate("logistic", 1.0), Candidate("logistic", 100.0)]
     shuffled = rng.permutation(len(products))
 
-    def fitted(rows: np.ndarray) -> tuple[dict, float, np.ndarray]:
+    def fitted(rows: np.ndarray, tuning_photos: int | None) -> tuple[dict, float, np.ndarray]:
         result = fit_model(
-            features[rows], list(products[rows]), categories_of, search=search, refuse_unseen=0.8, photo_keys=keys[rows]
+            features[rows],
+            list(products[rows]),
+            categories_of,
+            search=search,
+            refuse_unseen=0.8,
+            photo_keys=keys[rows],
+            tuning_photos=tuning_photos,
         )
         assert result.novelty is not None
-        report = {key: result.report[key] for key in ("structure", "structure_cv_macro_f1", "classifiers", "open_set")}
+        names = ("structure", "structure_cv_macro_f1", "classifiers", "open_set", "tuned_on_products")
+        report = {key: result.report.get(key) for key in names}
         return report, result.novelty.threshold, result.head.probabilities(features)
 
-    given, threshold, probabilities = fitted(np.arange(len(products)))
-    again, threshold_again, probabilities_again = fitted(shuffled)
-    assert given == again and threshold == threshold_again
-    np.testing.assert_allclose(probabilities, probabilities_again, atol=1e-4)
+    for tuning_photos in (None, 90):  # every row, and a sample of 9 products drawn over the rows
+        given, threshold, probabilities = fitted(np.arange(len(products)), tuning_photos)
+        again, threshold_again, probabilities_again = fitted(shuffled, tuning_photos)
+        assert given == again and threshold == threshold_again
+        np.testing.assert_allclose(probabilities, probabilities_again, atol=1e-4)
+    assert given["tuned_on_products"] == 9
 
 
 def test_the_canonical_order_is_by_product_then_photo_key_with_copies_after_their_photo() -> None:
