@@ -58,6 +58,7 @@ from models.train.head_fitting import AUTO, FittedHead, fit_searched, on_tuning_
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
+    canonical_order,
     fold_count,
     photo_folds,
     tune_node,
@@ -213,16 +214,19 @@ def choose_recipe(
     seed: int,
     tuning_photos: int | None,
     categories: np.ndarray | None = None,
+    photo_keys: np.ndarray | None = None,
 ) -> tuple[FeatureRecipe, dict[str, float]]:
     """The recipe with the best cross-validated macro-F1 of one flat default classifier, on photo folds (and a
-    tuning sample) drawn as the classifier search's were drawn before fit_model took its rows in canonical_order:
-    over the photos in the order they were read, so not the same folds as the search's; an earlier, cheaper recipe
-    wins ties. With too few photos to cross-validate, models.extract.recipe.DEFAULT when it is among `recipes`, else
-    the first."""
+    tuning sample) drawn over the rows in canonical_order, as fit_model draws the search's (`photo_keys`: each
+    row's photo's sha256), so the choice does not depend on the order the photos were read in; an earlier, cheaper
+    recipe wins ties. With too few photos to cross-validate, models.extract.recipe.DEFAULT when it is among
+    `recipes`, else the first."""
     fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}
-    tuning = tuning_sample(labels, groups, synthetic, tuning_photos, seed, categories)
+    order = canonical_order(labels, photo_keys)
+    in_order = None if categories is None else categories[order]
+    tuning = order[tuning_sample(labels[order], groups[order], synthetic[order], tuning_photos, seed, in_order)]
     rows, y, g, fake = superset[tuning], labels[tuning], groups[tuning], synthetic[tuning]
     real = np.flatnonzero(~fake)
     folds = fold_count(y[real])
@@ -413,7 +417,8 @@ def _rows(  # noqa: PLR0917
         augmenter=augmenter,
         cache=cache,
     )
-    recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog)
+    _, digests = photo_ids(images, options.images)  # each photo's sha256, for the recipe's folds (canonical_order)
+    recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog, digests)
     rows = TrainingSet(features[:0], data.products, data.groups, data.synthetic)
     return _Rows(weights_sha256, cache, rows, recipe, recipe_scores, center, features)
 
@@ -533,9 +538,10 @@ def _hidden_folds(  # noqa: PLR0917
 
 
 def _recipe_and_features(
-    options: TrainOptions, data: TrainingSet, catalog: Catalog
+    options: TrainOptions, data: TrainingSet, catalog: Catalog, digests: Sequence[str]
 ) -> tuple[FeatureRecipe, dict[str, float], np.ndarray | None, np.ndarray]:
-    """The feature recipe cross-validation chooses, its scores, its fitted mean and the finished features."""
+    """The feature recipe cross-validation chooses, its scores, its fitted mean and the finished features
+    (`digests`: each photo's sha256, in `data`'s photo order)."""
     recipe, recipe_scores = choose_recipe(
         data.features,
         np.asarray(data.products),
@@ -545,6 +551,7 @@ def _recipe_and_features(
         seed=options.seed,
         tuning_photos=options.tuning_photos,
         categories=np.array([str(catalog[product]["category"]) for product in data.products]),
+        photo_keys=np.asarray(digests)[data.groups],
     )
     combined = combine_parts(data.features, recipe)
     center = fit_center(combined[~data.synthetic], recipe)

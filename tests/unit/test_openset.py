@@ -347,6 +347,41 @@ def test_choose_recipe_picks_the_part_that_separates_the_products() -> None:
     assert choose_recipe(rows, labels, groups, synthetic, recipes=[b4], seed=0, tuning_photos=None) == (b4, {})
 
 
+def test_choose_recipe_does_not_depend_on_the_order_the_photos_were_read_in() -> None:
+    """Weak signal in two parts, so the folds decide the scores: given each photo's key, the same photos read in
+    another order score the same (canonical_order), with every photo and with a tuning sample."""
+    rng = np.random.default_rng(5)
+    products, per_product = 12, 9
+    labels = np.repeat(np.array([f"p{i:02d}" for i in range(products)]), per_product)
+    rows = rng.uniform(0, 1, (len(labels), SUPERSET_DIM)).astype(np.float32)
+    for part in ("b4", "b7"):
+        signal = rng.uniform(0, 0.6, (products, 40)).astype(np.float32)
+        rows[:, superset_slices()[part]][:, :40] += signal[np.repeat(np.arange(products), per_product)]
+    groups, synthetic = np.arange(len(labels)), np.zeros(len(labels), dtype=bool)
+    keys = np.array([f"{rng.integers(1 << 62):016x}" for _ in labels])
+    categories = np.array([f"c{int(label[1:]) % 3}" for label in labels])
+    recipes = [FeatureRecipe(parts=("b4",), power=True), FeatureRecipe(parts=("b7",), power=True)]
+    shuffled = rng.permutation(len(labels))
+
+    def scores(order: np.ndarray, tuning_photos: int | None) -> dict[str, float]:
+        return choose_recipe(
+            rows[order],
+            labels[order],
+            groups[: len(order)],  # a photo's group is its position in the order read
+            synthetic,
+            recipes=recipes,
+            seed=0,
+            tuning_photos=tuning_photos,
+            categories=categories[order],
+            photo_keys=keys[order],
+        )[1]
+
+    for tuning_photos in (None, 60):
+        given = scores(np.arange(len(labels)), tuning_photos)
+        assert set(given) == {recipe.label for recipe in recipes}
+        assert given == scores(shuffled, tuning_photos)
+
+
 def test_a_tuning_that_pulls_never_seen_products_into_known_ones_is_not_kept() -> None:
     """The open-set verdict (models.train.open_set_verdict): each fold's network never learned one product. Where the
     tuned networks put its photos among a known product's (new photos of it, as cross-entropy pulls a never-seen
