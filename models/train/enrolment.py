@@ -54,6 +54,7 @@ from models.train.enrolment_base import (
 )
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
+    canonical_order,
     fit_nodes,
     head_nodes,
     node_starts,
@@ -196,7 +197,8 @@ def _recalibrate(
 ) -> _Calibrated:
     """The novelty score on leave-products-out folds of the products with two photos or more, or `previous`
     when too few are left or the choices keep it (`novelty_kept`); the thresholds the choices give, else those
-    that go with the score."""
+    that go with the score. The sample and the folds are drawn over the rows in canonical_order, as fit_model
+    draws them, so the stored rows' order (trained products first, then each enrolment's) does not move them."""
     product_threshold, category_threshold = choices.product_threshold, choices.category_threshold
     if choices.refuse_unseen is None:
         return _Calibrated(None, product_threshold, category_threshold, {})
@@ -204,16 +206,18 @@ def _recalibrate(
         category_threshold = previous_category_threshold if category_threshold is None else category_threshold
         product_threshold = 0.0 if product_threshold is None else product_threshold
         return _Calibrated(previous, product_threshold, category_threshold, {"novelty_kept": choices.novelty_kept})
-    labels = base.products
+    order = canonical_order(base.products, base.sha256)  # the sample and folds a training of these photos draws
+    labels, synthetic = base.products[order], base.synthetic[order]
     categories = np.array([categories_of[str(label)] for label in labels])
-    sample = tuning_sample(labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed, categories)
-    names, photos = np.unique(labels[~base.synthetic], return_counts=True)
+    sample = tuning_sample(labels, base.groups[order], synthetic, choices.tuning_photos, choices.seed, categories)
+    names, photos = np.unique(labels[~synthetic], return_counts=True)
     sample &= np.isin(labels, names[photos >= 2])
+    rows = order[sample]
     answers = fold_answers(
-        base.features[sample],
-        labels[sample],
-        base.groups[sample],
-        base.synthetic[sample],
+        base.features[rows],
+        base.products[rows],
+        base.groups[rows],
+        base.synthetic[rows],
         categories_of=categories_of,
         structure=structure,
         chosen=picks,

@@ -442,6 +442,28 @@ def test_refits_keep_a_tuned_trainings_novelty_score_and_its_thresholds(store: P
     assert "open_set" in again.report
 
 
+def test_a_refits_novelty_calibration_does_not_depend_on_the_order_of_the_stored_rows(store: Path) -> None:
+    """A quick round's refit recalibrates the novelty score on the stored rows (trained products first, then each
+    enrolment's): the same rows in another order give the same score and threshold (canonical_order)."""
+    from models.train.enrolment import refit
+
+    enrol(store, "gauge-3", digit_photos(3, 12), record=DIGIT_RECORD, features_of=LocalFeatures())
+    bundle = load_model(store)
+    base, trained = base_of(bundle)
+    categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
+    turned = np.random.default_rng(0).permutation(len(base.products))
+    shuffled = EnrolmentBase(
+        *(column[turned] for column in (base.features, base.products, base.groups, base.synthetic)),
+        base.photos[turned],
+        base.sha256[turned],
+    )
+    given = refit(base, categories_of, trained, bundle.novelty, bundle.head.category_threshold)
+    again = refit(shuffled, categories_of, trained, bundle.novelty, bundle.head.category_threshold)
+    assert given.novelty is not None and again.novelty is not None and "open_set" in given.report
+    assert given.novelty.threshold == again.novelty.threshold
+    assert given.report["open_set"] == again.report["open_set"]
+
+
 def test_a_consolidation_that_keeps_a_tuned_trainings_novelty_score_keeps_the_mean_too(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
