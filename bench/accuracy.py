@@ -241,8 +241,15 @@ def ship(
 
     labels = np.asarray(names)
     groups, synthetic = np.arange(len(labels)), np.zeros(len(labels), dtype=bool)
-    recipe, _ = choose_recipe(
-        train_superset, labels, groups, synthetic, recipes=CANDIDATES, seed=seed, tuning_photos=3000
+    recipe, _ = choose_recipe(  # no photo keys here: both choices order the rows by product alone (canonical_order)
+        train_superset,
+        labels,
+        groups,
+        synthetic,
+        recipes=CANDIDATES,
+        seed=seed,
+        tuning_photos=3000,
+        categories=np.array([data.categories_of[name] for name in names]),
     )
     combined = combine_parts(train_superset, recipe)
     center = fit_center(combined, recipe)

@@ -197,8 +197,9 @@ def _recalibrate(
 ) -> _Calibrated:
     """The novelty score on leave-products-out folds of the products with two photos or more, or `previous`
     when too few are left or the choices keep it (`novelty_kept`); the thresholds the choices give, else those
-    that go with the score. The sample and the folds are drawn over the rows in canonical_order, as fit_model
-    draws them, so the stored rows' order (trained products first, then each enrolment's) does not move them."""
+    that go with the score. The sample and the folds are drawn over the rows in canonical_order, the order fit_model
+    takes its rows in (this sample also leaves out products of one photo), so the stored rows' order (trained
+    products first, then each enrolment's) does not move them."""
     product_threshold, category_threshold = choices.product_threshold, choices.category_threshold
     if choices.refuse_unseen is None:
         return _Calibrated(None, product_threshold, category_threshold, {})

@@ -298,11 +298,12 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
     spec = get_backbone(options.backbone)
     tuned, tuning, tuning_folds = _tuned_weights(options, spec, images, workdir)
     augmenter = _augmenter(options)
-    rows = _rows(options, spec, images, augmenter, catalog, tuned or options.weights)
+    paths, digests = photo_ids(images, options.images)
+    rows = _rows(options, spec, (images, digests), augmenter, catalog, tuned or options.weights)
     hidden = _hidden_folds(options, spec, images, augmenter, rows.recipe, tuning_folds, workdir)  # none without novelty
     if hidden and tuning is not None:  # a kept tuning whose folds hid products: does it keep the open set?
         rows, hidden = _open_set_checked(
-            options, spec, images, augmenter, catalog, (rows, hidden), tuning_folds, tuning
+            options, spec, (images, digests), augmenter, catalog, (rows, hidden), tuning_folds, tuning
         )
         tuned = tuned if tuning["kept"] else None
     elif tuned is not None and tuning is not None:
@@ -316,7 +317,6 @@ def _train(options: TrainOptions, workdir: Path) -> Path:  # long: one call per 
         rows.weights_sha256,
     )
     labels = np.asarray(data.products)
-    paths, digests = photo_ids(images, options.images)
     fitted = _fit_head(options, features, data, catalog, hidden, np.asarray(digests)[data.groups])
     del hidden
     head, report = fitted.head, fitted.report
@@ -398,13 +398,14 @@ class _Rows:
 def _rows(  # noqa: PLR0917
     options: TrainOptions,
     spec: BackboneSpec,
-    images: Sequence[LabelledImage],
+    photos: tuple[Sequence[LabelledImage], Sequence[str]],
     augmenter: Augmenter | None,
     catalog: Catalog,
     weights: Path | None,
 ) -> _Rows:
     """Every row's features from the backbone with `weights` (None: its packaged ones), finished with the recipe
-    cross-validation chooses on them."""
+    cross-validation chooses on them; `photos`: the images and each one's sha256 (photo_ids)."""
+    images, digests = photos
     extractor = FeatureExtractor(spec, weights=weights, device=options.device, cpu_threads=None, superset=True)
     weights_sha256 = file_sha256(extractor.weights_path)
     namespace = f"{spec.name}:{weights_sha256}:{spec.input_size}:superset-{SUPERSET_VERSION}"
@@ -417,7 +418,6 @@ def _rows(  # noqa: PLR0917
         augmenter=augmenter,
         cache=cache,
     )
-    _, digests = photo_ids(images, options.images)  # each photo's sha256, for the recipe's folds (canonical_order)
     recipe, recipe_scores, center, features = _recipe_and_features(options, data, catalog, digests)
     rows = TrainingSet(features[:0], data.products, data.groups, data.synthetic)
     return _Rows(weights_sha256, cache, rows, recipe, recipe_scores, center, features)
@@ -426,7 +426,7 @@ def _rows(  # noqa: PLR0917
 def _open_set_checked(  # noqa: PLR0917
     options: TrainOptions,
     spec: BackboneSpec,
-    images: Sequence[LabelledImage],
+    photos: tuple[Sequence[LabelledImage], Sequence[str]],
     augmenter: Augmenter | None,
     catalog: Catalog,
     tuned: tuple[_Rows, list[HiddenFold]],
@@ -438,7 +438,7 @@ def _open_set_checked(  # noqa: PLR0917
     tuned_rows, tuned_folds = tuned
     assert options.refuse_unseen is not None and options.tune is not None  # else no tuned folds
     logger.info("features from the frozen backbone, to judge the tuning on never-seen products")
-    frozen = _rows(options, spec, images, augmenter, catalog, options.weights)
+    frozen = _rows(options, spec, photos, augmenter, catalog, options.weights)
     verdict = open_set_verdict(
         tuned_folds,
         [

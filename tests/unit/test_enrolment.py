@@ -451,7 +451,8 @@ def test_a_refits_novelty_calibration_does_not_depend_on_the_order_of_the_stored
     bundle = load_model(store)
     base, trained = base_of(bundle)
     categories_of = {p: str(bundle.catalog[p]["category"]) for p in set(base.products.tolist())}
-    turned = np.random.default_rng(0).permutation(len(base.products))
+    photos, photo_of_row = np.unique(base.groups, return_inverse=True)  # whole photos moved, copies after each
+    turned = np.argsort(np.random.default_rng(0).permutation(len(photos))[photo_of_row], kind="stable")
     shuffled = EnrolmentBase(
         *(column[turned] for column in (base.features, base.products, base.groups, base.synthetic)),
         base.photos[turned],

@@ -351,7 +351,7 @@ def test_choose_recipe_does_not_depend_on_the_order_the_photos_were_read_in() ->
     """Weak signal in two parts, so the folds decide the scores: given each photo's key, the same photos read in
     another order score the same (canonical_order), with every photo and with a tuning sample."""
     rng = np.random.default_rng(5)
-    products, per_product = 12, 9
+    products, per_product = 12, 12  # 10 photos a product drawn for the sample, two categories of 4 fit in 80
     labels = np.repeat(np.array([f"p{i:02d}" for i in range(products)]), per_product)
     rows = rng.uniform(0, 1, (len(labels), SUPERSET_DIM)).astype(np.float32)
     for part in ("b4", "b7"):
@@ -367,7 +367,7 @@ def test_choose_recipe_does_not_depend_on_the_order_the_photos_were_read_in() ->
         return choose_recipe(
             rows[order],
             labels[order],
-            groups[: len(order)],  # a photo's group is its position in the order read
+            groups,  # a photo's group is its position in the order read
             synthetic,
             recipes=recipes,
             seed=0,
@@ -376,7 +376,7 @@ def test_choose_recipe_does_not_depend_on_the_order_the_photos_were_read_in() ->
             photo_keys=keys[order],
         )[1]
 
-    for tuning_photos in (None, 60):
+    for tuning_photos in (None, 80):
         given = scores(np.arange(len(labels)), tuning_photos)
         assert set(given) == {recipe.label for recipe in recipes}
         assert given == scores(shuffled, tuning_photos)
