@@ -54,12 +54,11 @@ from models.train.enrolment_base import (
 )
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
-    canonical_order,
+    canonical_sample,
     fit_nodes,
     head_nodes,
     node_starts,
     resolve_structure,
-    tuning_sample,
 )
 from models.train.open_set import calibrate_open_set, fold_answers
 from models.train.quick_enrolment import (
@@ -207,13 +206,13 @@ def _recalibrate(
         category_threshold = previous_category_threshold if category_threshold is None else category_threshold
         product_threshold = 0.0 if product_threshold is None else product_threshold
         return _Calibrated(previous, product_threshold, category_threshold, {"novelty_kept": choices.novelty_kept})
-    order = canonical_order(base.products, base.sha256)  # the sample and folds a training of these photos draws
-    labels, synthetic = base.products[order], base.synthetic[order]
+    labels = base.products
     categories = np.array([categories_of[str(label)] for label in labels])
-    sample = tuning_sample(labels, base.groups[order], synthetic, choices.tuning_photos, choices.seed, categories)
-    names, photos = np.unique(labels[~synthetic], return_counts=True)
-    sample &= np.isin(labels, names[photos >= 2])
-    rows = order[sample]
+    rows = canonical_sample(
+        labels, base.groups, base.synthetic, choices.tuning_photos, choices.seed, categories, base.sha256
+    )  # the sample and folds a training of these photos draws
+    names, photos = np.unique(labels[~base.synthetic], return_counts=True)
+    rows = rows[np.isin(labels[rows], names[photos >= 2])]
     answers = fold_answers(
         base.features[rows],
         base.products[rows],

@@ -24,7 +24,7 @@ from models.train.node_fitting import (
     Node,
     Tuned,
     calibrate_threshold,
-    canonical_order,
+    canonical_sample,
     fit_nodes,
     fold_count,
     head_nodes,
@@ -32,7 +32,6 @@ from models.train.node_fitting import (
     photo_folds,
     resolve_structure,
     tune_node,
-    tuning_sample,
 )
 from models.train.open_set import HiddenFold, OpenSetCalibration, calibrate_open_set, fold_answers
 from models.train.report import confused_pairs, confused_with, evaluation
@@ -474,10 +473,8 @@ def _tuning_rows(  # noqa: PLR0917
         "synthetic_images": int(synthetic.sum()),
         "products": len(np.unique(labels)),
     }
-    order = canonical_order(labels, photo_keys)
-    tuning = tuning_sample(labels[order], groups[order], synthetic[order], tuning_photos, seed, categories[order])
-    rows = order[tuning]
-    if not tuning.all():
+    rows = canonical_sample(labels, groups, synthetic, tuning_photos, seed, categories, photo_keys)
+    if len(rows) < len(labels):
         report["tuned_on_images"] = int((~synthetic[rows]).sum())
         report["tuned_on_products"] = len(np.unique(labels[rows]))
         report["tuned_on_categories"] = len(np.unique(categories[rows]))

@@ -138,6 +138,24 @@ def canonical_order(labels: np.ndarray, photo_keys: np.ndarray | None = None) ->
     return order
 
 
+def canonical_sample(  # noqa: PLR0917
+    labels: np.ndarray,
+    groups: np.ndarray,
+    synthetic: np.ndarray,
+    photos: int | None,
+    seed: int,
+    categories: np.ndarray | None = None,
+    photo_keys: np.ndarray | None = None,
+) -> np.ndarray:
+    """tuning_sample drawn over the rows in canonical_order: the indices of the rows it keeps, in that order. The
+    choices and calibrations that cross-validate (the recipe, the search, a refit's novelty score) take their rows
+    so, and make the same folds of the same photos whatever order the photos came in."""
+    order = canonical_order(labels, photo_keys)
+    in_order = None if categories is None else np.asarray(categories)[order]
+    kept: np.ndarray = order[tuning_sample(labels[order], groups[order], synthetic[order], photos, seed, in_order)]
+    return kept
+
+
 def tuning_sample(  # noqa: PLR0917
     labels: np.ndarray,
     groups: np.ndarray,

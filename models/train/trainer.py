@@ -58,11 +58,10 @@ from models.train.head_fitting import AUTO, FittedHead, fit_searched, on_tuning_
 from models.train.node_fitting import (
     DEFAULT_CANDIDATE,
     Node,
-    canonical_order,
+    canonical_sample,
     fold_count,
     photo_folds,
     tune_node,
-    tuning_sample,
 )
 from models.train.open_set import HiddenFold
 from models.train.open_set_verdict import open_set_verdict, why_not_kept
@@ -224,9 +223,7 @@ def choose_recipe(
     fallback = DEFAULT if DEFAULT in recipes else recipes[0]
     if len(recipes) == 1:
         return recipes[0], {}
-    order = canonical_order(labels, photo_keys)
-    in_order = None if categories is None else categories[order]
-    tuning = order[tuning_sample(labels[order], groups[order], synthetic[order], tuning_photos, seed, in_order)]
+    tuning = canonical_sample(labels, groups, synthetic, tuning_photos, seed, categories, photo_keys)
     rows, y, g, fake = superset[tuning], labels[tuning], groups[tuning], synthetic[tuning]
     real = np.flatnonzero(~fake)
     folds = fold_count(y[real])
