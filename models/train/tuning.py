@@ -267,10 +267,12 @@ def _epochs(  # long: one loop, its batches, its held-out figures and its three 
     *,
     clock: Callable[[], float],
     started: float,
+    after_epoch: Callable[[], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], int, list[dict[str, Any]], str]:
     """Train the tail and the classifier on the fitted rows of `fitted` (every photo's views, the rows, every
     photo's product); the best epoch's weights (by `options.stop_on` on the held-out photos; the last epoch
-    without any), its number, every epoch's figures, and why it stopped (`epochs`, `patience` or `budget`)."""
+    without any), its number, every epoch's figures (with what `after_epoch` measures), and why it stopped
+    (`epochs`, `patience` or `budget`)."""
     views_of, fit_rows, y_all = fitted
     held_acts, y_held = held
     views, count = len(views_of), len(fit_rows)
@@ -310,6 +312,7 @@ def _epochs(  # long: one loop, its batches, its held-out figures and its three 
                 "held_top1": None if top1 is None else round(top1, 4),
                 "held_loss": None if held_loss is None else round(held_loss, 4),
                 "seconds": round(clock() - epoch_started, 1),
+                **(after_epoch() if after_epoch else {}),
             }
         )
         logger.info("tuning epoch %d: loss %.3f, stopping top-1 %s, loss %s", epoch, total / count, top1, held_loss)
@@ -509,3 +512,59 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
         "kept" if kept else "not kept, the frozen backbone is used",
     )
     return TuneResult(kept, state, record, tuple(networks))
+
+
+def learning_curve(  # long: the trunk once, then the epochs, each scored on the test photos
+    network: Any,
+    inputs: Callable[[int], Sequence[np.ndarray]],
+    labels: Sequence[str],
+    test_inputs: Callable[[int], np.ndarray],
+    test_labels: Sequence[str],
+    *,
+    views: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    options: TuneOptions = TuneOptions(),
+) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """What tuning gives epoch by epoch (bench.tuning_curves): the tail tuned on every photo for `options.epochs`
+    (its cosine schedule over them, no early stop, no budget), and before the first epoch (epoch 0: the frozen
+    network) and after each, on test photos none of it trained on: the tuned classifier's top-1 and cross-entropy,
+    and the top-1 of a linear probe (C=1) fitted on the tuned features of the photos tuned on. `test_inputs(i)` is
+    test photo i as a model input. The curve, and the last epoch's weights (the whole network's); the network
+    itself is left as it was."""
+    names = np.asarray([str(label) for label in labels])
+    products, y_all = np.unique(names, return_inverse=True)
+    test_names = np.asarray([str(label) for label in test_labels])
+    if len(products) < 2 or not len(test_names) or not np.isin(test_names, products).all():
+        raise TrainingError("a learning curve needs two products, and test photos of those products only")
+    test_y = np.searchsorted(products, test_names)
+    split = _Split(copy.deepcopy(network).eval(), options.first_block, options.device)
+    torch.manual_seed(options.seed)
+    activations = _activations(split, inputs, len(names), views=views, mean=mean, std=std)
+    test_acts = _activations(split, lambda row: [test_inputs(row)], len(test_y), views=1, mean=mean, std=std)[0]
+    classifier = _classifier_from(_fit_probe(split.features(activations[0]), y_all), len(products)).to(options.device)
+
+    def on_test() -> dict[str, Any]:
+        test_x = split.features(test_acts)
+        with torch.no_grad():
+            logits = classifier(torch.from_numpy(test_x).to(split.device)).cpu()
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(test_y).long()))
+        probe, _ = _probe(split.features(activations[0]), y_all, test_x, test_y)
+        return {
+            "test_top1": round(float((logits.argmax(dim=1).numpy() == test_y).mean()), 4),
+            "test_loss": round(loss, 4),
+            "probe_top1": round(probe, 4),
+        }
+
+    frozen = {"epoch": 0, **on_test()}
+    last, _, curve, _ = _epochs(  # without held-out photos, the state returned is the last epoch's
+        split,
+        classifier,
+        (activations, np.arange(len(names)), torch.from_numpy(y_all).long()),
+        (activations[0][:0], y_all[:0]),
+        replace(options, patience=options.epochs + 1, budget_s=None),
+        clock=time.monotonic,
+        started=time.monotonic(),
+        after_epoch=on_test,
+    )
+    return [frozen, *curve], last
