@@ -234,8 +234,15 @@ def _held_figures(
     split: _Split, classifier: torch.nn.Linear, activations: torch.Tensor, truth: np.ndarray
 ) -> tuple[float, float]:
     """The classifier's top-1 and mean cross-entropy on held-out photos."""
+    return _classifier_figures(classifier, split.features(activations), truth, split.device)
+
+
+def _classifier_figures(
+    classifier: torch.nn.Linear, features: np.ndarray, truth: np.ndarray, device: str
+) -> tuple[float, float]:
+    """The classifier's top-1 and mean cross-entropy on photos' tuned features."""
     with torch.no_grad():
-        logits = classifier(torch.from_numpy(split.features(activations)).to(split.device)).cpu()
+        logits = classifier(torch.from_numpy(features).to(device)).cpu()
     target = torch.from_numpy(np.asarray(truth)).long()
     loss = float(torch.nn.functional.cross_entropy(logits, target))
     return float((logits.argmax(dim=1).numpy() == truth).mean()), loss
@@ -305,14 +312,15 @@ def _epochs(  # long: one loop, its batches, its held-out figures and its three 
             total += float(loss.detach()) * len(rows)
         top1, held_loss = _held_figures(split, classifier, held_acts, y_held) if len(y_held) else (None, None)
         score = None if top1 is None or held_loss is None else (top1 if options.stop_on == "top1" else -held_loss)
+        seconds = round(clock() - epoch_started, 1)  # the epoch's, not what after_epoch measures
         curve.append(
             {
+                **(after_epoch() if after_epoch else {}),
                 "epoch": epoch,
                 "loss": round(total / count, 4),
                 "held_top1": None if top1 is None else round(top1, 4),
                 "held_loss": None if held_loss is None else round(held_loss, 4),
-                "seconds": round(clock() - epoch_started, 1),
-                **(after_epoch() if after_epoch else {}),
+                "seconds": seconds,
             }
         )
         logger.info("tuning epoch %d: loss %.3f, stopping top-1 %s, loss %s", epoch, total / count, top1, held_loss)
@@ -323,6 +331,31 @@ def _epochs(  # long: one loop, its batches, its held-out figures and its three 
         if options.budget_s is not None and clock() - started >= options.budget_s and epoch < options.epochs:
             return best[2] or split.state(), best[1], curve, "budget"
     return best[2] or split.state(), best[1], curve, "epochs"  # a loss that was never a number: the last epoch
+
+
+def _on_every_photo(
+    split: _Split,
+    classifier: torch.nn.Linear,
+    activations: list[torch.Tensor],
+    y_all: np.ndarray,
+    options: TuneOptions,
+    *,
+    clock: Callable[[], float],
+    started: float,
+    after_epoch: Callable[[], dict[str, Any]] | None = None,
+) -> tuple[dict[str, torch.Tensor], int, list[dict[str, Any]], str]:
+    """`_epochs` on every photo, with none held out: nothing stops it early (only the budget), and the state it
+    returns is the last epoch's."""
+    return _epochs(
+        split,
+        classifier,
+        (activations, np.arange(len(y_all)), torch.from_numpy(y_all).long()),
+        (activations[0][:0], y_all[:0]),
+        options,
+        clock=clock,
+        started=started,
+        after_epoch=after_epoch,
+    )
 
 
 @dataclass(frozen=True)
@@ -463,14 +496,8 @@ def tune(  # long: the trunk once, the folds, the verdict and the run on every p
         epochs = max(1, round(float(np.median([fold["best_epoch"] for fold in folds]))))
         split.network.load_state_dict(frozen_state)
         classifier = _classifier_from(_fit_probe(photos.frozen, y_all), len(products)).to(options.device)
-        every, best, curve, stopped = _epochs(
-            split,
-            classifier,
-            (activations, np.arange(len(names)), torch.from_numpy(y_all).long()),
-            (activations[0][:0], y_all[:0]),
-            replace(options, epochs=epochs),
-            clock=clock,
-            started=started,
+        every, best, curve, stopped = _on_every_photo(
+            split, classifier, activations, y_all, replace(options, epochs=epochs), clock=clock, started=started
         )
         runs.append({"fold": "all", "best_epoch": best, "stopped": stopped, "epochs": curve})
         cut = stopped == "budget"  # cut short, it was never judged: the first fold's tuning ships
@@ -546,23 +573,17 @@ def learning_curve(  # long: the trunk once, then the epochs, each scored on the
 
     def on_test() -> dict[str, Any]:
         test_x = split.features(test_acts)
-        with torch.no_grad():
-            logits = classifier(torch.from_numpy(test_x).to(split.device)).cpu()
-        loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(test_y).long()))
+        top1, loss = _classifier_figures(classifier, test_x, test_y, split.device)
         probe, _ = _probe(split.features(activations[0]), y_all, test_x, test_y)
-        return {
-            "test_top1": round(float((logits.argmax(dim=1).numpy() == test_y).mean()), 4),
-            "test_loss": round(loss, 4),
-            "probe_top1": round(probe, 4),
-        }
+        return {"test_top1": round(top1, 4), "test_loss": round(loss, 4), "probe_top1": round(probe, 4)}
 
     frozen = {"epoch": 0, **on_test()}
-    last, _, curve, _ = _epochs(  # without held-out photos, the state returned is the last epoch's
+    last, _, curve, _ = _on_every_photo(
         split,
         classifier,
-        (activations, np.arange(len(names)), torch.from_numpy(y_all).long()),
-        (activations[0][:0], y_all[:0]),
-        replace(options, patience=options.epochs + 1, budget_s=None),
+        activations,
+        y_all,
+        replace(options, budget_s=None),
         clock=time.monotonic,
         started=time.monotonic(),
         after_epoch=on_test,
