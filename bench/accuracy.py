@@ -231,6 +231,13 @@ class Shipped:
     fitted: Any  # models.train.trainer.FittedHead
 
 
+def head_search(classifiers: str) -> list[Any]:
+    """The heads a shipped training chooses among, from `--classifiers` (comma-separated kinds)."""
+    from models.answer.classifiers import candidates, parse_names
+
+    return candidates(parse_names(classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",))
+
+
 def ship(
     train_superset: np.ndarray, names: list[str], data: DataSet, search: list[Any], seed: int, refuse: float | None
 ) -> Shipped:
@@ -498,11 +505,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from bench.e2e import table
-    from models.answer.classifiers import candidates, parse_names
 
-    search = candidates(
-        parse_names(args.classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",)
-    )
+    search = head_search(args.classifiers)
     shots = [int(s) for s in args.shots.split(",") if s.strip()] + ([6000] if args.full else [])
     args.operating_points = [float(x) for x in args.refuse_unseen.split(",") if x.strip()]
     args.refuse_unseen = args.operating_points[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import DataSet, Superset, digits, fashion, grey_photo, pick, ship, shipped_answers
+from bench.accuracy import DataSet, Superset, digits, fashion, grey_photo, head_search, pick, ship, shipped_answers
 from bench.e2e import table
 
 TARGETS = {"Fashion-MNIST": 0.85, "digits (scikit-learn)": 0.97}
@@ -68,13 +69,13 @@ def curves_of(data: DataSet, k: int, args: argparse.Namespace) -> list[dict[str,
         return np.asarray(resize_center_crop(grey_photo(data.test_images[i]), size))
 
     runs = []
-    for overrides, epochs in [(overrides, epochs) for overrides in args.recipes for epochs in args.epochs]:
+    for overrides, epochs in itertools.product(args.recipes, args.epochs):
         options = TuneOptions(**{"epochs": epochs, "seed": args.seed, **overrides})
         name = recipe_name(overrides) + (f", {epochs} epochs" if len(args.epochs) > 1 else "")
         augmenter = Augmenter(copies=options.copies, seed=args.seed)
 
         def inputs(i: int, augmenter: Augmenter = augmenter) -> list[np.ndarray]:
-            photo = grey_photo(data.train_images[index[i]])  # the photo a training folder holds, then its copies
+            photo = grey_photo(data.train_images[index[i]])  # as a training folder holds it (bench.accuracy: 2x)
             return [
                 np.asarray(resize_center_crop(view, size))
                 for view in (photo, *augmenter.variants(photo, int(index[i])))
@@ -165,11 +166,7 @@ def main() -> int:
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "partsight-bench"), help="superset cache")
     args = parser.parse_args()
 
-    from models.answer.classifiers import candidates, parse_names
-
-    args.search = candidates(
-        parse_names(args.classifiers, ("logistic", "linear_svm", "rbf_svm", "knn", "mlp"), "kind"), ("none",)
-    )
+    args.search = head_search(args.classifiers)
     args.recipes = json.loads(args.recipes)
     args.epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
     shots = [int(s) for s in args.shots.split(",") if s.strip()]
@@ -193,12 +190,12 @@ def main() -> int:
                 "photos per product",
                 "recipe",
                 "probe, frozen",
-                "probe, best epoch",
+                "probe, best epoch (chosen on the test photos)",
                 "probe, last epoch",
                 "shipped, frozen",
                 "shipped, last epoch",
                 "target",
-                "tuning s",
+                "run s (scoring included)",
             ),
         )
     )
