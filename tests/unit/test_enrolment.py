@@ -1315,7 +1315,8 @@ def test_a_searching_round_re_centres_the_rows_the_enrolments_moved_and_frames_a
     assert isinstance(search, GraphSearch) and len(search.loose) == 0
     queries = bundle.gallery.features[::7]
     found, exact = search.nearest(queries, 3), top_rows(queries @ bundle.gallery.features.T, 3)
-    np.testing.assert_allclose(found[1], exact[1], atol=1e-6)
+    # float32 dot products summed in another order: a few units in the last place near 1.0 (1.2e-6 seen on one CPU)
+    np.testing.assert_allclose(found[1], exact[1], atol=1e-5)
     # gauge-5's refinement, made in the old space, fitted again in the new one
     (carried,) = bundle.head.refinements
     (made,) = [r for r in meanwhile[0].head.refinements if r.product == "gauge-5"]
