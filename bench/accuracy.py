@@ -275,6 +275,16 @@ def shipped_answers(shipped: Shipped, test_superset: np.ndarray, data: DataSet) 
     return np.array([data.products.index(head.products[i]) for i in head.probabilities(test_x).argmax(axis=1)])
 
 
+def answers_shipped_on(
+    superset: Superset, data: DataSet, index: np.ndarray, names: list[str], search: list[Any], seed: int
+) -> np.ndarray:
+    """What `partsight train` ships on `superset`'s features of the photos `index`, and its answers to every test
+    photo (product indices)."""
+    train_superset = superset(data.train_images[index], f"{data.name}-train-k{len(index)}")
+    test_superset = superset(data.test_images, f"{data.name}-test")
+    return shipped_answers(ship(train_superset, names, data, search, seed, None), test_superset, data)
+
+
 def tuned_and_shipped(
     data: DataSet, index: np.ndarray, names: list[str], args: argparse.Namespace, search: list[Any], superset: Superset
 ) -> tuple[str, np.ndarray]:
@@ -312,16 +322,12 @@ def tuned_and_shipped(
     print(f"  tuning: {json.dumps({key: value for key, value in record.items() if key != 'epochs'})}", file=sys.stderr)
     for epoch in record["epochs"]:
         print(f"    {epoch}", file=sys.stderr)
-    on_tuned = Superset(Path(args.cache), network=tuned)
-    train_superset = on_tuned(data.train_images[index], f"{data.name}-train-k{len(index)}")
-    test_superset = on_tuned(data.test_images, f"{data.name}-test")
-    shipped = ship(train_superset, names, data, search, args.seed, None)
     kept = "kept" if record["kept"] else "not kept"
     label = (
         f"tuned ({kept}: judged {record['frozen_top1']:.0%} -> {record['tuned_top1']:.0%}, "
         f"{record['seconds']:.0f} s) + shipped"
     )
-    return label, shipped_answers(shipped, test_superset, data)
+    return label, answers_shipped_on(Superset(Path(args.cache), network=tuned), data, index, names, search, args.seed)
 
 
 def accuracy_rows(

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.accuracy import DataSet, Superset, digits, fashion, grey_photo, head_search, pick, ship, shipped_answers
+from bench.accuracy import DataSet, Superset, answers_shipped_on, digits, fashion, grey_photo, head_search, pick
 from bench.e2e import table
 
 TARGETS = {"Fashion-MNIST": 0.85, "digits (scikit-learn)": 0.97}
@@ -44,10 +44,8 @@ def shipped_top1(
     superset: Superset, data: DataSet, index: np.ndarray, names: list[str], args: argparse.Namespace
 ) -> float:
     """What `partsight train` ships on `superset`'s features of these photos, scored on the test photos."""
-    train = superset(data.train_images[index], f"{data.name}-train-k{len(index)}")
-    test = superset(data.test_images, f"{data.name}-test")
-    shipped = ship(train, names, data, args.search, args.seed, None)
-    return float((shipped_answers(shipped, test, data) == data.test_labels).mean())
+    answers = answers_shipped_on(superset, data, index, names, args.search, args.seed)
+    return float((answers == data.test_labels).mean())
 
 
 def curves_of(data: DataSet, k: int, args: argparse.Namespace) -> list[dict[str, Any]]:
